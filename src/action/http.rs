@@ -1,0 +1,485 @@
+//! `http::` — requests against HTTP endpoints, and health polling.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Action, ActionError, Cx, Dur, Effect, ErrorKind, Idempotency, Spec, StatusSpec};
+use crate::secret::SecretString;
+
+/// The most of a response body the engine keeps.
+pub const MAX_BODY: usize = 1 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetInput {
+    /// The URL to fetch (may be a secret).
+    pub url: SecretString,
+    /// Request headers; values may be secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, SecretString>,
+    /// Status codes that count as success: one code or a list (default: any 2xx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<StatusSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostInput {
+    /// The URL to send to (may be a secret).
+    pub url: SecretString,
+    /// Request headers; values may be secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, SecretString>,
+    /// A text body (give `body` or `json`, not both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// A JSON body, sent with content-type application/json.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    /// Status codes that count as success: one code or a list (default: any 2xx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<StatusSpec>,
+}
+
+/// What an HTTP request returned.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Response {
+    /// The HTTP status code.
+    pub status: u16,
+    /// Response headers (lower-case names).
+    pub headers: BTreeMap<String, String>,
+    /// The body as text (at most 1 MiB).
+    pub body: String,
+    /// The body parsed as JSON, when it is JSON.
+    pub json: Option<Value>,
+    /// Time until the whole response was read, in milliseconds.
+    pub latency_ms: u64,
+}
+
+pub struct Get;
+pub struct Post;
+pub struct WaitHealthy;
+
+fn predicted_response(expect: &Option<StatusSpec>) -> Response {
+    Response {
+        status: StatusSpec::first(expect),
+        headers: BTreeMap::new(),
+        body: String::new(),
+        json: None,
+        latency_ms: 0,
+    }
+}
+
+/// Describes a reqwest error by its causes, without the URL (it may carry a secret).
+pub(crate) fn error_text(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    let head = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "error reading the response"
+    } else {
+        "request failed"
+    };
+    if parts.is_empty() {
+        head.to_string()
+    } else {
+        format!("{head}: {}", parts.join(": "))
+    }
+}
+
+pub(crate) fn classify(e: &reqwest::Error) -> ErrorKind {
+    if e.is_connect() {
+        ErrorKind::TransientNotSent
+    } else {
+        ErrorKind::TransientMaybeApplied
+    }
+}
+
+pub(crate) struct Request<'a> {
+    pub method: reqwest::Method,
+    pub url: &'a SecretString,
+    pub headers: &'a BTreeMap<String, SecretString>,
+    pub body: Option<String>,
+    pub json: Option<&'a Value>,
+    pub timeout: Duration,
+}
+
+/// Sends a request and reads at most [`MAX_BODY`] of the answer.
+pub(crate) async fn send(cx: &Cx, req: Request<'_>) -> Result<Response, ActionError> {
+    let shown = req.url.shown();
+    let url = req.url.reveal().map_err(ActionError::permanent)?;
+    let mut builder = cx.http.request(req.method, &url).timeout(req.timeout);
+    for (name, value) in req.headers {
+        builder = builder.header(name, value.reveal().map_err(ActionError::permanent)?);
+    }
+    if let Some(json) = req.json {
+        builder = builder.json(json);
+    } else if let Some(body) = req.body {
+        builder = builder.body(body);
+    }
+    let started = Instant::now();
+    let mut resp = builder.send().await.map_err(|e| ActionError {
+        message: format!("{shown}: {}", error_text(&e)),
+        kind: classify(&e),
+    })?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_BODY.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ActionError::maybe_applied(format!(
+                    "{shown}: {}",
+                    error_text(&e)
+                )));
+            }
+        }
+    }
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let json = serde_json::from_str(&body).ok();
+    Ok(Response {
+        status,
+        headers,
+        body,
+        json,
+        latency_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+fn check_status(
+    shown: &str,
+    resp: &Response,
+    expect: &Option<StatusSpec>,
+) -> Result<(), ActionError> {
+    if StatusSpec::accepts(expect, resp.status) {
+        return Ok(());
+    }
+    let mut snippet: String = resp.body.chars().take(200).collect();
+    if resp.body.len() > snippet.len() {
+        snippet.push('…');
+    }
+    let message = format!(
+        "{shown} answered {} (expected {}){}",
+        resp.status,
+        StatusSpec::describe(expect),
+        if snippet.trim().is_empty() {
+            String::new()
+        } else {
+            format!(": {}", snippet.trim())
+        }
+    );
+    // A 5xx may pass; anything else will not change by retrying.
+    Err(if resp.status >= 500 {
+        ActionError::maybe_applied(message)
+    } else {
+        ActionError::permanent(message)
+    })
+}
+
+impl Action for Get {
+    type Input = GetInput;
+    type Output = Response;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "http",
+            name: "get",
+            doc:
+                "GET a URL and return its status, headers and body; fails on an unexpected status.",
+            effect: Effect::Read,
+            idempotency: Idempotency::Idempotent,
+            primary: Some("url"),
+            default_timeout: Duration::from_secs(30),
+            default_retries: 2,
+        }
+    }
+
+    fn describe(input: &GetInput) -> String {
+        format!("GET {}", input.url.shown())
+    }
+
+    fn predict(input: &GetInput) -> Response {
+        predicted_response(&input.expect_status)
+    }
+
+    async fn run(input: GetInput, cx: Cx) -> Result<Response, ActionError> {
+        let req = Request {
+            method: reqwest::Method::GET,
+            url: &input.url,
+            headers: &input.headers,
+            body: None,
+            json: None,
+            timeout: cx.timeout,
+        };
+        let resp = send(&cx, req).await?;
+        check_status(&input.url.shown(), &resp, &input.expect_status)?;
+        Ok(resp)
+    }
+}
+
+impl Action for Post {
+    type Input = PostInput;
+    type Output = Response;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "http",
+            name: "post",
+            doc: "POST a text or JSON body to a URL; fails on an unexpected status.",
+            effect: Effect::Write,
+            idempotency: Idempotency::NotIdempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(30),
+            default_retries: 0,
+        }
+    }
+
+    fn describe(input: &PostInput) -> String {
+        let body = match (&input.json, &input.body) {
+            (Some(j), _) => format!(" (JSON, {} bytes)", j.to_string().len()),
+            (None, Some(b)) => format!(" ({} bytes)", b.len()),
+            _ => String::new(),
+        };
+        format!("POST {}{body}", input.url.shown())
+    }
+
+    fn predict(input: &PostInput) -> Response {
+        predicted_response(&input.expect_status)
+    }
+
+    async fn run(input: PostInput, cx: Cx) -> Result<Response, ActionError> {
+        if input.body.is_some() && input.json.is_some() {
+            return Err(ActionError::permanent(
+                "give either `body` or `json`, not both",
+            ));
+        }
+        let req = Request {
+            method: reqwest::Method::POST,
+            url: &input.url,
+            headers: &input.headers,
+            body: input.body.clone(),
+            json: input.json.as_ref(),
+            timeout: cx.timeout,
+        };
+        let resp = send(&cx, req).await?;
+        check_status(&input.url.shown(), &resp, &input.expect_status)?;
+        Ok(resp)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Until {
+    /// Wait for N consecutive healthy answers.
+    #[default]
+    Healthy,
+    /// Wait for N consecutive failures (detect an outage).
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitHealthyInput {
+    /// The health endpoint (may be a secret).
+    pub url: SecretString,
+    /// Request headers; values may be secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, SecretString>,
+    /// Status codes that count as healthy (default: any 2xx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<StatusSpec>,
+    /// "healthy" (default) waits for successes; "unhealthy" waits for failures.
+    #[serde(default)]
+    pub until: Until,
+    /// How many checks in a row must agree (default 3).
+    #[serde(default = "default_consecutive")]
+    pub consecutive: u32,
+    /// Time between checks (default "2s").
+    #[serde(default = "default_interval")]
+    pub interval: Dur,
+    /// A check slower than this counts as a failure (default "10s").
+    #[serde(default = "default_max_latency")]
+    pub max_latency: Dur,
+}
+
+fn default_consecutive() -> u32 {
+    3
+}
+fn default_interval() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn default_max_latency() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+/// Where a health wait ended.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct HealthReport {
+    /// Whether the endpoint was healthy at the end.
+    pub healthy: bool,
+    /// How many checks were made.
+    pub checks: u32,
+    /// The last status code, if any answer came.
+    pub last_status: Option<u16>,
+    /// The last check's latency in milliseconds.
+    pub last_latency_ms: u64,
+    /// Why the last failing check failed.
+    pub last_error: Option<String>,
+}
+
+impl Action for WaitHealthy {
+    type Input = WaitHealthyInput;
+    type Output = HealthReport;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "http",
+            name: "wait_healthy",
+            doc: "Poll a health endpoint until N consecutive checks are healthy (or, with until: \"unhealthy\", failing).",
+            effect: Effect::Read,
+            idempotency: Idempotency::Idempotent,
+            primary: Some("url"),
+            default_timeout: Duration::from_secs(300),
+            default_retries: 0,
+        }
+    }
+
+    fn describe(input: &WaitHealthyInput) -> String {
+        let what = match input.until {
+            Until::Healthy => "healthy",
+            Until::Unhealthy => "failing",
+        };
+        format!(
+            "wait until {} is {what} ({} checks in a row)",
+            input.url.shown(),
+            input.consecutive
+        )
+    }
+
+    fn predict(input: &WaitHealthyInput) -> HealthReport {
+        HealthReport {
+            healthy: input.until == Until::Healthy,
+            checks: input.consecutive,
+            last_status: Some(StatusSpec::first(&input.expect_status)),
+            last_latency_ms: 0,
+            last_error: None,
+        }
+    }
+
+    async fn run(input: WaitHealthyInput, cx: Cx) -> Result<HealthReport, ActionError> {
+        let shown = input.url.shown();
+        let deadline = Instant::now() + cx.timeout;
+        let want_healthy = input.until == Until::Healthy;
+        let need = input.consecutive.max(1);
+        let mut streak = 0;
+        let mut report = HealthReport {
+            healthy: false,
+            checks: 0,
+            last_status: None,
+            last_latency_ms: 0,
+            last_error: None,
+        };
+        let mut recent: Vec<String> = Vec::new();
+        loop {
+            let req = Request {
+                method: reqwest::Method::GET,
+                url: &input.url,
+                headers: &input.headers,
+                body: None,
+                json: None,
+                timeout: input.max_latency.0,
+            };
+            let started = Instant::now();
+            let outcome = send(&cx, req).await;
+            report.checks += 1;
+            report.last_latency_ms = started.elapsed().as_millis() as u64;
+            let healthy = match outcome {
+                Ok(resp) => {
+                    report.last_status = Some(resp.status);
+                    if !StatusSpec::accepts(&input.expect_status, resp.status) {
+                        report.last_error = Some(format!("status {}", resp.status));
+                        false
+                    } else if started.elapsed() > input.max_latency.0 {
+                        report.last_error = Some(format!("slow: {} ms", report.last_latency_ms));
+                        false
+                    } else {
+                        report.last_error = None;
+                        true
+                    }
+                }
+                Err(e) => {
+                    report.last_status = None;
+                    report.last_error = Some(
+                        e.message
+                            .trim_start_matches(&format!("{shown}: "))
+                            .to_string(),
+                    );
+                    false
+                }
+            };
+            report.healthy = healthy;
+            recent.push(report.last_error.clone().unwrap_or_else(|| "ok".into()));
+            if recent.len() > 3 {
+                recent.remove(0);
+            }
+            streak = if healthy == want_healthy {
+                streak + 1
+            } else {
+                0
+            };
+            cx.note(format!(
+                "check {}: {} ({streak}/{need})",
+                report.checks,
+                recent.last().unwrap()
+            ));
+            if streak >= need {
+                return Ok(report);
+            }
+            if cx.cancel.load(Ordering::SeqCst) {
+                return Err(ActionError {
+                    message: "interrupted".into(),
+                    kind: ErrorKind::Interrupted,
+                });
+            }
+            if Instant::now() + input.interval.0 >= deadline {
+                let what = if want_healthy { "healthy" } else { "failing" };
+                return Err(ActionError::permanent(format!(
+                    "{shown} was not {what} for {need} checks in a row within {} ({} checks; last: {})",
+                    humantime::format_duration(Duration::from_secs(cx.timeout.as_secs())),
+                    report.checks,
+                    recent.join(", ")
+                )));
+            }
+            tokio::time::sleep(input.interval.0).await;
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Typed actions: the Rust side of every `namespace::name(..)` a runbook calls.
+//!
+//! An action declares its input and output as serde types (their JSON schemas document it),
+//! its effect (read or write), whether running it twice equals running it once, how it reads
+//! in one line, and what it would return in a dry-run. The engine (runner) does the rest:
+//! journaling, replay, timeouts, retries and the plan.
+
+pub mod http;
+pub mod notify;
+pub mod shell;
+pub mod time;
+mod types;
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::secret::Redactor;
+pub use types::{Dur, StatusSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    /// Observes the world; runs for real in a dry-run.
+    Read,
+    /// Changes the world; predicted in a dry-run.
+    Write,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Idempotency {
+    /// Running it twice equals running it once: safe to re-run when a crash left it in flight.
+    Idempotent,
+    /// A second run repeats the change: the operator decides after a crash.
+    NotIdempotent,
+}
+
+/// What the engine needs to know of an action besides its types.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub namespace: &'static str,
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub effect: Effect,
+    pub idempotency: Idempotency,
+    /// The field a single non-map argument fills: `http::get("https://..")`.
+    pub primary: Option<&'static str>,
+    pub default_timeout: Duration,
+    /// Retries on transient errors when the call does not say.
+    pub default_retries: u32,
+}
+
+impl Spec {
+    pub fn full_name(&self) -> String {
+        format!("{}::{}", self.namespace, self.name)
+    }
+}
+
+/// The context an action runs in.
+#[derive(Clone)]
+pub struct Cx {
+    pub http: reqwest::Client,
+    pub redactor: Redactor,
+    /// The time limit of this attempt.
+    pub timeout: Duration,
+    /// Set on Ctrl-C; long waits inside an action check it.
+    pub cancel: Arc<AtomicBool>,
+    /// Progress of a long action (a countdown, a poll's last answer).
+    pub progress: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+impl Cx {
+    pub fn note(&self, message: impl Into<String>) {
+        (self.progress)(message.into())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Retrying cannot help (bad input, 4xx, a failed check).
+    Permanent,
+    /// The request never reached the target (connection refused): safe to retry any action.
+    TransientNotSent,
+    /// The request may have been applied (a timeout after sending): retry only idempotent ones.
+    TransientMaybeApplied,
+    /// Stopped by Ctrl-C before it finished: left in flight, for resume to decide.
+    Interrupted,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActionError {
+    pub message: String,
+    pub kind: ErrorKind,
+}
+
+impl ActionError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ActionError {
+            message: message.into(),
+            kind: ErrorKind::Permanent,
+        }
+    }
+    pub fn not_sent(message: impl Into<String>) -> Self {
+        ActionError {
+            message: message.into(),
+            kind: ErrorKind::TransientNotSent,
+        }
+    }
+    pub fn maybe_applied(message: impl Into<String>) -> Self {
+        ActionError {
+            message: message.into(),
+            kind: ErrorKind::TransientMaybeApplied,
+        }
+    }
+}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// An action, defined by its types.
+pub trait Action: Send + Sync + 'static {
+    type Input: DeserializeOwned + Serialize + JsonSchema + Clone + Send + Sync + 'static;
+    type Output: Serialize + JsonSchema + Send + 'static;
+
+    fn spec() -> Spec;
+    /// One line saying what the call does, in the operator's words (progress and plan).
+    fn describe(input: &Self::Input) -> String;
+    /// The output a dry-run returns in its place.
+    fn predict(input: &Self::Input) -> Self::Output;
+    fn run(
+        input: Self::Input,
+        cx: Cx,
+    ) -> impl Future<Output = Result<Self::Output, ActionError>> + Send;
+}
+
+/// A field that could not be decoded.
+#[derive(Debug, Clone)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// A decoded call, ready to run, predict or compare with the journal.
+pub struct Prepared {
+    /// The typed input as JSON, secrets as references: what the journal records.
+    pub input: Value,
+    /// SHA-256 of `input`: the call's identity check on replay.
+    pub input_hash: String,
+    pub describe: String,
+    pub predicted: Value,
+    pub run: Arc<dyn Fn(Cx) -> BoxFuture<Result<Value, ActionError>> + Send + Sync>,
+}
+
+/// The engine's view of an action, without its types.
+pub trait DynAction: Send + Sync {
+    fn spec(&self) -> &Spec;
+    fn input_schema(&self) -> schemars::schema::RootSchema;
+    fn output_schema(&self) -> schemars::schema::RootSchema;
+    fn prepare(&self, input: Value) -> Result<Prepared, FieldError>;
+}
+
+struct Typed<A: Action> {
+    spec: Spec,
+    _a: PhantomData<fn() -> A>,
+}
+
+pub fn input_hash(input: &Value) -> String {
+    let bytes = serde_json::to_vec(input).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl<A: Action> DynAction for Typed<A> {
+    fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    fn input_schema(&self) -> schemars::schema::RootSchema {
+        schemars::schema_for!(A::Input)
+    }
+
+    fn output_schema(&self) -> schemars::schema::RootSchema {
+        schemars::schema_for!(A::Output)
+    }
+
+    fn prepare(&self, input: Value) -> Result<Prepared, FieldError> {
+        let typed: A::Input = serde_path_to_error::deserialize(&input).map_err(|e| {
+            let field = e.path().to_string();
+            let message = e.into_inner().to_string();
+            FieldError {
+                field: if field == "." { String::new() } else { field },
+                message,
+            }
+        })?;
+        let journal_input = serde_json::to_value(&typed).map_err(|e| FieldError {
+            field: String::new(),
+            message: e.to_string(),
+        })?;
+        let predicted = serde_json::to_value(A::predict(&typed)).unwrap_or(Value::Null);
+        let describe = A::describe(&typed);
+        let run = Arc::new(move |cx: Cx| -> BoxFuture<Result<Value, ActionError>> {
+            let input = typed.clone();
+            Box::pin(async move {
+                let out = A::run(input, cx).await?;
+                serde_json::to_value(out).map_err(|e| ActionError::permanent(e.to_string()))
+            })
+        });
+        Ok(Prepared {
+            input_hash: input_hash(&journal_input),
+            input: journal_input,
+            describe,
+            predicted,
+            run,
+        })
+    }
+}
+
+/// Every action the engine knows.
+pub struct Registry {
+    actions: Vec<Arc<dyn DynAction>>,
+}
+
+impl Registry {
+    pub fn standard() -> Registry {
+        let mut r = Registry {
+            actions: Vec::new(),
+        };
+        r.add::<http::Get>();
+        r.add::<http::Post>();
+        r.add::<http::WaitHealthy>();
+        r.add::<notify::Slack>();
+        r.add::<notify::Webhook>();
+        r.add::<shell::Run>();
+        r.add::<time::Now>();
+        r
+    }
+
+    pub fn add<A: Action>(&mut self) {
+        self.actions.push(Arc::new(Typed::<A> {
+            spec: A::spec(),
+            _a: PhantomData,
+        }));
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<dyn DynAction>> {
+        self.actions
+            .iter()
+            .find(|a| a.spec().namespace == namespace && a.spec().name == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn DynAction>> {
+        self.actions.iter()
+    }
+
+    pub fn namespaces(&self) -> Vec<&'static str> {
+        let mut ns: Vec<_> = self.actions.iter().map(|a| a.spec().namespace).collect();
+        ns.dedup();
+        ns
+    }
+
+    pub fn in_namespace<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<dyn DynAction>> + 'a {
+        self.actions
+            .iter()
+            .filter(move |a| a.spec().namespace == namespace)
+    }
+}

@@ -1,0 +1,213 @@
+//! `shell::run` — the escape hatch: run a command. A write, and not idempotent.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::{Action, ActionError, Cx, Effect, Idempotency, Spec};
+use crate::secret::SecretString;
+
+/// The most of each output stream the engine keeps; the rest is read and dropped.
+pub const MAX_OUTPUT: usize = 1 << 20;
+
+/// Process groups of commands now running, killed if the engine aborts.
+static RUNNING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Kills every command still running (on a second Ctrl-C).
+pub fn kill_running() {
+    for pgid in RUNNING.lock().unwrap().drain(..) {
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunInput {
+    /// A command line, run with `sh -c` (give `cmd` or `argv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
+    /// A program and its arguments, run without a shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    /// Extra environment variables; values may be secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, SecretString>,
+    /// The working directory (default: the current one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Fail when the command exits non-zero (default true).
+    #[serde(default = "yes")]
+    pub check: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RunOutput {
+    /// The exit code (-1 if killed by a signal).
+    pub code: i32,
+    /// Standard output (at most 1 MiB).
+    pub stdout: String,
+    /// Standard error (at most 1 MiB).
+    pub stderr: String,
+    /// Whether either stream was cut at 1 MiB.
+    pub truncated: bool,
+}
+
+pub struct Run;
+
+impl RunInput {
+    fn shown(&self) -> String {
+        match (&self.cmd, &self.argv) {
+            (Some(c), _) => c.clone(),
+            (None, Some(a)) => a.join(" "),
+            _ => String::new(),
+        }
+    }
+}
+
+async fn read_bounded<R: AsyncRead + Unpin>(mut r: R) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut truncated = false;
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = MAX_OUTPUT.saturating_sub(kept.len());
+                if room < n {
+                    truncated = true;
+                }
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    (kept, truncated)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Action for Run {
+    type Input = RunInput;
+    type Output = RunOutput;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "shell",
+            name: "run",
+            doc: "Run a command (escape hatch). Not idempotent: after a crash the operator decides whether to run it again.",
+            effect: Effect::Write,
+            idempotency: Idempotency::NotIdempotent,
+            primary: Some("cmd"),
+            default_timeout: Duration::from_secs(600),
+            default_retries: 0,
+        }
+    }
+
+    fn describe(input: &RunInput) -> String {
+        format!("run `{}`", input.shown())
+    }
+
+    fn predict(_: &RunInput) -> RunOutput {
+        RunOutput {
+            code: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+        }
+    }
+
+    async fn run(input: RunInput, cx: Cx) -> Result<RunOutput, ActionError> {
+        let mut command = match (&input.cmd, &input.argv) {
+            (Some(cmd), None) => {
+                let mut c = tokio::process::Command::new("sh");
+                c.arg("-c").arg(cmd);
+                c
+            }
+            (None, Some(argv)) if !argv.is_empty() => {
+                let mut c = tokio::process::Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+            _ => {
+                return Err(ActionError::permanent(
+                    "give `cmd` (a command line) or `argv` (a list), one of them",
+                ))
+            }
+        };
+        for (k, v) in &input.env {
+            command.env(k, v.reveal().map_err(ActionError::permanent)?);
+        }
+        if let Some(cwd) = &input.cwd {
+            command.current_dir(cwd);
+        }
+        // Its own process group: the terminal's Ctrl-C reaches the engine, which lets the
+        // command finish; a timeout kills the whole group.
+        command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| {
+            ActionError::permanent(format!("cannot start `{}`: {e}", input.shown()))
+        })?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        RUNNING.lock().unwrap().push(pid);
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let work = async {
+            let (out, err) = tokio::join!(read_bounded(stdout), read_bounded(stderr));
+            let status = child.wait().await;
+            (out, err, status)
+        };
+        let result = tokio::time::timeout(cx.timeout, work).await;
+        RUNNING.lock().unwrap().retain(|p| *p != pid);
+        let ((stdout, t1), (stderr, t2), status) = match result {
+            Ok(r) => r,
+            Err(_) => {
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+                return Err(ActionError::maybe_applied(format!(
+                    "`{}` did not finish within {}; it was killed",
+                    input.shown(),
+                    humantime::format_duration(cx.timeout)
+                )));
+            }
+        };
+        let status = status.map_err(|e| ActionError::maybe_applied(e.to_string()))?;
+        let out = RunOutput {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            truncated: t1 || t2,
+        };
+        if input.check && out.code != 0 {
+            let detail = tail(&out.stderr, 5);
+            return Err(ActionError::permanent(format!(
+                "`{}` exited with code {}{}",
+                input.shown(),
+                out.code,
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(":\n{detail}")
+                }
+            )));
+        }
+        Ok(out)
+    }
+}

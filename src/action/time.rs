@@ -1,0 +1,65 @@
+//! `time::now` — the current time, journaled so a resumed run sees the same value.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Action, ActionError, Cx, Effect, Idempotency, Spec};
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NowInput {}
+
+/// A moment in time.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Moment {
+    /// Unix time in milliseconds.
+    pub ms: i64,
+    /// RFC 3339, UTC.
+    pub iso: String,
+}
+
+pub struct Now;
+
+impl Action for Now {
+    type Input = NowInput;
+    type Output = Moment;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "time",
+            name: "now",
+            doc: "The current time (also `now()`); recorded, so a resumed run gets the same value.",
+            effect: Effect::Read,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(1),
+            default_retries: 0,
+        }
+    }
+
+    fn describe(_: &NowInput) -> String {
+        "read the clock".into()
+    }
+
+    fn predict(_: &NowInput) -> Moment {
+        moment()
+    }
+
+    async fn run(_: NowInput, _: Cx) -> Result<Moment, ActionError> {
+        Ok(moment())
+    }
+}
+
+fn moment() -> Moment {
+    let now = std::time::SystemTime::now();
+    let ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Moment {
+        ms,
+        iso: humantime::format_rfc3339_millis(now).to_string(),
+    }
+}

@@ -1,0 +1,109 @@
+//! Field types shared by several actions.
+
+use std::fmt;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration written as text ("500ms", "5s", "2m", "1h 30m") or as a number of seconds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub fn parse(text: &str) -> Result<Dur, String> {
+        humantime::parse_duration(text.trim())
+            .map(Dur)
+            .map_err(|e| {
+                format!("'{text}' is not a duration ({e}); write e.g. \"500ms\", \"5s\", \"2m\"")
+            })
+    }
+}
+
+impl fmt::Debug for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Secs(f64),
+        }
+        match Repr::deserialize(d) {
+            Ok(Repr::Text(t)) => Dur::parse(&t).map_err(serde::de::Error::custom),
+            Ok(Repr::Secs(s)) if s >= 0.0 && s.is_finite() => Ok(Dur(Duration::from_secs_f64(s))),
+            _ => Err(serde::de::Error::custom(
+                "expected a duration such as \"5s\" or a number of seconds",
+            )),
+        }
+    }
+}
+
+impl JsonSchema for Dur {
+    fn schema_name() -> String {
+        "duration".into()
+    }
+    fn json_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+        schemars::schema::SchemaObject {
+            instance_type: Some(schemars::schema::InstanceType::String.into()),
+            format: Some("duration".into()),
+            ..Default::default()
+        }
+        .into()
+    }
+}
+
+/// Expected HTTP status: one code, or a list of codes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    One(u16),
+    Any(Vec<u16>),
+}
+
+impl StatusSpec {
+    pub fn accepts(spec: &Option<StatusSpec>, status: u16) -> bool {
+        match spec {
+            None => (200..300).contains(&status),
+            Some(StatusSpec::One(s)) => *s == status,
+            Some(StatusSpec::Any(v)) => v.contains(&status),
+        }
+    }
+
+    pub fn first(spec: &Option<StatusSpec>) -> u16 {
+        match spec {
+            Some(StatusSpec::One(s)) => *s,
+            Some(StatusSpec::Any(v)) if !v.is_empty() => v[0],
+            _ => 200,
+        }
+    }
+
+    pub fn describe(spec: &Option<StatusSpec>) -> String {
+        match spec {
+            None => "2xx".into(),
+            Some(StatusSpec::One(s)) => s.to_string(),
+            Some(StatusSpec::Any(v)) => v
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(" or "),
+        }
+    }
+}

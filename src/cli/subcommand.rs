@@ -1,0 +1,499 @@
+//! The work of each subcommand.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::arguments::{Arguments, Command, Output};
+use crate::action::Registry;
+use crate::error::Error;
+use crate::journal::{show_path, DirStore, Event, Store};
+use crate::report::{human_ms, JsonReporter, PlainReporter, Reporter, TtyReporter};
+use crate::runner::{self, Env, Inflight, Operator, ResumeRequest, RunRequest, COMMON_FIELDS};
+use crate::secret::Redactor;
+
+pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
+    let store: Arc<dyn Store> = Arc::new(DirStore::new(args.state_dir.clone()));
+    match args.command {
+        Command::Run {
+            file,
+            dry_run,
+            offline,
+            vars,
+            inventory,
+            yes,
+            output,
+        } => {
+            let vars = parse_vars(&vars)?;
+            let env = env(store, output, redactor)?;
+            let (rt, env) = env;
+            let result = runner::run(
+                &env,
+                RunRequest {
+                    script: file,
+                    dry_run,
+                    offline,
+                    yes,
+                    vars,
+                    inventory,
+                },
+            );
+            drop(rt);
+            result
+        }
+        Command::Resume {
+            run_id,
+            approve,
+            yes,
+            retry_inflight,
+            skip_inflight,
+            output,
+        } => {
+            let inflight = if retry_inflight {
+                Some(Inflight::Retry)
+            } else if skip_inflight {
+                Some(Inflight::Skip)
+            } else {
+                None
+            };
+            let (rt, env) = env(store, output, redactor)?;
+            let result = runner::resume(
+                &env,
+                ResumeRequest {
+                    run_id,
+                    approve,
+                    inflight,
+                    yes,
+                },
+            );
+            drop(rt);
+            result
+        }
+        Command::Check { files } => check(&files),
+        Command::Runs { json } => runs(store.as_ref(), json),
+        Command::Log { run_id, json } => log(store.as_ref(), &run_id, json),
+        Command::Actions { json } => actions(json),
+    }
+}
+
+fn parse_vars(vars: &[String]) -> Result<BTreeMap<String, String>, Error> {
+    let mut out = BTreeMap::new();
+    for v in vars {
+        let Some((k, val)) = v.split_once('=') else {
+            return Err(Error::Usage(format!("--var {v}: write it as NAME=VALUE")));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(Error::Usage(format!("--var {v}: the name is empty")));
+        }
+        if out.insert(k.to_string(), val.to_string()).is_some() {
+            return Err(Error::Usage(format!("--var {k} is given twice")));
+        }
+    }
+    Ok(out)
+}
+
+fn reporter(output: Output, redactor: &Redactor) -> Arc<dyn Reporter> {
+    match output {
+        Output::Json => Arc::new(JsonReporter::new(
+            Box::new(std::io::stdout()),
+            redactor.clone(),
+        )),
+        Output::Text if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() => {
+            Arc::new(TtyReporter::new(redactor.clone()))
+        }
+        Output::Text => Arc::new(PlainReporter::new(
+            Box::new(std::io::stdout()),
+            redactor.clone(),
+        )),
+    }
+}
+
+/// First SIGINT/SIGTERM: stop after the current action. Second: stop now.
+fn install_signals(cancel: Arc<AtomicBool>) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    let count = AtomicUsize::new(0);
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                cancel.store(true, Ordering::SeqCst);
+                eprintln!("\nstopping after the current action (press Ctrl-C again to stop at once; the run stays resumable)");
+            } else {
+                crate::action::shell::kill_running();
+                eprintln!("\nstopped at once; the action in flight is recorded as such — `runbook resume` decides what to do with it");
+                std::process::exit(crate::error::exit::INTERRUPTED);
+            }
+        }
+    });
+}
+
+fn env(
+    store: Arc<dyn Store>,
+    output: Output,
+    redactor: &Redactor,
+) -> Result<(tokio::runtime::Runtime, Env), Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    install_signals(cancel.clone());
+    let env = Env {
+        store,
+        reporter: reporter(output, redactor),
+        redactor: redactor.clone(),
+        cancel,
+        operator: Operator::current(),
+        rt: rt.handle().clone(),
+    };
+    Ok((rt, env))
+}
+
+fn check(files: &[std::path::PathBuf]) -> Result<(), Error> {
+    let mut failed = 0;
+    for file in files {
+        match runner::check_file(file) {
+            Ok(summary) => println!("ok: {} ({summary})", file.display()),
+            Err(problems) => {
+                failed += 1;
+                for p in &problems {
+                    eprintln!("{}", p.render());
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Error::Usage(format!(
+            "{failed} of {} runbooks have problems",
+            files.len()
+        )));
+    }
+    Ok(())
+}
+
+fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
+    let ids = store.list()?;
+    let mut rows = Vec::new();
+    for id in ids {
+        let summary = match store.read(&id) {
+            Ok(loaded) => runner::summarize(&id, &loaded.records),
+            Err(e) => runner::RunSummary {
+                run_id: id.clone(),
+                runbook: String::new(),
+                status: format!("unreadable: {e}"),
+                started: String::new(),
+                last_step: String::new(),
+                operator: String::new(),
+                ended: None,
+            },
+        };
+        rows.push(summary);
+    }
+    if json {
+        for s in rows {
+            println!(
+                "{}",
+                json!({"run_id": s.run_id, "runbook": s.runbook, "status": s.status, "started": s.started, "last_step": s.last_step, "operator": s.operator, "ended": s.ended})
+            );
+        }
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no runs in {}", store.describe());
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<12} {:<20} {:<32} LAST STEP",
+        "RUN", "STATUS", "STARTED", "RUNBOOK"
+    );
+    for s in rows {
+        let runbook = std::path::Path::new(&s.runbook)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let started = s.started.get(..19).unwrap_or(&s.started).replace('T', " ");
+        println!(
+            "{:<20} {:<12} {:<20} {:<32} {}",
+            s.run_id, s.status, started, runbook, s.last_step
+        );
+    }
+    Ok(())
+}
+
+fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
+    let loaded = store.read(run_id)?;
+    if json {
+        for r in &loaded.records {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        }
+    } else {
+        for r in &loaded.records {
+            let at = r.at.get(11..23).unwrap_or(&r.at);
+            let line = match &r.event {
+                Event::RunStarted {
+                    runbook,
+                    operator,
+                    host,
+                    params,
+                    ..
+                } => {
+                    format!(
+                        "run started: {runbook} by {operator} on {host}, params {}",
+                        Value::Object(params.clone())
+                    )
+                }
+                Event::RunResumed {
+                    operator,
+                    host,
+                    inflight,
+                    ..
+                } => format!(
+                    "resumed by {operator} on {host}{}",
+                    inflight
+                        .as_ref()
+                        .map(|i| format!(" (in-flight: {i})"))
+                        .unwrap_or_default()
+                ),
+                Event::StepStarted { step } => format!("▶ {}", show_path(step)),
+                Event::StepFinished { step, elapsed_ms } => {
+                    format!("✓ {} ({})", show_path(step), human_ms(*elapsed_ms))
+                }
+                Event::StepFailed {
+                    step,
+                    error,
+                    will_retry,
+                } => {
+                    format!(
+                        "✗ {}: {error}{}",
+                        show_path(step),
+                        if *will_retry { " (retrying)" } else { "" }
+                    )
+                }
+                Event::ActionStarted {
+                    step,
+                    seq,
+                    action,
+                    input,
+                    ..
+                } => format!("  {} #{seq} {action} {input}", show_path(step)),
+                Event::ActionFinished {
+                    step,
+                    seq,
+                    elapsed_ms,
+                    skipped,
+                    ..
+                } => format!(
+                    "  {} #{seq} done ({}){}",
+                    show_path(step),
+                    human_ms(*elapsed_ms),
+                    if *skipped {
+                        " — skipped by the operator"
+                    } else {
+                        ""
+                    }
+                ),
+                Event::ActionFailed {
+                    step, seq, error, ..
+                } => format!("  {} #{seq} failed: {error}", show_path(step)),
+                Event::TimerStarted {
+                    step,
+                    seq,
+                    duration_ms,
+                    ..
+                } => format!(
+                    "  {} #{seq} timer {}",
+                    show_path(step),
+                    human_ms(*duration_ms)
+                ),
+                Event::TimerFired { step, seq } => {
+                    format!("  {} #{seq} timer fired", show_path(step))
+                }
+                Event::ApprovalRequested { step, seq, message } => {
+                    format!("  {} #{seq} approval asked: {message}", show_path(step))
+                }
+                Event::Approved { step, seq, by, via } => {
+                    format!("  {} #{seq} approved by {by} ({via})", show_path(step))
+                }
+                Event::Log { step, message } => format!("  {}: {message}", show_path(step)),
+                Event::RunPaused { reason } => format!("paused: {reason}"),
+                Event::RunInterrupted { reason } => format!("interrupted: {reason}"),
+                Event::RunFailed { error, .. } => format!("failed: {error}"),
+                Event::RunFinished { elapsed_ms } => {
+                    format!("finished ({})", human_ms(*elapsed_ms))
+                }
+            };
+            println!("{at}  {line}");
+        }
+    }
+    if let Some(t) = loaded.torn_tail {
+        eprintln!("warning: the last line is torn (a crash mid-write) and was ignored: {t}");
+    }
+    Ok(())
+}
+
+/// A field's type, from its JSON schema.
+fn type_of(schema: &schemars::schema::Schema, root: &schemars::schema::RootSchema) -> String {
+    use schemars::schema::{InstanceType, Schema, SingleOrVec};
+    let Schema::Object(o) = schema else {
+        return "any".into();
+    };
+    if let Some(r) = &o.reference {
+        let name = r.rsplit('/').next().unwrap_or(r).to_string();
+        if let Some(Schema::Object(d)) = root.definitions.get(&name) {
+            if let Some(values) = &d.enum_values {
+                return values
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" | ");
+            }
+            if name == "StatusSpec" {
+                return "status (int or list)".into();
+            }
+        }
+        return name;
+    }
+    if let Some(values) = &o.enum_values {
+        return values
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(" | ");
+    }
+    if let Some(sub) = &o.subschemas {
+        let parts: Vec<&Schema> = sub
+            .any_of
+            .iter()
+            .flatten()
+            .chain(sub.all_of.iter().flatten())
+            .chain(sub.one_of.iter().flatten())
+            .collect();
+        let names: Vec<String> = parts
+            .iter()
+            .map(|p| type_of(p, root))
+            .filter(|n| n != "null")
+            .collect();
+        if !names.is_empty() {
+            return names.join(" | ");
+        }
+    }
+    let one = |t: &InstanceType| match t {
+        InstanceType::Null => "null",
+        InstanceType::Boolean => "bool",
+        InstanceType::Object => "map",
+        InstanceType::Array => "list",
+        InstanceType::Number => "number",
+        InstanceType::String => "string",
+        InstanceType::Integer => "int",
+    };
+    match &o.instance_type {
+        Some(SingleOrVec::Single(t)) => {
+            if let (InstanceType::String, Some(f)) = (t.as_ref(), &o.format) {
+                return f.clone();
+            }
+            one(t).into()
+        }
+        Some(SingleOrVec::Vec(v)) => v
+            .iter()
+            .filter(|t| **t != InstanceType::Null)
+            .map(one)
+            .collect::<Vec<_>>()
+            .join(" | "),
+        None => "any".into(),
+    }
+}
+
+fn fields(root: &schemars::schema::RootSchema) -> Vec<Value> {
+    let Some(obj) = &root.schema.object else {
+        return vec![];
+    };
+    obj.properties
+        .iter()
+        .map(|(name, schema)| {
+            let doc = match schema {
+                schemars::schema::Schema::Object(o) => o.metadata.as_ref().and_then(|m| m.description.clone()).unwrap_or_default(),
+                _ => String::new(),
+            };
+            json!({"name": name, "type": type_of(schema, root), "required": obj.required.contains(name), "doc": doc})
+        })
+        .collect()
+}
+
+pub fn actions_json() -> Vec<Value> {
+    let registry = Registry::standard();
+    registry
+        .iter()
+        .map(|a| {
+            let spec = a.spec();
+            json!({
+                "action": spec.full_name(),
+                "namespace": spec.namespace,
+                "name": spec.name,
+                "doc": spec.doc,
+                "effect": spec.effect,
+                "idempotency": spec.idempotency,
+                "default_timeout": humantime::format_duration(spec.default_timeout).to_string(),
+                "default_retries": spec.default_retries,
+                "fields": fields(&a.input_schema()),
+                "output": fields(&a.output_schema()),
+            })
+        })
+        .collect()
+}
+
+fn actions(json: bool) -> Result<(), Error> {
+    let all = actions_json();
+    if json {
+        let common: Vec<Value> = COMMON_FIELDS
+            .iter()
+            .map(|(n, t, d)| json!({"name": n, "type": t, "doc": d}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"actions": all, "common_fields": common}))
+                .unwrap_or_default()
+        );
+        return Ok(());
+    }
+    for a in &all {
+        println!(
+            "{}  [{}, {}]\n  {}",
+            a["action"].as_str().unwrap_or(""),
+            a["effect"].as_str().unwrap_or(""),
+            a["idempotency"].as_str().unwrap_or("").replace('_', " "),
+            a["doc"].as_str().unwrap_or("")
+        );
+        for f in a["fields"].as_array().into_iter().flatten() {
+            println!(
+                "    {:<16} {:<22} {:<9} {}",
+                f["name"].as_str().unwrap_or(""),
+                f["type"].as_str().unwrap_or(""),
+                if f["required"].as_bool() == Some(true) {
+                    "required"
+                } else {
+                    "optional"
+                },
+                f["doc"].as_str().unwrap_or("")
+            );
+        }
+        let out: Vec<&str> = a["output"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["name"].as_str())
+            .collect();
+        println!("    → returns #{{ {} }}\n", out.join(", "));
+    }
+    println!("Every action also takes:");
+    for (n, t, d) in COMMON_FIELDS {
+        println!("    {n:<16} {t:<22} optional  {d}");
+    }
+    Ok(())
+}

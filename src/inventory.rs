@@ -1,0 +1,178 @@
+//! The inventory: a TOML file describing the targets (regions, URLs, DNS, webhooks).
+//! A table of the form `{ env = "NAME" }` is a secret read from the environment.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::secret::{Redactor, Secret, SECRET_KEY};
+use crate::value::Inv;
+
+#[derive(Clone)]
+pub struct Inventory {
+    /// Where it came from, for messages.
+    pub file: String,
+    /// The content, with secrets as `{"$secret": NAME}` references. Safe to journal.
+    pub value: Value,
+}
+
+impl Inventory {
+    pub fn empty() -> Inventory {
+        Inventory {
+            file: "(no inventory)".into(),
+            value: Value::Object(Default::default()),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Inventory, Error> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Inventory {
+            path: file.clone(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Inventory, Error> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let mut message = e.message().to_string();
+            if let Some(span) = e.span() {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                message = format!("line {line}: {message}");
+            }
+            Error::Inventory {
+                path: file.to_string(),
+                message: format!("not valid TOML: {message}"),
+            }
+        })?;
+        let mut value = toml_to_json(toml::Value::Table(table));
+        mark_secrets(&mut value, "", file)?;
+        Ok(Inventory {
+            file: file.to_string(),
+            value,
+        })
+    }
+
+    /// The environment variables this inventory's secrets come from, with their key paths.
+    pub fn secret_refs(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        collect_refs(&self.value, "", &mut out);
+        out
+    }
+
+    /// The script's view: an [`Inv`] whose secrets have been read from the environment.
+    /// A secret whose variable is unset is an error, unless `allow_missing` (offline dry-run).
+    pub fn to_script(&self, redactor: &Redactor, allow_missing: bool) -> Result<Inv, Error> {
+        let mut secrets = Vec::new();
+        for (path, var) in self.secret_refs() {
+            let secret = match Secret::from_env(&var, redactor) {
+                Ok(s) => s,
+                Err(_) if allow_missing => Secret::placeholder(&var),
+                Err(e) => {
+                    return Err(Error::Inventory {
+                        path: self.file.clone(),
+                        message: format!(
+                            "the secret '{path}' comes from {e}; set it in the environment (export {var}=...)"
+                        ),
+                    })
+                }
+            };
+            secrets.push((path, secret));
+        }
+        Ok(Inv {
+            path: String::new(),
+            file: self.file.as_str().into(),
+            value: Arc::new(self.value.clone()),
+            secrets: Arc::new(secrets),
+        })
+    }
+}
+
+fn toml_to_json(v: toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => {
+            Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Turns `{ env = "NAME" }` into `{"$secret": "NAME"}`; rejects a table that looks like a
+/// secret but is not one, and any key that collides with the marker.
+fn mark_secrets(v: &mut Value, path: &str, file: &str) -> Result<(), Error> {
+    match v {
+        Value::Object(m) => {
+            if m.contains_key(SECRET_KEY) {
+                return Err(Error::Inventory {
+                    path: file.into(),
+                    message: format!("'{path}' uses the reserved key '{SECRET_KEY}'"),
+                });
+            }
+            if let Some(env) = m.get("env") {
+                if m.len() == 1 {
+                    let Value::String(name) = env else {
+                        return Err(Error::Inventory {
+                            path: file.into(),
+                            message: format!(
+                                "'{}' must name an environment variable, e.g. env = \"PG_PASSWORD\"",
+                                join(path, "env")
+                            ),
+                        });
+                    };
+                    let mut marker = serde_json::Map::new();
+                    marker.insert(SECRET_KEY.into(), Value::String(name.clone()));
+                    *v = Value::Object(marker);
+                    return Ok(());
+                }
+            }
+            for (k, child) in m.iter_mut() {
+                mark_secrets(child, &join(path, k), file)?;
+            }
+            Ok(())
+        }
+        Value::Array(a) => {
+            for (i, child) in a.iter_mut().enumerate() {
+                mark_secrets(child, &format!("{path}[{i}]"), file)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn collect_refs(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(m) => {
+            if let (1, Some(Value::String(name))) = (m.len(), m.get(SECRET_KEY)) {
+                out.push((path.to_string(), name.clone()));
+                return;
+            }
+            for (k, child) in m {
+                collect_refs(child, &join(path, k), out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                collect_refs(child, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}

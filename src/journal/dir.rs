@@ -1,0 +1,150 @@
+//! The directory store: `<state>/runs/<run-id>/journal.jsonl`, append-only JSON lines.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{parse, JournalWriter, Loaded, LockGuard, LockHolder, Store};
+use crate::error::Error;
+
+pub struct DirStore {
+    root: PathBuf,
+}
+
+struct FileWriter {
+    file: File,
+}
+
+impl JournalWriter for FileWriter {
+    fn append(&mut self, line: &str, sync: bool) -> std::io::Result<()> {
+        // One write per record: a crash leaves at most the last line torn.
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        self.file.write_all(&buf)?;
+        if sync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+impl DirStore {
+    pub fn new(root: impl Into<PathBuf>) -> DirStore {
+        DirStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.root.join("runs").join(run_id)
+    }
+
+    fn journal_path(&self, run_id: &str) -> PathBuf {
+        self.run_dir(run_id).join("journal.jsonl")
+    }
+
+    fn io(&self, path: &Path, e: std::io::Error) -> Error {
+        Error::Journal {
+            path: path.into(),
+            message: e.to_string(),
+        }
+    }
+
+    fn check_id(&self, run_id: &str) -> Result<(), Error> {
+        let valid = !run_id.is_empty()
+            && run_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid || !self.journal_path(run_id).exists() {
+            return Err(Error::UnknownRun(
+                run_id.into(),
+                self.root.display().to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(path: &Path) {
+    if let Ok(d) = File::open(path) {
+        let _ = d.sync_all();
+    }
+}
+
+impl Store for DirStore {
+    fn create(&self, run_id: &str, script: &str) -> Result<Box<dyn JournalWriter>, Error> {
+        let dir = self.run_dir(run_id);
+        fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        let script_path = dir.join("runbook.rhai");
+        fs::write(&script_path, script).map_err(|e| self.io(&script_path, e))?;
+        let path = self.journal_path(run_id);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| self.io(&path, e))?;
+        sync_dir(&dir);
+        sync_dir(&self.root.join("runs"));
+        Ok(Box::new(FileWriter { file }))
+    }
+
+    fn append_to(&self, run_id: &str) -> Result<Box<dyn JournalWriter>, Error> {
+        self.check_id(run_id)?;
+        let path = self.journal_path(run_id);
+        let loaded = self.read(run_id)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| self.io(&path, e))?;
+        if loaded.torn_tail.is_some() {
+            file.set_len(loaded.intact_len)
+                .map_err(|e| self.io(&path, e))?;
+            file.sync_all().map_err(|e| self.io(&path, e))?;
+        }
+        Ok(Box::new(FileWriter { file }))
+    }
+
+    fn read(&self, run_id: &str) -> Result<Loaded, Error> {
+        self.check_id(run_id)?;
+        let path = self.journal_path(run_id);
+        let bytes = fs::read(&path).map_err(|e| self.io(&path, e))?;
+        let text = String::from_utf8_lossy(&bytes);
+        parse(&path, &text)
+    }
+
+    fn script(&self, run_id: &str) -> Result<String, Error> {
+        let path = self.run_dir(run_id).join("runbook.rhai");
+        fs::read_to_string(&path).map_err(|e| self.io(&path, e))
+    }
+
+    fn list(&self) -> Result<Vec<String>, Error> {
+        let dir = self.root.join("runs");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(self.io(&dir, e)),
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("journal.jsonl").exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn lock(&self, name: &str, holder: &LockHolder) -> Result<LockGuard, Error> {
+        LockGuard::acquire(&self.root.join("locks"), name, holder)
+    }
+
+    fn describe(&self) -> String {
+        format!("directory {}", self.root.display())
+    }
+}

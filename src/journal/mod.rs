@@ -1,0 +1,254 @@
+//! The execution journal: what a run did, event by event, durable before the engine moves on.
+//!
+//! Vocabulary:
+//! - a **record** is one line of the journal: format version, sequence number, time, event;
+//! - a **call** is one action (or built-in: `now`, `sleep`, `approve`) the script made; its
+//!   **identity** is the step path it ran in plus its ordinal within that step;
+//! - **replay** re-executes the script and answers each call whose identity is recorded as
+//!   finished with the recorded output, after checking the action name and input hash.
+//!
+//! The format is versioned: records carry `v`; an engine refuses records newer than it knows.
+//! Event names written to disk are never reused for another meaning.
+
+mod dir;
+mod lock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use dir::DirStore;
+pub use lock::{LockGuard, LockHolder};
+
+use crate::error::Error;
+
+/// The journal format this engine writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A step path: the names of the enclosing steps, outermost first.
+pub type StepPath = Vec<String>;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        runbook: String,
+        runbook_sha256: String,
+        params: serde_json::Map<String, Value>,
+        inventory_file: Option<String>,
+        /// The inventory as loaded, secrets as references.
+        inventory: Value,
+        engine_version: String,
+        operator: String,
+        host: String,
+        pid: u32,
+    },
+    RunResumed {
+        runbook_sha256: String,
+        engine_version: String,
+        operator: String,
+        host: String,
+        pid: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inflight: Option<String>,
+    },
+    StepStarted {
+        step: StepPath,
+    },
+    StepFinished {
+        step: StepPath,
+        elapsed_ms: u64,
+    },
+    StepFailed {
+        step: StepPath,
+        error: String,
+        will_retry: bool,
+    },
+    ActionStarted {
+        step: StepPath,
+        seq: u32,
+        action: String,
+        input: Value,
+        input_hash: String,
+        write: bool,
+        idempotent: bool,
+    },
+    ActionFinished {
+        step: StepPath,
+        seq: u32,
+        output: Value,
+        elapsed_ms: u64,
+        /// Set when the operator chose --skip-inflight: the output is the prediction.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        skipped: bool,
+    },
+    ActionFailed {
+        step: StepPath,
+        seq: u32,
+        error: String,
+        elapsed_ms: u64,
+    },
+    TimerStarted {
+        step: StepPath,
+        seq: u32,
+        duration_ms: u64,
+        /// Wall-clock end, Unix milliseconds.
+        until_ms: u64,
+    },
+    TimerFired {
+        step: StepPath,
+        seq: u32,
+    },
+    ApprovalRequested {
+        step: StepPath,
+        seq: u32,
+        message: String,
+    },
+    Approved {
+        step: StepPath,
+        seq: u32,
+        by: String,
+        /// "terminal", "--yes" or "resume --approve".
+        via: String,
+    },
+    Log {
+        step: StepPath,
+        message: String,
+    },
+    RunPaused {
+        reason: String,
+    },
+    RunInterrupted {
+        reason: String,
+    },
+    RunFailed {
+        error: String,
+        /// The innermost steps that failed; resuming runs their checks again.
+        failed_steps: Vec<StepPath>,
+    },
+    RunFinished {
+        elapsed_ms: u64,
+    },
+}
+
+/// One journal line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub v: u32,
+    pub n: u64,
+    /// RFC 3339, UTC, milliseconds.
+    pub at: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// A journal read back.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub records: Vec<Record>,
+    /// A last line cut short by a crash, dropped (its text, for the report).
+    pub torn_tail: Option<String>,
+    /// Byte length of the intact part, for truncating the torn tail before appending.
+    pub intact_len: u64,
+}
+
+/// Parses journal text. Only the last line may be torn; anything else unreadable is an error.
+pub fn parse(path: &std::path::Path, text: &str) -> Result<Loaded, Error> {
+    let mut loaded = Loaded::default();
+    let mut offset = 0usize;
+    let ends_clean = text.ends_with('\n') || text.is_empty();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    for (i, raw) in lines.iter().enumerate() {
+        let is_last = i + 1 == lines.len();
+        let line = raw.trim_end_matches('\n');
+        let lineno = i + 1;
+        if line.trim().is_empty() {
+            offset += raw.len();
+            continue;
+        }
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let parsed: Result<Record, String> = match serde_json::from_str::<Version>(line) {
+            Ok(Version { v }) if v > FORMAT_VERSION => {
+                return Err(Error::Journal {
+                    path: path.into(),
+                    message: format!(
+                        "line {lineno} was written by a newer engine (journal format {v}; this engine reads up to {FORMAT_VERSION}); \
+                         resume it with runbook {} or later",
+                        "a newer version of"
+                    ),
+                })
+            }
+            Ok(_) => serde_json::from_str::<Record>(line).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match parsed {
+            Ok(record) => {
+                loaded.records.push(record);
+                offset += raw.len();
+            }
+            Err(_) if is_last && !ends_clean => {
+                loaded.torn_tail = Some(line.chars().take(120).collect());
+                break;
+            }
+            Err(e) => {
+                return Err(Error::Journal {
+                    path: path.into(),
+                    message: format!(
+                        "line {lineno} is corrupt ({e}); the journal cannot be trusted past it. \
+                         Nothing was changed; inspect the file, or start a new run"
+                    ),
+                })
+            }
+        }
+    }
+    loaded.intact_len = offset as u64;
+    Ok(loaded)
+}
+
+/// Where journals live. The directory store is the default; a PostgreSQL store can take its
+/// place so a run started on one host can be resumed on another.
+pub trait Store: Send + Sync {
+    /// Creates a new run's journal, with a copy of its script.
+    fn create(&self, run_id: &str, script: &str) -> Result<Box<dyn JournalWriter>, Error>;
+    /// Opens an existing run's journal for appending (a torn tail is cut off first).
+    fn append_to(&self, run_id: &str) -> Result<Box<dyn JournalWriter>, Error>;
+    fn read(&self, run_id: &str) -> Result<Loaded, Error>;
+    /// The script as it was when the run started.
+    fn script(&self, run_id: &str) -> Result<String, Error>;
+    /// Run ids, oldest first.
+    fn list(&self) -> Result<Vec<String>, Error>;
+    /// Takes an exclusive lock, or says who holds it.
+    fn lock(&self, name: &str, holder: &LockHolder) -> Result<LockGuard, Error>;
+    /// A description for messages ("directory .runbook").
+    fn describe(&self) -> String;
+}
+
+/// Appends records. `sync` asks for the record to be on stable storage before returning.
+pub trait JournalWriter: Send {
+    fn append(&mut self, line: &str, sync: bool) -> std::io::Result<()>;
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+/// Now as RFC 3339 with milliseconds.
+pub fn timestamp() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Shows a step path as the operator reads it.
+pub fn show_path(path: &[String]) -> String {
+    if path.is_empty() {
+        "(top level)".into()
+    } else {
+        path.join(" › ")
+    }
+}

@@ -1,0 +1,13 @@
+//! runbook — runbook automation: Rhai procedures calling typed actions, with named step
+//! checkpoints, a durable journal, resume without repeating a finished change, and dry-runs.
+
+pub mod action;
+pub mod cli;
+pub mod error;
+pub mod inventory;
+pub mod journal;
+pub mod report;
+pub mod runner;
+pub mod script;
+pub mod secret;
+pub mod value;

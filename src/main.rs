@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(runbook::cli::main_entry());
+}

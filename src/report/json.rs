@@ -1,0 +1,34 @@
+//! `--output json`: one JSON object per line, with the time it was reported.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use super::{Progress, Reporter};
+use crate::secret::Redactor;
+
+pub struct JsonReporter {
+    out: Mutex<Box<dyn Write + Send>>,
+    redactor: Redactor,
+}
+
+impl JsonReporter {
+    pub fn new(out: Box<dyn Write + Send>, redactor: Redactor) -> Self {
+        JsonReporter {
+            out: Mutex::new(out),
+            redactor,
+        }
+    }
+}
+
+impl Reporter for JsonReporter {
+    fn report(&self, event: &Progress) {
+        let mut value = serde_json::to_value(event).unwrap_or_default();
+        if let serde_json::Value::Object(m) = &mut value {
+            m.insert("at".into(), crate::journal::timestamp().into());
+        }
+        let line = self.redactor.redact(&value.to_string());
+        let mut out = self.out.lock().unwrap();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}

@@ -1,0 +1,170 @@
+//! How a run reports: the engine sends [`Progress`] events to a [`Reporter`] and never prints.
+//! Three reporters: a step tree on a terminal, plain lines without one, JSON lines.
+
+mod json;
+mod plain;
+mod tty;
+
+use serde::Serialize;
+
+pub use json::JsonReporter;
+pub use plain::PlainReporter;
+pub use tty::TtyReporter;
+
+use crate::journal::StepPath;
+
+/// A change a dry-run would make.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanEntry {
+    pub step: StepPath,
+    pub action: String,
+    pub change: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Progress {
+    RunStarted {
+        run_id: Option<String>,
+        runbook: String,
+        dry_run: bool,
+        offline: bool,
+        resumed: bool,
+    },
+    Warning {
+        message: String,
+    },
+    StepStarted {
+        step: StepPath,
+        replayed: bool,
+    },
+    StepFinished {
+        step: StepPath,
+        elapsed_ms: u64,
+        replayed: bool,
+    },
+    StepFailed {
+        step: StepPath,
+        error: String,
+        will_retry: bool,
+    },
+    ActionStarted {
+        step: StepPath,
+        seq: u32,
+        action: String,
+        describe: String,
+        write: bool,
+    },
+    ActionProgress {
+        step: StepPath,
+        seq: u32,
+        message: String,
+    },
+    ActionFinished {
+        step: StepPath,
+        seq: u32,
+        action: String,
+        describe: String,
+        elapsed_ms: u64,
+        /// "ran", "replayed" (recorded earlier), "predicted" (dry-run) or "skipped".
+        how: &'static str,
+    },
+    ActionFailed {
+        step: StepPath,
+        seq: u32,
+        action: String,
+        error: String,
+        retry_in_ms: Option<u64>,
+    },
+    Waiting {
+        step: StepPath,
+        seq: u32,
+        message: String,
+        until_ms: u64,
+    },
+    Log {
+        step: StepPath,
+        message: String,
+    },
+    Approval {
+        step: StepPath,
+        message: String,
+        outcome: String,
+    },
+    Plan {
+        entries: Vec<PlanEntry>,
+    },
+    RunEnded {
+        run_id: Option<String>,
+        status: &'static str,
+        elapsed_ms: u64,
+        message: Option<String>,
+        next: Option<String>,
+    },
+}
+
+pub trait Reporter: Send + Sync {
+    fn report(&self, event: &Progress);
+
+    /// Asks the operator on a terminal. `None` when there is no one to ask.
+    fn ask_approval(&self, _message: &str) -> Option<bool> {
+        None
+    }
+}
+
+/// Milliseconds as the operator reads them.
+pub fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        let s = ms / 1000;
+        if s < 3600 {
+            format!("{}m {:02}s", s / 60, s % 60)
+        } else {
+            format!("{}h {:02}m", s / 3600, (s % 3600) / 60)
+        }
+    }
+}
+
+pub(crate) fn plan_text(entries: &[PlanEntry]) -> String {
+    if entries.is_empty() {
+        return "Plan: no changes.\n".into();
+    }
+    let mut out = format!(
+        "Plan: {} change{}\n",
+        entries.len(),
+        if entries.len() == 1 { "" } else { "s" }
+    );
+    let mut last: Option<&StepPath> = None;
+    for e in entries {
+        if last != Some(&e.step) {
+            out.push_str(&format!("  {}\n", crate::journal::show_path(&e.step)));
+            last = Some(&e.step);
+        }
+        out.push_str(&format!("    ~ {}: {}\n", e.action, e.change));
+    }
+    out
+}
+
+/// The last line of a run. Details of a failure or pause go to stderr with the error, so
+/// they are not repeated here.
+pub(crate) fn ended_text(
+    status: &str,
+    elapsed_ms: u64,
+    message: &Option<String>,
+    next: &Option<String>,
+) -> String {
+    let mut out = format!("run {status} after {}", human_ms(elapsed_ms));
+    if !status.starts_with("finished") {
+        return out;
+    }
+    if let Some(m) = message {
+        out.push_str(&format!(": {m}"));
+    }
+    if let Some(n) = next {
+        out.push_str(&format!("\nnext: {n}"));
+    }
+    out
+}

@@ -1,0 +1,151 @@
+//! Plain lines, for logs and pipes: one line per event, indented by step depth.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use super::{ended_text, human_ms, plan_text, Progress, Reporter};
+use crate::secret::Redactor;
+
+pub struct PlainReporter {
+    out: Mutex<Box<dyn Write + Send>>,
+    redactor: Redactor,
+}
+
+impl PlainReporter {
+    pub fn new(out: Box<dyn Write + Send>, redactor: Redactor) -> Self {
+        PlainReporter {
+            out: Mutex::new(out),
+            redactor,
+        }
+    }
+}
+
+fn indent(depth: usize) -> String {
+    "  ".repeat(depth)
+}
+
+pub(crate) fn line_for(event: &Progress) -> Option<String> {
+    Some(match event {
+        Progress::RunStarted {
+            run_id,
+            runbook,
+            dry_run,
+            offline,
+            resumed,
+        } => {
+            let mode = match (dry_run, offline) {
+                (true, true) => " (dry-run, offline: nothing is changed or contacted)",
+                (true, false) => " (dry-run: reads run, nothing is changed)",
+                _ => "",
+            };
+            let verb = if *resumed { "resuming" } else { "starting" };
+            match run_id {
+                Some(id) => format!("{verb} run {id}: {runbook}{mode}"),
+                None => format!("{verb} {runbook}{mode}"),
+            }
+        }
+        Progress::Warning { message } => format!("warning: {message}"),
+        Progress::StepStarted { step, replayed } => {
+            let note = if *replayed {
+                " (done earlier, replaying)"
+            } else {
+                ""
+            };
+            format!("{}▶ {}{note}", indent(step.len() - 1), step.last()?)
+        }
+        Progress::StepFinished {
+            step,
+            elapsed_ms,
+            replayed,
+        } => {
+            let t = if *replayed {
+                "replayed".to_string()
+            } else {
+                human_ms(*elapsed_ms)
+            };
+            format!("{}✓ {} ({t})", indent(step.len() - 1), step.last()?)
+        }
+        Progress::StepFailed {
+            step,
+            error,
+            will_retry,
+        } => {
+            let retry = if *will_retry { " — retrying" } else { "" };
+            format!(
+                "{}✗ {}: {error}{retry}",
+                indent(step.len().saturating_sub(1)),
+                step.last()?
+            )
+        }
+        Progress::ActionStarted { .. } => return None,
+        Progress::ActionProgress { step, message, .. } => {
+            format!("{}  … {message}", indent(step.len()))
+        }
+        Progress::ActionFinished {
+            step,
+            action,
+            describe,
+            elapsed_ms,
+            how,
+            ..
+        } => {
+            let tail = match *how {
+                "ran" => human_ms(*elapsed_ms),
+                other => other.to_string(),
+            };
+            format!("{}· {action} {describe} ({tail})", indent(step.len()))
+        }
+        Progress::ActionFailed {
+            step,
+            action,
+            error,
+            retry_in_ms,
+            ..
+        } => {
+            let retry = retry_in_ms
+                .map(|ms| format!(" — retrying in {}", human_ms(ms)))
+                .unwrap_or_default();
+            format!("{}✗ {action}: {error}{retry}", indent(step.len()))
+        }
+        Progress::Waiting {
+            step,
+            message,
+            until_ms,
+            ..
+        } => {
+            let left = until_ms.saturating_sub(crate::journal::unix_ms());
+            format!(
+                "{}⏳ {message} ({} left)",
+                indent(step.len()),
+                human_ms(left)
+            )
+        }
+        Progress::Log { step, message } => format!("{}{message}", indent(step.len())),
+        Progress::Approval {
+            step,
+            message,
+            outcome,
+        } => {
+            format!("{}? approve \"{message}\": {outcome}", indent(step.len()))
+        }
+        Progress::Plan { entries } => plan_text(entries).trim_end().to_string(),
+        Progress::RunEnded {
+            status,
+            elapsed_ms,
+            message,
+            next,
+            ..
+        } => ended_text(status, *elapsed_ms, message, next),
+    })
+}
+
+impl Reporter for PlainReporter {
+    fn report(&self, event: &Progress) {
+        if let Some(line) = line_for(event) {
+            let line = self.redactor.redact(&line);
+            let mut out = self.out.lock().unwrap();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+}

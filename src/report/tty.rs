@@ -1,0 +1,158 @@
+//! The terminal view: the step tree as it runs, a spinner with elapsed time on each running
+//! step and action, a countdown on waits. Finished lines stay above the live area.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::plain::line_for;
+use super::{Progress, Reporter};
+use crate::journal::{unix_ms, StepPath};
+use crate::secret::Redactor;
+
+pub struct TtyReporter {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<(StepPath, Option<u32>), ProgressBar>>,
+    waits: Arc<Mutex<Vec<(ProgressBar, u64, String)>>>,
+    redactor: Redactor,
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix}{spinner} {msg} {elapsed:.dim}")
+        .unwrap()
+        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
+}
+
+impl TtyReporter {
+    pub fn new(redactor: Redactor) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        let waits: Arc<Mutex<Vec<(ProgressBar, u64, String)>>> = Arc::default();
+        let ticker = waits.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(250));
+            let now = unix_ms();
+            for (bar, until, message) in ticker.lock().unwrap().iter() {
+                let left = until.saturating_sub(now);
+                bar.set_message(format!(
+                    "{message} — {} left",
+                    super::human_ms(left / 1000 * 1000)
+                ));
+            }
+        });
+        TtyReporter {
+            multi,
+            bars: Mutex::default(),
+            waits,
+            redactor,
+        }
+    }
+
+    fn add_bar(&self, key: (StepPath, Option<u32>), depth: usize, message: String) {
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(spinner_style());
+        bar.set_prefix("  ".repeat(depth));
+        bar.set_message(self.redactor.redact(&message));
+        bar.enable_steady_tick(Duration::from_millis(100));
+        self.bars.lock().unwrap().insert(key, bar);
+    }
+
+    fn remove_bar(&self, key: &(StepPath, Option<u32>)) {
+        if let Some(bar) = self.bars.lock().unwrap().remove(key) {
+            bar.finish_and_clear();
+            self.waits
+                .lock()
+                .unwrap()
+                .retain(|(b, _, _)| !b.is_finished());
+            self.multi.remove(&bar);
+        }
+    }
+
+    fn print(&self, event: &Progress) {
+        if let Some(line) = line_for(event) {
+            let _ = self.multi.println(self.redactor.redact(&line));
+        }
+    }
+}
+
+impl Reporter for TtyReporter {
+    fn report(&self, event: &Progress) {
+        match event {
+            Progress::StepStarted {
+                step,
+                replayed: false,
+            } => {
+                self.add_bar(
+                    (step.clone(), None),
+                    step.len() - 1,
+                    step.last().cloned().unwrap_or_default(),
+                );
+            }
+            Progress::StepStarted { replayed: true, .. } => {}
+            Progress::StepFinished { step, .. } | Progress::StepFailed { step, .. } => {
+                self.remove_bar(&(step.clone(), None));
+                self.print(event);
+            }
+            Progress::ActionStarted {
+                step,
+                seq,
+                action,
+                describe,
+                ..
+            } => {
+                self.add_bar(
+                    (step.clone(), Some(*seq)),
+                    step.len(),
+                    format!("{action} {describe}"),
+                );
+            }
+            Progress::ActionProgress { step, seq, message } => {
+                if let Some(bar) = self.bars.lock().unwrap().get(&(step.clone(), Some(*seq))) {
+                    let base = bar.message();
+                    let base = base.split(" — ").next().unwrap_or("").to_string();
+                    bar.set_message(self.redactor.redact(&format!("{base} — {message}")));
+                }
+            }
+            Progress::Waiting {
+                step,
+                seq,
+                message,
+                until_ms,
+            } => {
+                if let Some(bar) = self.bars.lock().unwrap().get(&(step.clone(), Some(*seq))) {
+                    self.waits.lock().unwrap().push((
+                        bar.clone(),
+                        *until_ms,
+                        self.redactor.redact(message),
+                    ));
+                }
+            }
+            Progress::ActionFinished { step, seq, .. }
+            | Progress::ActionFailed { step, seq, .. } => {
+                self.remove_bar(&(step.clone(), Some(*seq)));
+                self.print(event);
+            }
+            other => self.print(other),
+        }
+    }
+
+    fn ask_approval(&self, message: &str) -> Option<bool> {
+        let message = self.redactor.redact(message);
+        let answer = self.multi.suspend(|| {
+            print!("? {message}\n  approve? [y/N] ");
+            let _ = std::io::stdout().flush();
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .ok()
+                .map(|_| line)
+        })?;
+        Some(matches!(
+            answer.trim().to_ascii_lowercase().as_str(),
+            "y" | "yes"
+        ))
+    }
+}

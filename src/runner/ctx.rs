@@ -1,0 +1,1257 @@
+//! The run context: everything a script's calls go through. It numbers each call, answers it
+//! from the journal when replaying, predicts it in a dry-run, or runs it and journals it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rhai::{Dynamic, EvalAltResult, FnPtr, Position};
+use serde_json::Value;
+
+use super::frames::{self, Frame};
+use super::replay::{Call, Key, Outcome, Replay};
+use crate::action::{Cx, Dur, DynAction, Effect, ErrorKind, Idempotency};
+use crate::error::Error;
+use crate::journal::{self, show_path, Event, JournalWriter, LockGuard, Record, StepPath, Store};
+use crate::report::{PlanEntry, Progress, Reporter};
+use crate::secret::Redactor;
+use crate::value::{dynamic_to_json, json_to_dynamic};
+
+pub type RhaiResult<T = Dynamic> = Result<T, Box<EvalAltResult>>;
+
+/// Why the script was stopped from outside its own logic.
+#[derive(Debug, Clone)]
+pub enum Stop {
+    /// Waiting for a person: approval, or a decision on an in-flight action.
+    Paused { reason: String, next: String },
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// The script does not match the journal.
+    Mismatch(String),
+    /// Bad input found while running (parameters, a lock).
+    Fatal(String, StopKind),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum StopKind {
+    Param,
+    Locked,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inflight {
+    Retry,
+    Skip,
+}
+
+/// What the engine reads from a call's map besides the action's own fields.
+struct CallOpts {
+    timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+}
+
+pub const COMMON_FIELDS: [(&str, &str, &str); 3] = [
+    ("timeout", "duration", "time limit of one attempt (default: the action's own)"),
+    ("retries", "integer", "retries on transient errors (reads and idempotent writes only, unless the request was never sent)"),
+    ("backoff", "duration", "wait before the first retry, doubled each time (default \"500ms\")"),
+];
+
+pub struct RunCtx {
+    pub run_id: Option<String>,
+    pub runbook: String,
+    pub dry_run: bool,
+    pub offline: bool,
+    pub auto_approve: bool,
+    /// Who approves pending approvals on `resume --approve`.
+    pub resume_approver: Option<String>,
+    pub inflight: Option<Inflight>,
+    pub operator: String,
+    pub host: String,
+    journal: Mutex<Option<Box<dyn JournalWriter>>>,
+    /// A new run's journal is created with its first event, so a run stopped by bad
+    /// parameters before doing anything leaves no trace.
+    journal_init: Mutex<Option<JournalInit>>,
+    journal_path: String,
+    record_no: AtomicU64,
+    pub replay: Replay,
+    consumed: Mutex<HashSet<Key>>,
+    pub reporter: Arc<dyn Reporter>,
+    pub registry: Arc<crate::action::Registry>,
+    pub rt: tokio::runtime::Handle,
+    http: OnceLock<reqwest::Client>,
+    pub redactor: Redactor,
+    pub cancel: Arc<AtomicBool>,
+    stop: Mutex<Option<Stop>>,
+    pub plan: Mutex<Vec<PlanEntry>>,
+    pub vars: BTreeMap<String, String>,
+    pub params_declared: AtomicBool,
+    pub engine: OnceLock<Arc<rhai::Engine>>,
+    pub ast: OnceLock<Arc<rhai::AST>>,
+    pub store: Option<Arc<dyn Store>>,
+    pub locks: Mutex<Vec<LockGuard>>,
+    pub failed_steps: Mutex<Vec<StepPath>>,
+    pub undo: Mutex<Vec<(StepPath, FnPtr)>>,
+    /// Nanoseconds spent inside actions (the rest of a run's time is the engine's).
+    pub action_nanos: AtomicU64,
+}
+
+pub struct JournalInit {
+    pub store: Arc<dyn Store>,
+    pub run_id: String,
+    pub script: String,
+    pub first: Event,
+}
+
+pub struct CtxInit {
+    pub run_id: Option<String>,
+    pub runbook: String,
+    pub dry_run: bool,
+    pub offline: bool,
+    pub auto_approve: bool,
+    pub resume_approver: Option<String>,
+    pub inflight: Option<Inflight>,
+    pub operator: String,
+    pub host: String,
+    pub journal: Option<Box<dyn JournalWriter>>,
+    pub journal_init: Option<JournalInit>,
+    pub journal_path: String,
+    pub next_record: u64,
+    pub replay: Replay,
+    pub reporter: Arc<dyn Reporter>,
+    pub rt: tokio::runtime::Handle,
+    pub redactor: Redactor,
+    pub cancel: Arc<AtomicBool>,
+    pub vars: BTreeMap<String, String>,
+    pub store: Option<Arc<dyn Store>>,
+}
+
+fn runtime_error(message: impl Into<String>, pos: Position) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from(message.into()),
+        pos,
+    ))
+}
+
+fn terminated(pos: Position) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorTerminated(Dynamic::UNIT, pos))
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client builds with its defaults")
+}
+
+impl RunCtx {
+    pub fn new(init: CtxInit) -> RunCtx {
+        RunCtx {
+            run_id: init.run_id,
+            runbook: init.runbook,
+            dry_run: init.dry_run,
+            offline: init.offline,
+            auto_approve: init.auto_approve,
+            resume_approver: init.resume_approver,
+            inflight: init.inflight,
+            operator: init.operator,
+            host: init.host,
+            journal: Mutex::new(init.journal),
+            journal_init: Mutex::new(init.journal_init),
+            journal_path: init.journal_path,
+            record_no: AtomicU64::new(init.next_record),
+            replay: init.replay,
+            consumed: Mutex::default(),
+            reporter: init.reporter,
+            registry: Arc::new(crate::action::Registry::standard()),
+            rt: init.rt,
+            http: OnceLock::new(),
+            redactor: init.redactor,
+            cancel: init.cancel,
+            stop: Mutex::new(None),
+            plan: Mutex::default(),
+            vars: init.vars,
+            params_declared: AtomicBool::new(false),
+            engine: OnceLock::new(),
+            ast: OnceLock::new(),
+            store: init.store,
+            locks: Mutex::default(),
+            failed_steps: Mutex::default(),
+            undo: Mutex::default(),
+            action_nanos: AtomicU64::new(0),
+        }
+    }
+
+    // ---- journal and report -------------------------------------------------------------
+
+    /// Appends an event; `sync` makes it durable before returning. Every record is written at
+    /// once (a killed process loses nothing); fsync is reserved for the records that guard a
+    /// side effect, which also make every earlier record durable.
+    pub fn journal(&self, event: Event, sync: bool) -> Result<(), Error> {
+        let mut guard = self.journal.lock().unwrap();
+        if guard.is_none() {
+            if let Some(init) = self.journal_init.lock().unwrap().take() {
+                let writer = init.store.create(&init.run_id, &init.script)?;
+                *guard = Some(writer);
+                drop(guard);
+                self.journal(init.first, true)?;
+                guard = self.journal.lock().unwrap();
+            }
+        }
+        let Some(writer) = guard.as_mut() else {
+            return Ok(());
+        };
+        let record = Record {
+            v: journal::FORMAT_VERSION,
+            n: self.record_no.fetch_add(1, Ordering::SeqCst),
+            at: journal::timestamp(),
+            event,
+        };
+        let line = serde_json::to_string(&record).map_err(|e| Error::Io(e.to_string()))?;
+        let line = if self.redactor.is_empty() {
+            line
+        } else {
+            self.redactor.redact(&line)
+        };
+        writer.append(&line, sync).map_err(|e| Error::Journal {
+            path: self.journal_path.clone().into(),
+            message: format!(
+                "cannot write: {e}; the run stops here so that nothing happens unrecorded"
+            ),
+        })
+    }
+
+    pub fn journal_started(&self) -> bool {
+        self.journal.lock().unwrap().is_some()
+    }
+
+    pub fn sync_journal(&self) {
+        if let Some(w) = self.journal.lock().unwrap().as_mut() {
+            let _ = w.sync();
+        }
+    }
+
+    fn journal_or_stop(&self, event: Event, sync: bool, pos: Position) -> RhaiResult<()> {
+        self.journal(event, sync).map_err(|e| {
+            self.set_stop(Stop::Fatal(e.to_string(), StopKind::Other));
+            terminated(pos)
+        })
+    }
+
+    pub fn report(&self, event: Progress) {
+        self.reporter.report(&event);
+    }
+
+    // ---- stopping -----------------------------------------------------------------------
+
+    pub fn set_stop(&self, stop: Stop) {
+        let mut s = self.stop.lock().unwrap();
+        if s.is_none() {
+            *s = Some(stop);
+        }
+    }
+
+    pub fn take_stop(&self) -> Option<Stop> {
+        self.stop.lock().unwrap().clone()
+    }
+
+    pub fn check_stop(&self, pos: Position) -> RhaiResult<()> {
+        if self.stop.lock().unwrap().is_some() {
+            return Err(terminated(pos));
+        }
+        if self.cancel.load(Ordering::SeqCst) {
+            self.set_stop(Stop::Interrupted);
+            return Err(terminated(pos));
+        }
+        Ok(())
+    }
+
+    fn stop_with(&self, stop: Stop, pos: Position) -> Box<EvalAltResult> {
+        self.set_stop(stop);
+        terminated(pos)
+    }
+
+    /// `--var` given to a runbook that never declares `params`.
+    fn check_params_declared(&self, pos: Position) -> RhaiResult<()> {
+        if !self.vars.is_empty() && !self.params_declared.load(Ordering::SeqCst) {
+            let names: Vec<_> = self.vars.keys().map(|k| format!("--var {k}")).collect();
+            return Err(self.stop_with(
+                Stop::Fatal(
+                    format!(
+                        "{} given, but the runbook has not declared it with params(#{{..}}) before its first step",
+                        names.join(", ")
+                    ),
+                    StopKind::Param,
+                ),
+                pos,
+            ));
+        }
+        Ok(())
+    }
+
+    // ---- calls --------------------------------------------------------------------------
+
+    fn mismatch(
+        &self,
+        key: &Key,
+        recorded: String,
+        now: String,
+        detail: String,
+        pos: Position,
+    ) -> Box<EvalAltResult> {
+        let (path, seq) = key;
+        let message = format!(
+            "the runbook no longer matches what run {} did at step '{}', call #{seq}:\n  recorded: {recorded}\n  script:   {now}{detail}",
+            self.run_id.as_deref().unwrap_or("?"),
+            show_path(path),
+        );
+        self.stop_with(Stop::Mismatch(message), pos)
+    }
+
+    /// Runs (or replays, or predicts) one action call from the script.
+    pub fn call_action(
+        &self,
+        action: &Arc<dyn DynAction>,
+        arg: Dynamic,
+        pos: Position,
+    ) -> RhaiResult {
+        self.check_stop(pos)?;
+        self.check_params_declared(pos)?;
+        let spec = action.spec().clone();
+        let full = spec.full_name();
+        let mut input = if arg.is_map() {
+            dynamic_to_json(&arg).map_err(|e| runtime_error(format!("{full}: {e}"), pos))?
+        } else if let Some(primary) = spec.primary {
+            let v =
+                dynamic_to_json(&arg).map_err(|e| runtime_error(format!("{full}: {e}"), pos))?;
+            let mut m = serde_json::Map::new();
+            m.insert(primary.into(), v);
+            Value::Object(m)
+        } else {
+            return Err(runtime_error(
+                format!("{full} takes a map of fields, e.g. {full}(#{{ .. }}); `runbook actions` lists them"),
+                pos,
+            ));
+        };
+        let opts = self.call_opts(&full, &spec, &mut input, pos)?;
+        let prepared = action.prepare(input).map_err(|e| {
+            let field = if e.field.is_empty() {
+                String::new()
+            } else {
+                format!(" field `{}`:", e.field)
+            };
+            runtime_error(format!("{full}:{field} {}", e.message), pos)
+        })?;
+        let key = frames::next_call();
+        let (path, seq) = key.clone();
+        let write = spec.effect == Effect::Write;
+        let idempotent = spec.idempotency == Idempotency::Idempotent;
+
+        if let Some(call) = self.replay.calls.get(&key) {
+            self.consumed.lock().unwrap().insert(key.clone());
+            let Call::Action {
+                action: name,
+                input: rec_input,
+                input_hash,
+                outcome,
+                ..
+            } = call
+            else {
+                return Err(self.mismatch(
+                    &key,
+                    call.kind(),
+                    format!("{full} {}", prepared.describe),
+                    String::new(),
+                    pos,
+                ));
+            };
+            if *name != full || *input_hash != prepared.input_hash {
+                let detail = field_diff(rec_input, &prepared.input);
+                return Err(self.mismatch(
+                    &key,
+                    format!("{name} {}", compact(rec_input)),
+                    format!("{full} {}", compact(&prepared.input)),
+                    detail,
+                    pos,
+                ));
+            }
+            let rerun = self.replay.in_rerun_step(&path);
+            match outcome {
+                Outcome::Finished(out) if !rerun || write => {
+                    self.report(Progress::ActionFinished {
+                        step: path,
+                        seq,
+                        action: full,
+                        describe: prepared.describe,
+                        elapsed_ms: 0,
+                        how: "replayed",
+                    });
+                    return Ok(json_to_dynamic(out));
+                }
+                Outcome::Failed(err) if !rerun => {
+                    self.report(Progress::ActionFailed {
+                        step: path,
+                        seq,
+                        action: full.clone(),
+                        error: err.clone(),
+                        retry_in_ms: None,
+                    });
+                    return Err(runtime_error(format!("{full} failed: {err}"), pos));
+                }
+                Outcome::InFlight if write && !idempotent => match self.inflight {
+                    Some(Inflight::Retry) => {
+                        self.report(Progress::Warning {
+                            message: format!(
+                                "running {full} at step '{}' again (--retry-inflight)",
+                                show_path(&path)
+                            ),
+                        });
+                    }
+                    Some(Inflight::Skip) => {
+                        self.journal_or_stop(
+                            Event::ActionFinished {
+                                step: path.clone(),
+                                seq,
+                                output: prepared.predicted.clone(),
+                                elapsed_ms: 0,
+                                skipped: true,
+                            },
+                            true,
+                            pos,
+                        )?;
+                        self.report(Progress::ActionFinished {
+                            step: path,
+                            seq,
+                            action: full,
+                            describe: prepared.describe,
+                            elapsed_ms: 0,
+                            how: "skipped",
+                        });
+                        return Ok(json_to_dynamic(&prepared.predicted));
+                    }
+                    None => {
+                        let run = self.run_id.clone().unwrap_or_default();
+                        return Err(self.stop_with(
+                            Stop::Paused {
+                                reason: format!(
+                                    "{full} ({}) at step '{}' was in flight when the run stopped, and it is not idempotent: \
+                                     it may or may not have taken effect. Check the target, then choose",
+                                    prepared.describe,
+                                    show_path(&path)
+                                ),
+                                next: format!(
+                                    "runbook resume {run} --retry-inflight   (run it again)\n      runbook resume {run} --skip-inflight    (it took effect; go on)"
+                                ),
+                            },
+                            pos,
+                        ));
+                    }
+                },
+                Outcome::InFlight => {
+                    self.report(Progress::Warning {
+                        message: format!(
+                            "{full} at step '{}' was in flight when the run stopped; running it again ({})",
+                            show_path(&path),
+                            if write { "idempotent" } else { "a read" }
+                        ),
+                    });
+                }
+                _ => {}
+            }
+        }
+
+        if self.dry_run && (write || self.offline) {
+            if write {
+                self.plan.lock().unwrap().push(PlanEntry {
+                    step: path.clone(),
+                    action: full.clone(),
+                    change: prepared.describe.clone(),
+                });
+            }
+            self.report(Progress::ActionFinished {
+                step: path,
+                seq,
+                action: full,
+                describe: prepared.describe,
+                elapsed_ms: 0,
+                how: "predicted",
+            });
+            return Ok(json_to_dynamic(&prepared.predicted));
+        }
+
+        self.journal_or_stop(
+            Event::ActionStarted {
+                step: path.clone(),
+                seq,
+                action: full.clone(),
+                input: prepared.input.clone(),
+                input_hash: prepared.input_hash.clone(),
+                write,
+                idempotent,
+            },
+            write,
+            pos,
+        )?;
+        self.report(Progress::ActionStarted {
+            step: path.clone(),
+            seq,
+            action: full.clone(),
+            describe: prepared.describe.clone(),
+            write,
+        });
+
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let mut timeout = opts.timeout;
+            if let Some(deadline) = frames::deadline() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    let error = "the step's time limit ran out".to_string();
+                    self.journal_or_stop(
+                        Event::ActionFailed {
+                            step: path.clone(),
+                            seq,
+                            error: error.clone(),
+                            elapsed_ms: 0,
+                        },
+                        write,
+                        pos,
+                    )?;
+                    return Err(runtime_error(format!("{full} failed: {error}"), pos));
+                }
+                timeout = timeout.min(left);
+            }
+            let reporter = self.reporter.clone();
+            let (p_path, p_seq) = (path.clone(), seq);
+            let cx = Cx {
+                http: self.http.get_or_init(http_client).clone(),
+                redactor: self.redactor.clone(),
+                timeout,
+                cancel: self.cancel.clone(),
+                progress: Arc::new(move |message| {
+                    reporter.report(&Progress::ActionProgress {
+                        step: p_path.clone(),
+                        seq: p_seq,
+                        message,
+                    })
+                }),
+            };
+            let fut = (prepared.run)(cx);
+            let t0 = Instant::now();
+            // A grace second past the limit: actions that honour the limit report it better.
+            let result = self.rt.block_on(async {
+                match tokio::time::timeout(timeout + Duration::from_secs(1), fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(crate::action::ActionError::maybe_applied(format!(
+                        "did not finish within {}",
+                        humantime::format_duration(timeout)
+                    ))),
+                }
+            });
+            self.action_nanos
+                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            match result {
+                Ok(output) => {
+                    let elapsed_ms = started.elapsed().as_millis() as u64;
+                    self.journal_or_stop(
+                        Event::ActionFinished {
+                            step: path.clone(),
+                            seq,
+                            output: output.clone(),
+                            elapsed_ms,
+                            skipped: false,
+                        },
+                        write,
+                        pos,
+                    )?;
+                    self.report(Progress::ActionFinished {
+                        step: path,
+                        seq,
+                        action: full,
+                        describe: prepared.describe,
+                        elapsed_ms,
+                        how: "ran",
+                    });
+                    return Ok(json_to_dynamic(&output));
+                }
+                Err(e) if e.kind == ErrorKind::Interrupted => {
+                    // Left in flight on purpose: resume decides by its idempotency.
+                    return Err(self.stop_with(Stop::Interrupted, pos));
+                }
+                Err(e) => {
+                    let retryable = match e.kind {
+                        ErrorKind::TransientNotSent => true,
+                        ErrorKind::TransientMaybeApplied => !write || idempotent,
+                        _ => false,
+                    };
+                    let message = self.redactor.redact(&e.message);
+                    if retryable && attempt < opts.retries && !self.cancel.load(Ordering::SeqCst) {
+                        let delay = opts.backoff.saturating_mul(1 << attempt.min(16));
+                        self.report(Progress::ActionFailed {
+                            step: path.clone(),
+                            seq,
+                            action: full.clone(),
+                            error: message,
+                            retry_in_ms: Some(delay.as_millis() as u64),
+                        });
+                        std::thread::sleep(delay);
+                        attempt += 1;
+                        continue;
+                    }
+                    let elapsed_ms = started.elapsed().as_millis() as u64;
+                    self.journal_or_stop(
+                        Event::ActionFailed {
+                            step: path.clone(),
+                            seq,
+                            error: message.clone(),
+                            elapsed_ms,
+                        },
+                        write,
+                        pos,
+                    )?;
+                    self.report(Progress::ActionFailed {
+                        step: path,
+                        seq,
+                        action: full.clone(),
+                        error: message.clone(),
+                        retry_in_ms: None,
+                    });
+                    return Err(runtime_error(format!("{full} failed: {message}"), pos));
+                }
+            }
+        }
+    }
+
+    fn call_opts(
+        &self,
+        full: &str,
+        spec: &crate::action::Spec,
+        input: &mut Value,
+        pos: Position,
+    ) -> RhaiResult<CallOpts> {
+        let mut opts = CallOpts {
+            timeout: spec.default_timeout,
+            retries: spec.default_retries,
+            backoff: Duration::from_millis(500),
+        };
+        let Value::Object(map) = input else {
+            return Ok(opts);
+        };
+        let bad =
+            |field: &str, e: String| runtime_error(format!("{full}: field `{field}`: {e}"), pos);
+        if let Some(v) = map.remove("timeout") {
+            opts.timeout = serde_json::from_value::<Dur>(v)
+                .map_err(|e| bad("timeout", e.to_string()))?
+                .0;
+        }
+        if let Some(v) = map.remove("backoff") {
+            opts.backoff = serde_json::from_value::<Dur>(v)
+                .map_err(|e| bad("backoff", e.to_string()))?
+                .0;
+        }
+        if let Some(v) = map.remove("retries") {
+            opts.retries = v.as_u64().filter(|n| *n <= 100).ok_or_else(|| {
+                bad(
+                    "retries",
+                    format!("expected a number from 0 to 100, got {v}"),
+                )
+            })? as u32;
+        }
+        Ok(opts)
+    }
+
+    /// Recorded changes the script did not reach this time.
+    pub fn unreplayed_writes(&self) -> Vec<String> {
+        let consumed = self.consumed.lock().unwrap();
+        let mut out: Vec<String> = self
+            .replay
+            .calls
+            .iter()
+            .filter(|(k, c)| {
+                !consumed.contains(*k)
+                    && matches!(
+                        c,
+                        Call::Action {
+                            write: true,
+                            outcome: Outcome::Finished(_),
+                            ..
+                        }
+                    )
+            })
+            .map(|((path, seq), c)| {
+                format!("{} at step '{}', call #{seq}", c.kind(), show_path(path))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    // ---- built-ins ----------------------------------------------------------------------
+
+    /// `sleep("30m")`: a durable timer. A resumed run waits only for what is left.
+    pub fn sleep(&self, text: &str, pos: Position) -> RhaiResult<()> {
+        self.check_stop(pos)?;
+        let dur = Dur::parse(text)
+            .map_err(|e| runtime_error(format!("sleep: {e}"), pos))?
+            .0;
+        let key = frames::next_call();
+        let (path, seq) = key.clone();
+        let describe = format!("wait {}", humantime::format_duration(dur));
+        let until_ms = match self.replay.calls.get(&key) {
+            Some(Call::Timer { fired: true, .. }) => {
+                self.consumed.lock().unwrap().insert(key);
+                self.report(Progress::ActionFinished {
+                    step: path,
+                    seq,
+                    action: "sleep".into(),
+                    describe,
+                    elapsed_ms: 0,
+                    how: "replayed",
+                });
+                return Ok(());
+            }
+            Some(Call::Timer { until_ms, .. }) => {
+                self.consumed.lock().unwrap().insert(key);
+                *until_ms
+            }
+            Some(other) => {
+                return Err(self.mismatch(
+                    &key,
+                    other.kind(),
+                    format!("sleep(\"{text}\")"),
+                    String::new(),
+                    pos,
+                ));
+            }
+            None if self.dry_run => {
+                self.report(Progress::ActionFinished {
+                    step: path,
+                    seq,
+                    action: "sleep".into(),
+                    describe,
+                    elapsed_ms: 0,
+                    how: "predicted",
+                });
+                return Ok(());
+            }
+            None => {
+                let until_ms = journal::unix_ms() + dur.as_millis() as u64;
+                self.journal_or_stop(
+                    Event::TimerStarted {
+                        step: path.clone(),
+                        seq,
+                        duration_ms: dur.as_millis() as u64,
+                        until_ms,
+                    },
+                    true,
+                    pos,
+                )?;
+                until_ms
+            }
+        };
+        self.report(Progress::ActionStarted {
+            step: path.clone(),
+            seq,
+            action: "sleep".into(),
+            describe: describe.clone(),
+            write: false,
+        });
+        self.report(Progress::Waiting {
+            step: path.clone(),
+            seq,
+            message: describe.clone(),
+            until_ms,
+        });
+        let started = Instant::now();
+        loop {
+            let now = journal::unix_ms();
+            if now >= until_ms {
+                break;
+            }
+            if self.cancel.load(Ordering::SeqCst) {
+                return Err(self.stop_with(Stop::Interrupted, pos));
+            }
+            std::thread::sleep(Duration::from_millis((until_ms - now).min(100)));
+        }
+        self.journal_or_stop(
+            Event::TimerFired {
+                step: path.clone(),
+                seq,
+            },
+            true,
+            pos,
+        )?;
+        self.report(Progress::ActionFinished {
+            step: path,
+            seq,
+            action: "sleep".into(),
+            describe,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            how: "ran",
+        });
+        Ok(())
+    }
+
+    /// `approve("..")`: asks on a terminal, takes `--yes`, or pauses the run.
+    pub fn approve(&self, message: &str, pos: Position) -> RhaiResult<bool> {
+        self.check_stop(pos)?;
+        self.check_params_declared(pos)?;
+        let key = frames::next_call();
+        let (path, seq) = key.clone();
+        match self.replay.calls.get(&key) {
+            Some(Call::Approval {
+                approved_by: Some(by),
+                ..
+            }) => {
+                self.consumed.lock().unwrap().insert(key);
+                self.report(Progress::Approval {
+                    step: path,
+                    message: message.into(),
+                    outcome: format!("approved earlier by {by}"),
+                });
+                return Ok(true);
+            }
+            Some(Call::Approval { .. }) => {
+                self.consumed.lock().unwrap().insert(key);
+            }
+            Some(other) => {
+                return Err(self.mismatch(
+                    &key,
+                    other.kind(),
+                    format!("approve(\"{message}\")"),
+                    String::new(),
+                    pos,
+                ));
+            }
+            None if self.dry_run => {
+                self.plan.lock().unwrap().push(PlanEntry {
+                    step: path.clone(),
+                    action: "approve".into(),
+                    change: format!("ask for approval: \"{message}\""),
+                });
+                self.report(Progress::Approval {
+                    step: path,
+                    message: message.into(),
+                    outcome: "noted (dry-run: not asked)".into(),
+                });
+                return Ok(true);
+            }
+            None => {
+                self.journal_or_stop(
+                    Event::ApprovalRequested {
+                        step: path.clone(),
+                        seq,
+                        message: message.into(),
+                    },
+                    true,
+                    pos,
+                )?;
+            }
+        }
+        let (by, via) = if let Some(by) = &self.resume_approver {
+            (by.clone(), "resume --approve")
+        } else if self.auto_approve {
+            (self.operator.clone(), "--yes")
+        } else {
+            match self.reporter.ask_approval(message) {
+                Some(true) => (self.operator.clone(), "terminal"),
+                Some(false) => {
+                    self.report(Progress::Approval {
+                        step: path,
+                        message: message.into(),
+                        outcome: format!("declined by {}", self.operator),
+                    });
+                    return Err(runtime_error(
+                        format!("approval declined by {}: {message}", self.operator),
+                        pos,
+                    ));
+                }
+                None => {
+                    let run = self.run_id.clone().unwrap_or_default();
+                    self.report(Progress::Approval {
+                        step: path,
+                        message: message.into(),
+                        outcome: "waiting (no terminal)".into(),
+                    });
+                    return Err(self.stop_with(
+                        Stop::Paused {
+                            reason: format!("waiting for approval: \"{message}\""),
+                            next: format!("runbook resume {run} --approve"),
+                        },
+                        pos,
+                    ));
+                }
+            }
+        };
+        self.journal_or_stop(
+            Event::Approved {
+                step: path.clone(),
+                seq,
+                by: by.clone(),
+                via: via.into(),
+            },
+            true,
+            pos,
+        )?;
+        self.report(Progress::Approval {
+            step: path,
+            message: message.into(),
+            outcome: format!("approved by {by} ({via})"),
+        });
+        Ok(true)
+    }
+
+    pub fn log(&self, message: String) {
+        let message = message.trim_end().to_string();
+        let step = frames::current_path();
+        if !self.dry_run && !frames::in_replayed_step() {
+            let _ = self.journal(
+                Event::Log {
+                    step: step.clone(),
+                    message: message.clone(),
+                },
+                false,
+            );
+        }
+        self.report(Progress::Log { step, message });
+    }
+
+    // ---- steps --------------------------------------------------------------------------
+
+    /// Runs a step's body in its own scope, with retries, a time limit and an undo.
+    pub fn step(
+        &self,
+        ncx: &rhai::NativeCallContext,
+        name: &str,
+        options: Option<rhai::Map>,
+        body: FnPtr,
+    ) -> RhaiResult {
+        let pos = ncx.call_position();
+        self.check_stop(pos)?;
+        self.check_params_declared(pos)?;
+        if name.trim().is_empty() {
+            return Err(runtime_error("a step needs a name", pos));
+        }
+        let (parent, fresh) =
+            frames::with_top(|top| (top.path.clone(), top.names.insert(name.to_string())));
+        if !fresh {
+            return Err(runtime_error(
+                format!(
+                    "step '{name}' already ran in {}; step names must be unique in their scope — in a loop, put the item in the name, e.g. step(`{name} ${{region}}`, ..)",
+                    if parent.is_empty() { "the top level".to_string() } else { format!("step '{}'", show_path(&parent)) }
+                ),
+                pos,
+            ));
+        }
+        let mut retries = 0u32;
+        let mut backoff = Duration::from_secs(1);
+        let mut timeout = None;
+        let mut undo = None;
+        for (k, v) in options.unwrap_or_default() {
+            let bad = |what: &str| {
+                runtime_error(format!("step '{name}': option `{k}` must be {what}"), pos)
+            };
+            match k.as_str() {
+                "retries" => retries = v.as_int().ok().filter(|n| (0..=100).contains(n)).ok_or_else(|| bad("a number from 0 to 100"))? as u32,
+                "backoff" => backoff = Dur::parse(&v.into_string().map_err(|_| bad("a duration such as \"5s\""))?).map_err(|e| bad(&e))?.0,
+                "timeout" => timeout = Some(Dur::parse(&v.into_string().map_err(|_| bad("a duration such as \"5m\""))?).map_err(|e| bad(&e))?.0),
+                "undo" => undo = Some(v.try_cast::<FnPtr>().ok_or_else(|| bad("a closure, e.g. || { .. }"))?),
+                other => {
+                    return Err(runtime_error(
+                        format!("step '{name}': unknown option `{other}`; the options are retries, backoff, timeout, undo"),
+                        pos,
+                    ))
+                }
+            }
+        }
+        for attempt in 1..=retries + 1 {
+            let mut path = parent.clone();
+            path.push(if attempt == 1 {
+                name.to_string()
+            } else {
+                format!("{name} (attempt {attempt})")
+            });
+            let replayed = self.replay.finished_steps.contains(&path);
+            if !replayed && !self.dry_run {
+                self.journal_or_stop(Event::StepStarted { step: path.clone() }, false, pos)?;
+            }
+            self.report(Progress::StepStarted {
+                step: path.clone(),
+                replayed,
+            });
+            let started = Instant::now();
+            frames::push(Frame::new(
+                path.clone(),
+                timeout.map(|t| Instant::now() + t),
+                replayed,
+            ));
+            let result = body.call_within_context::<Dynamic>(ncx, ());
+            frames::pop();
+            match result {
+                Ok(value) => {
+                    let elapsed_ms = started.elapsed().as_millis() as u64;
+                    if !replayed && !self.dry_run {
+                        self.journal_or_stop(
+                            Event::StepFinished {
+                                step: path.clone(),
+                                elapsed_ms,
+                            },
+                            false,
+                            pos,
+                        )?;
+                    }
+                    self.report(Progress::StepFinished {
+                        step: path.clone(),
+                        elapsed_ms,
+                        replayed,
+                    });
+                    if let Some(undo) = undo {
+                        self.undo.lock().unwrap().push((path, undo));
+                    }
+                    return Ok(value);
+                }
+                Err(e) if !e.is_catchable() => return Err(e),
+                Err(e) => {
+                    let will_retry = attempt <= retries;
+                    let (message, _, _) = crate::script::describe_error(&e);
+                    if !self.dry_run {
+                        self.journal_or_stop(
+                            Event::StepFailed {
+                                step: path.clone(),
+                                error: message.clone(),
+                                will_retry,
+                            },
+                            false,
+                            pos,
+                        )?;
+                    }
+                    self.report(Progress::StepFailed {
+                        step: path.clone(),
+                        error: message,
+                        will_retry,
+                    });
+                    if will_retry {
+                        let wait = backoff.saturating_mul(1 << (attempt - 1).min(16));
+                        let until = Instant::now() + wait;
+                        while Instant::now() < until {
+                            self.check_stop(pos)?;
+                            std::thread::sleep(
+                                Duration::from_millis(50).min(until - Instant::now()),
+                            );
+                        }
+                        continue;
+                    }
+                    let mut failed = self.failed_steps.lock().unwrap();
+                    if !failed.iter().any(|f| f.starts_with(&path)) {
+                        failed.push(path);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// `parallel(items, |item| ..)`: one branch per item, each its own step scope.
+    pub fn parallel(
+        &self,
+        ncx: &rhai::NativeCallContext,
+        items: rhai::Array,
+        limit: Option<usize>,
+        body: FnPtr,
+    ) -> RhaiResult {
+        let pos = ncx.call_position();
+        self.check_stop(pos)?;
+        self.check_params_declared(pos)?;
+        let (Some(engine), Some(ast)) = (self.engine.get().cloned(), self.ast.get().cloned())
+        else {
+            return Err(runtime_error("parallel is not available here", pos));
+        };
+        let (parent, nth) = frames::with_top(|top| {
+            top.parallels += 1;
+            (top.path.clone(), top.parallels)
+        });
+        let mut seen = HashSet::new();
+        let labels: Vec<String> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let label = if item.is_string() || item.is_int() {
+                    item.to_string()
+                } else {
+                    i.to_string()
+                };
+                let label = if seen.insert(label.clone()) {
+                    label
+                } else {
+                    i.to_string()
+                };
+                if nth == 1 {
+                    format!("[{label}]")
+                } else {
+                    format!("[{label}]#{nth}")
+                }
+            })
+            .collect();
+        let limit = limit.unwrap_or(items.len()).max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Mutex<Option<RhaiResult>>> =
+            items.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..limit.min(items.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= items.len() {
+                        break;
+                    }
+                    let mut path = parent.clone();
+                    path.push(labels[i].clone());
+                    let replayed = self.replay.finished_steps.contains(&path);
+                    let outcome = (|| -> RhaiResult {
+                        self.check_stop(pos)?;
+                        if !replayed && !self.dry_run {
+                            self.journal_or_stop(
+                                Event::StepStarted { step: path.clone() },
+                                false,
+                                pos,
+                            )?;
+                        }
+                        self.report(Progress::StepStarted {
+                            step: path.clone(),
+                            replayed,
+                        });
+                        let started = Instant::now();
+                        frames::reset(Frame::new(path.clone(), frames::deadline(), replayed));
+                        let r = body.call::<Dynamic>(&engine, &ast, (items[i].clone(),));
+                        match &r {
+                            Ok(_) => {
+                                let elapsed_ms = started.elapsed().as_millis() as u64;
+                                if !replayed && !self.dry_run {
+                                    self.journal_or_stop(
+                                        Event::StepFinished {
+                                            step: path.clone(),
+                                            elapsed_ms,
+                                        },
+                                        false,
+                                        pos,
+                                    )?;
+                                }
+                                self.report(Progress::StepFinished {
+                                    step: path.clone(),
+                                    elapsed_ms,
+                                    replayed,
+                                });
+                            }
+                            Err(e) if e.is_catchable() => {
+                                let (message, _, _) = crate::script::describe_error(e);
+                                if !self.dry_run {
+                                    self.journal_or_stop(
+                                        Event::StepFailed {
+                                            step: path.clone(),
+                                            error: message.clone(),
+                                            will_retry: false,
+                                        },
+                                        false,
+                                        pos,
+                                    )?;
+                                }
+                                self.report(Progress::StepFailed {
+                                    step: path.clone(),
+                                    error: message,
+                                    will_retry: false,
+                                });
+                                let mut failed = self.failed_steps.lock().unwrap();
+                                if !failed.iter().any(|f| f.starts_with(&path)) {
+                                    failed.push(path.clone());
+                                }
+                            }
+                            Err(_) => {}
+                        }
+                        r
+                    })();
+                    *results[i].lock().unwrap() = Some(outcome);
+                });
+            }
+        });
+        let mut values = rhai::Array::new();
+        let mut first_error: Option<Box<EvalAltResult>> = None;
+        let mut failures = Vec::new();
+        for (i, slot) in results.into_iter().enumerate() {
+            match slot.into_inner().unwrap() {
+                Some(Ok(v)) => values.push(v),
+                Some(Err(e)) if !e.is_catchable() => return Err(e),
+                Some(Err(e)) => {
+                    let (message, _, _) = crate::script::describe_error(&e);
+                    failures.push(format!("{}: {message}", labels[i]));
+                    first_error.get_or_insert(e);
+                    values.push(Dynamic::UNIT);
+                }
+                None => values.push(Dynamic::UNIT),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(runtime_error(
+                format!(
+                    "{} of {} parallel branches failed: {}",
+                    failures.len(),
+                    labels.len(),
+                    failures.join("; ")
+                ),
+                pos,
+            ));
+        }
+        Ok(values.into())
+    }
+}
+
+/// The input as one short line.
+fn compact(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 200 {
+        format!(
+            "{}…",
+            &s[..s
+                .char_indices()
+                .take_while(|(i, _)| *i < 200)
+                .last()
+                .map(|(i, c)| i + c.len_utf8())
+                .unwrap_or(0)]
+        )
+    } else {
+        s
+    }
+}
+
+/// Field-by-field differences between a recorded input and the script's.
+fn field_diff(recorded: &Value, now: &Value) -> String {
+    let (Value::Object(a), Value::Object(b)) = (recorded, now) else {
+        return String::new();
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.dedup();
+    let mut seen = HashSet::new();
+    let mut out = String::new();
+    for k in keys {
+        if !seen.insert(k) {
+            continue;
+        }
+        match (a.get(k), b.get(k)) {
+            (Some(x), Some(y)) if x != y => out.push_str(&format!(
+                "\n    field `{k}`: {} → {}",
+                compact(x),
+                compact(y)
+            )),
+            (Some(x), None) => {
+                out.push_str(&format!("\n    field `{k}`: {} → (absent)", compact(x)))
+            }
+            (None, Some(y)) => {
+                out.push_str(&format!("\n    field `{k}`: (absent) → {}", compact(y)))
+            }
+            _ => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,758 @@
+//! Runs and resumes runbooks: open the journal, run the script, record how it ended.
+
+mod ctx;
+mod diff;
+mod frames;
+mod replay;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rhai::{Dynamic, EvalAltResult};
+use sha2::{Digest, Sha256};
+
+pub use ctx::{CtxInit, Inflight, JournalInit, RunCtx, Stop, StopKind, COMMON_FIELDS};
+
+use crate::error::Error;
+use crate::inventory::Inventory;
+use crate::journal::{self, show_path, Event, LockHolder, Record, Store};
+use crate::report::{Progress, Reporter};
+use crate::secret::Redactor;
+
+/// Who and where: recorded with every run.
+#[derive(Clone)]
+pub struct Operator {
+    pub name: String,
+    pub host: String,
+}
+
+impl Operator {
+    pub fn current() -> Operator {
+        let name = std::env::var("RUNBOOK_OPERATOR")
+            .or_else(|_| std::env::var("USER"))
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| {
+                user_name().unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }))
+            });
+        let mut buf = [0u8; 256];
+        let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        } else {
+            "unknown-host".into()
+        };
+        Operator { name, host }
+    }
+}
+
+/// The login name of the current user, from the password database.
+fn user_name() -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// What the engine needs from its caller.
+pub struct Env {
+    pub store: Arc<dyn Store>,
+    pub reporter: Arc<dyn Reporter>,
+    pub redactor: Redactor,
+    pub cancel: Arc<AtomicBool>,
+    pub operator: Operator,
+    pub rt: tokio::runtime::Handle,
+}
+
+pub struct RunRequest {
+    pub script: PathBuf,
+    pub dry_run: bool,
+    pub offline: bool,
+    pub yes: bool,
+    pub vars: BTreeMap<String, String>,
+    pub inventory: Option<PathBuf>,
+}
+
+pub struct ResumeRequest {
+    pub run_id: String,
+    pub approve: bool,
+    pub inflight: Option<Inflight>,
+    pub yes: bool,
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn read_script(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::Usage(format!("cannot read runbook {}: {e}", path.display())))
+}
+
+fn new_run_id() -> String {
+    let now = journal::timestamp(); // 2026-11-21T16:12:02.123Z
+    let date: String = now[..10].chars().filter(|c| *c != '-').collect();
+    let time: String = now[11..16].chars().filter(|c| *c != ':').collect();
+    let mut bytes = [0u8; 2];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    format!("{date}-{time}-{:02x}{:02x}", bytes[0], bytes[1])
+}
+
+/// The default lock: one per runbook and inventory.
+fn default_lock_name(runbook: &str, inventory: Option<&str>) -> String {
+    let stem = |p: &str| {
+        Path::new(p)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    match inventory {
+        Some(inv) => format!("{}@{}", stem(runbook), stem(inv)),
+        None => stem(runbook),
+    }
+}
+
+fn holder(run_id: &str, runbook: &str, op: &Operator) -> LockHolder {
+    LockHolder {
+        run_id: run_id.into(),
+        runbook: runbook.into(),
+        operator: op.name.clone(),
+        host: op.host.clone(),
+        pid: std::process::id(),
+        since: journal::timestamp(),
+    }
+}
+
+/// `runbook run`.
+pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
+    let file = req.script.display().to_string();
+    let source = read_script(&req.script)?;
+    let inventory = match &req.inventory {
+        Some(p) => Inventory::load(p)?,
+        None => Inventory::empty(),
+    };
+    let inv = inventory.to_script(&env.redactor, req.dry_run && req.offline)?;
+    let run_id = if req.dry_run {
+        None
+    } else {
+        Some(new_run_id())
+    };
+
+    let mut locks = Vec::new();
+    if let Some(id) = &run_id {
+        let name = default_lock_name(&file, req.inventory.as_ref().and_then(|p| p.to_str()));
+        let guard = env.store.lock(&name, &holder(id, &file, &env.operator))?;
+        if let Some(old) = &guard.took_over {
+            env.reporter.report(&Progress::Warning {
+                message: format!(
+                    "took over the lock '{name}' from {}: that process is gone",
+                    old.describe()
+                ),
+            });
+        }
+        locks.push(guard);
+    }
+
+    let journal_init = run_id.as_ref().map(|id| JournalInit {
+        store: env.store.clone(),
+        run_id: id.clone(),
+        script: source.clone(),
+        first: Event::RunStarted {
+            run_id: id.clone(),
+            runbook: absolute(&req.script),
+            runbook_sha256: sha256_hex(&source),
+            params: req
+                .vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into()))
+                .collect(),
+            inventory_file: req.inventory.as_ref().map(|p| absolute(p)),
+            inventory: inventory.value.clone(),
+            engine_version: env!("CARGO_PKG_VERSION").into(),
+            operator: env.operator.name.clone(),
+            host: env.operator.host.clone(),
+            pid: std::process::id(),
+        },
+    });
+    let ctx = Arc::new(RunCtx::new(CtxInit {
+        run_id: run_id.clone(),
+        runbook: file.clone(),
+        dry_run: req.dry_run,
+        offline: req.offline,
+        auto_approve: req.yes,
+        resume_approver: None,
+        inflight: None,
+        operator: env.operator.name.clone(),
+        host: env.operator.host.clone(),
+        journal: None,
+        journal_init,
+        journal_path: run_id
+            .as_ref()
+            .map(|id| format!("{} run {id}", env.store.describe()))
+            .unwrap_or_default(),
+        next_record: 1,
+        replay: Default::default(),
+        reporter: env.reporter.clone(),
+        rt: env.rt.clone(),
+        redactor: env.redactor.clone(),
+        cancel: env.cancel.clone(),
+        vars: req.vars.clone(),
+        store: Some(env.store.clone()),
+    }));
+    ctx.locks.lock().unwrap().extend(locks);
+    let prepared = prepare(
+        &ctx,
+        &file,
+        &source,
+        base_dir(&req.script),
+        Dynamic::from(inv),
+    )?;
+    env.reporter.report(&Progress::RunStarted {
+        run_id: run_id.clone(),
+        runbook: file.clone(),
+        dry_run: req.dry_run,
+        offline: req.offline,
+        resumed: false,
+    });
+    execute(&ctx, prepared, &file, &source, None)
+}
+
+fn absolute(p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+fn base_dir(script: &Path) -> PathBuf {
+    script
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| ".".into())
+}
+
+/// The state a journal shows a run in.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub runbook: String,
+    pub status: String,
+    pub started: String,
+    pub last_step: String,
+    pub operator: String,
+    pub ended: Option<String>,
+}
+
+pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
+    let mut s = RunSummary {
+        run_id: run_id.into(),
+        runbook: String::new(),
+        status: "unknown".into(),
+        started: String::new(),
+        last_step: String::new(),
+        operator: String::new(),
+        ended: None,
+    };
+    let mut pid = 0;
+    let mut host = String::new();
+    for rec in records {
+        match &rec.event {
+            Event::RunStarted {
+                runbook,
+                operator,
+                pid: p,
+                host: h,
+                ..
+            } => {
+                s.runbook = runbook.clone();
+                s.started = rec.at.clone();
+                s.operator = operator.clone();
+                s.status = "running".into();
+                pid = *p;
+                host = h.clone();
+            }
+            Event::RunResumed {
+                pid: p, host: h, ..
+            } => {
+                s.status = "running".into();
+                pid = *p;
+                host = h.clone();
+                s.ended = None;
+            }
+            Event::StepStarted { step } => s.last_step = show_path(step),
+            Event::RunFinished { .. } => {
+                (s.status, s.ended) = ("finished".into(), Some(rec.at.clone()))
+            }
+            Event::RunFailed { .. } => {
+                (s.status, s.ended) = ("failed".into(), Some(rec.at.clone()))
+            }
+            Event::RunPaused { .. } => {
+                (s.status, s.ended) = ("paused".into(), Some(rec.at.clone()))
+            }
+            Event::RunInterrupted { .. } => {
+                (s.status, s.ended) = ("interrupted".into(), Some(rec.at.clone()))
+            }
+            _ => {}
+        }
+    }
+    if s.status == "running" {
+        let here = Operator::current().host;
+        let alive = host == here && pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0;
+        if !alive && host == here {
+            s.status = "crashed".into();
+        }
+    }
+    s
+}
+
+/// `runbook resume`.
+pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
+    let loaded = env.store.read(&req.run_id)?;
+    if let Some(torn) = &loaded.torn_tail {
+        env.reporter.report(&Progress::Warning {
+            message: format!(
+                "the journal's last line was cut short by a crash and is dropped: {torn}; the call it described will be treated as not recorded"
+            ),
+        });
+    }
+    let Some(Record {
+        event:
+            Event::RunStarted {
+                runbook,
+                runbook_sha256,
+                params,
+                inventory_file,
+                inventory,
+                ..
+            },
+        ..
+    }) = loaded.records.first().cloned()
+    else {
+        return Err(Error::Journal {
+            path: env.store.describe().into(),
+            message: format!("run {} has no start record", req.run_id),
+        });
+    };
+    let summary = summarize(&req.run_id, &loaded.records);
+    match summary.status.as_str() {
+        "finished" => {
+            return Err(Error::Usage(format!(
+                "run {} already finished ({}); there is nothing to resume. `runbook run {runbook}` starts a new run",
+                req.run_id,
+                summary.ended.unwrap_or_default()
+            )))
+        }
+        "running" => {
+            // The lock below names the holder; this covers a run on another host.
+        }
+        _ => {}
+    }
+
+    let recorded = env.store.script(&req.run_id)?;
+    let (source, script_path) = match std::fs::read_to_string(&runbook) {
+        Ok(s) => (s, PathBuf::from(&runbook)),
+        Err(_) => {
+            env.reporter.report(&Progress::Warning {
+                message: format!(
+                    "{runbook} is gone; resuming with the copy recorded when the run started"
+                ),
+            });
+            (recorded.clone(), PathBuf::from(&runbook))
+        }
+    };
+    let file = script_path.display().to_string();
+    let changed = sha256_hex(&source) != runbook_sha256;
+    if changed {
+        env.reporter.report(&Progress::Warning {
+            message: format!(
+                "{file} changed since the run started; every finished call is checked against the journal:\n{}",
+                diff::unified(&recorded, &source).trim_end()
+            ),
+        });
+    }
+
+    let name = default_lock_name(&runbook, inventory_file.as_deref());
+    let guard = env
+        .store
+        .lock(&name, &holder(&req.run_id, &runbook, &env.operator))?;
+    let writer = env.store.append_to(&req.run_id)?;
+
+    let inv_file = inventory_file
+        .clone()
+        .unwrap_or_else(|| "(no inventory)".into());
+    let inv = Inventory {
+        file: inv_file,
+        value: inventory,
+    }
+    .to_script(&env.redactor, false)?;
+    let vars: BTreeMap<String, String> = params
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k,
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string()),
+            )
+        })
+        .collect();
+    let next_record = loaded.records.last().map(|r| r.n + 1).unwrap_or(1);
+    let replay = replay::Replay::from_records(&loaded.records);
+    let ctx = Arc::new(RunCtx::new(CtxInit {
+        run_id: Some(req.run_id.clone()),
+        runbook: file.clone(),
+        dry_run: false,
+        offline: false,
+        auto_approve: req.yes,
+        resume_approver: req.approve.then(|| env.operator.name.clone()),
+        inflight: req.inflight,
+        operator: env.operator.name.clone(),
+        host: env.operator.host.clone(),
+        journal: Some(writer),
+        journal_init: None,
+        journal_path: format!("{} run {}", env.store.describe(), req.run_id),
+        next_record,
+        replay,
+        reporter: env.reporter.clone(),
+        rt: env.rt.clone(),
+        redactor: env.redactor.clone(),
+        cancel: env.cancel.clone(),
+        vars,
+        store: Some(env.store.clone()),
+    }));
+    ctx.locks.lock().unwrap().push(guard);
+    let prepared = prepare(
+        &ctx,
+        &file,
+        &source,
+        base_dir(&script_path),
+        Dynamic::from(inv),
+    )?;
+    ctx.journal(
+        Event::RunResumed {
+            runbook_sha256: sha256_hex(&source),
+            engine_version: env!("CARGO_PKG_VERSION").into(),
+            operator: env.operator.name.clone(),
+            host: env.operator.host.clone(),
+            pid: std::process::id(),
+            inflight: req.inflight.map(|i| format!("{i:?}").to_lowercase()),
+        },
+        true,
+    )?;
+    env.reporter.report(&Progress::RunStarted {
+        run_id: Some(req.run_id.clone()),
+        runbook: file.clone(),
+        dry_run: false,
+        offline: false,
+        resumed: true,
+    });
+    let script_change = changed.then(|| diff::unified(&recorded, &source));
+    execute(&ctx, prepared, &file, &source, script_change)
+}
+
+struct Prepared {
+    engine: Arc<rhai::Engine>,
+    ast: Arc<rhai::AST>,
+    scope: rhai::Scope<'static>,
+}
+
+/// Compiles and lints the script: a runbook that cannot run is refused before anything starts.
+fn prepare(
+    ctx: &Arc<RunCtx>,
+    file: &str,
+    source: &str,
+    base_dir: PathBuf,
+    inventory: Dynamic,
+) -> Result<Prepared, Error> {
+    let engine = crate::script::engine(ctx.clone(), base_dir, &Default::default());
+    let scope = crate::script::scope(inventory);
+    let ast = crate::script::compile(&engine, &scope, file, source)?;
+    let problems = crate::script::lint::lint(&ast, &ctx.registry, file, source);
+    if let Some(first) = problems.into_iter().next() {
+        return Err(first);
+    }
+    let engine = Arc::new(engine);
+    let ast = Arc::new(ast);
+    let _ = ctx.engine.set(engine.clone());
+    let _ = ctx.ast.set(ast.clone());
+    Ok(Prepared { engine, ast, scope })
+}
+
+/// Runs the script in `ctx`, then records and reports how it ended.
+fn execute(
+    ctx: &Arc<RunCtx>,
+    prepared: Prepared,
+    file: &str,
+    source: &str,
+    script_change: Option<String>,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let Prepared {
+        engine,
+        ast,
+        mut scope,
+    } = prepared;
+    frames::reset(frames::Frame::new(Vec::new(), None, false));
+
+    let result = engine.run_ast_with_scope(&mut scope, &ast);
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let run_id = ctx.run_id.clone();
+    let resume_cmd = run_id.as_ref().map(|id| format!("runbook resume {id}"));
+    let outcome = match result {
+        Ok(()) => {
+            ctx.journal(Event::RunFinished { elapsed_ms }, true)?;
+            let skipped = ctx.unreplayed_writes();
+            if !skipped.is_empty() {
+                ctx.report(Progress::Warning {
+                    message: format!(
+                        "the journal records changes this run no longer makes (they were done earlier): {}",
+                        skipped.join("; ")
+                    ),
+                });
+            }
+            if ctx.dry_run {
+                ctx.report(Progress::Plan {
+                    entries: ctx.plan.lock().unwrap().clone(),
+                });
+            }
+            let status = if ctx.dry_run {
+                "finished (dry-run)"
+            } else {
+                "finished"
+            };
+            ctx.report(Progress::RunEnded {
+                run_id,
+                status,
+                elapsed_ms,
+                message: None,
+                next: None,
+            });
+            Ok(())
+        }
+        Err(e) => Err(ended_with(
+            ctx,
+            &e,
+            file,
+            source,
+            elapsed_ms,
+            resume_cmd,
+            script_change,
+        )),
+    };
+    ctx.sync_journal();
+    let action_ms = ctx.action_nanos.load(std::sync::atomic::Ordering::Relaxed) / 1_000_000;
+    if std::env::var_os("RUNBOOK_TIMING").is_some() {
+        eprintln!(
+            "timing: wall {elapsed_ms} ms, inside actions {action_ms} ms, engine {} ms",
+            elapsed_ms.saturating_sub(action_ms)
+        );
+    }
+    outcome
+}
+
+fn ended_with(
+    ctx: &Arc<RunCtx>,
+    e: &EvalAltResult,
+    file: &str,
+    source: &str,
+    elapsed_ms: u64,
+    resume_cmd: Option<String>,
+    script_change: Option<String>,
+) -> Error {
+    let run_id = ctx.run_id.clone();
+    let stop = ctx
+        .take_stop()
+        .or_else(|| matches!(e, EvalAltResult::ErrorTerminated(..)).then_some(Stop::Interrupted));
+    match stop {
+        Some(Stop::Paused { reason, next }) => {
+            let _ = ctx.journal(
+                Event::RunPaused {
+                    reason: reason.clone(),
+                },
+                true,
+            );
+            ctx.report(Progress::RunEnded {
+                run_id,
+                status: "paused",
+                elapsed_ms,
+                message: Some(reason.clone()),
+                next: Some(next.clone()),
+            });
+            Error::Paused(format!("{reason}\n  next: {next}"))
+        }
+        Some(Stop::Interrupted) => {
+            let _ = ctx.journal(
+                Event::RunInterrupted {
+                    reason: "interrupted by a signal".into(),
+                },
+                true,
+            );
+            let message = "stopped after the current action".to_string();
+            ctx.report(Progress::RunEnded {
+                run_id,
+                status: "interrupted",
+                elapsed_ms,
+                message: Some(message.clone()),
+                next: resume_cmd.clone(),
+            });
+            Error::Interrupted(format!(
+                "{message}; continue with: {}",
+                resume_cmd.unwrap_or_default()
+            ))
+        }
+        Some(Stop::Mismatch(message)) => {
+            let change = script_change
+                .map(|d| {
+                    format!(
+                        "\nthe runbook changed since the run started:\n{}",
+                        d.trim_end()
+                    )
+                })
+                .unwrap_or_default();
+            let run = run_id.clone().unwrap_or_default();
+            let message = format!(
+                "{message}{change}\nresume stopped before running that call. Restore the runbook (the original is kept as \
+                 .runbook/runs/{run}/runbook.rhai) and resume again, or start a new run"
+            );
+            ctx.report(Progress::RunEnded {
+                run_id,
+                status: "refused",
+                elapsed_ms,
+                message: None,
+                next: None,
+            });
+            Error::Script {
+                message,
+                pos: None,
+                source_line: None,
+            }
+        }
+        Some(Stop::Fatal(message, kind)) => {
+            if ctx.journal_started() {
+                let _ = ctx.journal(
+                    Event::RunFailed {
+                        error: message.clone(),
+                        failed_steps: vec![],
+                    },
+                    true,
+                );
+            }
+            match kind {
+                StopKind::Param => Error::Param(format!("invalid parameters:\n  {message}")),
+                StopKind::Locked => Error::Locked(message),
+                StopKind::Other => Error::RunFailed {
+                    message,
+                    pos: None,
+                    source_line: None,
+                },
+            }
+        }
+        None => {
+            let (message, pos, module) = crate::script::describe_error(e);
+            let failed_steps = ctx.failed_steps.lock().unwrap().clone();
+            let _ = ctx.journal(
+                Event::RunFailed {
+                    error: message.clone(),
+                    failed_steps: failed_steps.clone(),
+                },
+                true,
+            );
+            let where_ = failed_steps
+                .first()
+                .map(|s| format!(" in step '{}'", show_path(s)))
+                .unwrap_or_default();
+            let next = if ctx.dry_run {
+                None
+            } else {
+                resume_cmd.map(|cmd| format!("fix the cause, then `{cmd}`: finished changes are not repeated, the failed step's checks run again"))
+            };
+            ctx.report(Progress::RunEnded {
+                run_id,
+                status: "failed",
+                elapsed_ms,
+                message: Some(format!("{message}{where_}")),
+                next: next.clone(),
+            });
+            let (pos, src) = match &module {
+                Some(m) if m != file => (crate::script::script_pos(m, pos), None),
+                _ => (crate::script::script_pos(file, pos), Some(source)),
+            };
+            let mut err = Error::run_failed(format!("{message}{where_}"), pos, src);
+            if let (Error::RunFailed { message, .. }, Some(n)) = (&mut err, next) {
+                message.push_str(&format!("\n  next: {n}"));
+            }
+            err
+        }
+    }
+}
+
+struct Silent;
+impl Reporter for Silent {
+    fn report(&self, _: &Progress) {}
+}
+
+/// `runbook check`: compiles and lints one runbook, running nothing.
+pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
+    let file = path.display().to_string();
+    let source = read_script(path).map_err(|e| vec![e])?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| vec![Error::Io(e.to_string())])?;
+    let ctx = Arc::new(RunCtx::new(CtxInit {
+        run_id: None,
+        runbook: file.clone(),
+        dry_run: true,
+        offline: true,
+        auto_approve: false,
+        resume_approver: None,
+        inflight: None,
+        operator: String::new(),
+        host: String::new(),
+        journal: None,
+        journal_init: None,
+        journal_path: String::new(),
+        next_record: 1,
+        replay: Default::default(),
+        reporter: Arc::new(Silent),
+        rt: rt.handle().clone(),
+        redactor: Redactor::default(),
+        cancel: Arc::new(AtomicBool::new(false)),
+        vars: BTreeMap::new(),
+        store: None,
+    }));
+    let engine = crate::script::engine(ctx.clone(), base_dir(path), &Default::default());
+    let scope = crate::script::scope(Dynamic::UNIT);
+    let ast = crate::script::compile(&engine, &scope, &file, &source).map_err(|e| vec![e])?;
+    let problems = crate::script::lint::lint(&ast, &ctx.registry, &file, &source);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let lines = source.lines().count();
+    let functions = ast
+        .iter_functions()
+        .filter(|f| !f.name.starts_with("anon$"))
+        .count();
+    Ok(format!("{lines} lines, {functions} functions"))
+}

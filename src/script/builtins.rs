@@ -1,0 +1,352 @@
+//! The functions every runbook has: step, params, approve, sleep, parallel, now, log, fail,
+//! secret, lock; the action namespaces; and the types that cross into scripts.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rhai::{
+    Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, Map, Module, NativeCallContext,
+};
+
+use crate::journal::LockHolder;
+use crate::runner::{RunCtx, Stop, StopKind};
+use crate::secret::Secret;
+use crate::value::Inv;
+
+type RhaiResult<T = Dynamic> = Result<T, Box<EvalAltResult>>;
+
+fn err(message: impl Into<String>, ncx: &NativeCallContext) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        message.into().into(),
+        ncx.call_position(),
+    ))
+}
+
+/// The keys a parameter declaration may have.
+pub const PARAM_KEYS: [&str; 5] = ["type", "default", "doc", "required", "choices"];
+pub const PARAM_TYPES: [&str; 5] = ["string", "int", "float", "bool", "list"];
+
+pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
+    register_types(engine);
+
+    let c = ctx.clone();
+    engine.on_progress(move |_| {
+        if c.cancel.load(Ordering::Relaxed) {
+            Some(Dynamic::UNIT)
+        } else {
+            None
+        }
+    });
+    let c = ctx.clone();
+    engine.on_print(move |s| c.log(s.to_string()));
+    let c = ctx.clone();
+    engine.on_debug(move |s, _, _| c.log(s.to_string()));
+
+    let c = ctx.clone();
+    engine.register_fn(
+        "step",
+        move |ncx: NativeCallContext, name: &str, body: FnPtr| c.step(&ncx, name, None, body),
+    );
+    let c = ctx.clone();
+    engine.register_fn(
+        "step",
+        move |ncx: NativeCallContext, name: &str, opts: Map, body: FnPtr| {
+            c.step(&ncx, name, Some(opts), body)
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn(
+        "parallel",
+        move |ncx: NativeCallContext, items: rhai::Array, body: FnPtr| {
+            c.parallel(&ncx, items, None, body)
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn(
+        "parallel",
+        move |ncx: NativeCallContext, items: rhai::Array, opts: Map, body: FnPtr| {
+            let mut limit = None;
+            for (k, v) in opts {
+                match k.as_str() {
+                    "limit" => {
+                        limit = Some(v.as_int().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            err("parallel: `limit` must be a positive number", &ncx)
+                        })? as usize)
+                    }
+                    other => {
+                        return Err(err(
+                            format!("parallel: unknown option `{other}`; the option is limit"),
+                            &ncx,
+                        ))
+                    }
+                }
+            }
+            c.parallel(&ncx, items, limit, body)
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn("approve", move |ncx: NativeCallContext, message: &str| {
+        c.approve(message, ncx.call_position())
+    });
+    let c = ctx.clone();
+    engine.register_fn("sleep", move |ncx: NativeCallContext, d: &str| {
+        c.sleep(d, ncx.call_position())
+    });
+    let c = ctx.clone();
+    engine.register_fn("sleep", move |ncx: NativeCallContext, secs: rhai::INT| {
+        c.sleep(&format!("{secs}s"), ncx.call_position())
+    });
+    let c = ctx.clone();
+    engine.register_fn("log", move |value: Dynamic| c.log(value.to_string()));
+    engine.register_fn(
+        "fail",
+        |ncx: NativeCallContext, message: &str| -> RhaiResult<()> { Err(err(message, &ncx)) },
+    );
+    let c = ctx.clone();
+    engine.register_fn(
+        "secret",
+        move |ncx: NativeCallContext, name: &str| -> RhaiResult<Secret> {
+            match Secret::from_env(name, &c.redactor) {
+                Ok(s) => Ok(s),
+                Err(_) if c.dry_run && c.offline => Ok(Secret::placeholder(name)),
+                Err(e) => Err(err(
+                    format!("secret(\"{name}\"): {e}; export it before running"),
+                    &ncx,
+                )),
+            }
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn("now", move |ncx: NativeCallContext| -> RhaiResult {
+        let action = c
+            .registry
+            .get("time", "now")
+            .expect("time::now is registered")
+            .clone();
+        c.call_action(&action, Dynamic::from_map(Map::new()), ncx.call_position())
+    });
+    let c = ctx.clone();
+    engine.register_fn("params", move |ncx: NativeCallContext, decls: Map| {
+        params(&c, &ncx, decls)
+    });
+    let c = ctx.clone();
+    engine.register_fn(
+        "lock",
+        move |ncx: NativeCallContext, name: &str| -> RhaiResult<()> {
+            let Some(store) = c.store.clone() else {
+                return Ok(());
+            };
+            let holder = LockHolder {
+                run_id: c.run_id.clone().unwrap_or_default(),
+                runbook: c.runbook.clone(),
+                operator: c.operator.clone(),
+                host: c.host.clone(),
+                pid: std::process::id(),
+                since: crate::journal::timestamp(),
+            };
+            match store.lock(name, &holder) {
+                Ok(guard) => {
+                    c.locks.lock().unwrap().push(guard);
+                    Ok(())
+                }
+                Err(e) => {
+                    c.set_stop(Stop::Fatal(e.to_string(), StopKind::Locked));
+                    Err(Box::new(EvalAltResult::ErrorTerminated(
+                        Dynamic::UNIT,
+                        ncx.call_position(),
+                    )))
+                }
+            }
+        },
+    );
+
+    for namespace in ctx.registry.namespaces() {
+        let mut module = Module::new();
+        for action in ctx.registry.in_namespace(namespace) {
+            let name = action.spec().name;
+            let (c, a) = (ctx.clone(), action.clone());
+            FuncRegistration::new(name)
+                .with_volatility(true)
+                .set_into_module(&mut module, move |ncx: NativeCallContext, arg: Dynamic| {
+                    c.call_action(&a, arg, ncx.call_position())
+                });
+            let (c, a) = (ctx.clone(), action.clone());
+            FuncRegistration::new(name)
+                .with_volatility(true)
+                .set_into_module(&mut module, move |ncx: NativeCallContext| {
+                    c.call_action(&a, Dynamic::from_map(Map::new()), ncx.call_position())
+                });
+        }
+        engine.register_static_module(namespace, module.into());
+    }
+}
+
+fn register_types(engine: &mut Engine) {
+    engine
+        .register_type_with_name::<Secret>("Secret")
+        .register_fn("to_string", |s: &mut Secret| s.to_string())
+        .register_fn("to_debug", |s: &mut Secret| s.to_string())
+        .register_get("name", |s: &mut Secret| s.name.clone());
+
+    engine
+        .register_type_with_name::<Inv>("Inventory")
+        .register_indexer_get(|inv: &mut Inv, key: &str| -> RhaiResult {
+            inv.get(key)
+                .ok_or_else(|| inv.missing(key, rhai::Position::NONE))
+        })
+        .register_fn("keys", |inv: &mut Inv| -> rhai::Array {
+            inv.keys().into_iter().map(Dynamic::from).collect()
+        })
+        .register_fn("values", |inv: &mut Inv| -> rhai::Array {
+            inv.keys().iter().filter_map(|k| inv.get(k)).collect()
+        })
+        .register_fn("len", |inv: &mut Inv| inv.keys().len() as rhai::INT)
+        .register_fn("contains", |inv: &mut Inv, key: &str| {
+            inv.keys().iter().any(|k| k == key)
+        })
+        .register_fn("get", |inv: &mut Inv, key: &str, default: Dynamic| {
+            inv.get(key).unwrap_or(default)
+        })
+        .register_fn("to_map", |inv: &mut Inv| -> Map {
+            inv.keys()
+                .iter()
+                .filter_map(|k| inv.get(k).map(|v| (k.as_str().into(), v)))
+                .collect()
+        })
+        .register_fn("to_string", |inv: &mut Inv| {
+            format!(
+                "inventory {}",
+                if inv.path.is_empty() {
+                    "(top)"
+                } else {
+                    &inv.path
+                }
+            )
+        })
+        .register_fn("to_debug", |inv: &mut Inv| {
+            format!("inventory {}", inv.path)
+        });
+}
+
+/// `params(#{ name: #{type, default, doc, required, choices} })`: checks `--var` values
+/// against the declaration and returns them typed.
+fn params(ctx: &RunCtx, ncx: &NativeCallContext, decls: Map) -> RhaiResult<Map> {
+    if ctx.params_declared.swap(true, Ordering::SeqCst) {
+        return Err(err(
+            "params(..) is declared twice; declare every parameter in one call",
+            ncx,
+        ));
+    }
+    let mut problems = Vec::new();
+    let mut out = Map::new();
+    for (name, decl) in &decls {
+        let Some(decl) = decl.read_lock::<Map>().map(|m| m.clone()) else {
+            problems.push(format!("parameter '{name}': its declaration must be a map, e.g. #{{ type: \"string\", default: \"..\" }}"));
+            continue;
+        };
+        for key in decl.keys() {
+            if !PARAM_KEYS.contains(&key.as_str()) {
+                problems.push(format!(
+                    "parameter '{name}': unknown key `{key}`; the keys are {}",
+                    PARAM_KEYS.join(", ")
+                ));
+            }
+        }
+        let ty = decl
+            .get("type")
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "string".into());
+        if !PARAM_TYPES.contains(&ty.as_str()) {
+            problems.push(format!(
+                "parameter '{name}': unknown type \"{ty}\"; the types are {}",
+                PARAM_TYPES.join(", ")
+            ));
+            continue;
+        }
+        let doc = decl
+            .get("doc")
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        let value = match ctx.vars.get(name.as_str()) {
+            Some(text) => match parse_param(&ty, text) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(format!("--var {name}={text}: {e}"));
+                    continue;
+                }
+            },
+            None => match decl.get("default") {
+                Some(d) => d.clone(),
+                None if decl.get("required").and_then(|r| r.as_bool().ok()) == Some(false) => {
+                    Dynamic::UNIT
+                }
+                None => {
+                    problems.push(format!("missing parameter: --var {name}=<{ty}>{doc}"));
+                    continue;
+                }
+            },
+        };
+        if let Some(choices) = decl
+            .get("choices")
+            .and_then(|c| c.read_lock::<rhai::Array>().map(|a| a.clone()))
+        {
+            let shown = value.to_string();
+            if !value.is_unit() && !choices.iter().any(|c| c.to_string() == shown) {
+                let list: Vec<String> = choices.iter().map(|c| c.to_string()).collect();
+                problems.push(format!(
+                    "--var {name}={shown}: must be one of {}",
+                    list.join(", ")
+                ));
+                continue;
+            }
+        }
+        out.insert(name.clone(), value);
+    }
+    for given in ctx.vars.keys() {
+        if !decls.contains_key(given.as_str()) {
+            let declared: Vec<&str> = decls.keys().map(|k| k.as_str()).collect();
+            let hint = if declared.is_empty() {
+                "it declares none".to_string()
+            } else {
+                format!("it declares {}", declared.join(", "))
+            };
+            problems.push(format!("unknown parameter --var {given}: {hint}"));
+        }
+    }
+    if !problems.is_empty() {
+        ctx.set_stop(Stop::Fatal(problems.join("\n  "), StopKind::Param));
+        return Err(Box::new(EvalAltResult::ErrorTerminated(
+            Dynamic::UNIT,
+            ncx.call_position(),
+        )));
+    }
+    Ok(out)
+}
+
+fn parse_param(ty: &str, text: &str) -> Result<Dynamic, String> {
+    match ty {
+        "int" => text
+            .trim()
+            .parse::<rhai::INT>()
+            .map(Dynamic::from)
+            .map_err(|_| "expected a whole number".into()),
+        "float" => text
+            .trim()
+            .parse::<rhai::FLOAT>()
+            .map(Dynamic::from)
+            .map_err(|_| "expected a number".into()),
+        "bool" => match text.trim() {
+            "true" | "yes" | "1" => Ok(true.into()),
+            "false" | "no" | "0" => Ok(false.into()),
+            _ => Err("expected true or false".into()),
+        },
+        "list" => Ok(Dynamic::from_array(
+            text.split(',')
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(|s| Dynamic::from(s.to_string()))
+                .collect(),
+        )),
+        _ => Ok(Dynamic::from(text.to_string())),
+    }
+}

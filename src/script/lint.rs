@@ -1,0 +1,300 @@
+//! `runbook check`: what can be known about a runbook without running it — unknown
+//! namespaces and actions, wrong arity, unknown fields in literal action maps, duplicate step
+//! names in one scope, fixed step names inside loops, unknown `params` keys.
+
+use std::collections::{HashMap, HashSet};
+
+use rhai::{ASTNode, Expr, Position, Stmt, AST};
+
+use super::builtins::{PARAM_KEYS, PARAM_TYPES};
+use crate::action::Registry;
+use crate::error::Error;
+use crate::runner::COMMON_FIELDS;
+
+/// Built-in functions and the argument counts they take.
+const BUILTINS: &[(&str, &[usize])] = &[
+    ("step", &[2, 3]),
+    ("params", &[1]),
+    ("approve", &[1]),
+    ("sleep", &[1]),
+    ("parallel", &[2, 3]),
+    ("now", &[0]),
+    ("log", &[1]),
+    ("fail", &[1]),
+    ("secret", &[1]),
+    ("lock", &[1]),
+];
+
+struct Linter<'a> {
+    registry: &'a Registry,
+    file: &'a str,
+    source: &'a str,
+    imports: HashMap<String, String>,
+    problems: Vec<(Position, String)>,
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// " (did you mean `x`?)" when one candidate is close.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+fn literal_string(e: &Expr) -> Option<String> {
+    match e {
+        Expr::StringConstant(s, _) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether something between the function body and this node makes it run conditionally
+/// or repeatedly.
+fn conditional(path: &[ASTNode]) -> (bool, bool) {
+    let mut cond = false;
+    let mut looped = false;
+    for node in path {
+        match node {
+            ASTNode::Stmt(Stmt::If(..) | Stmt::Switch(..) | Stmt::TryCatch(..)) => cond = true,
+            ASTNode::Stmt(Stmt::While(..) | Stmt::Do(..) | Stmt::For(..)) => looped = true,
+            ASTNode::Expr(Expr::And(..) | Expr::Or(..) | Expr::Coalesce(..)) => cond = true,
+            _ => {}
+        }
+    }
+    (cond, looped)
+}
+
+impl Linter<'_> {
+    fn problem(&mut self, pos: Position, message: String) {
+        self.problems.push((pos, message));
+    }
+
+    /// Checks one function body (or the main body): one step scope.
+    fn check_body(&mut self, ast: &AST) {
+        let mut step_names: HashMap<String, Position> = HashMap::new();
+        let mut found = Vec::new();
+        ast.walk(&mut |path: &[ASTNode]| -> bool {
+            if let Some(ASTNode::Expr(Expr::FnCall(call, pos))) = path.last() {
+                found.push((
+                    call.as_ref().clone(),
+                    *pos,
+                    conditional(&path[..path.len() - 1]),
+                ));
+            }
+            true
+        });
+        for (call, pos, (cond, looped)) in found {
+            let args = call.args.len();
+            if !call.namespace.is_empty() {
+                self.check_namespaced(&call, pos);
+                continue;
+            }
+            let name = call.name.as_str();
+            if let Some((_, arities)) = BUILTINS.iter().find(|(n, _)| *n == name) {
+                if !arities.contains(&args) {
+                    let want: Vec<String> = arities.iter().map(|a| a.to_string()).collect();
+                    self.problem(
+                        pos,
+                        format!("{name} takes {} argument(s), not {args}", want.join(" or ")),
+                    );
+                    continue;
+                }
+            }
+            match name {
+                "step" => {
+                    let Some(step) = call.args.first().and_then(literal_string) else {
+                        continue;
+                    };
+                    if looped {
+                        self.problem(
+                            pos,
+                            format!("step '{step}' has a fixed name inside a loop: the second time round it would repeat the name; put the loop item in it, e.g. step(`{step} ${{item}}`, ..)"),
+                        );
+                    } else if !cond {
+                        if let Some(first) = step_names.get(&step) {
+                            let line = first.line().unwrap_or(0);
+                            self.problem(pos, format!("step '{step}' is already defined in this scope (line {line}); step names must be unique in their scope"));
+                        } else {
+                            step_names.insert(step, pos);
+                        }
+                    }
+                }
+                "params" => {
+                    if let Some(Expr::Map(map, _)) = call.args.first() {
+                        for (ident, decl) in map.0.iter() {
+                            let Expr::Map(decl, _) = decl else { continue };
+                            for (key, value) in decl.0.iter() {
+                                if !PARAM_KEYS.contains(&key.name.as_str()) {
+                                    self.problem(
+                                        key.pos,
+                                        format!(
+                                            "parameter '{}': unknown key `{}`{}; the keys are {}",
+                                            ident.name,
+                                            key.name,
+                                            suggest(&key.name, PARAM_KEYS),
+                                            PARAM_KEYS.join(", ")
+                                        ),
+                                    );
+                                }
+                                if key.name == "type" {
+                                    if let Some(t) = literal_string(value) {
+                                        if !PARAM_TYPES.contains(&t.as_str()) {
+                                            self.problem(key.pos, format!("parameter '{}': unknown type \"{t}\"; the types are {}", ident.name, PARAM_TYPES.join(", ")));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn check_namespaced(&mut self, call: &rhai::FnCallExpr, pos: Position) {
+        let root = call.namespace.root().to_string();
+        let name = call.name.as_str();
+        let args = call.args.len();
+        if self.registry.namespaces().contains(&root.as_str()) {
+            let Some(action) = self.registry.get(&root, name) else {
+                let names: Vec<&str> = self
+                    .registry
+                    .in_namespace(&root)
+                    .map(|a| a.spec().name)
+                    .collect();
+                self.problem(
+                    pos,
+                    format!(
+                        "unknown action {root}::{name}{}; {root}:: has {}",
+                        suggest(name, names.iter().copied()),
+                        names.join(", ")
+                    ),
+                );
+                return;
+            };
+            if args > 1 {
+                self.problem(pos, format!("{root}::{name} takes one argument, a map of fields: {root}::{name}(#{{ .. }})"));
+                return;
+            }
+            if let Some(Expr::Map(map, _)) = call.args.first() {
+                let schema = action.input_schema();
+                let props: Vec<String> = schema
+                    .schema
+                    .object
+                    .as_ref()
+                    .map(|o| o.properties.keys().cloned().collect())
+                    .unwrap_or_default();
+                let required: Vec<String> = schema
+                    .schema
+                    .object
+                    .as_ref()
+                    .map(|o| o.required.iter().cloned().collect())
+                    .unwrap_or_default();
+                let given: HashSet<&str> = map.0.iter().map(|(k, _)| k.name.as_str()).collect();
+                for (key, _) in map.0.iter() {
+                    let k = key.name.as_str();
+                    if !props.iter().any(|p| p == k)
+                        && !COMMON_FIELDS.iter().any(|(c, _, _)| *c == k)
+                    {
+                        let all = props
+                            .iter()
+                            .map(String::as_str)
+                            .chain(COMMON_FIELDS.iter().map(|(c, _, _)| *c));
+                        self.problem(
+                            key.pos,
+                            format!(
+                                "{root}::{name} has no field `{k}`{}; its fields are {}",
+                                suggest(k, all),
+                                props.join(", ")
+                            ),
+                        );
+                    }
+                }
+                for r in required {
+                    if !given.contains(r.as_str()) {
+                        self.problem(pos, format!("{root}::{name} needs the field `{r}`"));
+                    }
+                }
+            }
+            return;
+        }
+        if self.imports.contains_key(&root) {
+            return;
+        }
+        let mut known: Vec<&str> = self.registry.namespaces();
+        known.extend(self.imports.keys().map(String::as_str));
+        self.problem(
+            pos,
+            format!(
+                "unknown namespace `{root}`{} in {root}::{name}; the namespaces are {} (and modules you import)",
+                suggest(&root, known.iter().copied()),
+                self.registry.namespaces().join(", ")
+            ),
+        );
+    }
+}
+
+/// Checks a compiled runbook. Each problem is a script error with its position.
+pub fn lint(ast: &AST, registry: &Registry, file: &str, source: &str) -> Vec<Error> {
+    let mut linter = Linter {
+        registry,
+        file,
+        source,
+        imports: HashMap::new(),
+        problems: Vec::new(),
+    };
+    // Imports anywhere in the script define namespaces.
+    let mut imports = HashMap::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Stmt(Stmt::Import(x, _))) = path.last() {
+            let (expr, alias) = x.as_ref();
+            if let Some(module) = literal_string(expr) {
+                imports.insert(alias.name.to_string(), module);
+            }
+        }
+        true
+    });
+    linter.imports = imports;
+    // The main body, then each function (a step's closure is one) on its own.
+    linter.check_body(&ast.clone_statements_only());
+    let names: Vec<(String, usize)> = ast
+        .iter_functions()
+        .map(|f| (f.name.to_string(), f.params.len()))
+        .collect();
+    for (name, arity) in names {
+        let one = ast.clone_functions_only_filtered(|_, _, _, n, a| n == name && a == arity);
+        linter.check_body(&one);
+    }
+    let mut problems = std::mem::take(&mut linter.problems);
+    problems.sort_by_key(|(p, _)| (p.line().unwrap_or(0), p.position().unwrap_or(0)));
+    problems.dedup();
+    problems
+        .into_iter()
+        .map(|(pos, message)| {
+            Error::script(
+                message,
+                super::script_pos(linter.file, pos),
+                Some(linter.source),
+            )
+        })
+        .collect()
+}

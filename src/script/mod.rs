@@ -1,0 +1,121 @@
+//! The Rhai side: the engine a runbook runs in, its built-in functions, the action
+//! namespaces, the stdlib resolver, and how script errors are described.
+
+mod builtins;
+pub mod lint;
+mod stdlib;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
+
+pub use stdlib::{StdlibResolver, STDLIB};
+
+use crate::error::{Error, ScriptPos};
+use crate::runner::RunCtx;
+
+/// Limits that keep a runaway script from hanging a run forever or eating memory.
+pub struct Limits {
+    pub max_operations: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // Two hundred million operations is minutes of pure computation; a runbook spends
+        // its time in actions, which do not count.
+        Limits {
+            max_operations: 200_000_000,
+        }
+    }
+}
+
+/// An engine with the runbook surface registered, bound to a run.
+pub fn engine(ctx: Arc<RunCtx>, base_dir: PathBuf, limits: &Limits) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_strict_variables(true);
+    engine.set_optimization_level(rhai::OptimizationLevel::Simple);
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_string_size(64 << 20);
+    engine.set_max_array_size(1_000_000);
+    engine.set_max_map_size(1_000_000);
+    engine.set_module_resolver(StdlibResolver::new(base_dir));
+    // `default` is reserved by Rhai but unused by its syntax; parameter declarations need it
+    // as a map key: params(#{ region: #{ default: "eu-west-1" } }).
+    #[allow(deprecated)] // "volatile", not deprecated
+    engine.on_parse_token(|token, _, _| match token {
+        rhai::Token::Reserved(s) if s.as_str() == "default" => rhai::Token::Identifier(s),
+        other => other,
+    });
+    builtins::register(&mut engine, ctx);
+    engine
+}
+
+/// The scope a runbook starts with: its `inventory`.
+pub fn scope(inventory: Dynamic) -> Scope<'static> {
+    let mut scope = Scope::new();
+    scope.push_constant("inventory", inventory);
+    scope
+}
+
+/// Compiles a runbook, turning a parse error into a message with its position.
+pub fn compile(engine: &Engine, scope: &Scope, file: &str, source: &str) -> Result<AST, Error> {
+    let mut ast = engine.compile_with_scope(scope, source).map_err(|e| {
+        let pos = e.position();
+        let message = e.err_type().to_string();
+        Error::script(
+            format!("{file} does not compile: {message}"),
+            script_pos(file, pos),
+            Some(source),
+        )
+    })?;
+    ast.set_source(file);
+    Ok(ast)
+}
+
+pub fn script_pos(file: &str, pos: Position) -> Option<ScriptPos> {
+    pos.line().map(|line| ScriptPos {
+        file: file.into(),
+        line,
+        column: pos.position().unwrap_or(0),
+    })
+}
+
+/// The innermost message of a script error, where it happened, and in which module.
+pub fn describe_error(e: &EvalAltResult) -> (String, Position, Option<String>) {
+    let mut source = None;
+    let mut current = e;
+    loop {
+        match current {
+            EvalAltResult::ErrorInFunctionCall(_, src, inner, _) => {
+                if !src.is_empty() {
+                    source = Some(src.clone());
+                }
+                current = inner;
+            }
+            EvalAltResult::ErrorInModule(name, inner, _) => {
+                source = Some(name.clone());
+                current = inner;
+            }
+            _ => break,
+        }
+    }
+    let pos = current.position();
+    let message = match current {
+        EvalAltResult::ErrorRuntime(v, _) => {
+            if v.is_string() {
+                v.clone().into_string().unwrap_or_default()
+            } else {
+                v.to_string()
+            }
+        }
+        other => {
+            let text = other.to_string();
+            match text.rfind(" (line ") {
+                Some(at) if text.ends_with(')') => text[..at].to_string(),
+                _ => text,
+            }
+        }
+    };
+    (message, pos, source)
+}

@@ -1,0 +1,81 @@
+//! Resolves `import "name" as m;`: a path relative to the runbook (`"./lib/x"`), then a
+//! module in `$RUNBOOK_STDLIB` (a local folder overrides the shipped stdlib), then the stdlib
+//! embedded in the binary.
+
+use std::path::PathBuf;
+
+use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Shared};
+
+/// The shipped stdlib: (name, source).
+pub const STDLIB: &[(&str, &str)] = &[("health", include_str!("../../stdlib/health.rhai"))];
+
+pub struct StdlibResolver {
+    base_dir: PathBuf,
+}
+
+impl StdlibResolver {
+    pub fn new(base_dir: PathBuf) -> Self {
+        StdlibResolver { base_dir }
+    }
+
+    fn source(&self, path: &str) -> Option<(String, String)> {
+        let file = if path.ends_with(".rhai") {
+            path.to_string()
+        } else {
+            format!("{path}.rhai")
+        };
+        if path.starts_with("./") || path.starts_with("../") || path.starts_with('/') {
+            let p = self.base_dir.join(&file);
+            return std::fs::read_to_string(&p)
+                .ok()
+                .map(|s| (p.display().to_string(), s));
+        }
+        if let Ok(dir) = std::env::var("RUNBOOK_STDLIB") {
+            let p = PathBuf::from(dir).join(&file);
+            if let Ok(s) = std::fs::read_to_string(&p) {
+                return Some((p.display().to_string(), s));
+            }
+        }
+        STDLIB
+            .iter()
+            .find(|(name, _)| *name == path)
+            .map(|(name, src)| (format!("stdlib/{name}.rhai"), src.to_string()))
+    }
+}
+
+impl ModuleResolver for StdlibResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
+        let Some((name, source)) = self.source(path) else {
+            let known: Vec<_> = STDLIB.iter().map(|(n, _)| *n).collect();
+            return Err(Box::new(EvalAltResult::ErrorRuntime(
+                format!(
+                    "no module '{path}': the stdlib has {}; a local file is imported as \"./path\"",
+                    known.join(", ")
+                )
+                .into(),
+                pos,
+            )));
+        };
+        let mut ast = engine.compile(&source).map_err(|e| {
+            Box::new(EvalAltResult::ErrorInModule(
+                name.clone(),
+                Box::new(EvalAltResult::ErrorParsing(
+                    e.err_type().clone(),
+                    e.position(),
+                )),
+                pos,
+            ))
+        })?;
+        ast.set_source(name.as_str());
+        let mut module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
+            .map_err(|e| Box::new(EvalAltResult::ErrorInModule(name.clone(), e, pos)))?;
+        module.set_id(name.as_str());
+        Ok(module.into())
+    }
+}

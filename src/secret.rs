@@ -1,0 +1,180 @@
+//! Secrets: values read from the environment that never print.
+//!
+//! A secret travels through the script as [`Secret`] (it shows as `<secret NAME>`), through
+//! action inputs as [`SecretString`] (journaled as a reference, never as the value), and every
+//! line the engine writes — output, journal, error — passes through the [`Redactor`], which
+//! replaces any known secret value that slipped into free text (a command's output, say).
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The marker key a secret reference carries in JSON: `{"$secret": "PG_PASSWORD"}`.
+pub const SECRET_KEY: &str = "$secret";
+const MASK: &str = "***";
+
+/// A secret value in the script: the name of the environment variable it came from, and its value.
+#[derive(Clone)]
+pub struct Secret {
+    pub name: String,
+}
+
+impl Secret {
+    /// Reads the secret from the environment and teaches the redactor its value.
+    pub fn from_env(name: &str, redactor: &Redactor) -> Result<Secret, String> {
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => {
+                redactor.add(&v);
+                Ok(Secret {
+                    name: name.to_string(),
+                })
+            }
+            Ok(_) => Err(format!("environment variable {name} is empty")),
+            Err(_) => Err(format!("environment variable {name} is not set")),
+        }
+    }
+
+    /// A placeholder for a secret whose variable is not set (offline dry-runs only).
+    pub fn placeholder(name: &str) -> Secret {
+        Secret {
+            name: name.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<secret {}>", self.name)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// An action field that may hold a secret: either plain text or a reference to an environment
+/// variable. Serializes (for the journal and the input hash) without the value.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretString {
+    Plain(String),
+    Env(String),
+}
+
+impl SecretString {
+    /// The value, for use inside an action only.
+    pub fn reveal(&self) -> Result<String, String> {
+        match self {
+            SecretString::Plain(s) => Ok(s.clone()),
+            SecretString::Env(name) => std::env::var(name)
+                .map_err(|_| format!("environment variable {name} (a secret) is not set")),
+        }
+    }
+
+    /// What may be shown of it: the text if plain, `<secret NAME>` otherwise.
+    pub fn shown(&self) -> String {
+        match self {
+            SecretString::Plain(s) => s.clone(),
+            SecretString::Env(name) => format!("<secret {name}>"),
+        }
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+impl Serialize for SecretString {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SecretString::Plain(v) => s.serialize_str(v),
+            SecretString::Env(name) => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(SECRET_KEY, name)?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Plain(String),
+            Ref {
+                #[serde(rename = "$secret")]
+                name: String,
+            },
+        }
+        match Repr::deserialize(d) {
+            Ok(Repr::Plain(s)) => Ok(SecretString::Plain(s)),
+            Ok(Repr::Ref { name }) => Ok(SecretString::Env(name)),
+            Err(_) => Err(serde::de::Error::custom("expected a string or a secret")),
+        }
+    }
+}
+
+impl JsonSchema for SecretString {
+    fn schema_name() -> String {
+        "secret".into()
+    }
+    fn json_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+        schemars::schema::SchemaObject {
+            instance_type: Some(schemars::schema::InstanceType::String.into()),
+            format: Some("secret".into()),
+            ..Default::default()
+        }
+        .into()
+    }
+}
+
+/// Replaces every known secret value in a text with `***`.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    values: Arc<RwLock<Vec<String>>>,
+}
+
+impl Redactor {
+    pub fn add(&self, value: &str) {
+        // Very short values would mask ordinary text everywhere; they are still never printed
+        // by the engine itself, only not searched for in free text.
+        if value.len() < 4 {
+            return;
+        }
+        let escaped = serde_json::to_string(value).unwrap_or_default();
+        let escaped = escaped.trim_matches('"').to_string();
+        let mut values = self.values.write().unwrap();
+        for form in [value.to_string(), escaped] {
+            if !values.contains(&form) {
+                values.push(form);
+            }
+        }
+        {
+            // Longest first, so a secret that contains another is masked whole.
+            values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let values = self.values.read().unwrap();
+        let mut out = text.to_string();
+        for v in values.iter() {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), MASK);
+            }
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.read().unwrap().is_empty()
+    }
+}

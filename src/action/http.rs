@@ -319,7 +319,7 @@ pub struct WaitHealthyInput {
     pub expect_status: Option<StatusSpec>,
     /// "healthy" (default) waits for successes; "unhealthy" waits for failures.
     #[serde(default)]
-    pub until: Until,
+    pub wait_for: Until,
     /// How many checks in a row must agree (default 3).
     #[serde(default = "default_consecutive")]
     pub consecutive: u32,
@@ -364,7 +364,7 @@ impl Action for WaitHealthy {
         Spec {
             namespace: "http",
             name: "wait_healthy",
-            doc: "Poll a health endpoint until N consecutive checks are healthy (or, with until: \"unhealthy\", failing).",
+            doc: "Poll a health endpoint until N consecutive checks are healthy (or, with wait_for: \"unhealthy\", failing).",
             effect: Effect::Read,
             idempotency: Idempotency::Idempotent,
             primary: Some("url"),
@@ -374,7 +374,7 @@ impl Action for WaitHealthy {
     }
 
     fn describe(input: &WaitHealthyInput) -> String {
-        let what = match input.until {
+        let what = match input.wait_for {
             Until::Healthy => "healthy",
             Until::Unhealthy => "failing",
         };
@@ -387,7 +387,7 @@ impl Action for WaitHealthy {
 
     fn predict(input: &WaitHealthyInput) -> HealthReport {
         HealthReport {
-            healthy: input.until == Until::Healthy,
+            healthy: input.wait_for == Until::Healthy,
             checks: input.consecutive,
             last_status: Some(StatusSpec::first(&input.expect_status)),
             last_latency_ms: 0,
@@ -398,7 +398,7 @@ impl Action for WaitHealthy {
     async fn run(input: WaitHealthyInput, cx: Cx) -> Result<HealthReport, ActionError> {
         let shown = input.url.shown();
         let deadline = Instant::now() + cx.timeout;
-        let want_healthy = input.until == Until::Healthy;
+        let want_healthy = input.wait_for == Until::Healthy;
         let need = input.consecutive.max(1);
         let mut streak = 0;
         let mut report = HealthReport {

@@ -9,6 +9,8 @@ use crate::secret::Redactor;
 pub struct PlainReporter {
     out: Mutex<Box<dyn Write + Send>>,
     redactor: Redactor,
+    /// When each running call last printed progress: at most one line per 10 s per call.
+    last_progress: Mutex<std::collections::HashMap<(Vec<String>, u32), std::time::Instant>>,
 }
 
 impl PlainReporter {
@@ -16,6 +18,7 @@ impl PlainReporter {
         PlainReporter {
             out: Mutex::new(out),
             redactor,
+            last_progress: Mutex::default(),
         }
     }
 }
@@ -141,6 +144,17 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
 
 impl Reporter for PlainReporter {
     fn report(&self, event: &Progress) {
+        if let Progress::ActionProgress { step, seq, .. } = event {
+            let mut last = self.last_progress.lock().unwrap();
+            let key = (step.clone(), *seq);
+            let now = std::time::Instant::now();
+            match last.get(&key) {
+                Some(t) if now.duration_since(*t) < std::time::Duration::from_secs(10) => return,
+                _ => {
+                    last.insert(key, now);
+                }
+            }
+        }
         if let Some(line) = line_for(event) {
             let line = self.redactor.redact(&line);
             let mut out = self.out.lock().unwrap();

@@ -31,6 +31,13 @@ pub enum Stop {
     Mismatch(String),
     /// Bad input found while running (parameters, a lock).
     Fatal(String, StopKind),
+    /// A mistake in the script found while running: a field of the wrong type, a missing
+    /// inventory key. Exit code 2; the run can be resumed once the script is fixed.
+    Invalid {
+        message: String,
+        pos: Position,
+        step: StepPath,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -268,6 +275,18 @@ impl RunCtx {
         Ok(())
     }
 
+    /// Stops the run for a mistake in the script (not catchable by `try`).
+    pub fn invalid(&self, message: impl Into<String>, pos: Position) -> Box<EvalAltResult> {
+        self.stop_with(
+            Stop::Invalid {
+                message: message.into(),
+                pos,
+                step: frames::current_path(),
+            },
+            pos,
+        )
+    }
+
     fn stop_with(&self, stop: Stop, pos: Position) -> Box<EvalAltResult> {
         self.set_stop(stop);
         terminated(pos)
@@ -322,15 +341,14 @@ impl RunCtx {
         let spec = action.spec().clone();
         let full = spec.full_name();
         let mut input = if arg.is_map() {
-            dynamic_to_json(&arg).map_err(|e| runtime_error(format!("{full}: {e}"), pos))?
+            dynamic_to_json(&arg).map_err(|e| self.invalid(format!("{full}: {e}"), pos))?
         } else if let Some(primary) = spec.primary {
-            let v =
-                dynamic_to_json(&arg).map_err(|e| runtime_error(format!("{full}: {e}"), pos))?;
+            let v = dynamic_to_json(&arg).map_err(|e| self.invalid(format!("{full}: {e}"), pos))?;
             let mut m = serde_json::Map::new();
             m.insert(primary.into(), v);
             Value::Object(m)
         } else {
-            return Err(runtime_error(
+            return Err(self.invalid(
                 format!("{full} takes a map of fields, e.g. {full}(#{{ .. }}); `runbook actions` lists them"),
                 pos,
             ));
@@ -342,7 +360,7 @@ impl RunCtx {
             } else {
                 format!(" field `{}`:", e.field)
             };
-            runtime_error(format!("{full}:{field} {}", e.message), pos)
+            self.invalid(format!("{full}:{field} {}", e.message), pos)
         })?;
         let key = frames::next_call();
         let (path, seq) = key.clone();
@@ -367,7 +385,10 @@ impl RunCtx {
                     pos,
                 ));
             };
-            if *name != full || *input_hash != prepared.input_hash {
+            let rerun = self.replay.in_rerun_step(&path);
+            // A call that failed in a step being retried may have been fixed: it runs anew.
+            let superseded = rerun && matches!(outcome, Outcome::Failed(_));
+            if !superseded && (*name != full || *input_hash != prepared.input_hash) {
                 let detail = field_diff(rec_input, &prepared.input);
                 return Err(self.mismatch(
                     &key,
@@ -377,7 +398,6 @@ impl RunCtx {
                     pos,
                 ));
             }
-            let rerun = self.replay.in_rerun_step(&path);
             match outcome {
                 Outcome::Finished(out) if !rerun || write => {
                     self.report(Progress::ActionFinished {
@@ -641,7 +661,7 @@ impl RunCtx {
             return Ok(opts);
         };
         let bad =
-            |field: &str, e: String| runtime_error(format!("{full}: field `{field}`: {e}"), pos);
+            |field: &str, e: String| self.invalid(format!("{full}: field `{field}`: {e}"), pos);
         if let Some(v) = map.remove("timeout") {
             opts.timeout = serde_json::from_value::<Dur>(v)
                 .map_err(|e| bad("timeout", e.to_string()))?
@@ -695,7 +715,7 @@ impl RunCtx {
     pub fn sleep(&self, text: &str, pos: Position) -> RhaiResult<()> {
         self.check_stop(pos)?;
         let dur = Dur::parse(text)
-            .map_err(|e| runtime_error(format!("sleep: {e}"), pos))?
+            .map_err(|e| self.invalid(format!("sleep: {e}"), pos))?
             .0;
         let key = frames::next_call();
         let (path, seq) = key.clone();
@@ -933,12 +953,12 @@ impl RunCtx {
         self.check_stop(pos)?;
         self.check_params_declared(pos)?;
         if name.trim().is_empty() {
-            return Err(runtime_error("a step needs a name", pos));
+            return Err(self.invalid("a step needs a name", pos));
         }
         let (parent, fresh) =
             frames::with_top(|top| (top.path.clone(), top.names.insert(name.to_string())));
         if !fresh {
-            return Err(runtime_error(
+            return Err(self.invalid(
                 format!(
                     "step '{name}' already ran in {}; step names must be unique in their scope — in a loop, put the item in the name, e.g. step(`{name} ${{region}}`, ..)",
                     if parent.is_empty() { "the top level".to_string() } else { format!("step '{}'", show_path(&parent)) }
@@ -952,7 +972,7 @@ impl RunCtx {
         let mut undo = None;
         for (k, v) in options.unwrap_or_default() {
             let bad = |what: &str| {
-                runtime_error(format!("step '{name}': option `{k}` must be {what}"), pos)
+                self.invalid(format!("step '{name}': option `{k}` must be {what}"), pos)
             };
             match k.as_str() {
                 "retries" => retries = v.as_int().ok().filter(|n| (0..=100).contains(n)).ok_or_else(|| bad("a number from 0 to 100"))? as u32,
@@ -960,7 +980,7 @@ impl RunCtx {
                 "timeout" => timeout = Some(Dur::parse(&v.into_string().map_err(|_| bad("a duration such as \"5m\""))?).map_err(|e| bad(&e))?.0),
                 "undo" => undo = Some(v.try_cast::<FnPtr>().ok_or_else(|| bad("a closure, e.g. || { .. }"))?),
                 other => {
-                    return Err(runtime_error(
+                    return Err(self.invalid(
                         format!("step '{name}': unknown option `{other}`; the options are retries, backoff, timeout, undo"),
                         pos,
                     ))

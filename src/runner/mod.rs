@@ -235,7 +235,9 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         offline: req.offline,
         resumed: false,
     });
-    execute(&ctx, prepared, &file, &source, None)
+    let result = execute(&ctx, prepared, &file, &source, None);
+    ctx.locks.lock().unwrap().clear();
+    result
 }
 
 fn absolute(p: &Path) -> String {
@@ -469,7 +471,9 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         resumed: true,
     });
     let script_change = changed.then(|| diff::unified(&recorded, &source));
-    execute(&ctx, prepared, &file, &source, script_change)
+    let result = execute(&ctx, prepared, &file, &source, script_change);
+    ctx.locks.lock().unwrap().clear();
+    result
 }
 
 struct Prepared {
@@ -649,6 +653,34 @@ fn ended_with(
                 source_line: None,
             }
         }
+        Some(Stop::Invalid { message, pos, step }) => {
+            let failed_steps = if step.is_empty() { vec![] } else { vec![step] };
+            if ctx.journal_started() {
+                let _ = ctx.journal(
+                    Event::RunFailed {
+                        error: message.clone(),
+                        failed_steps,
+                    },
+                    true,
+                );
+            }
+            ctx.report(Progress::RunEnded {
+                run_id,
+                status: "failed",
+                elapsed_ms,
+                message: Some(message.clone()),
+                next: None,
+            });
+            let hint = match (&resume_cmd, ctx.journal_started()) {
+                (Some(cmd), true) => format!("\n  next: fix the runbook, then `{cmd}`"),
+                _ => String::new(),
+            };
+            Error::script(
+                format!("{message}{hint}"),
+                crate::script::script_pos(file, pos),
+                Some(source),
+            )
+        }
         Some(Stop::Fatal(message, kind)) => {
             if ctx.journal_started() {
                 let _ = ctx.journal(
@@ -699,13 +731,29 @@ fn ended_with(
                 Some(m) if m != file => (crate::script::script_pos(m, pos), None),
                 _ => (crate::script::script_pos(file, pos), Some(source)),
             };
-            let mut err = Error::run_failed(format!("{message}{where_}"), pos, src);
-            if let (Error::RunFailed { message, .. }, Some(n)) = (&mut err, next) {
-                message.push_str(&format!("\n  next: {n}"));
+            let text = match next {
+                Some(n) => format!("{message}{where_}\n  next: {n}"),
+                None => format!("{message}{where_}"),
+            };
+            if is_script_mistake(e) {
+                Error::script(text, pos, src)
+            } else {
+                Error::run_failed(text, pos, src)
             }
-            err
         }
     }
+}
+
+/// Whether an error is Rhai's own (a type mismatch, an unknown function): a mistake in the
+/// script, not a failure of the procedure (`fail(..)` or an action).
+fn is_script_mistake(e: &EvalAltResult) -> bool {
+    let mut current = e;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+    | EvalAltResult::ErrorInModule(_, inner, _) = current
+    {
+        current = inner;
+    }
+    !matches!(current, EvalAltResult::ErrorRuntime(..))
 }
 
 struct Silent;

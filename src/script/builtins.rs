@@ -28,6 +28,16 @@ pub const PARAM_TYPES: [&str; 5] = ["string", "int", "float", "bool", "list"];
 
 pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
     register_types(engine);
+    let c = ctx.clone();
+    engine.register_indexer_get(
+        move |ncx: NativeCallContext, inv: &mut Inv, key: &str| -> RhaiResult {
+            inv.get(key).ok_or_else(|| {
+                let missing = inv.missing(key, ncx.call_position());
+                let (message, _, _) = crate::script::describe_error(&missing);
+                c.invalid(message, ncx.call_position())
+            })
+        },
+    );
 
     let c = ctx.clone();
     engine.on_progress(move |_| {
@@ -70,13 +80,16 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
                 match k.as_str() {
                     "limit" => {
                         limit = Some(v.as_int().ok().filter(|n| *n > 0).ok_or_else(|| {
-                            err("parallel: `limit` must be a positive number", &ncx)
+                            c.invalid(
+                                "parallel: `limit` must be a positive number",
+                                ncx.call_position(),
+                            )
                         })? as usize)
                     }
                     other => {
-                        return Err(err(
+                        return Err(c.invalid(
                             format!("parallel: unknown option `{other}`; the option is limit"),
-                            &ncx,
+                            ncx.call_position(),
                         ))
                     }
                 }
@@ -97,7 +110,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
         c.sleep(&format!("{secs}s"), ncx.call_position())
     });
     let c = ctx.clone();
-    engine.register_fn("log", move |value: Dynamic| c.log(value.to_string()));
+    engine.register_fn("log", move |value: Dynamic| c.log(display(&value)));
     engine.register_fn(
         "fail",
         |ncx: NativeCallContext, message: &str| -> RhaiResult<()> { Err(err(message, &ncx)) },
@@ -109,9 +122,9 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
             match Secret::from_env(name, &c.redactor) {
                 Ok(s) => Ok(s),
                 Err(_) if c.dry_run && c.offline => Ok(Secret::placeholder(name)),
-                Err(e) => Err(err(
+                Err(e) => Err(c.invalid(
                     format!("secret(\"{name}\"): {e}; export it before running"),
-                    &ncx,
+                    ncx.call_position(),
                 )),
             }
         },
@@ -179,6 +192,17 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
         }
         engine.register_static_module(namespace, module.into());
     }
+}
+
+/// How `log` shows a value.
+fn display(value: &Dynamic) -> String {
+    if let Some(s) = value.read_lock::<Secret>() {
+        return s.to_string();
+    }
+    if let Some(inv) = value.read_lock::<Inv>() {
+        return inv.value.to_string();
+    }
+    value.to_string()
 }
 
 fn register_types(engine: &mut Engine) {

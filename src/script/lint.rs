@@ -59,6 +59,40 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .unwrap_or_default()
 }
 
+/// A literal as far as lint can see it: Rhai folds constant maps into a single value.
+enum Lit {
+    Str(String),
+    Map(Vec<(String, Position, Lit)>),
+    Other,
+}
+
+fn lit_of_dynamic(d: &rhai::Dynamic, pos: Position) -> Lit {
+    if let Some(s) = d.clone().try_cast::<rhai::ImmutableString>() {
+        return Lit::Str(s.to_string());
+    }
+    if let Some(m) = d.read_lock::<rhai::Map>() {
+        return Lit::Map(
+            m.iter()
+                .map(|(k, v)| (k.to_string(), pos, lit_of_dynamic(v, pos)))
+                .collect(),
+        );
+    }
+    Lit::Other
+}
+
+fn lit(e: &Expr) -> Lit {
+    match e {
+        Expr::StringConstant(s, _) => Lit::Str(s.to_string()),
+        Expr::Map(m, _) => Lit::Map(
+            m.0.iter()
+                .map(|(k, v)| (k.name.to_string(), k.pos, lit(v)))
+                .collect(),
+        ),
+        Expr::DynamicConstant(d, pos) => lit_of_dynamic(d, *pos),
+        _ => Lit::Other,
+    }
+}
+
 fn literal_string(e: &Expr) -> Option<String> {
     match e {
         Expr::StringConstant(s, _) => Some(s.to_string()),
@@ -92,7 +126,10 @@ impl Linter<'_> {
         let mut step_names: HashMap<String, Position> = HashMap::new();
         let mut found = Vec::new();
         ast.walk(&mut |path: &[ASTNode]| -> bool {
-            if let Some(ASTNode::Expr(Expr::FnCall(call, pos))) = path.last() {
+            if let Some(
+                ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)),
+            ) = path.last()
+            {
                 found.push((
                     call.as_ref().clone(),
                     *pos,
@@ -138,28 +175,29 @@ impl Linter<'_> {
                     }
                 }
                 "params" => {
-                    if let Some(Expr::Map(map, _)) = call.args.first() {
-                        for (ident, decl) in map.0.iter() {
-                            let Expr::Map(decl, _) = decl else { continue };
-                            for (key, value) in decl.0.iter() {
-                                if !PARAM_KEYS.contains(&key.name.as_str()) {
+                    let Some(Lit::Map(decls)) = call.args.first().map(lit) else {
+                        continue;
+                    };
+                    for (param, _, decl) in decls {
+                        let Lit::Map(entries) = decl else { continue };
+                        for (key, kpos, value) in entries {
+                            let kpos = if kpos.is_none() { pos } else { kpos };
+                            if !PARAM_KEYS.contains(&key.as_str()) {
+                                self.problem(
+                                    kpos,
+                                    format!(
+                                        "parameter '{param}': unknown key `{key}`{}; the keys are {}",
+                                        suggest(&key, PARAM_KEYS),
+                                        PARAM_KEYS.join(", ")
+                                    ),
+                                );
+                            }
+                            if let ("type", Lit::Str(t)) = (key.as_str(), &value) {
+                                if !PARAM_TYPES.contains(&t.as_str()) {
                                     self.problem(
-                                        key.pos,
-                                        format!(
-                                            "parameter '{}': unknown key `{}`{}; the keys are {}",
-                                            ident.name,
-                                            key.name,
-                                            suggest(&key.name, PARAM_KEYS),
-                                            PARAM_KEYS.join(", ")
-                                        ),
+                                        kpos,
+                                        format!("parameter '{param}': unknown type \"{t}\"; the types are {}", PARAM_TYPES.join(", ")),
                                     );
-                                }
-                                if key.name == "type" {
-                                    if let Some(t) = literal_string(value) {
-                                        if !PARAM_TYPES.contains(&t.as_str()) {
-                                            self.problem(key.pos, format!("parameter '{}': unknown type \"{t}\"; the types are {}", ident.name, PARAM_TYPES.join(", ")));
-                                        }
-                                    }
                                 }
                             }
                         }
@@ -195,7 +233,7 @@ impl Linter<'_> {
                 self.problem(pos, format!("{root}::{name} takes one argument, a map of fields: {root}::{name}(#{{ .. }})"));
                 return;
             }
-            if let Some(Expr::Map(map, _)) = call.args.first() {
+            if let Some(Lit::Map(map)) = call.args.first().map(lit) {
                 let schema = action.input_schema();
                 let props: Vec<String> = schema
                     .schema
@@ -209,18 +247,18 @@ impl Linter<'_> {
                     .as_ref()
                     .map(|o| o.required.iter().cloned().collect())
                     .unwrap_or_default();
-                let given: HashSet<&str> = map.0.iter().map(|(k, _)| k.name.as_str()).collect();
-                for (key, _) in map.0.iter() {
-                    let k = key.name.as_str();
+                let given: HashSet<&str> = map.iter().map(|(k, _, _)| k.as_str()).collect();
+                for (k, kpos, _) in &map {
+                    let kpos = if kpos.is_none() { pos } else { *kpos };
                     if !props.iter().any(|p| p == k)
-                        && !COMMON_FIELDS.iter().any(|(c, _, _)| *c == k)
+                        && !COMMON_FIELDS.iter().any(|(c, _, _)| c == k)
                     {
                         let all = props
                             .iter()
                             .map(String::as_str)
                             .chain(COMMON_FIELDS.iter().map(|(c, _, _)| *c));
                         self.problem(
-                            key.pos,
+                            kpos,
                             format!(
                                 "{root}::{name} has no field `{k}`{}; its fields are {}",
                                 suggest(k, all),

@@ -24,9 +24,11 @@ impl Default for Limits {
     fn default() -> Self {
         // Two hundred million operations is minutes of pure computation; a runbook spends
         // its time in actions, which do not count.
-        Limits {
-            max_operations: 200_000_000,
-        }
+        let max_operations = std::env::var("RUNBOOK_MAX_OPERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200_000_000);
+        Limits { max_operations }
     }
 }
 
@@ -62,7 +64,17 @@ pub fn scope(inventory: Dynamic) -> Scope<'static> {
 pub fn compile(engine: &Engine, scope: &Scope, file: &str, source: &str) -> Result<AST, Error> {
     let mut ast = engine.compile_with_scope(scope, source).map_err(|e| {
         let pos = e.position();
-        let message = e.err_type().to_string();
+        let message = match e.err_type() {
+            rhai::ParseErrorType::ModuleUndefined(name) => {
+                let namespaces: Vec<&str> = crate::action::Registry::standard().namespaces();
+                format!(
+                    "unknown namespace `{name}`{}; the namespaces are {} (and modules you import)",
+                    lint::suggest(name, namespaces.iter().copied()),
+                    namespaces.join(", ")
+                )
+            }
+            other => other.to_string(),
+        };
         Error::script(
             format!("{file} does not compile: {message}"),
             script_pos(file, pos),
@@ -102,6 +114,11 @@ pub fn describe_error(e: &EvalAltResult) -> (String, Position, Option<String>) {
     }
     let pos = current.position();
     let message = match current {
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "the runbook ran more than {} operations without finishing: a loop that never ends? \
+             (a long wait belongs in sleep(..) or an action; RUNBOOK_MAX_OPERATIONS raises the limit)",
+            Limits::default().max_operations
+        ),
         EvalAltResult::ErrorRuntime(v, _) => {
             if v.is_string() {
                 v.clone().into_string().unwrap_or_default()

@@ -1,0 +1,208 @@
+//! Every kind of bad input: a clear message naming the thing at fault, exit code 2, and
+//! nothing done.
+
+use crate::support::{Server, Test};
+
+fn refused(script: &str, args: &[&str], message: &str) {
+    let server = Server::start();
+    let script = script.replace("URL", &server.url("/w"));
+    let t = Test::new()
+        .script(&script)
+        .run(args)
+        .code(2)
+        .stderr(message);
+    t.check();
+    assert_eq!(
+        server.count("POST", "/w"),
+        0,
+        "a refused runbook changed something"
+    );
+}
+
+#[test]
+fn malformed_rhai_points_at_the_line() {
+    refused(
+        "http::post(#{ url: \"URL\" });\nlet x = ;\n",
+        &[],
+        "runbook.rhai:2:9",
+    );
+    refused(
+        "http::post(#{ url: \"URL\" });\nlet x = ;\n",
+        &[],
+        "does not compile: Unexpected ';'",
+    );
+}
+
+#[test]
+fn unknown_namespace_and_action_are_named() {
+    refused(
+        "http::post(#{ url: \"URL\" });\nhtpp::get(\"x\");",
+        &[],
+        "unknown namespace `htpp` (did you mean `http`?)",
+    );
+    refused(
+        "http::post(#{ url: \"URL\" });\nhttp::gett(\"x\");",
+        &[],
+        "unknown action http::gett (did you mean `get`?)",
+    );
+}
+
+#[test]
+fn unknown_and_missing_fields_are_named() {
+    refused(
+        "http::post(#{ url: \"URL\", jsn: 1 });",
+        &[],
+        "http::post has no field `jsn` (did you mean `json`?)",
+    );
+    refused(
+        "http::post(#{ url: \"URL\" });\nnotify::slack(#{ text: \"x\" });",
+        &[],
+        "notify::slack needs the field `webhook`",
+    );
+}
+
+#[test]
+fn a_field_of_the_wrong_type_names_action_field_and_line() {
+    // Computed at run time, so only the run can see it.
+    refused(
+        "let n = 5;\nstep(\"s\", || http::post(#{ url: \"URL\", expect_status: \"two hundred\" + n }));",
+        &[],
+        "http::post: field `expect_status`",
+    );
+    refused(
+        "let n = 5;\nstep(\"s\", || http::post(#{ url: n }));",
+        &[],
+        "--> runbook.rhai:2:",
+    );
+    refused(
+        "let t = \"soon\";\nsleep(t);",
+        &[],
+        "sleep: 'soon' is not a duration",
+    );
+}
+
+#[test]
+fn parameters_are_checked_before_anything_runs() {
+    let decl = "let p = params(#{ n: #{ type: \"int\", doc: \"replicas\" } });\nhttp::post(#{ url: \"URL\" });";
+    refused(decl, &[], "missing parameter: --var n=<int> (replicas)");
+    refused(
+        decl,
+        &["--var", "n=many"],
+        "--var n=many: expected a whole number",
+    );
+    refused(
+        decl,
+        &["--var", "n=1", "--var", "m=2"],
+        "unknown parameter --var m: it declares n",
+    );
+    refused(
+        "http::post(#{ url: \"URL\" });",
+        &["--var", "x=1"],
+        "--var x given, but the runbook has not declared it",
+    );
+    refused(
+        decl,
+        &["--var", "novalue"],
+        "--var novalue: write it as NAME=VALUE",
+    );
+    refused(
+        "params(#{ n: #{ tpye: \"int\" } });",
+        &[],
+        "parameter 'n': unknown key `tpye` (did you mean `type`?)",
+    );
+}
+
+#[test]
+fn inventory_problems_are_named() {
+    let server = Server::start();
+    Test::new()
+        .inventory("[regions\nbroken")
+        .script("log(1);")
+        .run(&[])
+        .code(2)
+        .stderr("inventory inventory.toml: not valid TOML: line 1")
+        .check();
+    Test::new()
+        .script("log(1);")
+        .args(&["run", "runbook.rhai", "-i", "missing.toml"])
+        .code(2)
+        .stderr("inventory missing.toml: cannot read it")
+        .check();
+    let t = Test::new()
+        .inventory("[regions.us-east-1]\nurl = \"x\"\n")
+        .script(&format!(
+            "step(\"a\", || http::post(#{{ url: \"{u}\" }}));\nlet r = inventory.regions[\"eu-west-1\"];\nstep(\"b\", || http::post(#{{ url: \"{u}\" }}));",
+            u = server.url("/w")
+        ))
+        .run(&[])
+        .code(2)
+        .stderr("inventory inventory.toml has no key 'regions.eu-west-1' under 'regions'; it has: us-east-1")
+        .stderr("runbook.rhai:2:26");
+    t.check();
+    assert_eq!(server.count("POST", "/w"), 1, "stopped at the missing key");
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    let t = Test::new();
+    let ran = t.exec(&["run"]);
+    assert_eq!(ran.code, 2);
+    let ran = t.exec(&["resume", "20990101-0000-ffff"]);
+    assert_eq!(ran.code, 2);
+    assert!(
+        ran.stderr.contains("no run with id '20990101-0000-ffff'"),
+        "{}",
+        ran.stderr
+    );
+    let ran = t.exec(&["run", "nope.rhai"]);
+    assert_eq!(ran.code, 2);
+    assert!(
+        ran.stderr.contains("cannot read runbook nope.rhai"),
+        "{}",
+        ran.stderr
+    );
+    let ran = t.exec(&["run", "x.rhai", "--offline"]);
+    assert_eq!(ran.code, 2, "--offline needs --dry-run");
+    let ran = t.exec(&["resume", "x", "--retry-inflight", "--skip-inflight"]);
+    assert_eq!(ran.code, 2);
+}
+
+#[test]
+fn resuming_a_finished_run_is_refused() {
+    let t = Test::new().script("log(1);").run(&[]).code(0);
+    t.check();
+    let ran = t.exec(&["resume", &t.only_run()]);
+    assert_eq!(ran.code, 2);
+    assert!(ran.stderr.contains("already finished"), "{}", ran.stderr);
+}
+
+#[test]
+fn duplicate_step_names_are_refused() {
+    refused(
+        "step(\"a\", || http::post(#{ url: \"URL\" }));\nstep(\"a\", || {});",
+        &[],
+        "step 'a' is already defined in this scope",
+    );
+    // Computed names are checked when they run.
+    refused(
+        "for r in [\"x\", \"x\"] { step(`s ${r}`, || {}); }",
+        &[],
+        "step 's x' already ran in the top level",
+    );
+}
+
+#[test]
+fn a_runaway_script_is_stopped_by_the_operation_limit() {
+    let ran = Test::new()
+        .script("let i = 0; loop { i += 1; }")
+        .env("RUNBOOK_MAX_OPERATIONS", "100000")
+        .run(&[])
+        .check();
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert!(
+        ran.stderr.contains("ran more than 100000 operations"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("--> runbook.rhai:1:"), "{}", ran.stderr);
+}

@@ -1,0 +1,62 @@
+use crate::support::Test;
+
+#[test]
+fn check_reports_every_problem_with_its_position_and_runs_nothing() {
+    let t = Test::new().script(
+        "step(\"a\", || { http::gett(#{ url: \"x\" }) });\nstep(\"a\", || {});\nhttp::get(#{urll: \"x\"});\nparams(#{ a: #{ tpye: \"int\" } });\nfor r in [1,2] { step(\"x\", || {}) }\nhttp::get(1, 2);\napprove();\nshell::run(#{ cmd: \"touch ran\" });\n",
+    );
+    let ran = t.exec(&["check", "runbook.rhai"]);
+    assert_eq!(ran.code, 2);
+    for expected in [
+        "unknown action http::gett (did you mean `get`?)",
+        "--> runbook.rhai:1:22",
+        "step 'a' is already defined in this scope (line 1)",
+        "http::get has no field `urll` (did you mean `url`?)",
+        "parameter 'a': unknown key `tpye`",
+        "step 'x' has a fixed name inside a loop",
+        "http::get takes one argument",
+        "approve takes 1 argument(s), not 0",
+    ] {
+        assert!(
+            ran.stderr.contains(expected),
+            "missing {expected:?} in\n{}",
+            ran.stderr
+        );
+    }
+    assert!(!t.path("ran").exists());
+    assert!(t.run_ids().is_empty());
+}
+
+#[test]
+fn check_accepts_good_runbooks_and_stdlib_imports() {
+    let t = Test::new()
+        .script("import \"health\" as health;\nstep(\"wait\", || health::wait_healthy(\"http://127.0.0.1:9/\", \"5s\"));\n")
+        .file("lib/util.rhai", "fn twice(x) { x * 2 }")
+        .file("b.rhai", "import \"./lib/util\" as util;\nlog(util::twice(2));\n");
+    let ran = t.exec(&["check", "runbook.rhai", "b.rhai"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(ran.stdout.contains("ok: runbook.rhai"));
+    let ran = t.exec(&["run", "b.rhai"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(
+        ran.stdout.contains("\n4\n")
+            || ran.stdout.contains("  4")
+            || ran.stdout.lines().any(|l| l.trim() == "4"),
+        "{}",
+        ran.stdout
+    );
+}
+
+#[test]
+fn a_local_stdlib_folder_overrides_the_shipped_one() {
+    let t = Test::new()
+        .file(
+            "mystd/health.rhai",
+            "fn wait_healthy(url, within) { log(`local health ${url}`); }",
+        )
+        .script("import \"health\" as health;\nhealth::wait_healthy(\"u\", \"1s\");\n")
+        .env("RUNBOOK_STDLIB", "mystd");
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(ran.stdout.contains("local health u"), "{}", ran.stdout);
+}

@@ -1,0 +1,96 @@
+use crate::support::{Server, Test};
+
+#[test]
+fn dry_run_makes_no_change_and_prints_the_plan() {
+    let server = Server::start();
+    let t = Test::new()
+        .inventory(&format!(
+            "[notify]\nslack = \"{s}\"\n[regions.us-east-1]\nhealth = \"{h}\"\n",
+            s = server.url("/slack"),
+            h = server.url("/health")
+        ))
+        .script(
+            r#"
+            let p = params(#{ target: #{ default: "eu-west-1" } });
+            step("check", || {
+                let h = http::get(inventory.regions["us-east-1"].health);
+                if h.status == 200 { log("primary healthy"); }
+            });
+            step("change", || {
+                notify::slack(#{ webhook: inventory.notify.slack, text: `failing over to ${p.target}` });
+                shell::run(#{ cmd: "touch made-by-runbook" });
+                approve("shift traffic?");
+                sleep("30m");
+                http::post(#{ url: inventory.regions["us-east-1"].health, json: #{ weight: 0 } });
+            });
+            "#,
+        )
+        .run(&["--dry-run"])
+        .code(0)
+        .stdout("dry-run")
+        .stdout("primary healthy")
+        .stdout("Plan: 4 changes")
+        .stdout("~ notify::slack: Slack: \"failing over to eu-west-1\"")
+        .stdout("~ shell::run: run `touch made-by-runbook`")
+        .stdout("~ approve: ask for approval: \"shift traffic?\"")
+        .stdout("~ http::post: POST http://127.0.0.1:");
+    t.check();
+    assert_eq!(server.count("GET", "/health"), 1, "reads run for real");
+    assert_eq!(server.count("POST", "/"), 0, "no write reached the server");
+    assert!(!t.path("made-by-runbook").exists(), "no command ran");
+    assert!(t.run_ids().is_empty(), "a dry-run leaves no run behind");
+}
+
+#[test]
+fn offline_dry_run_contacts_nothing() {
+    let server = Server::start();
+    let t = Test::new()
+        .script(&format!(
+            r#"
+            let h = http::get("{h}");
+            log(`predicted status ${{h.status}}`);
+            http::post(#{{ url: "{h}" }});
+            "#,
+            h = server.url("/health")
+        ))
+        .run(&["--dry-run", "--offline"])
+        .code(0)
+        .stdout("predicted status 200")
+        .stdout("Plan: 1 change");
+    t.check();
+    assert!(server.requests().is_empty());
+}
+
+#[test]
+fn dry_run_follows_the_branch_a_real_run_would() {
+    let server = Server::start();
+    server.reply("/primary", 503, "down", std::time::Duration::ZERO);
+    let script = format!(
+        r#"
+        let h = http::get(#{{ url: "{p}", expect_status: [200, 503], retries: 0 }});
+        if h.status == 503 {{
+            step("failover", || http::post(#{{ url: "{f}" }}));
+        }} else {{
+            step("nothing to do", || log("healthy"));
+        }}
+        "#,
+        p = server.url("/primary"),
+        f = server.url("/failover")
+    );
+    let t = Test::new()
+        .script(&script)
+        .run(&["--dry-run"])
+        .code(0)
+        .stdout("failover")
+        .stdout("Plan: 1 change");
+    t.check();
+    server.reply("/primary", 200, "up", std::time::Duration::ZERO);
+    let t = Test::new()
+        .script(&script)
+        .run(&["--dry-run"])
+        .code(0)
+        .stdout("nothing to do")
+        .stdout("Plan: no changes");
+    t.check();
+    assert_eq!(server.count("POST", "/"), 0);
+}

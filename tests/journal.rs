@@ -1,0 +1,136 @@
+use std::io::Write;
+
+use crate::support::{Server, Test};
+
+fn paused_run(server: &Server) -> (Test, String) {
+    let t = Test::new().script(&format!(
+        "step(\"a\", || http::post(#{{ url: \"{a}\" }}));\nstep(\"gate\", || approve(\"go\"));\nstep(\"b\", || http::post(#{{ url: \"{b}\" }}));\n",
+        a = server.url("/a"),
+        b = server.url("/b")
+    ));
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 3);
+    let run = t.only_run();
+    (t, run)
+}
+
+#[test]
+fn every_record_is_versioned_json_in_order() {
+    let server = Server::start();
+    let (t, run) = paused_run(&server);
+    let journal = t.journal(&run);
+    for (i, line) in journal.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["n"], (i + 1) as u64);
+    }
+    let first: serde_json::Value = serde_json::from_str(journal.lines().next().unwrap()).unwrap();
+    assert_eq!(first["event"], "run_started");
+    assert_eq!(first["operator"], "tester");
+    assert_eq!(first["engine_version"], env!("CARGO_PKG_VERSION"));
+    assert!(first["runbook_sha256"].as_str().unwrap().len() == 64);
+}
+
+#[test]
+fn a_torn_last_line_is_dropped_and_reported() {
+    let server = Server::start();
+    let (t, run) = paused_run(&server);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(t.journal_path(&run))
+        .unwrap();
+    f.write_all(br#"{"v":1,"n":99,"at":"2026-11-21T00:00:00Z","event":"action_sta"#)
+        .unwrap();
+    drop(f);
+    let log = t.exec(&["log", &run]);
+    assert_eq!(log.code, 0);
+    assert!(log.stderr.contains("last line is torn"), "{}", log.stderr);
+    let ran = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(
+        ran.stdout.contains("cut short by a crash and is dropped"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(
+        (server.count("POST", "/a"), server.count("POST", "/b")),
+        (1, 1)
+    );
+    // The torn tail was cut before appending: every line parses now.
+    for line in t.journal(&run).lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("a whole record");
+    }
+}
+
+#[test]
+fn a_corrupt_middle_line_is_an_error_and_changes_nothing() {
+    let server = Server::start();
+    let (t, run) = paused_run(&server);
+    let journal = t.journal(&run);
+    let mut lines: Vec<&str> = journal.lines().collect();
+    lines[2] = "{ this is not json";
+    let corrupted = lines.join("\n") + "\n";
+    std::fs::write(t.journal_path(&run), &corrupted).unwrap();
+    let ran = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert!(ran.stderr.contains("line 3 is corrupt"), "{}", ran.stderr);
+    assert_eq!(t.journal(&run), corrupted, "nothing was appended");
+    assert_eq!(server.count("POST", "/b"), 0);
+}
+
+#[test]
+fn a_journal_from_a_newer_engine_is_refused() {
+    let server = Server::start();
+    let (t, run) = paused_run(&server);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(t.journal_path(&run))
+        .unwrap();
+    f.write_all(
+        b"{\"v\":2,\"n\":50,\"at\":\"2027-01-01T00:00:00Z\",\"event\":\"something_new\"}\n",
+    )
+    .unwrap();
+    drop(f);
+    let ran = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert!(
+        ran.stderr
+            .contains("written by a newer engine (journal format 2"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(server.count("POST", "/b"), 0);
+}
+
+#[test]
+fn runs_and_log_show_the_state() {
+    let server = Server::start();
+    let (t, run) = paused_run(&server);
+    let runs = t.exec(&["runs"]);
+    assert!(
+        runs.stdout.contains(&run)
+            && runs.stdout.contains("paused")
+            && runs.stdout.contains("gate"),
+        "{}",
+        runs.stdout
+    );
+    let log = t.exec(&["log", &run]);
+    assert!(log.stdout.contains("approval asked: go"), "{}", log.stdout);
+    let json = t.exec(&["log", &run, "--json"]);
+    assert_eq!(json.stdout.lines().count(), t.journal(&run).lines().count());
+}
+
+#[test]
+fn state_dir_moves_with_the_flag_and_the_variable() {
+    let t = Test::new().script(r#"approve("x");"#);
+    assert_eq!(
+        t.exec(&["--state-dir", "elsewhere", "run", "runbook.rhai"])
+            .code,
+        3
+    );
+    assert!(t.path("elsewhere/runs").exists());
+    assert!(!t.path(".runbook").exists());
+    let t = t.env("RUNBOOK_STATE_DIR", "viaenv");
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 3);
+    assert!(t.path("viaenv/runs").exists());
+    assert!(t.exec(&["runs"]).stdout.contains("paused"));
+}

@@ -1,0 +1,17 @@
+//! Integration tests: one binary, a module per feature, each running the real `runbook`
+//! binary against real servers on loopback.
+
+mod support;
+
+mod actions;
+mod approval;
+mod bad_input;
+mod check;
+mod dry_run;
+mod example;
+mod journal;
+mod lock;
+mod resume;
+mod run;
+mod secrets;
+mod timer;

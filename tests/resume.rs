@@ -1,0 +1,271 @@
+use std::time::Duration;
+
+use crate::support::{kill9, wait_for, Server, Test};
+
+fn five_writes(server: &Server) -> String {
+    let mut s = String::new();
+    for i in 1..=5 {
+        s.push_str(&format!(
+            "step(\"write {i}\", || http::post(#{{ url: \"{}\", body: \"{i}\" }}));\n",
+            server.url(&format!("/w{i}"))
+        ));
+    }
+    s
+}
+
+fn counts(server: &Server) -> Vec<usize> {
+    (1..=5)
+        .map(|i| server.count("POST", &format!("/w{i}")))
+        .collect()
+}
+
+/// SIGKILL between two writes (during a durable wait), then resume: every write once.
+#[test]
+fn killed_between_writes_resumes_without_repeating_any() {
+    let server = Server::start();
+    let mut script = five_writes(&server);
+    script = script.replace(
+        "step(\"write 3\"",
+        "step(\"pause\", || sleep(\"1s\"));\nstep(\"write 3\"",
+    );
+    let t = Test::new().script(&script);
+    let mut child = t.spawn(&["run", "runbook.rhai"]);
+    assert!(wait_for(Duration::from_secs(10), || t.run_ids().len() == 1
+        && t.journal(&t.run_ids()[0]).contains("timer_started")));
+    kill9(&mut child);
+    assert_eq!(counts(&server), [1, 1, 0, 0, 0]);
+    let run = t.only_run();
+    let ran = t.exec(&["resume", &run]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_eq!(counts(&server), [1, 1, 1, 1, 1]);
+    assert!(ran.stdout.contains("replayed"), "{}", ran.stdout);
+    assert_eq!(
+        t.exec(&["runs"])
+            .stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .nth(1),
+        Some("finished")
+    );
+}
+
+/// SIGKILL while a non-idempotent write is in flight: resume asks; each choice is honoured.
+#[test]
+fn killed_during_a_write_asks_the_operator_then_retries_or_skips() {
+    for (choice, expected_w3) in [("--retry-inflight", 2), ("--skip-inflight", 1)] {
+        let server = Server::start();
+        server.reply("/w3", 200, "ok", Duration::from_secs(30));
+        let t = Test::new().script(&five_writes(&server));
+        let mut child = t.spawn(&["run", "runbook.rhai"]);
+        assert!(wait_for(Duration::from_secs(10), || server
+            .count("POST", "/w3")
+            == 1));
+        kill9(&mut child);
+        server.reply("/w3", 200, "ok", Duration::ZERO);
+        let run = t.only_run();
+
+        let asked = t.exec(&["resume", &run]);
+        assert_eq!(asked.code, 3, "{}", asked.all());
+        assert!(asked.stderr.contains("was in flight"), "{}", asked.stderr);
+        assert!(
+            asked.stderr.contains("--retry-inflight"),
+            "{}",
+            asked.stderr
+        );
+        assert!(asked.stderr.contains("--skip-inflight"), "{}", asked.stderr);
+        assert_eq!(
+            counts(&server),
+            [1, 1, 1, 0, 0],
+            "asking must not run anything"
+        );
+
+        let done = t.exec(&["resume", &run, choice]);
+        assert_eq!(done.code, 0, "{}", done.all());
+        assert_eq!(counts(&server), [1, 1, expected_w3, 1, 1], "{choice}");
+        if choice == "--skip-inflight" {
+            assert!(t.journal(&run).contains(r#""skipped":true"#));
+        }
+    }
+}
+
+/// An idempotent read in flight is simply run again.
+#[test]
+fn a_read_in_flight_is_run_again_without_asking() {
+    let server = Server::start();
+    server.reply("/slow", 200, "ok", Duration::from_secs(30));
+    let t = Test::new().script(&format!(
+        "step(\"w\", || http::post(#{{ url: \"{w}\" }}));\nstep(\"r\", || http::get(\"{r}\"));\nstep(\"w2\", || http::post(#{{ url: \"{w2}\" }}));",
+        w = server.url("/w1"),
+        r = server.url("/slow"),
+        w2 = server.url("/w2")
+    ));
+    let mut child = t.spawn(&["run", "runbook.rhai"]);
+    assert!(wait_for(Duration::from_secs(10), || server
+        .count("GET", "/slow")
+        == 1));
+    kill9(&mut child);
+    server.reply("/slow", 200, "ok", Duration::ZERO);
+    let ran = t.exec(&["resume", &t.only_run()]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(
+        ran.stdout
+            .contains("in flight when the run stopped; running it again (a read)"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(
+        (
+            server.count("POST", "/w1"),
+            server.count("GET", "/slow"),
+            server.count("POST", "/w2")
+        ),
+        (1, 2, 1)
+    );
+}
+
+/// A script whose finished call now has another input is refused, with a diff.
+#[test]
+fn a_changed_script_is_refused_with_a_diff() {
+    let server = Server::start();
+    let url = server.url("/notify");
+    let original = format!(
+        "step(\"tell\", || http::post(#{{ url: \"{url}\", json: #{{ target: \"eu-west-1\" }} }}));\nstep(\"gate\", || approve(\"go on?\"));\n"
+    );
+    let t = Test::new().script(&original);
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 3);
+    let run = t.only_run();
+    let t = t.script(&original.replace("eu-west-1", "ap-southeast-1"));
+    let ran = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert!(
+        ran.stderr.contains("no longer matches what run"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains("at step 'tell', call #1"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr
+            .contains(r#"field `json`: {"target":"eu-west-1"} → {"target":"ap-southeast-1"}"#),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains(r#"- step("tell""#) && ran.stderr.contains(r#"+ step("tell""#),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(server.count("POST", "/notify"), 1, "nothing ran again");
+    // Restored, it resumes.
+    let t = t.script(&original);
+    let ran = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_eq!(server.count("POST", "/notify"), 1);
+}
+
+/// A fix elsewhere in the script is fine: replay checks calls, not text.
+#[test]
+fn an_edit_that_keeps_finished_calls_resumes() {
+    let server = Server::start();
+    server.reply("/second", 500, "no", Duration::ZERO);
+    let script = format!(
+        "step(\"one\", || http::post(#{{ url: \"{a}\" }}));\nstep(\"two\", || http::post(#{{ url: \"{b}\" }}));\n",
+        a = server.url("/first"),
+        b = server.url("/second")
+    );
+    let t = Test::new().script(&script);
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 1);
+    let run = t.only_run();
+    // The operator fixes the second call and resumes.
+    let t = t.script(&script.replace("/second", "/fixed"));
+    let ran = t.exec(&["resume", &run]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(
+        ran.stdout.contains("changed since the run started"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(
+        (
+            server.count("POST", "/first"),
+            server.count("POST", "/second"),
+            server.count("POST", "/fixed")
+        ),
+        (1, 1, 1)
+    );
+}
+
+/// Resuming a failed run runs the failed step's checks again, but not its finished writes.
+#[test]
+fn resume_after_failure_rechecks_the_failed_step() {
+    let server = Server::start();
+    server.reply("/health", 503, "down", Duration::ZERO);
+    let t = Test::new().script(&format!(
+        r#"
+        step("announce", || http::post(#{{ url: "{n}" }}));
+        step("verify", || {{
+            http::post(#{{ url: "{m}" }});
+            let h = http::get(#{{ url: "{h}", expect_status: [200, 503], retries: 0 }});
+            if h.status != 200 {{ fail(`health is ${{h.status}}`); }}
+        }});
+        step("after", || http::post(#{{ url: "{d}" }}));
+        "#,
+        n = server.url("/announce"),
+        m = server.url("/mark"),
+        h = server.url("/health"),
+        d = server.url("/done")
+    ));
+    let first = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(first.code, 1, "{}", first.all());
+    assert!(first.stderr.contains("health is 503"), "{}", first.stderr);
+    server.reply("/health", 200, "up", Duration::ZERO);
+    let ran = t.exec(&["resume", &t.only_run()]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_eq!(server.count("POST", "/announce"), 1);
+    assert_eq!(
+        server.count("POST", "/mark"),
+        1,
+        "the finished write in the failed step is not repeated"
+    );
+    assert_eq!(
+        server.count("GET", "/health"),
+        2,
+        "the failed step's check runs again"
+    );
+    assert_eq!(server.count("POST", "/done"), 1);
+}
+
+#[test]
+fn now_is_replayed_on_resume() {
+    let t = Test::new().script(
+        r#"
+        let t = step("clock", || now());
+        step("gate", || approve("go"));
+        log(`started ${t.iso}`);
+        "#,
+    );
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 3);
+    let run = t.only_run();
+    let journal = t.journal(&run);
+    let iso = journal
+        .split(r#""iso":""#)
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(20));
+    let ran = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(ran.code, 0);
+    assert!(
+        ran.stdout.contains(&format!("started {iso}")),
+        "{}\n{iso}",
+        ran.stdout
+    );
+}

@@ -1,0 +1,220 @@
+use crate::support::{Server, Test};
+
+#[test]
+fn steps_run_in_order_and_report_their_tree() {
+    let server = Server::start();
+    let t = Test::new()
+        .script(&format!(
+            r#"
+            step("outer", || {{
+                step("first", || http::post(#{{ url: "{a}", body: "1" }}));
+                step("second", || http::post(#{{ url: "{b}", body: "2" }}));
+            }});
+            log("done");
+            "#,
+            a = server.url("/a"),
+            b = server.url("/b")
+        ))
+        .run(&[])
+        .code(0)
+        .stdout("▶ outer")
+        .stdout("  ▶ first")
+        .stdout("✓ second")
+        .stdout("run finished");
+    t.check();
+    let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/a", "/b"]);
+}
+
+#[test]
+fn params_are_typed_and_defaulted() {
+    let server = Server::start();
+    let t = Test::new()
+        .script(&format!(
+            r#"
+            let p = params(#{{
+                count: #{{ type: "int", default: 2, doc: "how many" }},
+                target: #{{ type: "string", choices: ["eu-west-1", "ap-southeast-1"] }},
+                force: #{{ type: "bool", default: false }},
+            }});
+            for i in 0..p.count {{
+                step(`post ${{i}}`, || http::post(#{{ url: "{u}" + p.target, json: #{{ i: i, force: p.force }} }}));
+            }}
+            "#,
+            u = server.url("/t/")
+        ))
+        .run(&["--var", "count=3", "--var", "target=eu-west-1"])
+        .code(0);
+    t.check();
+    assert_eq!(server.count("POST", "/t/eu-west-1"), 3);
+    let bodies: Vec<String> = server.requests().iter().map(|r| r.body.clone()).collect();
+    assert_eq!(bodies[2], r#"{"force":false,"i":2}"#);
+}
+
+#[test]
+fn inventory_values_reach_actions() {
+    let server = Server::start();
+    let t = Test::new()
+        .inventory(&format!(
+            r#"
+            [regions.us-east-1]
+            health_url = "{h}"
+            [regions.eu-west-1]
+            health_url = "{h2}"
+            "#,
+            h = server.url("/health/us"),
+            h2 = server.url("/health/eu")
+        ))
+        .script(
+            r#"
+            for name in inventory.regions.keys() {
+                step(`check ${name}`, || {
+                    let r = http::get(inventory.regions[name].health_url);
+                    log(`${name}: ${r.status}`);
+                });
+            }
+            "#,
+        )
+        .run(&[])
+        .code(0)
+        .stdout("us-east-1: 200")
+        .stdout("eu-west-1: 200");
+    t.check();
+    assert_eq!(server.count("GET", "/health/"), 2);
+}
+
+#[test]
+fn parallel_branches_are_their_own_steps() {
+    let server = Server::start();
+    server.reply("/slow", 200, "ok", std::time::Duration::from_millis(300));
+    let t = Test::new()
+        .script(&format!(
+            r#"
+            let out = parallel(["a", "b", "c", "d"], |r| {{
+                step("call", || http::get("{u}" + r));
+                r
+            }});
+            log(`results ${{out}}`);
+            "#,
+            u = server.url("/slow/")
+        ))
+        .run(&["--output", "json"])
+        .code(0);
+    let ran = t.check();
+    assert_eq!(server.count("GET", "/slow/"), 4);
+    assert!(ran.stdout.contains(r#"["[a]","call"]"#), "{}", ran.stdout);
+    assert!(
+        ran.stdout
+            .contains(r#"results [\"a\", \"b\", \"c\", \"d\"]"#),
+        "{}",
+        ran.stdout
+    );
+    // The four branches ran at once: the journal shows all four calls started before any finished.
+    let journal = t.journal(&t.only_run());
+    let events: Vec<&str> = journal
+        .lines()
+        .filter_map(|l| {
+            if l.contains("action_started") {
+                Some("s")
+            } else if l.contains("action_finished") {
+                Some("f")
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(&events[..4], ["s", "s", "s", "s"], "{journal}");
+}
+
+#[test]
+fn parallel_limit_bounds_concurrency() {
+    let server = Server::start();
+    server.reply("/slow", 200, "ok", std::time::Duration::from_millis(100));
+    let t = Test::new()
+        .script(&format!(
+            r#"parallel([1, 2, 3, 4], #{{ limit: 1 }}, |i| http::get("{u}" + i));"#,
+            u = server.url("/slow/")
+        ))
+        .run(&[])
+        .code(0);
+    t.check();
+    let journal = t.journal(&t.only_run());
+    let events: Vec<&str> = journal
+        .lines()
+        .filter_map(|l| {
+            if l.contains("action_started") {
+                Some("s")
+            } else if l.contains("action_finished") {
+                Some("f")
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(events, ["s", "f", "s", "f", "s", "f", "s", "f"]);
+}
+
+#[test]
+fn step_retries_rerun_the_body_until_it_passes() {
+    let server = Server::start();
+    server.reply("/flaky", 503, "down", std::time::Duration::ZERO);
+    let url = server.url("/flaky");
+    let t = Test::new()
+        .script(&format!(
+            r#"
+            step("wait for it", #{{ retries: 5, backoff: "100ms" }}, || {{
+                http::get(#{{ url: "{url}", retries: 0 }});
+            }});
+            "#
+        ))
+        .run(&[]);
+    let mut child = t.spawn(&["run", "runbook.rhai"]);
+    assert!(crate::support::wait_for(
+        std::time::Duration::from_secs(10),
+        || server.count("GET", "/flaky") >= 2
+    ));
+    server.reply("/flaky", 200, "up", std::time::Duration::ZERO);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let journal = t.journal(&t.only_run());
+    assert!(journal.contains(r#""will_retry":true"#));
+    assert!(journal.contains("wait for it (attempt 2)"));
+}
+
+#[test]
+fn a_failing_action_fails_the_run_with_where_and_what_next() {
+    let server = Server::start();
+    server.reply("/bad", 500, "boom", std::time::Duration::ZERO);
+    let t = Test::new()
+        .script(&format!(
+            "step(\"call\", || {{\n    http::post(#{{ url: \"{u}\" }});\n}});\n",
+            u = server.url("/bad")
+        ))
+        .run(&[])
+        .code(1)
+        .stderr("http::post failed")
+        .stderr("answered 500 (expected 2xx): boom")
+        .stderr("in step 'call'")
+        .stderr("--> runbook.rhai:2:11")
+        .stderr("next: fix the cause, then `runbook resume");
+    t.check();
+    // A write is not retried on a 5xx: it may have been applied.
+    assert_eq!(server.count("POST", "/bad"), 1);
+}
+
+#[test]
+fn try_catch_sees_action_failures() {
+    let t = Test::new()
+        .script(
+            r#"
+            let reachable = true;
+            try { http::get(#{ url: "http://127.0.0.1:9/", retries: 0 }); } catch (e) { reachable = false; log(`unreachable: ${e}`); }
+            log(`reachable=${reachable}`);
+            "#,
+        )
+        .run(&[])
+        .code(0)
+        .stdout("reachable=false")
+        .stdout("cannot connect");
+    t.check();
+}

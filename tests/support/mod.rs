@@ -1,0 +1,249 @@
+//! The test harness: a builder that writes a runbook (and inventory) into a temporary
+//! directory, runs the real `runbook` binary there, and checks its exit code and output;
+//! and a recording HTTP server on loopback.
+
+pub mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use server::Server;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_runbook");
+
+/// A temporary working directory with a runbook in it.
+pub struct Test {
+    pub dir: tempfile::TempDir,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    expect_code: Option<i32>,
+    stdout_has: Vec<String>,
+    stderr_has: Vec<String>,
+}
+
+/// What a run printed and how it ended.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    fn from(out: Output) -> Ran {
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl Default for Test {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Test {
+    pub fn new() -> Test {
+        Test {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            args: Vec::new(),
+            envs: Vec::new(),
+            expect_code: None,
+            stdout_has: Vec::new(),
+            stderr_has: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `runbook.rhai`.
+    pub fn script(self, text: &str) -> Test {
+        self.file("runbook.rhai", text)
+    }
+
+    pub fn file(self, name: &str, text: &str) -> Test {
+        let p = self.path(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    /// Writes `inventory.toml` (passed with `-i` by [`Test::run`]).
+    pub fn inventory(self, text: &str) -> Test {
+        self.file("inventory.toml", text)
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Test {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// `runbook run runbook.rhai [-i inventory.toml]` plus `extra`.
+    pub fn run(mut self, extra: &[&str]) -> Test {
+        let mut args = vec!["run".to_string(), "runbook.rhai".to_string()];
+        if self.path("inventory.toml").exists() {
+            args.extend(["-i".into(), "inventory.toml".into()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.args = args;
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Test {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn code(mut self, code: i32) -> Test {
+        self.expect_code = Some(code);
+        self
+    }
+
+    pub fn stdout(mut self, text: &str) -> Test {
+        self.stdout_has.push(text.into());
+        self
+    }
+
+    pub fn stderr(mut self, text: &str) -> Test {
+        self.stderr_has.push(text.into());
+        self
+    }
+
+    pub fn command(&self, args: &[String]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        cmd.env_remove("RUNBOOK_STATE_DIR")
+            .env("RUNBOOK_OPERATOR", "tester");
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs the command set by `args`/`run` and checks the expectations.
+    pub fn check(&self) -> Ran {
+        let out = self.command(&self.args).output().expect("runbook starts");
+        let ran = Ran::from(out);
+        if let Some(code) = self.expect_code {
+            assert_eq!(
+                ran.code, code,
+                "exit code of runbook {:?}\n--- stdout\n{}\n--- stderr\n{}",
+                self.args, ran.stdout, ran.stderr
+            );
+        }
+        for t in &self.stdout_has {
+            assert!(
+                ran.stdout.contains(t.as_str()),
+                "stdout lacks {t:?}\n--- stdout\n{}\n--- stderr\n{}",
+                ran.stdout,
+                ran.stderr
+            );
+        }
+        for t in &self.stderr_has {
+            assert!(
+                ran.stderr.contains(t.as_str()),
+                "stderr lacks {t:?}\n--- stdout\n{}\n--- stderr\n{}",
+                ran.stdout,
+                ran.stderr
+            );
+        }
+        ran
+    }
+
+    /// Runs another command in the same directory, without expectations.
+    pub fn exec(&self, args: &[&str]) -> Ran {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Ran::from(self.command(&args).output().expect("runbook starts"))
+    }
+
+    /// Starts the command in the background.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        self.command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runbook starts")
+    }
+
+    pub fn run_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.path(".runbook/runs"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    pub fn only_run(&self) -> String {
+        let ids = self.run_ids();
+        assert_eq!(ids.len(), 1, "expected one run, found {ids:?}");
+        ids[0].clone()
+    }
+
+    pub fn journal_path(&self, run: &str) -> PathBuf {
+        self.path(&format!(".runbook/runs/{run}/journal.jsonl"))
+    }
+
+    pub fn journal(&self, run: &str) -> String {
+        std::fs::read_to_string(self.journal_path(run)).unwrap_or_default()
+    }
+
+    /// Every file under the state directory, concatenated.
+    pub fn state_text(&self) -> String {
+        let mut out = String::new();
+        collect(&self.path(".runbook"), &mut out);
+        out
+    }
+}
+
+fn collect(dir: &Path, out: &mut String) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else if let Ok(s) = std::fs::read_to_string(&p) {
+            out.push_str(&s);
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// Kills a child with SIGKILL, as a crash would.
+pub fn kill9(child: &mut Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}

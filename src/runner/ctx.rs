@@ -801,7 +801,8 @@ impl RunCtx {
                 step: path.clone(),
                 seq,
             },
-            true,
+            // Lost in a crash, the timer is simply found expired on resume.
+            false,
             pos,
         )?;
         self.report(Progress::ActionFinished {

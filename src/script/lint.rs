@@ -31,6 +31,8 @@ struct Linter<'a> {
     source: &'a str,
     imports: HashMap<String, String>,
     problems: Vec<(Position, String)>,
+    /// Field names and required fields per action, from its schema (built once).
+    fields: HashMap<String, (Vec<String>, Vec<String>)>,
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -117,6 +119,27 @@ fn conditional(path: &[ASTNode]) -> (bool, bool) {
 }
 
 impl Linter<'_> {
+    fn fields_of(
+        &mut self,
+        ns: &str,
+        name: &str,
+        action: &std::sync::Arc<dyn crate::action::DynAction>,
+    ) -> (Vec<String>, Vec<String>) {
+        self.fields
+            .entry(format!("{ns}::{name}"))
+            .or_insert_with(|| {
+                let schema = action.input_schema();
+                let obj = schema.schema.object.as_ref();
+                (
+                    obj.map(|o| o.properties.keys().cloned().collect())
+                        .unwrap_or_default(),
+                    obj.map(|o| o.required.iter().cloned().collect())
+                        .unwrap_or_default(),
+                )
+            })
+            .clone()
+    }
+
     fn problem(&mut self, pos: Position, message: String) {
         self.problems.push((pos, message));
     }
@@ -234,19 +257,7 @@ impl Linter<'_> {
                 return;
             }
             if let Some(Lit::Map(map)) = call.args.first().map(lit) {
-                let schema = action.input_schema();
-                let props: Vec<String> = schema
-                    .schema
-                    .object
-                    .as_ref()
-                    .map(|o| o.properties.keys().cloned().collect())
-                    .unwrap_or_default();
-                let required: Vec<String> = schema
-                    .schema
-                    .object
-                    .as_ref()
-                    .map(|o| o.required.iter().cloned().collect())
-                    .unwrap_or_default();
+                let (props, required) = self.fields_of(&root, name, action);
                 let given: HashSet<&str> = map.iter().map(|(k, _, _)| k.as_str()).collect();
                 for (k, kpos, _) in &map {
                     let kpos = if kpos.is_none() { pos } else { *kpos };
@@ -299,6 +310,7 @@ pub fn lint(ast: &AST, registry: &Registry, file: &str, source: &str) -> Vec<Err
         source,
         imports: HashMap::new(),
         problems: Vec::new(),
+        fields: HashMap::new(),
     };
     // Imports anywhere in the script define namespaces.
     let mut imports = HashMap::new();

@@ -269,3 +269,47 @@ fn now_is_replayed_on_resume() {
         ran.stdout
     );
 }
+
+/// `resume --undo` replays to where the run stopped, then runs the undo closures of the
+/// finished steps, latest first; a finished undo is not repeated.
+#[test]
+fn resume_undo_runs_the_compensations_latest_first() {
+    let server = Server::start();
+    server.reply("/upgrade", 500, "broken", Duration::ZERO);
+    let t = Test::new().script(&format!(
+        r#"
+        step("drain", #{{ undo: || http::post(#{{ url: "{u}restore" }}) }}, || http::post(#{{ url: "{u}drain" }}));
+        step("cordon", #{{ undo: || http::post(#{{ url: "{u}uncordon" }}) }}, || http::post(#{{ url: "{u}cordon" }}));
+        step("note", || log("no undo here"));
+        step("upgrade", || http::post(#{{ url: "{u}upgrade" }}));
+        "#,
+        u = server.url("/")
+    ));
+    let failed = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    let run = t.only_run();
+    assert!(
+        failed
+            .stderr
+            .contains(&format!("runbook resume {run} --undo")),
+        "{}",
+        failed.stderr
+    );
+
+    let undone = t.exec(&["resume", &run, "--undo"]);
+    assert_eq!(undone.code, 0, "{}", undone.all());
+    assert!(
+        undone.stdout.contains("▶ undo › cordon"),
+        "{}",
+        undone.stdout
+    );
+    let order: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        order,
+        ["/drain", "/cordon", "/upgrade", "/uncordon", "/restore"]
+    );
+    assert!(t.exec(&["runs"]).stdout.contains("undone"));
+    let again = t.exec(&["resume", &run, "--undo"]);
+    assert_eq!(again.code, 2, "an undone run is final");
+    assert_eq!(server.requests().len(), 5);
+}

@@ -72,6 +72,10 @@ pub enum Command {
         /// Treat the action that was in flight as done (after checking it took effect)
         #[arg(long)]
         skip_inflight: bool,
+        /// Instead of continuing, run the undo of every finished step that declares one,
+        /// latest first
+        #[arg(long, conflicts_with_all = ["retry_inflight", "skip_inflight"])]
+        undo: bool,
         /// How to report progress
         #[arg(long, value_enum, default_value = "text")]
         output: Output,

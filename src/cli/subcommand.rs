@@ -50,6 +50,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
             yes,
             retry_inflight,
             skip_inflight,
+            undo,
             output,
         } => {
             let inflight = if retry_inflight {
@@ -67,6 +68,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
                     approve,
                     inflight,
                     yes,
+                    undo,
                 },
             );
             drop(rt);
@@ -328,6 +330,14 @@ fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
                 Event::RunFinished { elapsed_ms } => {
                     format!("finished ({})", human_ms(*elapsed_ms))
                 }
+                Event::RunUndone { undone_steps } => format!(
+                    "undone: {}",
+                    undone_steps
+                        .iter()
+                        .map(|s| show_path(s))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             };
             println!("{at}  {line}");
         }

@@ -129,6 +129,10 @@ pub enum Event {
     RunFinished {
         elapsed_ms: u64,
     },
+    /// `resume --undo` ran the undo closures of these finished steps (latest first).
+    RunUndone {
+        undone_steps: Vec<StepPath>,
+    },
 }
 
 /// One journal line.

@@ -27,6 +27,14 @@ fn indent(depth: usize) -> String {
     "  ".repeat(depth)
 }
 
+/// A step's label and depth: an undo step shows as `undo › drain` at the top level.
+fn label(step: &[String]) -> Option<(String, usize)> {
+    if step.first().map(String::as_str) == Some(crate::runner::UNDO) {
+        return Some((crate::journal::show_path(step), 0));
+    }
+    Some((step.last()?.clone(), step.len().saturating_sub(1)))
+}
+
 pub(crate) fn line_for(event: &Progress) -> Option<String> {
     Some(match event {
         Progress::RunStarted {
@@ -54,7 +62,10 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
             } else {
                 ""
             };
-            format!("{}▶ {}{note}", indent(step.len() - 1), step.last()?)
+            {
+                let (name, depth) = label(step)?;
+                format!("{}▶ {name}{note}", indent(depth))
+            }
         }
         Progress::StepFinished {
             step,
@@ -66,7 +77,10 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
             } else {
                 human_ms(*elapsed_ms)
             };
-            format!("{}✓ {} ({t})", indent(step.len() - 1), step.last()?)
+            {
+                let (name, depth) = label(step)?;
+                format!("{}✓ {name} ({t})", indent(depth))
+            }
         }
         Progress::StepFailed {
             step,
@@ -74,11 +88,8 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
             will_retry,
         } => {
             let retry = if *will_retry { " — retrying" } else { "" };
-            format!(
-                "{}✗ {}: {error}{retry}",
-                indent(step.len().saturating_sub(1)),
-                step.last()?
-            )
+            let (name, depth) = label(step)?;
+            format!("{}✗ {name}: {error}{retry}", indent(depth))
         }
         Progress::ActionStarted { .. } => return None,
         Progress::ActionProgress { step, message, .. } => {

@@ -20,6 +20,9 @@ use crate::value::{dynamic_to_json, json_to_dynamic};
 
 pub type RhaiResult<T = Dynamic> = Result<T, Box<EvalAltResult>>;
 
+/// The first segment of the step path of undo closures.
+pub const UNDO: &str = "undo";
+
 /// Why the script was stopped from outside its own logic.
 #[derive(Debug, Clone)]
 pub enum Stop {
@@ -29,6 +32,8 @@ pub enum Stop {
     Interrupted,
     /// The script does not match the journal.
     Mismatch(String),
+    /// With `resume --undo`: the replay reached the point where the run stopped.
+    Frontier,
     /// Bad input found while running (parameters, a lock).
     Fatal(String, StopKind),
     /// A mistake in the script found while running: a field of the wrong type, a missing
@@ -75,6 +80,8 @@ pub struct RunCtx {
     /// Who approves pending approvals on `resume --approve`.
     pub resume_approver: Option<String>,
     pub inflight: Option<Inflight>,
+    /// `resume --undo`: replay up to where the run stopped, then run the undo closures.
+    pub undo_mode: bool,
     pub operator: String,
     pub host: String,
     journal: Mutex<Option<Box<dyn JournalWriter>>>,
@@ -120,6 +127,7 @@ pub struct CtxInit {
     pub auto_approve: bool,
     pub resume_approver: Option<String>,
     pub inflight: Option<Inflight>,
+    pub undo_mode: bool,
     pub operator: String,
     pub host: String,
     pub journal: Option<Box<dyn JournalWriter>>,
@@ -163,6 +171,7 @@ impl RunCtx {
             auto_approve: init.auto_approve,
             resume_approver: init.resume_approver,
             inflight: init.inflight,
+            undo_mode: init.undo_mode,
             operator: init.operator,
             host: init.host,
             journal: Mutex::new(init.journal),
@@ -273,6 +282,16 @@ impl RunCtx {
             return Err(terminated(pos));
         }
         Ok(())
+    }
+
+    /// In `resume --undo`, whether a call at `path` would go past where the run stopped.
+    /// Calls inside undo closures run normally.
+    fn at_frontier(&self, path: &[String]) -> bool {
+        self.undo_mode && path.first().map(String::as_str) != Some(UNDO)
+    }
+
+    pub fn clear_stop(&self) {
+        *self.stop.lock().unwrap() = None;
     }
 
     /// Stops the run for a mistake in the script (not catchable by `try`).
@@ -386,6 +405,9 @@ impl RunCtx {
                 ));
             };
             let rerun = self.replay.in_rerun_step(&path);
+            if self.at_frontier(&path) && matches!(outcome, Outcome::InFlight) {
+                return Err(self.stop_with(Stop::Frontier, pos));
+            }
             // A call that failed in a step being retried may have been fixed: it runs anew.
             let superseded = rerun && matches!(outcome, Outcome::Failed(_));
             if !superseded && (*name != full || *input_hash != prepared.input_hash) {
@@ -482,6 +504,9 @@ impl RunCtx {
             }
         }
 
+        if self.at_frontier(&path) {
+            return Err(self.stop_with(Stop::Frontier, pos));
+        }
         if self.dry_run && (write || self.offline) {
             if write {
                 self.plan.lock().unwrap().push(PlanEntry {
@@ -733,6 +758,7 @@ impl RunCtx {
                 });
                 return Ok(());
             }
+            _ if self.at_frontier(&path) => return Err(self.stop_with(Stop::Frontier, pos)),
             Some(Call::Timer { until_ms, .. }) => {
                 self.consumed.lock().unwrap().insert(key);
                 *until_ms
@@ -835,6 +861,7 @@ impl RunCtx {
                 });
                 return Ok(true);
             }
+            _ if self.at_frontier(&path) => return Err(self.stop_with(Stop::Frontier, pos)),
             Some(Call::Approval { .. }) => {
                 self.consumed.lock().unwrap().insert(key);
             }

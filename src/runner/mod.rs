@@ -14,7 +14,7 @@ use std::time::Instant;
 use rhai::{Dynamic, EvalAltResult};
 use sha2::{Digest, Sha256};
 
-pub use ctx::{CtxInit, Inflight, JournalInit, RunCtx, Stop, StopKind, COMMON_FIELDS};
+pub use ctx::{CtxInit, Inflight, JournalInit, RunCtx, Stop, StopKind, COMMON_FIELDS, UNDO};
 
 use crate::error::Error;
 use crate::inventory::Inventory;
@@ -93,6 +93,7 @@ pub struct ResumeRequest {
     pub approve: bool,
     pub inflight: Option<Inflight>,
     pub yes: bool,
+    pub undo: bool,
 }
 
 pub fn sha256_hex(text: &str) -> String {
@@ -203,6 +204,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         auto_approve: req.yes,
         resume_approver: None,
         inflight: None,
+        undo_mode: false,
         operator: env.operator.name.clone(),
         host: env.operator.host.clone(),
         journal: None,
@@ -307,6 +309,9 @@ pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
             Event::RunFinished { .. } => {
                 (s.status, s.ended) = ("finished".into(), Some(rec.at.clone()))
             }
+            Event::RunUndone { .. } => {
+                (s.status, s.ended) = ("undone".into(), Some(rec.at.clone()))
+            }
             Event::RunFailed { .. } => {
                 (s.status, s.ended) = ("failed".into(), Some(rec.at.clone()))
             }
@@ -359,10 +364,11 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
     };
     let summary = summarize(&req.run_id, &loaded.records);
     match summary.status.as_str() {
-        "finished" => {
+        "finished" | "undone" => {
             return Err(Error::Usage(format!(
-                "run {} already finished ({}); there is nothing to resume. `runbook run {runbook}` starts a new run",
+                "run {} already {} ({}); there is nothing to resume. `runbook run {runbook}` starts a new run",
                 req.run_id,
+                summary.status,
                 summary.ended.unwrap_or_default()
             )))
         }
@@ -430,6 +436,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         auto_approve: req.yes,
         resume_approver: req.approve.then(|| env.operator.name.clone()),
         inflight: req.inflight,
+        undo_mode: req.undo,
         operator: env.operator.name.clone(),
         host: env.operator.host.clone(),
         journal: Some(writer),
@@ -521,6 +528,14 @@ fn execute(
     frames::reset(frames::Frame::new(Vec::new(), None, false));
 
     let result = engine.run_ast_with_scope(&mut scope, &ast);
+    if ctx.undo_mode {
+        // The replay has reached where the run stopped (or ended as it ended): undo instead.
+        let stop = ctx.take_stop();
+        if matches!(stop, Some(Stop::Frontier) | None) {
+            ctx.clear_stop();
+            return undo(ctx, &engine, &ast, started, file, source);
+        }
+    }
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let run_id = ctx.run_id.clone();
     let resume_cmd = run_id.as_ref().map(|id| format!("runbook resume {id}"));
@@ -626,6 +641,11 @@ fn ended_with(
                 resume_cmd.unwrap_or_default()
             ))
         }
+        Some(Stop::Frontier) => Error::RunFailed {
+            message: "the replay stopped where the run had stopped, outside resume --undo".into(),
+            pos: None,
+            source_line: None,
+        },
         Some(Stop::Mismatch(message)) => {
             let change = script_change
                 .map(|d| {
@@ -731,6 +751,13 @@ fn ended_with(
                 Some(m) if m != file => (crate::script::script_pos(m, pos), None),
                 _ => (crate::script::script_pos(file, pos), Some(source)),
             };
+            let undoable = ctx.undo.lock().unwrap().len();
+            let next = match (next, &ctx.run_id) {
+                (Some(n), Some(id)) if undoable > 0 && !ctx.undo_mode => Some(format!(
+                    "{n}\n        or `runbook resume {id} --undo` runs the undo of the {undoable} finished step(s) that declare one"
+                )),
+                (n, _) => n,
+            };
             let text = match next {
                 Some(n) => format!("{message}{where_}\n  next: {n}"),
                 None => format!("{message}{where_}"),
@@ -756,6 +783,107 @@ fn is_script_mistake(e: &EvalAltResult) -> bool {
     !matches!(current, EvalAltResult::ErrorRuntime(..))
 }
 
+/// Runs the undo closures of the finished steps, latest first, each as a step `undo › ..`.
+fn undo(
+    ctx: &Arc<RunCtx>,
+    engine: &rhai::Engine,
+    ast: &rhai::AST,
+    started: Instant,
+    file: &str,
+    source: &str,
+) -> Result<(), Error> {
+    let undos: Vec<_> = ctx.undo.lock().unwrap().drain(..).rev().collect();
+    let mut undone = Vec::new();
+    for (path, closure) in undos {
+        let mut undo_path = vec![ctx::UNDO.to_string()];
+        undo_path.extend(path.iter().cloned());
+        let replayed = ctx.replay.finished_steps.contains(&undo_path);
+        if !replayed {
+            ctx.journal(
+                Event::StepStarted {
+                    step: undo_path.clone(),
+                },
+                false,
+            )?;
+        }
+        ctx.report(Progress::StepStarted {
+            step: undo_path.clone(),
+            replayed,
+        });
+        let step_started = Instant::now();
+        frames::reset(frames::Frame::new(undo_path.clone(), None, replayed));
+        match closure.call::<Dynamic>(engine, ast, ()) {
+            Ok(_) => {
+                let elapsed_ms = step_started.elapsed().as_millis() as u64;
+                if !replayed {
+                    ctx.journal(
+                        Event::StepFinished {
+                            step: undo_path.clone(),
+                            elapsed_ms,
+                        },
+                        false,
+                    )?;
+                }
+                ctx.report(Progress::StepFinished {
+                    step: undo_path,
+                    elapsed_ms,
+                    replayed,
+                });
+                undone.push(path);
+            }
+            Err(e) => {
+                if e.is_catchable() {
+                    let (message, _, _) = crate::script::describe_error(&e);
+                    let _ = ctx.journal(
+                        Event::StepFailed {
+                            step: undo_path.clone(),
+                            error: message,
+                            will_retry: false,
+                        },
+                        false,
+                    );
+                    ctx.failed_steps.lock().unwrap().push(undo_path);
+                }
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                let resume_cmd = ctx
+                    .run_id
+                    .as_ref()
+                    .map(|id| format!("runbook resume {id} --undo"));
+                let err = ended_with(ctx, &e, file, source, elapsed_ms, resume_cmd, None);
+                ctx.sync_journal();
+                return Err(err);
+            }
+        }
+    }
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    ctx.journal(
+        Event::RunUndone {
+            undone_steps: undone.clone(),
+        },
+        true,
+    )?;
+    let message = if undone.is_empty() {
+        "no finished step declares an undo".to_string()
+    } else {
+        format!(
+            "undid {}",
+            undone
+                .iter()
+                .map(|p| format!("'{}'", show_path(p)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    ctx.report(Progress::RunEnded {
+        run_id: ctx.run_id.clone(),
+        status: "undone",
+        elapsed_ms,
+        message: Some(message),
+        next: None,
+    });
+    Ok(())
+}
+
 struct Silent;
 impl Reporter for Silent {
     fn report(&self, _: &Progress) {}
@@ -776,6 +904,7 @@ pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
         auto_approve: false,
         resume_approver: None,
         inflight: None,
+        undo_mode: false,
         operator: String::new(),
         host: String::new(),
         journal: None,

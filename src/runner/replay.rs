@@ -139,6 +139,7 @@ impl Replay {
                 }
                 Event::RunFailed { failed_steps, .. } => r.rerun_steps = failed_steps.clone(),
                 Event::RunFinished { .. }
+                | Event::RunUndone { .. }
                 | Event::RunPaused { .. }
                 | Event::RunInterrupted { .. } => r.rerun_steps.clear(),
                 _ => {}

@@ -1,5 +1,3 @@
-use std::io::Write;
-
 use crate::support::{Server, Test};
 
 fn paused_run(server: &Server) -> (Test, String) {
@@ -34,13 +32,10 @@ fn every_record_is_versioned_json_in_order() {
 fn a_torn_last_line_is_dropped_and_reported() {
     let server = Server::start();
     let (t, run) = paused_run(&server);
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(t.journal_path(&run))
-        .unwrap();
-    f.write_all(br#"{"v":1,"n":99,"at":"2026-11-21T00:00:00Z","event":"action_sta"#)
-        .unwrap();
-    drop(f);
+    t.append_to_journal(
+        &run,
+        br#"{"v":1,"n":99,"at":"2026-11-21T00:00:00Z","event":"action_sta"#,
+    );
     let log = t.exec(&["log", &run]);
     assert_eq!(log.code, 0);
     assert!(log.stderr.contains("last line is torn"), "{}", log.stderr);
@@ -81,15 +76,10 @@ fn a_corrupt_middle_line_is_an_error_and_changes_nothing() {
 fn a_journal_from_a_newer_engine_is_refused() {
     let server = Server::start();
     let (t, run) = paused_run(&server);
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(t.journal_path(&run))
-        .unwrap();
-    f.write_all(
+    t.append_to_journal(
+        &run,
         b"{\"v\":2,\"n\":50,\"at\":\"2027-01-01T00:00:00Z\",\"event\":\"something_new\"}\n",
-    )
-    .unwrap();
-    drop(f);
+    );
     let ran = t.exec(&["resume", &run, "--approve"]);
     assert_eq!(ran.code, 2, "{}", ran.all());
     assert!(

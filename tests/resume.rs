@@ -326,18 +326,29 @@ fn sigint_stops_after_the_current_action_and_leaves_a_resumable_run() {
         b = server.url("/b")
     ));
     let child = t.spawn(&["run", "runbook.rhai"]);
-    assert!(wait_for(Duration::from_secs(10), || server.count("POST", "/slow") == 1));
+    assert!(wait_for(Duration::from_secs(10), || server
+        .count("POST", "/slow")
+        == 1));
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("stopping after the current action"), "{stderr}");
+    assert!(
+        stderr.contains("stopping after the current action"),
+        "{stderr}"
+    );
     assert_eq!(server.count("POST", "/b"), 0);
     let run = t.only_run();
-    assert!(t.journal(&run).contains("action_finished"), "the current action finished and was journaled");
+    assert!(
+        t.journal(&run).contains("action_finished"),
+        "the current action finished and was journaled"
+    );
     let ran = t.exec(&["resume", &run]);
     assert_eq!(ran.code, 0, "{}", ran.all());
-    assert_eq!((server.count("POST", "/slow"), server.count("POST", "/b")), (1, 1));
+    assert_eq!(
+        (server.count("POST", "/slow"), server.count("POST", "/b")),
+        (1, 1)
+    );
 }

@@ -110,20 +110,8 @@ fn parallel_branches_are_their_own_steps() {
         ran.stdout
     );
     // The four branches ran at once: the journal shows all four calls started before any finished.
-    let journal = t.journal(&t.only_run());
-    let events: Vec<&str> = journal
-        .lines()
-        .filter_map(|l| {
-            if l.contains("action_started") {
-                Some("s")
-            } else if l.contains("action_finished") {
-                Some("f")
-            } else {
-                None
-            }
-        })
-        .collect();
-    assert_eq!(&events[..4], ["s", "s", "s", "s"], "{journal}");
+    let events = t.call_sequence(&t.only_run());
+    assert_eq!(&events[..4], ["s", "s", "s", "s"], "{events:?}");
 }
 
 #[test]
@@ -138,19 +126,7 @@ fn parallel_limit_bounds_concurrency() {
         .run(&[])
         .code(0);
     t.check();
-    let journal = t.journal(&t.only_run());
-    let events: Vec<&str> = journal
-        .lines()
-        .filter_map(|l| {
-            if l.contains("action_started") {
-                Some("s")
-            } else if l.contains("action_finished") {
-                Some("f")
-            } else {
-                None
-            }
-        })
-        .collect();
+    let events = t.call_sequence(&t.only_run());
     assert_eq!(events, ["s", "f", "s", "f", "s", "f", "s", "f"]);
 }
 

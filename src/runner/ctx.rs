@@ -969,6 +969,76 @@ impl RunCtx {
 
     // ---- steps --------------------------------------------------------------------------
 
+    /// Runs `body` as the step at `path`: journals and reports its start and its end. A failure
+    /// is recorded with `will_retry`; one that is not retried marks the step for the next
+    /// resume to check again. `body` is told whether the step finished in an earlier session.
+    pub fn scoped(
+        &self,
+        path: StepPath,
+        will_retry: bool,
+        pos: Position,
+        body: impl FnOnce(bool) -> RhaiResult,
+    ) -> RhaiResult {
+        let replayed = self.replay.finished_steps.contains(&path);
+        let journaled = !replayed && !self.dry_run;
+        if journaled {
+            self.journal_or_stop(Event::StepStarted { step: path.clone() }, false, pos)?;
+        }
+        self.report(Progress::StepStarted {
+            step: path.clone(),
+            replayed,
+        });
+        let started = Instant::now();
+        let result = body(replayed);
+        match &result {
+            Ok(_) => {
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                if journaled {
+                    self.journal_or_stop(
+                        Event::StepFinished {
+                            step: path.clone(),
+                            elapsed_ms,
+                        },
+                        false,
+                        pos,
+                    )?;
+                }
+                self.report(Progress::StepFinished {
+                    step: path,
+                    elapsed_ms,
+                    replayed,
+                });
+            }
+            Err(e) if e.is_catchable() => {
+                let (message, _, _) = crate::script::describe_error(e);
+                if !self.dry_run {
+                    self.journal_or_stop(
+                        Event::StepFailed {
+                            step: path.clone(),
+                            error: message.clone(),
+                            will_retry,
+                        },
+                        false,
+                        pos,
+                    )?;
+                }
+                self.report(Progress::StepFailed {
+                    step: path.clone(),
+                    error: message,
+                    will_retry,
+                });
+                if !will_retry {
+                    let mut failed = self.failed_steps.lock().unwrap();
+                    if !failed.iter().any(|f| f.starts_with(&path)) {
+                        failed.push(path);
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
     /// Runs a step's body in its own scope, with retries, a time limit and an undo.
     pub fn step(
         &self,
@@ -1022,82 +1092,30 @@ impl RunCtx {
             } else {
                 format!("{name} (attempt {attempt})")
             });
-            let replayed = self.replay.finished_steps.contains(&path);
-            if !replayed && !self.dry_run {
-                self.journal_or_stop(Event::StepStarted { step: path.clone() }, false, pos)?;
-            }
-            self.report(Progress::StepStarted {
-                step: path.clone(),
-                replayed,
+            let will_retry = attempt <= retries;
+            let deadline = timeout.map(|t| Instant::now() + t);
+            let result = self.scoped(path.clone(), will_retry, pos, |replayed| {
+                frames::push(Frame::new(path.clone(), deadline, replayed));
+                let r = body.call_within_context::<Dynamic>(ncx, ());
+                frames::pop();
+                r
             });
-            let started = Instant::now();
-            frames::push(Frame::new(
-                path.clone(),
-                timeout.map(|t| Instant::now() + t),
-                replayed,
-            ));
-            let result = body.call_within_context::<Dynamic>(ncx, ());
-            frames::pop();
             match result {
                 Ok(value) => {
-                    let elapsed_ms = started.elapsed().as_millis() as u64;
-                    if !replayed && !self.dry_run {
-                        self.journal_or_stop(
-                            Event::StepFinished {
-                                step: path.clone(),
-                                elapsed_ms,
-                            },
-                            false,
-                            pos,
-                        )?;
-                    }
-                    self.report(Progress::StepFinished {
-                        step: path.clone(),
-                        elapsed_ms,
-                        replayed,
-                    });
                     if let Some(undo) = undo {
                         self.undo.lock().unwrap().push((path, undo));
                     }
                     return Ok(value);
                 }
-                Err(e) if !e.is_catchable() => return Err(e),
-                Err(e) => {
-                    let will_retry = attempt <= retries;
-                    let (message, _, _) = crate::script::describe_error(&e);
-                    if !self.dry_run {
-                        self.journal_or_stop(
-                            Event::StepFailed {
-                                step: path.clone(),
-                                error: message.clone(),
-                                will_retry,
-                            },
-                            false,
-                            pos,
-                        )?;
+                Err(e) if will_retry && e.is_catchable() => {
+                    let wait = backoff.saturating_mul(1 << (attempt - 1).min(16));
+                    let until = Instant::now() + wait;
+                    while Instant::now() < until {
+                        self.check_stop(pos)?;
+                        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
                     }
-                    self.report(Progress::StepFailed {
-                        step: path.clone(),
-                        error: message,
-                        will_retry,
-                    });
-                    if will_retry {
-                        let wait = backoff.saturating_mul(1 << (attempt - 1).min(16));
-                        let until = Instant::now() + wait;
-                        while Instant::now() < until {
-                            self.check_stop(pos)?;
-                            std::thread::sleep(
-                                Duration::from_millis(50).min(until - Instant::now()),
-                            );
-                        }
-                        continue;
-                    }
-                    let mut failed = self.failed_steps.lock().unwrap();
-                    if !failed.iter().any(|f| f.starts_with(&path)) {
-                        failed.push(path);
-                    }
-                    return Err(e);
                 }
+                Err(e) => return Err(e),
             }
         }
         unreachable!("the last attempt returns")
@@ -1148,6 +1166,8 @@ impl RunCtx {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<Mutex<Option<RhaiResult>>> =
             items.iter().map(|_| Mutex::new(None)).collect();
+        // A step time limit around the parallel applies inside every branch.
+        let deadline = frames::deadline();
         std::thread::scope(|scope| {
             for _ in 0..limit.min(items.len()) {
                 scope.spawn(|| loop {
@@ -1157,75 +1177,17 @@ impl RunCtx {
                     }
                     let mut path = parent.clone();
                     path.push(labels[i].clone());
-                    let replayed = self.replay.finished_steps.contains(&path);
-                    let outcome = (|| -> RhaiResult {
-                        self.check_stop(pos)?;
-                        if !replayed && !self.dry_run {
-                            self.journal_or_stop(
-                                Event::StepStarted { step: path.clone() },
-                                false,
-                                pos,
-                            )?;
-                        }
-                        self.report(Progress::StepStarted {
-                            step: path.clone(),
-                            replayed,
-                        });
-                        let started = Instant::now();
-                        frames::reset(Frame::new(path.clone(), frames::deadline(), replayed));
-                        let r = body.call::<Dynamic>(&engine, &ast, (items[i].clone(),));
-                        match &r {
-                            Ok(_) => {
-                                let elapsed_ms = started.elapsed().as_millis() as u64;
-                                if !replayed && !self.dry_run {
-                                    self.journal_or_stop(
-                                        Event::StepFinished {
-                                            step: path.clone(),
-                                            elapsed_ms,
-                                        },
-                                        false,
-                                        pos,
-                                    )?;
-                                }
-                                self.report(Progress::StepFinished {
-                                    step: path.clone(),
-                                    elapsed_ms,
-                                    replayed,
-                                });
-                            }
-                            Err(e) if e.is_catchable() => {
-                                let (message, _, _) = crate::script::describe_error(e);
-                                if !self.dry_run {
-                                    self.journal_or_stop(
-                                        Event::StepFailed {
-                                            step: path.clone(),
-                                            error: message.clone(),
-                                            will_retry: false,
-                                        },
-                                        false,
-                                        pos,
-                                    )?;
-                                }
-                                self.report(Progress::StepFailed {
-                                    step: path.clone(),
-                                    error: message,
-                                    will_retry: false,
-                                });
-                                let mut failed = self.failed_steps.lock().unwrap();
-                                if !failed.iter().any(|f| f.starts_with(&path)) {
-                                    failed.push(path.clone());
-                                }
-                            }
-                            Err(_) => {}
-                        }
-                        r
-                    })();
+                    let outcome = self.check_stop(pos).and_then(|()| {
+                        self.scoped(path.clone(), false, pos, |replayed| {
+                            frames::reset(Frame::new(path.clone(), deadline, replayed));
+                            body.call::<Dynamic>(&engine, &ast, (items[i].clone(),))
+                        })
+                    });
                     *results[i].lock().unwrap() = Some(outcome);
                 });
             }
         });
         let mut values = rhai::Array::new();
-        let mut first_error: Option<Box<EvalAltResult>> = None;
         let mut failures = Vec::new();
         for (i, slot) in results.into_iter().enumerate() {
             match slot.into_inner().unwrap() {
@@ -1234,7 +1196,6 @@ impl RunCtx {
                 Some(Err(e)) => {
                     let (message, _, _) = crate::script::describe_error(&e);
                     failures.push(format!("{}: {message}", labels[i]));
-                    first_error.get_or_insert(e);
                     values.push(Dynamic::UNIT);
                 }
                 None => values.push(Dynamic::UNIT),

@@ -797,63 +797,21 @@ fn undo(
     for (path, closure) in undos {
         let mut undo_path = vec![ctx::UNDO.to_string()];
         undo_path.extend(path.iter().cloned());
-        let replayed = ctx.replay.finished_steps.contains(&undo_path);
-        if !replayed {
-            ctx.journal(
-                Event::StepStarted {
-                    step: undo_path.clone(),
-                },
-                false,
-            )?;
-        }
-        ctx.report(Progress::StepStarted {
-            step: undo_path.clone(),
-            replayed,
+        let result = ctx.scoped(undo_path.clone(), false, rhai::Position::NONE, |replayed| {
+            frames::reset(frames::Frame::new(undo_path.clone(), None, replayed));
+            closure.call::<Dynamic>(engine, ast, ())
         });
-        let step_started = Instant::now();
-        frames::reset(frames::Frame::new(undo_path.clone(), None, replayed));
-        match closure.call::<Dynamic>(engine, ast, ()) {
-            Ok(_) => {
-                let elapsed_ms = step_started.elapsed().as_millis() as u64;
-                if !replayed {
-                    ctx.journal(
-                        Event::StepFinished {
-                            step: undo_path.clone(),
-                            elapsed_ms,
-                        },
-                        false,
-                    )?;
-                }
-                ctx.report(Progress::StepFinished {
-                    step: undo_path,
-                    elapsed_ms,
-                    replayed,
-                });
-                undone.push(path);
-            }
-            Err(e) => {
-                if e.is_catchable() {
-                    let (message, _, _) = crate::script::describe_error(&e);
-                    let _ = ctx.journal(
-                        Event::StepFailed {
-                            step: undo_path.clone(),
-                            error: message,
-                            will_retry: false,
-                        },
-                        false,
-                    );
-                    ctx.failed_steps.lock().unwrap().push(undo_path);
-                }
-                let elapsed_ms = started.elapsed().as_millis() as u64;
-                let resume_cmd = ctx
-                    .run_id
-                    .as_ref()
-                    .map(|id| format!("runbook resume {id} --undo"));
-                let err = ended_with(ctx, &e, file, source, elapsed_ms, resume_cmd, None);
-                ctx.sync_journal();
-                return Err(err);
-            }
+        if let Err(e) = result {
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            let resume_cmd = ctx
+                .run_id
+                .as_ref()
+                .map(|id| format!("runbook resume {id} --undo"));
+            let err = ended_with(ctx, &e, file, source, elapsed_ms, resume_cmd, None);
+            ctx.sync_journal();
+            return Err(err);
         }
+        undone.push(path);
     }
     let elapsed_ms = started.elapsed().as_millis() as u64;
     ctx.journal(

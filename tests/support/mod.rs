@@ -206,6 +206,32 @@ impl Test {
         std::fs::read_to_string(self.journal_path(run)).unwrap_or_default()
     }
 
+    /// The journal's calls in order: `s` for each action started, `f` for each finished.
+    pub fn call_sequence(&self, run: &str) -> Vec<&'static str> {
+        self.journal(run)
+            .lines()
+            .filter_map(|l| {
+                if l.contains(r#""event":"action_started""#) {
+                    Some("s")
+                } else if l.contains(r#""event":"action_finished""#) {
+                    Some("f")
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Appends raw bytes to a run's journal, as damage or a crash would leave them.
+    pub fn append_to_journal(&self, run: &str, bytes: &[u8]) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.journal_path(run))
+            .unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
     /// Every file under the state directory, concatenated.
     pub fn state_text(&self) -> String {
         let mut out = String::new();

@@ -194,3 +194,32 @@ fn try_catch_sees_action_failures() {
         .stdout("cannot connect");
     t.check();
 }
+
+/// Branches and undo closures see the modules and functions of the script that declared them.
+#[test]
+fn parallel_branches_and_undo_closures_see_imports() {
+    let server = Server::start();
+    let t = Test::new()
+        .file(
+            "lib/post.rhai",
+            "fn to(url, what) { http::post(#{ url: url + what }) }",
+        )
+        .script(&format!(
+            r#"
+            import "./lib/post" as post;
+            step("fan out", #{{ undo: || post::to("{u}", "undo") }}, || {{
+                parallel(["a", "b"], |x| post::to("{u}", x));
+            }});
+            fail("stop here");
+            "#,
+            u = server.url("/")
+        ));
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 1);
+    assert_eq!(
+        (server.count("POST", "/a"), server.count("POST", "/b")),
+        (1, 1)
+    );
+    let undone = t.exec(&["resume", &t.only_run(), "--undo"]);
+    assert_eq!(undone.code, 0, "{}", undone.all());
+    assert_eq!(server.count("POST", "/undo"), 1);
+}

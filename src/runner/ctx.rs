@@ -103,11 +103,12 @@ pub struct RunCtx {
     pub vars: BTreeMap<String, String>,
     pub params_declared: AtomicBool,
     pub engine: OnceLock<Arc<rhai::Engine>>,
-    pub ast: OnceLock<Arc<rhai::AST>>,
     pub store: Option<Arc<dyn Store>>,
     pub locks: Mutex<Vec<LockGuard>>,
     pub failed_steps: Mutex<Vec<StepPath>>,
-    pub undo: Mutex<Vec<(StepPath, FnPtr)>>,
+    /// Undo closures of finished steps, with the runtime state (imports) they were declared in.
+    #[allow(deprecated)] // NativeCallContextStore is "volatile", not deprecated
+    pub undo: Mutex<Vec<(StepPath, FnPtr, rhai::NativeCallContextStore)>>,
     /// Nanoseconds spent inside actions (the rest of a run's time is the engine's).
     pub action_nanos: AtomicU64,
 }
@@ -191,7 +192,6 @@ impl RunCtx {
             vars: init.vars,
             params_declared: AtomicBool::new(false),
             engine: OnceLock::new(),
-            ast: OnceLock::new(),
             store: init.store,
             locks: Mutex::default(),
             failed_steps: Mutex::default(),
@@ -1103,7 +1103,11 @@ impl RunCtx {
             match result {
                 Ok(value) => {
                     if let Some(undo) = undo {
-                        self.undo.lock().unwrap().push((path, undo));
+                        #[allow(deprecated)] // "volatile", not deprecated
+                        self.undo
+                            .lock()
+                            .unwrap()
+                            .push((path, undo, ncx.store_data()));
                     }
                     return Ok(value);
                 }
@@ -1132,8 +1136,7 @@ impl RunCtx {
         let pos = ncx.call_position();
         self.check_stop(pos)?;
         self.check_params_declared(pos)?;
-        let (Some(engine), Some(ast)) = (self.engine.get().cloned(), self.ast.get().cloned())
-        else {
+        let Some(engine) = self.engine.get().cloned() else {
             return Err(runtime_error("parallel is not available here", pos));
         };
         let (parent, nth) = frames::with_top(|top| {
@@ -1168,6 +1171,9 @@ impl RunCtx {
             items.iter().map(|_| Mutex::new(None)).collect();
         // A step time limit around the parallel applies inside every branch.
         let deadline = frames::deadline();
+        // The caller's runtime state (its imports above all), recreated in each branch.
+        #[allow(deprecated)] // "volatile", not deprecated
+        let caller = ncx.store_data();
         std::thread::scope(|scope| {
             for _ in 0..limit.min(items.len()) {
                 scope.spawn(|| loop {
@@ -1180,7 +1186,9 @@ impl RunCtx {
                     let outcome = self.check_stop(pos).and_then(|()| {
                         self.scoped(path.clone(), false, pos, |replayed| {
                             frames::reset(Frame::new(path.clone(), deadline, replayed));
-                            body.call::<Dynamic>(&engine, &ast, (items[i].clone(),))
+                            #[allow(deprecated)] // "volatile", not deprecated
+                            let context = caller.create_context(&engine);
+                            body.call_within_context::<Dynamic>(&context, (items[i].clone(),))
                         })
                     });
                     *results[i].lock().unwrap() = Some(outcome);

@@ -507,7 +507,6 @@ fn prepare(
     let engine = Arc::new(engine);
     let ast = Arc::new(ast);
     let _ = ctx.engine.set(engine.clone());
-    let _ = ctx.ast.set(ast.clone());
     Ok(Prepared { engine, ast, scope })
 }
 
@@ -533,7 +532,7 @@ fn execute(
         let stop = ctx.take_stop();
         if matches!(stop, Some(Stop::Frontier) | None) {
             ctx.clear_stop();
-            return undo(ctx, &engine, &ast, started, file, source);
+            return undo(ctx, &engine, started, file, source);
         }
     }
     let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -787,19 +786,20 @@ fn is_script_mistake(e: &EvalAltResult) -> bool {
 fn undo(
     ctx: &Arc<RunCtx>,
     engine: &rhai::Engine,
-    ast: &rhai::AST,
     started: Instant,
     file: &str,
     source: &str,
 ) -> Result<(), Error> {
     let undos: Vec<_> = ctx.undo.lock().unwrap().drain(..).rev().collect();
     let mut undone = Vec::new();
-    for (path, closure) in undos {
+    for (path, closure, caller) in undos {
         let mut undo_path = vec![ctx::UNDO.to_string()];
         undo_path.extend(path.iter().cloned());
         let result = ctx.scoped(undo_path.clone(), false, rhai::Position::NONE, |replayed| {
             frames::reset(frames::Frame::new(undo_path.clone(), None, replayed));
-            closure.call::<Dynamic>(engine, ast, ())
+            #[allow(deprecated)] // "volatile", not deprecated
+            let context = caller.create_context(engine);
+            closure.call_within_context::<Dynamic>(&context, ())
         });
         if let Err(e) = result {
             let elapsed_ms = started.elapsed().as_millis() as u64;

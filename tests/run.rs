@@ -102,6 +102,24 @@ fn parallel_branches_are_their_own_steps() {
         .code(0);
     let ran = t.check();
     assert_eq!(server.count("GET", "/slow/"), 4);
+    for line in ran.stdout.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).expect("one JSON event per line");
+        assert!(
+            event["event"].is_string() && event["at"].is_string(),
+            "{line}"
+        );
+    }
+    let timing: serde_json::Value =
+        serde_json::from_str(ran.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(timing["event"], "timing");
+    let (wall, inside) = (
+        timing["wall_ms"].as_u64().unwrap(),
+        timing["action_ms"].as_u64().unwrap(),
+    );
+    assert!(
+        inside >= 300 && inside <= wall,
+        "overlapping branches count once: {timing}"
+    );
     assert!(ran.stdout.contains(r#"["[a]","call"]"#), "{}", ran.stdout);
     assert!(
         ran.stdout

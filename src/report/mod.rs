@@ -94,6 +94,12 @@ pub enum Progress {
     Plan {
         entries: Vec<PlanEntry>,
     },
+    /// Where a run's time went: inside actions, or in the engine (script, journal, output).
+    Timing {
+        wall_ms: u64,
+        action_ms: u64,
+        engine_ms: u64,
+    },
     RunEnded {
         run_id: Option<String>,
         status: &'static str,

@@ -91,7 +91,7 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
             let (name, depth) = label(step)?;
             format!("{}✗ {name}: {error}{retry}", indent(depth))
         }
-        Progress::ActionStarted { .. } => return None,
+        Progress::ActionStarted { .. } | Progress::Timing { .. } => return None,
         Progress::ActionProgress { step, message, .. } => {
             format!("{}  … {message}", indent(step.len()))
         }

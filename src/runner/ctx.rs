@@ -110,7 +110,7 @@ pub struct RunCtx {
     #[allow(deprecated)] // NativeCallContextStore is "volatile", not deprecated
     pub undo: Mutex<Vec<(StepPath, FnPtr, rhai::NativeCallContextStore)>>,
     /// Nanoseconds spent inside actions (the rest of a run's time is the engine's).
-    pub action_nanos: AtomicU64,
+    pub action_time: ActionClock,
 }
 
 pub struct JournalInit {
@@ -118,6 +118,37 @@ pub struct JournalInit {
     pub run_id: String,
     pub script: String,
     pub first: Event,
+}
+
+/// Wall time during which at least one action was running (parallel branches overlap, so
+/// their durations do not simply add up).
+#[derive(Default)]
+pub struct ActionClock {
+    state: Mutex<(u32, Option<Instant>, Duration)>,
+}
+
+impl ActionClock {
+    fn enter(&self) {
+        let mut s = self.state.lock().unwrap();
+        if s.0 == 0 {
+            s.1 = Some(Instant::now());
+        }
+        s.0 += 1;
+    }
+
+    fn leave(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.0 = s.0.saturating_sub(1);
+        if s.0 == 0 {
+            if let Some(since) = s.1.take() {
+                s.2 += since.elapsed();
+            }
+        }
+    }
+
+    pub fn total(&self) -> Duration {
+        self.state.lock().unwrap().2
+    }
 }
 
 pub struct CtxInit {
@@ -196,7 +227,7 @@ impl RunCtx {
             locks: Mutex::default(),
             failed_steps: Mutex::default(),
             undo: Mutex::default(),
-            action_nanos: AtomicU64::new(0),
+            action_time: ActionClock::default(),
         }
     }
 
@@ -585,7 +616,7 @@ impl RunCtx {
                 }),
             };
             let fut = (prepared.run)(cx);
-            let t0 = Instant::now();
+            self.action_time.enter();
             // A grace second past the limit: actions that honour the limit report it better.
             let result = self.rt.block_on(async {
                 match tokio::time::timeout(timeout + Duration::from_secs(1), fut).await {
@@ -596,8 +627,7 @@ impl RunCtx {
                     ))),
                 }
             });
-            self.action_nanos
-                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.action_time.leave();
             match result {
                 Ok(output) => {
                     let elapsed_ms = started.elapsed().as_millis() as u64;

@@ -580,13 +580,12 @@ fn execute(
         )),
     };
     ctx.sync_journal();
-    let action_ms = ctx.action_nanos.load(std::sync::atomic::Ordering::Relaxed) / 1_000_000;
-    if std::env::var_os("RUNBOOK_TIMING").is_some() {
-        eprintln!(
-            "timing: wall {elapsed_ms} ms, inside actions {action_ms} ms, engine {} ms",
-            elapsed_ms.saturating_sub(action_ms)
-        );
-    }
+    let action_ms = ctx.action_time.total().as_millis() as u64;
+    ctx.report(Progress::Timing {
+        wall_ms: elapsed_ms,
+        action_ms,
+        engine_ms: elapsed_ms.saturating_sub(action_ms),
+    });
     outcome
 }
 

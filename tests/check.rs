@@ -60,3 +60,26 @@ fn a_local_stdlib_folder_overrides_the_shipped_one() {
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(ran.stdout.contains("local health u"), "{}", ran.stdout);
 }
+
+#[test]
+fn check_knows_what_imported_modules_offer() {
+    let t = Test::new()
+        .file("lib/util.rhai", "fn twice(x) { x * 2 }")
+        .script(
+            "import \"health\" as health;\nimport \"./lib/util\" as util;\nimport \"nosuch\" as n;\nhealth::wait_healthy(\"u\");\nhealth::wait_helthy(\"u\", \"1s\");\nutil::twice(1);\n",
+        );
+    let ran = t.exec(&["check", "runbook.rhai"]);
+    assert_eq!(ran.code, 2);
+    for expected in [
+        "no module 'nosuch': the stdlib has health",
+        "health::wait_healthy takes 2 argument(s), not 1",
+        "module `health` has no function wait_helthy (did you mean `wait_healthy`?)",
+    ] {
+        assert!(
+            ran.stderr.contains(expected),
+            "missing {expected:?} in\n{}",
+            ran.stderr
+        );
+    }
+    assert!(!ran.stderr.contains("twice"), "{}", ran.stderr);
+}

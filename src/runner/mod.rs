@@ -497,10 +497,11 @@ fn prepare(
     base_dir: PathBuf,
     inventory: Dynamic,
 ) -> Result<Prepared, Error> {
+    let resolver = crate::script::StdlibResolver::new(base_dir.clone());
     let engine = crate::script::engine(ctx.clone(), base_dir, &Default::default());
     let scope = crate::script::scope(inventory);
     let ast = crate::script::compile(&engine, &scope, file, source)?;
-    let problems = crate::script::lint::lint(&ast, &ctx.registry, file, source);
+    let problems = crate::script::lint::lint(&ast, &ctx.registry, &resolver, file, source);
     if let Some(first) = problems.into_iter().next() {
         return Err(first);
     }
@@ -876,10 +877,11 @@ pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
         vars: BTreeMap::new(),
         store: None,
     }));
+    let resolver = crate::script::StdlibResolver::new(base_dir(path));
     let engine = crate::script::engine(ctx.clone(), base_dir(path), &Default::default());
     let scope = crate::script::scope(Dynamic::UNIT);
     let ast = crate::script::compile(&engine, &scope, &file, &source).map_err(|e| vec![e])?;
-    let problems = crate::script::lint::lint(&ast, &ctx.registry, &file, &source);
+    let problems = crate::script::lint::lint(&ast, &ctx.registry, &resolver, &file, &source);
     if !problems.is_empty() {
         return Err(problems);
     }

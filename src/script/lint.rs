@@ -29,7 +29,8 @@ struct Linter<'a> {
     registry: &'a Registry,
     file: &'a str,
     source: &'a str,
-    imports: HashMap<String, String>,
+    /// Import alias → the module's functions (name, arity).
+    imports: HashMap<String, Vec<(String, usize)>>,
     problems: Vec<(Position, String)>,
     /// Field names and required fields per action, from its schema (built once).
     fields: HashMap<String, (Vec<String>, Vec<String>)>,
@@ -286,7 +287,19 @@ impl Linter<'_> {
             }
             return;
         }
-        if self.imports.contains_key(&root) {
+        if let Some(functions) = self.imports.get(&root) {
+            if !functions.iter().any(|(n, a)| n == name && *a == args) {
+                let names: Vec<&str> = functions.iter().map(|(n, _)| n.as_str()).collect();
+                let message = match functions.iter().find(|(n, _)| n == name) {
+                    Some((_, a)) => format!("{root}::{name} takes {a} argument(s), not {args}"),
+                    None => format!(
+                        "module `{root}` has no function {name}{}; it has {}",
+                        suggest(name, names.iter().copied()),
+                        names.join(", ")
+                    ),
+                };
+                self.problem(pos, message);
+            }
             return;
         }
         let mut known: Vec<&str> = self.registry.namespaces();
@@ -303,7 +316,13 @@ impl Linter<'_> {
 }
 
 /// Checks a compiled runbook. Each problem is a script error with its position.
-pub fn lint(ast: &AST, registry: &Registry, file: &str, source: &str) -> Vec<Error> {
+pub fn lint(
+    ast: &AST,
+    registry: &Registry,
+    resolver: &super::StdlibResolver,
+    file: &str,
+    source: &str,
+) -> Vec<Error> {
     let mut linter = Linter {
         registry,
         file,
@@ -313,17 +332,35 @@ pub fn lint(ast: &AST, registry: &Registry, file: &str, source: &str) -> Vec<Err
         fields: HashMap::new(),
     };
     // Imports anywhere in the script define namespaces.
-    let mut imports = HashMap::new();
+    let mut imports = Vec::new();
     ast.walk(&mut |path: &[ASTNode]| {
-        if let Some(ASTNode::Stmt(Stmt::Import(x, _))) = path.last() {
+        if let Some(ASTNode::Stmt(Stmt::Import(x, pos))) = path.last() {
             let (expr, alias) = x.as_ref();
             if let Some(module) = literal_string(expr) {
-                imports.insert(alias.name.to_string(), module);
+                imports.push((alias.name.to_string(), module, *pos));
             }
         }
         true
     });
-    linter.imports = imports;
+    let parser = super::parser();
+    for (alias, module, pos) in imports {
+        match resolver.source(&module) {
+            None => linter.problem(
+                pos,
+                format!("no module '{module}': {}", super::stdlib::known_modules()),
+            ),
+            Some((name, text)) => match parser.compile(&text) {
+                Ok(m) => {
+                    let functions = m
+                        .iter_functions()
+                        .map(|f| (f.name.to_string(), f.params.len()))
+                        .collect();
+                    linter.imports.insert(alias, functions);
+                }
+                Err(e) => linter.problem(pos, format!("module {name} does not compile: {e}")),
+            },
+        }
+    }
     // The main body, then each function (a step's closure is one) on its own.
     linter.check_body(&ast.clone_statements_only());
     let names: Vec<(String, usize)> = ast

@@ -3,7 +3,7 @@
 
 mod builtins;
 pub mod lint;
-mod stdlib;
+pub(crate) mod stdlib;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,14 +42,25 @@ pub fn engine(ctx: Arc<RunCtx>, base_dir: PathBuf, limits: &Limits) -> Engine {
     engine.set_max_array_size(1_000_000);
     engine.set_max_map_size(1_000_000);
     engine.set_module_resolver(StdlibResolver::new(base_dir));
-    // `default` is reserved by Rhai but unused by its syntax; parameter declarations need it
-    // as a map key: params(#{ region: #{ default: "eu-west-1" } }).
+    allow_default_keyword(&mut engine);
+    builtins::register(&mut engine, ctx);
+    engine
+}
+
+/// `default` is reserved by Rhai but unused by its syntax; parameter declarations need it as
+/// a map key: params(#{ region: #{ default: "eu-west-1" } }).
+fn allow_default_keyword(engine: &mut Engine) {
     #[allow(deprecated)] // "volatile", not deprecated
     engine.on_parse_token(|token, _, _| match token {
         rhai::Token::Reserved(s) if s.as_str() == "default" => rhai::Token::Identifier(s),
         other => other,
     });
-    builtins::register(&mut engine, ctx);
+}
+
+/// An engine that only parses (modules, for lint).
+pub fn parser() -> Engine {
+    let mut engine = Engine::new_raw();
+    allow_default_keyword(&mut engine);
     engine
 }
 

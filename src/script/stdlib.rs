@@ -9,6 +9,15 @@ use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Share
 /// The shipped stdlib: (name, source).
 pub const STDLIB: &[(&str, &str)] = &[("health", include_str!("../../stdlib/health.rhai"))];
 
+/// What can be imported, for messages.
+pub fn known_modules() -> String {
+    let known: Vec<_> = STDLIB.iter().map(|(n, _)| *n).collect();
+    format!(
+        "the stdlib has {}; a local file is imported as \"./path\"",
+        known.join(", ")
+    )
+}
+
 pub struct StdlibResolver {
     base_dir: PathBuf,
 }
@@ -18,7 +27,8 @@ impl StdlibResolver {
         StdlibResolver { base_dir }
     }
 
-    fn source(&self, path: &str) -> Option<(String, String)> {
+    /// The module's file name and text.
+    pub fn source(&self, path: &str) -> Option<(String, String)> {
         let file = if path.ends_with(".rhai") {
             path.to_string()
         } else {
@@ -52,13 +62,8 @@ impl ModuleResolver for StdlibResolver {
         pos: Position,
     ) -> Result<Shared<Module>, Box<EvalAltResult>> {
         let Some((name, source)) = self.source(path) else {
-            let known: Vec<_> = STDLIB.iter().map(|(n, _)| *n).collect();
             return Err(Box::new(EvalAltResult::ErrorRuntime(
-                format!(
-                    "no module '{path}': the stdlib has {}; a local file is imported as \"./path\"",
-                    known.join(", ")
-                )
-                .into(),
+                format!("no module '{path}': {}", known_modules()).into(),
                 pos,
             )));
         };

@@ -77,7 +77,7 @@ impl SecretString {
     /// What may be shown of it: the text if plain, `<secret NAME>` otherwise.
     pub fn shown(&self) -> String {
         match self {
-            SecretString::Plain(s) => s.clone(),
+            SecretString::Plain(s) => mask_url_passwords(s),
             SecretString::Env(name) => format!("<secret {name}>"),
         }
     }
@@ -92,7 +92,7 @@ impl fmt::Debug for SecretString {
 impl Serialize for SecretString {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            SecretString::Plain(v) => s.serialize_str(v),
+            SecretString::Plain(v) => s.serialize_str(&mask_url_passwords(v)),
             SecretString::Env(name) => {
                 use serde::ser::SerializeMap;
                 let mut m = s.serialize_map(Some(1))?;
@@ -176,7 +176,7 @@ impl Redactor {
 
     pub fn redact(&self, text: &str) -> String {
         let values = self.values.read().unwrap();
-        let mut out = text.to_string();
+        let mut out = mask_url_passwords(text);
         for v in values.iter() {
             if out.contains(v.as_str()) {
                 out = out.replace(v.as_str(), MASK);
@@ -187,5 +187,57 @@ impl Redactor {
 
     pub fn is_empty(&self) -> bool {
         self.values.read().unwrap().is_empty()
+    }
+}
+
+/// Masks the password of every URL in a text: `postgres://app:s3cret@db` → `postgres://app:***@db`.
+/// A password typed into a connection string is still a password.
+pub fn mask_url_passwords(text: &str) -> String {
+    if !text.contains("://") {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', '?', '#', quote or whitespace.
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '\\') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(amp), Some(colon)) if colon < amp => {
+                out.push_str(&authority[..colon + 1]);
+                out.push_str("***");
+                out.push_str(&authority[amp..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_url_passwords;
+
+    #[test]
+    fn url_passwords_are_masked_and_nothing_else() {
+        assert_eq!(
+            mask_url_passwords("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(
+            mask_url_passwords("a http://h:1/p and redis://:pw@r:6379 b"),
+            "a http://h:1/p and redis://:***@r:6379 b"
+        );
+        assert_eq!(
+            mask_url_passwords("\"postgres://u@h/db\""),
+            "\"postgres://u@h/db\""
+        );
+        assert_eq!(mask_url_passwords("no url here"), "no url here");
     }
 }

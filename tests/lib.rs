@@ -11,6 +11,7 @@ mod dry_run;
 mod example;
 mod journal;
 mod lock;
+mod pg;
 mod resume;
 mod run;
 mod secrets;

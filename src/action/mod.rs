@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod notify;
+pub mod pg;
 pub mod shell;
 pub mod time;
 mod types;
@@ -140,6 +141,12 @@ pub trait Action: Send + Sync + 'static {
         input: Self::Input,
         cx: Cx,
     ) -> impl Future<Output = Result<Self::Output, ActionError>> + Send;
+
+    /// For a dry-run's plan: the target's current state, read (never changed) just before the
+    /// change would happen ("now replica at 0/3000060, lag 0 B"). None when there is nothing to say.
+    fn preview(_input: Self::Input, _cx: Cx) -> impl Future<Output = Option<String>> + Send {
+        async { None }
+    }
 }
 
 /// A field that could not be decoded.
@@ -158,6 +165,7 @@ pub struct Prepared {
     pub describe: String,
     pub predicted: Value,
     pub run: Arc<dyn Fn(Cx) -> BoxFuture<Result<Value, ActionError>> + Send + Sync>,
+    pub preview: Arc<dyn Fn(Cx) -> BoxFuture<Option<String>> + Send + Sync>,
 }
 
 /// The engine's view of an action, without its types.
@@ -207,6 +215,10 @@ impl<A: Action> DynAction for Typed<A> {
         })?;
         let predicted = serde_json::to_value(A::predict(&typed)).unwrap_or(Value::Null);
         let describe = A::describe(&typed);
+        let for_preview = typed.clone();
+        let preview = Arc::new(move |cx: Cx| -> BoxFuture<Option<String>> {
+            Box::pin(A::preview(for_preview.clone(), cx))
+        });
         let run = Arc::new(move |cx: Cx| -> BoxFuture<Result<Value, ActionError>> {
             let input = typed.clone();
             Box::pin(async move {
@@ -220,6 +232,7 @@ impl<A: Action> DynAction for Typed<A> {
             describe,
             predicted,
             run,
+            preview,
         })
     }
 }
@@ -241,6 +254,17 @@ impl Registry {
         r.add::<notify::Webhook>();
         r.add::<shell::Run>();
         r.add::<time::Now>();
+        r.add::<pg::Query>();
+        r.add::<pg::Exec>();
+        r.add::<pg::Status>();
+        r.add::<pg::Replication>();
+        r.add::<pg::WaitCaughtUp>();
+        r.add::<pg::Promote>();
+        r.add::<pg::Fence>();
+        r.add::<pg::CreateReplicationSlot>();
+        r.add::<pg::DropReplicationSlot>();
+        r.add::<pg::SetConfig>();
+        r.add::<pg::CreateRole>();
         r
     }
 

@@ -540,10 +540,25 @@ impl RunCtx {
         }
         if self.dry_run && (write || self.offline) {
             if write {
+                let mut change = prepared.describe.clone();
+                if !self.offline {
+                    // The target's state now, read for the plan; a slow target does not hold it up.
+                    let cx = self.cx(&path, seq, Duration::from_secs(5));
+                    let preview = (prepared.preview)(cx);
+                    let note = self.rt.block_on(async {
+                        tokio::time::timeout(Duration::from_secs(6), preview)
+                            .await
+                            .ok()
+                            .flatten()
+                    });
+                    if let Some(note) = note {
+                        change = format!("{change}; {note}");
+                    }
+                }
                 self.plan.lock().unwrap().push(PlanEntry {
                     step: path.clone(),
                     action: full.clone(),
-                    change: prepared.describe.clone(),
+                    change,
                 });
             }
             self.report(Progress::ActionFinished {
@@ -600,21 +615,7 @@ impl RunCtx {
                 }
                 timeout = timeout.min(left);
             }
-            let reporter = self.reporter.clone();
-            let (p_path, p_seq) = (path.clone(), seq);
-            let cx = Cx {
-                http: self.http.get_or_init(http_client).clone(),
-                redactor: self.redactor.clone(),
-                timeout,
-                cancel: self.cancel.clone(),
-                progress: Arc::new(move |message| {
-                    reporter.report(&Progress::ActionProgress {
-                        step: p_path.clone(),
-                        seq: p_seq,
-                        message,
-                    })
-                }),
-            };
+            let cx = self.cx(&path, seq, timeout);
             let fut = (prepared.run)(cx);
             self.action_time.enter();
             // A grace second past the limit: actions that honour the limit report it better.
@@ -697,6 +698,25 @@ impl RunCtx {
                     return Err(runtime_error(format!("{full} failed: {message}"), pos));
                 }
             }
+        }
+    }
+
+    /// The context an action runs in, reporting its progress under its call identity.
+    fn cx(&self, path: &StepPath, seq: u32, timeout: Duration) -> Cx {
+        let reporter = self.reporter.clone();
+        let p_path = path.clone();
+        Cx {
+            http: self.http.get_or_init(http_client).clone(),
+            redactor: self.redactor.clone(),
+            timeout,
+            cancel: self.cancel.clone(),
+            progress: Arc::new(move |message| {
+                reporter.report(&Progress::ActionProgress {
+                    step: p_path.clone(),
+                    seq,
+                    message,
+                })
+            }),
         }
     }
 

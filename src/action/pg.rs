@@ -1,0 +1,1589 @@
+//! `pg::` — PostgreSQL: queries, replication state, careful promotion and fencing.
+//!
+//! Every action takes `url`, a libpq connection string or URL (usually a secret), and an
+//! optional `name` (the region, say) that messages and the plan use beside the host.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_postgres::{Client, NoTls};
+
+use super::{Action, ActionError, Cx, Dur, Effect, ErrorKind, Idempotency, Spec};
+use crate::secret::SecretString;
+
+/// Seed thresholds for replication lag: acceptable below 100 MB, warning above 500 MB,
+/// critical above 1 GB.
+const MB: i64 = 1024 * 1024;
+
+/// Where a connection goes, as messages show it: `host:port (name)`.
+fn target(url: &SecretString, name: &Option<String>) -> String {
+    let host = url
+        .reveal()
+        .ok()
+        .and_then(|raw| tokio_postgres::Config::from_str(&raw).ok())
+        .map(|c| {
+            let host = match c.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+                Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+                None => "localhost".into(),
+            };
+            format!("{host}:{}", c.get_ports().first().copied().unwrap_or(5432))
+        })
+        .unwrap_or_else(|| url.shown());
+    match name {
+        Some(n) => format!("{host} ({n})"),
+        None => host,
+    }
+}
+
+/// A PostgreSQL error as the operator should read it, classified for retries.
+fn pg_error(target: &str, e: tokio_postgres::Error, sent: bool) -> ActionError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        let message = match code {
+            "28P01" | "28000" => format!("{target}: authentication failed: {}", db.message()),
+            "3D000" => format!("{target}: {}", db.message()),
+            _ => format!("{target}: {} (SQLSTATE {code})", db.message()),
+        };
+        // The server is shutting down or starting up: worth another try.
+        let transient = matches!(code, "57P01" | "57P02" | "57P03");
+        return ActionError {
+            message,
+            kind: if transient {
+                ErrorKind::TransientMaybeApplied
+            } else {
+                ErrorKind::Permanent
+            },
+        };
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    let message = format!("{target}: {text}");
+    if sent {
+        ActionError::maybe_applied(message)
+    } else {
+        ActionError::not_sent(message)
+    }
+}
+
+/// Opens a connection; the connection task runs until the client is dropped.
+async fn connect(
+    url: &SecretString,
+    name: &Option<String>,
+    cx: &Cx,
+) -> Result<(Client, String), ActionError> {
+    let shown = target(url, name);
+    let raw = url.reveal().map_err(ActionError::permanent)?;
+    let mut config = tokio_postgres::Config::from_str(&raw).map_err(|e| {
+        ActionError::permanent(format!(
+            "{}: not a PostgreSQL connection string: {e}",
+            url.shown()
+        ))
+    })?;
+    config.connect_timeout(cx.timeout.min(Duration::from_secs(10)));
+    if config.get_application_name().is_none() {
+        config.application_name("runbook");
+    }
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| pg_error(&shown, e, false))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((client, shown))
+}
+
+/// Runs a query returning rows and gives each row as a JSON object (via row_to_json, so every
+/// PostgreSQL type arrives as its JSON form).
+async fn json_rows(
+    client: &Client,
+    target: &str,
+    sql: &str,
+    params: &[Option<String>],
+) -> Result<Vec<Value>, ActionError> {
+    let sql = sql.trim().trim_end_matches(';');
+    // A CTE (not a subquery) so that a statement with RETURNING also reaches the server,
+    // which decides what it may do (in pg::query, a read-only transaction refuses it).
+    let wrapped = format!("WITH q AS ({sql}) SELECT row_to_json(q)::text FROM q");
+    let typed: Vec<(
+        &(dyn tokio_postgres::types::ToSql + Sync),
+        tokio_postgres::types::Type,
+    )> = params
+        .iter()
+        .map(|p| {
+            (
+                p as &(dyn tokio_postgres::types::ToSql + Sync),
+                tokio_postgres::types::Type::TEXT,
+            )
+        })
+        .collect();
+    let rows = client
+        .query_typed(&wrapped, &typed)
+        .await
+        .map_err(|e| pg_error(target, e, true))?;
+    rows.iter()
+        .map(|r| {
+            let text: String = r.get(0);
+            serde_json::from_str(&text)
+                .map_err(|e| ActionError::permanent(format!("{target}: {e}")))
+        })
+        .collect()
+}
+
+async fn json_row(client: &Client, target: &str, sql: &str) -> Result<Value, ActionError> {
+    json_rows(client, target, sql, &[])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ActionError::permanent(format!("{target}: the query returned no row")))
+}
+
+fn params_text(params: &[Value]) -> Vec<Option<String>> {
+    params
+        .iter()
+        .map(|p| match p {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        })
+        .collect()
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Bytes as the operator reads them.
+pub fn human_bytes(n: i64) -> String {
+    let a = n.unsigned_abs() as f64;
+    let sign = if n < 0 { "-" } else { "" };
+    if a < 1024.0 {
+        format!("{n} B")
+    } else if a < 1024.0 * 1024.0 {
+        format!("{sign}{:.1} KB", a / 1024.0)
+    } else if a < 1024.0 * 1024.0 * 1024.0 {
+        format!("{sign}{:.1} MB", a / 1024.0 / 1024.0)
+    } else {
+        format!("{sign}{:.2} GB", a / 1024.0 / 1024.0 / 1024.0)
+    }
+}
+
+// ---- status ------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Connection string or URL, e.g. postgres://user@host:5432/db (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A server's role and replication position.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ServerStatus {
+    /// True on a standby (replica), false on a primary.
+    pub in_recovery: bool,
+    /// The timeline the server is on.
+    pub timeline: Option<i64>,
+    /// A primary's current WAL position (null on a standby).
+    pub current_lsn: Option<String>,
+    /// A standby's last received WAL position.
+    pub receive_lsn: Option<String>,
+    /// A standby's last replayed WAL position.
+    pub replay_lsn: Option<String>,
+    /// Received but not yet replayed, in bytes (standby).
+    pub lag_bytes: Option<i64>,
+    /// Seconds since the last replayed transaction's commit (standby; grows on an idle primary).
+    pub lag_seconds: Option<f64>,
+    /// Whether replay is paused (standby).
+    pub replay_paused: bool,
+    /// The WAL receiver's state ("streaming", ...), null when none runs.
+    pub wal_receiver: Option<String>,
+    /// The upstream this standby streams from (host:port).
+    pub upstream: Option<String>,
+    /// default_transaction_read_only is on (a fenced primary).
+    pub read_only: bool,
+    /// The server's version.
+    pub server_version: String,
+}
+
+const STATUS_SQL: &str = "
+SELECT pg_is_in_recovery() AS in_recovery,
+  CASE WHEN pg_is_in_recovery()
+       THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1), (pg_control_checkpoint()).timeline_id)
+       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
+  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
+  pg_last_wal_receive_lsn()::text AS receive_lsn,
+  pg_last_wal_replay_lsn()::text AS replay_lsn,
+  CASE WHEN pg_is_in_recovery() THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint END AS lag_bytes,
+  CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag_seconds,
+  CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS replay_paused,
+  (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS wal_receiver,
+  (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver LIMIT 1) AS upstream,
+  current_setting('default_transaction_read_only') = 'on' AS read_only,
+  current_setting('server_version') AS server_version";
+
+async fn status_of(client: &Client, target: &str) -> Result<ServerStatus, ActionError> {
+    let row = json_row(client, target, STATUS_SQL).await?;
+    serde_json::from_value(row).map_err(|e| ActionError::permanent(format!("{target}: {e}")))
+}
+
+/// One line: "primary at 0/3000060, timeline 1" or "replica at 0/3000060, lag 0 B".
+fn summary(s: &ServerStatus) -> String {
+    if s.in_recovery {
+        format!(
+            "replica at {}, lag {}{}",
+            s.replay_lsn.as_deref().unwrap_or("?"),
+            human_bytes(s.lag_bytes.unwrap_or(0)),
+            s.wal_receiver
+                .as_deref()
+                .map(|w| format!(", {w}"))
+                .unwrap_or_else(|| ", not streaming".into())
+        )
+    } else {
+        format!(
+            "primary at {}, timeline {}{}",
+            s.current_lsn.as_deref().unwrap_or("?"),
+            s.timeline.unwrap_or(0),
+            if s.read_only { ", read-only" } else { "" }
+        )
+    }
+}
+
+async fn preview_status(url: &SecretString, name: &Option<String>, cx: &Cx) -> Option<String> {
+    let (client, target) = connect(url, name, cx).await.ok()?;
+    status_of(&client, &target)
+        .await
+        .ok()
+        .map(|s| format!("now {}", summary(&s)))
+}
+
+pub struct Status;
+
+impl Action for Status {
+    type Input = Target;
+    type Output = ServerStatus;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "status",
+            doc:
+                "A server's role, timeline, WAL positions, replication lag and WAL receiver state.",
+            effect: Effect::Read,
+            idempotency: Idempotency::Idempotent,
+            primary: Some("url"),
+            default_timeout: Duration::from_secs(15),
+            default_retries: 2,
+        }
+    }
+
+    fn describe(input: &Target) -> String {
+        format!("status of {}", target(&input.url, &input.name))
+    }
+
+    fn predict(_: &Target) -> ServerStatus {
+        ServerStatus {
+            in_recovery: false,
+            timeline: Some(1),
+            current_lsn: Some("0/0".into()),
+            receive_lsn: None,
+            replay_lsn: None,
+            lag_bytes: None,
+            lag_seconds: None,
+            replay_paused: false,
+            wal_receiver: None,
+            upstream: None,
+            read_only: false,
+            server_version: String::new(),
+        }
+    }
+
+    async fn run(input: Target, cx: Cx) -> Result<ServerStatus, ActionError> {
+        let (client, target) = connect(&input.url, &input.name, &cx).await?;
+        status_of(&client, &target).await
+    }
+}
+
+// ---- query and exec ------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryInput {
+    /// Connection string or URL (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A query returning rows (SELECT, WITH, VALUES); parameters as $1, $2 (cast them: $1::int).
+    pub sql: String,
+    /// Values for $1, $2, ... (sent as text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<Value>,
+}
+
+/// Rows returned.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct QueryOutput {
+    /// Each row as a map of column name to value.
+    pub rows: Vec<Value>,
+    /// How many rows.
+    pub count: usize,
+}
+
+fn excerpt(sql: &str) -> String {
+    let one: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 80 {
+        format!("{}…", one.chars().take(80).collect::<String>())
+    } else {
+        one
+    }
+}
+
+pub struct Query;
+
+impl Action for Query {
+    type Input = QueryInput;
+    type Output = QueryOutput;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "query",
+            doc: "Run a query inside a READ ONLY transaction (a read can never write) and return its rows.",
+            effect: Effect::Read,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(30),
+            default_retries: 2,
+        }
+    }
+
+    fn describe(input: &QueryInput) -> String {
+        format!(
+            "{}: {}",
+            target(&input.url, &input.name),
+            excerpt(&input.sql)
+        )
+    }
+
+    fn predict(_: &QueryInput) -> QueryOutput {
+        QueryOutput {
+            rows: vec![],
+            count: 0,
+        }
+    }
+
+    async fn run(input: QueryInput, cx: Cx) -> Result<QueryOutput, ActionError> {
+        let (client, target) = connect(&input.url, &input.name, &cx).await?;
+        client
+            .batch_execute("BEGIN READ ONLY")
+            .await
+            .map_err(|e| pg_error(&target, e, false))?;
+        let rows = json_rows(&client, &target, &input.sql, &params_text(&input.params)).await;
+        let _ = client.batch_execute("ROLLBACK").await;
+        let rows = rows?;
+        Ok(QueryOutput {
+            count: rows.len(),
+            rows,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecInput {
+    /// Connection string or URL (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// One statement with $1, $2 parameters, or several statements separated by ; without parameters.
+    pub sql: String,
+    /// Values for $1, $2, ... (sent as text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<Value>,
+}
+
+/// What a statement changed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ExecOutput {
+    /// Rows affected (null for several statements).
+    pub rows_affected: Option<u64>,
+}
+
+pub struct Exec;
+
+impl Action for Exec {
+    type Input = ExecInput;
+    type Output = ExecOutput;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "exec",
+            doc: "Run a statement that changes data or schema.",
+            effect: Effect::Write,
+            idempotency: Idempotency::NotIdempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(60),
+            default_retries: 0,
+        }
+    }
+
+    fn describe(input: &ExecInput) -> String {
+        format!(
+            "on {}: {}",
+            target(&input.url, &input.name),
+            excerpt(&input.sql)
+        )
+    }
+
+    fn predict(_: &ExecInput) -> ExecOutput {
+        ExecOutput {
+            rows_affected: Some(0),
+        }
+    }
+
+    async fn preview(input: ExecInput, cx: Cx) -> Option<String> {
+        preview_status(&input.url, &input.name, &cx).await
+    }
+
+    async fn run(input: ExecInput, cx: Cx) -> Result<ExecOutput, ActionError> {
+        let (client, target) = connect(&input.url, &input.name, &cx).await?;
+        if input.params.is_empty() {
+            client
+                .batch_execute(&input.sql)
+                .await
+                .map_err(|e| pg_error(&target, e, true))?;
+            return Ok(ExecOutput {
+                rows_affected: None,
+            });
+        }
+        let params = params_text(&input.params);
+        let typed: Vec<(
+            &(dyn tokio_postgres::types::ToSql + Sync),
+            tokio_postgres::types::Type,
+        )> = params
+            .iter()
+            .map(|p| {
+                (
+                    p as &(dyn tokio_postgres::types::ToSql + Sync),
+                    tokio_postgres::types::Type::TEXT,
+                )
+            })
+            .collect();
+        let n = client
+            .execute_typed(&input.sql, &typed)
+            .await
+            .map_err(|e| pg_error(&target, e, true))?;
+        Ok(ExecOutput {
+            rows_affected: Some(n),
+        })
+    }
+}
+
+// ---- replication ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationInput {
+    /// The primary's connection string or URL (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Lag below this is "acceptable" (default 100 MB).
+    #[serde(default = "acceptable")]
+    pub acceptable_bytes: i64,
+    /// Lag above this is "warning" (default 500 MB).
+    #[serde(default = "warning")]
+    pub warning_bytes: i64,
+    /// Lag above this is "critical" (default 1 GB).
+    #[serde(default = "critical")]
+    pub critical_bytes: i64,
+}
+
+fn acceptable() -> i64 {
+    100 * MB
+}
+fn warning() -> i64 {
+    500 * MB
+}
+fn critical() -> i64 {
+    1024 * MB
+}
+
+/// One standby as the primary sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Replica {
+    /// The standby's application_name (its slot or cluster name).
+    pub application_name: String,
+    /// Its address.
+    pub client_addr: Option<String>,
+    /// "streaming", "catchup", ...
+    pub state: Option<String>,
+    /// "async", "sync", ...
+    pub sync_state: Option<String>,
+    /// Last WAL position sent to it.
+    pub sent_lsn: Option<String>,
+    /// Last WAL position it replayed.
+    pub replay_lsn: Option<String>,
+    /// The primary's position minus its replay position, in bytes.
+    pub lag_bytes: Option<i64>,
+    /// Its replay lag in seconds, as the primary measures it.
+    pub replay_lag_seconds: Option<f64>,
+    /// "acceptable", "elevated", "warning" or "critical", from the thresholds.
+    #[serde(default)]
+    pub severity: String,
+}
+
+/// A replication slot on the primary.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Slot {
+    /// The slot's name.
+    pub slot_name: String,
+    /// Whether a standby is using it now.
+    pub active: bool,
+    /// WAL the slot keeps on the primary, in bytes.
+    pub retained_bytes: Option<i64>,
+}
+
+/// The primary's view of its standbys.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ReplicationOutput {
+    /// Connected standbys.
+    pub replicas: Vec<Replica>,
+    /// Replication slots.
+    pub slots: Vec<Slot>,
+    /// The worst severity among the standbys ("acceptable" when there are none).
+    pub worst: String,
+}
+
+const SEVERITIES: [&str; 4] = ["acceptable", "elevated", "warning", "critical"];
+
+fn severity(lag: i64, input: &ReplicationInput) -> &'static str {
+    if lag > input.critical_bytes {
+        "critical"
+    } else if lag > input.warning_bytes {
+        "warning"
+    } else if lag >= input.acceptable_bytes {
+        "elevated"
+    } else {
+        "acceptable"
+    }
+}
+
+pub struct Replication;
+
+impl Action for Replication {
+    type Input = ReplicationInput;
+    type Output = ReplicationOutput;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "replication",
+            doc: "The primary's standbys (pg_stat_replication) with lag in bytes and a severity, and its replication slots.",
+            effect: Effect::Read,
+            idempotency: Idempotency::Idempotent,
+            primary: Some("url"),
+            default_timeout: Duration::from_secs(15),
+            default_retries: 2,
+        }
+    }
+
+    fn describe(input: &ReplicationInput) -> String {
+        format!("replication on {}", target(&input.url, &input.name))
+    }
+
+    fn predict(_: &ReplicationInput) -> ReplicationOutput {
+        ReplicationOutput {
+            replicas: vec![],
+            slots: vec![],
+            worst: "acceptable".into(),
+        }
+    }
+
+    async fn run(input: ReplicationInput, cx: Cx) -> Result<ReplicationOutput, ActionError> {
+        let (client, target) = connect(&input.url, &input.name, &cx).await?;
+        let rows = json_rows(
+            &client,
+            &target,
+            "SELECT COALESCE(application_name, '') AS application_name, client_addr::text AS client_addr, state, sync_state,
+                    sent_lsn::text AS sent_lsn, replay_lsn::text AS replay_lsn,
+                    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint END AS lag_bytes,
+                    extract(epoch FROM replay_lag)::float8 AS replay_lag_seconds
+             FROM pg_stat_replication ORDER BY application_name",
+            &[],
+        )
+        .await?;
+        let mut replicas: Vec<Replica> = rows
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ActionError::permanent(format!("{target}: {e}")))?;
+        for r in &mut replicas {
+            r.severity = severity(r.lag_bytes.unwrap_or(0), &input).into();
+        }
+        let slots = json_rows(
+            &client,
+            &target,
+            "SELECT slot_name::text AS slot_name, active,
+                    CASE WHEN pg_is_in_recovery() OR restart_lsn IS NULL THEN NULL
+                         ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint END AS retained_bytes
+             FROM pg_replication_slots ORDER BY slot_name",
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ActionError::permanent(format!("{target}: {e}")))?;
+        let worst = replicas
+            .iter()
+            .map(|r| {
+                SEVERITIES
+                    .iter()
+                    .position(|s| *s == r.severity)
+                    .unwrap_or(0)
+            })
+            .max()
+            .map(|i| SEVERITIES[i])
+            .unwrap_or("acceptable")
+            .to_string();
+        Ok(ReplicationOutput {
+            replicas,
+            slots,
+            worst,
+        })
+    }
+}
+
+// ---- wait_caught_up ------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitCaughtUpInput {
+    /// The standby's connection string or URL (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The primary: the target is its current WAL position (give this or target_lsn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_url: Option<SecretString>,
+    /// A WAL position to reach, e.g. the one pg::fence returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_lsn: Option<String>,
+    /// Done when the standby is within this many bytes of the target (default 0: all of it).
+    #[serde(default)]
+    pub max_lag_bytes: i64,
+    /// Time between checks (default "200ms").
+    #[serde(default = "poll")]
+    pub interval: Dur,
+}
+
+fn poll() -> Dur {
+    Dur(Duration::from_millis(200))
+}
+
+/// Where the standby got to.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CaughtUp {
+    /// The position it had to reach.
+    pub target_lsn: String,
+    /// The position it replayed.
+    pub replay_lsn: String,
+    /// Bytes still to replay when it was done (0 when fully caught up).
+    pub lag_bytes: i64,
+    /// How long the wait took, in milliseconds.
+    pub waited_ms: u64,
+}
+
+pub struct WaitCaughtUp;
+
+impl Action for WaitCaughtUp {
+    type Input = WaitCaughtUpInput;
+    type Output = CaughtUp;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "wait_caught_up",
+            doc: "Wait until a standby has replayed up to the primary's current WAL position (or a given one), within a lag limit.",
+            effect: Effect::Read,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(300),
+            default_retries: 0,
+        }
+    }
+
+    fn describe(input: &WaitCaughtUpInput) -> String {
+        let to = match (&input.target_lsn, &input.primary_url) {
+            (Some(lsn), _) => lsn.clone(),
+            (None, Some(p)) => format!("{}'s position", target(p, &None)),
+            _ => "?".into(),
+        };
+        format!(
+            "wait until {} has replayed up to {to}",
+            target(&input.url, &input.name)
+        )
+    }
+
+    fn predict(input: &WaitCaughtUpInput) -> CaughtUp {
+        let lsn = input.target_lsn.clone().unwrap_or_else(|| "0/0".into());
+        CaughtUp {
+            target_lsn: lsn.clone(),
+            replay_lsn: lsn,
+            lag_bytes: 0,
+            waited_ms: 0,
+        }
+    }
+
+    async fn run(input: WaitCaughtUpInput, cx: Cx) -> Result<CaughtUp, ActionError> {
+        let started = Instant::now();
+        let target_lsn = match (&input.target_lsn, &input.primary_url) {
+            (Some(lsn), _) => lsn.clone(),
+            (None, Some(primary)) => {
+                let (client, ptarget) = connect(primary, &None, &cx).await?;
+                let s = status_of(&client, &ptarget).await?;
+                if s.in_recovery {
+                    return Err(ActionError::permanent(format!(
+                        "{ptarget} is a standby, not a primary"
+                    )));
+                }
+                s.current_lsn.unwrap_or_default()
+            }
+            (None, None) => {
+                return Err(ActionError::permanent("give `primary_url` or `target_lsn`"))
+            }
+        };
+        let (client, target) = connect(&input.url, &input.name, &cx).await?;
+        let deadline = started + cx.timeout;
+        loop {
+            let row = json_rows(
+                &client,
+                &target,
+                "SELECT pos::text AS replay_lsn, pg_wal_lsn_diff($1::pg_lsn, pos)::bigint AS lag
+                 FROM (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END AS pos) p",
+                &[Some(target_lsn.clone())],
+            )
+            .await?
+            .pop()
+            .unwrap_or(Value::Null);
+            let replay = row["replay_lsn"].as_str().unwrap_or("").to_string();
+            let lag = row["lag"].as_i64().unwrap_or(i64::MAX).max(0);
+            if lag <= input.max_lag_bytes {
+                return Ok(CaughtUp {
+                    target_lsn,
+                    replay_lsn: replay,
+                    lag_bytes: lag,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            cx.note(format!(
+                "replayed {replay}, {} behind {target_lsn}",
+                human_bytes(lag)
+            ));
+            if Instant::now() + input.interval.0 >= deadline {
+                return Err(ActionError::permanent(format!(
+                    "{target} did not catch up to {target_lsn} within {}: replayed {replay}, {} behind",
+                    humantime::format_duration(cx.timeout),
+                    human_bytes(lag)
+                )));
+            }
+            if cx.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(ActionError {
+                    message: "interrupted".into(),
+                    kind: ErrorKind::Interrupted,
+                });
+            }
+            tokio::time::sleep(input.interval.0).await;
+        }
+    }
+}
+
+// ---- promote -------------------------------------------------------------------------------
+
+/// The result of a promotion.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Promoted {
+    /// Whether this call promoted it (false when it already was a primary).
+    pub promoted: bool,
+    /// The timeline it is on now.
+    pub timeline: i64,
+    /// Its WAL position once writable.
+    pub lsn: String,
+    /// Milliseconds from the request until it accepted writes.
+    pub took_ms: u64,
+}
+
+pub struct Promote;
+
+/// Whether the server accepts writes: a temporary table in a transaction that is rolled back.
+async fn writable(client: &Client) -> bool {
+    let probe = "BEGIN; CREATE TEMP TABLE runbook_write_probe (x int) ON COMMIT DROP; ROLLBACK;";
+    match client.batch_execute(probe).await {
+        Ok(()) => true,
+        Err(_) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            false
+        }
+    }
+}
+
+impl Action for Promote {
+    type Input = Target;
+    type Output = Promoted;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "promote",
+            doc: "Promote a standby to primary and wait until it accepts writes; a no-op on a primary. Reports the new timeline.",
+            effect: Effect::Write,
+            idempotency: Idempotency::Idempotent,
+            primary: Some("url"),
+            default_timeout: Duration::from_secs(60),
+            default_retries: 1,
+        }
+    }
+
+    fn describe(input: &Target) -> String {
+        format!("promote {} to primary", target(&input.url, &input.name))
+    }
+
+    fn predict(_: &Target) -> Promoted {
+        Promoted {
+            promoted: true,
+            timeline: 0,
+            lsn: String::new(),
+            took_ms: 0,
+        }
+    }
+
+    async fn preview(input: Target, cx: Cx) -> Option<String> {
+        preview_status(&input.url, &input.name, &cx).await
+    }
+
+    async fn run(input: Target, cx: Cx) -> Result<Promoted, ActionError> {
+        let started = Instant::now();
+        let (client, target) = connect(&input.url, &input.name, &cx).await?;
+        let before = status_of(&client, &target).await?;
+        let promoted = before.in_recovery;
+        if promoted {
+            let wait = cx.timeout.as_secs().clamp(1, 3600) as i32;
+            client
+                .query("SELECT pg_promote(true, $1)", &[&wait])
+                .await
+                .map_err(|e| pg_error(&target, e, true))?;
+        }
+        let deadline = started + cx.timeout;
+        loop {
+            let s = status_of(&client, &target).await?;
+            if !s.in_recovery && writable(&client).await {
+                return Ok(Promoted {
+                    promoted,
+                    timeline: s.timeline.unwrap_or(0),
+                    lsn: s.current_lsn.unwrap_or_default(),
+                    took_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            if Instant::now() >= deadline {
+                let why = if s.in_recovery {
+                    "is still in recovery"
+                } else if s.read_only {
+                    "is primary but read-only (default_transaction_read_only is on: fenced?)"
+                } else {
+                    "does not accept writes"
+                };
+                return Err(ActionError::permanent(format!(
+                    "{target} {why} {} after the promote request",
+                    humantime::format_duration(Duration::from_secs(cx.timeout.as_secs()))
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+// ---- fence ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FenceMethod {
+    /// default_transaction_read_only = on, reload, and end every client session.
+    #[default]
+    ReadOnly,
+    /// A fast shutdown with pg_ctl (the runbook must run where the data directory is).
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FenceInput {
+    /// The primary's connection string or URL (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// "read_only" (default) or "shutdown".
+    #[serde(default)]
+    pub method: FenceMethod,
+    /// For "shutdown": the server's data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// For "shutdown": the folder holding pg_ctl and pg_controldata (default: found on PATH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<String>,
+    /// For "shutdown": the system user that owns the data directory (run through runuser when root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_user: Option<String>,
+}
+
+/// A fenced primary.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Fenced {
+    /// How it was fenced.
+    pub method: FenceMethod,
+    /// Client sessions ended (read_only).
+    pub terminated: i64,
+    /// Its last WAL position: a standby that replayed up to here has every committed change.
+    pub lsn: Option<String>,
+    /// Whether it was already fenced (or stopped) before this call.
+    pub already: bool,
+}
+
+pub struct Fence;
+
+fn bin(dir: &Option<String>, tool: &str) -> String {
+    match dir {
+        Some(d) => format!("{}/{tool}", d.trim_end_matches('/')),
+        None => tool.to_string(),
+    }
+}
+
+/// Runs a PostgreSQL tool, as the data directory's owner when given and we are root.
+async fn run_tool(
+    os_user: &Option<String>,
+    program: &str,
+    args: &[&str],
+) -> Result<String, ActionError> {
+    let mut command = match os_user {
+        Some(user) if unsafe { libc::geteuid() } == 0 => {
+            let mut c = tokio::process::Command::new("runuser");
+            c.args(["-u", user, "--", program]);
+            c
+        }
+        _ => tokio::process::Command::new(program),
+    };
+    let out = command
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| ActionError::permanent(format!("cannot run {program}: {e}")))?;
+    if !out.status.success() {
+        return Err(ActionError::permanent(format!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Action for Fence {
+    type Input = FenceInput;
+    type Output = Fenced;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "fence",
+            doc: "Make a primary refuse writes: read_only (default_transaction_read_only + end client sessions) or a fast shutdown. Returns its last WAL position.",
+            effect: Effect::Write,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(60),
+            default_retries: 1,
+        }
+    }
+
+    fn describe(input: &FenceInput) -> String {
+        let how = match input.method {
+            FenceMethod::ReadOnly => "read-only, ending its client sessions",
+            FenceMethod::Shutdown => "fast shutdown",
+        };
+        format!("fence {} ({how})", target(&input.url, &input.name))
+    }
+
+    fn predict(input: &FenceInput) -> Fenced {
+        Fenced {
+            method: input.method,
+            terminated: 0,
+            lsn: None,
+            already: false,
+        }
+    }
+
+    async fn preview(input: FenceInput, cx: Cx) -> Option<String> {
+        preview_status(&input.url, &input.name, &cx).await
+    }
+
+    async fn run(input: FenceInput, cx: Cx) -> Result<Fenced, ActionError> {
+        match input.method {
+            FenceMethod::ReadOnly => {
+                let (client, target) = connect(&input.url, &input.name, &cx).await?;
+                let before = status_of(&client, &target).await?;
+                if before.in_recovery {
+                    return Ok(Fenced {
+                        method: input.method,
+                        terminated: 0,
+                        lsn: before.replay_lsn,
+                        already: true,
+                    });
+                }
+                // ALTER SYSTEM may not share a (simple-protocol) transaction with other statements.
+                for sql in [
+                    "ALTER SYSTEM SET default_transaction_read_only = on",
+                    "SELECT pg_reload_conf()",
+                ] {
+                    client
+                        .batch_execute(sql)
+                        .await
+                        .map_err(|e| pg_error(&target, e, true))?;
+                }
+                // The reload reaches each backend at its next command: wait until a new
+                // session sees it, then end the sessions that may still write.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let (probe, _) = connect(&input.url, &input.name, &cx).await?;
+                    let row = json_row(
+                        &probe,
+                        &target,
+                        "SELECT current_setting('default_transaction_read_only') AS v",
+                    )
+                    .await?;
+                    if row["v"] == "on" {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        return Err(ActionError::permanent(format!(
+                            "{target}: the read-only setting did not take effect"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let row = json_row(
+                    &client,
+                    &target,
+                    "SELECT count(pg_terminate_backend(pid))::bigint AS terminated FROM pg_stat_activity
+                     WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                )
+                .await?;
+                client
+                    .batch_execute("CHECKPOINT")
+                    .await
+                    .map_err(|e| pg_error(&target, e, true))?;
+                let lsn =
+                    json_row(&client, &target, "SELECT pg_current_wal_lsn()::text AS lsn").await?;
+                Ok(Fenced {
+                    method: input.method,
+                    terminated: row["terminated"].as_i64().unwrap_or(0),
+                    lsn: lsn["lsn"].as_str().map(str::to_string),
+                    already: before.read_only,
+                })
+            }
+            FenceMethod::Shutdown => {
+                let Some(data_dir) = input.data_dir.clone() else {
+                    return Err(ActionError::permanent(
+                        "method \"shutdown\" needs `data_dir`",
+                    ));
+                };
+                let shown = target(&input.url, &input.name);
+                let running = std::path::Path::new(&data_dir)
+                    .join("postmaster.pid")
+                    .exists();
+                if running {
+                    if let Ok((client, target)) = connect(&input.url, &input.name, &cx).await {
+                        if status_of(&client, &target)
+                            .await
+                            .map(|s| s.in_recovery)
+                            .unwrap_or(false)
+                        {
+                            return Err(ActionError::permanent(format!(
+                                "{target} is a standby; fence the primary"
+                            )));
+                        }
+                        let _ = client.batch_execute("CHECKPOINT").await;
+                    }
+                    run_tool(
+                        &input.os_user,
+                        &bin(&input.bin_dir, "pg_ctl"),
+                        &["stop", "-D", &data_dir, "-m", "fast", "-w"],
+                    )
+                    .await
+                    .map_err(|e| ActionError::permanent(format!("{shown}: {}", e.message)))?;
+                }
+                // The shutdown checkpoint is the last record: a standby past it has everything.
+                let control = run_tool(
+                    &input.os_user,
+                    &bin(&input.bin_dir, "pg_controldata"),
+                    &["-D", &data_dir],
+                )
+                .await?;
+                let lsn = control
+                    .lines()
+                    .find(|l| l.starts_with("Latest checkpoint location:"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|v| v.trim().to_string());
+                Ok(Fenced {
+                    method: input.method,
+                    terminated: 0,
+                    lsn,
+                    already: !running,
+                })
+            }
+        }
+    }
+}
+
+// ---- slots, settings, roles ----------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlotInput {
+    /// The primary's connection string or URL (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The physical replication slot's name.
+    pub slot: String,
+}
+
+/// What happened to the slot.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SlotChange {
+    /// The slot's name.
+    pub slot: String,
+    /// Whether this call changed anything (false: it already was so).
+    pub changed: bool,
+}
+
+fn valid_name(kind: &str, name: &str) -> Result<(), ActionError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ActionError::permanent(format!(
+            "'{name}' is not a valid {kind} name (lower-case letters, digits, _)"
+        )))
+    }
+}
+
+pub struct CreateReplicationSlot;
+pub struct DropReplicationSlot;
+
+impl Action for CreateReplicationSlot {
+    type Input = SlotInput;
+    type Output = SlotChange;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "create_replication_slot",
+            doc: "Create a physical replication slot on the primary (a no-op when it exists).",
+            effect: Effect::Write,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(30),
+            default_retries: 1,
+        }
+    }
+
+    fn describe(input: &SlotInput) -> String {
+        format!(
+            "create replication slot {} on {}",
+            input.slot,
+            target(&input.url, &input.name)
+        )
+    }
+
+    fn predict(input: &SlotInput) -> SlotChange {
+        SlotChange {
+            slot: input.slot.clone(),
+            changed: true,
+        }
+    }
+
+    async fn run(input: SlotInput, cx: Cx) -> Result<SlotChange, ActionError> {
+        valid_name("slot", &input.slot)?;
+        let (client, target) = connect(&input.url, &input.name, &cx).await?;
+        let exists = !json_rows(
+            &client,
+            &target,
+            "SELECT 1 AS one FROM pg_replication_slots WHERE slot_name = $1",
+            &[Some(input.slot.clone())],
+        )
+        .await?
+        .is_empty();
+        if !exists {
+            client
+                .execute(
+                    "SELECT pg_create_physical_replication_slot($1, true)",
+                    &[&input.slot],
+                )
+                .await
+                .map_err(|e| pg_error(&target, e, true))?;
+        }
+        Ok(SlotChange {
+            slot: input.slot,
+            changed: !exists,
+        })
+    }
+}
+
+impl Action for DropReplicationSlot {
+    type Input = SlotInput;
+    type Output = SlotChange;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "drop_replication_slot",
+            doc: "Drop a replication slot (a no-op when it does not exist; refused while a standby uses it).",
+            effect: Effect::Write,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(30),
+            default_retries: 1,
+        }
+    }
+
+    fn describe(input: &SlotInput) -> String {
+        format!(
+            "drop replication slot {} on {}",
+            input.slot,
+            target(&input.url, &input.name)
+        )
+    }
+
+    fn predict(input: &SlotInput) -> SlotChange {
+        SlotChange {
+            slot: input.slot.clone(),
+            changed: true,
+        }
+    }
+
+    async fn run(input: SlotInput, cx: Cx) -> Result<SlotChange, ActionError> {
+        let (client, target) = connect(&input.url, &input.name, &cx).await?;
+        let rows = json_rows(
+            &client,
+            &target,
+            "SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[Some(input.slot.clone())],
+        )
+        .await?;
+        let Some(row) = rows.first() else {
+            return Ok(SlotChange {
+                slot: input.slot,
+                changed: false,
+            });
+        };
+        if row["active"] == true {
+            return Err(ActionError::permanent(format!(
+                "{target}: slot {} is in use by process {}; stop or repoint its standby first",
+                input.slot, row["active_pid"]
+            )));
+        }
+        client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&input.slot])
+            .await
+            .map_err(|e| pg_error(&target, e, true))?;
+        Ok(SlotChange {
+            slot: input.slot,
+            changed: true,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetConfigInput {
+    /// Connection string or URL of a superuser (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The setting, e.g. "wal_level".
+    pub setting: String,
+    /// Its new value, e.g. "replica".
+    pub value: String,
+}
+
+/// A setting after ALTER SYSTEM and a reload.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigChange {
+    /// The setting.
+    pub setting: String,
+    /// The value in effect before.
+    pub previous: String,
+    /// The value asked for.
+    pub value: String,
+    /// Whether postgresql.auto.conf changed.
+    pub changed: bool,
+    /// The new value waits for a server restart.
+    pub restart_required: bool,
+}
+
+pub struct SetConfig;
+
+async fn setting_row(client: &Client, target: &str, name: &str) -> Result<Value, ActionError> {
+    json_rows(
+        client,
+        target,
+        "SELECT setting, current_setting(name) AS shown, context, pending_restart FROM pg_settings WHERE name = $1",
+        &[Some(name.to_string())],
+    )
+    .await?
+    .pop()
+    .ok_or_else(|| ActionError::permanent(format!("{target}: unknown setting '{name}'")))
+}
+
+impl Action for SetConfig {
+    type Input = SetConfigInput;
+    type Output = ConfigChange;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "set_config",
+            doc: "ALTER SYSTEM SET a setting and reload; reports whether it needs a restart to take effect.",
+            effect: Effect::Write,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(30),
+            default_retries: 1,
+        }
+    }
+
+    fn describe(input: &SetConfigInput) -> String {
+        format!(
+            "set {} = '{}' on {}",
+            input.setting,
+            input.value,
+            target(&input.url, &input.name)
+        )
+    }
+
+    fn predict(input: &SetConfigInput) -> ConfigChange {
+        ConfigChange {
+            setting: input.setting.clone(),
+            previous: String::new(),
+            value: input.value.clone(),
+            changed: true,
+            restart_required: false,
+        }
+    }
+
+    async fn preview(input: SetConfigInput, cx: Cx) -> Option<String> {
+        let (client, target) = connect(&input.url, &input.name, &cx).await.ok()?;
+        let row = setting_row(&client, &target, &input.setting).await.ok()?;
+        Some(format!("now '{}'", row["shown"].as_str().unwrap_or("")))
+    }
+
+    async fn run(input: SetConfigInput, cx: Cx) -> Result<ConfigChange, ActionError> {
+        valid_name("setting", &input.setting)?;
+        let (client, target) = connect(&input.url, &input.name, &cx).await?;
+        let before = setting_row(&client, &target, &input.setting).await?;
+        let file_value = json_rows(
+            &client,
+            &target,
+            "SELECT setting FROM pg_file_settings WHERE name = $1 AND sourcefile LIKE '%postgresql.auto.conf' AND applied IS NOT NULL ORDER BY seqno DESC LIMIT 1",
+            &[Some(input.setting.clone())],
+        )
+        .await
+        .ok()
+        .and_then(|mut r| r.pop())
+        .and_then(|r| r["setting"].as_str().map(str::to_string));
+        let changed = file_value.as_deref() != Some(input.value.as_str());
+        if changed {
+            let alter = format!(
+                "ALTER SYSTEM SET {} = {}",
+                input.setting,
+                quote_literal(&input.value)
+            );
+            for sql in [alter.as_str(), "SELECT pg_reload_conf()"] {
+                client
+                    .batch_execute(sql)
+                    .await
+                    .map_err(|e| pg_error(&target, e, true))?;
+            }
+        }
+        // The reload is asynchronous: wait (briefly) for it to show in pg_settings.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut after = setting_row(&client, &target, &input.setting).await?;
+        while Instant::now() < deadline {
+            let (fresh, _) = connect(&input.url, &input.name, &cx).await?;
+            after = setting_row(&fresh, &target, &input.setting).await?;
+            if !changed
+                || after["pending_restart"] == true
+                || after["setting"] != before["setting"]
+                || after["setting"] == input.value.as_str()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let restart_required = after["pending_restart"] == true;
+        Ok(ConfigChange {
+            setting: input.setting,
+            previous: before["shown"].as_str().unwrap_or("").to_string(),
+            value: input.value,
+            changed,
+            restart_required,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoleInput {
+    /// Connection string or URL of a superuser (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The role's name, e.g. "replicator".
+    pub role: String,
+    /// Its password (a secret); set again when the role exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretString>,
+    /// May it log in (default true).
+    #[serde(default = "yes")]
+    pub login: bool,
+    /// May it stream replication (default false).
+    #[serde(default)]
+    pub replication: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The role after the call.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RoleChange {
+    /// The role's name.
+    pub role: String,
+    /// Whether it was created (false: it existed and was altered to match).
+    pub created: bool,
+}
+
+pub struct CreateRole;
+
+impl Action for CreateRole {
+    type Input = CreateRoleInput;
+    type Output = RoleChange;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "create_role",
+            doc: "Create a role, or alter an existing one to match (login, replication, password).",
+            effect: Effect::Write,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(30),
+            default_retries: 1,
+        }
+    }
+
+    fn describe(input: &CreateRoleInput) -> String {
+        let mut attrs = vec![if input.login { "LOGIN" } else { "NOLOGIN" }];
+        if input.replication {
+            attrs.push("REPLICATION");
+        }
+        if input.password.is_some() {
+            attrs.push("PASSWORD ***");
+        }
+        format!(
+            "role {} {} on {}",
+            input.role,
+            attrs.join(" "),
+            target(&input.url, &input.name)
+        )
+    }
+
+    fn predict(input: &CreateRoleInput) -> RoleChange {
+        RoleChange {
+            role: input.role.clone(),
+            created: true,
+        }
+    }
+
+    async fn run(input: CreateRoleInput, cx: Cx) -> Result<RoleChange, ActionError> {
+        let (client, target) = connect(&input.url, &input.name, &cx).await?;
+        let exists = !json_rows(
+            &client,
+            &target,
+            "SELECT 1 AS one FROM pg_roles WHERE rolname = $1",
+            &[Some(input.role.clone())],
+        )
+        .await?
+        .is_empty();
+        let mut sql = format!(
+            "{} ROLE {} WITH {} {}",
+            if exists { "ALTER" } else { "CREATE" },
+            quote_ident(&input.role),
+            if input.login { "LOGIN" } else { "NOLOGIN" },
+            if input.replication {
+                "REPLICATION"
+            } else {
+                "NOREPLICATION"
+            },
+        );
+        if let Some(pw) = &input.password {
+            sql.push_str(&format!(
+                " PASSWORD {}",
+                quote_literal(&pw.reveal().map_err(ActionError::permanent)?)
+            ));
+        }
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| pg_error(&target, e, true))?;
+        Ok(RoleChange {
+            role: input.role,
+            created: !exists,
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! PostgreSQL 15: a primary and streaming replicas (pg_basebackup -R with a replication slot
+//! each), on loopback ports, in a directory of their own. Run as the `postgres` user when root.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::{free_port, is_root, read_pid, run, stop_pid, wait_until};
+
+/// Where Debian keeps the server binaries.
+pub const DEFAULT_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The superuser's password on the local stack (it listens on loopback only).
+pub const PASSWORD: &str = "runbook-stack";
+const OS_USER: &str = "postgres";
+
+#[derive(Debug, Clone)]
+pub struct PgNode {
+    pub region: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl PgNode {
+    /// A connection URL for the superuser.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+
+    /// A slot name derived from the region: eu-west-1 → eu_west_1.
+    pub fn slot(&self) -> String {
+        self.region.replace('-', "_")
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        read_pid(&self.data_dir.join("postmaster.pid"))
+    }
+
+    pub fn running(&self) -> bool {
+        self.data_dir.join("postmaster.pid").exists()
+    }
+}
+
+/// A primary (the first node) and its replicas. Dropping it stops every server it started.
+pub struct PgCluster {
+    pub bin: PathBuf,
+    pub dir: PathBuf,
+    pub nodes: Vec<PgNode>,
+    /// Leave the servers running on drop (`runbook stack up`).
+    pub keep: bool,
+}
+
+fn tool(bin: &Path, name: &str) -> Command {
+    let program = bin.join(name);
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", OS_USER, "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn own(path: &Path) -> std::io::Result<()> {
+    if is_root() {
+        run(
+            {
+                let mut c = Command::new("chown");
+                c.args(["-R", &format!("{OS_USER}:")]).arg(path);
+                c
+            },
+            "chown",
+        )?;
+    }
+    Ok(())
+}
+
+impl PgCluster {
+    /// Starts a primary for `regions[0]` and a streaming replica for each other region.
+    pub fn start(dir: &Path, regions: &[&str]) -> std::io::Result<PgCluster> {
+        let bin =
+            PathBuf::from(std::env::var("RUNBOOK_PG_BIN").unwrap_or_else(|_| DEFAULT_BIN.into()));
+        std::fs::create_dir_all(dir)?;
+        let dir = std::fs::canonicalize(dir)?;
+        own(&dir)?;
+        let mut cluster = PgCluster {
+            bin,
+            dir: dir.clone(),
+            nodes: Vec::new(),
+            keep: false,
+        };
+        let pwfile = dir.join("pwfile");
+        std::fs::write(&pwfile, PASSWORD)?;
+        own(&pwfile)?;
+
+        let primary = PgNode {
+            region: regions[0].into(),
+            port: free_port()?,
+            data_dir: dir.join(regions[0]),
+        };
+        let mut init = tool(&cluster.bin, "initdb");
+        init.arg("-D").arg(&primary.data_dir).args([
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
+        init.arg(format!("--pwfile={}", pwfile.display()));
+        run(init, "initdb")?;
+        let conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nwal_level = replica\nwal_log_hints = on\n\
+             wal_keep_size = '64MB'\nmax_wal_senders = 10\nmax_replication_slots = 10\nhot_standby = on\nfsync = off\n\
+             cluster_name = '{}'\nlog_min_messages = warning\n",
+            primary.port,
+            dir.display(),
+            primary.region
+        );
+        append(&primary.data_dir.join("postgresql.conf"), &conf)?;
+        cluster.nodes.push(primary.clone());
+        cluster.start_node(&primary)?;
+
+        for region in &regions[1..] {
+            let node = PgNode {
+                region: region.to_string(),
+                port: free_port()?,
+                data_dir: dir.join(region),
+            };
+            let mut backup = tool(&cluster.bin, "pg_basebackup");
+            backup
+                .arg("-D")
+                .arg(&node.data_dir)
+                .args(["-R", "-X", "stream", "-c", "fast", "--no-sync", "-C", "-S", &node.slot(), "-d"])
+                .arg(format!("host=127.0.0.1 port={} user=postgres password={PASSWORD} application_name={region}", primary.port));
+            run(backup, "pg_basebackup")?;
+            append(
+                &node.data_dir.join("postgresql.conf"),
+                &format!("port = {}\ncluster_name = '{}'\n", node.port, node.region),
+            )?;
+            cluster.nodes.push(node.clone());
+            cluster.start_node(&node)?;
+        }
+        let want = regions.len() - 1;
+        let primary = cluster.nodes[0].clone();
+        wait_until(Duration::from_secs(30), "every replica to stream", || {
+            cluster
+                .psql(
+                    &primary,
+                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+                )
+                .ok()
+                .as_deref()
+                == Some(want.to_string().as_str())
+        })?;
+        Ok(cluster)
+    }
+
+    pub fn start_node(&self, node: &PgNode) -> std::io::Result<()> {
+        let mut start = tool(&self.bin, "pg_ctl");
+        start
+            .arg("-D")
+            .arg(&node.data_dir)
+            .arg("-l")
+            .arg(self.dir.join(format!("{}.log", node.region)))
+            .args(["-w", "-t", "60", "start"]);
+        run(start, &format!("starting PostgreSQL for {}", node.region)).map(|_| ())
+    }
+
+    /// Stops one server by its postmaster's process id (a fast shutdown).
+    pub fn stop_node(&self, node: &PgNode) {
+        if let Some(pid) = node.pid() {
+            let pidfile = node.data_dir.join("postmaster.pid");
+            stop_pid(pid, libc::SIGINT, Duration::from_secs(20), || {
+                !pidfile.exists()
+            });
+        }
+    }
+
+    /// Runs one SQL statement through psql on the node's socket and returns the unaligned output.
+    pub fn psql(&self, node: &PgNode, sql: &str) -> std::io::Result<String> {
+        let mut c = Command::new("psql");
+        c.args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+            "-h",
+        ])
+        .arg(&self.dir)
+        .args(["-p", &node.port.to_string(), "-d", "postgres", "-c", sql]);
+        Ok(run(c, &format!("psql on {}", node.region))?
+            .trim()
+            .to_string())
+    }
+
+    pub fn node(&self, region: &str) -> &PgNode {
+        self.nodes
+            .iter()
+            .find(|n| n.region == region)
+            .expect("a region of the cluster")
+    }
+
+    pub fn stop(&self) {
+        for node in self.nodes.iter().rev() {
+            self.stop_node(node);
+        }
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.stop();
+        }
+    }
+}
+
+fn append(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+    f.write_all(text.as_bytes())
+}

@@ -12,6 +12,7 @@ mod example;
 mod journal;
 mod lock;
 mod pg;
+mod redis;
 mod resume;
 mod run;
 mod secrets;

@@ -8,6 +8,7 @@
 pub mod http;
 pub mod notify;
 pub mod pg;
+pub mod redis;
 pub mod shell;
 pub mod time;
 mod types;
@@ -265,6 +266,15 @@ impl Registry {
         r.add::<pg::DropReplicationSlot>();
         r.add::<pg::SetConfig>();
         r.add::<pg::CreateRole>();
+        r.add::<redis::InfoAction>();
+        r.add::<redis::RoleAction>();
+        r.add::<redis::Promote>();
+        r.add::<redis::Replicate>();
+        r.add::<redis::Failover>();
+        r.add::<redis::WaitSynced>();
+        r.add::<redis::ClusterInfoAction>();
+        r.add::<redis::ClusterNodesAction>();
+        r.add::<redis::Command>();
         r
     }
 

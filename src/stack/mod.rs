@@ -2,6 +2,7 @@
 //! tests and drills. Every process it starts is stopped by its own process id.
 
 pub mod postgres;
+pub mod redis;
 
 use std::net::TcpListener;
 use std::path::Path;

@@ -1,0 +1,196 @@
+//! redis:: actions against real Redis 7 servers: a primary, two replicas, a one-node cluster.
+
+use runbook::stack::redis::{cli, info_field, RedisSet};
+use runbook::stack::REGIONS;
+
+use crate::support::Test;
+
+fn set(cluster: bool) -> (tempfile::TempDir, RedisSet) {
+    let dir = tempfile::tempdir().unwrap();
+    let set = RedisSet::start(&dir.path().join("redis"), &REGIONS, cluster).expect("Redis starts");
+    (dir, set)
+}
+
+fn inventory(s: &RedisSet) -> String {
+    let mut out = String::new();
+    for n in &s.nodes {
+        out.push_str(&format!(
+            "[regions.{}]\nredis_url = \"{}\"\nredis_port = {}\n",
+            n.region,
+            n.url(),
+            n.port
+        ));
+    }
+    if let Some(c) = &s.cluster {
+        out.push_str(&format!("[cluster]\nurl = \"{}\"\n", c.url()));
+    }
+    out
+}
+
+fn test(s: &RedisSet, script: &str) -> Test {
+    Test::new().inventory(&inventory(s)).script(script)
+}
+
+#[test]
+fn info_role_command_and_wait_synced() {
+    let (_d, s) = set(true);
+    test(
+        &s,
+        r#"
+        let r = |x| inventory.regions[x].redis_url;
+        let p = redis::role(r.call("us-east-1"));
+        let q = redis::role(#{ url: r.call("eu-west-1"), name: "eu-west-1" });
+        log(`primary ${p.role} replicas=${p.replicas.len()}; replica ${q.role} link=${q.link}`);
+        redis::command(#{ url: r.call("us-east-1"), args: ["SET", "deploy:version", "v42"] });
+        let w = redis::wait_synced(#{ url: r.call("eu-west-1"), primary_url: r.call("us-east-1"), timeout: "20s" });
+        log(`synced at ${w.offset} = ${w.primary_offset}`);
+        let got = redis::command(#{ url: r.call("eu-west-1"), args: ["GET", "deploy:version"] });
+        log(`replica has ${got.reply}`);
+        let i = redis::info(#{ url: r.call("us-east-1"), section: "server" });
+        log(`version ${i.sections.server.redis_version}`);
+        let ci = redis::cluster_info(inventory.cluster.url);
+        let cn = redis::cluster_nodes(inventory.cluster.url);
+        log(`cluster ${ci.state} slots=${ci.slots_assigned} nodes=${cn.nodes.len()} serves ${cn.nodes[0].slots}`);
+        "#,
+    )
+    .run(&[])
+    .code(0)
+    .stdout("primary master replicas=2; replica slave link=up")
+    .stdout("replica has v42")
+    .stdout("version 7.")
+    .stdout("cluster ok slots=16384 nodes=1 serves [\"0-16383\"]")
+    .check();
+}
+
+#[test]
+fn promote_and_repoint_converge() {
+    let (_d, s) = set(false);
+    let script = r#"
+        let r = |x| inventory.regions[x].redis_url;
+        let new_port = inventory.regions["eu-west-1"].redis_port;
+        let p = redis::promote(#{ url: r.call("eu-west-1"), name: "eu-west-1" });
+        let a = redis::replicate(#{ url: r.call("us-east-1"), primary_host: "127.0.0.1", primary_port: new_port });
+        let b = redis::replicate(#{ url: r.call("ap-southeast-1"), primary_host: "127.0.0.1", primary_port: new_port });
+        redis::wait_synced(#{ url: r.call("us-east-1"), primary_url: r.call("eu-west-1"), timeout: "20s" });
+        log(`promoted=${p.changed} repointed=${a.changed},${b.changed}`);
+        "#;
+    test(&s, script)
+        .run(&[])
+        .code(0)
+        .stdout("promoted=true repointed=true,true")
+        .check();
+    let eu = s.node("eu-west-1");
+    assert_eq!(info_field(eu, "role").as_deref(), Some("master"));
+    assert_eq!(info_field(eu, "connected_slaves").as_deref(), Some("2"));
+    assert_eq!(
+        info_field(s.node("us-east-1"), "master_port"),
+        Some(eu.port.to_string())
+    );
+    // Twice equals once.
+    test(&s, script)
+        .run(&[])
+        .code(0)
+        .stdout("promoted=false repointed=false,false")
+        .check();
+    assert_eq!(cli(eu, &["SET", "k", "v"]).unwrap(), "OK");
+}
+
+#[test]
+fn coordinated_failover_swaps_roles_and_the_old_primary_refuses_writes() {
+    let (_d, s) = set(false);
+    let us = s.node("us-east-1");
+    let eu = s.node("eu-west-1");
+    cli(us, &["SET", "before", "1"]).unwrap();
+    let script = format!(
+        r#"
+        let f = redis::failover(#{{ url: inventory.regions["us-east-1"].redis_url, to_host: "127.0.0.1", to_port: {port}, wait: "5s" }});
+        log(`changed=${{f.changed}} new=${{f.new_primary}}`);
+        "#,
+        port = eu.port
+    );
+    test(&s, &script)
+        .run(&[])
+        .code(0)
+        .stdout(&format!("changed=true new=127.0.0.1:{}", eu.port))
+        .check();
+    assert_eq!(info_field(eu, "role").as_deref(), Some("master"));
+    assert_eq!(info_field(us, "role").as_deref(), Some("slave"));
+    assert_eq!(
+        cli(eu, &["GET", "before"]).unwrap(),
+        "1",
+        "nothing was lost"
+    );
+    let refused = cli(us, &["SET", "after", "2"]).unwrap();
+    assert!(refused.contains("READONLY"), "{refused}");
+    test(&s, &script)
+        .run(&[])
+        .code(0)
+        .stdout("changed=false")
+        .check();
+}
+
+#[test]
+fn dry_run_leaves_roles_and_data_alone() {
+    let (_d, s) = set(false);
+    let roles = |s: &RedisSet| -> Vec<String> {
+        s.nodes
+            .iter()
+            .map(|n| {
+                cli(n, &["ROLE"])
+                    .unwrap()
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let before = roles(&s);
+    let eu_port = s.node("eu-west-1").port;
+    test(
+        &s,
+        r#"
+        let r = |x| inventory.regions[x].redis_url;
+        redis::promote(#{ url: r.call("eu-west-1"), name: "eu-west-1" });
+        redis::replicate(#{ url: r.call("us-east-1"), primary_host: "127.0.0.1", primary_port: 1 });
+        redis::failover(#{ url: r.call("us-east-1") });
+        redis::command(#{ url: r.call("us-east-1"), args: ["SET", "dry", "run"] });
+        "#,
+    )
+    .run(&["--dry-run"])
+    .code(0)
+    .stdout("Plan: 4 changes")
+    .stdout(&format!(
+        "promote 127.0.0.1:{eu_port} (eu-west-1) to primary; now replica of 127.0.0.1:"
+    ))
+    .stdout("link up")
+    .stdout("now primary at offset")
+    .stdout("SET dry run on 127.0.0.1:")
+    .check();
+    assert_eq!(roles(&s), before);
+    assert_eq!(cli(s.node("us-east-1"), &["EXISTS", "dry"]).unwrap(), "0");
+}
+
+#[test]
+fn wrong_password_and_unreachable_name_the_target() {
+    let (_d, s) = set(false);
+    let port = s.node("us-east-1").port;
+    let dead = runbook::stack::free_port().unwrap();
+    let t = Test::new()
+        .script(&format!(
+            r#"
+            try {{ redis::role("redis://:nope@127.0.0.1:{port}"); }} catch (e) {{ log(e); }}
+            redis::role(#{{ url: "redis://127.0.0.1:{dead}", name: "eu-west-9", retries: 0 }});
+            "#
+        ))
+        .run(&[])
+        .code(1)
+        .stdout(&format!("redis::role failed: 127.0.0.1:{port}: "))
+        .stdout("Password authentication failed")
+        .stderr(&format!("127.0.0.1:{dead} (eu-west-9)"))
+        .stderr("Connection refused");
+    t.check();
+    let journal = t.journal(&t.only_run());
+    assert_eq!(journal.matches(r#""event":"action_failed""#).count(), 2);
+    assert!(!journal.contains(":nope@"), "{journal}");
+}

@@ -5,6 +5,7 @@
 //! in one line, and what it would return in a dry-run. The engine (runner) does the rest:
 //! journaling, replay, timeouts, retries and the plan.
 
+pub mod dns;
 pub mod http;
 pub mod notify;
 pub mod pg;
@@ -275,6 +276,13 @@ impl Registry {
         r.add::<redis::ClusterInfoAction>();
         r.add::<redis::ClusterNodesAction>();
         r.add::<redis::Command>();
+        r.add::<dns::RecordsAction>();
+        r.add::<dns::Get>();
+        r.add::<dns::Upsert>();
+        r.add::<dns::SetWeights>();
+        r.add::<dns::Delete>();
+        r.add::<dns::WaitChange>();
+        r.add::<dns::HealthChecksAction>();
         r
     }
 

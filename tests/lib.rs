@@ -11,6 +11,7 @@ mod dns;
 mod dry_run;
 mod example;
 mod journal;
+mod kube;
 mod lock;
 mod pg;
 mod redis;

@@ -1,6 +1,7 @@
 //! The local multi-region stack: real servers on loopback standing for three regions, for
 //! tests and drills. Every process it starts is stopped by its own process id.
 
+pub mod kube;
 pub mod moto;
 pub mod postgres;
 pub mod redis;

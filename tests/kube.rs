@@ -164,8 +164,12 @@ fn kubectl_works_against_the_fake_api_server() {
         ],
         "drained",
     );
+    // The controller replaces evicted pods shortly after, as a real one would.
+    assert!(crate::support::wait_for(Duration::from_secs(5), || kube
+        .list("pods", Some("app"), Some("app=web"))
+        .len()
+        == 4));
     let pods = kube.list("pods", Some("app"), Some("app=web"));
-    assert_eq!(pods.len(), 4, "the evicted pods were replaced");
     for p in pods {
         let node = p["spec"]["nodeName"].as_str().unwrap().to_string();
         assert!(
@@ -174,4 +178,160 @@ fn kubectl_works_against_the_fake_api_server() {
         );
     }
     ok(&config, &["uncordon", "us-east-1-node-1"], "uncordoned");
+}
+
+fn runbook_test(config: &std::path::Path, script: &str) -> crate::support::Test {
+    crate::support::Test::new()
+        .inventory(&format!("[k8s]\nkubeconfig = \"{}\"\n", config.display()))
+        .script(script)
+}
+
+const ACTIONS: &str = r#"
+    let k = #{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app" };
+    let at = |extra| { let m = k; m += extra; m };
+    let s = k8s::scale(at.call(#{ deployment: "web", replicas: 5 }));
+    let e = k8s::set_env(at.call(#{ deployment: "web", env: #{ DATABASE_URL: "postgres://db-eu/app" } }));
+    let r = k8s::rollout_status(at.call(#{ deployment: "web", timeout: "30s" }));
+    let p = k8s::pods(at.call(#{ labels: "app=web" }));
+    let c = k8s::cordon(#{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, node: "us-east-1-node-1" });
+    let g = k8s::get(at.call(#{ kind: "deployment", name: "web" }));
+    log(`scaled=${s.changed} env=${e.changed} revision=${r.revision} pods=${p.pods.len()} ready=${p.ready} cordon=${c.changed} image=${g.items[0].spec.template.spec.containers[0].image}`);
+"#;
+
+#[test]
+fn k8s_actions_work_and_twice_is_once() {
+    let (_d, kube, config) = cluster("us-east-1");
+    runbook_test(&config, ACTIONS)
+        .run(&[])
+        .code(0)
+        .stdout("scaled=true env=[\"DATABASE_URL\"] revision=2 pods=5 ready=5 cordon=true image=web:1.0")
+        .check();
+    let dep = kube.get("deployments", "app", "web").unwrap();
+    assert_eq!(dep["spec"]["replicas"], 5);
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
+        "postgres://db-eu/app"
+    );
+    assert_eq!(
+        kube.get("nodes", "", "us-east-1-node-1").unwrap()["spec"]["unschedulable"],
+        true
+    );
+    let writes = kube.writes();
+    runbook_test(&config, ACTIONS)
+        .run(&[])
+        .code(0)
+        .stdout("scaled=false env=[] revision=2")
+        .stdout("cordon=false")
+        .check();
+    assert_eq!(kube.writes(), writes, "a second run sends no write at all");
+}
+
+#[test]
+fn undo_restart_apply_and_drain() {
+    let (d, kube, config) = cluster("us-east-1");
+    let manifests = d.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("app.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: app\ndata:\n  region: us-east-1\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: app\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: api}\n  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n      - name: api\n        image: api:2.0\n",
+    )
+    .unwrap();
+    let script = format!(
+        r#"
+        let k = #{{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app" }};
+        step("apply", || {{
+            let a = k8s::apply(#{{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, path: "{dir}" }});
+            log(`applied ${{a.applied}}`);
+        }});
+        step("change and undo", || {{
+            k8s::set_env(#{{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app", deployment: "web", env: #{{ MODE: "new" }} }});
+            k8s::rollout_status(#{{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app", deployment: "web" }});
+            let u = k8s::rollout_undo(#{{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app", deployment: "web" }});
+            log(`undo ${{u.from_revision}} -> ${{u.to_revision}}`);
+            k8s::restart(#{{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app", deployment: "web" }});
+        }});
+        step("drain", || {{
+            let d = k8s::drain(#{{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, node: "us-east-1-node-2", timeout: "60s" }});
+            log(`evicted ${{d.evicted.len()}}`);
+        }});
+        "#,
+        dir = manifests.display()
+    );
+    runbook_test(&config, &script)
+        .run(&[])
+        .code(0)
+        .stdout(r#"applied ["configmap/app/settings", "deployment/app/api"]"#)
+        .stdout("undo 2 -> 1")
+        .stdout("evicted")
+        .check();
+    assert_eq!(
+        kube.get("configmaps", "app", "settings").unwrap()["data"]["region"],
+        "us-east-1"
+    );
+    assert!(crate::support::wait_for(Duration::from_secs(5), || kube
+        .list("pods", Some("app"), Some("app=api"))
+        .len()
+        == 2));
+    let web = kube.get("deployments", "app", "web").unwrap();
+    let env = &web["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        !env.to_string().contains("MODE"),
+        "undo restored the first template: {env}"
+    );
+    assert!(web["spec"]["template"]["metadata"]["annotations"]
+        ["kubectl.kubernetes.io/restartedAt"]
+        .is_string());
+    assert!(kube
+        .list("pods", None, None)
+        .iter()
+        .all(|p| p["spec"]["nodeName"] != "us-east-1-node-2"));
+    assert_eq!(
+        kube.get("nodes", "", "us-east-1-node-2").unwrap()["spec"]["unschedulable"],
+        true
+    );
+    // Applying the same manifests again changes nothing.
+    let before = kube.snapshot();
+    let again = format!(
+        r#"k8s::apply(#{{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, path: "{}" }});"#,
+        manifests.display()
+    );
+    runbook_test(&config, &again).run(&[]).code(0).check();
+    assert_eq!(kube.snapshot(), before);
+}
+
+#[test]
+fn dry_run_changes_no_object_and_plans_in_the_operators_words() {
+    let (_d, kube, config) = cluster("us-east-1");
+    std::thread::sleep(Duration::from_millis(400));
+    let before = kube.snapshot();
+    let writes = kube.writes();
+    runbook_test(&config, ACTIONS)
+        .run(&["--dry-run"])
+        .code(0)
+        .stdout("~ k8s::scale: scale deployment app/web in us-east-1 to 5 replicas; now 3")
+        .stdout("~ k8s::set_env: set DATABASE_URL=postgres://db-eu/app on deployment web in us-east-1; now different: DATABASE_URL")
+        .stdout("~ k8s::cordon: cordon node us-east-1-node-1 in us-east-1")
+        .check();
+    assert_eq!(kube.snapshot(), before);
+    assert_eq!(kube.writes(), writes);
+}
+
+#[test]
+fn unknown_deployments_and_contexts_are_named() {
+    let (_d, _kube, config) = cluster("us-east-1");
+    let t = runbook_test(
+        &config,
+        r#"
+        try { k8s::scale(#{ context: "eu-west-9", kubeconfig: inventory.k8s.kubeconfig, deployment: "web", replicas: 1 }); } catch (e) { log(e); }
+        k8s::scale(#{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app", deployment: "nope", replicas: 1 });
+        "#,
+    )
+    .run(&[])
+    .code(1)
+    .stdout("no context 'eu-west-9' in the kubeconfig")
+    .stdout("it has us-east-1")
+    .stderr("deployment app/nope in us-east-1: not found");
+    t.check();
+    assert_eq!(t.journal(&t.only_run()).matches("action_failed").count(), 2);
 }

@@ -7,6 +7,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod k8s;
 pub mod notify;
 pub mod pg;
 pub mod redis;
@@ -283,6 +284,17 @@ impl Registry {
         r.add::<dns::Delete>();
         r.add::<dns::WaitChange>();
         r.add::<dns::HealthChecksAction>();
+        r.add::<k8s::Get>();
+        r.add::<k8s::Apply>();
+        r.add::<k8s::Scale>();
+        r.add::<k8s::SetEnv>();
+        r.add::<k8s::RolloutStatus>();
+        r.add::<k8s::RolloutUndo>();
+        r.add::<k8s::Restart>();
+        r.add::<k8s::Pods>();
+        r.add::<k8s::Cordon>();
+        r.add::<k8s::Uncordon>();
+        r.add::<k8s::Drain>();
         r
     }
 

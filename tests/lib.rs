@@ -18,4 +18,5 @@ mod redis;
 mod resume;
 mod run;
 mod secrets;
+mod stack;
 mod timer;

@@ -102,4 +102,43 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The local multi-region stack for drills and tests: PostgreSQL, Redis, Route53 (moto),
+    /// Kubernetes (fake API servers), health endpoints and a message sink, on loopback
+    Stack {
+        #[command(subcommand)]
+        action: StackCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Start the stack and write inventory.toml and kubeconfig into DIR
+    Up {
+        /// Where the servers keep their data and the stack its files
+        #[arg(long, default_value = ".runbook/stack")]
+        dir: PathBuf,
+        /// Return once it is up, leaving it running in the background
+        #[arg(long)]
+        detach: bool,
+        /// The moto_server program (default: ./.venv/bin/moto_server, then PATH)
+        #[arg(long, env = "RUNBOOK_MOTO_SERVER")]
+        moto_server: Option<PathBuf>,
+    },
+    /// Stop a stack started with `up`, every process by its own id
+    Down {
+        #[arg(long, default_value = ".runbook/stack")]
+        dir: PathBuf,
+    },
+    /// Switch a region's health endpoint: ok, fail, slow (11 s) or down
+    Health {
+        region: String,
+        mode: String,
+        #[arg(long, default_value = ".runbook/stack")]
+        dir: PathBuf,
+    },
+    /// Print the messages the sink received (Slack and webhooks), one JSON object a line
+    Messages {
+        #[arg(long, default_value = ".runbook/stack")]
+        dir: PathBuf,
+    },
 }

@@ -1,11 +1,12 @@
 //! The command line: arguments → validated requests → subcommands → exit code.
 
 mod arguments;
+mod stack;
 mod subcommand;
 
 use clap::Parser;
 
-pub use arguments::{Arguments, Command, Output};
+pub use arguments::{Arguments, Command, Output, StackCommand};
 
 use crate::error::exit;
 

@@ -78,6 +78,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
         Command::Runs { json } => runs(store.as_ref(), json),
         Command::Log { run_id, json } => log(store.as_ref(), &run_id, json),
         Command::Actions { json } => actions(json),
+        Command::Stack { action } => super::stack::run(action),
     }
 }
 

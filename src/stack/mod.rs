@@ -84,3 +84,191 @@ pub fn read_pid(path: &Path) -> Option<i32> {
         .parse()
         .ok()
 }
+
+pub mod web;
+
+use std::path::PathBuf;
+
+/// The whole local stack: three regions of PostgreSQL, Redis, Kubernetes (fake API servers),
+/// Route53 (moto), health endpoints and a message sink.
+pub struct Stack {
+    pub dir: PathBuf,
+    pub pg: postgres::PgCluster,
+    pub redis: redis::RedisSet,
+    pub moto: moto::Moto,
+    pub kube: Vec<kube::FakeKube>,
+    pub web: web::Web,
+    /// How long it took to come up.
+    pub started_in: Duration,
+}
+
+/// The namespace and deployment each region runs on the fake clusters.
+pub const NAMESPACE: &str = "app";
+pub const DEPLOYMENT: &str = "orchestrator";
+
+impl Stack {
+    /// Starts everything (servers in parallel) under `dir`.
+    pub fn up(dir: &Path, moto_server: &Path) -> std::io::Result<Stack> {
+        let started = Instant::now();
+        std::fs::create_dir_all(dir)?;
+        let dir = std::fs::canonicalize(dir)?;
+        let (pg, redis, moto) = std::thread::scope(|s| {
+            let pg = s.spawn(|| postgres::PgCluster::start(&dir.join("postgres"), &REGIONS));
+            let redis = s.spawn(|| redis::RedisSet::start(&dir.join("redis"), &REGIONS, true));
+            let moto = s.spawn(|| {
+                moto::Moto::start(&dir.join("moto"), moto_server, &REGIONS, &[100, 0, 0])
+            });
+            (
+                pg.join().expect("pg thread"),
+                redis.join().expect("redis thread"),
+                moto.join().expect("moto thread"),
+            )
+        });
+        let (pg, redis, moto) = (pg?, redis?, moto?);
+        let web = web::Web::start(&REGIONS)?;
+        let mut kube = Vec::new();
+        for (i, region) in REGIONS.iter().enumerate() {
+            let k = kube::FakeKube::start(region, Duration::from_millis(300))?;
+            k.put(
+                "namespaces",
+                "",
+                NAMESPACE,
+                serde_json::json!({"metadata": {}, "spec": {}}),
+            );
+            let db = &pg.nodes[i];
+            // The primary region writes to its own database; the others read their replica.
+            let url = if i == 0 {
+                db.url()
+            } else {
+                format!("{}?target_session_attrs=prefer-standby", db.url())
+            };
+            let replicas = if i == 0 { 3 } else { 2 };
+            k.put(
+                "deployments",
+                NAMESPACE,
+                DEPLOYMENT,
+                kube::deployment(
+                    DEPLOYMENT,
+                    NAMESPACE,
+                    replicas,
+                    "orchestrator:1.0",
+                    &[("DATABASE_URL", &url), ("REGION", region)],
+                ),
+            );
+            kube.push(k);
+        }
+        Ok(Stack {
+            dir,
+            pg,
+            redis,
+            moto,
+            kube,
+            web,
+            started_in: started.elapsed(),
+        })
+    }
+
+    /// Leaves the server processes running when this value is dropped (they are stopped by
+    /// `runbook stack down` through their recorded process ids).
+    pub fn keep_processes(&mut self) {
+        self.pg.keep = true;
+        self.redis.keep = true;
+        self.moto.keep = true;
+    }
+
+    pub fn kubeconfig(&self) -> String {
+        let refs: Vec<&kube::FakeKube> = self.kube.iter().collect();
+        kube::kubeconfig(&refs)
+    }
+
+    /// The inventory runbooks use against this stack.
+    pub fn inventory(&self, kubeconfig: &Path) -> String {
+        let mut s = String::from(
+            "# The local multi-region stack (`runbook stack up`). Regions, their databases, caches,\n\
+             # Kubernetes contexts and health endpoints; DNS on the moto server; a message sink.\n",
+        );
+        s.push_str(&format!("primary_region = \"{}\"\n\n", REGIONS[0]));
+        for (i, region) in REGIONS.iter().enumerate() {
+            let db = &self.pg.nodes[i];
+            let r = &self.redis.nodes[i];
+            s.push_str(&format!(
+                "[regions.{region}]\ncontext = \"{region}\"\nnamespace = \"{NAMESPACE}\"\ndeployment = \"{DEPLOYMENT}\"\n\
+                 database_url = \"{}\"\npg_data_dir = \"{}\"\nredis_url = \"{}\"\nredis_host = \"127.0.0.1\"\nredis_port = {}\n\
+                 health_url = \"{}\"\nnode_prefix = \"{region}-node-\"\n\n",
+                db.url(),
+                db.data_dir.display(),
+                r.url(),
+                r.port,
+                self.web.health_url(region)
+            ));
+        }
+        s.push_str(&format!(
+            "[dns]\nzone = \"{}\"\nrecord = \"{}\"\nendpoint_url = \"{}\"\n\n[k8s]\nkubeconfig = \"{}\"\n\n\
+             [postgres]\nbin_dir = \"{}\"\nos_user = \"postgres\"\n\n\
+             [notify]\nslack_webhook = \"{}\"\nwebhook = \"{}\"\n",
+            moto::ZONE,
+            moto::RECORD,
+            self.moto.endpoint(),
+            kubeconfig.display(),
+            self.pg.bin.display(),
+            self.web.sink_url("/slack"),
+            self.web.sink_url("/webhook"),
+        ));
+        if let Some(c) = &self.redis.cluster {
+            s.push_str(&format!("\n[redis_cluster]\nurl = \"{}\"\n", c.url()));
+        }
+        s
+    }
+
+    /// Writes the inventory, the kubeconfig and the process record; returns their paths.
+    pub fn write_files(&self, serving_pid: u32) -> std::io::Result<(PathBuf, PathBuf)> {
+        let kubeconfig = self.dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, self.kubeconfig())?;
+        let inventory = self.dir.join("inventory.toml");
+        std::fs::write(&inventory, self.inventory(&kubeconfig))?;
+        let record = serde_json::json!({
+            "pid": serving_pid,
+            "sink_port": self.web.sink_port,
+            "postgres": self.pg.nodes.iter().map(|n| serde_json::json!({"region": n.region, "data_dir": n.data_dir, "pid": n.pid()})).collect::<Vec<_>>(),
+            "redis": self.redis.nodes.iter().chain(self.redis.cluster.iter()).map(|n| serde_json::json!({"region": n.region, "port": n.port, "pid": n.pid()})).collect::<Vec<_>>(),
+            "moto": {"pid": self.moto.pid, "port": self.moto.port},
+            "started_in_ms": self.started_in.as_millis() as u64,
+        });
+        let tmp = self.dir.join("stack.json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_string_pretty(&record).unwrap_or_default(),
+        )?;
+        std::fs::rename(&tmp, self.dir.join("stack.json"))?;
+        Ok((inventory, kubeconfig))
+    }
+}
+
+/// Stops what a stack record names, each by its process id (when its serving process is gone).
+pub fn stop_recorded(record: &serde_json::Value) {
+    for n in record["redis"].as_array().into_iter().flatten() {
+        if let (Some(pid), Some(port)) = (n["pid"].as_i64(), n["port"].as_u64()) {
+            stop_pid(pid as i32, libc::SIGTERM, Duration::from_secs(10), || {
+                std::net::TcpStream::connect(("127.0.0.1", port as u16)).is_err()
+            });
+        }
+    }
+    if let (Some(pid), Some(port)) = (
+        record["moto"]["pid"].as_i64(),
+        record["moto"]["port"].as_u64(),
+    ) {
+        stop_pid(pid as i32, libc::SIGTERM, Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port as u16)).is_err()
+        });
+    }
+    for n in record["postgres"].as_array().into_iter().flatten().rev() {
+        if let Some(dir) = n["data_dir"].as_str() {
+            let pidfile = Path::new(dir).join("postmaster.pid");
+            if let Some(pid) = read_pid(&pidfile) {
+                stop_pid(pid, libc::SIGINT, Duration::from_secs(20), || {
+                    !pidfile.exists()
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `runbook stack up/down`: the whole local stack from the command line, used by a runbook
+//! that touches every system, then stopped — every process by its own id.
+
+use crate::support::Test;
+
+/// Stops the stack when the test ends, pass or fail.
+struct Down<'a>(&'a Test, String);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        self.0.exec(&["stack", "down", "--dir", &self.1]);
+    }
+}
+
+fn alive(pid: i64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn stack_up_serves_every_system_and_down_stops_every_process() {
+    let t = Test::new()
+        .env(
+            "RUNBOOK_MOTO_SERVER",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/moto_server"),
+        )
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let dir = t.path("stack").display().to_string();
+    let up = t.exec(&["stack", "up", "--detach", "--dir", &dir]);
+    let _down = Down(&t, dir.clone());
+    assert_eq!(up.code, 0, "{}", up.all());
+    assert!(up.stdout.contains("stack up in"), "{}", up.stdout);
+
+    std::fs::write(
+        t.path("runbook.rhai"),
+        r#"
+        let p = inventory.primary_region;
+        for r in inventory.regions.keys() {
+            let reg = inventory.regions[r];
+            step(`check ${r}`, || {
+                let db = pg::status(#{ url: reg.database_url, name: r });
+                let cache = redis::role(#{ url: reg.redis_url, name: r });
+                let app = k8s::get(#{ context: reg.context, kubeconfig: inventory.k8s.kubeconfig, namespace: reg.namespace, kind: "deployment", name: reg.deployment });
+                let h = http::get(reg.health_url);
+                log(`${r}: db in_recovery=${db.in_recovery} redis=${cache.role} replicas=${app.items[0].spec.replicas} health=${h.status}`);
+            });
+        }
+        let w = dns::get(#{ zone: inventory.dns.zone, name: inventory.dns.record, endpoint_url: inventory.dns.endpoint_url });
+        log(`weights ${w.weights}`);
+        notify::slack(#{ webhook: inventory.notify.slack_webhook, text: "stack drill" });
+        "#,
+    )
+    .unwrap();
+    let inventory = format!("{dir}/inventory.toml");
+    let ran = t.exec(&["run", "runbook.rhai", "-i", &inventory]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    for expected in [
+        "us-east-1: db in_recovery=false redis=master replicas=3 health=200",
+        "eu-west-1: db in_recovery=true redis=slave replicas=2 health=200",
+        r#"weights #{"ap-southeast-1": 0, "eu-west-1": 0, "us-east-1": 100}"#,
+    ] {
+        assert!(
+            ran.stdout.contains(expected),
+            "missing {expected:?} in\n{}",
+            ran.stdout
+        );
+    }
+    let messages = t.exec(&["stack", "messages", "--dir", &dir]);
+    assert!(
+        messages.stdout.contains("stack drill"),
+        "{}",
+        messages.all()
+    );
+
+    // A region's health endpoint can be made to fail.
+    assert_eq!(
+        t.exec(&["stack", "health", "eu-west-1", "fail", "--dir", &dir])
+            .code,
+        0
+    );
+    std::fs::write(
+        t.path("runbook.rhai"),
+        r#"let h = http::get(#{ url: inventory.regions["eu-west-1"].health_url, expect_status: [200, 503] }); log(`eu health ${h.status}`);"#,
+    )
+    .unwrap();
+    let ran = t.exec(&["run", "runbook.rhai", "-i", &inventory]);
+    assert!(ran.stdout.contains("eu health 503"), "{}", ran.all());
+
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/stack.json")).unwrap())
+            .unwrap();
+    let mut pids: Vec<i64> = vec![
+        record["pid"].as_i64().unwrap(),
+        record["moto"]["pid"].as_i64().unwrap(),
+    ];
+    pids.extend(
+        record["postgres"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["pid"].as_i64()),
+    );
+    pids.extend(
+        record["redis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["pid"].as_i64()),
+    );
+    assert_eq!(pids.len(), 9, "{record}");
+    assert!(pids.iter().all(|p| alive(*p)));
+    let down = t.exec(&["stack", "down", "--dir", &dir]);
+    assert_eq!(down.code, 0, "{}", down.all());
+    for pid in pids {
+        assert!(
+            !alive(pid),
+            "process {pid} is still running after stack down"
+        );
+    }
+}

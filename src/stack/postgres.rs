@@ -82,9 +82,7 @@ impl PgCluster {
     pub fn start(dir: &Path, regions: &[&str]) -> std::io::Result<PgCluster> {
         let bin =
             PathBuf::from(std::env::var("RUNBOOK_PG_BIN").unwrap_or_else(|_| DEFAULT_BIN.into()));
-        std::fs::create_dir_all(dir)?;
-        let dir = std::fs::canonicalize(dir)?;
-        own(&dir)?;
+        let dir = server_dir(dir)?;
         let mut cluster = PgCluster {
             bin,
             dir: dir.clone(),
@@ -220,8 +218,34 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         if !self.keep {
             self.stop();
+            if is_root() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
         }
     }
+}
+
+/// The directory the servers keep their data in. As root, the servers run as `postgres`,
+/// which must reach it: a directory of its own under the system temp dir (which every user
+/// can traverse), linked from `wanted` so it can be found there.
+fn server_dir(wanted: &Path) -> std::io::Result<PathBuf> {
+    if !is_root() {
+        std::fs::create_dir_all(wanted)?;
+        return std::fs::canonicalize(wanted);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let real = std::env::temp_dir().join(format!("runbook-pg-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&real)?;
+    own(&real)?;
+    if let Some(parent) = wanted.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let _ = std::fs::remove_file(wanted);
+    std::os::unix::fs::symlink(&real, wanted)?;
+    Ok(real)
 }
 
 fn append(path: &Path, text: &str) -> std::io::Result<()> {

@@ -95,6 +95,21 @@ where
     }
 }
 
+/// The client for an endpoint and the id of a zone in it.
+async fn zone_client(
+    endpoint_url: &Option<String>,
+    region: &Option<String>,
+    zone: &str,
+) -> Result<(Client, Endpoint, String), ActionError> {
+    let endpoint = Endpoint {
+        endpoint_url: endpoint_url.clone(),
+        region: region.clone(),
+    };
+    let c = client(&endpoint).await;
+    let id = zone_id(&c, &endpoint, zone).await?;
+    Ok((c, endpoint, id))
+}
+
 /// A record's name with its final dot, as Route53 returns names.
 fn fqdn(name: &str) -> String {
     let n = name.trim().to_ascii_lowercase();
@@ -374,15 +389,6 @@ pub struct RecordsInput {
     pub region: Option<String>,
 }
 
-impl RecordsInput {
-    fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            endpoint_url: self.endpoint_url.clone(),
-            region: self.region.clone(),
-        }
-    }
-}
-
 /// Records found.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Records {
@@ -437,9 +443,8 @@ impl Action for RecordsAction {
     }
 
     async fn run(input: RecordsInput, _cx: Cx) -> Result<Records, ActionError> {
-        let endpoint = input.endpoint();
-        let c = client(&endpoint).await;
-        let zone = zone_id(&c, &endpoint, &input.zone).await?;
+        let (c, endpoint, zone) =
+            zone_client(&input.endpoint_url, &input.region, &input.zone).await?;
         Ok(records_output(
             list(
                 &c,
@@ -504,12 +509,8 @@ impl Action for Get {
     }
 
     async fn run(input: GetInput, _cx: Cx) -> Result<Records, ActionError> {
-        let endpoint = Endpoint {
-            endpoint_url: input.endpoint_url.clone(),
-            region: input.region.clone(),
-        };
-        let c = client(&endpoint).await;
-        let zone = zone_id(&c, &endpoint, &input.zone).await?;
+        let (c, endpoint, zone) =
+            zone_client(&input.endpoint_url, &input.region, &input.zone).await?;
         let mut found = list(&c, &endpoint, &zone, Some(&input.name), Some(&input.rtype)).await?;
         if let Some(id) = &input.set_identifier {
             found.retain(|r| r.set_identifier.as_deref() == Some(id.as_str()));
@@ -581,12 +582,8 @@ impl Action for Upsert {
     }
 
     async fn run(input: UpsertInput, _cx: Cx) -> Result<Applied, ActionError> {
-        let endpoint = Endpoint {
-            endpoint_url: input.endpoint_url.clone(),
-            region: input.region.clone(),
-        };
-        let c = client(&endpoint).await;
-        let zone = zone_id(&c, &endpoint, &input.zone).await?;
+        let (c, endpoint, zone) =
+            zone_client(&input.endpoint_url, &input.region, &input.zone).await?;
         let existing = list(&c, &endpoint, &zone, None, None).await?;
         let mut changes = Vec::new();
         for r in &input.records {
@@ -676,12 +673,8 @@ impl Action for Delete {
     }
 
     async fn run(input: DeleteInput, _cx: Cx) -> Result<Applied, ActionError> {
-        let endpoint = Endpoint {
-            endpoint_url: input.endpoint_url.clone(),
-            region: input.region.clone(),
-        };
-        let c = client(&endpoint).await;
-        let zone = zone_id(&c, &endpoint, &input.zone).await?;
+        let (c, endpoint, zone) =
+            zone_client(&input.endpoint_url, &input.region, &input.zone).await?;
         let found = list(&c, &endpoint, &zone, Some(&input.name), Some(&input.rtype)).await?;
         let Some(current) = found
             .into_iter()
@@ -779,12 +772,9 @@ impl Action for SetWeights {
     }
 
     async fn preview(input: SetWeightsInput, _cx: Cx) -> Option<String> {
-        let endpoint = Endpoint {
-            endpoint_url: input.endpoint_url.clone(),
-            region: input.region.clone(),
-        };
-        let c = client(&endpoint).await;
-        let zone = zone_id(&c, &endpoint, &input.zone).await.ok()?;
+        let (c, endpoint, zone) = zone_client(&input.endpoint_url, &input.region, &input.zone)
+            .await
+            .ok()?;
         let found = list(&c, &endpoint, &zone, Some(&input.name), Some(&input.rtype))
             .await
             .ok()?;
@@ -795,12 +785,8 @@ impl Action for SetWeights {
     }
 
     async fn run(input: SetWeightsInput, _cx: Cx) -> Result<WeightsChanged, ActionError> {
-        let endpoint = Endpoint {
-            endpoint_url: input.endpoint_url.clone(),
-            region: input.region.clone(),
-        };
-        let c = client(&endpoint).await;
-        let zone = zone_id(&c, &endpoint, &input.zone).await?;
+        let (c, endpoint, zone) =
+            zone_client(&input.endpoint_url, &input.region, &input.zone).await?;
         let found = list(&c, &endpoint, &zone, Some(&input.name), Some(&input.rtype)).await?;
         let by_id: HashMap<String, &Record> = found
             .iter()

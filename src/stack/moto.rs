@@ -193,47 +193,39 @@ impl Moto {
         Ok(())
     }
 
-    /// Weight per set identifier of the stack's record, read with the AWS SDK.
-    pub fn weights(&self) -> Vec<(String, i64)> {
+    /// Every record set of the zone, read with the AWS SDK.
+    pub fn records(&self) -> Vec<aws_sdk_route53::types::ResourceRecordSet> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
         rt.block_on(async {
-            let c = self.client().await;
-            let out = c
+            let out = self
+                .client()
+                .await
                 .list_resource_record_sets()
                 .hosted_zone_id(&self.zone_id)
                 .send()
-                .await
-                .expect("list records");
-            let mut w: Vec<(String, i64)> = out
-                .resource_record_sets()
-                .iter()
-                .filter(|r| r.name() == format!("{RECORD}."))
-                .filter_map(|r| Some((r.set_identifier()?.to_string(), r.weight()?)))
-                .collect();
-            w.sort();
-            w
+                .await;
+            out.expect("list records").resource_record_sets().to_vec()
         })
+    }
+
+    /// Weight per set identifier of the stack's record.
+    pub fn weights(&self) -> Vec<(String, i64)> {
+        let mut w: Vec<(String, i64)> = self
+            .records()
+            .iter()
+            .filter(|r| r.name() == format!("{RECORD}."))
+            .filter_map(|r| Some((r.set_identifier()?.to_string(), r.weight()?)))
+            .collect();
+        w.sort();
+        w
     }
 
     /// Every record of the zone as text, to compare states.
     pub fn snapshot(&self) -> String {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(async {
-            let c = self.client().await;
-            let out = c
-                .list_resource_record_sets()
-                .hosted_zone_id(&self.zone_id)
-                .send()
-                .await
-                .expect("list records");
-            format!("{:?}", out.resource_record_sets())
-        })
+        format!("{:?}", self.records())
     }
 
     pub fn stop(&mut self) {

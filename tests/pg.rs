@@ -96,12 +96,17 @@ fn promote_a_replica_after_fencing_the_primary_and_twice_is_once() {
         let p = pg::promote(#{ url: db.call("eu-west-1"), name: "eu-west-1" });
         log(`promoted=${p.promoted} timeline=${p.timeline} took=${p.took_ms}`);
         pg::exec(#{ url: db.call("eu-west-1"), sql: "INSERT INTO t VALUES (4)" });
+        pg::create_replication_slot(#{ url: db.call("eu-west-1"), slot: "ap_southeast_1" });
+        let r = pg::repoint(#{ url: db.call("ap-southeast-1"), name: "ap-southeast-1", primary_url: db.call("eu-west-1"), slot: "ap_southeast_1" });
+        pg::wait_caught_up(#{ url: db.call("ap-southeast-1"), primary_url: db.call("eu-west-1"), timeout: "30s" });
+        log(`repointed=${r.changed} to ${r.upstream}`);
         "#;
     let t = test(&c, script)
         .run(&[])
         .code(0)
         .stdout("already=false")
-        .stdout("promoted=true timeline=2");
+        .stdout("promoted=true timeline=2")
+        .stdout("repointed=true to 127.0.0.1:");
     t.check();
     // The new primary writes on a new timeline; the old one refuses writes.
     assert_eq!(c.psql(target, "SELECT pg_is_in_recovery()").unwrap(), "f");
@@ -116,12 +121,27 @@ fn promote_a_replica_after_fencing_the_primary_and_twice_is_once() {
         .run(&[])
         .code(0)
         .stdout("already=true")
-        .stdout("promoted=false timeline=2");
+        .stdout("promoted=false timeline=2")
+        .stdout("repointed=false");
     again.check();
     assert_eq!(
         c.psql(target, "SELECT count(*) FROM t").unwrap(),
         "5",
         "only the plain INSERT ran again"
+    );
+    // The other replica follows the new primary on its new timeline.
+    let ap = c.node("ap-southeast-1");
+    assert!(crate::support::wait_for(
+        std::time::Duration::from_secs(10),
+        || c.psql(ap, "SELECT count(*) FROM t").unwrap() == "5"
+    ));
+    assert_eq!(
+        c.psql(
+            target,
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'ap-southeast-1'"
+        )
+        .unwrap(),
+        "1"
     );
 }
 

@@ -268,6 +268,7 @@ impl Registry {
         r.add::<pg::DropReplicationSlot>();
         r.add::<pg::SetConfig>();
         r.add::<pg::CreateRole>();
+        r.add::<pg::Repoint>();
         r.add::<redis::InfoAction>();
         r.add::<redis::RoleAction>();
         r.add::<redis::Promote>();

@@ -1587,3 +1587,182 @@ impl Action for CreateRole {
         })
     }
 }
+
+// ---- repoint -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepointInput {
+    /// The standby to repoint (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The new primary it should stream from (usually a secret; its user and password are used).
+    pub primary_url: SecretString,
+    /// The replication slot on the new primary (create it first with create_replication_slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// The name the standby reports to the primary (default: its name, or "replica").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_name: Option<String>,
+}
+
+/// A repointed standby.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Repointed {
+    /// False when it already streamed from that primary.
+    pub changed: bool,
+    /// host:port it streams from now.
+    pub upstream: String,
+}
+
+pub struct Repoint;
+
+fn conninfo_value(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+impl Action for Repoint {
+    type Input = RepointInput;
+    type Output = Repointed;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "repoint",
+            doc: "Make a standby stream from another primary (primary_conninfo and slot, reloaded), waiting until it streams; a no-op when it already does.",
+            effect: Effect::Write,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(60),
+            default_retries: 1,
+        }
+    }
+
+    fn describe(input: &RepointInput) -> String {
+        format!(
+            "make {} stream from {}",
+            target(&input.url, &input.name),
+            target(&input.primary_url, &None)
+        )
+    }
+
+    fn predict(input: &RepointInput) -> Repointed {
+        Repointed {
+            changed: true,
+            upstream: target(&input.primary_url, &None),
+        }
+    }
+
+    async fn preview(input: RepointInput, cx: Cx) -> Option<String> {
+        let (client, target) = connect(&input.url, &input.name, &cx).await.ok()?;
+        let s = status_of(&client, &target).await.ok()?;
+        Some(format!(
+            "now streaming from {}",
+            s.upstream.unwrap_or_else(|| "nothing".into())
+        ))
+    }
+
+    async fn run(input: RepointInput, cx: Cx) -> Result<Repointed, ActionError> {
+        let started = Instant::now();
+        let raw = input.primary_url.reveal().map_err(ActionError::permanent)?;
+        let primary = tokio_postgres::Config::from_str(&raw).map_err(|e| {
+            ActionError::permanent(format!(
+                "{}: not a PostgreSQL connection string: {e}",
+                input.primary_url.shown()
+            ))
+        })?;
+        let host = match primary.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => {
+                return Err(ActionError::permanent(
+                    "the new primary must be reached over TCP (host and port)",
+                ))
+            }
+        };
+        let port = primary.get_ports().first().copied().unwrap_or(5432);
+        let upstream = format!("{host}:{port}");
+        let (client, target) = connect(&input.url, &input.name, &cx).await?;
+        let s = status_of(&client, &target).await?;
+        if !s.in_recovery {
+            return Err(ActionError::permanent(format!(
+                "{target} is not a standby; a former primary must be rewound (pg_rewind) before it can follow another"
+            )));
+        }
+        let slot_now = json_row(
+            &client,
+            &target,
+            "SELECT current_setting('primary_slot_name') AS slot",
+        )
+        .await?;
+        let same_slot =
+            slot_now["slot"].as_str().unwrap_or("") == input.slot.as_deref().unwrap_or("");
+        if s.upstream.as_deref() == Some(upstream.as_str())
+            && s.wal_receiver.as_deref() == Some("streaming")
+            && same_slot
+        {
+            return Ok(Repointed {
+                changed: false,
+                upstream,
+            });
+        }
+        let app = input
+            .application_name
+            .clone()
+            .or_else(|| input.name.clone())
+            .unwrap_or_else(|| "replica".into());
+        let mut conninfo = format!(
+            "host={} port={port} application_name={}",
+            conninfo_value(&host),
+            conninfo_value(&app)
+        );
+        if let Some(user) = primary.get_user() {
+            conninfo.push_str(&format!(" user={}", conninfo_value(user)));
+        }
+        if let Some(pw) = primary.get_password() {
+            conninfo.push_str(&format!(
+                " password={}",
+                conninfo_value(&String::from_utf8_lossy(pw))
+            ));
+        }
+        let statements = [
+            format!(
+                "ALTER SYSTEM SET primary_conninfo = {}",
+                quote_literal(&conninfo)
+            ),
+            format!(
+                "ALTER SYSTEM SET primary_slot_name = {}",
+                quote_literal(input.slot.as_deref().unwrap_or(""))
+            ),
+            "SELECT pg_reload_conf()".to_string(),
+        ];
+        for sql in &statements {
+            client
+                .batch_execute(sql)
+                .await
+                .map_err(|e| pg_error(&target, e, true))?;
+        }
+        loop {
+            let (fresh, _) = connect(&input.url, &input.name, &cx).await?;
+            let now = status_of(&fresh, &target).await?;
+            if now.upstream.as_deref() == Some(upstream.as_str())
+                && now.wal_receiver.as_deref() == Some("streaming")
+            {
+                return Ok(Repointed {
+                    changed: true,
+                    upstream,
+                });
+            }
+            if started.elapsed() > cx.timeout {
+                return Err(ActionError::permanent(format!(
+                    "{target} does not stream from {upstream} {} after the change (receiver: {}, upstream: {})",
+                    humantime::format_duration(Duration::from_secs(cx.timeout.as_secs())),
+                    now.wal_receiver.unwrap_or_else(|| "none".into()),
+                    now.upstream.unwrap_or_else(|| "none".into())
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

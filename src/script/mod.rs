@@ -38,6 +38,8 @@ pub fn engine(ctx: Arc<RunCtx>, base_dir: PathBuf, limits: &Limits) -> Engine {
     engine.set_strict_variables(true);
     engine.set_optimization_level(rhai::OptimizationLevel::Simple);
     engine.set_max_operations(limits.max_operations);
+    // Runbooks nest closures (steps) and interpolations deeper than Rhai's defaults allow.
+    engine.set_max_expr_depths(256, 128);
     engine.set_max_string_size(64 << 20);
     engine.set_max_array_size(1_000_000);
     engine.set_max_map_size(1_000_000);
@@ -60,6 +62,7 @@ fn allow_default_keyword(engine: &mut Engine) {
 /// An engine that only parses (modules, for lint).
 pub fn parser() -> Engine {
     let mut engine = Engine::new_raw();
+    engine.set_max_expr_depths(256, 128);
     allow_default_keyword(&mut engine);
     engine
 }

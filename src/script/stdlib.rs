@@ -7,7 +7,14 @@ use std::path::PathBuf;
 use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Shared};
 
 /// The shipped stdlib: (name, source).
-pub const STDLIB: &[(&str, &str)] = &[("health", include_str!("../../stdlib/health.rhai"))];
+pub const STDLIB: &[(&str, &str)] = &[
+    ("cdn", include_str!("../../stdlib/cdn.rhai")),
+    ("database", include_str!("../../stdlib/database.rhai")),
+    ("health", include_str!("../../stdlib/health.rhai")),
+    ("incident", include_str!("../../stdlib/incident.rhai")),
+    ("replication", include_str!("../../stdlib/replication.rhai")),
+    ("traffic", include_str!("../../stdlib/traffic.rhai")),
+];
 
 /// What can be imported, for messages.
 pub fn known_modules() -> String {

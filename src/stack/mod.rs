@@ -194,23 +194,27 @@ impl Stack {
             s.push_str(&format!(
                 "[regions.{region}]\ncontext = \"{region}\"\nnamespace = \"{NAMESPACE}\"\ndeployment = \"{DEPLOYMENT}\"\n\
                  database_url = \"{}\"\npg_data_dir = \"{}\"\nredis_url = \"{}\"\nredis_host = \"127.0.0.1\"\nredis_port = {}\n\
-                 health_url = \"{}\"\nnode_prefix = \"{region}-node-\"\n\n",
+                 health_url = \"{}\"\nnode_prefix = \"{region}-node-\"\nlb_ip = \"127.0.0.{}\"\nhealth_check_id = \"{}\"\napp_replicas = {}\n\n",
                 db.url(),
                 db.data_dir.display(),
                 r.url(),
                 r.port,
-                self.web.health_url(region)
+                self.web.health_url(region),
+                i + 10,
+                self.moto.health_check_ids.iter().find(|(r, _)| r == region).map(|(_, id)| id.as_str()).unwrap_or(""),
+                if i == 0 { 3 } else { 2 },
             ));
         }
         s.push_str(&format!(
             "[dns]\nzone = \"{}\"\nrecord = \"{}\"\nendpoint_url = \"{}\"\n\n[k8s]\nkubeconfig = \"{}\"\n\n\
-             [postgres]\nbin_dir = \"{}\"\nos_user = \"postgres\"\n\n\
+             [postgres]\nbin_dir = \"{}\"\nos_user = \"postgres\"\nreplicator_password = \"{}\"\n\n\
              [notify]\nslack_webhook = \"{}\"\nwebhook = \"{}\"\n",
             moto::ZONE,
             moto::RECORD,
             self.moto.endpoint(),
             kubeconfig.display(),
             self.pg.bin.display(),
+            postgres::PASSWORD,
             self.web.sink_url("/slack"),
             self.web.sink_url("/webhook"),
         ));

@@ -87,7 +87,20 @@ where
             s.code().unwrap_or("error"),
             s.message().unwrap_or("")
         ),
-        None => DisplayErrorContext(&e).to_string(),
+        None => {
+            let full = DisplayErrorContext(&e).to_string();
+            if full.contains("loading credentials") || full.contains("no credentials") {
+                "no AWS credentials could be loaded: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                 AWS_PROFILE, or run where a role provides them"
+                    .to_string()
+            } else {
+                // The causes, without the debug dump of the request that follows them.
+                full.split(" (DispatchFailure")
+                    .next()
+                    .unwrap_or(&full)
+                    .to_string()
+            }
+        }
     };
     ActionError {
         message: format!("{what} ({}): {detail}", where_(endpoint)),

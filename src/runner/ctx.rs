@@ -42,6 +42,8 @@ pub enum Stop {
         message: String,
         pos: Position,
         step: StepPath,
+        /// The module the mistake is in, when it is not the runbook.
+        source: Option<String>,
     },
 }
 
@@ -332,6 +334,7 @@ impl RunCtx {
                 message: message.into(),
                 pos,
                 step: frames::current_path(),
+                source: frames::source(),
             },
             pos,
         )

@@ -78,3 +78,17 @@ pub fn deadline() -> Option<Instant> {
 pub fn in_replayed_step() -> bool {
     with_top(|top| top.replayed)
 }
+
+thread_local! {
+    /// The module (source file) of the call being served, when it is not the runbook itself.
+    static SOURCE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Notes which source the current native call comes from (for error positions).
+pub fn set_source(source: Option<&str>) {
+    SOURCE.with(|s| *s.borrow_mut() = source.map(str::to_string));
+}
+
+pub fn source() -> Option<String> {
+    SOURCE.with(|s| s.borrow().clone())
+}

@@ -15,6 +15,7 @@ use rhai::{Dynamic, EvalAltResult};
 use sha2::{Digest, Sha256};
 
 pub use ctx::{CtxInit, Inflight, JournalInit, RunCtx, Stop, StopKind, COMMON_FIELDS, UNDO};
+pub use frames::set_source;
 
 use crate::error::Error;
 use crate::inventory::Inventory;
@@ -672,7 +673,12 @@ fn ended_with(
                 source_line: None,
             }
         }
-        Some(Stop::Invalid { message, pos, step }) => {
+        Some(Stop::Invalid {
+            message,
+            pos,
+            step,
+            source: module,
+        }) => {
             let failed_steps = if step.is_empty() { vec![] } else { vec![step] };
             if ctx.journal_started() {
                 let _ = ctx.journal(
@@ -694,11 +700,18 @@ fn ended_with(
                 (Some(cmd), true) => format!("\n  next: fix the runbook, then `{cmd}`"),
                 _ => String::new(),
             };
-            Error::script(
-                format!("{message}{hint}"),
-                crate::script::script_pos(file, pos),
-                Some(source),
-            )
+            match module.filter(|m| m != file) {
+                Some(m) => Error::script(
+                    format!("{message}{hint}"),
+                    crate::script::script_pos(&m, pos),
+                    None,
+                ),
+                None => Error::script(
+                    format!("{message}{hint}"),
+                    crate::script::script_pos(file, pos),
+                    Some(source),
+                ),
+            }
         }
         Some(Stop::Fatal(message, kind)) => {
             if ctx.journal_started() {

@@ -31,6 +31,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
     let c = ctx.clone();
     engine.register_indexer_get(
         move |ncx: NativeCallContext, inv: &mut Inv, key: &str| -> RhaiResult {
+            crate::runner::set_source(ncx.call_source());
             inv.get(key).ok_or_else(|| {
                 let missing = inv.missing(key, ncx.call_position());
                 let (message, _, _) = crate::script::describe_error(&missing);
@@ -55,12 +56,16 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
     let c = ctx.clone();
     engine.register_fn(
         "step",
-        move |ncx: NativeCallContext, name: &str, body: FnPtr| c.step(&ncx, name, None, body),
+        move |ncx: NativeCallContext, name: &str, body: FnPtr| {
+            crate::runner::set_source(ncx.call_source());
+            c.step(&ncx, name, None, body)
+        },
     );
     let c = ctx.clone();
     engine.register_fn(
         "step",
         move |ncx: NativeCallContext, name: &str, opts: Map, body: FnPtr| {
+            crate::runner::set_source(ncx.call_source());
             c.step(&ncx, name, Some(opts), body)
         },
     );
@@ -68,6 +73,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
     engine.register_fn(
         "parallel",
         move |ncx: NativeCallContext, items: rhai::Array, body: FnPtr| {
+            crate::runner::set_source(ncx.call_source());
             c.parallel(&ncx, items, None, body)
         },
     );
@@ -75,6 +81,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
     engine.register_fn(
         "parallel",
         move |ncx: NativeCallContext, items: rhai::Array, opts: Map, body: FnPtr| {
+            crate::runner::set_source(ncx.call_source());
             let mut limit = None;
             for (k, v) in opts {
                 match k.as_str() {
@@ -99,14 +106,17 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
     );
     let c = ctx.clone();
     engine.register_fn("approve", move |ncx: NativeCallContext, message: &str| {
+        crate::runner::set_source(ncx.call_source());
         c.approve(message, ncx.call_position())
     });
     let c = ctx.clone();
     engine.register_fn("sleep", move |ncx: NativeCallContext, d: &str| {
+        crate::runner::set_source(ncx.call_source());
         c.sleep(d, ncx.call_position())
     });
     let c = ctx.clone();
     engine.register_fn("sleep", move |ncx: NativeCallContext, secs: rhai::INT| {
+        crate::runner::set_source(ncx.call_source());
         c.sleep(&format!("{secs}s"), ncx.call_position())
     });
     let c = ctx.clone();
@@ -119,6 +129,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
     engine.register_fn(
         "secret",
         move |ncx: NativeCallContext, name: &str| -> RhaiResult<Secret> {
+            crate::runner::set_source(ncx.call_source());
             match Secret::from_env(name, &c.redactor) {
                 Ok(s) => Ok(s),
                 Err(_) if c.dry_run && c.offline => Ok(Secret::placeholder(name)),
@@ -131,6 +142,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
     );
     let c = ctx.clone();
     engine.register_fn("now", move |ncx: NativeCallContext| -> RhaiResult {
+        crate::runner::set_source(ncx.call_source());
         let action = c
             .registry
             .get("time", "now")
@@ -140,6 +152,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
     });
     let c = ctx.clone();
     engine.register_fn("params", move |ncx: NativeCallContext, decls: Map| {
+        crate::runner::set_source(ncx.call_source());
         params(&c, &ncx, decls)
     });
     let c = ctx.clone();
@@ -181,12 +194,14 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
             FuncRegistration::new(name)
                 .with_volatility(true)
                 .set_into_module(&mut module, move |ncx: NativeCallContext, arg: Dynamic| {
+                    crate::runner::set_source(ncx.call_source());
                     c.call_action(&a, arg, ncx.call_position())
                 });
             let (c, a) = (ctx.clone(), action.clone());
             FuncRegistration::new(name)
                 .with_volatility(true)
                 .set_into_module(&mut module, move |ncx: NativeCallContext| {
+                    crate::runner::set_source(ncx.call_source());
                     c.call_action(&a, Dynamic::from_map(Map::new()), ncx.call_position())
                 });
         }

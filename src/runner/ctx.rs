@@ -259,11 +259,8 @@ impl RunCtx {
             event,
         };
         let line = serde_json::to_string(&record).map_err(|e| Error::Io(e.to_string()))?;
-        let line = if self.redactor.is_empty() {
-            line
-        } else {
-            self.redactor.redact(&line)
-        };
+        // Always: a password typed into a URL is masked even when no secret is known.
+        let line = self.redactor.redact(&line);
         writer.append(&line, sync).map_err(|e| Error::Journal {
             path: self.journal_path.clone().into(),
             message: format!(

@@ -587,6 +587,26 @@ impl State {
         for extra in pods.iter().skip(want) {
             self.remove(extra);
         }
+        let schedulable: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(k, v)| k.0 == "nodes" && v["spec"]["unschedulable"] != true)
+            .map(|(k, _)| k.2.clone())
+            .collect();
+        if !schedulable.is_empty() {
+            // The scheduler places pods left pending while no node would take them.
+            for (i, pod_key) in pods.iter().take(want).enumerate() {
+                let Some(pod) = self.objects.get(pod_key) else {
+                    continue;
+                };
+                if pod["spec"]["nodeName"].is_null() {
+                    let mut placed = pod.clone();
+                    placed["spec"]["nodeName"] = json!(schedulable[i % schedulable.len()]);
+                    placed["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+                    self.put(pod_key, placed);
+                }
+            }
+        }
         let nodes: Vec<String> = self
             .objects
             .iter()
@@ -835,7 +855,8 @@ fn apply_patch(obj: &mut Value, content_type: &str, body: &[u8]) -> Result<(), (
     let bad = |e: String| status_error(400, "BadRequest", e);
     if content_type.starts_with("application/apply-patch") {
         let patch: Value = serde_yaml::from_slice(body).map_err(|e| bad(e.to_string()))?;
-        merge_patch(obj, &patch);
+        // Server-side apply merges associative lists (containers, env) by their keys.
+        strategic_merge(obj, &patch);
         return Ok(());
     }
     let patch: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;

@@ -17,6 +17,7 @@ mod pg;
 mod redis;
 mod resume;
 mod run;
+mod runbooks;
 mod secrets;
 mod stack;
 mod timer;

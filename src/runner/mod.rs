@@ -408,14 +408,37 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         .lock(&name, &holder(&req.run_id, &runbook, &env.operator))?;
     let writer = env.store.append_to(&req.run_id)?;
 
-    let inv_file = inventory_file
-        .clone()
-        .unwrap_or_else(|| "(no inventory)".into());
-    let inv = Inventory {
-        file: inv_file,
-        value: inventory,
-    }
-    .to_script(&env.redactor, false)?;
+    // The inventory as the run started is in the journal, but with URL passwords masked: read
+    // the file again, and say so when it changed (replay checks every finished call).
+    let inv = match &inventory_file {
+        Some(path) => match Inventory::load(Path::new(path)) {
+            Ok(current) => {
+                let masked = serde_json::to_string(&current.value)
+                    .map(|t| crate::secret::mask_url_passwords(&t))
+                    .unwrap_or_default();
+                if serde_json::to_string(&inventory).unwrap_or_default() != masked {
+                    env.reporter.report(&Progress::Warning {
+                        message: format!("the inventory {path} changed since the run started; every finished call is checked against the journal"),
+                    });
+                }
+                current
+            }
+            Err(_) => {
+                env.reporter.report(&Progress::Warning {
+                    message: format!("the inventory {path} is gone; resuming with the copy in the journal, whose URL passwords are masked"),
+                });
+                Inventory {
+                    file: path.clone(),
+                    value: inventory,
+                }
+            }
+        },
+        None => Inventory {
+            file: "(no inventory)".into(),
+            value: inventory,
+        },
+    };
+    let inv = inv.to_script(&env.redactor, false)?;
     let vars: BTreeMap<String, String> = params
         .into_iter()
         .map(|(k, v)| {

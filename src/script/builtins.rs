@@ -121,6 +121,10 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
     });
     let c = ctx.clone();
     engine.register_fn("log", move |value: Dynamic| c.log(display(&value)));
+    let c = ctx.clone();
+    // Checks that read what a write just changed cannot pass in a dry-run, where the write
+    // was only predicted: runbooks skip them with `if !is_dry_run() { .. }`.
+    engine.register_fn("is_dry_run", move || c.dry_run);
     engine.register_fn(
         "fail",
         |ncx: NativeCallContext, message: &str| -> RhaiResult<()> { Err(err(message, &ncx)) },

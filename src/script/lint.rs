@@ -23,6 +23,7 @@ const BUILTINS: &[(&str, &[usize])] = &[
     ("fail", &[1]),
     ("secret", &[1]),
     ("lock", &[1]),
+    ("is_dry_run", &[0]),
 ];
 
 struct Linter<'a> {

@@ -1,0 +1,566 @@
+//! The shipped runbooks, drilled end to end on the local multi-region stack and checked with
+//! the servers' own clients: psql, redis-cli, the AWS SDK, kubectl.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runbook::stack::redis::{cli, info_field};
+use runbook::stack::web::Health;
+use runbook::stack::{moto, Stack};
+
+use crate::support::{kill9, wait_for, Ran, Test};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+struct Drill {
+    stack: Stack,
+    inventory: PathBuf,
+    kubeconfig: PathBuf,
+    t: Test,
+    _dir: tempfile::TempDir,
+}
+
+fn drill() -> Drill {
+    let dir = tempfile::tempdir().unwrap();
+    let server = moto::find_server(Some(Path::new(&format!("{ROOT}/.venv/bin/moto_server"))));
+    let stack = Stack::up(&dir.path().join("stack"), &server).expect("the stack starts");
+    let (inventory, kubeconfig) = stack.write_files(std::process::id()).unwrap();
+    let t = Test::new()
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    Drill {
+        stack,
+        inventory,
+        kubeconfig,
+        t,
+        _dir: dir,
+    }
+}
+
+impl Drill {
+    fn args(&self, runbook: &str, extra: &[&str]) -> Vec<String> {
+        let mut a = vec![
+            "run".to_string(),
+            format!("{ROOT}/runbooks/{runbook}.rhai"),
+            "-i".into(),
+            self.inventory.display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    }
+
+    fn run(&self, runbook: &str, extra: &[&str]) -> Ran {
+        let args = self.args(runbook, extra);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.t.exec(&refs)
+    }
+
+    fn psql(&self, region: &str, sql: &str) -> String {
+        self.stack.pg.psql(self.stack.pg.node(region), sql).unwrap()
+    }
+
+    fn kubectl(&self, region: &str, args: &[&str]) -> String {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--context", region, "-n", "app"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn replicas(&self, region: &str) -> String {
+        self.kubectl(
+            region,
+            &[
+                "get",
+                "deploy",
+                "orchestrator",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+        )
+    }
+
+    /// Everything a runbook could change, as the servers report it.
+    fn state(&self) -> Vec<String> {
+        let mut s = Vec::new();
+        for n in &self.stack.pg.nodes {
+            s.push(self.stack.pg.psql(
+                n,
+                "SELECT pg_is_in_recovery()::text || '|' || current_setting('default_transaction_read_only') || '|' || current_setting('wal_level')
+                 || '|' || (SELECT count(*) FROM pg_roles) || '|' || (SELECT count(*) FROM pg_replication_slots)
+                 || '|' || (SELECT string_agg(application_name, ',' ORDER BY application_name) FROM pg_stat_replication)",
+            ).unwrap());
+            s.push(
+                std::fs::read_to_string(n.data_dir.join("postgresql.auto.conf"))
+                    .unwrap_or_default(),
+            );
+        }
+        for n in &self.stack.redis.nodes {
+            s.push(format!(
+                "{:?}/{:?}",
+                info_field(n, "role"),
+                info_field(n, "master_port")
+            ));
+        }
+        s.push(self.stack.moto.snapshot());
+        for k in &self.stack.kube {
+            s.push(k.snapshot());
+            s.push(format!("{:?}", k.writes()));
+        }
+        s.push(format!("{} messages", self.stack.web.messages().len()));
+        s
+    }
+}
+
+#[test]
+fn every_shipped_runbook_and_stdlib_module_passes_check() {
+    let t = Test::new();
+    let mut args = vec!["check".to_string()];
+    for dir in ["runbooks", "stdlib", "runbooks/examples"] {
+        for e in std::fs::read_dir(format!("{ROOT}/{dir}")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "rhai") {
+                args.push(p.display().to_string());
+            }
+        }
+    }
+    assert!(args.len() >= 13, "{args:?}");
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ran = t.exec(&refs);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+}
+
+/// Every runbook's dry-run reads the stack, changes nothing on any server, sends no message,
+/// and prints a plan that names each change.
+#[test]
+fn dry_runs_change_nothing_and_plan_every_change() {
+    let d = drill();
+    std::thread::sleep(Duration::from_millis(500)); // let the first rollouts settle
+    let before = d.state();
+    let manifests = format!("--var=manifests={ROOT}/runbooks/manifests");
+    let cases: [(&str, Vec<&str>, Vec<&str>); 6] = [
+        ("initial-setup", vec![&manifests], vec!["~ k8s::apply: apply namespace/app, deployment/orchestrator to us-east-1", "~ pg::create_role: role replicator", "~ dns::upsert: upsert in example.com"]),
+        ("planned-failover", vec!["--var", "target=eu-west-1"], vec!["~ approve: ask for approval", "~ k8s::scale: scale deployment app/orchestrator in us-east-1 to 0 replicas; now 3", "~ pg::fence: fence 127.0.0.1:", "~ pg::promote: promote 127.0.0.1:", "(eu-west-1) to primary; now replica at", "~ dns::set_weights: set weights of orchestrator.example.com A: ap-southeast-1 0 / eu-west-1 100 / us-east-1 0; now ap-southeast-1 0 / eu-west-1 0 / us-east-1 100"]),
+        ("emergency-failover", vec!["--var", "check_interval=10ms"], vec!["~ notify::slack: Slack: \":rotating_light: CRITICAL", "~ pg::promote: promote", "~ redis::promote: promote", "~ k8s::set_env: set DATABASE_URL=postgres://postgres:***@"]),
+        ("maintenance", vec!["--var", "window=1s", "--var", "settle=1s"], vec!["~ k8s::drain: drain node eu-west-1-node-1 in eu-west-1; now", "~ k8s::uncordon: uncordon node us-east-1-node-3"]),
+        ("rollback", vec![], vec!["~ k8s::rollout_undo: roll back deployment orchestrator in us-east-1 to the previous revision; now at revision 1"]),
+        ("rollback", vec!["--var", "mode=database", "--var", "backup=/backups/app.dump"], vec!["~ shell::run: run `pg_restore --clean --if-exists --no-owner --exit-on-error --dbname postgres://postgres:***@"]),
+    ];
+    for (runbook, vars, expected) in cases {
+        let mut extra = vec!["--dry-run"];
+        extra.extend(vars);
+        let ran = d.run(runbook, &extra);
+        assert_eq!(ran.code, 0, "{runbook}:\n{}", ran.all());
+        assert!(
+            ran.stdout.contains("Plan: "),
+            "{runbook}: no plan\n{}",
+            ran.stdout
+        );
+        for e in expected {
+            assert!(
+                ran.stdout.contains(e),
+                "{runbook}: the plan lacks {e:?}\n{}",
+                ran.stdout
+            );
+        }
+        assert_eq!(d.state(), before, "{runbook}'s dry-run changed a server");
+    }
+    assert!(d.t.run_ids().is_empty(), "dry-runs leave no runs");
+}
+
+#[test]
+fn initial_setup_converges_and_a_second_run_changes_nothing() {
+    let d = drill();
+    let manifests = format!("--var=manifests={ROOT}/runbooks/manifests");
+    let ran = d.run("initial-setup", &[&manifests]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(
+        ran.stdout.contains("2 standbys streaming"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(
+        d.psql(
+            "us-east-1",
+            "SELECT rolreplication FROM pg_roles WHERE rolname = 'replicator'"
+        ),
+        "t"
+    );
+    assert_eq!(
+        d.psql(
+            "us-east-1",
+            "SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots"
+        ),
+        "ap_southeast_1,eu_west_1"
+    );
+    assert_eq!(
+        d.stack.moto.weights(),
+        [
+            ("ap-southeast-1".into(), 0),
+            ("eu-west-1".into(), 30),
+            ("us-east-1".into(), 70)
+        ]
+    );
+    let env = d.kubectl(
+        "eu-west-1",
+        &[
+            "get",
+            "deploy",
+            "orchestrator",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"DATABASE_URL\")].value}",
+        ],
+    );
+    assert!(
+        env.contains(&format!(":{}/", d.stack.pg.node("eu-west-1").port)),
+        "eu-west-1 reads its local replica: {env}"
+    );
+    assert_eq!(
+        cli(d.stack.redis.node("ap-southeast-1"), &["ROLE"])
+            .unwrap()
+            .lines()
+            .next(),
+        Some("slave")
+    );
+    let before = d.state();
+    let again = d.run("initial-setup", &[&manifests]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    let after = d.state();
+    // The same objects, settings, roles, slots and records; only the report message is new.
+    let strip = |s: Vec<String>| -> Vec<String> {
+        s.into_iter()
+            .filter(|x| !x.ends_with("messages") && !x.starts_with('{'))
+            .collect()
+    };
+    assert_eq!(strip(after), strip(before));
+}
+
+/// Planned failover under a steady insert load: every insert the database acknowledged is on
+/// the new primary.
+#[test]
+fn planned_failover_under_load_loses_no_committed_row() {
+    let d = drill();
+    d.psql(
+        "us-east-1",
+        "CREATE TABLE orders (id serial PRIMARY KEY, at timestamptz DEFAULT now())",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicUsize::new(0));
+    let port = d.stack.pg.node("us-east-1").port;
+    let socket = d.stack.pg.dir.clone();
+    let load = {
+        let (stop, committed) = (stop.clone(), committed.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let ok = Command::new("psql")
+                    .args(["-X", "-q", "-U", "postgres", "-h"])
+                    .arg(&socket)
+                    .args([
+                        "-p",
+                        &port.to_string(),
+                        "-d",
+                        "postgres",
+                        "-v",
+                        "ON_ERROR_STOP=1",
+                        "-c",
+                        "INSERT INTO orders DEFAULT VALUES",
+                    ])
+                    .output()
+                    .map(|o| o.status.success())
+                    .unwrap_or(false);
+                if ok {
+                    committed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    assert!(wait_for(Duration::from_secs(10), || committed
+        .load(Ordering::SeqCst)
+        >= 20));
+    let ran = d.run("planned-failover", &["--var", "target=eu-west-1", "--yes"]);
+    stop.store(true, Ordering::SeqCst);
+    load.join().unwrap();
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let acknowledged = committed.load(Ordering::SeqCst);
+    let on_new_primary: usize = d
+        .psql("eu-west-1", "SELECT count(*) FROM orders")
+        .parse()
+        .unwrap();
+    assert!(acknowledged >= 20);
+    assert_eq!(
+        on_new_primary, acknowledged,
+        "every acknowledged insert is on the new primary"
+    );
+    // The end state, as each system's own client sees it.
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(
+        d.psql("us-east-1", "SHOW default_transaction_read_only"),
+        "on"
+    );
+    assert_eq!(
+        d.psql(
+            "eu-west-1",
+            "SELECT string_agg(application_name, ',') FROM pg_stat_replication"
+        ),
+        "ap-southeast-1"
+    );
+    assert!(wait_for(Duration::from_secs(10), || d
+        .psql("ap-southeast-1", "SELECT count(*) FROM orders")
+        == acknowledged.to_string()));
+    assert_eq!(
+        info_field(d.stack.redis.node("eu-west-1"), "role").as_deref(),
+        Some("master")
+    );
+    assert_eq!(
+        info_field(d.stack.redis.node("us-east-1"), "master_port"),
+        Some(d.stack.redis.node("eu-west-1").port.to_string())
+    );
+    assert_eq!(
+        d.stack.moto.weights(),
+        [
+            ("ap-southeast-1".into(), 0),
+            ("eu-west-1".into(), 100),
+            ("us-east-1".into(), 0)
+        ]
+    );
+    assert_eq!(d.replicas("us-east-1"), "0");
+    assert_eq!(d.replicas("eu-west-1"), "3");
+    let messages = format!("{:?}", d.stack.web.messages());
+    assert!(
+        messages.contains("no committed transaction lost"),
+        "{messages}"
+    );
+}
+
+#[test]
+fn emergency_failover_with_the_primary_down_completes_and_reports_its_recovery_time() {
+    let d = drill();
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
+    let ran = d.run("emergency-failover", &["--var", "check_interval=100ms"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let line = ran
+        .stdout
+        .lines()
+        .find(|l| l.contains("failover from us-east-1 to eu-west-1 done in"))
+        .unwrap_or_else(|| panic!("{}", ran.stdout));
+    let secs: f64 = line
+        .split("done in ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs > 0.0 && secs < 60.0, "{line}");
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(
+        info_field(d.stack.redis.node("eu-west-1"), "role").as_deref(),
+        Some("master")
+    );
+    assert_eq!(d.stack.moto.weights()[1], ("eu-west-1".into(), 100));
+    assert_eq!(d.replicas("eu-west-1"), "3");
+    let messages = format!("{:?}", d.stack.web.messages());
+    assert!(
+        messages.contains("CRITICAL: us-east-1 is failing") && messages.contains("done in"),
+        "{messages}"
+    );
+}
+
+#[test]
+fn a_target_too_far_behind_is_refused_unless_forced() {
+    let d = drill();
+    let ran = d.run(
+        "emergency-failover",
+        &["--var", "check_interval=10ms", "--var", "max_lag_bytes=-1"],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    assert!(
+        ran.stderr.contains(
+            "more than max_lag_bytes -1; pick another target or rerun with --var force=true"
+        ),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(
+        d.psql("eu-west-1", "SELECT pg_is_in_recovery()"),
+        "t",
+        "nothing was promoted"
+    );
+}
+
+/// Killed during the wait between regions, maintenance resumes with the next region and does
+/// not redo the first.
+#[test]
+fn maintenance_resumed_after_a_kill_continues_with_the_next_region() {
+    let d = drill();
+    let args = d.args(
+        "maintenance",
+        &[
+            "--var",
+            "window=200ms",
+            "--var",
+            "settle=3s",
+            "--var",
+            "regions=eu-west-1,ap-southeast-1",
+        ],
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = d.t.spawn(&refs);
+    assert!(wait_for(Duration::from_secs(60), || {
+        d.t.run_ids().first().is_some_and(|id| {
+            d.t.journal(id).contains("settle after eu-west-1")
+                && d.t.journal(id).contains("timer_started")
+        }) && d
+            .t
+            .journal(&d.t.run_ids()[0])
+            .matches("timer_started")
+            .count()
+            >= 2
+    }));
+    kill9(&mut child);
+    let eu = d
+        .stack
+        .kube
+        .iter()
+        .find(|k| k.region == "eu-west-1")
+        .unwrap();
+    let ap = d
+        .stack
+        .kube
+        .iter()
+        .find(|k| k.region == "ap-southeast-1")
+        .unwrap();
+    let eu_writes = eu.writes();
+    assert!(
+        eu_writes.get("POST pods/eviction").copied().unwrap_or(0) > 0,
+        "{eu_writes:?}"
+    );
+    assert!(
+        ap.writes().is_empty(),
+        "the second region was not touched yet"
+    );
+    let run = d.t.only_run();
+    let resumed = d.t.exec(&["resume", &run]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert_eq!(
+        eu.writes(),
+        eu_writes,
+        "the first region was not done again"
+    );
+    assert!(ap.writes().get("POST pods/eviction").copied().unwrap_or(0) > 0);
+    for region in ["eu-west-1", "ap-southeast-1"] {
+        let cordoned = d.kubectl(
+            region,
+            &[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={.items[*].spec.unschedulable}",
+            ],
+        );
+        assert!(!cordoned.contains("true"), "{region}: {cordoned}");
+    }
+    assert_eq!(
+        d.stack.moto.weights(),
+        [
+            ("ap-southeast-1".into(), 0),
+            ("eu-west-1".into(), 0),
+            ("us-east-1".into(), 100)
+        ]
+    );
+}
+
+#[test]
+fn rollback_restores_the_previous_revision_and_a_database_backup() {
+    let d = drill();
+    // An application release goes wrong...
+    d.kubectl(
+        "us-east-1",
+        &["set", "env", "deploy/orchestrator", "FEATURE=broken"],
+    );
+    let ran = d.run("rollback", &["--var", "regions=us-east-1"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let env = d.kubectl(
+        "us-east-1",
+        &[
+            "get",
+            "deploy",
+            "orchestrator",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[*].name}",
+        ],
+    );
+    assert!(!env.contains("FEATURE"), "{env}");
+
+    // ...and a migration damages data: restore the dump taken before it.
+    d.psql("us-east-1", "CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts SELECT generate_series(1, 50)");
+    let dump = d.t.path("before.dump");
+    let node = d.stack.pg.node("us-east-1");
+    let out = Command::new("pg_dump")
+        .args([
+            "-Fc",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &node.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-f",
+        ])
+        .arg(&dump)
+        .env("PGPASSWORD", runbook::stack::postgres::PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.psql("us-east-1", "DELETE FROM accounts WHERE id > 10");
+    let paused = d.run(
+        "rollback",
+        &[
+            "--var",
+            "mode=database",
+            "--var",
+            &format!("backup={}", dump.display()),
+        ],
+    );
+    assert_eq!(
+        paused.code,
+        3,
+        "the restore waits for approval\n{}",
+        paused.all()
+    );
+    assert_eq!(d.psql("us-east-1", "SELECT count(*) FROM accounts"), "10");
+    let run =
+        d.t.run_ids()
+            .into_iter()
+            .find(|id| d.t.journal(id).contains("run_paused"))
+            .expect("the paused run");
+    let done = d.t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(done.code, 0, "{}", done.all());
+    assert_eq!(d.psql("us-east-1", "SELECT count(*) FROM accounts"), "50");
+    assert_eq!(d.replicas("us-east-1"), "3");
+    let url_password = format!(":{}@", runbook::stack::postgres::PASSWORD);
+    assert!(
+        !d.t.state_text().contains(&url_password),
+        "the password in the database URL is masked in the journal"
+    );
+}

@@ -94,7 +94,8 @@ pub enum Progress {
     Plan {
         entries: Vec<PlanEntry>,
     },
-    /// Where a run's time went: inside actions, or in the engine (script, journal, output).
+    /// Where a run's time went: inside actions or waiting as asked (timers, approvals), or in
+    /// the engine (script, journal, output).
     Timing {
         wall_ms: u64,
         action_ms: u64,

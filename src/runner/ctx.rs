@@ -862,16 +862,20 @@ impl RunCtx {
             until_ms,
         });
         let started = Instant::now();
+        // Time the runbook asked to wait is not the engine's.
+        self.action_time.enter();
         loop {
             let now = journal::unix_ms();
             if now >= until_ms {
                 break;
             }
             if self.cancel.load(Ordering::SeqCst) {
+                self.action_time.leave();
                 return Err(self.stop_with(Stop::Interrupted, pos));
             }
             std::thread::sleep(Duration::from_millis((until_ms - now).min(100)));
         }
+        self.action_time.leave();
         self.journal_or_stop(
             Event::TimerFired {
                 step: path.clone(),
@@ -954,7 +958,10 @@ impl RunCtx {
         } else if self.auto_approve {
             (self.operator.clone(), "--yes")
         } else {
-            match self.reporter.ask_approval(message) {
+            self.action_time.enter();
+            let answer = self.reporter.ask_approval(message);
+            self.action_time.leave();
+            match answer {
                 Some(true) => (self.operator.clone(), "terminal"),
                 Some(false) => {
                     self.report(Progress::Approval {

@@ -191,3 +191,39 @@ fn slack_and_webhook_send_json() {
     assert_eq!(hook["region"], "eu-west-1");
     assert_eq!(reqs[1].headers["content-type"], "application/json");
 }
+
+#[test]
+fn stdlib_cdn_purge_and_incident_messages_reach_their_endpoints() {
+    let server = Server::start();
+    server.reply("/down", 500, "slack is down", Duration::ZERO);
+    let t = Test::new()
+        .script(&format!(
+            r#"
+            import "cdn" as cdn;
+            import "incident" as incident;
+            cdn::cloudflare_purge("zone123", "Bearer cf-token", "{api}");
+            incident::critical("{slack}", "region down");
+            incident::slack("{down}", "this one fails");
+            log("went on");
+            "#,
+            api = server.url("/cf"),
+            slack = server.url("/slack"),
+            down = server.url("/down")
+        ))
+        .run(&[])
+        .code(0)
+        .stdout("Slack message not sent")
+        .stdout("went on");
+    t.check();
+    let requests = server.requests();
+    let purge = requests
+        .iter()
+        .find(|r| r.path == "/cf/zones/zone123/purge_cache")
+        .expect("the purge request");
+    assert_eq!(purge.headers["authorization"], "Bearer cf-token");
+    assert_eq!(purge.body, r#"{"purge_everything":true}"#);
+    let slack = requests.iter().find(|r| r.path == "/slack").unwrap();
+    assert!(slack
+        .body
+        .contains(":rotating_light: CRITICAL: region down"));
+}

@@ -7,6 +7,7 @@ mod actions;
 mod approval;
 mod bad_input;
 mod check;
+mod crash;
 mod dns;
 mod dry_run;
 mod example;

@@ -15,15 +15,15 @@ use crate::support::{kill9, wait_for, Ran, Test};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-struct Drill {
-    stack: Stack,
+pub(crate) struct Drill {
+    pub stack: Stack,
     inventory: PathBuf,
     kubeconfig: PathBuf,
-    t: Test,
+    pub t: Test,
     _dir: tempfile::TempDir,
 }
 
-fn drill() -> Drill {
+pub(crate) fn drill() -> Drill {
     let dir = tempfile::tempdir().unwrap();
     let server = moto::find_server(Some(Path::new(&format!("{ROOT}/.venv/bin/moto_server"))));
     let stack = Stack::up(&dir.path().join("stack"), &server).expect("the stack starts");
@@ -42,7 +42,7 @@ fn drill() -> Drill {
 }
 
 impl Drill {
-    fn args(&self, runbook: &str, extra: &[&str]) -> Vec<String> {
+    pub fn args(&self, runbook: &str, extra: &[&str]) -> Vec<String> {
         let mut a = vec![
             "run".to_string(),
             format!("{ROOT}/runbooks/{runbook}.rhai"),
@@ -53,17 +53,17 @@ impl Drill {
         a
     }
 
-    fn run(&self, runbook: &str, extra: &[&str]) -> Ran {
+    pub fn run(&self, runbook: &str, extra: &[&str]) -> Ran {
         let args = self.args(runbook, extra);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.t.exec(&refs)
     }
 
-    fn psql(&self, region: &str, sql: &str) -> String {
+    pub fn psql(&self, region: &str, sql: &str) -> String {
         self.stack.pg.psql(self.stack.pg.node(region), sql).unwrap()
     }
 
-    fn kubectl(&self, region: &str, args: &[&str]) -> String {
+    pub fn kubectl(&self, region: &str, args: &[&str]) -> String {
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -79,7 +79,7 @@ impl Drill {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    fn replicas(&self, region: &str) -> String {
+    pub fn replicas(&self, region: &str) -> String {
         self.kubectl(
             region,
             &[

@@ -261,12 +261,15 @@ impl RunCtx {
         let line = serde_json::to_string(&record).map_err(|e| Error::Io(e.to_string()))?;
         // Always: a password typed into a URL is masked even when no secret is known.
         let line = self.redactor.redact(&line);
-        writer.append(&line, sync).map_err(|e| Error::Journal {
-            path: self.journal_path.clone().into(),
-            message: format!(
-                "cannot write: {e}; the run stops here so that nothing happens unrecorded"
-            ),
-        })
+        writer
+            .append(&line, sync)
+            .map_err(|e| Error::Journal {
+                path: self.journal_path.clone().into(),
+                message: format!(
+                    "cannot write: {e}; the run stops here so that nothing happens unrecorded"
+                ),
+            })
+            .map(|()| super::crash::after_write())
     }
 
     pub fn journal_started(&self) -> bool {
@@ -629,6 +632,7 @@ impl RunCtx {
                 }
             });
             self.action_time.leave();
+            super::crash::after_effect();
             match result {
                 Ok(output) => {
                     let elapsed_ms = started.elapsed().as_millis() as u64;

@@ -1,5 +1,6 @@
 //! Runs and resumes runbooks: open the journal, run the script, record how it ended.
 
+mod crash;
 mod ctx;
 mod diff;
 mod frames;

@@ -1,0 +1,45 @@
+//! Crash injection, for the crash-safety tests: the process kills itself (SIGKILL, as a power
+//! cut or an OOM kill would) right after its Nth journal write, or right after the Nth side
+//! effect returns and before its result is journaled.
+//!
+//! RUNBOOK_CRASH_AFTER_WRITE=N    kill after the Nth record this process appends
+//! RUNBOOK_CRASH_AFTER_EFFECT=N   kill after the Nth action returns, before it is journaled
+//!
+//! Both are read once; unset, they cost one relaxed atomic load per event.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+static WRITES: AtomicU64 = AtomicU64::new(0);
+static EFFECTS: AtomicU64 = AtomicU64::new(0);
+
+fn limit(name: &str, cell: &'static OnceLock<Option<u64>>) -> Option<u64> {
+    *cell.get_or_init(|| std::env::var(name).ok().and_then(|v| v.parse().ok()))
+}
+
+fn die() -> ! {
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort()
+}
+
+/// Called after each journal record is written.
+pub fn after_write() {
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    if let Some(n) = limit("RUNBOOK_CRASH_AFTER_WRITE", &LIMIT) {
+        if WRITES.fetch_add(1, Ordering::SeqCst) + 1 == n {
+            die();
+        }
+    }
+}
+
+/// Called after each action's side effect, before its result is journaled.
+pub fn after_effect() {
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    if let Some(n) = limit("RUNBOOK_CRASH_AFTER_EFFECT", &LIMIT) {
+        if EFFECTS.fetch_add(1, Ordering::SeqCst) + 1 == n {
+            die();
+        }
+    }
+}

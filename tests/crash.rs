@@ -1,0 +1,308 @@
+//! Crash safety, systematically: each runbook is killed (SIGKILL) right after its Nth journal
+//! write, for every N of a full run of the emergency failover and a sample of N for the others,
+//! then resumed until it finishes. The end state must equal an uninterrupted run's, and the side
+//! effects counted at the servers must show no completed write done twice: at most the one
+//! action that was in flight runs again, and only if it is idempotent (a non-idempotent one is
+//! decided by the operator: skipped when its effect is seen to have happened, retried when not).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use runbook::stack::redis::info_field;
+use runbook::stack::web::Health;
+
+use crate::runbooks::{drill, Drill};
+
+/// The servers' write counts: Kubernetes writes per kind and region, and messages sent.
+fn effects(d: &Drill) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for k in &d.stack.kube {
+        for (what, n) in k.writes() {
+            out.insert(format!("{} {what}", k.region), n);
+        }
+    }
+    out.insert("messages".into(), d.stack.web.messages().len());
+    out
+}
+
+fn run_with_crash(d: &Drill, runbook: &str, extra: &[&str], n: usize) -> Option<i32> {
+    let args = d.args(runbook, extra);
+    let out =
+        d.t.command(&args)
+            .env("RUNBOOK_CRASH_AFTER_WRITE", n.to_string())
+            .output()
+            .unwrap();
+    out.status.code()
+}
+
+/// Resumes until the run finishes, deciding in-flight actions as an operator would. Returns
+/// the number of resumes, or a reason it could not finish.
+fn resume_to_the_end(d: &Drill) -> Result<usize, String> {
+    let Some(run) = d.t.run_ids().first().cloned() else {
+        return Err("no run was recorded".into());
+    };
+    for attempt in 1..=6 {
+        let ran = d.t.exec(&["resume", &run, "--yes", "--approve"]);
+        match ran.code {
+            0 => return Ok(attempt),
+            3 if ran.stderr.contains("was in flight") => {
+                // What an operator checks: did the message arrive?
+                let journal = d.t.journal(&run);
+                let last_started = journal
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains(r#""event":"action_started""#))
+                    .unwrap_or("");
+                let text = serde_json::from_str::<serde_json::Value>(last_started)
+                    .ok()
+                    .and_then(|v| v["input"]["text"].as_str().map(str::to_string));
+                let arrived =
+                    text.is_some_and(|t| format!("{:?}", d.stack.web.messages()).contains(&t));
+                let choice = if arrived {
+                    "--skip-inflight"
+                } else {
+                    "--retry-inflight"
+                };
+                let again = d.t.exec(&["resume", &run, "--yes", "--approve", choice]);
+                if again.code == 0 {
+                    return Ok(attempt + 1);
+                }
+                if again.code != 3 {
+                    return Err(format!(
+                        "resume {choice} ended with {}: {}",
+                        again.code, again.stderr
+                    ));
+                }
+            }
+            2 if ran.stderr.contains("already finished") => return Ok(attempt),
+            code => return Err(format!("resume ended with {code}: {}", ran.stderr)),
+        }
+    }
+    Err("the run did not finish after 6 resumes".into())
+}
+
+struct Case {
+    runbook: &'static str,
+    extra: Vec<&'static str>,
+    prepare: fn(&Drill),
+    check: fn(&Drill) -> Result<(), String>,
+}
+
+fn primary_fails(d: &Drill) {
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
+}
+
+fn nothing(_: &Drill) {}
+
+fn eu_is_primary(d: &Drill) -> Result<(), String> {
+    let checks = [
+        (
+            d.psql("eu-west-1", "SELECT pg_is_in_recovery()"),
+            "f".to_string(),
+            "eu-west-1 database primary",
+        ),
+        (
+            info_field(d.stack.redis.node("eu-west-1"), "role").unwrap_or_default(),
+            "master".into(),
+            "eu-west-1 Redis primary",
+        ),
+        (
+            format!("{:?}", d.stack.moto.weights()),
+            r#"[("ap-southeast-1", 0), ("eu-west-1", 100), ("us-east-1", 0)]"#.into(),
+            "DNS weights",
+        ),
+        (d.replicas("eu-west-1"), "3".into(), "eu-west-1 replicas"),
+    ];
+    for (got, want, what) in checks {
+        if got != want {
+            return Err(format!("{what}: {got} (want {want})"));
+        }
+    }
+    Ok(())
+}
+
+fn maintained(d: &Drill) -> Result<(), String> {
+    for region in ["eu-west-1", "ap-southeast-1"] {
+        let cordoned = d.kubectl(
+            region,
+            &[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={.items[*].spec.unschedulable}",
+            ],
+        );
+        if cordoned.contains("true") {
+            return Err(format!("{region} still has cordoned nodes"));
+        }
+    }
+    let w = format!("{:?}", d.stack.moto.weights());
+    if w != r#"[("ap-southeast-1", 0), ("eu-west-1", 0), ("us-east-1", 100)]"# {
+        return Err(format!("weights not restored: {w}"));
+    }
+    Ok(())
+}
+
+/// Runs the sweep for one case over the crash points `points` (all of them when None).
+fn sweep(case: &Case, points: Option<&[usize]>) -> Vec<String> {
+    // The reference: an uninterrupted run, its journal length and its side effects.
+    let reference = drill();
+    (case.prepare)(&reference);
+    let ran = reference.run(case.runbook, &case.extra);
+    assert_eq!(
+        ran.code,
+        0,
+        "{}: the uninterrupted run failed\n{}",
+        case.runbook,
+        ran.all()
+    );
+    (case.check)(&reference)
+        .unwrap_or_else(|e| panic!("{}: the uninterrupted run's end state: {e}", case.runbook));
+    let writes = reference.t.journal(&reference.t.only_run()).lines().count();
+    let clean = effects(&reference);
+    drop(reference);
+
+    let all: Vec<usize> = (1..=writes).collect();
+    let points = points
+        .map(|p| p.iter().copied().filter(|n| *n <= writes).collect())
+        .unwrap_or(all);
+    let mut failures = Vec::new();
+    println!(
+        "{}: {} journal writes in a full run; crash points tried: {}",
+        case.runbook,
+        writes,
+        points.len()
+    );
+    for n in points {
+        let d = drill();
+        (case.prepare)(&d);
+        let code = run_with_crash(&d, case.runbook, &case.extra, n);
+        let outcome = if code == Some(0) {
+            Ok(0)
+        } else {
+            resume_to_the_end(&d)
+        };
+        let verdict = outcome.and_then(|resumes| {
+            (case.check)(&d)?;
+            let got = effects(&d);
+            for (what, count) in &got {
+                let before = clean.get(what).copied().unwrap_or(0);
+                if *count > before + 1 || (what == "messages" && *count != before) {
+                    return Err(format!(
+                        "{what}: {count} after the crash, {before} in an uninterrupted run"
+                    ));
+                }
+            }
+            let repeated: usize = got
+                .iter()
+                .map(|(w, c)| c.saturating_sub(clean.get(w).copied().unwrap_or(0)))
+                .sum();
+            if repeated > 1 {
+                return Err(format!("{repeated} writes repeated: {got:?} vs {clean:?}"));
+            }
+            Ok(resumes)
+        });
+        match verdict {
+            Ok(resumes) => println!(
+                "  {} × crash after write {n:>3} → pass ({resumes} resume(s))",
+                case.runbook
+            ),
+            Err(e) => {
+                println!("  {} × crash after write {n:>3} → FAIL: {e}", case.runbook);
+                failures.push(format!("{} at write {n}: {e}", case.runbook));
+            }
+        }
+    }
+    failures
+}
+
+fn emergency() -> Case {
+    Case {
+        runbook: "emergency-failover",
+        extra: vec!["--var", "check_interval=20ms"],
+        prepare: primary_fails,
+        check: eu_is_primary,
+    }
+}
+
+#[test]
+fn crash_sweep_emergency_failover_first_half() {
+    let failures = sweep(&emergency(), Some(&(1..=36).collect::<Vec<_>>()));
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn crash_sweep_emergency_failover_second_half() {
+    let failures = sweep(&emergency(), Some(&(37..=400).collect::<Vec<_>>()));
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn crash_sample_planned_failover() {
+    let case = Case {
+        runbook: "planned-failover",
+        extra: vec!["--var", "target=eu-west-1", "--yes"],
+        prepare: nothing,
+        check: eu_is_primary,
+    };
+    let failures = sweep(
+        &case,
+        Some(&[
+            1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41, 45, 49, 53, 57, 61, 65,
+        ]),
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn crash_sample_maintenance() {
+    let case = Case {
+        runbook: "maintenance",
+        extra: vec![
+            "--var",
+            "window=100ms",
+            "--var",
+            "settle=100ms",
+            "--var",
+            "regions=eu-west-1,ap-southeast-1",
+        ],
+        prepare: nothing,
+        check: maintained,
+    };
+    let failures = sweep(&case, Some(&[2, 7, 12, 17, 22, 27, 32, 37, 42, 47, 52, 57]));
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Also kill right after a side effect returned but before its result was journaled: the
+/// action is then in flight on resume although it took effect.
+#[test]
+fn crash_after_each_side_effect_of_the_emergency_failover() {
+    let mut failures = Vec::new();
+    for n in 1..=12 {
+        let d = drill();
+        primary_fails(&d);
+        let args = d.args("emergency-failover", &["--var", "check_interval=20ms"]);
+        let out =
+            d.t.command(&args)
+                .env("RUNBOOK_CRASH_AFTER_EFFECT", n.to_string())
+                .output()
+                .unwrap();
+        let verdict = if out.status.code() == Some(0) {
+            Ok(0)
+        } else {
+            resume_to_the_end(&d)
+        }
+        .and_then(|r| eu_is_primary(&d).map(|()| r));
+        let messages = d.stack.web.messages().len();
+        match verdict {
+            Ok(r) if messages == 2 => {
+                println!("  emergency-failover × crash after effect {n:>2} → pass ({r} resume(s))")
+            }
+            Ok(_) => failures.push(format!("effect {n}: {messages} messages, want 2")),
+            Err(e) => failures.push(format!("effect {n}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    let _ = Command::new("true").status();
+}

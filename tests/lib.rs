@@ -7,6 +7,7 @@ mod actions;
 mod approval;
 mod bad_input;
 mod check;
+mod concurrency;
 mod crash;
 mod dns;
 mod dry_run;

@@ -176,3 +176,29 @@ fn collect_refs(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any text: an inventory or an error naming the file, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC*") {
+            if let Err(e) = Inventory::parse("inv.toml", &text) {
+                prop_assert!(e.to_string().contains("inv.toml"));
+            }
+        }
+
+        /// Tables of strings and secret references round-trip, secrets as references only.
+        #[test]
+        fn secrets_are_references(name in "[a-z][a-z0-9_]{0,8}", var in "[A-Z][A-Z0-9_]{0,8}", value in "[a-z0-9 ]{0,12}") {
+            let text = format!("[regions.r1]\n{name} = {{ env = \"{var}\" }}\nplain = \"{value}\"\n");
+            let inv = Inventory::parse("inv.toml", &text).unwrap();
+            prop_assert_eq!(inv.secret_refs(), vec![(format!("regions.r1.{name}"), var.clone())]);
+            prop_assert_eq!(&inv.value["regions"]["r1"]["plain"], &serde_json::Value::String(value));
+        }
+    }
+}

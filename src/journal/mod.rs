@@ -170,6 +170,12 @@ pub fn parse(path: &std::path::Path, text: &str) -> Result<Loaded, Error> {
             offset += raw.len();
             continue;
         }
+        // A last line without its newline was cut by a crash even when it parses: its record
+        // may not be durable, and appending after it would glue two records together.
+        if is_last && !ends_clean {
+            loaded.torn_tail = Some(line.chars().take(120).collect());
+            break;
+        }
         #[derive(Deserialize)]
         struct Version {
             v: u32,
@@ -254,5 +260,104 @@ pub fn show_path(path: &[String]) -> String {
         "(top level)".into()
     } else {
         path.join(" › ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn sample_journal() -> String {
+        let events = [
+            Event::StepStarted {
+                step: vec!["a".into()],
+            },
+            Event::ActionStarted {
+                step: vec!["a".into()],
+                seq: 1,
+                action: "http::post".into(),
+                input: serde_json::json!({"url": "http://x/é"}),
+                input_hash: "00".into(),
+                write: true,
+                idempotent: false,
+            },
+            Event::ActionFinished {
+                step: vec!["a".into()],
+                seq: 1,
+                output: serde_json::json!({"status": 200}),
+                elapsed_ms: 3,
+                skipped: false,
+            },
+            Event::StepFinished {
+                step: vec!["a".into()],
+                elapsed_ms: 4,
+            },
+        ];
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| {
+                serde_json::to_string(&Record {
+                    v: 1,
+                    n: i as u64 + 1,
+                    at: "2026-11-21T00:00:00Z".into(),
+                    event,
+                })
+                .unwrap()
+                    + "\n"
+            })
+            .collect()
+    }
+
+    /// Found by the property below: a crash between a record and its newline.
+    #[test]
+    fn a_complete_last_record_without_its_newline_is_torn() {
+        let full = sample_journal();
+        let text = full.trim_end_matches('\n');
+        let loaded = parse(std::path::Path::new("j"), text).unwrap();
+        assert_eq!(loaded.records.len(), 3);
+        assert!(loaded.torn_tail.is_some());
+        assert_eq!(loaded.intact_len as usize, text.rfind('\n').unwrap() + 1);
+    }
+
+    proptest! {
+        /// Whatever the bytes, the reader answers (records or an error), never panics.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC*") {
+            let _ = parse(std::path::Path::new("j"), &text);
+        }
+
+        /// A journal cut anywhere (a crash mid-write) reads back as its whole records, with the
+        /// cut line reported as torn, never as an error.
+        #[test]
+        fn a_journal_cut_anywhere_is_its_intact_prefix(cut in 0usize..600) {
+            let full = sample_journal();
+            let mut cut = cut.min(full.len());
+            while !full.is_char_boundary(cut) { cut -= 1; }
+            let text = &full[..cut];
+            let loaded = parse(std::path::Path::new("j"), text).expect("a torn tail is not an error");
+            let whole_lines = text.matches('\n').count();
+            prop_assert_eq!(loaded.records.len(), whole_lines);
+            prop_assert_eq!(loaded.torn_tail.is_some(), !text.is_empty() && !text.ends_with('\n'));
+            prop_assert_eq!(loaded.intact_len as usize, text.rfind('\n').map(|i| i + 1).unwrap_or(0));
+        }
+
+        /// Damage to a line other than the last is always an error naming its line.
+        #[test]
+        fn damage_in_the_middle_is_an_error(line in 0usize..3, garbage in "[^\\n]{1,20}") {
+            let full = sample_journal();
+            let mut lines: Vec<String> = full.lines().map(str::to_string).collect();
+            lines[line] = format!("{{{garbage}");
+            let text = lines.join("\n") + "\n";
+            match parse(std::path::Path::new("j"), &text) {
+                Err(Error::Journal { message, .. }) => {
+                    let wanted = format!("line {} ", line + 1);
+                    prop_assert!(message.contains(&wanted), "{}", message);
+                }
+                other => prop_assert!(false, "expected an error, got {:?}", other.map(|l| l.records.len())),
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 pub(crate) struct Drill {
     pub stack: Stack,
-    inventory: PathBuf,
+    pub inventory: PathBuf,
     kubeconfig: PathBuf,
     pub t: Test,
     _dir: tempfile::TempDir,
@@ -156,7 +156,7 @@ fn dry_runs_change_nothing_and_plan_every_change() {
         ("emergency-failover", vec!["--var", "check_interval=10ms"], vec!["~ notify::slack: Slack: \":rotating_light: CRITICAL", "~ pg::promote: promote", "~ redis::promote: promote", "~ k8s::set_env: set DATABASE_URL=postgres://postgres:***@"]),
         ("maintenance", vec!["--var", "window=1s", "--var", "settle=1s"], vec!["~ k8s::drain: drain node eu-west-1-node-1 in eu-west-1; now", "~ k8s::uncordon: uncordon node us-east-1-node-3"]),
         ("rollback", vec![], vec!["~ k8s::rollout_undo: roll back deployment orchestrator in us-east-1 to the previous revision; now at revision 1"]),
-        ("rollback", vec!["--var", "mode=database", "--var", "backup=/backups/app.dump"], vec!["~ shell::run: run `pg_restore --clean --if-exists --no-owner --exit-on-error --dbname postgres://postgres:***@"]),
+        ("rollback", vec!["--var", "mode=database", "--var", "backup=/backups/app.dump"], vec!["~ shell::run: run `pg_restore --clean --if-exists --no-owner --exit-on-error --dbname \"$RESTORE_DATABASE_URL\" '/backups/app.dump'`"]),
     ];
     for (runbook, vars, expected) in cases {
         let mut extra = vec!["--dry-run"];

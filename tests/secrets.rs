@@ -85,3 +85,133 @@ fn an_unset_secret_is_an_input_error_naming_the_variable() {
         .stderr("'notify.slack' comes from environment variable NO_SUCH_VARIABLE_X is not set")
         .check();
 }
+
+/// Every shipped runbook, with its database, cache and webhook URLs and the replication
+/// password as secrets: no secret value in any output, error or journal.
+#[test]
+fn no_runbook_shows_a_secret_anywhere() {
+    let d = crate::runbooks::drill();
+    let original = std::fs::read_to_string(&d.inventory).unwrap();
+    let mut secret_inventory = String::new();
+    let mut secrets: Vec<(String, String)> = Vec::new();
+    let mut table = String::new();
+    for line in original.lines() {
+        if line.starts_with('[') {
+            table = line
+                .trim_matches(['[', ']'])
+                .replace(['.', '-'], "_")
+                .to_uppercase();
+        }
+        let secret_key = [
+            "database_url",
+            "redis_url",
+            "slack_webhook",
+            "replicator_password",
+        ]
+        .iter()
+        .find(|k| line.starts_with(&format!("{k} = ")));
+        match secret_key {
+            Some(k) => {
+                let value = line
+                    .split_once(" = ")
+                    .unwrap()
+                    .1
+                    .trim_matches('"')
+                    .to_string();
+                let var = format!("SECRET_{table}_{}", k.to_uppercase());
+                secret_inventory.push_str(&format!("{k} = {{ env = \"{var}\" }}\n"));
+                secrets.push((var, value));
+            }
+            None => secret_inventory.push_str(&format!("{line}\n")),
+        }
+    }
+    let inventory = d.t.path("secret-inventory.toml");
+    std::fs::write(&inventory, &secret_inventory).unwrap();
+    let mut t = Test::new()
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (var, value) in &secrets {
+        t = t.env(var, value);
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let inv = inventory.display().to_string();
+    let manifests = format!("manifests={root}/runbooks/manifests");
+    let runs: Vec<(&str, Vec<&str>, i32)> = vec![
+        ("initial-setup", vec!["--var", &manifests], 0),
+        (
+            "maintenance",
+            vec![
+                "--var",
+                "window=100ms",
+                "--var",
+                "settle=100ms",
+                "--var",
+                "regions=ap-southeast-1",
+            ],
+            0,
+        ),
+        ("rollback", vec!["--var", "regions=eu-west-1"], 0),
+        (
+            "rollback",
+            vec![
+                "--var",
+                "mode=database",
+                "--var",
+                "backup=/nonexistent.dump",
+                "--dry-run",
+            ],
+            0,
+        ),
+        (
+            "emergency-failover",
+            vec!["--dry-run", "--var", "check_interval=10ms"],
+            0,
+        ),
+        (
+            "planned-failover",
+            vec!["--var", "target=eu-west-1", "--yes"],
+            0,
+        ),
+        // Again: eu-west-1 is no standby now, so this one fails and prints an error.
+        (
+            "planned-failover",
+            vec![
+                "--var",
+                "target=eu-west-1",
+                "--yes",
+                "--var",
+                "from=ap-southeast-1",
+            ],
+            1,
+        ),
+    ];
+    let mut everything = String::new();
+    for (runbook, vars, code) in runs {
+        let script = format!("{root}/runbooks/{runbook}.rhai");
+        let mut args = vec!["run", script.as_str(), "-i", inv.as_str()];
+        args.extend(vars);
+        let ran = t.exec(&args);
+        assert_eq!(ran.code, code, "{runbook}:\n{}", ran.all());
+        everything.push_str(&ran.all());
+    }
+    for id in t.run_ids() {
+        everything.push_str(&t.exec(&["log", &id]).all());
+        everything.push_str(&t.exec(&["log", &id, "--json"]).all());
+    }
+    everything.push_str(&t.state_text());
+    assert!(
+        everything.contains("SECRET_REGIONS_US_EAST_1_DATABASE_URL"),
+        "the journal names secrets by their variable"
+    );
+    for (var, value) in &secrets {
+        assert!(
+            !everything.contains(value.as_str()),
+            "{var}'s value appears"
+        );
+    }
+    assert!(
+        !everything.contains(runbook::stack::postgres::PASSWORD),
+        "the password appears"
+    );
+}

@@ -33,9 +33,10 @@ pub struct RunInput {
     /// A command line, run with `sh -c` (give `cmd` or `argv`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<String>,
-    /// A program and its arguments, run without a shell.
+    /// A program and its arguments, run without a shell; an argument may be a secret (it
+    /// is then visible to other local users through the process list: prefer `env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub argv: Option<Vec<String>>,
+    pub argv: Option<Vec<SecretString>>,
     /// Extra environment variables; values may be secrets.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, SecretString>,
@@ -70,7 +71,11 @@ impl RunInput {
     fn shown(&self) -> String {
         match (&self.cmd, &self.argv) {
             (Some(c), _) => c.clone(),
-            (None, Some(a)) => a.join(" "),
+            (None, Some(a)) => a
+                .iter()
+                .map(SecretString::shown)
+                .collect::<Vec<_>>()
+                .join(" "),
             _ => String::new(),
         }
     }
@@ -138,6 +143,11 @@ impl Action for Run {
                 c
             }
             (None, Some(argv)) if !argv.is_empty() => {
+                let argv = argv
+                    .iter()
+                    .map(SecretString::reveal)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(ActionError::permanent)?;
                 let mut c = tokio::process::Command::new(&argv[0]);
                 c.args(&argv[1..]);
                 c

@@ -41,38 +41,6 @@ fn of_two_simultaneous_runs_exactly_one_proceeds_a_hundred_times() {
 }
 
 #[test]
-fn sigterm_stops_after_the_current_action_and_the_run_resumes() {
-    let server = Server::start();
-    server.reply("/slow", 200, "ok", Duration::from_millis(600));
-    let t = Test::new().script(&format!(
-        "step(\"a\", || http::post(#{{ url: \"{a}\" }}));\nstep(\"b\", || http::post(#{{ url: \"{b}\" }}));\n",
-        a = server.url("/slow"),
-        b = server.url("/b")
-    ));
-    let child = t.spawn(&["run", "runbook.rhai"]);
-    assert!(wait_for(Duration::from_secs(10), || server
-        .count("POST", "/slow")
-        == 1));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(server.count("POST", "/b"), 0);
-    let ran = t.exec(&["resume", &t.only_run()]);
-    assert_eq!(ran.code, 0, "{}", ran.all());
-    assert_eq!(
-        (server.count("POST", "/slow"), server.count("POST", "/b")),
-        (1, 1)
-    );
-}
-
-#[test]
 fn a_second_sigint_stops_at_once_and_the_run_is_still_resumable() {
     let server = Server::start();
     server.reply("/slow", 200, "ok", Duration::from_secs(30));

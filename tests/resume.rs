@@ -314,41 +314,43 @@ fn resume_undo_runs_the_compensations_latest_first() {
     assert_eq!(server.requests().len(), 5);
 }
 
-/// SIGINT during an action: the action finishes and is journaled, the run stops before the
-/// next one (exit 130), and resume continues without repeating it.
+/// SIGINT or SIGTERM during an action: the action finishes and is journaled, the run stops
+/// before the next one (exit 130), and resume continues without repeating it.
 #[test]
-fn sigint_stops_after_the_current_action_and_leaves_a_resumable_run() {
-    let server = Server::start();
-    server.reply("/slow", 200, "ok", Duration::from_millis(700));
-    let t = Test::new().script(&format!(
-        "step(\"a\", || http::post(#{{ url: \"{a}\" }}));\nstep(\"b\", || http::post(#{{ url: \"{b}\" }}));\n",
-        a = server.url("/slow"),
-        b = server.url("/b")
-    ));
-    let child = t.spawn(&["run", "runbook.rhai"]);
-    assert!(wait_for(Duration::from_secs(10), || server
-        .count("POST", "/slow")
-        == 1));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+fn a_signal_stops_after_the_current_action_and_leaves_a_resumable_run() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let server = Server::start();
+        server.reply("/slow", 200, "ok", Duration::from_millis(700));
+        let t = Test::new().script(&format!(
+            "step(\"a\", || http::post(#{{ url: \"{a}\" }}));\nstep(\"b\", || http::post(#{{ url: \"{b}\" }}));\n",
+            a = server.url("/slow"),
+            b = server.url("/b")
+        ));
+        let child = t.spawn(&["run", "runbook.rhai"]);
+        assert!(wait_for(Duration::from_secs(10), || server
+            .count("POST", "/slow")
+            == 1));
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "signal {signal}: {stderr}");
+        assert!(
+            stderr.contains("stopping after the current action"),
+            "{stderr}"
+        );
+        assert_eq!(server.count("POST", "/b"), 0);
+        let run = t.only_run();
+        assert!(
+            t.journal(&run).contains("action_finished"),
+            "the current action finished and was journaled"
+        );
+        let ran = t.exec(&["resume", &run]);
+        assert_eq!(ran.code, 0, "{}", ran.all());
+        assert_eq!(
+            (server.count("POST", "/slow"), server.count("POST", "/b")),
+            (1, 1)
+        );
     }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(
-        stderr.contains("stopping after the current action"),
-        "{stderr}"
-    );
-    assert_eq!(server.count("POST", "/b"), 0);
-    let run = t.only_run();
-    assert!(
-        t.journal(&run).contains("action_finished"),
-        "the current action finished and was journaled"
-    );
-    let ran = t.exec(&["resume", &run]);
-    assert_eq!(ran.code, 0, "{}", ran.all());
-    assert_eq!(
-        (server.count("POST", "/slow"), server.count("POST", "/b")),
-        (1, 1)
-    );
 }

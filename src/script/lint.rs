@@ -147,22 +147,9 @@ impl Linter<'_> {
     }
 
     /// Checks one function body (or the main body): one step scope.
-    fn check_body(&mut self, ast: &AST) {
+    /// Checks the calls of one function body (or the main body): one step scope.
+    fn check_body(&mut self, found: Vec<(rhai::FnCallExpr, Position, (bool, bool))>) {
         let mut step_names: HashMap<String, Position> = HashMap::new();
-        let mut found = Vec::new();
-        ast.walk(&mut |path: &[ASTNode]| -> bool {
-            if let Some(
-                ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)),
-            ) = path.last()
-            {
-                found.push((
-                    call.as_ref().clone(),
-                    *pos,
-                    conditional(&path[..path.len() - 1]),
-                ));
-            }
-            true
-        });
         for (call, pos, (cond, looped)) in found {
             let args = call.args.len();
             if !call.namespace.is_empty() {
@@ -362,15 +349,38 @@ pub fn lint(
             },
         }
     }
-    // The main body, then each function (a step's closure is one) on its own.
-    linter.check_body(&ast.clone_statements_only());
-    let names: Vec<(String, usize)> = ast
-        .iter_functions()
-        .map(|f| (f.name.to_string(), f.params.len()))
+    // Every call, once, with the function body it is in: the innermost function (a step's
+    // closure is one) whose span holds it, else the main body.
+    let key = |p: Position| (p.line().unwrap_or(0), p.position().unwrap_or(0));
+    let spans: Vec<((usize, usize), (usize, usize))> = ast
+        .iter_fn_def()
+        .map(|f| (key(f.body.start_position()), key(f.body.end_position())))
         .collect();
-    for (name, arity) in names {
-        let one = ast.clone_functions_only_filtered(|_, _, _, n, a| n == name && a == arity);
-        linter.check_body(&one);
+    let mut scopes: Vec<Vec<(rhai::FnCallExpr, Position, (bool, bool))>> =
+        vec![Vec::new(); spans.len() + 1];
+    ast.walk(&mut |path: &[ASTNode]| -> bool {
+        if let Some(
+            ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)),
+        ) = path.last()
+        {
+            let at = key(*pos);
+            let scope = spans
+                .iter()
+                .enumerate()
+                .filter(|(_, (start, end))| *start <= at && at <= *end)
+                .min_by_key(|(_, (start, end))| (end.0 - start.0, end.1.abs_diff(start.1)))
+                .map(|(i, _)| i + 1)
+                .unwrap_or(0);
+            scopes[scope].push((
+                call.as_ref().clone(),
+                *pos,
+                conditional(&path[..path.len() - 1]),
+            ));
+        }
+        true
+    });
+    for found in scopes {
+        linter.check_body(found);
     }
     let mut problems = std::mem::take(&mut linter.problems);
     problems.sort_by_key(|(p, _)| (p.line().unwrap_or(0), p.position().unwrap_or(0)));

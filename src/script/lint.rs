@@ -26,6 +26,9 @@ const BUILTINS: &[(&str, &[usize])] = &[
     ("is_dry_run", &[0]),
 ];
 
+/// A call found in a body: the call, where it is, and whether it runs conditionally / in a loop.
+type Found = (rhai::FnCallExpr, Position, (bool, bool));
+
 struct Linter<'a> {
     registry: &'a Registry,
     file: &'a str,
@@ -148,7 +151,7 @@ impl Linter<'_> {
 
     /// Checks one function body (or the main body): one step scope.
     /// Checks the calls of one function body (or the main body): one step scope.
-    fn check_body(&mut self, found: Vec<(rhai::FnCallExpr, Position, (bool, bool))>) {
+    fn check_body(&mut self, found: Vec<Found>) {
         let mut step_names: HashMap<String, Position> = HashMap::new();
         for (call, pos, (cond, looped)) in found {
             let args = call.args.len();
@@ -356,8 +359,7 @@ pub fn lint(
         .iter_fn_def()
         .map(|f| (key(f.body.start_position()), key(f.body.end_position())))
         .collect();
-    let mut scopes: Vec<Vec<(rhai::FnCallExpr, Position, (bool, bool))>> =
-        vec![Vec::new(); spans.len() + 1];
+    let mut scopes: Vec<Vec<Found>> = vec![Vec::new(); spans.len() + 1];
     ast.walk(&mut |path: &[ASTNode]| -> bool {
         if let Some(
             ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)),

@@ -116,7 +116,17 @@ impl Stack {
             let pg = s.spawn(|| postgres::PgCluster::start(&dir.join("postgres"), &REGIONS));
             let redis = s.spawn(|| redis::RedisSet::start(&dir.join("redis"), &REGIONS, true));
             let moto = s.spawn(|| {
-                moto::Moto::start(&dir.join("moto"), moto_server, &REGIONS, &[100, 0, 0])
+                // A port taken between pick and bind (many servers start at once in tests).
+                let mut started =
+                    moto::Moto::start(&dir.join("moto"), moto_server, &REGIONS, &[100, 0, 0]);
+                for _ in 0..2 {
+                    if started.is_ok() {
+                        break;
+                    }
+                    started =
+                        moto::Moto::start(&dir.join("moto"), moto_server, &REGIONS, &[100, 0, 0]);
+                }
+                started
             });
             (
                 pg.join().expect("pg thread"),

@@ -73,6 +73,14 @@ impl Moto {
         wait_until(Duration::from_secs(30), "the moto server", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         })?;
+        // The port answered: make sure it is our server and not one that took the port first.
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(Ok(Some(status))) = moto.child.as_mut().map(|c| c.try_wait()) {
+            return Err(std::io::Error::other(format!(
+                "moto_server exited ({status}); see {}",
+                dir.join("moto.log").display()
+            )));
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -120,8 +120,8 @@ impl PgCluster {
             primary.region
         );
         append(&primary.data_dir.join("postgresql.conf"), &conf)?;
+        let primary = cluster.start_on_free_port(primary)?;
         cluster.nodes.push(primary.clone());
-        cluster.start_node(&primary)?;
 
         for region in &regions[1..] {
             let node = PgNode {
@@ -140,8 +140,8 @@ impl PgCluster {
                 &node.data_dir.join("postgresql.conf"),
                 &format!("port = {}\ncluster_name = '{}'\n", node.port, node.region),
             )?;
+            let node = cluster.start_on_free_port(node)?;
             cluster.nodes.push(node.clone());
-            cluster.start_node(&node)?;
         }
         let want = regions.len() - 1;
         let primary = cluster.nodes[0].clone();
@@ -156,6 +156,33 @@ impl PgCluster {
                 == Some(want.to_string().as_str())
         })?;
         Ok(cluster)
+    }
+
+    /// Starts a node; when another process took its port between our pick and its bind (tests
+    /// start many servers at once), moves it to another free port and tries again.
+    fn start_on_free_port(&self, mut node: PgNode) -> std::io::Result<PgNode> {
+        for attempt in 1..=5 {
+            match self.start_node(&node) {
+                Ok(()) => return Ok(node),
+                Err(e) => {
+                    let log =
+                        std::fs::read_to_string(self.dir.join(format!("{}.log", node.region)))
+                            .unwrap_or_default();
+                    if attempt == 5 || !log.contains("could not bind") {
+                        return Err(std::io::Error::other(format!(
+                            "{e}\n{}",
+                            log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+                        )));
+                    }
+                    node.port = free_port()?;
+                    append(
+                        &node.data_dir.join("postgresql.conf"),
+                        &format!("port = {}\n", node.port),
+                    )?;
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     pub fn start_node(&self, node: &PgNode) -> std::io::Result<()> {

@@ -38,7 +38,26 @@ pub struct RedisSet {
     pub keep: bool,
 }
 
-fn start_server(node: &RedisNode, extra: &[String]) -> std::io::Result<()> {
+/// Starts a server; when another process took its port between our pick and its bind (tests
+/// start many servers at once), moves it to another free port and tries again.
+fn start_server(node: &mut RedisNode, extra: &[String]) -> std::io::Result<()> {
+    let mut last = None;
+    for _ in 0..5 {
+        match start_once(node, extra) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                last = Some(e);
+                if let Some(pid) = node.pid() {
+                    stop_pid(pid, libc::SIGKILL, Duration::from_secs(5), || true);
+                }
+                node.port = free_port()?;
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("redis-server did not start")))
+}
+
+fn start_once(node: &RedisNode, extra: &[String]) -> std::io::Result<()> {
     std::fs::create_dir_all(&node.dir)?;
     let mut c = Command::new("redis-server");
     c.args([
@@ -66,8 +85,13 @@ fn start_server(node: &RedisNode, extra: &[String]) -> std::io::Result<()> {
     .args(["--requirepass", PASSWORD, "--masterauth", PASSWORD])
     .args(extra);
     run(c, &format!("redis-server for {}", node.region))?;
+    // Our server, not another one that holds the port: its process id must be the one in our
+    // pid file.
     wait_until(Duration::from_secs(10), "redis-server to answer", || {
-        cli(node, &["PING"]).map(|r| r == "PONG").unwrap_or(false)
+        let Some(pid) = node.pid() else { return false };
+        cli(node, &["INFO", "server"])
+            .map(|i| i.contains(&format!("process_id:{pid}")))
+            .unwrap_or(false)
     })
 }
 
@@ -106,21 +130,21 @@ impl RedisSet {
             cluster: None,
             keep: false,
         };
-        let primary = RedisNode {
+        let mut primary = RedisNode {
             region: regions[0].into(),
             port: free_port()?,
             dir: dir.join(regions[0]),
         };
-        start_server(&primary, &[])?;
+        start_server(&mut primary, &[])?;
         set.nodes.push(primary.clone());
         for region in &regions[1..] {
-            let node = RedisNode {
+            let mut node = RedisNode {
                 region: region.to_string(),
                 port: free_port()?,
                 dir: dir.join(region),
             };
             start_server(
-                &node,
+                &mut node,
                 &[
                     "--replicaof".into(),
                     "127.0.0.1".into(),
@@ -135,13 +159,13 @@ impl RedisSet {
             })?;
         }
         if cluster {
-            let node = RedisNode {
+            let mut node = RedisNode {
                 region: "cluster".into(),
                 port: free_port()?,
                 dir: dir.join("cluster"),
             };
             start_server(
-                &node,
+                &mut node,
                 &[
                     "--cluster-enabled".into(),
                     "yes".into(),

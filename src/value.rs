@@ -171,8 +171,7 @@ pub fn dynamic_to_json(d: &Dynamic) -> Result<Value, String> {
     if let Some(inv) = d.read_lock::<Inv>() {
         return Ok(inv.value.as_ref().clone());
     }
-    if let Some(ts) = d.read_lock::<rhai::Instant>() {
-        let _ = ts;
+    if d.is::<rhai::Instant>() {
         return Err("a timestamp cannot be passed to an action; use now() for times".into());
     }
     Err(format!(

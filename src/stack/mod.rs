@@ -178,14 +178,6 @@ impl Stack {
         })
     }
 
-    /// Leaves the server processes running when this value is dropped (they are stopped by
-    /// `runbook stack down` through their recorded process ids).
-    pub fn keep_processes(&mut self) {
-        self.pg.keep = true;
-        self.redis.keep = true;
-        self.moto.keep = true;
-    }
-
     pub fn kubeconfig(&self) -> String {
         let refs: Vec<&kube::FakeKube> = self.kube.iter().collect();
         kube::kubeconfig(&refs)

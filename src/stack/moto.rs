@@ -17,7 +17,6 @@ pub struct Moto {
     pub health_check_ids: Vec<(String, String)>,
     pub pid: i32,
     child: Option<Child>,
-    pub keep: bool,
 }
 
 /// Where moto_server is: $RUNBOOK_MOTO_SERVER, ./.venv/bin/moto_server, or on PATH.
@@ -68,7 +67,6 @@ impl Moto {
             health_check_ids: Vec::new(),
             pid,
             child: Some(child),
-            keep: false,
         };
         wait_until(Duration::from_secs(30), "the moto server", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -249,8 +247,6 @@ impl Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        if !self.keep {
-            self.stop();
-        }
+        self.stop();
     }
 }

@@ -48,8 +48,6 @@ pub struct PgCluster {
     pub bin: PathBuf,
     pub dir: PathBuf,
     pub nodes: Vec<PgNode>,
-    /// Leave the servers running on drop (`runbook stack up`).
-    pub keep: bool,
 }
 
 fn tool(bin: &Path, name: &str) -> Command {
@@ -87,7 +85,6 @@ impl PgCluster {
             bin,
             dir: dir.clone(),
             nodes: Vec::new(),
-            keep: false,
         };
         let pwfile = dir.join("pwfile");
         std::fs::write(&pwfile, PASSWORD)?;
@@ -243,11 +240,9 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        if !self.keep {
-            self.stop();
-            if is_root() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-            }
+        self.stop();
+        if is_root() {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

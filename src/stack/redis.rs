@@ -35,7 +35,6 @@ pub struct RedisSet {
     pub nodes: Vec<RedisNode>,
     /// A one-node cluster (cluster-enabled), when asked for.
     pub cluster: Option<RedisNode>,
-    pub keep: bool,
 }
 
 /// Starts a server; when another process took its port between our pick and its bind (tests
@@ -128,7 +127,6 @@ impl RedisSet {
         let mut set = RedisSet {
             nodes: Vec::new(),
             cluster: None,
-            keep: false,
         };
         let mut primary = RedisNode {
             region: regions[0].into(),
@@ -215,8 +213,6 @@ impl RedisSet {
 
 impl Drop for RedisSet {
     fn drop(&mut self) {
-        if !self.keep {
-            self.stop();
-        }
+        self.stop();
     }
 }

@@ -67,3 +67,40 @@ fn yes_approves_up_front_and_is_recorded() {
     t.check();
     assert!(t.journal(&t.only_run()).contains(r#""via":"--yes""#));
 }
+
+#[test]
+fn the_resume_hint_names_a_state_dir_given_on_the_command_line_and_works_pasted() {
+    let t = Test::new()
+        .script(r#"step("gate", || approve("go on?")); step("after", || log("after the gate"));"#);
+    let paused = t.exec(&["run", "runbook.rhai", "--state-dir", "ops state"]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    let hint = paused
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("next: runbook "))
+        .unwrap_or_else(|| panic!("no resume hint:\n{}", paused.stderr))
+        .to_string();
+    assert!(
+        hint.ends_with("--approve --state-dir 'ops state'"),
+        "{hint}"
+    );
+    // Pasted into a shell: the quoting holds.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} {hint}", crate::support::BIN))
+        .current_dir(t.dir.path())
+        .env("RUNBOOK_OPERATOR", "tester")
+        .env_remove("RUNBOOK_STATE_DIR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("after the gate"), "{stdout}");
+
+    // From the environment, the shell still has it: the hint stays short.
+    let again = t
+        .env("RUNBOOK_STATE_DIR", "env state")
+        .exec(&["run", "runbook.rhai"]);
+    assert_eq!(again.code, 3, "{}", again.all());
+    assert!(!again.stderr.contains("--state-dir"), "{}", again.stderr);
+}

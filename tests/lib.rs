@@ -22,4 +22,5 @@ mod run;
 mod runbooks;
 mod secrets;
 mod stack;
+mod store;
 mod timer;

@@ -22,6 +22,18 @@ pub struct Arguments {
     )]
     pub state_dir: PathBuf,
 
+    /// Keep runs and locks in a PostgreSQL database instead of --state-dir, so a run started on
+    /// one host can be resumed from another (postgres://USER[:PASSWORD]@HOST:PORT/DATABASE;
+    /// PGPASSWORD is read when the URL has no password)
+    #[arg(
+        long,
+        global = true,
+        env = "RUNBOOK_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub store: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -10,13 +10,23 @@ use serde_json::{json, Value};
 use super::arguments::{Arguments, Command, Output};
 use crate::action::Registry;
 use crate::error::Error;
-use crate::journal::{show_path, DirStore, Event, Store};
+use crate::journal::{show_path, DirStore, Event, PgStore, Store};
 use crate::report::{human_ms, JsonReporter, PlainReporter, Reporter, TtyReporter};
 use crate::runner::{self, Env, Inflight, Operator, ResumeRequest, RunRequest, COMMON_FIELDS};
 use crate::secret::Redactor;
 
 pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
-    let store: Arc<dyn Store> = Arc::new(DirStore::new(args.state_dir.clone()));
+    let store_flag = store_flag(&args);
+    let store: Arc<dyn Store> = match &args.store {
+        Some(url) => {
+            let (store, password) = PgStore::open(url)?;
+            if let Some(p) = password {
+                redactor.add(&p);
+            }
+            Arc::new(store)
+        }
+        None => Arc::new(DirStore::new(args.state_dir.clone())),
+    };
     match args.command {
         Command::Run {
             file,
@@ -28,7 +38,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
             output,
         } => {
             let vars = parse_vars(&vars)?;
-            let env = env(store, output, redactor)?;
+            let env = env(store, store_flag.clone(), output, redactor)?;
             let (rt, env) = env;
             let result = runner::run(
                 &env,
@@ -60,7 +70,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
             } else {
                 None
             };
-            let (rt, env) = env(store, output, redactor)?;
+            let (rt, env) = env(store, store_flag.clone(), output, redactor)?;
             let result = runner::resume(
                 &env,
                 ResumeRequest {
@@ -136,8 +146,41 @@ fn install_signals(cancel: Arc<AtomicBool>) {
     });
 }
 
+/// The option a pasted `runbook resume` needs to find the run: none when the store is the
+/// default or comes from the environment (which the operator's shell still has).
+fn store_flag(args: &Arguments) -> String {
+    fn quoted(s: &str) -> String {
+        if !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:@=%+,".contains(c))
+        {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    }
+    let from_env = |name: &str, value: &str| std::env::var(name).is_ok_and(|v| v == value);
+    match &args.store {
+        Some(url) if from_env("RUNBOOK_STORE", url) => String::new(),
+        // The password stays out: `***` marks where it goes (or set PGPASSWORD).
+        Some(url) => format!(
+            " --store {}",
+            quoted(&crate::secret::mask_url_passwords(url))
+        ),
+        None => {
+            let dir = args.state_dir.to_string_lossy();
+            if dir == ".runbook" || from_env("RUNBOOK_STATE_DIR", &dir) {
+                String::new()
+            } else {
+                format!(" --state-dir {}", quoted(&dir))
+            }
+        }
+    }
+}
+
 fn env(
     store: Arc<dyn Store>,
+    store_flag: String,
     output: Output,
     redactor: &Redactor,
 ) -> Result<(tokio::runtime::Runtime, Env), Error> {
@@ -155,6 +198,7 @@ fn env(
         cancel,
         operator: Operator::current(),
         rt: rt.handle().clone(),
+        store_flag,
     };
     Ok((rt, env))
 }

@@ -33,12 +33,14 @@ impl LockHolder {
 /// Held while alive; dropping it (or the process dying) releases the lock.
 pub struct LockGuard {
     pub name: String,
-    _file: File,
-    /// The holder a dead process left in the lock file, if any.
+    /// The holder a dead process left behind, if any.
     pub took_over: Option<LockHolder>,
+    /// What keeps the lock (a locked file, a database session); released when dropped.
+    pub(super) _held: Box<dyn Send>,
 }
 
-pub fn sanitize(name: &str) -> String {
+/// The lock's file name.
+fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@') {
@@ -80,13 +82,7 @@ impl LockGuard {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            let who = current
-                .map(|h| h.describe())
-                .unwrap_or_else(|| "another process".into());
-            return Err(Error::Locked(format!(
-                "the lock '{name}' is held by {who}; two runs of conflicting procedures must not overlap. \
-                 Wait for it to finish (`runbook runs` shows its state)"
-            )));
+            return Err(held_by(name, current));
         }
         let took_over = read_holder(&mut file)
             .filter(|old| old.run_id != holder.run_id || old.pid != holder.pid);
@@ -98,15 +94,29 @@ impl LockGuard {
             .map_err(|e| Error::Io(format!("cannot write lock {}: {e}", path.display())))?;
         Ok(LockGuard {
             name: name.to_string(),
-            _file: file,
             took_over,
+            _held: Box::new(HeldFile(file)),
         })
     }
 }
 
-impl Drop for LockGuard {
+/// The locked file of the directory store.
+struct HeldFile(File);
+
+impl Drop for HeldFile {
     fn drop(&mut self) {
         // An empty file after a clean release: a name left in it means its holder died.
-        let _ = self._file.set_len(0);
+        let _ = self.0.set_len(0);
     }
+}
+
+/// The message for a lock someone else holds.
+pub(super) fn held_by(name: &str, holder: Option<LockHolder>) -> Error {
+    let who = holder
+        .map(|h| h.describe())
+        .unwrap_or_else(|| "another process".into());
+    Error::Locked(format!(
+        "the lock '{name}' is held by {who}; two runs of conflicting procedures must not overlap. \
+         Wait for it to finish (`runbook runs` shows its state)"
+    ))
 }

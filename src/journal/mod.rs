@@ -12,12 +12,14 @@
 
 mod dir;
 mod lock;
+mod pg;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use dir::DirStore;
 pub use lock::{LockGuard, LockHolder};
+pub use pg::PgStore;
 
 use crate::error::Error;
 

@@ -103,6 +103,9 @@ pub struct RunCtx {
     stop: Mutex<Option<Stop>>,
     pub plan: Mutex<Vec<PlanEntry>>,
     pub vars: BTreeMap<String, String>,
+    /// Added to every `runbook resume` hint: the store option when it is not the default
+    /// (" --store postgres://…", " --state-dir DIR"), so the command works when pasted.
+    pub store_flag: String,
     pub params_declared: AtomicBool,
     pub engine: OnceLock<Arc<rhai::Engine>>,
     pub store: Option<Arc<dyn Store>>,
@@ -174,6 +177,9 @@ pub struct CtxInit {
     pub redactor: Redactor,
     pub cancel: Arc<AtomicBool>,
     pub vars: BTreeMap<String, String>,
+    /// Added to every `runbook resume` hint: the store option when it is not the default
+    /// (" --store postgres://…", " --state-dir DIR"), so the command works when pasted.
+    pub store_flag: String,
     pub store: Option<Arc<dyn Store>>,
 }
 
@@ -223,6 +229,7 @@ impl RunCtx {
             stop: Mutex::new(None),
             plan: Mutex::default(),
             vars: init.vars,
+            store_flag: init.store_flag,
             params_declared: AtomicBool::new(false),
             engine: OnceLock::new(),
             store: init.store,
@@ -518,7 +525,8 @@ impl RunCtx {
                                     show_path(&path)
                                 ),
                                 next: format!(
-                                    "runbook resume {run} --retry-inflight   (run it again)\n      runbook resume {run} --skip-inflight    (it took effect; go on)"
+                                    "runbook resume {run} --retry-inflight{f}   (run it again)\n      runbook resume {run} --skip-inflight{f}    (it took effect; go on)",
+                                    f = self.store_flag
                                 ),
                             },
                             pos,
@@ -988,7 +996,7 @@ impl RunCtx {
                     return Err(self.stop_with(
                         Stop::Paused {
                             reason: format!("waiting for approval: \"{message}\""),
-                            next: format!("runbook resume {run} --approve"),
+                            next: format!("runbook resume {run} --approve{}", self.store_flag),
                         },
                         pos,
                     ));

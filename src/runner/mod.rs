@@ -79,6 +79,8 @@ pub struct Env {
     pub cancel: Arc<AtomicBool>,
     pub operator: Operator,
     pub rt: tokio::runtime::Handle,
+    /// See `RunCtx::store_flag`.
+    pub store_flag: String,
 }
 
 pub struct RunRequest {
@@ -222,6 +224,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         redactor: env.redactor.clone(),
         cancel: env.cancel.clone(),
         vars: req.vars.clone(),
+        store_flag: env.store_flag.clone(),
         store: Some(env.store.clone()),
     }));
     ctx.locks.lock().unwrap().extend(locks);
@@ -474,6 +477,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         redactor: env.redactor.clone(),
         cancel: env.cancel.clone(),
         vars,
+        store_flag: env.store_flag.clone(),
         store: Some(env.store.clone()),
     }));
     ctx.locks.lock().unwrap().push(guard);
@@ -563,7 +567,9 @@ fn execute(
     }
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let run_id = ctx.run_id.clone();
-    let resume_cmd = run_id.as_ref().map(|id| format!("runbook resume {id}"));
+    let resume_cmd = run_id
+        .as_ref()
+        .map(|id| format!("runbook resume {id}{}", ctx.store_flag));
     let outcome = match result {
         Ok(()) => {
             ctx.journal(Event::RunFinished { elapsed_ms }, true)?;
@@ -790,7 +796,8 @@ fn ended_with(
             let undoable = ctx.undo.lock().unwrap().len();
             let next = match (next, &ctx.run_id) {
                 (Some(n), Some(id)) if undoable > 0 && !ctx.undo_mode => Some(format!(
-                    "{n}\n        or `runbook resume {id} --undo` runs the undo of the {undoable} finished step(s) that declare one"
+                    "{n}\n        or `runbook resume {id} --undo{}` runs the undo of the {undoable} finished step(s) that declare one",
+                    ctx.store_flag
                 )),
                 (n, _) => n,
             };
@@ -843,7 +850,7 @@ fn undo(
             let resume_cmd = ctx
                 .run_id
                 .as_ref()
-                .map(|id| format!("runbook resume {id} --undo"));
+                .map(|id| format!("runbook resume {id} --undo{}", ctx.store_flag));
             let err = ended_with(ctx, &e, file, source, elapsed_ms, resume_cmd, None);
             ctx.sync_journal();
             return Err(err);
@@ -912,6 +919,7 @@ pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
         redactor: Redactor::default(),
         cancel: Arc::new(AtomicBool::new(false)),
         vars: BTreeMap::new(),
+        store_flag: String::new(),
         store: None,
     }));
     let resolver = crate::script::StdlibResolver::new(base_dir(path));

@@ -127,6 +127,8 @@ impl Test {
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         cmd.env_remove("RUNBOOK_STATE_DIR")
+            .env_remove("RUNBOOK_STORE")
+            .env_remove("PGPASSWORD")
             .env("RUNBOOK_OPERATOR", "tester");
         for (k, v) in &self.envs {
             cmd.env(k, v);

@@ -1,0 +1,422 @@
+//! The PostgreSQL store: runs, journal lines and locks in three tables of one database, so a
+//! run started on one host can be resumed from another when the first one is gone.
+//!
+//! - `runbook_runs (run_id, script, created)`: one row per run, with the script as it started;
+//! - `runbook_journal (run_id, pos, line)`: the journal, one committed row per record. Each
+//!   append is its own transaction, so a record is durable (synchronous commit) before the engine
+//!   moves on, and a crash cannot leave half a record: there is no torn tail to cut;
+//! - `runbook_locks (name, holder)`: who holds a lock, for messages. The lock itself is a session
+//!   advisory lock, which the server releases when the holder's connection ends — a killed
+//!   process or a lost host frees it, like `flock` does for the directory store.
+//!
+//! The tables are created on first use. The lines are the same JSON the directory store writes,
+//! read back by the same parser, so both stores refuse corruption the same way.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::runtime::Handle;
+use tokio_postgres::{Client, Config, NoTls};
+
+use super::lock::held_by;
+use super::{parse, JournalWriter, Loaded, LockGuard, LockHolder, Store};
+use crate::error::Error;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runbook_runs (
+    run_id text PRIMARY KEY,
+    script text NOT NULL,
+    created timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS runbook_journal (
+    run_id text NOT NULL REFERENCES runbook_runs (run_id),
+    pos bigint NOT NULL,
+    line text NOT NULL,
+    PRIMARY KEY (run_id, pos)
+);
+CREATE TABLE IF NOT EXISTS runbook_locks (
+    name text PRIMARY KEY,
+    holder text
+);";
+
+/// Serialises schema creation between hosts starting at once.
+const SCHEMA_LOCK: i64 = 0x72756e626f6f6b; // "runbook"
+
+pub struct PgStore {
+    config: Config,
+    shown: String,
+    rt: Option<tokio::runtime::Runtime>,
+    /// The connection for the journal, reads and listings, opened on first use.
+    client: Mutex<Option<Arc<Client>>>,
+}
+
+/// Runs a future on the store's runtime from any thread, also one inside another runtime.
+fn block<F>(handle: &Handle, f: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    if Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(|| handle.block_on(f))
+                .join()
+                .expect("the journal store's thread")
+        })
+    } else {
+        handle.block_on(f)
+    }
+}
+
+/// A database error as one line: the server's message and code, or the client's reason.
+fn reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The advisory lock key of a lock name.
+fn lock_key(name: &str) -> i64 {
+    let digest = Sha256::digest(format!("runbook lock:{name}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+impl PgStore {
+    /// Parses the URL; connects on first use, so commands that need no store never do.
+    /// `PGPASSWORD` supplies the password when the URL has none. Returns the password too, for
+    /// the redactor.
+    pub fn open(url: &str) -> Result<(PgStore, Option<String>), Error> {
+        let mut config = Config::from_str(url).map_err(|e| {
+            Error::Usage(format!(
+                "--store {}: not a PostgreSQL URL ({e}); write it as postgres://USER@HOST:PORT/DATABASE",
+                crate::secret::mask_url_passwords(url)
+            ))
+        })?;
+        if config.get_password().is_none() {
+            if let Ok(p) = std::env::var("PGPASSWORD") {
+                config.password(p);
+            }
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.application_name("runbook");
+        let password = config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .filter(|p| !p.is_empty());
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let shown = format!(
+            "PostgreSQL store {}@{host}:{}/{}",
+            config.get_user().unwrap_or("postgres"),
+            config.get_ports().first().copied().unwrap_or(5432),
+            config
+                .get_dbname()
+                .or(config.get_user())
+                .unwrap_or("postgres"),
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("runbook-store")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Io(format!("cannot start the journal store's runtime: {e}")))?;
+        Ok((
+            PgStore {
+                config,
+                shown,
+                rt: Some(rt),
+                client: Mutex::new(None),
+            },
+            password,
+        ))
+    }
+
+    fn handle(&self) -> &Handle {
+        self.rt.as_ref().expect("runtime until drop").handle()
+    }
+
+    fn unreachable(&self, e: &tokio_postgres::Error) -> Error {
+        Error::Io(format!(
+            "cannot use the journal in {}: {}; check that the server is up and the URL given by --store or RUNBOOK_STORE",
+            self.shown,
+            reason(e)
+        ))
+    }
+
+    fn failed(&self, what: &str, e: &tokio_postgres::Error) -> Error {
+        Error::Io(format!("{} in {}: {}", what, self.shown, reason(e)))
+    }
+
+    /// The shared connection, opened (and the tables created) on first use; a broken one is
+    /// replaced.
+    fn client(&self) -> Result<Arc<Client>, Error> {
+        let mut slot = self.client.lock().unwrap();
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let client = block(self.handle(), async {
+            let client = connect(&self.config).await?;
+            client
+                .batch_execute(&format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;"
+                ))
+                .await?;
+            Ok::<_, tokio_postgres::Error>(client)
+        })
+        .map_err(|e| self.unreachable(&e))?;
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    fn exists(&self, client: &Client, run_id: &str) -> Result<(), Error> {
+        let row = block(
+            self.handle(),
+            client.query_opt("SELECT 1 FROM runbook_runs WHERE run_id = $1", &[&run_id]),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        match row {
+            Some(_) => Ok(()),
+            None => Err(Error::UnknownRun(run_id.into(), self.shown.clone())),
+        }
+    }
+
+    fn label(&self, run_id: &str) -> String {
+        format!("{} run {run_id}", self.shown)
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.client.lock().unwrap().take();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+struct PgWriter {
+    handle: Handle,
+    client: Arc<Client>,
+    run_id: String,
+    next: i64,
+}
+
+impl JournalWriter for PgWriter {
+    fn append(&mut self, line: &str, _sync: bool) -> std::io::Result<()> {
+        // Committed before returning: every record is durable, the cheap ones too.
+        let result = block(
+            &self.handle,
+            self.client.execute(
+                "INSERT INTO runbook_journal (run_id, pos, line) VALUES ($1, $2, $3)",
+                &[&self.run_id, &self.next, &line],
+            ),
+        );
+        match result {
+            Ok(_) => {
+                self.next += 1;
+                Ok(())
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                Err(std::io::Error::other(format!(
+                    "another process appended record {} of this run first; is the run being resumed elsewhere?",
+                    self.next
+                )))
+            }
+            Err(e) => Err(std::io::Error::other(reason(&e))),
+        }
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A lock's session; dropping it clears the holder and ends the session, which releases the
+/// advisory lock.
+struct HeldSession {
+    handle: Handle,
+    client: Option<Client>,
+    name: String,
+    key: i64,
+}
+
+impl Drop for HeldSession {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = block(&self.handle, async {
+                client
+                    .execute(
+                        "UPDATE runbook_locks SET holder = NULL WHERE name = $1",
+                        &[&self.name],
+                    )
+                    .await?;
+                client
+                    .execute("SELECT pg_advisory_unlock($1)", &[&self.key])
+                    .await
+            });
+        }
+    }
+}
+
+impl Store for PgStore {
+    fn create(&self, run_id: &str, script: &str) -> Result<Box<dyn JournalWriter>, Error> {
+        let client = self.client()?;
+        block(
+            self.handle(),
+            client.execute(
+                "INSERT INTO runbook_runs (run_id, script) VALUES ($1, $2)",
+                &[&run_id, &script],
+            ),
+        )
+        .map_err(|e| self.failed(&format!("cannot create run {run_id}"), &e))?;
+        Ok(Box::new(PgWriter {
+            handle: self.handle().clone(),
+            client,
+            run_id: run_id.into(),
+            next: 1,
+        }))
+    }
+
+    fn append_to(&self, run_id: &str) -> Result<Box<dyn JournalWriter>, Error> {
+        let client = self.client()?;
+        self.exists(&client, run_id)?;
+        let row = block(
+            self.handle(),
+            client.query_one(
+                "SELECT coalesce(max(pos), 0) + 1 FROM runbook_journal WHERE run_id = $1",
+                &[&run_id],
+            ),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        Ok(Box::new(PgWriter {
+            handle: self.handle().clone(),
+            client,
+            run_id: run_id.into(),
+            next: row.get(0),
+        }))
+    }
+
+    fn read(&self, run_id: &str) -> Result<Loaded, Error> {
+        let client = self.client()?;
+        self.exists(&client, run_id)?;
+        let rows = block(
+            self.handle(),
+            client.query(
+                "SELECT line FROM runbook_journal WHERE run_id = $1 ORDER BY pos",
+                &[&run_id],
+            ),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        let mut text = String::new();
+        for row in rows {
+            text.push_str(row.get::<_, &str>(0));
+            text.push('\n');
+        }
+        parse(std::path::Path::new(&self.label(run_id)), &text)
+    }
+
+    fn script(&self, run_id: &str) -> Result<String, Error> {
+        let client = self.client()?;
+        let row = block(
+            self.handle(),
+            client.query_opt(
+                "SELECT script FROM runbook_runs WHERE run_id = $1",
+                &[&run_id],
+            ),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        row.map(|r| r.get(0))
+            .ok_or_else(|| Error::UnknownRun(run_id.into(), self.shown.clone()))
+    }
+
+    fn list(&self) -> Result<Vec<String>, Error> {
+        let client = self.client()?;
+        let rows = block(
+            self.handle(),
+            client.query("SELECT run_id FROM runbook_runs ORDER BY run_id", &[]),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn lock(&self, name: &str, holder: &LockHolder) -> Result<LockGuard, Error> {
+        self.client()?; // the tables
+        let key = lock_key(name);
+        let text = serde_json::to_string(holder).unwrap_or_default();
+        let read_holder = |client: &Client| {
+            block(
+                self.handle(),
+                client.query_opt("SELECT holder FROM runbook_locks WHERE name = $1", &[&name]),
+            )
+            .ok()
+            .flatten()
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .and_then(|t| serde_json::from_str::<LockHolder>(&t).ok())
+        };
+        let client =
+            block(self.handle(), connect(&self.config)).map_err(|e| self.unreachable(&e))?;
+        let got: bool = block(
+            self.handle(),
+            client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]),
+        )
+        .map_err(|e| self.unreachable(&e))?
+        .get(0);
+        if !got {
+            // The holder writes its name right after taking the lock: give it a moment.
+            let mut current = None;
+            for _ in 0..50 {
+                current = read_holder(&client);
+                if current.is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return Err(held_by(name, current));
+        }
+        let took_over = read_holder(&client).filter(|old| {
+            old.run_id != holder.run_id || old.pid != holder.pid || old.host != holder.host
+        });
+        block(
+            self.handle(),
+            client.execute(
+                "INSERT INTO runbook_locks (name, holder) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder",
+                &[&name, &text],
+            ),
+        )
+        .map_err(|e| self.failed(&format!("cannot record the holder of lock '{name}'"), &e))?;
+        Ok(LockGuard {
+            name: name.to_string(),
+            took_over,
+            _held: Box::new(HeldSession {
+                handle: self.handle().clone(),
+                client: Some(client),
+                name: name.to_string(),
+                key,
+            }),
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+}

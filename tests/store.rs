@@ -1,0 +1,289 @@
+//! The PostgreSQL journal store (`--store postgres://…`) against a real PostgreSQL 15: a run
+//! started in one place resumes from another, locks exclude across hosts and die with their
+//! holder, corruption is refused, and the password never shows.
+
+use std::time::Duration;
+
+use runbook::stack::postgres::{PgCluster, PASSWORD};
+
+use crate::support::{kill9, wait_for, Ran, Test};
+
+fn database() -> (tempfile::TempDir, PgCluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = PgCluster::start(&dir.path().join("pg"), &["store"]).expect("PostgreSQL starts");
+    (dir, cluster)
+}
+
+fn sql(c: &PgCluster, query: &str) -> String {
+    c.psql(&c.nodes[0], query).expect("psql answers")
+}
+
+fn assert_no_password(ran: &Ran) {
+    assert!(
+        !ran.all().contains(PASSWORD),
+        "the password leaked:\n{}",
+        ran.all()
+    );
+}
+
+#[test]
+fn a_run_paused_on_one_host_is_resumed_from_another_through_postgres() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    let shared = tempfile::tempdir().unwrap();
+    let marks = shared.path().join("marks.txt");
+    let script = format!(
+        r#"
+        step("first", || shell::run(`echo first >> {m}`));
+        step("gate", || approve("switch traffic?"));
+        step("second", || shell::run(`echo second >> {m}`));
+        "#,
+        m = marks.display()
+    );
+    let host_a = Test::new().script(&script);
+    let paused = host_a.exec(&["--store", &url, "run", "runbook.rhai"]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    assert_no_password(&paused);
+    let run_id = sql(&c, "SELECT run_id FROM runbook_runs");
+    // The hint finds the run when pasted; `***` marks where the password goes.
+    let port = c.nodes[0].port;
+    assert!(
+        paused.all().contains(&format!(
+            "runbook resume {run_id} --approve --store 'postgres://postgres:***@127.0.0.1:{port}/postgres'"
+        )),
+        "{}",
+        paused.all()
+    );
+    assert!(
+        !host_a.path(".runbook").exists(),
+        "nothing is kept on the host"
+    );
+
+    // Host A is gone, runbook and all; host B has only the database.
+    std::fs::remove_file(host_a.path("runbook.rhai")).unwrap();
+    let host_b = Test::new().env("RUNBOOK_STORE", &url);
+    let resumed = host_b.exec(&["resume", &run_id, "--approve"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert!(
+        resumed
+            .all()
+            .contains("resuming with the copy recorded when the run started"),
+        "{}",
+        resumed.all()
+    );
+    assert_no_password(&resumed);
+    assert_eq!(
+        std::fs::read_to_string(&marks).unwrap(),
+        "first\nsecond\n",
+        "the finished step was replayed, not run again"
+    );
+    assert!(!host_b.path(".runbook").exists());
+
+    let runs = host_b.exec(&["runs"]);
+    assert_eq!(runs.code, 0, "{}", runs.all());
+    assert!(
+        runs.stdout.contains(&run_id) && runs.stdout.contains("finished"),
+        "{}",
+        runs.stdout
+    );
+    let log = host_b.exec(&["log", &run_id]);
+    assert!(
+        log.stdout
+            .contains("gate #1 approved by tester (resume --approve)"),
+        "{}",
+        log.stdout
+    );
+    assert_no_password(&log);
+
+    // The journal in the database: numbered, one row per record, the same JSON lines.
+    let rows: usize = sql(&c, "SELECT count(*) FROM runbook_journal")
+        .parse()
+        .unwrap();
+    let last: usize = sql(&c, "SELECT max(pos) FROM runbook_journal")
+        .parse()
+        .unwrap();
+    assert_eq!(rows, last, "no gaps");
+    assert_eq!(
+        sql(
+            &c,
+            "SELECT count(*) FROM runbook_journal WHERE line LIKE '%\"event\":\"run_finished\"%'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        sql(
+            &c,
+            "SELECT count(*) FROM runbook_journal WHERE line LIKE '%\"event\":\"action_started\"%'"
+        ),
+        "2",
+        "each shell::run started once"
+    );
+    assert_eq!(
+        sql(
+            &c,
+            &format!("SELECT count(*) FROM runbook_journal WHERE line LIKE '%{PASSWORD}%'")
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn a_postgres_lock_excludes_another_host_and_dies_with_its_holder() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    let host_a = Test::new()
+        .env("RUNBOOK_STORE", &url)
+        .script(r#"step("hold", || sleep("30s"));"#);
+    let mut first = host_a.spawn(&["run", "runbook.rhai"]);
+    assert!(wait_for(Duration::from_secs(20), || {
+        c.psql(
+            &c.nodes[0],
+            "SELECT count(*) FROM runbook_journal WHERE line LIKE '%timer_started%'",
+        )
+        .map(|n| n == "1")
+        .unwrap_or(false)
+    }));
+    let holder = sql(&c, "SELECT run_id FROM runbook_runs");
+
+    let host_b = Test::new()
+        .env("RUNBOOK_STORE", &url)
+        .script(r#"step("x", || log("second run"));"#);
+    let refused = host_b.exec(&["run", "runbook.rhai"]);
+    assert_eq!(refused.code, 4, "{}", refused.all());
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("the lock 'runbook' is held by run {holder}")),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stdout.contains("second run"));
+    assert_eq!(
+        sql(&c, "SELECT count(*) FROM runbook_runs"),
+        "1",
+        "the refused run left nothing"
+    );
+
+    // The holder dies: its session ends and the server releases the lock.
+    kill9(&mut first);
+    let mut taken = None;
+    assert!(wait_for(Duration::from_secs(10), || {
+        let ran = host_b.exec(&["run", "runbook.rhai"]);
+        let done = ran.code != 4;
+        taken = Some(ran);
+        done
+    }));
+    let taken = taken.unwrap();
+    assert_eq!(taken.code, 0, "{}", taken.all());
+    assert!(
+        taken
+            .stdout
+            .contains(&format!("took over the lock 'runbook' from run {holder}")),
+        "{}",
+        taken.stdout
+    );
+    assert!(taken.stdout.contains("second run"));
+    // Released cleanly this time: nobody is named as holder.
+    assert_eq!(
+        sql(
+            &c,
+            "SELECT count(*) FROM runbook_locks WHERE holder IS NOT NULL"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn a_corrupt_record_in_the_postgres_journal_is_refused_and_nothing_is_appended() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    let t = Test::new()
+        .env("RUNBOOK_STORE", &url)
+        .script(r#"step("gate", || approve("go?")); step("after", || log("after the gate"));"#);
+    let paused = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    let run_id = sql(&c, "SELECT run_id FROM runbook_runs");
+    let before = sql(&c, "SELECT count(*) FROM runbook_journal");
+    sql(
+        &c,
+        "UPDATE runbook_journal SET line = '{\"v\":1,\"n\":2,\"at' WHERE pos = 2",
+    );
+    let refused = t.exec(&["resume", &run_id, "--approve"]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert!(
+        refused.stderr.contains("line 2 is corrupt"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains(&format!(
+            "PostgreSQL store postgres@127.0.0.1:{}/postgres run {run_id}",
+            c.nodes[0].port
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stdout.contains("after the gate"));
+    assert_eq!(sql(&c, "SELECT count(*) FROM runbook_journal"), before);
+}
+
+#[test]
+fn store_urls_that_do_not_work_are_named_without_their_password() {
+    let (_d, c) = database();
+    let port = c.nodes[0].port;
+    let t = Test::new().script(r#"step("x", || shell::run("echo ran > ran.txt"));"#);
+
+    // Nothing listens on port 1 of loopback.
+    let down = t.exec(&[
+        "--store",
+        &format!("postgres://ops:{PASSWORD}@127.0.0.1:1/ops"),
+        "run",
+        "runbook.rhai",
+    ]);
+    assert_eq!(down.code, 1, "{}", down.all());
+    assert!(
+        down.stderr
+            .contains("cannot use the journal in PostgreSQL store ops@127.0.0.1:1/ops"),
+        "{}",
+        down.stderr
+    );
+    assert_no_password(&down);
+    assert!(!t.path("ran.txt").exists(), "nothing ran without a journal");
+
+    // A wrong password: the server's refusal, not the password.
+    let wrong = t.exec(&[
+        "--store",
+        &format!("postgres://postgres:wrong-{PASSWORD}@127.0.0.1:{port}/postgres"),
+        "runs",
+    ]);
+    assert_eq!(wrong.code, 1, "{}", wrong.all());
+    assert!(
+        wrong.stderr.contains("password authentication failed"),
+        "{}",
+        wrong.stderr
+    );
+    assert_no_password(&wrong);
+
+    // Not a URL at all: a usage error.
+    let bad = t.exec(&["--store", "postgres://ops@127.0.0.1:notaport/ops", "runs"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(bad.stderr.contains("--store"), "{}", bad.stderr);
+
+    // The password from PGPASSWORD when the URL has none; `check` needs no store at all.
+    let t = t.env("PGPASSWORD", PASSWORD);
+    let ok = t.exec(&[
+        "--store",
+        &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        "run",
+        "runbook.rhai",
+    ]);
+    assert_eq!(ok.code, 0, "{}", ok.all());
+    assert!(t.path("ran.txt").exists());
+    let check = t.exec(&[
+        "--store",
+        "postgres://ops@127.0.0.1:1/ops",
+        "check",
+        "runbook.rhai",
+    ]);
+    assert_eq!(check.code, 0, "{}", check.all());
+}

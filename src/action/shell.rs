@@ -138,7 +138,8 @@ impl Action for Run {
     async fn run(input: RunInput, cx: Cx) -> Result<RunOutput, ActionError> {
         let mut command = match (&input.cmd, &input.argv) {
             (Some(cmd), None) => {
-                let mut c = tokio::process::Command::new("sh");
+                // By path: a PATH search costs an exec attempt per directory.
+                let mut c = tokio::process::Command::new("/bin/sh");
                 c.arg("-c").arg(cmd);
                 c
             }

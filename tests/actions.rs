@@ -59,6 +59,94 @@ fn actions_lists_every_action_from_its_types() {
     assert!(text.stdout.contains("Every action also takes:"));
 }
 
+/// The doc comment right above `fn <sig>` in a definition file, or None.
+fn doc_above(text: &str, sig: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with(sig))?;
+    let doc: Vec<&str> = lines[..at]
+        .iter()
+        .rev()
+        .take_while(|l| l.starts_with("///"))
+        .copied()
+        .collect();
+    (!doc.is_empty()).then(|| doc.into_iter().rev().collect::<Vec<_>>().join("\n"))
+}
+
+#[test]
+fn definitions_for_editors_document_every_action_and_built_in() {
+    let t = Test::new();
+    let ran = t.exec(&["actions", "--definitions", "defs"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let listed: serde_json::Value =
+        serde_json::from_str(&t.exec(&["actions", "--json"]).stdout).unwrap();
+    for a in listed["actions"].as_array().unwrap() {
+        let (ns, name) = (
+            a["namespace"].as_str().unwrap(),
+            a["name"].as_str().unwrap(),
+        );
+        let file = t.path(&format!("defs/{ns}.d.rhai"));
+        assert!(
+            ran.stdout.contains(&format!("wrote defs/{ns}.d.rhai")),
+            "{}",
+            ran.stdout
+        );
+        assert!(file.exists());
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.starts_with(&format!("module {ns};")), "{text}");
+        let doc = doc_above(&text, &format!("fn {name}(input: ?) -> map;"))
+            .unwrap_or_else(|| panic!("{ns}::{name} has no documented definition:\n{text}"));
+        assert!(doc.contains(a["doc"].as_str().unwrap()), "{doc}");
+        for f in a["fields"].as_array().unwrap() {
+            let line = format!(
+                "/// * `{}` ({}{}): {}",
+                f["name"].as_str().unwrap(),
+                f["type"].as_str().unwrap(),
+                if f["required"] == true {
+                    ", required"
+                } else {
+                    ""
+                },
+                f["doc"].as_str().unwrap().replace('\n', " ")
+            );
+            assert!(doc.contains(&line), "{ns}::{name} lacks {line:?}:\n{doc}");
+        }
+    }
+    let pg = std::fs::read_to_string(t.path("defs/pg.d.rhai")).unwrap();
+    let promote = doc_above(&pg, "fn promote(input: ?) -> map;").unwrap();
+    assert!(promote.contains("/// write, idempotent;"), "{promote}");
+    assert!(promote.contains("/// Returns `#{ "), "{promote}");
+
+    let global = std::fs::read_to_string(t.path("defs/__static__.d.rhai")).unwrap();
+    for sig in [
+        "fn step(name: string, body: Fn) -> ?;",
+        "fn step(name: string, options: map, body: Fn) -> ?;",
+        "fn parallel(items: array, body: Fn) -> array;",
+        "fn approve(message: string) -> ();",
+        "fn sleep(duration: string) -> ();",
+        "fn params(declarations: map) -> map;",
+        "fn secret(name: string) -> Secret;",
+        "fn lock(name: string) -> ();",
+        "fn now() -> map;",
+        "fn log(value: ?) -> ();",
+        "fn fail(message: string) -> ();",
+        "fn is_dry_run() -> bool;",
+        "fn get(inventory: Inventory, key: string, default: ?) -> ?;",
+    ] {
+        assert!(
+            doc_above(&global, sig).is_some(),
+            "{sig} undocumented:\n{global}"
+        );
+    }
+    let scope = std::fs::read_to_string(t.path("defs/__scope__.d.rhai")).unwrap();
+    assert!(scope.contains("const inventory: map;"), "{scope}");
+
+    // A place that cannot be a directory: a usage error naming it.
+    std::fs::write(t.path("taken"), "").unwrap();
+    let bad = t.exec(&["actions", "--definitions", "taken"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(bad.stderr.contains("cannot create taken"), "{}", bad.stderr);
+}
+
 #[test]
 fn wait_healthy_waits_for_consecutive_successes_and_detects_failure() {
     let server = Server::start();

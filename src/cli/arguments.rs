@@ -113,6 +113,10 @@ pub enum Command {
     Actions {
         #[arg(long)]
         json: bool,
+        /// Instead, write Rhai definition files (*.d.rhai) for editors and the Rhai language
+        /// server into DIR: every built-in and action with its documentation
+        #[arg(long, value_name = "DIR", conflicts_with = "json")]
+        definitions: Option<PathBuf>,
     },
     /// The local multi-region stack for drills and tests: PostgreSQL, Redis, Route53 (moto),
     /// Kubernetes (fake API servers), health endpoints and a message sink, on loopback

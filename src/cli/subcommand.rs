@@ -87,7 +87,11 @@ pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
         Command::Check { files } => check(&files),
         Command::Runs { json } => runs(store.as_ref(), json),
         Command::Log { run_id, json } => log(store.as_ref(), &run_id, json),
-        Command::Actions { json } => actions(json),
+        Command::Actions {
+            definitions: Some(dir),
+            ..
+        } => definitions(&dir),
+        Command::Actions { json, .. } => actions(json),
         Command::Stack { action } => super::stack::run(action),
     }
 }
@@ -501,6 +505,73 @@ pub fn actions_json() -> Vec<Value> {
             })
         })
         .collect()
+}
+
+/// An action's documentation as a doc comment: what it does, its effect, its fields with
+/// their types and documentation, what it returns.
+fn action_doc(a: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let mut lines = vec![
+        s(&a["doc"]),
+        String::new(),
+        format!(
+            "{}, {}; default timeout {}, {} retries.",
+            s(&a["effect"]),
+            s(&a["idempotency"]).replace('_', " "),
+            s(&a["default_timeout"]),
+            a["default_retries"]
+        ),
+        String::new(),
+        "Fields (a map; `timeout`, `retries` and `backoff` too):".into(),
+    ];
+    for f in a["fields"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "* `{}` ({}{}): {}",
+            s(&f["name"]),
+            s(&f["type"]),
+            if f["required"].as_bool() == Some(true) {
+                ", required"
+            } else {
+                ""
+            },
+            s(&f["doc"])
+        ));
+    }
+    let out: Vec<String> = a["output"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| s(&f["name"]))
+        .collect();
+    lines.push(String::new());
+    lines.push(format!("Returns `#{{ {} }}`.", out.join(", ")));
+    lines
+        .iter()
+        .map(|l| {
+            if l.is_empty() {
+                "///".to_string()
+            } else {
+                format!("/// {}", l.replace('\n', " "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn definitions(dir: &std::path::Path) -> Result<(), Error> {
+    let docs: crate::script::ActionDocs = actions_json()
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap_or("").to_string(),
+                action_doc(a),
+            )
+        })
+        .collect();
+    for path in runner::write_definitions(dir, &docs)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn actions(json: bool) -> Result<(), Error> {

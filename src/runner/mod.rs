@@ -891,16 +891,12 @@ impl Reporter for Silent {
     fn report(&self, _: &Progress) {}
 }
 
-/// `runbook check`: compiles and lints one runbook, running nothing.
-pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
-    let file = path.display().to_string();
-    let source = read_script(path).map_err(|e| vec![e])?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(|e| vec![Error::Io(e.to_string())])?;
+/// A context that runs nothing: no journal, no store, every call predicted.
+fn offline_ctx(runbook: String) -> std::io::Result<(tokio::runtime::Runtime, Arc<RunCtx>)> {
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let ctx = Arc::new(RunCtx::new(CtxInit {
         run_id: None,
-        runbook: file.clone(),
+        runbook,
         dry_run: true,
         offline: true,
         auto_approve: false,
@@ -922,6 +918,40 @@ pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
         store_flag: String::new(),
         store: None,
     }));
+    Ok((rt, ctx))
+}
+
+/// Writes Rhai definition files (`*.d.rhai`) for editors and the Rhai language server: every
+/// built-in and action with its documentation, and the `inventory` constant. Returns the
+/// files written.
+pub fn write_definitions(
+    dir: &Path,
+    docs: &crate::script::ActionDocs,
+) -> Result<Vec<PathBuf>, Error> {
+    let (_rt, ctx) = offline_ctx(String::new()).map_err(|e| Error::Io(e.to_string()))?;
+    let engine =
+        crate::script::engine_with_docs(ctx, PathBuf::from("."), &Default::default(), Some(docs));
+    let scope = crate::script::scope(Dynamic::from_map(Default::default()));
+    let definitions = engine
+        .definitions_with_scope(&scope)
+        .include_standard_packages(false);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Usage(format!("cannot create {}: {e}", dir.display())))?;
+    let mut written = Vec::new();
+    for (name, text) in definitions.iter_files() {
+        let path = dir.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// `runbook check`: compiles and lints one runbook, running nothing.
+pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
+    let file = path.display().to_string();
+    let source = read_script(path).map_err(|e| vec![e])?;
+    let (_rt, ctx) = offline_ctx(file.clone()).map_err(|e| vec![Error::Io(e.to_string())])?;
     let resolver = crate::script::StdlibResolver::new(base_dir(path));
     let engine = crate::script::engine(ctx.clone(), base_dir(path), &Default::default());
     let scope = crate::script::scope(Dynamic::UNIT);

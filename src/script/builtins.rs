@@ -26,10 +26,28 @@ fn err(message: impl Into<String>, ncx: &NativeCallContext) -> Box<EvalAltResult
 pub const PARAM_KEYS: [&str; 5] = ["type", "default", "doc", "required", "choices"];
 pub const PARAM_TYPES: [&str; 5] = ["string", "int", "float", "bool", "list"];
 
-pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
+/// A built-in's registration, with the signature and documentation editor definitions show.
+/// `params` ends with the return type.
+fn documented(name: &str, params: &[&str], doc: &str) -> FuncRegistration {
+    FuncRegistration::new(name)
+        .with_params_info(params)
+        .with_comments([doc.trim_end()])
+}
+
+/// The documentation of an action for editor definitions, by full name (`pg::promote`).
+pub type ActionDocs = std::collections::HashMap<String, String>;
+
+pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>) {
     register_types(engine);
     let c = ctx.clone();
-    engine.register_indexer_get(
+    documented(
+        "index$get$",
+        &["inventory: Inventory", "key: string", "?"],
+        "/// `inventory.key`, `inventory[\"key\"]`: the value at `key`; a missing key is an error\n\
+         /// naming the key, the file and the keys that exist.",
+    )
+    .register_into_engine(
+        engine,
         move |ncx: NativeCallContext, inv: &mut Inv, key: &str| -> RhaiResult {
             crate::runner::set_source(ncx.call_source());
             inv.get(key).ok_or_else(|| {
@@ -54,32 +72,58 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
     engine.on_debug(move |s, _, _| c.log(s.to_string()));
 
     let c = ctx.clone();
-    engine.register_fn(
+    documented(
         "step",
+        &["name: string", "body: Fn", "?"],
+        "/// Runs `body` as the step `name`, a checkpoint: a resumed run does not repeat what a\n\
+         /// finished step changed. Steps nest; a name is unique in its scope. Returns what\n\
+         /// `body` returns.",
+    )
+    .register_into_engine(
+        engine,
         move |ncx: NativeCallContext, name: &str, body: FnPtr| {
             crate::runner::set_source(ncx.call_source());
             c.step(&ncx, name, None, body)
         },
     );
     let c = ctx.clone();
-    engine.register_fn(
+    documented(
         "step",
+        &["name: string", "options: Map", "body: Fn", "?"],
+        "/// Runs `body` as the step `name` with options: `retries` (run the body again on\n\
+         /// failure), `backoff` (\"5s\", doubled each retry), `timeout` (\"10m\", for everything\n\
+         /// inside), `undo` (a closure reversing the step, run by `runbook resume RUN --undo`).",
+    )
+    .register_into_engine(
+        engine,
         move |ncx: NativeCallContext, name: &str, opts: Map, body: FnPtr| {
             crate::runner::set_source(ncx.call_source());
             c.step(&ncx, name, Some(opts), body)
         },
     );
     let c = ctx.clone();
-    engine.register_fn(
+    documented(
         "parallel",
+        &["items: Array", "body: Fn", "Array"],
+        "/// Runs `body(item)` for every item at once, each branch its own step scope named\n\
+         /// `[item]`; returns the branch results in order. The first failure fails the call\n\
+         /// once every branch has ended.",
+    )
+    .register_into_engine(
+        engine,
         move |ncx: NativeCallContext, items: rhai::Array, body: FnPtr| {
             crate::runner::set_source(ncx.call_source());
             c.parallel(&ncx, items, None, body)
         },
     );
     let c = ctx.clone();
-    engine.register_fn(
+    documented(
         "parallel",
+        &["items: Array", "options: Map", "body: Fn", "Array"],
+        "/// Like `parallel(items, body)`, with `#{ limit: n }`: at most n branches at once.",
+    )
+    .register_into_engine(
+        engine,
         move |ncx: NativeCallContext, items: rhai::Array, opts: Map, body: FnPtr| {
             crate::runner::set_source(ncx.call_source());
             let mut limit = None;
@@ -105,33 +149,73 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
         },
     );
     let c = ctx.clone();
-    engine.register_fn("approve", move |ncx: NativeCallContext, message: &str| {
+    documented(
+        "approve",
+        &["message: string", "()"],
+        "/// Asks the operator to approve `message`: on a terminal, y/N; `--yes` approves up\n\
+         /// front; otherwise the run pauses (exit 3) until `runbook resume RUN --approve`.\n\
+         /// Who approved, and how, is journaled. A dry-run notes it and goes on.",
+    )
+    .register_into_engine(engine, move |ncx: NativeCallContext, message: &str| {
         crate::runner::set_source(ncx.call_source());
         c.approve(message, ncx.call_position())
     });
     let c = ctx.clone();
-    engine.register_fn("sleep", move |ncx: NativeCallContext, d: &str| {
+    documented(
+        "sleep",
+        &["duration: string", "()"],
+        "/// A durable timer (\"30s\", \"10m\"): a resumed run waits only for what is left; a\n\
+         /// dry-run does not wait.",
+    )
+    .register_into_engine(engine, move |ncx: NativeCallContext, d: &str| {
         crate::runner::set_source(ncx.call_source());
         c.sleep(d, ncx.call_position())
     });
     let c = ctx.clone();
-    engine.register_fn("sleep", move |ncx: NativeCallContext, secs: rhai::INT| {
+    documented(
+        "sleep",
+        &["seconds: int", "()"],
+        "/// A durable timer of `seconds`.",
+    )
+    .register_into_engine(engine, move |ncx: NativeCallContext, secs: rhai::INT| {
         crate::runner::set_source(ncx.call_source());
         c.sleep(&format!("{secs}s"), ncx.call_position())
     });
     let c = ctx.clone();
-    engine.register_fn("log", move |value: Dynamic| c.log(display(&value)));
+    documented(
+        "log",
+        &["value: ?", "()"],
+        "/// A line in the output and the journal (secrets masked).",
+    )
+    .register_into_engine(engine, move |value: Dynamic| c.log(display(&value)));
     let c = ctx.clone();
     // Checks that read what a write just changed cannot pass in a dry-run, where the write
     // was only predicted: runbooks skip them with `if !is_dry_run() { .. }`.
-    engine.register_fn("is_dry_run", move || c.dry_run);
-    engine.register_fn(
+    documented(
+        "is_dry_run",
+        &["bool"],
+        "/// True in a dry-run, where writes are only predicted: skip the checks that read what\n\
+         /// a write just changed.",
+    )
+    .register_into_engine(engine, move || c.dry_run);
+    documented(
         "fail",
+        &["message: string", "()"],
+        "/// Fails the current step with `message` (exit 1 unless a `try` catches it).",
+    )
+    .register_into_engine(
+        engine,
         |ncx: NativeCallContext, message: &str| -> RhaiResult<()> { Err(err(message, &ncx)) },
     );
     let c = ctx.clone();
-    engine.register_fn(
+    documented(
         "secret",
+        &["name: string", "Secret"],
+        "/// The secret in the environment variable `name`: passed to actions, never printed,\n\
+         /// journaled as a reference, masked wherever its value shows up.",
+    )
+    .register_into_engine(
+        engine,
         move |ncx: NativeCallContext, name: &str| -> RhaiResult<Secret> {
             crate::runner::set_source(ncx.call_source());
             match Secret::from_env(name, &c.redactor) {
@@ -145,7 +229,12 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
         },
     );
     let c = ctx.clone();
-    engine.register_fn("now", move |ncx: NativeCallContext| -> RhaiResult {
+    documented(
+        "now",
+        &["Map"],
+        "/// The time as `#{ ms, iso }`, recorded: a resumed run gets the same value.",
+    )
+    .register_into_engine(engine, move |ncx: NativeCallContext| -> RhaiResult {
         crate::runner::set_source(ncx.call_source());
         let action = c
             .registry
@@ -155,13 +244,26 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
         c.call_action(&action, Dynamic::from_map(Map::new()), ncx.call_position())
     });
     let c = ctx.clone();
-    engine.register_fn("params", move |ncx: NativeCallContext, decls: Map| {
+    documented(
+        "params",
+        &["declarations: Map", "Map"],
+        "/// Declares the runbook's `--var` parameters, `#{ name: #{ type, default, doc,\n\
+         /// required, choices } }` (types string, int, float, bool, list), and returns their\n\
+         /// values, typed. A value that does not fit stops the run before it starts (exit 2).",
+    )
+    .register_into_engine(engine, move |ncx: NativeCallContext, decls: Map| {
         crate::runner::set_source(ncx.call_source());
         params(&c, &ncx, decls)
     });
     let c = ctx.clone();
-    engine.register_fn(
+    documented(
         "lock",
+        &["name: string", "()"],
+        "/// Takes the lock `name` too, for the rest of the run, so different runbooks acting on\n\
+         /// the same system exclude each other (exit 4 names the holder).",
+    )
+    .register_into_engine(
+        engine,
         move |ncx: NativeCallContext, name: &str| -> RhaiResult<()> {
             let Some(store) = c.store.clone() else {
                 return Ok(());
@@ -195,8 +297,15 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
         for action in ctx.registry.in_namespace(namespace) {
             let name = action.spec().name;
             let (c, a) = (ctx.clone(), action.clone());
+            let doc: Vec<&str> = docs
+                .and_then(|d| d.get(&action.spec().full_name()))
+                .map(String::as_str)
+                .into_iter()
+                .collect();
             FuncRegistration::new(name)
                 .with_volatility(true)
+                .with_params_info(["input: ?", "Map"])
+                .with_comments(doc.clone())
                 .set_into_module(&mut module, move |ncx: NativeCallContext, arg: Dynamic| {
                     crate::runner::set_source(ncx.call_source());
                     c.call_action(&a, arg, ncx.call_position())
@@ -204,6 +313,8 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>) {
             let (c, a) = (ctx.clone(), action.clone());
             FuncRegistration::new(name)
                 .with_volatility(true)
+                .with_params_info(["Map"])
+                .with_comments(doc.clone())
                 .set_into_module(&mut module, move |ncx: NativeCallContext| {
                     crate::runner::set_source(ncx.call_source());
                     c.call_action(&a, Dynamic::from_map(Map::new()), ncx.call_position())
@@ -231,31 +342,57 @@ fn register_types(engine: &mut Engine) {
         .register_fn("to_debug", |s: &mut Secret| s.to_string())
         .register_get("name", |s: &mut Secret| s.name.clone());
 
+    engine.register_type_with_name::<Inv>("Inventory");
+    documented(
+        "keys",
+        &["inventory: Inventory", "array"],
+        "/// The keys of this part of the inventory.",
+    )
+    .register_into_engine(engine, |inv: &mut Inv| -> rhai::Array {
+        inv.keys().into_iter().map(Dynamic::from).collect()
+    });
+    documented(
+        "values",
+        &["inventory: Inventory", "array"],
+        "/// The values of this part of the inventory, in the order of its keys.",
+    )
+    .register_into_engine(engine, |inv: &mut Inv| -> rhai::Array {
+        inv.keys().iter().filter_map(|k| inv.get(k)).collect()
+    });
+    documented(
+        "len",
+        &["inventory: Inventory", "int"],
+        "/// How many keys this part of the inventory has.",
+    )
+    .register_into_engine(engine, |inv: &mut Inv| inv.keys().len() as rhai::INT);
+    documented(
+        "contains",
+        &["inventory: Inventory", "key: string", "bool"],
+        "/// Whether this part of the inventory has `key`.",
+    )
+    .register_into_engine(engine, |inv: &mut Inv, key: &str| {
+        inv.keys().iter().any(|k| k == key)
+    });
+    documented(
+        "get",
+        &["inventory: Inventory", "key: string", "default: ?", "?"],
+        "/// The value at `key`, or `default` when there is none.",
+    )
+    .register_into_engine(engine, |inv: &mut Inv, key: &str, default: Dynamic| {
+        inv.get(key).unwrap_or(default)
+    });
+    documented(
+        "to_map",
+        &["inventory: Inventory", "map"],
+        "/// This part of the inventory as a plain map (secrets stay secrets).",
+    )
+    .register_into_engine(engine, |inv: &mut Inv| -> Map {
+        inv.keys()
+            .iter()
+            .filter_map(|k| inv.get(k).map(|v| (k.as_str().into(), v)))
+            .collect()
+    });
     engine
-        .register_type_with_name::<Inv>("Inventory")
-        .register_indexer_get(|inv: &mut Inv, key: &str| -> RhaiResult {
-            inv.get(key)
-                .ok_or_else(|| inv.missing(key, rhai::Position::NONE))
-        })
-        .register_fn("keys", |inv: &mut Inv| -> rhai::Array {
-            inv.keys().into_iter().map(Dynamic::from).collect()
-        })
-        .register_fn("values", |inv: &mut Inv| -> rhai::Array {
-            inv.keys().iter().filter_map(|k| inv.get(k)).collect()
-        })
-        .register_fn("len", |inv: &mut Inv| inv.keys().len() as rhai::INT)
-        .register_fn("contains", |inv: &mut Inv, key: &str| {
-            inv.keys().iter().any(|k| k == key)
-        })
-        .register_fn("get", |inv: &mut Inv, key: &str, default: Dynamic| {
-            inv.get(key).unwrap_or(default)
-        })
-        .register_fn("to_map", |inv: &mut Inv| -> Map {
-            inv.keys()
-                .iter()
-                .filter_map(|k| inv.get(k).map(|v| (k.as_str().into(), v)))
-                .collect()
-        })
         .register_fn("to_string", |inv: &mut Inv| {
             format!(
                 "inventory {}",

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 
+pub use builtins::ActionDocs;
 pub use stdlib::{StdlibResolver, STDLIB};
 
 use crate::error::{Error, ScriptPos};
@@ -34,6 +35,16 @@ impl Default for Limits {
 
 /// An engine with the runbook surface registered, bound to a run.
 pub fn engine(ctx: Arc<RunCtx>, base_dir: PathBuf, limits: &Limits) -> Engine {
+    engine_with_docs(ctx, base_dir, limits, None)
+}
+
+/// An engine whose actions carry their documentation, for editor definitions.
+pub fn engine_with_docs(
+    ctx: Arc<RunCtx>,
+    base_dir: PathBuf,
+    limits: &Limits,
+    docs: Option<&ActionDocs>,
+) -> Engine {
     let mut engine = Engine::new();
     engine.set_strict_variables(true);
     engine.set_optimization_level(rhai::OptimizationLevel::Simple);
@@ -45,7 +56,7 @@ pub fn engine(ctx: Arc<RunCtx>, base_dir: PathBuf, limits: &Limits) -> Engine {
     engine.set_max_map_size(1_000_000);
     engine.set_module_resolver(StdlibResolver::new(base_dir));
     allow_default_keyword(&mut engine);
-    builtins::register(&mut engine, ctx);
+    builtins::register(&mut engine, ctx, docs);
     engine
 }
 

@@ -67,3 +67,63 @@ fn a_lock_left_by_a_killed_process_is_taken_over_with_a_message() {
     );
     assert!(ran.stdout.contains("that process is gone"));
 }
+
+#[test]
+fn the_shipped_runbooks_exclude_each_other_on_one_deployment_but_not_a_dry_run() {
+    let inventory = "[dns]\nzone = \"example.com\"\nrecord = \"orchestrator.example.com\"\n";
+    let t = Test::new().inventory(inventory).script(
+        r#"import "incident" as incident; incident::exclusive(inventory); step("hold", || sleep("30s"));"#,
+    );
+    let mut first = t.spawn(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert!(wait_for(Duration::from_secs(10), || t.run_ids().len() == 1
+        && t.journal(&t.run_ids()[0]).contains("timer_started")));
+    let holder = t.only_run();
+
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
+    for book in [
+        "initial-setup",
+        "planned-failover",
+        "emergency-failover",
+        "rollback",
+        "maintenance",
+    ] {
+        let path = shipped.join(format!("{book}.rhai"));
+        let mut args = vec!["run", path.to_str().unwrap(), "-i", "inventory.toml"];
+        if book == "planned-failover" {
+            args.extend(["--var", "target=eu-west-1"]);
+        }
+        let ran = t.exec(&args);
+        assert_eq!(ran.code, 4, "{book}: {}", ran.all());
+        assert!(
+            ran.stderr.contains(&format!(
+                "the lock 'deployment orchestrator.example.com' is held by run {holder}"
+            )),
+            "{book}: {}",
+            ran.stderr
+        );
+    }
+    assert_eq!(t.run_ids().len(), 1, "the refused runs left nothing");
+
+    // A dry-run changes nothing: it plans while the lock is held.
+    let plan = t.exec(&["run", "runbook.rhai", "-i", "inventory.toml", "--dry-run"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    kill9(&mut first);
+
+    // The inventory's `name`, when it has one, names the lock.
+    let t = t.inventory(&format!("name = \"orchestrator-production\"\n{inventory}"));
+    let mut first = t.spawn(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert!(wait_for(Duration::from_secs(10), || {
+        let ids = t.run_ids();
+        ids.len() == 2 && ids.iter().all(|r| t.journal(r).contains("timer_started"))
+    }));
+    let rollback = shipped.join("rollback.rhai");
+    let ran = t.exec(&["run", rollback.to_str().unwrap(), "-i", "inventory.toml"]);
+    assert_eq!(ran.code, 4, "{}", ran.all());
+    assert!(
+        ran.stderr
+            .contains("the lock 'deployment orchestrator-production' is held by run"),
+        "{}",
+        ran.stderr
+    );
+    kill9(&mut first);
+}

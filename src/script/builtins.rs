@@ -260,12 +260,14 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
         "lock",
         &["name: string", "()"],
         "/// Takes the lock `name` too, for the rest of the run, so different runbooks acting on\n\
-         /// the same system exclude each other (exit 4 names the holder).",
+         /// the same system exclude each other (exit 4 names the holder). A dry-run takes none.",
     )
     .register_into_engine(
         engine,
         move |ncx: NativeCallContext, name: &str| -> RhaiResult<()> {
-            let Some(store) = c.store.clone() else {
+            // A dry-run changes nothing, so it excludes nobody: a plan can be made while a
+            // real run holds the lock (the run's own default lock is not taken either).
+            let Some(store) = c.store.clone().filter(|_| !c.dry_run) else {
                 return Ok(());
             };
             let holder = LockHolder {

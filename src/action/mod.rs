@@ -13,7 +13,8 @@ pub mod pg;
 pub mod redis;
 pub mod shell;
 pub mod time;
-mod types;
+pub mod topology;
+pub mod types;
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -67,6 +68,12 @@ pub struct Spec {
 impl Spec {
     pub fn full_name(&self) -> String {
         format!("{}::{}", self.namespace, self.name)
+    }
+
+    /// A write that only tells people (notify::): it changes no system. A run that made only
+    /// such writes has changed nothing, and holds no claim on its locks when it stops.
+    pub fn is_notice(&self) -> bool {
+        self.effect == Effect::Write && self.namespace == "notify"
     }
 }
 
@@ -269,6 +276,9 @@ impl Registry {
         r.add::<pg::SetConfig>();
         r.add::<pg::CreateRole>();
         r.add::<pg::Repoint>();
+        r.add::<pg::Rewind>();
+        r.add::<pg::BaseBackup>();
+        r.add::<pg::Restart>();
         r.add::<redis::InfoAction>();
         r.add::<redis::RoleAction>();
         r.add::<redis::Promote>();
@@ -296,6 +306,8 @@ impl Registry {
         r.add::<k8s::Cordon>();
         r.add::<k8s::Uncordon>();
         r.add::<k8s::Drain>();
+        r.add::<topology::Observe>();
+        r.add::<topology::Verify>();
         r
     }
 

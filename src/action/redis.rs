@@ -52,7 +52,7 @@ fn redis_error(target: &str, e: redis::RedisError, sent: bool) -> ActionError {
     }
 }
 
-async fn connect(
+pub(crate) async fn connect(
     url: &SecretString,
     name: &Option<String>,
     cx: &Cx,
@@ -244,7 +244,10 @@ pub struct Role {
     pub failover_state: Option<String>,
 }
 
-async fn role_of(conn: &mut MultiplexedConnection, target: &str) -> Result<Role, ActionError> {
+pub(crate) async fn role_of(
+    conn: &mut MultiplexedConnection,
+    target: &str,
+) -> Result<Role, ActionError> {
     let info = replication_info(conn, target).await?;
     let role = info.get("role").cloned().unwrap_or_default();
     let is_primary = role == "master";

@@ -107,3 +107,82 @@ impl StatusSpec {
         }
     }
 }
+
+/// host and port of a connection URL (postgres://, redis://, http://) or a libpq
+/// `host=.. port=..` string, lower-cased, "localhost" read as 127.0.0.1.
+pub fn endpoint(url: &str, default_port: u16) -> Option<(String, u16)> {
+    let norm = |h: &str| {
+        let h = h
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_ascii_lowercase();
+        if h == "localhost" {
+            "127.0.0.1".to_string()
+        } else {
+            h
+        }
+    };
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next()?;
+        let hostport = authority
+            .rsplit_once('@')
+            .map(|(_, h)| h)
+            .unwrap_or(authority);
+        let first = hostport.split(',').next()?;
+        if first.is_empty() {
+            return None;
+        }
+        // [v6]:port, host:port or host.
+        let (host, port) = match first.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') && p.chars().all(|c| c.is_ascii_digit()) => {
+                (h, p.parse().ok()?)
+            }
+            _ => (first, default_port),
+        };
+        return Some((norm(host), port));
+    }
+    let mut host = None;
+    let mut port = default_port;
+    for pair in url.split_whitespace() {
+        if let Some((k, v)) = pair.split_once('=') {
+            let v = v.trim_matches('\'');
+            match k {
+                "host" | "hostaddr" if host.is_none() => {
+                    host = Some(norm(v.split(',').next().unwrap_or(v)))
+                }
+                "port" => port = v.split(',').next()?.parse().ok()?,
+                _ => {}
+            }
+        }
+    }
+    host.map(|h| (h, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint;
+
+    #[test]
+    fn endpoints_of_every_url_form() {
+        let cases = [
+            (
+                "postgres://u:p@127.0.0.1:5433/db?target_session_attrs=prefer-standby",
+                Some(("127.0.0.1", 5433)),
+            ),
+            ("postgresql://db.internal/app", Some(("db.internal", 5432))),
+            ("postgres://u@[::1]:6000/x", Some(("::1", 6000))),
+            ("postgres://u@h1:5433,h2:5434/x", Some(("h1", 5433))),
+            (
+                "host=DB.example.com port=5544 user=x password='a b'",
+                Some(("db.example.com", 5544)),
+            ),
+            ("host=localhost", Some(("127.0.0.1", 5432))),
+            ("redis://:pw@127.0.0.1:7001", Some(("127.0.0.1", 7001))),
+            ("user=x", None),
+        ];
+        for (url, want) in cases {
+            let got = endpoint(url, if url.starts_with("redis") { 6379 } else { 5432 });
+            assert_eq!(got, want.map(|(h, p)| (h.to_string(), p)), "{url}");
+        }
+    }
+}

@@ -3,6 +3,8 @@
 //! Every action takes `url`, a libpq connection string or URL (usually a secret), and an
 //! optional `name` (the region, say) that messages and the plan use beside the host.
 
+mod server;
+
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -13,13 +15,14 @@ use tokio_postgres::{Client, NoTls};
 
 use super::{Action, ActionError, Cx, Dur, Effect, ErrorKind, Idempotency, Spec};
 use crate::secret::SecretString;
+pub use server::{BaseBackup, RejoinInput, Rejoined, Restart, Rewind};
 
 /// Seed thresholds for replication lag: acceptable below 100 MB, warning above 500 MB,
 /// critical above 1 GB.
 const MB: i64 = 1024 * 1024;
 
 /// Where a connection goes, as messages show it: `host:port (name)`.
-fn target(url: &SecretString, name: &Option<String>) -> String {
+pub(crate) fn target(url: &SecretString, name: &Option<String>) -> String {
     let host = url
         .reveal()
         .ok()
@@ -40,7 +43,7 @@ fn target(url: &SecretString, name: &Option<String>) -> String {
 }
 
 /// A PostgreSQL error as the operator should read it, classified for retries.
-fn pg_error(target: &str, e: tokio_postgres::Error, sent: bool) -> ActionError {
+pub(crate) fn pg_error(target: &str, e: tokio_postgres::Error, sent: bool) -> ActionError {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
         let message = match code {
@@ -77,7 +80,7 @@ fn pg_error(target: &str, e: tokio_postgres::Error, sent: bool) -> ActionError {
 }
 
 /// Opens a connection; the connection task runs until the client is dropped.
-async fn connect(
+pub(crate) async fn connect(
     url: &SecretString,
     name: &Option<String>,
     cx: &Cx,
@@ -106,7 +109,7 @@ async fn connect(
 
 /// Runs a query returning rows and gives each row as a JSON object (via row_to_json, so every
 /// PostgreSQL type arrives as its JSON form).
-async fn json_rows(
+pub(crate) async fn json_rows(
     client: &Client,
     target: &str,
     sql: &str,
@@ -141,7 +144,11 @@ async fn json_rows(
         .collect()
 }
 
-async fn json_row(client: &Client, target: &str, sql: &str) -> Result<Value, ActionError> {
+pub(crate) async fn json_row(
+    client: &Client,
+    target: &str,
+    sql: &str,
+) -> Result<Value, ActionError> {
     json_rows(client, target, sql, &[])
         .await?
         .into_iter()
@@ -164,7 +171,7 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn quote_literal(value: &str) -> String {
+pub(crate) fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
@@ -240,7 +247,7 @@ SELECT pg_is_in_recovery() AS in_recovery,
   current_setting('default_transaction_read_only') = 'on' AS read_only,
   current_setting('server_version') AS server_version";
 
-async fn status_of(client: &Client, target: &str) -> Result<ServerStatus, ActionError> {
+pub(crate) async fn status_of(client: &Client, target: &str) -> Result<ServerStatus, ActionError> {
     let row = json_row(client, target, STATUS_SQL).await?;
     serde_json::from_value(row).map_err(|e| ActionError::permanent(format!("{target}: {e}")))
 }
@@ -839,8 +846,42 @@ pub struct Promoted {
 
 pub struct Promote;
 
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteInput {
+    /// The standby's connection string or URL (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The deployment's other databases: the promotion is refused while any of them answers
+    /// as a writable primary (fence it first), so a promotion never makes two primaries.
+    /// Databases that do not answer are not in the way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<SecretString>,
+}
+
+/// The first peer that answers as a writable primary, as "host:port (timeline N)".
+async fn writable_peer(peers: &[SecretString], cx: &Cx) -> Option<String> {
+    let probe = Cx {
+        timeout: cx.timeout.min(Duration::from_secs(3)),
+        ..cx.clone()
+    };
+    for peer in peers {
+        let Ok((client, shown)) = connect(peer, &None, &probe).await else {
+            continue;
+        };
+        if let Ok(s) = status_of(&client, &shown).await {
+            if !s.in_recovery && !s.read_only && writable(&client).await {
+                return Some(format!("{shown} (timeline {})", s.timeline.unwrap_or(0)));
+            }
+        }
+    }
+    None
+}
+
 /// Whether the server accepts writes: a temporary table in a transaction that is rolled back.
-async fn writable(client: &Client) -> bool {
+pub(crate) async fn writable(client: &Client) -> bool {
     let probe = "BEGIN; CREATE TEMP TABLE runbook_write_probe (x int) ON COMMIT DROP; ROLLBACK;";
     match client.batch_execute(probe).await {
         Ok(()) => true,
@@ -852,14 +893,14 @@ async fn writable(client: &Client) -> bool {
 }
 
 impl Action for Promote {
-    type Input = Target;
+    type Input = PromoteInput;
     type Output = Promoted;
 
     fn spec() -> Spec {
         Spec {
             namespace: "pg",
             name: "promote",
-            doc: "Promote a standby to primary and wait until it accepts writes; a no-op on a primary. Reports the new timeline.",
+            doc: "Promote a standby to primary and wait until it accepts writes; a no-op on a primary. Refused while one of `peers` answers as a writable primary. Reports the new timeline.",
             effect: Effect::Write,
             idempotency: Idempotency::Idempotent,
             primary: Some("url"),
@@ -868,11 +909,11 @@ impl Action for Promote {
         }
     }
 
-    fn describe(input: &Target) -> String {
+    fn describe(input: &PromoteInput) -> String {
         format!("promote {} to primary", target(&input.url, &input.name))
     }
 
-    fn predict(_: &Target) -> Promoted {
+    fn predict(_: &PromoteInput) -> Promoted {
         Promoted {
             promoted: true,
             timeline: 0,
@@ -881,16 +922,22 @@ impl Action for Promote {
         }
     }
 
-    async fn preview(input: Target, cx: Cx) -> Option<String> {
+    async fn preview(input: PromoteInput, cx: Cx) -> Option<String> {
         preview_status(&input.url, &input.name, &cx).await
     }
 
-    async fn run(input: Target, cx: Cx) -> Result<Promoted, ActionError> {
+    async fn run(input: PromoteInput, cx: Cx) -> Result<Promoted, ActionError> {
         let started = Instant::now();
         let (client, target) = connect(&input.url, &input.name, &cx).await?;
         let before = status_of(&client, &target).await?;
         let promoted = before.in_recovery;
         if promoted {
+            if let Some(other) = writable_peer(&input.peers, &cx).await {
+                return Err(ActionError::permanent(format!(
+                    "refusing to promote {target}: {other} answers as a writable primary, and a promotion now would make two. \
+                     Fence it first (pg::fence), or fail over from it"
+                )));
+            }
             let wait = cx.timeout.as_secs().clamp(1, 3600) as i32;
             client
                 .query("SELECT pg_promote(true, $1)", &[&wait])
@@ -975,7 +1022,7 @@ pub struct Fenced {
 
 pub struct Fence;
 
-fn bin(dir: &Option<String>, tool: &str) -> String {
+pub(crate) fn bin(dir: &Option<String>, tool: &str) -> String {
     match dir {
         Some(d) => format!("{}/{tool}", d.trim_end_matches('/')),
         None => tool.to_string(),
@@ -983,7 +1030,7 @@ fn bin(dir: &Option<String>, tool: &str) -> String {
 }
 
 /// Runs a PostgreSQL tool, as the data directory's owner when given and we are root.
-async fn run_tool(
+pub(crate) async fn run_tool(
     os_user: &Option<String>,
     program: &str,
     args: &[&str],
@@ -1619,7 +1666,7 @@ pub struct Repointed {
 
 pub struct Repoint;
 
-fn conninfo_value(v: &str) -> String {
+pub(crate) fn conninfo_value(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 

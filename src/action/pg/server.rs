@@ -1,0 +1,900 @@
+//! Actions on a server's data directory, run where that directory is: turning a former primary
+//! (or a diverged standby) into a standby of the current primary — with pg_rewind, or with a
+//! fresh base backup when a rewind is impossible — and restarting a server.
+//!
+//! pg_rewind and pg_basebackup copy the source's configuration files over the target's; the
+//! target keeps its own (its port, its pg_hba), saved before and written back after.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{bin, connect, conninfo_value, quote_literal, status_of, target};
+use crate::action::types::endpoint;
+use crate::action::{Action, ActionError, Cx, Effect, ErrorKind, Idempotency, Spec};
+use crate::secret::SecretString;
+
+/// Files a server keeps as its own across a rewind or a base backup.
+const OWN_FILES: [&str; 4] = [
+    "postgresql.conf",
+    "postgresql.auto.conf",
+    "pg_hba.conf",
+    "pg_ident.conf",
+];
+
+/// Settings a standby must not carry over: the fence, and the old replication setup.
+const STANDBY_DROPS: [&str; 3] = [
+    "default_transaction_read_only",
+    "primary_conninfo",
+    "primary_slot_name",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejoinInput {
+    /// The server to turn into a standby (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The primary it will follow: a superuser (or a role with pg_rewind's rights); its host,
+    /// port, user and password go into primary_conninfo.
+    pub primary_url: SecretString,
+    /// The server's data directory (the runbook must run where it is).
+    pub data_dir: String,
+    /// The folder holding pg_ctl, pg_rewind and pg_basebackup (default: found on PATH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<String>,
+    /// The system user owning the data directory (tools run as it when the runbook is root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_user: Option<String>,
+    /// The replication slot on the primary to stream through (create it first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// The name the standby reports to the primary (default: `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_name: Option<String>,
+    /// Where pg_ctl writes the server's log (default: `<data_dir>/startup.log`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<String>,
+}
+
+/// A server that is now a standby.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Rejoined {
+    /// False when it already streamed from that primary (nothing was done).
+    pub changed: bool,
+    /// "rewind", "basebackup" or "none".
+    pub method: String,
+    /// What the tool reported ("servers diverged at WAL location 0/3000148 on timeline 1", "no
+    /// rewind required").
+    pub detail: String,
+    /// host:port it streams from now.
+    pub upstream: String,
+    /// The timeline it is on.
+    pub timeline: i64,
+    /// For a base backup: where the old data directory was moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_aside: Option<String>,
+    pub took_ms: u64,
+}
+
+/// Where a server is on this host, and how to run its tools.
+struct Local<'a> {
+    url: &'a SecretString,
+    name: &'a Option<String>,
+    data_dir: &'a str,
+    bin_dir: &'a Option<String>,
+    os_user: &'a Option<String>,
+    log_file: &'a Option<String>,
+}
+
+impl RejoinInput {
+    fn local(&self) -> Local<'_> {
+        Local {
+            url: &self.url,
+            name: &self.name,
+            data_dir: &self.data_dir,
+            bin_dir: &self.bin_dir,
+            os_user: &self.os_user,
+            log_file: &self.log_file,
+        }
+    }
+}
+
+/// The primary's address and credentials, from its URL.
+struct Source {
+    host: String,
+    port: u16,
+    user: Option<String>,
+    password: Option<String>,
+    dbname: Option<String>,
+}
+
+impl Source {
+    fn parse(url: &SecretString) -> Result<Source, ActionError> {
+        let raw = url.reveal().map_err(ActionError::permanent)?;
+        // libpq parameters tokio-postgres does not know (target_session_attrs=prefer-standby,
+        // say) do not matter here: only the address and the credentials.
+        let base = raw.split('?').next().unwrap_or(&raw);
+        let config = tokio_postgres::Config::from_str(base).map_err(|e| {
+            ActionError::permanent(format!(
+                "{}: not a PostgreSQL connection string: {e}",
+                url.shown()
+            ))
+        })?;
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => {
+                return Err(ActionError::permanent(
+                    "the primary must be reached over TCP (host and port)",
+                ))
+            }
+        };
+        Ok(Source {
+            host,
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            user: config.get_user().map(str::to_string),
+            password: config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            dbname: config.get_dbname().map(str::to_string),
+        })
+    }
+
+    fn upstream(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// A libpq connection string without the password (it goes through PGPASSWORD).
+    fn tool_conninfo(&self, application_name: &str) -> String {
+        let mut s = format!(
+            "host={} port={} application_name={}",
+            conninfo_value(&self.host),
+            self.port,
+            conninfo_value(application_name)
+        );
+        if let Some(u) = &self.user {
+            s.push_str(&format!(" user={}", conninfo_value(u)));
+        }
+        s.push_str(&format!(
+            " dbname={}",
+            conninfo_value(self.dbname.as_deref().unwrap_or("postgres"))
+        ));
+        s
+    }
+
+    /// primary_conninfo: with the password, as pg_basebackup -R writes it.
+    fn primary_conninfo(&self, application_name: &str) -> String {
+        let mut s = format!(
+            "host={} port={} application_name={}",
+            conninfo_value(&self.host),
+            self.port,
+            conninfo_value(application_name)
+        );
+        if let Some(u) = &self.user {
+            s.push_str(&format!(" user={}", conninfo_value(u)));
+        }
+        if let Some(p) = &self.password {
+            s.push_str(&format!(" password={}", conninfo_value(p)));
+        }
+        s
+    }
+}
+
+/// A tool run as the data directory's owner, with the primary's password in its environment
+/// (never on its command line).
+async fn tool(
+    input: &Local<'_>,
+    program: &str,
+    args: &[&str],
+    password: Option<&str>,
+) -> Result<(bool, String), ActionError> {
+    let program = bin(input.bin_dir, program);
+    let mut command = match input.os_user {
+        Some(user) if unsafe { libc::geteuid() } == 0 => {
+            let mut c = tokio::process::Command::new("runuser");
+            c.args(["-u", user, "--", &program]);
+            c
+        }
+        _ => tokio::process::Command::new(&program),
+    };
+    command.args(args).stdin(std::process::Stdio::null());
+    if let Some(p) = password {
+        command.env("PGPASSWORD", p);
+    }
+    // pg_ctl's server inherits nothing of ours but must not keep our pipes open.
+    let out = command
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| ActionError::permanent(format!("cannot run {program}: {e}")))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text.trim().to_string()))
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("; ")
+}
+
+fn running(data_dir: &Path) -> bool {
+    std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+        .is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0)
+}
+
+/// A saved file: path, content, owner and mode.
+struct Saved {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+fn save_own_files(data_dir: &Path) -> Result<Vec<Saved>, ActionError> {
+    let mut saved = Vec::new();
+    for name in OWN_FILES {
+        let path = data_dir.join(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let bytes = std::fs::read(&path)
+            .map_err(|e| ActionError::permanent(format!("cannot read {}: {e}", path.display())))?;
+        saved.push(Saved {
+            path,
+            bytes,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.mode() & 0o777,
+        });
+    }
+    Ok(saved)
+}
+
+fn write_owned(
+    path: &Path,
+    bytes: &[u8],
+    uid: u32,
+    gid: u32,
+    mode: u32,
+) -> Result<(), ActionError> {
+    let fail =
+        |e: std::io::Error| ActionError::permanent(format!("cannot write {}: {e}", path.display()));
+    std::fs::write(path, bytes).map_err(fail)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(fail)?;
+    }
+    Ok(())
+}
+
+fn restore_own_files(saved: &[Saved]) -> Result<(), ActionError> {
+    for s in saved {
+        write_owned(&s.path, &s.bytes, s.uid, s.gid, s.mode)?;
+    }
+    Ok(())
+}
+
+/// postgresql.auto.conf without the settings a standby must not keep, plus its new upstream.
+pub fn standby_auto_conf(current: &str, conninfo: &str, slot: Option<&str>) -> String {
+    let mut out: Vec<String> = current
+        .lines()
+        .filter(|l| {
+            let key = l.split('=').next().unwrap_or("").trim();
+            !STANDBY_DROPS.contains(&key)
+        })
+        .map(str::to_string)
+        .collect();
+    out.push(format!("primary_conninfo = {}", quote_literal(conninfo)));
+    if let Some(slot) = slot {
+        out.push(format!("primary_slot_name = {}", quote_literal(slot)));
+    }
+    out.join("\n") + "\n"
+}
+
+/// Writes the standby's settings and standby.signal, owned like the data directory.
+fn configure_standby(input: &RejoinInput, source: &Source) -> Result<(), ActionError> {
+    let dir = Path::new(&input.data_dir);
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| ActionError::permanent(format!("{}: {e}", dir.display())))?;
+    let auto = dir.join("postgresql.auto.conf");
+    let current = std::fs::read_to_string(&auto).unwrap_or_default();
+    let app = application_name(input);
+    let text = standby_auto_conf(
+        &current,
+        &source.primary_conninfo(&app),
+        input.slot.as_deref(),
+    );
+    write_owned(&auto, text.as_bytes(), meta.uid(), meta.gid(), 0o600)?;
+    write_owned(
+        &dir.join("standby.signal"),
+        b"",
+        meta.uid(),
+        meta.gid(),
+        0o600,
+    )?;
+    let _ = std::fs::remove_file(dir.join("recovery.signal"));
+    Ok(())
+}
+
+fn application_name(input: &RejoinInput) -> String {
+    input
+        .application_name
+        .clone()
+        .or_else(|| input.name.clone())
+        .unwrap_or_else(|| "replica".into())
+}
+
+async fn stop(input: &Local<'_>, shown: &str, cx: &Cx) -> Result<(), ActionError> {
+    let dir = Path::new(input.data_dir);
+    if !running(dir) {
+        return Ok(());
+    }
+    if let Ok((client, _)) = connect(input.url, input.name, cx).await {
+        let _ = client.batch_execute("CHECKPOINT").await;
+    }
+    let (ok, text) = tool(
+        input,
+        "pg_ctl",
+        &["stop", "-D", input.data_dir, "-m", "fast", "-w", "-t", "60"],
+        None,
+    )
+    .await?;
+    if !ok {
+        return Err(ActionError::permanent(format!(
+            "{shown}: pg_ctl stop failed: {}",
+            last_lines(&text, 3)
+        )));
+    }
+    Ok(())
+}
+
+async fn start(input: &Local<'_>, shown: &str) -> Result<(), ActionError> {
+    let log = input
+        .log_file
+        .clone()
+        .unwrap_or_else(|| format!("{}/startup.log", input.data_dir.trim_end_matches('/')));
+    let (ok, text) = tool(
+        input,
+        "pg_ctl",
+        &["start", "-D", input.data_dir, "-l", &log, "-w", "-t", "120"],
+        None,
+    )
+    .await?;
+    if !ok {
+        return Err(ActionError::permanent(format!(
+            "{shown}: the server did not start: {}; see {log}",
+            last_lines(&text, 3)
+        )));
+    }
+    Ok(())
+}
+
+/// The primary must be one: rewinding to a standby, or to the server itself, goes nowhere.
+async fn check_source(input: &RejoinInput, source: &Source, cx: &Cx) -> Result<(), ActionError> {
+    let (client, shown) = connect(&input.primary_url, &None, cx).await?;
+    let s = status_of(&client, &shown).await?;
+    if s.in_recovery {
+        return Err(ActionError::permanent(format!(
+            "{shown} is a standby: a server can only rejoin a primary"
+        )));
+    }
+    // A primary promoted moments ago has not finished its first checkpoint: its control file
+    // still names the old timeline, and pg_rewind (which reads it) would rewind to the wrong
+    // place. A checkpoint now settles it, as Patroni does before a rewind.
+    client
+        .batch_execute("CHECKPOINT")
+        .await
+        .map_err(|e| super::pg_error(&shown, e, true))?;
+    let me = input.url.reveal().ok().and_then(|u| endpoint(&u, 5432));
+    let them = endpoint(&format!("postgres://{}", source.upstream()), 5432);
+    if me.is_some() && me == them {
+        return Err(ActionError::permanent(format!(
+            "{shown} is the server itself: it cannot follow itself"
+        )));
+    }
+    Ok(())
+}
+
+/// Already a standby streaming from the source through the slot: nothing to do.
+async fn already(input: &RejoinInput, source: &Source, cx: &Cx) -> Option<i64> {
+    if !running(Path::new(&input.data_dir)) {
+        return None;
+    }
+    let (client, shown) = connect(&input.url, &input.name, cx).await.ok()?;
+    let s = status_of(&client, &shown).await.ok()?;
+    let slot = super::json_row(
+        &client,
+        &shown,
+        "SELECT current_setting('primary_slot_name') AS slot",
+    )
+    .await
+    .ok()?;
+    let same_slot = slot["slot"].as_str().unwrap_or("") == input.slot.as_deref().unwrap_or("");
+    (s.in_recovery
+        && s.wal_receiver.as_deref() == Some("streaming")
+        && s.upstream.as_deref() == Some(source.upstream().as_str())
+        && same_slot)
+        .then(|| s.timeline.unwrap_or(0))
+}
+
+/// Waits until the server streams from the source.
+async fn wait_streaming(
+    input: &RejoinInput,
+    source: &Source,
+    shown: &str,
+    started: Instant,
+    cx: &Cx,
+) -> Result<i64, ActionError> {
+    let upstream = source.upstream();
+    loop {
+        if let Ok((client, _)) = connect(&input.url, &input.name, cx).await {
+            if let Ok(s) = status_of(&client, shown).await {
+                if s.in_recovery
+                    && s.wal_receiver.as_deref() == Some("streaming")
+                    && s.upstream.as_deref() == Some(upstream.as_str())
+                {
+                    return Ok(s.timeline.unwrap_or(0));
+                }
+            }
+        }
+        if started.elapsed() > cx.timeout {
+            return Err(ActionError::permanent(format!(
+                "{shown} started as a standby but does not stream from {upstream} after {}; see its log",
+                humantime::format_duration(Duration::from_secs(cx.timeout.as_secs()))
+            )));
+        }
+        if cx.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ActionError {
+                message: "interrupted".into(),
+                kind: ErrorKind::Interrupted,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn describe_rejoin(input: &RejoinInput, how: &str) -> String {
+    format!(
+        "make {} a standby of {} ({how})",
+        target(&input.url, &input.name),
+        target(&input.primary_url, &None)
+    )
+}
+
+fn predicted(input: &RejoinInput, method: &str) -> Rejoined {
+    Rejoined {
+        changed: true,
+        method: method.into(),
+        detail: String::new(),
+        upstream: target(&input.primary_url, &None),
+        timeline: 0,
+        moved_aside: None,
+        took_ms: 0,
+    }
+}
+
+async fn preview(input: &RejoinInput, cx: &Cx) -> Option<String> {
+    if !running(Path::new(&input.data_dir)) {
+        return Some("now stopped".into());
+    }
+    let (client, shown) = connect(&input.url, &input.name, cx).await.ok()?;
+    let s = status_of(&client, &shown).await.ok()?;
+    Some(if s.in_recovery {
+        format!(
+            "now a standby of {}",
+            s.upstream.unwrap_or_else(|| "nothing".into())
+        )
+    } else {
+        format!(
+            "now a primary on timeline {}{}",
+            s.timeline.unwrap_or(0),
+            if s.read_only { ", read-only" } else { "" }
+        )
+    })
+}
+
+pub struct Rewind;
+
+impl Action for Rewind {
+    type Input = RejoinInput;
+    type Output = Rejoined;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "rewind",
+            doc: "Turn a former primary (or a diverged standby) into a standby of `primary_url`: stop it, pg_rewind it onto the primary's timeline (what it wrote after the fork is discarded), keep its own configuration files, write primary_conninfo, the slot and standby.signal, start it, and wait until it streams. A no-op when it already streams from that primary. Needs wal_log_hints or data checksums, and the data directory on this host.",
+            effect: Effect::Write,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(600),
+            default_retries: 0,
+        }
+    }
+
+    fn describe(input: &RejoinInput) -> String {
+        describe_rejoin(input, "pg_rewind")
+    }
+
+    fn predict(input: &RejoinInput) -> Rejoined {
+        predicted(input, "rewind")
+    }
+
+    async fn preview(input: RejoinInput, cx: Cx) -> Option<String> {
+        preview(&input, &cx).await
+    }
+
+    async fn run(input: RejoinInput, cx: Cx) -> Result<Rejoined, ActionError> {
+        let started = Instant::now();
+        let shown = target(&input.url, &input.name);
+        let source = Source::parse(&input.primary_url)?;
+        check_source(&input, &source, &cx).await?;
+        if let Some(timeline) = already(&input, &source, &cx).await {
+            return Ok(Rejoined {
+                changed: false,
+                method: "none".into(),
+                detail: "already streaming from that primary".into(),
+                upstream: source.upstream(),
+                timeline,
+                moved_aside: None,
+                took_ms: started.elapsed().as_millis() as u64,
+            });
+        }
+        let dir = Path::new(&input.data_dir);
+        if !dir.join("global/pg_control").exists() {
+            return Err(ActionError::permanent(format!(
+                "{shown}: {} is not a PostgreSQL data directory on this host",
+                input.data_dir
+            )));
+        }
+        stop(&input.local(), &shown, &cx).await?;
+        let saved = save_own_files(dir)?;
+        let source_server = source.tool_conninfo(&application_name(&input));
+        let (ok, text) = tool(
+            &input.local(),
+            "pg_rewind",
+            &["-D", &input.data_dir, "--source-server", &source_server],
+            source.password.as_deref(),
+        )
+        .await?;
+        // Whatever pg_rewind did, the server's own files come back; it stays stopped on
+        // failure (a former primary must not come back writable).
+        restore_own_files(&saved)?;
+        if !ok {
+            return Err(ActionError::permanent(format!(
+                "{shown}: pg_rewind could not rewind it onto {}: {}. It is left stopped; a fresh base backup (pg::basebackup) brings it back as a standby",
+                source.upstream(),
+                last_lines(&text, 2)
+            )));
+        }
+        let detail = text
+            .lines()
+            .map(|l| l.trim_start_matches("pg_rewind: ").trim())
+            .filter(|l| l.contains("diverged") || l.contains("no rewind required"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        configure_standby(&input, &source)?;
+        start(&input.local(), &shown).await?;
+        let timeline = wait_streaming(&input, &source, &shown, started, &cx).await?;
+        Ok(Rejoined {
+            changed: true,
+            method: "rewind".into(),
+            detail,
+            upstream: source.upstream(),
+            timeline,
+            moved_aside: None,
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+pub struct BaseBackup;
+
+impl Action for BaseBackup {
+    type Input = RejoinInput;
+    type Output = Rejoined;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "basebackup",
+            doc: "Rebuild a server as a standby of `primary_url` from a fresh base backup, when a rewind is impossible: stop it, move its data directory aside (kept, not deleted), pg_basebackup from the primary, keep its own configuration files, write the standby settings, start it, and wait until it streams. A no-op when it already streams from that primary.",
+            effect: Effect::Write,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(3600),
+            default_retries: 0,
+        }
+    }
+
+    fn describe(input: &RejoinInput) -> String {
+        describe_rejoin(
+            input,
+            "a fresh base backup; its data directory is moved aside",
+        )
+    }
+
+    fn predict(input: &RejoinInput) -> Rejoined {
+        predicted(input, "basebackup")
+    }
+
+    async fn preview(input: RejoinInput, cx: Cx) -> Option<String> {
+        preview(&input, &cx).await
+    }
+
+    async fn run(input: RejoinInput, cx: Cx) -> Result<Rejoined, ActionError> {
+        let started = Instant::now();
+        let shown = target(&input.url, &input.name);
+        let source = Source::parse(&input.primary_url)?;
+        check_source(&input, &source, &cx).await?;
+        if let Some(timeline) = already(&input, &source, &cx).await {
+            return Ok(Rejoined {
+                changed: false,
+                method: "none".into(),
+                detail: "already streaming from that primary".into(),
+                upstream: source.upstream(),
+                timeline,
+                moved_aside: None,
+                took_ms: started.elapsed().as_millis() as u64,
+            });
+        }
+        let dir = PathBuf::from(&input.data_dir);
+        let meta = std::fs::metadata(&dir)
+            .map_err(|e| ActionError::permanent(format!("{shown}: {}: {e}", dir.display())))?;
+        stop(&input.local(), &shown, &cx).await?;
+        let saved = save_own_files(&dir)?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let aside = PathBuf::from(format!(
+            "{}.replaced-{stamp}",
+            input.data_dir.trim_end_matches('/')
+        ));
+        let io = |e: std::io::Error| ActionError::permanent(format!("{shown}: {e}"));
+        std::fs::rename(&dir, &aside).map_err(io)?;
+        std::fs::create_dir(&dir).map_err(io)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&dir, Some(meta.uid()), Some(meta.gid())).map_err(io)?;
+        }
+        let conninfo = source.tool_conninfo(&application_name(&input));
+        let mut args = vec![
+            "-D",
+            &input.data_dir,
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-d",
+            &conninfo,
+        ];
+        if let Some(slot) = &input.slot {
+            args.extend(["-S", slot]);
+        }
+        let (ok, text) = tool(
+            &input.local(),
+            "pg_basebackup",
+            &args,
+            source.password.as_deref(),
+        )
+        .await?;
+        if !ok {
+            // Put the old directory back, stopped: nothing is lost.
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::rename(&aside, &dir);
+            return Err(ActionError::permanent(format!(
+                "{shown}: pg_basebackup from {} failed: {}. The old data directory is back in place, stopped",
+                source.upstream(),
+                last_lines(&text, 2)
+            )));
+        }
+        restore_own_files(&saved)?;
+        configure_standby(&input, &source)?;
+        start(&input.local(), &shown).await?;
+        let timeline = wait_streaming(&input, &source, &shown, started, &cx).await?;
+        Ok(Rejoined {
+            changed: true,
+            method: "basebackup".into(),
+            detail: format!("copied from {}", source.upstream()),
+            upstream: source.upstream(),
+            timeline,
+            moved_aside: Some(aside.display().to_string()),
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartInput {
+    /// The server (usually a secret).
+    pub url: SecretString,
+    /// A label for messages, such as the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The server's data directory (the runbook must run where it is).
+    pub data_dir: String,
+    /// The folder holding pg_ctl (default: found on PATH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<String>,
+    /// The system user owning the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_user: Option<String>,
+    /// Where pg_ctl writes the server's log (default: `<data_dir>/startup.log`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<String>,
+    /// Restart only when a changed setting waits for it (default true).
+    #[serde(default = "only_pending")]
+    pub only_if_pending: bool,
+}
+
+fn only_pending() -> bool {
+    true
+}
+
+/// A restarted server.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Restarted {
+    /// False when nothing waited for a restart (and only_if_pending).
+    pub restarted: bool,
+    /// The settings that waited for it.
+    pub pending: Vec<String>,
+    pub took_ms: u64,
+}
+
+pub struct Restart;
+
+impl Action for Restart {
+    type Input = RestartInput;
+    type Output = Restarted;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "pg",
+            name: "restart",
+            doc: "Restart a server (fast shutdown, start) so settings that wait for a restart take effect (wal_log_hints, wal_level); by default only when one does. Waits until it accepts connections again, and a standby until it streams.",
+            effect: Effect::Write,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(300),
+            default_retries: 0,
+        }
+    }
+
+    fn describe(input: &RestartInput) -> String {
+        format!(
+            "restart {}{}",
+            target(&input.url, &input.name),
+            if input.only_if_pending {
+                " if a setting waits for it"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn predict(_: &RestartInput) -> Restarted {
+        Restarted {
+            restarted: true,
+            pending: vec![],
+            took_ms: 0,
+        }
+    }
+
+    async fn preview(input: RestartInput, cx: Cx) -> Option<String> {
+        let (client, shown) = connect(&input.url, &input.name, &cx).await.ok()?;
+        let rows = super::json_rows(
+            &client,
+            &shown,
+            "SELECT name FROM pg_settings WHERE pending_restart",
+            &[],
+        )
+        .await
+        .ok()?;
+        let names: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_string))
+            .collect();
+        Some(if names.is_empty() {
+            "now nothing waits for a restart".into()
+        } else {
+            format!("now {} wait for a restart", names.join(", "))
+        })
+    }
+
+    async fn run(input: RestartInput, cx: Cx) -> Result<Restarted, ActionError> {
+        let started = Instant::now();
+        let shown = target(&input.url, &input.name);
+        let (client, _) = connect(&input.url, &input.name, &cx).await?;
+        let pending: Vec<String> = super::json_rows(
+            &client,
+            &shown,
+            "SELECT name FROM pg_settings WHERE pending_restart ORDER BY name",
+            &[],
+        )
+        .await?
+        .iter()
+        .filter_map(|r| r["name"].as_str().map(str::to_string))
+        .collect();
+        let was_standby = status_of(&client, &shown).await?.in_recovery;
+        drop(client);
+        if pending.is_empty() && input.only_if_pending {
+            return Ok(Restarted {
+                restarted: false,
+                pending,
+                took_ms: started.elapsed().as_millis() as u64,
+            });
+        }
+        let local = Local {
+            url: &input.url,
+            name: &input.name,
+            data_dir: &input.data_dir,
+            bin_dir: &input.bin_dir,
+            os_user: &input.os_user,
+            log_file: &input.log_file,
+        };
+        stop(&local, &shown, &cx).await?;
+        start(&local, &shown).await?;
+        loop {
+            if let Ok((client, _)) = connect(&input.url, &input.name, &cx).await {
+                if let Ok(s) = status_of(&client, &shown).await {
+                    if !was_standby || s.wal_receiver.as_deref() == Some("streaming") {
+                        break;
+                    }
+                }
+            }
+            if started.elapsed() > cx.timeout {
+                return Err(ActionError::permanent(format!(
+                    "{shown} restarted but {} within {}",
+                    if was_standby {
+                        "does not stream again"
+                    } else {
+                        "does not accept connections"
+                    },
+                    humantime::format_duration(Duration::from_secs(cx.timeout.as_secs()))
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Restarted {
+            restarted: true,
+            pending,
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::standby_auto_conf;
+
+    #[test]
+    fn a_rejoined_standby_drops_the_fence_and_the_old_upstream() {
+        let before = "# Do not edit this file manually!\n\
+                      default_transaction_read_only = 'on'\n\
+                      primary_conninfo = 'host=old port=1'\n\
+                      primary_slot_name = 'x'\n\
+                      wal_log_hints = 'on'\n";
+        let after = standby_auto_conf(before, "host=new port=2", Some("us_east_1"));
+        assert_eq!(
+            after,
+            "# Do not edit this file manually!\n\
+             wal_log_hints = 'on'\n\
+             primary_conninfo = 'host=new port=2'\n\
+             primary_slot_name = 'us_east_1'\n"
+        );
+    }
+}

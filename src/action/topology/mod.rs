@@ -1,0 +1,345 @@
+//! `topology::` — what the servers say the deployment is. The inventory says where things are;
+//! these actions ask every region's database, Redis, health endpoint, application and DNS
+//! weight what they are, name what is wrong, and check a procedure's postcondition.
+
+pub mod model;
+mod probe;
+mod render;
+pub mod rules;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Action, ActionError, Cx, Dur, Effect, ErrorKind, Idempotency, Spec};
+use crate::secret::SecretString;
+pub use model::Topology;
+
+/// The parts of an inventory the topology reads; other keys are ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct InventoryView {
+    /// What the inventory believes; compared with what the servers say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_region: Option<String>,
+    /// Region name → where its parts are.
+    #[serde(default)]
+    pub regions: BTreeMap<String, RegionTargets>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsTargets>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<KubeTargets>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PgTools>,
+}
+
+/// One region of the inventory (other keys are ignored).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct RegionTargets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<SecretString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<SecretString>,
+    /// How the other regions' Redis reach this one (to name a replica's master).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_url: Option<SecretString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// This region's kubeconfig (default: the [k8s] one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+    /// The database's data directory, when it is on this host: lets a stopped server's WAL
+    /// end be read (an exact data-loss bound) and pg_rewind run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_data_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DnsTargets {
+    pub zone: String,
+    pub record: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct KubeTargets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct PgTools {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_user: Option<String>,
+}
+
+fn three_seconds() -> Dur {
+    Dur(Duration::from_secs(3))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObserveInput {
+    /// The inventory (pass `inventory`): its regions' databases, Redis, health URLs,
+    /// Kubernetes deployments, and its DNS record.
+    pub inventory: InventoryView,
+    /// The time limit of each probe (default "3s"); a part that does not answer within it is
+    /// observed as unreachable.
+    #[serde(default = "three_seconds")]
+    pub probe_timeout: Dur,
+}
+
+fn regions_line(inv: &InventoryView) -> String {
+    inv.regions.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// A dry-run's picture without servers (`--offline`): the inventory's primary is the primary,
+/// the other regions stream from it at lag 0, everything is healthy and ready.
+fn predicted(inv: &InventoryView) -> Topology {
+    let primary = inv
+        .primary_region
+        .clone()
+        .or_else(|| inv.regions.keys().next().cloned())
+        .unwrap_or_default();
+    let mut t = Topology {
+        inventory_primary: inv.primary_region.clone(),
+        ..Default::default()
+    };
+    for (name, r) in &inv.regions {
+        let is_primary = *name == primary;
+        let database = if r.database_url.is_none() {
+            model::Database {
+                role: "absent".into(),
+                ..Default::default()
+            }
+        } else {
+            model::Database {
+                reachable: true,
+                role: if is_primary { "primary" } else { "standby" }.into(),
+                writable: is_primary,
+                timeline: Some(1),
+                current_lsn: is_primary.then(|| "0/0".into()),
+                receive_lsn: (!is_primary).then(|| "0/0".into()),
+                replay_lsn: (!is_primary).then(|| "0/0".into()),
+                wal_receiver: (!is_primary).then(|| "streaming".into()),
+                upstream_region: (!is_primary).then(|| primary.clone()),
+                wal_log_hints: true,
+                ..Default::default()
+            }
+        };
+        let redis = if r.redis_url.is_none() {
+            model::Cache {
+                role: "absent".into(),
+                ..Default::default()
+            }
+        } else {
+            model::Cache {
+                reachable: true,
+                role: if is_primary { "master" } else { "replica" }.into(),
+                master_region: (!is_primary).then(|| primary.clone()),
+                link: (!is_primary).then(|| "up".into()),
+                ..Default::default()
+            }
+        };
+        let app = if r.context.is_some() && r.deployment.is_some() {
+            model::App {
+                checked: true,
+                reachable: true,
+                replicas: 1,
+                ready: 1,
+                database_url: Some("(predicted)".into()),
+                database_region: Some(primary.clone()),
+                error: None,
+            }
+        } else {
+            model::App::default()
+        };
+        let region = model::Region {
+            database,
+            redis,
+            health: model::Health {
+                checked: r.health_url.is_some(),
+                ok: true,
+                status: Some(200),
+                latency_ms: Some(0),
+                error: None,
+            },
+            app,
+            dns_weight: inv.dns.as_ref().map(|_| if is_primary { 100 } else { 0 }),
+        };
+        t.regions.insert(name.clone(), region);
+    }
+    settle(&mut t);
+    t
+}
+
+/// Derives, judges and draws an observation.
+fn settle(t: &mut Topology) {
+    rules::derive(t, &rules::Thresholds::default());
+    rules::judge(t);
+    t.table = render::table(t);
+}
+
+async fn observe(inv: &InventoryView, probe_timeout: Duration, cx: &Cx) -> Topology {
+    let cx = Cx {
+        timeout: probe_timeout,
+        ..cx.clone()
+    };
+    let mut t = probe::observe(inv, &cx).await;
+    settle(&mut t);
+    t
+}
+
+pub struct Observe;
+
+impl Action for Observe {
+    type Input = ObserveInput;
+    type Output = Topology;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "topology",
+            name: "observe",
+            doc: "Ask every region of the inventory what it is: database role, timeline, WAL positions, upstream and lag; Redis role and master; health; the app's ready replicas and the database it uses; DNS weight. Returns the picture, the primary (null when none or ambiguous), the anomalies with their severity, and a table to print.",
+            effect: Effect::Read,
+            idempotency: Idempotency::Idempotent,
+            primary: Some("inventory"),
+            default_timeout: Duration::from_secs(60),
+            default_retries: 0,
+        }
+    }
+
+    fn describe(input: &ObserveInput) -> String {
+        format!("observe {}", regions_line(&input.inventory))
+    }
+
+    fn predict(input: &ObserveInput) -> Topology {
+        predicted(&input.inventory)
+    }
+
+    async fn run(input: ObserveInput, cx: Cx) -> Result<Topology, ActionError> {
+        Ok(observe(&input.inventory, input.probe_timeout.0, &cx).await)
+    }
+}
+
+fn sixty_seconds() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+
+fn half_second() -> Dur {
+    Dur(Duration::from_millis(500))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyInput {
+    /// The inventory (pass `inventory`).
+    pub inventory: InventoryView,
+    /// The region whose database must be the one writable primary.
+    pub primary: String,
+    /// Regions whose databases must be standbys streaming from it (any other standby that
+    /// answers must stream from it too; a database that does not answer is allowed unless it
+    /// is named here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standbys: Vec<String>,
+    /// How long to wait for the postcondition to hold (default "60s").
+    #[serde(default = "sixty_seconds")]
+    pub within: Dur,
+    /// Time between observations (default "500ms").
+    #[serde(default = "half_second")]
+    pub interval: Dur,
+    /// The time limit of each probe (default "3s").
+    #[serde(default = "three_seconds")]
+    pub probe_timeout: Dur,
+}
+
+pub struct Verify;
+
+impl Action for Verify {
+    type Input = VerifyInput;
+    type Output = Topology;
+
+    fn spec() -> Spec {
+        Spec {
+            namespace: "topology",
+            name: "verify",
+            doc: "A write procedure's postcondition, observed: exactly one writable primary (the one named); every standby that answers (and every one named) streaming from it; Redis following it; DNS weight only on regions with ready replicas that pass their health check; running apps using the primary (or their own region's standby). Waits up to `within` for it to hold, then fails listing what does not.",
+            effect: Effect::Read,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(600),
+            default_retries: 0,
+        }
+    }
+
+    fn describe(input: &VerifyInput) -> String {
+        let standbys = if input.standbys.is_empty() {
+            String::new()
+        } else {
+            format!(", {} streaming from it", input.standbys.join(", "))
+        };
+        format!(
+            "check that {} is the one writable primary{standbys}, and traffic, caches and apps follow",
+            input.primary
+        )
+    }
+
+    fn predict(input: &VerifyInput) -> Topology {
+        let mut inv = input.inventory.clone();
+        inv.primary_region = Some(input.primary.clone());
+        predicted(&inv)
+    }
+
+    async fn run(input: VerifyInput, cx: Cx) -> Result<Topology, ActionError> {
+        if !input.inventory.regions.contains_key(&input.primary) {
+            return Err(ActionError::permanent(format!(
+                "no region '{}' in the inventory ({})",
+                input.primary,
+                regions_line(&input.inventory)
+            )));
+        }
+        let expect = rules::Expect {
+            primary: input.primary.clone(),
+            standbys: input.standbys.clone(),
+        };
+        let started = Instant::now();
+        let within = input.within.0.min(cx.timeout);
+        loop {
+            let t = observe(&input.inventory, input.probe_timeout.0, &cx).await;
+            let wrong = rules::violations(&t, &expect);
+            if wrong.is_empty() {
+                return Ok(t);
+            }
+            if started.elapsed() + input.interval.0 >= within {
+                return Err(ActionError::permanent(format!(
+                    "the postcondition does not hold after {}:\n  - {}\n{}",
+                    humantime::format_duration(Duration::from_secs(within.as_secs())),
+                    wrong.join("\n  - "),
+                    t.table.trim_end()
+                )));
+            }
+            cx.note(format!("waiting: {}", wrong.join("; ")));
+            if cx.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(ActionError {
+                    message: "interrupted".into(),
+                    kind: ErrorKind::Interrupted,
+                });
+            }
+            tokio::time::sleep(input.interval.0).await;
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! What the servers say: the observed topology of a deployment, region by region, and the
+//! anomalies found in it. Built by `probe` (I/O), judged by `rules` (pure), drawn by `render`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A region's database as it answered (or did not).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Database {
+    /// Whether the probe got an answer.
+    pub reachable: bool,
+    /// Why not, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// "primary", "standby", "unreachable" or "absent" (no database_url in the inventory).
+    pub role: String,
+    /// A primary that accepts writes (not in recovery, default_transaction_read_only off).
+    pub writable: bool,
+    /// default_transaction_read_only is on (a fenced primary).
+    pub read_only: bool,
+    /// The timeline it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    /// A primary's current WAL position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_lsn: Option<String>,
+    /// A standby's last received WAL position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_lsn: Option<String>,
+    /// A standby's last replayed WAL position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_lsn: Option<String>,
+    /// A standby's WAL receiver state ("streaming", ...); null when none runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_receiver: Option<String>,
+    /// host:port the standby streams from (or is configured to, when its receiver is down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The region whose database that is (matched by host and port against the inventory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_region: Option<String>,
+    /// Bytes behind the current primary (same timeline only; null when unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// "acceptable" (< 100 MB), "elevated", "warning" (> 500 MB) or "critical" (> 1 GB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_severity: Option<String>,
+    /// Replication slots on this server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<SlotView>,
+    /// Standbys connected to this server (application_name → state).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replicas: BTreeMap<String, String>,
+    /// wal_log_hints is on (what pg_rewind needs, unless data checksums are).
+    pub wal_log_hints: bool,
+    /// Data checksums are on.
+    pub data_checksums: bool,
+    /// Settings changed but waiting for a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
+    /// For a database that does not answer but whose data directory is on this host: its
+    /// state as pg_controldata reads it ("shut down", "in production", ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_state: Option<String>,
+    /// For such a database: where its WAL on disk ends (the last valid record's end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_end_lsn: Option<String>,
+}
+
+/// A replication slot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SlotView {
+    pub name: String,
+    pub active: bool,
+}
+
+/// A region's Redis.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Cache {
+    pub reachable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// "master", "replica", "unreachable" or "absent".
+    pub role: String,
+    /// A replica's master, host:port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// The region that master is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_region: Option<String>,
+    /// A replica's link: "up" or "down".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    pub offset: i64,
+}
+
+/// A region's health endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    /// Whether it was probed at all (a health_url is in the inventory).
+    pub checked: bool,
+    /// Answered 2xx within 10 s.
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A region's application (its Kubernetes deployment).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct App {
+    pub checked: bool,
+    pub reachable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// spec.replicas.
+    pub replicas: i64,
+    /// status.readyReplicas.
+    pub ready: i64,
+    /// The DATABASE_URL it runs with, password masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// The region whose database that URL reaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_region: Option<String>,
+}
+
+/// One region as observed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Region {
+    pub database: Database,
+    pub redis: Cache,
+    pub health: Health,
+    pub app: App,
+    /// Its weight in the weighted DNS record (null without DNS or without a record for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_weight: Option<i64>,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warning => "WARNING",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// Something wrong (or worth knowing) in the topology.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Anomaly {
+    pub severity: Severity,
+    /// A stable name: two_primaries, no_primary, standby_not_streaming, wrong_upstream,
+    /// old_timeline, fenced_primary, database_unreachable, replication_lag, traffic_to_unready,
+    /// no_traffic, app_wrong_database, inventory_disagrees, rewind_not_ready,
+    /// pending_restart, redis_masters, redis_link_down, redis_wrong_master, redis_unreachable,
+    /// health_failing, app_unreachable, dns_unreadable.
+    pub code: String,
+    /// The region it is about, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub message: String,
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// The observed topology.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Topology {
+    /// The one writable primary's region; null when there is none or more than one.
+    pub primary: Option<String>,
+    /// Every region whose database accepts writes.
+    pub writable: Vec<String>,
+    /// Among several writable primaries, the one on the newest timeline (the others are
+    /// former primaries that came back); null when timelines do not tell them apart.
+    pub newest_primary: Option<String>,
+    /// The region the standbys stream from (or are configured to): the primary as the
+    /// replicas know it, even when it does not answer.
+    pub followed: Option<String>,
+    /// What the inventory's primary_region says.
+    pub inventory_primary: Option<String>,
+    pub regions: BTreeMap<String, Region>,
+    /// Why the DNS weights could not be read, when they could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_error: Option<String>,
+    /// Worst first.
+    pub anomalies: Vec<Anomaly>,
+    /// "ok", "info", "warning" or "critical": the worst anomaly.
+    pub worst: String,
+    /// Whether any anomaly is critical.
+    pub critical: bool,
+    /// The picture as a table a person reads, then the anomalies.
+    pub table: String,
+}
+
+impl Topology {
+    pub fn region(&self, name: &str) -> Option<&Region> {
+        self.regions.get(name)
+    }
+}
+
+/// A WAL position ("16/B374D848") as a byte offset.
+pub fn lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) + u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// A byte offset as a WAL position.
+pub fn lsn_text(pos: u64) -> String {
+    format!("{:X}/{:X}", pos >> 32, pos & 0xffff_ffff)
+}

@@ -1,0 +1,473 @@
+//! Reading every region at once: its database, Redis, health endpoint and application, and the
+//! DNS weights. Each probe has its own time limit and never fails the whole: a part that does
+//! not answer is observed as unreachable, with its reason.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::model::{App, Cache, Database, Health, Region, SlotView, Topology};
+use super::{InventoryView, RegionTargets};
+use crate::action::types::endpoint;
+use crate::action::{dns, http, k8s, pg, redis, Action, Cx};
+use crate::secret::mask_url_passwords;
+
+/// Which region an endpoint belongs to.
+struct Directory {
+    databases: Vec<(String, (String, u16))>,
+    caches: Vec<(String, (String, u16))>,
+}
+
+impl Directory {
+    fn new(inv: &InventoryView) -> Directory {
+        let mut databases = Vec::new();
+        let mut caches = Vec::new();
+        for (name, r) in &inv.regions {
+            if let Some(e) = r
+                .database_url
+                .as_ref()
+                .and_then(|u| u.reveal().ok())
+                .and_then(|u| endpoint(&u, 5432))
+            {
+                databases.push((name.clone(), e));
+            }
+            if let (Some(h), Some(p)) = (&r.redis_host, r.redis_port) {
+                caches.push((name.clone(), (h.to_ascii_lowercase(), p)));
+            }
+            if let Some(e) = r
+                .redis_url
+                .as_ref()
+                .and_then(|u| u.reveal().ok())
+                .and_then(|u| endpoint(&u, 6379))
+            {
+                caches.push((name.clone(), e));
+            }
+        }
+        Directory { databases, caches }
+    }
+
+    fn find(list: &[(String, (String, u16))], e: &(String, u16)) -> Option<String> {
+        list.iter().find(|(_, x)| x == e).map(|(n, _)| n.clone())
+    }
+
+    fn database(&self, url: &str) -> Option<String> {
+        Self::find(&self.databases, &endpoint(url, 5432)?)
+    }
+
+    fn cache(&self, hostport: &str) -> Option<String> {
+        Self::find(
+            &self.caches,
+            &endpoint(&format!("redis://{hostport}"), 6379)?,
+        )
+    }
+}
+
+const PROBE_SQL: &str = "
+SELECT pg_is_in_recovery() AS in_recovery,
+  CASE WHEN pg_is_in_recovery()
+       THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1), (pg_control_checkpoint()).timeline_id)
+       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
+  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
+  pg_last_wal_receive_lsn()::text AS receive_lsn,
+  pg_last_wal_replay_lsn()::text AS replay_lsn,
+  (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS wal_receiver,
+  (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver WHERE sender_host IS NOT NULL LIMIT 1) AS upstream,
+  (SELECT setting FROM pg_settings WHERE name = 'primary_conninfo') AS conninfo,
+  current_setting('default_transaction_read_only') = 'on' AS read_only,
+  current_setting('wal_log_hints') = 'on' AS wal_log_hints,
+  current_setting('data_checksums') = 'on' AS data_checksums,
+  (SELECT COALESCE(json_agg(name ORDER BY name), '[]') FROM pg_settings WHERE pending_restart) AS pending_restart,
+  (SELECT COALESCE(json_agg(json_build_object('name', slot_name, 'active', active) ORDER BY slot_name), '[]') FROM pg_replication_slots) AS slots,
+  (SELECT COALESCE(json_object_agg(COALESCE(application_name, ''), state), '{}') FROM pg_stat_replication) AS replicas";
+
+const NEWEST_SEGMENT_SQL: &str = "
+SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) AS tli FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'";
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
+async fn database(
+    name: &str,
+    r: &RegionTargets,
+    tools: &(Option<String>, Option<String>),
+    dir: &Directory,
+    cx: &Cx,
+) -> Database {
+    let Some(url) = &r.database_url else {
+        return Database {
+            role: "absent".into(),
+            ..Default::default()
+        };
+    };
+    let label = Some(name.to_string());
+    let answer = async {
+        let (client, target) = pg::connect(url, &label, cx).await?;
+        let mut row = pg::json_row(&client, &target, PROBE_SQL).await?;
+        if row["in_recovery"] == true && row["wal_receiver"].is_null() {
+            // With no WAL receiver running, the checkpoint's timeline may be several behind:
+            // the newest timeline among the WAL segments it holds is the one it replays.
+            // (pg_ls_waldir needs pg_monitor; without it the checkpoint's timeline stays.)
+            if let Ok(seg) = pg::json_row(&client, &target, NEWEST_SEGMENT_SQL).await {
+                if let (Some(a), Some(b)) = (seg["tli"].as_i64(), row["timeline"].as_i64()) {
+                    row["timeline"] = a.max(b).into();
+                }
+            }
+        }
+        Ok::<_, crate::action::ActionError>(row)
+    }
+    .await;
+    let row = match answer {
+        Ok(row) => row,
+        Err(e) => {
+            let mut db = Database {
+                role: "unreachable".into(),
+                error: Some(e.message),
+                ..Default::default()
+            };
+            if let Some(data_dir) = &r.pg_data_dir {
+                on_disk(&mut db, data_dir, tools, cx).await;
+            }
+            return db;
+        }
+    };
+    let in_recovery = row["in_recovery"] == true;
+    let read_only = row["read_only"] == true;
+    // The standby's configured upstream when its WAL receiver is not connected.
+    let configured = text(&row["conninfo"])
+        .filter(|c| !c.trim().is_empty())
+        .and_then(|c| endpoint(&c, 5432))
+        .map(|(h, p)| format!("{h}:{p}"));
+    let upstream = text(&row["upstream"]).or(configured);
+    let upstream_region = upstream
+        .as_deref()
+        .filter(|_| in_recovery)
+        .and_then(|u| dir.database(&format!("postgres://{u}")));
+    Database {
+        reachable: true,
+        error: None,
+        role: if in_recovery { "standby" } else { "primary" }.into(),
+        writable: !in_recovery && !read_only,
+        read_only,
+        timeline: row["timeline"].as_i64(),
+        current_lsn: text(&row["current_lsn"]),
+        receive_lsn: text(&row["receive_lsn"]),
+        replay_lsn: text(&row["replay_lsn"]),
+        wal_receiver: text(&row["wal_receiver"]),
+        upstream: upstream.filter(|_| in_recovery),
+        upstream_region,
+        lag_bytes: None,
+        lag_severity: None,
+        slots: row["slots"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| SlotView {
+                        name: text(&s["name"]).unwrap_or_default(),
+                        active: s["active"] == true,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        replicas: row["replicas"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), text(v).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        wal_log_hints: row["wal_log_hints"] == true,
+        data_checksums: row["data_checksums"] == true,
+        pending_restart: row["pending_restart"]
+            .as_array()
+            .map(|a| a.iter().filter_map(text).collect())
+            .unwrap_or_default(),
+        stopped_state: None,
+        wal_end_lsn: None,
+    }
+}
+
+/// A database that does not answer but whose data directory is on this host: how it stopped,
+/// and where its WAL ends (what a standby would need to have lost nothing).
+async fn on_disk(
+    db: &mut Database,
+    data_dir: &str,
+    (bin_dir, _os_user): &(Option<String>, Option<String>),
+    cx: &Cx,
+) {
+    let dir = std::path::Path::new(data_dir);
+    if !dir.join("global/pg_control").exists() {
+        return;
+    }
+    let limit = cx.timeout;
+    let control = tokio::time::timeout(
+        limit,
+        pg::run_tool(
+            &None,
+            &pg::bin(bin_dir, "pg_controldata"),
+            &["-D", data_dir],
+        ),
+    )
+    .await;
+    let Ok(Ok(control)) = control else {
+        return;
+    };
+    let field = |key: &str| {
+        control
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    // A server still running (its socket just does not answer) has a WAL that may still grow:
+    // only a stopped one's end is final.
+    let pid = std::fs::read_to_string(dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+    if pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0) {
+        return;
+    }
+    db.stopped_state = field("Database cluster state:");
+    let (Some(redo), Some(tli)) = (
+        field("Latest checkpoint's REDO location:"),
+        field("Latest checkpoint's TimeLineID:"),
+    ) else {
+        return;
+    };
+    db.timeline = tli.parse().ok();
+    let wal = dir.join("pg_wal").display().to_string();
+    let dump = tokio::time::timeout(
+        limit,
+        tokio::process::Command::new(pg::bin(bin_dir, "pg_waldump"))
+            .args(["-p", &wal, "-t", &tli, "-s", &redo, "-q"])
+            .output(),
+    )
+    .await;
+    if let Ok(Ok(out)) = dump {
+        let segment: u64 = field("Bytes per WAL segment:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16 << 20);
+        db.wal_end_lsn = wal_end(&String::from_utf8_lossy(&out.stderr), segment);
+    }
+}
+
+/// Where pg_waldump found the WAL to end: at an invalid record ("invalid record length at
+/// 0/3000148: wanted 24, got 0"), or at the start of a segment not written yet ("could not
+/// find file \"000000010000000000000004\"").
+fn wal_end(stderr: &str, segment_bytes: u64) -> Option<String> {
+    if let Some(rest) = stderr.split("invalid record length at ").nth(1) {
+        let at = rest.split(|c: char| c == ':' || c.is_whitespace()).next()?;
+        return super::model::lsn(at).map(|_| at.to_string());
+    }
+    let name = stderr.split("could not find file \"").nth(1)?.get(..24)?;
+    let log = u64::from_str_radix(&name[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
+    Some(super::model::lsn_text((log << 32) + seg * segment_bytes))
+}
+
+async fn cache(name: &str, r: &RegionTargets, dir: &Directory, cx: &Cx) -> Cache {
+    let Some(url) = &r.redis_url else {
+        return Cache {
+            role: "absent".into(),
+            ..Default::default()
+        };
+    };
+    let label = Some(name.to_string());
+    let answer = async {
+        let (mut conn, target) = redis::connect(url, &label, cx).await?;
+        redis::role_of(&mut conn, &target).await
+    }
+    .await;
+    match answer {
+        Ok(role) => {
+            let master_region = role.primary.as_deref().and_then(|m| dir.cache(m));
+            Cache {
+                reachable: true,
+                error: None,
+                role: if role.role == "master" {
+                    "master".into()
+                } else {
+                    "replica".into()
+                },
+                master: role.primary,
+                master_region,
+                link: role.link,
+                offset: role.offset,
+            }
+        }
+        Err(e) => Cache {
+            reachable: false,
+            error: Some(e.message),
+            role: "unreachable".into(),
+            ..Default::default()
+        },
+    }
+}
+
+/// The seeds' rule: healthy is 2xx within 10 s (the probe's own limit may be shorter).
+async fn health(r: &RegionTargets, cx: &Cx) -> Health {
+    let Some(url) = &r.health_url else {
+        return Health::default();
+    };
+    let headers = BTreeMap::new();
+    let req = http::Request {
+        method: reqwest::Method::GET,
+        url,
+        headers: &headers,
+        body: None,
+        json: None,
+        timeout: cx.timeout.min(Duration::from_secs(10)),
+    };
+    match http::send(cx, req).await {
+        Ok(resp) => Health {
+            checked: true,
+            ok: (200..300).contains(&resp.status),
+            status: Some(resp.status),
+            latency_ms: Some(resp.latency_ms),
+            error: None,
+        },
+        Err(e) => Health {
+            checked: true,
+            ok: false,
+            status: None,
+            latency_ms: None,
+            error: Some(e.message),
+        },
+    }
+}
+
+async fn app(r: &RegionTargets, kubeconfig: &Option<String>, dir: &Directory, cx: &Cx) -> App {
+    let (Some(context), Some(deployment)) = (&r.context, &r.deployment) else {
+        return App::default();
+    };
+    let input = k8s::GetInput {
+        context: context.clone(),
+        kubeconfig: r.kubeconfig.clone().or_else(|| kubeconfig.clone()),
+        kind: "deployment".into(),
+        name: Some(deployment.clone()),
+        namespace: r.namespace.clone(),
+        labels: None,
+    };
+    let got = match k8s::Get::run(input, cx.clone()).await {
+        Ok(o) => o,
+        Err(e) => {
+            return App {
+                checked: true,
+                reachable: false,
+                error: Some(e.message),
+                ..Default::default()
+            }
+        }
+    };
+    let d = got.items.into_iter().next().unwrap_or(Value::Null);
+    let url = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["env"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["name"] == "DATABASE_URL")
+        .and_then(|e| text(&e["value"]));
+    App {
+        checked: true,
+        reachable: true,
+        error: None,
+        replicas: d["spec"]["replicas"].as_i64().unwrap_or(1),
+        ready: d["status"]["readyReplicas"].as_i64().unwrap_or(0),
+        database_region: url.as_deref().and_then(|u| dir.database(u)),
+        database_url: url.map(|u| mask_url_passwords(&u)),
+    }
+}
+
+/// Reads every region (in parallel, each part within `cx.timeout`) and the DNS weights.
+pub async fn observe(inv: &InventoryView, cx: &Cx) -> Topology {
+    let dir = std::sync::Arc::new(Directory::new(inv));
+    let kubeconfig = inv.k8s.as_ref().and_then(|k| k.kubeconfig.clone());
+    let tools = inv
+        .postgres
+        .as_ref()
+        .map(|p| (p.bin_dir.clone(), p.os_user.clone()))
+        .unwrap_or_default();
+    let mut tasks = Vec::new();
+    for (name, r) in &inv.regions {
+        let (name, r, cx, dir, kubeconfig, tools) = (
+            name.clone(),
+            r.clone(),
+            cx.clone(),
+            dir.clone(),
+            kubeconfig.clone(),
+            tools.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let (database, redis, health, app) = tokio::join!(
+                database(&name, &r, &tools, &dir, &cx),
+                cache(&name, &r, &dir, &cx),
+                health(&r, &cx),
+                app(&r, &kubeconfig, &dir, &cx),
+            );
+            (
+                name,
+                Region {
+                    database,
+                    redis,
+                    health,
+                    app,
+                    dns_weight: None,
+                },
+            )
+        }));
+    }
+    let weights = async {
+        let d = inv.dns.as_ref()?;
+        let input = dns::GetInput {
+            zone: d.zone.clone(),
+            name: d.record.clone(),
+            rtype: "A".into(),
+            set_identifier: None,
+            endpoint_url: d.endpoint_url.clone(),
+            region: d.region.clone(),
+        };
+        Some(dns::Get::run(input, cx.clone()).await.map(|r| r.weights))
+    }
+    .await;
+    let mut t = Topology {
+        inventory_primary: inv.primary_region.clone(),
+        ..Default::default()
+    };
+    for task in tasks {
+        if let Ok((name, region)) = task.await {
+            t.regions.insert(name, region);
+        }
+    }
+    match weights {
+        Some(Ok(w)) => {
+            for (name, region) in t.regions.iter_mut() {
+                region.dns_weight = Some(w.get(name).copied().unwrap_or(0));
+            }
+        }
+        Some(Err(e)) => t.dns_error = Some(e.message),
+        None => {}
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn where_the_wal_ends_as_pg_waldump_says() {
+        let cases = [
+            ("pg_waldump: error: error in WAL record at 0/40279A0: invalid record length at 0/4027B38: wanted 24, got 0", Some("0/4027B38")),
+            ("pg_waldump: error: could not find file \"000000010000000000000004\": No such file or directory", Some("0/4000000")),
+            ("pg_waldump: error: could not find file \"0000000200000001000000FF\": No such file or directory", Some("1/FF000000")),
+            ("pg_waldump: error: something else", None),
+        ];
+        for (stderr, want) in cases {
+            assert_eq!(
+                super::wal_end(stderr, 16 << 20).as_deref(),
+                want,
+                "{stderr}"
+            );
+        }
+    }
+}

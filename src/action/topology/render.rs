@@ -1,0 +1,156 @@
+//! The topology as a person reads it at 3 a.m.: a table, a region a row, then what is wrong.
+
+use super::model::{Cache, Database, Health, Region, Topology};
+use super::rules::current_primary;
+use crate::action::pg::human_bytes;
+
+fn database(db: &Database) -> String {
+    match db.role.as_str() {
+        "primary" => format!(
+            "primary{} tl {} at {}",
+            if db.writable { "" } else { " READ-ONLY" },
+            db.timeline.unwrap_or(0),
+            db.current_lsn.as_deref().unwrap_or("?")
+        ),
+        "standby" => {
+            let from = db
+                .upstream_region
+                .clone()
+                .or_else(|| db.upstream.clone())
+                .unwrap_or_else(|| "?".into());
+            let streaming = db.wal_receiver.as_deref() == Some("streaming");
+            let lag = db
+                .lag_bytes
+                .map(|l| format!(", lag {}", human_bytes(l)))
+                .unwrap_or_default();
+            if streaming {
+                format!("standby <- {from} tl {}{lag}", db.timeline.unwrap_or(0))
+            } else {
+                format!(
+                    "standby NOT STREAMING (from {from}) tl {}",
+                    db.timeline.unwrap_or(0)
+                )
+            }
+        }
+        "unreachable" => match (&db.stopped_state, &db.wal_end_lsn) {
+            (Some(state), Some(end)) => format!("DOWN ({state}, WAL ends {end})"),
+            (Some(state), None) => format!("DOWN ({state})"),
+            _ => "UNREACHABLE".into(),
+        },
+        _ => "-".into(),
+    }
+}
+
+fn cache(c: &Cache) -> String {
+    match c.role.as_str() {
+        "master" => "primary".into(),
+        "replica" => format!(
+            "replica <- {} ({})",
+            c.master_region
+                .clone()
+                .or_else(|| c.master.clone())
+                .unwrap_or_default(),
+            c.link.as_deref().unwrap_or("?")
+        ),
+        "unreachable" => "UNREACHABLE".into(),
+        _ => "-".into(),
+    }
+}
+
+fn health(h: &Health) -> String {
+    if !h.checked {
+        return "-".into();
+    }
+    match (h.ok, h.status, h.latency_ms) {
+        (true, _, Some(ms)) => format!("ok {ms} ms"),
+        (false, Some(s), Some(ms)) => format!("FAIL {s} in {ms} ms"),
+        _ => "FAIL no answer".into(),
+    }
+}
+
+fn app(r: &Region) -> String {
+    let a = &r.app;
+    if !a.checked {
+        return "-".into();
+    }
+    if !a.reachable {
+        return "UNREADABLE".into();
+    }
+    let db = a
+        .database_region
+        .clone()
+        .or_else(|| a.database_url.as_ref().map(|_| "?".into()))
+        .unwrap_or_else(|| "-".into());
+    format!("{}/{} -> {db}", a.ready, a.replicas)
+}
+
+/// The table and the anomalies, ready to print.
+pub fn table(t: &Topology) -> String {
+    let header = [
+        "REGION",
+        "DATABASE",
+        "REDIS",
+        "HEALTH",
+        "APP (ready -> db)",
+        "DNS",
+    ];
+    let mut rows: Vec<[String; 6]> = vec![header.map(str::to_string)];
+    for (name, r) in &t.regions {
+        rows.push([
+            name.clone(),
+            database(&r.database),
+            cache(&r.redis),
+            health(&r.health),
+            app(r),
+            r.dns_weight
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let primary = match (t.primary.as_deref(), current_primary(t)) {
+        (Some(p), _) => format!("primary: {p}"),
+        (None, Some(p)) => format!("primary: {p} (newest of {})", t.writable.join(", ")),
+        (None, None) if t.writable.len() > 1 => {
+            format!(
+                "primary: AMBIGUOUS ({} all writable)",
+                t.writable.join(", ")
+            )
+        }
+        (None, None) => "primary: NONE (no database accepts writes)".into(),
+    };
+    let inventory = match (&t.inventory_primary, current_primary(t)) {
+        (Some(i), Some(p)) if i != p => format!("; the inventory says {i}"),
+        _ => String::new(),
+    };
+    out.push_str(&format!("{primary}{inventory}\n"));
+    if t.anomalies.is_empty() {
+        out.push_str("no anomalies\n");
+    } else {
+        for a in &t.anomalies {
+            out.push_str(&format!("{:<8}  {}\n", a.severity.label(), a.message));
+            if let Some(fix) = &a.fix {
+                out.push_str(&format!("{:<8}  next: {fix}\n", ""));
+            }
+        }
+    }
+    out
+}

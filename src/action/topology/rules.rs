@@ -1,0 +1,1287 @@
+//! Judging an observed topology: who is primary, what is wrong, and whether a procedure's
+//! postcondition holds. Pure functions of the observation, unit-tested as tables.
+
+use std::collections::BTreeMap;
+
+use super::model::{lsn, Anomaly, Database, Severity, Topology};
+
+/// Replication lag thresholds in bytes (the seeds': acceptable < 100 MB, warning > 500 MB,
+/// critical > 1 GB).
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub acceptable: i64,
+    pub warning: i64,
+    pub critical: i64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        const MB: i64 = 1024 * 1024;
+        Thresholds {
+            acceptable: 100 * MB,
+            warning: 500 * MB,
+            critical: 1024 * MB,
+        }
+    }
+}
+
+impl Thresholds {
+    pub fn severity(&self, lag: i64) -> &'static str {
+        if lag > self.critical {
+            "critical"
+        } else if lag > self.warning {
+            "warning"
+        } else if lag >= self.acceptable {
+            "elevated"
+        } else {
+            "acceptable"
+        }
+    }
+}
+
+/// The primary the others should follow: the one writable primary, or among several the one
+/// on the newest timeline.
+pub fn current_primary(t: &Topology) -> Option<&str> {
+    t.primary.as_deref().or(t.newest_primary.as_deref())
+}
+
+/// Fills what follows from the per-region observations: the writable primaries, the primary,
+/// the newest of several, the region the standbys follow, and each standby's lag.
+pub fn derive(t: &mut Topology, th: &Thresholds) {
+    t.writable = t
+        .regions
+        .iter()
+        .filter(|(_, r)| r.database.writable)
+        .map(|(n, _)| n.clone())
+        .collect();
+    t.primary = (t.writable.len() == 1).then(|| t.writable[0].clone());
+    t.newest_primary = {
+        let timelines: Vec<(i64, &String)> = t
+            .writable
+            .iter()
+            .map(|n| (t.regions[n].database.timeline.unwrap_or(0), n))
+            .collect();
+        let max = timelines.iter().map(|(tl, _)| *tl).max();
+        let at_max: Vec<&String> = timelines
+            .iter()
+            .filter(|(tl, _)| Some(*tl) == max)
+            .map(|(_, n)| *n)
+            .collect();
+        (at_max.len() == 1).then(|| at_max[0].clone())
+    };
+    let mut follows: BTreeMap<&String, usize> = BTreeMap::new();
+    for r in t.regions.values() {
+        if r.database.role == "standby" {
+            if let Some(up) = &r.database.upstream_region {
+                *follows.entry(up).or_default() += 1;
+            }
+        }
+    }
+    let most = follows.values().copied().max();
+    let top: Vec<&String> = follows
+        .iter()
+        .filter(|(_, n)| Some(**n) == most)
+        .map(|(r, _)| *r)
+        .collect();
+    t.followed = (top.len() == 1).then(|| top[0].clone());
+
+    let reference = current_primary(t).and_then(|p| {
+        let db = &t.regions[p].database;
+        Some((db.timeline, lsn(db.current_lsn.as_deref()?)?))
+    });
+    for r in t.regions.values_mut() {
+        let db = &mut r.database;
+        db.lag_bytes = None;
+        db.lag_severity = None;
+        if db.role != "standby" {
+            continue;
+        }
+        let (Some((timeline, at)), Some(replayed)) =
+            (reference, db.replay_lsn.as_deref().and_then(lsn))
+        else {
+            continue;
+        };
+        if db.timeline.is_some() && db.timeline != timeline {
+            continue;
+        }
+        let lag = at.saturating_sub(replayed) as i64;
+        db.lag_bytes = Some(lag);
+        db.lag_severity = Some(th.severity(lag).to_string());
+    }
+}
+
+/// How a database is described in messages.
+pub fn describe(db: &Database) -> String {
+    match db.role.as_str() {
+        "primary" if db.writable => format!(
+            "a writable primary on timeline {}",
+            db.timeline.unwrap_or(0)
+        ),
+        "primary" => format!(
+            "a fenced (read-only) primary on timeline {}",
+            db.timeline.unwrap_or(0)
+        ),
+        "standby" => {
+            let from = db
+                .upstream_region
+                .clone()
+                .or_else(|| db.upstream.clone())
+                .unwrap_or_else(|| "nothing".into());
+            match db.wal_receiver.as_deref() {
+                Some("streaming") => format!("a standby streaming from {from}"),
+                other => format!(
+                    "a standby not streaming (receiver {}, configured upstream {from})",
+                    other.unwrap_or("stopped")
+                ),
+            }
+        }
+        "unreachable" => format!(
+            "unreachable ({})",
+            db.error.as_deref().unwrap_or("no answer")
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn anomaly(
+    severity: Severity,
+    code: &str,
+    region: Option<&str>,
+    message: String,
+    fix: Option<String>,
+) -> Anomaly {
+    Anomaly {
+        severity,
+        code: code.into(),
+        region: region.map(str::to_string),
+        message,
+        fix,
+    }
+}
+
+fn rejoin(region: &str) -> Option<String> {
+    Some(format!(
+        "runbook run runbooks/rejoin.rhai -i INVENTORY --var region={region}"
+    ))
+}
+
+/// Everything wrong with the topology, worst first.
+pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
+    use Severity::*;
+    let mut out = Vec::new();
+    let primary = current_primary(t);
+
+    // Primaries.
+    if t.writable.len() > 1 {
+        match &t.newest_primary {
+            Some(newest) => {
+                let newest_tl = t.regions[newest].database.timeline.unwrap_or(0);
+                for w in t.writable.iter().filter(|w| *w != newest) {
+                    let tl = t.regions[w].database.timeline.unwrap_or(0);
+                    out.push(anomaly(
+                        Critical,
+                        "two_primaries",
+                        Some(w),
+                        format!(
+                            "{w}'s database is a writable primary on timeline {tl}, while {newest} is the primary on timeline {newest_tl}: \
+                             {w} is a former primary that came back, and writes it takes will be lost"
+                        ),
+                        rejoin(w),
+                    ));
+                }
+            }
+            None => out.push(anomaly(
+                Critical,
+                "two_primaries",
+                None,
+                format!(
+                    "{} are all writable primaries on the same timeline: the servers cannot tell which one is current",
+                    t.writable.join(" and ")
+                ),
+                Some("fence the one that must not take writes (pg::fence), then rejoin it as a standby".into()),
+            )),
+        }
+    }
+    if t.writable.is_empty() {
+        let fenced: Vec<&String> = t
+            .regions
+            .iter()
+            .filter(|(_, r)| r.database.role == "primary")
+            .map(|(n, _)| n)
+            .collect();
+        let followed_down = t
+            .followed
+            .as_ref()
+            .filter(|f| t.regions[*f].database.role == "unreachable");
+        let (message, fix) = if let Some(f) = followed_down {
+            (
+                format!("no database accepts writes: the standbys follow {f}, whose database does not answer"),
+                Some("runbook run runbooks/emergency-failover.rhai -i INVENTORY".to_string()),
+            )
+        } else if !fenced.is_empty() {
+            let names: Vec<&str> = fenced.iter().map(|s| s.as_str()).collect();
+            (
+                format!(
+                    "no database accepts writes: {} is a fenced (read-only) primary",
+                    names.join(", ")
+                ),
+                Some("finish the procedure that fenced it (`runbook runs`, then `runbook resume RUN`), or undo it".to_string()),
+            )
+        } else {
+            (
+                "no database accepts writes, and no standby says which region was primary"
+                    .to_string(),
+                None,
+            )
+        };
+        out.push(anomaly(Critical, "no_primary", None, message, fix));
+    }
+
+    for (name, region) in &t.regions {
+        let db = &region.database;
+        match db.role.as_str() {
+            "unreachable" if !(t.writable.is_empty() && t.followed.as_ref() == Some(name)) => {
+                out.push(anomaly(
+                    Warning,
+                    "database_unreachable",
+                    Some(name),
+                    format!(
+                        "{name}'s database does not answer ({}); if it was a primary and comes back, it comes back writable",
+                        db.error.as_deref().unwrap_or("no answer")
+                    ),
+                    Some(format!("when it is back, run status again; if it is not a streaming standby, rejoin it ({})", rejoin(name).unwrap_or_default())),
+                ));
+            }
+            "primary" if !db.writable && !t.writable.is_empty() => out.push(anomaly(
+                Warning,
+                "fenced_primary",
+                Some(name),
+                format!("{name} is a fenced (read-only) former primary, not a standby: it replicates nothing"),
+                rejoin(name),
+            )),
+            "standby" => {
+                if let Some(p) = primary {
+                    let p_tl = t.regions[p].database.timeline;
+                    let streaming = db.wal_receiver.as_deref() == Some("streaming");
+                    let from_primary = db.upstream_region.as_deref() == Some(p);
+                    if let (Some(tl), Some(ptl)) = (db.timeline, p_tl) {
+                        if tl < ptl && !(streaming && from_primary) {
+                            out.push(anomaly(
+                                Warning,
+                                "old_timeline",
+                                Some(name),
+                                format!(
+                                    "{name} is a standby on timeline {tl}, behind the primary {p}'s timeline {ptl}: it needs a rewind to follow"
+                                ),
+                                rejoin(name),
+                            ));
+                            continue;
+                        }
+                    }
+                    if !streaming {
+                        out.push(anomaly(
+                            Warning,
+                            "standby_not_streaming",
+                            Some(name),
+                            format!("{name} is {}", describe(db)),
+                            rejoin(name),
+                        ));
+                    } else if !from_primary {
+                        out.push(anomaly(
+                            Warning,
+                            "wrong_upstream",
+                            Some(name),
+                            format!(
+                                "{name} streams from {}, not from the primary {p}",
+                                db.upstream_region
+                                    .clone()
+                                    .or_else(|| db.upstream.clone())
+                                    .unwrap_or_else(|| "an unknown server".into())
+                            ),
+                            rejoin(name),
+                        ));
+                    }
+                    if let (Some(sev), Some(lag)) = (&db.lag_severity, db.lag_bytes) {
+                        let severity = match sev.as_str() {
+                            "critical" => Some(Critical),
+                            "warning" => Some(Warning),
+                            "elevated" => Some(Info),
+                            _ => None,
+                        };
+                        if let Some(severity) = severity {
+                            out.push(anomaly(
+                                severity,
+                                "replication_lag",
+                                Some(name),
+                                format!(
+                                    "{name} is {} behind the primary ({sev})",
+                                    crate::action::pg::human_bytes(lag)
+                                ),
+                                None,
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        if db.reachable {
+            let hints_pending = db.pending_restart.iter().any(|s| s == "wal_log_hints");
+            if !db.data_checksums && (!db.wal_log_hints || hints_pending) {
+                out.push(anomaly(
+                    Warning,
+                    "rewind_not_ready",
+                    Some(name),
+                    if hints_pending {
+                        format!("{name}: wal_log_hints is set but waits for a restart; until then a failover's old primary here cannot be rewound")
+                    } else {
+                        format!("{name}: neither wal_log_hints nor data checksums is on, so after a failover its old primary cannot be rewound (pg_rewind) and needs a full base backup")
+                    },
+                    Some("runbooks/initial-setup.rhai sets wal_log_hints = on; restart PostgreSQL for it to take effect".into()),
+                ));
+            }
+            let others: Vec<&String> = db
+                .pending_restart
+                .iter()
+                .filter(|s| *s != "wal_log_hints")
+                .collect();
+            if !others.is_empty() {
+                out.push(anomaly(
+                    Info,
+                    "pending_restart",
+                    Some(name),
+                    format!(
+                        "{name}: {} changed and wait for a restart",
+                        others
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None,
+                ));
+            }
+        }
+
+        // The application.
+        let app = &region.app;
+        if app.checked && !app.reachable {
+            out.push(anomaly(
+                Warning,
+                "app_unreachable",
+                Some(name),
+                format!(
+                    "{name}'s application could not be read ({})",
+                    app.error.as_deref().unwrap_or("no answer")
+                ),
+                None,
+            ));
+        } else if app.checked && app.database_url.is_some() {
+            if let Some(p) = primary {
+                let uses = app.database_region.as_deref();
+                let local_standby =
+                    uses == Some(name.as_str()) && db.role == "standby" && db.reachable;
+                if uses != Some(p) && !local_standby {
+                    let (severity, what) = match uses {
+                        Some(u) => {
+                            let other = &t.regions[u].database;
+                            let sev = if other.writable && app.ready > 0 {
+                                Critical
+                            } else {
+                                Warning
+                            };
+                            (sev, format!("the database of {u} ({})", describe(other)))
+                        }
+                        None => (
+                            Warning,
+                            format!(
+                                "{}, a database not in the inventory",
+                                app.database_url.as_deref().unwrap_or("?")
+                            ),
+                        ),
+                    };
+                    out.push(anomaly(
+                        severity,
+                        "app_wrong_database",
+                        Some(name),
+                        format!(
+                            "{name}'s application ({}/{} ready) uses {what}, not the primary {p}",
+                            app.ready, app.replicas
+                        ),
+                        Some(format!(
+                            "point its DATABASE_URL at {p}'s database ({})",
+                            rejoin(name).unwrap_or_default()
+                        )),
+                    ));
+                }
+            }
+        }
+
+        // The health endpoint of a region out of rotation (in rotation: traffic, below).
+        if region.health.checked && !region.health.ok && region.dns_weight.unwrap_or(0) == 0 {
+            out.push(anomaly(
+                Warning,
+                "health_failing",
+                Some(name),
+                format!(
+                    "{name}'s health check fails ({})",
+                    health_text(&region.health)
+                ),
+                None,
+            ));
+        }
+    }
+
+    // Traffic.
+    let weighted: Vec<(&String, i64)> = t
+        .regions
+        .iter()
+        .filter_map(|(n, r)| r.dns_weight.map(|w| (n, w)))
+        .collect();
+    if !weighted.is_empty() {
+        if weighted.iter().all(|(_, w)| *w == 0) {
+            out.push(anomaly(
+                Critical,
+                "no_traffic",
+                None,
+                "every region has DNS weight 0: no region serves users".into(),
+                Some("shift traffic to the primary's region (traffic::shift_all)".into()),
+            ));
+        }
+        for (name, w) in weighted.into_iter().filter(|(_, w)| *w > 0) {
+            let r = &t.regions[name];
+            if r.app.checked && r.app.reachable && r.app.ready == 0 {
+                out.push(anomaly(
+                    Critical,
+                    "traffic_to_unready",
+                    Some(name),
+                    format!("DNS sends weight {w} to {name}, whose application has no ready replicas ({} wanted)", r.app.replicas),
+                    Some(format!("scale {name}'s application up, or set its DNS weight to 0")),
+                ));
+            }
+            if r.health.checked && !r.health.ok {
+                out.push(anomaly(
+                    Critical,
+                    "traffic_to_unready",
+                    Some(name),
+                    format!(
+                        "DNS sends weight {w} to {name}, whose health check fails ({})",
+                        health_text(&r.health)
+                    ),
+                    Some(format!(
+                        "set {name}'s DNS weight to 0, or fail over if it is the primary"
+                    )),
+                ));
+            }
+        }
+    }
+
+    if let Some(e) = &t.dns_error {
+        out.push(anomaly(
+            Warning,
+            "dns_unreadable",
+            None,
+            format!("the DNS weights could not be read: {e}"),
+            None,
+        ));
+    }
+
+    // Redis.
+    let masters: Vec<&String> = t
+        .regions
+        .iter()
+        .filter(|(_, r)| r.redis.role == "master")
+        .map(|(n, _)| n)
+        .collect();
+    if masters.len() > 1 {
+        let extra: Vec<&str> = masters
+            .iter()
+            .filter(|m| Some(m.as_str()) != primary)
+            .map(|m| m.as_str())
+            .collect();
+        out.push(anomaly(
+            Warning,
+            "redis_masters",
+            None,
+            format!(
+                "{} Redis servers are primaries: {}",
+                masters.len(),
+                masters
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            extra.first().and_then(|r| rejoin(r)),
+        ));
+    }
+    let master = (masters.len() == 1).then(|| masters[0].as_str());
+    if let (Some(m), Some(p)) = (master, primary) {
+        if m != p {
+            out.push(anomaly(
+                Warning,
+                "redis_wrong_master",
+                Some(m),
+                format!("the Redis primary is in {m}, the database primary in {p}"),
+                rejoin(m),
+            ));
+        }
+    }
+    for (name, r) in &t.regions {
+        match r.redis.role.as_str() {
+            "unreachable" => out.push(anomaly(
+                Warning,
+                "redis_unreachable",
+                Some(name),
+                format!(
+                    "{name}'s Redis does not answer ({})",
+                    r.redis.error.as_deref().unwrap_or("no answer")
+                ),
+                None,
+            )),
+            "replica" => {
+                if r.redis.link.as_deref() != Some("up") {
+                    out.push(anomaly(
+                        Warning,
+                        "redis_link_down",
+                        Some(name),
+                        format!(
+                            "{name}'s Redis replica has its link to {} down",
+                            r.redis.master.as_deref().unwrap_or("its primary")
+                        ),
+                        rejoin(name),
+                    ));
+                } else if let Some(m) = master {
+                    if r.redis.master_region.as_deref() != Some(m) {
+                        out.push(anomaly(
+                            Warning,
+                            "redis_wrong_master",
+                            Some(name),
+                            format!(
+                                "{name}'s Redis replicates from {}, not from the Redis primary in {m}",
+                                r.redis
+                                    .master_region
+                                    .clone()
+                                    .or_else(|| r.redis.master.clone())
+                                    .unwrap_or_default()
+                            ),
+                            rejoin(name),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // The inventory.
+    if let (Some(i), Some(p)) = (&t.inventory_primary, primary) {
+        if i != p {
+            out.push(anomaly(
+                Info,
+                "inventory_disagrees",
+                None,
+                format!(
+                    "the inventory says primary_region = \"{i}\"; the servers say {p}. The runbooks follow the servers"
+                ),
+                Some(format!("set primary_region = \"{p}\" in the inventory when convenient")),
+            ));
+        }
+    }
+
+    out.sort_by_key(|a| std::cmp::Reverse(a.severity));
+    out
+}
+
+fn health_text(h: &super::model::Health) -> String {
+    match (&h.error, h.status, h.latency_ms) {
+        (Some(e), _, _) => e.clone(),
+        (None, Some(s), Some(ms)) => format!("HTTP {s} in {ms} ms"),
+        (None, Some(s), None) => format!("HTTP {s}"),
+        _ => "no answer".into(),
+    }
+}
+
+/// Fills `anomalies`, `worst` and `critical`.
+pub fn judge(t: &mut Topology) {
+    t.anomalies = anomalies(t);
+    t.critical = t.anomalies.iter().any(|a| a.severity == Severity::Critical);
+    t.worst = t
+        .anomalies
+        .first()
+        .map(|a| a.severity.label().to_ascii_lowercase())
+        .unwrap_or_else(|| "ok".into());
+}
+
+/// What a write procedure must leave behind.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// The region whose database is the one writable primary.
+    pub primary: String,
+    /// Regions that must be standbys streaming from it (other reachable standbys must too).
+    pub standbys: Vec<String>,
+}
+
+/// The postcondition's failures; empty when it holds.
+pub fn violations(t: &Topology, e: &Expect) -> Vec<String> {
+    let p = e.primary.as_str();
+    let mut out = Vec::new();
+    if t.writable != [p.to_string()] {
+        out.push(format!(
+            "{p} should be the one writable primary; writable now: {}",
+            if t.writable.is_empty() {
+                "none".to_string()
+            } else {
+                t.writable.join(", ")
+            }
+        ));
+    }
+    for (name, r) in &t.regions {
+        if name == p {
+            continue;
+        }
+        let db = &r.database;
+        let required = e.standbys.contains(name);
+        let ok = db.role == "standby"
+            && db.wal_receiver.as_deref() == Some("streaming")
+            && db.upstream_region.as_deref() == Some(p);
+        if !ok && (required || db.role == "standby") {
+            out.push(format!(
+                "{name} should be a standby streaming from {p}; it is {}",
+                describe(db)
+            ));
+        }
+    }
+    let weighted: Vec<(&String, i64)> = t
+        .regions
+        .iter()
+        .filter_map(|(n, r)| r.dns_weight.map(|w| (n, w)))
+        .collect();
+    if !weighted.is_empty() && weighted.iter().all(|(_, w)| *w == 0) {
+        out.push("no region has DNS weight: users reach nothing".into());
+    }
+    for (name, w) in weighted.into_iter().filter(|(_, w)| *w > 0) {
+        let r = &t.regions[name];
+        if r.app.checked && (!r.app.reachable || r.app.ready == 0) {
+            out.push(format!(
+                "{name} has DNS weight {w} but {}",
+                if r.app.reachable {
+                    format!("no ready replicas ({} wanted)", r.app.replicas)
+                } else {
+                    "its application cannot be read".into()
+                }
+            ));
+        }
+        if r.health.checked && !r.health.ok {
+            out.push(format!(
+                "{name} has DNS weight {w} but fails its health check ({})",
+                health_text(&r.health)
+            ));
+        }
+    }
+    for (name, r) in &t.regions {
+        let app = &r.app;
+        if !app.checked || !app.reachable || app.replicas == 0 || app.database_url.is_none() {
+            continue;
+        }
+        let uses = app.database_region.as_deref();
+        let local_standby = uses == Some(name.as_str())
+            && r.database.role == "standby"
+            && r.database.upstream_region.as_deref() == Some(p);
+        if uses != Some(p) && !local_standby {
+            out.push(format!(
+                "{name}'s application uses {}, not the primary {p}",
+                uses.map(|u| format!("{u}'s database"))
+                    .unwrap_or_else(|| "a database not in the inventory".into())
+            ));
+        }
+    }
+    let with_redis: Vec<(&String, &super::model::Cache)> = t
+        .regions
+        .iter()
+        .filter(|(_, r)| r.redis.role != "absent")
+        .map(|(n, r)| (n, &r.redis))
+        .collect();
+    if !with_redis.is_empty() {
+        for (name, c) in with_redis {
+            match (name.as_str() == p, c.role.as_str()) {
+                (true, "master") | (_, "unreachable") => {}
+                (true, role) => {
+                    out.push(format!("{p}'s Redis should be the primary; it is a {role}"))
+                }
+                (false, "master") => out.push(format!(
+                    "{name}'s Redis should be a replica of {p}'s; it is a primary"
+                )),
+                (false, _) => {
+                    if c.master_region.as_deref() != Some(p) || c.link.as_deref() != Some("up") {
+                        out.push(format!(
+                            "{name}'s Redis should replicate from {p} with its link up; it follows {} (link {})",
+                            c.master_region.clone().or_else(|| c.master.clone()).unwrap_or_default(),
+                            c.link.as_deref().unwrap_or("?")
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::{App, Cache, Database, Health, Region};
+    use super::*;
+
+    /// A region in a few words: "primary 2 0/5000000", "standby 2 0/5000000 from:us",
+    /// "standby 1 0/4000000 stopped", "fenced 1 0/3000000", "down".
+    fn db(spec: &str) -> Database {
+        let parts: Vec<&str> = spec.split_whitespace().collect();
+        let mut d = Database {
+            reachable: true,
+            wal_log_hints: true,
+            ..Default::default()
+        };
+        match parts[0] {
+            "down" => {
+                d.reachable = false;
+                d.role = "unreachable".into();
+                d.error = Some("connection refused".into());
+                return d;
+            }
+            "primary" | "fenced" => {
+                d.role = "primary".into();
+                d.writable = parts[0] == "primary";
+                d.read_only = parts[0] == "fenced";
+                d.current_lsn = Some(parts[2].into());
+            }
+            _ => {
+                d.role = "standby".into();
+                d.replay_lsn = Some(parts[2].into());
+                d.receive_lsn = Some(parts[2].into());
+                for p in &parts[3..] {
+                    if let Some(up) = p.strip_prefix("from:") {
+                        d.upstream_region = Some(up.into());
+                        d.wal_receiver = Some("streaming".into());
+                    }
+                    if *p == "stopped" {
+                        d.wal_receiver = None;
+                    }
+                }
+            }
+        }
+        d.timeline = Some(parts[1].parse().unwrap());
+        d
+    }
+
+    fn region(database: &str) -> Region {
+        Region {
+            database: db(database),
+            redis: Cache {
+                role: "absent".into(),
+                ..Default::default()
+            },
+            health: Health {
+                checked: true,
+                ok: true,
+                status: Some(200),
+                ..Default::default()
+            },
+            app: App::default(),
+            dns_weight: None,
+        }
+    }
+
+    fn topology(regions: &[(&str, &str)]) -> Topology {
+        let mut t = Topology {
+            regions: regions
+                .iter()
+                .map(|(n, spec)| (n.to_string(), region(spec)))
+                .collect(),
+            ..Default::default()
+        };
+        derive(&mut t, &Thresholds::default());
+        judge(&mut t);
+        t
+    }
+
+    fn codes(t: &Topology) -> Vec<(String, String, Option<String>)> {
+        t.anomalies
+            .iter()
+            .map(|a| {
+                (
+                    a.severity.label().to_string(),
+                    a.code.clone(),
+                    a.region.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn c(sev: &str, code: &str, region: Option<&str>) -> (String, String, Option<String>) {
+        (sev.into(), code.into(), region.map(str::to_string))
+    }
+
+    #[test]
+    fn primaries_and_standbys_as_a_table() {
+        type Case<'a> = (
+            &'a str,
+            Vec<(&'a str, &'a str)>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Vec<(String, String, Option<String>)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "healthy: one primary, two streaming standbys",
+                vec![
+                    ("us", "primary 1 0/5000000"),
+                    ("eu", "standby 1 0/5000000 from:us"),
+                    ("ap", "standby 1 0/5000000 from:us"),
+                ],
+                Some("us"),
+                Some("us"),
+                vec![],
+            ),
+            (
+                "the old primary came back writable after a failover",
+                vec![
+                    ("us", "primary 1 0/5000000"),
+                    ("eu", "primary 2 0/6000000"),
+                    ("ap", "standby 2 0/6000000 from:eu"),
+                ],
+                None,
+                Some("eu"),
+                vec![c("CRITICAL", "two_primaries", Some("us"))],
+            ),
+            (
+                "two writable primaries on one timeline: no way to tell",
+                vec![("us", "primary 1 0/5000000"), ("eu", "primary 1 0/6000000")],
+                None,
+                None,
+                vec![c("CRITICAL", "two_primaries", None)],
+            ),
+            (
+                "the primary is down: the standbys still say whom they follow",
+                vec![
+                    ("us", "down"),
+                    ("eu", "standby 1 0/5000000 from:us stopped"),
+                    ("ap", "standby 1 0/5000000 from:us stopped"),
+                ],
+                None,
+                None,
+                vec![c("CRITICAL", "no_primary", None)],
+            ),
+            (
+                "mid planned failover: the old primary fenced, nothing promoted yet",
+                vec![
+                    ("us", "fenced 1 0/5000000"),
+                    ("eu", "standby 1 0/5000000 from:us"),
+                ],
+                None,
+                None,
+                vec![c("CRITICAL", "no_primary", None)],
+            ),
+            (
+                "after an emergency failover whose old primary answered: fenced, not a standby",
+                vec![
+                    ("us", "fenced 1 0/5000000"),
+                    ("eu", "primary 2 0/6000000"),
+                    ("ap", "standby 2 0/6000000 from:eu"),
+                ],
+                Some("eu"),
+                Some("eu"),
+                vec![c("WARNING", "fenced_primary", Some("us"))],
+            ),
+            (
+                "a standby left on the old timeline",
+                vec![
+                    ("eu", "primary 2 0/6000000"),
+                    ("ap", "standby 1 0/5000000 from:us stopped"),
+                    ("us", "down"),
+                ],
+                Some("eu"),
+                Some("eu"),
+                vec![
+                    c("WARNING", "old_timeline", Some("ap")),
+                    c("WARNING", "database_unreachable", Some("us")),
+                ],
+            ),
+            (
+                "a standby streaming from another standby",
+                vec![
+                    ("us", "primary 1 0/5000000"),
+                    ("eu", "standby 1 0/5000000 from:us"),
+                    ("ap", "standby 1 0/5000000 from:eu"),
+                ],
+                Some("us"),
+                Some("us"),
+                vec![c("WARNING", "wrong_upstream", Some("ap"))],
+            ),
+            (
+                "a standby not streaming on the primary's timeline",
+                vec![
+                    ("us", "primary 1 0/5000000"),
+                    ("eu", "standby 1 0/5000000 from:us stopped"),
+                ],
+                Some("us"),
+                Some("us"),
+                vec![c("WARNING", "standby_not_streaming", Some("eu"))],
+            ),
+            (
+                "lag at the seed's thresholds: 200 MB elevated, 600 MB warning, 2 GB critical",
+                vec![
+                    ("us", "primary 1 1/0"),
+                    ("eu", "standby 1 0/F3800000 from:us"),
+                    ("ap", "standby 1 0/DA800000 from:us"),
+                    ("sa", "standby 1 0/0 from:us"),
+                ],
+                Some("us"),
+                Some("us"),
+                vec![
+                    c("CRITICAL", "replication_lag", Some("sa")),
+                    c("WARNING", "replication_lag", Some("ap")),
+                    c("INFO", "replication_lag", Some("eu")),
+                ],
+            ),
+        ];
+        for (name, regions, primary, followed_or_current, expected) in cases {
+            let t = topology(&regions);
+            assert_eq!(t.primary.as_deref(), primary, "{name}: primary");
+            assert_eq!(current_primary(&t), followed_or_current, "{name}: current");
+            let mut got = codes(&t);
+            let mut want = expected.clone();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{name}: anomalies {:#?}", t.anomalies);
+            assert_eq!(
+                t.critical,
+                expected.iter().any(|(s, _, _)| s == "CRITICAL"),
+                "{name}: critical"
+            );
+        }
+    }
+
+    #[test]
+    fn the_followed_region_is_named_when_the_primary_is_down() {
+        let t = topology(&[
+            ("us", "down"),
+            ("eu", "standby 1 0/5000000 from:us stopped"),
+            ("ap", "standby 1 0/5000000 from:us stopped"),
+        ]);
+        assert_eq!(t.followed.as_deref(), Some("us"));
+        assert!(
+            t.anomalies[0].message.contains("follow us"),
+            "{:?}",
+            t.anomalies
+        );
+        assert!(t.anomalies[0]
+            .fix
+            .as_deref()
+            .unwrap_or("")
+            .contains("emergency-failover"));
+    }
+
+    #[test]
+    fn lag_is_only_measured_on_the_primarys_timeline() {
+        let t = topology(&[
+            ("eu", "primary 2 0/6000000"),
+            ("ap", "standby 1 0/7000000 from:eu"),
+        ]);
+        assert_eq!(t.regions["ap"].database.lag_bytes, None);
+        let t = topology(&[
+            ("eu", "primary 2 0/6000000"),
+            ("ap", "standby 2 0/7000000 from:eu"),
+        ]);
+        assert_eq!(
+            t.regions["ap"].database.lag_bytes,
+            Some(0),
+            "a standby ahead (read later) is never negative"
+        );
+    }
+
+    fn with(mut t: Topology, f: impl FnOnce(&mut Topology)) -> Topology {
+        f(&mut t);
+        derive(&mut t, &Thresholds::default());
+        judge(&mut t);
+        t
+    }
+
+    fn app(replicas: i64, ready: i64, uses: &str) -> App {
+        App {
+            checked: true,
+            reachable: true,
+            replicas,
+            ready,
+            database_url: Some("postgres://app:***@db/app".into()),
+            database_region: (!uses.is_empty()).then(|| uses.to_string()),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn traffic_apps_redis_and_the_inventory_as_a_table() {
+        let base = || {
+            topology(&[
+                ("us", "primary 1 0/5000000"),
+                ("eu", "standby 1 0/5000000 from:us"),
+            ])
+        };
+        type Case = (
+            &'static str,
+            Box<dyn FnOnce(&mut Topology)>,
+            Vec<(String, String, Option<String>)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "weight on a region with no ready replicas",
+                Box::new(|t: &mut Topology| {
+                    t.regions.get_mut("us").unwrap().app = app(3, 3, "us");
+                    t.regions.get_mut("eu").unwrap().app = app(0, 0, "us");
+                    t.regions.get_mut("us").unwrap().dns_weight = Some(0);
+                    t.regions.get_mut("eu").unwrap().dns_weight = Some(100);
+                }),
+                vec![c("CRITICAL", "traffic_to_unready", Some("eu"))],
+            ),
+            (
+                "weight on a region failing its health check",
+                Box::new(|t: &mut Topology| {
+                    let us = t.regions.get_mut("us").unwrap();
+                    us.dns_weight = Some(100);
+                    us.health = Health {
+                        checked: true,
+                        ok: false,
+                        status: Some(503),
+                        latency_ms: Some(3),
+                        error: None,
+                    };
+                    t.regions.get_mut("eu").unwrap().dns_weight = Some(0);
+                }),
+                vec![c("CRITICAL", "traffic_to_unready", Some("us"))],
+            ),
+            (
+                "no weight anywhere",
+                Box::new(|t: &mut Topology| {
+                    t.regions.get_mut("us").unwrap().dns_weight = Some(0);
+                    t.regions.get_mut("eu").unwrap().dns_weight = Some(0);
+                }),
+                vec![c("CRITICAL", "no_traffic", None)],
+            ),
+            (
+                "a secondary reading its local standby is fine",
+                Box::new(|t: &mut Topology| {
+                    t.regions.get_mut("us").unwrap().app = app(3, 3, "us");
+                    t.regions.get_mut("eu").unwrap().app = app(2, 2, "eu");
+                }),
+                vec![],
+            ),
+            (
+                "an app on another region's standby",
+                Box::new(|t: &mut Topology| {
+                    t.regions
+                        .insert("ap".into(), region("standby 1 0/5000000 from:us"));
+                    t.regions.get_mut("ap").unwrap().app = app(2, 2, "eu");
+                }),
+                vec![c("WARNING", "app_wrong_database", Some("ap"))],
+            ),
+            (
+                "an app writing to a returned old primary",
+                Box::new(|t: &mut Topology| {
+                    t.regions.get_mut("eu").unwrap().database = db("primary 2 0/6000000");
+                    t.regions.get_mut("us").unwrap().app = app(3, 3, "us");
+                    t.regions.get_mut("eu").unwrap().app = app(3, 3, "eu");
+                }),
+                vec![
+                    c("CRITICAL", "two_primaries", Some("us")),
+                    c("CRITICAL", "app_wrong_database", Some("us")),
+                ],
+            ),
+            (
+                "an app on a database not in the inventory",
+                Box::new(|t: &mut Topology| {
+                    t.regions.get_mut("us").unwrap().app = app(3, 3, "");
+                }),
+                vec![c("WARNING", "app_wrong_database", Some("us"))],
+            ),
+            (
+                "the inventory names another primary",
+                Box::new(|t: &mut Topology| {
+                    t.inventory_primary = Some("eu".into());
+                }),
+                vec![c("INFO", "inventory_disagrees", None)],
+            ),
+            (
+                "a region out of rotation failing its health check",
+                Box::new(|t: &mut Topology| {
+                    t.regions.get_mut("eu").unwrap().health = Health {
+                        checked: true,
+                        ok: false,
+                        error: Some("connection refused".into()),
+                        ..Default::default()
+                    };
+                }),
+                vec![c("WARNING", "health_failing", Some("eu"))],
+            ),
+            (
+                "two Redis primaries, one in the wrong region",
+                Box::new(|t: &mut Topology| {
+                    t.regions.get_mut("us").unwrap().redis = Cache {
+                        reachable: true,
+                        role: "master".into(),
+                        ..Default::default()
+                    };
+                    t.regions.get_mut("eu").unwrap().redis = Cache {
+                        reachable: true,
+                        role: "master".into(),
+                        ..Default::default()
+                    };
+                }),
+                vec![c("WARNING", "redis_masters", None)],
+            ),
+            (
+                "a Redis replica with its link down",
+                Box::new(|t: &mut Topology| {
+                    t.regions.get_mut("us").unwrap().redis = Cache {
+                        reachable: true,
+                        role: "master".into(),
+                        ..Default::default()
+                    };
+                    t.regions.get_mut("eu").unwrap().redis = Cache {
+                        reachable: true,
+                        role: "replica".into(),
+                        master_region: Some("us".into()),
+                        link: Some("down".into()),
+                        ..Default::default()
+                    };
+                }),
+                vec![c("WARNING", "redis_link_down", Some("eu"))],
+            ),
+            (
+                "the Redis primary away from the database primary",
+                Box::new(|t: &mut Topology| {
+                    t.regions.get_mut("us").unwrap().redis = Cache {
+                        reachable: true,
+                        role: "replica".into(),
+                        master_region: Some("eu".into()),
+                        link: Some("up".into()),
+                        ..Default::default()
+                    };
+                    t.regions.get_mut("eu").unwrap().redis = Cache {
+                        reachable: true,
+                        role: "master".into(),
+                        ..Default::default()
+                    };
+                }),
+                vec![c("WARNING", "redis_wrong_master", Some("eu"))],
+            ),
+            (
+                "rewind impossible: no wal_log_hints, no checksums",
+                Box::new(|t: &mut Topology| {
+                    t.regions.get_mut("eu").unwrap().database.wal_log_hints = false;
+                }),
+                vec![c("WARNING", "rewind_not_ready", Some("eu"))],
+            ),
+            (
+                "wal_log_hints waiting for a restart",
+                Box::new(|t: &mut Topology| {
+                    t.regions.get_mut("us").unwrap().database.pending_restart =
+                        vec!["wal_log_hints".into(), "max_connections".into()];
+                }),
+                vec![
+                    c("WARNING", "rewind_not_ready", Some("us")),
+                    c("INFO", "pending_restart", Some("us")),
+                ],
+            ),
+            (
+                "checksums are enough for rewind",
+                Box::new(|t: &mut Topology| {
+                    let d = &mut t.regions.get_mut("eu").unwrap().database;
+                    d.wal_log_hints = false;
+                    d.data_checksums = true;
+                }),
+                vec![],
+            ),
+        ];
+        for (name, change, expected) in cases {
+            let t = with(base(), change);
+            let mut got = codes(&t);
+            let mut want = expected;
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{name}: {:#?}", t.anomalies);
+        }
+    }
+
+    #[test]
+    fn postconditions_as_a_table() {
+        let good = || {
+            let mut t = topology(&[
+                ("us", "fenced 1 0/5000000"),
+                ("eu", "primary 2 0/6000000"),
+                ("ap", "standby 2 0/6000000 from:eu"),
+            ]);
+            t.regions.get_mut("eu").unwrap().app = app(3, 3, "eu");
+            t.regions.get_mut("eu").unwrap().dns_weight = Some(100);
+            t.regions.get_mut("us").unwrap().dns_weight = Some(0);
+            t.regions.get_mut("ap").unwrap().dns_weight = Some(0);
+            t
+        };
+        let expect = |standbys: &[&str]| Expect {
+            primary: "eu".into(),
+            standbys: standbys.iter().map(|s| s.to_string()).collect(),
+        };
+        type Case = (
+            &'static str,
+            Box<dyn FnOnce(&mut Topology)>,
+            Expect,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            ("an emergency failover's end state (old primary fenced, not required)", Box::new(|_: &mut Topology| {}), expect(&["ap"]), vec![]),
+            ("a switchover must also leave the old primary streaming", Box::new(|_: &mut Topology| {}), expect(&["ap", "us"]),
+                vec!["us should be a standby streaming from eu; it is a fenced (read-only) primary on timeline 1"]),
+            ("the old primary writable again", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("us").unwrap().database = db("primary 1 0/5000000");
+            }), expect(&["ap"]), vec!["eu should be the one writable primary; writable now: eu, us"]),
+            ("a reachable standby left behind", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("ap").unwrap().database = db("standby 1 0/5000000 from:us stopped");
+            }), expect(&[]), vec!["ap should be a standby streaming from eu; it is a standby not streaming (receiver stopped, configured upstream us)"]),
+            ("an unreachable old primary is allowed", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("us").unwrap().database = db("down");
+            }), expect(&["ap"]), vec![]),
+            ("traffic to a region with no ready replicas", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("eu").unwrap().app = app(3, 0, "eu");
+            }), expect(&["ap"]), vec!["eu has DNS weight 100 but no ready replicas (3 wanted)"]),
+            ("an app still on the old primary", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("ap").unwrap().app = app(2, 2, "us");
+            }), expect(&["ap"]), vec!["ap's application uses us's database, not the primary eu"]),
+            ("an app scaled to 0 is not checked", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("us").unwrap().app = app(0, 0, "us");
+            }), expect(&["ap"]), vec![]),
+            ("Redis must follow the database", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("eu").unwrap().redis = Cache { reachable: true, role: "replica".into(), master_region: Some("us".into()), link: Some("up".into()), ..Default::default() };
+                t.regions.get_mut("us").unwrap().redis = Cache { reachable: true, role: "master".into(), ..Default::default() };
+            }), expect(&["ap"]), vec!["eu's Redis should be the primary; it is a replica", "us's Redis should be a replica of eu's; it is a primary"]),
+        ];
+        for (name, change, e, want) in cases {
+            let t = with(good(), change);
+            assert_eq!(violations(&t, &e), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn severity_follows_the_seed_thresholds() {
+        const MB: i64 = 1024 * 1024;
+        let th = Thresholds::default();
+        for (lag, want) in [
+            (0, "acceptable"),
+            (99 * MB, "acceptable"),
+            (100 * MB, "elevated"),
+            (500 * MB, "elevated"),
+            (501 * MB, "warning"),
+            (1024 * MB, "warning"),
+            (1025 * MB, "critical"),
+        ] {
+            assert_eq!(th.severity(lag), want, "{lag}");
+        }
+    }
+}

@@ -92,6 +92,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Give up on a paused, interrupted or failed run: recorded in its journal (who, why), its
+    /// claims on locks released so other procedures may run. Nothing is undone: check the
+    /// deployment first (runbooks/status.rhai)
+    Abandon {
+        run_id: String,
+        /// Why, for the journal and the team
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Compile and lint runbooks without running anything
     Check {
         #[arg(required = true)]
@@ -149,6 +158,15 @@ pub enum StackCommand {
     Health {
         region: String,
         mode: String,
+        #[arg(long, default_value = ".runbook/stack")]
+        dir: PathBuf,
+    },
+    /// Stop or start one region's PostgreSQL: stop (a fast shutdown), crash (an immediate
+    /// one, as a power cut leaves it) or start (as it is: a primary comes back writable)
+    Db {
+        region: String,
+        #[arg(value_parser = ["stop", "crash", "start"])]
+        action: String,
         #[arg(long, default_value = ".runbook/stack")]
         dir: PathBuf,
     },

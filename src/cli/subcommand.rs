@@ -84,6 +84,16 @@ pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
             drop(rt);
             result
         }
+        Command::Abandon { run_id, reason } => {
+            let done = runner::abandon(
+                store.as_ref(),
+                &run_id,
+                reason,
+                &runner::Operator::current(),
+            )?;
+            println!("{done}");
+            Ok(())
+        }
         Command::Check { files } => check(&files),
         Command::Runs { json } => runs(store.as_ref(), json),
         Command::Log { run_id, json } => log(store.as_ref(), &run_id, json),
@@ -231,6 +241,14 @@ fn check(files: &[std::path::PathBuf]) -> Result<(), Error> {
 
 fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
     let ids = store.list()?;
+    let claims = store.claims().unwrap_or_default();
+    let claimed_by = |id: &str| -> Vec<String> {
+        claims
+            .iter()
+            .filter(|(_, h)| h.run_id == id)
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
     let mut rows = Vec::new();
     for id in ids {
         let summary = match store.read(&id) {
@@ -251,7 +269,7 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
         for s in rows {
             println!(
                 "{}",
-                json!({"run_id": s.run_id, "runbook": s.runbook, "status": s.status, "started": s.started, "last_step": s.last_step, "operator": s.operator, "ended": s.ended})
+                json!({"run_id": s.run_id, "runbook": s.runbook, "status": s.status, "started": s.started, "last_step": s.last_step, "operator": s.operator, "ended": s.ended, "claims": claimed_by(&s.run_id)})
             );
         }
         return Ok(());
@@ -270,9 +288,15 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
         let started = s.started.get(..19).unwrap_or(&s.started).replace('T', " ");
+        let held = claimed_by(&s.run_id);
+        let last = if held.is_empty() {
+            s.last_step.clone()
+        } else {
+            format!("{}  [claims {}]", s.last_step, held.join(", "))
+        };
         println!(
             "{:<20} {:<12} {:<20} {:<32} {}",
-            s.run_id, s.status, started, runbook, s.last_step
+            s.run_id, s.status, started, runbook, last
         );
     }
     Ok(())
@@ -386,6 +410,13 @@ fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
                         .map(|s| show_path(s))
                         .collect::<Vec<_>>()
                         .join(", ")
+                ),
+                Event::RunAbandoned { by, reason } => format!(
+                    "abandoned by {by}{}",
+                    reason
+                        .as_ref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
                 ),
             };
             println!("{at}  {line}");

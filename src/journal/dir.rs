@@ -140,8 +140,12 @@ impl Store for DirStore {
         Ok(ids)
     }
 
-    fn lock(&self, name: &str, holder: &LockHolder) -> Result<LockGuard, Error> {
-        LockGuard::acquire(&self.root.join("locks"), name, holder)
+    fn lock(&self, name: &str) -> Result<LockGuard, Error> {
+        super::lock::acquire_file(&self.root.join("locks"), name)
+    }
+
+    fn claims(&self) -> Result<Vec<(String, LockHolder)>, Error> {
+        super::lock::file_claims(&self.root.join("locks"))
     }
 
     fn describe(&self) -> String {

@@ -1,6 +1,12 @@
-//! Exclusive run locks: a file per lock name, held with `flock` for as long as the process
-//! runs. The kernel releases it when the holder dies, so a lock left by a killed process is
-//! taken over; the file still names the old holder, which is reported.
+//! Exclusive run locks, and the claims that outlive a process.
+//!
+//! A lock has two parts. The *hold* is what a live process keeps (`flock` on a file in the
+//! directory store, a session advisory lock in the PostgreSQL store): the kernel or the server
+//! releases it when the process dies. The *claim* is the holder record (which run, who, where)
+//! written beside it: it stays after the process ends, and is cleared only when the run ends
+//! for good (finished, undone, abandoned) or stopped having changed nothing. So a run paused at
+//! an approval, interrupted, or cut off mid-change keeps the deployment: the next run of
+//! another procedure is refused (exit 4) and told to resume it or abandon it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -9,6 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::{Event, Record, Store};
 use crate::error::Error;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -30,13 +37,113 @@ impl LockHolder {
     }
 }
 
-/// Held while alive; dropping it (or the process dying) releases the lock.
+/// The store's side of a held lock: writes or clears the claim while holding it.
+pub trait Held: Send {
+    fn set_claim(&mut self, holder: Option<&LockHolder>) -> Result<(), Error>;
+}
+
+/// Held while alive; the process dying releases the hold, never the claim.
 pub struct LockGuard {
     pub name: String,
-    /// The holder a dead process left behind, if any.
+    /// The claim found when the lock was taken (a run that did not release it), if any.
+    pub previous: Option<LockHolder>,
+    /// Set when that claim was taken over: its run is over, or changed nothing.
     pub took_over: Option<LockHolder>,
-    /// What keeps the lock (a locked file, a database session); released when dropped.
-    pub(super) _held: Box<dyn Send>,
+    pub(super) held: Box<dyn Held>,
+}
+
+impl LockGuard {
+    /// Ends the claim: the run is over (or changed nothing), nobody needs to be told about it.
+    pub fn release(mut self) {
+        let _ = self.held.set_claim(None);
+    }
+}
+
+/// Whether a run, as its journal records it, still claims its locks: it was paused or
+/// interrupted, or it stopped (failed, or cut off) after starting a change. Returns how it
+/// stands ("paused at step 'approval'") when it does.
+pub fn claim_of(records: &[Record]) -> Option<String> {
+    let mut status = "running";
+    let mut wrote = false;
+    let mut last_step = String::new();
+    for r in records {
+        match &r.event {
+            Event::RunStarted { .. } | Event::RunResumed { .. } => status = "running",
+            Event::StepStarted { step } => last_step = super::show_path(step),
+            Event::ActionStarted {
+                write: true,
+                notice: false,
+                ..
+            } => wrote = true,
+            Event::RunFinished { .. } => status = "finished",
+            Event::RunUndone { .. } => status = "undone",
+            Event::RunAbandoned { .. } => status = "abandoned",
+            Event::RunFailed { .. } => status = "failed",
+            Event::RunPaused { .. } => status = "paused",
+            Event::RunInterrupted { .. } => status = "interrupted",
+            _ => {}
+        }
+    }
+    let holds = match status {
+        "paused" | "interrupted" => true,
+        "failed" | "running" => wrote,
+        _ => false,
+    };
+    let status = if status == "running" {
+        "cut off"
+    } else {
+        status
+    };
+    holds.then(|| {
+        if last_step.is_empty() {
+            status.to_string()
+        } else {
+            format!("{status} at step '{last_step}'")
+        }
+    })
+}
+
+/// Takes the lock `name` for `holder`'s run: refused while a live process holds it, or while
+/// another run that has not ended claims it. Resuming the claiming run is what continues it.
+/// `flag` is added to the commands the refusal suggests (" --store ...").
+pub fn take(
+    store: &dyn Store,
+    name: &str,
+    holder: &LockHolder,
+    flag: &str,
+) -> Result<LockGuard, Error> {
+    let mut guard = store.lock(name)?;
+    if let Some(prev) = guard.previous.clone() {
+        if prev.run_id != holder.run_id {
+            let standing = match store.read(&prev.run_id) {
+                Ok(loaded) => claim_of(&loaded.records),
+                // Its journal is gone: nothing can continue it.
+                Err(_) => None,
+            };
+            if let Some(standing) = standing {
+                return Err(claimed(name, &prev, &standing, flag));
+            }
+            guard.took_over = Some(prev);
+        } else if prev.pid != holder.pid || prev.host != holder.host {
+            guard.took_over = Some(prev);
+        }
+    }
+    guard.held.set_claim(Some(holder))?;
+    Ok(guard)
+}
+
+/// The message for a lock claimed by a run that has not ended.
+fn claimed(name: &str, prev: &LockHolder, standing: &str, flag: &str) -> Error {
+    let resume = if standing.starts_with("paused") {
+        format!("runbook resume {} --approve{flag}", prev.run_id)
+    } else {
+        format!("runbook resume {}{flag}", prev.run_id)
+    };
+    Error::Locked(format!(
+        "the lock '{name}' is claimed by run {} ({}, by {} on {}), which is {standing}: it may have left the deployment mid-way. \
+         Continue it with `{resume}`, or, once you have checked the deployment, release it with `runbook abandon {}{flag}`",
+        prev.run_id, prev.runbook, prev.operator, prev.host, prev.run_id
+    ))
 }
 
 /// The lock's file name.
@@ -59,58 +166,89 @@ fn read_holder(file: &mut File) -> Option<LockHolder> {
     serde_json::from_str(&text).ok()
 }
 
-impl LockGuard {
-    pub fn acquire(dir: &Path, name: &str, holder: &LockHolder) -> Result<LockGuard, Error> {
-        fs::create_dir_all(dir)
-            .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
-        let path = dir.join(format!("{}.lock", sanitize(name)));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::Io(format!("cannot open lock {}: {e}", path.display())))?;
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            // The holder writes its name right after taking the lock: give it a moment.
-            let mut current = None;
-            for _ in 0..50 {
-                current = read_holder(&mut file);
-                if current.is_some() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
+/// The directory store's locks: `<state>/locks/<name>.lock`, held with flock, the claim inside.
+pub(super) fn acquire_file(dir: &Path, name: &str) -> Result<LockGuard, Error> {
+    fs::create_dir_all(dir)
+        .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join(format!("{}.lock", sanitize(name)));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::Io(format!("cannot open lock {}: {e}", path.display())))?;
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        // The holder writes its name right after taking the lock: give it a moment.
+        let mut current = None;
+        for _ in 0..50 {
+            current = read_holder(&mut file);
+            if current.is_some() {
+                break;
             }
-            return Err(held_by(name, current));
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let took_over = read_holder(&mut file)
-            .filter(|old| old.run_id != holder.run_id || old.pid != holder.pid);
-        let text = serde_json::to_string(holder).unwrap_or_default();
-        file.set_len(0)
-            .and_then(|_| file.seek(SeekFrom::Start(0)))
-            .and_then(|_| file.write_all(text.as_bytes()))
-            .and_then(|_| file.sync_data())
-            .map_err(|e| Error::Io(format!("cannot write lock {}: {e}", path.display())))?;
-        Ok(LockGuard {
-            name: name.to_string(),
-            took_over,
-            _held: Box::new(HeldFile(file)),
-        })
+        return Err(held_by(name, current));
     }
+    let previous = read_holder(&mut file);
+    Ok(LockGuard {
+        name: name.to_string(),
+        previous,
+        took_over: None,
+        held: Box::new(HeldFile { file, path }),
+    })
+}
+
+/// The claims recorded in the directory store: lock name → holder.
+pub(super) fn file_claims(dir: &Path) -> Result<Vec<(String, LockHolder)>, Error> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(Error::Io(format!("cannot read {}: {e}", dir.display()))),
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "lock") {
+            continue;
+        }
+        let Ok(mut file) = File::open(&path) else {
+            continue;
+        };
+        if let Some(h) = read_holder(&mut file) {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push((name, h));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 /// The locked file of the directory store.
-struct HeldFile(File);
+struct HeldFile {
+    file: File,
+    path: std::path::PathBuf,
+}
 
-impl Drop for HeldFile {
-    fn drop(&mut self) {
-        // An empty file after a clean release: a name left in it means its holder died.
-        let _ = self.0.set_len(0);
+impl Held for HeldFile {
+    fn set_claim(&mut self, holder: Option<&LockHolder>) -> Result<(), Error> {
+        let text = holder
+            .map(|h| serde_json::to_string(h).unwrap_or_default())
+            .unwrap_or_default();
+        self.file
+            .set_len(0)
+            .and_then(|_| self.file.seek(SeekFrom::Start(0)))
+            .and_then(|_| self.file.write_all(text.as_bytes()))
+            .and_then(|_| self.file.sync_data())
+            .map_err(|e| Error::Io(format!("cannot write lock {}: {e}", self.path.display())))
     }
 }
 
-/// The message for a lock someone else holds.
+/// The message for a lock a live process holds.
 pub(super) fn held_by(name: &str, holder: Option<LockHolder>) -> Error {
     let who = holder
         .map(|h| h.describe())
@@ -119,4 +257,174 @@ pub(super) fn held_by(name: &str, holder: Option<LockHolder>) -> Error {
         "the lock '{name}' is held by {who}; two runs of conflicting procedures must not overlap. \
          Wait for it to finish (`runbook runs` shows its state)"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(event: Event) -> Record {
+        Record {
+            v: 1,
+            n: 0,
+            at: String::new(),
+            event,
+        }
+    }
+
+    fn started() -> Event {
+        Event::RunStarted {
+            run_id: "r".into(),
+            runbook: "x.rhai".into(),
+            runbook_sha256: String::new(),
+            params: Default::default(),
+            inventory_file: None,
+            inventory: json!({}),
+            engine_version: String::new(),
+            operator: String::new(),
+            host: String::new(),
+            pid: 1,
+        }
+    }
+
+    fn step(name: &str) -> Event {
+        Event::StepStarted {
+            step: vec![name.into()],
+        }
+    }
+
+    fn action(write: bool) -> Event {
+        Event::ActionStarted {
+            step: vec!["s".into()],
+            seq: 1,
+            action: "k8s::scale".into(),
+            input: json!({}),
+            input_hash: String::new(),
+            write,
+            idempotent: true,
+            notice: false,
+        }
+    }
+
+    fn notice() -> Event {
+        Event::ActionStarted {
+            step: vec!["alert".into()],
+            seq: 1,
+            action: "notify::slack".into(),
+            input: json!({}),
+            input_hash: String::new(),
+            write: true,
+            idempotent: false,
+            notice: true,
+        }
+    }
+
+    #[test]
+    fn which_runs_keep_their_claim() {
+        let failed = Event::RunFailed {
+            error: "x".into(),
+            failed_steps: vec![],
+        };
+        let cases: Vec<(&str, Vec<Event>, Option<&str>)> = vec![
+            (
+                "finished",
+                vec![
+                    started(),
+                    action(true),
+                    Event::RunFinished { elapsed_ms: 1 },
+                ],
+                None,
+            ),
+            (
+                "undone",
+                vec![
+                    started(),
+                    action(true),
+                    Event::RunUndone {
+                        undone_steps: vec![],
+                    },
+                ],
+                None,
+            ),
+            (
+                "abandoned",
+                vec![
+                    started(),
+                    action(true),
+                    Event::RunPaused { reason: "r".into() },
+                    Event::RunAbandoned {
+                        by: "ann".into(),
+                        reason: None,
+                    },
+                ],
+                None,
+            ),
+            (
+                "paused before any change",
+                vec![
+                    started(),
+                    step("approval"),
+                    Event::RunPaused { reason: "r".into() },
+                ],
+                Some("paused at step 'approval'"),
+            ),
+            (
+                "interrupted",
+                vec![
+                    started(),
+                    step("wait"),
+                    Event::RunInterrupted { reason: "r".into() },
+                ],
+                Some("interrupted at step 'wait'"),
+            ),
+            (
+                "failed after a change",
+                vec![started(), step("stop writes"), action(true), failed.clone()],
+                Some("failed at step 'stop writes'"),
+            ),
+            (
+                "failed having only read",
+                vec![started(), step("observe"), action(false), failed.clone()],
+                None,
+            ),
+            (
+                "failed having only sent a message",
+                vec![started(), step("alert"), notice(), failed.clone()],
+                None,
+            ),
+            (
+                "cut off mid-change (killed)",
+                vec![started(), step("promote"), action(true)],
+                Some("cut off at step 'promote'"),
+            ),
+            (
+                "cut off having only read",
+                vec![started(), step("observe"), action(false)],
+                None,
+            ),
+            (
+                "resumed, then finished",
+                vec![
+                    started(),
+                    action(true),
+                    Event::RunPaused { reason: "r".into() },
+                    Event::RunResumed {
+                        runbook_sha256: String::new(),
+                        engine_version: String::new(),
+                        operator: String::new(),
+                        host: String::new(),
+                        pid: 2,
+                        inflight: None,
+                    },
+                    Event::RunFinished { elapsed_ms: 1 },
+                ],
+                None,
+            ),
+        ];
+        for (name, events, want) in cases {
+            let records: Vec<Record> = events.into_iter().map(rec).collect();
+            assert_eq!(claim_of(&records).as_deref(), want, "{name}");
+        }
+    }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use dir::DirStore;
-pub use lock::{LockGuard, LockHolder};
+pub use lock::{claim_of, take as take_lock, LockGuard, LockHolder};
 pub use pg::PgStore;
 
 use crate::error::Error;
@@ -74,6 +74,10 @@ pub enum Event {
         input_hash: String,
         write: bool,
         idempotent: bool,
+        /// A write that only tells people (a Slack message): it changes no system, so a run
+        /// that sent only notices has changed nothing.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        notice: bool,
     },
     ActionFinished {
         step: StepPath,
@@ -134,6 +138,12 @@ pub enum Event {
     /// `resume --undo` ran the undo closures of these finished steps (latest first).
     RunUndone {
         undone_steps: Vec<StepPath>,
+    },
+    /// `runbook abandon`: the run will not be continued, and its claims on locks are released.
+    RunAbandoned {
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
 }
 
@@ -232,8 +242,11 @@ pub trait Store: Send + Sync {
     fn script(&self, run_id: &str) -> Result<String, Error>;
     /// Run ids, oldest first.
     fn list(&self) -> Result<Vec<String>, Error>;
-    /// Takes an exclusive lock, or says who holds it.
-    fn lock(&self, name: &str, holder: &LockHolder) -> Result<LockGuard, Error>;
+    /// Takes an exclusive hold on a lock, or says which live process holds it. The guard
+    /// carries the claim found in it; `lock::take` decides whether that claim still stands.
+    fn lock(&self, name: &str) -> Result<LockGuard, Error>;
+    /// Every claim recorded: lock name → the run that claims it.
+    fn claims(&self) -> Result<Vec<(String, LockHolder)>, Error>;
     /// A description for messages ("directory .runbook").
     fn describe(&self) -> String;
 }
@@ -284,6 +297,7 @@ mod tests {
                 input_hash: "00".into(),
                 write: true,
                 idempotent: false,
+                notice: false,
             },
             Event::ActionFinished {
                 step: vec!["a".into()],

@@ -250,8 +250,8 @@ impl JournalWriter for PgWriter {
     }
 }
 
-/// A lock's session; dropping it clears the holder and ends the session, which releases the
-/// advisory lock.
+/// A lock's session: holding it holds the advisory lock; dropping it ends the session, which
+/// releases the hold. The claim (the holder row) stays until it is cleared on purpose.
 struct HeldSession {
     handle: Handle,
     client: Option<Client>,
@@ -259,16 +259,35 @@ struct HeldSession {
     key: i64,
 }
 
+impl super::lock::Held for HeldSession {
+    fn set_claim(&mut self, holder: Option<&LockHolder>) -> Result<(), Error> {
+        let Some(client) = &self.client else {
+            return Ok(());
+        };
+        let text = holder.map(|h| serde_json::to_string(h).unwrap_or_default());
+        block(
+            &self.handle,
+            client.execute(
+                "INSERT INTO runbook_locks (name, holder) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder",
+                &[&self.name, &text],
+            ),
+        )
+        .map(|_| ())
+        .map_err(|e| {
+            Error::Io(format!(
+                "cannot record the claim on lock '{}': {}",
+                self.name,
+                reason(&e)
+            ))
+        })
+    }
+}
+
 impl Drop for HeldSession {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
             let _ = block(&self.handle, async {
-                client
-                    .execute(
-                        "UPDATE runbook_locks SET holder = NULL WHERE name = $1",
-                        &[&self.name],
-                    )
-                    .await?;
                 client
                     .execute("SELECT pg_advisory_unlock($1)", &[&self.key])
                     .await
@@ -358,10 +377,9 @@ impl Store for PgStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    fn lock(&self, name: &str, holder: &LockHolder) -> Result<LockGuard, Error> {
+    fn lock(&self, name: &str) -> Result<LockGuard, Error> {
         self.client()?; // the tables
         let key = lock_key(name);
-        let text = serde_json::to_string(holder).unwrap_or_default();
         let read_holder = |client: &Client| {
             block(
                 self.handle(),
@@ -392,28 +410,37 @@ impl Store for PgStore {
             }
             return Err(held_by(name, current));
         }
-        let took_over = read_holder(&client).filter(|old| {
-            old.run_id != holder.run_id || old.pid != holder.pid || old.host != holder.host
-        });
-        block(
-            self.handle(),
-            client.execute(
-                "INSERT INTO runbook_locks (name, holder) VALUES ($1, $2) \
-                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder",
-                &[&name, &text],
-            ),
-        )
-        .map_err(|e| self.failed(&format!("cannot record the holder of lock '{name}'"), &e))?;
+        let previous = read_holder(&client);
         Ok(LockGuard {
             name: name.to_string(),
-            took_over,
-            _held: Box::new(HeldSession {
+            previous,
+            took_over: None,
+            held: Box::new(HeldSession {
                 handle: self.handle().clone(),
                 client: Some(client),
                 name: name.to_string(),
                 key,
             }),
         })
+    }
+
+    fn claims(&self) -> Result<Vec<(String, LockHolder)>, Error> {
+        let client = self.client()?;
+        let rows = block(
+            self.handle(),
+            client.query(
+                "SELECT name, holder FROM runbook_locks WHERE holder IS NOT NULL ORDER BY name",
+                &[],
+            ),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let holder: String = r.get(1);
+                Some((r.get(0), serde_json::from_str(&holder).ok()?))
+            })
+            .collect())
     }
 
     fn describe(&self) -> String {

@@ -116,6 +116,9 @@ pub struct RunCtx {
     pub undo: Mutex<Vec<(StepPath, FnPtr, rhai::NativeCallContextStore)>>,
     /// Nanoseconds spent inside actions (the rest of a run's time is the engine's).
     pub action_time: ActionClock,
+    /// Whether the run (this process or an earlier one) started a change: a run that did not
+    /// has nothing to resume, only to run again.
+    pub wrote: AtomicBool,
 }
 
 pub struct JournalInit {
@@ -237,6 +240,7 @@ impl RunCtx {
             failed_steps: Mutex::default(),
             undo: Mutex::default(),
             action_time: ActionClock::default(),
+            wrote: AtomicBool::new(false),
         }
     }
 
@@ -592,10 +596,14 @@ impl RunCtx {
                 input_hash: prepared.input_hash.clone(),
                 write,
                 idempotent,
+                notice: spec.is_notice(),
             },
             write,
             pos,
         )?;
+        if write && !spec.is_notice() {
+            self.wrote.store(true, Ordering::SeqCst);
+        }
         self.report(Progress::ActionStarted {
             step: path.clone(),
             seq,

@@ -138,6 +138,50 @@ fn default_lock_name(runbook: &str, inventory: Option<&str>) -> String {
     }
 }
 
+/// Takes a lock for a run (see `journal::take_lock`), saying so when it takes over the claim
+/// of a run that is over or changed nothing.
+pub fn take_lock(
+    store: &dyn Store,
+    reporter: &dyn Reporter,
+    name: &str,
+    holder: &LockHolder,
+    flag: &str,
+) -> Result<journal::LockGuard, Error> {
+    let guard = journal::take_lock(store, name, holder, flag)?;
+    if let Some(old) = &guard.took_over {
+        if old.run_id != holder.run_id {
+            reporter.report(&Progress::Warning {
+                message: format!(
+                    "took over the lock '{name}' from {}: that process is gone, and its run is over or changed nothing",
+                    old.describe()
+                ),
+            });
+        }
+    }
+    Ok(guard)
+}
+
+/// At the end of a run's process: a run that is over, or that changed nothing, releases its
+/// claims; one paused, interrupted or stopped mid-change keeps them (resume or abandon it).
+fn settle_locks(ctx: &RunCtx) {
+    let guards: Vec<journal::LockGuard> = ctx.locks.lock().unwrap().drain(..).collect();
+    if guards.is_empty() {
+        return;
+    }
+    let still_claimed = match (&ctx.store, &ctx.run_id) {
+        (Some(store), Some(id)) => store
+            .read(id)
+            .ok()
+            .and_then(|l| journal::claim_of(&l.records)),
+        _ => None,
+    };
+    if still_claimed.is_none() {
+        for g in guards {
+            g.release();
+        }
+    }
+}
+
 fn holder(run_id: &str, runbook: &str, op: &Operator) -> LockHolder {
     LockHolder {
         run_id: run_id.into(),
@@ -167,16 +211,13 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
     let mut locks = Vec::new();
     if let Some(id) = &run_id {
         let name = default_lock_name(&file, req.inventory.as_ref().and_then(|p| p.to_str()));
-        let guard = env.store.lock(&name, &holder(id, &file, &env.operator))?;
-        if let Some(old) = &guard.took_over {
-            env.reporter.report(&Progress::Warning {
-                message: format!(
-                    "took over the lock '{name}' from {}: that process is gone",
-                    old.describe()
-                ),
-            });
-        }
-        locks.push(guard);
+        locks.push(take_lock(
+            env.store.as_ref(),
+            env.reporter.as_ref(),
+            &name,
+            &holder(id, &file, &env.operator),
+            &env.store_flag,
+        )?);
     }
 
     let journal_init = run_id.as_ref().map(|id| JournalInit {
@@ -243,7 +284,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         resumed: false,
     });
     let result = execute(&ctx, prepared, &file, &source, None);
-    ctx.locks.lock().unwrap().clear();
+    settle_locks(&ctx);
     result
 }
 
@@ -317,6 +358,9 @@ pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
             Event::RunUndone { .. } => {
                 (s.status, s.ended) = ("undone".into(), Some(rec.at.clone()))
             }
+            Event::RunAbandoned { .. } => {
+                (s.status, s.ended) = ("abandoned".into(), Some(rec.at.clone()))
+            }
             Event::RunFailed { .. } => {
                 (s.status, s.ended) = ("failed".into(), Some(rec.at.clone()))
             }
@@ -337,6 +381,75 @@ pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
         }
     }
     s
+}
+
+/// `runbook abandon`: the run will not be continued. Recorded in its journal, its claims
+/// released. Refused while a process still runs it. Returns what was done, for the operator.
+pub fn abandon(
+    store: &dyn Store,
+    run_id: &str,
+    reason: Option<String>,
+    op: &Operator,
+) -> Result<String, Error> {
+    let loaded = store.read(run_id)?;
+    let summary = summarize(run_id, &loaded.records);
+    if matches!(summary.status.as_str(), "finished" | "undone" | "abandoned") {
+        return Err(Error::Usage(format!(
+            "run {run_id} already {} ({}); there is nothing to abandon",
+            summary.status,
+            summary.ended.unwrap_or_default()
+        )));
+    }
+    // Taking each lock it claims proves no process runs it any more (a live one holds them).
+    let mut guards = Vec::new();
+    for (name, holder) in store.claims()? {
+        if holder.run_id != run_id {
+            continue;
+        }
+        match store.lock(&name) {
+            Ok(g) => guards.push(g),
+            Err(_) => {
+                return Err(Error::Locked(format!(
+                    "run {run_id} is still running ({}): stop it first (Ctrl-C, or `kill {}` on {}), then abandon it",
+                    holder.describe(),
+                    holder.pid,
+                    holder.host
+                )))
+            }
+        }
+    }
+    let mut writer = store.append_to(run_id)?;
+    let record = Record {
+        v: journal::FORMAT_VERSION,
+        n: loaded.records.last().map(|r| r.n + 1).unwrap_or(1),
+        at: journal::timestamp(),
+        event: Event::RunAbandoned {
+            by: op.name.clone(),
+            reason: reason.clone(),
+        },
+    };
+    let line = serde_json::to_string(&record).map_err(|e| Error::Io(e.to_string()))?;
+    writer.append(&line, true).map_err(|e| Error::Journal {
+        path: store.describe().into(),
+        message: format!("cannot write: {e}"),
+    })?;
+    let names: Vec<String> = guards.iter().map(|g| g.name.clone()).collect();
+    for g in guards {
+        g.release();
+    }
+    Ok(format!(
+        "run {run_id} ({}, {} at step '{}') abandoned by {}{}; {}. Nothing was undone: check the deployment (runbooks/status.rhai)",
+        summary.runbook,
+        summary.status,
+        summary.last_step,
+        op.name,
+        reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+        if names.is_empty() {
+            "it claimed no lock".to_string()
+        } else {
+            format!("released {}", names.join(", "))
+        }
+    ))
 }
 
 /// `runbook resume`.
@@ -369,7 +482,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
     };
     let summary = summarize(&req.run_id, &loaded.records);
     match summary.status.as_str() {
-        "finished" | "undone" => {
+        "finished" | "undone" | "abandoned" => {
             return Err(Error::Usage(format!(
                 "run {} already {} ({}); there is nothing to resume. `runbook run {runbook}` starts a new run",
                 req.run_id,
@@ -407,9 +520,13 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
     }
 
     let name = default_lock_name(&runbook, inventory_file.as_deref());
-    let guard = env
-        .store
-        .lock(&name, &holder(&req.run_id, &runbook, &env.operator))?;
+    let guard = take_lock(
+        env.store.as_ref(),
+        env.reporter.as_ref(),
+        &name,
+        &holder(&req.run_id, &runbook, &env.operator),
+        &env.store_flag,
+    )?;
     let writer = env.store.append_to(&req.run_id)?;
 
     // The inventory as the run started is in the journal, but with URL passwords masked: read
@@ -481,6 +598,19 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         store: Some(env.store.clone()),
     }));
     ctx.locks.lock().unwrap().push(guard);
+    ctx.wrote.store(
+        loaded.records.iter().any(|r| {
+            matches!(
+                r.event,
+                Event::ActionStarted {
+                    write: true,
+                    notice: false,
+                    ..
+                }
+            )
+        }),
+        std::sync::atomic::Ordering::SeqCst,
+    );
     let prepared = prepare(
         &ctx,
         &file,
@@ -508,7 +638,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
     });
     let script_change = changed.then(|| diff::unified(&recorded, &source));
     let result = execute(&ctx, prepared, &file, &source, script_change);
-    ctx.locks.lock().unwrap().clear();
+    settle_locks(&ctx);
     result
 }
 
@@ -779,6 +909,8 @@ fn ended_with(
                 .unwrap_or_default();
             let next = if ctx.dry_run {
                 None
+            } else if !ctx.wrote.load(std::sync::atomic::Ordering::SeqCst) {
+                Some("nothing was changed; once the cause is fixed, run it again".to_string())
             } else {
                 resume_cmd.map(|cmd| format!("fix the cause, then `{cmd}`: finished changes are not repeated, the failed step's checks run again"))
             };

@@ -67,6 +67,7 @@ impl Replay {
                     input_hash,
                     write,
                     idempotent,
+                    ..
                 } => {
                     r.calls.insert(
                         (step.clone(), *seq),

@@ -278,7 +278,13 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
                 pid: std::process::id(),
                 since: crate::journal::timestamp(),
             };
-            match store.lock(name, &holder) {
+            match crate::runner::take_lock(
+                store.as_ref(),
+                c.reporter.as_ref(),
+                name,
+                &holder,
+                &c.store_flag,
+            ) {
                 Ok(guard) => {
                     c.locks.lock().unwrap().push(guard);
                     Ok(())

@@ -21,6 +21,8 @@ mod resume;
 mod run;
 mod runbooks;
 mod secrets;
+mod sequences;
 mod stack;
 mod store;
 mod timer;
+mod topology;

@@ -127,3 +127,147 @@ fn the_shipped_runbooks_exclude_each_other_on_one_deployment_but_not_a_dry_run()
     );
     kill9(&mut first);
 }
+
+/// A run that takes the deployment's lock, makes a change, and then waits for approval.
+const PAUSES_MID_CHANGE: &str = r#"
+lock("deployment prod");
+step("stop writes", || shell::run(#{ argv: ["touch", "writes-stopped"] }));
+step("approval", || approve("promote?"));
+step("promote", || log("promoted"));
+"#;
+
+const ANOTHER_PROCEDURE: &str = r#"
+lock("deployment prod");
+step("maintain", || log("maintaining"));
+"#;
+
+#[test]
+fn a_paused_run_keeps_the_deployment_until_it_is_resumed() {
+    let t = Test::new()
+        .file("failover.rhai", PAUSES_MID_CHANGE)
+        .file("maintenance.rhai", ANOTHER_PROCEDURE);
+    let paused = t.exec(&["run", "failover.rhai"]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    let run = t.only_run();
+    // Its process is gone, its claim is not.
+    let other = t.exec(&["run", "maintenance.rhai"]);
+    assert_eq!(other.code, 4, "{}", other.all());
+    for expected in [
+        format!("the lock 'deployment prod' is claimed by run {run}"),
+        "which is paused at step 'approval'".to_string(),
+        format!("`runbook resume {run} --approve`"),
+        format!("`runbook abandon {run}`"),
+    ] {
+        assert!(
+            other.stderr.contains(&expected),
+            "missing {expected:?}\n{}",
+            other.stderr
+        );
+    }
+    assert!(!other.stdout.contains("maintaining"));
+    assert_eq!(t.run_ids().len(), 1, "the refused run left nothing");
+    let listed = t.exec(&["runs"]);
+    assert!(
+        listed.stdout.contains("[claims deployment_prod"),
+        "{}",
+        listed.stdout
+    );
+
+    let done = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(done.code, 0, "{}", done.all());
+    let other = t.exec(&["run", "maintenance.rhai"]);
+    assert_eq!(other.code, 0, "a finished run released it: {}", other.all());
+}
+
+#[test]
+fn an_abandoned_run_releases_its_claim_and_is_recorded() {
+    let t = Test::new()
+        .file("failover.rhai", PAUSES_MID_CHANGE)
+        .file("maintenance.rhai", ANOTHER_PROCEDURE);
+    assert_eq!(t.exec(&["run", "failover.rhai"]).code, 3);
+    let run = t.only_run();
+    let abandoned = t.exec(&["abandon", &run, "--reason", "rolled back by hand"]);
+    assert_eq!(abandoned.code, 0, "{}", abandoned.all());
+    assert!(
+        abandoned.stdout.contains(&format!("run {run}"))
+            && abandoned
+                .stdout
+                .contains("abandoned by tester (rolled back by hand)")
+            && abandoned.stdout.contains("released deployment_prod")
+            && abandoned.stdout.contains("Nothing was undone"),
+        "{}",
+        abandoned.stdout
+    );
+    assert!(t
+        .journal(&run)
+        .contains(r#""event":"run_abandoned","by":"tester","reason":"rolled back by hand""#));
+    assert!(t.exec(&["runs"]).stdout.contains("abandoned"));
+    let other = t.exec(&["run", "maintenance.rhai"]);
+    assert_eq!(other.code, 0, "{}", other.all());
+    let resumed = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(resumed.code, 2, "{}", resumed.all());
+    assert!(
+        resumed.stderr.contains("already abandoned"),
+        "{}",
+        resumed.stderr
+    );
+    let twice = t.exec(&["abandon", &run]);
+    assert_eq!(twice.code, 2, "{}", twice.all());
+}
+
+#[test]
+fn a_run_killed_mid_change_keeps_its_claim_and_a_live_one_cannot_be_abandoned() {
+    let t = Test::new()
+        .file(
+            "failover.rhai",
+            r#"
+            lock("deployment prod");
+            step("stop writes", || shell::run(#{ argv: ["touch", "writes-stopped"] }));
+            step("wait", || sleep("30s"));
+            "#,
+        )
+        .file("maintenance.rhai", ANOTHER_PROCEDURE);
+    let mut first = t.spawn(&["run", "failover.rhai"]);
+    assert!(wait_for(Duration::from_secs(10), || t.run_ids().len() == 1
+        && t.journal(&t.run_ids()[0]).contains("timer_started")));
+    let run = t.only_run();
+    let live = t.exec(&["abandon", &run]);
+    assert_eq!(live.code, 4, "{}", live.all());
+    assert!(live.stderr.contains("is still running"), "{}", live.stderr);
+    kill9(&mut first);
+    let other = t.exec(&["run", "maintenance.rhai"]);
+    assert_eq!(other.code, 4, "{}", other.all());
+    assert!(
+        other.stderr.contains("which is cut off at step 'wait'"),
+        "{}",
+        other.stderr
+    );
+    // Resuming the run itself continues it; here it is abandoned instead.
+    assert_eq!(t.exec(&["abandon", &run]).code, 0);
+    assert_eq!(t.exec(&["run", "maintenance.rhai"]).code, 0);
+}
+
+#[test]
+fn a_run_that_changed_nothing_claims_nothing_when_it_stops() {
+    let t = Test::new()
+        .file(
+            "refused.rhai",
+            r#"
+            lock("deployment prod");
+            step("alert", || { try { notify::webhook(#{ url: "http://127.0.0.1:1/hook", json: #{}, retries: 0 }); } catch {} });
+            step("check", || fail("the primary is healthy; refusing"));
+            "#,
+        )
+        .file("maintenance.rhai", ANOTHER_PROCEDURE);
+    let refused = t.exec(&["run", "refused.rhai"]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused
+            .stderr
+            .contains("nothing was changed; once the cause is fixed, run it again"),
+        "{}",
+        refused.stderr
+    );
+    let other = t.exec(&["run", "maintenance.rhai"]);
+    assert_eq!(other.code, 0, "{}", other.all());
+}

@@ -150,13 +150,15 @@ fn dry_runs_change_nothing_and_plan_every_change() {
     std::thread::sleep(Duration::from_millis(500)); // let the first rollouts settle
     let before = d.state();
     let manifests = format!("--var=manifests={ROOT}/runbooks/manifests");
-    let cases: [(&str, Vec<&str>, Vec<&str>); 6] = [
+    let cases: [(&str, Vec<&str>, Vec<&str>); 8] = [
         ("initial-setup", vec![&manifests], vec!["~ k8s::apply: apply namespace/app, deployment/orchestrator to us-east-1", "~ pg::create_role: role replicator", "~ dns::upsert: upsert in example.com"]),
         ("planned-failover", vec!["--var", "target=eu-west-1"], vec!["~ approve: ask for approval", "~ k8s::scale: scale deployment app/orchestrator in us-east-1 to 0 replicas; now 3", "~ pg::fence: fence 127.0.0.1:", "~ pg::promote: promote 127.0.0.1:", "(eu-west-1) to primary; now replica at", "~ dns::set_weights: set weights of orchestrator.example.com A: ap-southeast-1 0 / eu-west-1 100 / us-east-1 0; now ap-southeast-1 0 / eu-west-1 0 / us-east-1 100"]),
-        ("emergency-failover", vec!["--var", "check_interval=10ms"], vec!["~ notify::slack: Slack: \":rotating_light: CRITICAL", "~ pg::promote: promote", "~ redis::promote: promote", "~ k8s::set_env: set DATABASE_URL=postgres://postgres:***@"]),
+        ("emergency-failover", vec!["--var", "check_interval=10ms", "--var", "force=true"], vec!["~ notify::slack: Slack: \":rotating_light: CRITICAL", "~ pg::promote: promote", "~ redis::promote: promote", "~ k8s::set_env: set DATABASE_URL=postgres://postgres:***@"]),
         ("maintenance", vec!["--var", "window=1s", "--var", "settle=1s"], vec!["~ k8s::drain: drain node eu-west-1-node-1 in eu-west-1; now", "~ k8s::uncordon: uncordon node us-east-1-node-3"]),
         ("rollback", vec![], vec!["~ k8s::rollout_undo: roll back deployment orchestrator in us-east-1 to the previous revision; now at revision 1"]),
         ("rollback", vec!["--var", "mode=database", "--var", "backup=/backups/app.dump"], vec!["~ shell::run: run `pg_restore --clean --if-exists --no-owner --exit-on-error --dbname \"$RESTORE_DATABASE_URL\" '/backups/app.dump'`"]),
+        ("rejoin", vec!["--var", "region=eu-west-1"], vec!["~ k8s::scale: scale deployment app/orchestrator in eu-west-1 to 0 replicas; now 2", "~ pg::rewind: make 127.0.0.1:", "(eu-west-1) a standby of 127.0.0.1:", "now a standby of 127.0.0.1:", "~ redis::replicate: make"]),
+        ("status", vec![], vec!["Plan: "]),
     ];
     for (runbook, vars, expected) in cases {
         let mut extra = vec!["--dry-run"];
@@ -305,20 +307,26 @@ fn planned_failover_under_load_loses_no_committed_row() {
     );
     // The end state, as each system's own client sees it.
     assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");
+    // A switchover: the old primary is a standby of the new one, no longer fenced.
     assert_eq!(
-        d.psql("us-east-1", "SHOW default_transaction_read_only"),
-        "on"
+        d.psql(
+            "us-east-1",
+            "SELECT pg_is_in_recovery()::text || ' ' || current_setting('default_transaction_read_only')"
+        ),
+        "true off"
     );
     assert_eq!(
         d.psql(
             "eu-west-1",
-            "SELECT string_agg(application_name, ',') FROM pg_stat_replication"
+            "SELECT string_agg(application_name, ',' ORDER BY application_name) FROM pg_stat_replication"
         ),
-        "ap-southeast-1"
+        "ap-southeast-1,us-east-1"
     );
-    assert!(wait_for(Duration::from_secs(10), || d
-        .psql("ap-southeast-1", "SELECT count(*) FROM orders")
-        == acknowledged.to_string()));
+    for standby in ["ap-southeast-1", "us-east-1"] {
+        assert!(wait_for(Duration::from_secs(10), || d
+            .psql(standby, "SELECT count(*) FROM orders")
+            == acknowledged.to_string()));
+    }
     assert_eq!(
         info_field(d.stack.redis.node("eu-west-1"), "role").as_deref(),
         Some("master")
@@ -335,7 +343,9 @@ fn planned_failover_under_load_loses_no_committed_row() {
             ("us-east-1".into(), 0)
         ]
     );
-    assert_eq!(d.replicas("us-east-1"), "0");
+    // The old primary's region runs what it normally runs, pointed at the new primary, out of
+    // rotation (its DNS weight is 0 above).
+    assert_eq!(d.replicas("us-east-1"), "3");
     assert_eq!(d.replicas("eu-west-1"), "3");
     let messages = format!("{:?}", d.stack.web.messages());
     assert!(
@@ -383,6 +393,7 @@ fn emergency_failover_with_the_primary_down_completes_and_reports_its_recovery_t
 #[test]
 fn a_target_too_far_behind_is_refused_unless_forced() {
     let d = drill();
+    d.stack.web.set_health("us-east-1", Health::Fail);
     let ran = d.run(
         "emergency-failover",
         &["--var", "check_interval=10ms", "--var", "max_lag_bytes=-1"],

@@ -23,6 +23,11 @@ pub fn run(action: StackCommand) -> Result<(), Error> {
         } => foreground(&dir, moto_server),
         StackCommand::Down { dir } => down(&dir),
         StackCommand::Health { region, mode, dir } => health(&dir, &region, &mode),
+        StackCommand::Db {
+            region,
+            action,
+            dir,
+        } => db(&dir, &region, &action),
         StackCommand::Messages { dir } => messages(&dir),
     }
 }
@@ -187,6 +192,34 @@ fn health(dir: &Path, region: &str, mode: &str) -> Result<(), Error> {
     }
     control(dir, "POST", &format!("/control/health/{region}/{mode}"))?;
     println!("{region} health endpoint: {mode}");
+    Ok(())
+}
+
+fn db(dir: &Path, region: &str, action: &str) -> Result<(), Error> {
+    let rec = record(dir)?;
+    let nodes = rec["postgres"].as_array().cloned().unwrap_or_default();
+    let Some(data_dir) = nodes
+        .iter()
+        .find(|n| n["region"] == region)
+        .and_then(|n| n["data_dir"].as_str())
+    else {
+        let known: Vec<&str> = nodes.iter().filter_map(|n| n["region"].as_str()).collect();
+        return Err(Error::Usage(format!(
+            "no region '{region}' in the stack ({})",
+            known.join(", ")
+        )));
+    };
+    let data_dir = Path::new(data_dir);
+    let done = match action {
+        "stop" => {
+            stack::postgres::stop_dir(data_dir, libc::SIGINT).map(|_| "stopped (fast shutdown)")
+        }
+        "crash" => stack::postgres::stop_dir(data_dir, libc::SIGQUIT)
+            .map(|_| "crashed (immediate shutdown)"),
+        _ => stack::postgres::start_dir(data_dir, region).map(|_| "started"),
+    }
+    .map_err(|e| Error::Io(format!("{region}'s database: {e}")))?;
+    println!("{region}'s database {done}");
     Ok(())
 }
 

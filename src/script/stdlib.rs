@@ -12,7 +12,9 @@ pub const STDLIB: &[(&str, &str)] = &[
     ("database", include_str!("../../stdlib/database.rhai")),
     ("health", include_str!("../../stdlib/health.rhai")),
     ("incident", include_str!("../../stdlib/incident.rhai")),
+    ("regions", include_str!("../../stdlib/regions.rhai")),
     ("replication", include_str!("../../stdlib/replication.rhai")),
+    ("standby", include_str!("../../stdlib/standby.rhai")),
     ("traffic", include_str!("../../stdlib/traffic.rhai")),
 ];
 

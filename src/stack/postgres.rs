@@ -247,6 +247,43 @@ impl Drop for PgCluster {
     }
 }
 
+/// Stops the server of a data directory by its postmaster's process id: SIGINT is a fast
+/// shutdown, SIGQUIT an immediate one (no shutdown checkpoint, as a crash leaves it).
+pub fn stop_dir(data_dir: &Path, signal: i32) -> std::io::Result<()> {
+    let pidfile = data_dir.join("postmaster.pid");
+    let Some(pid) = read_pid(&pidfile) else {
+        return Err(std::io::Error::other(
+            "it is not running (no postmaster.pid)",
+        ));
+    };
+    stop_pid(pid, signal, Duration::from_secs(20), || !pidfile.exists());
+    if signal == libc::SIGQUIT {
+        // An immediate shutdown leaves postmaster.pid behind: wait for the process instead.
+        wait_until(Duration::from_secs(20), "the server to exit", || unsafe {
+            libc::kill(pid, 0) != 0
+        })?;
+    }
+    Ok(())
+}
+
+/// Starts the server of a data directory as it is (a primary comes back writable), logging
+/// beside it as the stack does.
+pub fn start_dir(data_dir: &Path, region: &str) -> std::io::Result<()> {
+    let bin = PathBuf::from(std::env::var("RUNBOOK_PG_BIN").unwrap_or_else(|_| DEFAULT_BIN.into()));
+    let log = data_dir
+        .parent()
+        .map(|p| p.join(format!("{region}.log")))
+        .unwrap_or_else(|| data_dir.join("startup.log"));
+    let mut start = tool(&bin, "pg_ctl");
+    start
+        .arg("-D")
+        .arg(data_dir)
+        .arg("-l")
+        .arg(log)
+        .args(["-w", "-t", "60", "start"]);
+    run(start, &format!("starting PostgreSQL for {region}")).map(|_| ())
+}
+
 /// The directory the servers keep their data in. As root, the servers run as `postgres`,
 /// which must reach it: a directory of its own under the system temp dir (which every user
 /// can traverse), linked from `wanted` so it can be found there.

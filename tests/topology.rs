@@ -1,0 +1,279 @@
+//! The servers are the truth: the shipped runbooks decide from the observed topology, status
+//! names what is wrong, a former primary rejoins as a standby, and a failback needs nothing in
+//! between — checked on the local stack with psql, redis-cli, the AWS SDK and kubectl.
+
+use runbook::stack::redis::info_field;
+use runbook::stack::web::Health;
+
+use crate::runbooks::{drill, Drill};
+use crate::support::Ran;
+
+/// Whether a region's database is a writable primary, as psql sees it ("" when it is down).
+fn role(d: &Drill, region: &str) -> String {
+    d.stack
+        .pg
+        .psql(
+            d.stack.pg.node(region),
+            "SELECT CASE WHEN pg_is_in_recovery() THEN 'standby' WHEN current_setting('default_transaction_read_only') = 'on' THEN 'fenced' ELSE 'writable' END",
+        )
+        .unwrap_or_default()
+}
+
+/// The host:port a standby streams from, as its WAL receiver reports it.
+fn upstream(d: &Drill, region: &str) -> String {
+    d.psql(
+        region,
+        "SELECT COALESCE((SELECT status || ' from ' || sender_port FROM pg_stat_wal_receiver), 'none')",
+    )
+}
+
+fn streams_from(d: &Drill, standby: &str, primary: &str) -> bool {
+    crate::support::wait_for(std::time::Duration::from_secs(20), || {
+        upstream(d, standby) == format!("streaming from {}", d.stack.pg.node(primary).port)
+    })
+}
+
+fn status(d: &Drill) -> Ran {
+    d.run("status", &[])
+}
+
+/// The issue's scenario: a planned failover, then an "emergency" with the inventory left as it
+/// was (primary_region = us-east-1) and us-east-1's health failing. The servers say eu-west-1 is
+/// the primary and healthy: nothing may be promoted.
+#[test]
+fn a_stale_inventory_never_leads_to_a_second_primary() {
+    let d = drill();
+    let planned = d.run("planned-failover", &["--var", "target=eu-west-1", "--yes"]);
+    assert_eq!(planned.code, 0, "{}", planned.all());
+    // A switchover: the old primary is a streaming standby of the new one.
+    assert_eq!(role(&d, "eu-west-1"), "writable");
+    assert_eq!(role(&d, "us-east-1"), "standby");
+    assert!(streams_from(&d, "us-east-1", "eu-west-1"));
+    assert!(streams_from(&d, "ap-southeast-1", "eu-west-1"));
+    let clean = status(&d);
+    assert_eq!(clean.code, 0, "{}", clean.all());
+    assert!(
+        clean.stdout.contains(
+            "the inventory says primary_region = \"us-east-1\"; the servers say eu-west-1"
+        ),
+        "{}",
+        clean.stdout
+    );
+
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    let ran = d.run("emergency-failover", &["--var", "check_interval=20ms"]);
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    assert!(
+        ran.stdout
+            .contains("the servers say eu-west-1 is the primary: following the servers"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stderr.contains(
+            "eu-west-1 is healthy: its health check passes and its database accepts writes"
+        ) && ran.stderr.contains("--var force=true")
+            && ran.stderr.contains("Nothing was changed"),
+        "{}",
+        ran.stderr
+    );
+    let from = d.run(
+        "emergency-failover",
+        &["--var", "check_interval=20ms", "--var", "from=us-east-1"],
+    );
+    assert_eq!(from.code, 1, "{}", from.all());
+    assert!(
+        from.stderr.contains("--var from=us-east-1, but the servers say eu-west-1 is the primary (us-east-1's database is a standby streaming from eu-west-1)"),
+        "{}",
+        from.stderr
+    );
+    for (region, want) in [
+        ("eu-west-1", "writable"),
+        ("us-east-1", "standby"),
+        ("ap-southeast-1", "standby"),
+    ] {
+        assert_eq!(role(&d, region), want, "{region}: nothing was promoted");
+    }
+    assert_eq!(
+        d.replicas("eu-west-1"),
+        "3",
+        "the primary's app was not touched"
+    );
+    // A refusal that changed nothing keeps no claim: the next procedure runs.
+    assert!(
+        ran.stderr
+            .contains("nothing was changed; once the cause is fixed, run it again"),
+        "{}",
+        ran.stderr
+    );
+    d.stack.web.set_health("us-east-1", Health::Ok);
+    let again = status(&d);
+    assert_eq!(again.code, 0, "{}", again.all());
+}
+
+/// After an emergency failover whose old primary was down, it comes back writable: status
+/// names it as critical, a dry-run of rejoin changes nothing, rejoin makes it a streaming
+/// standby, status is clean, and a failback is a planned failover with the inventory untouched.
+#[test]
+fn the_old_primary_comes_back_rejoins_and_fails_back() {
+    let d = drill();
+    d.psql(
+        "us-east-1",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1)",
+    );
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
+    let failover = d.run("emergency-failover", &["--var", "check_interval=20ms"]);
+    assert_eq!(failover.code, 0, "{}", failover.all());
+    let report = failover
+        .stdout
+        .lines()
+        .find(|l| l.contains("failover from us-east-1 to eu-west-1 done in"))
+        .unwrap_or_else(|| panic!("{}", failover.stdout))
+        .to_string();
+    // Its data directory is here: the bound is read from its WAL, exactly.
+    assert!(
+        report
+            .contains("data-loss bound 0 bytes (the old primary is down; its WAL on disk ends at"),
+        "{report}"
+    );
+    assert!(
+        report.contains("us-east-1's database is UNFENCED")
+            && report.contains("runbooks/rejoin.rhai --var region=us-east-1"),
+        "{report}"
+    );
+    // Fenced through the layers that answered: its app scaled to 0, its DNS weight 0.
+    assert_eq!(d.replicas("us-east-1"), "0");
+    assert_eq!(d.stack.moto.weights()[2], ("us-east-1".into(), 0));
+    assert!(streams_from(&d, "ap-southeast-1", "eu-west-1"));
+
+    // It comes back by itself, writable on its old timeline.
+    d.stack.pg.start_node(d.stack.pg.node("us-east-1")).unwrap();
+    d.stack.web.set_health("us-east-1", Health::Ok);
+    assert_eq!(role(&d, "us-east-1"), "writable");
+    let flagged = status(&d);
+    assert_eq!(flagged.code, 1, "{}", flagged.all());
+    assert!(
+        flagged.stdout.contains("CRITICAL  us-east-1's database is a writable primary on timeline 1, while eu-west-1 is the primary on timeline 2")
+            && flagged.stdout.contains("runbook run runbooks/rejoin.rhai -i INVENTORY --var region=us-east-1"),
+        "{}",
+        flagged.stdout
+    );
+    // A planned failover refuses to start from two primaries.
+    let refused = d.run(
+        "planned-failover",
+        &["--var", "target=ap-southeast-1", "--yes"],
+    );
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.stderr.contains("2 writable primaries"),
+        "{}",
+        refused.stderr
+    );
+
+    let plan = d.run("rejoin", &["--var", "region=us-east-1", "--dry-run"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert!(
+        plan.stdout.contains("~ pg::rewind: make 127.0.0.1:")
+            && plan.stdout.contains("now a primary on timeline 1"),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(
+        role(&d, "us-east-1"),
+        "writable",
+        "the dry-run changed nothing"
+    );
+
+    let rejoin = d.run("rejoin", &["--var", "region=us-east-1", "--yes"]);
+    assert_eq!(rejoin.code, 0, "{}", rejoin.all());
+    assert!(
+        rejoin
+            .stdout
+            .contains("us-east-1 rejoined as a standby of eu-west-1 (rewind)"),
+        "{}",
+        rejoin.stdout
+    );
+    assert_eq!(role(&d, "us-east-1"), "standby");
+    assert!(streams_from(&d, "us-east-1", "eu-west-1"));
+    assert_eq!(
+        info_field(d.stack.redis.node("us-east-1"), "master_port"),
+        Some(d.stack.redis.node("eu-west-1").port.to_string())
+    );
+    assert_eq!(d.psql("us-east-1", "SELECT count(*) FROM t"), "1");
+    let clean = d.run("status", &["--var", "strict=true"]);
+    assert_eq!(clean.code, 0, "{}", clean.all());
+
+    // Failback, the inventory untouched: us-east-1 primary again, eu-west-1 its standby.
+    let back = d.run("planned-failover", &["--var", "target=us-east-1", "--yes"]);
+    assert_eq!(back.code, 0, "{}", back.all());
+    assert_eq!(role(&d, "us-east-1"), "writable");
+    assert_eq!(role(&d, "eu-west-1"), "standby");
+    assert!(streams_from(&d, "eu-west-1", "us-east-1"));
+    assert!(streams_from(&d, "ap-southeast-1", "us-east-1"));
+    assert_eq!(
+        d.stack.moto.weights(),
+        [
+            ("ap-southeast-1".into(), 0),
+            ("eu-west-1".into(), 0),
+            ("us-east-1".into(), 100)
+        ]
+    );
+    let clean = d.run("status", &["--var", "strict=true"]);
+    assert_eq!(clean.code, 0, "{}", clean.all());
+    assert!(clean.stdout.contains("no anomalies"), "{}", clean.stdout);
+}
+
+/// An emergency failover whose old primary still answers fences it, waits until the target has
+/// everything it wrote, and reports an exact bound; a promotion is refused while another
+/// database answers as a writable primary.
+#[test]
+fn a_reachable_old_primary_is_fenced_first_and_no_promotion_makes_two_primaries() {
+    let d = drill();
+    let db = d.stack.pg.node("eu-west-1").url();
+    let peer = d.stack.pg.node("us-east-1").url();
+    let t = &d.t;
+    std::fs::write(
+        t.path("promote.rhai"),
+        format!(r#"pg::promote(#{{ url: "{db}", name: "eu-west-1", peers: ["{peer}"] }});"#),
+    )
+    .unwrap();
+    let refused = t.exec(&["run", "promote.rhai"]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.stderr.contains("refusing to promote")
+            && refused.stderr.contains("answers as a writable primary"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(role(&d, "eu-west-1"), "standby");
+
+    d.psql(
+        "us-east-1",
+        "CREATE TABLE t AS SELECT generate_series(1, 1000) AS x",
+    );
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    let ran = d.run("emergency-failover", &["--var", "check_interval=20ms"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(
+        ran.stdout
+            .contains("us-east-1's database is fenced (read-only) at")
+            && ran
+                .stdout
+                .contains("data-loss bound 0 bytes (the old primary was fenced at"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(role(&d, "us-east-1"), "fenced");
+    assert_eq!(role(&d, "eu-west-1"), "writable");
+    assert_eq!(d.psql("eu-west-1", "SELECT count(*) FROM t"), "1000");
+    // The fenced old primary is a warning (rejoin it), not a critical anomaly.
+    let st = status(&d);
+    assert_eq!(st.code, 0, "{}", st.all());
+    assert!(
+        st.stdout
+            .contains("WARNING   us-east-1 is a fenced (read-only) former primary"),
+        "{}",
+        st.stdout
+    );
+}

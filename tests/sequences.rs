@@ -252,6 +252,8 @@ struct Figures {
     procedures: usize,
     checks: usize,
     planned_lost: usize,
+    /// Writes the databases acknowledged, over all sequences.
+    acknowledged: usize,
     emergencies: usize,
     /// (lost bytes, bound, exact) of each emergency failover.
     losses: Vec<(u64, u64, bool)>,
@@ -550,6 +552,7 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
             format!("status is not clean at the end\n{}", st.all()),
         ));
     }
+    figures.acknowledged += writer.acked().len();
     drop(writer);
     println!("seed {seed}: {}", done.join(" → "));
     figures.sequences += 1;
@@ -580,12 +583,16 @@ fn random_sequences_of_procedures_keep_the_invariants() {
         .max_by_key(|(lost, _, _)| *lost)
         .copied()
         .unwrap_or((0, 0, true));
+    let largest_bound = figures.losses.iter().map(|(_, b, _)| *b).max().unwrap_or(0);
+    let inexact = figures.losses.iter().filter(|(_, _, exact)| !exact).count();
     println!(
-        "{} sequence(s) passed of {count}, {} procedures, {} invariant checks; acknowledged writes lost on planned failovers: {}; \
-         {} emergency failover(s), largest loss {} bytes against its bound {} ({})",
+        "{} sequence(s) passed of {count}, {} procedures, {} invariant checks, {} writes acknowledged; \
+         acknowledged writes lost on planned failovers: {}; {} emergency failover(s) ({inexact} with an inexact bound), \
+         largest loss {} bytes against its bound {} ({}), largest bound reported {largest_bound} bytes",
         figures.sequences,
         figures.procedures,
         figures.checks,
+        figures.acknowledged,
         figures.planned_lost,
         figures.emergencies,
         worst.0,

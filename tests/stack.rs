@@ -93,7 +93,60 @@ fn stack_up_serves_every_system_and_down_stops_every_process() {
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{dir}/stack.json")).unwrap())
             .unwrap();
+
+    // One region's database can crash and come back (by its own process id both ways).
+    std::fs::write(
+        t.path("runbook.rhai"),
+        r#"let s = pg::status(#{ url: inventory.regions["eu-west-1"].database_url, retries: 0 }); log(`eu in_recovery=${s.in_recovery}`);"#,
+    )
+    .unwrap();
+    let crash = t.exec(&["stack", "db", "eu-west-1", "crash", "--dir", &dir]);
+    assert_eq!(crash.code, 0, "{}", crash.all());
+    assert!(crash
+        .stdout
+        .contains("eu-west-1's database crashed (immediate shutdown)"));
+    let down_db = t.exec(&["run", "runbook.rhai", "-i", &inventory]);
+    assert_eq!(down_db.code, 1, "{}", down_db.all());
+    assert!(
+        down_db.stderr.contains("Connection refused"),
+        "{}",
+        down_db.all()
+    );
+    let start = t.exec(&["stack", "db", "eu-west-1", "start", "--dir", &dir]);
+    assert_eq!(start.code, 0, "{}", start.all());
+    let up_db = t.exec(&["run", "runbook.rhai", "-i", &inventory]);
+    assert!(
+        up_db.stdout.contains("eu in_recovery=true"),
+        "{}",
+        up_db.all()
+    );
+    let nowhere = t.exec(&["stack", "db", "mars-1", "stop", "--dir", &dir]);
+    assert_eq!(nowhere.code, 2, "{}", nowhere.all());
+    assert!(
+        nowhere
+            .stderr
+            .contains("no region 'mars-1' in the stack (us-east-1, eu-west-1, ap-southeast-1)"),
+        "{}",
+        nowhere.stderr
+    );
+    let eu_dir = record["postgres"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["region"] == "eu-west-1")
+        .and_then(|n| n["data_dir"].as_str())
+        .unwrap()
+        .to_string();
+    let restarted: i64 = std::fs::read_to_string(format!("{eu_dir}/postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
     let mut pids: Vec<i64> = vec![
+        restarted,
         record["pid"].as_i64().unwrap(),
         record["moto"]["pid"].as_i64().unwrap(),
     ];
@@ -102,6 +155,7 @@ fn stack_up_serves_every_system_and_down_stops_every_process() {
             .as_array()
             .unwrap()
             .iter()
+            .filter(|n| n["region"] != "eu-west-1")
             .filter_map(|n| n["pid"].as_i64()),
     );
     pids.extend(

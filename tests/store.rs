@@ -287,3 +287,66 @@ fn store_urls_that_do_not_work_are_named_without_their_password() {
     ]);
     assert_eq!(check.code, 0, "{}", check.all());
 }
+
+/// A paused run's claim lives in the database: another host is refused until the run is
+/// resumed or abandoned, from anywhere.
+#[test]
+fn a_claim_in_postgres_holds_across_hosts_until_the_run_is_abandoned() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    let host_a = Test::new().env("RUNBOOK_STORE", &url).script(
+        r#"
+        lock("deployment prod");
+        step("stop writes", || shell::run(#{ argv: ["true"] }));
+        step("gate", || approve("promote?"));
+        "#,
+    );
+    let paused = host_a.exec(&["run", "runbook.rhai"]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    let run_id = sql(&c, "SELECT run_id FROM runbook_runs");
+    assert_eq!(
+        sql(
+            &c,
+            &format!("SELECT count(*) FROM runbook_locks WHERE holder LIKE '%{run_id}%'")
+        ),
+        "2",
+        "its own lock and the deployment's stay claimed after its process ended"
+    );
+    let host_b = Test::new().env("RUNBOOK_STORE", &url).file(
+        "maintenance.rhai",
+        r#"lock("deployment prod"); log("the other procedure");"#,
+    );
+    let refused = host_b.exec(&["run", "maintenance.rhai"]);
+    assert_eq!(refused.code, 4, "{}", refused.all());
+    assert!(
+        refused.stderr.contains(&format!(
+            "the lock 'deployment prod' is claimed by run {run_id}"
+        )) && refused.stderr.contains("which is paused at step 'gate'")
+            && refused
+                .stderr
+                .contains(&format!("`runbook abandon {run_id}`")),
+        "{}",
+        refused.stderr
+    );
+    assert_no_password(&refused);
+    let abandoned = host_b.exec(&["abandon", &run_id, "--reason", "done by hand"]);
+    assert_eq!(abandoned.code, 0, "{}", abandoned.all());
+    assert_eq!(
+        sql(
+            &c,
+            "SELECT count(*) FROM runbook_journal WHERE line LIKE '%run_abandoned%done by hand%'"
+        ),
+        "1"
+    );
+    let ran = host_b.exec(&["run", "maintenance.rhai"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(ran.stdout.contains("the other procedure"));
+    assert_eq!(
+        sql(
+            &c,
+            "SELECT count(*) FROM runbook_locks WHERE holder IS NOT NULL"
+        ),
+        "0",
+        "a finished run leaves no claim"
+    );
+}

@@ -429,6 +429,24 @@ async fn already(input: &RejoinInput, source: &Source, cx: &Cx) -> Option<i64> {
         .then(|| s.timeline.unwrap_or(0))
 }
 
+/// What both ways back start with: the primary checked, and nothing to do when the server
+/// already streams from it (then the answer is returned as the second value).
+async fn begin(input: &RejoinInput, cx: &Cx) -> Result<(Source, Option<Rejoined>), ActionError> {
+    let started = Instant::now();
+    let source = Source::parse(&input.primary_url)?;
+    check_source(input, &source, cx).await?;
+    let done = already(input, &source, cx).await.map(|timeline| Rejoined {
+        changed: false,
+        method: "none".into(),
+        detail: "already streaming from that primary".into(),
+        upstream: source.upstream(),
+        timeline,
+        moved_aside: None,
+        took_ms: started.elapsed().as_millis() as u64,
+    });
+    Ok((source, done))
+}
+
 /// Waits until the server streams from the source.
 async fn wait_streaming(
     input: &RejoinInput,
@@ -539,18 +557,9 @@ impl Action for Rewind {
     async fn run(input: RejoinInput, cx: Cx) -> Result<Rejoined, ActionError> {
         let started = Instant::now();
         let shown = target(&input.url, &input.name);
-        let source = Source::parse(&input.primary_url)?;
-        check_source(&input, &source, &cx).await?;
-        if let Some(timeline) = already(&input, &source, &cx).await {
-            return Ok(Rejoined {
-                changed: false,
-                method: "none".into(),
-                detail: "already streaming from that primary".into(),
-                upstream: source.upstream(),
-                timeline,
-                moved_aside: None,
-                took_ms: started.elapsed().as_millis() as u64,
-            });
+        let (source, done) = begin(&input, &cx).await?;
+        if let Some(done) = done {
+            return Ok(done);
         }
         let dir = Path::new(&input.data_dir);
         if !dir.join("global/pg_control").exists() {
@@ -637,18 +646,9 @@ impl Action for BaseBackup {
     async fn run(input: RejoinInput, cx: Cx) -> Result<Rejoined, ActionError> {
         let started = Instant::now();
         let shown = target(&input.url, &input.name);
-        let source = Source::parse(&input.primary_url)?;
-        check_source(&input, &source, &cx).await?;
-        if let Some(timeline) = already(&input, &source, &cx).await {
-            return Ok(Rejoined {
-                changed: false,
-                method: "none".into(),
-                detail: "already streaming from that primary".into(),
-                upstream: source.upstream(),
-                timeline,
-                moved_aside: None,
-                took_ms: started.elapsed().as_millis() as u64,
-            });
+        let (source, done) = begin(&input, &cx).await?;
+        if let Some(done) = done {
+            return Ok(done);
         }
         let dir = PathBuf::from(&input.data_dir);
         let meta = std::fs::metadata(&dir)

@@ -26,10 +26,13 @@ pub struct InventoryView {
     /// Region name → where its parts are.
     #[serde(default)]
     pub regions: BTreeMap<String, RegionTargets>,
+    /// The weighted DNS record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsTargets>,
+    /// The shared kubeconfig.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k8s: Option<KubeTargets>,
+    /// Where the PostgreSQL tools are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PgTools>,
 }
@@ -37,21 +40,28 @@ pub struct InventoryView {
 /// One region of the inventory (other keys are ignored).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct RegionTargets {
+    /// Its PostgreSQL (usually a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url: Option<SecretString>,
+    /// Its Redis (usually a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<SecretString>,
     /// How the other regions' Redis reach this one (to name a replica's master).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_host: Option<String>,
+    /// The port that goes with redis_host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_port: Option<u16>,
+    /// Its health endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_url: Option<SecretString>,
+    /// Its kubeconfig context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// Its application's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Its application's Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<String>,
     /// This region's kubeconfig (default: the [k8s] one).
@@ -65,24 +75,31 @@ pub struct RegionTargets {
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DnsTargets {
+    /// The hosted zone, by id or name.
     pub zone: String,
+    /// The weighted record: one record set per region, its set identifier the region's name.
     pub record: String,
+    /// Another endpoint for the Route53 API (moto, LocalStack).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
+    /// The AWS region for signing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct KubeTargets {
+    /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct PgTools {
+    /// The folder holding pg_controldata and pg_waldump.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<String>,
+    /// The data directories' owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_user: Option<String>,
 }

@@ -72,14 +72,18 @@ pub struct Database {
 /// A replication slot.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SlotView {
+    /// The slot's name.
     pub name: String,
+    /// Whether a standby streams through it now.
     pub active: bool,
 }
 
 /// A region's Redis.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Cache {
+    /// Whether it answered.
     pub reachable: bool,
+    /// Why not, when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// "master", "replica", "unreachable" or "absent".
@@ -93,6 +97,7 @@ pub struct Cache {
     /// A replica's link: "up" or "down".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// Its replication offset.
     pub offset: i64,
 }
 
@@ -101,12 +106,15 @@ pub struct Cache {
 pub struct Health {
     /// Whether it was probed at all (a health_url is in the inventory).
     pub checked: bool,
-    /// Answered 2xx within 10 s.
+    /// Answered 2xx within 10 s (and within the probe's limit).
     pub ok: bool,
+    /// The HTTP status it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// How long the answer took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// Why it did not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -114,8 +122,11 @@ pub struct Health {
 /// A region's application (its Kubernetes deployment).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct App {
+    /// Whether it was read at all (the inventory names its context and deployment).
     pub checked: bool,
+    /// Whether its Kubernetes API answered.
     pub reachable: bool,
+    /// Why not, when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// spec.replicas.
@@ -133,9 +144,13 @@ pub struct App {
 /// One region as observed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Region {
+    /// Its PostgreSQL.
     pub database: Database,
+    /// Its Redis.
     pub redis: Cache,
+    /// Its health endpoint.
     pub health: Health,
+    /// Its application.
     pub app: App,
     /// Its weight in the weighted DNS record (null without DNS or without a record for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +180,7 @@ impl Severity {
 /// Something wrong (or worth knowing) in the topology.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Anomaly {
+    /// "critical", "warning" or "info".
     pub severity: Severity,
     /// A stable name: two_primaries, no_primary, standby_not_streaming, wrong_upstream,
     /// old_timeline, fenced_primary, database_unreachable, replication_lag, traffic_to_unready,
@@ -175,6 +191,7 @@ pub struct Anomaly {
     /// The region it is about, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// What is wrong, in a sentence.
     pub message: String,
     /// What to do about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +213,7 @@ pub struct Topology {
     pub followed: Option<String>,
     /// What the inventory's primary_region says.
     pub inventory_primary: Option<String>,
+    /// Each region as observed.
     pub regions: BTreeMap<String, Region>,
     /// Why the DNS weights could not be read, when they could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -237,34 +237,99 @@ async fn on_disk(
         return;
     };
     db.timeline = tli.parse().ok();
-    let wal = dir.join("pg_wal").display().to_string();
+    let segment: u64 = field("Bytes per WAL segment:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16 << 20);
+    let wal = dir.join("pg_wal");
+    // Read no further than the last segment on disk: past it, pg_waldump waits for a file
+    // that will never come.
+    let Some(bound) = last_segment_end(&wal, &tli, segment) else {
+        return;
+    };
     let dump = tokio::time::timeout(
         limit,
         tokio::process::Command::new(pg::bin(bin_dir, "pg_waldump"))
-            .args(["-p", &wal, "-t", &tli, "-s", &redo, "-q"])
+            .arg("-p")
+            .arg(&wal)
+            .args(["-t", &tli, "-s", &redo, "-e", &bound, "-q"])
             .output(),
     )
     .await;
     if let Ok(Ok(out)) = dump {
-        let segment: u64 = field("Bytes per WAL segment:")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(16 << 20);
-        db.wal_end_lsn = wal_end(&String::from_utf8_lossy(&out.stderr), segment);
+        db.wal_end_lsn = if out.status.success() {
+            // Valid to the very end of the last segment (it ended with a switch).
+            Some(bound)
+        } else {
+            wal_end(&String::from_utf8_lossy(&out.stderr), segment)
+        };
     }
 }
 
+/// The position just past the newest WAL segment of `timeline` in `pg_wal`.
+fn last_segment_end(
+    pg_wal: &std::path::Path,
+    timeline: &str,
+    segment_bytes: u64,
+) -> Option<String> {
+    let tli = format!("{:08X}", timeline.parse::<u32>().ok()?);
+    let newest = std::fs::read_dir(pg_wal)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            n.len() == 24 && n.starts_with(&tli) && n.chars().all(|c| c.is_ascii_hexdigit())
+        })
+        .max()?;
+    let log = u64::from_str_radix(&newest[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&newest[16..24], 16).ok()?;
+    Some(super::model::lsn_text(
+        (log << 32) + (seg + 1) * segment_bytes,
+    ))
+}
+
 /// Where pg_waldump found the WAL to end: at an invalid record ("invalid record length at
-/// 0/3000148: wanted 24, got 0"), or at the start of a segment not written yet ("could not
-/// find file \"000000010000000000000004\"").
+/// 0/3000148: wanted 24, got 0"; "record with incorrect prev-link 0/1 at 0/3000148"), at a
+/// page that belongs to older WAL ("unexpected pageaddr 0/1000000 in log segment
+/// 000000010000000000000004, offset 8192"; "invalid magic number 0000 in log segment ...,
+/// offset 0"), or at the start of a segment not written yet ("could not find file
+/// \"000000010000000000000004\"").
 fn wal_end(stderr: &str, segment_bytes: u64) -> Option<String> {
-    if let Some(rest) = stderr.split("invalid record length at ").nth(1) {
-        let at = rest.split(|c: char| c == ':' || c.is_whitespace()).next()?;
-        return super::model::lsn(at).map(|_| at.to_string());
+    let lsn_after = |marker: &str| -> Option<String> {
+        let rest = stderr.split(marker).nth(1)?;
+        let at = rest
+            .split(|c: char| c == ':' || c == ',' || c.is_whitespace())
+            .next()?;
+        super::model::lsn(at).map(|_| at.to_string())
+    };
+    if let Some(at) = lsn_after("invalid record length at ") {
+        return Some(at);
+    }
+    if stderr.contains("incorrect prev-link") {
+        if let Some(rest) = stderr.split("incorrect prev-link").nth(1) {
+            if let Some(at) = rest.split(" at ").nth(1) {
+                let at = at.split(|c: char| c == ':' || c.is_whitespace()).next()?;
+                return super::model::lsn(at).map(|_| at.to_string());
+            }
+        }
+    }
+    let segment_start = |name: &str| -> Option<u64> {
+        let log = u64::from_str_radix(name.get(8..16)?, 16).ok()?;
+        let seg = u64::from_str_radix(name.get(16..24)?, 16).ok()?;
+        Some((log << 32) + seg * segment_bytes)
+    };
+    if let Some(rest) = stderr.split(" in log segment ").nth(1) {
+        let start = segment_start(rest.get(..24)?)?;
+        let offset: u64 = rest
+            .split("offset ")
+            .nth(1)?
+            .trim()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()?;
+        return Some(super::model::lsn_text(start + offset));
     }
     let name = stderr.split("could not find file \"").nth(1)?.get(..24)?;
-    let log = u64::from_str_radix(&name[8..16], 16).ok()?;
-    let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
-    Some(super::model::lsn_text((log << 32) + seg * segment_bytes))
+    Some(super::model::lsn_text(segment_start(name)?))
 }
 
 async fn cache(name: &str, r: &RegionTargets, dir: &Directory, cx: &Cx) -> Cache {
@@ -460,6 +525,9 @@ mod tests {
             ("pg_waldump: error: error in WAL record at 0/40279A0: invalid record length at 0/4027B38: wanted 24, got 0", Some("0/4027B38")),
             ("pg_waldump: error: could not find file \"000000010000000000000004\": No such file or directory", Some("0/4000000")),
             ("pg_waldump: error: could not find file \"0000000200000001000000FF\": No such file or directory", Some("1/FF000000")),
+            ("pg_waldump: error: error in WAL record at 0/4000028: unexpected pageaddr 0/1000000 in log segment 000000010000000000000004, offset 8192", Some("0/4002000")),
+            ("pg_waldump: error: error in WAL record at 0/4000028: invalid magic number 0000 in log segment 000000010000000000000004, offset 0", Some("0/4000000")),
+            ("pg_waldump: error: error in WAL record at 0/3000110: record with incorrect prev-link 0/2000060 at 0/3000148", Some("0/3000148")),
             ("pg_waldump: error: something else", None),
         ];
         for (stderr, want) in cases {

@@ -83,6 +83,10 @@ pub enum Error {
 
     #[error("{0}")]
     Io(String),
+
+    /// Whoever read our output went away (`runbook log RUN | head -1`): stop quietly.
+    #[error("the output was closed")]
+    ClosedOutput,
 }
 
 impl Error {
@@ -98,6 +102,7 @@ impl Error {
             Error::Paused(_) => exit::PAUSED,
             Error::Interrupted(_) => exit::INTERRUPTED,
             Error::RunFailed { .. } | Error::Io(_) => exit::RUN_FAILED,
+            Error::ClosedOutput => exit::SUCCESS,
         }
     }
 

@@ -8,6 +8,7 @@ mod approval;
 mod bad_input;
 mod check;
 mod concurrency;
+#[cfg(feature = "crash-injection")]
 mod crash;
 mod dns;
 mod dry_run;

@@ -241,3 +241,28 @@ fn parallel_branches_and_undo_closures_see_imports() {
     assert_eq!(undone.code, 0, "{}", undone.all());
     assert_eq!(server.count("POST", "/undo"), 1);
 }
+
+/// `runbook log RUN | head -1`: the reader goes away after one line; the command ends quietly.
+#[test]
+fn a_closed_output_pipe_ends_log_runs_and_actions_quietly() {
+    use std::io::{BufRead, BufReader};
+    let t = Test::new().script(r#"for i in 0..3000 { log(`line ${i} of a long journal`); }"#);
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 0);
+    let run = t.only_run();
+    for args in [vec!["log", run.as_str()], vec!["runs"], vec!["actions"]] {
+        let mut child = t.spawn(&args);
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // The reader is gone now; the command keeps writing into a closed pipe.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!first.is_empty());
+    }
+}

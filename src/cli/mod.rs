@@ -1,14 +1,32 @@
 //! The command line: arguments → validated requests → subcommands → exit code.
 
-mod arguments;
-mod stack;
-mod subcommand;
-
 use clap::Parser;
 
 pub use arguments::{Arguments, Command, Output, StackCommand};
 
-use crate::error::exit;
+use crate::error::{exit, Error};
+
+/// Prints a line on stdout (the submodules below see the macro by being declared after it). A
+/// reader that went away (`runbook log RUN | head -1`) ends the
+/// command quietly with exit 0, as ripgrep does, instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::say_line(format_args!($($arg)*))?
+    };
+}
+mod arguments;
+mod stack;
+mod subcommand;
+
+pub(crate) fn say_line(line: std::fmt::Arguments) -> Result<(), Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Error::ClosedOutput),
+        Err(e) => Err(Error::Io(format!("cannot write the output: {e}"))),
+    }
+}
 
 /// Runs the command line and returns the process exit code.
 pub fn main_entry() -> i32 {
@@ -26,7 +44,7 @@ pub fn main_entry() -> i32 {
     };
     let redactor = crate::secret::Redactor::default();
     match subcommand::dispatch(args, &redactor) {
-        Ok(()) => exit::SUCCESS,
+        Ok(()) | Err(Error::ClosedOutput) => exit::SUCCESS,
         Err(e) => {
             eprintln!("{}", redactor.redact(&e.render()));
             e.exit_code()

@@ -44,15 +44,16 @@ fn record(dir: &Path) -> Result<serde_json::Value, Error> {
     serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
 }
 
-fn summary(dir: &Path, rec: &serde_json::Value) {
-    println!(
+fn summary(dir: &Path, rec: &serde_json::Value) -> Result<(), Error> {
+    say!(
         "stack up in {} ms: us-east-1 (primary), eu-west-1, ap-southeast-1",
         rec["started_in_ms"]
     );
-    println!("  inventory:  {}", dir.join("inventory.toml").display());
-    println!("  kubeconfig: {}", dir.join("kubeconfig").display());
-    println!("  run a runbook: AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing runbook run RUNBOOK -i {}", dir.join("inventory.toml").display());
-    println!("  stop it:    runbook stack down --dir {}", dir.display());
+    say!("  inventory:  {}", dir.join("inventory.toml").display());
+    say!("  kubeconfig: {}", dir.join("kubeconfig").display());
+    say!("  run a runbook: AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing runbook run RUNBOOK -i {}", dir.join("inventory.toml").display());
+    say!("  stop it:    runbook stack down --dir {}", dir.display());
+    Ok(())
 }
 
 fn foreground(dir: &Path, moto_server: Option<PathBuf>) -> Result<(), Error> {
@@ -80,15 +81,15 @@ fn foreground(dir: &Path, moto_server: Option<PathBuf>) -> Result<(), Error> {
         Stack::up(dir, &server).map_err(|e| Error::Io(format!("the stack did not start: {e}")))?;
     st.write_files(std::process::id())
         .map_err(|e| Error::Io(e.to_string()))?;
-    summary(&st.dir, &record(&st.dir)?);
-    println!("serving until Ctrl-C or `runbook stack down`");
+    summary(&st.dir, &record(&st.dir)?)?;
+    say!("serving until Ctrl-C or `runbook stack down`");
     if let Ok(mut signals) = signals {
         signals.forever().next();
     }
     let dir = st.dir.clone();
     drop(st);
     let _ = std::fs::remove_file(dir.join("stack.json"));
-    println!("stack stopped");
+    say!("stack stopped");
     Ok(())
 }
 
@@ -112,7 +113,7 @@ fn detach(dir: &Path, moto_server: Option<PathBuf>) -> Result<(), Error> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(120) {
         if dir.join("stack.json").exists() {
-            summary(dir, &record(dir)?);
+            summary(dir, &record(dir)?)?;
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -143,7 +144,7 @@ fn down(dir: &Path) -> Result<(), Error> {
     // Whatever its serving process did not stop (it was killed, say), by recorded id.
     stack::stop_recorded(&rec);
     let _ = std::fs::remove_file(dir.join("stack.json"));
-    println!("stack in {} stopped", dir.display());
+    say!("stack in {} stopped", dir.display());
     Ok(())
 }
 
@@ -191,7 +192,7 @@ fn health(dir: &Path, region: &str, mode: &str) -> Result<(), Error> {
         )));
     }
     control(dir, "POST", &format!("/control/health/{region}/{mode}"))?;
-    println!("{region} health endpoint: {mode}");
+    say!("{region} health endpoint: {mode}");
     Ok(())
 }
 
@@ -219,7 +220,7 @@ fn db(dir: &Path, region: &str, action: &str) -> Result<(), Error> {
         _ => stack::postgres::start_dir(data_dir, region).map(|_| "started"),
     }
     .map_err(|e| Error::Io(format!("{region}'s database: {e}")))?;
-    println!("{region}'s database {done}");
+    say!("{region}'s database {done}");
     Ok(())
 }
 
@@ -227,7 +228,7 @@ fn messages(dir: &Path) -> Result<(), Error> {
     let body = control(dir, "GET", "/messages")?;
     let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
     for m in list {
-        println!("{m}");
+        say!("{m}");
     }
     Ok(())
 }

@@ -91,7 +91,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
                 reason,
                 &runner::Operator::current(),
             )?;
-            println!("{done}");
+            say!("{done}");
             Ok(())
         }
         Command::Check { files } => check(&files),
@@ -221,7 +221,7 @@ fn check(files: &[std::path::PathBuf]) -> Result<(), Error> {
     let mut failed = 0;
     for file in files {
         match runner::check_file(file) {
-            Ok(summary) => println!("ok: {} ({summary})", file.display()),
+            Ok(summary) => say!("ok: {} ({summary})", file.display()),
             Err(problems) => {
                 failed += 1;
                 for p in &problems {
@@ -267,7 +267,7 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
     }
     if json {
         for s in rows {
-            println!(
+            say!(
                 "{}",
                 json!({"run_id": s.run_id, "runbook": s.runbook, "status": s.status, "started": s.started, "last_step": s.last_step, "operator": s.operator, "ended": s.ended, "claims": claimed_by(&s.run_id)})
             );
@@ -275,12 +275,15 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no runs in {}", store.describe());
+        say!("no runs in {}", store.describe());
         return Ok(());
     }
-    println!(
+    say!(
         "{:<20} {:<12} {:<20} {:<32} LAST STEP",
-        "RUN", "STATUS", "STARTED", "RUNBOOK"
+        "RUN",
+        "STATUS",
+        "STARTED",
+        "RUNBOOK"
     );
     for s in rows {
         let runbook = std::path::Path::new(&s.runbook)
@@ -294,9 +297,13 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
         } else {
             format!("{}  [claims {}]", s.last_step, held.join(", "))
         };
-        println!(
+        say!(
             "{:<20} {:<12} {:<20} {:<32} {}",
-            s.run_id, s.status, started, runbook, last
+            s.run_id,
+            s.status,
+            started,
+            runbook,
+            last
         );
     }
     Ok(())
@@ -306,7 +313,7 @@ fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
     let loaded = store.read(run_id)?;
     if json {
         for r in &loaded.records {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
+            say!("{}", serde_json::to_string(r).unwrap_or_default());
         }
     } else {
         for r in &loaded.records {
@@ -419,7 +426,7 @@ fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
                         .unwrap_or_default()
                 ),
             };
-            println!("{at}  {line}");
+            say!("{at}  {line}");
         }
     }
     if let Some(t) = loaded.torn_tail {
@@ -600,7 +607,7 @@ fn definitions(dir: &std::path::Path) -> Result<(), Error> {
         })
         .collect();
     for path in runner::write_definitions(dir, &docs)? {
-        println!("wrote {}", path.display());
+        say!("wrote {}", path.display());
     }
     Ok(())
 }
@@ -612,7 +619,7 @@ fn actions(json: bool) -> Result<(), Error> {
             .iter()
             .map(|(n, t, d)| json!({"name": n, "type": t, "doc": d}))
             .collect();
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&json!({"actions": all, "common_fields": common}))
                 .unwrap_or_default()
@@ -620,7 +627,7 @@ fn actions(json: bool) -> Result<(), Error> {
         return Ok(());
     }
     for a in &all {
-        println!(
+        say!(
             "{}  [{}, {}]\n  {}",
             a["action"].as_str().unwrap_or(""),
             a["effect"].as_str().unwrap_or(""),
@@ -628,7 +635,7 @@ fn actions(json: bool) -> Result<(), Error> {
             a["doc"].as_str().unwrap_or("")
         );
         for f in a["fields"].as_array().into_iter().flatten() {
-            println!(
+            say!(
                 "    {:<16} {:<22} {:<9} {}",
                 f["name"].as_str().unwrap_or(""),
                 f["type"].as_str().unwrap_or(""),
@@ -646,11 +653,11 @@ fn actions(json: bool) -> Result<(), Error> {
             .flatten()
             .filter_map(|f| f["name"].as_str())
             .collect();
-        println!("    → returns #{{ {} }}\n", out.join(", "));
+        say!("    → returns #{{ {} }}\n", out.join(", "));
     }
-    println!("Every action also takes:");
+    say!("Every action also takes:");
     for (n, t, d) in COMMON_FIELDS {
-        println!("    {n:<16} {t:<22} optional  {d}");
+        say!("    {n:<16} {t:<22} optional  {d}");
     }
     Ok(())
 }

@@ -5,41 +5,58 @@
 //! RUNBOOK_CRASH_AFTER_WRITE=N    kill after the Nth record this process appends
 //! RUNBOOK_CRASH_AFTER_EFFECT=N   kill after the Nth action returns, before it is journaled
 //!
-//! Both are read once; unset, they cost one relaxed atomic load per event.
+//! Both are read once; unset, they cost one relaxed atomic load per event. Compiled only with
+//! the `crash-injection` feature (the test suite's); otherwise both calls are empty.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+#[cfg(feature = "crash-injection")]
+pub use injected::{after_effect, after_write};
 
-static WRITES: AtomicU64 = AtomicU64::new(0);
-static EFFECTS: AtomicU64 = AtomicU64::new(0);
+#[cfg(feature = "crash-injection")]
+mod injected {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
 
-fn limit(name: &str, cell: &'static OnceLock<Option<u64>>) -> Option<u64> {
-    *cell.get_or_init(|| std::env::var(name).ok().and_then(|v| v.parse().ok()))
-}
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    static EFFECTS: AtomicU64 = AtomicU64::new(0);
 
-fn die() -> ! {
-    unsafe {
-        libc::kill(libc::getpid(), libc::SIGKILL);
+    fn limit(name: &str, cell: &'static OnceLock<Option<u64>>) -> Option<u64> {
+        *cell.get_or_init(|| std::env::var(name).ok().and_then(|v| v.parse().ok()))
     }
-    std::process::abort()
-}
 
-/// Called after each journal record is written.
-pub fn after_write() {
-    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
-    if let Some(n) = limit("RUNBOOK_CRASH_AFTER_WRITE", &LIMIT) {
-        if WRITES.fetch_add(1, Ordering::SeqCst) + 1 == n {
-            die();
+    fn die() -> ! {
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort()
+    }
+
+    /// Called after each journal record is written.
+    pub fn after_write() {
+        static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+        if let Some(n) = limit("RUNBOOK_CRASH_AFTER_WRITE", &LIMIT) {
+            if WRITES.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                die();
+            }
+        }
+    }
+
+    /// Called after each action's side effect, before its result is journaled.
+    pub fn after_effect() {
+        static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+        if let Some(n) = limit("RUNBOOK_CRASH_AFTER_EFFECT", &LIMIT) {
+            if EFFECTS.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                die();
+            }
         }
     }
 }
 
-/// Called after each action's side effect, before its result is journaled.
-pub fn after_effect() {
-    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
-    if let Some(n) = limit("RUNBOOK_CRASH_AFTER_EFFECT", &LIMIT) {
-        if EFFECTS.fetch_add(1, Ordering::SeqCst) + 1 == n {
-            die();
-        }
-    }
-}
+/// Without the feature: nothing to do.
+#[cfg(not(feature = "crash-injection"))]
+#[inline(always)]
+pub fn after_write() {}
+
+/// Without the feature: nothing to do.
+#[cfg(not(feature = "crash-injection"))]
+#[inline(always)]
+pub fn after_effect() {}

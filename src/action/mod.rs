@@ -50,6 +50,13 @@ pub enum Idempotency {
     NotIdempotent,
 }
 
+/// Fields every action call takes besides its own: (name, type, documentation).
+pub const COMMON_FIELDS: [(&str, &str, &str); 3] = [
+    ("timeout", "duration", "time limit of one attempt (default: the action's own)"),
+    ("retries", "integer", "retries on transient errors (reads and idempotent writes only, unless the request was never sent)"),
+    ("backoff", "duration", "wait before the first retry, doubled each time (default \"500ms\")"),
+];
+
 /// What the engine needs to know of an action besides its types.
 #[derive(Debug, Clone)]
 pub struct Spec {

@@ -9,10 +9,11 @@ use serde_json::{json, Value};
 
 use super::arguments::{Arguments, Command, Output};
 use crate::action::Registry;
+use crate::action::COMMON_FIELDS;
 use crate::error::Error;
 use crate::journal::{show_path, DirStore, Event, PgStore, Store};
 use crate::report::{human_ms, JsonReporter, PlainReporter, Reporter, TtyReporter};
-use crate::runner::{self, Env, Inflight, Operator, ResumeRequest, RunRequest, COMMON_FIELDS};
+use crate::runner::{self, Env, Inflight, Operator, ResumeRequest, RunRequest};
 use crate::secret::Redactor;
 
 pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
@@ -220,7 +221,7 @@ fn env(
 fn check(files: &[std::path::PathBuf]) -> Result<(), Error> {
     let mut failed = 0;
     for file in files {
-        match runner::check_file(file) {
+        match crate::script::check_file(file) {
             Ok(summary) => say!("ok: {} ({summary})", file.display()),
             Err(problems) => {
                 failed += 1;
@@ -606,7 +607,7 @@ fn definitions(dir: &std::path::Path) -> Result<(), Error> {
             )
         })
         .collect();
-    for path in runner::write_definitions(dir, &docs)? {
+    for path in crate::script::write_definitions(dir, &docs)? {
         say!("wrote {}", path.display());
     }
     Ok(())

@@ -29,6 +29,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// A step path: the names of the enclosing steps, outermost first.
 pub type StepPath = Vec<String>;
 
+/// The first segment of the step path of undo closures (`undo › stop writes`).
+pub const UNDO: &str = "undo";
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {

@@ -29,7 +29,7 @@ fn indent(depth: usize) -> String {
 
 /// A step's label and depth: an undo step shows as `undo › drain` at the top level.
 fn label(step: &[String]) -> Option<(String, usize)> {
-    if step.first().map(String::as_str) == Some(crate::runner::UNDO) {
+    if step.first().map(String::as_str) == Some(crate::journal::UNDO) {
         return Some((crate::journal::show_path(step), 0));
     }
     Some((step.last()?.clone(), step.len().saturating_sub(1)))

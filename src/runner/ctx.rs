@@ -20,9 +20,6 @@ use crate::value::{dynamic_to_json, json_to_dynamic};
 
 pub type RhaiResult<T = Dynamic> = Result<T, Box<EvalAltResult>>;
 
-/// The first segment of the step path of undo closures.
-pub const UNDO: &str = "undo";
-
 /// Why the script was stopped from outside its own logic.
 #[derive(Debug, Clone)]
 pub enum Stop {
@@ -66,12 +63,6 @@ struct CallOpts {
     retries: u32,
     backoff: Duration,
 }
-
-pub const COMMON_FIELDS: [(&str, &str, &str); 3] = [
-    ("timeout", "duration", "time limit of one attempt (default: the action's own)"),
-    ("retries", "integer", "retries on transient errors (reads and idempotent writes only, unless the request was never sent)"),
-    ("backoff", "duration", "wait before the first retry, doubled each time (default \"500ms\")"),
-];
 
 pub struct RunCtx {
     pub run_id: Option<String>,
@@ -331,7 +322,7 @@ impl RunCtx {
     /// In `resume --undo`, whether a call at `path` would go past where the run stopped.
     /// Calls inside undo closures run normally.
     fn at_frontier(&self, path: &[String]) -> bool {
-        self.undo_mode && path.first().map(String::as_str) != Some(UNDO)
+        self.undo_mode && path.first().map(String::as_str) != Some(crate::journal::UNDO)
     }
 
     pub fn clear_stop(&self) {

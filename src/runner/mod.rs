@@ -4,6 +4,7 @@ mod crash;
 mod ctx;
 mod diff;
 mod frames;
+mod host;
 mod replay;
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use std::time::Instant;
 use rhai::{Dynamic, EvalAltResult};
 use sha2::{Digest, Sha256};
 
-pub use ctx::{CtxInit, Inflight, JournalInit, RunCtx, Stop, StopKind, COMMON_FIELDS, UNDO};
+pub use ctx::{CtxInit, Inflight, JournalInit, RunCtx, Stop, StopKind};
 pub use frames::set_source;
 
 use crate::error::Error;
@@ -969,7 +970,7 @@ fn undo(
     let undos: Vec<_> = ctx.undo.lock().unwrap().drain(..).rev().collect();
     let mut undone = Vec::new();
     for (path, closure, caller) in undos {
-        let mut undo_path = vec![ctx::UNDO.to_string()];
+        let mut undo_path = vec![journal::UNDO.to_string()];
         undo_path.extend(path.iter().cloned());
         let result = ctx.scoped(undo_path.clone(), false, rhai::Position::NONE, |replayed| {
             frames::reset(frames::Frame::new(undo_path.clone(), None, replayed));
@@ -1016,86 +1017,4 @@ fn undo(
         next: None,
     });
     Ok(())
-}
-
-struct Silent;
-impl Reporter for Silent {
-    fn report(&self, _: &Progress) {}
-}
-
-/// A context that runs nothing: no journal, no store, every call predicted.
-fn offline_ctx(runbook: String) -> std::io::Result<(tokio::runtime::Runtime, Arc<RunCtx>)> {
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    let ctx = Arc::new(RunCtx::new(CtxInit {
-        run_id: None,
-        runbook,
-        dry_run: true,
-        offline: true,
-        auto_approve: false,
-        resume_approver: None,
-        inflight: None,
-        undo_mode: false,
-        operator: String::new(),
-        host: String::new(),
-        journal: None,
-        journal_init: None,
-        journal_path: String::new(),
-        next_record: 1,
-        replay: Default::default(),
-        reporter: Arc::new(Silent),
-        rt: rt.handle().clone(),
-        redactor: Redactor::default(),
-        cancel: Arc::new(AtomicBool::new(false)),
-        vars: BTreeMap::new(),
-        store_flag: String::new(),
-        store: None,
-    }));
-    Ok((rt, ctx))
-}
-
-/// Writes Rhai definition files (`*.d.rhai`) for editors and the Rhai language server: every
-/// built-in and action with its documentation, and the `inventory` constant. Returns the
-/// files written.
-pub fn write_definitions(
-    dir: &Path,
-    docs: &crate::script::ActionDocs,
-) -> Result<Vec<PathBuf>, Error> {
-    let (_rt, ctx) = offline_ctx(String::new()).map_err(|e| Error::Io(e.to_string()))?;
-    let engine =
-        crate::script::engine_with_docs(ctx, PathBuf::from("."), &Default::default(), Some(docs));
-    let scope = crate::script::scope(Dynamic::from_map(Default::default()));
-    let definitions = engine
-        .definitions_with_scope(&scope)
-        .include_standard_packages(false);
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::Usage(format!("cannot create {}: {e}", dir.display())))?;
-    let mut written = Vec::new();
-    for (name, text) in definitions.iter_files() {
-        let path = dir.join(name);
-        std::fs::write(&path, text)
-            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
-        written.push(path);
-    }
-    Ok(written)
-}
-
-/// `runbook check`: compiles and lints one runbook, running nothing.
-pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
-    let file = path.display().to_string();
-    let source = read_script(path).map_err(|e| vec![e])?;
-    let (_rt, ctx) = offline_ctx(file.clone()).map_err(|e| vec![Error::Io(e.to_string())])?;
-    let resolver = crate::script::StdlibResolver::new(base_dir(path));
-    let engine = crate::script::engine(ctx.clone(), base_dir(path), &Default::default());
-    let scope = crate::script::scope(Dynamic::UNIT);
-    let ast = crate::script::compile(&engine, &scope, &file, &source).map_err(|e| vec![e])?;
-    let problems = crate::script::lint::lint(&ast, &ctx.registry, &resolver, &file, &source);
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let lines = source.lines().count();
-    let functions = ast
-        .iter_functions()
-        .filter(|f| !f.name.starts_with("anon$"))
-        .count();
-    Ok(format!("{lines} lines, {functions} functions"))
 }

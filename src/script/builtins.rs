@@ -1,19 +1,16 @@
 //! The functions every runbook has: step, params, approve, sleep, parallel, now, log, fail,
 //! secret, lock; the action namespaces; and the types that cross into scripts.
 
-use std::sync::atomic::Ordering;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rhai::{
     Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, Map, Module, NativeCallContext,
 };
 
-use crate::journal::LockHolder;
-use crate::runner::{RunCtx, Stop, StopKind};
+use super::host::{Host, RhaiResult};
 use crate::secret::Secret;
 use crate::value::Inv;
-
-type RhaiResult<T = Dynamic> = Result<T, Box<EvalAltResult>>;
 
 fn err(message: impl Into<String>, ncx: &NativeCallContext) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(
@@ -37,7 +34,7 @@ fn documented(name: &str, params: &[&str], doc: &str) -> FuncRegistration {
 /// The documentation of an action for editor definitions, by full name (`pg::promote`).
 pub type ActionDocs = std::collections::HashMap<String, String>;
 
-pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>) {
+pub fn register(engine: &mut Engine, ctx: Arc<dyn Host>, docs: Option<&ActionDocs>) {
     register_types(engine);
     let c = ctx.clone();
     documented(
@@ -49,7 +46,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
     .register_into_engine(
         engine,
         move |ncx: NativeCallContext, inv: &mut Inv, key: &str| -> RhaiResult {
-            crate::runner::set_source(ncx.call_source());
+            c.enter(ncx.call_source());
             inv.get(key).ok_or_else(|| {
                 let missing = inv.missing(key, ncx.call_position());
                 let (message, _, _) = crate::script::describe_error(&missing);
@@ -60,7 +57,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
 
     let c = ctx.clone();
     engine.on_progress(move |_| {
-        if c.cancel.load(Ordering::Relaxed) {
+        if c.cancelled() {
             Some(Dynamic::UNIT)
         } else {
             None
@@ -82,7 +79,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
     .register_into_engine(
         engine,
         move |ncx: NativeCallContext, name: &str, body: FnPtr| {
-            crate::runner::set_source(ncx.call_source());
+            c.enter(ncx.call_source());
             c.step(&ncx, name, None, body)
         },
     );
@@ -97,7 +94,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
     .register_into_engine(
         engine,
         move |ncx: NativeCallContext, name: &str, opts: Map, body: FnPtr| {
-            crate::runner::set_source(ncx.call_source());
+            c.enter(ncx.call_source());
             c.step(&ncx, name, Some(opts), body)
         },
     );
@@ -112,7 +109,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
     .register_into_engine(
         engine,
         move |ncx: NativeCallContext, items: rhai::Array, body: FnPtr| {
-            crate::runner::set_source(ncx.call_source());
+            c.enter(ncx.call_source());
             c.parallel(&ncx, items, None, body)
         },
     );
@@ -125,14 +122,14 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
     .register_into_engine(
         engine,
         move |ncx: NativeCallContext, items: rhai::Array, opts: Map, body: FnPtr| {
-            crate::runner::set_source(ncx.call_source());
+            c.enter(ncx.call_source());
             let mut limit = None;
             for (k, v) in opts {
                 match k.as_str() {
                     "limit" => {
                         limit = Some(v.as_int().ok().filter(|n| *n > 0).ok_or_else(|| {
                             c.invalid(
-                                "parallel: `limit` must be a positive number",
+                                "parallel: `limit` must be a positive number".into(),
                                 ncx.call_position(),
                             )
                         })? as usize)
@@ -157,7 +154,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
          /// Who approved, and how, is journaled. A dry-run notes it and goes on.",
     )
     .register_into_engine(engine, move |ncx: NativeCallContext, message: &str| {
-        crate::runner::set_source(ncx.call_source());
+        c.enter(ncx.call_source());
         c.approve(message, ncx.call_position())
     });
     let c = ctx.clone();
@@ -168,7 +165,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
          /// dry-run does not wait.",
     )
     .register_into_engine(engine, move |ncx: NativeCallContext, d: &str| {
-        crate::runner::set_source(ncx.call_source());
+        c.enter(ncx.call_source());
         c.sleep(d, ncx.call_position())
     });
     let c = ctx.clone();
@@ -178,7 +175,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
         "/// A durable timer of `seconds`.",
     )
     .register_into_engine(engine, move |ncx: NativeCallContext, secs: rhai::INT| {
-        crate::runner::set_source(ncx.call_source());
+        c.enter(ncx.call_source());
         c.sleep(&format!("{secs}s"), ncx.call_position())
     });
     let c = ctx.clone();
@@ -197,7 +194,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
         "/// True in a dry-run, where writes are only predicted: skip the checks that read what\n\
          /// a write just changed.",
     )
-    .register_into_engine(engine, move || c.dry_run);
+    .register_into_engine(engine, move || c.dry_run());
     documented(
         "fail",
         &["message: string", "()"],
@@ -217,15 +214,8 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
     .register_into_engine(
         engine,
         move |ncx: NativeCallContext, name: &str| -> RhaiResult<Secret> {
-            crate::runner::set_source(ncx.call_source());
-            match Secret::from_env(name, &c.redactor) {
-                Ok(s) => Ok(s),
-                Err(_) if c.dry_run && c.offline => Ok(Secret::placeholder(name)),
-                Err(e) => Err(c.invalid(
-                    format!("secret(\"{name}\"): {e}; export it before running"),
-                    ncx.call_position(),
-                )),
-            }
+            c.enter(ncx.call_source());
+            c.secret(name, ncx.call_position())
         },
     );
     let c = ctx.clone();
@@ -235,9 +225,9 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
         "/// The time as `#{ ms, iso }`, recorded: a resumed run gets the same value.",
     )
     .register_into_engine(engine, move |ncx: NativeCallContext| -> RhaiResult {
-        crate::runner::set_source(ncx.call_source());
+        c.enter(ncx.call_source());
         let action = c
-            .registry
+            .registry()
             .get("time", "now")
             .expect("time::now is registered")
             .clone();
@@ -252,8 +242,8 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
          /// values, typed. A value that does not fit stops the run before it starts (exit 2).",
     )
     .register_into_engine(engine, move |ncx: NativeCallContext, decls: Map| {
-        crate::runner::set_source(ncx.call_source());
-        params(&c, &ncx, decls)
+        c.enter(ncx.call_source());
+        c.params(decls, ncx.call_position())
     });
     let c = ctx.clone();
     documented(
@@ -265,44 +255,15 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
     .register_into_engine(
         engine,
         move |ncx: NativeCallContext, name: &str| -> RhaiResult<()> {
-            // A dry-run changes nothing, so it excludes nobody: a plan can be made while a
-            // real run holds the lock (the run's own default lock is not taken either).
-            let Some(store) = c.store.clone().filter(|_| !c.dry_run) else {
-                return Ok(());
-            };
-            let holder = LockHolder {
-                run_id: c.run_id.clone().unwrap_or_default(),
-                runbook: c.runbook.clone(),
-                operator: c.operator.clone(),
-                host: c.host.clone(),
-                pid: std::process::id(),
-                since: crate::journal::timestamp(),
-            };
-            match crate::runner::take_lock(
-                store.as_ref(),
-                c.reporter.as_ref(),
-                name,
-                &holder,
-                &c.store_flag,
-            ) {
-                Ok(guard) => {
-                    c.locks.lock().unwrap().push(guard);
-                    Ok(())
-                }
-                Err(e) => {
-                    c.set_stop(Stop::Fatal(e.to_string(), StopKind::Locked));
-                    Err(Box::new(EvalAltResult::ErrorTerminated(
-                        Dynamic::UNIT,
-                        ncx.call_position(),
-                    )))
-                }
-            }
+            c.enter(ncx.call_source());
+            c.lock(name, ncx.call_position())
         },
     );
 
-    for namespace in ctx.registry.namespaces() {
+    let registry = ctx.registry();
+    for namespace in registry.namespaces() {
         let mut module = Module::new();
-        for action in ctx.registry.in_namespace(namespace) {
+        for action in registry.in_namespace(namespace) {
             let name = action.spec().name;
             let (c, a) = (ctx.clone(), action.clone());
             let doc: Vec<&str> = docs
@@ -315,7 +276,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
                 .with_params_info(["input: ?", "Map"])
                 .with_comments(doc.clone())
                 .set_into_module(&mut module, move |ncx: NativeCallContext, arg: Dynamic| {
-                    crate::runner::set_source(ncx.call_source());
+                    c.enter(ncx.call_source());
                     c.call_action(&a, arg, ncx.call_position())
                 });
             let (c, a) = (ctx.clone(), action.clone());
@@ -324,7 +285,7 @@ pub fn register(engine: &mut Engine, ctx: Arc<RunCtx>, docs: Option<&ActionDocs>
                 .with_params_info(["Map"])
                 .with_comments(doc.clone())
                 .set_into_module(&mut module, move |ncx: NativeCallContext| {
-                    crate::runner::set_source(ncx.call_source());
+                    c.enter(ncx.call_source());
                     c.call_action(&a, Dynamic::from_map(Map::new()), ncx.call_position())
                 });
         }
@@ -416,18 +377,12 @@ fn register_types(engine: &mut Engine) {
         });
 }
 
-/// `params(#{ name: #{type, default, doc, required, choices} })`: checks `--var` values
-/// against the declaration and returns them typed.
-fn params(ctx: &RunCtx, ncx: &NativeCallContext, decls: Map) -> RhaiResult<Map> {
-    if ctx.params_declared.swap(true, Ordering::SeqCst) {
-        return Err(err(
-            "params(..) is declared twice; declare every parameter in one call",
-            ncx,
-        ));
-    }
+/// `params(#{ name: #{type, default, doc, required, choices} })`: checks the `--var` values
+/// against the declarations and returns them typed, or every problem found.
+pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Map, Vec<String>> {
     let mut problems = Vec::new();
     let mut out = Map::new();
-    for (name, decl) in &decls {
+    for (name, decl) in decls {
         let Some(decl) = decl.read_lock::<Map>().map(|m| m.clone()) else {
             problems.push(format!("parameter '{name}': its declaration must be a map, e.g. #{{ type: \"string\", default: \"..\" }}"));
             continue;
@@ -455,7 +410,7 @@ fn params(ctx: &RunCtx, ncx: &NativeCallContext, decls: Map) -> RhaiResult<Map> 
             .get("doc")
             .map(|d| format!(" ({d})"))
             .unwrap_or_default();
-        let value = match ctx.vars.get(name.as_str()) {
+        let value = match vars.get(name.as_str()) {
             Some(text) => match parse_param(&ty, text) {
                 Ok(v) => v,
                 Err(e) => {
@@ -490,7 +445,7 @@ fn params(ctx: &RunCtx, ncx: &NativeCallContext, decls: Map) -> RhaiResult<Map> 
         }
         out.insert(name.clone(), value);
     }
-    for given in ctx.vars.keys() {
+    for given in vars.keys() {
         if !decls.contains_key(given.as_str()) {
             let declared: Vec<&str> = decls.keys().map(|k| k.as_str()).collect();
             let hint = if declared.is_empty() {
@@ -502,11 +457,7 @@ fn params(ctx: &RunCtx, ncx: &NativeCallContext, decls: Map) -> RhaiResult<Map> 
         }
     }
     if !problems.is_empty() {
-        ctx.set_stop(Stop::Fatal(problems.join("\n  "), StopKind::Param));
-        return Err(Box::new(EvalAltResult::ErrorTerminated(
-            Dynamic::UNIT,
-            ncx.call_position(),
-        )));
+        return Err(problems);
     }
     Ok(out)
 }

@@ -8,8 +8,8 @@ use rhai::{ASTNode, Expr, Position, Stmt, AST};
 
 use super::builtins::{PARAM_KEYS, PARAM_TYPES};
 use crate::action::Registry;
+use crate::action::COMMON_FIELDS;
 use crate::error::Error;
-use crate::runner::COMMON_FIELDS;
 
 /// Built-in functions and the argument counts they take.
 const BUILTINS: &[(&str, &[usize])] = &[

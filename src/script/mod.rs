@@ -2,19 +2,20 @@
 //! namespaces, the stdlib resolver, and how script errors are described.
 
 mod builtins;
+pub mod host;
 pub mod lint;
 pub(crate) mod stdlib;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 
-pub use builtins::ActionDocs;
+pub use builtins::{resolve_params, ActionDocs};
+pub use host::{Host, NoHost};
 pub use stdlib::{StdlibResolver, STDLIB};
 
 use crate::error::{Error, ScriptPos};
-use crate::runner::RunCtx;
 
 /// Limits that keep a runaway script from hanging a run forever or eating memory.
 pub struct Limits {
@@ -33,14 +34,14 @@ impl Default for Limits {
     }
 }
 
-/// An engine with the runbook surface registered, bound to a run.
-pub fn engine(ctx: Arc<RunCtx>, base_dir: PathBuf, limits: &Limits) -> Engine {
-    engine_with_docs(ctx, base_dir, limits, None)
+/// An engine with the runbook surface registered, its built-ins answered by `host`.
+pub fn engine(host: Arc<dyn Host>, base_dir: PathBuf, limits: &Limits) -> Engine {
+    engine_with_docs(host, base_dir, limits, None)
 }
 
 /// An engine whose actions carry their documentation, for editor definitions.
 pub fn engine_with_docs(
-    ctx: Arc<RunCtx>,
+    host: Arc<dyn Host>,
     base_dir: PathBuf,
     limits: &Limits,
     docs: Option<&ActionDocs>,
@@ -56,7 +57,7 @@ pub fn engine_with_docs(
     engine.set_max_map_size(1_000_000);
     engine.set_module_resolver(StdlibResolver::new(base_dir));
     allow_default_keyword(&mut engine);
-    builtins::register(&mut engine, ctx, docs);
+    builtins::register(&mut engine, host, docs);
     engine
 }
 
@@ -160,4 +161,64 @@ pub fn describe_error(e: &EvalAltResult) -> (String, Position, Option<String>) {
         }
     };
     (message, pos, source)
+}
+
+fn read_script(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::Usage(format!("cannot read runbook {}: {e}", path.display())))
+}
+
+fn base_dir(script: &Path) -> PathBuf {
+    script
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| ".".into())
+}
+
+/// `runbook check`: compiles and lints one runbook, running nothing.
+pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
+    let file = path.display().to_string();
+    let source = read_script(path).map_err(|e| vec![e])?;
+    let host = Arc::new(NoHost::default());
+    let resolver = StdlibResolver::new(base_dir(path));
+    let engine = engine(host.clone(), base_dir(path), &Default::default());
+    let scope = scope(Dynamic::UNIT);
+    let ast = compile(&engine, &scope, &file, &source).map_err(|e| vec![e])?;
+    let problems = lint::lint(&ast, host.registry(), &resolver, &file, &source);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let lines = source.lines().count();
+    let functions = ast
+        .iter_functions()
+        .filter(|f| !f.name.starts_with("anon$"))
+        .count();
+    Ok(format!("{lines} lines, {functions} functions"))
+}
+
+/// Writes Rhai definition files (`*.d.rhai`) for editors and the Rhai language server: every
+/// built-in and action with its documentation, and the `inventory` constant. Returns the
+/// files written.
+pub fn write_definitions(dir: &Path, docs: &ActionDocs) -> Result<Vec<PathBuf>, Error> {
+    let engine = engine_with_docs(
+        Arc::new(NoHost::default()),
+        PathBuf::from("."),
+        &Default::default(),
+        Some(docs),
+    );
+    let scope = scope(Dynamic::from_map(Default::default()));
+    let definitions = engine
+        .definitions_with_scope(&scope)
+        .include_standard_packages(false);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Usage(format!("cannot create {}: {e}", dir.display())))?;
+    let mut written = Vec::new();
+    for (name, text) in definitions.iter_files() {
+        let path = dir.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
+        written.push(path);
+    }
+    Ok(written)
 }

@@ -1,0 +1,129 @@
+//! The runner answering a script's built-ins: what `step`, `approve`, `sleep`, an action call
+//! and the rest mean in a run (journaled, replayed, predicted in a dry-run).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rhai::{Dynamic, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
+
+use super::ctx::{RhaiResult, RunCtx, Stop, StopKind};
+use super::frames;
+use crate::action::{DynAction, Registry};
+use crate::journal::LockHolder;
+use crate::script::Host;
+use crate::secret::Secret;
+
+impl Host for RunCtx {
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn enter(&self, source: Option<&str>) {
+        frames::set_source(source);
+    }
+
+    fn invalid(&self, message: String, pos: Position) -> Box<EvalAltResult> {
+        RunCtx::invalid(self, message, pos)
+    }
+
+    fn call_action(&self, action: &Arc<dyn DynAction>, arg: Dynamic, pos: Position) -> RhaiResult {
+        RunCtx::call_action(self, action, arg, pos)
+    }
+
+    fn step(
+        &self,
+        ncx: &NativeCallContext,
+        name: &str,
+        opts: Option<Map>,
+        body: FnPtr,
+    ) -> RhaiResult {
+        RunCtx::step(self, ncx, name, opts, body)
+    }
+
+    fn parallel(
+        &self,
+        ncx: &NativeCallContext,
+        items: rhai::Array,
+        limit: Option<usize>,
+        body: FnPtr,
+    ) -> RhaiResult {
+        RunCtx::parallel(self, ncx, items, limit, body)
+    }
+
+    fn approve(&self, message: &str, pos: Position) -> RhaiResult<bool> {
+        RunCtx::approve(self, message, pos)
+    }
+
+    fn sleep(&self, duration: &str, pos: Position) -> RhaiResult<()> {
+        RunCtx::sleep(self, duration, pos)
+    }
+
+    fn log(&self, message: String) {
+        RunCtx::log(self, message)
+    }
+
+    fn secret(&self, name: &str, pos: Position) -> RhaiResult<Secret> {
+        match Secret::from_env(name, &self.redactor) {
+            Ok(s) => Ok(s),
+            Err(_) if self.dry_run && self.offline => Ok(Secret::placeholder(name)),
+            Err(e) => Err(RunCtx::invalid(
+                self,
+                format!("secret(\"{name}\"): {e}; export it before running"),
+                pos,
+            )),
+        }
+    }
+
+    fn lock(&self, name: &str, pos: Position) -> RhaiResult<()> {
+        // A dry-run changes nothing, so it excludes nobody: a plan can be made while a real
+        // run holds the lock (the run's own default lock is not taken either).
+        let Some(store) = self.store.clone().filter(|_| !self.dry_run) else {
+            return Ok(());
+        };
+        let holder = LockHolder {
+            run_id: self.run_id.clone().unwrap_or_default(),
+            runbook: self.runbook.clone(),
+            operator: self.operator.clone(),
+            host: self.host.clone(),
+            pid: std::process::id(),
+            since: crate::journal::timestamp(),
+        };
+        match super::take_lock(
+            store.as_ref(),
+            self.reporter.as_ref(),
+            name,
+            &holder,
+            &self.store_flag,
+        ) {
+            Ok(guard) => {
+                self.locks.lock().unwrap().push(guard);
+                Ok(())
+            }
+            Err(e) => {
+                self.set_stop(Stop::Fatal(e.to_string(), StopKind::Locked));
+                Err(Box::new(EvalAltResult::ErrorTerminated(Dynamic::UNIT, pos)))
+            }
+        }
+    }
+
+    fn params(&self, decls: Map, pos: Position) -> RhaiResult<Map> {
+        if self.params_declared.swap(true, Ordering::SeqCst) {
+            return Err(Box::new(EvalAltResult::ErrorRuntime(
+                "params(..) is declared twice; declare every parameter in one call".into(),
+                pos,
+            )));
+        }
+        crate::script::resolve_params(&decls, &self.vars).map_err(|problems| {
+            self.set_stop(Stop::Fatal(problems.join("\n  "), StopKind::Param));
+            Box::new(EvalAltResult::ErrorTerminated(Dynamic::UNIT, pos))
+        })
+    }
+}

@@ -10,7 +10,7 @@ use rhai::{Dynamic, EvalAltResult, FnPtr, Position};
 use serde_json::Value;
 
 use super::frames::{self, Frame};
-use super::replay::{Call, Key, Outcome, Replay};
+use super::replay::{self, Answer, Call, Decision, Expected, Key, Outcome, Replay, Resumed};
 use crate::action::{Cx, Dur, DynAction, Effect, ErrorKind, Idempotency};
 use crate::error::Error;
 use crate::journal::{self, show_path, Event, JournalWriter, LockGuard, Record, StepPath, Store};
@@ -319,10 +319,17 @@ impl RunCtx {
         Ok(())
     }
 
-    /// In `resume --undo`, whether a call at `path` would go past where the run stopped.
-    /// Calls inside undo closures run normally.
-    fn at_frontier(&self, path: &[String]) -> bool {
-        self.undo_mode && path.first().map(String::as_str) != Some(crate::journal::UNDO)
+    /// How a call at `path` is decided (see `replay::decide`). In `resume --undo`, calls past
+    /// where the run stopped are the frontier; calls inside undo closures run normally.
+    fn mode(&self, path: &[String]) -> replay::Mode {
+        replay::Mode {
+            dry_run: self.dry_run,
+            offline: self.offline,
+            undo_frontier: self.undo_mode
+                && path.first().map(String::as_str) != Some(crate::journal::UNDO),
+            rerun_step: self.replay.in_rerun_step(path),
+            inflight: self.inflight,
+        }
     }
 
     pub fn clear_stop(&self) {
@@ -422,129 +429,122 @@ impl RunCtx {
         let write = spec.effect == Effect::Write;
         let idempotent = spec.idempotency == Idempotency::Idempotent;
 
-        if let Some(call) = self.replay.calls.get(&key) {
+        let recorded = self.replay.calls.get(&key);
+        if recorded.is_some() {
             self.consumed.lock().unwrap().insert(key.clone());
-            let Call::Action {
-                action: name,
-                input: rec_input,
-                input_hash,
-                outcome,
-                ..
-            } = call
-            else {
-                return Err(self.mismatch(
-                    &key,
-                    call.kind(),
-                    format!("{full} {}", prepared.describe),
-                    String::new(),
-                    pos,
-                ));
-            };
-            let rerun = self.replay.in_rerun_step(&path);
-            if self.at_frontier(&path) && matches!(outcome, Outcome::InFlight) {
-                return Err(self.stop_with(Stop::Frontier, pos));
+        }
+        let expected = Expected::Action {
+            name: &full,
+            input_hash: &prepared.input_hash,
+            write,
+            idempotent,
+        };
+        let decision = replay::decide(recorded, expected, self.mode(&path));
+        match decision {
+            Decision::Replay(Answer::Output(out)) => {
+                self.report(Progress::ActionFinished {
+                    step: path,
+                    seq,
+                    action: full,
+                    describe: prepared.describe,
+                    elapsed_ms: 0,
+                    how: "replayed",
+                });
+                return Ok(json_to_dynamic(out));
             }
-            // A call that failed in a step being retried may have been fixed: it runs anew.
-            let superseded = rerun && matches!(outcome, Outcome::Failed(_));
-            if !superseded && (*name != full || *input_hash != prepared.input_hash) {
-                let detail = field_diff(rec_input, &prepared.input);
+            Decision::Replay(Answer::Failure(err)) => {
+                self.report(Progress::ActionFailed {
+                    step: path,
+                    seq,
+                    action: full.clone(),
+                    error: err.to_string(),
+                    retry_in_ms: None,
+                });
+                return Err(runtime_error(format!("{full} failed: {err}"), pos));
+            }
+            Decision::Mismatch => {
+                let (was, detail) = match recorded {
+                    Some(Call::Action {
+                        action: name,
+                        input: rec_input,
+                        ..
+                    }) => (
+                        format!("{name} {}", compact(rec_input)),
+                        field_diff(rec_input, &prepared.input),
+                    ),
+                    Some(other) => (other.kind(), String::new()),
+                    None => (String::new(), String::new()),
+                };
                 return Err(self.mismatch(
                     &key,
-                    format!("{name} {}", compact(rec_input)),
+                    was,
                     format!("{full} {}", compact(&prepared.input)),
                     detail,
                     pos,
                 ));
             }
-            match outcome {
-                Outcome::Finished(out) if !rerun || write => {
-                    self.report(Progress::ActionFinished {
-                        step: path,
+            Decision::Frontier => return Err(self.stop_with(Stop::Frontier, pos)),
+            Decision::SkipInflight => {
+                self.journal_or_stop(
+                    Event::ActionFinished {
+                        step: path.clone(),
                         seq,
-                        action: full,
-                        describe: prepared.describe,
+                        output: prepared.predicted.clone(),
                         elapsed_ms: 0,
-                        how: "replayed",
-                    });
-                    return Ok(json_to_dynamic(out));
-                }
-                Outcome::Failed(err) if !rerun => {
-                    self.report(Progress::ActionFailed {
-                        step: path,
-                        seq,
-                        action: full.clone(),
-                        error: err.clone(),
-                        retry_in_ms: None,
-                    });
-                    return Err(runtime_error(format!("{full} failed: {err}"), pos));
-                }
-                Outcome::InFlight if write && !idempotent => match self.inflight {
-                    Some(Inflight::Retry) => {
-                        self.report(Progress::Warning {
-                            message: format!(
-                                "running {full} at step '{}' again (--retry-inflight)",
-                                show_path(&path)
-                            ),
-                        });
-                    }
-                    Some(Inflight::Skip) => {
-                        self.journal_or_stop(
-                            Event::ActionFinished {
-                                step: path.clone(),
-                                seq,
-                                output: prepared.predicted.clone(),
-                                elapsed_ms: 0,
-                                skipped: true,
-                            },
-                            true,
-                            pos,
-                        )?;
-                        self.report(Progress::ActionFinished {
-                            step: path,
-                            seq,
-                            action: full,
-                            describe: prepared.describe,
-                            elapsed_ms: 0,
-                            how: "skipped",
-                        });
-                        return Ok(json_to_dynamic(&prepared.predicted));
-                    }
-                    None => {
-                        let run = self.run_id.clone().unwrap_or_default();
-                        return Err(self.stop_with(
-                            Stop::Paused {
-                                reason: format!(
-                                    "{full} ({}) at step '{}' was in flight when the run stopped, and it is not idempotent: \
-                                     it may or may not have taken effect. Check the target, then choose",
-                                    prepared.describe,
-                                    show_path(&path)
-                                ),
-                                next: format!(
-                                    "runbook resume {run} --retry-inflight{f}   (run it again)\n      runbook resume {run} --skip-inflight{f}    (it took effect; go on)",
-                                    f = self.store_flag
-                                ),
-                            },
-                            pos,
-                        ));
-                    }
-                },
-                Outcome::InFlight => {
-                    self.report(Progress::Warning {
-                        message: format!(
-                            "{full} at step '{}' was in flight when the run stopped; running it again ({})",
-                            show_path(&path),
-                            if write { "idempotent" } else { "a read" }
-                        ),
-                    });
-                }
-                _ => {}
+                        skipped: true,
+                    },
+                    true,
+                    pos,
+                )?;
+                self.report(Progress::ActionFinished {
+                    step: path,
+                    seq,
+                    action: full,
+                    describe: prepared.describe,
+                    elapsed_ms: 0,
+                    how: "skipped",
+                });
+                return Ok(json_to_dynamic(&prepared.predicted));
             }
+            Decision::AskOperator => {
+                let run = self.run_id.clone().unwrap_or_default();
+                return Err(self.stop_with(
+                    Stop::Paused {
+                        reason: format!(
+                            "{full} ({}) at step '{}' was in flight when the run stopped, and it is not idempotent: \
+                             it may or may not have taken effect. Check the target, then choose",
+                            prepared.describe,
+                            show_path(&path)
+                        ),
+                        next: format!(
+                            "runbook resume {run} --retry-inflight{f}   (run it again)\n      runbook resume {run} --skip-inflight{f}    (it took effect; go on)",
+                            f = self.store_flag
+                        ),
+                    },
+                    pos,
+                ));
+            }
+            Decision::Resume(Resumed::Action { retry_chosen: true }) => {
+                self.report(Progress::Warning {
+                    message: format!(
+                        "running {full} at step '{}' again (--retry-inflight)",
+                        show_path(&path)
+                    ),
+                });
+            }
+            Decision::Resume(_) => {
+                self.report(Progress::Warning {
+                    message: format!(
+                        "{full} at step '{}' was in flight when the run stopped; running it again ({})",
+                        show_path(&path),
+                        if write { "idempotent" } else { "a read" }
+                    ),
+                });
+            }
+            Decision::Replay(_) | Decision::Predict | Decision::Fresh => {}
         }
 
-        if self.at_frontier(&path) {
-            return Err(self.stop_with(Stop::Frontier, pos));
-        }
-        if self.dry_run && (write || self.offline) {
+        if decision == Decision::Predict {
             if write {
                 let mut change = prepared.describe.clone();
                 if !self.offline {
@@ -800,15 +800,19 @@ impl RunCtx {
     /// `sleep("30m")`: a durable timer. A resumed run waits only for what is left.
     pub fn sleep(&self, text: &str, pos: Position) -> RhaiResult<()> {
         self.check_stop(pos)?;
+        self.check_params_declared(pos)?;
         let dur = Dur::parse(text)
             .map_err(|e| self.invalid(format!("sleep: {e}"), pos))?
             .0;
         let key = frames::next_call();
         let (path, seq) = key.clone();
         let describe = format!("wait {}", humantime::format_duration(dur));
-        let until_ms = match self.replay.calls.get(&key) {
-            Some(Call::Timer { fired: true, .. }) => {
-                self.consumed.lock().unwrap().insert(key);
+        let recorded = self.replay.calls.get(&key);
+        if recorded.is_some() {
+            self.consumed.lock().unwrap().insert(key.clone());
+        }
+        let until_ms = match replay::decide(recorded, Expected::Timer, self.mode(&path)) {
+            Decision::Replay(_) => {
                 self.report(Progress::ActionFinished {
                     step: path,
                     seq,
@@ -819,21 +823,9 @@ impl RunCtx {
                 });
                 return Ok(());
             }
-            _ if self.at_frontier(&path) => return Err(self.stop_with(Stop::Frontier, pos)),
-            Some(Call::Timer { until_ms, .. }) => {
-                self.consumed.lock().unwrap().insert(key);
-                *until_ms
-            }
-            Some(other) => {
-                return Err(self.mismatch(
-                    &key,
-                    other.kind(),
-                    format!("sleep(\"{text}\")"),
-                    String::new(),
-                    pos,
-                ));
-            }
-            None if self.dry_run => {
+            Decision::Frontier => return Err(self.stop_with(Stop::Frontier, pos)),
+            Decision::Resume(Resumed::Timer(until_ms)) => until_ms,
+            Decision::Predict => {
                 self.report(Progress::ActionFinished {
                     step: path,
                     seq,
@@ -844,7 +836,7 @@ impl RunCtx {
                 });
                 return Ok(());
             }
-            None => {
+            Decision::Fresh => {
                 let until_ms = journal::unix_ms() + dur.as_millis() as u64;
                 self.journal_or_stop(
                     Event::TimerStarted {
@@ -857,6 +849,15 @@ impl RunCtx {
                     pos,
                 )?;
                 until_ms
+            }
+            _ => {
+                return Err(self.mismatch(
+                    &key,
+                    recorded.map(Call::kind).unwrap_or_default(),
+                    format!("sleep(\"{text}\")"),
+                    String::new(),
+                    pos,
+                ));
             }
         };
         self.report(Progress::ActionStarted {
@@ -913,12 +914,12 @@ impl RunCtx {
         self.check_params_declared(pos)?;
         let key = frames::next_call();
         let (path, seq) = key.clone();
-        match self.replay.calls.get(&key) {
-            Some(Call::Approval {
-                approved_by: Some(by),
-                ..
-            }) => {
-                self.consumed.lock().unwrap().insert(key);
+        let recorded = self.replay.calls.get(&key);
+        if recorded.is_some() {
+            self.consumed.lock().unwrap().insert(key.clone());
+        }
+        match replay::decide(recorded, Expected::Approval, self.mode(&path)) {
+            Decision::Replay(Answer::ApprovedBy(by)) => {
                 self.report(Progress::Approval {
                     step: path,
                     message: message.into(),
@@ -926,20 +927,9 @@ impl RunCtx {
                 });
                 return Ok(true);
             }
-            _ if self.at_frontier(&path) => return Err(self.stop_with(Stop::Frontier, pos)),
-            Some(Call::Approval { .. }) => {
-                self.consumed.lock().unwrap().insert(key);
-            }
-            Some(other) => {
-                return Err(self.mismatch(
-                    &key,
-                    other.kind(),
-                    format!("approve(\"{message}\")"),
-                    String::new(),
-                    pos,
-                ));
-            }
-            None if self.dry_run => {
+            Decision::Frontier => return Err(self.stop_with(Stop::Frontier, pos)),
+            Decision::Resume(Resumed::Approval) => {}
+            Decision::Predict => {
                 self.plan.lock().unwrap().push(PlanEntry {
                     step: path.clone(),
                     action: "approve".into(),
@@ -952,7 +942,7 @@ impl RunCtx {
                 });
                 return Ok(true);
             }
-            None => {
+            Decision::Fresh => {
                 self.journal_or_stop(
                     Event::ApprovalRequested {
                         step: path.clone(),
@@ -962,6 +952,15 @@ impl RunCtx {
                     true,
                     pos,
                 )?;
+            }
+            _ => {
+                return Err(self.mismatch(
+                    &key,
+                    recorded.map(Call::kind).unwrap_or_default(),
+                    format!("approve(\"{message}\")"),
+                    String::new(),
+                    pos,
+                ));
             }
         }
         let (by, via) = if let Some(by) = &self.resume_approver {

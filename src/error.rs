@@ -31,20 +31,112 @@ impl fmt::Display for ScriptPos {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// What the operator does next. The engine says which; the command line spells it, with the
+/// store options the command was given (`flag`: " --store ...", " --state-dir ...", or "").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Paused at an approval.
+    Approve { run: String },
+    /// A non-idempotent action was in flight: run it again, or record that it took effect.
+    DecideInflight { run: String },
+    /// Interrupted: continue where it stopped.
+    Continue { run: String },
+    /// A mistake in the runbook: fix it, then resume.
+    FixRunbook { run: String },
+    /// A failure: fix the cause, then resume (`undo`: the run was undoing); `undoable` steps
+    /// declare an undo, offered as the other way.
+    FixCause {
+        run: String,
+        undo: bool,
+        undoable: usize,
+    },
+    /// Nothing was changed: run it again.
+    RunAgain,
+    /// A run left mid-way claims a lock: continue it, or give it up.
+    ResumeOrAbandon { run: String, paused: bool },
+}
+
+impl Next {
+    /// The hint as the operator reads it, commands spelled with `flag`.
+    pub fn render(&self, flag: &str) -> String {
+        match self {
+            Next::Approve { run } => format!("runbook resume {run} --approve{flag}"),
+            Next::DecideInflight { run } => format!(
+                "runbook resume {run} --retry-inflight{flag}   (run it again)\n      runbook resume {run} --skip-inflight{flag}    (it took effect; go on)"
+            ),
+            Next::Continue { run } => format!("runbook resume {run}{flag}"),
+            Next::FixRunbook { run } => {
+                format!("fix the runbook, then `runbook resume {run}{flag}`")
+            }
+            Next::FixCause {
+                run,
+                undo,
+                undoable,
+            } => {
+                let mut text = format!(
+                    "fix the cause, then `runbook resume {run}{}{flag}`: finished changes are not repeated, the failed step's checks run again",
+                    if *undo { " --undo" } else { "" }
+                );
+                if *undoable > 0 && !undo {
+                    text.push_str(&format!(
+                        "\n        or `runbook resume {run} --undo{flag}` runs the undo of the {undoable} finished step(s) that declare one"
+                    ));
+                }
+                text
+            }
+            Next::RunAgain => "nothing was changed; once the cause is fixed, run it again".into(),
+            Next::ResumeOrAbandon { run, paused } => format!(
+                "Continue it with `runbook resume {run}{}{flag}`, or, once you have checked the deployment, release it with `runbook abandon {run}{flag}`",
+                if *paused { " --approve" } else { "" }
+            ),
+        }
+    }
+}
+
+/// A lock claimed by a run that stopped mid-way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub lock: String,
+    pub run: String,
+    pub runbook: String,
+    pub operator: String,
+    pub host: String,
+    /// How the run stands: "paused at step 'approval'", "failed at step 'promote'".
+    pub standing: String,
+}
+
+impl fmt::Display for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the lock '{}' is claimed by run {} ({}, by {} on {}), which is {}: it may have left the deployment mid-way",
+            self.lock, self.run, self.runbook, self.operator, self.host, self.standing
+        )
+    }
+}
+
+/// The stable code of a replay mismatch, listed in the README.
+pub const REPLAY_MISMATCH: &str = "RB-REPLAY-001";
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Bad command-line use.
     #[error("{0}")]
     Usage(String),
 
-    /// A script that does not compile or fails lint.
+    /// A script that does not compile or fails lint, or a mistake found while running.
     #[error("{message}")]
     Script {
         message: String,
-        pos: Option<ScriptPos>,
+        pos: Option<Box<ScriptPos>>,
         /// The offending source line, drawn under the message.
         source_line: Option<String>,
+        next: Option<Next>,
     },
+
+    /// On resume, the script no longer does what the journal recorded: nothing was run.
+    #[error("{message}")]
+    ReplayMismatch { message: String },
 
     /// The inventory file or a value in it.
     #[error("inventory {path}: {message}")]
@@ -61,24 +153,29 @@ pub enum Error {
     #[error("no run with id '{0}' in {1}; `runbook runs` lists the runs")]
     UnknownRun(String, String),
 
-    /// Another run holds the lock.
+    /// A live process holds the lock.
     #[error("{0}")]
     Locked(String),
 
-    /// The run needs a decision (approval, in-flight action) and was paused.
+    /// A run that stopped mid-way claims the lock.
     #[error("{0}")]
-    Paused(String),
+    Claimed(Box<Claim>),
+
+    /// The run needs a decision (approval, in-flight action) and was paused.
+    #[error("{reason}")]
+    Paused { reason: String, next: Next },
 
     /// The run stopped on Ctrl-C / SIGTERM and can be resumed.
-    #[error("{0}")]
-    Interrupted(String),
+    #[error("{message}")]
+    Interrupted { message: String, next: Next },
 
     /// The run failed.
     #[error("{message}")]
     RunFailed {
         message: String,
-        pos: Option<ScriptPos>,
+        pos: Option<Box<ScriptPos>>,
         source_line: Option<String>,
+        next: Option<Next>,
     },
 
     #[error("{0}")]
@@ -97,10 +194,11 @@ impl Error {
             | Error::Inventory { .. }
             | Error::Param(_)
             | Error::Journal { .. }
+            | Error::ReplayMismatch { .. }
             | Error::UnknownRun(..) => exit::INVALID_INPUT,
-            Error::Locked(_) => exit::LOCKED,
-            Error::Paused(_) => exit::PAUSED,
-            Error::Interrupted(_) => exit::INTERRUPTED,
+            Error::Locked(_) | Error::Claimed(_) => exit::LOCKED,
+            Error::Paused { .. } => exit::PAUSED,
+            Error::Interrupted { .. } => exit::INTERRUPTED,
             Error::RunFailed { .. } | Error::Io(_) => exit::RUN_FAILED,
             Error::ClosedOutput => exit::SUCCESS,
         }
@@ -117,9 +215,19 @@ impl Error {
         };
         Error::Script {
             message: message.into(),
-            pos,
+            pos: pos.map(Box::new),
             source_line,
+            next: None,
         }
+    }
+
+    /// The same error with a next step for the operator.
+    pub fn with_next(mut self, then: Option<Next>) -> Self {
+        match &mut self {
+            Error::Script { next, .. } | Error::RunFailed { next, .. } => *next = then,
+            _ => {}
+        }
+        self
     }
 
     pub fn run_failed(
@@ -132,33 +240,33 @@ impl Error {
                 message,
                 pos,
                 source_line,
+                next,
             } => Error::RunFailed {
                 message,
                 pos,
                 source_line,
+                next,
             },
             other => other,
         }
     }
 
-    /// The full message as printed on stderr, with the script line drawn under it.
-    pub fn render(&self) -> String {
+    /// The full message as printed on stderr, with the script line drawn under it and the next
+    /// step last, its commands spelled with `flag` (the store options the command was given).
+    pub fn render(&self, flag: &str) -> String {
         match self {
             Error::Script {
                 message,
                 pos,
                 source_line,
+                next,
             }
             | Error::RunFailed {
                 message,
                 pos,
                 source_line,
+                next,
             } => {
-                // A hint ("next: ...") goes below the drawing.
-                let (message, hint) = match message.split_once("\n  next: ") {
-                    Some((m, h)) => (m, Some(h)),
-                    None => (message.as_str(), None),
-                };
                 let mut out = format!("error: {message}");
                 if let Some(pos) = pos {
                     out.push_str(&format!("\n  --> {pos}"));
@@ -171,13 +279,29 @@ impl Error {
                         }
                     }
                 }
-                if let Some(h) = hint {
-                    out.push_str(&format!("\n  next: {h}"));
+                if let Some(n) = next {
+                    out.push_str(&format!("\n  next: {}", n.render(flag)));
                 }
                 out
             }
-            Error::Paused(m) => format!("paused: {m}"),
-            Error::Interrupted(m) => format!("interrupted: {m}"),
+            Error::ReplayMismatch { message } => format!("error[{REPLAY_MISMATCH}]: {message}"),
+            Error::Claimed(claim) => format!(
+                "error: {claim}. {}",
+                Next::ResumeOrAbandon {
+                    run: claim.run.clone(),
+                    paused: claim.standing.starts_with("paused"),
+                }
+                .render(flag)
+            ),
+            Error::Paused { reason, next } => {
+                format!("paused: {reason}\n  next: {}", next.render(flag))
+            }
+            Error::Interrupted { message, next } => {
+                format!(
+                    "interrupted: {message}; continue with: {}",
+                    next.render(flag)
+                )
+            }
             other => format!("error: {other}"),
         }
     }

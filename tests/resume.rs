@@ -140,7 +140,8 @@ fn a_changed_script_is_refused_with_a_diff() {
     let ran = t.exec(&["resume", &run, "--approve"]);
     assert_eq!(ran.code, 2, "{}", ran.all());
     assert!(
-        ran.stderr.contains("no longer matches what run"),
+        ran.stderr
+            .contains("error[RB-REPLAY-001]: the runbook no longer matches what run"),
         "{}",
         ran.stderr
     );

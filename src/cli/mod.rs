@@ -43,11 +43,45 @@ pub fn main_entry() -> i32 {
         }
     };
     let redactor = crate::secret::Redactor::default();
-    match subcommand::dispatch(args, &redactor) {
+    let flag = store_flag(&args);
+    match subcommand::dispatch(args, &redactor, &flag) {
         Ok(()) | Err(Error::ClosedOutput) => exit::SUCCESS,
         Err(e) => {
-            eprintln!("{}", redactor.redact(&e.render()));
+            eprintln!("{}", redactor.redact(&e.render(&flag)));
             e.exit_code()
+        }
+    }
+}
+
+/// The store options this command was given, as they must be repeated in a command it
+/// suggests (`runbook resume RUN --store ...`), so the command works when pasted; empty when
+/// they come from the environment or are the default.
+fn store_flag(args: &Arguments) -> String {
+    fn quoted(s: &str) -> String {
+        if !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:@=%+,".contains(c))
+        {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    }
+    let from_env = |name: &str, value: &str| std::env::var(name).is_ok_and(|v| v == value);
+    match &args.store {
+        Some(url) if from_env("RUNBOOK_STORE", url) => String::new(),
+        // The password stays out: `***` marks where it goes (or set PGPASSWORD).
+        Some(url) => format!(
+            " --store {}",
+            quoted(&crate::secret::mask_url_passwords(url))
+        ),
+        None => {
+            let dir = args.state_dir.to_string_lossy();
+            if dir == ".runbook" || from_env("RUNBOOK_STATE_DIR", &dir) {
+                String::new()
+            } else {
+                format!(" --state-dir {}", quoted(&dir))
+            }
         }
     }
 }

@@ -16,8 +16,9 @@ use crate::report::{human_ms, JsonReporter, PlainReporter, Reporter, TtyReporter
 use crate::runner::{self, Env, Inflight, Operator, ResumeRequest, RunRequest};
 use crate::secret::Redactor;
 
-pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
-    let store_flag = store_flag(&args);
+/// `store_flag`: the store options this command was given, spelled into every command a next
+/// step names (see `store_flag`).
+pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Result<(), Error> {
     let store: Arc<dyn Store> = match &args.store {
         Some(url) => {
             let (store, password) = PgStore::open(url)?;
@@ -39,7 +40,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
             output,
         } => {
             let vars = parse_vars(&vars)?;
-            let env = env(store, store_flag.clone(), output, redactor)?;
+            let env = env(store, store_flag, output, redactor)?;
             let (rt, env) = env;
             let result = runner::run(
                 &env,
@@ -71,7 +72,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor) -> Result<(), Error> {
             } else {
                 None
             };
-            let (rt, env) = env(store, store_flag.clone(), output, redactor)?;
+            let (rt, env) = env(store, store_flag, output, redactor)?;
             let result = runner::resume(
                 &env,
                 ResumeRequest {
@@ -124,11 +125,12 @@ fn parse_vars(vars: &[String]) -> Result<BTreeMap<String, String>, Error> {
     Ok(out)
 }
 
-fn reporter(output: Output, redactor: &Redactor) -> Arc<dyn Reporter> {
+fn reporter(output: Output, redactor: &Redactor, store_flag: &str) -> Arc<dyn Reporter> {
     match output {
         Output::Json => Arc::new(JsonReporter::new(
             Box::new(std::io::stdout()),
             redactor.clone(),
+            store_flag.to_string(),
         )),
         Output::Text if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() => {
             Arc::new(TtyReporter::new(redactor.clone()))
@@ -161,41 +163,9 @@ fn install_signals(cancel: Arc<AtomicBool>) {
     });
 }
 
-/// The option a pasted `runbook resume` needs to find the run: none when the store is the
-/// default or comes from the environment (which the operator's shell still has).
-fn store_flag(args: &Arguments) -> String {
-    fn quoted(s: &str) -> String {
-        if !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./:@=%+,".contains(c))
-        {
-            s.to_string()
-        } else {
-            format!("'{}'", s.replace('\'', r"'\''"))
-        }
-    }
-    let from_env = |name: &str, value: &str| std::env::var(name).is_ok_and(|v| v == value);
-    match &args.store {
-        Some(url) if from_env("RUNBOOK_STORE", url) => String::new(),
-        // The password stays out: `***` marks where it goes (or set PGPASSWORD).
-        Some(url) => format!(
-            " --store {}",
-            quoted(&crate::secret::mask_url_passwords(url))
-        ),
-        None => {
-            let dir = args.state_dir.to_string_lossy();
-            if dir == ".runbook" || from_env("RUNBOOK_STATE_DIR", &dir) {
-                String::new()
-            } else {
-                format!(" --state-dir {}", quoted(&dir))
-            }
-        }
-    }
-}
-
 fn env(
     store: Arc<dyn Store>,
-    store_flag: String,
+    store_flag: &str,
     output: Output,
     redactor: &Redactor,
 ) -> Result<(tokio::runtime::Runtime, Env), Error> {
@@ -208,12 +178,11 @@ fn env(
     install_signals(cancel.clone());
     let env = Env {
         store,
-        reporter: reporter(output, redactor),
+        reporter: reporter(output, redactor, store_flag),
         redactor: redactor.clone(),
         cancel,
         operator: Operator::current(),
         rt: rt.handle().clone(),
-        store_flag,
     };
     Ok((rt, env))
 }
@@ -226,7 +195,7 @@ fn check(files: &[std::path::PathBuf]) -> Result<(), Error> {
             Err(problems) => {
                 failed += 1;
                 for p in &problems {
-                    eprintln!("{}", p.render());
+                    eprintln!("{}", p.render(""));
                 }
             }
         }
@@ -252,25 +221,32 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
     };
     let mut rows = Vec::new();
     for id in ids {
-        let summary = match store.read(&id) {
-            Ok(loaded) => runner::summarize(&id, &loaded.records),
-            Err(e) => runner::RunSummary {
-                run_id: id.clone(),
-                runbook: String::new(),
-                status: format!("unreadable: {e}"),
-                started: String::new(),
-                last_step: String::new(),
-                operator: String::new(),
-                ended: None,
-            },
+        let (summary, status) = match store.read(&id) {
+            Ok(loaded) => {
+                let s = runner::summarize(&id, &loaded.records);
+                let status = s.status.to_string();
+                (s, status)
+            }
+            Err(e) => (
+                runner::RunSummary {
+                    run_id: id.clone(),
+                    runbook: String::new(),
+                    status: crate::journal::RunStatus::Unknown,
+                    started: String::new(),
+                    last_step: String::new(),
+                    operator: String::new(),
+                    ended: None,
+                },
+                format!("unreadable: {e}"),
+            ),
         };
-        rows.push(summary);
+        rows.push((summary, status));
     }
     if json {
-        for s in rows {
+        for (s, status) in rows {
             say!(
                 "{}",
-                json!({"run_id": s.run_id, "runbook": s.runbook, "status": s.status, "started": s.started, "last_step": s.last_step, "operator": s.operator, "ended": s.ended, "claims": claimed_by(&s.run_id)})
+                json!({"run_id": s.run_id, "runbook": s.runbook, "status": status, "started": s.started, "last_step": s.last_step, "operator": s.operator, "ended": s.ended, "claims": claimed_by(&s.run_id)})
             );
         }
         return Ok(());
@@ -286,7 +262,7 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
         "STARTED",
         "RUNBOOK"
     );
-    for s in rows {
+    for (s, status) in rows {
         let runbook = std::path::Path::new(&s.runbook)
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -301,7 +277,7 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
         say!(
             "{:<20} {:<12} {:<20} {:<32} {}",
             s.run_id,
-            s.status,
+            status,
             started,
             runbook,
             last

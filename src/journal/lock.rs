@@ -63,36 +63,30 @@ impl LockGuard {
 /// interrupted, or it stopped (failed, or cut off) after starting a change. Returns how it
 /// stands ("paused at step 'approval'") when it does.
 pub fn claim_of(records: &[Record]) -> Option<String> {
-    let mut status = "running";
+    let status = super::RunStatus::of(records);
     let mut wrote = false;
     let mut last_step = String::new();
     for r in records {
         match &r.event {
-            Event::RunStarted { .. } | Event::RunResumed { .. } => status = "running",
             Event::StepStarted { step } => last_step = super::show_path(step),
             Event::ActionStarted {
                 write: true,
                 notice: false,
                 ..
             } => wrote = true,
-            Event::RunFinished { .. } => status = "finished",
-            Event::RunUndone { .. } => status = "undone",
-            Event::RunAbandoned { .. } => status = "abandoned",
-            Event::RunFailed { .. } => status = "failed",
-            Event::RunPaused { .. } => status = "paused",
-            Event::RunInterrupted { .. } => status = "interrupted",
             _ => {}
         }
     }
+    use super::RunStatus::*;
     let holds = match status {
-        "paused" | "interrupted" => true,
-        "failed" | "running" => wrote,
+        Paused | Interrupted => true,
+        Failed | Running => wrote,
         _ => false,
     };
-    let status = if status == "running" {
+    let status = if status == Running {
         "cut off"
     } else {
-        status
+        status.as_str()
     };
     holds.then(|| {
         if last_step.is_empty() {
@@ -105,13 +99,7 @@ pub fn claim_of(records: &[Record]) -> Option<String> {
 
 /// Takes the lock `name` for `holder`'s run: refused while a live process holds it, or while
 /// another run that has not ended claims it. Resuming the claiming run is what continues it.
-/// `flag` is added to the commands the refusal suggests (" --store ...").
-pub fn take(
-    store: &dyn Store,
-    name: &str,
-    holder: &LockHolder,
-    flag: &str,
-) -> Result<LockGuard, Error> {
+pub fn take(store: &dyn Store, name: &str, holder: &LockHolder) -> Result<LockGuard, Error> {
     let mut guard = store.lock(name)?;
     if let Some(prev) = guard.previous.clone() {
         if prev.run_id != holder.run_id {
@@ -121,7 +109,7 @@ pub fn take(
                 Err(_) => None,
             };
             if let Some(standing) = standing {
-                return Err(claimed(name, &prev, &standing, flag));
+                return Err(claimed(name, &prev, &standing));
             }
             guard.took_over = Some(prev);
         } else if prev.pid != holder.pid || prev.host != holder.host {
@@ -132,18 +120,16 @@ pub fn take(
     Ok(guard)
 }
 
-/// The message for a lock claimed by a run that has not ended.
-fn claimed(name: &str, prev: &LockHolder, standing: &str, flag: &str) -> Error {
-    let resume = if standing.starts_with("paused") {
-        format!("runbook resume {} --approve{flag}", prev.run_id)
-    } else {
-        format!("runbook resume {}{flag}", prev.run_id)
-    };
-    Error::Locked(format!(
-        "the lock '{name}' is claimed by run {} ({}, by {} on {}), which is {standing}: it may have left the deployment mid-way. \
-         Continue it with `{resume}`, or, once you have checked the deployment, release it with `runbook abandon {}{flag}`",
-        prev.run_id, prev.runbook, prev.operator, prev.host, prev.run_id
-    ))
+/// The refusal for a lock claimed by a run that has not ended.
+fn claimed(name: &str, prev: &LockHolder, standing: &str) -> Error {
+    Error::Claimed(Box::new(crate::error::Claim {
+        lock: name.to_string(),
+        run: prev.run_id.clone(),
+        runbook: prev.runbook.clone(),
+        operator: prev.operator.clone(),
+        host: prev.host.clone(),
+        standing: standing.to_string(),
+    }))
 }
 
 /// The lock's file name.

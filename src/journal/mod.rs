@@ -150,6 +150,86 @@ pub enum Event {
     },
 }
 
+/// How a run stands, as its journal shows it (and, for one without an end, its process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// No end recorded and its process alive (or on another host).
+    Running,
+    /// No end recorded and its process gone: killed, or the host lost.
+    Crashed,
+    Paused,
+    Interrupted,
+    Failed,
+    /// A resume refused before running anything (the script no longer matches the journal).
+    Refused,
+    Finished,
+    /// A dry-run ended (never journaled).
+    FinishedDryRun,
+    Undone,
+    Abandoned,
+    /// A journal without a start record.
+    Unknown,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Crashed => "crashed",
+            RunStatus::Paused => "paused",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Failed => "failed",
+            RunStatus::Refused => "refused",
+            RunStatus::Finished => "finished",
+            RunStatus::FinishedDryRun => "finished (dry-run)",
+            RunStatus::Undone => "undone",
+            RunStatus::Abandoned => "abandoned",
+            RunStatus::Unknown => "unknown",
+        }
+    }
+
+    /// Over for good: nothing to resume, nothing claimed.
+    pub fn is_over(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Finished
+                | RunStatus::FinishedDryRun
+                | RunStatus::Undone
+                | RunStatus::Abandoned
+        )
+    }
+
+    /// The status the journal's own records give (without looking at processes).
+    pub fn of(records: &[Record]) -> RunStatus {
+        let mut status = RunStatus::Unknown;
+        for r in records {
+            status = match &r.event {
+                Event::RunStarted { .. } | Event::RunResumed { .. } => RunStatus::Running,
+                Event::RunFinished { .. } => RunStatus::Finished,
+                Event::RunUndone { .. } => RunStatus::Undone,
+                Event::RunAbandoned { .. } => RunStatus::Abandoned,
+                Event::RunFailed { .. } => RunStatus::Failed,
+                Event::RunPaused { .. } => RunStatus::Paused,
+                Event::RunInterrupted { .. } => RunStatus::Interrupted,
+                _ => continue,
+            };
+        }
+        status
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl Serialize for RunStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// One journal line.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Record {

@@ -11,7 +11,8 @@ pub use json::JsonReporter;
 pub use plain::PlainReporter;
 pub use tty::TtyReporter;
 
-use crate::journal::StepPath;
+use crate::error::Next;
+use crate::journal::{RunStatus, StepPath};
 
 /// A change a dry-run would make.
 #[derive(Debug, Clone, Serialize)]
@@ -103,10 +104,12 @@ pub enum Progress {
     },
     RunEnded {
         run_id: Option<String>,
-        status: &'static str,
+        status: RunStatus,
         elapsed_ms: u64,
         message: Option<String>,
-        next: Option<String>,
+        /// Spelled by the reporter, with the command line's store options.
+        #[serde(skip)]
+        next: Option<Next>,
     },
 }
 
@@ -157,21 +160,13 @@ pub(crate) fn plan_text(entries: &[PlanEntry]) -> String {
 
 /// The last line of a run. Details of a failure or pause go to stderr with the error, so
 /// they are not repeated here.
-pub(crate) fn ended_text(
-    status: &str,
-    elapsed_ms: u64,
-    message: &Option<String>,
-    next: &Option<String>,
-) -> String {
+pub(crate) fn ended_text(status: RunStatus, elapsed_ms: u64, message: &Option<String>) -> String {
     let mut out = format!("run {status} after {}", human_ms(elapsed_ms));
-    if !status.starts_with("finished") {
+    if !matches!(status, RunStatus::Finished | RunStatus::FinishedDryRun) {
         return out;
     }
     if let Some(m) = message {
         out.push_str(&format!(": {m}"));
-    }
-    if let Some(n) = next {
-        out.push_str(&format!("\nnext: {n}"));
     }
     out
 }

@@ -147,9 +147,8 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
             status,
             elapsed_ms,
             message,
-            next,
             ..
-        } => ended_text(status, *elapsed_ms, message, next),
+        } => ended_text(*status, *elapsed_ms, message),
     })
 }
 

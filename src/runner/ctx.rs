@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::frames::{self, Frame};
 use super::replay::{self, Answer, Call, Decision, Expected, Key, Outcome, Replay, Resumed};
 use crate::action::{Cx, Dur, DynAction, Effect, ErrorKind, Idempotency};
-use crate::error::Error;
+use crate::error::{Error, Next};
 use crate::journal::{self, show_path, Event, JournalWriter, LockGuard, Record, StepPath, Store};
 use crate::report::{PlanEntry, Progress, Reporter};
 use crate::secret::Redactor;
@@ -24,15 +24,16 @@ pub type RhaiResult<T = Dynamic> = Result<T, Box<EvalAltResult>>;
 #[derive(Debug, Clone)]
 pub enum Stop {
     /// Waiting for a person: approval, or a decision on an in-flight action.
-    Paused { reason: String, next: String },
+    Paused { reason: String, next: Next },
     /// Ctrl-C or SIGTERM.
     Interrupted,
     /// The script does not match the journal.
     Mismatch(String),
     /// With `resume --undo`: the replay reached the point where the run stopped.
     Frontier,
-    /// Bad input found while running (parameters, a lock).
-    Fatal(String, StopKind),
+    /// Refused while running (parameters, a lock, a journal that cannot be written): the
+    /// run ends with this error.
+    Refused(Error),
     /// A mistake in the script found while running: a field of the wrong type, a missing
     /// inventory key. Exit code 2; the run can be resumed once the script is fixed.
     Invalid {
@@ -42,13 +43,6 @@ pub enum Stop {
         /// The module the mistake is in, when it is not the runbook.
         source: Option<String>,
     },
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum StopKind {
-    Param,
-    Locked,
-    Other,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +88,6 @@ pub struct RunCtx {
     stop: Mutex<Option<Stop>>,
     pub plan: Mutex<Vec<PlanEntry>>,
     pub vars: BTreeMap<String, String>,
-    /// Added to every `runbook resume` hint: the store option when it is not the default
-    /// (" --store postgres://…", " --state-dir DIR"), so the command works when pasted.
-    pub store_flag: String,
     pub params_declared: AtomicBool,
     pub engine: OnceLock<Arc<rhai::Engine>>,
     pub store: Option<Arc<dyn Store>>,
@@ -171,9 +162,6 @@ pub struct CtxInit {
     pub redactor: Redactor,
     pub cancel: Arc<AtomicBool>,
     pub vars: BTreeMap<String, String>,
-    /// Added to every `runbook resume` hint: the store option when it is not the default
-    /// (" --store postgres://…", " --state-dir DIR"), so the command works when pasted.
-    pub store_flag: String,
     pub store: Option<Arc<dyn Store>>,
 }
 
@@ -223,7 +211,6 @@ impl RunCtx {
             stop: Mutex::new(None),
             plan: Mutex::default(),
             vars: init.vars,
-            store_flag: init.store_flag,
             params_declared: AtomicBool::new(false),
             engine: OnceLock::new(),
             store: init.store,
@@ -286,7 +273,7 @@ impl RunCtx {
 
     fn journal_or_stop(&self, event: Event, sync: bool, pos: Position) -> RhaiResult<()> {
         self.journal(event, sync).map_err(|e| {
-            self.set_stop(Stop::Fatal(e.to_string(), StopKind::Other));
+            self.set_stop(Stop::Refused(e));
             terminated(pos)
         })
     }
@@ -359,13 +346,10 @@ impl RunCtx {
         if !self.vars.is_empty() && !self.params_declared.load(Ordering::SeqCst) {
             let names: Vec<_> = self.vars.keys().map(|k| format!("--var {k}")).collect();
             return Err(self.stop_with(
-                Stop::Fatal(
-                    format!(
-                        "{} given, but the runbook has not declared it with params(#{{..}}) before its first step",
-                        names.join(", ")
-                    ),
-                    StopKind::Param,
-                ),
+                Stop::Refused(Error::Param(format!(
+                    "invalid parameters:\n  {} given, but the runbook has not declared it with params(#{{..}}) before its first step",
+                    names.join(", ")
+                ))),
                 pos,
             ));
         }
@@ -516,10 +500,7 @@ impl RunCtx {
                             prepared.describe,
                             show_path(&path)
                         ),
-                        next: format!(
-                            "runbook resume {run} --retry-inflight{f}   (run it again)\n      runbook resume {run} --skip-inflight{f}    (it took effect; go on)",
-                            f = self.store_flag
-                        ),
+                        next: Next::DecideInflight { run },
                     },
                     pos,
                 ));
@@ -994,7 +975,7 @@ impl RunCtx {
                     return Err(self.stop_with(
                         Stop::Paused {
                             reason: format!("waiting for approval: \"{message}\""),
-                            next: format!("runbook resume {run} --approve{}", self.store_flag),
+                            next: Next::Approve { run },
                         },
                         pos,
                     ));

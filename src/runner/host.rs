@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
 
-use super::ctx::{RhaiResult, RunCtx, Stop, StopKind};
+use super::ctx::{RhaiResult, RunCtx, Stop};
 use super::frames;
 use crate::action::{DynAction, Registry};
 use crate::journal::LockHolder;
@@ -96,19 +96,13 @@ impl Host for RunCtx {
             pid: std::process::id(),
             since: crate::journal::timestamp(),
         };
-        match super::take_lock(
-            store.as_ref(),
-            self.reporter.as_ref(),
-            name,
-            &holder,
-            &self.store_flag,
-        ) {
+        match super::take_lock(store.as_ref(), self.reporter.as_ref(), name, &holder) {
             Ok(guard) => {
                 self.locks.lock().unwrap().push(guard);
                 Ok(())
             }
             Err(e) => {
-                self.set_stop(Stop::Fatal(e.to_string(), StopKind::Locked));
+                self.set_stop(Stop::Refused(e));
                 Err(Box::new(EvalAltResult::ErrorTerminated(Dynamic::UNIT, pos)))
             }
         }
@@ -122,7 +116,10 @@ impl Host for RunCtx {
             )));
         }
         crate::script::resolve_params(&decls, &self.vars).map_err(|problems| {
-            self.set_stop(Stop::Fatal(problems.join("\n  "), StopKind::Param));
+            self.set_stop(Stop::Refused(crate::error::Error::Param(format!(
+                "invalid parameters:\n  {}",
+                problems.join("\n  ")
+            ))));
             Box::new(EvalAltResult::ErrorTerminated(Dynamic::UNIT, pos))
         })
     }

@@ -16,12 +16,12 @@ use std::time::Instant;
 use rhai::{Dynamic, EvalAltResult};
 use sha2::{Digest, Sha256};
 
-pub use ctx::{CtxInit, Inflight, JournalInit, RunCtx, Stop, StopKind};
+pub use ctx::{CtxInit, Inflight, JournalInit, RunCtx, Stop};
 pub use frames::set_source;
 
-use crate::error::Error;
+use crate::error::{Error, Next};
 use crate::inventory::Inventory;
-use crate::journal::{self, show_path, Event, LockHolder, Record, Store};
+use crate::journal::{self, show_path, Event, LockHolder, Record, RunStatus, Store};
 use crate::report::{Progress, Reporter};
 use crate::secret::Redactor;
 
@@ -80,8 +80,6 @@ pub struct Env {
     pub cancel: Arc<AtomicBool>,
     pub operator: Operator,
     pub rt: tokio::runtime::Handle,
-    /// See `RunCtx::store_flag`.
-    pub store_flag: String,
 }
 
 pub struct RunRequest {
@@ -146,9 +144,8 @@ pub fn take_lock(
     reporter: &dyn Reporter,
     name: &str,
     holder: &LockHolder,
-    flag: &str,
 ) -> Result<journal::LockGuard, Error> {
-    let guard = journal::take_lock(store, name, holder, flag)?;
+    let guard = journal::take_lock(store, name, holder)?;
     if let Some(old) = &guard.took_over {
         if old.run_id != holder.run_id {
             reporter.report(&Progress::Warning {
@@ -217,7 +214,6 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
             env.reporter.as_ref(),
             &name,
             &holder(id, &file, &env.operator),
-            &env.store_flag,
         )?);
     }
 
@@ -266,7 +262,6 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         redactor: env.redactor.clone(),
         cancel: env.cancel.clone(),
         vars: req.vars.clone(),
-        store_flag: env.store_flag.clone(),
         store: Some(env.store.clone()),
     }));
     ctx.locks.lock().unwrap().extend(locks);
@@ -309,7 +304,7 @@ fn base_dir(script: &Path) -> PathBuf {
 pub struct RunSummary {
     pub run_id: String,
     pub runbook: String,
-    pub status: String,
+    pub status: RunStatus,
     pub started: String,
     pub last_step: String,
     pub operator: String,
@@ -320,7 +315,7 @@ pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
     let mut s = RunSummary {
         run_id: run_id.into(),
         runbook: String::new(),
-        status: "unknown".into(),
+        status: RunStatus::of(records),
         started: String::new(),
         last_step: String::new(),
         operator: String::new(),
@@ -340,45 +335,32 @@ pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
                 s.runbook = runbook.clone();
                 s.started = rec.at.clone();
                 s.operator = operator.clone();
-                s.status = "running".into();
                 pid = *p;
                 host = h.clone();
+                s.ended = None;
             }
             Event::RunResumed {
                 pid: p, host: h, ..
             } => {
-                s.status = "running".into();
                 pid = *p;
                 host = h.clone();
                 s.ended = None;
             }
             Event::StepStarted { step } => s.last_step = show_path(step),
-            Event::RunFinished { .. } => {
-                (s.status, s.ended) = ("finished".into(), Some(rec.at.clone()))
-            }
-            Event::RunUndone { .. } => {
-                (s.status, s.ended) = ("undone".into(), Some(rec.at.clone()))
-            }
-            Event::RunAbandoned { .. } => {
-                (s.status, s.ended) = ("abandoned".into(), Some(rec.at.clone()))
-            }
-            Event::RunFailed { .. } => {
-                (s.status, s.ended) = ("failed".into(), Some(rec.at.clone()))
-            }
-            Event::RunPaused { .. } => {
-                (s.status, s.ended) = ("paused".into(), Some(rec.at.clone()))
-            }
-            Event::RunInterrupted { .. } => {
-                (s.status, s.ended) = ("interrupted".into(), Some(rec.at.clone()))
-            }
+            Event::RunFinished { .. }
+            | Event::RunUndone { .. }
+            | Event::RunFailed { .. }
+            | Event::RunPaused { .. }
+            | Event::RunInterrupted { .. }
+            | Event::RunAbandoned { .. } => s.ended = Some(rec.at.clone()),
             _ => {}
         }
     }
-    if s.status == "running" {
+    if s.status == RunStatus::Running {
         let here = Operator::current().host;
         let alive = host == here && pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0;
         if !alive && host == here {
-            s.status = "crashed".into();
+            s.status = RunStatus::Crashed;
         }
     }
     s
@@ -394,7 +376,7 @@ pub fn abandon(
 ) -> Result<String, Error> {
     let loaded = store.read(run_id)?;
     let summary = summarize(run_id, &loaded.records);
-    if matches!(summary.status.as_str(), "finished" | "undone" | "abandoned") {
+    if summary.status.is_over() {
         return Err(Error::Usage(format!(
             "run {run_id} already {} ({}); there is nothing to abandon",
             summary.status,
@@ -482,8 +464,8 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         });
     };
     let summary = summarize(&req.run_id, &loaded.records);
-    match summary.status.as_str() {
-        "finished" | "undone" | "abandoned" => {
+    match summary.status {
+        status if status.is_over() => {
             return Err(Error::Usage(format!(
                 "run {} already {} ({}); there is nothing to resume. `runbook run {runbook}` starts a new run",
                 req.run_id,
@@ -491,9 +473,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
                 summary.ended.unwrap_or_default()
             )))
         }
-        "running" => {
-            // The lock below names the holder; this covers a run on another host.
-        }
+        // A run still running (perhaps on another host) is refused by its lock below.
         _ => {}
     }
 
@@ -526,7 +506,6 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         env.reporter.as_ref(),
         &name,
         &holder(&req.run_id, &runbook, &env.operator),
-        &env.store_flag,
     )?;
     let writer = env.store.append_to(&req.run_id)?;
 
@@ -595,7 +574,6 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         redactor: env.redactor.clone(),
         cancel: env.cancel.clone(),
         vars,
-        store_flag: env.store_flag.clone(),
         store: Some(env.store.clone()),
     }));
     ctx.locks.lock().unwrap().push(guard);
@@ -698,9 +676,6 @@ fn execute(
     }
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let run_id = ctx.run_id.clone();
-    let resume_cmd = run_id
-        .as_ref()
-        .map(|id| format!("runbook resume {id}{}", ctx.store_flag));
     let outcome = match result {
         Ok(()) => {
             ctx.journal(Event::RunFinished { elapsed_ms }, true)?;
@@ -719,9 +694,9 @@ fn execute(
                 });
             }
             let status = if ctx.dry_run {
-                "finished (dry-run)"
+                RunStatus::FinishedDryRun
             } else {
-                "finished"
+                RunStatus::Finished
             };
             ctx.report(Progress::RunEnded {
                 run_id,
@@ -738,7 +713,7 @@ fn execute(
             file,
             source,
             elapsed_ms,
-            resume_cmd,
+            false,
             script_change,
         )),
     };
@@ -752,16 +727,19 @@ fn execute(
     outcome
 }
 
+/// Records and reports how a run stopped, and returns the error the operator sees, with what
+/// to do next. `undoing`: the run was running its undo closures (`resume --undo`).
 fn ended_with(
     ctx: &Arc<RunCtx>,
     e: &EvalAltResult,
     file: &str,
     source: &str,
     elapsed_ms: u64,
-    resume_cmd: Option<String>,
+    undoing: bool,
     script_change: Option<String>,
 ) -> Error {
     let run_id = ctx.run_id.clone();
+    let run = run_id.clone().unwrap_or_default();
     let stop = ctx
         .take_stop()
         .or_else(|| matches!(e, EvalAltResult::ErrorTerminated(..)).then_some(Stop::Interrupted));
@@ -775,12 +753,12 @@ fn ended_with(
             );
             ctx.report(Progress::RunEnded {
                 run_id,
-                status: "paused",
+                status: RunStatus::Paused,
                 elapsed_ms,
                 message: Some(reason.clone()),
                 next: Some(next.clone()),
             });
-            Error::Paused(format!("{reason}\n  next: {next}"))
+            Error::Paused { reason, next }
         }
         Some(Stop::Interrupted) => {
             let _ = ctx.journal(
@@ -790,22 +768,21 @@ fn ended_with(
                 true,
             );
             let message = "stopped after the current action".to_string();
+            let next = Next::Continue { run };
             ctx.report(Progress::RunEnded {
                 run_id,
-                status: "interrupted",
+                status: RunStatus::Interrupted,
                 elapsed_ms,
                 message: Some(message.clone()),
-                next: resume_cmd.clone(),
+                next: Some(next.clone()),
             });
-            Error::Interrupted(format!(
-                "{message}; continue with: {}",
-                resume_cmd.unwrap_or_default()
-            ))
+            Error::Interrupted { message, next }
         }
         Some(Stop::Frontier) => Error::RunFailed {
             message: "the replay stopped where the run had stopped, outside resume --undo".into(),
             pos: None,
             source_line: None,
+            next: None,
         },
         Some(Stop::Mismatch(message)) => {
             let change = script_change
@@ -816,23 +793,18 @@ fn ended_with(
                     )
                 })
                 .unwrap_or_default();
-            let run = run_id.clone().unwrap_or_default();
             let message = format!(
                 "{message}{change}\nresume stopped before running that call. Restore the runbook (the original is kept as \
                  .runbook/runs/{run}/runbook.rhai) and resume again, or start a new run"
             );
             ctx.report(Progress::RunEnded {
                 run_id,
-                status: "refused",
+                status: RunStatus::Refused,
                 elapsed_ms,
                 message: None,
                 next: None,
             });
-            Error::Script {
-                message,
-                pos: None,
-                source_line: None,
-            }
+            Error::ReplayMismatch { message }
         }
         Some(Stop::Invalid {
             message,
@@ -851,48 +823,31 @@ fn ended_with(
                 );
             }
             ctx.report(Progress::RunEnded {
-                run_id,
-                status: "failed",
+                run_id: run_id.clone(),
+                status: RunStatus::Failed,
                 elapsed_ms,
                 message: Some(message.clone()),
                 next: None,
             });
-            let hint = match (&resume_cmd, ctx.journal_started()) {
-                (Some(cmd), true) => format!("\n  next: fix the runbook, then `{cmd}`"),
-                _ => String::new(),
-            };
+            let next =
+                (run_id.is_some() && ctx.journal_started()).then_some(Next::FixRunbook { run });
             match module.filter(|m| m != file) {
-                Some(m) => Error::script(
-                    format!("{message}{hint}"),
-                    crate::script::script_pos(&m, pos),
-                    None,
-                ),
-                None => Error::script(
-                    format!("{message}{hint}"),
-                    crate::script::script_pos(file, pos),
-                    Some(source),
-                ),
+                Some(m) => Error::script(message, crate::script::script_pos(&m, pos), None),
+                None => Error::script(message, crate::script::script_pos(file, pos), Some(source)),
             }
+            .with_next(next)
         }
-        Some(Stop::Fatal(message, kind)) => {
+        Some(Stop::Refused(error)) => {
             if ctx.journal_started() {
                 let _ = ctx.journal(
                     Event::RunFailed {
-                        error: message.clone(),
+                        error: error.to_string(),
                         failed_steps: vec![],
                     },
                     true,
                 );
             }
-            match kind {
-                StopKind::Param => Error::Param(format!("invalid parameters:\n  {message}")),
-                StopKind::Locked => Error::Locked(message),
-                StopKind::Other => Error::RunFailed {
-                    message,
-                    pos: None,
-                    source_line: None,
-                },
-            }
+            error
         }
         None => {
             let (message, pos, module) = crate::script::describe_error(e);
@@ -908,16 +863,24 @@ fn ended_with(
                 .first()
                 .map(|s| format!(" in step '{}'", show_path(s)))
                 .unwrap_or_default();
-            let next = if ctx.dry_run {
+            let next = if ctx.dry_run || run_id.is_none() {
                 None
             } else if !ctx.wrote.load(std::sync::atomic::Ordering::SeqCst) {
-                Some("nothing was changed; once the cause is fixed, run it again".to_string())
+                Some(Next::RunAgain)
             } else {
-                resume_cmd.map(|cmd| format!("fix the cause, then `{cmd}`: finished changes are not repeated, the failed step's checks run again"))
+                Some(Next::FixCause {
+                    run,
+                    undo: undoing,
+                    undoable: if ctx.undo_mode {
+                        0
+                    } else {
+                        ctx.undo.lock().unwrap().len()
+                    },
+                })
             };
             ctx.report(Progress::RunEnded {
                 run_id,
-                status: "failed",
+                status: RunStatus::Failed,
                 elapsed_ms,
                 message: Some(format!("{message}{where_}")),
                 next: next.clone(),
@@ -926,23 +889,13 @@ fn ended_with(
                 Some(m) if m != file => (crate::script::script_pos(m, pos), None),
                 _ => (crate::script::script_pos(file, pos), Some(source)),
             };
-            let undoable = ctx.undo.lock().unwrap().len();
-            let next = match (next, &ctx.run_id) {
-                (Some(n), Some(id)) if undoable > 0 && !ctx.undo_mode => Some(format!(
-                    "{n}\n        or `runbook resume {id} --undo{}` runs the undo of the {undoable} finished step(s) that declare one",
-                    ctx.store_flag
-                )),
-                (n, _) => n,
-            };
-            let text = match next {
-                Some(n) => format!("{message}{where_}\n  next: {n}"),
-                None => format!("{message}{where_}"),
-            };
+            let text = format!("{message}{where_}");
             if is_script_mistake(e) {
                 Error::script(text, pos, src)
             } else {
                 Error::run_failed(text, pos, src)
             }
+            .with_next(next)
         }
     }
 }
@@ -980,11 +933,7 @@ fn undo(
         });
         if let Err(e) = result {
             let elapsed_ms = started.elapsed().as_millis() as u64;
-            let resume_cmd = ctx
-                .run_id
-                .as_ref()
-                .map(|id| format!("runbook resume {id} --undo{}", ctx.store_flag));
-            let err = ended_with(ctx, &e, file, source, elapsed_ms, resume_cmd, None);
+            let err = ended_with(ctx, &e, file, source, elapsed_ms, true, None);
             ctx.sync_journal();
             return Err(err);
         }
@@ -1011,7 +960,7 @@ fn undo(
     };
     ctx.report(Progress::RunEnded {
         run_id: ctx.run_id.clone(),
-        status: "undone",
+        status: RunStatus::Undone,
         elapsed_ms,
         message: Some(message),
         next: None,

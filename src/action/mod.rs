@@ -5,6 +5,7 @@
 //! in one line, and what it would return in a dry-run. The engine (runner) does the rest:
 //! journaling, replay, timeouts, retries and the plan.
 
+pub mod child;
 pub mod dns;
 pub mod http;
 pub mod k8s;

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -14,18 +13,6 @@ use crate::secret::SecretString;
 
 /// The most of each output stream the engine keeps; the rest is read and dropped.
 pub const MAX_OUTPUT: usize = 1 << 20;
-
-/// Process groups of commands now running, killed if the engine aborts.
-static RUNNING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
-
-/// Kills every command still running (on a second Ctrl-C).
-pub fn kill_running() {
-    for pgid in RUNNING.lock().unwrap().drain(..) {
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -165,18 +152,13 @@ impl Action for Run {
         if let Some(cwd) = &input.cwd {
             command.current_dir(cwd);
         }
-        // Its own process group: the terminal's Ctrl-C reaches the engine, which lets the
-        // command finish; a timeout kills the whole group.
         command
-            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| {
+        let (mut child, registered) = super::child::spawn(&mut command).map_err(|e| {
             ActionError::permanent(format!("cannot start `{}`: {e}", input.shown()))
         })?;
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
-        RUNNING.lock().unwrap().push(pid);
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let work = async {
@@ -185,13 +167,10 @@ impl Action for Run {
             (out, err, status)
         };
         let result = tokio::time::timeout(cx.timeout, work).await;
-        RUNNING.lock().unwrap().retain(|p| *p != pid);
         let ((stdout, t1), (stderr, t2), status) = match result {
             Ok(r) => r,
             Err(_) => {
-                unsafe {
-                    libc::kill(-pid, libc::SIGKILL);
-                }
+                registered.kill();
                 return Err(ActionError::maybe_applied(format!(
                     "`{}` did not finish within {}; it was killed",
                     input.shown(),

@@ -155,7 +155,7 @@ fn install_signals(cancel: Arc<AtomicBool>) {
                 cancel.store(true, Ordering::SeqCst);
                 eprintln!("\nstopping after the current action (press Ctrl-C again to stop at once; the run stays resumable)");
             } else {
-                crate::action::shell::kill_running();
+                crate::action::child::kill_running();
                 eprintln!("\nstopped at once; the action in flight is recorded as such — `runbook resume` decides what to do with it");
                 std::process::exit(crate::error::exit::INTERRUPTED);
             }

@@ -4,6 +4,7 @@
 //! optional `name` (the region, say) that messages and the plan use beside the host.
 
 mod server;
+pub(crate) mod tool;
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use tokio_postgres::{Client, NoTls};
 use super::{Action, ActionError, Cx, Dur, Effect, ErrorKind, Idempotency, Spec};
 use crate::secret::SecretString;
 pub use server::{BaseBackup, RejoinInput, Rejoined, Restart, Rewind};
+pub(crate) use tool::bin;
 
 /// Seed thresholds for replication lag: acceptable below 100 MB, warning above 500 MB,
 /// critical above 1 GB.
@@ -1022,40 +1024,23 @@ pub struct Fenced {
 
 pub struct Fence;
 
-pub(crate) fn bin(dir: &Option<String>, tool: &str) -> String {
-    match dir {
-        Some(d) => format!("{}/{tool}", d.trim_end_matches('/')),
-        None => tool.to_string(),
-    }
-}
-
-/// Runs a PostgreSQL tool, as the data directory's owner when given and we are root.
+/// Runs a PostgreSQL tool to success, as the data directory's owner when given and we are
+/// root, within the action's time limit; its standard output.
 pub(crate) async fn run_tool(
     os_user: &Option<String>,
     program: &str,
     args: &[&str],
+    limit: Duration,
 ) -> Result<String, ActionError> {
-    let mut command = match os_user {
-        Some(user) if unsafe { libc::geteuid() } == 0 => {
-            let mut c = tokio::process::Command::new("runuser");
-            c.args(["-u", user, "--", program]);
-            c
-        }
-        _ => tokio::process::Command::new(program),
-    };
-    let out = command
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| ActionError::permanent(format!("cannot run {program}: {e}")))?;
-    if !out.status.success() {
+    let ran = tool::run(os_user, program, args, None, limit).await?;
+    if !ran.ok {
         return Err(ActionError::permanent(format!(
             "{program} {} failed: {}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
+            ran.stderr.trim()
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(ran.stdout)
 }
 
 impl Action for Fence {
@@ -1187,6 +1172,7 @@ impl Action for Fence {
                         &input.os_user,
                         &bin(&input.bin_dir, "pg_ctl"),
                         &["stop", "-D", &data_dir, "-m", "fast", "-w"],
+                        cx.timeout,
                     )
                     .await
                     .map_err(|e| ActionError::permanent(format!("{shown}: {}", e.message)))?;
@@ -1196,6 +1182,7 @@ impl Action for Fence {
                     &input.os_user,
                     &bin(&input.bin_dir, "pg_controldata"),
                     &["-D", &data_dir],
+                    cx.timeout,
                 )
                 .await?;
                 let lsn = control

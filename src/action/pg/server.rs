@@ -187,38 +187,26 @@ impl Source {
 }
 
 /// A tool run as the data directory's owner, with the primary's password in its environment
-/// (never on its command line).
+/// (never on its command line): whether it succeeded, and what it printed.
 async fn tool(
     input: &Local<'_>,
     program: &str,
     args: &[&str],
     password: Option<&str>,
+    limit: Duration,
 ) -> Result<(bool, String), ActionError> {
-    let program = bin(input.bin_dir, program);
-    let mut command = match input.os_user {
-        Some(user) if unsafe { libc::geteuid() } == 0 => {
-            let mut c = tokio::process::Command::new("runuser");
-            c.args(["-u", user, "--", &program]);
-            c
-        }
-        _ => tokio::process::Command::new(&program),
-    };
-    command.args(args).stdin(std::process::Stdio::null());
-    if let Some(p) = password {
-        command.env("PGPASSWORD", p);
-    }
-    // pg_ctl's server inherits nothing of ours but must not keep our pipes open.
-    let out = command
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| ActionError::permanent(format!("cannot run {program}: {e}")))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.success(), text.trim().to_string()))
+    let ran = super::tool::run(
+        input.os_user,
+        &bin(input.bin_dir, program),
+        args,
+        password,
+        limit,
+    )
+    .await?;
+    Ok((
+        ran.ok,
+        format!("{}{}", ran.stdout, ran.stderr).trim().to_string(),
+    ))
 }
 
 fn last_lines(text: &str, n: usize) -> String {
@@ -349,6 +337,7 @@ async fn stop(input: &Local<'_>, shown: &str, cx: &Cx) -> Result<(), ActionError
         "pg_ctl",
         &["stop", "-D", input.data_dir, "-m", "fast", "-w", "-t", "60"],
         None,
+        Duration::from_secs(90),
     )
     .await?;
     if !ok {
@@ -370,6 +359,7 @@ async fn start(input: &Local<'_>, shown: &str) -> Result<(), ActionError> {
         "pg_ctl",
         &["start", "-D", input.data_dir, "-l", &log, "-w", "-t", "120"],
         None,
+        Duration::from_secs(150),
     )
     .await?;
     if !ok {
@@ -576,6 +566,7 @@ impl Action for Rewind {
             "pg_rewind",
             &["-D", &input.data_dir, "--source-server", &source_server],
             source.password.as_deref(),
+            cx.timeout,
         )
         .await?;
         // Whatever pg_rewind did, the server's own files come back; it stays stopped on
@@ -689,6 +680,7 @@ impl Action for BaseBackup {
             "pg_basebackup",
             &args,
             source.password.as_deref(),
+            cx.timeout,
         )
         .await?;
         if !ok {

@@ -202,16 +202,14 @@ async fn on_disk(
         return;
     }
     let limit = cx.timeout;
-    let control = tokio::time::timeout(
+    let control = pg::run_tool(
+        &None,
+        &pg::bin(bin_dir, "pg_controldata"),
+        &["-D", data_dir],
         limit,
-        pg::run_tool(
-            &None,
-            &pg::bin(bin_dir, "pg_controldata"),
-            &["-D", data_dir],
-        ),
     )
     .await;
-    let Ok(Ok(control)) = control else {
+    let Ok(control) = control else {
         return;
     };
     let field = |key: &str| {
@@ -246,21 +244,21 @@ async fn on_disk(
     let Some(bound) = last_segment_end(&wal, &tli, segment) else {
         return;
     };
-    let dump = tokio::time::timeout(
+    let wal_dir = wal.display().to_string();
+    let dump = pg::tool::run(
+        &None,
+        &pg::bin(bin_dir, "pg_waldump"),
+        &["-p", &wal_dir, "-t", &tli, "-s", &redo, "-e", &bound, "-q"],
+        None,
         limit,
-        tokio::process::Command::new(pg::bin(bin_dir, "pg_waldump"))
-            .arg("-p")
-            .arg(&wal)
-            .args(["-t", &tli, "-s", &redo, "-e", &bound, "-q"])
-            .output(),
     )
     .await;
-    if let Ok(Ok(out)) = dump {
-        db.wal_end_lsn = if out.status.success() {
+    if let Ok(out) = dump {
+        db.wal_end_lsn = if out.ok {
             // Valid to the very end of the last segment (it ended with a switch).
             Some(bound)
         } else {
-            wal_end(&String::from_utf8_lossy(&out.stderr), segment)
+            wal_end(&out.stderr, segment)
         };
     }
 }

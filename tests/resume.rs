@@ -90,6 +90,34 @@ fn killed_during_a_write_asks_the_operator_then_retries_or_skips() {
     }
 }
 
+/// A shell command its author declares idempotent is run again after a crash, without asking.
+#[test]
+fn a_command_declared_idempotent_is_run_again_without_asking() {
+    let t = Test::new().script(
+        r#"step("converge", || shell::run(#{ argv: ["sh", "-c", "echo go >> marks.txt; [ $(wc -l < marks.txt) -ge 2 ] || sleep 30"], idempotent: true }));"#,
+    );
+    let mut child = t.spawn(&["run", "runbook.rhai"]);
+    assert!(wait_for(Duration::from_secs(10), || std::fs::read_to_string(
+        t.path("marks.txt")
+    )
+    .is_ok_and(|m| m.lines().count() == 1)));
+    kill9(&mut child);
+    let run = t.only_run();
+    assert!(t.journal(&run).contains(r#""idempotent":true"#));
+    let ran = t.exec(&["resume", &run]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(
+        ran.stdout
+            .contains("in flight when the run stopped; running it again (idempotent)"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.path("marks.txt")).unwrap().lines().count(),
+        2
+    );
+}
+
 /// An idempotent read in flight is simply run again.
 #[test]
 fn a_read_in_flight_is_run_again_without_asking() {

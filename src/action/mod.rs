@@ -165,6 +165,12 @@ pub trait Action: Send + Sync + 'static {
     fn preview(_input: Self::Input, _cx: Cx) -> impl Future<Output = Option<String>> + Send {
         async { None }
     }
+
+    /// Whether this call is idempotent, when the caller may say so (a shell command that
+    /// converges); None: the action's own class.
+    fn idempotent(_input: &Self::Input) -> Option<bool> {
+        None
+    }
 }
 
 /// A field that could not be decoded.
@@ -178,6 +184,8 @@ pub struct FieldError {
 pub struct Prepared {
     /// The typed input as JSON, secrets as references: what the journal records.
     pub input: Value,
+    /// Whether running this call twice equals running it once.
+    pub idempotent: bool,
     /// SHA-256 of `input`: the call's identity check on replay.
     pub input_hash: String,
     pub describe: String,
@@ -232,6 +240,8 @@ impl<A: Action> DynAction for Typed<A> {
             message: e.to_string(),
         })?;
         let predicted = serde_json::to_value(A::predict(&typed)).unwrap_or(Value::Null);
+        let idempotent =
+            A::idempotent(&typed).unwrap_or(self.spec.idempotency == Idempotency::Idempotent);
         let describe = A::describe(&typed);
         let for_preview = typed.clone();
         let preview = Arc::new(move |cx: Cx| -> BoxFuture<Option<String>> {
@@ -245,6 +255,7 @@ impl<A: Action> DynAction for Typed<A> {
             })
         });
         Ok(Prepared {
+            idempotent,
             input_hash: input_hash(&journal_input),
             input: journal_input,
             describe,

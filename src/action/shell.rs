@@ -33,6 +33,10 @@ pub struct RunInput {
     /// Fail when the command exits non-zero (default true).
     #[serde(default = "yes")]
     pub check: bool,
+    /// The command converges: running it twice equals running it once (`mkdir -p`, `kubectl
+    /// apply`). After a crash it is run again without asking the operator (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idempotent: bool,
 }
 
 fn yes() -> bool {
@@ -100,13 +104,17 @@ impl Action for Run {
         Spec {
             namespace: "shell",
             name: "run",
-            doc: "Run a command (escape hatch). Not idempotent: after a crash the operator decides whether to run it again.",
+            doc: "Run a command (escape hatch). Not idempotent unless the call says `idempotent: true`: after a crash the operator decides whether to run it again.",
             effect: Effect::Write,
             idempotency: Idempotency::NotIdempotent,
             primary: Some("cmd"),
             default_timeout: Duration::from_secs(600),
             default_retries: 0,
         }
+    }
+
+    fn idempotent(input: &RunInput) -> Option<bool> {
+        Some(input.idempotent)
     }
 
     fn describe(input: &RunInput) -> String {

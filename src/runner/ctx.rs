@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::frames::{self, Frame};
 use super::replay::{self, Answer, Call, Decision, Expected, Key, Outcome, Replay, Resumed};
-use crate::action::{Cx, Dur, DynAction, Effect, ErrorKind, Idempotency};
+use crate::action::{Cx, Dur, DynAction, Effect, ErrorKind};
 use crate::error::{Error, Next};
 use crate::journal::{self, show_path, Event, JournalWriter, LockGuard, Record, StepPath, Store};
 use crate::report::{PlanEntry, Progress, Reporter};
@@ -411,7 +411,7 @@ impl RunCtx {
         let key = frames::next_call();
         let (path, seq) = key.clone();
         let write = spec.effect == Effect::Write;
-        let idempotent = spec.idempotency == Idempotency::Idempotent;
+        let idempotent = prepared.idempotent;
 
         let recorded = self.replay.calls.get(&key);
         if recorded.is_some() {
@@ -570,7 +570,10 @@ impl RunCtx {
                 idempotent,
                 notice: spec.is_notice(),
             },
-            write,
+            // Durable before the side effect, so that resume knows it may have happened and
+            // asks. An idempotent write needs no such care: resume runs an idempotent call
+            // left in flight again — exactly what it does with a call it never heard of.
+            write && !idempotent,
             pos,
         )?;
         if write && !spec.is_notice() {

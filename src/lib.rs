@@ -10,5 +10,4 @@ pub mod report;
 pub mod runner;
 pub mod script;
 pub mod secret;
-pub mod stack;
 pub mod value;

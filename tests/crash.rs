@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use runbook::stack::redis::info_field;
-use runbook::stack::web::Health;
+use runbook_stack::redis::info_field;
+use runbook_stack::web::Health;
 
 use crate::runbooks::{drill, Drill};
 

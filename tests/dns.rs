@@ -1,7 +1,7 @@
 //! dns:: actions against the moto server standing in for Route53, checked with the AWS SDK.
 
-use runbook::stack::moto::{find_server, Moto, RECORD};
-use runbook::stack::REGIONS;
+use runbook_stack::moto::{find_server, Moto, RECORD};
+use runbook_stack::REGIONS;
 
 use crate::support::Test;
 

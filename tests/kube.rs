@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use runbook::stack::kube::{deployment, kubeconfig, FakeKube};
+use runbook_stack::kube::{deployment, kubeconfig, FakeKube};
 
 fn cluster(region: &str) -> (tempfile::TempDir, FakeKube, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();

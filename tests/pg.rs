@@ -1,7 +1,7 @@
 //! pg:: actions against a real PostgreSQL 15 primary with two streaming replicas.
 
-use runbook::stack::postgres::PgCluster;
-use runbook::stack::REGIONS;
+use runbook_stack::postgres::PgCluster;
+use runbook_stack::REGIONS;
 
 use crate::support::Test;
 
@@ -319,7 +319,7 @@ fn dry_run_changes_nothing_on_the_servers_and_names_each_change() {
 fn unreachable_servers_and_wrong_passwords_name_the_target_and_are_journaled() {
     let (_d, c) = cluster();
     let port = c.node("us-east-1").port;
-    let dead = runbook::stack::free_port().unwrap();
+    let dead = runbook_stack::free_port().unwrap();
     let t = Test::new()
         .script(&format!(
             r#"

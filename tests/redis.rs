@@ -1,7 +1,7 @@
 //! redis:: actions against real Redis 7 servers: a primary, two replicas, a one-node cluster.
 
-use runbook::stack::redis::{cli, info_field, RedisSet};
-use runbook::stack::REGIONS;
+use runbook_stack::redis::{cli, info_field, RedisSet};
+use runbook_stack::REGIONS;
 
 use crate::support::Test;
 
@@ -175,7 +175,7 @@ fn dry_run_leaves_roles_and_data_alone() {
 fn wrong_password_and_unreachable_name_the_target() {
     let (_d, s) = set(false);
     let port = s.node("us-east-1").port;
-    let dead = runbook::stack::free_port().unwrap();
+    let dead = runbook_stack::free_port().unwrap();
     let t = Test::new()
         .script(&format!(
             r#"

@@ -97,10 +97,9 @@ fn a_command_declared_idempotent_is_run_again_without_asking() {
         r#"step("converge", || shell::run(#{ argv: ["sh", "-c", "echo go >> marks.txt; [ $(wc -l < marks.txt) -ge 2 ] || sleep 30"], idempotent: true }));"#,
     );
     let mut child = t.spawn(&["run", "runbook.rhai"]);
-    assert!(wait_for(Duration::from_secs(10), || std::fs::read_to_string(
-        t.path("marks.txt")
-    )
-    .is_ok_and(|m| m.lines().count() == 1)));
+    assert!(wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(t.path("marks.txt")).is_ok_and(|m| m.lines().count() == 1)
+    }));
     kill9(&mut child);
     let run = t.only_run();
     assert!(t.journal(&run).contains(r#""idempotent":true"#));
@@ -113,7 +112,10 @@ fn a_command_declared_idempotent_is_run_again_without_asking() {
         ran.stdout
     );
     assert_eq!(
-        std::fs::read_to_string(t.path("marks.txt")).unwrap().lines().count(),
+        std::fs::read_to_string(t.path("marks.txt"))
+            .unwrap()
+            .lines()
+            .count(),
         2
     );
 }

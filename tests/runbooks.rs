@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use runbook::stack::redis::{cli, info_field};
-use runbook::stack::web::Health;
-use runbook::stack::{moto, Stack};
+use runbook_stack::redis::{cli, info_field};
+use runbook_stack::web::Health;
+use runbook_stack::{moto, Stack};
 
 use crate::support::{kill9, wait_for, Ran, Test};
 
@@ -535,7 +535,7 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
             "-f",
         ])
         .arg(&dump)
-        .env("PGPASSWORD", runbook::stack::postgres::PASSWORD)
+        .env("PGPASSWORD", runbook_stack::postgres::PASSWORD)
         .output()
         .unwrap();
     assert!(
@@ -569,7 +569,7 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
     assert_eq!(done.code, 0, "{}", done.all());
     assert_eq!(d.psql("us-east-1", "SELECT count(*) FROM accounts"), "50");
     assert_eq!(d.replicas("us-east-1"), "3");
-    let url_password = format!(":{}@", runbook::stack::postgres::PASSWORD);
+    let url_password = format!(":{}@", runbook_stack::postgres::PASSWORD);
     assert!(
         !d.t.state_text().contains(&url_password),
         "the password in the database URL is masked in the journal"

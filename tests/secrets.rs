@@ -224,7 +224,7 @@ fn no_runbook_shows_a_secret_anywhere() {
         );
     }
     assert!(
-        !everything.contains(runbook::stack::postgres::PASSWORD),
+        !everything.contains(runbook_stack::postgres::PASSWORD),
         "the password appears"
     );
 }

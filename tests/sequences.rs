@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runbook::stack::web::Health;
+use runbook_stack::web::Health;
 
 use crate::runbooks::{drill, Drill};
 use crate::support::Ran;
@@ -360,7 +360,7 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                 let old = primary.clone();
                 label = format!("emergency-failover ({old} crashes)");
                 d.stack.web.set_health(&old, Health::Fail);
-                runbook::stack::postgres::stop_dir(&d.stack.pg.node(&old).data_dir, libc::SIGQUIT)
+                runbook_stack::postgres::stop_dir(&d.stack.pg.node(&old).data_dir, libc::SIGQUIT)
                     .map_err(|e| fail(&done, format!("crashing {old}: {e}")))?;
                 let ran = run(
                     &d,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use runbook::stack::postgres::{PgCluster, PASSWORD};
+use runbook_stack::postgres::{PgCluster, PASSWORD};
 
 use crate::support::{kill9, wait_for, Ran, Test};
 

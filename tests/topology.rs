@@ -2,8 +2,8 @@
 //! names what is wrong, a former primary rejoins as a standby, and a failback needs nothing in
 //! between — checked on the local stack with psql, redis-cli, the AWS SDK and kubectl.
 
-use runbook::stack::redis::info_field;
-use runbook::stack::web::Health;
+use runbook_stack::redis::info_field;
+use runbook_stack::web::Health;
 
 use crate::runbooks::{drill, Drill};
 use crate::support::Ran;

@@ -129,6 +129,7 @@ pub enum Command {
     },
     /// The local multi-region stack for drills and tests: PostgreSQL, Redis, Route53 (moto),
     /// Kubernetes (fake API servers), health endpoints and a message sink, on loopback
+    #[cfg(feature = "stack")]
     Stack {
         #[command(subcommand)]
         action: StackCommand,

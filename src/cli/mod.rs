@@ -15,6 +15,7 @@ macro_rules! say {
     };
 }
 mod arguments;
+#[cfg(feature = "stack")]
 mod stack;
 mod subcommand;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::arguments::StackCommand;
 use crate::error::Error;
-use crate::stack::{self, moto, web::Health, Stack};
+use runbook_stack::{self as stack, moto, web::Health, Stack};
 
 pub fn run(action: StackCommand) -> Result<(), Error> {
     match action {

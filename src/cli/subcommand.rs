@@ -104,6 +104,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             ..
         } => definitions(&dir),
         Command::Actions { json, .. } => actions(json),
+        #[cfg(feature = "stack")]
         Command::Stack { action } => super::stack::run(action),
     }
 }

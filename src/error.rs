@@ -314,3 +314,102 @@ impl From<std::io::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_steps_are_spelled_with_the_store_options() {
+        let run = || "20261122-0312-ab12".to_string();
+        let cases = [
+            (Next::Approve { run: run() }, "", "runbook resume 20261122-0312-ab12 --approve"),
+            (
+                Next::Approve { run: run() },
+                " --state-dir /srv/rb",
+                "runbook resume 20261122-0312-ab12 --approve --state-dir /srv/rb",
+            ),
+            (Next::Continue { run: run() }, " --store 'postgres://u:***@h/db'", "runbook resume 20261122-0312-ab12 --store 'postgres://u:***@h/db'"),
+            (Next::FixRunbook { run: run() }, "", "fix the runbook, then `runbook resume 20261122-0312-ab12`"),
+            (
+                Next::FixCause { run: run(), undo: false, undoable: 0 },
+                "",
+                "fix the cause, then `runbook resume 20261122-0312-ab12`: finished changes are not repeated, the failed step's checks run again",
+            ),
+            (
+                Next::FixCause { run: run(), undo: true, undoable: 2 },
+                "",
+                "fix the cause, then `runbook resume 20261122-0312-ab12 --undo`: finished changes are not repeated, the failed step's checks run again",
+            ),
+            (Next::RunAgain, " --state-dir x", "nothing was changed; once the cause is fixed, run it again"),
+        ];
+        for (next, flag, want) in cases {
+            assert_eq!(next.render(flag), want, "{next:?}");
+        }
+        let both = Next::FixCause {
+            run: run(),
+            undo: false,
+            undoable: 2,
+        }
+        .render("");
+        assert!(both.ends_with("or `runbook resume 20261122-0312-ab12 --undo` runs the undo of the 2 finished step(s) that declare one"), "{both}");
+        let inflight = Next::DecideInflight { run: run() }.render(" --state-dir x");
+        assert!(
+            inflight.contains("--retry-inflight --state-dir x")
+                && inflight.contains("--skip-inflight --state-dir x"),
+            "{inflight}"
+        );
+    }
+
+    #[test]
+    fn errors_carry_their_exit_code_and_render_their_next_step() {
+        let claim = Error::Claimed(Box::new(Claim {
+            lock: "deployment prod".into(),
+            run: "r1".into(),
+            runbook: "planned-failover.rhai".into(),
+            operator: "ann".into(),
+            host: "ops1".into(),
+            standing: "paused at step 'approval'".into(),
+        }));
+        assert_eq!(claim.exit_code(), exit::LOCKED);
+        let text = claim.render(" --state-dir s");
+        assert!(text.starts_with("error: the lock 'deployment prod' is claimed by run r1 (planned-failover.rhai, by ann on ops1), which is paused at step 'approval'"), "{text}");
+        assert!(
+            text.contains("`runbook resume r1 --approve --state-dir s`")
+                && text.contains("`runbook abandon r1 --state-dir s`"),
+            "{text}"
+        );
+        let mismatch = Error::ReplayMismatch {
+            message: "the runbook no longer matches".into(),
+        };
+        assert_eq!(mismatch.exit_code(), exit::INVALID_INPUT);
+        assert_eq!(
+            mismatch.render(""),
+            "error[RB-REPLAY-001]: the runbook no longer matches"
+        );
+        let paused = Error::Paused {
+            reason: "waiting for approval".into(),
+            next: Next::Approve { run: "r1".into() },
+        };
+        assert_eq!(paused.exit_code(), exit::PAUSED);
+        assert_eq!(
+            paused.render(""),
+            "paused: waiting for approval\n  next: runbook resume r1 --approve"
+        );
+        assert_eq!(Error::ClosedOutput.exit_code(), exit::SUCCESS);
+        let failed = Error::run_failed(
+            "boom in step 'x'",
+            Some(ScriptPos {
+                file: "r.rhai".into(),
+                line: 2,
+                column: 5,
+            }),
+            Some("a\n    fail(\"boom\");\n"),
+        )
+        .with_next(Some(Next::RunAgain));
+        assert_eq!(
+            failed.render(""),
+            "error: boom in step 'x'\n  --> r.rhai:2:5\n   |\n 2 |     fail(\"boom\");\n   |     ^\n  next: nothing was changed; once the cause is fixed, run it again"
+        );
+    }
+}

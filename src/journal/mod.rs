@@ -410,6 +410,90 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn a_runs_status_is_its_last_ending_record() {
+        let ev = |e: Event| Record {
+            v: 1,
+            n: 1,
+            at: String::new(),
+            event: e,
+        };
+        let started = || {
+            ev(Event::RunStarted {
+                run_id: "r".into(),
+                runbook: "x".into(),
+                runbook_sha256: String::new(),
+                params: Default::default(),
+                inventory_file: None,
+                inventory: serde_json::json!({}),
+                engine_version: String::new(),
+                operator: String::new(),
+                host: String::new(),
+                pid: 1,
+            })
+        };
+        let resumed = || {
+            ev(Event::RunResumed {
+                runbook_sha256: String::new(),
+                engine_version: String::new(),
+                operator: String::new(),
+                host: String::new(),
+                pid: 2,
+                inflight: None,
+            })
+        };
+        let paused = || ev(Event::RunPaused { reason: "r".into() });
+        let cases: Vec<(Vec<Record>, RunStatus)> = vec![
+            (vec![], RunStatus::Unknown),
+            (vec![started()], RunStatus::Running),
+            (vec![started(), paused()], RunStatus::Paused),
+            (vec![started(), paused(), resumed()], RunStatus::Running),
+            (
+                vec![
+                    started(),
+                    ev(Event::RunFailed {
+                        error: "e".into(),
+                        failed_steps: vec![],
+                    }),
+                ],
+                RunStatus::Failed,
+            ),
+            (
+                vec![started(), ev(Event::RunInterrupted { reason: "s".into() })],
+                RunStatus::Interrupted,
+            ),
+            (
+                vec![started(), ev(Event::RunFinished { elapsed_ms: 1 })],
+                RunStatus::Finished,
+            ),
+            (
+                vec![
+                    started(),
+                    ev(Event::RunUndone {
+                        undone_steps: vec![],
+                    }),
+                ],
+                RunStatus::Undone,
+            ),
+            (
+                vec![
+                    started(),
+                    paused(),
+                    ev(Event::RunAbandoned {
+                        by: "ann".into(),
+                        reason: None,
+                    }),
+                ],
+                RunStatus::Abandoned,
+            ),
+        ];
+        for (records, want) in cases {
+            assert_eq!(RunStatus::of(&records), want, "{records:?}");
+        }
+        assert!(RunStatus::Abandoned.is_over() && !RunStatus::Paused.is_over());
+        assert_eq!(format!("{:<10}|", RunStatus::Paused), "paused    |");
+    }
+
     /// Found by the property below: a crash between a record and its newline.
     #[test]
     fn a_complete_last_record_without_its_newline_is_torn() {

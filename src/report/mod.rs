@@ -170,3 +170,30 @@ pub(crate) fn ended_text(status: RunStatus, elapsed_ms: u64, message: &Option<St
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_groups_its_changes_by_step() {
+        assert_eq!(plan_text(&[]), "Plan: no changes.\n");
+        let entry = |step: &[&str], action: &str, change: &str| PlanEntry {
+            step: step.iter().map(|s| s.to_string()).collect(),
+            action: action.into(),
+            change: change.into(),
+        };
+        let plan = plan_text(&[
+            entry(&["stop writes"], "k8s::scale", "scale to 0; now 3"),
+            entry(&["stop writes"], "pg::fence", "fence us"),
+            entry(&["promote"], "pg::promote", "promote eu"),
+        ]);
+        assert_eq!(
+            plan,
+            "Plan: 3 changes\n  stop writes\n    ~ k8s::scale: scale to 0; now 3\n    ~ pg::fence: fence us\n  promote\n    ~ pg::promote: promote eu\n"
+        );
+        assert_eq!(human_ms(950), "950 ms");
+        assert_eq!(human_ms(1500), "1.5 s");
+        assert_eq!(human_ms(125_000), "2m 05s");
+    }
+}

@@ -489,3 +489,105 @@ fn parse_param(ty: &str, text: &str) -> Result<Dynamic, String> {
         _ => Ok(Dynamic::from(text.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rhai::{Dynamic, Map};
+
+    use super::resolve_params;
+
+    fn decl(pairs: &[(&str, Dynamic)]) -> Dynamic {
+        let mut m = Map::new();
+        for (k, v) in pairs {
+            m.insert((*k).into(), v.clone());
+        }
+        Dynamic::from_map(m)
+    }
+
+    fn decls() -> Map {
+        let mut d = Map::new();
+        d.insert(
+            "target".into(),
+            decl(&[
+                ("type", "string".into()),
+                (
+                    "choices",
+                    Dynamic::from_array(vec!["eu".into(), "ap".into()]),
+                ),
+            ]),
+        );
+        d.insert(
+            "force".into(),
+            decl(&[("type", "bool".into()), ("default", false.into())]),
+        );
+        d.insert(
+            "max".into(),
+            decl(&[("type", "int".into()), ("default", 16_i64.into())]),
+        );
+        d.insert(
+            "regions".into(),
+            decl(&[("type", "list".into()), ("required", false.into())]),
+        );
+        d
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parameters_are_typed_defaulted_and_checked() {
+        let ok = resolve_params(
+            &decls(),
+            &vars(&[("target", "eu"), ("force", "yes"), ("regions", "a, b,")]),
+        )
+        .unwrap();
+        assert_eq!(ok["target"].to_string(), "eu");
+        assert!(ok["force"].as_bool().unwrap());
+        assert_eq!(ok["max"].as_int().unwrap(), 16);
+        assert_eq!(ok["regions"].to_string(), r#"["a", "b"]"#);
+
+        let cases: Vec<(Vec<(&str, &str)>, Vec<&str>)> = vec![
+            (vec![], vec!["missing parameter: --var target=<string>"]),
+            (
+                vec![("target", "us")],
+                vec!["--var target=us: must be one of eu, ap"],
+            ),
+            (
+                vec![("target", "eu"), ("max", "many")],
+                vec!["--var max=many: expected a whole number"],
+            ),
+            (
+                vec![("target", "eu"), ("force", "maybe")],
+                vec!["--var force=maybe: expected true or false"],
+            ),
+            (
+                vec![("target", "eu"), ("taget", "x")],
+                vec!["unknown parameter --var taget: it declares force, max, regions, target"],
+            ),
+        ];
+        for (given, want) in cases {
+            let problems = resolve_params(&decls(), &vars(&given)).unwrap_err();
+            assert_eq!(problems, want, "{given:?}");
+        }
+        let mut bad = Map::new();
+        bad.insert(
+            "x".into(),
+            decl(&[("type", "date".into()), ("defualt", 1_i64.into())]),
+        );
+        let problems = resolve_params(&bad, &vars(&[])).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("unknown key `defualt`")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("unknown type \"date\"")),
+            "{problems:?}"
+        );
+    }
+}

@@ -154,3 +154,68 @@ pub fn table(t: &Topology) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::{Anomaly, Database, Region, Severity, Topology};
+    use super::table;
+
+    #[test]
+    fn the_table_shows_each_region_then_what_is_wrong() {
+        let db = |role: &str, writable: bool, upstream: Option<&str>| Database {
+            reachable: role != "unreachable",
+            role: role.into(),
+            writable,
+            timeline: Some(2),
+            current_lsn: writable.then(|| "0/5000060".into()),
+            replay_lsn: upstream.map(|_| "0/5000060".into()),
+            wal_receiver: upstream.map(|_| "streaming".into()),
+            upstream_region: upstream.map(str::to_string),
+            lag_bytes: upstream.map(|_| 0),
+            ..Default::default()
+        };
+        let mut t = Topology {
+            primary: Some("eu".into()),
+            writable: vec!["eu".into()],
+            inventory_primary: Some("us".into()),
+            ..Default::default()
+        };
+        t.regions.insert(
+            "eu".into(),
+            Region {
+                database: db("primary", true, None),
+                dns_weight: Some(100),
+                ..Default::default()
+            },
+        );
+        t.regions.insert(
+            "us".into(),
+            Region {
+                database: db("standby", false, Some("eu")),
+                dns_weight: Some(0),
+                ..Default::default()
+            },
+        );
+        t.anomalies.push(Anomaly {
+            severity: Severity::Info,
+            code: "inventory_disagrees".into(),
+            region: None,
+            message: "the inventory says us".into(),
+            fix: Some("edit it".into()),
+        });
+        let text = table(&t);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("REGION  DATABASE"), "{text}");
+        assert!(
+            lines[1].starts_with("eu      primary tl 2 at 0/5000060"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("us      standby <- eu tl 2, lag 0 B"),
+            "{text}"
+        );
+        assert_eq!(lines[3], "primary: eu; the inventory says us");
+        assert_eq!(lines[4], "INFO      the inventory says us");
+        assert_eq!(lines[5], "          next: edit it");
+    }
+}

@@ -552,7 +552,8 @@ mod tests {
         assert_eq!(ok["max"].as_int().unwrap(), 16);
         assert_eq!(ok["regions"].to_string(), r#"["a", "b"]"#);
 
-        let cases: Vec<(Vec<(&str, &str)>, Vec<&str>)> = vec![
+        type Given<'a> = Vec<(&'a str, &'a str)>;
+        let cases: Vec<(Given, Vec<&str>)> = vec![
             (vec![], vec!["missing parameter: --var target=<string>"]),
             (
                 vec![("target", "us")],

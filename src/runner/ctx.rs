@@ -11,12 +11,11 @@ use serde_json::Value;
 
 use super::frames::{self, Frame};
 use super::replay::{self, Answer, Call, Decision, Expected, Key, Outcome, Replay, Resumed};
-use crate::action::{Cx, Dur, DynAction, Effect, ErrorKind};
+use crate::action::{Cx, Dur};
 use crate::error::{Error, Next};
 use crate::journal::{self, show_path, Event, JournalWriter, LockGuard, Record, StepPath, Store};
 use crate::report::{PlanEntry, Progress, Reporter};
 use crate::secret::Redactor;
-use crate::value::{dynamic_to_json, json_to_dynamic};
 
 pub type RhaiResult<T = Dynamic> = Result<T, Box<EvalAltResult>>;
 
@@ -51,14 +50,8 @@ pub enum Inflight {
     Skip,
 }
 
-/// What the engine reads from a call's map besides the action's own fields.
-struct CallOpts {
-    timeout: Duration,
-    retries: u32,
-    backoff: Duration,
-}
-
-pub struct RunCtx {
+/// What a run was asked to do: fixed for its whole life.
+pub struct RunOptions {
     pub run_id: Option<String>,
     pub runbook: String,
     pub dry_run: bool,
@@ -71,26 +64,28 @@ pub struct RunCtx {
     pub undo_mode: bool,
     pub operator: String,
     pub host: String,
-    journal: Mutex<Option<Box<dyn JournalWriter>>>,
+    pub vars: BTreeMap<String, String>,
+}
+
+/// The journal the run appends to, and the one it replays.
+pub struct RunJournal {
+    writer: Mutex<Option<Box<dyn JournalWriter>>>,
     /// A new run's journal is created with its first event, so a run stopped by bad
     /// parameters before doing anything leaves no trace.
-    journal_init: Mutex<Option<JournalInit>>,
-    journal_path: String,
+    init: Mutex<Option<JournalInit>>,
+    path: String,
     record_no: AtomicU64,
     pub replay: Replay,
-    consumed: Mutex<HashSet<Key>>,
-    pub reporter: Arc<dyn Reporter>,
-    pub registry: Arc<crate::action::Registry>,
-    pub rt: tokio::runtime::Handle,
-    http: OnceLock<reqwest::Client>,
-    pub redactor: Redactor,
-    pub cancel: Arc<AtomicBool>,
+    /// Recorded calls the script reached this time.
+    pub(super) consumed: Mutex<HashSet<Key>>,
+}
+
+/// What changes as the script runs.
+#[derive(Default)]
+pub struct RunState {
     stop: Mutex<Option<Stop>>,
     pub plan: Mutex<Vec<PlanEntry>>,
-    pub vars: BTreeMap<String, String>,
     pub params_declared: AtomicBool,
-    pub engine: OnceLock<Arc<rhai::Engine>>,
-    pub store: Option<Arc<dyn Store>>,
     pub locks: Mutex<Vec<LockGuard>>,
     pub failed_steps: Mutex<Vec<StepPath>>,
     /// Undo closures of finished steps, with the runtime state (imports) they were declared in.
@@ -101,6 +96,21 @@ pub struct RunCtx {
     /// Whether the run (this process or an earlier one) started a change: a run that did not
     /// has nothing to resume, only to run again.
     pub wrote: AtomicBool,
+}
+
+/// A run: its options, its journal, its state, and the services its calls use.
+pub struct RunCtx {
+    pub opts: RunOptions,
+    pub journal: RunJournal,
+    pub state: RunState,
+    pub reporter: Arc<dyn Reporter>,
+    pub registry: Arc<crate::action::Registry>,
+    pub rt: tokio::runtime::Handle,
+    http: OnceLock<reqwest::Client>,
+    pub redactor: Redactor,
+    pub cancel: Arc<AtomicBool>,
+    pub engine: OnceLock<Arc<rhai::Engine>>,
+    pub store: Option<Arc<dyn Store>>,
 }
 
 pub struct JournalInit {
@@ -118,7 +128,7 @@ pub struct ActionClock {
 }
 
 impl ActionClock {
-    fn enter(&self) {
+    pub(super) fn enter(&self) {
         let mut s = self.state.lock().unwrap();
         if s.0 == 0 {
             s.1 = Some(Instant::now());
@@ -126,7 +136,7 @@ impl ActionClock {
         s.0 += 1;
     }
 
-    fn leave(&self) {
+    pub(super) fn leave(&self) {
         let mut s = self.state.lock().unwrap();
         s.0 = s.0.saturating_sub(1);
         if s.0 == 0 {
@@ -142,16 +152,7 @@ impl ActionClock {
 }
 
 pub struct CtxInit {
-    pub run_id: Option<String>,
-    pub runbook: String,
-    pub dry_run: bool,
-    pub offline: bool,
-    pub auto_approve: bool,
-    pub resume_approver: Option<String>,
-    pub inflight: Option<Inflight>,
-    pub undo_mode: bool,
-    pub operator: String,
-    pub host: String,
+    pub opts: RunOptions,
     pub journal: Option<Box<dyn JournalWriter>>,
     pub journal_init: Option<JournalInit>,
     pub journal_path: String,
@@ -161,11 +162,10 @@ pub struct CtxInit {
     pub rt: tokio::runtime::Handle,
     pub redactor: Redactor,
     pub cancel: Arc<AtomicBool>,
-    pub vars: BTreeMap<String, String>,
     pub store: Option<Arc<dyn Store>>,
 }
 
-fn runtime_error(message: impl Into<String>, pos: Position) -> Box<EvalAltResult> {
+pub(super) fn runtime_error(message: impl Into<String>, pos: Position) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(
         Dynamic::from(message.into()),
         pos,
@@ -186,39 +186,24 @@ pub fn http_client() -> reqwest::Client {
 impl RunCtx {
     pub fn new(init: CtxInit) -> RunCtx {
         RunCtx {
-            run_id: init.run_id,
-            runbook: init.runbook,
-            dry_run: init.dry_run,
-            offline: init.offline,
-            auto_approve: init.auto_approve,
-            resume_approver: init.resume_approver,
-            inflight: init.inflight,
-            undo_mode: init.undo_mode,
-            operator: init.operator,
-            host: init.host,
-            journal: Mutex::new(init.journal),
-            journal_init: Mutex::new(init.journal_init),
-            journal_path: init.journal_path,
-            record_no: AtomicU64::new(init.next_record),
-            replay: init.replay,
-            consumed: Mutex::default(),
+            opts: init.opts,
+            journal: RunJournal {
+                writer: Mutex::new(init.journal),
+                init: Mutex::new(init.journal_init),
+                path: init.journal_path,
+                record_no: AtomicU64::new(init.next_record),
+                replay: init.replay,
+                consumed: Mutex::default(),
+            },
+            state: RunState::default(),
             reporter: init.reporter,
             registry: Arc::new(crate::action::Registry::standard()),
             rt: init.rt,
             http: OnceLock::new(),
             redactor: init.redactor,
             cancel: init.cancel,
-            stop: Mutex::new(None),
-            plan: Mutex::default(),
-            vars: init.vars,
-            params_declared: AtomicBool::new(false),
             engine: OnceLock::new(),
             store: init.store,
-            locks: Mutex::default(),
-            failed_steps: Mutex::default(),
-            undo: Mutex::default(),
-            action_time: ActionClock::default(),
-            wrote: AtomicBool::new(false),
         }
     }
 
@@ -228,14 +213,14 @@ impl RunCtx {
     /// once (a killed process loses nothing); fsync is reserved for the records that guard a
     /// side effect, which also make every earlier record durable.
     pub fn journal(&self, event: Event, sync: bool) -> Result<(), Error> {
-        let mut guard = self.journal.lock().unwrap();
+        let mut guard = self.journal.writer.lock().unwrap();
         if guard.is_none() {
-            if let Some(init) = self.journal_init.lock().unwrap().take() {
+            if let Some(init) = self.journal.init.lock().unwrap().take() {
                 let writer = init.store.create(&init.run_id, &init.script)?;
                 *guard = Some(writer);
                 drop(guard);
                 self.journal(init.first, true)?;
-                guard = self.journal.lock().unwrap();
+                guard = self.journal.writer.lock().unwrap();
             }
         }
         let Some(writer) = guard.as_mut() else {
@@ -243,7 +228,7 @@ impl RunCtx {
         };
         let record = Record {
             v: journal::FORMAT_VERSION,
-            n: self.record_no.fetch_add(1, Ordering::SeqCst),
+            n: self.journal.record_no.fetch_add(1, Ordering::SeqCst),
             at: journal::timestamp(),
             event,
         };
@@ -253,7 +238,7 @@ impl RunCtx {
         writer
             .append(&line, sync)
             .map_err(|e| Error::Journal {
-                path: self.journal_path.clone().into(),
+                path: self.journal.path.clone().into(),
                 message: format!(
                     "cannot write: {e}; the run stops here so that nothing happens unrecorded"
                 ),
@@ -262,16 +247,21 @@ impl RunCtx {
     }
 
     pub fn journal_started(&self) -> bool {
-        self.journal.lock().unwrap().is_some()
+        self.journal.writer.lock().unwrap().is_some()
     }
 
     pub fn sync_journal(&self) {
-        if let Some(w) = self.journal.lock().unwrap().as_mut() {
+        if let Some(w) = self.journal.writer.lock().unwrap().as_mut() {
             let _ = w.sync();
         }
     }
 
-    fn journal_or_stop(&self, event: Event, sync: bool, pos: Position) -> RhaiResult<()> {
+    pub(super) fn journal_or_stop(
+        &self,
+        event: Event,
+        sync: bool,
+        pos: Position,
+    ) -> RhaiResult<()> {
         self.journal(event, sync).map_err(|e| {
             self.set_stop(Stop::Refused(e));
             terminated(pos)
@@ -285,18 +275,18 @@ impl RunCtx {
     // ---- stopping -----------------------------------------------------------------------
 
     pub fn set_stop(&self, stop: Stop) {
-        let mut s = self.stop.lock().unwrap();
+        let mut s = self.state.stop.lock().unwrap();
         if s.is_none() {
             *s = Some(stop);
         }
     }
 
     pub fn take_stop(&self) -> Option<Stop> {
-        self.stop.lock().unwrap().clone()
+        self.state.stop.lock().unwrap().clone()
     }
 
     pub fn check_stop(&self, pos: Position) -> RhaiResult<()> {
-        if self.stop.lock().unwrap().is_some() {
+        if self.state.stop.lock().unwrap().is_some() {
             return Err(terminated(pos));
         }
         if self.cancel.load(Ordering::SeqCst) {
@@ -308,19 +298,19 @@ impl RunCtx {
 
     /// How a call at `path` is decided (see `replay::decide`). In `resume --undo`, calls past
     /// where the run stopped are the frontier; calls inside undo closures run normally.
-    fn mode(&self, path: &[String]) -> replay::Mode {
+    pub(super) fn mode(&self, path: &[String]) -> replay::Mode {
         replay::Mode {
-            dry_run: self.dry_run,
-            offline: self.offline,
-            undo_frontier: self.undo_mode
+            dry_run: self.opts.dry_run,
+            offline: self.opts.offline,
+            undo_frontier: self.opts.undo_mode
                 && path.first().map(String::as_str) != Some(crate::journal::UNDO),
-            rerun_step: self.replay.in_rerun_step(path),
-            inflight: self.inflight,
+            rerun_step: self.journal.replay.in_rerun_step(path),
+            inflight: self.opts.inflight,
         }
     }
 
     pub fn clear_stop(&self) {
-        *self.stop.lock().unwrap() = None;
+        *self.state.stop.lock().unwrap() = None;
     }
 
     /// Stops the run for a mistake in the script (not catchable by `try`).
@@ -336,15 +326,20 @@ impl RunCtx {
         )
     }
 
-    fn stop_with(&self, stop: Stop, pos: Position) -> Box<EvalAltResult> {
+    pub(super) fn stop_with(&self, stop: Stop, pos: Position) -> Box<EvalAltResult> {
         self.set_stop(stop);
         terminated(pos)
     }
 
     /// `--var` given to a runbook that never declares `params`.
-    fn check_params_declared(&self, pos: Position) -> RhaiResult<()> {
-        if !self.vars.is_empty() && !self.params_declared.load(Ordering::SeqCst) {
-            let names: Vec<_> = self.vars.keys().map(|k| format!("--var {k}")).collect();
+    pub(super) fn check_params_declared(&self, pos: Position) -> RhaiResult<()> {
+        if !self.opts.vars.is_empty() && !self.state.params_declared.load(Ordering::SeqCst) {
+            let names: Vec<_> = self
+                .opts
+                .vars
+                .keys()
+                .map(|k| format!("--var {k}"))
+                .collect();
             return Err(self.stop_with(
                 Stop::Refused(Error::Param(format!(
                     "invalid parameters:\n  {} given, but the runbook has not declared it with params(#{{..}}) before its first step",
@@ -358,7 +353,7 @@ impl RunCtx {
 
     // ---- calls --------------------------------------------------------------------------
 
-    fn mismatch(
+    pub(super) fn mismatch(
         &self,
         key: &Key,
         recorded: String,
@@ -369,335 +364,14 @@ impl RunCtx {
         let (path, seq) = key;
         let message = format!(
             "the runbook no longer matches what run {} did at step '{}', call #{seq}:\n  recorded: {recorded}\n  script:   {now}{detail}",
-            self.run_id.as_deref().unwrap_or("?"),
+            self.opts.run_id.as_deref().unwrap_or("?"),
             show_path(path),
         );
         self.stop_with(Stop::Mismatch(message), pos)
     }
 
-    /// Runs (or replays, or predicts) one action call from the script.
-    pub fn call_action(
-        &self,
-        action: &Arc<dyn DynAction>,
-        arg: Dynamic,
-        pos: Position,
-    ) -> RhaiResult {
-        self.check_stop(pos)?;
-        self.check_params_declared(pos)?;
-        let spec = action.spec().clone();
-        let full = spec.full_name();
-        let mut input = if arg.is_map() {
-            dynamic_to_json(&arg).map_err(|e| self.invalid(format!("{full}: {e}"), pos))?
-        } else if let Some(primary) = spec.primary {
-            let v = dynamic_to_json(&arg).map_err(|e| self.invalid(format!("{full}: {e}"), pos))?;
-            let mut m = serde_json::Map::new();
-            m.insert(primary.into(), v);
-            Value::Object(m)
-        } else {
-            return Err(self.invalid(
-                format!("{full} takes a map of fields, e.g. {full}(#{{ .. }}); `runbook actions` lists them"),
-                pos,
-            ));
-        };
-        let opts = self.call_opts(&full, &spec, &mut input, pos)?;
-        let prepared = action.prepare(input).map_err(|e| {
-            let field = if e.field.is_empty() {
-                String::new()
-            } else {
-                format!(" field `{}`:", e.field)
-            };
-            self.invalid(format!("{full}:{field} {}", e.message), pos)
-        })?;
-        let key = frames::next_call();
-        let (path, seq) = key.clone();
-        let write = spec.effect == Effect::Write;
-        let idempotent = prepared.idempotent;
-
-        let recorded = self.replay.calls.get(&key);
-        if recorded.is_some() {
-            self.consumed.lock().unwrap().insert(key.clone());
-        }
-        let expected = Expected::Action {
-            name: &full,
-            input_hash: &prepared.input_hash,
-            write,
-            idempotent,
-        };
-        let decision = replay::decide(recorded, expected, self.mode(&path));
-        match decision {
-            Decision::Replay(Answer::Output(out)) => {
-                self.report(Progress::ActionFinished {
-                    step: path,
-                    seq,
-                    action: full,
-                    describe: prepared.describe,
-                    elapsed_ms: 0,
-                    how: "replayed",
-                });
-                return Ok(json_to_dynamic(out));
-            }
-            Decision::Replay(Answer::Failure(err)) => {
-                self.report(Progress::ActionFailed {
-                    step: path,
-                    seq,
-                    action: full.clone(),
-                    error: err.to_string(),
-                    retry_in_ms: None,
-                });
-                return Err(runtime_error(format!("{full} failed: {err}"), pos));
-            }
-            Decision::Mismatch => {
-                let (was, detail) = match recorded {
-                    Some(Call::Action {
-                        action: name,
-                        input: rec_input,
-                        ..
-                    }) => (
-                        format!("{name} {}", compact(rec_input)),
-                        field_diff(rec_input, &prepared.input),
-                    ),
-                    Some(other) => (other.kind(), String::new()),
-                    None => (String::new(), String::new()),
-                };
-                return Err(self.mismatch(
-                    &key,
-                    was,
-                    format!("{full} {}", compact(&prepared.input)),
-                    detail,
-                    pos,
-                ));
-            }
-            Decision::Frontier => return Err(self.stop_with(Stop::Frontier, pos)),
-            Decision::SkipInflight => {
-                self.journal_or_stop(
-                    Event::ActionFinished {
-                        step: path.clone(),
-                        seq,
-                        output: prepared.predicted.clone(),
-                        elapsed_ms: 0,
-                        skipped: true,
-                    },
-                    true,
-                    pos,
-                )?;
-                self.report(Progress::ActionFinished {
-                    step: path,
-                    seq,
-                    action: full,
-                    describe: prepared.describe,
-                    elapsed_ms: 0,
-                    how: "skipped",
-                });
-                return Ok(json_to_dynamic(&prepared.predicted));
-            }
-            Decision::AskOperator => {
-                let run = self.run_id.clone().unwrap_or_default();
-                return Err(self.stop_with(
-                    Stop::Paused {
-                        reason: format!(
-                            "{full} ({}) at step '{}' was in flight when the run stopped, and it is not idempotent: \
-                             it may or may not have taken effect. Check the target, then choose",
-                            prepared.describe,
-                            show_path(&path)
-                        ),
-                        next: Next::DecideInflight { run },
-                    },
-                    pos,
-                ));
-            }
-            Decision::Resume(Resumed::Action { retry_chosen: true }) => {
-                self.report(Progress::Warning {
-                    message: format!(
-                        "running {full} at step '{}' again (--retry-inflight)",
-                        show_path(&path)
-                    ),
-                });
-            }
-            Decision::Resume(_) => {
-                self.report(Progress::Warning {
-                    message: format!(
-                        "{full} at step '{}' was in flight when the run stopped; running it again ({})",
-                        show_path(&path),
-                        if write { "idempotent" } else { "a read" }
-                    ),
-                });
-            }
-            Decision::Replay(_) | Decision::Predict | Decision::Fresh => {}
-        }
-
-        if decision == Decision::Predict {
-            if write {
-                let mut change = prepared.describe.clone();
-                if !self.offline {
-                    // The target's state now, read for the plan; a slow target does not hold it up.
-                    let cx = self.cx(&path, seq, Duration::from_secs(5));
-                    let preview = (prepared.preview)(cx);
-                    let note = self.rt.block_on(async {
-                        tokio::time::timeout(Duration::from_secs(6), preview)
-                            .await
-                            .ok()
-                            .flatten()
-                    });
-                    if let Some(note) = note {
-                        change = format!("{change}; {note}");
-                    }
-                }
-                self.plan.lock().unwrap().push(PlanEntry {
-                    step: path.clone(),
-                    action: full.clone(),
-                    change,
-                });
-            }
-            self.report(Progress::ActionFinished {
-                step: path,
-                seq,
-                action: full,
-                describe: prepared.describe,
-                elapsed_ms: 0,
-                how: "predicted",
-            });
-            return Ok(json_to_dynamic(&prepared.predicted));
-        }
-
-        self.journal_or_stop(
-            Event::ActionStarted {
-                step: path.clone(),
-                seq,
-                action: full.clone(),
-                input: prepared.input.clone(),
-                input_hash: prepared.input_hash.clone(),
-                write,
-                idempotent,
-                notice: spec.is_notice(),
-            },
-            // Durable before the side effect, so that resume knows it may have happened and
-            // asks. An idempotent write needs no such care: resume runs an idempotent call
-            // left in flight again — exactly what it does with a call it never heard of.
-            write && !idempotent,
-            pos,
-        )?;
-        if write && !spec.is_notice() {
-            self.wrote.store(true, Ordering::SeqCst);
-        }
-        self.report(Progress::ActionStarted {
-            step: path.clone(),
-            seq,
-            action: full.clone(),
-            describe: prepared.describe.clone(),
-            write,
-        });
-
-        let started = Instant::now();
-        let mut attempt = 0u32;
-        loop {
-            let mut timeout = opts.timeout;
-            if let Some(deadline) = frames::deadline() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    let error = "the step's time limit ran out".to_string();
-                    self.journal_or_stop(
-                        Event::ActionFailed {
-                            step: path.clone(),
-                            seq,
-                            error: error.clone(),
-                            elapsed_ms: 0,
-                        },
-                        write,
-                        pos,
-                    )?;
-                    return Err(runtime_error(format!("{full} failed: {error}"), pos));
-                }
-                timeout = timeout.min(left);
-            }
-            let cx = self.cx(&path, seq, timeout);
-            let fut = (prepared.run)(cx);
-            self.action_time.enter();
-            // A grace second past the limit: actions that honour the limit report it better.
-            let result = self.rt.block_on(async {
-                match tokio::time::timeout(timeout + Duration::from_secs(1), fut).await {
-                    Ok(r) => r,
-                    Err(_) => Err(crate::action::ActionError::maybe_applied(format!(
-                        "did not finish within {}",
-                        humantime::format_duration(timeout)
-                    ))),
-                }
-            });
-            self.action_time.leave();
-            super::crash::after_effect();
-            match result {
-                Ok(output) => {
-                    let elapsed_ms = started.elapsed().as_millis() as u64;
-                    self.journal_or_stop(
-                        Event::ActionFinished {
-                            step: path.clone(),
-                            seq,
-                            output: output.clone(),
-                            elapsed_ms,
-                            skipped: false,
-                        },
-                        write,
-                        pos,
-                    )?;
-                    self.report(Progress::ActionFinished {
-                        step: path,
-                        seq,
-                        action: full,
-                        describe: prepared.describe,
-                        elapsed_ms,
-                        how: "ran",
-                    });
-                    return Ok(json_to_dynamic(&output));
-                }
-                Err(e) if e.kind == ErrorKind::Interrupted => {
-                    // Left in flight on purpose: resume decides by its idempotency.
-                    return Err(self.stop_with(Stop::Interrupted, pos));
-                }
-                Err(e) => {
-                    let retryable = match e.kind {
-                        ErrorKind::TransientNotSent => true,
-                        ErrorKind::TransientMaybeApplied => !write || idempotent,
-                        _ => false,
-                    };
-                    let message = self.redactor.redact(&e.message);
-                    if retryable && attempt < opts.retries && !self.cancel.load(Ordering::SeqCst) {
-                        let delay = opts.backoff.saturating_mul(1 << attempt.min(16));
-                        self.report(Progress::ActionFailed {
-                            step: path.clone(),
-                            seq,
-                            action: full.clone(),
-                            error: message,
-                            retry_in_ms: Some(delay.as_millis() as u64),
-                        });
-                        std::thread::sleep(delay);
-                        attempt += 1;
-                        continue;
-                    }
-                    let elapsed_ms = started.elapsed().as_millis() as u64;
-                    self.journal_or_stop(
-                        Event::ActionFailed {
-                            step: path.clone(),
-                            seq,
-                            error: message.clone(),
-                            elapsed_ms,
-                        },
-                        write,
-                        pos,
-                    )?;
-                    self.report(Progress::ActionFailed {
-                        step: path,
-                        seq,
-                        action: full.clone(),
-                        error: message.clone(),
-                        retry_in_ms: None,
-                    });
-                    return Err(runtime_error(format!("{full} failed: {message}"), pos));
-                }
-            }
-        }
-    }
-
     /// The context an action runs in, reporting its progress under its call identity.
-    fn cx(&self, path: &StepPath, seq: u32, timeout: Duration) -> Cx {
+    pub(super) fn cx(&self, path: &StepPath, seq: u32, timeout: Duration) -> Cx {
         let reporter = self.reporter.clone();
         let p_path = path.clone();
         Cx {
@@ -715,48 +389,11 @@ impl RunCtx {
         }
     }
 
-    fn call_opts(
-        &self,
-        full: &str,
-        spec: &crate::action::Spec,
-        input: &mut Value,
-        pos: Position,
-    ) -> RhaiResult<CallOpts> {
-        let mut opts = CallOpts {
-            timeout: spec.default_timeout,
-            retries: spec.default_retries,
-            backoff: Duration::from_millis(500),
-        };
-        let Value::Object(map) = input else {
-            return Ok(opts);
-        };
-        let bad =
-            |field: &str, e: String| self.invalid(format!("{full}: field `{field}`: {e}"), pos);
-        if let Some(v) = map.remove("timeout") {
-            opts.timeout = serde_json::from_value::<Dur>(v)
-                .map_err(|e| bad("timeout", e.to_string()))?
-                .0;
-        }
-        if let Some(v) = map.remove("backoff") {
-            opts.backoff = serde_json::from_value::<Dur>(v)
-                .map_err(|e| bad("backoff", e.to_string()))?
-                .0;
-        }
-        if let Some(v) = map.remove("retries") {
-            opts.retries = v.as_u64().filter(|n| *n <= 100).ok_or_else(|| {
-                bad(
-                    "retries",
-                    format!("expected a number from 0 to 100, got {v}"),
-                )
-            })? as u32;
-        }
-        Ok(opts)
-    }
-
     /// Recorded changes the script did not reach this time.
     pub fn unreplayed_writes(&self) -> Vec<String> {
-        let consumed = self.consumed.lock().unwrap();
+        let consumed = self.journal.consumed.lock().unwrap();
         let mut out: Vec<String> = self
+            .journal
             .replay
             .calls
             .iter()
@@ -791,9 +428,9 @@ impl RunCtx {
         let key = frames::next_call();
         let (path, seq) = key.clone();
         let describe = format!("wait {}", humantime::format_duration(dur));
-        let recorded = self.replay.calls.get(&key);
+        let recorded = self.journal.replay.calls.get(&key);
         if recorded.is_some() {
-            self.consumed.lock().unwrap().insert(key.clone());
+            self.journal.consumed.lock().unwrap().insert(key.clone());
         }
         let until_ms = match replay::decide(recorded, Expected::Timer, self.mode(&path)) {
             Decision::Replay(_) => {
@@ -859,19 +496,19 @@ impl RunCtx {
         });
         let started = Instant::now();
         // Time the runbook asked to wait is not the engine's.
-        self.action_time.enter();
+        self.state.action_time.enter();
         loop {
             let now = journal::unix_ms();
             if now >= until_ms {
                 break;
             }
             if self.cancel.load(Ordering::SeqCst) {
-                self.action_time.leave();
+                self.state.action_time.leave();
                 return Err(self.stop_with(Stop::Interrupted, pos));
             }
             std::thread::sleep(Duration::from_millis((until_ms - now).min(100)));
         }
-        self.action_time.leave();
+        self.state.action_time.leave();
         self.journal_or_stop(
             Event::TimerFired {
                 step: path.clone(),
@@ -898,9 +535,9 @@ impl RunCtx {
         self.check_params_declared(pos)?;
         let key = frames::next_call();
         let (path, seq) = key.clone();
-        let recorded = self.replay.calls.get(&key);
+        let recorded = self.journal.replay.calls.get(&key);
         if recorded.is_some() {
-            self.consumed.lock().unwrap().insert(key.clone());
+            self.journal.consumed.lock().unwrap().insert(key.clone());
         }
         match replay::decide(recorded, Expected::Approval, self.mode(&path)) {
             Decision::Replay(Answer::ApprovedBy(by)) => {
@@ -914,7 +551,7 @@ impl RunCtx {
             Decision::Frontier => return Err(self.stop_with(Stop::Frontier, pos)),
             Decision::Resume(Resumed::Approval) => {}
             Decision::Predict => {
-                self.plan.lock().unwrap().push(PlanEntry {
+                self.state.plan.lock().unwrap().push(PlanEntry {
                     step: path.clone(),
                     action: "approve".into(),
                     change: format!("ask for approval: \"{message}\""),
@@ -947,29 +584,29 @@ impl RunCtx {
                 ));
             }
         }
-        let (by, via) = if let Some(by) = &self.resume_approver {
+        let (by, via) = if let Some(by) = &self.opts.resume_approver {
             (by.clone(), "resume --approve")
-        } else if self.auto_approve {
-            (self.operator.clone(), "--yes")
+        } else if self.opts.auto_approve {
+            (self.opts.operator.clone(), "--yes")
         } else {
-            self.action_time.enter();
+            self.state.action_time.enter();
             let answer = self.reporter.ask_approval(message);
-            self.action_time.leave();
+            self.state.action_time.leave();
             match answer {
-                Some(true) => (self.operator.clone(), "terminal"),
+                Some(true) => (self.opts.operator.clone(), "terminal"),
                 Some(false) => {
                     self.report(Progress::Approval {
                         step: path,
                         message: message.into(),
-                        outcome: format!("declined by {}", self.operator),
+                        outcome: format!("declined by {}", self.opts.operator),
                     });
                     return Err(runtime_error(
-                        format!("approval declined by {}: {message}", self.operator),
+                        format!("approval declined by {}: {message}", self.opts.operator),
                         pos,
                     ));
                 }
                 None => {
-                    let run = self.run_id.clone().unwrap_or_default();
+                    let run = self.opts.run_id.clone().unwrap_or_default();
                     self.report(Progress::Approval {
                         step: path,
                         message: message.into(),
@@ -1006,7 +643,7 @@ impl RunCtx {
     pub fn log(&self, message: String) {
         let message = message.trim_end().to_string();
         let step = frames::current_path();
-        if !self.dry_run && !frames::in_replayed_step() {
+        if !self.opts.dry_run && !frames::in_replayed_step() {
             let _ = self.journal(
                 Event::Log {
                     step: step.clone(),
@@ -1030,8 +667,8 @@ impl RunCtx {
         pos: Position,
         body: impl FnOnce(bool) -> RhaiResult,
     ) -> RhaiResult {
-        let replayed = self.replay.finished_steps.contains(&path);
-        let journaled = !replayed && !self.dry_run;
+        let replayed = self.journal.replay.finished_steps.contains(&path);
+        let journaled = !replayed && !self.opts.dry_run;
         if journaled {
             self.journal_or_stop(Event::StepStarted { step: path.clone() }, false, pos)?;
         }
@@ -1062,7 +699,7 @@ impl RunCtx {
             }
             Err(e) if e.is_catchable() => {
                 let (message, _, _) = crate::script::describe_error(e);
-                if !self.dry_run {
+                if !self.opts.dry_run {
                     self.journal_or_stop(
                         Event::StepFailed {
                             step: path.clone(),
@@ -1079,7 +716,7 @@ impl RunCtx {
                     will_retry,
                 });
                 if !will_retry {
-                    let mut failed = self.failed_steps.lock().unwrap();
+                    let mut failed = self.state.failed_steps.lock().unwrap();
                     if !failed.iter().any(|f| f.starts_with(&path)) {
                         failed.push(path);
                     }
@@ -1155,7 +792,8 @@ impl RunCtx {
                 Ok(value) => {
                     if let Some(undo) = undo {
                         #[allow(deprecated)] // "volatile", not deprecated
-                        self.undo
+                        self.state
+                            .undo
                             .lock()
                             .unwrap()
                             .push((path, undo, ncx.store_data()));
@@ -1276,7 +914,7 @@ impl RunCtx {
 }
 
 /// The input as one short line.
-fn compact(v: &Value) -> String {
+pub(super) fn compact(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 200 {
         format!(
@@ -1294,7 +932,7 @@ fn compact(v: &Value) -> String {
 }
 
 /// Field-by-field differences between a recorded input and the script's.
-fn field_diff(recorded: &Value, now: &Value) -> String {
+pub(super) fn field_diff(recorded: &Value, now: &Value) -> String {
     let (Value::Object(a), Value::Object(b)) = (recorded, now) else {
         return String::new();
     };

@@ -19,7 +19,7 @@ impl Host for RunCtx {
     }
 
     fn dry_run(&self) -> bool {
-        self.dry_run
+        self.opts.dry_run
     }
 
     fn cancelled(&self) -> bool {
@@ -73,7 +73,7 @@ impl Host for RunCtx {
     fn secret(&self, name: &str, pos: Position) -> RhaiResult<Secret> {
         match Secret::from_env(name, &self.redactor) {
             Ok(s) => Ok(s),
-            Err(_) if self.dry_run && self.offline => Ok(Secret::placeholder(name)),
+            Err(_) if self.opts.dry_run && self.opts.offline => Ok(Secret::placeholder(name)),
             Err(e) => Err(RunCtx::invalid(
                 self,
                 format!("secret(\"{name}\"): {e}; export it before running"),
@@ -85,20 +85,20 @@ impl Host for RunCtx {
     fn lock(&self, name: &str, pos: Position) -> RhaiResult<()> {
         // A dry-run changes nothing, so it excludes nobody: a plan can be made while a real
         // run holds the lock (the run's own default lock is not taken either).
-        let Some(store) = self.store.clone().filter(|_| !self.dry_run) else {
+        let Some(store) = self.store.clone().filter(|_| !self.opts.dry_run) else {
             return Ok(());
         };
         let holder = LockHolder {
-            run_id: self.run_id.clone().unwrap_or_default(),
-            runbook: self.runbook.clone(),
-            operator: self.operator.clone(),
-            host: self.host.clone(),
+            run_id: self.opts.run_id.clone().unwrap_or_default(),
+            runbook: self.opts.runbook.clone(),
+            operator: self.opts.operator.clone(),
+            host: self.opts.host.clone(),
             pid: std::process::id(),
             since: crate::journal::timestamp(),
         };
         match super::take_lock(store.as_ref(), self.reporter.as_ref(), name, &holder) {
             Ok(guard) => {
-                self.locks.lock().unwrap().push(guard);
+                self.state.locks.lock().unwrap().push(guard);
                 Ok(())
             }
             Err(e) => {
@@ -109,13 +109,13 @@ impl Host for RunCtx {
     }
 
     fn params(&self, decls: Map, pos: Position) -> RhaiResult<Map> {
-        if self.params_declared.swap(true, Ordering::SeqCst) {
+        if self.state.params_declared.swap(true, Ordering::SeqCst) {
             return Err(Box::new(EvalAltResult::ErrorRuntime(
                 "params(..) is declared twice; declare every parameter in one call".into(),
                 pos,
             )));
         }
-        crate::script::resolve_params(&decls, &self.vars).map_err(|problems| {
+        crate::script::resolve_params(&decls, &self.opts.vars).map_err(|problems| {
             self.set_stop(Stop::Refused(crate::error::Error::Param(format!(
                 "invalid parameters:\n  {}",
                 problems.join("\n  ")

@@ -1,5 +1,6 @@
 //! Runs and resumes runbooks: open the journal, run the script, record how it ended.
 
+mod call;
 mod crash;
 mod ctx;
 mod diff;
@@ -16,7 +17,7 @@ use std::time::Instant;
 use rhai::{Dynamic, EvalAltResult};
 use sha2::{Digest, Sha256};
 
-pub use ctx::{CtxInit, Inflight, JournalInit, RunCtx, Stop};
+pub use ctx::{CtxInit, Inflight, JournalInit, RunCtx, RunOptions, Stop};
 pub use frames::set_source;
 
 use crate::error::{Error, Next};
@@ -162,11 +163,11 @@ pub fn take_lock(
 /// At the end of a run's process: a run that is over, or that changed nothing, releases its
 /// claims; one paused, interrupted or stopped mid-change keeps them (resume or abandon it).
 fn settle_locks(ctx: &RunCtx) {
-    let guards: Vec<journal::LockGuard> = ctx.locks.lock().unwrap().drain(..).collect();
+    let guards: Vec<journal::LockGuard> = ctx.state.locks.lock().unwrap().drain(..).collect();
     if guards.is_empty() {
         return;
     }
-    let still_claimed = match (&ctx.store, &ctx.run_id) {
+    let still_claimed = match (&ctx.store, &ctx.opts.run_id) {
         (Some(store), Some(id)) => store
             .read(id)
             .ok()
@@ -239,16 +240,19 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         },
     });
     let ctx = Arc::new(RunCtx::new(CtxInit {
-        run_id: run_id.clone(),
-        runbook: file.clone(),
-        dry_run: req.dry_run,
-        offline: req.offline,
-        auto_approve: req.yes,
-        resume_approver: None,
-        inflight: None,
-        undo_mode: false,
-        operator: env.operator.name.clone(),
-        host: env.operator.host.clone(),
+        opts: RunOptions {
+            run_id: run_id.clone(),
+            runbook: file.clone(),
+            dry_run: req.dry_run,
+            offline: req.offline,
+            auto_approve: req.yes,
+            resume_approver: None,
+            inflight: None,
+            undo_mode: false,
+            operator: env.operator.name.clone(),
+            host: env.operator.host.clone(),
+            vars: req.vars.clone(),
+        },
         journal: None,
         journal_init,
         journal_path: run_id
@@ -261,10 +265,9 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         rt: env.rt.clone(),
         redactor: env.redactor.clone(),
         cancel: env.cancel.clone(),
-        vars: req.vars.clone(),
         store: Some(env.store.clone()),
     }));
-    ctx.locks.lock().unwrap().extend(locks);
+    ctx.state.locks.lock().unwrap().extend(locks);
     let prepared = prepare(
         &ctx,
         &file,
@@ -554,16 +557,19 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
     let next_record = loaded.records.last().map(|r| r.n + 1).unwrap_or(1);
     let replay = replay::Replay::from_records(&loaded.records);
     let ctx = Arc::new(RunCtx::new(CtxInit {
-        run_id: Some(req.run_id.clone()),
-        runbook: file.clone(),
-        dry_run: false,
-        offline: false,
-        auto_approve: req.yes,
-        resume_approver: req.approve.then(|| env.operator.name.clone()),
-        inflight: req.inflight,
-        undo_mode: req.undo,
-        operator: env.operator.name.clone(),
-        host: env.operator.host.clone(),
+        opts: RunOptions {
+            run_id: Some(req.run_id.clone()),
+            runbook: file.clone(),
+            dry_run: false,
+            offline: false,
+            auto_approve: req.yes,
+            resume_approver: req.approve.then(|| env.operator.name.clone()),
+            inflight: req.inflight,
+            undo_mode: req.undo,
+            operator: env.operator.name.clone(),
+            host: env.operator.host.clone(),
+            vars,
+        },
         journal: Some(writer),
         journal_init: None,
         journal_path: format!("{} run {}", env.store.describe(), req.run_id),
@@ -573,11 +579,10 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         rt: env.rt.clone(),
         redactor: env.redactor.clone(),
         cancel: env.cancel.clone(),
-        vars,
         store: Some(env.store.clone()),
     }));
-    ctx.locks.lock().unwrap().push(guard);
-    ctx.wrote.store(
+    ctx.state.locks.lock().unwrap().push(guard);
+    ctx.state.wrote.store(
         loaded.records.iter().any(|r| {
             matches!(
                 r.event,
@@ -666,7 +671,7 @@ fn execute(
     frames::reset(frames::Frame::new(Vec::new(), None, false));
 
     let result = engine.run_ast_with_scope(&mut scope, &ast);
-    if ctx.undo_mode {
+    if ctx.opts.undo_mode {
         // The replay has reached where the run stopped (or ended as it ended): undo instead.
         let stop = ctx.take_stop();
         if matches!(stop, Some(Stop::Frontier) | None) {
@@ -675,7 +680,7 @@ fn execute(
         }
     }
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    let run_id = ctx.run_id.clone();
+    let run_id = ctx.opts.run_id.clone();
     let outcome = match result {
         Ok(()) => {
             ctx.journal(Event::RunFinished { elapsed_ms }, true)?;
@@ -688,12 +693,12 @@ fn execute(
                     ),
                 });
             }
-            if ctx.dry_run {
+            if ctx.opts.dry_run {
                 ctx.report(Progress::Plan {
-                    entries: ctx.plan.lock().unwrap().clone(),
+                    entries: ctx.state.plan.lock().unwrap().clone(),
                 });
             }
-            let status = if ctx.dry_run {
+            let status = if ctx.opts.dry_run {
                 RunStatus::FinishedDryRun
             } else {
                 RunStatus::Finished
@@ -718,7 +723,7 @@ fn execute(
         )),
     };
     ctx.sync_journal();
-    let action_ms = ctx.action_time.total().as_millis() as u64;
+    let action_ms = ctx.state.action_time.total().as_millis() as u64;
     ctx.report(Progress::Timing {
         wall_ms: elapsed_ms,
         action_ms,
@@ -738,7 +743,7 @@ fn ended_with(
     undoing: bool,
     script_change: Option<String>,
 ) -> Error {
-    let run_id = ctx.run_id.clone();
+    let run_id = ctx.opts.run_id.clone();
     let run = run_id.clone().unwrap_or_default();
     let stop = ctx
         .take_stop()
@@ -851,7 +856,7 @@ fn ended_with(
         }
         None => {
             let (message, pos, module) = crate::script::describe_error(e);
-            let failed_steps = ctx.failed_steps.lock().unwrap().clone();
+            let failed_steps = ctx.state.failed_steps.lock().unwrap().clone();
             let _ = ctx.journal(
                 Event::RunFailed {
                     error: message.clone(),
@@ -863,18 +868,18 @@ fn ended_with(
                 .first()
                 .map(|s| format!(" in step '{}'", show_path(s)))
                 .unwrap_or_default();
-            let next = if ctx.dry_run || run_id.is_none() {
+            let next = if ctx.opts.dry_run || run_id.is_none() {
                 None
-            } else if !ctx.wrote.load(std::sync::atomic::Ordering::SeqCst) {
+            } else if !ctx.state.wrote.load(std::sync::atomic::Ordering::SeqCst) {
                 Some(Next::RunAgain)
             } else {
                 Some(Next::FixCause {
                     run,
                     undo: undoing,
-                    undoable: if ctx.undo_mode {
+                    undoable: if ctx.opts.undo_mode {
                         0
                     } else {
-                        ctx.undo.lock().unwrap().len()
+                        ctx.state.undo.lock().unwrap().len()
                     },
                 })
             };
@@ -920,7 +925,7 @@ fn undo(
     file: &str,
     source: &str,
 ) -> Result<(), Error> {
-    let undos: Vec<_> = ctx.undo.lock().unwrap().drain(..).rev().collect();
+    let undos: Vec<_> = ctx.state.undo.lock().unwrap().drain(..).rev().collect();
     let mut undone = Vec::new();
     for (path, closure, caller) in undos {
         let mut undo_path = vec![journal::UNDO.to_string()];
@@ -959,7 +964,7 @@ fn undo(
         )
     };
     ctx.report(Progress::RunEnded {
-        run_id: ctx.run_id.clone(),
+        run_id: ctx.opts.run_id.clone(),
         status: RunStatus::Undone,
         elapsed_ms,
         message: Some(message),

@@ -1,0 +1,450 @@
+//! One action call, in the stages a reader can name: decode the script's map into the
+//! action's typed input; decide, from the journal, whether it replays, is predicted or runs;
+//! record its start; attempt it, retrying what may be retried; record how it ended and report.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rhai::{Dynamic, Position};
+use serde_json::Value;
+
+use super::ctx::{compact, field_diff, runtime_error, RhaiResult, RunCtx, Stop};
+use super::frames;
+use super::replay::{self, Answer, Call, Decision, Expected, Key, Resumed};
+use crate::action::{ActionError, Dur, DynAction, Effect, ErrorKind, Prepared, Spec};
+use crate::error::Next;
+use crate::journal::{show_path, Event};
+use crate::report::{PlanEntry, Progress};
+use crate::value::{dynamic_to_json, json_to_dynamic};
+
+/// What the engine reads from a call's map besides the action's own fields.
+struct CallOpts {
+    timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+}
+
+/// A call decoded: the action, its typed input, and its identity in the journal.
+struct ActionCall {
+    spec: Spec,
+    full: String,
+    prepared: Prepared,
+    opts: CallOpts,
+    key: Key,
+    write: bool,
+    idempotent: bool,
+    pos: Position,
+}
+
+impl ActionCall {
+    fn path(&self) -> &[String] {
+        &self.key.0
+    }
+    fn seq(&self) -> u32 {
+        self.key.1
+    }
+}
+
+/// After the decision: answered from the journal, predicted, or to be run.
+enum Proceed {
+    Answered(Dynamic),
+    Predict,
+    Run,
+}
+
+impl RunCtx {
+    /// Runs (or replays, or predicts) one action call from the script.
+    pub fn call_action(
+        &self,
+        action: &Arc<dyn DynAction>,
+        arg: Dynamic,
+        pos: Position,
+    ) -> RhaiResult {
+        self.check_stop(pos)?;
+        self.check_params_declared(pos)?;
+        let call = self.decode(action, arg, pos)?;
+        match self.decide_call(&call)? {
+            Proceed::Answered(value) => Ok(value),
+            Proceed::Predict => Ok(self.predict(call)),
+            Proceed::Run => {
+                self.record_start(&call)?;
+                let started = Instant::now();
+                let outcome = self.attempt(&call);
+                self.record_end(call, started, outcome)
+            }
+        }
+    }
+
+    /// The script's map (or single value) as the action's typed input, with the engine's
+    /// own fields (timeout, retries, backoff) taken out; a mistake names the field.
+    fn decode(
+        &self,
+        action: &Arc<dyn DynAction>,
+        arg: Dynamic,
+        pos: Position,
+    ) -> RhaiResult<ActionCall> {
+        let spec = action.spec().clone();
+        let full = spec.full_name();
+        let mut input = if arg.is_map() {
+            dynamic_to_json(&arg).map_err(|e| self.invalid(format!("{full}: {e}"), pos))?
+        } else if let Some(primary) = spec.primary {
+            let v = dynamic_to_json(&arg).map_err(|e| self.invalid(format!("{full}: {e}"), pos))?;
+            let mut m = serde_json::Map::new();
+            m.insert(primary.into(), v);
+            Value::Object(m)
+        } else {
+            return Err(self.invalid(
+                format!("{full} takes a map of fields, e.g. {full}(#{{ .. }}); `runbook actions` lists them"),
+                pos,
+            ));
+        };
+        let opts = self.call_opts(&full, &spec, &mut input, pos)?;
+        let prepared = action.prepare(input).map_err(|e| {
+            let field = if e.field.is_empty() {
+                String::new()
+            } else {
+                format!(" field `{}`:", e.field)
+            };
+            self.invalid(format!("{full}:{field} {}", e.message), pos)
+        })?;
+        Ok(ActionCall {
+            write: spec.effect == Effect::Write,
+            idempotent: prepared.idempotent,
+            spec,
+            full,
+            prepared,
+            opts,
+            key: frames::next_call(),
+            pos,
+        })
+    }
+
+    fn call_opts(
+        &self,
+        full: &str,
+        spec: &Spec,
+        input: &mut Value,
+        pos: Position,
+    ) -> RhaiResult<CallOpts> {
+        let mut opts = CallOpts {
+            timeout: spec.default_timeout,
+            retries: spec.default_retries,
+            backoff: Duration::from_millis(500),
+        };
+        let Value::Object(map) = input else {
+            return Ok(opts);
+        };
+        let bad =
+            |field: &str, e: String| self.invalid(format!("{full}: field `{field}`: {e}"), pos);
+        if let Some(v) = map.remove("timeout") {
+            opts.timeout = serde_json::from_value::<Dur>(v)
+                .map_err(|e| bad("timeout", e.to_string()))?
+                .0;
+        }
+        if let Some(v) = map.remove("backoff") {
+            opts.backoff = serde_json::from_value::<Dur>(v)
+                .map_err(|e| bad("backoff", e.to_string()))?
+                .0;
+        }
+        if let Some(v) = map.remove("retries") {
+            opts.retries = v.as_u64().filter(|n| *n <= 100).ok_or_else(|| {
+                bad(
+                    "retries",
+                    format!("expected a number from 0 to 100, got {v}"),
+                )
+            })? as u32;
+        }
+        Ok(opts)
+    }
+
+    /// What the journal says of this call (see `replay::decide`), acted upon: a recorded
+    /// answer, a mismatch, the undo frontier, a pause for the operator, or on to run it.
+    fn decide_call(&self, call: &ActionCall) -> RhaiResult<Proceed> {
+        let (full, pos) = (&call.full, call.pos);
+        let recorded = self.journal.replay.calls.get(&call.key);
+        if recorded.is_some() {
+            self.journal
+                .consumed
+                .lock()
+                .unwrap()
+                .insert(call.key.clone());
+        }
+        let expected = Expected::Action {
+            name: full,
+            input_hash: &call.prepared.input_hash,
+            write: call.write,
+            idempotent: call.idempotent,
+        };
+        let path = call.path().to_vec();
+        match replay::decide(recorded, expected, self.mode(&path)) {
+            Decision::Replay(Answer::Output(out)) => {
+                self.report_finished(call, 0, "replayed");
+                Ok(Proceed::Answered(json_to_dynamic(out)))
+            }
+            Decision::Replay(Answer::Failure(err)) => {
+                self.report(Progress::ActionFailed {
+                    step: path,
+                    seq: call.seq(),
+                    action: full.clone(),
+                    error: err.to_string(),
+                    retry_in_ms: None,
+                });
+                Err(runtime_error(format!("{full} failed: {err}"), pos))
+            }
+            Decision::Mismatch => {
+                let (was, detail) = match recorded {
+                    Some(Call::Action {
+                        action: name,
+                        input: rec_input,
+                        ..
+                    }) => (
+                        format!("{name} {}", compact(rec_input)),
+                        field_diff(rec_input, &call.prepared.input),
+                    ),
+                    Some(other) => (other.kind(), String::new()),
+                    None => (String::new(), String::new()),
+                };
+                Err(self.mismatch(
+                    &call.key,
+                    was,
+                    format!("{full} {}", compact(&call.prepared.input)),
+                    detail,
+                    pos,
+                ))
+            }
+            Decision::Frontier => Err(self.stop_with(Stop::Frontier, pos)),
+            Decision::SkipInflight => {
+                self.journal_or_stop(
+                    Event::ActionFinished {
+                        step: path,
+                        seq: call.seq(),
+                        output: call.prepared.predicted.clone(),
+                        elapsed_ms: 0,
+                        skipped: true,
+                    },
+                    true,
+                    pos,
+                )?;
+                self.report_finished(call, 0, "skipped");
+                Ok(Proceed::Answered(json_to_dynamic(&call.prepared.predicted)))
+            }
+            Decision::AskOperator => {
+                let run = self.opts.run_id.clone().unwrap_or_default();
+                Err(self.stop_with(
+                    Stop::Paused {
+                        reason: format!(
+                            "{full} ({}) at step '{}' was in flight when the run stopped, and it is not idempotent: \
+                             it may or may not have taken effect. Check the target, then choose",
+                            call.prepared.describe,
+                            show_path(&path)
+                        ),
+                        next: Next::DecideInflight { run },
+                    },
+                    pos,
+                ))
+            }
+            Decision::Resume(Resumed::Action { retry_chosen: true }) => {
+                self.report(Progress::Warning {
+                    message: format!(
+                        "running {full} at step '{}' again (--retry-inflight)",
+                        show_path(&path)
+                    ),
+                });
+                Ok(Proceed::Run)
+            }
+            Decision::Resume(_) => {
+                self.report(Progress::Warning {
+                    message: format!(
+                        "{full} at step '{}' was in flight when the run stopped; running it again ({})",
+                        show_path(&path),
+                        if call.write { "idempotent" } else { "a read" }
+                    ),
+                });
+                Ok(Proceed::Run)
+            }
+            Decision::Predict => Ok(Proceed::Predict),
+            Decision::Replay(_) | Decision::Fresh => Ok(Proceed::Run),
+        }
+    }
+
+    /// A dry-run's answer: the predicted output, and for a write a line in the plan with what
+    /// the target is now.
+    fn predict(&self, call: ActionCall) -> Dynamic {
+        if call.write {
+            let mut change = call.prepared.describe.clone();
+            if !self.opts.offline {
+                // The target's state now, read for the plan; a slow target does not hold it up.
+                let cx = self.cx(&call.key.0, call.seq(), Duration::from_secs(5));
+                let preview = (call.prepared.preview)(cx);
+                let note = self.rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(6), preview)
+                        .await
+                        .ok()
+                        .flatten()
+                });
+                if let Some(note) = note {
+                    change = format!("{change}; {note}");
+                }
+            }
+            self.state.plan.lock().unwrap().push(PlanEntry {
+                step: call.key.0.clone(),
+                action: call.full.clone(),
+                change,
+            });
+        }
+        self.report_finished(&call, 0, "predicted");
+        json_to_dynamic(&call.prepared.predicted)
+    }
+
+    fn record_start(&self, call: &ActionCall) -> RhaiResult<()> {
+        self.journal_or_stop(
+            Event::ActionStarted {
+                step: call.key.0.clone(),
+                seq: call.seq(),
+                action: call.full.clone(),
+                input: call.prepared.input.clone(),
+                input_hash: call.prepared.input_hash.clone(),
+                write: call.write,
+                idempotent: call.idempotent,
+                notice: call.spec.is_notice(),
+            },
+            // Durable before the side effect, so that resume knows it may have happened and
+            // asks. An idempotent write needs no such care: resume runs an idempotent call
+            // left in flight again — exactly what it does with a call it never heard of.
+            call.write && !call.idempotent,
+            call.pos,
+        )?;
+        if call.write && !call.spec.is_notice() {
+            self.state.wrote.store(true, Ordering::SeqCst);
+        }
+        self.report(Progress::ActionStarted {
+            step: call.key.0.clone(),
+            seq: call.seq(),
+            action: call.full.clone(),
+            describe: call.prepared.describe.clone(),
+            write: call.write,
+        });
+        Ok(())
+    }
+
+    /// Runs the action within its time limit (and its step's), retrying transient failures
+    /// that are safe to retry: any not sent, and sent ones of reads and idempotent writes.
+    fn attempt(&self, call: &ActionCall) -> RhaiResult<Result<Value, String>> {
+        let mut attempt = 0u32;
+        loop {
+            let mut timeout = call.opts.timeout;
+            if let Some(deadline) = frames::deadline() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Err("the step's time limit ran out".to_string()));
+                }
+                timeout = timeout.min(left);
+            }
+            let cx = self.cx(&call.key.0, call.seq(), timeout);
+            let fut = (call.prepared.run)(cx);
+            self.state.action_time.enter();
+            // A grace second past the limit: actions that honour the limit report it better.
+            let result = self.rt.block_on(async {
+                match tokio::time::timeout(timeout + Duration::from_secs(1), fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ActionError::maybe_applied(format!(
+                        "did not finish within {}",
+                        humantime::format_duration(timeout)
+                    ))),
+                }
+            });
+            self.state.action_time.leave();
+            super::crash::after_effect();
+            let e = match result {
+                Ok(output) => return Ok(Ok(output)),
+                // Left in flight on purpose: resume decides by its idempotency.
+                Err(e) if e.kind == ErrorKind::Interrupted => {
+                    return Err(self.stop_with(Stop::Interrupted, call.pos))
+                }
+                Err(e) => e,
+            };
+            let retryable = match e.kind {
+                ErrorKind::TransientNotSent => true,
+                ErrorKind::TransientMaybeApplied => !call.write || call.idempotent,
+                _ => false,
+            };
+            let message = self.redactor.redact(&e.message);
+            if !retryable || attempt >= call.opts.retries || self.cancel.load(Ordering::SeqCst) {
+                return Ok(Err(message));
+            }
+            let delay = call.opts.backoff.saturating_mul(1 << attempt.min(16));
+            self.report(Progress::ActionFailed {
+                step: call.key.0.clone(),
+                seq: call.seq(),
+                action: call.full.clone(),
+                error: message,
+                retry_in_ms: Some(delay.as_millis() as u64),
+            });
+            std::thread::sleep(delay);
+            attempt += 1;
+        }
+    }
+
+    /// Journals how the call ended (durable for a write before the engine moves on), reports
+    /// it, and gives the script its answer.
+    fn record_end(
+        &self,
+        call: ActionCall,
+        started: Instant,
+        outcome: RhaiResult<Result<Value, String>>,
+    ) -> RhaiResult {
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match outcome? {
+            Ok(output) => {
+                self.journal_or_stop(
+                    Event::ActionFinished {
+                        step: call.key.0.clone(),
+                        seq: call.seq(),
+                        output: output.clone(),
+                        elapsed_ms,
+                        skipped: false,
+                    },
+                    call.write,
+                    call.pos,
+                )?;
+                self.report_finished(&call, elapsed_ms, "ran");
+                Ok(json_to_dynamic(&output))
+            }
+            Err(message) => {
+                self.journal_or_stop(
+                    Event::ActionFailed {
+                        step: call.key.0.clone(),
+                        seq: call.seq(),
+                        error: message.clone(),
+                        elapsed_ms,
+                    },
+                    call.write,
+                    call.pos,
+                )?;
+                self.report(Progress::ActionFailed {
+                    step: call.key.0.clone(),
+                    seq: call.seq(),
+                    action: call.full.clone(),
+                    error: message.clone(),
+                    retry_in_ms: None,
+                });
+                Err(runtime_error(
+                    format!("{} failed: {message}", call.full),
+                    call.pos,
+                ))
+            }
+        }
+    }
+
+    fn report_finished(&self, call: &ActionCall, elapsed_ms: u64, how: &'static str) {
+        self.report(Progress::ActionFinished {
+            step: call.key.0.clone(),
+            seq: call.seq(),
+            action: call.full.clone(),
+            describe: call.prepared.describe.clone(),
+            elapsed_ms,
+            how,
+        });
+    }
+}

@@ -17,7 +17,7 @@ use aws_sdk_route53::Client;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, ActionError, Cx, Dur, Effect, ErrorKind, Idempotency, Spec};
+use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
 
 /// Where the Route53 API is.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
@@ -427,16 +427,11 @@ impl Action for RecordsAction {
     type Output = Records;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "dns",
-            name: "records",
-            doc: "List a hosted zone's record sets (all pages), optionally of one name and type.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 2,
-        }
+        Spec::read(
+            "dns",
+            "records",
+            "List a hosted zone's record sets (all pages), optionally of one name and type.",
+        )
     }
 
     fn describe(input: &RecordsInput) -> String {
@@ -501,16 +496,11 @@ impl Action for Get {
     type Output = Records;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "dns",
-            name: "get",
-            doc: "The record sets of one name and type (all weighted ones, or one set identifier).",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 2,
-        }
+        Spec::read(
+            "dns",
+            "get",
+            "The record sets of one name and type (all weighted ones, or one set identifier).",
+        )
     }
 
     fn describe(input: &GetInput) -> String {
@@ -570,16 +560,7 @@ impl Action for Upsert {
     type Output = Applied;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "dns",
-            name: "upsert",
-            doc: "Create or replace record sets (UPSERT) in one change batch; records already so are left alone.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(60),
-            default_retries: 2,
-        }
+        Spec::converge("dns", "upsert", "Create or replace record sets (UPSERT) in one change batch; records already so are left alone.").retries(2)
     }
 
     fn describe(input: &UpsertInput) -> String {
@@ -654,16 +635,12 @@ impl Action for Delete {
     type Output = Applied;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "dns",
-            name: "delete",
-            doc: "Delete a record set as it now is (a no-op when it does not exist).",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(60),
-            default_retries: 2,
-        }
+        Spec::converge(
+            "dns",
+            "delete",
+            "Delete a record set as it now is (a no-op when it does not exist).",
+        )
+        .retries(2)
     }
 
     fn describe(input: &DeleteInput) -> String {
@@ -754,16 +731,7 @@ impl Action for SetWeights {
     type Output = WeightsChanged;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "dns",
-            name: "set_weights",
-            doc: "Shift traffic between the weighted records of one name (one change batch), keeping each record's target and health check.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(60),
-            default_retries: 2,
-        }
+        Spec::converge("dns", "set_weights", "Shift traffic between the weighted records of one name (one change batch), keeping each record's target and health check.").retries(2)
     }
 
     fn describe(input: &SetWeightsInput) -> String {
@@ -905,16 +873,14 @@ impl Action for WaitChange {
     type Output = InSync;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "dns",
-            name: "wait_change",
-            doc: "Wait until a Route53 change is INSYNC (propagated to every Route53 name server).",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: Some("change_id"),
-            default_timeout: Duration::from_secs(300),
-            default_retries: 0,
-        }
+        Spec::read(
+            "dns",
+            "wait_change",
+            "Wait until a Route53 change is INSYNC (propagated to every Route53 name server).",
+        )
+        .primary("change_id")
+        .timeout(300)
+        .retries(0)
     }
 
     fn describe(input: &WaitChangeInput) -> String {
@@ -1006,16 +972,11 @@ impl Action for HealthChecksAction {
     type Output = HealthChecks;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "dns",
-            name: "health_checks",
-            doc: "List the Route53 health checks (all pages): id, type, target, port, path.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 2,
-        }
+        Spec::read(
+            "dns",
+            "health_checks",
+            "List the Route53 health checks (all pages): id, type, target, port, path.",
+        )
     }
 
     fn describe(input: &Endpoint) -> String {

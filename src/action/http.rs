@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Action, ActionError, Cx, Dur, Effect, ErrorKind, Idempotency, Spec, StatusSpec};
+use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec, StatusSpec};
 use crate::secret::SecretString;
 
 /// The most of a response body the engine keeps.
@@ -210,17 +210,12 @@ impl Action for Get {
     type Output = Response;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "http",
-            name: "get",
-            doc:
-                "GET a URL and return its status, headers and body; fails on an unexpected status.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: Some("url"),
-            default_timeout: Duration::from_secs(30),
-            default_retries: 2,
-        }
+        Spec::read(
+            "http",
+            "get",
+            "GET a URL and return its status, headers and body; fails on an unexpected status.",
+        )
+        .primary("url")
     }
 
     fn describe(input: &GetInput) -> String {
@@ -251,16 +246,12 @@ impl Action for Post {
     type Output = Response;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "http",
-            name: "post",
-            doc: "POST a text or JSON body to a URL; fails on an unexpected status.",
-            effect: Effect::Write,
-            idempotency: Idempotency::NotIdempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 0,
-        }
+        Spec::change(
+            "http",
+            "post",
+            "POST a text or JSON body to a URL; fails on an unexpected status.",
+        )
+        .timeout(30)
     }
 
     fn describe(input: &PostInput) -> String {
@@ -361,16 +352,7 @@ impl Action for WaitHealthy {
     type Output = HealthReport;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "http",
-            name: "wait_healthy",
-            doc: "Poll a health endpoint until N consecutive checks are healthy (or, with wait_for: \"unhealthy\", failing).",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: Some("url"),
-            default_timeout: Duration::from_secs(300),
-            default_retries: 0,
-        }
+        Spec::read("http", "wait_healthy", "Poll a health endpoint until N consecutive checks are healthy (or, with wait_for: \"unhealthy\", failing).").primary("url").timeout(300).retries(0)
     }
 
     fn describe(input: &WaitHealthyInput) -> String {

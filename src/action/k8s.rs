@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{Action, ActionError, Cx, Dur, Effect, ErrorKind, Idempotency, Spec};
+use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
 use crate::secret::SecretString;
 
 /// Which cluster: a kubeconfig context and the kubeconfig it is in.
@@ -183,16 +183,11 @@ impl Action for Get {
     type Output = Objects;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "k8s",
-            name: "get",
-            doc: "Get one object by name, or list objects of a kind (with a label selector).",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 2,
-        }
+        Spec::read(
+            "k8s",
+            "get",
+            "Get one object by name, or list objects of a kind (with a label selector).",
+        )
     }
 
     fn describe(input: &GetInput) -> String {
@@ -304,16 +299,11 @@ impl Action for Pods {
     type Output = PodList;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "k8s",
-            name: "pods",
-            doc: "List pods (by label selector or node) with their node, phase, readiness and restarts.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 2,
-        }
+        Spec::read(
+            "k8s",
+            "pods",
+            "List pods (by label selector or node) with their node, phase, readiness and restarts.",
+        )
     }
 
     fn describe(input: &PodsInput) -> String {
@@ -460,16 +450,7 @@ impl Action for Apply {
     type Output = Applied;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "k8s",
-            name: "apply",
-            doc: "Server-side apply of a manifest file or a folder of manifests (idempotent: applying twice changes nothing).",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(120),
-            default_retries: 2,
-        }
+        Spec::converge("k8s", "apply", "Server-side apply of a manifest file or a folder of manifests (idempotent: applying twice changes nothing).").timeout(120).retries(2)
     }
 
     fn describe(input: &ApplyInput) -> String {
@@ -593,16 +574,7 @@ impl Action for Scale {
     type Output = Scaled;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "k8s",
-            name: "scale",
-            doc: "Set a deployment's replica count (the scale subresource); a no-op when it already has it.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 2,
-        }
+        Spec::converge("k8s", "scale", "Set a deployment's replica count (the scale subresource); a no-op when it already has it.").timeout(30).retries(2)
     }
 
     fn describe(input: &ScaleInput) -> String {
@@ -704,16 +676,7 @@ impl Action for SetEnv {
     type Output = EnvSet;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "k8s",
-            name: "set_env",
-            doc: "Set environment variables on a deployment's container (a rollout follows); a no-op when they already have those values.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 2,
-        }
+        Spec::converge("k8s", "set_env", "Set environment variables on a deployment's container (a rollout follows); a no-op when they already have those values.").timeout(30).retries(2)
     }
 
     fn describe(input: &SetEnvInput) -> String {
@@ -874,16 +837,7 @@ impl Action for RolloutStatus {
     type Output = RolledOut;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "k8s",
-            name: "rollout_status",
-            doc: "Wait until a deployment's rollout is complete: observed, every replica updated and available.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(300),
-            default_retries: 0,
-        }
+        Spec::read("k8s", "rollout_status", "Wait until a deployment's rollout is complete: observed, every replica updated and available.").timeout(300).retries(0)
     }
 
     fn describe(input: &DeploymentInput) -> String {
@@ -979,16 +933,7 @@ impl Action for RolloutUndo {
     type Output = RolledBack;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "k8s",
-            name: "rollout_undo",
-            doc: "Roll a deployment back to the previous (or a given) revision, as kubectl rollout undo does through its ReplicaSets.",
-            effect: Effect::Write,
-            idempotency: Idempotency::NotIdempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(60),
-            default_retries: 0,
-        }
+        Spec::change("k8s", "rollout_undo", "Roll a deployment back to the previous (or a given) revision, as kubectl rollout undo does through its ReplicaSets.")
     }
 
     fn describe(input: &UndoInput) -> String {
@@ -1117,16 +1062,12 @@ impl Action for Restart {
     type Output = Restarted;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "k8s",
-            name: "restart",
-            doc: "Restart a deployment's pods with a rolling update (kubectl rollout restart).",
-            effect: Effect::Write,
-            idempotency: Idempotency::NotIdempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 0,
-        }
+        Spec::change(
+            "k8s",
+            "restart",
+            "Restart a deployment's pods with a rolling update (kubectl rollout restart).",
+        )
+        .timeout(30)
     }
 
     fn describe(input: &DeploymentInput) -> String {
@@ -1222,16 +1163,13 @@ impl Action for Cordon {
     type Output = NodeChanged;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "k8s",
-            name: "cordon",
-            doc: "Mark a node unschedulable (a no-op when it already is).",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 2,
-        }
+        Spec::converge(
+            "k8s",
+            "cordon",
+            "Mark a node unschedulable (a no-op when it already is).",
+        )
+        .timeout(30)
+        .retries(2)
     }
 
     fn describe(input: &NodeInput) -> String {
@@ -1252,16 +1190,13 @@ impl Action for Uncordon {
     type Output = NodeChanged;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "k8s",
-            name: "uncordon",
-            doc: "Mark a node schedulable again (a no-op when it already is).",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 2,
-        }
+        Spec::converge(
+            "k8s",
+            "uncordon",
+            "Mark a node schedulable again (a no-op when it already is).",
+        )
+        .timeout(30)
+        .retries(2)
     }
 
     fn describe(input: &NodeInput) -> String {
@@ -1312,16 +1247,7 @@ impl Action for Drain {
     type Output = Drained;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "k8s",
-            name: "drain",
-            doc: "Cordon a node and evict its pods (respecting disruption budgets: a refused eviction is retried until the time limit), waiting until they are gone.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(300),
-            default_retries: 0,
-        }
+        Spec::converge("k8s", "drain", "Cordon a node and evict its pods (respecting disruption budgets: a refused eviction is retried until the time limit), waiting until they are gone.").timeout(300).retries(0)
     }
 
     fn describe(input: &DrainInput) -> String {

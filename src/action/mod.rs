@@ -74,6 +74,64 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// An action that observes: it runs for real in a dry-run and is safe to repeat (a 30 s
+    /// time limit and 2 retries unless it says otherwise).
+    pub const fn read(namespace: &'static str, name: &'static str, doc: &'static str) -> Spec {
+        Spec {
+            namespace,
+            name,
+            doc,
+            effect: Effect::Read,
+            idempotency: Idempotency::Idempotent,
+            primary: None,
+            default_timeout: Duration::from_secs(30),
+            default_retries: 2,
+        }
+    }
+
+    /// A change that converges: running it twice equals running it once (60 s, 1 retry).
+    pub const fn converge(namespace: &'static str, name: &'static str, doc: &'static str) -> Spec {
+        Spec {
+            effect: Effect::Write,
+            default_timeout: Duration::from_secs(60),
+            default_retries: 1,
+            ..Spec::read(namespace, name, doc)
+        }
+    }
+
+    /// A change that a second run repeats: after a crash the operator decides (60 s, no retry).
+    pub const fn change(namespace: &'static str, name: &'static str, doc: &'static str) -> Spec {
+        Spec {
+            idempotency: Idempotency::NotIdempotent,
+            default_retries: 0,
+            ..Spec::converge(namespace, name, doc)
+        }
+    }
+
+    /// The field a single non-map argument fills.
+    pub const fn primary(self, field: &'static str) -> Spec {
+        Spec {
+            primary: Some(field),
+            ..self
+        }
+    }
+
+    /// The time limit of one attempt, in seconds.
+    pub const fn timeout(self, secs: u64) -> Spec {
+        Spec {
+            default_timeout: Duration::from_secs(secs),
+            ..self
+        }
+    }
+
+    /// Retries on transient errors when the call does not say.
+    pub const fn retries(self, n: u32) -> Spec {
+        Spec {
+            default_retries: n,
+            ..self
+        }
+    }
+
     pub fn full_name(&self) -> String {
         format!("{}::{}", self.namespace, self.name)
     }

@@ -1,14 +1,13 @@
 //! `notify::` — messages to people: Slack incoming webhooks and generic webhooks.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::http::{send, Request};
-use super::{Action, ActionError, Cx, Effect, Idempotency, Spec, StatusSpec};
+use super::{Action, ActionError, Cx, Spec, StatusSpec};
 use crate::secret::SecretString;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -111,16 +110,13 @@ impl Action for Slack {
     type Output = Delivery;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "notify",
-            name: "slack",
-            doc: "Post a message to Slack through an incoming webhook.",
-            effect: Effect::Write,
-            idempotency: Idempotency::NotIdempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(15),
-            default_retries: 2,
-        }
+        Spec::change(
+            "notify",
+            "slack",
+            "Post a message to Slack through an incoming webhook.",
+        )
+        .timeout(15)
+        .retries(2)
     }
 
     fn describe(input: &SlackInput) -> String {
@@ -162,16 +158,13 @@ impl Action for Webhook {
     type Output = Delivery;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "notify",
-            name: "webhook",
-            doc: "POST a JSON payload to a webhook (PagerDuty, Opsgenie, Teams, a chat bridge).",
-            effect: Effect::Write,
-            idempotency: Idempotency::NotIdempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(15),
-            default_retries: 2,
-        }
+        Spec::change(
+            "notify",
+            "webhook",
+            "POST a JSON payload to a webhook (PagerDuty, Opsgenie, Teams, a chat bridge).",
+        )
+        .timeout(15)
+        .retries(2)
     }
 
     fn describe(input: &WebhookInput) -> String {

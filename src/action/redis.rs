@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Action, ActionError, Cx, Dur, Effect, ErrorKind, Idempotency, Spec};
+use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
 use crate::secret::SecretString;
 
 /// `host:port (name)` for messages, without any password.
@@ -184,16 +184,9 @@ impl Action for InfoAction {
     type Output = Info;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "redis",
-            name: "info",
-            doc: "INFO, parsed into sections of fields.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: Some("url"),
-            default_timeout: Duration::from_secs(10),
-            default_retries: 2,
-        }
+        Spec::read("redis", "info", "INFO, parsed into sections of fields.")
+            .primary("url")
+            .timeout(10)
     }
 
     fn describe(input: &InfoInput) -> String {
@@ -310,16 +303,7 @@ impl Action for RoleAction {
     type Output = Role;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "redis",
-            name: "role",
-            doc: "Primary or replica, the replication offset, the primary and link of a replica, the replicas of a primary.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: Some("url"),
-            default_timeout: Duration::from_secs(10),
-            default_retries: 2,
-        }
+        Spec::read("redis", "role", "Primary or replica, the replication offset, the primary and link of a replica, the replicas of a primary.").primary("url").timeout(10)
     }
 
     fn describe(input: &Target) -> String {
@@ -361,16 +345,13 @@ impl Action for Promote {
     type Output = Changed;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "redis",
-            name: "promote",
-            doc: "Make a replica a primary (REPLICAOF NO ONE); a no-op on a primary.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: Some("url"),
-            default_timeout: Duration::from_secs(10),
-            default_retries: 1,
-        }
+        Spec::converge(
+            "redis",
+            "promote",
+            "Make a replica a primary (REPLICAOF NO ONE); a no-op on a primary.",
+        )
+        .primary("url")
+        .timeout(10)
     }
 
     fn describe(input: &Target) -> String {
@@ -427,16 +408,7 @@ impl Action for Replicate {
     type Output = Changed;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "redis",
-            name: "replicate",
-            doc: "Make a server a replica of a primary (REPLICAOF host port); a no-op when it already is.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(10),
-            default_retries: 1,
-        }
+        Spec::converge("redis", "replicate", "Make a server a replica of a primary (REPLICAOF host port); a no-op when it already is.").timeout(10)
     }
 
     fn describe(input: &ReplicateInput) -> String {
@@ -529,16 +501,7 @@ impl Action for Failover {
     type Output = FailedOver;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "redis",
-            name: "failover",
-            doc: "Coordinated failover (FAILOVER, Redis 6.2+): the primary pauses writes, waits for the replica to catch up, and swaps roles with it.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 0,
-        }
+        Spec::converge("redis", "failover", "Coordinated failover (FAILOVER, Redis 6.2+): the primary pauses writes, waits for the replica to catch up, and swaps roles with it.").timeout(30).retries(0)
     }
 
     fn describe(input: &FailoverInput) -> String {
@@ -680,16 +643,7 @@ impl Action for WaitSynced {
     type Output = Synced;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "redis",
-            name: "wait_synced",
-            doc: "Wait until a replica's link is up, its sync is done and (with primary_url) its offset equals the primary's.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(120),
-            default_retries: 0,
-        }
+        Spec::read("redis", "wait_synced", "Wait until a replica's link is up, its sync is done and (with primary_url) its offset equals the primary's.").timeout(120).retries(0)
     }
 
     fn describe(input: &WaitSyncedInput) -> String {
@@ -780,16 +734,13 @@ impl Action for ClusterInfoAction {
     type Output = ClusterInfo;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "redis",
-            name: "cluster_info",
-            doc: "CLUSTER INFO of a Redis Cluster node: state, slots assigned, known nodes.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: Some("url"),
-            default_timeout: Duration::from_secs(10),
-            default_retries: 2,
-        }
+        Spec::read(
+            "redis",
+            "cluster_info",
+            "CLUSTER INFO of a Redis Cluster node: state, slots assigned, known nodes.",
+        )
+        .primary("url")
+        .timeout(10)
     }
 
     fn describe(input: &Target) -> String {
@@ -849,16 +800,13 @@ impl Action for ClusterNodesAction {
     type Output = ClusterNodes;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "redis",
-            name: "cluster_nodes",
-            doc: "CLUSTER NODES of a Redis Cluster node, parsed: ids, addresses, roles, links, slots.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: Some("url"),
-            default_timeout: Duration::from_secs(10),
-            default_retries: 2,
-        }
+        Spec::read(
+            "redis",
+            "cluster_nodes",
+            "CLUSTER NODES of a Redis Cluster node, parsed: ids, addresses, roles, links, slots.",
+        )
+        .primary("url")
+        .timeout(10)
     }
 
     fn describe(input: &Target) -> String {
@@ -921,16 +869,12 @@ impl Action for Command {
     type Output = Reply;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "redis",
-            name: "command",
-            doc: "Any Redis command (escape hatch): a write, not idempotent.",
-            effect: Effect::Write,
-            idempotency: Idempotency::NotIdempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 0,
-        }
+        Spec::change(
+            "redis",
+            "command",
+            "Any Redis command (escape hatch): a write, not idempotent.",
+        )
+        .timeout(30)
     }
 
     fn describe(input: &CommandInput) -> String {

@@ -2,13 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{Action, ActionError, Cx, Effect, Idempotency, Spec};
+use super::{Action, ActionError, Cx, Spec};
 use crate::secret::SecretString;
 
 /// The most of each output stream the engine keeps; the rest is read and dropped.
@@ -101,16 +100,7 @@ impl Action for Run {
     type Output = RunOutput;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "shell",
-            name: "run",
-            doc: "Run a command (escape hatch). Not idempotent unless the call says `idempotent: true`: after a crash the operator decides whether to run it again.",
-            effect: Effect::Write,
-            idempotency: Idempotency::NotIdempotent,
-            primary: Some("cmd"),
-            default_timeout: Duration::from_secs(600),
-            default_retries: 0,
-        }
+        Spec::change("shell", "run", "Run a command (escape hatch). Not idempotent unless the call says `idempotent: true`: after a crash the operator decides whether to run it again.").primary("cmd").timeout(600)
     }
 
     fn idempotent(input: &RunInput) -> Option<bool> {

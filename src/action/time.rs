@@ -1,11 +1,9 @@
 //! `time::now` — the current time, journaled so a resumed run sees the same value.
 
-use std::time::Duration;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, ActionError, Cx, Effect, Idempotency, Spec};
+use super::{Action, ActionError, Cx, Spec};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -27,16 +25,13 @@ impl Action for Now {
     type Output = Moment;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "time",
-            name: "now",
-            doc: "The current time (also `now()`); recorded, so a resumed run gets the same value.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(1),
-            default_retries: 0,
-        }
+        Spec::read(
+            "time",
+            "now",
+            "The current time (also `now()`); recorded, so a resumed run gets the same value.",
+        )
+        .timeout(1)
+        .retries(0)
     }
 
     fn describe(_: &NowInput) -> String {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::{Client, NoTls};
 
-use super::{Action, ActionError, Cx, Dur, Effect, ErrorKind, Idempotency, Spec};
+use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
 use crate::secret::SecretString;
 pub use server::{BaseBackup, RejoinInput, Rejoined, Restart, Rewind};
 pub(crate) use tool::bin;
@@ -291,17 +291,13 @@ impl Action for Status {
     type Output = ServerStatus;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "status",
-            doc:
-                "A server's role, timeline, WAL positions, replication lag and WAL receiver state.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: Some("url"),
-            default_timeout: Duration::from_secs(15),
-            default_retries: 2,
-        }
+        Spec::read(
+            "pg",
+            "status",
+            "A server's role, timeline, WAL positions, replication lag and WAL receiver state.",
+        )
+        .primary("url")
+        .timeout(15)
     }
 
     fn describe(input: &Target) -> String {
@@ -373,16 +369,7 @@ impl Action for Query {
     type Output = QueryOutput;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "query",
-            doc: "Run a query inside a READ ONLY transaction (a read can never write) and return its rows.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 2,
-        }
+        Spec::read("pg", "query", "Run a query inside a READ ONLY transaction (a read can never write) and return its rows.")
     }
 
     fn describe(input: &QueryInput) -> String {
@@ -445,16 +432,7 @@ impl Action for Exec {
     type Output = ExecOutput;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "exec",
-            doc: "Run a statement that changes data or schema.",
-            effect: Effect::Write,
-            idempotency: Idempotency::NotIdempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(60),
-            default_retries: 0,
-        }
+        Spec::change("pg", "exec", "Run a statement that changes data or schema.")
     }
 
     fn describe(input: &ExecInput) -> String {
@@ -607,16 +585,7 @@ impl Action for Replication {
     type Output = ReplicationOutput;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "replication",
-            doc: "The primary's standbys (pg_stat_replication) with lag in bytes and a severity, and its replication slots.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: Some("url"),
-            default_timeout: Duration::from_secs(15),
-            default_retries: 2,
-        }
+        Spec::read("pg", "replication", "The primary's standbys (pg_stat_replication) with lag in bytes and a severity, and its replication slots.").primary("url").timeout(15)
     }
 
     fn describe(input: &ReplicationInput) -> String {
@@ -734,16 +703,7 @@ impl Action for WaitCaughtUp {
     type Output = CaughtUp;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "wait_caught_up",
-            doc: "Wait until a standby has replayed up to the primary's current WAL position (or a given one), within a lag limit.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(300),
-            default_retries: 0,
-        }
+        Spec::read("pg", "wait_caught_up", "Wait until a standby has replayed up to the primary's current WAL position (or a given one), within a lag limit.").timeout(300).retries(0)
     }
 
     fn describe(input: &WaitCaughtUpInput) -> String {
@@ -899,16 +859,7 @@ impl Action for Promote {
     type Output = Promoted;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "promote",
-            doc: "Promote a standby to primary and wait until it accepts writes; a no-op on a primary. Refused while one of `peers` answers as a writable primary. Reports the new timeline.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: Some("url"),
-            default_timeout: Duration::from_secs(60),
-            default_retries: 1,
-        }
+        Spec::converge("pg", "promote", "Promote a standby to primary and wait until it accepts writes; a no-op on a primary. Refused while one of `peers` answers as a writable primary. Reports the new timeline.").primary("url")
     }
 
     fn describe(input: &PromoteInput) -> String {
@@ -1048,16 +999,7 @@ impl Action for Fence {
     type Output = Fenced;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "fence",
-            doc: "Make a primary refuse writes: read_only (default_transaction_read_only + end client sessions) or a fast shutdown. Returns its last WAL position.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(60),
-            default_retries: 1,
-        }
+        Spec::converge("pg", "fence", "Make a primary refuse writes: read_only (default_transaction_read_only + end client sessions) or a fast shutdown. Returns its last WAL position.")
     }
 
     fn describe(input: &FenceInput) -> String {
@@ -1251,16 +1193,12 @@ impl Action for CreateReplicationSlot {
     type Output = SlotChange;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "create_replication_slot",
-            doc: "Create a physical replication slot on the primary (a no-op when it exists).",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 1,
-        }
+        Spec::converge(
+            "pg",
+            "create_replication_slot",
+            "Create a physical replication slot on the primary (a no-op when it exists).",
+        )
+        .timeout(30)
     }
 
     fn describe(input: &SlotInput) -> String {
@@ -1310,16 +1248,7 @@ impl Action for DropReplicationSlot {
     type Output = SlotChange;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "drop_replication_slot",
-            doc: "Drop a replication slot (a no-op when it does not exist; refused while a standby uses it).",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 1,
-        }
+        Spec::converge("pg", "drop_replication_slot", "Drop a replication slot (a no-op when it does not exist; refused while a standby uses it).").timeout(30)
     }
 
     fn describe(input: &SlotInput) -> String {
@@ -1417,16 +1346,7 @@ impl Action for SetConfig {
     type Output = ConfigChange;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "set_config",
-            doc: "ALTER SYSTEM SET a setting and reload; reports whether it needs a restart to take effect.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 1,
-        }
+        Spec::converge("pg", "set_config", "ALTER SYSTEM SET a setting and reload; reports whether it needs a restart to take effect.").timeout(30)
     }
 
     fn describe(input: &SetConfigInput) -> String {
@@ -1549,16 +1469,12 @@ impl Action for CreateRole {
     type Output = RoleChange;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "create_role",
-            doc: "Create a role, or alter an existing one to match (login, replication, password).",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(30),
-            default_retries: 1,
-        }
+        Spec::converge(
+            "pg",
+            "create_role",
+            "Create a role, or alter an existing one to match (login, replication, password).",
+        )
+        .timeout(30)
     }
 
     fn describe(input: &CreateRoleInput) -> String {
@@ -1662,16 +1578,7 @@ impl Action for Repoint {
     type Output = Repointed;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "repoint",
-            doc: "Make a standby stream from another primary (primary_conninfo and slot, reloaded), waiting until it streams; a no-op when it already does.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(60),
-            default_retries: 1,
-        }
+        Spec::converge("pg", "repoint", "Make a standby stream from another primary (primary_conninfo and slot, reloaded), waiting until it streams; a no-op when it already does.")
     }
 
     fn describe(input: &RepointInput) -> String {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{bin, connect, conninfo_value, quote_literal, status_of, target};
 use crate::action::types::endpoint;
-use crate::action::{Action, ActionError, Cx, Effect, ErrorKind, Idempotency, Spec};
+use crate::action::{Action, ActionError, Cx, ErrorKind, Spec};
 use crate::secret::SecretString;
 
 /// Files a server keeps as its own across a rewind or a base backup.
@@ -520,16 +520,7 @@ impl Action for Rewind {
     type Output = Rejoined;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "rewind",
-            doc: "Turn a former primary (or a diverged standby) into a standby of `primary_url`: stop it, pg_rewind it onto the primary's timeline (what it wrote after the fork is discarded), keep its own configuration files, write primary_conninfo, the slot and standby.signal, start it, and wait until it streams. A no-op when it already streams from that primary. Needs wal_log_hints or data checksums, and the data directory on this host.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(600),
-            default_retries: 0,
-        }
+        Spec::converge("pg", "rewind", "Turn a former primary (or a diverged standby) into a standby of `primary_url`: stop it, pg_rewind it onto the primary's timeline (what it wrote after the fork is discarded), keep its own configuration files, write primary_conninfo, the slot and standby.signal, start it, and wait until it streams. A no-op when it already streams from that primary. Needs wal_log_hints or data checksums, and the data directory on this host.").timeout(600).retries(0)
     }
 
     fn describe(input: &RejoinInput) -> String {
@@ -607,16 +598,7 @@ impl Action for BaseBackup {
     type Output = Rejoined;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "basebackup",
-            doc: "Rebuild a server as a standby of `primary_url` from a fresh base backup, when a rewind is impossible: stop it, move its data directory aside (kept, not deleted), pg_basebackup from the primary, keep its own configuration files, write the standby settings, start it, and wait until it streams. A no-op when it already streams from that primary.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(3600),
-            default_retries: 0,
-        }
+        Spec::converge("pg", "basebackup", "Rebuild a server as a standby of `primary_url` from a fresh base backup, when a rewind is impossible: stop it, move its data directory aside (kept, not deleted), pg_basebackup from the primary, keep its own configuration files, write the standby settings, start it, and wait until it streams. A no-op when it already streams from that primary.").timeout(3600).retries(0)
     }
 
     fn describe(input: &RejoinInput) -> String {
@@ -754,16 +736,7 @@ impl Action for Restart {
     type Output = Restarted;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "pg",
-            name: "restart",
-            doc: "Restart a server (fast shutdown, start) so settings that wait for a restart take effect (wal_log_hints, wal_level); by default only when one does. Waits until it accepts connections again, and a standby until it streams.",
-            effect: Effect::Write,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(300),
-            default_retries: 0,
-        }
+        Spec::converge("pg", "restart", "Restart a server (fast shutdown, start) so settings that wait for a restart take effect (wal_log_hints, wal_level); by default only when one does. Waits until it accepts connections again, and a standby until it streams.").timeout(300).retries(0)
     }
 
     fn describe(input: &RestartInput) -> String {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, ActionError, Cx, Dur, Effect, ErrorKind, Idempotency, Spec};
+use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
 use crate::secret::SecretString;
 pub use model::Topology;
 
@@ -228,16 +228,7 @@ impl Action for Observe {
     type Output = Topology;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "topology",
-            name: "observe",
-            doc: "Ask every region of the inventory what it is: database role, timeline, WAL positions, upstream and lag; Redis role and master; health; the app's ready replicas and the database it uses; DNS weight. Returns the picture, the primary (null when none or ambiguous), the anomalies with their severity, and a table to print.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: Some("inventory"),
-            default_timeout: Duration::from_secs(60),
-            default_retries: 0,
-        }
+        Spec::read("topology", "observe", "Ask every region of the inventory what it is: database role, timeline, WAL positions, upstream and lag; Redis role and master; health; the app's ready replicas and the database it uses; DNS weight. Returns the picture, the primary (null when none or ambiguous), the anomalies with their severity, and a table to print.").primary("inventory").timeout(60).retries(0)
     }
 
     fn describe(input: &ObserveInput) -> String {
@@ -291,16 +282,7 @@ impl Action for Verify {
     type Output = Topology;
 
     fn spec() -> Spec {
-        Spec {
-            namespace: "topology",
-            name: "verify",
-            doc: "A write procedure's postcondition, observed: exactly one writable primary (the one named); every standby that answers (and every one named) streaming from it; Redis following it; DNS weight only on regions with ready replicas that pass their health check; running apps using the primary (or their own region's standby). Waits up to `within` for it to hold, then fails listing what does not.",
-            effect: Effect::Read,
-            idempotency: Idempotency::Idempotent,
-            primary: None,
-            default_timeout: Duration::from_secs(600),
-            default_retries: 0,
-        }
+        Spec::read("topology", "verify", "A write procedure's postcondition, observed: exactly one writable primary (the one named); every standby that answers (and every one named) streaming from it; Redis following it; DNS weight only on regions with ready replicas that pass their health check; running apps using the primary (or their own region's standby). Waits up to `within` for it to hold, then fails listing what does not.").timeout(600).retries(0)
     }
 
     fn describe(input: &VerifyInput) -> String {

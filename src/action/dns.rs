@@ -24,10 +24,8 @@ use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
     /// The AWS region for signing (default us-east-1; Route53 is global).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 }
 
@@ -389,16 +387,13 @@ pub struct RecordsInput {
     /// The hosted zone: its id (Z123...) or its name (example.com).
     pub zone: String,
     /// Only records of this name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Only records of this type (A, CNAME, ...).
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub rtype: Option<String>,
     /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
     /// The AWS region for signing (default us-east-1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 }
 
@@ -477,13 +472,10 @@ pub struct GetInput {
     #[serde(default = "a_type", rename = "type")]
     pub rtype: String,
     /// Only the record with this set identifier.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_identifier: Option<String>,
     /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
     /// The AWS region for signing (default us-east-1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 }
 
@@ -532,10 +524,8 @@ pub struct UpsertInput {
     /// The record sets to create or replace, in one change batch.
     pub records: Vec<Record>,
     /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
     /// The AWS region for signing (default us-east-1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 }
 
@@ -618,13 +608,10 @@ pub struct DeleteInput {
     #[serde(default = "a_type", rename = "type")]
     pub rtype: String,
     /// The set identifier of the one record to delete (weighted and failover records).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_identifier: Option<String>,
     /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
     /// The AWS region for signing (default us-east-1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 }
 
@@ -697,10 +684,8 @@ pub struct SetWeightsInput {
     /// New weight per set identifier, e.g. #{ "us-east-1": 0, "eu-west-1": 100 }; others keep theirs.
     pub weights: BTreeMap<String, i64>,
     /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
     /// The AWS region for signing (default us-east-1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 }
 
@@ -846,10 +831,8 @@ pub struct WaitChangeInput {
     #[serde(default = "two_seconds")]
     pub interval: Dur,
     /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
     /// The AWS region for signing (default us-east-1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 }
 

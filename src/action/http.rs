@@ -23,7 +23,6 @@ pub struct GetInput {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, SecretString>,
     /// Status codes that count as success: one code or a list (default: any 2xx).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_status: Option<StatusSpec>,
 }
 
@@ -36,13 +35,10 @@ pub struct PostInput {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, SecretString>,
     /// A text body (give `body` or `json`, not both).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
     /// A JSON body, sent with content-type application/json.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json: Option<Value>,
     /// Status codes that count as success: one code or a list (default: any 2xx).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_status: Option<StatusSpec>,
 }
 
@@ -306,7 +302,6 @@ pub struct WaitHealthyInput {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, SecretString>,
     /// Status codes that count as healthy (default: any 2xx).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_status: Option<StatusSpec>,
     /// "healthy" (default) waits for successes; "unhealthy" waits for failures.
     #[serde(default)]

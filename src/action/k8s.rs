@@ -27,7 +27,6 @@ pub struct Cluster {
     /// The kubeconfig context, e.g. "us-east-1".
     pub context: String,
     /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
 }
 
@@ -124,18 +123,14 @@ pub struct GetInput {
     /// The kubeconfig context, e.g. "us-east-1".
     pub context: String,
     /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
     /// The kind: deployment, pod, node, service, configmap, replicaset, namespace, ...
     pub kind: String,
     /// One object by name (default: all that match).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The namespace (default: the context's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// A label selector, e.g. "app=web".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<String>,
 }
 
@@ -255,16 +250,12 @@ pub struct PodsInput {
     /// The kubeconfig context, e.g. "us-east-1".
     pub context: String,
     /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
     /// The namespace (default: the context's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// A label selector, e.g. "app=web".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<String>,
     /// Only pods on this node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
 }
 
@@ -372,12 +363,10 @@ pub struct ApplyInput {
     /// The kubeconfig context, e.g. "us-east-1".
     pub context: String,
     /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
     /// A manifest file (YAML, several documents allowed) or a folder of them.
     pub path: String,
     /// The namespace for namespaced objects that name none (default: the context's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The field manager recorded by server-side apply (default "runbook").
     #[serde(default = "manager")]
@@ -530,10 +519,8 @@ pub struct ScaleInput {
     /// The kubeconfig context, e.g. "us-east-1".
     pub context: String,
     /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
     /// The namespace (default: the context's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The deployment.
     pub deployment: String,
@@ -646,15 +633,12 @@ pub struct SetEnvInput {
     /// The kubeconfig context, e.g. "us-east-1".
     pub context: String,
     /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
     /// The namespace (default: the context's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The deployment.
     pub deployment: String,
     /// The container (default: the first).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     /// Variables to set, e.g. #{ DATABASE_URL: inventory.regions[r].database_url }; values may be secrets.
     pub env: BTreeMap<String, SecretString>,
@@ -803,10 +787,8 @@ pub struct DeploymentInput {
     /// The kubeconfig context, e.g. "us-east-1".
     pub context: String,
     /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
     /// The namespace (default: the context's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The deployment.
     pub deployment: String,
@@ -905,15 +887,12 @@ pub struct UndoInput {
     /// The kubeconfig context, e.g. "us-east-1".
     pub context: String,
     /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
     /// The namespace (default: the context's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The deployment.
     pub deployment: String,
     /// The revision to go back to (default: the one before the current).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_revision: Option<i64>,
 }
 
@@ -1113,7 +1092,6 @@ pub struct NodeInput {
     /// The kubeconfig context, e.g. "us-east-1".
     pub context: String,
     /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
     /// The node.
     pub node: String,
@@ -1218,7 +1196,6 @@ pub struct DrainInput {
     /// The kubeconfig context, e.g. "us-east-1".
     pub context: String,
     /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
     /// The node.
     pub node: String,

@@ -293,10 +293,15 @@ impl<A: Action> DynAction for Typed<A> {
                 message,
             }
         })?;
-        let journal_input = serde_json::to_value(&typed).map_err(|e| FieldError {
+        let mut journal_input = serde_json::to_value(&typed).map_err(|e| FieldError {
             field: String::new(),
             message: e.to_string(),
         })?;
+        // A field left out is not journaled (nor hashed) as null: an optional field needs
+        // no attribute of its own to keep a call's identity as the script wrote it.
+        if let Value::Object(fields) = &mut journal_input {
+            fields.retain(|_, v| !v.is_null());
+        }
         let predicted = serde_json::to_value(A::predict(&typed)).unwrap_or(Value::Null);
         let idempotent =
             A::idempotent(&typed).unwrap_or(self.spec.idempotency == Idempotency::Idempotent);

@@ -18,16 +18,12 @@ pub struct SlackInput {
     /// The message text (Slack mrkdwn).
     pub text: String,
     /// Post to this channel instead of the webhook's default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
     /// The name the message appears from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// An emoji for the sender, e.g. ":rotating_light:".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icon_emoji: Option<String>,
     /// Slack Block Kit blocks, sent as they are.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocks: Option<Value>,
 }
 
@@ -42,7 +38,6 @@ pub struct WebhookInput {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, SecretString>,
     /// Status codes that count as delivered (default: any 2xx).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_status: Option<StatusSpec>,
 }
 

@@ -151,7 +151,6 @@ pub struct Target {
     /// redis://[:password@]host:port (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
@@ -163,10 +162,8 @@ pub struct InfoInput {
     /// redis://[:password@]host:port (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// One section ("replication", "server", "memory", ...); default: all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section: Option<String>,
 }
 
@@ -393,7 +390,6 @@ pub struct ReplicateInput {
     /// The server to repoint: redis://[:password@]host:port (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The new primary's host.
     pub primary_host: String,
@@ -463,13 +459,10 @@ pub struct FailoverInput {
     /// The current primary: redis://[:password@]host:port (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The replica to promote, as host (default: Redis picks one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_host: Option<String>,
     /// The replica's port (with to_host).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_port: Option<u16>,
     /// How long the primary waits for the replica to catch up before giving up (default "5s").
     #[serde(default = "five_seconds")]
@@ -611,10 +604,8 @@ pub struct WaitSyncedInput {
     /// The replica: redis://[:password@]host:port (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Its primary: synced means the replica's offset equals the primary's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_url: Option<SecretString>,
     /// Time between checks (default "100ms").
     #[serde(default = "hundred_ms")]
@@ -849,7 +840,6 @@ pub struct CommandInput {
     /// redis://[:password@]host:port (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The command and its arguments, e.g. ["CONFIG", "SET", "maxmemory", "2gb"].
     pub args: Vec<Value>,

@@ -17,17 +17,14 @@ pub const MAX_OUTPUT: usize = 1 << 20;
 #[serde(deny_unknown_fields)]
 pub struct RunInput {
     /// A command line, run with `sh -c` (give `cmd` or `argv`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<String>,
     /// A program and its arguments, run without a shell; an argument may be a secret (it
     /// is then visible to other local users through the process list: prefer `env`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub argv: Option<Vec<SecretString>>,
     /// Extra environment variables; values may be secrets.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, SecretString>,
     /// The working directory (default: the current one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
     /// Fail when the command exits non-zero (default true).
     #[serde(default = "yes")]

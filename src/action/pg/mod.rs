@@ -200,7 +200,6 @@ pub struct Target {
     /// Connection string or URL, e.g. postgres://user@host:5432/db (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
@@ -335,7 +334,6 @@ pub struct QueryInput {
     /// Connection string or URL (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// A query returning rows (SELECT, WITH, VALUES); parameters as $1, $2 (cast them: $1::int).
     pub sql: String,
@@ -409,7 +407,6 @@ pub struct ExecInput {
     /// Connection string or URL (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// One statement with $1, $2 parameters, or several statements separated by ; without parameters.
     pub sql: String,
@@ -495,7 +492,6 @@ pub struct ReplicationInput {
     /// The primary's connection string or URL (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Lag below this is "acceptable" (default 100 MB).
     #[serde(default = "acceptable")]
@@ -663,13 +659,10 @@ pub struct WaitCaughtUpInput {
     /// The standby's connection string or URL (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The primary: the target is its current WAL position (give this or target_lsn).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_url: Option<SecretString>,
     /// A WAL position to reach, e.g. the one pg::fence returned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_lsn: Option<String>,
     /// Done when the standby is within this many bytes of the target (default 0: all of it).
     #[serde(default)]
@@ -814,7 +807,6 @@ pub struct PromoteInput {
     /// The standby's connection string or URL (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The deployment's other databases: the promotion is refused while any of them answers
     /// as a writable primary (fence it first), so a promotion never makes two primaries.
@@ -944,19 +936,15 @@ pub struct FenceInput {
     /// The primary's connection string or URL (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// "read_only" (default) or "shutdown".
     #[serde(default)]
     pub method: FenceMethod,
     /// For "shutdown": the server's data directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
     /// For "shutdown": the folder holding pg_ctl and pg_controldata (default: found on PATH).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<String>,
     /// For "shutdown": the system user that owns the data directory (run through runuser when root).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_user: Option<String>,
 }
 
@@ -1151,7 +1139,6 @@ pub struct SlotInput {
     /// The primary's connection string or URL (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The physical replication slot's name.
     pub slot: String,
@@ -1304,7 +1291,6 @@ pub struct SetConfigInput {
     /// Connection string or URL of a superuser (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The setting, e.g. "wal_level".
     pub setting: String,
@@ -1434,12 +1420,10 @@ pub struct CreateRoleInput {
     /// Connection string or URL of a superuser (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The role's name, e.g. "replicator".
     pub role: String,
     /// Its password (a secret); set again when the role exists.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<SecretString>,
     /// May it log in (default true).
     #[serde(default = "yes")]
@@ -1546,15 +1530,12 @@ pub struct RepointInput {
     /// The standby to repoint (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The new primary it should stream from (usually a secret; its user and password are used).
     pub primary_url: SecretString,
     /// The replication slot on the new primary (create it first with create_replication_slot).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<String>,
     /// The name the standby reports to the primary (default: its name, or "replica").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_name: Option<String>,
 }
 

@@ -39,7 +39,6 @@ pub struct RejoinInput {
     /// The server to turn into a standby (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The primary it will follow: a superuser (or a role with pg_rewind's rights); its host,
     /// port, user and password go into primary_conninfo.
@@ -47,19 +46,14 @@ pub struct RejoinInput {
     /// The server's data directory (the runbook must run where it is).
     pub data_dir: String,
     /// The folder holding pg_ctl, pg_rewind and pg_basebackup (default: found on PATH).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<String>,
     /// The system user owning the data directory (tools run as it when the runbook is root).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_user: Option<String>,
     /// The replication slot on the primary to stream through (create it first).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<String>,
     /// The name the standby reports to the primary (default: `name`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_name: Option<String>,
     /// Where pg_ctl writes the server's log (default: `<data_dir>/startup.log`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<String>,
 }
 
@@ -78,7 +72,6 @@ pub struct Rejoined {
     /// The timeline it is on.
     pub timeline: i64,
     /// For a base backup: where the old data directory was moved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_aside: Option<String>,
     pub took_ms: u64,
 }
@@ -697,18 +690,14 @@ pub struct RestartInput {
     /// The server (usually a secret).
     pub url: SecretString,
     /// A label for messages, such as the region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The server's data directory (the runbook must run where it is).
     pub data_dir: String,
     /// The folder holding pg_ctl (default: found on PATH).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<String>,
     /// The system user owning the data directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_user: Option<String>,
     /// Where pg_ctl writes the server's log (default: `<data_dir>/startup.log`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<String>,
     /// Restart only when a changed setting waits for it (default true).
     #[serde(default = "only_pending")]

@@ -12,7 +12,6 @@ pub struct Database {
     /// Whether the probe got an answer.
     pub reachable: bool,
     /// Why not, when it did not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// "primary", "standby", "unreachable" or "absent" (no database_url in the inventory).
     pub role: String,
@@ -21,31 +20,22 @@ pub struct Database {
     /// default_transaction_read_only is on (a fenced primary).
     pub read_only: bool,
     /// The timeline it is on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<i64>,
     /// A primary's current WAL position.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_lsn: Option<String>,
     /// A standby's last received WAL position.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receive_lsn: Option<String>,
     /// A standby's last replayed WAL position.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_lsn: Option<String>,
     /// A standby's WAL receiver state ("streaming", ...); null when none runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_receiver: Option<String>,
     /// host:port the standby streams from (or is configured to, when its receiver is down).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
     /// The region whose database that is (matched by host and port against the inventory).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_region: Option<String>,
     /// Bytes behind the current primary (same timeline only; null when unknown).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<i64>,
     /// "acceptable" (< 100 MB), "elevated", "warning" (> 500 MB) or "critical" (> 1 GB).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_severity: Option<String>,
     /// Replication slots on this server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -62,10 +52,8 @@ pub struct Database {
     pub pending_restart: Vec<String>,
     /// For a database that does not answer but whose data directory is on this host: its
     /// state as pg_controldata reads it ("shut down", "in production", ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_state: Option<String>,
     /// For such a database: where its WAL on disk ends (the last valid record's end).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_end_lsn: Option<String>,
 }
 
@@ -84,18 +72,14 @@ pub struct Cache {
     /// Whether it answered.
     pub reachable: bool,
     /// Why not, when it did not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// "master", "replica", "unreachable" or "absent".
     pub role: String,
     /// A replica's master, host:port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master: Option<String>,
     /// The region that master is in.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_region: Option<String>,
     /// A replica's link: "up" or "down".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     /// Its replication offset.
     pub offset: i64,
@@ -109,13 +93,10 @@ pub struct Health {
     /// Answered 2xx within 10 s (and within the probe's limit).
     pub ok: bool,
     /// The HTTP status it answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// How long the answer took.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
     /// Why it did not answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -127,17 +108,14 @@ pub struct App {
     /// Whether its Kubernetes API answered.
     pub reachable: bool,
     /// Why not, when it did not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// spec.replicas.
     pub replicas: i64,
     /// status.readyReplicas.
     pub ready: i64,
     /// The DATABASE_URL it runs with, password masked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
     /// The region whose database that URL reaches.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_region: Option<String>,
 }
 
@@ -153,7 +131,6 @@ pub struct Region {
     /// Its application.
     pub app: App,
     /// Its weight in the weighted DNS record (null without DNS or without a record for it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_weight: Option<i64>,
 }
 
@@ -189,12 +166,10 @@ pub struct Anomaly {
     /// health_failing, app_unreachable, dns_unreadable.
     pub code: String,
     /// The region it is about, when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// What is wrong, in a sentence.
     pub message: String,
     /// What to do about it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
 }
 
@@ -216,7 +191,6 @@ pub struct Topology {
     /// Each region as observed.
     pub regions: BTreeMap<String, Region>,
     /// Why the DNS weights could not be read, when they could not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_error: Option<String>,
     /// Worst first.
     pub anomalies: Vec<Anomaly>,

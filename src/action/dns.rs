@@ -5,7 +5,6 @@
 //! Every action takes `zone`: a hosted zone id (Z123...) or its name (example.com).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_sdk_route53::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -30,11 +29,11 @@ pub struct Endpoint {
 }
 
 /// Clients are built once per endpoint: loading the credential chain is not free.
-static CLIENTS: Mutex<Vec<(Endpoint, Client)>> = Mutex::new(Vec::new());
+static CLIENTS: super::Clients<Endpoint, Client> = super::Clients::new();
 
 async fn client(endpoint: &Endpoint) -> Client {
-    if let Some((_, c)) = CLIENTS.lock().unwrap().iter().find(|(e, _)| e == endpoint) {
-        return c.clone();
+    if let Some(c) = CLIENTS.get(endpoint) {
+        return c;
     }
     use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
     let http = aws_smithy_http_client::Builder::new()
@@ -51,9 +50,7 @@ async fn client(endpoint: &Endpoint) -> Client {
         loader = loader.endpoint_url(url);
     }
     let config = loader.load().await;
-    let c = Client::new(&config);
-    CLIENTS.lock().unwrap().push((endpoint.clone(), c.clone()));
-    c
+    CLIENTS.keep(endpoint.clone(), Client::new(&config))
 }
 
 fn where_(endpoint: &Endpoint) -> String {
@@ -381,20 +378,17 @@ fn unchanged() -> Applied {
 
 // ---- records and get -----------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RecordsInput {
-    /// The hosted zone: its id (Z123...) or its name (example.com).
-    pub zone: String,
-    /// Only records of this name.
-    pub name: Option<String>,
-    /// Only records of this type (A, CNAME, ...).
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    pub rtype: Option<String>,
-    /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    pub endpoint_url: Option<String>,
-    /// The AWS region for signing (default us-east-1).
-    pub region: Option<String>,
+input! {
+    route53:
+    pub struct RecordsInput {
+        /// The hosted zone: its id (Z123...) or its name (example.com).
+        pub zone: String,
+        /// Only records of this name.
+        pub name: Option<String>,
+        /// Only records of this type (A, CNAME, ...).
+        #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+        pub rtype: Option<String>,
+    }
 }
 
 /// Records found.
@@ -461,22 +455,19 @@ impl Action for RecordsAction {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GetInput {
-    /// The hosted zone: its id (Z123...) or its name (example.com).
-    pub zone: String,
-    /// The record's name.
-    pub name: String,
-    /// Its type (default A).
-    #[serde(default = "a_type", rename = "type")]
-    pub rtype: String,
-    /// Only the record with this set identifier.
-    pub set_identifier: Option<String>,
-    /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    pub endpoint_url: Option<String>,
-    /// The AWS region for signing (default us-east-1).
-    pub region: Option<String>,
+input! {
+    route53:
+    pub struct GetInput {
+        /// The hosted zone: its id (Z123...) or its name (example.com).
+        pub zone: String,
+        /// The record's name.
+        pub name: String,
+        /// Its type (default A).
+        #[serde(default = "a_type", rename = "type")]
+        pub rtype: String,
+        /// Only the record with this set identifier.
+        pub set_identifier: Option<String>,
+    }
 }
 
 fn a_type() -> String {
@@ -516,17 +507,14 @@ impl Action for Get {
 
 // ---- upsert and delete ---------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpsertInput {
-    /// The hosted zone: its id (Z123...) or its name (example.com).
-    pub zone: String,
-    /// The record sets to create or replace, in one change batch.
-    pub records: Vec<Record>,
-    /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    pub endpoint_url: Option<String>,
-    /// The AWS region for signing (default us-east-1).
-    pub region: Option<String>,
+input! {
+    route53:
+    pub struct UpsertInput {
+        /// The hosted zone: its id (Z123...) or its name (example.com).
+        pub zone: String,
+        /// The record sets to create or replace, in one change batch.
+        pub records: Vec<Record>,
+    }
 }
 
 pub struct Upsert;
@@ -597,22 +585,19 @@ impl Action for Upsert {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeleteInput {
-    /// The hosted zone: its id (Z123...) or its name (example.com).
-    pub zone: String,
-    /// The record's name.
-    pub name: String,
-    /// Its type (default A).
-    #[serde(default = "a_type", rename = "type")]
-    pub rtype: String,
-    /// The set identifier of the one record to delete (weighted and failover records).
-    pub set_identifier: Option<String>,
-    /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    pub endpoint_url: Option<String>,
-    /// The AWS region for signing (default us-east-1).
-    pub region: Option<String>,
+input! {
+    route53:
+    pub struct DeleteInput {
+        /// The hosted zone: its id (Z123...) or its name (example.com).
+        pub zone: String,
+        /// The record's name.
+        pub name: String,
+        /// Its type (default A).
+        #[serde(default = "a_type", rename = "type")]
+        pub rtype: String,
+        /// The set identifier of the one record to delete (weighted and failover records).
+        pub set_identifier: Option<String>,
+    }
 }
 
 pub struct Delete;
@@ -671,22 +656,19 @@ impl Action for Delete {
 
 // ---- set_weights ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SetWeightsInput {
-    /// The hosted zone: its id (Z123...) or its name (example.com).
-    pub zone: String,
-    /// The weighted record's name, e.g. "orchestrator.example.com".
-    pub name: String,
-    /// Its type (default A).
-    #[serde(default = "a_type", rename = "type")]
-    pub rtype: String,
-    /// New weight per set identifier, e.g. #{ "us-east-1": 0, "eu-west-1": 100 }; others keep theirs.
-    pub weights: BTreeMap<String, i64>,
-    /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    pub endpoint_url: Option<String>,
-    /// The AWS region for signing (default us-east-1).
-    pub region: Option<String>,
+input! {
+    route53:
+    pub struct SetWeightsInput {
+        /// The hosted zone: its id (Z123...) or its name (example.com).
+        pub zone: String,
+        /// The weighted record's name, e.g. "orchestrator.example.com".
+        pub name: String,
+        /// Its type (default A).
+        #[serde(default = "a_type", rename = "type")]
+        pub rtype: String,
+        /// New weight per set identifier, e.g. #{ "us-east-1": 0, "eu-west-1": 100 }; others keep theirs.
+        pub weights: BTreeMap<String, i64>,
+    }
 }
 
 /// Weights before and after.
@@ -822,18 +804,15 @@ impl Action for SetWeights {
 
 // ---- wait_change and health checks ---------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WaitChangeInput {
-    /// The change id an upsert, delete or set_weights returned (null: nothing to wait for).
-    pub change_id: Option<String>,
-    /// Time between checks (default "2s").
-    #[serde(default = "two_seconds")]
-    pub interval: Dur,
-    /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
-    pub endpoint_url: Option<String>,
-    /// The AWS region for signing (default us-east-1).
-    pub region: Option<String>,
+input! {
+    route53:
+    pub struct WaitChangeInput {
+        /// The change id an upsert, delete or set_weights returned (null: nothing to wait for).
+        pub change_id: Option<String>,
+        /// Time between checks (default "2s").
+        #[serde(default = "two_seconds")]
+        pub interval: Dur,
+    }
 }
 
 fn two_seconds() -> Dur {

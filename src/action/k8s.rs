@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -30,12 +29,12 @@ pub struct Cluster {
     pub kubeconfig: Option<String>,
 }
 
-static CLIENTS: Mutex<Vec<(Cluster, Client, String)>> = Mutex::new(Vec::new());
+static CLIENTS: super::Clients<Cluster, (Client, String)> = super::Clients::new();
 
 /// A client for the context, and the context's default namespace.
 async fn client(c: &Cluster, cx: &Cx) -> Result<(Client, String), ActionError> {
-    if let Some((_, client, ns)) = CLIENTS.lock().unwrap().iter().find(|(k, _, _)| k == c) {
-        return Ok((client.clone(), ns.clone()));
+    if let Some(held) = CLIENTS.get(c) {
+        return Ok(held);
     }
     let kubeconfig = match &c.kubeconfig {
         Some(path) => Kubeconfig::read_from(path),
@@ -67,11 +66,7 @@ async fn client(c: &Cluster, cx: &Cx) -> Result<(Client, String), ActionError> {
     let ns = config.default_namespace.clone();
     let client = Client::try_from(config)
         .map_err(|e| ActionError::permanent(format!("context {}: {e}", c.context)))?;
-    CLIENTS
-        .lock()
-        .unwrap()
-        .push((c.clone(), client.clone(), ns.clone()));
-    Ok((client, ns))
+    Ok(CLIENTS.keep(c.clone(), (client, ns)))
 }
 
 fn kube_error(what: &str, context: &str, e: kube::Error) -> ActionError {
@@ -117,21 +112,18 @@ fn revision_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta
 
 // ---- get and pods --------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GetInput {
-    /// The kubeconfig context, e.g. "us-east-1".
-    pub context: String,
-    /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    pub kubeconfig: Option<String>,
-    /// The kind: deployment, pod, node, service, configmap, replicaset, namespace, ...
-    pub kind: String,
-    /// One object by name (default: all that match).
-    pub name: Option<String>,
-    /// The namespace (default: the context's).
-    pub namespace: Option<String>,
-    /// A label selector, e.g. "app=web".
-    pub labels: Option<String>,
+input! {
+    k8s:
+    pub struct GetInput {
+        /// The kind: deployment, pod, node, service, configmap, replicaset, namespace, ...
+        pub kind: String,
+        /// One object by name (default: all that match).
+        pub name: Option<String>,
+        /// The namespace (default: the context's).
+        pub namespace: Option<String>,
+        /// A label selector, e.g. "app=web".
+        pub labels: Option<String>,
+    }
 }
 
 /// Objects found.
@@ -244,19 +236,16 @@ impl Action for Get {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PodsInput {
-    /// The kubeconfig context, e.g. "us-east-1".
-    pub context: String,
-    /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    pub kubeconfig: Option<String>,
-    /// The namespace (default: the context's).
-    pub namespace: Option<String>,
-    /// A label selector, e.g. "app=web".
-    pub labels: Option<String>,
-    /// Only pods on this node.
-    pub node: Option<String>,
+input! {
+    k8s:
+    pub struct PodsInput {
+        /// The namespace (default: the context's).
+        pub namespace: Option<String>,
+        /// A label selector, e.g. "app=web".
+        pub labels: Option<String>,
+        /// Only pods on this node.
+        pub node: Option<String>,
+    }
 }
 
 /// A pod in brief.
@@ -357,23 +346,20 @@ fn summary(p: &Pod) -> PodSummary {
 
 // ---- apply ---------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ApplyInput {
-    /// The kubeconfig context, e.g. "us-east-1".
-    pub context: String,
-    /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    pub kubeconfig: Option<String>,
-    /// A manifest file (YAML, several documents allowed) or a folder of them.
-    pub path: String,
-    /// The namespace for namespaced objects that name none (default: the context's).
-    pub namespace: Option<String>,
-    /// The field manager recorded by server-side apply (default "runbook").
-    #[serde(default = "manager")]
-    pub field_manager: String,
-    /// Take over fields another manager owns.
-    #[serde(default)]
-    pub force: bool,
+input! {
+    k8s:
+    pub struct ApplyInput {
+        /// A manifest file (YAML, several documents allowed) or a folder of them.
+        pub path: String,
+        /// The namespace for namespaced objects that name none (default: the context's).
+        pub namespace: Option<String>,
+        /// The field manager recorded by server-side apply (default "runbook").
+        #[serde(default = "manager")]
+        pub field_manager: String,
+        /// Take over fields another manager owns.
+        #[serde(default)]
+        pub force: bool,
+    }
 }
 
 fn manager() -> String {
@@ -513,19 +499,16 @@ impl Action for Apply {
 
 // ---- deployments ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScaleInput {
-    /// The kubeconfig context, e.g. "us-east-1".
-    pub context: String,
-    /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    pub kubeconfig: Option<String>,
-    /// The namespace (default: the context's).
-    pub namespace: Option<String>,
-    /// The deployment.
-    pub deployment: String,
-    /// The replica count wanted.
-    pub replicas: i32,
+input! {
+    k8s:
+    pub struct ScaleInput {
+        /// The namespace (default: the context's).
+        pub namespace: Option<String>,
+        /// The deployment.
+        pub deployment: String,
+        /// The replica count wanted.
+        pub replicas: i32,
+    }
 }
 
 /// A scaled deployment.
@@ -627,21 +610,18 @@ impl Action for Scale {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SetEnvInput {
-    /// The kubeconfig context, e.g. "us-east-1".
-    pub context: String,
-    /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    pub kubeconfig: Option<String>,
-    /// The namespace (default: the context's).
-    pub namespace: Option<String>,
-    /// The deployment.
-    pub deployment: String,
-    /// The container (default: the first).
-    pub container: Option<String>,
-    /// Variables to set, e.g. #{ DATABASE_URL: inventory.regions[r].database_url }; values may be secrets.
-    pub env: BTreeMap<String, SecretString>,
+input! {
+    k8s:
+    pub struct SetEnvInput {
+        /// The namespace (default: the context's).
+        pub namespace: Option<String>,
+        /// The deployment.
+        pub deployment: String,
+        /// The container (default: the first).
+        pub container: Option<String>,
+        /// Variables to set, e.g. #{ DATABASE_URL: inventory.regions[r].database_url }; values may be secrets.
+        pub env: BTreeMap<String, SecretString>,
+    }
 }
 
 /// The result of setting variables.
@@ -781,20 +761,17 @@ impl Action for SetEnv {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeploymentInput {
-    /// The kubeconfig context, e.g. "us-east-1".
-    pub context: String,
-    /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    pub kubeconfig: Option<String>,
-    /// The namespace (default: the context's).
-    pub namespace: Option<String>,
-    /// The deployment.
-    pub deployment: String,
-    /// Time between checks (default "250ms").
-    #[serde(default = "quarter")]
-    pub interval: Dur,
+input! {
+    k8s:
+    pub struct DeploymentInput {
+        /// The namespace (default: the context's).
+        pub namespace: Option<String>,
+        /// The deployment.
+        pub deployment: String,
+        /// Time between checks (default "250ms").
+        #[serde(default = "quarter")]
+        pub interval: Dur,
+    }
 }
 
 fn quarter() -> Dur {
@@ -881,19 +858,16 @@ impl Action for RolloutStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UndoInput {
-    /// The kubeconfig context, e.g. "us-east-1".
-    pub context: String,
-    /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    pub kubeconfig: Option<String>,
-    /// The namespace (default: the context's).
-    pub namespace: Option<String>,
-    /// The deployment.
-    pub deployment: String,
-    /// The revision to go back to (default: the one before the current).
-    pub to_revision: Option<i64>,
+input! {
+    k8s:
+    pub struct UndoInput {
+        /// The namespace (default: the context's).
+        pub namespace: Option<String>,
+        /// The deployment.
+        pub deployment: String,
+        /// The revision to go back to (default: the one before the current).
+        pub to_revision: Option<i64>,
+    }
 }
 
 /// A rolled-back deployment.
@@ -1086,15 +1060,12 @@ impl Action for Restart {
 
 // ---- nodes ---------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NodeInput {
-    /// The kubeconfig context, e.g. "us-east-1".
-    pub context: String,
-    /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    pub kubeconfig: Option<String>,
-    /// The node.
-    pub node: String,
+input! {
+    k8s:
+    pub struct NodeInput {
+        /// The node.
+        pub node: String,
+    }
 }
 
 /// Whether the node changed.
@@ -1190,18 +1161,15 @@ impl Action for Uncordon {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DrainInput {
-    /// The kubeconfig context, e.g. "us-east-1".
-    pub context: String,
-    /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
-    pub kubeconfig: Option<String>,
-    /// The node.
-    pub node: String,
-    /// Leave pods that DaemonSets run (default true; they would come back at once).
-    #[serde(default = "yes")]
-    pub ignore_daemonsets: bool,
+input! {
+    k8s:
+    pub struct DrainInput {
+        /// The node.
+        pub node: String,
+        /// Leave pods that DaemonSets run (default true; they would come back at once).
+        #[serde(default = "yes")]
+        pub ignore_daemonsets: bool,
+    }
 }
 
 fn yes() -> bool {

@@ -5,7 +5,64 @@
 //! in one line, and what it would return in a dry-run. The engine (runner) does the rest:
 //! journaling, replay, timeouts, retries and the plan.
 
+/// Declares an action's input with the fields that reach its target declared once for every
+/// action of a backend: `url` and `name` first for PostgreSQL and Redis, `context` and
+/// `kubeconfig` first for Kubernetes, `endpoint_url` and `region` last for Route53 — the order
+/// the journal has always had, so a call's identity does not change. Unknown fields are
+/// refused, naming the field.
+macro_rules! input {
+    (pg: $(#[$meta:meta])* pub struct $name:ident { $($field:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, ::serde::Serialize, ::serde::Deserialize, ::schemars::JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// The server's connection string or URL, e.g. postgres://user@host:5432/db (usually a secret).
+            pub url: $crate::secret::SecretString,
+            /// A label for messages, such as the region.
+            pub name: Option<String>,
+            $($field)*
+        }
+    };
+    (redis: $(#[$meta:meta])* pub struct $name:ident { $($field:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, ::serde::Serialize, ::serde::Deserialize, ::schemars::JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// redis://[:password@]host:port (usually a secret).
+            pub url: $crate::secret::SecretString,
+            /// A label for messages, such as the region.
+            pub name: Option<String>,
+            $($field)*
+        }
+    };
+    (k8s: $(#[$meta:meta])* pub struct $name:ident { $($field:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, ::serde::Serialize, ::serde::Deserialize, ::schemars::JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// The kubeconfig context, e.g. "us-east-1".
+            pub context: String,
+            /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
+            pub kubeconfig: Option<String>,
+            $($field)*
+        }
+    };
+    (route53: $(#[$meta:meta])* pub struct $name:ident { $($field:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, ::serde::Serialize, ::serde::Deserialize, ::schemars::JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($field)*
+            /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
+            pub endpoint_url: Option<String>,
+            /// The AWS region for signing (default us-east-1; Route53 is global).
+            pub region: Option<String>,
+        }
+    };
+}
+
 pub mod child;
+mod clients;
 pub mod dns;
 pub mod http;
 pub mod k8s;
@@ -31,6 +88,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::secret::Redactor;
+pub(crate) use clients::Clients;
 pub use types::{Dur, StatusSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -145,26 +145,19 @@ fn num(map: &BTreeMap<String, String>, key: &str) -> i64 {
     map.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Target {
-    /// redis://[:password@]host:port (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
+input! {
+    redis:
+    pub struct Target {}
 }
 
 // ---- info and role -------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InfoInput {
-    /// redis://[:password@]host:port (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// One section ("replication", "server", "memory", ...); default: all.
-    pub section: Option<String>,
+input! {
+    redis:
+    pub struct InfoInput {
+        /// One section ("replication", "server", "memory", ...); default: all.
+        pub section: Option<String>,
+    }
 }
 
 /// INFO, parsed.
@@ -384,17 +377,14 @@ impl Action for Promote {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReplicateInput {
-    /// The server to repoint: redis://[:password@]host:port (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// The new primary's host.
-    pub primary_host: String,
-    /// The new primary's port.
-    pub primary_port: u16,
+input! {
+    redis:
+    pub struct ReplicateInput {
+        /// The new primary's host.
+        pub primary_host: String,
+        /// The new primary's port.
+        pub primary_port: u16,
+    }
 }
 
 pub struct Replicate;
@@ -453,23 +443,20 @@ impl Action for Replicate {
 
 // ---- failover ------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FailoverInput {
-    /// The current primary: redis://[:password@]host:port (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// The replica to promote, as host (default: Redis picks one).
-    pub to_host: Option<String>,
-    /// The replica's port (with to_host).
-    pub to_port: Option<u16>,
-    /// How long the primary waits for the replica to catch up before giving up (default "5s").
-    #[serde(default = "five_seconds")]
-    pub wait: Dur,
-    /// Promote even if the replica did not catch up in time (FORCE; can lose writes).
-    #[serde(default)]
-    pub force: bool,
+input! {
+    redis:
+    pub struct FailoverInput {
+        /// The replica to promote, as host (default: Redis picks one).
+        pub to_host: Option<String>,
+        /// The replica's port (with to_host).
+        pub to_port: Option<u16>,
+        /// How long the primary waits for the replica to catch up before giving up (default "5s").
+        #[serde(default = "five_seconds")]
+        pub wait: Dur,
+        /// Promote even if the replica did not catch up in time (FORCE; can lose writes).
+        #[serde(default)]
+        pub force: bool,
+    }
 }
 
 fn five_seconds() -> Dur {
@@ -598,18 +585,15 @@ impl Action for Failover {
 
 // ---- wait_synced ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WaitSyncedInput {
-    /// The replica: redis://[:password@]host:port (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// Its primary: synced means the replica's offset equals the primary's.
-    pub primary_url: Option<SecretString>,
-    /// Time between checks (default "100ms").
-    #[serde(default = "hundred_ms")]
-    pub interval: Dur,
+input! {
+    redis:
+    pub struct WaitSyncedInput {
+        /// Its primary: synced means the replica's offset equals the primary's.
+        pub primary_url: Option<SecretString>,
+        /// Time between checks (default "100ms").
+        #[serde(default = "hundred_ms")]
+        pub interval: Dur,
+    }
 }
 
 fn hundred_ms() -> Dur {
@@ -834,15 +818,12 @@ impl Action for ClusterNodesAction {
 
 // ---- command -------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CommandInput {
-    /// redis://[:password@]host:port (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// The command and its arguments, e.g. ["CONFIG", "SET", "maxmemory", "2gb"].
-    pub args: Vec<Value>,
+input! {
+    redis:
+    pub struct CommandInput {
+        /// The command and its arguments, e.g. ["CONFIG", "SET", "maxmemory", "2gb"].
+        pub args: Vec<Value>,
+    }
 }
 
 /// A command's reply.

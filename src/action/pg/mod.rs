@@ -194,13 +194,9 @@ pub fn human_bytes(n: i64) -> String {
 
 // ---- status ------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Target {
-    /// Connection string or URL, e.g. postgres://user@host:5432/db (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
+input! {
+    pg:
+    pub struct Target {}
 }
 
 /// A server's role and replication position.
@@ -328,18 +324,15 @@ impl Action for Status {
 
 // ---- query and exec ------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct QueryInput {
-    /// Connection string or URL (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// A query returning rows (SELECT, WITH, VALUES); parameters as $1, $2 (cast them: $1::int).
-    pub sql: String,
-    /// Values for $1, $2, ... (sent as text).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub params: Vec<Value>,
+input! {
+    pg:
+    pub struct QueryInput {
+        /// A query returning rows (SELECT, WITH, VALUES); parameters as $1, $2 (cast them: $1::int).
+        pub sql: String,
+        /// Values for $1, $2, ... (sent as text).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub params: Vec<Value>,
+    }
 }
 
 /// Rows returned.
@@ -401,18 +394,15 @@ impl Action for Query {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExecInput {
-    /// Connection string or URL (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// One statement with $1, $2 parameters, or several statements separated by ; without parameters.
-    pub sql: String,
-    /// Values for $1, $2, ... (sent as text).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub params: Vec<Value>,
+input! {
+    pg:
+    pub struct ExecInput {
+        /// One statement with $1, $2 parameters, or several statements separated by ; without parameters.
+        pub sql: String,
+        /// Values for $1, $2, ... (sent as text).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub params: Vec<Value>,
+    }
 }
 
 /// What a statement changed.
@@ -486,22 +476,19 @@ impl Action for Exec {
 
 // ---- replication ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReplicationInput {
-    /// The primary's connection string or URL (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// Lag below this is "acceptable" (default 100 MB).
-    #[serde(default = "acceptable")]
-    pub acceptable_bytes: i64,
-    /// Lag above this is "warning" (default 500 MB).
-    #[serde(default = "warning")]
-    pub warning_bytes: i64,
-    /// Lag above this is "critical" (default 1 GB).
-    #[serde(default = "critical")]
-    pub critical_bytes: i64,
+input! {
+    pg:
+    pub struct ReplicationInput {
+        /// Lag below this is "acceptable" (default 100 MB).
+        #[serde(default = "acceptable")]
+        pub acceptable_bytes: i64,
+        /// Lag above this is "warning" (default 500 MB).
+        #[serde(default = "warning")]
+        pub warning_bytes: i64,
+        /// Lag above this is "critical" (default 1 GB).
+        #[serde(default = "critical")]
+        pub critical_bytes: i64,
+    }
 }
 
 fn acceptable() -> i64 {
@@ -653,23 +640,20 @@ impl Action for Replication {
 
 // ---- wait_caught_up ------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WaitCaughtUpInput {
-    /// The standby's connection string or URL (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// The primary: the target is its current WAL position (give this or target_lsn).
-    pub primary_url: Option<SecretString>,
-    /// A WAL position to reach, e.g. the one pg::fence returned.
-    pub target_lsn: Option<String>,
-    /// Done when the standby is within this many bytes of the target (default 0: all of it).
-    #[serde(default)]
-    pub max_lag_bytes: i64,
-    /// Time between checks (default "200ms").
-    #[serde(default = "poll")]
-    pub interval: Dur,
+input! {
+    pg:
+    pub struct WaitCaughtUpInput {
+        /// The primary: the target is its current WAL position (give this or target_lsn).
+        pub primary_url: Option<SecretString>,
+        /// A WAL position to reach, e.g. the one pg::fence returned.
+        pub target_lsn: Option<String>,
+        /// Done when the standby is within this many bytes of the target (default 0: all of it).
+        #[serde(default)]
+        pub max_lag_bytes: i64,
+        /// Time between checks (default "200ms").
+        #[serde(default = "poll")]
+        pub interval: Dur,
+    }
 }
 
 fn poll() -> Dur {
@@ -801,18 +785,15 @@ pub struct Promoted {
 
 pub struct Promote;
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PromoteInput {
-    /// The standby's connection string or URL (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// The deployment's other databases: the promotion is refused while any of them answers
-    /// as a writable primary (fence it first), so a promotion never makes two primaries.
-    /// Databases that do not answer are not in the way.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub peers: Vec<SecretString>,
+input! {
+    pg:
+    pub struct PromoteInput {
+        /// The deployment's other databases: the promotion is refused while any of them answers
+        /// as a writable primary (fence it first), so a promotion never makes two primaries.
+        /// Databases that do not answer are not in the way.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub peers: Vec<SecretString>,
+    }
 }
 
 /// The first peer that answers as a writable primary, as "host:port (timeline N)".
@@ -930,22 +911,19 @@ pub enum FenceMethod {
     Shutdown,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FenceInput {
-    /// The primary's connection string or URL (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// "read_only" (default) or "shutdown".
-    #[serde(default)]
-    pub method: FenceMethod,
-    /// For "shutdown": the server's data directory.
-    pub data_dir: Option<String>,
-    /// For "shutdown": the folder holding pg_ctl and pg_controldata (default: found on PATH).
-    pub bin_dir: Option<String>,
-    /// For "shutdown": the system user that owns the data directory (run through runuser when root).
-    pub os_user: Option<String>,
+input! {
+    pg:
+    pub struct FenceInput {
+        /// "read_only" (default) or "shutdown".
+        #[serde(default)]
+        pub method: FenceMethod,
+        /// For "shutdown": the server's data directory.
+        pub data_dir: Option<String>,
+        /// For "shutdown": the folder holding pg_ctl and pg_controldata (default: found on PATH).
+        pub bin_dir: Option<String>,
+        /// For "shutdown": the system user that owns the data directory (run through runuser when root).
+        pub os_user: Option<String>,
+    }
 }
 
 /// A fenced primary.
@@ -1133,15 +1111,12 @@ impl Action for Fence {
 
 // ---- slots, settings, roles ----------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SlotInput {
-    /// The primary's connection string or URL (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// The physical replication slot's name.
-    pub slot: String,
+input! {
+    pg:
+    pub struct SlotInput {
+        /// The physical replication slot's name.
+        pub slot: String,
+    }
 }
 
 /// What happened to the slot.
@@ -1285,17 +1260,14 @@ impl Action for DropReplicationSlot {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SetConfigInput {
-    /// Connection string or URL of a superuser (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// The setting, e.g. "wal_level".
-    pub setting: String,
-    /// Its new value, e.g. "replica".
-    pub value: String,
+input! {
+    pg:
+    pub struct SetConfigInput {
+        /// The setting, e.g. "wal_level".
+        pub setting: String,
+        /// Its new value, e.g. "replica".
+        pub value: String,
+    }
 }
 
 /// A setting after ALTER SYSTEM and a reload.
@@ -1414,23 +1386,20 @@ impl Action for SetConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRoleInput {
-    /// Connection string or URL of a superuser (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// The role's name, e.g. "replicator".
-    pub role: String,
-    /// Its password (a secret); set again when the role exists.
-    pub password: Option<SecretString>,
-    /// May it log in (default true).
-    #[serde(default = "yes")]
-    pub login: bool,
-    /// May it stream replication (default false).
-    #[serde(default)]
-    pub replication: bool,
+input! {
+    pg:
+    pub struct CreateRoleInput {
+        /// The role's name, e.g. "replicator".
+        pub role: String,
+        /// Its password (a secret); set again when the role exists.
+        pub password: Option<SecretString>,
+        /// May it log in (default true).
+        #[serde(default = "yes")]
+        pub login: bool,
+        /// May it stream replication (default false).
+        #[serde(default)]
+        pub replication: bool,
+    }
 }
 
 fn yes() -> bool {
@@ -1524,19 +1493,16 @@ impl Action for CreateRole {
 
 // ---- repoint -------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RepointInput {
-    /// The standby to repoint (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// The new primary it should stream from (usually a secret; its user and password are used).
-    pub primary_url: SecretString,
-    /// The replication slot on the new primary (create it first with create_replication_slot).
-    pub slot: Option<String>,
-    /// The name the standby reports to the primary (default: its name, or "replica").
-    pub application_name: Option<String>,
+input! {
+    pg:
+    pub struct RepointInput {
+        /// The new primary it should stream from (usually a secret; its user and password are used).
+        pub primary_url: SecretString,
+        /// The replication slot on the new primary (create it first with create_replication_slot).
+        pub slot: Option<String>,
+        /// The name the standby reports to the primary (default: its name, or "replica").
+        pub application_name: Option<String>,
+    }
 }
 
 /// A repointed standby.

@@ -33,28 +33,25 @@ const STANDBY_DROPS: [&str; 3] = [
     "primary_slot_name",
 ];
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RejoinInput {
-    /// The server to turn into a standby (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// The primary it will follow: a superuser (or a role with pg_rewind's rights); its host,
-    /// port, user and password go into primary_conninfo.
-    pub primary_url: SecretString,
-    /// The server's data directory (the runbook must run where it is).
-    pub data_dir: String,
-    /// The folder holding pg_ctl, pg_rewind and pg_basebackup (default: found on PATH).
-    pub bin_dir: Option<String>,
-    /// The system user owning the data directory (tools run as it when the runbook is root).
-    pub os_user: Option<String>,
-    /// The replication slot on the primary to stream through (create it first).
-    pub slot: Option<String>,
-    /// The name the standby reports to the primary (default: `name`).
-    pub application_name: Option<String>,
-    /// Where pg_ctl writes the server's log (default: `<data_dir>/startup.log`).
-    pub log_file: Option<String>,
+input! {
+    pg:
+    pub struct RejoinInput {
+        /// The primary it will follow: a superuser (or a role with pg_rewind's rights); its host,
+        /// port, user and password go into primary_conninfo.
+        pub primary_url: SecretString,
+        /// The server's data directory (the runbook must run where it is).
+        pub data_dir: String,
+        /// The folder holding pg_ctl, pg_rewind and pg_basebackup (default: found on PATH).
+        pub bin_dir: Option<String>,
+        /// The system user owning the data directory (tools run as it when the runbook is root).
+        pub os_user: Option<String>,
+        /// The replication slot on the primary to stream through (create it first).
+        pub slot: Option<String>,
+        /// The name the standby reports to the primary (default: `name`).
+        pub application_name: Option<String>,
+        /// Where pg_ctl writes the server's log (default: `<data_dir>/startup.log`).
+        pub log_file: Option<String>,
+    }
 }
 
 /// A server that is now a standby.
@@ -684,24 +681,21 @@ impl Action for BaseBackup {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RestartInput {
-    /// The server (usually a secret).
-    pub url: SecretString,
-    /// A label for messages, such as the region.
-    pub name: Option<String>,
-    /// The server's data directory (the runbook must run where it is).
-    pub data_dir: String,
-    /// The folder holding pg_ctl (default: found on PATH).
-    pub bin_dir: Option<String>,
-    /// The system user owning the data directory.
-    pub os_user: Option<String>,
-    /// Where pg_ctl writes the server's log (default: `<data_dir>/startup.log`).
-    pub log_file: Option<String>,
-    /// Restart only when a changed setting waits for it (default true).
-    #[serde(default = "only_pending")]
-    pub only_if_pending: bool,
+input! {
+    pg:
+    pub struct RestartInput {
+        /// The server's data directory (the runbook must run where it is).
+        pub data_dir: String,
+        /// The folder holding pg_ctl (default: found on PATH).
+        pub bin_dir: Option<String>,
+        /// The system user owning the data directory.
+        pub os_user: Option<String>,
+        /// Where pg_ctl writes the server's log (default: `<data_dir>/startup.log`).
+        pub log_file: Option<String>,
+        /// Restart only when a changed setting waits for it (default true).
+        #[serde(default = "only_pending")]
+        pub only_if_pending: bool,
+    }
 }
 
 fn only_pending() -> bool {

@@ -1,0 +1,150 @@
+//! Changing record sets: upsert, delete.
+
+use super::*;
+
+input! {
+    route53:
+    pub struct UpsertInput {
+        /// The hosted zone: its id (Z123...) or its name (example.com).
+        pub zone: String,
+        /// The record sets to create or replace, in one change batch.
+        pub records: Vec<Record>,
+    }
+}
+
+pub struct Upsert;
+
+fn check_weight(r: &Record) -> Result<(), ActionError> {
+    match r.weight {
+        Some(w) if !(0..=255).contains(&w) => Err(ActionError::permanent(format!(
+            "{}: weight {w} is outside 0–255",
+            r.name
+        ))),
+        Some(_) if r.set_identifier.is_none() => Err(ActionError::permanent(format!(
+            "{}: a weighted record needs a set_identifier",
+            r.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+impl Action for Upsert {
+    type Input = UpsertInput;
+    type Output = Applied;
+
+    fn spec() -> Spec {
+        Spec::converge("dns", "upsert", "Create or replace record sets (UPSERT) in one change batch; records already so are left alone.").retries(2)
+    }
+
+    fn describe(input: &UpsertInput) -> String {
+        let shown: Vec<String> = input.records.iter().map(Record::shown).collect();
+        format!("upsert in {}: {}", input.zone, shown.join("; "))
+    }
+
+    fn predict(_: &UpsertInput) -> Applied {
+        Applied {
+            change_id: Some("predicted".into()),
+            status: "PENDING".into(),
+        }
+    }
+
+    async fn run(input: UpsertInput, _cx: Cx) -> Result<Applied, ActionError> {
+        let (c, endpoint, zone) =
+            zone_client(&input.endpoint_url, &input.region, &input.zone).await?;
+        let existing = list(&c, &endpoint, &zone, None, None).await?;
+        let mut changes = Vec::new();
+        for r in &input.records {
+            check_weight(r)?;
+            let mut wanted = r.clone();
+            wanted.name = fqdn(&wanted.name);
+            wanted.rtype = wanted.rtype.to_ascii_uppercase();
+            let same = existing.iter().any(|e| {
+                let mut e = e.clone();
+                e.name = fqdn(&e.name);
+                e == wanted
+            });
+            if !same {
+                changes.push(
+                    Change::builder()
+                        .action(ChangeAction::Upsert)
+                        .resource_record_set(r.to_aws()?)
+                        .build()
+                        .map_err(|e| ActionError::permanent(e.to_string()))?,
+                );
+            }
+        }
+        if changes.is_empty() {
+            return Ok(unchanged());
+        }
+        change(&c, &endpoint, &zone, changes, "runbook dns::upsert").await
+    }
+}
+
+input! {
+    route53:
+    pub struct DeleteInput {
+        /// The hosted zone: its id (Z123...) or its name (example.com).
+        pub zone: String,
+        /// The record's name.
+        pub name: String,
+        /// Its type (default A).
+        #[serde(default = "a_type", rename = "type")]
+        pub rtype: String,
+        /// The set identifier of the one record to delete (weighted and failover records).
+        pub set_identifier: Option<String>,
+    }
+}
+
+pub struct Delete;
+
+impl Action for Delete {
+    type Input = DeleteInput;
+    type Output = Applied;
+
+    fn spec() -> Spec {
+        Spec::converge(
+            "dns",
+            "delete",
+            "Delete a record set as it now is (a no-op when it does not exist).",
+        )
+        .retries(2)
+    }
+
+    fn describe(input: &DeleteInput) -> String {
+        let id = input
+            .set_identifier
+            .as_deref()
+            .map(|s| format!(" [{s}]"))
+            .unwrap_or_default();
+        format!(
+            "delete {} {}{id} in {}",
+            input.name, input.rtype, input.zone
+        )
+    }
+
+    fn predict(_: &DeleteInput) -> Applied {
+        Applied {
+            change_id: Some("predicted".into()),
+            status: "PENDING".into(),
+        }
+    }
+
+    async fn run(input: DeleteInput, _cx: Cx) -> Result<Applied, ActionError> {
+        let (c, endpoint, zone) =
+            zone_client(&input.endpoint_url, &input.region, &input.zone).await?;
+        let found = list(&c, &endpoint, &zone, Some(&input.name), Some(&input.rtype)).await?;
+        let Some(current) = found
+            .into_iter()
+            .find(|r| r.set_identifier == input.set_identifier)
+        else {
+            return Ok(unchanged());
+        };
+        // Route53 deletes only an exact match of the record as it stands.
+        let change_ = Change::builder()
+            .action(ChangeAction::Delete)
+            .resource_record_set(current.to_aws()?)
+            .build()
+            .map_err(|e| ActionError::permanent(e.to_string()))?;
+        change(&c, &endpoint, &zone, vec![change_], "runbook dns::delete").await
+    }
+}

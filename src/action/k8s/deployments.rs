@@ -1,0 +1,562 @@
+//! Deployments: scale, set env, rollout status and undo, restart.
+
+use super::*;
+
+input! {
+    k8s:
+    pub struct ScaleInput {
+        /// The namespace (default: the context's).
+        pub namespace: Option<String>,
+        /// The deployment.
+        pub deployment: String,
+        /// The replica count wanted.
+        pub replicas: i32,
+    }
+}
+
+/// A scaled deployment.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Scaled {
+    /// Replicas before.
+    pub before: i32,
+    /// Replicas now asked for.
+    pub replicas: i32,
+    /// False when it already had that many.
+    pub changed: bool,
+}
+
+async fn deployments(
+    context: &str,
+    kubeconfig: &Option<String>,
+    namespace: &Option<String>,
+    cx: &Cx,
+) -> Result<(Api<Deployment>, String), ActionError> {
+    let cluster = Cluster {
+        context: context.to_string(),
+        kubeconfig: kubeconfig.clone(),
+    };
+    let (client, default_ns) = client(&cluster, cx).await?;
+    let ns = namespace.clone().unwrap_or(default_ns);
+    Ok((Api::namespaced(client, &ns), ns))
+}
+
+pub struct Scale;
+
+impl Action for Scale {
+    type Input = ScaleInput;
+    type Output = Scaled;
+
+    fn spec() -> Spec {
+        Spec::converge("k8s", "scale", "Set a deployment's replica count (the scale subresource); a no-op when it already has it.").timeout(30).retries(2)
+    }
+
+    fn describe(input: &ScaleInput) -> String {
+        format!(
+            "scale deployment {}/{} in {} to {} replicas",
+            input.namespace.as_deref().unwrap_or("-"),
+            input.deployment,
+            input.context,
+            input.replicas
+        )
+    }
+
+    fn predict(input: &ScaleInput) -> Scaled {
+        Scaled {
+            before: 0,
+            replicas: input.replicas,
+            changed: true,
+        }
+    }
+
+    async fn preview(input: ScaleInput, cx: Cx) -> Option<String> {
+        let (api, _) = deployments(&input.context, &input.kubeconfig, &input.namespace, &cx)
+            .await
+            .ok()?;
+        let d = api.get(&input.deployment).await.ok()?;
+        Some(format!(
+            "now {}",
+            d.spec.and_then(|s| s.replicas).unwrap_or(1)
+        ))
+    }
+
+    async fn run(input: ScaleInput, cx: Cx) -> Result<Scaled, ActionError> {
+        if input.replicas < 0 {
+            return Err(ActionError::permanent("replicas cannot be negative"));
+        }
+        let (api, ns) =
+            deployments(&input.context, &input.kubeconfig, &input.namespace, &cx).await?;
+        let what = format!("deployment {ns}/{}", input.deployment);
+        let d = api
+            .get(&input.deployment)
+            .await
+            .map_err(|e| kube_error(&what, &input.context, e))?;
+        let before = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+        if before == input.replicas {
+            return Ok(Scaled {
+                before,
+                replicas: input.replicas,
+                changed: false,
+            });
+        }
+        api.patch_scale(
+            &input.deployment,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": input.replicas}})),
+        )
+        .await
+        .map_err(|e| kube_error(&what, &input.context, e))?;
+        Ok(Scaled {
+            before,
+            replicas: input.replicas,
+            changed: true,
+        })
+    }
+}
+
+input! {
+    k8s:
+    pub struct SetEnvInput {
+        /// The namespace (default: the context's).
+        pub namespace: Option<String>,
+        /// The deployment.
+        pub deployment: String,
+        /// The container (default: the first).
+        pub container: Option<String>,
+        /// Variables to set, e.g. #{ DATABASE_URL: inventory.regions[r].database_url }; values may be secrets.
+        pub env: BTreeMap<String, SecretString>,
+    }
+}
+
+/// The result of setting variables.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EnvSet {
+    /// The container changed.
+    pub container: String,
+    /// Names of the variables that changed (empty: all already so, nothing rolled out).
+    pub changed: Vec<String>,
+}
+
+pub struct SetEnv;
+
+impl Action for SetEnv {
+    type Input = SetEnvInput;
+    type Output = EnvSet;
+
+    fn spec() -> Spec {
+        Spec::converge("k8s", "set_env", "Set environment variables on a deployment's container (a rollout follows); a no-op when they already have those values.").timeout(30).retries(2)
+    }
+
+    fn describe(input: &SetEnvInput) -> String {
+        let vars: Vec<String> = input
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.shown()))
+            .collect();
+        format!(
+            "set {} on deployment {} in {}",
+            vars.join(" "),
+            input.deployment,
+            input.context
+        )
+    }
+
+    fn predict(input: &SetEnvInput) -> EnvSet {
+        EnvSet {
+            container: input.container.clone().unwrap_or_default(),
+            changed: input.env.keys().cloned().collect(),
+        }
+    }
+
+    async fn preview(input: SetEnvInput, cx: Cx) -> Option<String> {
+        let (api, _) = deployments(&input.context, &input.kubeconfig, &input.namespace, &cx)
+            .await
+            .ok()?;
+        let d = api.get(&input.deployment).await.ok()?;
+        let containers = d.spec?.template.spec?.containers;
+        let c = match &input.container {
+            Some(name) => containers.into_iter().find(|c| &c.name == name)?,
+            None => containers.into_iter().next()?,
+        };
+        let env = c.env.unwrap_or_default();
+        let differ: Vec<&String> = input
+            .env
+            .iter()
+            .filter(|(k, v)| {
+                env.iter()
+                    .find(|e| &e.name == *k)
+                    .and_then(|e| e.value.clone())
+                    != v.reveal().ok()
+            })
+            .map(|(k, _)| k)
+            .collect();
+        Some(if differ.is_empty() {
+            "already so".into()
+        } else {
+            format!(
+                "now different: {}",
+                differ
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+
+    async fn run(input: SetEnvInput, cx: Cx) -> Result<EnvSet, ActionError> {
+        let (api, ns) =
+            deployments(&input.context, &input.kubeconfig, &input.namespace, &cx).await?;
+        let what = format!("deployment {ns}/{}", input.deployment);
+        let d = api
+            .get(&input.deployment)
+            .await
+            .map_err(|e| kube_error(&what, &input.context, e))?;
+        let containers = d
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|s| s.containers)
+            .unwrap_or_default();
+        let container = match &input.container {
+            Some(name) => containers.iter().find(|c| &c.name == name).ok_or_else(|| {
+                ActionError::permanent(format!(
+                    "{what} in {} has no container '{name}'; it has {}",
+                    input.context,
+                    containers
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?,
+            None => containers
+                .first()
+                .ok_or_else(|| ActionError::permanent(format!("{what} has no containers")))?,
+        };
+        let current = container.env.clone().unwrap_or_default();
+        let mut changed = Vec::new();
+        let mut patch_env = Vec::new();
+        for (name, value) in &input.env {
+            let value = value.reveal().map_err(ActionError::permanent)?;
+            if current
+                .iter()
+                .find(|e| &e.name == name)
+                .and_then(|e| e.value.as_ref())
+                != Some(&value)
+            {
+                changed.push(name.clone());
+                patch_env.push(json!({"name": name, "value": value}));
+            }
+        }
+        if !changed.is_empty() {
+            let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container.name, "env": patch_env}]}}}});
+            api.patch(
+                &input.deployment,
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
+            .await
+            .map_err(|e| kube_error(&what, &input.context, e))?;
+        }
+        Ok(EnvSet {
+            container: container.name.clone(),
+            changed,
+        })
+    }
+}
+
+input! {
+    k8s:
+    pub struct DeploymentInput {
+        /// The namespace (default: the context's).
+        pub namespace: Option<String>,
+        /// The deployment.
+        pub deployment: String,
+        /// Time between checks (default "250ms").
+        #[serde(default = "quarter")]
+        pub interval: Dur,
+    }
+}
+
+fn quarter() -> Dur {
+    Dur(Duration::from_millis(250))
+}
+
+/// A finished rollout.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RolledOut {
+    /// The deployment's revision.
+    pub revision: Option<i64>,
+    /// Replicas wanted and available.
+    pub replicas: i32,
+    /// Milliseconds waited.
+    pub waited_ms: u64,
+}
+
+pub struct RolloutStatus;
+
+impl Action for RolloutStatus {
+    type Input = DeploymentInput;
+    type Output = RolledOut;
+
+    fn spec() -> Spec {
+        Spec::read("k8s", "rollout_status", "Wait until a deployment's rollout is complete: observed, every replica updated and available.").timeout(300).retries(0)
+    }
+
+    fn describe(input: &DeploymentInput) -> String {
+        format!(
+            "wait for the rollout of deployment {} in {}",
+            input.deployment, input.context
+        )
+    }
+
+    fn predict(_: &DeploymentInput) -> RolledOut {
+        RolledOut {
+            revision: None,
+            replicas: 0,
+            waited_ms: 0,
+        }
+    }
+
+    async fn run(input: DeploymentInput, cx: Cx) -> Result<RolledOut, ActionError> {
+        let started = Instant::now();
+        let (api, ns) =
+            deployments(&input.context, &input.kubeconfig, &input.namespace, &cx).await?;
+        let what = format!("deployment {ns}/{}", input.deployment);
+        loop {
+            let d = api
+                .get(&input.deployment)
+                .await
+                .map_err(|e| kube_error(&what, &input.context, e))?;
+            let generation = d.metadata.generation.unwrap_or(0);
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let s = d.status.clone().unwrap_or_default();
+            let observed = s.observed_generation.unwrap_or(0) >= generation;
+            let updated = s.updated_replicas.unwrap_or(0);
+            let available = s.available_replicas.unwrap_or(0);
+            let total = s.replicas.unwrap_or(0);
+            if observed && updated >= want && total == updated && available >= updated {
+                return Ok(RolledOut {
+                    revision: revision_of(&d.metadata),
+                    replicas: want,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            let state = format!("{updated} of {want} updated, {available} available");
+            cx.note(state.clone());
+            if started.elapsed() + input.interval.0 > cx.timeout {
+                return Err(ActionError::permanent(format!(
+                    "{what} in {} did not finish its rollout within {}: {state}",
+                    input.context,
+                    humantime::format_duration(cx.timeout)
+                )));
+            }
+            if cx.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(ActionError {
+                    message: "interrupted".into(),
+                    kind: ErrorKind::Interrupted,
+                });
+            }
+            tokio::time::sleep(input.interval.0).await;
+        }
+    }
+}
+
+input! {
+    k8s:
+    pub struct UndoInput {
+        /// The namespace (default: the context's).
+        pub namespace: Option<String>,
+        /// The deployment.
+        pub deployment: String,
+        /// The revision to go back to (default: the one before the current).
+        pub to_revision: Option<i64>,
+    }
+}
+
+/// A rolled-back deployment.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RolledBack {
+    /// The revision it was at.
+    pub from_revision: Option<i64>,
+    /// The revision whose pod template it now runs.
+    pub to_revision: i64,
+}
+
+pub struct RolloutUndo;
+
+impl Action for RolloutUndo {
+    type Input = UndoInput;
+    type Output = RolledBack;
+
+    fn spec() -> Spec {
+        Spec::change("k8s", "rollout_undo", "Roll a deployment back to the previous (or a given) revision, as kubectl rollout undo does through its ReplicaSets.")
+    }
+
+    fn describe(input: &UndoInput) -> String {
+        let to = input
+            .to_revision
+            .map(|r| format!("revision {r}"))
+            .unwrap_or_else(|| "the previous revision".into());
+        format!(
+            "roll back deployment {} in {} to {to}",
+            input.deployment, input.context
+        )
+    }
+
+    fn predict(input: &UndoInput) -> RolledBack {
+        RolledBack {
+            from_revision: None,
+            to_revision: input.to_revision.unwrap_or(0),
+        }
+    }
+
+    async fn preview(input: UndoInput, cx: Cx) -> Option<String> {
+        let (api, _) = deployments(&input.context, &input.kubeconfig, &input.namespace, &cx)
+            .await
+            .ok()?;
+        let d = api.get(&input.deployment).await.ok()?;
+        revision_of(&d.metadata).map(|r| format!("now at revision {r}"))
+    }
+
+    async fn run(input: UndoInput, cx: Cx) -> Result<RolledBack, ActionError> {
+        let cluster = Cluster {
+            context: input.context.clone(),
+            kubeconfig: input.kubeconfig.clone(),
+        };
+        let (client, default_ns) = client(&cluster, &cx).await?;
+        let ns = input.namespace.clone().unwrap_or(default_ns);
+        let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let what = format!("deployment {ns}/{}", input.deployment);
+        let d = api
+            .get(&input.deployment)
+            .await
+            .map_err(|e| kube_error(&what, &input.context, e))?;
+        let current = revision_of(&d.metadata);
+        let selector = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sets: Api<ReplicaSet> = Api::namespaced(client, &ns);
+        let uid = d.metadata.uid.clone();
+        let owned: Vec<ReplicaSet> = sets
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| kube_error(&what, &input.context, e))?
+            .items
+            .into_iter()
+            .filter(|rs| {
+                rs.metadata.owner_references.as_ref().is_some_and(|o| {
+                    o.iter()
+                        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+                })
+            })
+            .collect();
+        let mut revisions: Vec<(i64, &ReplicaSet)> = owned
+            .iter()
+            .filter_map(|rs| Some((revision_of(&rs.metadata)?, rs)))
+            .collect();
+        revisions.sort_by_key(|(r, _)| *r);
+        let target = match input.to_revision {
+            Some(r) => revisions.iter().find(|(rev, _)| *rev == r),
+            None => revisions
+                .iter()
+                .rev()
+                .find(|(rev, _)| Some(*rev) != current),
+        };
+        let Some((to, rs)) = target else {
+            let known: Vec<String> = revisions.iter().map(|(r, _)| r.to_string()).collect();
+            return Err(ActionError::permanent(format!(
+                "{what} in {} has no revision {}to roll back to (revisions: {})",
+                input.context,
+                input
+                    .to_revision
+                    .map(|r| format!("{r} "))
+                    .unwrap_or_default(),
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        };
+        let mut template = serde_json::to_value(rs.spec.as_ref().and_then(|s| s.template.clone()))
+            .unwrap_or(Value::Null);
+        if let Some(labels) = template["metadata"]["labels"].as_object_mut() {
+            labels.remove("pod-template-hash");
+        }
+        template["$patch"] = json!("replace");
+        api.patch(
+            &input.deployment,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": template}})),
+        )
+        .await
+        .map_err(|e| kube_error(&what, &input.context, e))?;
+        Ok(RolledBack {
+            from_revision: current,
+            to_revision: *to,
+        })
+    }
+}
+
+pub struct Restart;
+
+/// A restarted deployment.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Restarted {
+    /// The time written to the pod template (kubectl.kubernetes.io/restartedAt).
+    pub restarted_at: String,
+}
+
+impl Action for Restart {
+    type Input = DeploymentInput;
+    type Output = Restarted;
+
+    fn spec() -> Spec {
+        Spec::change(
+            "k8s",
+            "restart",
+            "Restart a deployment's pods with a rolling update (kubectl rollout restart).",
+        )
+        .timeout(30)
+    }
+
+    fn describe(input: &DeploymentInput) -> String {
+        format!(
+            "restart deployment {} in {}",
+            input.deployment, input.context
+        )
+    }
+
+    fn predict(_: &DeploymentInput) -> Restarted {
+        Restarted {
+            restarted_at: String::new(),
+        }
+    }
+
+    async fn run(input: DeploymentInput, cx: Cx) -> Result<Restarted, ActionError> {
+        let (api, ns) =
+            deployments(&input.context, &input.kubeconfig, &input.namespace, &cx).await?;
+        let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": at}}}}});
+        api.patch(
+            &input.deployment,
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
+        .await
+        .map_err(|e| {
+            kube_error(
+                &format!("deployment {ns}/{}", input.deployment),
+                &input.context,
+                e,
+            )
+        })?;
+        Ok(Restarted { restarted_at: at })
+    }
+}

@@ -1,0 +1,76 @@
+//! Any command, as the escape hatch.
+
+use super::*;
+
+input! {
+    redis:
+    pub struct CommandInput {
+        /// The command and its arguments, e.g. ["CONFIG", "SET", "maxmemory", "2gb"].
+        pub args: Vec<Value>,
+    }
+}
+
+/// A command's reply.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Reply {
+    /// The reply as JSON (strings, numbers, lists, maps, null).
+    pub reply: Value,
+}
+
+pub struct Command;
+
+impl Action for Command {
+    type Input = CommandInput;
+    type Output = Reply;
+
+    fn spec() -> Spec {
+        Spec::change(
+            "redis",
+            "command",
+            "Any Redis command (escape hatch): a write, not idempotent.",
+        )
+        .timeout(30)
+    }
+
+    fn describe(input: &CommandInput) -> String {
+        let words: Vec<String> = input
+            .args
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| a.to_string())
+            })
+            .collect();
+        format!("{} on {}", words.join(" "), target(&input.url, &input.name))
+    }
+
+    fn predict(_: &CommandInput) -> Reply {
+        Reply {
+            reply: Value::String("OK".into()),
+        }
+    }
+
+    async fn run(input: CommandInput, cx: Cx) -> Result<Reply, ActionError> {
+        if input.args.is_empty() {
+            return Err(ActionError::permanent(
+                "`args` is empty: give the command and its arguments",
+            ));
+        }
+        let (mut conn, target) = connect(&input.url, &input.name, &cx).await?;
+        let words: Vec<String> = input
+            .args
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| a.to_string())
+            })
+            .collect();
+        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+        let reply = query(&mut conn, &target, &refs).await?;
+        Ok(Reply {
+            reply: to_json(&reply),
+        })
+    }
+}

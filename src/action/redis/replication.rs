@@ -1,0 +1,125 @@
+//! Making a server a primary or a replica: promote, replicate.
+
+use super::*;
+
+/// Whether the call changed the server.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Changed {
+    /// False when the server already was as asked.
+    pub changed: bool,
+    /// Its role afterwards.
+    pub role: String,
+}
+
+pub struct Promote;
+
+impl Action for Promote {
+    type Input = Target;
+    type Output = Changed;
+
+    fn spec() -> Spec {
+        Spec::converge(
+            "redis",
+            "promote",
+            "Make a replica a primary (REPLICAOF NO ONE); a no-op on a primary.",
+        )
+        .primary("url")
+        .timeout(10)
+    }
+
+    fn describe(input: &Target) -> String {
+        format!("promote {} to primary", target(&input.url, &input.name))
+    }
+
+    fn predict(_: &Target) -> Changed {
+        Changed {
+            changed: true,
+            role: "master".into(),
+        }
+    }
+
+    async fn preview(input: Target, cx: Cx) -> Option<String> {
+        preview_role(&input.url, &input.name, &cx).await
+    }
+
+    async fn run(input: Target, cx: Cx) -> Result<Changed, ActionError> {
+        let (mut conn, target) = connect(&input.url, &input.name, &cx).await?;
+        let before = role_of(&mut conn, &target).await?;
+        if before.role == "master" {
+            return Ok(Changed {
+                changed: false,
+                role: before.role,
+            });
+        }
+        query(&mut conn, &target, &["REPLICAOF", "NO", "ONE"]).await?;
+        let after = role_of(&mut conn, &target).await?;
+        Ok(Changed {
+            changed: true,
+            role: after.role,
+        })
+    }
+}
+
+input! {
+    redis:
+    pub struct ReplicateInput {
+        /// The new primary's host.
+        pub primary_host: String,
+        /// The new primary's port.
+        pub primary_port: u16,
+    }
+}
+
+pub struct Replicate;
+
+impl Action for Replicate {
+    type Input = ReplicateInput;
+    type Output = Changed;
+
+    fn spec() -> Spec {
+        Spec::converge("redis", "replicate", "Make a server a replica of a primary (REPLICAOF host port); a no-op when it already is.").timeout(10)
+    }
+
+    fn describe(input: &ReplicateInput) -> String {
+        format!(
+            "make {} a replica of {}:{}",
+            target(&input.url, &input.name),
+            input.primary_host,
+            input.primary_port
+        )
+    }
+
+    fn predict(_: &ReplicateInput) -> Changed {
+        Changed {
+            changed: true,
+            role: "slave".into(),
+        }
+    }
+
+    async fn preview(input: ReplicateInput, cx: Cx) -> Option<String> {
+        preview_role(&input.url, &input.name, &cx).await
+    }
+
+    async fn run(input: ReplicateInput, cx: Cx) -> Result<Changed, ActionError> {
+        let (mut conn, target) = connect(&input.url, &input.name, &cx).await?;
+        let before = role_of(&mut conn, &target).await?;
+        let wanted = format!("{}:{}", input.primary_host, input.primary_port);
+        if before.role == "slave" && before.primary.as_deref() == Some(wanted.as_str()) {
+            return Ok(Changed {
+                changed: false,
+                role: before.role,
+            });
+        }
+        let port = input.primary_port.to_string();
+        query(
+            &mut conn,
+            &target,
+            &["REPLICAOF", &input.primary_host, &port],
+        )
+        .await?;
+        Ok(Changed {
+            changed: true,
+            role: "slave".into(),
+        })
+    }
+}

@@ -10,4 +10,5 @@ pub mod report;
 pub mod runner;
 pub mod script;
 pub mod secret;
+pub mod tls;
 pub mod value;

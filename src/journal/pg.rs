@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use super::lock::held_by;
 use super::{parse, JournalWriter, Loaded, LockGuard, LockHolder, Store};
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS runbook_locks (
 const SCHEMA_LOCK: i64 = 0x72756e626f6f6b; // "runbook"
 
 pub struct PgStore {
-    config: Config,
+    target: Target,
     shown: String,
     rt: Option<tokio::runtime::Runtime>,
     /// The connection for the journal, reads and listings, opened on first use.
@@ -70,20 +70,34 @@ where
     }
 }
 
-/// A database error as one line: the server's message and code, or the client's reason.
+/// A database error as one line: the server's message and code, what is wrong with TLS, or
+/// the client's reason.
 fn reason(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => crate::tls::problem(e).unwrap_or_else(|| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                let more = s.to_string();
+                if !text.contains(&more) {
+                    text = format!("{text}: {more}");
+                }
+                source = s.source();
+            }
+            text
+        }),
     }
 }
 
-async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+/// Where the store connects and how (TLS as the URL's sslmode says).
+struct Target {
+    config: Config,
+    tls: crate::tls::PgTls,
+}
+
+async fn connect(target: &Target) -> Result<Client, tokio_postgres::Error> {
+    target.tls.connect(&target.config).await
 }
 
 /// The advisory lock key of a lock name.
@@ -99,7 +113,12 @@ impl PgStore {
     /// `PGPASSWORD` supplies the password when the URL has none. Returns the password too, for
     /// the redactor.
     pub fn open(url: &str) -> Result<(PgStore, Option<String>), Error> {
-        let mut config = Config::from_str(url).map_err(|e| {
+        let shown_url = crate::secret::mask_url_passwords(url);
+        let (rest, ssl) = crate::tls::split_pg(url)
+            .map_err(|e| Error::Usage(format!("--store {shown_url}: {e}")))?;
+        let tls = crate::tls::PgTls::new(ssl)
+            .map_err(|e| Error::Usage(format!("--store {shown_url}: {e}")))?;
+        let mut config = Config::from_str(&rest).map_err(|e| {
             Error::Usage(format!(
                 "--store {}: not a PostgreSQL URL ({e}); write it as postgres://USER@HOST:PORT/DATABASE",
                 crate::secret::mask_url_passwords(url)
@@ -140,7 +159,7 @@ impl PgStore {
             .map_err(|e| Error::Io(format!("cannot start the journal store's runtime: {e}")))?;
         Ok((
             PgStore {
-                config,
+                target: Target { config, tls },
                 shown,
                 rt: Some(rt),
                 client: Mutex::new(None),
@@ -173,7 +192,7 @@ impl PgStore {
             return Ok(c.clone());
         }
         let client = block(self.handle(), async {
-            let client = connect(&self.config).await?;
+            let client = connect(&self.target).await?;
             client
                 .batch_execute(&format!(
                     "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;"
@@ -391,7 +410,7 @@ impl Store for PgStore {
             .and_then(|t| serde_json::from_str::<LockHolder>(&t).ok())
         };
         let client =
-            block(self.handle(), connect(&self.config)).map_err(|e| self.unreachable(&e))?;
+            block(self.handle(), connect(&self.target)).map_err(|e| self.unreachable(&e))?;
         let got: bool = block(
             self.handle(),
             client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]),

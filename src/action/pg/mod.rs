@@ -3,6 +3,7 @@
 //! Every action takes `url`, a libpq connection string or URL (usually a secret), and an
 //! optional `name` (the region, say) that messages and the plan use beside the host.
 
+mod conn;
 mod server;
 pub(crate) mod tool;
 
@@ -12,102 +13,17 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
 use crate::secret::SecretString;
+pub(crate) use conn::{connect, connect_new, pg_error, target};
 pub use server::{BaseBackup, RejoinInput, Rejoined, Restart, Rewind};
 pub(crate) use tool::bin;
 
 /// Seed thresholds for replication lag: acceptable below 100 MB, warning above 500 MB,
 /// critical above 1 GB.
 const MB: i64 = 1024 * 1024;
-
-/// Where a connection goes, as messages show it: `host:port (name)`.
-pub(crate) fn target(url: &SecretString, name: &Option<String>) -> String {
-    let host = url
-        .reveal()
-        .ok()
-        .and_then(|raw| tokio_postgres::Config::from_str(&raw).ok())
-        .map(|c| {
-            let host = match c.get_hosts().first() {
-                Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-                Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-                None => "localhost".into(),
-            };
-            format!("{host}:{}", c.get_ports().first().copied().unwrap_or(5432))
-        })
-        .unwrap_or_else(|| url.shown());
-    match name {
-        Some(n) => format!("{host} ({n})"),
-        None => host,
-    }
-}
-
-/// A PostgreSQL error as the operator should read it, classified for retries.
-pub(crate) fn pg_error(target: &str, e: tokio_postgres::Error, sent: bool) -> ActionError {
-    if let Some(db) = e.as_db_error() {
-        let code = db.code().code();
-        let message = match code {
-            "28P01" | "28000" => format!("{target}: authentication failed: {}", db.message()),
-            "3D000" => format!("{target}: {}", db.message()),
-            _ => format!("{target}: {} (SQLSTATE {code})", db.message()),
-        };
-        // The server is shutting down or starting up: worth another try.
-        let transient = matches!(code, "57P01" | "57P02" | "57P03");
-        return ActionError {
-            message,
-            kind: if transient {
-                ErrorKind::TransientMaybeApplied
-            } else {
-                ErrorKind::Permanent
-            },
-        };
-    }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        source = s.source();
-    }
-    let message = format!("{target}: {text}");
-    if sent {
-        ActionError::maybe_applied(message)
-    } else {
-        ActionError::not_sent(message)
-    }
-}
-
-/// Opens a connection; the connection task runs until the client is dropped.
-pub(crate) async fn connect(
-    url: &SecretString,
-    name: &Option<String>,
-    cx: &Cx,
-) -> Result<(Client, String), ActionError> {
-    let shown = target(url, name);
-    let raw = url.reveal().map_err(ActionError::permanent)?;
-    let mut config = tokio_postgres::Config::from_str(&raw).map_err(|e| {
-        ActionError::permanent(format!(
-            "{}: not a PostgreSQL connection string: {e}",
-            url.shown()
-        ))
-    })?;
-    config.connect_timeout(cx.timeout.min(Duration::from_secs(10)));
-    if config.get_application_name().is_none() {
-        config.application_name("runbook");
-    }
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| pg_error(&shown, e, false))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok((client, shown))
-}
 
 /// Runs a query returning rows and gives each row as a JSON object (via row_to_json, so every
 /// PostgreSQL type arrives as its JSON form).
@@ -441,7 +357,7 @@ impl Action for Exec {
     }
 
     async fn run(input: ExecInput, cx: Cx) -> Result<ExecOutput, ActionError> {
-        let (client, target) = connect(&input.url, &input.name, &cx).await?;
+        let (client, target) = connect_new(&input.url, &input.name, &cx).await?;
         if input.params.is_empty() {
             client
                 .batch_execute(&input.sql)
@@ -1016,7 +932,7 @@ impl Action for Fence {
                 // session sees it, then end the sessions that may still write.
                 let deadline = Instant::now() + Duration::from_secs(10);
                 loop {
-                    let (probe, _) = connect(&input.url, &input.name, &cx).await?;
+                    let (probe, _) = connect_new(&input.url, &input.name, &cx).await?;
                     let row = json_row(
                         &probe,
                         &target,
@@ -1364,7 +1280,7 @@ impl Action for SetConfig {
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut after = setting_row(&client, &target, &input.setting).await?;
         while Instant::now() < deadline {
-            let (fresh, _) = connect(&input.url, &input.name, &cx).await?;
+            let (fresh, _) = connect_new(&input.url, &input.name, &cx).await?;
             after = setting_row(&fresh, &target, &input.setting).await?;
             if !changed
                 || after["pending_restart"] == true
@@ -1555,7 +1471,10 @@ impl Action for Repoint {
     async fn run(input: RepointInput, cx: Cx) -> Result<Repointed, ActionError> {
         let started = Instant::now();
         let raw = input.primary_url.reveal().map_err(ActionError::permanent)?;
-        let primary = tokio_postgres::Config::from_str(&raw).map_err(|e| {
+        let (rest, ssl) = crate::tls::split_pg(&raw)
+            .map_err(|e| ActionError::permanent(format!("{}: {e}", input.primary_url.shown())))?;
+        let base = rest.split('?').next().unwrap_or(&rest);
+        let primary = tokio_postgres::Config::from_str(base).map_err(|e| {
             ActionError::permanent(format!(
                 "{}: not a PostgreSQL connection string: {e}",
                 input.primary_url.shown()
@@ -1614,6 +1533,7 @@ impl Action for Repoint {
                 conninfo_value(&String::from_utf8_lossy(pw))
             ));
         }
+        conninfo.push_str(&ssl.conninfo());
         let statements = [
             format!(
                 "ALTER SYSTEM SET primary_conninfo = {}",
@@ -1632,7 +1552,7 @@ impl Action for Repoint {
                 .map_err(|e| pg_error(&target, e, true))?;
         }
         loop {
-            let (fresh, _) = connect(&input.url, &input.name, &cx).await?;
+            let (fresh, _) = connect_new(&input.url, &input.name, &cx).await?;
             let now = status_of(&fresh, &target).await?;
             if now.upstream.as_deref() == Some(upstream.as_str())
                 && now.wal_receiver.as_deref() == Some("streaming")

@@ -103,6 +103,8 @@ struct Source {
     user: Option<String>,
     password: Option<String>,
     dbname: Option<String>,
+    /// The URL's TLS parameters, passed on to libpq.
+    ssl: crate::tls::PgSsl,
 }
 
 impl Source {
@@ -110,7 +112,9 @@ impl Source {
         let raw = url.reveal().map_err(ActionError::permanent)?;
         // libpq parameters tokio-postgres does not know (target_session_attrs=prefer-standby,
         // say) do not matter here: only the address and the credentials.
-        let base = raw.split('?').next().unwrap_or(&raw);
+        let (rest, ssl) = crate::tls::split_pg(&raw)
+            .map_err(|e| ActionError::permanent(format!("{}: {e}", url.shown())))?;
+        let base = rest.split('?').next().unwrap_or(&rest);
         let config = tokio_postgres::Config::from_str(base).map_err(|e| {
             ActionError::permanent(format!(
                 "{}: not a PostgreSQL connection string: {e}",
@@ -133,6 +137,7 @@ impl Source {
                 .get_password()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
             dbname: config.get_dbname().map(str::to_string),
+            ssl,
         })
     }
 
@@ -155,6 +160,7 @@ impl Source {
             " dbname={}",
             conninfo_value(self.dbname.as_deref().unwrap_or("postgres"))
         ));
+        s.push_str(&self.ssl.conninfo());
         s
     }
 
@@ -172,6 +178,7 @@ impl Source {
         if let Some(p) = &self.password {
             s.push_str(&format!(" password={}", conninfo_value(p)));
         }
+        s.push_str(&self.ssl.conninfo());
         s
     }
 }

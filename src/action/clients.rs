@@ -33,4 +33,9 @@ impl<K: PartialEq, C: Clone> Clients<K, C> {
         held.push((target, client.clone()));
         client
     }
+
+    /// Drops the client of `target` (it stopped answering).
+    pub fn forget(&self, target: &K) {
+        self.held.lock().unwrap().retain(|(k, _)| k != target);
+    }
 }

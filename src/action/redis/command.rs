@@ -57,7 +57,7 @@ impl Action for Command {
                 "`args` is empty: give the command and its arguments",
             ));
         }
-        let (mut conn, target) = connect(&input.url, &input.name, &cx).await?;
+        let (mut conn, target) = connect_new(&input.url, &input.name, &cx).await?;
         let words: Vec<String> = input
             .args
             .iter()

@@ -1,8 +1,9 @@
 //! `redis::` — Redis replication: roles, promotion, repointing, coordinated failover, sync
 //! checks, cluster state, and a generic command.
 //!
-//! Every action takes `url` (redis://[:password@]host:port[/db], usually a secret) and an
-//! optional `name` (the region, say) for messages.
+//! Every action takes `url` (redis://[:password@]host:port[/db], or rediss:// for TLS with
+//! `?cacert=`, `&cert=` and `&key=` files; usually a secret) and an optional `name` (the
+//! region, say) for messages.
 
 mod cluster;
 mod command;
@@ -28,14 +29,15 @@ use serde_json::Value;
 use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
 use crate::secret::SecretString;
 
-/// `host:port (name)` for messages, without any password.
+/// `host:port (name)` for messages, without any password; a URL that opts out of certificate
+/// checks says so in every message.
 fn target(url: &SecretString, name: &Option<String>) -> String {
-    let shown = url
-        .reveal()
-        .ok()
+    let raw = url.reveal().ok();
+    let shown = raw
+        .as_deref()
         .and_then(|raw| {
             let rest = raw.split_once("://").map(|(_, r)| r.to_string())?;
-            let authority = rest.split(['/', '?']).next()?.to_string();
+            let authority = rest.split(['/', '?', '#']).next()?.to_string();
             Some(
                 authority
                     .rsplit_once('@')
@@ -44,14 +46,87 @@ fn target(url: &SecretString, name: &Option<String>) -> String {
             )
         })
         .unwrap_or_else(|| url.shown());
+    let unverified = raw
+        .as_deref()
+        .is_some_and(|r| split_url(r).is_ok_and(|u| u.insecure));
+    let shown = if unverified {
+        format!("{shown} (TLS NOT VERIFIED)")
+    } else {
+        shown
+    };
     match name {
         Some(n) => format!("{shown} ({n})"),
         None => shown,
     }
 }
 
+/// A Redis URL with the TLS parameters taken out: `cacert` (a PEM file of the CA that signed
+/// the server's certificate; without it, the system's roots), `cert` + `key` (a client
+/// certificate), and `#insecure` (no certificate check at all — for test set-ups only).
+#[derive(Debug, Default, PartialEq)]
+struct RedisUrl {
+    rest: String,
+    tls: bool,
+    cacert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    insecure: bool,
+}
+
+fn split_url(raw: &str) -> Result<RedisUrl, String> {
+    let mut out = RedisUrl {
+        tls: raw.starts_with("rediss://"),
+        ..RedisUrl::default()
+    };
+    let (body, fragment) = match raw.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (raw, None),
+    };
+    out.insecure = fragment == Some("insecure");
+    let (base, query) = body.split_once('?').unwrap_or((body, ""));
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "cacert" => out.cacert = Some(v.to_string()),
+            "cert" => out.cert = Some(v.to_string()),
+            "key" => out.key = Some(v.to_string()),
+            _ => kept.push(pair),
+        }
+    }
+    let has_tls_params = out.cacert.is_some() || out.cert.is_some() || out.key.is_some();
+    if !out.tls && (has_tls_params || out.insecure) {
+        return Err("cacert, cert, key and #insecure are for TLS: write rediss://".into());
+    }
+    if out.cert.is_some() != out.key.is_some() {
+        return Err("a client certificate needs both cert and key".into());
+    }
+    if out.insecure && out.cacert.is_some() {
+        return Err(
+            "#insecure turns off the certificate check that cacert is for: give one".into(),
+        );
+    }
+    out.rest = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    if out.insecure {
+        // redis' own spelling of the opt-out.
+        out.rest.push_str("#insecure");
+    }
+    Ok(out)
+}
+
 fn redis_error(target: &str, e: redis::RedisError, sent: bool) -> ActionError {
     let message = format!("{target}: {e}");
+    let text = e.to_string();
+    if let Some(problem) = crate::tls::problem(&e).or_else(|| crate::tls::problem_in_text(&text)) {
+        return ActionError::permanent(format!("{target}: {problem}"));
+    }
+    if crate::tls::name_not_found(&text) {
+        return ActionError::permanent(format!("{target}: no such host: {text}"));
+    }
     if e.is_connection_refusal() {
         ActionError::not_sent(message)
     } else if e.is_io_error() || e.is_timeout() {
@@ -65,15 +140,94 @@ fn redis_error(target: &str, e: redis::RedisError, sent: bool) -> ActionError {
     }
 }
 
+fn client_for(url: &SecretString, raw: &str) -> Result<redis::Client, ActionError> {
+    let bad = |e: String| ActionError::permanent(format!("{}: {e}", url.shown()));
+    let parts = split_url(raw).map_err(bad)?;
+    let client = if parts.tls && !parts.insecure {
+        crate::tls::provider();
+        let read = |path: &str, what: &str| {
+            std::fs::read(path).map_err(|e| bad(format!("{what} {path}: {e}")))
+        };
+        let client_tls = match (&parts.cert, &parts.key) {
+            (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+                client_cert: read(c, "cert")?,
+                client_key: read(k, "key")?,
+            }),
+            _ => None,
+        };
+        let root_cert = parts
+            .cacert
+            .as_deref()
+            .map(|p| read(p, "cacert"))
+            .transpose()?;
+        redis::Client::build_with_tls(
+            parts.rest.as_str(),
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )
+    } else {
+        if parts.insecure {
+            crate::tls::provider();
+            warn_unverified(&url.shown());
+        }
+        redis::Client::open(parts.rest.as_str())
+    };
+    client.map_err(|e| ActionError::permanent(format!("{}: not a Redis URL: {e}", url.shown())))
+}
+
+/// Says once per target, on stderr, that its certificate is not checked.
+fn warn_unverified(shown: &str) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap();
+    if !warned.iter().any(|w| w == shown) {
+        warned.push(shown.to_string());
+        eprintln!(
+            "warning: {shown}: #insecure — the server's TLS certificate is NOT VERIFIED; \
+             anyone on the path can read and change this traffic (for test set-ups only)"
+        );
+    }
+}
+
+/// Connections kept per URL for the run (a multiplexed connection serves every caller).
+fn kept() -> &'static super::Clients<[u8; 32], MultiplexedConnection> {
+    static KEPT: super::Clients<[u8; 32], MultiplexedConnection> = super::Clients::new();
+    &KEPT
+}
+
+/// A connection to `url`: the one kept for it when it still answers PING, or a new one.
 pub(crate) async fn connect(
+    url: &SecretString,
+    name: &Option<String>,
+    cx: &Cx,
+) -> Result<(MultiplexedConnection, String), ActionError> {
+    use sha2::Digest;
+    let raw = url.reveal().map_err(ActionError::permanent)?;
+    let key: [u8; 32] = sha2::Sha256::digest(raw.as_bytes()).into();
+    if let Some(mut conn) = kept().get(&key) {
+        let alive = redis::cmd("PING")
+            .query_async::<redis::Value>(&mut conn)
+            .await
+            .is_ok();
+        if alive {
+            return Ok((conn, target(url, name)));
+        }
+        kept().forget(&key);
+    }
+    let (conn, shown) = connect_new(url, name, cx).await?;
+    Ok((kept().keep(key, conn), shown))
+}
+
+/// A connection of its own, not kept (for any command, which may change the session).
+pub(crate) async fn connect_new(
     url: &SecretString,
     name: &Option<String>,
     cx: &Cx,
 ) -> Result<(MultiplexedConnection, String), ActionError> {
     let shown = target(url, name);
     let raw = url.reveal().map_err(ActionError::permanent)?;
-    let client = redis::Client::open(raw.as_str())
-        .map_err(|e| ActionError::permanent(format!("{}: not a Redis URL: {e}", url.shown())))?;
+    let client = client_for(url, &raw)?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(cx.timeout.min(Duration::from_secs(10))))
         .set_response_timeout(Some(cx.timeout));

@@ -26,4 +26,5 @@ mod sequences;
 mod stack;
 mod store;
 mod timer;
+mod tls;
 mod topology;

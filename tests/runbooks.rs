@@ -24,9 +24,14 @@ pub(crate) struct Drill {
 }
 
 pub(crate) fn drill() -> Drill {
+    drill_with(false)
+}
+
+/// The stack; with `tls`, PostgreSQL and Redis accept TLS only (`runbook stack up --tls`).
+pub(crate) fn drill_with(tls: bool) -> Drill {
     let dir = tempfile::tempdir().unwrap();
     let server = moto::find_server(Some(Path::new(&format!("{ROOT}/.venv/bin/moto_server"))));
-    let stack = Stack::up(&dir.path().join("stack"), &server).expect("the stack starts");
+    let stack = Stack::up_with(&dir.path().join("stack"), &server, tls).expect("the stack starts");
     let (inventory, kubeconfig) = stack.write_files(std::process::id()).unwrap();
     let t = Test::new()
         .env("AWS_ACCESS_KEY_ID", "testing")

@@ -146,6 +146,10 @@ pub enum StackCommand {
         /// Return once it is up, leaving it running in the background
         #[arg(long)]
         detach: bool,
+        /// PostgreSQL and Redis accept TLS only, with certificates from a CA of the stack's
+        /// own; the inventory's URLs name the CA (sslrootcert=, cacert=)
+        #[arg(long)]
+        tls: bool,
         /// The moto_server program (default: ./.venv/bin/moto_server, then PATH)
         #[arg(long, env = "RUNBOOK_MOTO_SERVER")]
         moto_server: Option<PathBuf>,

@@ -14,13 +14,15 @@ pub fn run(action: StackCommand) -> Result<(), Error> {
         StackCommand::Up {
             dir,
             detach: true,
+            tls,
             moto_server,
-        } => detach(&dir, moto_server),
+        } => detach(&dir, tls, moto_server),
         StackCommand::Up {
             dir,
             detach: false,
+            tls,
             moto_server,
-        } => foreground(&dir, moto_server),
+        } => foreground(&dir, tls, moto_server),
         StackCommand::Down { dir } => down(&dir),
         StackCommand::Health { region, mode, dir } => health(&dir, &region, &mode),
         StackCommand::Db {
@@ -51,12 +53,15 @@ fn summary(dir: &Path, rec: &serde_json::Value) -> Result<(), Error> {
     );
     say!("  inventory:  {}", dir.join("inventory.toml").display());
     say!("  kubeconfig: {}", dir.join("kubeconfig").display());
+    if let Some(ca) = rec["tls_ca"].as_str() {
+        say!("  TLS only:   PostgreSQL and Redis, certificates signed by {ca}");
+    }
     say!("  run a runbook: AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing runbook run RUNBOOK -i {}", dir.join("inventory.toml").display());
     say!("  stop it:    runbook stack down --dir {}", dir.display());
     Ok(())
 }
 
-fn foreground(dir: &Path, moto_server: Option<PathBuf>) -> Result<(), Error> {
+fn foreground(dir: &Path, tls: bool, moto_server: Option<PathBuf>) -> Result<(), Error> {
     if dir.join("stack.json").exists() {
         let rec = record(dir)?;
         let alive = rec["pid"]
@@ -77,8 +82,8 @@ fn foreground(dir: &Path, moto_server: Option<PathBuf>) -> Result<(), Error> {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ]);
-    let st =
-        Stack::up(dir, &server).map_err(|e| Error::Io(format!("the stack did not start: {e}")))?;
+    let st = Stack::up_with(dir, &server, tls)
+        .map_err(|e| Error::Io(format!("the stack did not start: {e}")))?;
     st.write_files(std::process::id())
         .map_err(|e| Error::Io(e.to_string()))?;
     summary(&st.dir, &record(&st.dir)?)?;
@@ -93,13 +98,16 @@ fn foreground(dir: &Path, moto_server: Option<PathBuf>) -> Result<(), Error> {
     Ok(())
 }
 
-fn detach(dir: &Path, moto_server: Option<PathBuf>) -> Result<(), Error> {
+fn detach(dir: &Path, tls: bool, moto_server: Option<PathBuf>) -> Result<(), Error> {
     std::fs::create_dir_all(dir)?;
     let _ = std::fs::remove_file(dir.join("stack.json"));
     let log = std::fs::File::create(dir.join("stack.log"))?;
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args(["stack", "up", "--dir"]).arg(dir);
+    if tls {
+        cmd.arg("--tls");
+    }
     if let Some(m) = moto_server {
         cmd.arg("--moto-server").arg(m);
     }

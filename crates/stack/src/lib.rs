@@ -5,6 +5,7 @@ pub mod kube;
 pub mod moto;
 pub mod postgres;
 pub mod redis;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -109,12 +110,31 @@ pub const DEPLOYMENT: &str = "orchestrator";
 impl Stack {
     /// Starts everything (servers in parallel) under `dir`.
     pub fn up(dir: &Path, moto_server: &Path) -> std::io::Result<Stack> {
+        Self::up_with(dir, moto_server, false)
+    }
+
+    /// The same; with `tls`, PostgreSQL and Redis accept TLS connections only, with
+    /// certificates from a CA of the stack's own (`tls/ca.crt` in the PostgreSQL directory,
+    /// named in the inventory's URLs).
+    pub fn up_with(dir: &Path, moto_server: &Path, tls: bool) -> std::io::Result<Stack> {
         let started = Instant::now();
         std::fs::create_dir_all(dir)?;
         let dir = std::fs::canonicalize(dir)?;
+        // The servers (PostgreSQL runs as its own user when root) read the certificates from
+        // the PostgreSQL directory, which they can reach.
+        let pg_dir = postgres::server_dir(&dir.join("postgres"))?;
+        let tls = if tls {
+            let t = tls::StackTls::create(&pg_dir.join("tls"))?;
+            postgres::own(&pg_dir.join("tls"))?;
+            Some(t)
+        } else {
+            None
+        };
+        let tls = tls.as_ref();
         let (pg, redis, moto) = std::thread::scope(|s| {
-            let pg = s.spawn(|| postgres::PgCluster::start(&dir.join("postgres"), &REGIONS));
-            let redis = s.spawn(|| redis::RedisSet::start(&dir.join("redis"), &REGIONS, true));
+            let pg = s.spawn(|| postgres::PgCluster::start_in(pg_dir.clone(), &REGIONS, tls));
+            let redis =
+                s.spawn(|| redis::RedisSet::start_with(&dir.join("redis"), &REGIONS, true, tls));
             let moto = s.spawn(|| {
                 // A port taken between pick and bind (many servers start at once in tests).
                 let mut started =
@@ -150,7 +170,7 @@ impl Stack {
             let url = if i == 0 {
                 db.url()
             } else {
-                format!("{}?target_session_attrs=prefer-standby", db.url())
+                db.url_with("target_session_attrs=prefer-standby")
             };
             let replicas = if i == 0 { 3 } else { 2 };
             k.put(
@@ -220,6 +240,12 @@ impl Stack {
             self.web.sink_url("/slack"),
             self.web.sink_url("/webhook"),
         ));
+        if let Some(ca) = self.pg.nodes.first().and_then(|n| n.ca.as_ref()) {
+            s.push_str(&format!(
+                "\n# PostgreSQL and Redis accept TLS only; their certificates are signed by this CA.\n[tls]\nca = \"{}\"\n",
+                ca.display()
+            ));
+        }
         if let Some(c) = &self.redis.cluster {
             s.push_str(&format!("\n[redis_cluster]\nurl = \"{}\"\n", c.url()));
         }
@@ -239,6 +265,7 @@ impl Stack {
             "redis": self.redis.nodes.iter().chain(self.redis.cluster.iter()).map(|n| serde_json::json!({"region": n.region, "port": n.port, "pid": n.pid()})).collect::<Vec<_>>(),
             "moto": {"pid": self.moto.pid, "port": self.moto.port},
             "started_in_ms": self.started_in.as_millis() as u64,
+            "tls_ca": self.pg.nodes.first().and_then(|n| n.ca.as_ref()).map(|p| p.display().to_string()),
         });
         let tmp = self.dir.join("stack.json.tmp");
         std::fs::write(

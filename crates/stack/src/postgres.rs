@@ -18,15 +18,28 @@ pub struct PgNode {
     pub region: String,
     pub port: u16,
     pub data_dir: PathBuf,
+    /// The CA that signed the server's certificate, when the server accepts TLS only.
+    pub ca: Option<PathBuf>,
 }
 
 impl PgNode {
-    /// A connection URL for the superuser.
+    /// A connection URL for the superuser (verify-full against the stack's CA when TLS-only).
     pub fn url(&self) -> String {
-        format!(
+        let base = format!(
             "postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres",
             self.port
-        )
+        );
+        match &self.ca {
+            Some(ca) => format!("{base}?sslmode=verify-full&sslrootcert={}", ca.display()),
+            None => base,
+        }
+    }
+
+    /// The URL with another libpq parameter.
+    pub fn url_with(&self, param: &str) -> String {
+        let url = self.url();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}{param}")
     }
 
     /// A slot name derived from the region: eu-west-1 → eu_west_1.
@@ -61,7 +74,7 @@ fn tool(bin: &Path, name: &str) -> Command {
     }
 }
 
-fn own(path: &Path) -> std::io::Result<()> {
+pub(crate) fn own(path: &Path) -> std::io::Result<()> {
     if is_root() {
         run(
             {
@@ -78,9 +91,20 @@ fn own(path: &Path) -> std::io::Result<()> {
 impl PgCluster {
     /// Starts a primary for `regions[0]` and a streaming replica for each other region.
     pub fn start(dir: &Path, regions: &[&str]) -> std::io::Result<PgCluster> {
+        Self::start_in(server_dir(dir)?, regions, None)
+    }
+
+    /// The same in a directory from [`server_dir`]; with `tls`, every server accepts TLS
+    /// connections only (`hostssl` in pg_hba.conf), with the certificates of `tls`, which must
+    /// be readable by the servers (under `dir`, say).
+    pub fn start_in(
+        dir: PathBuf,
+        regions: &[&str],
+        tls: Option<&crate::tls::StackTls>,
+    ) -> std::io::Result<PgCluster> {
         let bin =
             PathBuf::from(std::env::var("RUNBOOK_PG_BIN").unwrap_or_else(|_| DEFAULT_BIN.into()));
-        let dir = server_dir(dir)?;
+        let ca = tls.map(|t| t.ca.clone());
         let mut cluster = PgCluster {
             bin,
             dir: dir.clone(),
@@ -94,6 +118,7 @@ impl PgCluster {
             region: regions[0].into(),
             port: free_port()?,
             data_dir: dir.join(regions[0]),
+            ca: ca.clone(),
         };
         let mut init = tool(&cluster.bin, "initdb");
         init.arg("-D").arg(&primary.data_dir).args([
@@ -117,6 +142,30 @@ impl PgCluster {
             primary.region
         );
         append(&primary.data_dir.join("postgresql.conf"), &conf)?;
+        let mut tls_conninfo = String::new();
+        if let Some(tls) = tls {
+            append(
+                &primary.data_dir.join("postgresql.conf"),
+                &format!(
+                    "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nssl_ca_file = '{}'\n",
+                    tls.server.cert.display(),
+                    tls.server.key.display(),
+                    tls.ca.display()
+                ),
+            )?;
+            // TLS only: every TCP line of pg_hba.conf becomes hostssl.
+            let hba = primary.data_dir.join("pg_hba.conf");
+            let text = std::fs::read_to_string(&hba)?;
+            let rewritten: String = text
+                .lines()
+                .map(|l| match l.strip_prefix("host ") {
+                    Some(rest) => format!("hostssl {rest}\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            std::fs::write(&hba, rewritten)?;
+            tls_conninfo = format!(" sslmode=verify-full sslrootcert={}", tls.ca.display());
+        }
         let primary = cluster.start_on_free_port(primary)?;
         cluster.nodes.push(primary.clone());
 
@@ -125,13 +174,14 @@ impl PgCluster {
                 region: region.to_string(),
                 port: free_port()?,
                 data_dir: dir.join(region),
+                ca: ca.clone(),
             };
             let mut backup = tool(&cluster.bin, "pg_basebackup");
             backup
                 .arg("-D")
                 .arg(&node.data_dir)
                 .args(["-R", "-X", "stream", "-c", "fast", "--no-sync", "-C", "-S", &node.slot(), "-d"])
-                .arg(format!("host=127.0.0.1 port={} user=postgres password={PASSWORD} application_name={region}", primary.port));
+                .arg(format!("host=127.0.0.1 port={} user=postgres password={PASSWORD} application_name={region}{tls_conninfo}", primary.port));
             run(backup, "pg_basebackup")?;
             append(
                 &node.data_dir.join("postgresql.conf"),
@@ -287,7 +337,7 @@ pub fn start_dir(data_dir: &Path, region: &str) -> std::io::Result<()> {
 /// The directory the servers keep their data in. As root, the servers run as `postgres`,
 /// which must reach it: a directory of its own under the system temp dir (which every user
 /// can traverse), linked from `wanted` so it can be found there.
-fn server_dir(wanted: &Path) -> std::io::Result<PathBuf> {
+pub fn server_dir(wanted: &Path) -> std::io::Result<PathBuf> {
     if !is_root() {
         std::fs::create_dir_all(wanted)?;
         return std::fs::canonicalize(wanted);

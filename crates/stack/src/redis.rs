@@ -15,11 +15,45 @@ pub struct RedisNode {
     pub region: String,
     pub port: u16,
     pub dir: PathBuf,
+    /// The certificates of a TLS-only server (its only port speaks TLS).
+    pub tls: Option<crate::tls::StackTls>,
 }
 
 impl RedisNode {
     pub fn url(&self) -> String {
-        format!("redis://:{PASSWORD}@127.0.0.1:{}", self.port)
+        match &self.tls {
+            Some(t) => format!(
+                "rediss://:{PASSWORD}@127.0.0.1:{}?cacert={}",
+                self.port,
+                t.ca.display()
+            ),
+            None => format!("redis://:{PASSWORD}@127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The options that make a server TLS-only (clients need no certificate).
+    fn tls_args(&self) -> Vec<String> {
+        let Some(t) = &self.tls else {
+            return vec!["--port".into(), self.port.to_string()];
+        };
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            self.port.to_string(),
+            "--tls-cert-file".into(),
+            t.server.cert.display().to_string(),
+            "--tls-key-file".into(),
+            t.server.key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            t.ca.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--tls-replication".into(),
+            "yes".into(),
+            "--tls-cluster".into(),
+            "yes".into(),
+        ]
     }
 
     fn pidfile(&self) -> PathBuf {
@@ -39,7 +73,7 @@ pub struct RedisSet {
 
 /// Starts a server; when another process took its port between our pick and its bind (tests
 /// start many servers at once), moves it to another free port and tries again.
-fn start_server(node: &mut RedisNode, extra: &[String]) -> std::io::Result<()> {
+pub fn start_server(node: &mut RedisNode, extra: &[String]) -> std::io::Result<()> {
     let mut last = None;
     for _ in 0..5 {
         match start_once(node, extra) {
@@ -59,30 +93,25 @@ fn start_server(node: &mut RedisNode, extra: &[String]) -> std::io::Result<()> {
 fn start_once(node: &RedisNode, extra: &[String]) -> std::io::Result<()> {
     std::fs::create_dir_all(&node.dir)?;
     let mut c = Command::new("redis-server");
-    c.args([
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        &node.port.to_string(),
-        "--daemonize",
-        "yes",
-    ])
-    .arg("--pidfile")
-    .arg(node.pidfile())
-    .arg("--dir")
-    .arg(&node.dir)
-    .arg("--logfile")
-    .arg(node.dir.join("redis.log"))
-    .args([
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--repl-diskless-sync-delay",
-        "0",
-    ])
-    .args(["--requirepass", PASSWORD, "--masterauth", PASSWORD])
-    .args(extra);
+    c.args(["--bind", "127.0.0.1"])
+        .args(node.tls_args())
+        .args(["--daemonize", "yes"])
+        .arg("--pidfile")
+        .arg(node.pidfile())
+        .arg("--dir")
+        .arg(&node.dir)
+        .arg("--logfile")
+        .arg(node.dir.join("redis.log"))
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+        ])
+        .args(["--requirepass", PASSWORD, "--masterauth", PASSWORD])
+        .args(extra);
     run(c, &format!("redis-server for {}", node.region))?;
     // Our server, not another one that holds the port: its process id must be the one in our
     // pid file.
@@ -105,8 +134,17 @@ pub fn cli(node: &RedisNode, args: &[&str]) -> std::io::Result<String> {
         "--no-auth-warning",
         "-a",
         PASSWORD,
-    ])
-    .args(args);
+    ]);
+    if let Some(t) = &node.tls {
+        c.arg("--tls")
+            .arg("--cacert")
+            .arg(&t.ca)
+            .arg("--cert")
+            .arg(&t.client.cert)
+            .arg("--key")
+            .arg(&t.client.key);
+    }
+    c.args(args);
     Ok(run(c, "redis-cli")?.trim().to_string())
 }
 
@@ -124,6 +162,16 @@ impl RedisSet {
     /// A primary for `regions[0]`, a replica for each other region; `cluster` adds a
     /// one-node Redis Cluster.
     pub fn start(dir: &Path, regions: &[&str], cluster: bool) -> std::io::Result<RedisSet> {
+        Self::start_with(dir, regions, cluster, None)
+    }
+
+    /// The same; with `tls`, every server speaks TLS only, replication too.
+    pub fn start_with(
+        dir: &Path,
+        regions: &[&str],
+        cluster: bool,
+        tls: Option<&crate::tls::StackTls>,
+    ) -> std::io::Result<RedisSet> {
         let mut set = RedisSet {
             nodes: Vec::new(),
             cluster: None,
@@ -132,6 +180,7 @@ impl RedisSet {
             region: regions[0].into(),
             port: free_port()?,
             dir: dir.join(regions[0]),
+            tls: tls.cloned(),
         };
         start_server(&mut primary, &[])?;
         set.nodes.push(primary.clone());
@@ -140,6 +189,7 @@ impl RedisSet {
                 region: region.to_string(),
                 port: free_port()?,
                 dir: dir.join(region),
+                tls: tls.cloned(),
             };
             start_server(
                 &mut node,
@@ -161,6 +211,7 @@ impl RedisSet {
                 region: "cluster".into(),
                 port: free_port()?,
                 dir: dir.join("cluster"),
+                tls: tls.cloned(),
             };
             start_server(
                 &mut node,

@@ -346,3 +346,68 @@ fn unreachable_servers_and_wrong_passwords_name_the_target_and_are_journaled() {
         "a password typed into a URL is masked in the journal: {journal}"
     );
 }
+
+/// Within a run, actions to the same database share a connection; one that changes its
+/// session (pg::exec) does not give it to the next; a connection the server closed (a
+/// restart) is replaced without failing the action; a wrong password is final at once.
+#[test]
+fn connections_are_reused_within_a_run_and_replaced_when_the_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = PgCluster::start(&dir.path().join("pg"), &["solo"]).expect("PostgreSQL starts");
+    let t = Test::new()
+        .env("DB_URL", &c.nodes[0].url())
+        .file("go.sh", "while [ ! -f go ]; do sleep 0.05; done");
+    let script = r#"
+        let db = secret("DB_URL");
+        let pid = || pg::query(#{ url: db, sql: "SELECT pg_backend_pid() AS p" }).rows[0].p;
+        let first = pid.call();
+        pg::status(db);
+        let again = pid.call();
+        log(`reused: ${first == again}`);
+        pg::exec(#{ url: db, sql: "SET application_name = 'changed'" });
+        let name = pg::query(#{ url: db, sql: "SELECT current_setting('application_name') AS n" }).rows[0].n;
+        log(`session of exec kept: ${name == "changed"}`);
+        log("waiting");
+        shell::run("touch at-gate; sh go.sh");
+        let after = pid.call();
+        log(`replaced after restart: ${after != again}`);
+    "#;
+    let t = t.script(script);
+    let child = t.spawn(&["run", "runbook.rhai"]);
+    // Wait for the run to reach the gate, restart the server, open the gate.
+    let gate = t.path("at-gate");
+    assert!(crate::support::wait_for(
+        std::time::Duration::from_secs(20),
+        || gate.exists()
+    ));
+    c.stop_node(&c.nodes[0]);
+    c.start_node(&c.nodes[0]).unwrap();
+    std::fs::write(t.path("go"), "").unwrap();
+    let out = crate::support::finish(child);
+    let all = out.all();
+    assert_eq!(out.code, 0, "{all}");
+    assert!(all.contains("reused: true"), "{all}");
+    assert!(all.contains("session of exec kept: false"), "{all}");
+    assert!(all.contains("replaced after restart: true"), "{all}");
+
+    // A wrong password: the server's refusal, once, at once.
+    let wrong = c.nodes[0]
+        .url()
+        .replace(runbook_stack::postgres::PASSWORD, "wrong-password");
+    let refused = Test::new()
+        .env("DB_URL", &wrong)
+        .script(r#"pg::status(secret("DB_URL"));"#)
+        .exec(&["run", "runbook.rhai"]);
+    assert_ne!(refused.code, 0, "{}", refused.all());
+    assert!(
+        refused.all().contains("password authentication failed"),
+        "{}",
+        refused.all()
+    );
+    assert!(!refused.all().contains("retrying"), "{}", refused.all());
+    assert!(
+        !refused.all().contains("wrong-password"),
+        "{}",
+        refused.all()
+    );
+}

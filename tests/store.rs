@@ -2,6 +2,7 @@
 //! started in one place resumes from another, locks exclude across hosts and die with their
 //! holder, corruption is refused, and the password never shows.
 
+use std::path::Path;
 use std::time::Duration;
 
 use runbook_stack::postgres::{PgCluster, PASSWORD};
@@ -349,4 +350,122 @@ fn a_claim_in_postgres_holds_across_hosts_until_the_run_is_abandoned() {
         "0",
         "a finished run leaves no claim"
     );
+}
+
+/// A run whose middle step waits for `go`, so the store can be restarted meanwhile; its
+/// last step also runs `then`.
+fn waiting_run(marks: &Path, go: &Path, then: &str) -> String {
+    format!(
+        r#"
+        step("one", || shell::run(`echo one >> {m}`));
+        step("wait", || shell::run(`while [ ! -f {go} ]; do sleep 0.05; done; echo waited >> {m}`));
+        step("two", || shell::run(`echo two >> {m}{then}`));
+        "#,
+        m = marks.display(),
+        go = go.display()
+    )
+}
+
+/// The run's records are numbered 1..n without a gap or a double.
+fn assert_journal_whole(c: &PgCluster) {
+    let row = sql(
+        c,
+        "SELECT count(*) || ' ' || count(DISTINCT pos) || ' ' || max(pos) || ' ' || count(DISTINCT line) FROM runbook_journal",
+    );
+    let n: Vec<&str> = row.split(' ').collect();
+    assert!(
+        n[0] == n[1] && n[1] == n[2] && n[2] == n[3],
+        "records (count, positions, last, distinct lines): {row}"
+    );
+}
+
+#[test]
+fn the_store_survives_a_postgres_restart_in_the_middle_of_a_run() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    let t = Test::new().env("RUNBOOK_STORE", &url);
+    let (marks, go) = (t.path("marks.txt"), t.path("go"));
+    // The last step records how many advisory locks the server holds: the run's, taken again.
+    let locks = t.path("locks.txt");
+    let count = format!(
+        "; psql -X -A -t -U postgres -h {} -p {} -d postgres -c \"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted\" > {}",
+        c.dir.display(),
+        c.nodes[0].port,
+        locks.display()
+    );
+    let t = t.script(&waiting_run(&marks, &go, &count));
+    let child = t.spawn(&["run", "runbook.rhai"]);
+    assert!(wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&marks).is_ok_and(|m| m.contains("one"))
+    }));
+    // The store's database restarts (a fast shutdown ends every session, the lock's too).
+    c.stop_node(&c.nodes[0]);
+    c.start_node(&c.nodes[0]).unwrap();
+    std::fs::write(&go, "").unwrap();
+    let out = crate::support::finish(child);
+    let all = out.all();
+    assert_eq!(out.code, 0, "{all}");
+    assert_eq!(
+        std::fs::read_to_string(&marks).unwrap(),
+        "one\nwaited\ntwo\n"
+    );
+    assert_journal_whole(&c);
+    let run_id = sql(&c, "SELECT run_id FROM runbook_runs");
+    let log = t.exec(&["log", &run_id]);
+    assert_eq!(log.code, 0, "{}", log.all());
+    assert!(!all.contains(PASSWORD), "{all}");
+    assert_eq!(
+        std::fs::read_to_string(&locks).unwrap().trim(),
+        "1",
+        "the run's lock was taken again on the restarted server"
+    );
+    // The finished run released it.
+    assert_eq!(
+        sql(
+            &c,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn a_store_gone_longer_than_the_reconnect_window_stops_the_run_resumable() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    let t = Test::new()
+        .env("RUNBOOK_STORE", &url)
+        .env("RUNBOOK_STORE_RECONNECT", "1s");
+    let (marks, go) = (t.path("marks.txt"), t.path("go"));
+    let t = t.script(&waiting_run(&marks, &go, ""));
+    let child = t.spawn(&["run", "runbook.rhai"]);
+    assert!(wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&marks).is_ok_and(|m| m.contains("one"))
+    }));
+    let run_id = sql(&c, "SELECT run_id FROM runbook_runs");
+    c.stop_node(&c.nodes[0]);
+    std::fs::write(&go, "").unwrap();
+    let out = crate::support::finish(child);
+    let all = out.all();
+    assert_ne!(out.code, 0, "{all}");
+    assert!(all.contains("did not answer for 1s"), "{all}");
+    assert!(all.contains(&format!("`runbook resume {run_id}`")), "{all}");
+    assert!(all.contains("nothing happens unrecorded"), "{all}");
+    assert!(!all.contains(PASSWORD), "{all}");
+    assert!(!std::fs::read_to_string(&marks).unwrap().contains("two"));
+
+    // Back: the step that was under way when the store went is the operator's call.
+    c.start_node(&c.nodes[0]).unwrap();
+    let resumed = t.exec(&["resume", &run_id, "--retry-inflight"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert!(std::fs::read_to_string(&marks).unwrap().ends_with("two\n"));
+    assert_eq!(
+        std::fs::read_to_string(&marks)
+            .unwrap()
+            .matches("one")
+            .count(),
+        1,
+        "the finished step was not run again"
+    );
+    assert_journal_whole(&c);
 }

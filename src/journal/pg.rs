@@ -46,12 +46,110 @@ CREATE TABLE IF NOT EXISTS runbook_locks (
 const SCHEMA_LOCK: i64 = 0x72756e626f6f6b; // "runbook"
 
 pub struct PgStore {
-    target: Target,
+    shared: Arc<Shared>,
     shown: String,
     rt: Option<tokio::runtime::Runtime>,
-    /// The connection for the journal, reads and listings, opened on first use.
-    client: Mutex<Option<Arc<Client>>>,
 }
+
+/// What the store and its writers share: where to connect, the connection for the journal,
+/// reads and listings (opened on first use, replaced when broken), and the lock sessions this
+/// process holds, which a server restart ends and a reconnect takes again.
+struct Shared {
+    target: Target,
+    handle: Handle,
+    shown: String,
+    client: Mutex<Option<Arc<Client>>>,
+    locks: Mutex<Vec<std::sync::Weak<LockSlot>>>,
+}
+
+/// One held lock: its advisory key and the session holding it.
+struct LockSlot {
+    name: String,
+    key: i64,
+    client: Mutex<Option<Client>>,
+}
+
+/// How long an append keeps trying to reach a store that went away (a restart, a fail-over
+/// of the store's own database) before the run stops, resumable. RUNBOOK_STORE_RECONNECT
+/// sets it (a duration, e.g. "5s").
+fn reconnect_window() -> Duration {
+    std::env::var("RUNBOOK_STORE_RECONNECT")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(Duration::from_secs(30))
+}
+
+/// Whether an error means the connection (or the server) went away, so that a new
+/// connection may succeed: not a refusal, a TLS problem or an SQL error.
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("57P") || code.starts_with("08")
+        }
+        None => crate::tls::problem(e).is_none(),
+    }
+}
+
+impl Shared {
+    /// The shared connection, opened (and the tables created) on first use; a broken one is
+    /// replaced, and the locks this process held are taken again on the new server session.
+    fn client(&self) -> Result<Arc<Client>, tokio_postgres::Error> {
+        let mut slot = self.client.lock().unwrap();
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let reconnecting = slot.is_some();
+        let client = block(&self.handle, async {
+            let client = connect(&self.target).await?;
+            client
+                .batch_execute(&format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;"
+                ))
+                .await?;
+            Ok::<_, tokio_postgres::Error>(client)
+        })?;
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        drop(slot);
+        if reconnecting {
+            self.retake_locks()?;
+        }
+        Ok(client)
+    }
+
+    /// Takes again every lock whose session ended. Another process that took one in between
+    /// keeps it: the run must stop, and says why.
+    fn retake_locks(&self) -> Result<(), tokio_postgres::Error> {
+        let held: Vec<Arc<LockSlot>> = {
+            let mut locks = self.locks.lock().unwrap();
+            locks.retain(|w| w.strong_count() > 0);
+            locks.iter().filter_map(std::sync::Weak::upgrade).collect()
+        };
+        for lock in held {
+            let mut session = lock.client.lock().unwrap();
+            if session.as_ref().is_some_and(|c| !c.is_closed()) {
+                continue;
+            }
+            let client = block(&self.handle, connect(&self.target))?;
+            let got: bool = block(
+                &self.handle,
+                client.query_one("SELECT pg_try_advisory_lock($1)", &[&lock.key]),
+            )?
+            .get(0);
+            if !got {
+                *session = None;
+                LOST.lock().unwrap().push(lock.name.clone());
+                continue;
+            }
+            *session = Some(client);
+        }
+        Ok(())
+    }
+}
+
+/// Locks another process took while the store was away (for the append that must stop).
+static LOST: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Runs a future on the store's runtime from any thread, also one inside another runtime.
 fn block<F>(handle: &Handle, f: F) -> F::Output
@@ -157,12 +255,18 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| Error::Io(format!("cannot start the journal store's runtime: {e}")))?;
+        let shared = Arc::new(Shared {
+            target: Target { config, tls },
+            handle: rt.handle().clone(),
+            shown: shown.clone(),
+            client: Mutex::new(None),
+            locks: Mutex::new(Vec::new()),
+        });
         Ok((
             PgStore {
-                target: Target { config, tls },
+                shared,
                 shown,
                 rt: Some(rt),
-                client: Mutex::new(None),
             },
             password,
         ))
@@ -184,26 +288,9 @@ impl PgStore {
         Error::Io(format!("{} in {}: {}", what, self.shown, reason(e)))
     }
 
-    /// The shared connection, opened (and the tables created) on first use; a broken one is
-    /// replaced.
+    /// The shared connection (see [`Shared::client`]).
     fn client(&self) -> Result<Arc<Client>, Error> {
-        let mut slot = self.client.lock().unwrap();
-        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
-        }
-        let client = block(self.handle(), async {
-            let client = connect(&self.target).await?;
-            client
-                .batch_execute(&format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;"
-                ))
-                .await?;
-            Ok::<_, tokio_postgres::Error>(client)
-        })
-        .map_err(|e| self.unreachable(&e))?;
-        let client = Arc::new(client);
-        *slot = Some(client.clone());
-        Ok(client)
+        self.shared.client().map_err(|e| self.unreachable(&e))
     }
 
     fn exists(&self, client: &Client, run_id: &str) -> Result<(), Error> {
@@ -225,7 +312,7 @@ impl PgStore {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        self.client.lock().unwrap().take();
+        self.shared.client.lock().unwrap().take();
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
@@ -233,34 +320,99 @@ impl Drop for PgStore {
 }
 
 struct PgWriter {
-    handle: Handle,
-    client: Arc<Client>,
+    shared: Arc<Shared>,
     run_id: String,
     next: i64,
 }
 
-impl JournalWriter for PgWriter {
-    fn append(&mut self, line: &str, _sync: bool) -> std::io::Result<()> {
-        // Committed before returning: every record is durable, the cheap ones too.
-        let result = block(
-            &self.handle,
-            self.client.execute(
-                "INSERT INTO runbook_journal (run_id, pos, line) VALUES ($1, $2, $3)",
+/// How one attempt to append ended.
+enum Appended {
+    Done,
+    /// The connection or the server went away: try again on a new connection.
+    Lost(String),
+}
+
+impl PgWriter {
+    /// One attempt. A record number already present is not written twice: when it holds
+    /// this very line, an earlier attempt committed before its connection broke, and that is
+    /// success; any other line there was written by another process.
+    fn try_append(&self, line: &str) -> std::io::Result<Appended> {
+        let lost = |e: &tokio_postgres::Error| -> std::io::Result<Appended> {
+            if connection_lost(e) {
+                Ok(Appended::Lost(reason(e)))
+            } else {
+                Err(std::io::Error::other(reason(e)))
+            }
+        };
+        let client = match self.shared.client() {
+            Ok(c) => c,
+            Err(e) => return lost(&e),
+        };
+        if let Some(name) = LOST.lock().unwrap().first() {
+            return Err(std::io::Error::other(format!(
+                "lock '{name}' was lost while {} was away, and another process holds it now; \
+                 is the run being resumed elsewhere?",
+                self.shared.shown
+            )));
+        }
+        let inserted = block(
+            &self.shared.handle,
+            client.execute(
+                "INSERT INTO runbook_journal (run_id, pos, line) VALUES ($1, $2, $3) \
+                 ON CONFLICT (run_id, pos) DO NOTHING",
                 &[&self.run_id, &self.next, &line],
             ),
         );
-        match result {
-            Ok(_) => {
-                self.next += 1;
-                Ok(())
+        match inserted {
+            Ok(1) => return Ok(Appended::Done),
+            Ok(_) => {}
+            Err(e) => return lost(&e),
+        }
+        let present = block(
+            &self.shared.handle,
+            client.query_one(
+                "SELECT line FROM runbook_journal WHERE run_id = $1 AND pos = $2",
+                &[&self.run_id, &self.next],
+            ),
+        );
+        match present {
+            Ok(row) if row.get::<_, &str>(0) == line => Ok(Appended::Done),
+            Ok(_) => Err(std::io::Error::other(format!(
+                "another process appended record {} of this run first; is the run being resumed elsewhere?",
+                self.next
+            ))),
+            Err(e) => lost(&e),
+        }
+    }
+}
+
+impl JournalWriter for PgWriter {
+    fn append(&mut self, line: &str, _sync: bool) -> std::io::Result<()> {
+        // Committed before returning: every record is durable, the cheap ones too. A store
+        // that went away is tried again, on new connections, for the reconnect window.
+        let window = reconnect_window();
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.try_append(line)? {
+                Appended::Done => {
+                    self.next += 1;
+                    return Ok(());
+                }
+                Appended::Lost(why) => {
+                    if started.elapsed() >= window {
+                        return Err(std::io::Error::other(format!(
+                            "{} did not answer for {} ({why}); once it answers, \
+                             `runbook resume {}` (with the same store) continues the run",
+                            self.shared.shown,
+                            humantime::format_duration(window),
+                            self.run_id
+                        )));
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
             }
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                Err(std::io::Error::other(format!(
-                    "another process appended record {} of this run first; is the run being resumed elsewhere?",
-                    self.next
-                )))
-            }
-            Err(e) => Err(std::io::Error::other(reason(&e))),
         }
     }
 
@@ -273,14 +425,13 @@ impl JournalWriter for PgWriter {
 /// releases the hold. The claim (the holder row) stays until it is cleared on purpose.
 struct HeldSession {
     handle: Handle,
-    client: Option<Client>,
-    name: String,
-    key: i64,
+    lock: Arc<LockSlot>,
 }
 
 impl super::lock::Held for HeldSession {
     fn set_claim(&mut self, holder: Option<&LockHolder>) -> Result<(), Error> {
-        let Some(client) = &self.client else {
+        let session = self.lock.client.lock().unwrap();
+        let Some(client) = session.as_ref() else {
             return Ok(());
         };
         let text = holder.map(|h| serde_json::to_string(h).unwrap_or_default());
@@ -289,14 +440,14 @@ impl super::lock::Held for HeldSession {
             client.execute(
                 "INSERT INTO runbook_locks (name, holder) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder",
-                &[&self.name, &text],
+                &[&self.lock.name, &text],
             ),
         )
         .map(|_| ())
         .map_err(|e| {
             Error::Io(format!(
                 "cannot record the claim on lock '{}': {}",
-                self.name,
+                self.lock.name,
                 reason(&e)
             ))
         })
@@ -305,10 +456,12 @@ impl super::lock::Held for HeldSession {
 
 impl Drop for HeldSession {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
+        let session = self.lock.client.lock().unwrap().take();
+        if let Some(client) = session {
+            let key = self.lock.key;
             let _ = block(&self.handle, async {
                 client
-                    .execute("SELECT pg_advisory_unlock($1)", &[&self.key])
+                    .execute("SELECT pg_advisory_unlock($1)", &[&key])
                     .await
             });
         }
@@ -327,8 +480,7 @@ impl Store for PgStore {
         )
         .map_err(|e| self.failed(&format!("cannot create run {run_id}"), &e))?;
         Ok(Box::new(PgWriter {
-            handle: self.handle().clone(),
-            client,
+            shared: self.shared.clone(),
             run_id: run_id.into(),
             next: 1,
         }))
@@ -346,8 +498,7 @@ impl Store for PgStore {
         )
         .map_err(|e| self.unreachable(&e))?;
         Ok(Box::new(PgWriter {
-            handle: self.handle().clone(),
-            client,
+            shared: self.shared.clone(),
             run_id: run_id.into(),
             next: row.get(0),
         }))
@@ -410,7 +561,7 @@ impl Store for PgStore {
             .and_then(|t| serde_json::from_str::<LockHolder>(&t).ok())
         };
         let client =
-            block(self.handle(), connect(&self.target)).map_err(|e| self.unreachable(&e))?;
+            block(self.handle(), connect(&self.shared.target)).map_err(|e| self.unreachable(&e))?;
         let got: bool = block(
             self.handle(),
             client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]),
@@ -430,15 +581,23 @@ impl Store for PgStore {
             return Err(held_by(name, current));
         }
         let previous = read_holder(&client);
+        let lock = Arc::new(LockSlot {
+            name: name.to_string(),
+            key,
+            client: Mutex::new(Some(client)),
+        });
+        self.shared
+            .locks
+            .lock()
+            .unwrap()
+            .push(Arc::downgrade(&lock));
         Ok(LockGuard {
             name: name.to_string(),
             previous,
             took_over: None,
             held: Box::new(HeldSession {
                 handle: self.handle().clone(),
-                client: Some(client),
-                name: name.to_string(),
-                key,
+                lock,
             }),
         })
     }

@@ -257,6 +257,11 @@ fn collect(dir: &Path, out: &mut String) {
 }
 
 /// Polls `cond` every 10 ms until it holds or `limit` passes.
+/// Waits for a command started with [`Test::spawn`] and gives what it printed.
+pub fn finish(child: Child) -> Ran {
+    Ran::from(child.wait_with_output().expect("runbook ends"))
+}
+
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {

@@ -55,6 +55,43 @@ impl Inventory {
         })
     }
 
+    /// The TLS defaults of `[postgres]` (sslmode, sslrootcert, sslcert, sslkey) for every
+    /// PostgreSQL URL that does not set its own; relative paths are read from the inventory's
+    /// folder.
+    pub fn pg_tls_defaults(&self) -> Result<crate::tls::PgSsl, Error> {
+        let section = &self.value["postgres"];
+        let bad = |key: &str, message: String| Error::Inventory {
+            path: self.file.clone(),
+            message: format!("postgres.{key}: {message}"),
+        };
+        let text = |key: &str| -> Result<Option<String>, Error> {
+            match &section[key] {
+                Value::Null => Ok(None),
+                Value::String(s) => Ok(Some(s.clone())),
+                _ => Err(bad(key, "must be a string".into())),
+            }
+        };
+        let base = Path::new(&self.file).parent().unwrap_or(Path::new("."));
+        let path = |key: &str| -> Result<Option<String>, Error> {
+            Ok(text(key)?.map(|p| {
+                if p == "system" || Path::new(&p).is_absolute() {
+                    p
+                } else {
+                    base.join(p).display().to_string()
+                }
+            }))
+        };
+        let mode = text("sslmode")?
+            .map(|m| crate::tls::SslMode::parse(&m).map_err(|e| bad("sslmode", e)))
+            .transpose()?;
+        Ok(crate::tls::PgSsl {
+            mode,
+            rootcert: path("sslrootcert")?,
+            cert: path("sslcert")?,
+            key: path("sslkey")?,
+        })
+    }
+
     /// The environment variables this inventory's secrets come from, with their key paths.
     pub fn secret_refs(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();

@@ -237,10 +237,27 @@ fn home_file(name: &str) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// The inventory's `[postgres]` TLS defaults for this process (see [`set_pg_defaults`]).
+static PG_DEFAULTS: std::sync::Mutex<Option<PgSsl>> = std::sync::Mutex::new(None);
+
+/// Sets the TLS parameters a PostgreSQL URL without its own takes (the inventory's
+/// `[postgres]` sslmode, sslrootcert, sslcert, sslkey).
+pub fn set_pg_defaults(defaults: PgSsl) {
+    *PG_DEFAULTS.lock().unwrap() = Some(defaults);
+}
+
 impl PgSsl {
-    /// Fills what the string leaves out from libpq's environment variables (PGSSLMODE,
-    /// PGSSLROOTCERT, PGSSLCERT, PGSSLKEY).
-    pub fn with_env(mut self) -> Result<PgSsl, String> {
+    /// Fills what the string leaves out: from the inventory's `[postgres]` defaults, then
+    /// from libpq's environment variables (PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY).
+    pub fn with_defaults(mut self) -> Result<PgSsl, String> {
+        if let Some(d) = PG_DEFAULTS.lock().unwrap().clone() {
+            self.mode = self.mode.or(d.mode);
+            self.rootcert = self.rootcert.or(d.rootcert);
+            if self.cert.is_none() && self.key.is_none() {
+                self.cert = d.cert;
+                self.key = d.key;
+            }
+        }
         let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
         if self.mode.is_none() {
             if let Some(m) = var("PGSSLMODE") {
@@ -484,7 +501,7 @@ pub struct PgTls {
 impl PgTls {
     /// From the TLS parameters of a connection string (and libpq's environment variables).
     pub fn new(ssl: PgSsl) -> Result<PgTls, String> {
-        let plan = ssl.with_env()?.plan()?;
+        let plan = ssl.with_defaults()?.plan()?;
         let connector = if plan.mode == SslMode::Disable {
             None
         } else {

@@ -167,6 +167,30 @@ fn postgres_over_tls_checks_the_server_as_libpq_does() {
         "/nonexistent/ca.pem",
     );
 
+    // The inventory's [postgres] defaults serve every URL without parameters of its own; a
+    // relative CA path is read from the inventory's folder.
+    let t = Test::new()
+        .env("DB_URL", &db.url(""))
+        .file("certs/ca.crt", &std::fs::read_to_string(&db.tls.ca).unwrap())
+        .inventory("[postgres]\nsslmode = \"verify-full\"\nsslrootcert = \"certs/ca.crt\"\n")
+        .script(r#"let s = pg::status(#{ url: secret("DB_URL"), name: "db" }); print(`tls default: ${s.server_version != ""}`);"#);
+    let ran = t.exec(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(ran.all().contains("tls default: true"), "{}", ran.all());
+    let own_mode = t.env("DB_URL", &db.url("?sslmode=disable"));
+    let ran = own_mode.exec(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert!(
+        ran.all().contains("no encryption"),
+        "the URL's own sslmode wins:\n{}",
+        ran.all()
+    );
+    let typo = Test::new()
+        .inventory("[postgres]\nsslmode = \"verify_full\"\n")
+        .script("print(1);")
+        .exec(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert_eq!(typo.code, 2, "{}", typo.all());
+    assert!(typo.all().contains("postgres.sslmode"), "{}", typo.all());
+
     // A certificate for another name: verify-full refuses, verify-ca (the chain only) accepts.
     db.serve(&["db.example.internal"], false);
     let ca = db.tls.ca.display().to_string();

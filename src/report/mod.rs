@@ -101,6 +101,9 @@ pub enum Progress {
         wall_ms: u64,
         action_ms: u64,
         engine_ms: u64,
+        /// PostgreSQL connections the actions opened, and how many times one was reused.
+        pg_opened: u64,
+        pg_reused: u64,
     },
     RunEnded {
         run_id: Option<String>,

@@ -200,6 +200,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         Some(p) => Inventory::load(p)?,
         None => Inventory::empty(),
     };
+    crate::tls::set_pg_defaults(inventory.pg_tls_defaults()?);
     let inv = inventory.to_script(&env.redactor, req.dry_run && req.offline)?;
     let run_id = if req.dry_run {
         None
@@ -542,6 +543,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
             value: inventory,
         },
     };
+    crate::tls::set_pg_defaults(inv.pg_tls_defaults()?);
     let inv = inv.to_script(&env.redactor, false)?;
     let vars: BTreeMap<String, String> = params
         .into_iter()
@@ -728,6 +730,8 @@ fn execute(
         wall_ms: elapsed_ms,
         action_ms,
         engine_ms: elapsed_ms.saturating_sub(action_ms),
+        pg_opened: crate::action::pg::OPENED.load(std::sync::atomic::Ordering::Relaxed),
+        pg_reused: crate::action::pg::REUSED.load(std::sync::atomic::Ordering::Relaxed),
     });
     outcome
 }

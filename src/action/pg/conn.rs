@@ -148,8 +148,8 @@ fn idle() -> &'static Mutex<HashMap<[u8; 32], Vec<Client>>> {
 }
 
 /// Connections opened and reused in this process, for `--verbose` and the benchmarks.
-pub(crate) static OPENED: AtomicU64 = AtomicU64::new(0);
-pub(crate) static REUSED: AtomicU64 = AtomicU64::new(0);
+pub static OPENED: AtomicU64 = AtomicU64::new(0);
+pub static REUSED: AtomicU64 = AtomicU64::new(0);
 
 /// RUNBOOK_PG_REUSE=0 turns reuse off (to measure what it saves).
 fn reuse_enabled() -> bool {

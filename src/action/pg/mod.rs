@@ -18,6 +18,7 @@ use tokio_postgres::Client;
 use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
 use crate::secret::SecretString;
 pub(crate) use conn::{connect, connect_new, pg_error, target};
+pub use conn::{OPENED, REUSED};
 pub use server::{BaseBackup, RejoinInput, Rejoined, Restart, Rewind};
 pub(crate) use tool::bin;
 

@@ -113,6 +113,7 @@ impl Source {
         // libpq parameters tokio-postgres does not know (target_session_attrs=prefer-standby,
         // say) do not matter here: only the address and the credentials.
         let (rest, ssl) = crate::tls::split_pg(&raw)
+            .and_then(|(rest, ssl)| Ok((rest, ssl.with_defaults()?)))
             .map_err(|e| ActionError::permanent(format!("{}: {e}", url.shown())))?;
         let base = rest.split('?').next().unwrap_or(&rest);
         let config = tokio_postgres::Config::from_str(base).map_err(|e| {

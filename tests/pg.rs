@@ -411,3 +411,32 @@ fn connections_are_reused_within_a_run_and_replaced_when_the_server_restarts() {
         refused.all()
     );
 }
+
+/// A refused connection may pass (a server restarting): it is retried, for PostgreSQL and
+/// Redis alike, and then fails naming the host.
+#[test]
+fn a_refused_connection_is_retried() {
+    let port = runbook_stack::free_port().unwrap();
+    let t = Test::new().script(&format!(
+        r#"
+        try {{ pg::status(#{{ url: "postgres://postgres@127.0.0.1:{port}/postgres", retries: 2, backoff: "10ms" }}); }}
+        catch (e) {{ log(`pg: ${{e}}`); }}
+        try {{ redis::role(#{{ url: "redis://127.0.0.1:{port}", retries: 2, backoff: "10ms" }}); }}
+        catch (e) {{ log(`redis: ${{e}}`); }}
+        "#
+    ));
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_eq!(ran.all().matches("retrying").count(), 4, "{}", ran.all());
+    assert!(ran.all().contains("pg: "), "{}", ran.all());
+    assert!(
+        ran.all().to_lowercase().matches("refused").count() >= 2,
+        "{}",
+        ran.all()
+    );
+    assert!(
+        ran.all().contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        ran.all()
+    );
+}

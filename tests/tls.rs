@@ -413,7 +413,28 @@ fn the_shipped_runbooks_run_on_a_tls_only_stack() {
         ),
         "2"
     );
-    for ran in [&status, &planned] {
+    // The new primary's region fails: emergency failover to the third, then the failed
+    // region comes back as a standby — every connection over TLS.
+    d.stack
+        .web
+        .set_health("eu-west-1", runbook_stack::web::Health::Fail);
+    runbook_stack::postgres::stop_dir(&d.stack.pg.node("eu-west-1").data_dir, libc::SIGQUIT)
+        .unwrap();
+    let emergency = d.run(
+        "emergency-failover",
+        &["--var", "target=ap-southeast-1", "--yes"],
+    );
+    assert_eq!(emergency.code, 0, "{}", emergency.all());
+    assert_eq!(d.psql("ap-southeast-1", "SELECT pg_is_in_recovery()"), "f");
+    d.stack
+        .web
+        .set_health("eu-west-1", runbook_stack::web::Health::Ok);
+    runbook_stack::postgres::start_dir(&d.stack.pg.node("eu-west-1").data_dir, "eu-west-1")
+        .unwrap();
+    let rejoin = d.run("rejoin", &["--var", "region=eu-west-1", "--yes"]);
+    assert_eq!(rejoin.code, 0, "{}", rejoin.all());
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "t");
+    for ran in [&status, &planned, &emergency, &rejoin] {
         assert!(!ran.all().contains(PASSWORD), "{}", ran.all());
     }
 }

@@ -24,6 +24,9 @@ use crate::tls;
 /// Idle connections kept per target at most (parallel probes may open more; the rest close).
 const IDLE_PER_TARGET: usize = 4;
 
+/// How long a kept connection may take to answer before it is replaced.
+const PING_LIMIT: Duration = Duration::from_secs(2);
+
 /// Where a connection goes, as messages show it: `host:port (name)`.
 pub(crate) fn target(url: &SecretString, name: &Option<String>) -> String {
     let host = url
@@ -172,8 +175,11 @@ pub(crate) async fn connect(
             let Some(client) = idle().lock().unwrap().get_mut(&key).and_then(Vec::pop) else {
                 break;
             };
-            // One round trip proves the session is alive (a restarted server closed it).
-            if !client.is_closed() && client.batch_execute("").await.is_ok() {
+            // One round trip proves the session is alive (a restarted server closed it); a
+            // server that stopped answering (a partition) gets a new connection, which has a
+            // connect timeout, instead of holding the action.
+            let ping = tokio::time::timeout(PING_LIMIT, client.batch_execute(""));
+            if !client.is_closed() && matches!(ping.await, Ok(Ok(()))) {
                 REUSED.fetch_add(1, Ordering::Relaxed);
                 return Ok((Conn::new(client, Some(key)), shown));
             }

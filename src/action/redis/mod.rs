@@ -206,10 +206,12 @@ pub(crate) async fn connect(
     let raw = url.reveal().map_err(ActionError::permanent)?;
     let key: [u8; 32] = sha2::Sha256::digest(raw.as_bytes()).into();
     if let Some(mut conn) = kept().get(&key) {
-        let alive = redis::cmd("PING")
-            .query_async::<redis::Value>(&mut conn)
-            .await
-            .is_ok();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<redis::Value>(&mut conn);
+        let alive = matches!(
+            tokio::time::timeout(Duration::from_secs(2), ping).await,
+            Ok(Ok(_))
+        );
         if alive {
             return Ok((conn, target(url, name)));
         }

@@ -194,3 +194,50 @@ fn wrong_password_and_unreachable_name_the_target() {
     assert_eq!(journal.matches(r#""event":"action_failed""#).count(), 2);
     assert!(!journal.contains(":nope@"), "{journal}");
 }
+
+/// Within a run, redis:: actions to one URL share a connection; after the server restarts,
+/// the next action gets a new one instead of failing.
+#[test]
+fn a_kept_connection_is_shared_and_replaced_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = RedisSet::start(&dir.path().join("redis"), &["solo"], false).expect("Redis starts");
+    let node = set.nodes[0].clone();
+    let received = || -> i64 {
+        cli(&node, &["INFO", "stats"])
+            .unwrap()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("total_connections_received:"))
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    let t = Test::new().env("REDIS_URL", &node.url()).file(
+        "go.sh",
+        "touch at-gate; while [ ! -f go ]; do sleep 0.05; done",
+    );
+    let t = t.script(
+        r#"
+        let url = secret("REDIS_URL");
+        for i in 0..3 { redis::role(url); }
+        shell::run("sh go.sh");
+        log(`after restart: ${redis::role(url).role}`);
+        "#,
+    );
+    let before = received();
+    let child = t.spawn(&["run", "runbook.rhai"]);
+    let gate = t.path("at-gate");
+    assert!(crate::support::wait_for(
+        std::time::Duration::from_secs(20),
+        || gate.exists()
+    ));
+    // One connection for three actions, and one for this count.
+    assert_eq!(received() - before, 2);
+    RedisSet::stop_node(&node);
+    let mut again = node.clone();
+    runbook_stack::redis::start_server(&mut again, &[]).expect("Redis starts again");
+    assert_eq!(again.port, node.port, "the port was taken meanwhile");
+    std::fs::write(t.path("go"), "").unwrap();
+    let ran = crate::support::finish(child);
+    RedisSet::stop_node(&again);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(ran.all().contains("after restart: master"), "{}", ran.all());
+}

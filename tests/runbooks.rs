@@ -190,9 +190,33 @@ fn dry_runs_change_nothing_and_plan_every_change() {
 #[test]
 fn initial_setup_converges_and_a_second_run_changes_nothing() {
     let d = drill();
+    // eu-west-1 names its kustomize overlay; the other regions get the plain folder.
+    let inventory = std::fs::read_to_string(&d.inventory).unwrap().replace(
+        "[regions.eu-west-1]\n",
+        &format!("[regions.eu-west-1]\nkustomize = \"{ROOT}/runbooks/overlays/eu-west-1\"\n"),
+    );
+    std::fs::write(&d.inventory, inventory).unwrap();
     let manifests = format!("--var=manifests={ROOT}/runbooks/manifests");
     let ran = d.run("initial-setup", &[&manifests]);
     assert_eq!(ran.code, 0, "{}", ran.all());
+    let label = |region: &str| {
+        d.kubectl(
+            region,
+            &[
+                "get",
+                "deploy",
+                "orchestrator",
+                "-o",
+                "jsonpath={.metadata.labels.region}",
+            ],
+        )
+    };
+    assert_eq!(
+        label("eu-west-1"),
+        "eu-west-1",
+        "the overlay was applied there"
+    );
+    assert_eq!(label("us-east-1"), "", "the plain folder elsewhere");
     assert!(
         ran.stdout.contains("2 standbys streaming"),
         "{}",

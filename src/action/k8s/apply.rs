@@ -1,12 +1,17 @@
-//! Server-side apply of manifests.
+//! Server-side apply of manifests: files, a folder, or a kustomization rendered as
+//! `kubectl apply -k` renders it.
 
 use super::*;
 
 input! {
     k8s:
     pub struct ApplyInput {
-        /// A manifest file (YAML, several documents allowed) or a folder of them.
-        pub path: String,
+        /// A manifest file (YAML, several documents allowed) or a folder of them (a
+        /// kustomization.yaml there is skipped).
+        pub path: Option<String>,
+        /// A kustomization folder (a base or an overlay, e.g. k8s/overlays/us-east-1), rendered
+        /// with `kubectl kustomize` as `kubectl apply -k` does; give this or `path`.
+        pub kustomize: Option<String>,
         /// The namespace for namespaced objects that name none (default: the context's).
         pub namespace: Option<String>,
         /// The field manager recorded by server-side apply (default "runbook").
@@ -29,7 +34,27 @@ pub struct Applied {
     pub applied: Vec<String>,
 }
 
-fn manifests(path: &str) -> Result<Vec<(String, Value)>, ActionError> {
+/// The manifests to apply, each with where it came from.
+fn manifests(input: &ApplyInput) -> Result<Vec<(String, Value)>, ActionError> {
+    match (&input.path, &input.kustomize) {
+        (Some(path), None) => files(path),
+        (None, Some(dir)) => {
+            let text = match rendered(dir) {
+                Some(t) => t,
+                None => kustomize(dir)?,
+            };
+            parse(&text, &format!("kustomization {dir}"), dir)
+        }
+        (Some(_), Some(_)) => Err(ActionError::permanent(
+            "give `path` or `kustomize`, not both",
+        )),
+        (None, None) => Err(ActionError::permanent(
+            "give `path` (manifest files) or `kustomize` (a kustomization folder)",
+        )),
+    }
+}
+
+fn files(path: &str) -> Result<Vec<(String, Value)>, ActionError> {
     let p = PathBuf::from(path);
     let mut files: Vec<PathBuf> = if p.is_dir() {
         std::fs::read_dir(&p)
@@ -41,6 +66,13 @@ fn manifests(path: &str) -> Result<Vec<(String, Value)>, ActionError> {
                     Some("yaml" | "yml" | "json")
                 )
             })
+            // A folder that is also a kustomize base holds its kustomization: not a manifest.
+            .filter(|f| {
+                !matches!(
+                    f.file_name().and_then(|x| x.to_str()),
+                    Some("kustomization.yaml" | "kustomization.yml")
+                )
+            })
             .collect()
     } else {
         vec![p]
@@ -50,28 +82,98 @@ fn manifests(path: &str) -> Result<Vec<(String, Value)>, ActionError> {
     for f in files {
         let text = std::fs::read_to_string(&f)
             .map_err(|e| ActionError::permanent(format!("{}: {e}", f.display())))?;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = Value::deserialize(doc).map_err(|e| {
-                ActionError::permanent(format!("{}: not valid YAML: {e}", f.display()))
-            })?;
-            if value.is_null() {
-                continue;
-            }
-            if value.get("kind").is_none() || value.get("apiVersion").is_none() {
-                return Err(ActionError::permanent(format!(
-                    "{}: a manifest without kind or apiVersion",
-                    f.display()
-                )));
-            }
-            docs.push((f.display().to_string(), value));
+        docs.extend(parse(&text, &f.display().to_string(), path)?);
+    }
+    Ok(docs)
+}
+
+/// The documents of a YAML text; each must name its kind and apiVersion.
+fn parse(text: &str, source: &str, given: &str) -> Result<Vec<(String, Value)>, ActionError> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = Value::deserialize(doc)
+            .map_err(|e| ActionError::permanent(format!("{source}: not valid YAML: {e}")))?;
+        if value.is_null() {
+            continue;
         }
+        if value.get("kind").is_none() || value.get("apiVersion").is_none() {
+            return Err(ActionError::permanent(format!(
+                "{source}: a manifest without kind or apiVersion"
+            )));
+        }
+        docs.push((source.to_string(), value));
     }
     if docs.is_empty() {
         return Err(ActionError::permanent(format!(
-            "{path}: no manifests found"
+            "{given}: no manifests found"
         )));
     }
     Ok(docs)
+}
+
+/// Kustomizations rendered in this process: the plan line and the apply see the same objects.
+static RENDERED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn rendered(dir: &str) -> Option<String> {
+    RENDERED
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(d, _)| d == dir)
+        .map(|(_, t)| t.clone())
+}
+
+/// Renders a kustomization with `kubectl kustomize` (kustomize is built into kubectl), as a
+/// registered child process, and keeps the result for the run.
+async fn render(dir: &str) -> Result<(), ActionError> {
+    if rendered(dir).is_some() {
+        return Ok(());
+    }
+    kustomization_exists(dir)?;
+    let mut command = tokio::process::Command::new("kubectl");
+    command.args(["kustomize", dir]);
+    let out = crate::action::child::output(command, Duration::from_secs(60))
+        .await
+        .map_err(|e| ActionError::permanent(format!("cannot run kubectl kustomize {dir}: {e}")))?
+        .ok_or_else(|| ActionError::permanent(format!("kubectl kustomize {dir} took over 60 s")))?;
+    keep_rendered(dir, out)
+}
+
+fn keep_rendered(dir: &str, out: std::process::Output) -> Result<(), ActionError> {
+    if !out.status.success() {
+        return Err(ActionError::permanent(format!(
+            "kubectl kustomize {dir}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    RENDERED.lock().unwrap().push((dir.to_string(), text));
+    Ok(())
+}
+
+fn kustomization_exists(dir: &str) -> Result<(), ActionError> {
+    let has = ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+        .iter()
+        .any(|f| std::path::Path::new(dir).join(f).exists());
+    if has {
+        Ok(())
+    } else {
+        Err(ActionError::permanent(format!(
+            "{dir}: no kustomization.yaml there"
+        )))
+    }
+}
+
+/// The same, for the plan line (describe and predict are not async).
+fn kustomize(dir: &str) -> Result<String, ActionError> {
+    kustomization_exists(dir)?;
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize", dir])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| ActionError::permanent(format!("cannot run kubectl kustomize {dir}: {e}")))?;
+    keep_rendered(dir, out)?;
+    Ok(rendered(dir).unwrap_or_default())
 }
 
 pub struct Apply;
@@ -81,11 +183,11 @@ impl Action for Apply {
     type Output = Applied;
 
     fn spec() -> Spec {
-        Spec::converge("k8s", "apply", "Server-side apply of a manifest file or a folder of manifests (idempotent: applying twice changes nothing).").timeout(120).retries(2)
+        Spec::converge("k8s", "apply", "Server-side apply of a manifest file, a folder of manifests, or a kustomization (`kustomize`: a base or overlay folder, rendered as `kubectl apply -k` does); idempotent: applying twice changes nothing.").timeout(120).retries(2)
     }
 
     fn describe(input: &ApplyInput) -> String {
-        let what = match manifests(&input.path) {
+        let what = match manifests(input) {
             Ok(docs) => docs
                 .iter()
                 .map(|(_, d)| {
@@ -97,19 +199,38 @@ impl Action for Apply {
                 })
                 .collect::<Vec<_>>()
                 .join(", "),
-            Err(_) => input.path.clone(),
+            Err(_) => input
+                .path
+                .clone()
+                .or_else(|| input.kustomize.clone())
+                .unwrap_or_default(),
         };
         format!("apply {what} to {}", input.context)
     }
 
     fn predict(input: &ApplyInput) -> Applied {
         Applied {
-            applied: vec![input.path.clone()],
+            applied: manifests(input)
+                .map(|docs| {
+                    docs.iter()
+                        .map(|(_, d)| {
+                            format!(
+                                "{}/{}",
+                                d["kind"].as_str().unwrap_or("?").to_lowercase(),
+                                d["metadata"]["name"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
     async fn run(input: ApplyInput, cx: Cx) -> Result<Applied, ActionError> {
-        let docs = manifests(&input.path)?;
+        if let Some(dir) = &input.kustomize {
+            render(dir).await?;
+        }
+        let docs = manifests(&input)?;
         let cluster = Cluster {
             context: input.context.clone(),
             kubeconfig: input.kubeconfig.clone(),

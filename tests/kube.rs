@@ -428,3 +428,99 @@ fn apply_renders_a_kustomize_overlay() {
     t.run(&[]).code(1).stderr("not both").check();
     assert_eq!(kube.writes(), writes);
 }
+
+/// An Istio VirtualService, a custom resource the fake server serves as Istio's CRDs do.
+fn virtual_service() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": {"name": "api", "namespace": "app"},
+        "spec": {"hosts": ["api"], "http": [{
+            "name": "local-region",
+            "route": [
+                {"destination": {"host": "api", "subset": "us-east"}, "weight": 95},
+                {"destination": {"host": "api-eu", "subset": "eu-west"}, "weight": 5}
+            ],
+            "timeout": "2s"
+        }]}
+    })
+}
+
+/// k8s::patch of any kind found by discovery — a custom resource (merge by default, as
+/// strategic merge is refused there) and a built-in one (strategic by default, JSON on
+/// request) — and the mesh module shifting VirtualService weights; all checked with kubectl.
+#[test]
+fn patch_reaches_custom_resources_and_mesh_shifts_route_weights() {
+    let (_d, kube, config) = cluster("us-east-1");
+    kube.put("virtualservices", "app", "api", virtual_service());
+    ok(&config, &["api-resources"], "virtualservices");
+    ok(&config, &["-n", "app", "get", "vs", "api"], "api");
+
+    let script = r#"
+        import "mesh" as mesh;
+        let k = #{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app" };
+        let p = k8s::patch(#{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app",
+                              kind: "VirtualService", name: "api", patch: #{ spec: #{ hosts: ["api", "api.example.com"] } } });
+        log(`merge changed: ${p.changed}`);
+        let again = k8s::patch(#{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app",
+                                  kind: "virtualservices", name: "api", patch: #{ spec: #{ hosts: ["api", "api.example.com"] } } });
+        log(`again changed: ${again.changed}`);
+        try {
+            k8s::patch(#{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app",
+                          kind: "vs", name: "api", type: "strategic", patch: #{ spec: #{ hosts: ["x"] } } });
+        } catch (e) { log(`strategic on a custom resource: ${e}`); }
+        let s = k8s::patch(#{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app",
+                              kind: "deployment", name: "web",
+                              patch: #{ spec: #{ template: #{ spec: #{ containers: [#{ name: "web", image: "web:1.1" }] } } } } });
+        let j = k8s::patch(#{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, namespace: "app",
+                              kind: "deployment", name: "web", type: "json",
+                              patch: [#{ op: "replace", path: "/spec/replicas", value: 4 }] });
+        if !is_dry_run() { log(`json replicas: ${j.object.spec.replicas}`); }
+        let before = mesh::shift(k, "api", "local-region", #{ "us-east": 0, "eu-west": 100 });
+        log(`weights before: ${before}`);
+        log(`weights now: ${mesh::weights(k, "api", ())}`);
+        try { mesh::shift(k, "api", "local-region", #{ "us-east": 50 }); }
+        catch (e) { log(`refused: ${e}`); }
+        try { k8s::get(#{ context: "us-east-1", kubeconfig: inventory.k8s.kubeconfig, kind: "Gateway" }); }
+        catch (e) { log(`unknown: ${e}`); }
+    "#;
+    let dry = kube.snapshot();
+    runbook_test(&config, script)
+        .run(&["--dry-run"])
+        .code(0)
+        .stdout("patch virtualservice app/api in us-east-1 (default type)")
+        .check();
+    assert_eq!(kube.snapshot(), dry, "a dry-run changes nothing");
+    runbook_test(&config, script)
+        .run(&[])
+        .code(0)
+        .stdout("merge changed: true")
+        .stdout("again changed: false")
+        .stdout("strategic on a custom resource:")
+        .stdout("UnsupportedMediaType")
+        .stdout("json replicas: 4")
+        .stdout(r#"weights before: #{"eu-west": 5, "us-east": 95}"#)
+        .stdout(r#"weights now: #{"eu-west": 100, "us-east": 0}"#)
+        .stdout("would add up to 150, not 100")
+        .stdout("serves no kind 'Gateway'")
+        .check();
+    ok(
+        &config,
+        &[
+            "-n",
+            "app",
+            "get",
+            "virtualservice",
+            "api",
+            "-o",
+            "jsonpath={.spec.http[0].route[*].weight} {.spec.hosts} {.spec.http[0].timeout}",
+        ],
+        r#"0 100 ["api","api.example.com"] 2s"#,
+    );
+    // Strategic merge kept the container's other fields and merged by name.
+    ok(
+        &config,
+        &["-n", "app", "get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].env[0].name}"],
+        "web:1.1 DATABASE_URL",
+    );
+}

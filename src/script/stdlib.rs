@@ -12,6 +12,7 @@ pub const STDLIB: &[(&str, &str)] = &[
     ("database", include_str!("../../stdlib/database.rhai")),
     ("health", include_str!("../../stdlib/health.rhai")),
     ("incident", include_str!("../../stdlib/incident.rhai")),
+    ("mesh", include_str!("../../stdlib/mesh.rhai")),
     ("regions", include_str!("../../stdlib/regions.rhai")),
     ("replication", include_str!("../../stdlib/replication.rhai")),
     ("standby", include_str!("../../stdlib/standby.rhai")),

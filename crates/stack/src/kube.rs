@@ -70,7 +70,30 @@ const RESOURCES: &[(&str, &str, &str, bool, &str)] = &[
         true,
         "PodDisruptionBudget",
     ),
+    ("batch", "v1", "cronjobs", true, "CronJob"),
+    ("batch", "v1", "jobs", true, "Job"),
+    // Istio's traffic management, served as custom resources (as its CRDs make them).
+    (
+        "networking.istio.io",
+        "v1beta1",
+        "virtualservices",
+        true,
+        "VirtualService",
+    ),
+    (
+        "networking.istio.io",
+        "v1beta1",
+        "destinationrules",
+        true,
+        "DestinationRule",
+    ),
 ];
+
+/// Whether a group is one of Kubernetes' own (strategic merge works there, not on custom
+/// resources).
+fn built_in(group: &str) -> bool {
+    !group.contains('.') || group.ends_with(".k8s.io")
+}
 
 fn resource_info(
     resource: &str,
@@ -789,6 +812,9 @@ fn discovery(path: &str, port: u16) -> Option<Value> {
                     "services" => &["svc"],
                     "configmaps" => &["cm"],
                     "poddisruptionbudgets" => &["pdb"],
+                    "cronjobs" => &["cj"],
+                    "virtualservices" => &["vs"],
+                    "destinationrules" => &["dr"],
                     _ => &[],
                 };
                 json!({"name": name, "singularName": kind.to_lowercase(), "namespaced": namespaced, "kind": kind, "shortNames": short,
@@ -812,10 +838,16 @@ fn discovery(path: &str, port: u16) -> Option<Value> {
             json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": format!("127.0.0.1:{port}")}]})
         }
         "/apis" => {
-            let groups: Vec<Value> = ["apps", "policy"]
+            let mut seen: Vec<(&str, &str)> = Vec::new();
+            for (g, v, ..) in RESOURCES {
+                if !g.is_empty() && !seen.contains(&(g, v)) {
+                    seen.push((g, v));
+                }
+            }
+            let groups: Vec<Value> = seen
                 .iter()
-                .map(|g| {
-                    let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+                .map(|(g, v)| {
+                    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
                     json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
                 })
                 .collect();
@@ -824,13 +856,13 @@ fn discovery(path: &str, port: u16) -> Option<Value> {
         "/api/v1" => {
             json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources("")})
         }
-        "/apis/apps/v1" => {
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": resources("apps")})
+        other => {
+            let (group, version) = other.strip_prefix("/apis/")?.split_once('/')?;
+            if !RESOURCES.iter().any(|r| r.0 == group && r.1 == version) {
+                return None;
+            }
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": resources(group)})
         }
-        "/apis/policy/v1" => {
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "policy/v1", "resources": resources("policy")})
-        }
-        _ => return None,
     })
 }
 
@@ -853,6 +885,21 @@ fn scale_of(dep: &Value) -> Value {
 
 fn apply_patch(obj: &mut Value, content_type: &str, body: &[u8]) -> Result<(), (u16, Value)> {
     let bad = |e: String| status_error(400, "BadRequest", e);
+    let group = obj["apiVersion"]
+        .as_str()
+        .and_then(|v| v.split_once('/'))
+        .map(|(g, _)| g)
+        .unwrap_or("");
+    if content_type.starts_with("application/strategic-merge-patch") && !built_in(group) {
+        // As the real API server answers for custom resources.
+        return Err(status_error(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: \
+             application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+                .into(),
+        ));
+    }
     if content_type.starts_with("application/apply-patch") {
         let patch: Value = serde_yaml::from_slice(body).map_err(|e| bad(e.to_string()))?;
         // Server-side apply merges associative lists (containers, env) by their keys.

@@ -1,12 +1,16 @@
-//! Objects: get one or list them, and the pods of a namespace or node.
+//! Objects of any kind — the built-in ones, and custom resources found by discovery: get one
+//! or list them, patch one; and the pods of a namespace or node.
 
 use super::*;
 
 input! {
     k8s:
     pub struct GetInput {
-        /// The kind: deployment, pod, node, service, configmap, replicaset, namespace, ...
+        /// The kind: deployment, pod, node, service, configmap, ... or any other the API server
+        /// serves, custom resources included (VirtualService, virtualservices, vs).
         pub kind: String,
+        /// Pins the kind's group and version, e.g. "networking.istio.io/v1beta1".
+        pub api_version: Option<String>,
         /// One object by name (default: all that match).
         pub name: Option<String>,
         /// The namespace (default: the context's).
@@ -41,16 +45,99 @@ const KINDS: &[(&str, &str, &str, &str, bool)] = &[
 
 fn kind_of(
     kind: &str,
-) -> Result<&'static (&'static str, &'static str, &'static str, &'static str, bool), ActionError> {
+) -> Option<&'static (&'static str, &'static str, &'static str, &'static str, bool)> {
     let k = kind.to_ascii_lowercase();
     let k = k.trim_end_matches('s');
-    KINDS.iter().find(|(name, ..)| *name == k).ok_or_else(|| {
-        let names: Vec<&str> = KINDS.iter().map(|k| k.0).collect();
-        ActionError::permanent(format!(
-            "unknown kind '{kind}'; the kinds are {}",
-            names.join(", ")
-        ))
-    })
+    KINDS.iter().find(|(name, ..)| *name == k)
+}
+
+/// A kind as the API server serves it, and whether it is namespaced: a built-in one from the
+/// table, any other — custom resources included — by discovery, matched on its kind, plural,
+/// singular or short name (case-insensitive); `api_version` pins group and version.
+pub(super) async fn resolve(
+    client: &Client,
+    kind: &str,
+    api_version: Option<&str>,
+    context: &str,
+) -> Result<(kube::api::ApiResource, bool), ActionError> {
+    if let (Some((k, group, version, plural, namespaced)), None) = (kind_of(kind), api_version) {
+        let gvk = GroupVersionKind::gvk(group, version, k);
+        return Ok((
+            kube::api::ApiResource::from_gvk_with_plural(&gvk, plural),
+            *namespaced,
+        ));
+    }
+    // The API's own lists (they carry short names, which kube's Discovery drops).
+    let fail = |e| kube_error("discovering the API's kinds", context, e);
+    let mut lists = vec![client.list_core_api_resources("v1").await.map_err(fail)?];
+    for group in client.list_api_groups().await.map_err(fail)?.groups {
+        let versions: Vec<String> = match api_version {
+            Some(av) => match av.split_once('/') {
+                Some((g, v)) if g == group.name => vec![v.to_string()],
+                _ => continue,
+            },
+            None => group
+                .preferred_version
+                .iter()
+                .map(|v| v.version.clone())
+                .collect(),
+        };
+        for v in versions {
+            let gv = format!("{}/{v}", group.name);
+            lists.push(client.list_api_group_resources(&gv).await.map_err(fail)?);
+        }
+    }
+    let wanted = kind.to_ascii_lowercase();
+    let mut known = Vec::new();
+    for list in lists {
+        if api_version.is_some_and(|av| av != list.group_version) {
+            continue;
+        }
+        let (group, version) = list
+            .group_version
+            .split_once('/')
+            .unwrap_or(("", list.group_version.as_str()));
+        for r in list.resources.iter().filter(|r| !r.name.contains('/')) {
+            let matches = r.kind.to_ascii_lowercase() == wanted
+                || r.name == wanted
+                || r.singular_name == wanted
+                || r.short_names.iter().flatten().any(|s| *s == wanted);
+            if matches {
+                let gvk = GroupVersionKind::gvk(group, version, &r.kind);
+                return Ok((
+                    kube::api::ApiResource::from_gvk_with_plural(&gvk, &r.name),
+                    r.namespaced,
+                ));
+            }
+            known.push(r.kind.clone());
+        }
+    }
+    known.sort();
+    known.dedup();
+    Err(ActionError::permanent(format!(
+        "{context}: the API server serves no kind '{kind}'{}; it serves {}",
+        api_version.map(|v| format!(" in {v}")).unwrap_or_default(),
+        known.join(", ")
+    )))
+}
+
+/// The API of a kind's objects in a namespace (the context's when none is given; all, for
+/// kinds that have none).
+async fn object_api(
+    cluster: Cluster,
+    kind: &str,
+    api_version: Option<&str>,
+    namespace: Option<String>,
+    cx: &Cx,
+) -> Result<(Api<DynamicObject>, kube::api::ApiResource), ActionError> {
+    let (client, default_ns) = client(&cluster, cx).await?;
+    let (ar, namespaced) = resolve(&client, kind, api_version, &cluster.context).await?;
+    let api = if namespaced {
+        Api::namespaced_with(client, &namespace.unwrap_or(default_ns), &ar)
+    } else {
+        Api::all_with(client, &ar)
+    };
+    Ok((api, ar))
 }
 
 pub struct Get;
@@ -84,20 +171,18 @@ impl Action for Get {
     }
 
     async fn run(input: GetInput, cx: Cx) -> Result<Objects, ActionError> {
-        let cluster = Cluster {
-            context: input.context.clone(),
-            kubeconfig: input.kubeconfig.clone(),
-        };
-        let (client, default_ns) = client(&cluster, &cx).await?;
-        let (kind, group, version, plural, namespaced) = *kind_of(&input.kind)?;
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
-        let ns = input.namespace.clone().unwrap_or(default_ns);
-        let api: Api<DynamicObject> = if namespaced {
-            Api::namespaced_with(client, &ns, &ar)
-        } else {
-            Api::all_with(client, &ar)
-        };
+        let (api, ar) = object_api(
+            Cluster {
+                context: input.context.clone(),
+                kubeconfig: input.kubeconfig.clone(),
+            },
+            &input.kind,
+            input.api_version.as_deref(),
+            input.namespace.clone(),
+            &cx,
+        )
+        .await?;
+        let kind = ar.kind.clone();
         let what = format!("{kind} {}", input.name.as_deref().unwrap_or(""));
         let items = match &input.name {
             Some(name) => vec![api
@@ -231,5 +316,151 @@ fn summary(p: &Pod) -> PodSummary {
             .and_then(|s| s.container_statuses.as_ref())
             .map(|cs| cs.iter().map(|c| c.restart_count).sum())
             .unwrap_or(0),
+    }
+}
+
+/// How a patch merges (kubectl patch --type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PatchType {
+    /// JSON merge patch (RFC 7386): objects merge, lists are replaced whole.
+    Merge,
+    /// Kubernetes' strategic merge: lists of containers, env, ports merge by their keys.
+    /// Built-in kinds only.
+    Strategic,
+    /// JSON patch (RFC 6902): a list of operations (add, remove, replace, test, ...).
+    Json,
+}
+
+input! {
+    k8s:
+    pub struct PatchInput {
+        /// The kind, built-in or custom (VirtualService, virtualservices, deployment, ...).
+        pub kind: String,
+        /// The object's name.
+        pub name: String,
+        /// The namespace (default: the context's).
+        pub namespace: Option<String>,
+        /// Pins the kind's group and version, e.g. "networking.istio.io/v1beta1".
+        pub api_version: Option<String>,
+        /// The patch: an object (merge, strategic) or a list of operations (json).
+        pub patch: Value,
+        /// merge, strategic or json (default: strategic for Kubernetes' own kinds, as kubectl
+        /// patch does; merge for custom resources, which do not take strategic patches).
+        #[serde(rename = "type")]
+        pub patch_type: Option<PatchType>,
+    }
+}
+
+/// A patched object.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Patched {
+    /// Whether the object changed (false: it already was as the patch makes it).
+    pub changed: bool,
+    /// The object after the patch, as the API returns it.
+    pub object: Value,
+}
+
+pub struct PatchObject;
+
+fn strip_volatile(mut v: Value) -> Value {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in ["resourceVersion", "managedFields", "generation"] {
+            meta.remove(k);
+        }
+    }
+    v
+}
+
+impl Action for PatchObject {
+    type Input = PatchInput;
+    type Output = Patched;
+
+    fn spec() -> Spec {
+        Spec::converge("k8s", "patch", "Patch any object — built-in kinds and custom resources (Istio's VirtualService, say), found by discovery — with a merge, strategic-merge or JSON patch, as kubectl patch does. Merge and strategic patches converge; write a JSON patch to converge too (replace, test: an add to the end of a list repeats on a resumed run).").timeout(60).retries(2)
+    }
+
+    fn describe(input: &PatchInput) -> String {
+        let text = input.patch.to_string();
+        let shown: String = text.chars().take(160).collect();
+        format!(
+            "patch {} {}{} in {} ({}): {shown}{}",
+            input.kind.to_lowercase(),
+            input
+                .namespace
+                .as_deref()
+                .map(|n| format!("{n}/"))
+                .unwrap_or_default(),
+            input.name,
+            input.context,
+            match input.patch_type {
+                Some(PatchType::Merge) => "merge",
+                Some(PatchType::Strategic) => "strategic",
+                Some(PatchType::Json) => "json",
+                None => "default type",
+            },
+            if text.len() > shown.len() { "…" } else { "" }
+        )
+    }
+
+    /// A dry-run cannot know the object after the patch: a merge or strategic patch stands
+    /// for it (the fields it sets), a JSON patch gives an empty object.
+    fn predict(input: &PatchInput) -> Patched {
+        Patched {
+            changed: true,
+            object: if input.patch.is_object() {
+                input.patch.clone()
+            } else {
+                Value::Object(Default::default())
+            },
+        }
+    }
+
+    async fn run(input: PatchInput, cx: Cx) -> Result<Patched, ActionError> {
+        let (api, ar) = object_api(
+            Cluster {
+                context: input.context.clone(),
+                kubeconfig: input.kubeconfig.clone(),
+            },
+            &input.kind,
+            input.api_version.as_deref(),
+            input.namespace.clone(),
+            &cx,
+        )
+        .await?;
+        let built_in = !ar.group.contains('.') || ar.group.ends_with(".k8s.io");
+        let how = input.patch_type.unwrap_or(if built_in {
+            PatchType::Strategic
+        } else {
+            PatchType::Merge
+        });
+        let what = format!("{} {}", ar.kind, input.name);
+        let before = api
+            .get(&input.name)
+            .await
+            .map_err(|e| kube_error(&what, &input.context, e))?;
+        let patch = match how {
+            PatchType::Merge => Patch::Merge(input.patch.clone()),
+            PatchType::Strategic => Patch::Strategic(input.patch.clone()),
+            PatchType::Json => {
+                let ops: json_patch::Patch = serde_json::from_value(input.patch.clone())
+                    .map_err(|e| {
+                        ActionError::permanent(format!(
+                            "a JSON patch is a list of operations ({{\"op\": \"replace\", \"path\": \"/spec/replicas\", \"value\": 3}}): {e}"
+                        ))
+                    })?;
+                Patch::Json::<Value>(ops)
+            }
+        };
+        let after = api
+            .patch(&input.name, &PatchParams::default(), &patch)
+            .await
+            .map_err(|e| kube_error(&format!("patching {what}"), &input.context, e))?;
+        let before = strip_volatile(serde_json::to_value(before).unwrap_or(Value::Null));
+        let after = serde_json::to_value(after).unwrap_or(Value::Null);
+        Ok(Patched {
+            changed: before != strip_volatile(after.clone()),
+            object: after,
+        })
     }
 }

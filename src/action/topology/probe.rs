@@ -409,6 +409,7 @@ async fn app(r: &RegionTargets, kubeconfig: &Option<String>, dir: &Directory, cx
         context: context.clone(),
         kubeconfig: r.kubeconfig.clone().or_else(|| kubeconfig.clone()),
         kind: "deployment".into(),
+        api_version: None,
         name: Some(deployment.clone()),
         namespace: r.namespace.clone(),
         labels: None,

@@ -604,3 +604,66 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
         "the password in the database URL is masked in the journal"
     );
 }
+
+/// Planned failover and maintenance check the backup first: a backup CronJob whose last success
+/// is older than backup_max_age stops them before any change, naming it; force_backup goes on.
+#[test]
+fn a_stale_backup_stops_risky_work_before_any_change() {
+    let d = drill();
+    let stale =
+        runbook_stack::kube::backup_cronjob("pg-backup", "app", Duration::from_secs(30 * 3600));
+    for k in &d.stack.kube {
+        k.put("cronjobs", "app", "pg-backup", stale.clone());
+    }
+    assert!(!d
+        .kubectl(
+            "us-east-1",
+            &[
+                "get",
+                "cronjob",
+                "pg-backup",
+                "-o",
+                "jsonpath={.status.lastSuccessfulTime}"
+            ]
+        )
+        .is_empty());
+    let before = d.state();
+    for (runbook, vars) in [
+        (
+            "planned-failover",
+            vec!["--var", "target=eu-west-1", "--yes"],
+        ),
+        (
+            "maintenance",
+            vec!["--var", "window=1s", "--var", "settle=1s"],
+        ),
+    ] {
+        let ran = d.run(runbook, &vars);
+        assert_eq!(ran.code, 1, "{runbook}: {}", ran.all());
+        assert!(
+            ran.all()
+                .contains("CronJob app/pg-backup in us-east-1 last succeeded 1day 6h")
+                && ran.all().contains("more than 1day 2h")
+                && ran.all().contains("--var force_backup=true"),
+            "{runbook}: {}",
+            ran.all()
+        );
+    }
+    assert_eq!(d.state(), before, "nothing changed");
+    let forced = d.run(
+        "planned-failover",
+        &[
+            "--var",
+            "target=eu-west-1",
+            "--var",
+            "force_backup=true",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(forced.code, 0, "{}", forced.all());
+    assert!(
+        forced.all().contains("WARNING: CronJob app/pg-backup"),
+        "{}",
+        forced.all()
+    );
+}

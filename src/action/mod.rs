@@ -437,6 +437,7 @@ impl Registry {
         r.add::<dns::HealthChecksAction>();
         r.add::<k8s::Get>();
         r.add::<k8s::PatchObject>();
+        r.add::<k8s::CronJobState>();
         r.add::<k8s::Apply>();
         r.add::<k8s::Scale>();
         r.add::<k8s::SetEnv>();

@@ -8,6 +8,7 @@ use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Share
 
 /// The shipped stdlib: (name, source).
 pub const STDLIB: &[(&str, &str)] = &[
+    ("backup", include_str!("../../stdlib/backup.rhai")),
     ("cdn", include_str!("../../stdlib/cdn.rhai")),
     ("database", include_str!("../../stdlib/database.rhai")),
     ("health", include_str!("../../stdlib/health.rhai")),

@@ -1371,3 +1371,22 @@ pub fn deployment(
         },
     })
 }
+
+/// A backup CronJob whose last successful run ended `age` ago (the fake server runs no jobs:
+/// its status is what the test or the stack sets).
+pub fn backup_cronjob(name: &str, namespace: &str, age: Duration) -> Value {
+    let at = |ago: Duration| {
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() - ago).to_string()
+    };
+    json!({
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "schedule": "0 2 * * *",
+            "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "OnFailure",
+                "containers": [{"name": "backup", "image": "postgres:15", "command": ["pg_dumpall"]}],
+            }}}},
+        },
+        "status": {"lastScheduleTime": at(age + Duration::from_secs(60)), "lastSuccessfulTime": at(age)},
+    })
+}

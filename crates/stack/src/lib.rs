@@ -106,6 +106,8 @@ pub struct Stack {
 /// The namespace and deployment each region runs on the fake clusters.
 pub const NAMESPACE: &str = "app";
 pub const DEPLOYMENT: &str = "orchestrator";
+/// The backup CronJob every region's cluster has.
+pub const BACKUP_CRONJOB: &str = "pg-backup";
 
 impl Stack {
     /// Starts everything (servers in parallel) under `dir`.
@@ -185,6 +187,14 @@ impl Stack {
                     &[("DATABASE_URL", &url), ("REGION", region)],
                 ),
             );
+            // The database's backup job, last successful an hour ago (planned failover and
+            // maintenance check it first).
+            k.put(
+                "cronjobs",
+                NAMESPACE,
+                BACKUP_CRONJOB,
+                kube::backup_cronjob(BACKUP_CRONJOB, NAMESPACE, Duration::from_secs(3600)),
+            );
             kube.push(k);
         }
         Ok(Stack {
@@ -230,6 +240,7 @@ impl Stack {
         s.push_str(&format!(
             "[dns]\nzone = \"{}\"\nrecord = \"{}\"\nendpoint_url = \"{}\"\n\n[k8s]\nkubeconfig = \"{}\"\n\n\
              [postgres]\nbin_dir = \"{}\"\nos_user = \"postgres\"\nreplicator_password = \"{}\"\n\n\
+             [backup]\ncronjob = \"{BACKUP_CRONJOB}\"\nnamespace = \"{NAMESPACE}\"\n\n\
              [notify]\nslack_webhook = \"{}\"\nwebhook = \"{}\"\n",
             moto::ZONE,
             moto::RECORD,

@@ -3,10 +3,12 @@
 //! and undo, restart, pods, cordon, uncordon, drain.
 
 mod apply;
+mod cronjobs;
 mod deployments;
 mod nodes;
 mod objects;
 pub use apply::*;
+pub use cronjobs::*;
 pub use deployments::*;
 pub use nodes::*;
 pub use objects::*;

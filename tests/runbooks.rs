@@ -667,3 +667,58 @@ fn a_stale_backup_stops_risky_work_before_any_change() {
         forced.all()
     );
 }
+
+/// With a mesh route named in the inventory, a failover sends each region's Istio
+/// VirtualService route to the new primary's destination (checked with kubectl).
+#[test]
+fn a_failover_moves_the_mesh_route_when_the_inventory_names_one() {
+    let d = drill();
+    let subsets = [
+        ("us-east-1", "us-east"),
+        ("eu-west-1", "eu-west"),
+        ("ap-southeast-1", "ap-southeast"),
+    ];
+    let route: Vec<serde_json::Value> = subsets
+        .iter()
+        .map(|(_, s)| {
+            serde_json::json!({"destination": {"host": "orchestrator", "subset": s},
+                               "weight": if *s == "us-east" { 95 } else if *s == "eu-west" { 5 } else { 0 }})
+        })
+        .collect();
+    let vs = serde_json::json!({
+        "apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+        "metadata": {"name": "orchestrator", "namespace": "app"},
+        "spec": {"hosts": ["orchestrator"], "http": [{"name": "local-region", "route": route}]}
+    });
+    for k in &d.stack.kube {
+        k.put("virtualservices", "app", "orchestrator", vs.clone());
+    }
+    let mut inventory = std::fs::read_to_string(&d.inventory).unwrap();
+    for (region, subset) in subsets {
+        inventory = inventory.replace(
+            &format!("[regions.{region}]\n"),
+            &format!("[regions.{region}]\nmesh_destination = \"{subset}\"\n"),
+        );
+    }
+    inventory.push_str("\n[mesh]\nvirtual_service = \"orchestrator\"\nroute = \"local-region\"\n");
+    std::fs::write(&d.inventory, inventory).unwrap();
+
+    let ran = d.run("planned-failover", &["--var", "target=eu-west-1", "--yes"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    for (region, _) in subsets {
+        assert_eq!(
+            d.kubectl(
+                region,
+                &[
+                    "get",
+                    "virtualservice",
+                    "orchestrator",
+                    "-o",
+                    "jsonpath={.spec.http[0].route[*].weight}"
+                ]
+            ),
+            "0 100 0",
+            "{region}'s mesh route"
+        );
+    }
+}

@@ -17,6 +17,7 @@ mod journal;
 mod kube;
 mod lock;
 mod pg;
+mod prom;
 mod redis;
 mod resume;
 mod run;

@@ -68,6 +68,7 @@ pub mod http;
 pub mod k8s;
 pub mod notify;
 pub mod pg;
+pub mod prom;
 pub mod redis;
 pub mod shell;
 pub mod time;
@@ -400,6 +401,8 @@ impl Registry {
         r.add::<http::Get>();
         r.add::<http::Post>();
         r.add::<http::WaitHealthy>();
+        r.add::<prom::Query>();
+        r.add::<prom::Check>();
         r.add::<notify::Slack>();
         r.add::<notify::Webhook>();
         r.add::<shell::Run>();

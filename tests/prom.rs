@@ -2,9 +2,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use runbook_stack::prometheus::Prometheus;
 
 use crate::support::{wait_for, Test};
 
@@ -31,87 +32,19 @@ fn metrics_server(text: Arc<Mutex<String>>) -> u16 {
     port
 }
 
-/// Prometheus on loopback, stopped by its process id when dropped.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn prometheus(scrape_port: u16) -> Prometheus {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['127.0.0.1:{scrape_port}']\n"
-        ),
-    )
-    .unwrap();
-    let port = runbook_stack::free_port().unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus starts (scripts/setup installs it)");
-    Prometheus {
-        child,
-        port,
-        _dir: dir,
-    }
-}
-
-/// The first value of an instant query, asked over a plain socket.
-fn value_of(p: &Prometheus, query: &str) -> Option<String> {
-    use std::io::Read;
-    let encoded: String = query
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", p.port)).ok()?;
-    write!(
-        stream,
-        "GET /api/v1/query?query={encoded} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let body = response.split_once("\r\n\r\n")?.1;
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    v["data"]["result"][0]["value"][1]
-        .as_str()
-        .map(str::to_string)
-}
-
 #[test]
 fn query_and_a_gate_that_holds_or_fails_showing_the_values() {
     let text = Arc::new(Mutex::new(
         "app_error_ratio{region=\"us-east-1\"} 0.001\napp_error_ratio{region=\"eu-west-1\"} 0.002\n"
             .to_string(),
     ));
-    let p = prometheus(metrics_server(text.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("127.0.0.1:{}", metrics_server(text.clone()));
+    let p = Prometheus::start(dir.path(), &[("test".into(), target)]).expect("prometheus starts");
     assert!(
-        wait_for(Duration::from_secs(30), || value_of(
-            &p,
-            "max(app_error_ratio)"
-        )
-        .as_deref()
+        wait_for(Duration::from_secs(30), || p
+            .value("max(app_error_ratio)")
+            .as_deref()
             == Some("0.002")),
         "Prometheus scraped the endpoint"
     );
@@ -143,11 +76,9 @@ fn query_and_a_gate_that_holds_or_fails_showing_the_values() {
     *text.lock().unwrap() =
         "app_error_ratio{region=\"us-east-1\"} 0.2\napp_error_ratio{region=\"eu-west-1\"} 0.002\n"
             .into();
-    assert!(wait_for(Duration::from_secs(30), || value_of(
-        &p,
-        "max(app_error_ratio)"
-    )
-    .as_deref()
+    assert!(wait_for(Duration::from_secs(30), || p
+        .value("max(app_error_ratio)")
+        .as_deref()
         == Some("0.2")));
     let failing = format!(
         r#"prom::check(#{{ url: "{url}", query: "app_error_ratio", op: "<", threshold: 0.01, consecutive: 2, interval: "200ms", timeout: "1s" }});"#

@@ -24,14 +24,15 @@ pub(crate) struct Drill {
 }
 
 pub(crate) fn drill() -> Drill {
-    drill_with(false)
+    drill_with(runbook_stack::Options::default())
 }
 
-/// The stack; with `tls`, PostgreSQL and Redis accept TLS only (`runbook stack up --tls`).
-pub(crate) fn drill_with(tls: bool) -> Drill {
+/// The stack with options (`runbook stack up --tls --prometheus`).
+pub(crate) fn drill_with(options: runbook_stack::Options) -> Drill {
     let dir = tempfile::tempdir().unwrap();
     let server = moto::find_server(Some(Path::new(&format!("{ROOT}/.venv/bin/moto_server"))));
-    let stack = Stack::up_with(&dir.path().join("stack"), &server, tls).expect("the stack starts");
+    let stack =
+        Stack::up_with(&dir.path().join("stack"), &server, options).expect("the stack starts");
     let (inventory, kubeconfig) = stack.write_files(std::process::id()).unwrap();
     let t = Test::new()
         .env("AWS_ACCESS_KEY_ID", "testing")
@@ -721,4 +722,57 @@ fn a_failover_moves_the_mesh_route_when_the_inventory_names_one() {
             "{region}'s mesh route"
         );
     }
+}
+
+/// On a stack with Prometheus, maintenance gates each region on its error rate and P99 against
+/// the inventory's targets; a region serving errors fails its gate, showing the values.
+#[test]
+fn maintenance_gates_on_prometheus_error_rate_and_p99() {
+    let d = drill_with(runbook_stack::Options {
+        prometheus: true,
+        ..Default::default()
+    });
+    let ran = d.run(
+        "maintenance",
+        &[
+            "--var",
+            "window=1s",
+            "--var",
+            "settle=1s",
+            "--var",
+            "regions=eu-west-1",
+        ],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(
+        ran.all().contains("eu-west-1: error rate 0"),
+        "{}",
+        ran.all()
+    );
+    assert!(ran.all().contains("ms (below 150 ms)"), "{}", ran.all());
+
+    // ap-southeast-1 serves half its requests with 503: its error-rate gate does not hold.
+    d.stack.web.set_health("ap-southeast-1", Health::Fail);
+    let gate = Test::new().script(
+        r#"import "health" as health; health::gates(inventory, "ap-southeast-1", 0.01, "4s");"#,
+    );
+    let failed = gate.exec(&[
+        "run",
+        "runbook.rhai",
+        "-i",
+        &d.inventory.display().to_string(),
+    ]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert!(
+        failed
+            .all()
+            .contains("did not hold 3 times in a row within 4s"),
+        "{}",
+        failed.all()
+    );
+    assert!(
+        failed.all().contains("last values (newest first): ✗ 0."),
+        "{}",
+        failed.all()
+    );
 }

@@ -383,7 +383,10 @@ fn redis_over_tls_checks_the_server_and_says_so_when_told_not_to() {
 
 #[test]
 fn the_shipped_runbooks_run_on_a_tls_only_stack() {
-    let d = crate::runbooks::drill_with(true);
+    let d = crate::runbooks::drill_with(runbook_stack::Options {
+        tls: true,
+        ..Default::default()
+    });
     let inventory = std::fs::read_to_string(&d.inventory).unwrap();
     assert!(
         inventory.contains("sslmode=verify-full&sslrootcert="),

@@ -150,6 +150,10 @@ pub enum StackCommand {
         /// own; the inventory's URLs name the CA (sslrootcert=, cacert=)
         #[arg(long)]
         tls: bool,
+        /// Also start Prometheus scraping each region's /metrics (requests and latency that
+        /// follow `stack health`); the inventory gets prometheus_url
+        #[arg(long)]
+        prometheus: bool,
         /// The moto_server program (default: ./.venv/bin/moto_server, then PATH)
         #[arg(long, env = "RUNBOOK_MOTO_SERVER")]
         moto_server: Option<PathBuf>,

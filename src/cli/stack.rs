@@ -15,14 +15,16 @@ pub fn run(action: StackCommand) -> Result<(), Error> {
             dir,
             detach: true,
             tls,
+            prometheus,
             moto_server,
-        } => detach(&dir, tls, moto_server),
+        } => detach(&dir, stack::Options { tls, prometheus }, moto_server),
         StackCommand::Up {
             dir,
             detach: false,
             tls,
+            prometheus,
             moto_server,
-        } => foreground(&dir, tls, moto_server),
+        } => foreground(&dir, stack::Options { tls, prometheus }, moto_server),
         StackCommand::Down { dir } => down(&dir),
         StackCommand::Health { region, mode, dir } => health(&dir, &region, &mode),
         StackCommand::Db {
@@ -53,6 +55,11 @@ fn summary(dir: &Path, rec: &serde_json::Value) -> Result<(), Error> {
     );
     say!("  inventory:  {}", dir.join("inventory.toml").display());
     say!("  kubeconfig: {}", dir.join("kubeconfig").display());
+    if let Some(port) = rec["prometheus"]["port"].as_u64() {
+        say!(
+            "  prometheus: http://127.0.0.1:{port} (each region's /metrics follows `stack health`)"
+        );
+    }
     if let Some(ca) = rec["tls_ca"].as_str() {
         say!("  TLS only:   PostgreSQL and Redis, certificates signed by {ca}");
     }
@@ -61,7 +68,11 @@ fn summary(dir: &Path, rec: &serde_json::Value) -> Result<(), Error> {
     Ok(())
 }
 
-fn foreground(dir: &Path, tls: bool, moto_server: Option<PathBuf>) -> Result<(), Error> {
+fn foreground(
+    dir: &Path,
+    options: stack::Options,
+    moto_server: Option<PathBuf>,
+) -> Result<(), Error> {
     if dir.join("stack.json").exists() {
         let rec = record(dir)?;
         let alive = rec["pid"]
@@ -82,7 +93,7 @@ fn foreground(dir: &Path, tls: bool, moto_server: Option<PathBuf>) -> Result<(),
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ]);
-    let st = Stack::up_with(dir, &server, tls)
+    let st = Stack::up_with(dir, &server, options)
         .map_err(|e| Error::Io(format!("the stack did not start: {e}")))?;
     st.write_files(std::process::id())
         .map_err(|e| Error::Io(e.to_string()))?;
@@ -98,15 +109,18 @@ fn foreground(dir: &Path, tls: bool, moto_server: Option<PathBuf>) -> Result<(),
     Ok(())
 }
 
-fn detach(dir: &Path, tls: bool, moto_server: Option<PathBuf>) -> Result<(), Error> {
+fn detach(dir: &Path, options: stack::Options, moto_server: Option<PathBuf>) -> Result<(), Error> {
     std::fs::create_dir_all(dir)?;
     let _ = std::fs::remove_file(dir.join("stack.json"));
     let log = std::fs::File::create(dir.join("stack.log"))?;
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args(["stack", "up", "--dir"]).arg(dir);
-    if tls {
+    if options.tls {
         cmd.arg("--tls");
+    }
+    if options.prometheus {
+        cmd.arg("--prometheus");
     }
     if let Some(m) = moto_server {
         cmd.arg("--moto-server").arg(m);

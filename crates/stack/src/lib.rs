@@ -4,6 +4,7 @@
 pub mod kube;
 pub mod moto;
 pub mod postgres;
+pub mod prometheus;
 pub mod redis;
 pub mod tls;
 
@@ -99,9 +100,23 @@ pub struct Stack {
     pub moto: moto::Moto,
     pub kube: Vec<kube::FakeKube>,
     pub web: web::Web,
+    /// Prometheus scraping each region's /metrics, when asked for.
+    pub prometheus: Option<prometheus::Prometheus>,
     /// How long it took to come up.
     pub started_in: Duration,
 }
+
+/// What `Stack::up_with` starts beyond the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// PostgreSQL and Redis accept TLS only.
+    pub tls: bool,
+    /// A Prometheus scrapes each region's /metrics.
+    pub prometheus: bool,
+}
+
+/// Each region's P99 latency target in milliseconds (seed 003's success criteria).
+pub const P99_TARGET_MS: [u32; 3] = [100, 150, 200];
 
 /// The namespace and deployment each region runs on the fake clusters.
 pub const NAMESPACE: &str = "app";
@@ -112,13 +127,14 @@ pub const BACKUP_CRONJOB: &str = "pg-backup";
 impl Stack {
     /// Starts everything (servers in parallel) under `dir`.
     pub fn up(dir: &Path, moto_server: &Path) -> std::io::Result<Stack> {
-        Self::up_with(dir, moto_server, false)
+        Self::up_with(dir, moto_server, Options::default())
     }
 
-    /// The same; with `tls`, PostgreSQL and Redis accept TLS connections only, with
+    /// The same, with options: `tls` — PostgreSQL and Redis accept TLS connections only, with
     /// certificates from a CA of the stack's own (`tls/ca.crt` in the PostgreSQL directory,
-    /// named in the inventory's URLs).
-    pub fn up_with(dir: &Path, moto_server: &Path, tls: bool) -> std::io::Result<Stack> {
+    /// named in the inventory's URLs); `prometheus` — a Prometheus scraping every region.
+    pub fn up_with(dir: &Path, moto_server: &Path, options: Options) -> std::io::Result<Stack> {
+        let tls = options.tls;
         let started = Instant::now();
         std::fs::create_dir_all(dir)?;
         let dir = std::fs::canonicalize(dir)?;
@@ -158,6 +174,14 @@ impl Stack {
         });
         let (pg, redis, moto) = (pg?, redis?, moto?);
         let web = web::Web::start(&REGIONS)?;
+        let prometheus = if options.prometheus {
+            Some(prometheus::Prometheus::start(
+                &dir.join("prometheus"),
+                &web.metrics_targets(),
+            )?)
+        } else {
+            None
+        };
         let mut kube = Vec::new();
         for (i, region) in REGIONS.iter().enumerate() {
             let k = kube::FakeKube::start(region, Duration::from_millis(300))?;
@@ -204,6 +228,7 @@ impl Stack {
             moto,
             kube,
             web,
+            prometheus,
             started_in: started.elapsed(),
         })
     }
@@ -219,19 +244,28 @@ impl Stack {
             "# The local multi-region stack (`runbook stack up`). Regions, their databases, caches,\n\
              # Kubernetes contexts and health endpoints; DNS on the moto server; a message sink.\n",
         );
-        s.push_str(&format!("primary_region = \"{}\"\n\n", REGIONS[0]));
+        s.push_str(&format!("primary_region = \"{}\"\n", REGIONS[0]));
+        if let Some(p) = &self.prometheus {
+            // Scraped every second: short windows make the gates answer within seconds.
+            s.push_str(&format!(
+                "prometheus_url = \"{}\"\nprometheus_window = \"10s\"\nprometheus_interval = \"1s\"\n",
+                p.url()
+            ));
+        }
+        s.push('\n');
         for (i, region) in REGIONS.iter().enumerate() {
             let db = &self.pg.nodes[i];
             let r = &self.redis.nodes[i];
             s.push_str(&format!(
                 "[regions.{region}]\ncontext = \"{region}\"\nnamespace = \"{NAMESPACE}\"\ndeployment = \"{DEPLOYMENT}\"\n\
                  database_url = \"{}\"\npg_data_dir = \"{}\"\nredis_url = \"{}\"\nredis_host = \"127.0.0.1\"\nredis_port = {}\n\
-                 health_url = \"{}\"\nnode_prefix = \"{region}-node-\"\nlb_ip = \"127.0.0.{}\"\nhealth_check_id = \"{}\"\napp_replicas = {}\n\n",
+                 health_url = \"{}\"\np99_target_ms = {}\nnode_prefix = \"{region}-node-\"\nlb_ip = \"127.0.0.{}\"\nhealth_check_id = \"{}\"\napp_replicas = {}\n\n",
                 db.url(),
                 db.data_dir.display(),
                 r.url(),
                 r.port,
                 self.web.health_url(region),
+                P99_TARGET_MS[i],
                 i + 10,
                 self.moto.health_check_ids.iter().find(|(r, _)| r == region).map(|(_, id)| id.as_str()).unwrap_or(""),
                 if i == 0 { 3 } else { 2 },
@@ -275,6 +309,7 @@ impl Stack {
             "postgres": self.pg.nodes.iter().map(|n| serde_json::json!({"region": n.region, "data_dir": n.data_dir, "pid": n.pid()})).collect::<Vec<_>>(),
             "redis": self.redis.nodes.iter().chain(self.redis.cluster.iter()).map(|n| serde_json::json!({"region": n.region, "port": n.port, "pid": n.pid()})).collect::<Vec<_>>(),
             "moto": {"pid": self.moto.pid, "port": self.moto.port},
+            "prometheus": self.prometheus.as_ref().map(|p| serde_json::json!({"pid": p.pid, "port": p.port})),
             "started_in_ms": self.started_in.as_millis() as u64,
             "tls_ca": self.pg.nodes.first().and_then(|n| n.ca.as_ref()).map(|p| p.display().to_string()),
         });
@@ -290,6 +325,14 @@ impl Stack {
 
 /// Stops what a stack record names, each by its process id (when its serving process is gone).
 pub fn stop_recorded(record: &serde_json::Value) {
+    if let (Some(pid), Some(port)) = (
+        record["prometheus"]["pid"].as_i64(),
+        record["prometheus"]["port"].as_u64(),
+    ) {
+        stop_pid(pid as i32, libc::SIGTERM, Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port as u16)).is_err()
+        });
+    }
     for n in record["redis"].as_array().into_iter().flatten() {
         if let (Some(pid), Some(port)) = (n["pid"].as_i64(), n["port"].as_u64()) {
             stop_pid(pid as i32, libc::SIGTERM, Duration::from_secs(10), || {

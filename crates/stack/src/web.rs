@@ -1,5 +1,6 @@
-//! Per-region health endpoints that can be switched to failing or slow, and a sink that
-//! records Slack and webhook messages. Control: `POST /control/health/<region>/<mode>` on
+//! Per-region health endpoints that can be switched to failing or slow — each also serving
+//! `/metrics` (request counts by code and a latency histogram that follow the mode, for
+//! Prometheus) — and a sink that records Slack and webhook messages. Control: `POST /control/health/<region>/<mode>` on
 //! the sink (mode ok, fail, slow or down); `GET /messages` lists what the sink received.
 
 use std::collections::BTreeMap;
@@ -39,6 +40,61 @@ impl Health {
 struct State {
     health: BTreeMap<String, Health>,
     messages: Vec<Value>,
+    traffic: BTreeMap<String, Traffic>,
+}
+
+/// A region's request counters: each scrape of /metrics stands for 100 more requests, served
+/// as the mode says (ok: all 200 in 20 ms; fail: half 503; slow: all over 10 s).
+#[derive(Default)]
+struct Traffic {
+    ok: u64,
+    errors: u64,
+    /// Cumulative counts per bucket of LATENCY_BUCKETS, then +Inf.
+    buckets: [u64; 7],
+    seconds: f64,
+}
+
+const LATENCY_BUCKETS: [&str; 6] = ["0.05", "0.1", "0.2", "0.5", "1", "10"];
+
+impl Traffic {
+    fn advance(&mut self, mode: Health) {
+        let (ok, errors, latency, from) = match mode {
+            Health::Ok | Health::Down => (100, 0, 0.02, 0),
+            Health::Fail => (50, 50, 0.02, 0),
+            Health::Slow => (100, 0, 11.0, 6),
+        };
+        self.ok += ok;
+        self.errors += errors;
+        for b in &mut self.buckets[from..] {
+            *b += 100;
+        }
+        self.seconds += latency * 100.0;
+    }
+
+    fn exposition(&self, region: &str) -> String {
+        let mut s = String::from("# TYPE http_requests_total counter\n");
+        s.push_str(&format!(
+            "http_requests_total{{region=\"{region}\",code=\"200\"}} {}\n",
+            self.ok
+        ));
+        s.push_str(&format!(
+            "http_requests_total{{region=\"{region}\",code=\"503\"}} {}\n",
+            self.errors
+        ));
+        s.push_str("# TYPE http_request_duration_seconds histogram\n");
+        for (i, le) in LATENCY_BUCKETS.iter().chain(["+Inf"].iter()).enumerate() {
+            s.push_str(&format!(
+                "http_request_duration_seconds_bucket{{region=\"{region}\",le=\"{le}\"}} {}\n",
+                self.buckets[i]
+            ));
+        }
+        s.push_str(&format!(
+            "http_request_duration_seconds_sum{{region=\"{region}\"}} {}\nhttp_request_duration_seconds_count{{region=\"{region}\"}} {}\n",
+            self.seconds,
+            self.buckets[6]
+        ));
+        s
+    }
 }
 
 pub struct Web {
@@ -87,6 +143,15 @@ fn reply(stream: &mut TcpStream, code: u16, body: &str) -> std::io::Result<()> {
     stream.flush()
 }
 
+fn reply_text(stream: &mut TcpStream, body: &str) -> std::io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
 fn listen(
     stop: Arc<AtomicBool>,
     handler: impl Fn(TcpStream) + Send + Sync + 'static,
@@ -115,6 +180,7 @@ impl Web {
                 .map(|r| (r.to_string(), Health::Ok))
                 .collect(),
             messages: Vec::new(),
+            traffic: BTreeMap::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let mut health_ports = Vec::new();
@@ -126,7 +192,7 @@ impl Web {
                     Err(_) => return,
                 };
                 let mut reader = BufReader::new(conn);
-                while let Some((_, _, _)) = read_request(&mut reader) {
+                while let Some((_, path, _)) = read_request(&mut reader) {
                     let mode = st
                         .lock()
                         .unwrap()
@@ -134,6 +200,21 @@ impl Web {
                         .get(&region_name)
                         .copied()
                         .unwrap_or(Health::Ok);
+                    if path == "/metrics" {
+                        if mode == Health::Down {
+                            return;
+                        }
+                        let text = {
+                            let mut state = st.lock().unwrap();
+                            let t = state.traffic.entry(region_name.clone()).or_default();
+                            t.advance(mode);
+                            t.exposition(&region_name)
+                        };
+                        if reply_text(&mut out, &text).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     let result = match mode {
                         Health::Ok => reply(
                             &mut out,
@@ -216,6 +297,14 @@ impl Web {
             .map(|(_, p)| *p)
             .unwrap_or(0);
         format!("http://127.0.0.1:{port}/health")
+    }
+
+    /// (region, host:port) of each region's /metrics, for Prometheus.
+    pub fn metrics_targets(&self) -> Vec<(String, String)> {
+        self.health_ports
+            .iter()
+            .map(|(r, p)| (r.clone(), format!("127.0.0.1:{p}")))
+            .collect()
     }
 
     pub fn sink_url(&self, path: &str) -> String {

@@ -776,3 +776,115 @@ fn maintenance_gates_on_prometheus_error_rate_and_p99() {
         failed.all()
     );
 }
+
+/// upgrade.rhai on the stack with Prometheus: a clean upgrade puts the image in every region;
+/// a region that fails its checks is rolled back, the run stops with the regions after it
+/// untouched, and --undo puts the upgraded ones back; a dry-run changes nothing.
+#[test]
+fn upgrade_goes_region_by_region_and_rolls_back_a_failing_one() {
+    let d = drill_with(runbook_stack::Options {
+        prometheus: true,
+        ..Default::default()
+    });
+    let image = |region: &str| {
+        d.kubectl(
+            region,
+            &[
+                "get",
+                "deploy",
+                "orchestrator",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ],
+        )
+    };
+    let before = d.state();
+    let dry = d.run(
+        "upgrade",
+        &[
+            "--var",
+            "image=orchestrator:1.1",
+            "--var",
+            "bake=1s",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(dry.code, 0, "{}", dry.all());
+    assert!(
+        dry.stdout
+            .contains("~ k8s::patch: patch deployment app/orchestrator in eu-west-1"),
+        "{}",
+        dry.all()
+    );
+    assert_eq!(d.state(), before, "a dry-run changes nothing");
+
+    let ran = d.run(
+        "upgrade",
+        &["--var", "image=orchestrator:1.1", "--var", "bake=1s"],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    for region in ["us-east-1", "eu-west-1", "ap-southeast-1"] {
+        assert_eq!(image(region), "orchestrator:1.1", "{region}");
+    }
+    // Secondaries first, the primary last; each gated.
+    let at = |text: &str| {
+        ran.stdout
+            .find(text)
+            .unwrap_or_else(|| panic!("{text} in {}", ran.stdout))
+    };
+    assert!(at("▶ upgrade eu-west-1") < at("▶ upgrade ap-southeast-1"));
+    assert!(at("▶ upgrade ap-southeast-1") < at("▶ upgrade us-east-1"));
+    assert!(ran.stdout.contains("ap-southeast-1: P99"), "{}", ran.stdout);
+
+    // The second region fails: rolled back, the primary untouched, the first undone on request.
+    d.stack.web.set_health("ap-southeast-1", Health::Fail);
+    let failed = d.run(
+        "upgrade",
+        &[
+            "--var",
+            "image=orchestrator:1.2",
+            "--var",
+            "bake=1s",
+            "--var",
+            "gate_timeout=3s",
+        ],
+    );
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert!(
+        failed
+            .all()
+            .contains("ap-southeast-1 failed its checks and was rolled back to orchestrator:1.1"),
+        "{}",
+        failed.all()
+    );
+    assert_eq!(image("eu-west-1"), "orchestrator:1.2");
+    assert_eq!(image("ap-southeast-1"), "orchestrator:1.1");
+    assert_eq!(
+        image("us-east-1"),
+        "orchestrator:1.1",
+        "the regions after it are untouched"
+    );
+    assert!(
+        d.stack
+            .web
+            .messages()
+            .iter()
+            .any(|m| m.to_string().contains("failed its checks")),
+        "the team was told"
+    );
+    d.stack.web.set_health("ap-southeast-1", Health::Ok);
+    let run = failed
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("starting run "))
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .to_string();
+    let undone = d.t.exec(&["resume", &run, "--undo"]);
+    assert_eq!(undone.code, 0, "{}", undone.all());
+    assert_eq!(
+        image("eu-west-1"),
+        "orchestrator:1.1",
+        "--undo rolled it back"
+    );
+}

@@ -159,3 +159,65 @@ fn missing_zones_unknown_records_and_bad_weights_are_named() {
     }
     assert_eq!(m.weights()[1], ("eu-west-1".to_string(), 30));
 }
+
+/// Runs Python with boto3 (moto's own dependency, in .venv) against moto's CloudFront.
+fn boto3(m: &Moto, code: &str) -> String {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    let script = format!(
+        "import boto3, json\nc = boto3.client('cloudfront', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}",
+        m.endpoint()
+    );
+    let out = std::process::Command::new(python)
+        .args(["-c", &script])
+        .output()
+        .expect("the venv's python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// cloudfront::invalidate through the AWS SDK against moto, checked with boto3; the stdlib cdn
+/// module uses it; an unknown distribution is named.
+#[test]
+fn cloudfront_invalidation_through_the_sdk() {
+    let (_d, m) = moto();
+    let id = boto3(
+        &m,
+        r#"d = c.create_distribution(DistributionConfig={
+    'CallerReference': 'runbook-test', 'Comment': 'test', 'Enabled': True,
+    'Origins': {'Quantity': 1, 'Items': [{'Id': 'o1', 'DomainName': 'origin.example.com',
+        'CustomOriginConfig': {'HTTPPort': 80, 'HTTPSPort': 443, 'OriginProtocolPolicy': 'https-only'}}]},
+    'DefaultCacheBehavior': {'TargetOriginId': 'o1', 'ViewerProtocolPolicy': 'allow-all', 'MinTTL': 0,
+        'ForwardedValues': {'QueryString': False, 'Cookies': {'Forward': 'none'}},
+        'TrustedSigners': {'Enabled': False, 'Quantity': 0}}})
+print(d['Distribution']['Id'])"#,
+    );
+    let script = format!(
+        r#"
+        import "cdn" as cdn;
+        let r = cloudfront::invalidate(#{{ distribution_id: "{id}", paths: ["/*", "/api/status"], endpoint_url: inventory.dns.endpoint_url }});
+        log(`invalidation ${{r.id}}: ${{r.status}}`);
+        let s = cdn::cloudfront_invalidate("{id}", ["/index.html"], inventory.dns.endpoint_url);
+        log(`stdlib: ${{s.status}}`);
+        try {{ cloudfront::invalidate(#{{ distribution_id: "ENOSUCH", paths: ["/*"], endpoint_url: inventory.dns.endpoint_url, retries: 0 }}); }}
+        catch (e) {{ log(`unknown: ${{e}}`); }}
+        "#
+    );
+    test(&m, &script)
+        .run(&[])
+        .code(0)
+        .stdout("invalidation ")
+        .stdout("stdlib: ")
+        .stdout("unknown: cloudfront::invalidate failed: invalidating distribution ENOSUCH")
+        .check();
+    let paths = boto3(
+        &m,
+        &format!(
+            "items = c.list_invalidations(DistributionId='{id}')['InvalidationList'].get('Items', [])\npaths = sorted(p for i in items for p in c.get_invalidation(DistributionId='{id}', Id=i['Id'])['Invalidation']['InvalidationBatch']['Paths']['Items'])\nprint(json.dumps(paths))"
+        ),
+    );
+    assert_eq!(paths, r#"["/*", "/api/status", "/index.html"]"#);
+}

@@ -61,8 +61,10 @@ macro_rules! input {
     };
 }
 
+mod aws;
 pub mod child;
 mod clients;
+pub mod cloudfront;
 pub mod dns;
 pub mod http;
 pub mod k8s;
@@ -401,6 +403,7 @@ impl Registry {
         r.add::<http::Get>();
         r.add::<http::Post>();
         r.add::<http::WaitHealthy>();
+        r.add::<cloudfront::Invalidate>();
         r.add::<prom::Query>();
         r.add::<prom::Check>();
         r.add::<notify::Slack>();

@@ -16,7 +16,6 @@ pub use weights::*;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use aws_sdk_route53::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_route53::types::{
     AliasTarget, Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord,
     ResourceRecordSet, ResourceRecordSetFailover, RrType,
@@ -25,7 +24,7 @@ use aws_sdk_route53::Client;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
+use super::{Action, ActionError, Cx, Dur, Spec};
 
 /// Where the Route53 API is.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
@@ -44,22 +43,21 @@ async fn client(endpoint: &Endpoint) -> Client {
     if let Some(c) = CLIENTS.get(endpoint) {
         return c;
     }
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let region = endpoint
-        .region
-        .clone()
-        .unwrap_or_else(|| "us-east-1".into());
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
-        .region(aws_config::Region::new(region));
-    if let Some(url) = &endpoint.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    let config = loader.load().await;
+    let region = endpoint.region.as_deref().unwrap_or("us-east-1");
+    let config = super::aws::config(&endpoint.endpoint_url, region).await;
     CLIENTS.keep(endpoint.clone(), Client::new(&config))
+}
+
+fn aws_error<E, R>(
+    what: &str,
+    endpoint: &Endpoint,
+    e: aws_sdk_route53::error::SdkError<E, R>,
+) -> ActionError
+where
+    E: aws_sdk_route53::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    super::aws::error(what, &where_(endpoint), e)
 }
 
 fn where_(endpoint: &Endpoint) -> String {
@@ -67,49 +65,6 @@ fn where_(endpoint: &Endpoint) -> String {
         .endpoint_url
         .clone()
         .unwrap_or_else(|| "Route53".into())
-}
-
-fn aws_error<E, R>(what: &str, endpoint: &Endpoint, e: SdkError<E, R>) -> ActionError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    let kind = match &e {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => ErrorKind::TransientNotSent,
-        SdkError::ServiceError(s) => match s.err().code() {
-            Some("Throttling" | "PriorRequestNotComplete" | "ServiceUnavailable") => {
-                ErrorKind::TransientMaybeApplied
-            }
-            _ => ErrorKind::Permanent,
-        },
-        SdkError::ResponseError(_) => ErrorKind::TransientMaybeApplied,
-        _ => ErrorKind::Permanent,
-    };
-    let detail = match e.as_service_error() {
-        Some(s) => format!(
-            "{}: {}",
-            s.code().unwrap_or("error"),
-            s.message().unwrap_or("")
-        ),
-        None => {
-            let full = DisplayErrorContext(&e).to_string();
-            if full.contains("loading credentials") || full.contains("no credentials") {
-                "no AWS credentials could be loaded: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
-                 AWS_PROFILE, or run where a role provides them"
-                    .to_string()
-            } else {
-                // The causes, without the debug dump of the request that follows them.
-                full.split(" (DispatchFailure")
-                    .next()
-                    .unwrap_or(&full)
-                    .to_string()
-            }
-        }
-    };
-    ActionError {
-        message: format!("{what} ({}): {detail}", where_(endpoint)),
-        kind,
-    }
 }
 
 /// The client for an endpoint and the id of a zone in it.

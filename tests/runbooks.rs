@@ -888,3 +888,75 @@ fn upgrade_goes_region_by_region_and_rolls_back_a_failing_one() {
         "--undo rolled it back"
     );
 }
+
+/// upgrade.rhai killed during a region's bake resumes with the time left, without setting the
+/// image of the finished region again, and finishes the others.
+#[test]
+fn upgrade_killed_mid_bake_resumes_with_the_time_left() {
+    let d = drill();
+    let args = d.args(
+        "upgrade",
+        &[
+            "--var",
+            "image=orchestrator:2.0",
+            "--var",
+            "bake=4s",
+            "--var",
+            "regions=eu-west-1,ap-southeast-1",
+        ],
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = d.t.spawn(&refs);
+    assert!(wait_for(Duration::from_secs(60), || {
+        d.t.run_ids().first().is_some_and(|id| {
+            let j = d.t.journal(id);
+            j.contains("bake eu-west-1") && j.contains("timer_started")
+        })
+    }));
+    let run = d.t.only_run();
+    let until: u64 =
+        d.t.journal(&run)
+            .split(r#""until_ms":"#)
+            .nth(1)
+            .and_then(|s| s.split('}').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+    kill9(&mut child);
+    let eu = d
+        .stack
+        .kube
+        .iter()
+        .find(|k| k.region == "eu-west-1")
+        .unwrap();
+    let patches = |k: &runbook_stack::kube::FakeKube| {
+        k.writes().get("PATCH deployments").copied().unwrap_or(0)
+    };
+    let eu_patches = patches(eu);
+    assert!(eu_patches > 0);
+
+    let resumed = d.t.exec(&["resume", &run, "--output", "json"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert!(
+        resumed.stdout.contains(&format!(r#""until_ms":{until}"#)),
+        "the bake ends when the first one would have\n{}",
+        resumed.stdout
+    );
+    assert_eq!(
+        patches(eu),
+        eu_patches,
+        "eu-west-1's image was not set again"
+    );
+    assert_eq!(
+        d.kubectl(
+            "ap-southeast-1",
+            &[
+                "get",
+                "deploy",
+                "orchestrator",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}"
+            ]
+        ),
+        "orchestrator:2.0"
+    );
+}

@@ -71,7 +71,7 @@ fn check_knows_what_imported_modules_offer() {
     let ran = t.exec(&["check", "runbook.rhai"]);
     assert_eq!(ran.code, 2);
     for expected in [
-        "no module 'nosuch': the stdlib has backup, cdn, database, health, incident, mesh, regions, replication, standby, traffic",
+        "no module 'nosuch': the stdlib has backup, cdn, cluster, database, health, incident, mesh, regions, replication, standby, traffic",
         "health::wait_healthy takes 2 argument(s), not 1",
         "module `health` has no function wait_helthy (did you mean `wait_healthy`?)",
     ] {

@@ -3,7 +3,8 @@
 use runbook_stack::redis::{cli, info_field, RedisSet};
 use runbook_stack::REGIONS;
 
-use crate::support::Test;
+use crate::support::{kill9, wait_for, Test};
+use std::time::Duration;
 
 fn set(cluster: bool) -> (tempfile::TempDir, RedisSet) {
     let dir = tempfile::tempdir().unwrap();
@@ -240,4 +241,148 @@ fn a_kept_connection_is_shared_and_replaced_after_a_restart() {
     RedisSet::stop_node(&again);
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(ran.all().contains("after restart: master"), "{}", ran.all());
+}
+
+/// The hash slot of a key (CRC16/XMODEM mod 16384; keys here have no hash tags).
+fn key_slot(key: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for b in key.bytes() {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// Runs redis-cli with commands on stdin (`-c`: following the cluster's redirections).
+fn cli_stdin(node: &runbook_stack::redis::RedisNode, cluster: bool, input: &str) -> String {
+    use std::io::Write;
+    let mut c = runbook_stack::redis::cli_command(node);
+    if cluster {
+        c.arg("-c");
+    }
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+}
+
+/// Slots each address serves, from a node's CLUSTER NODES.
+fn slot_counts(node: &runbook_stack::redis::RedisNode) -> Vec<(String, usize)> {
+    let mut out: Vec<(String, usize)> = cli(node, &["CLUSTER", "NODES"])
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let n = f[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .map(|s| {
+                    let (a, b) = s.split_once('-').unwrap_or((s, s));
+                    b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1
+                })
+                .sum();
+            (f[1].split('@').next().unwrap().to_string(), n)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A three-primary cluster grows by a fourth node: the rebalance, cut off by SIGKILL
+/// half-way, resumes and ends with 4,096 slots on each primary and every key readable.
+#[test]
+fn a_cluster_grows_by_a_node_and_a_rebalance_cut_off_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = runbook_stack::redis::RedisCluster::start(&dir.path().join("cluster"), 3, 1)
+        .expect("a Redis Cluster starts");
+    let share = 16384 / 3;
+    let owner = |slot: u16| (slot as usize / share).min(2);
+    let mut per_node = vec![String::new(); 3];
+    for i in 0..1000 {
+        let key = format!("key:{i}");
+        per_node[owner(key_slot(&key))].push_str(&format!("SET {key} value-{i}\n"));
+    }
+    for (node, input) in c.masters.iter().zip(&per_node) {
+        assert!(!cli_stdin(node, false, input).contains("MOVED"));
+    }
+    let spare = &c.spares[0];
+    let mut inventory = String::from("[cluster]\nurls = [");
+    for m in &c.masters {
+        inventory.push_str(&format!("\"{}\", ", m.url()));
+    }
+    inventory.push_str(&format!(
+        "]\nnew_url = \"{}\"\nnew_port = {}\n",
+        spare.url(),
+        spare.port
+    ));
+    let t = Test::new().inventory(&inventory).script(
+        r#"
+        import "cluster" as cluster;
+        let k = inventory.cluster;
+        let urls = [];
+        for u in k.urls { urls.push(u); }
+        let after = step("grow", || cluster::grow(urls, k.new_url, "127.0.0.1", k.new_port));
+        log(`after: ${after.values()}`);
+        "#,
+    );
+    let mut child = t.spawn(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert!(wait_for(Duration::from_secs(120), || {
+        t.run_ids()
+            .first()
+            .is_some_and(|id| t.journal(id).matches(r#""redis::move_slot""#).count() >= 8)
+    }));
+    kill9(&mut child);
+    let run = t.only_run();
+    assert!(
+        !t.journal(&run).contains(r#""event":"run_finished""#),
+        "killed before the rebalance ended"
+    );
+    let resumed = t.exec(&["resume", &run]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert!(
+        resumed.all().contains("rebalanced 4096 slots"),
+        "{}",
+        resumed.all()
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let counts = slot_counts(&c.masters[0]);
+            counts.len() == 4 && counts.iter().all(|(_, n)| *n == 4096)
+        }),
+        "{:?}",
+        slot_counts(&c.masters[0])
+    );
+    let gets: String = (0..1000).map(|i| format!("GET key:{i}\n")).collect();
+    // redis-cli -c says where it was redirected; the values are the other lines.
+    let values: String = cli_stdin(&c.masters[0], true, &gets)
+        .lines()
+        .filter(|l| !l.starts_with("->"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let want: String = (0..1000).map(|i| format!("value-{i}\n")).collect();
+    assert!(
+        values == want,
+        "every key is still readable: {} of 1000 lines match",
+        values
+            .lines()
+            .zip(want.lines())
+            .filter(|(a, b)| a == b)
+            .count()
+    );
+    let on_spare: i64 = cli(spare, &["DBSIZE"]).unwrap().parse().unwrap();
+    assert!(on_spare > 150, "keys moved with their slots: {on_spare}");
 }

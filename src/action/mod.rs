@@ -433,6 +433,8 @@ impl Registry {
         r.add::<redis::WaitSynced>();
         r.add::<redis::ClusterInfoAction>();
         r.add::<redis::ClusterNodesAction>();
+        r.add::<redis::ClusterMeet>();
+        r.add::<redis::MoveSlot>();
         r.add::<redis::Command>();
         r.add::<dns::RecordsAction>();
         r.add::<dns::Get>();

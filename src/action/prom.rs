@@ -174,8 +174,9 @@ pub struct CheckInput {
     pub url: SecretString,
     /// A PromQL expression; every sample it returns must pass.
     pub query: String,
-    /// "<", "<=", ">" or ">=".
+    /// How each value compares with the threshold: "<", "<=", ">" or ">=".
     pub op: Op,
+    /// The value to compare with, e.g. 0.01 for an error rate, 150 for a P99 in ms.
     pub threshold: f64,
     /// Passing evaluations in a row that make the gate pass (default 3).
     pub consecutive: Option<u32>,

@@ -10,6 +10,7 @@ use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Share
 pub const STDLIB: &[(&str, &str)] = &[
     ("backup", include_str!("../../stdlib/backup.rhai")),
     ("cdn", include_str!("../../stdlib/cdn.rhai")),
+    ("cluster", include_str!("../../stdlib/cluster.rhai")),
     ("database", include_str!("../../stdlib/database.rhai")),
     ("health", include_str!("../../stdlib/health.rhai")),
     ("incident", include_str!("../../stdlib/incident.rhai")),

@@ -123,8 +123,9 @@ fn start_once(node: &RedisNode, extra: &[String]) -> std::io::Result<()> {
     })
 }
 
-/// Runs redis-cli against a node and returns its trimmed output.
-pub fn cli(node: &RedisNode, args: &[&str]) -> std::io::Result<String> {
+/// redis-cli aimed at a node: its port, the password, and TLS with the stack's certificates
+/// when the node speaks TLS only.
+pub fn cli_command(node: &RedisNode) -> Command {
     let mut c = Command::new("redis-cli");
     c.args([
         "-h",
@@ -144,6 +145,12 @@ pub fn cli(node: &RedisNode, args: &[&str]) -> std::io::Result<String> {
             .arg("--key")
             .arg(&t.client.key);
     }
+    c
+}
+
+/// Runs redis-cli against a node and returns its trimmed output.
+pub fn cli(node: &RedisNode, args: &[&str]) -> std::io::Result<String> {
+    let mut c = cli_command(node);
     c.args(args);
     Ok(run(c, "redis-cli")?.trim().to_string())
 }
@@ -265,5 +272,85 @@ impl RedisSet {
 impl Drop for RedisSet {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A Redis Cluster of `masters` primaries on loopback (slots split evenly, no replicas) and
+/// `spares` cluster-enabled nodes that are not members yet — for growing it. Dropping it
+/// stops every server by its process id.
+pub struct RedisCluster {
+    pub masters: Vec<RedisNode>,
+    pub spares: Vec<RedisNode>,
+}
+
+impl RedisCluster {
+    pub fn start(dir: &Path, masters: usize, spares: usize) -> std::io::Result<RedisCluster> {
+        let mut cluster = RedisCluster {
+            masters: Vec::new(),
+            spares: Vec::new(),
+        };
+        let extra = [
+            "--cluster-enabled".to_string(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            "nodes.conf".into(),
+            "--cluster-node-timeout".into(),
+            "2000".into(),
+        ];
+        for i in 0..masters + spares {
+            let mut node = RedisNode {
+                region: format!("node-{i}"),
+                port: free_port()?,
+                dir: dir.join(format!("node-{i}")),
+                tls: None,
+            };
+            start_server(&mut node, &extra)?;
+            if i < masters {
+                cluster.masters.push(node);
+            } else {
+                cluster.spares.push(node);
+            }
+        }
+        let share = 16384 / masters;
+        for (i, node) in cluster.masters.iter().enumerate() {
+            let first = i * share;
+            let last = if i + 1 == masters {
+                16383
+            } else {
+                first + share - 1
+            };
+            cli(
+                node,
+                &[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &first.to_string(),
+                    &last.to_string(),
+                ],
+            )?;
+        }
+        let first = cluster.masters[0].clone();
+        for node in &cluster.masters[1..] {
+            cli(
+                &first,
+                &["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()],
+            )?;
+        }
+        for node in &cluster.masters {
+            wait_until(Duration::from_secs(30), "the cluster to be ok", || {
+                cli(node, &["CLUSTER", "INFO"])
+                    .map(|i| i.contains("cluster_state:ok"))
+                    .unwrap_or(false)
+            })?;
+        }
+        Ok(cluster)
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in self.masters.iter().chain(self.spares.iter()) {
+            RedisSet::stop_node(node);
+        }
     }
 }

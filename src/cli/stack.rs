@@ -159,8 +159,9 @@ fn down(dir: &Path) -> Result<(), Error> {
     let rec = record(dir)?;
     if let Some(pid) = rec["pid"].as_i64() {
         let file = dir.join("stack.json");
+        // Gone once it has removed its record and exited (not only closed its servers).
         stack::stop_pid(pid as i32, libc::SIGTERM, Duration::from_secs(60), || {
-            !file.exists()
+            !file.exists() && !stack::running(pid as i32)
         });
     }
     // Whatever its serving process did not stop (it was killed, say), by recorded id.

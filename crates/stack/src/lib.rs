@@ -76,6 +76,15 @@ pub fn stop_pid(pid: i32, signal: i32, limit: Duration, gone: impl Fn() -> bool)
     }
 }
 
+/// Whether a process is running: it exists and is not a zombie waiting to be reaped (an
+/// orphan's parent may reap it late).
+pub fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'),
+        Err(_) => unsafe { libc::kill(pid, 0) == 0 },
+    }
+}
+
 /// Reads the first line of a pid file.
 pub fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path)

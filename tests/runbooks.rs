@@ -65,6 +65,32 @@ impl Drill {
         self.t.exec(&refs)
     }
 
+    /// Starts a runbook, SIGKILLs it once its journal satisfies `reached`, and returns the
+    /// run's id and journal at that point.
+    pub fn kill_when(
+        &self,
+        runbook: &str,
+        extra: &[&str],
+        reached: impl Fn(&str) -> bool,
+    ) -> (String, String) {
+        let args = self.args(runbook, extra);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = self.t.spawn(&refs);
+        assert!(
+            wait_for(Duration::from_secs(60), || {
+                self.t
+                    .run_ids()
+                    .first()
+                    .is_some_and(|id| reached(&self.t.journal(id)))
+            }),
+            "{runbook} never reached the point to kill it at"
+        );
+        kill9(&mut child);
+        let run = self.t.only_run();
+        let journal = self.t.journal(&run);
+        (run, journal)
+    }
+
     pub fn psql(&self, region: &str, sql: &str) -> String {
         self.stack.pg.psql(self.stack.pg.node(region), sql).unwrap()
     }
@@ -448,7 +474,7 @@ fn a_target_too_far_behind_is_refused_unless_forced() {
 #[test]
 fn maintenance_resumed_after_a_kill_continues_with_the_next_region() {
     let d = drill();
-    let args = d.args(
+    d.kill_when(
         "maintenance",
         &[
             "--var",
@@ -458,21 +484,8 @@ fn maintenance_resumed_after_a_kill_continues_with_the_next_region() {
             "--var",
             "regions=eu-west-1,ap-southeast-1",
         ],
+        |j| j.contains("settle after eu-west-1") && j.matches("timer_started").count() >= 2,
     );
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = d.t.spawn(&refs);
-    assert!(wait_for(Duration::from_secs(60), || {
-        d.t.run_ids().first().is_some_and(|id| {
-            d.t.journal(id).contains("settle after eu-west-1")
-                && d.t.journal(id).contains("timer_started")
-        }) && d
-            .t
-            .journal(&d.t.run_ids()[0])
-            .matches("timer_started")
-            .count()
-            >= 2
-    }));
-    kill9(&mut child);
     let eu = d
         .stack
         .kube
@@ -894,7 +907,7 @@ fn upgrade_goes_region_by_region_and_rolls_back_a_failing_one() {
 #[test]
 fn upgrade_killed_mid_bake_resumes_with_the_time_left() {
     let d = drill();
-    let args = d.args(
+    let (run, journal) = d.kill_when(
         "upgrade",
         &[
             "--var",
@@ -904,24 +917,14 @@ fn upgrade_killed_mid_bake_resumes_with_the_time_left() {
             "--var",
             "regions=eu-west-1,ap-southeast-1",
         ],
+        |j| j.contains("bake eu-west-1") && j.contains("timer_started"),
     );
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = d.t.spawn(&refs);
-    assert!(wait_for(Duration::from_secs(60), || {
-        d.t.run_ids().first().is_some_and(|id| {
-            let j = d.t.journal(id);
-            j.contains("bake eu-west-1") && j.contains("timer_started")
-        })
-    }));
-    let run = d.t.only_run();
-    let until: u64 =
-        d.t.journal(&run)
-            .split(r#""until_ms":"#)
-            .nth(1)
-            .and_then(|s| s.split('}').next())
-            .and_then(|s| s.parse().ok())
-            .unwrap();
-    kill9(&mut child);
+    let until: u64 = journal
+        .split(r#""until_ms":"#)
+        .nth(1)
+        .and_then(|s| s.split('}').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
     let eu = d
         .stack
         .kube

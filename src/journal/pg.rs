@@ -173,18 +173,7 @@ where
 fn reason(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => crate::tls::problem(e).unwrap_or_else(|| {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                let more = s.to_string();
-                if !text.contains(&more) {
-                    text = format!("{text}: {more}");
-                }
-                source = s.source();
-            }
-            text
-        }),
+        None => crate::tls::problem(e).unwrap_or_else(|| crate::error::with_causes(e)),
     }
 }
 

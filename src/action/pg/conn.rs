@@ -80,15 +80,7 @@ pub(crate) fn pg_error(target: &str, e: tokio_postgres::Error, sent: bool) -> Ac
     if let Some(problem) = tls::problem(&e) {
         return ActionError::permanent(format!("{target}: {problem}"));
     }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        source = s.source();
-    }
+    let text = crate::error::with_causes(&e);
     if text.contains("server does not support TLS") {
         return ActionError::permanent(format!(
             "{target}: the server does not accept TLS connections, and the URL's sslmode \
@@ -202,12 +194,26 @@ pub(crate) async fn connect_new(
     Ok((Conn::new(client, None), shown))
 }
 
+/// The TLS set-up of a URL, built once per URL in the process: building it reads the CA and
+/// client certificate files (with `sslrootcert=system`, the whole OS bundle).
+fn tls_for(raw: &str, ssl: tls::PgSsl) -> Result<tls::PgTls, String> {
+    static BUILT: OnceLock<Mutex<HashMap<[u8; 32], tls::PgTls>>> = OnceLock::new();
+    let key: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
+    let built = BUILT.get_or_init(Default::default);
+    if let Some(t) = built.lock().unwrap().get(&key) {
+        return Ok(t.clone());
+    }
+    let t = tls::PgTls::new(ssl)?;
+    built.lock().unwrap().insert(key, t.clone());
+    Ok(t)
+}
+
 /// Opens a connection with the URL's TLS parameters; its task runs until the client is
 /// dropped.
 async fn open(url: &SecretString, raw: &str, shown: &str, cx: &Cx) -> Result<Client, ActionError> {
     let bad = |e: String| ActionError::permanent(format!("{}: {e}", url.shown()));
     let (rest, ssl) = tls::split_pg(raw).map_err(bad)?;
-    let tls = tls::PgTls::new(ssl).map_err(bad)?;
+    let tls = tls_for(raw, ssl).map_err(bad)?;
     let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
         ActionError::permanent(format!(
             "{}: not a PostgreSQL connection string: {e}",

@@ -142,6 +142,10 @@ pub enum Error {
     #[error("inventory {path}: {message}")]
     Inventory { path: String, message: String },
 
+    /// A what-if scenario (`--assume FILE`).
+    #[error("scenario {message}")]
+    Scenario { message: String },
+
     /// A parameter declared with `params` or given with `--var`.
     #[error("{0}")]
     Param(String),
@@ -192,6 +196,7 @@ impl Error {
             Error::Usage(_)
             | Error::Script { .. }
             | Error::Inventory { .. }
+            | Error::Scenario { .. }
             | Error::Param(_)
             | Error::Journal { .. }
             | Error::ReplayMismatch { .. }

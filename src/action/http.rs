@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::world::{HealthState, Part, World};
 use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec, StatusSpec};
 use crate::secret::SecretString;
 
@@ -222,6 +223,37 @@ impl Action for Get {
         predicted_response(&input.expect_status)
     }
 
+    fn predict_in(input: &GetInput, world: &World) -> Option<Result<Response, ActionError>> {
+        let (place, part) = world.endpoint_of(&input.url)?;
+        let shown = input.url.shown();
+        let why = world.why();
+        let mut resp = predicted_response(&input.expect_status);
+        match (place.health, part) {
+            (Some(HealthState::Down), _) => return world.down(&input.url).map(Err),
+            (Some(HealthState::Slow), Part::Health) => {
+                return Some(Err(ActionError::maybe_applied(format!(
+                    "timed out: {shown} answers after 15 s ({why})"
+                ))))
+            }
+            (Some(HealthState::Failing), Part::Health) => resp.status = 503,
+            (health, Part::Metrics) => {
+                let rate = if health == Some(HealthState::Failing) {
+                    0.5
+                } else {
+                    0.0
+                };
+                resp.json = Some(serde_json::json!({ "error_rate": rate }));
+                resp.body = resp
+                    .json
+                    .as_ref()
+                    .map(|j| j.to_string())
+                    .unwrap_or_default();
+            }
+            _ => {}
+        }
+        Some(check_status(&shown, &resp, &input.expect_status).map(|_| resp))
+    }
+
     async fn run(input: GetInput, cx: Cx) -> Result<Response, ActionError> {
         let req = Request {
             method: reqwest::Method::GET,
@@ -370,6 +402,40 @@ impl Action for WaitHealthy {
             last_latency_ms: 0,
             last_error: None,
         }
+    }
+
+    fn predict_in(
+        input: &WaitHealthyInput,
+        world: &World,
+    ) -> Option<Result<HealthReport, ActionError>> {
+        let (place, part) = world.endpoint_of(&input.url)?;
+        if part != Part::Health {
+            return None;
+        }
+        let ok = place.health == Some(HealthState::Ok);
+        let want_healthy = input.wait_for == Until::Healthy;
+        let (status, latency, error) = match place.health {
+            Some(HealthState::Failing) => (Some(503), 0, Some("status 503".to_string())),
+            Some(HealthState::Slow) => (Some(200), 15_000, Some("answered after 15 s".into())),
+            Some(HealthState::Down) => (None, 0, Some("does not answer".into())),
+            _ => (Some(StatusSpec::first(&input.expect_status)), 0, None),
+        };
+        if ok != want_healthy {
+            let what = if want_healthy { "healthy" } else { "failing" };
+            return Some(Err(ActionError::permanent(format!(
+                "{} did not become {what}: {} ({})",
+                input.url.shown(),
+                error.as_deref().unwrap_or("it stays healthy"),
+                world.why()
+            ))));
+        }
+        Some(Ok(HealthReport {
+            healthy: ok,
+            checks: input.consecutive,
+            last_status: status,
+            last_latency_ms: latency,
+            last_error: error,
+        }))
     }
 
     async fn run(input: WaitHealthyInput, cx: Cx) -> Result<HealthReport, ActionError> {

@@ -76,6 +76,7 @@ pub mod shell;
 pub mod time;
 pub mod topology;
 pub mod types;
+pub mod world;
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -274,6 +275,15 @@ pub trait Action: Send + Sync + 'static {
     fn describe(input: &Self::Input) -> String;
     /// The output a dry-run returns in its place.
     fn predict(input: &Self::Input) -> Self::Output;
+    /// An offline dry-run's answer from the world it assumes (`--assume`, else the
+    /// inventory's): what the read would see there, or how the call would fail. None: the
+    /// world changes nothing of `predict`.
+    fn predict_in(
+        _input: &Self::Input,
+        _world: &world::World,
+    ) -> Option<Result<Self::Output, ActionError>> {
+        None
+    }
     fn run(
         input: Self::Input,
         cx: Cx,
@@ -311,7 +321,11 @@ pub struct Prepared {
     pub predicted: Value,
     pub run: Arc<dyn Fn(Cx) -> BoxFuture<Result<Value, ActionError>> + Send + Sync>,
     pub preview: Arc<dyn Fn(Cx) -> BoxFuture<Option<String>> + Send + Sync>,
+    /// The answer in an assumed world (see [`Action::predict_in`]).
+    pub predict_in: PredictIn,
 }
+
+pub type PredictIn = Arc<dyn Fn(&world::World) -> Option<Result<Value, ActionError>> + Send + Sync>;
 
 /// The engine's view of an action, without its types.
 pub trait DynAction: Send + Sync {
@@ -367,6 +381,14 @@ impl<A: Action> DynAction for Typed<A> {
         let idempotent =
             A::idempotent(&typed).unwrap_or(self.spec.idempotency == Idempotency::Idempotent);
         let describe = A::describe(&typed);
+        let for_world = typed.clone();
+        let predict_in: PredictIn = Arc::new(move |w: &world::World| {
+            A::predict_in(&for_world, w).map(|r| {
+                r.and_then(|out| {
+                    serde_json::to_value(out).map_err(|e| ActionError::permanent(e.to_string()))
+                })
+            })
+        });
         let for_preview = typed.clone();
         let preview = Arc::new(move |cx: Cx| -> BoxFuture<Option<String>> {
             Box::pin(A::preview(for_preview.clone(), cx))
@@ -386,6 +408,7 @@ impl<A: Action> DynAction for Typed<A> {
             predicted,
             run,
             preview,
+            predict_in,
         })
     }
 }

@@ -56,6 +56,10 @@ pub enum Command {
         /// With --dry-run: predict the reads too, contacting nothing
         #[arg(long, requires = "dry_run")]
         offline: bool,
+        /// With --dry-run --offline: the world the reads answer from, a scenario (TOML) saying
+        /// per region what is primary, standby, fenced or down (runbooks/scenarios/)
+        #[arg(long, value_name = "SCENARIO.toml")]
+        assume: Option<PathBuf>,
         /// A parameter declared by the runbook's params(..), as name=value
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,

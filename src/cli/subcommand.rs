@@ -34,6 +34,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             file,
             dry_run,
             offline,
+            assume,
             vars,
             inventory,
             yes,
@@ -51,6 +52,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
                     yes,
                     vars,
                     inventory,
+                    assume,
                 },
             );
             drop(rt);

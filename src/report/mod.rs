@@ -20,6 +20,9 @@ pub struct PlanEntry {
     pub step: StepPath,
     pub action: String,
     pub change: String,
+    /// Offline, in an assumed world: why the call would fail (it is then not a change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fails: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +34,9 @@ pub enum Progress {
         dry_run: bool,
         offline: bool,
         resumed: bool,
+        /// An offline dry-run's world: the scenario it assumes, or the inventory's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        world: Option<String>,
     },
     Warning {
         message: String,
@@ -142,21 +148,34 @@ pub fn human_ms(ms: u64) -> String {
 }
 
 pub(crate) fn plan_text(entries: &[PlanEntry]) -> String {
+    let changes = entries.iter().filter(|e| e.fails.is_none()).count();
+    let failing = entries.len() - changes;
     if entries.is_empty() {
         return "Plan: no changes.\n".into();
     }
     let mut out = format!(
-        "Plan: {} change{}\n",
-        entries.len(),
-        if entries.len() == 1 { "" } else { "s" }
+        "Plan: {changes} change{}",
+        if changes == 1 { "" } else { "s" }
     );
+    if failing > 0 {
+        out.push_str(&format!(
+            ", {failing} that would fail in this world (marked !)"
+        ));
+    }
+    out.push('\n');
     let mut last: Option<&StepPath> = None;
     for e in entries {
         if last != Some(&e.step) {
             out.push_str(&format!("  {}\n", crate::journal::show_path(&e.step)));
             last = Some(&e.step);
         }
-        out.push_str(&format!("    ~ {}: {}\n", e.action, e.change));
+        match &e.fails {
+            None => out.push_str(&format!("    ~ {}: {}\n", e.action, e.change)),
+            Some(why) => out.push_str(&format!(
+                "    ! {}: {} (fails: {why})\n",
+                e.action, e.change
+            )),
+        }
     }
     out
 }
@@ -185,6 +204,7 @@ mod tests {
             step: step.iter().map(|s| s.to_string()).collect(),
             action: action.into(),
             change: change.into(),
+            fails: None,
         };
         let plan = plan_text(&[
             entry(&["stop writes"], "k8s::scale", "scale to 0; now 3"),

@@ -43,6 +43,7 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
             dry_run,
             offline,
             resumed,
+            world,
         } => {
             let mode = match (dry_run, offline) {
                 (true, true) => " (dry-run, offline: nothing is changed or contacted)",
@@ -50,9 +51,13 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
                 _ => "",
             };
             let verb = if *resumed { "resuming" } else { "starting" };
+            let world = world
+                .as_ref()
+                .map(|w| format!("\n  world: {w}"))
+                .unwrap_or_default();
             match run_id {
-                Some(id) => format!("{verb} run {id}: {runbook}{mode}"),
-                None => format!("{verb} {runbook}{mode}"),
+                Some(id) => format!("{verb} run {id}: {runbook}{mode}{world}"),
+                None => format!("{verb} {runbook}{mode}{world}"),
             }
         }
         Progress::Warning { message } => format!("warning: {message}"),

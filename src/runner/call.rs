@@ -66,7 +66,7 @@ impl RunCtx {
         let call = self.decode(action, arg, pos)?;
         match self.decide_call(&call)? {
             Proceed::Answered(value) => Ok(value),
-            Proceed::Predict => Ok(self.predict(call)),
+            Proceed::Predict => self.predict(call),
             Proceed::Run => {
                 self.record_start(&call)?;
                 let started = Instant::now();
@@ -269,8 +269,37 @@ impl RunCtx {
     }
 
     /// A dry-run's answer: the predicted output, and for a write a line in the plan with what
-    /// the target is now.
-    fn predict(&self, call: ActionCall) -> Dynamic {
+    /// the target is now. Offline, the assumed world answers: a read sees it, and a call to a
+    /// part it says is down fails as it would for real (a write that fails is in the plan,
+    /// marked so, not counted as a change).
+    fn predict(&self, call: ActionCall) -> RhaiResult {
+        let answer = match self.opts.world.as_deref().filter(|_| self.opts.offline) {
+            Some(world) => (call.prepared.predict_in)(world)
+                .or_else(|| world.refusal(&call.prepared.input).map(Err)),
+            None => None,
+        };
+        if let Some(Err(e)) = answer {
+            let message = self.redactor.redact(&e.message);
+            if call.write {
+                self.state.plan.lock().unwrap().push(PlanEntry {
+                    step: call.key.0.clone(),
+                    action: call.full.clone(),
+                    change: call.prepared.describe.clone(),
+                    fails: Some(message.clone()),
+                });
+            }
+            self.report(Progress::ActionFailed {
+                step: call.key.0.clone(),
+                seq: call.seq(),
+                action: call.full.clone(),
+                error: message.clone(),
+                retry_in_ms: None,
+            });
+            return Err(runtime_error(
+                format!("{} failed: {message}", call.full),
+                call.pos,
+            ));
+        }
         if call.write {
             let mut change = call.prepared.describe.clone();
             if !self.opts.offline {
@@ -291,10 +320,14 @@ impl RunCtx {
                 step: call.key.0.clone(),
                 action: call.full.clone(),
                 change,
+                fails: None,
             });
         }
         self.report_finished(&call, 0, "predicted");
-        json_to_dynamic(&call.prepared.predicted)
+        Ok(json_to_dynamic(match &answer {
+            Some(Ok(out)) => out,
+            _ => &call.prepared.predicted,
+        }))
     }
 
     fn record_start(&self, call: &ActionCall) -> RhaiResult<()> {

@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub operator: String,
     pub host: String,
     pub vars: BTreeMap<String, String>,
+    /// What an offline dry-run's reads answer (`--assume`, else the inventory's world).
+    pub world: Option<std::sync::Arc<crate::action::world::World>>,
 }
 
 /// The journal the run appends to, and the one it replays.
@@ -555,6 +557,7 @@ impl RunCtx {
                     step: path.clone(),
                     action: "approve".into(),
                     change: format!("ask for approval: \"{message}\""),
+                    fails: None,
                 });
                 self.report(Progress::Approval {
                     step: path,

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 pub use ctx::{CtxInit, Inflight, JournalInit, RunCtx, RunOptions, Stop};
 pub use frames::set_source;
 
+use crate::action::world::World;
 use crate::error::{Error, Next};
 use crate::inventory::Inventory;
 use crate::journal::{self, show_path, Event, LockHolder, Record, RunStatus, Store};
@@ -90,6 +91,8 @@ pub struct RunRequest {
     pub yes: bool,
     pub vars: BTreeMap<String, String>,
     pub inventory: Option<PathBuf>,
+    /// With an offline dry-run: the scenario its reads answer from.
+    pub assume: Option<PathBuf>,
 }
 
 pub struct ResumeRequest {
@@ -202,6 +205,19 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
     };
     crate::tls::set_pg_defaults(inventory.pg_tls_defaults()?);
     let inv = inventory.to_script(&env.redactor, req.dry_run && req.offline)?;
+    let world = match (&req.assume, req.dry_run && req.offline) {
+        (Some(path), true) => Some(Arc::new(
+            World::load(&inventory.value, path).map_err(|message| Error::Scenario { message })?,
+        )),
+        (Some(path), false) => {
+            return Err(Error::Usage(format!(
+                "--assume {} describes the world of an offline dry-run: add --dry-run --offline",
+                path.display()
+            )))
+        }
+        (None, true) => Some(Arc::new(World::of_inventory(&inventory.value))),
+        (None, false) => None,
+    };
     let run_id = if req.dry_run {
         None
     } else {
@@ -253,6 +269,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
             operator: env.operator.name.clone(),
             host: env.operator.host.clone(),
             vars: req.vars.clone(),
+            world,
         },
         journal: None,
         journal_init,
@@ -282,6 +299,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         dry_run: req.dry_run,
         offline: req.offline,
         resumed: false,
+        world: ctx.opts.world.as_ref().map(|w| w.summary()),
     });
     let result = execute(&ctx, prepared, &file, &source, None);
     settle_locks(&ctx);
@@ -571,6 +589,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
             operator: env.operator.name.clone(),
             host: env.operator.host.clone(),
             vars,
+            world: None,
         },
         journal: Some(writer),
         journal_init: None,
@@ -621,6 +640,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         dry_run: false,
         offline: false,
         resumed: true,
+        world: None,
     });
     let script_change = changed.then(|| diff::unified(&recorded, &source));
     let result = execute(&ctx, prepared, &file, &source, script_change);

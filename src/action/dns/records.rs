@@ -1,6 +1,7 @@
 //! Reading record sets: records, get.
 
 use super::*;
+use crate::action::world::World;
 
 input! {
     route53:
@@ -104,6 +105,34 @@ impl Action for Get {
 
     fn predict(_: &GetInput) -> Records {
         records_output(vec![])
+    }
+
+    fn predict_in(input: &GetInput, world: &World) -> Option<Result<Records, ActionError>> {
+        if world.regions.is_empty() {
+            return None;
+        }
+        let records = world
+            .regions
+            .values()
+            .filter(|p| {
+                input
+                    .set_identifier
+                    .as_deref()
+                    .is_none_or(|id| id == p.name)
+            })
+            .map(|p| Record {
+                name: input.name.clone(),
+                rtype: input.rtype.clone(),
+                set_identifier: Some(p.name.clone()),
+                weight: Some(p.dns_weight),
+                ttl: Some(60),
+                values: vec![],
+                alias: None,
+                health_check_id: None,
+                failover: None,
+            })
+            .collect();
+        Some(Ok(records_output(records)))
     }
 
     async fn run(input: GetInput, _cx: Cx) -> Result<Records, ActionError> {

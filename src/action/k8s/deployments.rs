@@ -1,6 +1,7 @@
 //! Deployments: scale, set env, rollout status and undo, restart.
 
 use super::*;
+use crate::action::world::World;
 
 input! {
     k8s:
@@ -315,6 +316,21 @@ impl Action for RolloutStatus {
             replicas: 0,
             waited_ms: 0,
         }
+    }
+
+    fn predict_in(
+        input: &DeploymentInput,
+        world: &World,
+    ) -> Option<Result<RolledOut, ActionError>> {
+        let place = world.cluster(&input.context)?;
+        if let Some(e) = world.refusal(&serde_json::json!({ "context": input.context })) {
+            return Some(Err(e));
+        }
+        Some(Ok(RolledOut {
+            revision: Some(1),
+            replicas: place.app_replicas as i32,
+            waited_ms: 0,
+        }))
     }
 
     async fn run(input: DeploymentInput, cx: Cx) -> Result<RolledOut, ActionError> {

@@ -2,6 +2,7 @@
 //! or list them, patch one; and the pods of a namespace or node.
 
 use super::*;
+use crate::action::world::World;
 
 input! {
     k8s:
@@ -168,6 +169,53 @@ impl Action for Get {
             items: vec![],
             count: 0,
         }
+    }
+
+    fn predict_in(input: &GetInput, world: &World) -> Option<Result<Objects, ActionError>> {
+        let place = world.cluster(&input.context)?;
+        if let Some(e) = world.refusal(&serde_json::json!({ "context": input.context })) {
+            return Some(Err(e));
+        }
+        let kind = input.kind.to_ascii_lowercase();
+        let items: Vec<Value> = match kind.trim_end_matches('s') {
+            "deployment" | "deploy" => {
+                let name = input.name.clone().or_else(|| place.deployment.clone())?;
+                if place.deployment.as_deref() != Some(name.as_str()) {
+                    return None;
+                }
+                vec![serde_json::json!({
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": { "name": name, "namespace": place.namespace, "generation": 1 },
+                    "spec": {
+                        "replicas": place.app_replicas,
+                        "template": { "spec": { "containers": [{ "name": name, "image": place.image }] } },
+                    },
+                    "status": {
+                        "observedGeneration": 1,
+                        "replicas": place.app_replicas,
+                        "readyReplicas": place.ready_replicas,
+                        "availableReplicas": place.ready_replicas,
+                        "updatedReplicas": place.app_replicas,
+                    },
+                })]
+            }
+            "node" | "no" => (1..=3)
+                .map(|i| {
+                    serde_json::json!({
+                        "apiVersion": "v1",
+                        "kind": "Node",
+                        "metadata": { "name": format!("{}-node-{i}", place.name) },
+                        "spec": {},
+                    })
+                })
+                .collect(),
+            _ => return None,
+        };
+        Some(Ok(Objects {
+            count: items.len(),
+            items,
+        }))
     }
 
     async fn run(input: GetInput, cx: Cx) -> Result<Objects, ActionError> {

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::Client;
 
+use super::topology::model::lsn_text;
+use super::world::{DbState, Place, World};
 use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
 use crate::secret::SecretString;
 pub(crate) use conn::{connect, connect_new, pg_error, target};
@@ -166,6 +168,31 @@ pub(crate) async fn status_of(client: &Client, target: &str) -> Result<ServerSta
     serde_json::from_value(row).map_err(|e| ActionError::permanent(format!("{target}: {e}")))
 }
 
+/// What pg::status reads from a database in an assumed world (one that answers).
+fn assumed_status(world: &World, place: &Place) -> ServerStatus {
+    let lsn = lsn_text(world.lsn_of(place));
+    let standby = place.database == Some(DbState::Standby);
+    let streaming = world.streaming(place);
+    ServerStatus {
+        in_recovery: standby,
+        timeline: Some(place.timeline),
+        current_lsn: (!standby).then(|| lsn.clone()),
+        receive_lsn: standby.then(|| lsn.clone()),
+        replay_lsn: standby.then(|| lsn.clone()),
+        lag_bytes: standby.then_some(0),
+        lag_seconds: standby.then_some(0.0),
+        replay_paused: false,
+        wal_receiver: streaming.then(|| "streaming".into()),
+        upstream: place
+            .upstream
+            .as_deref()
+            .filter(|_| streaming)
+            .map(|u| world.database_host(u)),
+        read_only: place.database == Some(DbState::Fenced),
+        server_version: "15 (assumed)".into(),
+    }
+}
+
 /// One line: "primary at 0/3000060, timeline 1" or "replica at 0/3000060, lag 0 B".
 fn summary(s: &ServerStatus) -> String {
     if s.in_recovery {
@@ -231,6 +258,14 @@ impl Action for Status {
             read_only: false,
             server_version: String::new(),
         }
+    }
+
+    fn predict_in(input: &Target, world: &World) -> Option<Result<ServerStatus, ActionError>> {
+        let place = world.database(&input.url)?;
+        if let Some(e) = world.down(&input.url) {
+            return Some(Err(e));
+        }
+        Some(Ok(assumed_status(world, place)))
     }
 
     async fn run(input: Target, cx: Cx) -> Result<ServerStatus, ActionError> {
@@ -500,6 +535,45 @@ impl Action for Replication {
         }
     }
 
+    fn predict_in(
+        input: &ReplicationInput,
+        world: &World,
+    ) -> Option<Result<ReplicationOutput, ActionError>> {
+        let primary = world.database(&input.url)?;
+        if let Some(e) = world.down(&input.url) {
+            return Some(Err(e));
+        }
+        let mut replicas = Vec::new();
+        for p in world.regions.values() {
+            if p.upstream.as_deref() != Some(primary.name.as_str()) || !world.streaming(p) {
+                continue;
+            }
+            let lag = p.lag_bytes;
+            replicas.push(Replica {
+                application_name: p.name.clone(),
+                client_addr: None,
+                state: Some("streaming".into()),
+                sync_state: Some("async".into()),
+                sent_lsn: Some(lsn_text(world.lsn_of(p))),
+                replay_lsn: Some(lsn_text(world.lsn_of(p))),
+                lag_bytes: Some(lag),
+                replay_lag_seconds: Some(0.0),
+                severity: severity(lag, input).into(),
+            });
+        }
+        let worst = replicas
+            .iter()
+            .map(|r| r.severity.as_str())
+            .max_by_key(|s| SEVERITIES.iter().position(|x| x == s))
+            .unwrap_or("acceptable")
+            .to_string();
+        Some(Ok(ReplicationOutput {
+            replicas,
+            slots: vec![],
+            worst,
+        }))
+    }
+
     async fn run(input: ReplicationInput, cx: Cx) -> Result<ReplicationOutput, ActionError> {
         let (client, target) = connect(&input.url, &input.name, &cx).await?;
         let rows = json_rows(
@@ -765,6 +839,20 @@ impl Action for Promote {
         }
     }
 
+    fn predict_in(input: &PromoteInput, world: &World) -> Option<Result<Promoted, ActionError>> {
+        let place = world.database(&input.url)?;
+        if let Some(e) = world.down(&input.url) {
+            return Some(Err(e));
+        }
+        let standby = place.database == Some(DbState::Standby);
+        Some(Ok(Promoted {
+            promoted: standby,
+            timeline: place.timeline + i64::from(standby),
+            lsn: lsn_text(world.lsn_of(place)),
+            took_ms: 0,
+        }))
+    }
+
     async fn preview(input: PromoteInput, cx: Cx) -> Option<String> {
         preview_status(&input.url, &input.name, &cx).await
     }
@@ -900,6 +988,26 @@ impl Action for Fence {
             lsn: None,
             already: false,
         }
+    }
+
+    fn predict_in(input: &FenceInput, world: &World) -> Option<Result<Fenced, ActionError>> {
+        let place = world.database(&input.url)?;
+        if let Some(e) = world.down(&input.url) {
+            return Some(Err(e));
+        }
+        if place.database == Some(DbState::Standby) {
+            return Some(Err(ActionError::permanent(format!(
+                "{} is a standby, not a primary: nothing to fence ({})",
+                place.name,
+                world.why()
+            ))));
+        }
+        Some(Ok(Fenced {
+            method: input.method,
+            terminated: 0,
+            lsn: Some(lsn_text(world.lsn_of(place))),
+            already: place.database == Some(DbState::Fenced),
+        }))
     }
 
     async fn preview(input: FenceInput, cx: Cx) -> Option<String> {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{bin, connect, conninfo_value, quote_literal, status_of, target};
 use crate::action::types::endpoint;
+use crate::action::world::World;
 use crate::action::{Action, ActionError, Cx, ErrorKind, Spec};
 use crate::secret::SecretString;
 
@@ -527,6 +528,21 @@ impl Action for Rewind {
 
     fn predict(input: &RejoinInput) -> Rejoined {
         predicted(input, "rewind")
+    }
+
+    fn predict_in(input: &RejoinInput, world: &World) -> Option<Result<Rejoined, ActionError>> {
+        let place = world.database(&input.url)?;
+        let primary = world.database(&input.primary_url)?;
+        if let Some(e) = world.down(&input.primary_url) {
+            return Some(Err(e));
+        }
+        let mut out = predicted(input, "rewind");
+        out.timeline = primary.timeline;
+        if place.upstream.as_deref() == Some(primary.name.as_str()) && world.streaming(place) {
+            out.changed = false;
+            out.method = "none".into();
+        }
+        Some(Ok(out))
     }
 
     async fn preview(input: RejoinInput, cx: Cx) -> Option<String> {

@@ -1,6 +1,7 @@
 //! A server's place in replication: info, role.
 
 use super::*;
+use crate::action::world::{RedisState, World};
 
 input! {
     redis:
@@ -163,6 +164,45 @@ impl Action for RoleAction {
             replicas: vec![],
             failover_state: None,
         }
+    }
+
+    fn predict_in(input: &Target, world: &World) -> Option<Result<Role, ActionError>> {
+        let place = world.redis(&input.url)?;
+        if let Some(e) = world.down(&input.url) {
+            return Some(Err(e));
+        }
+        let master = world.redis_master();
+        Some(Ok(match place.redis {
+            Some(RedisState::Primary) => Role {
+                role: "master".into(),
+                offset: 0,
+                primary: None,
+                link: None,
+                replicas: vec![],
+                failover_state: Some("no-failover".into()),
+            },
+            _ => Role {
+                role: "slave".into(),
+                offset: 0,
+                primary: master.and_then(|m| {
+                    Some(format!(
+                        "{}:{}",
+                        m.redis_host.clone()?,
+                        m.redis_port.unwrap_or(6379)
+                    ))
+                }),
+                link: Some(
+                    if master.is_some_and(|m| m.redis == Some(RedisState::Primary)) {
+                        "up"
+                    } else {
+                        "down"
+                    }
+                    .into(),
+                ),
+                replicas: vec![],
+                failover_state: None,
+            },
+        }))
     }
 
     async fn run(input: Target, cx: Cx) -> Result<Role, ActionError> {

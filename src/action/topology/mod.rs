@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::world::{DbState, HealthState, KubeState, RedisState, World};
 use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
 use crate::secret::SecretString;
 pub use model::Topology;
@@ -127,78 +128,146 @@ fn regions_line(inv: &InventoryView) -> String {
 /// A dry-run's picture without servers (`--offline`): the inventory's primary is the primary,
 /// the other regions stream from it at lag 0, everything is healthy and ready.
 fn predicted(inv: &InventoryView) -> Topology {
-    let primary = inv
-        .primary_region
-        .clone()
-        .or_else(|| inv.regions.keys().next().cloned())
-        .unwrap_or_default();
+    let value = serde_json::to_value(inv).unwrap_or_default();
+    imagined(&World::of_inventory(&value), inv.dns.is_some())
+}
+
+/// What the probes would see in an assumed world.
+fn imagined(world: &World, dns: bool) -> Topology {
     let mut t = Topology {
-        inventory_primary: inv.primary_region.clone(),
+        inventory_primary: world.inventory_primary.clone(),
         ..Default::default()
     };
-    for (name, r) in &inv.regions {
-        let is_primary = *name == primary;
-        let database = if r.database_url.is_none() {
-            model::Database {
+    let why = world.why();
+    for (name, p) in &world.regions {
+        let lsn = model::lsn_text(world.lsn_of(p));
+        let database = match p.database {
+            None => model::Database {
                 role: "absent".into(),
                 ..Default::default()
-            }
-        } else {
-            model::Database {
+            },
+            Some(DbState::Down) => model::Database {
+                role: "unreachable".into(),
+                error: Some(format!("does not answer ({why})")),
+                ..Default::default()
+            },
+            Some(state @ (DbState::Primary | DbState::Fenced)) => model::Database {
                 reachable: true,
-                role: if is_primary { "primary" } else { "standby" }.into(),
-                writable: is_primary,
-                timeline: Some(1),
-                current_lsn: is_primary.then(|| "0/0".into()),
-                receive_lsn: (!is_primary).then(|| "0/0".into()),
-                replay_lsn: (!is_primary).then(|| "0/0".into()),
-                wal_receiver: (!is_primary).then(|| "streaming".into()),
-                upstream_region: (!is_primary).then(|| primary.clone()),
+                role: "primary".into(),
+                writable: state == DbState::Primary,
+                read_only: state == DbState::Fenced,
+                timeline: Some(p.timeline),
+                current_lsn: Some(lsn),
                 wal_log_hints: true,
                 ..Default::default()
-            }
+            },
+            Some(DbState::Standby) => model::Database {
+                reachable: true,
+                role: "standby".into(),
+                timeline: Some(p.timeline),
+                receive_lsn: Some(lsn.clone()),
+                replay_lsn: Some(lsn),
+                wal_receiver: world.streaming(p).then(|| "streaming".into()),
+                upstream: p.upstream.as_deref().map(|u| world.database_host(u)),
+                upstream_region: p.upstream.clone(),
+                wal_log_hints: true,
+                ..Default::default()
+            },
         };
-        let redis = if r.redis_url.is_none() {
-            model::Cache {
+        let master = world.redis_master().map(|m| m.name.clone());
+        let redis = match p.redis {
+            None => model::Cache {
                 role: "absent".into(),
                 ..Default::default()
-            }
-        } else {
-            model::Cache {
-                reachable: true,
-                role: if is_primary { "master" } else { "replica" }.into(),
-                master_region: (!is_primary).then(|| primary.clone()),
-                link: (!is_primary).then(|| "up".into()),
+            },
+            Some(RedisState::Down) => model::Cache {
+                role: "unreachable".into(),
+                error: Some(format!("does not answer ({why})")),
                 ..Default::default()
-            }
-        };
-        let app = if r.context.is_some() && r.deployment.is_some() {
-            model::App {
-                checked: true,
+            },
+            Some(RedisState::Primary) => model::Cache {
                 reachable: true,
-                replicas: 1,
-                ready: 1,
-                database_url: Some("(predicted)".into()),
-                database_region: Some(primary.clone()),
-                error: None,
+                role: "master".into(),
+                ..Default::default()
+            },
+            Some(RedisState::Replica) => {
+                let up = master
+                    .as_ref()
+                    .and_then(|m| world.regions.get(m))
+                    .is_some_and(|m| m.redis == Some(RedisState::Primary));
+                model::Cache {
+                    reachable: true,
+                    role: "replica".into(),
+                    master_region: master.clone(),
+                    link: Some(if up { "up" } else { "down" }.into()),
+                    ..Default::default()
+                }
             }
-        } else {
-            model::App::default()
         };
-        let region = model::Region {
-            database,
-            redis,
-            health: model::Health {
-                checked: r.health_url.is_some(),
+        let health = match p.health {
+            None => model::Health::default(),
+            Some(HealthState::Ok) => model::Health {
+                checked: true,
                 ok: true,
                 status: Some(200),
                 latency_ms: Some(0),
                 error: None,
             },
-            app,
-            dns_weight: inv.dns.as_ref().map(|_| if is_primary { 100 } else { 0 }),
+            Some(HealthState::Slow) => model::Health {
+                checked: true,
+                ok: false,
+                status: Some(200),
+                latency_ms: Some(15_000),
+                error: Some(format!("answered after 15 s ({why})")),
+            },
+            Some(HealthState::Failing) => model::Health {
+                checked: true,
+                ok: false,
+                status: Some(503),
+                latency_ms: Some(0),
+                error: None,
+            },
+            Some(HealthState::Down) => model::Health {
+                checked: true,
+                ok: false,
+                status: None,
+                latency_ms: None,
+                error: Some(format!("does not answer ({why})")),
+            },
         };
-        t.regions.insert(name.clone(), region);
+        let writable = world
+            .regions
+            .values()
+            .filter(|r| r.database == Some(DbState::Primary))
+            .max_by_key(|r| r.timeline)
+            .map(|r| r.name.clone());
+        let app = match (p.app, p.kubernetes) {
+            (false, _) => model::App::default(),
+            (true, KubeState::Down) => model::App {
+                checked: true,
+                error: Some(format!("the Kubernetes API does not answer ({why})")),
+                ..Default::default()
+            },
+            (true, KubeState::Ok) => model::App {
+                checked: true,
+                reachable: true,
+                replicas: p.app_replicas,
+                ready: p.ready_replicas,
+                database_url: Some("(assumed)".into()),
+                database_region: writable.clone(),
+                error: None,
+            },
+        };
+        t.regions.insert(
+            name.clone(),
+            model::Region {
+                database,
+                redis,
+                health,
+                app,
+                dns_weight: dns.then_some(p.dns_weight),
+            },
+        );
     }
     settle(&mut t);
     t
@@ -237,6 +306,10 @@ impl Action for Observe {
 
     fn predict(input: &ObserveInput) -> Topology {
         predicted(&input.inventory)
+    }
+
+    fn predict_in(input: &ObserveInput, world: &World) -> Option<Result<Topology, ActionError>> {
+        Some(Ok(imagined(world, input.inventory.dns.is_some())))
     }
 
     async fn run(input: ObserveInput, cx: Cx) -> Result<Topology, ActionError> {

@@ -22,6 +22,7 @@ mod redis;
 mod resume;
 mod run;
 mod runbooks;
+mod scenarios;
 mod secrets;
 mod sequences;
 mod stack;

@@ -559,7 +559,8 @@ mod tests {
     #[test]
     fn defaults_come_from_the_inventory() {
         let w = world("").unwrap();
-        let table: Vec<(&str, Option<DbState>, Option<&str>, i64, i64, i64)> = vec![
+        type Row<'a> = (&'a str, Option<DbState>, Option<&'a str>, i64, i64, i64);
+        let table: Vec<Row> = vec![
             ("us", Some(DbState::Primary), None, 6, 100, 1),
             ("eu", Some(DbState::Standby), Some("us"), 1, 30, 1),
             ("ap", Some(DbState::Standby), Some("us"), 1, 0, 1),
@@ -621,7 +622,7 @@ mod tests {
     #[test]
     fn a_wrong_scenario_names_the_key() {
         let cases = [
-            ("[regions.mars]\ndatabase = \"down\"\n", "regions.mars: no such region in the inventory (ap, eu, us)"),
+            ("[regions.mars]\ndatabase = \"down\"\n", "regions.mars: no such region in the inventory (us, eu, ap)"),
             ("[regions.us]\ndatabase = \"sleeping\"\n", "unknown variant `sleeping`, expected one of `primary`, `standby`, `fenced`, `down`"),
             ("[regions.us]\nhealth = \"meh\"\n", "expected one of `ok`, `failing`, `slow`, `down`"),
             ("[regions.us]\nlag = 3\n", "unknown field `lag`"),

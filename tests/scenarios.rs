@@ -1,0 +1,405 @@
+//! What-if drills: every shipped runbook's offline dry-run against the example inventory, and
+//! every shipped scenario (runbooks/scenarios/) with the decision its plan must show.
+
+use crate::support::{Ran, Test};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// `runbook run runbooks/NAME.rhai -i INVENTORY --dry-run --offline [--assume S] ARGS` from
+/// the repository's root, with no secret set.
+fn drill(inventory: &str, runbook: &str, scenario: Option<&str>, args: &[&str]) -> Ran {
+    let t = Test::new();
+    let mut all: Vec<String> = vec![
+        "run".into(),
+        format!("{ROOT}/runbooks/{runbook}.rhai"),
+        "-i".into(),
+        inventory.into(),
+        "--dry-run".into(),
+        "--offline".into(),
+    ];
+    if let Some(s) = scenario {
+        all.extend([
+            "--assume".into(),
+            format!("{ROOT}/runbooks/scenarios/{s}.toml"),
+        ]);
+    }
+    all.extend(args.iter().map(|s| s.to_string()));
+    let mut cmd = t.command(&all);
+    for var in [
+        "US_EAST_1_DATABASE_URL",
+        "EU_WEST_1_DATABASE_URL",
+        "AP_SOUTHEAST_1_DATABASE_URL",
+        "SLACK_WEBHOOK_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("runbook starts");
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn example() -> String {
+    format!("{ROOT}/runbooks/inventory.example.toml")
+}
+
+/// The example inventory with each region's data directory on this host (rejoin and the
+/// planned failover's rewind need it).
+fn with_data_dirs(t: &Test) -> String {
+    let text = std::fs::read_to_string(example()).unwrap().replace(
+        "# pg_data_dir = \"/var/lib/postgresql/15/main\"",
+        "pg_data_dir = \"/var/lib/postgresql/15/main\"",
+    );
+    assert!(
+        text.contains("\npg_data_dir ="),
+        "the example inventory shows pg_data_dir"
+    );
+    let text = text.replace(
+        "[regions.eu-west-1]\n",
+        "[regions.eu-west-1]\npg_data_dir = \"/var/lib/postgresql/15/eu\"\n",
+    );
+    let text = text.replace(
+        "[regions.ap-southeast-1]\n",
+        "[regions.ap-southeast-1]\npg_data_dir = \"/var/lib/postgresql/15/ap\"\n",
+    );
+    let path = t.path("inventory.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// The plan's section: what follows "Plan:".
+fn plan(ran: &Ran) -> &str {
+    ran.stdout
+        .find("Plan:")
+        .map(|i| &ran.stdout[i..])
+        .unwrap_or("")
+}
+
+fn has(ran: &Ran, texts: &[&str]) {
+    let all = ran.all();
+    for t in texts {
+        assert!(all.contains(t), "output lacks {t:?}\n{all}");
+    }
+}
+
+fn lacks(ran: &Ran, texts: &[&str]) {
+    let all = ran.all();
+    for t in texts {
+        assert!(!all.contains(t), "output has {t:?}\n{all}");
+    }
+}
+
+#[test]
+fn every_shipped_runbook_dry_runs_offline_in_the_inventorys_world() {
+    // The example inventory's world: us-east-1 primary, the others streaming at lag 0, all
+    // healthy. Each runbook goes through with its required parameters.
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("initial-setup", &[], &["~ dns::upsert"]),
+        ("status", &[], &["primary: us-east-1", "no anomalies"]),
+        ("maintenance", &[], &["~ k8s::drain", "~ dns::set_weights"]),
+        (
+            "planned-failover",
+            &["--var", "target=eu-west-1", "--var", "rejoin=false"],
+            &["~ pg::promote: promote <secret EU_WEST_1_DATABASE_URL> (eu-west-1)"],
+        ),
+        ("rollback", &[], &["~ k8s::rollout_undo"]),
+        (
+            "upgrade",
+            &["--var", "image=orchestrator:1.1"],
+            &["\"image\":\"orchestrator:1.1\""],
+        ),
+    ];
+    for (runbook, args, want) in cases {
+        let ran = drill(&example(), runbook, None, args);
+        assert_eq!(ran.code, 0, "{runbook}:\n{}", ran.all());
+        has(
+            &ran,
+            &["world: the inventory's (", "run finished (dry-run)"],
+        );
+        has(&ran, want);
+    }
+    // A rejoin of a region that already streams from the primary changes nothing in it.
+    let t = Test::new();
+    let ran = drill(
+        &with_data_dirs(&t),
+        "rejoin",
+        None,
+        &["--var", "region=eu-west-1"],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    has(&ran, &["eu-west-1 already streams from us-east-1"]);
+    // The emergency failover of a healthy primary is refused, as on real servers: the
+    // default world has no incident in it.
+    let ran = drill(&example(), "emergency-failover", None, &[]);
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    has(
+        &ran,
+        &["us-east-1 is healthy: its health check passes", "--assume"],
+    );
+    lacks(&ran, &["pg::promote"]);
+}
+
+#[test]
+fn region_down_fails_over_to_the_most_advanced_standby_and_reports_the_unfenced_primary() {
+    let ran = drill(&example(), "emergency-failover", Some("region-down"), &[]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    has(
+        &ran,
+        &[
+            "world: assumed by",
+            "us-east-1: health failed 3 checks in a row; database unreachable",
+            "target eu-west-1 received",
+            "data-loss bound 0 bytes, at least",
+            "us-east-1's database is UNFENCED",
+        ],
+    );
+    let plan = plan(&ran);
+    for want in [
+        "! pg::fence: fence <secret US_EAST_1_DATABASE_URL> (us-east-1)",
+        "~ k8s::scale: scale deployment llm-orchestrator/orchestrator in us-east-1 to 0 replicas",
+        "~ pg::promote: promote <secret EU_WEST_1_DATABASE_URL> (eu-west-1)",
+        "~ pg::repoint: make <secret AP_SOUTHEAST_1_DATABASE_URL> (ap-southeast-1) stream from <secret EU_WEST_1_DATABASE_URL>",
+        "~ dns::set_weights: set weights of orchestrator.example.com A: ap-southeast-1 0 / eu-west-1 100 / us-east-1 0",
+    ] {
+        assert!(plan.contains(want), "plan lacks {want:?}\n{plan}");
+    }
+    assert!(!plan.contains("promote <secret AP_SOUTHEAST_1"), "{plan}");
+}
+
+#[test]
+fn service_down_fences_the_answering_primary_first_with_an_exact_bound() {
+    let ran = drill(&example(), "emergency-failover", Some("service-down"), &[]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    has(
+        &ran,
+        &[
+            "answered 503 (expected 2xx)",
+            "health failed 3 checks in a row; database a writable primary",
+            "us-east-1's database is fenced (read-only) at 0/3000060",
+            "data-loss bound 0 bytes, exact (the old primary was fenced at 0/3000060)",
+        ],
+    );
+    let plan = plan(&ran);
+    assert!(plan.starts_with("Plan: 15 changes\n"), "{plan}");
+    let fence = plan.find("~ pg::fence").expect("the fence is planned");
+    let promote = plan
+        .find("~ pg::promote: promote <secret EU_WEST_1")
+        .expect("eu-west-1 promoted");
+    assert!(fence < promote, "fenced before the promotion:\n{plan}");
+}
+
+#[test]
+fn complete_region_loss_picks_the_standby_with_the_most_wal() {
+    let ran = drill(
+        &example(),
+        "emergency-failover",
+        Some("complete-region-loss"),
+        &[],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    has(
+        &ran,
+        &[
+            "target ap-southeast-1 received",
+            "us-east-1's application could not be scaled to 0",
+            "failover from us-east-1 to ap-southeast-1",
+        ],
+    );
+    let plan = plan(&ran);
+    for want in [
+        "~ pg::promote: promote <secret AP_SOUTHEAST_1_DATABASE_URL> (ap-southeast-1)",
+        "! k8s::scale: scale deployment llm-orchestrator/orchestrator in us-east-1 to 0 replicas (fails: cannot connect: us-east-1's Kubernetes API does not answer",
+        "~ pg::repoint: make <secret EU_WEST_1_DATABASE_URL> (eu-west-1) stream from <secret AP_SOUTHEAST_1_DATABASE_URL>",
+    ] {
+        assert!(plan.contains(want), "plan lacks {want:?}\n{plan}");
+    }
+    // Asking for eu-west-1 anyway: 50 MB behind ap-southeast-1 is more than max_lag_bytes.
+    let ran = drill(
+        &example(),
+        "emergency-failover",
+        Some("complete-region-loss"),
+        &["--var", "target=eu-west-1"],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    has(
+        &ran,
+        &["eu-west-1 is 52428800 bytes behind, more than max_lag_bytes 16777216"],
+    );
+}
+
+#[test]
+fn a_standby_too_far_behind_is_refused_before_any_change_unless_forced() {
+    let ran = drill(
+        &example(),
+        "emergency-failover",
+        Some("standby-too-far-behind"),
+        &[],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    has(
+        &ran,
+        &[
+            "ap-southeast-1: not a candidate (unreachable)",
+            "eu-west-1 is 52428800 bytes behind, more than max_lag_bytes 16777216",
+            "Nothing was changed",
+        ],
+    );
+    lacks(&ran, &["pg::fence", "pg::promote"]);
+    let ran = drill(
+        &example(),
+        "emergency-failover",
+        Some("standby-too-far-behind"),
+        &["--var", "force=true"],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(
+        plan(&ran).contains("~ pg::promote: promote <secret EU_WEST_1_DATABASE_URL> (eu-west-1)")
+    );
+}
+
+#[test]
+fn an_old_primary_back_and_writable_is_refused_by_the_failovers_and_rejoined() {
+    let ran = drill(&example(), "status", Some("old-primary-back"), &[]);
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    has(
+        &ran,
+        &[
+            "primary: eu-west-1 (newest of eu-west-1, us-east-1)",
+            "CRITICAL  us-east-1's database is a writable primary on timeline 1, while eu-west-1 is the primary on timeline 2",
+        ],
+    );
+    for (runbook, args) in [
+        ("emergency-failover", &[][..]),
+        (
+            "planned-failover",
+            &["--var", "target=ap-southeast-1", "--var", "rejoin=false"][..],
+        ),
+    ] {
+        let ran = drill(&example(), runbook, Some("old-primary-back"), args);
+        assert_eq!(ran.code, 1, "{runbook}: {}", ran.all());
+        has(
+            &ran,
+            &[
+                "the servers report 2 writable primaries",
+                "Nothing was changed",
+            ],
+        );
+        lacks(&ran, &["pg::promote"]);
+    }
+    let t = Test::new();
+    let ran = drill(
+        &with_data_dirs(&t),
+        "rejoin",
+        Some("old-primary-back"),
+        &["--var", "region=us-east-1"],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let plan = plan(&ran);
+    for want in [
+        "~ approve: ask for approval: \"us-east-1's database is a writable primary on timeline 1",
+        "~ pg::create_replication_slot: create replication slot us_east_1 on <secret EU_WEST_1_DATABASE_URL>",
+        "~ pg::rewind: make <secret US_EAST_1_DATABASE_URL> (us-east-1) a standby of <secret EU_WEST_1_DATABASE_URL>",
+        "~ redis::replicate: make <secret US_EAST_1_REDIS_URL> (us-east-1) a replica of redis.eu-west-1.internal:6379",
+    ] {
+        assert!(plan.contains(want), "plan lacks {want:?}\n{plan}");
+    }
+}
+
+#[test]
+fn a_scenario_that_is_wrong_is_refused_naming_the_file_and_key() {
+    let t = Test::new()
+        .script("log(\"hello\");")
+        .inventory("primary_region = \"a\"\n[regions.a]\nhealth_url = \"http://127.0.0.1:9/h\"\n")
+        .file("bad-region.toml", "[regions.mars]\ndatabase = \"down\"\n")
+        .file("bad-value.toml", "[regions.a]\nhealth = \"sad\"\n")
+        .file("bad-key.toml", "[regions.a]\nlag = 3\n");
+    let cases = [
+        ("bad-region.toml", "scenario bad-region.toml: regions.mars: no such region in the inventory (a)"),
+        ("bad-value.toml", "scenario bad-value.toml: line 2: unknown variant `sad`, expected one of `ok`, `failing`, `slow`, `down`"),
+        ("bad-key.toml", "scenario bad-key.toml: line 2: unknown field `lag`"),
+        ("missing.toml", "scenario missing.toml: cannot read it"),
+    ];
+    for (file, want) in cases {
+        let ran = t.exec(&[
+            "run",
+            "runbook.rhai",
+            "-i",
+            "inventory.toml",
+            "--dry-run",
+            "--offline",
+            "--assume",
+            file,
+        ]);
+        assert_eq!(ran.code, 2, "{file}: {}", ran.all());
+        assert!(ran.stderr.contains(want), "{file}: {}", ran.stderr);
+        assert!(!ran.stdout.contains("hello"), "nothing ran");
+    }
+    // Only an offline dry-run reads an assumed world.
+    for flags in [&["--dry-run"][..], &[][..]] {
+        let mut args = vec![
+            "run",
+            "runbook.rhai",
+            "-i",
+            "inventory.toml",
+            "--assume",
+            "bad-key.toml",
+        ];
+        args.extend(flags);
+        let ran = t.exec(&args);
+        assert_eq!(ran.code, 2, "{flags:?}: {}", ran.all());
+        assert!(
+            ran.stderr.contains("add --dry-run --offline"),
+            "{}",
+            ran.stderr
+        );
+        assert!(t.run_ids().is_empty(), "no run was started");
+    }
+}
+
+#[test]
+fn reads_answer_from_the_assumed_world_in_any_runbook() {
+    // A runbook of the team's own reads the world through the same actions.
+    let t = Test::new()
+        .script(
+            r#"
+            let s = pg::status(inventory.regions.b.database_url);
+            log(`b in recovery: ${s.in_recovery}, receive ${s.receive_lsn}`);
+            let p = pg::status(inventory.regions.a.database_url);
+            log(`a current ${p.current_lsn}`);
+            try { pg::status(inventory.regions.c.database_url); } catch (e) { log(`c: ${e}`); }
+            let r = http::get(#{ url: inventory.regions.b.health_url, expect_status: [200, 503] });
+            log(`b health ${r.status}`);
+            let d = k8s::get(#{ context: "ctx-b", kind: "deployment", name: "web" }).items[0];
+            log(`b replicas ${d.spec.replicas}, ready ${d.status.readyReplicas}`);
+            "#,
+        )
+        .inventory(
+            r#"primary_region = "a"
+[regions.a]
+database_url = { env = "A_DB" }
+[regions.b]
+database_url = { env = "B_DB" }
+health_url = "http://127.0.0.1:9/b"
+context = "ctx-b"
+deployment = "web"
+app_replicas = 5
+[regions.c]
+database_url = "postgresql://u:hunter2@127.0.0.1:9/db"
+"#,
+        )
+        .file(
+            "world.toml",
+            "[regions.b]\nlag_bytes = 4096\nhealth = \"failing\"\nready_replicas = 2\n[regions.c]\ndatabase = \"down\"\n",
+        )
+        .run(&["--dry-run", "--offline", "--assume", "world.toml"])
+        .code(0)
+        .stdout("b in recovery: true, receive 0/3000060")
+        .stdout("a current 0/3001060")
+        .stdout("c: pg::status failed: cannot connect: c's database does not answer (assumed by world.toml)")
+        .stdout("b health 503")
+        .stdout("b replicas 5, ready 2");
+    let ran = t.check();
+    assert!(!ran.all().contains("hunter2"), "{}", ran.all());
+}

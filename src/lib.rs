@@ -7,6 +7,7 @@ pub mod error;
 pub mod inventory;
 pub mod journal;
 pub mod report;
+pub mod review;
 pub mod runner;
 pub mod script;
 pub mod secret;

@@ -19,6 +19,7 @@ mod lock;
 mod pg;
 mod prom;
 mod redis;
+mod report;
 mod resume;
 mod run;
 mod runbooks;

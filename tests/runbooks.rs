@@ -91,6 +91,97 @@ impl Drill {
         (run, journal)
     }
 
+    /// `runbook report` of a run as Markdown, JSON and HTML, each checked against the run's
+    /// journal: every step it started is in the steps table, the status matches, no
+    /// password shows. Returns the Markdown.
+    pub fn report(&self, run: &str, status: &str) -> String {
+        let journal = self.t.journal(run);
+        let mut steps: Vec<String> = Vec::new();
+        let mut runbook = String::new();
+        for line in journal.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["event"] == "run_started" {
+                runbook = v["runbook"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string();
+            }
+            if v["event"] == "step_started" {
+                let path: Vec<&str> = v["step"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap())
+                    .collect();
+                let name = path.join(" › ");
+                if !steps.contains(&name) {
+                    steps.push(name);
+                }
+            }
+        }
+        let md = self.t.exec(&["report", run]);
+        assert_eq!(md.code, 0, "{}", md.all());
+        let head = format!("# Run {run} — {runbook}: {status}");
+        assert!(md.stdout.starts_with(&head), "{head}\n{}", md.stdout);
+        for section in [
+            "| **Wall time** |",
+            "## Steps",
+            "| Step | Start | Duration | Status | Retries | Actions |",
+            "## Sessions",
+        ] {
+            assert!(md.stdout.contains(section), "{section}\n{}", md.stdout);
+        }
+        for name in &steps {
+            let leaf = name.rsplit(" › ").next().unwrap();
+            assert!(
+                md.stdout.contains(&format!("{leaf} | +")),
+                "step {name} missing\n{}",
+                md.stdout
+            );
+        }
+        let json = self.t.exec(&["report", run, "--json"]);
+        assert_eq!(json.code, 0, "{}", json.all());
+        let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        assert_eq!(v["status"], status);
+        let names: Vec<&str> = v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names, steps,
+            "the report's steps are the journal's, in order"
+        );
+        let html_path = self.t.path(&format!("{run}.html"));
+        let html = self
+            .t
+            .exec(&["report", run, "--html", html_path.to_str().unwrap()]);
+        assert_eq!(html.code, 0, "{}", html.all());
+        assert!(html.stdout.contains("written to"), "{}", html.stdout);
+        let page = std::fs::read_to_string(&html_path).unwrap();
+        assert!(
+            page.starts_with("<!DOCTYPE html>") && page.contains("<svg"),
+            "{page}"
+        );
+        assert!(
+            page.matches("<rect").count() >= steps.len(),
+            "a bar per step"
+        );
+        for external in ["<script", "<link", "src=\"http", "@import"] {
+            assert!(!page.contains(external), "self-contained: {external}");
+        }
+        for out in [&md.stdout, &json.stdout, &page] {
+            for secret in [":runbook-stack@", "password=runbook-stack"] {
+                assert!(!out.contains(secret), "a password in the report");
+            }
+        }
+        md.stdout
+    }
+
     pub fn psql(&self, region: &str, sql: &str) -> String {
         self.stack.pg.psql(self.stack.pg.node(region), sql).unwrap()
     }
@@ -226,6 +317,11 @@ fn initial_setup_converges_and_a_second_run_changes_nothing() {
     let manifests = format!("--var=manifests={ROOT}/runbooks/manifests");
     let ran = d.run("initial-setup", &[&manifests]);
     assert_eq!(ran.code, 0, "{}", ran.all());
+    let report = d.report(&d.t.newest_run(), "finished");
+    assert!(
+        report.contains("| primary | us-east-1 | report |"),
+        "{report}"
+    );
     let label = |region: &str| {
         d.kubectl(
             region,
@@ -351,6 +447,15 @@ fn planned_failover_under_load_loses_no_committed_row() {
     stop.store(true, Ordering::SeqCst);
     load.join().unwrap();
     assert_eq!(ran.code, 0, "{}", ran.all());
+    let report = d.report(&d.t.newest_run(), "finished");
+    assert!(
+        report.contains("| **Data-loss bound** | 0 bytes (eu-west-1 replayed past"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| new_primary | eu-west-1 | report |"),
+        "{report}"
+    );
     let acknowledged = committed.load(Ordering::SeqCst);
     let on_new_primary: usize = d
         .psql("eu-west-1", "SELECT count(*) FROM orders")
@@ -417,6 +522,15 @@ fn emergency_failover_with_the_primary_down_completes_and_reports_its_recovery_t
     d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
     let ran = d.run("emergency-failover", &["--var", "check_interval=100ms"]);
     assert_eq!(ran.code, 0, "{}", ran.all());
+    let report = d.report(&d.t.newest_run(), "finished");
+    for want in [
+        "| **Data-loss bound** | at least 0 bytes (the old primary cannot be reached",
+        "| new_primary | eu-west-1 | report |",
+        "| old_primary_database | UNFENCED | report |",
+        "| **Operators** | tester |",
+    ] {
+        assert!(report.contains(want), "{want}\n{report}");
+    }
     let line = ran
         .stdout
         .lines()
@@ -467,6 +581,9 @@ fn a_target_too_far_behind_is_refused_unless_forced() {
         "t",
         "nothing was promoted"
     );
+    let report = d.report(&d.t.newest_run(), "failed");
+    assert!(report.contains("## Failures"), "{report}");
+    assert!(report.contains("more than max_lag_bytes -1"), "{report}");
 }
 
 /// Killed during the wait between regions, maintenance resumes with the next region and does
@@ -510,6 +627,14 @@ fn maintenance_resumed_after_a_kill_continues_with_the_next_region() {
     let run = d.t.only_run();
     let resumed = d.t.exec(&["resume", &run]);
     assert_eq!(resumed.code, 0, "{}", resumed.all());
+    // Two sessions: the one killed, and the resume.
+    let report = d.report(&run, "finished");
+    assert!(report.contains("| 1 | started "), "{report}");
+    assert!(
+        report.contains("| stopped without a record (killed, or its host lost) |"),
+        "{report}"
+    );
+    assert!(report.contains("| 2 | resumed "), "{report}");
     assert_eq!(
         eu.writes(),
         eu_writes,
@@ -548,6 +673,7 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
     );
     let ran = d.run("rollback", &["--var", "regions=us-east-1"]);
     assert_eq!(ran.code, 0, "{}", ran.all());
+    d.report(&d.t.newest_run(), "finished");
     let env = d.kubectl(
         "us-east-1",
         &[
@@ -611,6 +737,11 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
     let done = d.t.exec(&["resume", &run, "--approve"]);
     assert_eq!(done.code, 0, "{}", done.all());
     assert_eq!(d.psql("us-east-1", "SELECT count(*) FROM accounts"), "50");
+    // Paused for the approval, approved on resume: two sessions, the approval with who and how.
+    let report = d.report(&run, "finished");
+    assert!(report.contains("## Approvals"), "{report}");
+    assert!(report.contains("| tester | resume --approve |"), "{report}");
+    assert!(report.contains("| paused: "), "{report}");
     assert_eq!(d.replicas("us-east-1"), "3");
     let url_password = format!(":{}@", runbook_stack::postgres::PASSWORD);
     assert!(
@@ -836,6 +967,13 @@ fn upgrade_goes_region_by_region_and_rolls_back_a_failing_one() {
         &["--var", "image=orchestrator:1.1", "--var", "bake=1s"],
     );
     assert_eq!(ran.code, 0, "{}", ran.all());
+    // The bakes are timed waits: in the report's time split and its timeline.
+    let report = d.report(&d.t.newest_run(), "finished");
+    assert!(report.contains("timed waits "), "{report}");
+    assert!(
+        report.contains("| image | orchestrator:1.1 | report |"),
+        "{report}"
+    );
     for region in ["us-east-1", "eu-west-1", "ap-southeast-1"] {
         assert_eq!(image(region), "orchestrator:1.1", "{region}");
     }
@@ -895,6 +1033,8 @@ fn upgrade_goes_region_by_region_and_rolls_back_a_failing_one() {
         .to_string();
     let undone = d.t.exec(&["resume", &run, "--undo"]);
     assert_eq!(undone.code, 0, "{}", undone.all());
+    let report = d.report(&run, "undone");
+    assert!(report.contains("| undone: "), "{report}");
     assert_eq!(
         image("eu-west-1"),
         "orchestrator:1.1",

@@ -95,6 +95,25 @@ fn a_run_paused_on_one_host_is_resumed_from_another_through_postgres() {
         log.stdout
     );
     assert_no_password(&log);
+    // The report reads the run from the database like the directory store's.
+    let report = host_b.exec(&["report", &run_id]);
+    assert_eq!(report.code, 0, "{}", report.all());
+    for want in [
+        format!("# Run {run_id} — runbook.rhai: finished"),
+        "| gate | switch traffic? |".to_string(),
+        "| tester | resume --approve |".to_string(),
+        "| 2 | resumed ".to_string(),
+        "| second | +".to_string(),
+    ] {
+        assert!(report.stdout.contains(&want), "{want}\n{}", report.stdout);
+    }
+    assert_no_password(&report);
+    let latest = host_b.exec(&["report", "--json"]);
+    assert!(
+        latest.stdout.contains(&format!("\"run_id\": \"{run_id}\"")),
+        "{}",
+        latest.all()
+    );
 
     // The journal in the database: numbered, one row per record, the same JSON lines.
     let rows: usize = sql(&c, "SELECT count(*) FROM runbook_journal")

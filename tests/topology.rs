@@ -187,6 +187,12 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
 
     let rejoin = d.run("rejoin", &["--var", "region=us-east-1", "--yes"]);
     assert_eq!(rejoin.code, 0, "{}", rejoin.all());
+    let report = d.report(&d.t.newest_run(), "finished");
+    assert!(report.contains("| method | rewind | report |"), "{report}");
+    assert!(
+        report.contains("| tester | --yes |"),
+        "the approval, given up front\n{report}"
+    );
     assert!(
         rejoin
             .stdout
@@ -203,6 +209,7 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
     assert_eq!(d.psql("us-east-1", "SELECT count(*) FROM t"), "1");
     let clean = d.run("status", &["--var", "strict=true"]);
     assert_eq!(clean.code, 0, "{}", clean.all());
+    d.report(&d.t.newest_run(), "finished");
 
     // Failback, the inventory untouched: us-east-1 primary again, eu-west-1 its standby.
     let back = d.run("planned-failover", &["--var", "target=us-east-1", "--yes"]);

@@ -122,6 +122,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A run's report for the post-incident review: summary, results (the data-loss bound),
+    /// steps with start, duration, status and retries, approvals, failures and the sessions
+    /// that worked on it. Markdown by default
+    Report {
+        /// The run (default: the one started last)
+        run_id: Option<String>,
+        /// Write one self-contained HTML file with a timeline instead
+        #[arg(long, value_name = "FILE", conflicts_with = "json")]
+        html: Option<PathBuf>,
+        /// The report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// List every action with its fields, output, effect and idempotency
     Actions {
         #[arg(long)]

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -101,6 +102,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
         Command::Check { files } => check(&files),
         Command::Runs { json } => runs(store.as_ref(), json),
         Command::Log { run_id, json } => log(store.as_ref(), &run_id, json),
+        Command::Report { run_id, html, json } => report(store.as_ref(), run_id, html, json),
         Command::Actions {
             definitions: Some(dir),
             ..
@@ -289,6 +291,68 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// `runbook report`: the run (or the one started last) as Markdown, HTML or JSON.
+fn report(
+    store: &dyn Store,
+    run_id: Option<String>,
+    html: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Error> {
+    let run_id = match run_id {
+        Some(id) => id,
+        None => {
+            let mut latest: Option<(String, String)> = None;
+            for id in store.list()? {
+                let Ok(loaded) = store.read(&id) else {
+                    continue;
+                };
+                let started = loaded
+                    .records
+                    .first()
+                    .map(|r| r.at.clone())
+                    .unwrap_or_default();
+                if latest.as_ref().is_none_or(|(_, at)| started > *at) {
+                    latest = Some((id, started));
+                }
+            }
+            latest.map(|(id, _)| id).ok_or_else(|| {
+                Error::Usage(format!(
+                    "no runs in {}: a dry-run leaves no journal; `runbook run FILE` starts one",
+                    store.describe()
+                ))
+            })?
+        }
+    };
+    let loaded = store.read(&run_id)?;
+    let status = runner::summarize(&run_id, &loaded.records).status;
+    let rep = crate::review::build(&run_id, &loaded.records, status);
+    if let Some(path) = html {
+        std::fs::write(&path, crate::review::html(&rep)).map_err(|e| {
+            Error::Usage(format!(
+                "cannot write the report to {}: {e}",
+                path.display()
+            ))
+        })?;
+        say!(
+            "report of run {run_id} ({}, {} steps) written to {}",
+            rep.status,
+            rep.steps.len(),
+            path.display()
+        );
+    } else if json {
+        say!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default());
+    } else {
+        let text = crate::review::markdown(&rep);
+        say!("{}", text.trim_end());
+    }
+    if let Some(t) = loaded.torn_tail {
+        eprintln!(
+            "warning: the journal's last line is torn (a crash mid-write) and was left out: {t}"
+        );
+    }
+    Ok(())
+}
+
 fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
     let loaded = store.read(run_id)?;
     if json {
@@ -384,6 +448,9 @@ fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
                     format!("  {} #{seq} approved by {by} ({via})", show_path(step))
                 }
                 Event::Log { step, message } => format!("  {}: {message}", show_path(step)),
+                Event::Result { step, name, value } => {
+                    format!("  {}: result {name} = {value}", show_path(step))
+                }
                 Event::RunPaused { reason } => format!("paused: {reason}"),
                 Event::RunInterrupted { reason } => format!("interrupted: {reason}"),
                 Event::RunFailed { error, .. } => format!("failed: {error}"),

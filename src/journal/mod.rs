@@ -90,12 +90,25 @@ pub enum Event {
         /// Set when the operator chose --skip-inflight: the output is the prediction.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         skipped: bool,
+        /// Attempts that failed with a transient error before this one (0: the first worked).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        retries: u32,
     },
     ActionFailed {
         step: StepPath,
         seq: u32,
         error: String,
         elapsed_ms: u64,
+        /// Attempts retried before the last one failed.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        retries: u32,
+    },
+    /// `result(name, value)`: something the run found out, for its report (the data-loss
+    /// bound, the new primary).
+    Result {
+        step: StepPath,
+        name: String,
+        value: Value,
     },
     TimerStarted {
         step: StepPath,
@@ -148,6 +161,10 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How a run stands, as its journal shows it (and, for one without an end, its process).
@@ -388,6 +405,7 @@ mod tests {
                 output: serde_json::json!({"status": 200}),
                 elapsed_ms: 3,
                 skipped: false,
+                retries: 0,
             },
             Event::StepFinished {
                 step: vec!["a".into()],

@@ -35,6 +35,8 @@ struct ActionCall {
     write: bool,
     idempotent: bool,
     pos: Position,
+    /// Attempts that failed and were retried (for the journal and the run's report).
+    retried: std::cell::Cell<u32>,
 }
 
 impl ActionCall {
@@ -117,6 +119,7 @@ impl RunCtx {
             opts,
             key: frames::next_call(),
             pos,
+            retried: Default::default(),
         })
     }
 
@@ -222,6 +225,7 @@ impl RunCtx {
                         output: call.prepared.predicted.clone(),
                         elapsed_ms: 0,
                         skipped: true,
+                        retries: 0,
                     },
                     true,
                     pos,
@@ -416,6 +420,7 @@ impl RunCtx {
             });
             std::thread::sleep(delay);
             attempt += 1;
+            call.retried.set(attempt);
         }
     }
 
@@ -437,6 +442,7 @@ impl RunCtx {
                         output: output.clone(),
                         elapsed_ms,
                         skipped: false,
+                        retries: call.retried.get(),
                     },
                     call.write,
                     call.pos,
@@ -451,6 +457,7 @@ impl RunCtx {
                         seq: call.seq(),
                         error: message.clone(),
                         elapsed_ms,
+                        retries: call.retried.get(),
                     },
                     call.write,
                     call.pos,

@@ -658,6 +658,31 @@ impl RunCtx {
         self.report(Progress::Log { step, message });
     }
 
+    /// `result(name, value)`: journaled for the run's report, and shown as a line.
+    pub fn result(&self, name: &str, value: serde_json::Value) {
+        let step = frames::current_path();
+        let value: serde_json::Value =
+            serde_json::from_str(&self.redactor.redact(&value.to_string())).unwrap_or_default();
+        if !self.opts.dry_run && !frames::in_replayed_step() {
+            let _ = self.journal(
+                Event::Result {
+                    step: step.clone(),
+                    name: name.to_string(),
+                    value: value.clone(),
+                },
+                false,
+            );
+        }
+        let shown = match &value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        self.report(Progress::Log {
+            step,
+            message: format!("result {name}: {shown}"),
+        });
+    }
+
     // ---- steps --------------------------------------------------------------------------
 
     /// Runs `body` as the step at `path`: journals and reports its start and its end. A failure

@@ -70,6 +70,10 @@ impl Host for RunCtx {
         RunCtx::log(self, message)
     }
 
+    fn result(&self, name: &str, value: serde_json::Value) {
+        RunCtx::result(self, name, value)
+    }
+
     fn secret(&self, name: &str, pos: Position) -> RhaiResult<Secret> {
         match Secret::from_env(name, &self.redactor) {
             Ok(s) => Ok(s),

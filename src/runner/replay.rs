@@ -352,6 +352,7 @@ mod tests {
                 output,
                 elapsed_ms: 1,
                 skipped: false,
+                retries: 0,
             });
             self
         }
@@ -361,6 +362,7 @@ mod tests {
                 seq,
                 error: error.into(),
                 elapsed_ms: 1,
+                retries: 0,
             });
             self
         }

@@ -186,6 +186,22 @@ pub fn register(engine: &mut Engine, ctx: Arc<dyn Host>, docs: Option<&ActionDoc
     )
     .register_into_engine(engine, move |value: Dynamic| c.log(display(&value)));
     let c = ctx.clone();
+    documented(
+        "result",
+        &["name: &str", "value: ?", "()"],
+        "/// A result of the run under a name (the new primary, the data-loss bound in bytes):\n\
+         /// journaled and shown by `runbook report` in the run's summary.",
+    )
+    .register_into_engine(engine, move |name: &str, value: Dynamic| {
+        let json = if value.is::<Secret>() {
+            serde_json::Value::String(display(&value))
+        } else {
+            crate::value::dynamic_to_json(&value)
+                .unwrap_or_else(|_| serde_json::Value::String(display(&value)))
+        };
+        c.result(name, json)
+    });
+    let c = ctx.clone();
     // Checks that read what a write just changed cannot pass in a dry-run, where the write
     // was only predicted: runbooks skip them with `if !is_dry_run() { .. }`.
     documented(

@@ -43,6 +43,8 @@ pub trait Host: Send + Sync + 'static {
     fn approve(&self, message: &str, pos: Position) -> RhaiResult<bool>;
     fn sleep(&self, duration: &str, pos: Position) -> RhaiResult<()>;
     fn log(&self, message: String);
+    /// A named result of the run, for its report.
+    fn result(&self, name: &str, value: serde_json::Value);
     fn secret(&self, name: &str, pos: Position) -> RhaiResult<Secret>;
     fn lock(&self, name: &str, pos: Position) -> RhaiResult<()>;
     /// `params(#{..})`: the `--var` values, checked against the declarations.
@@ -105,6 +107,7 @@ impl Host for NoHost {
         Err(not_running(pos))
     }
     fn log(&self, _: String) {}
+    fn result(&self, _: &str, _: serde_json::Value) {}
     fn secret(&self, name: &str, _: Position) -> RhaiResult<Secret> {
         Ok(Secret::placeholder(name))
     }

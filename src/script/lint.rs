@@ -20,6 +20,7 @@ const BUILTINS: &[(&str, &[usize])] = &[
     ("parallel", &[2, 3]),
     ("now", &[0]),
     ("log", &[1]),
+    ("result", &[2]),
     ("fail", &[1]),
     ("secret", &[1]),
     ("lock", &[1]),

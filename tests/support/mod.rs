@@ -194,6 +194,19 @@ impl Test {
         ids
     }
 
+    /// The run started last (by its journal's first record).
+    pub fn newest_run(&self) -> String {
+        self.run_ids()
+            .into_iter()
+            .max_by_key(|id| {
+                let j = self.journal(id);
+                let first: serde_json::Value =
+                    serde_json::from_str(j.lines().next().unwrap_or("{}")).unwrap_or_default();
+                first["at"].as_str().unwrap_or("").to_string()
+            })
+            .expect("a run")
+    }
+
     pub fn only_run(&self) -> String {
         let ids = self.run_ids();
         assert_eq!(ids.len(), 1, "expected one run, found {ids:?}");

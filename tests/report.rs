@@ -69,6 +69,7 @@ fn the_report_tells_what_happened_when_and_who_approved() {
         "| finished | 2 | 1 |",
         "## Failures",
         "| probe (http::get) | http://127.0.0.1:9/unreachable: cannot connect",
+        "| handled: the step went on |",
         "## Approvals",
         "| gate | move traffic to eu-west-1? |",
         "| tester | resume --approve |",

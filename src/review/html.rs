@@ -463,7 +463,7 @@ pub fn html(rep: &RunReport) -> String {
     if !rep.failures.is_empty() {
         body.push_str("<h2>Failures</h2>\n");
         body.push_str(&table(
-            &["When", "Where", "Message"],
+            &["When", "Where", "Message", "Then"],
             rep.failures
                 .iter()
                 .map(|f| {
@@ -471,10 +471,12 @@ pub fn html(rep: &RunReport) -> String {
                         Some(a) => format!("{} ({a})", f.step),
                         None => f.step.clone(),
                     };
+                    let class = if f.handled { "" } else { " class=\"failed\"" };
                     vec![
                         td(&format!("{} ({})", offset(f.at_ms), clock(&f.at))),
                         td(&place),
-                        format!("<td class=\"failed\">{}</td>", esc(&f.message)),
+                        format!("<td{class}>{}</td>", esc(&f.message)),
+                        td(super::markdown::then(f)),
                     ]
                 })
                 .collect(),

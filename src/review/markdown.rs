@@ -172,7 +172,7 @@ pub fn markdown(rep: &RunReport) -> String {
 
     if !rep.failures.is_empty() {
         out.push_str("\n## Failures\n\n");
-        header(&mut out, &["When", "Where", "Message"]);
+        header(&mut out, &["When", "Where", "Message", "Then"]);
         for f in &rep.failures {
             let place = match &f.action {
                 Some(a) => format!("{} ({a})", f.step),
@@ -184,6 +184,7 @@ pub fn markdown(rep: &RunReport) -> String {
                     format!("{} ({})", offset(f.at_ms), clock(&f.at)),
                     cell(&place),
                     cell(&f.message),
+                    then(f).into(),
                 ],
             );
         }
@@ -228,6 +229,15 @@ pub fn markdown(rep: &RunReport) -> String {
         out.push_str("```\n");
     }
     out
+}
+
+/// What came of a failure.
+pub(crate) fn then(f: &super::Failure) -> &'static str {
+    match (&f.action, f.handled) {
+        (None, _) => "the run stopped",
+        (Some(_), true) => "handled: the step went on",
+        (Some(_), false) => "the step failed",
+    }
 }
 
 /// The time of day at an offset from the run's start.

@@ -120,6 +120,8 @@ pub struct Failure {
     pub step: String,
     pub action: Option<String>,
     pub message: String,
+    /// The runbook caught it and its step finished.
+    pub handled: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -398,6 +400,7 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
                     step: key.0,
                     action,
                     message: text(error),
+                    handled: false,
                 });
             }
             Event::TimerStarted {
@@ -481,6 +484,7 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
                     step: "(run)".into(),
                     action: None,
                     message: text(error),
+                    handled: false,
                 });
                 end_session(&mut rep, r, format!("failed: {}", text(error)))
             }
@@ -542,6 +546,12 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
         rep.steps.push(row);
     }
     tree_order(&mut rep.steps);
+    for f in rep.failures.iter_mut().filter(|f| f.action.is_some()) {
+        f.handled = rep
+            .steps
+            .iter()
+            .any(|s| s.name == f.step && s.status == "finished");
+    }
     for a in rep.actions.iter_mut().filter(|a| a.status == "in flight") {
         a.end_ms = last;
     }
@@ -593,7 +603,7 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
 /// Steps as a tree: each step right after its parent (and its earlier siblings' subtrees),
 /// siblings in the order they started — parallel branches start together and would
 /// interleave otherwise.
-fn tree_order(steps: &mut Vec<StepRow>) {
+fn tree_order(steps: &mut [StepRow]) {
     let first: std::collections::HashMap<Vec<String>, usize> = steps
         .iter()
         .enumerate()
@@ -602,7 +612,7 @@ fn tree_order(steps: &mut Vec<StepRow>) {
         .collect();
     let key = |s: &StepRow| -> Vec<usize> {
         (1..=s.path.len())
-            .map(|n| first.get(&s.path[..n].to_vec()).copied().unwrap_or(0))
+            .map(|n| first.get(&s.path[..n]).copied().unwrap_or(0))
             .collect()
     };
     steps.sort_by_key(key);
@@ -895,7 +905,8 @@ mod tests {
         assert_eq!(rep.time.waits_ms, 2_000);
         assert_eq!(rep.time.approvals_ms, 6_000);
         // Steps: name, start, duration, status, retries, sessions.
-        let table: Vec<(&str, u64, u64, &str, u32, Vec<usize>)> = rep
+        type Row<'a> = (&'a str, u64, u64, &'a str, u32, Vec<usize>);
+        let table: Vec<Row> = rep
             .steps
             .iter()
             .map(|s| {

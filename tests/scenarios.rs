@@ -120,16 +120,12 @@ fn every_shipped_runbook_dry_runs_offline_in_the_inventorys_world() {
         );
         has(&ran, want);
     }
-    // A rejoin of a region that already streams from the primary changes nothing in it.
-    let t = Test::new();
-    let ran = drill(
-        &with_data_dirs(&t),
-        "rejoin",
-        None,
-        &["--var", "region=eu-west-1"],
-    );
+    // A rejoin of a region that already streams from the primary needs no rewind (so no data
+    // directory) and does not take it out of rotation first.
+    let ran = drill(&example(), "rejoin", None, &["--var", "region=eu-west-1"]);
     assert_eq!(ran.code, 0, "{}", ran.all());
     has(&ran, &["eu-west-1 already streams from us-east-1"]);
+    lacks(&ran, &["pg::rewind", "to 0 replicas", "eu-west-1 0"]);
     // The emergency failover of a healthy primary is refused, as on real servers: the
     // default world has no incident in it.
     let ran = drill(&example(), "emergency-failover", None, &[]);

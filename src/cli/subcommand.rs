@@ -451,27 +451,10 @@ fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
                 Event::Result { step, name, value } => {
                     format!("  {}: result {name} = {value}", show_path(step))
                 }
-                Event::RunPaused { reason } => format!("paused: {reason}"),
-                Event::RunInterrupted { reason } => format!("interrupted: {reason}"),
-                Event::RunFailed { error, .. } => format!("failed: {error}"),
                 Event::RunFinished { elapsed_ms } => {
                     format!("finished ({})", human_ms(*elapsed_ms))
                 }
-                Event::RunUndone { undone_steps } => format!(
-                    "undone: {}",
-                    undone_steps
-                        .iter()
-                        .map(|s| show_path(s))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                Event::RunAbandoned { by, reason } => format!(
-                    "abandoned by {by}{}",
-                    reason
-                        .as_ref()
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default()
-                ),
+                ending => ending.ending().unwrap_or_default(),
             };
             say!("{at}  {line}");
         }

@@ -163,6 +163,35 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// How a process's work on the run ended, in words ("paused: …", "finished", …); None for
+    /// the events that do not end it.
+    pub fn ending(&self) -> Option<String> {
+        Some(match self {
+            Event::RunPaused { reason } => format!("paused: {reason}"),
+            Event::RunInterrupted { reason } => format!("interrupted: {reason}"),
+            Event::RunFailed { error, .. } => format!("failed: {error}"),
+            Event::RunFinished { .. } => "finished".into(),
+            Event::RunUndone { undone_steps } => format!(
+                "undone: {}",
+                undone_steps
+                    .iter()
+                    .map(|s| show_path(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Event::RunAbandoned { by, reason } => format!(
+                "abandoned by {by}{}",
+                reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+            _ => return None,
+        })
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }

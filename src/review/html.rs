@@ -506,14 +506,9 @@ pub fn html(rep: &RunReport) -> String {
     ));
     if !rep.logs.is_empty() {
         body.push_str("<h2>Log</h2>\n<pre>");
-        for l in &rep.logs {
-            let prefix = format!("{:>9}  {}: ", offset(l.at_ms), l.step);
-            let pad = " ".repeat(prefix.chars().count());
-            for (i, line) in l.message.lines().enumerate() {
-                body.push_str(&esc(if i == 0 { &prefix } else { &pad }));
-                body.push_str(&esc(line));
-                body.push('\n');
-            }
+        for line in super::markdown::log_lines(rep) {
+            body.push_str(&esc(&line));
+            body.push('\n');
         }
         body.push_str("</pre>\n");
     }

@@ -217,16 +217,24 @@ pub fn markdown(rep: &RunReport) -> String {
 
     if !rep.logs.is_empty() {
         out.push_str("\n## Log\n\n```text\n");
-        for l in &rep.logs {
-            let prefix = format!("{:>9}  {}: ", offset(l.at_ms), l.step);
-            let pad = " ".repeat(prefix.chars().count());
-            for (i, line) in l.message.lines().enumerate() {
-                out.push_str(if i == 0 { &prefix } else { &pad });
-                out.push_str(&line.replace("```", "'''"));
-                out.push('\n');
-            }
+        for line in log_lines(rep) {
+            out.push_str(&line.replace("```", "'''"));
+            out.push('\n');
         }
         out.push_str("```\n");
+    }
+    out
+}
+
+/// The log, a line of text per line, each message's lines after the first indented under it.
+pub(crate) fn log_lines(rep: &RunReport) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in &rep.logs {
+        let prefix = format!("{:>9}  {}: ", offset(l.at_ms), l.step);
+        let pad = " ".repeat(prefix.chars().count());
+        for (i, line) in l.message.lines().enumerate() {
+            out.push(format!("{}{line}", if i == 0 { &prefix } else { &pad }));
+        }
     }
     out
 }

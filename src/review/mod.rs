@@ -143,6 +143,25 @@ pub struct Session {
     pub inflight: Option<String>,
 }
 
+impl Session {
+    /// A process that started (or resumed) the run at record `r`.
+    fn of(r: &Record, at: u64, operator: &str, host: &str, pid: u32, version: &str) -> Session {
+        Session {
+            n: 1,
+            kind: "started".into(),
+            operator: operator.into(),
+            host: host.into(),
+            pid,
+            engine_version: version.into(),
+            started_at: r.at.clone(),
+            start_ms: at,
+            end_ms: at,
+            ended: String::new(),
+            inflight: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine {
     pub at_ms: u64,
@@ -254,19 +273,9 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
                     })
                     .collect();
                 rep.inventory_file = inventory_file.clone();
-                rep.sessions.push(Session {
-                    n: rep.sessions.len() + 1,
-                    kind: "started".into(),
-                    operator: operator.clone(),
-                    host: host.clone(),
-                    pid: *pid,
-                    engine_version: engine_version.clone(),
-                    started_at: r.at.clone(),
-                    start_ms: at,
-                    end_ms: at,
-                    ended: String::new(),
-                    inflight: None,
-                });
+                let mut s = Session::of(r, at, operator, host, *pid, engine_version);
+                s.n = rep.sessions.len() + 1;
+                rep.sessions.push(s);
             }
             Event::RunResumed {
                 engine_version,
@@ -285,19 +294,11 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
                         row.status = "stopped".into();
                     }
                 }
-                rep.sessions.push(Session {
-                    n: rep.sessions.len() + 1,
-                    kind: "resumed".into(),
-                    operator: operator.clone(),
-                    host: host.clone(),
-                    pid: *pid,
-                    engine_version: engine_version.clone(),
-                    started_at: r.at.clone(),
-                    start_ms: at,
-                    end_ms: at,
-                    ended: String::new(),
-                    inflight: inflight.clone(),
-                });
+                let mut s = Session::of(r, at, operator, host, *pid, engine_version);
+                s.n = rep.sessions.len() + 1;
+                s.kind = "resumed".into();
+                s.inflight = inflight.clone();
+                rep.sessions.push(s);
             }
             Event::StepStarted { step } => {
                 let key = show_path(step);
@@ -471,47 +472,21 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
                 },
                 step: show_path(step),
             }),
-            Event::RunPaused { reason } => {
-                end_session(&mut rep, r, format!("paused: {}", text(reason)))
+            ending => {
+                if let Event::RunFailed { error, .. } = ending {
+                    rep.failures.push(Failure {
+                        at: r.at.clone(),
+                        at_ms: at,
+                        step: "(run)".into(),
+                        action: None,
+                        message: text(error),
+                        handled: false,
+                    });
+                }
+                if let (Some(how), Some(s)) = (ending.ending(), rep.sessions.last_mut()) {
+                    s.ended = text(&how);
+                }
             }
-            Event::RunInterrupted { reason } => {
-                end_session(&mut rep, r, format!("interrupted: {}", text(reason)))
-            }
-            Event::RunFailed { error, .. } => {
-                rep.failures.push(Failure {
-                    at: r.at.clone(),
-                    at_ms: at,
-                    step: "(run)".into(),
-                    action: None,
-                    message: text(error),
-                    handled: false,
-                });
-                end_session(&mut rep, r, format!("failed: {}", text(error)))
-            }
-            Event::RunFinished { .. } => end_session(&mut rep, r, "finished".into()),
-            Event::RunUndone { undone_steps } => end_session(
-                &mut rep,
-                r,
-                format!(
-                    "undone: {}",
-                    undone_steps
-                        .iter()
-                        .map(|s| show_path(s))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-            Event::RunAbandoned { by, reason } => end_session(
-                &mut rep,
-                r,
-                format!(
-                    "abandoned by {by}{}",
-                    reason
-                        .as_deref()
-                        .map(|r| format!(": {}", text(r)))
-                        .unwrap_or_default()
-                ),
-            ),
         }
     }
 
@@ -644,12 +619,6 @@ fn union(spans: impl Iterator<Item = (u64, u64)>) -> u64 {
         total += ce - cs;
     }
     total
-}
-
-fn end_session(rep: &mut RunReport, _r: &Record, how: String) {
-    if let Some(s) = rep.sessions.last_mut() {
-        s.ended = how;
-    }
 }
 
 /// A result's value as text.

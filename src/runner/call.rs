@@ -292,17 +292,7 @@ impl RunCtx {
                     fails: Some(message.clone()),
                 });
             }
-            self.report(Progress::ActionFailed {
-                step: call.key.0.clone(),
-                seq: call.seq(),
-                action: call.full.clone(),
-                error: message.clone(),
-                retry_in_ms: None,
-            });
-            return Err(runtime_error(
-                format!("{} failed: {message}", call.full),
-                call.pos,
-            ));
+            return Err(self.failed(&call, message));
         }
         if call.write {
             let mut change = call.prepared.describe.clone();
@@ -462,19 +452,21 @@ impl RunCtx {
                     call.write,
                     call.pos,
                 )?;
-                self.report(Progress::ActionFailed {
-                    step: call.key.0.clone(),
-                    seq: call.seq(),
-                    action: call.full.clone(),
-                    error: message.clone(),
-                    retry_in_ms: None,
-                });
-                Err(runtime_error(
-                    format!("{} failed: {message}", call.full),
-                    call.pos,
-                ))
+                Err(self.failed(&call, message))
             }
         }
+    }
+
+    /// Reports a call's final failure and gives the script its error (which `try` catches).
+    fn failed(&self, call: &ActionCall, message: String) -> Box<rhai::EvalAltResult> {
+        self.report(Progress::ActionFailed {
+            step: call.key.0.clone(),
+            seq: call.seq(),
+            action: call.full.clone(),
+            error: message.clone(),
+            retry_in_ms: None,
+        });
+        runtime_error(format!("{} failed: {message}", call.full), call.pos)
     }
 
     fn report_finished(&self, call: &ActionCall, elapsed_ms: u64, how: &'static str) {

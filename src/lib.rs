@@ -13,3 +13,4 @@ pub mod script;
 pub mod secret;
 pub mod tls;
 pub mod value;
+pub mod watch;

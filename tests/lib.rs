@@ -31,3 +31,4 @@ mod store;
 mod timer;
 mod tls;
 mod topology;
+mod watch;

@@ -122,6 +122,37 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Seed 004's automatic failover: observe every region each interval and, when the
+    /// inventory's [watch] rules fire for the primary's region (3 failed health checks and the
+    /// database unreachable, by default), run the failover runbook — once, until --ack
+    Watch {
+        /// The inventory (TOML); its [watch] table holds the rules
+        #[arg(long, short = 'i', value_name = "FILE")]
+        inventory: PathBuf,
+        /// The runbook to run when the rule fires (with --var from=REGION)
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "runbooks/emergency-failover.rhai"
+        )]
+        runbook: PathBuf,
+        /// Time between observations
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+        interval: std::time::Duration,
+        /// Decide, and dry-run the runbook when the rule fires; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// One observation and its decision, then exit
+        #[arg(long)]
+        once: bool,
+        /// Acknowledge the last automatic failover, so the watcher may act again after its
+        /// cooldown
+        #[arg(long, conflicts_with_all = ["once", "dry_run"])]
+        ack: bool,
+        /// How to report progress
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// A run's report for the post-incident review: summary, results (the data-loss bound),
     /// steps with start, duration, status and retries, approvals, failures and the sessions
     /// that worked on it. Markdown by default
@@ -201,4 +232,12 @@ pub enum StackCommand {
         #[arg(long, default_value = ".runbook/stack")]
         dir: PathBuf,
     },
+}
+
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 1s, 500ms)"))?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err("at least 100ms".into());
+    }
+    Ok(d)
 }

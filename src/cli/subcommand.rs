@@ -54,6 +54,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
                     vars,
                     inventory,
                     assume,
+                    trigger: None,
                 },
             );
             drop(rt);
@@ -98,6 +99,38 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             )?;
             say!("{done}");
             Ok(())
+        }
+        Command::Watch {
+            inventory,
+            runbook,
+            interval,
+            dry_run,
+            once,
+            ack,
+            output,
+        } => {
+            if ack {
+                let done = crate::watch::ack(
+                    store.as_ref(),
+                    &inventory,
+                    &runner::Operator::current().name,
+                )?;
+                say!("{done}");
+                return Ok(());
+            }
+            let (rt, env) = env(store, store_flag, output, redactor)?;
+            let result = crate::watch::watch(
+                &env,
+                crate::watch::WatchRequest {
+                    inventory,
+                    runbook,
+                    interval,
+                    dry_run,
+                    once,
+                },
+            );
+            drop(rt);
+            result
         }
         Command::Check { files } => check(&files),
         Command::Runs { json } => runs(store.as_ref(), json),
@@ -453,6 +486,9 @@ fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
                 }
                 Event::RunFinished { elapsed_ms } => {
                     format!("finished ({})", human_ms(*elapsed_ms))
+                }
+                Event::WatchAcknowledged { by } => {
+                    format!("the automatic failover acknowledged by {by}")
                 }
                 ending => ending.ending().unwrap_or_default(),
             };

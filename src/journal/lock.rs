@@ -271,6 +271,7 @@ mod tests {
             operator: String::new(),
             host: String::new(),
             pid: 1,
+            trigger: None,
         }
     }
 

@@ -47,6 +47,9 @@ pub enum Event {
         operator: String,
         host: String,
         pid: u32,
+        /// What started it when no person did: `runbook watch`'s observations.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trigger: Option<Box<Value>>,
     },
     RunResumed {
         runbook_sha256: String,
@@ -154,6 +157,11 @@ pub enum Event {
     /// `resume --undo` ran the undo closures of these finished steps (latest first).
     RunUndone {
         undone_steps: Vec<StepPath>,
+    },
+    /// `runbook watch --ack`: a person has looked at this automatic failover; the watcher may
+    /// act again after its cooldown.
+    WatchAcknowledged {
+        by: String,
     },
     /// `runbook abandon`: the run will not be continued, and its claims on locks are released.
     RunAbandoned {
@@ -477,6 +485,7 @@ mod tests {
                 operator: String::new(),
                 host: String::new(),
                 pid: 1,
+                trigger: None,
             })
         };
         let resumed = || {

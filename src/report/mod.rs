@@ -41,6 +41,12 @@ pub enum Progress {
     Warning {
         message: String,
     },
+    /// `runbook watch`: what it decided after an observation (said when it changes).
+    Watch {
+        /// "quiet", "watching", "hold" or "failover".
+        decision: String,
+        message: String,
+    },
     StepStarted {
         step: StepPath,
         replayed: bool,

@@ -61,6 +61,10 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
             }
         }
         Progress::Warning { message } => format!("warning: {message}"),
+        Progress::Watch { message, .. } => {
+            let now = crate::journal::timestamp();
+            format!("{} watch: {message}", now.get(11..19).unwrap_or(&now))
+        }
         Progress::StepStarted { step, replayed } => {
             let note = if *replayed {
                 " (done earlier, replaying)"

@@ -46,6 +46,21 @@ pub(crate) fn summary(rep: &RunReport) -> Vec<(&'static str, String)> {
     if let Some(inv) = &rep.inventory_file {
         out.push(("Inventory", inv.clone()));
     }
+    if let Some(t) = &rep.trigger {
+        let signals: Vec<String> = t["signals"]
+            .as_array()
+            .map(|a| a.iter().map(value_text).collect())
+            .unwrap_or_default();
+        out.push((
+            "Started by",
+            format!(
+                "{} when {}'s {}",
+                t["by"].as_str().unwrap_or("a trigger"),
+                t["region"].as_str().unwrap_or("?"),
+                signals.join(", ")
+            ),
+        ));
+    }
     out.push(("Operators", rep.operators.join(", ")));
     out.push(("Hosts", rep.hosts.join(", ")));
     out.push(("Status", rep.status.to_string()));

@@ -32,6 +32,8 @@ pub struct RunReport {
     pub wall_ms: u64,
     pub params: serde_json::Map<String, Value>,
     pub inventory_file: Option<String>,
+    /// What started it when no person did (`runbook watch`: the signals and the observation).
+    pub trigger: Option<Value>,
     /// Who worked on the run, in order, each once.
     pub operators: Vec<String>,
     /// Where, in order, each once.
@@ -222,6 +224,7 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
         wall_ms: records.last().map(off).unwrap_or(0),
         params: Default::default(),
         inventory_file: None,
+        trigger: None,
         operators: vec![],
         hosts: vec![],
         results: vec![],
@@ -258,8 +261,10 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
                 operator,
                 host,
                 pid,
+                trigger,
                 ..
             } => {
+                rep.trigger = trigger.as_deref().cloned();
                 rep.runbook = runbook.clone();
                 rep.runbook_sha256 = runbook_sha256.clone();
                 rep.params = params
@@ -678,6 +683,7 @@ mod tests {
             operator: op.into(),
             host: host.into(),
             pid: 7,
+            trigger: None,
         }
     }
 

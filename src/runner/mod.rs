@@ -17,7 +17,7 @@ use std::time::Instant;
 use rhai::{Dynamic, EvalAltResult};
 use sha2::{Digest, Sha256};
 
-pub use ctx::{CtxInit, Inflight, JournalInit, RunCtx, RunOptions, Stop};
+pub use ctx::{http_client, CtxInit, Inflight, JournalInit, RunCtx, RunOptions, Stop};
 pub use frames::set_source;
 
 use crate::action::world::World;
@@ -93,6 +93,8 @@ pub struct RunRequest {
     pub inventory: Option<PathBuf>,
     /// With an offline dry-run: the scenario its reads answer from.
     pub assume: Option<PathBuf>,
+    /// What started the run when no person did (`runbook watch`), for its journal.
+    pub trigger: Option<serde_json::Value>,
 }
 
 pub struct ResumeRequest {
@@ -254,6 +256,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
             operator: env.operator.name.clone(),
             host: env.operator.host.clone(),
             pid: std::process::id(),
+            trigger: req.trigger.clone().map(Box::new),
         },
     });
     let ctx = Arc::new(RunCtx::new(CtxInit {

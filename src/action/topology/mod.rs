@@ -280,6 +280,11 @@ fn settle(t: &mut Topology) {
     t.table = render::table(t);
 }
 
+/// Observes every region now (`runbook watch`): what `topology::observe` returns.
+pub async fn observe_now(inv: &InventoryView, probe_timeout: Duration, cx: &Cx) -> Topology {
+    observe(inv, probe_timeout, cx).await
+}
+
 async fn observe(inv: &InventoryView, probe_timeout: Duration, cx: &Cx) -> Topology {
     let cx = Cx {
         timeout: probe_timeout,

@@ -1,0 +1,463 @@
+//! `runbook watch`: seed 004's automatic failover. Each interval the watcher observes every
+//! region as `topology::observe` does, feeds the observation to [`rules::decide`] (hysteresis,
+//! independent sources that must agree, guard rails), and when the rule fires for the primary's
+//! region starts the failover runbook as an ordinary run — journaled, reported, resumable —
+//! with the watcher as its operator and the observations that fired it in its journal.
+//!
+//! One watcher acts: watchers sharing a store elect one through the store's lock (`watch
+//! NAME`); the others wait and take over when its hold goes (its process died, its host or
+//! its database session was lost). After an automatic failover nothing is started again until
+//! a person acknowledges it (`runbook watch --ack`) and the cooldown has passed.
+
+pub mod rules;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::action::topology::{self, model::Topology, InventoryView};
+use crate::action::Cx;
+use crate::error::Error;
+use crate::inventory::Inventory;
+use crate::journal::{self, Event, LockHolder, Store};
+use crate::report::Progress;
+use crate::runner::{self, Env, Operator, RunRequest};
+use rules::{Decision, Health, RegionSeen, Rules, Seen, Standing};
+
+/// What the operator asked of `runbook watch`.
+pub struct WatchRequest {
+    pub inventory: PathBuf,
+    pub runbook: PathBuf,
+    pub interval: Duration,
+    pub dry_run: bool,
+    pub once: bool,
+}
+
+/// The operator name runs started by the watcher carry.
+pub const WATCHER: &str = "runbook watch";
+
+/// The deployment's name, as the shipped runbooks name their lock.
+fn deployment(inv: &Inventory, path: &Path) -> String {
+    inv.value["name"]
+        .as_str()
+        .or_else(|| inv.value["dns"]["record"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "deployment".into())
+        })
+}
+
+fn rules_of(inv: &Inventory) -> Result<Rules, Error> {
+    match inv.value.get("watch") {
+        None => Ok(Rules::default()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| Error::Inventory {
+            path: inv.file.clone(),
+            message: format!("[watch]: {e}"),
+        }),
+    }
+}
+
+/// An observation in the rules' terms.
+pub fn seen_of(t: &Topology) -> Seen {
+    let regions = t
+        .regions
+        .iter()
+        .map(|(name, r)| {
+            let h = &r.health;
+            let health = if !h.checked {
+                Health::Unchecked
+            } else if h.ok {
+                Health::Ok
+            } else if h.status.is_some_and(|s| (200..300).contains(&s)) {
+                Health::Slow
+            } else {
+                Health::Failing
+            };
+            let lsn = |s: &Option<String>| s.as_deref().and_then(topology::model::lsn);
+            let received = lsn(&r.database.receive_lsn).max(lsn(&r.database.replay_lsn));
+            (
+                name.clone(),
+                RegionSeen {
+                    health,
+                    latency_ms: h.latency_ms,
+                    database: r.database.role.clone(),
+                    writable: r.database.writable,
+                    timeline: r.database.timeline,
+                    received,
+                    redis_up: match r.redis.role.as_str() {
+                        "absent" => None,
+                        "unreachable" => Some(false),
+                        _ => Some(true),
+                    },
+                },
+            )
+        })
+        .collect();
+    Seen {
+        primary: t.primary.clone().or_else(|| {
+            (t.writable.len() <= 1)
+                .then(|| t.followed.clone())
+                .flatten()
+        }),
+        writable: t.writable.clone(),
+        regions,
+    }
+}
+
+/// The last automatic failover of this deployment, from the store: how long ago it started and
+/// whether someone acknowledged it.
+fn standing(store: &dyn Store, name: &str) -> Result<(Standing, Option<String>), Error> {
+    let mut latest: Option<(String, u64, bool)> = None;
+    for id in store.list()? {
+        let Ok(loaded) = store.read(&id) else {
+            continue;
+        };
+        let Some(first) = loaded.records.first() else {
+            continue;
+        };
+        let Event::RunStarted {
+            trigger: Some(trigger),
+            ..
+        } = &first.event
+        else {
+            continue;
+        };
+        if trigger["deployment"].as_str() != Some(name) {
+            continue;
+        }
+        let at = humantime::parse_rfc3339_weak(&first.at)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let acked = loaded
+            .records
+            .iter()
+            .any(|r| matches!(r.event, Event::WatchAcknowledged { .. }));
+        if latest.as_ref().is_none_or(|(_, t, _)| at > *t) {
+            latest = Some((id, at, acked));
+        }
+    }
+    Ok(match latest {
+        None => (Standing::default(), None),
+        Some((id, at, acked)) => (
+            Standing {
+                since_last_failover_s: Some(journal::unix_ms().saturating_sub(at) / 1000),
+                acknowledged: acked,
+            },
+            Some(id),
+        ),
+    })
+}
+
+/// `runbook watch --ack`: a person has looked at the last automatic failover; the watcher may
+/// act again once the cooldown has passed.
+pub fn ack(store: &dyn Store, inventory: &Path, by: &str) -> Result<String, Error> {
+    let inv = Inventory::load(inventory)?;
+    let name = deployment(&inv, inventory);
+    let rules = rules_of(&inv)?;
+    let (st, run) = standing(store, &name)?;
+    let Some(run) = run else {
+        return Err(Error::Usage(format!(
+            "no automatic failover of {name} in {}: nothing to acknowledge",
+            store.describe()
+        )));
+    };
+    if st.acknowledged {
+        return Ok(format!(
+            "the automatic failover {run} was already acknowledged; nothing changed"
+        ));
+    }
+    let next = store
+        .read(&run)?
+        .records
+        .last()
+        .map(|r| r.n + 1)
+        .unwrap_or(1);
+    let mut w = store.append_to(&run)?;
+    let line = serde_json::to_string(&journal::Record {
+        v: journal::FORMAT_VERSION,
+        n: next,
+        at: journal::timestamp(),
+        event: Event::WatchAcknowledged { by: by.to_string() },
+    })
+    .unwrap_or_default();
+    w.append(&line, true).map_err(|e| Error::Journal {
+        path: run.clone().into(),
+        message: e.to_string(),
+    })?;
+    let left = rules
+        .cooldown_s
+        .saturating_sub(st.since_last_failover_s.unwrap_or(0));
+    Ok(if left > 0 {
+        format!("acknowledged the automatic failover {run}; the watcher may act again in {left} s (the cooldown)")
+    } else {
+        format!("acknowledged the automatic failover {run}; the watcher may act again")
+    })
+}
+
+fn say(env: &Env, message: String) {
+    env.reporter.report(&Progress::Watch {
+        decision: "note".into(),
+        message,
+    });
+}
+
+/// `runbook watch`.
+pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
+    let inv = Inventory::load(&req.inventory)?;
+    let rules = rules_of(&inv)?;
+    let name = deployment(&inv, &req.inventory);
+    // Secrets must be there now, not at 3 a.m.
+    inv.to_script(&env.redactor, false)?;
+    if !req.runbook.exists() {
+        return Err(Error::Usage(format!(
+            "--runbook {}: no such file",
+            req.runbook.display()
+        )));
+    }
+    let mut view: InventoryView =
+        serde_json::from_value(inv.value.clone()).map_err(|e| Error::Inventory {
+            path: inv.file.clone(),
+            message: e.to_string(),
+        })?;
+    // The rules read health, databases and Redis: the Kubernetes and Route53 APIs are not
+    // asked every interval (Route53 allows five requests a second per account).
+    view.dns = None;
+    for r in view.regions.values_mut() {
+        r.context = None;
+    }
+    let holder = LockHolder {
+        run_id: "watch".into(),
+        runbook: WATCHER.into(),
+        operator: env.operator.name.clone(),
+        host: env.operator.host.clone(),
+        pid: std::process::id(),
+        since: journal::timestamp(),
+    };
+    let lock = format!("watch {name}");
+    let mut told = false;
+    let guard = loop {
+        match journal::take_lock(env.store.as_ref(), &lock, &holder) {
+            Ok(g) => break g,
+            Err(Error::Locked(who)) if !req.once => {
+                if !told {
+                    say(
+                        env,
+                        format!(
+                            "another watcher is active ({who}); this one takes over if it stops"
+                        ),
+                    );
+                    told = true;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        if sleep(env, req.interval) {
+            return Ok(());
+        }
+    };
+    if told {
+        say(
+            env,
+            format!("this watcher is now the active one for {name}"),
+        );
+    }
+    say(
+        env,
+        format!(
+            "watching {name} every {}{}: fail over after {} failed health checks, {} database and {} Redis observations, {} of them agreeing; {}",
+            humantime::format_duration(req.interval),
+            if req.dry_run { " (dry-run: nothing is started)" } else { "" },
+            rules.health_failures,
+            rules.database_failures,
+            rules.redis_failures,
+            rules.agree,
+            req.runbook.display()
+        ),
+    );
+    let cx = Cx {
+        http: runner::http_client(),
+        redactor: env.redactor.clone(),
+        timeout: Duration::from_millis(rules.max_latency_ms.max(1000)),
+        cancel: env.cancel.clone(),
+        progress: Arc::new(|_| {}),
+    };
+    let mut state = rules::State::default();
+    let mut last_said = String::new();
+    let mut acted_dry = false;
+    loop {
+        let started = Instant::now();
+        let t = env
+            .rt
+            .block_on(topology::observe_now(&view, cx.timeout, &cx));
+        let seen = seen_of(&t);
+        let mut trial = state.clone();
+        let mut decision = rules::decide(&mut trial, &seen, &rules, &Standing::default());
+        if matches!(decision, Decision::Failover { .. } | Decision::Hold { .. }) {
+            let (st, _) = standing(env.store.as_ref(), &name)?;
+            decision = rules::decide(&mut state, &seen, &rules, &st);
+        } else {
+            state = trial;
+        }
+        let text = describe(&decision);
+        if req.once {
+            env.reporter.report(&Progress::Log {
+                step: vec![],
+                message: t.table.trim_end().to_string(),
+            });
+        }
+        if text != last_said || req.once {
+            env.reporter.report(&Progress::Watch {
+                decision: decision.kind().into(),
+                message: text.clone(),
+            });
+        }
+        match &decision {
+            Decision::Hold { region, why, .. } if text != last_said => {
+                alert(
+                    env,
+                    &inv,
+                    &format!("runbook watch: {region} would be failed over, but {why}"),
+                );
+            }
+            Decision::Failover { region, signals } if !(req.dry_run && acted_dry) => {
+                let trigger = json!({
+                    "by": WATCHER,
+                    "deployment": name,
+                    "region": region,
+                    "signals": signals,
+                    "observation": serde_json::to_value(&seen).unwrap_or(Value::Null),
+                    "table": t.table,
+                });
+                let result = start(env, &req, &rules, region, trigger);
+                acted_dry = req.dry_run;
+                match result {
+                    Ok(()) => say(env, format!("the failover of {region} ended; watching")),
+                    Err(e) => say(
+                        env,
+                        format!(
+                            "the failover of {region} did not finish: {e}; `runbook runs` lists it"
+                        ),
+                    ),
+                }
+                state = rules::State::default();
+            }
+            Decision::Quiet => acted_dry = false,
+            _ => {}
+        }
+        last_said = text;
+        if req.once || env.cancel.load(Ordering::SeqCst) {
+            break;
+        }
+        if sleep(env, req.interval.saturating_sub(started.elapsed())) {
+            break;
+        }
+    }
+    guard.release();
+    Ok(())
+}
+
+/// Sleeps, waking for Ctrl-C; true when stopped.
+fn sleep(env: &Env, d: Duration) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if env.cancel.load(Ordering::SeqCst) {
+            return true;
+        }
+        std::thread::sleep(
+            Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())),
+        );
+    }
+    env.cancel.load(Ordering::SeqCst)
+}
+
+fn describe(d: &Decision) -> String {
+    match d {
+        Decision::Quiet => "all quiet".into(),
+        Decision::Watching { region, signals } => format!(
+            "watching {region}: {} — not enough sources agree to act",
+            signals.join(", ")
+        ),
+        Decision::Hold {
+            region,
+            signals,
+            why,
+        } => format!(
+            "HOLD {region}: {}{why}",
+            if signals.is_empty() {
+                String::new()
+            } else {
+                format!("{} — but ", signals.join(", "))
+            }
+        ),
+        Decision::Failover { region, signals } => {
+            format!("FAILOVER {region}: {}", signals.join(", "))
+        }
+    }
+}
+
+/// A line to the team's Slack, when the inventory names one.
+fn alert(env: &Env, inv: &Inventory, text: &str) {
+    let Some(webhook) = inv.value["notify"].get("slack_webhook") else {
+        return;
+    };
+    let registry = crate::action::Registry::standard();
+    let Some(action) = registry.get("notify", "slack") else {
+        return;
+    };
+    let Ok(prepared) = action.prepare(json!({ "webhook": webhook, "text": text })) else {
+        return;
+    };
+    let cx = Cx {
+        http: runner::http_client(),
+        redactor: env.redactor.clone(),
+        timeout: Duration::from_secs(10),
+        cancel: env.cancel.clone(),
+        progress: Arc::new(|_| {}),
+    };
+    if let Err(e) = env.rt.block_on((prepared.run)(cx)) {
+        say(env, format!("the alert did not reach Slack: {}", e.message));
+    }
+}
+
+/// Starts the failover runbook as a run of its own, the watcher its operator.
+fn start(
+    env: &Env,
+    req: &WatchRequest,
+    rules: &Rules,
+    region: &str,
+    trigger: Value,
+) -> Result<(), Error> {
+    let run_env = Env {
+        store: env.store.clone(),
+        reporter: env.reporter.clone(),
+        redactor: env.redactor.clone(),
+        cancel: env.cancel.clone(),
+        operator: Operator {
+            name: WATCHER.into(),
+            host: env.operator.host.clone(),
+        },
+        rt: env.rt.clone(),
+    };
+    let mut vars = rules.vars.clone();
+    vars.insert("from".to_string(), region.to_string());
+    runner::run(
+        &run_env,
+        RunRequest {
+            script: req.runbook.clone(),
+            dry_run: req.dry_run,
+            offline: false,
+            yes: false,
+            vars,
+            inventory: Some(req.inventory.clone()),
+            assume: None,
+            trigger: (!req.dry_run).then_some(trigger),
+        },
+    )
+}

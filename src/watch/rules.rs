@@ -1,0 +1,475 @@
+//! The watcher's decision, pure: from each observation of the deployment and what it saw
+//! before, whether to do nothing, alert, hold, or fail over the primary's region.
+//!
+//! Seed 004 §5.1's conditions are signals, each with hysteresis (it counts only after N
+//! observations in a row; one good observation resets it, so a flapping endpoint never
+//! counts): the health endpoint failing, answering slower than the latency limit, the database
+//! unreachable or read-only, Redis unreachable. Signals of the same endpoint are one source
+//! (a failing and a slow health check are the same witness); a failover needs `agree` sources
+//! at once — by default two: the health endpoint *and* the database, say.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The `[watch]` table of the inventory; every key optional.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rules {
+    /// Consecutive failed health checks (an error or a non-2xx answer).
+    pub health_failures: u32,
+    /// Consecutive observations with the primary's database unreachable or read-only.
+    pub database_failures: u32,
+    /// Consecutive observations with the primary's Redis unreachable.
+    pub redis_failures: u32,
+    /// A health answer slower than this many milliseconds counts as a failed check.
+    pub max_latency_ms: u64,
+    /// How many independent sources (health endpoint, database, Redis) must agree.
+    pub agree: u32,
+    /// After an automatic failover, nothing is started again for this many seconds, and not at
+    /// all until a person acknowledges it (`runbook watch --ack`).
+    pub cooldown_s: u64,
+    /// Parameters for the runbook (`--var NAME=VALUE`), besides `from` (the failing region).
+    /// Default: `check_interval = "200ms"` — the runbook checks the health endpoint three
+    /// more times itself before acting; the watcher's observations already waited.
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            health_failures: 3,
+            database_failures: 3,
+            redis_failures: 3,
+            max_latency_ms: 10_000,
+            agree: 2,
+            cooldown_s: 600,
+            vars: [("check_interval".to_string(), "200ms".to_string())].into(),
+        }
+    }
+}
+
+/// A region's health endpoint as one probe saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Ok,
+    /// A non-2xx answer or no answer.
+    Failing,
+    /// 2xx, slower than the limit.
+    Slow,
+    /// No health endpoint in the inventory.
+    Unchecked,
+}
+
+/// One region as one probe saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionSeen {
+    pub health: Health,
+    pub latency_ms: Option<u64>,
+    /// "primary", "standby", "unreachable" or "absent".
+    pub database: String,
+    pub writable: bool,
+    pub timeline: Option<i64>,
+    /// A standby's received WAL position, in bytes.
+    pub received: Option<u64>,
+    /// None: no Redis in the inventory.
+    pub redis_up: Option<bool>,
+}
+
+/// One observation of the deployment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Seen {
+    /// The region whose database is the primary (the one writable, else the one the standbys
+    /// follow).
+    pub primary: Option<String>,
+    pub writable: Vec<String>,
+    pub regions: BTreeMap<String, RegionSeen>,
+}
+
+/// What the watcher does after an observation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Nothing is wrong enough.
+    Quiet,
+    /// Some signals count, not enough sources agree yet.
+    Watching {
+        region: String,
+        signals: Vec<String>,
+    },
+    /// The rule fired, but a guard rail holds the failover back: say so (alert).
+    Hold {
+        region: String,
+        signals: Vec<String>,
+        why: String,
+    },
+    /// Fail over from `region`.
+    Failover {
+        region: String,
+        signals: Vec<String>,
+    },
+}
+
+impl Decision {
+    /// "quiet", "watching", "hold" or "failover".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Decision::Quiet => "quiet",
+            Decision::Watching { .. } => "watching",
+            Decision::Hold { .. } => "hold",
+            Decision::Failover { .. } => "failover",
+        }
+    }
+}
+
+/// What the watcher remembers between observations.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// (region, signal) → observations in a row.
+    streaks: BTreeMap<(String, &'static str), u32>,
+}
+
+/// The guard rails that stand outside one observation: a failover still cooling down, or one
+/// not yet acknowledged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Standing {
+    /// Seconds since the last automatic failover started, if any.
+    pub since_last_failover_s: Option<u64>,
+    /// The last automatic failover was acknowledged by a person.
+    pub acknowledged: bool,
+}
+
+fn bump(state: &mut State, region: &str, signal: &'static str, on: bool) -> u32 {
+    let e = state
+        .streaks
+        .entry((region.to_string(), signal))
+        .or_insert(0);
+    *e = if on { *e + 1 } else { 0 };
+    *e
+}
+
+/// Takes in one observation and decides.
+pub fn decide(state: &mut State, seen: &Seen, rules: &Rules, standing: &Standing) -> Decision {
+    // Every region's streaks move, so that a region that becomes primary starts from what was
+    // really seen of it.
+    let mut firing: BTreeMap<String, Vec<(&'static str, &'static str)>> = BTreeMap::new();
+    for (name, r) in &seen.regions {
+        let slow = r.health == Health::Slow
+            || (r.health == Health::Ok && r.latency_ms.is_some_and(|l| l > rules.max_latency_ms));
+        let checks: [(&'static str, &'static str, bool, u32); 4] = [
+            (
+                "health",
+                "health failing",
+                r.health == Health::Failing,
+                rules.health_failures,
+            ),
+            (
+                "health",
+                "slower than the limit",
+                slow,
+                rules.health_failures,
+            ),
+            (
+                "database",
+                "database unreachable or read-only",
+                r.database == "unreachable" || (r.database == "primary" && !r.writable),
+                rules.database_failures,
+            ),
+            (
+                "redis",
+                "Redis unreachable",
+                r.redis_up == Some(false),
+                rules.redis_failures,
+            ),
+        ];
+        for (source, signal, on, need) in checks {
+            if bump(state, name, signal, on) >= need.max(1) {
+                firing
+                    .entry(name.clone())
+                    .or_default()
+                    .push((source, signal));
+            }
+        }
+    }
+    let Some(primary) = seen.primary.clone() else {
+        if seen.writable.len() > 1 {
+            return Decision::Hold {
+                region: seen.writable.join(", "),
+                signals: vec![],
+                why: format!(
+                    "{} writable primaries ({}): the topology is ambiguous; nothing is automatic until a person resolves it",
+                    seen.writable.len(),
+                    seen.writable.join(", ")
+                ),
+            };
+        }
+        return Decision::Quiet;
+    };
+    let Some(fired) = firing.get(&primary) else {
+        return Decision::Quiet;
+    };
+    let mut sources: Vec<&str> = fired.iter().map(|(s, _)| *s).collect();
+    sources.dedup();
+    let signals: Vec<String> = fired
+        .iter()
+        .map(|(_, s)| {
+            let n = state
+                .streaks
+                .get(&(primary.clone(), *s))
+                .copied()
+                .unwrap_or(0);
+            format!("{s} ({n} observations in a row)")
+        })
+        .collect();
+    if (sources.len() as u32) < rules.agree.max(1) {
+        return Decision::Watching {
+            region: primary,
+            signals,
+        };
+    }
+    let hold = |why: String| Decision::Hold {
+        region: primary.clone(),
+        signals: signals.clone(),
+        why,
+    };
+    if seen.writable.len() > 1 {
+        return hold(format!(
+            "{} writable primaries ({}): the topology is ambiguous",
+            seen.writable.len(),
+            seen.writable.join(", ")
+        ));
+    }
+    if let Some(since) = standing.since_last_failover_s {
+        if !standing.acknowledged {
+            return hold(
+                "an automatic failover ran and nobody has acknowledged it yet (runbook watch --ack)"
+                    .into(),
+            );
+        }
+        if since < rules.cooldown_s {
+            return hold(format!(
+                "within the cooldown: the last automatic failover started {since} s ago (cooldown {} s)",
+                rules.cooldown_s
+            ));
+        }
+    }
+    // A standby to fail over to: one that answers, on the primary's timeline. (How far behind
+    // it may be is the runbook's rule: max_lag_bytes; it refuses before any change.)
+    let p = &seen.regions[&primary];
+    let candidates = seen
+        .regions
+        .iter()
+        .filter(|(n, r)| {
+            *n != &primary
+                && r.database == "standby"
+                && (p.timeline.is_none() || r.timeline.is_none() || r.timeline == p.timeline)
+        })
+        .count();
+    if candidates == 0 {
+        return hold(format!(
+            "no reachable standby on {primary}'s timeline to fail over to"
+        ));
+    }
+    Decision::Failover {
+        region: primary,
+        signals,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(health: Health, db: &str, redis: Option<bool>) -> RegionSeen {
+        RegionSeen {
+            health,
+            latency_ms: Some(5),
+            database: db.into(),
+            writable: db == "primary",
+            timeline: Some(1),
+            received: Some(100),
+            redis_up: redis,
+        }
+    }
+
+    /// us primary with (health, database, redis), eu a healthy standby.
+    fn seen(health: Health, db: &str, redis: Option<bool>) -> Seen {
+        let mut regions = BTreeMap::new();
+        regions.insert("us".to_string(), region(health, db, redis));
+        regions.insert("eu".to_string(), region(Health::Ok, "standby", Some(true)));
+        Seen {
+            primary: Some("us".into()),
+            writable: if db == "primary" {
+                vec!["us".into()]
+            } else {
+                vec![]
+            },
+            regions,
+        }
+    }
+
+    /// Feeds observations in order; the decision after each.
+    fn run(obs: &[Seen], rules: &Rules, standing: &Standing) -> Vec<&'static str> {
+        let mut state = State::default();
+        obs.iter()
+            .map(|o| decide(&mut state, o, rules, standing).kind())
+            .collect()
+    }
+
+    #[test]
+    fn hysteresis_and_two_sources() {
+        let ok = seen(Health::Ok, "primary", Some(true));
+        let sick = seen(Health::Failing, "primary", Some(true));
+        let down = seen(Health::Failing, "unreachable", Some(true));
+        let db_only = seen(Health::Ok, "unreachable", Some(true));
+        let all_down = seen(Health::Failing, "unreachable", Some(false));
+        let fenced = {
+            let mut s = seen(Health::Failing, "primary", Some(true));
+            s.regions.get_mut("us").unwrap().writable = false;
+            s.writable.clear();
+            s
+        };
+        let rules = Rules::default();
+        let none = Standing::default();
+        let cases: Vec<(&str, Vec<Seen>, Vec<&str>)> = vec![
+            ("healthy", vec![ok.clone(); 5], vec!["quiet"; 5]),
+            // Flapping every other check: the streak never reaches 3.
+            (
+                "flapping health",
+                vec![
+                    sick.clone(),
+                    ok.clone(),
+                    sick.clone(),
+                    ok.clone(),
+                    sick.clone(),
+                    ok.clone(),
+                ],
+                vec!["quiet"; 6],
+            ),
+            // One source alone, however long, is watched, never acted on.
+            (
+                "health only",
+                vec![sick.clone(); 5],
+                vec!["quiet", "quiet", "watching", "watching", "watching"],
+            ),
+            (
+                "database only",
+                vec![db_only.clone(); 4],
+                vec!["quiet", "quiet", "watching", "watching"],
+            ),
+            // Health and database agree from the third observation.
+            (
+                "region down",
+                vec![down.clone(); 4],
+                vec!["quiet", "quiet", "failover", "failover"],
+            ),
+            (
+                "fenced and failing",
+                vec![fenced.clone(); 3],
+                vec!["quiet", "quiet", "failover"],
+            ),
+            // A good observation in between starts the count again.
+            (
+                "reset",
+                vec![
+                    down.clone(),
+                    down.clone(),
+                    ok.clone(),
+                    down.clone(),
+                    down.clone(),
+                    down.clone(),
+                ],
+                vec!["quiet", "quiet", "quiet", "quiet", "quiet", "failover"],
+            ),
+            (
+                "all three",
+                vec![all_down.clone(); 3],
+                vec!["quiet", "quiet", "failover"],
+            ),
+        ];
+        for (name, obs, want) in cases {
+            assert_eq!(run(&obs, &rules, &none), want, "{name}");
+        }
+        // agree = 1: one source is enough; health_failures = 1: at once.
+        let eager = Rules {
+            agree: 1,
+            health_failures: 1,
+            ..Rules::default()
+        };
+        assert_eq!(
+            run(std::slice::from_ref(&sick), &eager, &none),
+            ["failover"]
+        );
+    }
+
+    #[test]
+    fn guard_rails_hold_a_fired_rule() {
+        let down = seen(Health::Failing, "unreachable", Some(true));
+        let rules = Rules::default();
+        let three = vec![down.clone(); 3];
+        let cases: Vec<(&str, Standing, &str)> = vec![
+            ("never failed over", Standing::default(), "failover"),
+            (
+                "not acknowledged",
+                Standing {
+                    since_last_failover_s: Some(3600),
+                    acknowledged: false,
+                },
+                "hold",
+            ),
+            (
+                "acknowledged, in the cooldown",
+                Standing {
+                    since_last_failover_s: Some(60),
+                    acknowledged: true,
+                },
+                "hold",
+            ),
+            (
+                "acknowledged, after the cooldown",
+                Standing {
+                    since_last_failover_s: Some(601),
+                    acknowledged: true,
+                },
+                "failover",
+            ),
+        ];
+        for (name, standing, want) in cases {
+            assert_eq!(
+                run(&three, &rules, &standing).last().copied(),
+                Some(want),
+                "{name}"
+            );
+        }
+        // No standby that answers: hold, saying why.
+        let mut lonely = down.clone();
+        lonely.regions.get_mut("eu").unwrap().database = "unreachable".into();
+        let mut state = State::default();
+        let mut last = Decision::Quiet;
+        for _ in 0..3 {
+            last = decide(&mut state, &lonely, &rules, &Standing::default());
+        }
+        match last {
+            Decision::Hold { why, .. } => assert!(why.contains("no reachable standby"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Two writable primaries: hold at once, whatever else.
+        let mut two = seen(Health::Ok, "primary", Some(true));
+        two.primary = None;
+        two.writable = vec!["eu".into(), "us".into()];
+        assert_eq!(run(&[two], &rules, &Standing::default()), ["hold"]);
+    }
+
+    #[test]
+    fn the_inventory_table_is_checked() {
+        let r: Rules = toml::from_str("health_failures = 5\nagree = 1\n").unwrap();
+        assert_eq!(r.health_failures, 5);
+        assert_eq!(r.database_failures, 3, "the others keep their defaults");
+        let e = toml::from_str::<Rules>("health_fails = 5\n").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown field `health_fails`"),
+            "{e}"
+        );
+    }
+}

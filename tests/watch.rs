@@ -1,0 +1,318 @@
+//! `runbook watch` on the local stack: flapping triggers nothing, a real failure is failed over
+//! once with the observations in the run's journal, a second failure before `--ack` (and within
+//! the cooldown) only alerts, a standby too far behind is not promoted, `--dry-run` changes
+//! nothing, and of two watchers exactly one acts — the other takes over when it dies.
+
+use std::fs::File;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use runbook_stack::web::Health;
+
+use crate::runbooks::{drill, Drill};
+use crate::support::{kill9, wait_for};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A watcher in the background, its output in `NAME.out`.
+struct Watcher {
+    child: Child,
+    out: std::path::PathBuf,
+}
+
+impl Watcher {
+    fn start(d: &Drill, name: &str, extra: &[&str]) -> Watcher {
+        let out = d.t.path(&format!("{name}.out"));
+        let file = File::create(&out).unwrap();
+        let mut args: Vec<String> = vec![
+            "watch".into(),
+            "-i".into(),
+            d.inventory.display().to_string(),
+            "--runbook".into(),
+            format!("{ROOT}/runbooks/emergency-failover.rhai"),
+            "--interval".into(),
+            "300ms".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child =
+            d.t.command(&args)
+                .stdout(Stdio::from(file.try_clone().unwrap()))
+                .stderr(Stdio::from(file))
+                .spawn()
+                .expect("runbook watch starts");
+        Watcher { child, out }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn wait_for(&self, text: &str, limit: Duration) {
+        assert!(
+            wait_for(limit, || self.output().contains(text)),
+            "the watcher never said {text:?}:\n{}",
+            self.output()
+        );
+    }
+
+    /// SIGTERM, as a service manager stops it: it exits cleanly.
+    fn stop(mut self) -> String {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let ok = wait_for(Duration::from_secs(10), || {
+            self.child.try_wait().ok().flatten().is_some()
+        });
+        if !ok {
+            kill9(&mut self.child);
+            panic!("the watcher did not stop on SIGTERM:\n{}", self.output());
+        }
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status:?}\n{}", self.output());
+        self.output()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            kill9(&mut self.child);
+        }
+    }
+}
+
+fn fail_region(d: &Drill, region: &str) {
+    d.stack.web.set_health(region, Health::Fail);
+    d.stack.pg.stop_node(d.stack.pg.node(region));
+}
+
+fn first_record(d: &Drill, run: &str) -> serde_json::Value {
+    serde_json::from_str(d.t.journal(run).lines().next().unwrap()).unwrap()
+}
+
+#[test]
+fn flapping_triggers_nothing_a_real_failure_is_failed_over_once_then_held_until_acknowledged() {
+    let d = drill();
+    let w = Watcher::start(&d, "w", &[]);
+    w.wait_for("all quiet", Duration::from_secs(20));
+
+    // The health endpoint flaps for a few seconds; the database is fine.
+    for i in 0..12 {
+        let mode = if i % 2 == 0 { Health::Fail } else { Health::Ok };
+        d.stack.web.set_health("us-east-1", mode);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    d.stack.web.set_health("us-east-1", Health::Ok);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        d.t.run_ids().is_empty(),
+        "nothing was started:\n{}",
+        w.output()
+    );
+    assert!(!w.output().contains("FAILOVER"), "{}", w.output());
+
+    // A real failure: the database stops and the health endpoint fails.
+    fail_region(&d, "us-east-1");
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            d.t.run_ids().len() == 1 && d.t.journal(&d.t.run_ids()[0]).contains("run_finished")
+        }),
+        "no failover finished:\n{}",
+        w.output()
+    );
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");
+    let run = d.t.only_run();
+    let start = first_record(&d, &run);
+    assert_eq!(start["operator"], "runbook watch");
+    assert_eq!(start["params"]["from"], "us-east-1");
+    let trigger = &start["trigger"];
+    assert_eq!(trigger["region"], "us-east-1");
+    let signals = trigger["signals"].to_string();
+    assert!(
+        signals.contains("health failing") && signals.contains("database unreachable"),
+        "{signals}"
+    );
+    assert_eq!(
+        trigger["observation"]["regions"]["us-east-1"]["database"],
+        "unreachable"
+    );
+    let report = d.report(&run, "finished");
+    assert!(
+        report.contains("| **Started by** | runbook watch when us-east-1's health failing"),
+        "{report}"
+    );
+
+    // The new primary fails too: nobody acknowledged the first failover, so only an alert.
+    fail_region(&d, "eu-west-1");
+    w.wait_for("nobody has acknowledged it yet", Duration::from_secs(20));
+    assert_eq!(d.t.run_ids().len(), 1, "{}", w.output());
+    // The alert reaches Slack just after the watcher says it.
+    let alerted = "eu-west-1 would be failed over, but an automatic failover ran and nobody has acknowledged it yet";
+    assert!(
+        wait_for(Duration::from_secs(5), || format!(
+            "{:?}",
+            d.stack.web.messages()
+        )
+        .contains(alerted)),
+        "{:?}",
+        d.stack.web.messages()
+    );
+    // Acknowledged, but within the cooldown: still held.
+    let ack =
+        d.t.exec(&["watch", "--ack", "-i", d.inventory.to_str().unwrap()]);
+    assert_eq!(ack.code, 0, "{}", ack.all());
+    assert!(
+        ack.stdout
+            .contains(&format!("acknowledged the automatic failover {run}")),
+        "{}",
+        ack.stdout
+    );
+    assert!(d.t.journal(&run).contains("watch_acknowledged"));
+    w.wait_for("within the cooldown", Duration::from_secs(20));
+    assert_eq!(d.t.run_ids().len(), 1);
+    let again =
+        d.t.exec(&["watch", "--ack", "-i", d.inventory.to_str().unwrap()]);
+    assert!(
+        again.stdout.contains("already acknowledged"),
+        "{}",
+        again.all()
+    );
+    w.stop();
+}
+
+#[test]
+fn a_dry_run_watcher_changes_nothing_and_a_standby_too_far_behind_is_not_promoted() {
+    let d = drill();
+    let w = Watcher::start(&d, "dry", &["--dry-run"]);
+    w.wait_for("all quiet", Duration::from_secs(20));
+    fail_region(&d, "us-east-1");
+    w.wait_for("Plan:", Duration::from_secs(30));
+    let out = w.stop();
+    assert!(out.contains("FAILOVER us-east-1"), "{out}");
+    assert!(
+        out.contains("~ pg::promote"),
+        "the plan names the promotion:\n{out}"
+    );
+    assert!(d.t.run_ids().is_empty(), "a dry-run journals nothing");
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "t");
+    assert!(
+        d.stack.kube.iter().all(|k| k.writes().is_empty()),
+        "no Kubernetes write"
+    );
+
+    // The runbook's loss limit, through [watch] vars: every standby is too far behind.
+    let inv = std::fs::read_to_string(&d.inventory).unwrap();
+    std::fs::write(
+        &d.inventory,
+        format!(
+            "{inv}\n[watch]\nvars = {{ max_lag_bytes = \"-1\", check_interval = \"100ms\" }}\n"
+        ),
+    )
+    .unwrap();
+    let w = Watcher::start(&d, "real", &[]);
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            d.t.run_ids()
+                .first()
+                .is_some_and(|id| d.t.journal(id).contains("run_failed"))
+        }),
+        "{}",
+        w.output()
+    );
+    w.stop();
+    assert_eq!(
+        d.psql("eu-west-1", "SELECT pg_is_in_recovery()"),
+        "t",
+        "nothing was promoted"
+    );
+    assert_eq!(d.psql("ap-southeast-1", "SELECT pg_is_in_recovery()"), "t");
+    let journal = d.t.journal(&d.t.only_run());
+    assert!(journal.contains("more than max_lag_bytes -1"), "{journal}");
+}
+
+#[test]
+fn of_two_watchers_one_acts_and_the_other_takes_over_when_it_dies() {
+    let d = drill();
+    let mut a = Watcher::start(&d, "a", &[]);
+    a.wait_for("all quiet", Duration::from_secs(20));
+    let b = Watcher::start(&d, "b", &[]);
+    b.wait_for("another watcher is active", Duration::from_secs(20));
+    assert!(
+        !b.output().contains("all quiet"),
+        "b only waits:\n{}",
+        b.output()
+    );
+    kill9(&mut a.child);
+    b.wait_for(
+        "this watcher is now the active one",
+        Duration::from_secs(10),
+    );
+    b.wait_for("all quiet", Duration::from_secs(10));
+    fail_region(&d, "us-east-1");
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            d.t.run_ids()
+                .first()
+                .is_some_and(|id| d.t.journal(id).contains("run_finished"))
+        }),
+        "{}",
+        b.output()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(d.t.run_ids().len(), 1, "exactly one failover");
+    b.stop();
+}
+
+#[test]
+fn a_watcher_refuses_bad_rules_and_missing_secrets_before_watching() {
+    let t = crate::support::Test::new()
+        .file(
+            "bad.toml",
+            "[regions.a]\nhealth_url = \"http://127.0.0.1:9/h\"\n[watch]\nhealth_fails = 2\n",
+        )
+        .file(
+            "secret.toml",
+            "[regions.a]\ndatabase_url = { env = \"A_DATABASE_URL\" }\n",
+        )
+        .file(
+            "ok.toml",
+            "[regions.a]\nhealth_url = \"http://127.0.0.1:9/h\"\n",
+        )
+        .file("r.rhai", "log(1);");
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["watch", "-i", "bad.toml", "--runbook", "r.rhai"],
+            "inventory bad.toml: [watch]: unknown field `health_fails`",
+        ),
+        (
+            &["watch", "-i", "secret.toml", "--runbook", "r.rhai"],
+            "A_DATABASE_URL",
+        ),
+        (
+            &["watch", "-i", "ok.toml", "--runbook", "missing.rhai"],
+            "--runbook missing.rhai: no such file",
+        ),
+        (
+            &["watch", "-i", "ok.toml", "--interval", "5ms"],
+            "at least 100ms",
+        ),
+        (
+            &["watch", "--ack", "-i", "ok.toml"],
+            "no automatic failover of ok in",
+        ),
+    ];
+    for (args, want) in cases {
+        let ran = t.exec(args);
+        assert_eq!(ran.code, 2, "{args:?}: {}", ran.all());
+        assert!(ran.stderr.contains(want), "{args:?}: {}", ran.stderr);
+    }
+    // --once: one observation, its table and decision, then exit.
+    let once = t.exec(&["watch", "-i", "ok.toml", "--runbook", "r.rhai", "--once"]);
+    assert_eq!(once.code, 0, "{}", once.all());
+    assert!(once.stdout.contains("FAIL no answer"), "{}", once.stdout);
+    assert!(
+        once.stdout.contains("all quiet"),
+        "no primary known, nothing to fail over: {}",
+        once.stdout
+    );
+}

@@ -22,6 +22,11 @@ struct Watcher {
 
 impl Watcher {
     fn start(d: &Drill, name: &str, extra: &[&str]) -> Watcher {
+        Watcher::start_with(d, name, extra, None)
+    }
+
+    /// With a journal store (`RUNBOOK_STORE`).
+    fn start_with(d: &Drill, name: &str, extra: &[&str], store: Option<&str>) -> Watcher {
         let out = d.t.path(&format!("{name}.out"));
         let file = File::create(&out).unwrap();
         let mut args: Vec<String> = vec![
@@ -315,4 +320,35 @@ fn a_watcher_refuses_bad_rules_and_missing_secrets_before_watching() {
         "no primary known, nothing to fail over: {}",
         once.stdout
     );
+}
+
+#[test]
+fn watchers_sharing_a_postgres_store_elect_one_through_it() {
+    let d = drill();
+    // The store: a database of its own on the stack's primary server.
+    d.psql("us-east-1", "CREATE DATABASE runbook_store");
+    let node = d.stack.pg.node("us-east-1");
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}/runbook_store",
+        runbook_stack::postgres::PASSWORD,
+        node.port
+    );
+    let mut a = Watcher::start_with(&d, "pa", &[], Some(&url));
+    a.wait_for("all quiet", Duration::from_secs(20));
+    let b = Watcher::start_with(&d, "pb", &[], Some(&url));
+    b.wait_for("another watcher is active", Duration::from_secs(20));
+    assert!(!b.output().contains("all quiet"), "{}", b.output());
+    assert!(
+        !b.output().contains(runbook_stack::postgres::PASSWORD),
+        "{}",
+        b.output()
+    );
+    // Its session gone with its process, the lock is free: b takes over.
+    kill9(&mut a.child);
+    b.wait_for(
+        "this watcher is now the active one",
+        Duration::from_secs(15),
+    );
+    b.wait_for("all quiet", Duration::from_secs(10));
+    b.stop();
 }

@@ -39,12 +39,15 @@ impl Watcher {
             "300ms".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child =
-            d.t.command(&args)
-                .stdout(Stdio::from(file.try_clone().unwrap()))
-                .stderr(Stdio::from(file))
-                .spawn()
-                .expect("runbook watch starts");
+        let mut cmd = d.t.command(&args);
+        if let Some(url) = store {
+            cmd.env("RUNBOOK_STORE", url);
+        }
+        let child = cmd
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("runbook watch starts");
         Watcher { child, out }
     }
 
@@ -351,4 +354,8 @@ fn watchers_sharing_a_postgres_store_elect_one_through_it() {
     );
     b.wait_for("all quiet", Duration::from_secs(10));
     b.stop();
+    assert!(
+        !d.t.path(".runbook").exists(),
+        "the directory store was not used"
+    );
 }

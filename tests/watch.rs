@@ -359,3 +359,53 @@ fn watchers_sharing_a_postgres_store_elect_one_through_it() {
         "the directory store was not used"
     );
 }
+
+#[test]
+fn approval_mode_waits_for_a_person_and_abandons_the_run_past_the_deadline() {
+    let d = drill();
+    let inv = std::fs::read_to_string(&d.inventory).unwrap();
+    std::fs::write(
+        &d.inventory,
+        format!("{inv}\n[watch]\napprove_within_s = 3\ncooldown_s = 0\nvars = {{ check_interval = \"100ms\" }}\n"),
+    )
+    .unwrap();
+    let w = Watcher::start(&d, "approval", &[]);
+    w.wait_for("all quiet", Duration::from_secs(20));
+    fail_region(&d, "us-east-1");
+    w.wait_for("waits for approval", Duration::from_secs(30));
+    // Nobody approves: abandoned at the deadline, nothing changed.
+    w.wait_for("not approved within 3 s", Duration::from_secs(15));
+    let first = d.t.only_run();
+    assert!(d.t.journal(&first).contains("run_abandoned"));
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "t");
+    let messages = format!("{:?}", d.stack.web.messages());
+    assert!(
+        messages.contains(&format!("runbook resume {first} --approve")),
+        "{messages}"
+    );
+    // Held until acknowledged; then (no cooldown) it asks again, and this time a person says yes.
+    w.wait_for("nobody has acknowledged it yet", Duration::from_secs(15));
+    let ack =
+        d.t.exec(&["watch", "--ack", "-i", d.inventory.to_str().unwrap()]);
+    assert_eq!(ack.code, 0, "{}", ack.all());
+    assert!(
+        wait_for(Duration::from_secs(30), || d.t.run_ids().len() == 2
+            && d.t.journal(&d.t.newest_run()).contains("run_paused")),
+        "{}",
+        w.output()
+    );
+    let second = d.t.newest_run();
+    let approved = d.t.exec(&["resume", &second, "--approve"]);
+    assert_eq!(approved.code, 0, "{}", approved.all());
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");
+    w.wait_for(
+        &format!("the failover run {second} was taken up"),
+        Duration::from_secs(10),
+    );
+    let report = d.report(&second, "finished");
+    assert!(
+        report.contains("| approval | Fail over from us-east-1 to eu-west-1?"),
+        "{report}"
+    );
+    w.stop();
+}

@@ -339,6 +339,9 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                 acted_dry = req.dry_run;
                 match result {
                     Ok(()) => say(env, format!("the failover of {region} ended; watching")),
+                    Err(Error::Paused { .. }) if rules.approve_within_s > 0 => {
+                        await_approval(env, &inv, &name, region, &rules)?
+                    }
                     Err(e) => say(
                         env,
                         format!(
@@ -361,6 +364,56 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
     }
     guard.release();
     Ok(())
+}
+
+/// Approval mode: the failover run paused for approval. Alert, wait for a person to resume it
+/// with --approve; past the deadline abandon it (nothing was changed: it pauses before any
+/// change).
+fn await_approval(
+    env: &Env,
+    inv: &Inventory,
+    name: &str,
+    region: &str,
+    rules: &Rules,
+) -> Result<(), Error> {
+    let (_, run) = standing(env.store.as_ref(), name)?;
+    let Some(run) = run else { return Ok(()) };
+    let ask = format!(
+        "runbook watch: the failover of {region} waits for approval — `runbook resume {run} --approve` within {} s, or it is abandoned",
+        rules.approve_within_s
+    );
+    say(env, ask.clone());
+    alert(env, inv, &ask);
+    let deadline = Instant::now() + Duration::from_secs(rules.approve_within_s);
+    loop {
+        let status = runner::summarize(&run, &env.store.read(&run)?.records).status;
+        if status != journal::RunStatus::Paused {
+            say(
+                env,
+                format!("the failover run {run} was taken up ({status}); watching"),
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let why = format!("not approved within {} s", rules.approve_within_s);
+            runner::abandon(
+                env.store.as_ref(),
+                &run,
+                Some(why.clone()),
+                &Operator {
+                    name: WATCHER.into(),
+                    host: env.operator.host.clone(),
+                },
+            )?;
+            let text = format!("runbook watch: the failover of {region} was {why}: run {run} abandoned, nothing changed");
+            say(env, text.clone());
+            alert(env, inv, &text);
+            return Ok(());
+        }
+        if sleep(env, Duration::from_millis(200)) {
+            return Ok(());
+        }
+    }
 }
 
 /// Sleeps, waking for Ctrl-C; true when stopped.
@@ -447,6 +500,9 @@ fn start(
     };
     let mut vars = rules.vars.clone();
     vars.insert("from".to_string(), region.to_string());
+    if rules.approve_within_s > 0 && !req.dry_run {
+        vars.insert("approve_first".to_string(), "true".to_string());
+    }
     runner::run(
         &run_env,
         RunRequest {

@@ -29,6 +29,10 @@ pub struct Rules {
     /// After an automatic failover, nothing is started again for this many seconds, and not at
     /// all until a person acknowledges it (`runbook watch --ack`).
     pub cooldown_s: u64,
+    /// Approval mode: more than 0, the runbook runs with `--var approve_first=true`, so it
+    /// pauses for approval once its target is chosen, before any change; the watcher alerts and
+    /// waits this many seconds for `runbook resume RUN --approve`, then abandons the run.
+    pub approve_within_s: u64,
     /// Parameters for the runbook (`--var NAME=VALUE`), besides `from` (the failing region).
     /// Default: `check_interval = "200ms"` — the runbook checks the health endpoint three
     /// more times itself before acting; the watcher's observations already waited.
@@ -44,6 +48,7 @@ impl Default for Rules {
             max_latency_ms: 10_000,
             agree: 2,
             cooldown_s: 600,
+            approve_within_s: 0,
             vars: [("check_interval".to_string(), "200ms".to_string())].into(),
         }
     }

@@ -229,7 +229,6 @@ impl Action for Get {
         let why = world.why();
         let mut resp = predicted_response(&input.expect_status);
         match (place.health, part) {
-            (Some(HealthState::Down), _) => return world.down(&input.url).map(Err),
             (Some(HealthState::Slow), Part::Health) => {
                 return Some(Err(ActionError::maybe_applied(format!(
                     "timed out: {shown} answers after 15 s ({why})"
@@ -377,6 +376,9 @@ pub struct HealthReport {
 impl Action for WaitHealthy {
     type Input = WaitHealthyInput;
     type Output = HealthReport;
+
+    /// A wait for an endpoint to fail is answered when it is down.
+    const ANSWERS_FOR_DOWN: bool = true;
 
     fn spec() -> Spec {
         Spec::read("http", "wait_healthy", "Poll a health endpoint until N consecutive checks are healthy (or, with wait_for: \"unhealthy\", failing).").primary("url").timeout(300).retries(0)

@@ -275,6 +275,10 @@ pub trait Action: Send + Sync + 'static {
     fn describe(input: &Self::Input) -> String;
     /// The output a dry-run returns in its place.
     fn predict(input: &Self::Input) -> Self::Output;
+    /// Whether `predict_in` answers for a target the world says is down (a wait for it to
+    /// fail; a rewind of a stopped server). Otherwise a call to a down part fails before
+    /// `predict_in` is asked, as it would for real.
+    const ANSWERS_FOR_DOWN: bool = false;
     /// An offline dry-run's answer from the world it assumes (`--assume`, else the
     /// inventory's): what the read would see there, or how the call would fail. None: the
     /// world changes nothing of `predict`.
@@ -321,7 +325,8 @@ pub struct Prepared {
     pub predicted: Value,
     pub run: Arc<dyn Fn(Cx) -> BoxFuture<Result<Value, ActionError>> + Send + Sync>,
     pub preview: Arc<dyn Fn(Cx) -> BoxFuture<Option<String>> + Send + Sync>,
-    /// The answer in an assumed world (see [`Action::predict_in`]).
+    /// The answer in an assumed world: the call refused when its target is down, else
+    /// [`Action::predict_in`].
     pub predict_in: PredictIn,
 }
 
@@ -383,6 +388,13 @@ impl<A: Action> DynAction for Typed<A> {
         let describe = A::describe(&typed);
         let for_world = typed.clone();
         let predict_in: PredictIn = Arc::new(move |w: &world::World| {
+            // Serialized only here, offline: real runs never pay for it.
+            if !A::ANSWERS_FOR_DOWN {
+                let input = serde_json::to_value(&for_world).unwrap_or_default();
+                if let Some(e) = w.refusal(&input) {
+                    return Some(Err(e));
+                }
+            }
             A::predict_in(&for_world, w).map(|r| {
                 r.and_then(|out| {
                     serde_json::to_value(out).map_err(|e| ActionError::permanent(e.to_string()))

@@ -278,8 +278,7 @@ impl RunCtx {
     /// marked so, not counted as a change).
     fn predict(&self, call: ActionCall) -> RhaiResult {
         let answer = match self.opts.world.as_deref().filter(|_| self.opts.offline) {
-            Some(world) => (call.prepared.predict_in)(world)
-                .or_else(|| world.refusal(&call.prepared.input).map(Err)),
+            Some(world) => (call.prepared.predict_in)(world),
             None => None,
         };
         if let Some(Err(e)) = answer {

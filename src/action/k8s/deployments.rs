@@ -323,9 +323,6 @@ impl Action for RolloutStatus {
         world: &World,
     ) -> Option<Result<RolledOut, ActionError>> {
         let place = world.cluster(&input.context)?;
-        if let Some(e) = world.refusal(&serde_json::json!({ "context": input.context })) {
-            return Some(Err(e));
-        }
         Some(Ok(RolledOut {
             revision: Some(1),
             replicas: place.app_replicas as i32,

@@ -262,9 +262,6 @@ impl Action for Status {
 
     fn predict_in(input: &Target, world: &World) -> Option<Result<ServerStatus, ActionError>> {
         let place = world.database(&input.url)?;
-        if let Some(e) = world.down(&input.url) {
-            return Some(Err(e));
-        }
         Some(Ok(assumed_status(world, place)))
     }
 
@@ -540,9 +537,6 @@ impl Action for Replication {
         world: &World,
     ) -> Option<Result<ReplicationOutput, ActionError>> {
         let primary = world.database(&input.url)?;
-        if let Some(e) = world.down(&input.url) {
-            return Some(Err(e));
-        }
         let mut replicas = Vec::new();
         for p in world.regions.values() {
             if p.upstream.as_deref() != Some(primary.name.as_str()) || !world.streaming(p) {
@@ -841,9 +835,6 @@ impl Action for Promote {
 
     fn predict_in(input: &PromoteInput, world: &World) -> Option<Result<Promoted, ActionError>> {
         let place = world.database(&input.url)?;
-        if let Some(e) = world.down(&input.url) {
-            return Some(Err(e));
-        }
         let standby = place.database == Some(DbState::Standby);
         Some(Ok(Promoted {
             promoted: standby,
@@ -992,9 +983,6 @@ impl Action for Fence {
 
     fn predict_in(input: &FenceInput, world: &World) -> Option<Result<Fenced, ActionError>> {
         let place = world.database(&input.url)?;
-        if let Some(e) = world.down(&input.url) {
-            return Some(Err(e));
-        }
         if place.database == Some(DbState::Standby) {
             return Some(Err(ActionError::permanent(format!(
                 "{} is a standby, not a primary: nothing to fence ({})",

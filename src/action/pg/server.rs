@@ -518,6 +518,9 @@ impl Action for Rewind {
     type Input = RejoinInput;
     type Output = Rejoined;
 
+    /// pg_rewind works on a stopped server: its database being down is no refusal.
+    const ANSWERS_FOR_DOWN: bool = true;
+
     fn spec() -> Spec {
         Spec::converge("pg", "rewind", "Turn a former primary (or a diverged standby) into a standby of `primary_url`: stop it, pg_rewind it onto the primary's timeline (what it wrote after the fork is discarded), keep its own configuration files, write primary_conninfo, the slot and standby.signal, start it, and wait until it streams. A no-op when it already streams from that primary. Needs wal_log_hints or data checksums, and the data directory on this host.").timeout(600).retries(0)
     }

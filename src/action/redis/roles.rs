@@ -168,9 +168,6 @@ impl Action for RoleAction {
 
     fn predict_in(input: &Target, world: &World) -> Option<Result<Role, ActionError>> {
         let place = world.redis(&input.url)?;
-        if let Some(e) = world.down(&input.url) {
-            return Some(Err(e));
-        }
         let master = world.redis_master();
         Some(Ok(match place.redis {
             Some(RedisState::Primary) => Role {

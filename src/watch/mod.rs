@@ -109,10 +109,10 @@ pub fn seen_of(t: &Topology) -> Seen {
     }
 }
 
-/// The last automatic failover of this deployment, from the store: how long ago it started and
-/// whether someone acknowledged it.
-fn standing(store: &dyn Store, name: &str) -> Result<(Standing, Option<String>), Error> {
-    let mut latest: Option<(String, u64, bool)> = None;
+/// This deployment's last automatic failover: its run id and when it started (Unix ms). Reads
+/// every journal in the store: done once, and again after this watcher starts a run.
+fn last_automatic(store: &dyn Store, name: &str) -> Result<Option<(String, u64)>, Error> {
+    let mut latest: Option<(String, u64)> = None;
     for id in store.list()? {
         let Ok(loaded) = store.read(&id) else {
             continue;
@@ -135,23 +135,27 @@ fn standing(store: &dyn Store, name: &str) -> Result<(Standing, Option<String>),
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let acked = loaded
-            .records
-            .iter()
-            .any(|r| matches!(r.event, Event::WatchAcknowledged { .. }));
-        if latest.as_ref().is_none_or(|(_, t, _)| at > *t) {
-            latest = Some((id, at, acked));
+        if latest.as_ref().is_none_or(|(_, t)| at > *t) {
+            latest = Some((id, at));
         }
     }
-    Ok(match latest {
-        None => (Standing::default(), None),
-        Some((id, at, acked)) => (
-            Standing {
-                since_last_failover_s: Some(journal::unix_ms().saturating_sub(at) / 1000),
-                acknowledged: acked,
-            },
-            Some(id),
-        ),
+    Ok(latest)
+}
+
+/// How that failover stands now: how long ago it started, and whether a person acknowledged it
+/// (from another process, so its journal is read each time).
+fn standing_of(store: &dyn Store, last: &Option<(String, u64)>) -> Result<Standing, Error> {
+    let Some((run, at)) = last else {
+        return Ok(Standing::default());
+    };
+    let acknowledged = store
+        .read(run)?
+        .records
+        .iter()
+        .any(|r| matches!(r.event, Event::WatchAcknowledged { .. }));
+    Ok(Standing {
+        since_last_failover_s: Some(journal::unix_ms().saturating_sub(*at) / 1000),
+        acknowledged,
     })
 }
 
@@ -161,8 +165,9 @@ pub fn ack(store: &dyn Store, inventory: &Path, by: &str) -> Result<String, Erro
     let inv = Inventory::load(inventory)?;
     let name = deployment(&inv, inventory);
     let rules = rules_of(&inv)?;
-    let (st, run) = standing(store, &name)?;
-    let Some(run) = run else {
+    let last = last_automatic(store, &name)?;
+    let st = standing_of(store, &last)?;
+    let Some((run, _)) = last else {
         return Err(Error::Usage(format!(
             "no automatic failover of {name} in {}: nothing to acknowledge",
             store.describe()
@@ -291,6 +296,9 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
     let mut state = rules::State::default();
     let mut last_said = String::new();
     let mut acted_dry = false;
+    // The last automatic failover, found once (a full scan of the store) and again after
+    // this watcher starts one.
+    let mut last: Option<Option<(String, u64)>> = None;
     loop {
         let started = Instant::now();
         let t = env
@@ -300,7 +308,10 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
         let mut trial = state.clone();
         let mut decision = rules::decide(&mut trial, &seen, &rules, &Standing::default());
         if matches!(decision, Decision::Failover { .. } | Decision::Hold { .. }) {
-            let (st, _) = standing(env.store.as_ref(), &name)?;
+            if last.is_none() {
+                last = Some(last_automatic(env.store.as_ref(), &name)?);
+            }
+            let st = standing_of(env.store.as_ref(), last.as_ref().unwrap())?;
             decision = rules::decide(&mut state, &seen, &rules, &st);
         } else {
             state = trial;
@@ -322,6 +333,7 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
             Decision::Hold { region, why, .. } if text != last_said => {
                 alert(
                     env,
+                    &cx,
                     &inv,
                     &format!("runbook watch: {region} would be failed over, but {why}"),
                 );
@@ -336,11 +348,12 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                     "table": t.table,
                 });
                 let result = start(env, &req, &rules, region, trigger);
+                last = None;
                 acted_dry = req.dry_run;
                 match result {
                     Ok(()) => say(env, format!("the failover of {region} ended; watching")),
                     Err(Error::Paused { .. }) if rules.approve_within_s > 0 => {
-                        await_approval(env, &inv, &name, region, &rules)?
+                        await_approval(env, &cx, &inv, &name, region, &rules)?
                     }
                     Err(e) => say(
                         env,
@@ -371,19 +384,21 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
 /// change).
 fn await_approval(
     env: &Env,
+    cx: &Cx,
     inv: &Inventory,
     name: &str,
     region: &str,
     rules: &Rules,
 ) -> Result<(), Error> {
-    let (_, run) = standing(env.store.as_ref(), name)?;
-    let Some(run) = run else { return Ok(()) };
+    let Some((run, _)) = last_automatic(env.store.as_ref(), name)? else {
+        return Ok(());
+    };
     let ask = format!(
         "runbook watch: the failover of {region} waits for approval — `runbook resume {run} --approve` within {} s, or it is abandoned",
         rules.approve_within_s
     );
     say(env, ask.clone());
-    alert(env, inv, &ask);
+    alert(env, cx, inv, &ask);
     let deadline = Instant::now() + Duration::from_secs(rules.approve_within_s);
     loop {
         let status = runner::summarize(&run, &env.store.read(&run)?.records).status;
@@ -407,7 +422,7 @@ fn await_approval(
             )?;
             let text = format!("runbook watch: the failover of {region} was {why}: run {run} abandoned, nothing changed");
             say(env, text.clone());
-            alert(env, inv, &text);
+            alert(env, cx, inv, &text);
             return Ok(());
         }
         if sleep(env, Duration::from_millis(200)) {
@@ -456,7 +471,7 @@ fn describe(d: &Decision) -> String {
 }
 
 /// A line to the team's Slack, when the inventory names one.
-fn alert(env: &Env, inv: &Inventory, text: &str) {
+fn alert(env: &Env, cx: &Cx, inv: &Inventory, text: &str) {
     let Some(webhook) = inv.value["notify"].get("slack_webhook") else {
         return;
     };
@@ -468,11 +483,8 @@ fn alert(env: &Env, inv: &Inventory, text: &str) {
         return;
     };
     let cx = Cx {
-        http: runner::http_client(),
-        redactor: env.redactor.clone(),
         timeout: Duration::from_secs(10),
-        cancel: env.cancel.clone(),
-        progress: Arc::new(|_| {}),
+        ..cx.clone()
     };
     if let Err(e) = env.rt.block_on((prepared.run)(cx)) {
         say(env, format!("the alert did not reach Slack: {}", e.message));

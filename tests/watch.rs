@@ -241,8 +241,27 @@ fn a_dry_run_watcher_changes_nothing_and_a_standby_too_far_behind_is_not_promote
 #[test]
 fn of_two_watchers_one_acts_and_the_other_takes_over_when_it_dies() {
     let d = drill();
+    // One source is enough here, so only hysteresis keeps a flapping endpoint from acting.
+    let inv = std::fs::read_to_string(&d.inventory).unwrap();
+    std::fs::write(
+        &d.inventory,
+        format!("{inv}\n[watch]\nagree = 1\nhealth_failures = 5\n"),
+    )
+    .unwrap();
     let mut a = Watcher::start(&d, "a", &[]);
     a.wait_for("all quiet", Duration::from_secs(20));
+    for i in 0..12 {
+        let mode = if i % 2 == 0 { Health::Fail } else { Health::Ok };
+        d.stack.web.set_health("us-east-1", mode);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    d.stack.web.set_health("us-east-1", Health::Ok);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        d.t.run_ids().is_empty(),
+        "flapping started nothing:\n{}",
+        a.output()
+    );
     let b = Watcher::start(&d, "b", &[]);
     b.wait_for("another watcher is active", Duration::from_secs(20));
     assert!(

@@ -277,7 +277,7 @@ impl RunCtx {
     /// part it says is down fails as it would for real (a write that fails is in the plan,
     /// marked so, not counted as a change).
     fn predict(&self, call: ActionCall) -> RhaiResult {
-        let answer = match self.opts.world.as_deref().filter(|_| self.opts.offline) {
+        let answer = match self.opts.world.as_deref() {
             Some(world) => (call.prepared.predict_in)(world),
             None => None,
         };

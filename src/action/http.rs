@@ -1,7 +1,6 @@
 //! `http::` — requests against HTTP endpoints, and health polling.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
@@ -9,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::world::{HealthState, Part, World};
-use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec, StatusSpec};
+use super::{Action, ActionError, Cx, Dur, ErrorKind, Poll, Spec, StatusSpec};
 use crate::secret::SecretString;
 
 /// The most of a response body the engine keeps.
@@ -341,21 +340,15 @@ pub struct WaitHealthyInput {
     #[serde(default = "default_consecutive")]
     pub consecutive: u32,
     /// Time between checks (default "2s").
-    #[serde(default = "default_interval")]
+    #[serde(default = "Dur::ms::<2000>")]
     pub interval: Dur,
     /// A check slower than this counts as a failure (default "10s").
-    #[serde(default = "default_max_latency")]
+    #[serde(default = "Dur::ms::<10000>")]
     pub max_latency: Dur,
 }
 
 fn default_consecutive() -> u32 {
     3
-}
-fn default_interval() -> Dur {
-    Dur(Duration::from_secs(2))
-}
-fn default_max_latency() -> Dur {
-    Dur(Duration::from_secs(10))
 }
 
 /// Where a health wait ended.
@@ -442,7 +435,7 @@ impl Action for WaitHealthy {
 
     async fn run(input: WaitHealthyInput, cx: Cx) -> Result<HealthReport, ActionError> {
         let shown = input.url.shown();
-        let deadline = Instant::now() + cx.timeout;
+        let poll = Poll::new(&cx, input.interval.0);
         let want_healthy = input.wait_for == Until::Healthy;
         let need = input.consecutive.max(1);
         let mut streak = 0;
@@ -509,22 +502,15 @@ impl Action for WaitHealthy {
             if streak >= need {
                 return Ok(report);
             }
-            if cx.cancel.load(Ordering::SeqCst) {
-                return Err(ActionError {
-                    message: "interrupted".into(),
-                    kind: ErrorKind::Interrupted,
-                });
-            }
-            if Instant::now() + input.interval.0 >= deadline {
+            poll.pause(&cx, |limit| {
                 let what = if want_healthy { "healthy" } else { "failing" };
-                return Err(ActionError::permanent(format!(
-                    "{shown} was not {what} for {need} checks in a row within {} ({} checks; last: {})",
-                    humantime::format_duration(Duration::from_secs(cx.timeout.as_secs())),
+                format!(
+                    "{shown} was not {what} for {need} checks in a row within {limit} ({} checks; last: {})",
                     report.checks,
                     recent.join(", ")
-                )));
-            }
-            tokio::time::sleep(input.interval.0).await;
+                )
+            })
+            .await?;
         }
     }
 }

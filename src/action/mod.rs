@@ -11,52 +11,57 @@
 /// the journal has always had, so a call's identity does not change. Unknown fields are
 /// refused, naming the field.
 macro_rules! input {
-    (pg: $(#[$meta:meta])* pub struct $name:ident { $($field:tt)* }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, ::serde::Serialize, ::serde::Deserialize, ::schemars::JsonSchema)]
-        #[serde(deny_unknown_fields)]
-        pub struct $name {
+    (pg: $($decl:tt)*) => {
+        input!(@with {
             /// The server's connection string or URL, e.g. postgres://user@host:5432/db (usually a secret).
             pub url: $crate::secret::SecretString,
             /// A label for messages, such as the region.
             pub name: Option<String>,
-            $($field)*
-        }
+        } {} $($decl)*);
     };
-    (redis: $(#[$meta:meta])* pub struct $name:ident { $($field:tt)* }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, ::serde::Serialize, ::serde::Deserialize, ::schemars::JsonSchema)]
-        #[serde(deny_unknown_fields)]
-        pub struct $name {
+    (redis: $($decl:tt)*) => {
+        input!(@with {
             /// redis://[:password@]host:port (usually a secret).
             pub url: $crate::secret::SecretString,
             /// A label for messages, such as the region.
             pub name: Option<String>,
-            $($field)*
-        }
+        } {} $($decl)*);
     };
     (k8s: $(#[$meta:meta])* pub struct $name:ident { $($field:tt)* }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, ::serde::Serialize, ::serde::Deserialize, ::schemars::JsonSchema)]
-        #[serde(deny_unknown_fields)]
-        pub struct $name {
+        input!(@with {
             /// The kubeconfig context, e.g. "us-east-1".
             pub context: String,
             /// The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
             pub kubeconfig: Option<String>,
-            $($field)*
+        } {} $(#[$meta])* pub struct $name { $($field)* });
+
+        impl $name {
+            /// The cluster the call reaches.
+            pub fn cluster(&self) -> $crate::action::k8s::Cluster {
+                $crate::action::k8s::Cluster {
+                    context: self.context.clone(),
+                    kubeconfig: self.kubeconfig.clone(),
+                }
+            }
         }
     };
-    (route53: $(#[$meta:meta])* pub struct $name:ident { $($field:tt)* }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, ::serde::Serialize, ::serde::Deserialize, ::schemars::JsonSchema)]
-        #[serde(deny_unknown_fields)]
-        pub struct $name {
-            $($field)*
+    (route53: $($decl:tt)*) => {
+        input!(@with {} {
             /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
             pub endpoint_url: Option<String>,
             /// The AWS region for signing (default us-east-1; Route53 is global).
             pub region: Option<String>,
+        } $($decl)*);
+    };
+    (@with { $($first:tt)* } { $($last:tt)* }
+        $(#[$meta:meta])* pub struct $name:ident { $($field:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, ::serde::Serialize, ::serde::Deserialize, ::schemars::JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($first)*
+            $($field)*
+            $($last)*
         }
     };
 }
@@ -70,6 +75,7 @@ pub mod http;
 pub mod k8s;
 pub mod notify;
 pub mod pg;
+mod poll;
 pub mod prom;
 pub mod redis;
 pub mod shell;
@@ -93,6 +99,7 @@ use sha2::{Digest, Sha256};
 
 use crate::secret::Redactor;
 pub(crate) use clients::Clients;
+pub use poll::Poll;
 pub use types::{Dur, StatusSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

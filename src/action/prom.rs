@@ -2,14 +2,13 @@
 //! 003 and 004): an instant query, and a gate that holds an expression against a threshold
 //! for consecutive evaluations.
 
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Action, ActionError, Cx, Dur, Spec};
+use super::{Action, ActionError, Cx, Dur, Poll, Spec};
 use crate::secret::SecretString;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -254,7 +253,7 @@ impl Action for Check {
             .interval
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(15));
-        let deadline = Instant::now() + cx.timeout;
+        let poll = Poll::new(&cx, interval);
         let (mut streak, mut evaluations) = (0u32, 0u32);
         let mut seen = Vec::new();
         loop {
@@ -275,24 +274,17 @@ impl Action for Check {
                     evaluations,
                 });
             }
-            if Instant::now() + interval > deadline {
-                let last: Vec<&String> = seen.iter().rev().take(5).collect();
-                return Err(ActionError::permanent(format!(
-                    "`{}` {} {} did not hold {want} times in a row within {}; last values (newest first): {}",
+            poll.pause(&cx, |limit| {
+                let last: Vec<&str> = seen.iter().rev().take(5).map(String::as_str).collect();
+                format!(
+                    "`{}` {} {} did not hold {want} times in a row within {limit}; last values (newest first): {}",
                     input.query,
                     input.op.text(),
                     input.threshold,
-                    humantime::format_duration(cx.timeout),
-                    last.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" | ")
-                )));
-            }
-            let until = Instant::now() + interval;
-            while Instant::now() < until {
-                if cx.cancel.load(Ordering::SeqCst) {
-                    return Err(ActionError::not_sent("interrupted"));
-                }
-                tokio::time::sleep(Duration::from_millis(50).min(interval)).await;
-            }
+                    last.join(" | ")
+                )
+            })
+            .await?;
         }
     }
 }

@@ -27,16 +27,12 @@ pub struct RunInput {
     /// The working directory (default: the current one).
     pub cwd: Option<String>,
     /// Fail when the command exits non-zero (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "crate::action::types::yes")]
     pub check: bool,
     /// The command converges: running it twice equals running it once (`mkdir -p`, `kubectl
     /// apply`). After a crash it is run again without asking the operator (default false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub idempotent: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// How the command ended.

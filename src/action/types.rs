@@ -11,6 +11,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Dur(pub Duration);
 
 impl Dur {
+    /// `N` milliseconds, as a field's default: `#[serde(default = "Dur::ms::<250>")]`.
+    pub const fn ms<const N: u64>() -> Dur {
+        Dur(Duration::from_millis(N))
+    }
+
     pub fn parse(text: &str) -> Result<Dur, String> {
         humantime::parse_duration(text.trim())
             .map(Dur)
@@ -156,6 +161,11 @@ pub fn endpoint(url: &str, default_port: u16) -> Option<(String, u16)> {
         }
     }
     host.map(|h| (h, port))
+}
+
+/// True, as a field's default: `#[serde(default = "crate::action::types::yes")]`.
+pub fn yes() -> bool {
+    true
 }
 
 #[cfg(test)]

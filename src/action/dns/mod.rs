@@ -14,7 +14,6 @@ pub use sync::*;
 pub use weights::*;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
 
 use aws_sdk_route53::types::{
     AliasTarget, Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord,
@@ -24,7 +23,7 @@ use aws_sdk_route53::Client;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, ActionError, Cx, Dur, Spec};
+use super::{Action, ActionError, Cx, Dur, Poll, Spec};
 
 /// Where the Route53 API is.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]

@@ -8,13 +8,9 @@ input! {
         /// The change id an upsert, delete or set_weights returned (null: nothing to wait for).
         pub change_id: Option<String>,
         /// Time between checks (default "2s").
-        #[serde(default = "two_seconds")]
+        #[serde(default = "Dur::ms::<2000>")]
         pub interval: Dur,
     }
-}
-
-fn two_seconds() -> Dur {
-    Dur(Duration::from_secs(2))
 }
 
 /// A change that has reached every Route53 name server.
@@ -58,7 +54,7 @@ impl Action for WaitChange {
     }
 
     async fn run(input: WaitChangeInput, cx: Cx) -> Result<InSync, ActionError> {
-        let started = Instant::now();
+        let poll = Poll::new(&cx, input.interval.0);
         let Some(id) = input.change_id.clone().filter(|id| id != "predicted") else {
             return Ok(InSync {
                 status: "UNCHANGED".into(),
@@ -84,18 +80,14 @@ impl Action for WaitChange {
             if status == ChangeStatus::Insync {
                 return Ok(InSync {
                     status: "INSYNC".into(),
-                    waited_ms: started.elapsed().as_millis() as u64,
+                    waited_ms: poll.waited_ms(),
                 });
             }
             cx.note(format!("change {id}: {}", status.as_str()));
-            if started.elapsed() + input.interval.0 > cx.timeout {
-                return Err(ActionError::permanent(format!(
-                    "change {id} was still {} after {}",
-                    status.as_str(),
-                    humantime::format_duration(cx.timeout)
-                )));
-            }
-            tokio::time::sleep(input.interval.0).await;
+            poll.pause(&cx, |limit| {
+                format!("change {id} was still {} after {limit}", status.as_str())
+            })
+            .await?;
         }
     }
 }

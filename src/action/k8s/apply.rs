@@ -231,10 +231,7 @@ impl Action for Apply {
             render(dir).await?;
         }
         let docs = manifests(&input)?;
-        let cluster = Cluster {
-            context: input.context.clone(),
-            kubeconfig: input.kubeconfig.clone(),
-        };
+        let cluster = input.cluster();
         let (client, default_ns) = client(&cluster, &cx).await?;
         let mut params = PatchParams::apply(&input.field_manager);
         if input.force {

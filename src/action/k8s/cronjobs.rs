@@ -69,10 +69,7 @@ impl Action for CronJobState {
     }
 
     async fn run(input: CronJobInput, cx: Cx) -> Result<CronJobStatus, ActionError> {
-        let cluster = Cluster {
-            context: input.context.clone(),
-            kubeconfig: input.kubeconfig.clone(),
-        };
+        let cluster = input.cluster();
         let (client, default_ns) = client(&cluster, &cx).await?;
         let ns = input.namespace.clone().unwrap_or(default_ns);
         let api: Api<CronJob> = Api::namespaced(client, &ns);

@@ -273,13 +273,9 @@ input! {
         /// The deployment.
         pub deployment: String,
         /// Time between checks (default "250ms").
-        #[serde(default = "quarter")]
+        #[serde(default = "Dur::ms::<250>")]
         pub interval: Dur,
     }
-}
-
-fn quarter() -> Dur {
-    Dur(Duration::from_millis(250))
 }
 
 /// A finished rollout.
@@ -331,7 +327,7 @@ impl Action for RolloutStatus {
     }
 
     async fn run(input: DeploymentInput, cx: Cx) -> Result<RolledOut, ActionError> {
-        let started = Instant::now();
+        let poll = Poll::new(&cx, input.interval.0);
         let (api, ns) =
             deployments(&input.context, &input.kubeconfig, &input.namespace, &cx).await?;
         let what = format!("deployment {ns}/{}", input.deployment);
@@ -351,25 +347,18 @@ impl Action for RolloutStatus {
                 return Ok(RolledOut {
                     revision: revision_of(&d.metadata),
                     replicas: want,
-                    waited_ms: started.elapsed().as_millis() as u64,
+                    waited_ms: poll.waited_ms(),
                 });
             }
             let state = format!("{updated} of {want} updated, {available} available");
             cx.note(state.clone());
-            if started.elapsed() + input.interval.0 > cx.timeout {
-                return Err(ActionError::permanent(format!(
-                    "{what} in {} did not finish its rollout within {}: {state}",
-                    input.context,
-                    humantime::format_duration(cx.timeout)
-                )));
-            }
-            if cx.cancel.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(ActionError {
-                    message: "interrupted".into(),
-                    kind: ErrorKind::Interrupted,
-                });
-            }
-            tokio::time::sleep(input.interval.0).await;
+            poll.pause(&cx, |limit| {
+                format!(
+                    "{what} in {} did not finish its rollout within {limit}: {state}",
+                    input.context
+                )
+            })
+            .await?;
         }
     }
 }
@@ -432,10 +421,7 @@ impl Action for RolloutUndo {
     }
 
     async fn run(input: UndoInput, cx: Cx) -> Result<RolledBack, ActionError> {
-        let cluster = Cluster {
-            context: input.context.clone(),
-            kubeconfig: input.kubeconfig.clone(),
-        };
+        let cluster = input.cluster();
         let (client, default_ns) = client(&cluster, &cx).await?;
         let ns = input.namespace.clone().unwrap_or(default_ns);
         let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);

@@ -27,7 +27,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
+use super::{Action, ActionError, Cx, Dur, ErrorKind, Poll, Spec};
 use crate::secret::SecretString;
 
 /// Which cluster: a kubeconfig context and the kubeconfig it is in.

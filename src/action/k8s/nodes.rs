@@ -22,10 +22,7 @@ async fn set_unschedulable(
     cx: &Cx,
     value: bool,
 ) -> Result<NodeChanged, ActionError> {
-    let cluster = Cluster {
-        context: input.context.clone(),
-        kubeconfig: input.kubeconfig.clone(),
-    };
+    let cluster = input.cluster();
     let (client, _) = client(&cluster, cx).await?;
     let api: Api<Node> = Api::all(client);
     let what = format!("node {}", input.node);
@@ -109,13 +106,9 @@ input! {
         /// The node.
         pub node: String,
         /// Leave pods that DaemonSets run (default true; they would come back at once).
-        #[serde(default = "yes")]
+        #[serde(default = "crate::action::types::yes")]
         pub ignore_daemonsets: bool,
     }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// A drained node.
@@ -149,10 +142,7 @@ impl Action for Drain {
     }
 
     async fn preview(input: DrainInput, cx: Cx) -> Option<String> {
-        let cluster = Cluster {
-            context: input.context.clone(),
-            kubeconfig: input.kubeconfig.clone(),
-        };
+        let cluster = input.cluster();
         let (client, _) = client(&cluster, &cx).await.ok()?;
         let pods: Api<Pod> = Api::all(client);
         let list = pods
@@ -174,10 +164,7 @@ impl Action for Drain {
             true,
         )
         .await?;
-        let cluster = Cluster {
-            context: input.context.clone(),
-            kubeconfig: input.kubeconfig.clone(),
-        };
+        let cluster = input.cluster();
         let (client, _) = client(&cluster, &cx).await?;
         let all: Api<Pod> = Api::all(client.clone());
         let what = format!("node {}", input.node);

@@ -217,10 +217,7 @@ impl Action for Get {
 
     async fn run(input: GetInput, cx: Cx) -> Result<Objects, ActionError> {
         let (api, ar) = object_api(
-            Cluster {
-                context: input.context.clone(),
-                kubeconfig: input.kubeconfig.clone(),
-            },
+            input.cluster(),
             &input.kind,
             input.api_version.as_deref(),
             input.namespace.clone(),
@@ -322,10 +319,7 @@ impl Action for Pods {
     }
 
     async fn run(input: PodsInput, cx: Cx) -> Result<PodList, ActionError> {
-        let cluster = Cluster {
-            context: input.context.clone(),
-            kubeconfig: input.kubeconfig.clone(),
-        };
+        let cluster = input.cluster();
         let (client, default_ns) = client(&cluster, &cx).await?;
         let api: Api<Pod> =
             Api::namespaced(client, input.namespace.as_deref().unwrap_or(&default_ns));
@@ -463,10 +457,7 @@ impl Action for PatchObject {
 
     async fn run(input: PatchInput, cx: Cx) -> Result<Patched, ActionError> {
         let (api, ar) = object_api(
-            Cluster {
-                context: input.context.clone(),
-                kubeconfig: input.kubeconfig.clone(),
-            },
+            input.cluster(),
             &input.kind,
             input.api_version.as_deref(),
             input.namespace.clone(),

@@ -17,7 +17,7 @@ use tokio_postgres::Client;
 
 use super::topology::model::lsn_text;
 use super::world::{DbState, Place, World};
-use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
+use super::{Action, ActionError, Cx, Dur, Poll, Spec};
 use crate::secret::SecretString;
 pub(crate) use conn::{connect, connect_new, pg_error, target};
 pub use conn::{OPENED, REUSED};
@@ -147,21 +147,33 @@ pub struct ServerStatus {
     pub server_version: String,
 }
 
-const STATUS_SQL: &str = "
-SELECT pg_is_in_recovery() AS in_recovery,
+/// The columns that say what a server is and where its WAL stands, read alike by pg::status
+/// and topology::observe (a macro because `concat!` takes only literals).
+macro_rules! position_columns {
+    () => {
+        "pg_is_in_recovery() AS in_recovery,
   CASE WHEN pg_is_in_recovery()
        THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1), (pg_control_checkpoint()).timeline_id)
        ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
   CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
   pg_last_wal_receive_lsn()::text AS receive_lsn,
   pg_last_wal_replay_lsn()::text AS replay_lsn,
+  (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS wal_receiver,
+  (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver WHERE sender_host IS NOT NULL LIMIT 1) AS upstream,
+  current_setting('default_transaction_read_only') = 'on' AS read_only"
+    };
+}
+pub(crate) use position_columns;
+
+const STATUS_SQL: &str = concat!(
+    "SELECT ",
+    position_columns!(),
+    ",
   CASE WHEN pg_is_in_recovery() THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint END AS lag_bytes,
   CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag_seconds,
   CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS replay_paused,
-  (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS wal_receiver,
-  (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver LIMIT 1) AS upstream,
-  current_setting('default_transaction_read_only') = 'on' AS read_only,
-  current_setting('server_version') AS server_version";
+  current_setting('server_version') AS server_version"
+);
 
 pub(crate) async fn status_of(client: &Client, target: &str) -> Result<ServerStatus, ActionError> {
     let row = json_row(client, target, STATUS_SQL).await?;
@@ -636,13 +648,9 @@ input! {
         #[serde(default)]
         pub max_lag_bytes: i64,
         /// Time between checks (default "200ms").
-        #[serde(default = "poll")]
+        #[serde(default = "Dur::ms::<200>")]
         pub interval: Dur,
     }
-}
-
-fn poll() -> Dur {
-    Dur(Duration::from_millis(200))
 }
 
 /// Where the standby got to.
@@ -691,7 +699,7 @@ impl Action for WaitCaughtUp {
     }
 
     async fn run(input: WaitCaughtUpInput, cx: Cx) -> Result<CaughtUp, ActionError> {
-        let started = Instant::now();
+        let poll = Poll::new(&cx, input.interval.0);
         let target_lsn = match (&input.target_lsn, &input.primary_url) {
             (Some(lsn), _) => lsn.clone(),
             (None, Some(primary)) => {
@@ -709,7 +717,6 @@ impl Action for WaitCaughtUp {
             }
         };
         let (client, target) = connect(&input.url, &input.name, &cx).await?;
-        let deadline = started + cx.timeout;
         loop {
             let row = json_rows(
                 &client,
@@ -728,27 +735,20 @@ impl Action for WaitCaughtUp {
                     target_lsn,
                     replay_lsn: replay,
                     lag_bytes: lag,
-                    waited_ms: started.elapsed().as_millis() as u64,
+                    waited_ms: poll.waited_ms(),
                 });
             }
             cx.note(format!(
                 "replayed {replay}, {} behind {target_lsn}",
                 human_bytes(lag)
             ));
-            if Instant::now() + input.interval.0 >= deadline {
-                return Err(ActionError::permanent(format!(
-                    "{target} did not catch up to {target_lsn} within {}: replayed {replay}, {} behind",
-                    humantime::format_duration(cx.timeout),
+            poll.pause(&cx, |limit| {
+                format!(
+                    "{target} did not catch up to {target_lsn} within {limit}: replayed {replay}, {} behind",
                     human_bytes(lag)
-                )));
-            }
-            if cx.cancel.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(ActionError {
-                    message: "interrupted".into(),
-                    kind: ErrorKind::Interrupted,
-                });
-            }
-            tokio::time::sleep(input.interval.0).await;
+                )
+            })
+            .await?;
         }
     }
 }
@@ -1407,16 +1407,12 @@ input! {
         /// Its password (a secret); set again when the role exists.
         pub password: Option<SecretString>,
         /// May it log in (default true).
-        #[serde(default = "yes")]
+        #[serde(default = "crate::action::types::yes")]
         pub login: bool,
         /// May it stream replication (default false).
         #[serde(default)]
         pub replication: bool,
     }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// The role after the call.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{bin, connect, conninfo_value, quote_literal, status_of, target};
 use crate::action::types::endpoint;
 use crate::action::world::World;
-use crate::action::{Action, ActionError, Cx, ErrorKind, Spec};
+use crate::action::{Action, ActionError, Cx, Poll, Spec};
 use crate::secret::SecretString;
 
 /// Files a server keeps as its own across a rewind or a base backup.
@@ -441,7 +441,7 @@ async fn wait_streaming(
     input: &RejoinInput,
     source: &Source,
     shown: &str,
-    started: Instant,
+    poll: &Poll,
     cx: &Cx,
 ) -> Result<i64, ActionError> {
     let upstream = source.upstream();
@@ -456,19 +456,10 @@ async fn wait_streaming(
                 }
             }
         }
-        if started.elapsed() > cx.timeout {
-            return Err(ActionError::permanent(format!(
-                "{shown} started as a standby but does not stream from {upstream} after {}; see its log",
-                humantime::format_duration(Duration::from_secs(cx.timeout.as_secs()))
-            )));
-        }
-        if cx.cancel.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(ActionError {
-                message: "interrupted".into(),
-                kind: ErrorKind::Interrupted,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        poll.pause(cx, |limit| {
+            format!("{shown} started as a standby but does not stream from {upstream} after {limit}; see its log")
+        })
+        .await?;
     }
 }
 
@@ -553,58 +544,7 @@ impl Action for Rewind {
     }
 
     async fn run(input: RejoinInput, cx: Cx) -> Result<Rejoined, ActionError> {
-        let started = Instant::now();
-        let shown = target(&input.url, &input.name);
-        let (source, done) = begin(&input, &cx).await?;
-        if let Some(done) = done {
-            return Ok(done);
-        }
-        let dir = Path::new(&input.data_dir);
-        if !dir.join("global/pg_control").exists() {
-            return Err(ActionError::permanent(format!(
-                "{shown}: {} is not a PostgreSQL data directory on this host",
-                input.data_dir
-            )));
-        }
-        stop(&input.local(), &shown, &cx).await?;
-        let saved = save_own_files(dir)?;
-        let source_server = source.tool_conninfo(&application_name(&input));
-        let (ok, text) = tool(
-            &input.local(),
-            "pg_rewind",
-            &["-D", &input.data_dir, "--source-server", &source_server],
-            source.password.as_deref(),
-            cx.timeout,
-        )
-        .await?;
-        // Whatever pg_rewind did, the server's own files come back; it stays stopped on
-        // failure (a former primary must not come back writable).
-        restore_own_files(&saved)?;
-        if !ok {
-            return Err(ActionError::permanent(format!(
-                "{shown}: pg_rewind could not rewind it onto {}: {}. It is left stopped; a fresh base backup (pg::basebackup) brings it back as a standby",
-                source.upstream(),
-                last_lines(&text, 2)
-            )));
-        }
-        let detail = text
-            .lines()
-            .map(|l| l.trim_start_matches("pg_rewind: ").trim())
-            .filter(|l| l.contains("diverged") || l.contains("no rewind required"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        configure_standby(&input, &source)?;
-        start(&input.local(), &shown).await?;
-        let timeline = wait_streaming(&input, &source, &shown, started, &cx).await?;
-        Ok(Rejoined {
-            changed: true,
-            method: "rewind".into(),
-            detail,
-            upstream: source.upstream(),
-            timeline,
-            moved_aside: None,
-            took_ms: started.elapsed().as_millis() as u64,
-        })
+        rejoin(input, cx, Method::Rewind).await
     }
 }
 
@@ -634,78 +574,154 @@ impl Action for BaseBackup {
     }
 
     async fn run(input: RejoinInput, cx: Cx) -> Result<Rejoined, ActionError> {
-        let started = Instant::now();
-        let shown = target(&input.url, &input.name);
-        let (source, done) = begin(&input, &cx).await?;
-        if let Some(done) = done {
-            return Ok(done);
-        }
-        let dir = PathBuf::from(&input.data_dir);
-        let meta = std::fs::metadata(&dir)
-            .map_err(|e| ActionError::permanent(format!("{shown}: {}: {e}", dir.display())))?;
-        stop(&input.local(), &shown, &cx).await?;
-        let saved = save_own_files(&dir)?;
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let aside = PathBuf::from(format!(
-            "{}.replaced-{stamp}",
-            input.data_dir.trim_end_matches('/')
-        ));
-        let io = |e: std::io::Error| ActionError::permanent(format!("{shown}: {e}"));
-        std::fs::rename(&dir, &aside).map_err(io)?;
-        std::fs::create_dir(&dir).map_err(io)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-        if unsafe { libc::geteuid() } == 0 {
-            std::os::unix::fs::chown(&dir, Some(meta.uid()), Some(meta.gid())).map_err(io)?;
-        }
-        let conninfo = source.tool_conninfo(&application_name(&input));
-        let mut args = vec![
-            "-D",
-            &input.data_dir,
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-            "-d",
-            &conninfo,
-        ];
-        if let Some(slot) = &input.slot {
-            args.extend(["-S", slot]);
-        }
-        let (ok, text) = tool(
-            &input.local(),
-            "pg_basebackup",
-            &args,
-            source.password.as_deref(),
-            cx.timeout,
-        )
-        .await?;
-        if !ok {
-            // Put the old directory back, stopped: nothing is lost.
-            let _ = std::fs::remove_dir_all(&dir);
-            let _ = std::fs::rename(&aside, &dir);
-            return Err(ActionError::permanent(format!(
-                "{shown}: pg_basebackup from {} failed: {}. The old data directory is back in place, stopped",
-                source.upstream(),
-                last_lines(&text, 2)
-            )));
-        }
-        restore_own_files(&saved)?;
-        configure_standby(&input, &source)?;
-        start(&input.local(), &shown).await?;
-        let timeline = wait_streaming(&input, &source, &shown, started, &cx).await?;
-        Ok(Rejoined {
-            changed: true,
-            method: "basebackup".into(),
-            detail: format!("copied from {}", source.upstream()),
-            upstream: source.upstream(),
-            timeline,
-            moved_aside: Some(aside.display().to_string()),
-            took_ms: started.elapsed().as_millis() as u64,
-        })
+        rejoin(input, cx, Method::BaseBackup).await
     }
+}
+
+/// How a server that is not yet a standby of the primary becomes one.
+#[derive(Clone, Copy)]
+enum Method {
+    Rewind,
+    BaseBackup,
+}
+
+/// What every rejoin does around its method: nothing when the server already streams from
+/// the primary; else the method (which leaves the server stopped, with its own
+/// configuration files), the standby settings, the start, and the wait until it streams.
+async fn rejoin(input: RejoinInput, cx: Cx, method: Method) -> Result<Rejoined, ActionError> {
+    let poll = Poll::new(&cx, Duration::from_millis(50));
+    let shown = target(&input.url, &input.name);
+    let (source, done) = begin(&input, &cx).await?;
+    if let Some(done) = done {
+        return Ok(done);
+    }
+    let (name, detail, moved_aside) = match method {
+        Method::Rewind => ("rewind", rewind(&input, &source, &shown, &cx).await?, None),
+        Method::BaseBackup => {
+            let aside = basebackup(&input, &source, &shown, &cx).await?;
+            let detail = format!("copied from {}", source.upstream());
+            ("basebackup", detail, Some(aside.display().to_string()))
+        }
+    };
+    configure_standby(&input, &source)?;
+    start(&input.local(), &shown).await?;
+    let timeline = wait_streaming(&input, &source, &shown, &poll, &cx).await?;
+    Ok(Rejoined {
+        changed: true,
+        method: name.into(),
+        detail,
+        upstream: source.upstream(),
+        timeline,
+        moved_aside,
+        took_ms: poll.waited_ms(),
+    })
+}
+
+/// Stops the server and pg_rewinds it onto the primary's timeline; says what pg_rewind found.
+async fn rewind(
+    input: &RejoinInput,
+    source: &Source,
+    shown: &str,
+    cx: &Cx,
+) -> Result<String, ActionError> {
+    let dir = Path::new(&input.data_dir);
+    if !dir.join("global/pg_control").exists() {
+        return Err(ActionError::permanent(format!(
+            "{shown}: {} is not a PostgreSQL data directory on this host",
+            input.data_dir
+        )));
+    }
+    stop(&input.local(), shown, cx).await?;
+    let saved = save_own_files(dir)?;
+    let source_server = source.tool_conninfo(&application_name(input));
+    let (ok, text) = tool(
+        &input.local(),
+        "pg_rewind",
+        &["-D", &input.data_dir, "--source-server", &source_server],
+        source.password.as_deref(),
+        cx.timeout,
+    )
+    .await?;
+    // Whatever pg_rewind did, the server's own files come back; it stays stopped on
+    // failure (a former primary must not come back writable).
+    restore_own_files(&saved)?;
+    if !ok {
+        return Err(ActionError::permanent(format!(
+            "{shown}: pg_rewind could not rewind it onto {}: {}. It is left stopped; a fresh base backup (pg::basebackup) brings it back as a standby",
+            source.upstream(),
+            last_lines(&text, 2)
+        )));
+    }
+    Ok(text
+        .lines()
+        .map(|l| l.trim_start_matches("pg_rewind: ").trim())
+        .filter(|l| l.contains("diverged") || l.contains("no rewind required"))
+        .collect::<Vec<_>>()
+        .join("; "))
+}
+
+/// Stops the server, moves its data directory aside and copies a fresh one from the
+/// primary; gives where the old directory went.
+async fn basebackup(
+    input: &RejoinInput,
+    source: &Source,
+    shown: &str,
+    cx: &Cx,
+) -> Result<PathBuf, ActionError> {
+    let dir = PathBuf::from(&input.data_dir);
+    let meta = std::fs::metadata(&dir)
+        .map_err(|e| ActionError::permanent(format!("{shown}: {}: {e}", dir.display())))?;
+    stop(&input.local(), shown, cx).await?;
+    let saved = save_own_files(&dir)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let aside = PathBuf::from(format!(
+        "{}.replaced-{stamp}",
+        input.data_dir.trim_end_matches('/')
+    ));
+    let io = |e: std::io::Error| ActionError::permanent(format!("{shown}: {e}"));
+    std::fs::rename(&dir, &aside).map_err(io)?;
+    std::fs::create_dir(&dir).map_err(io)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&dir, Some(meta.uid()), Some(meta.gid())).map_err(io)?;
+    }
+    let conninfo = source.tool_conninfo(&application_name(input));
+    let mut args = vec![
+        "-D",
+        &input.data_dir,
+        "-X",
+        "stream",
+        "-c",
+        "fast",
+        "-d",
+        &conninfo,
+    ];
+    if let Some(slot) = &input.slot {
+        args.extend(["-S", slot]);
+    }
+    let (ok, text) = tool(
+        &input.local(),
+        "pg_basebackup",
+        &args,
+        source.password.as_deref(),
+        cx.timeout,
+    )
+    .await?;
+    if !ok {
+        // Put the old directory back, stopped: nothing is lost.
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::rename(&aside, &dir);
+        return Err(ActionError::permanent(format!(
+            "{shown}: pg_basebackup from {} failed: {}. The old data directory is back in place, stopped",
+            source.upstream(),
+            last_lines(&text, 2)
+        )));
+    }
+    restore_own_files(&saved)?;
+    Ok(aside)
 }
 
 input! {
@@ -791,7 +807,7 @@ impl Action for Restart {
     }
 
     async fn run(input: RestartInput, cx: Cx) -> Result<Restarted, ActionError> {
-        let started = Instant::now();
+        let poll = Poll::new(&cx, Duration::from_millis(50));
         let shown = target(&input.url, &input.name);
         let (client, _) = connect(&input.url, &input.name, &cx).await?;
         let pending: Vec<String> = super::json_rows(
@@ -810,7 +826,7 @@ impl Action for Restart {
             return Ok(Restarted {
                 restarted: false,
                 pending,
-                took_ms: started.elapsed().as_millis() as u64,
+                took_ms: poll.waited_ms(),
             });
         }
         let local = Local {
@@ -831,23 +847,20 @@ impl Action for Restart {
                     }
                 }
             }
-            if started.elapsed() > cx.timeout {
-                return Err(ActionError::permanent(format!(
-                    "{shown} restarted but {} within {}",
-                    if was_standby {
-                        "does not stream again"
-                    } else {
-                        "does not accept connections"
-                    },
-                    humantime::format_duration(Duration::from_secs(cx.timeout.as_secs()))
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            poll.pause(&cx, |limit| {
+                let what = if was_standby {
+                    "does not stream again"
+                } else {
+                    "does not accept connections"
+                };
+                format!("{shown} restarted but {what} within {limit}")
+            })
+            .await?;
         }
         Ok(Restarted {
             restarted: true,
             pending,
-            took_ms: started.elapsed().as_millis() as u64,
+            took_ms: poll.waited_ms(),
         })
     }
 }

@@ -17,6 +17,13 @@ pub struct Reply {
     pub reply: Value,
 }
 
+/// The command's words as Redis receives them: strings as they are, numbers and the rest as JSON.
+fn words(args: &[Value]) -> Vec<String> {
+    args.iter()
+        .map(|a| a.as_str().map_or_else(|| a.to_string(), str::to_string))
+        .collect()
+}
+
 pub struct Command;
 
 impl Action for Command {
@@ -33,15 +40,7 @@ impl Action for Command {
     }
 
     fn describe(input: &CommandInput) -> String {
-        let words: Vec<String> = input
-            .args
-            .iter()
-            .map(|a| {
-                a.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| a.to_string())
-            })
-            .collect();
+        let words = words(&input.args);
         format!("{} on {}", words.join(" "), target(&input.url, &input.name))
     }
 
@@ -58,15 +57,7 @@ impl Action for Command {
             ));
         }
         let (mut conn, target) = connect_new(&input.url, &input.name, &cx).await?;
-        let words: Vec<String> = input
-            .args
-            .iter()
-            .map(|a| {
-                a.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| a.to_string())
-            })
-            .collect();
+        let words = words(&input.args);
         let refs: Vec<&str> = words.iter().map(String::as_str).collect();
         let reply = query(&mut conn, &target, &refs).await?;
         Ok(Reply {

@@ -10,16 +10,12 @@ input! {
         /// The replica's port (with to_host).
         pub to_port: Option<u16>,
         /// How long the primary waits for the replica to catch up before giving up (default "5s").
-        #[serde(default = "five_seconds")]
+        #[serde(default = "Dur::ms::<5000>")]
         pub wait: Dur,
         /// Promote even if the replica did not catch up in time (FORCE; can lose writes).
         #[serde(default)]
         pub force: bool,
     }
-}
-
-fn five_seconds() -> Dur {
-    Dur(Duration::from_secs(5))
 }
 
 /// A finished coordinated failover.

@@ -26,7 +26,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
+use super::{Action, ActionError, Cx, Dur, Poll, Spec};
 use crate::secret::SecretString;
 
 /// `host:port (name)` for messages, without any password; a URL that opts out of certificate

@@ -8,13 +8,9 @@ input! {
         /// Its primary: synced means the replica's offset equals the primary's.
         pub primary_url: Option<SecretString>,
         /// Time between checks (default "100ms").
-        #[serde(default = "hundred_ms")]
+        #[serde(default = "Dur::ms::<100>")]
         pub interval: Dur,
     }
-}
-
-fn hundred_ms() -> Dur {
-    Dur(Duration::from_millis(100))
 }
 
 /// A synced replica.
@@ -51,7 +47,7 @@ impl Action for WaitSynced {
     }
 
     async fn run(input: WaitSyncedInput, cx: Cx) -> Result<Synced, ActionError> {
-        let started = Instant::now();
+        let poll = Poll::new(&cx, input.interval.0);
         let (mut conn, target) = connect(&input.url, &input.name, &cx).await?;
         let mut primary = match &input.primary_url {
             Some(p) => Some(connect(p, &None, &cx).await?),
@@ -76,7 +72,7 @@ impl Action for WaitSynced {
                 return Ok(Synced {
                     offset,
                     primary_offset,
-                    waited_ms: started.elapsed().as_millis() as u64,
+                    waited_ms: poll.waited_ms(),
                 });
             }
             let state = format!(
@@ -87,19 +83,10 @@ impl Action for WaitSynced {
                     .unwrap_or_default()
             );
             cx.note(state.clone());
-            if started.elapsed() + input.interval.0 > cx.timeout {
-                return Err(ActionError::permanent(format!(
-                    "{target} did not sync within {}: {state}",
-                    humantime::format_duration(cx.timeout)
-                )));
-            }
-            if cx.cancel.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(ActionError {
-                    message: "interrupted".into(),
-                    kind: ErrorKind::Interrupted,
-                });
-            }
-            tokio::time::sleep(input.interval.0).await;
+            poll.pause(&cx, |limit| {
+                format!("{target} did not sync within {limit}: {state}")
+            })
+            .await?;
         }
     }
 }

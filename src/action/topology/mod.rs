@@ -8,13 +8,13 @@ mod render;
 pub mod rules;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::world::{DbState, HealthState, KubeState, RedisState, World};
-use super::{Action, ActionError, Cx, Dur, ErrorKind, Spec};
+use super::{Action, ActionError, Cx, Dur, Poll, Spec};
 use crate::secret::SecretString;
 pub use model::Topology;
 
@@ -105,10 +105,6 @@ pub struct PgTools {
     pub os_user: Option<String>,
 }
 
-fn three_seconds() -> Dur {
-    Dur(Duration::from_secs(3))
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObserveInput {
@@ -117,7 +113,7 @@ pub struct ObserveInput {
     pub inventory: InventoryView,
     /// The time limit of each probe (default "3s"); a part that does not answer within it is
     /// observed as unreachable.
-    #[serde(default = "three_seconds")]
+    #[serde(default = "Dur::ms::<3000>")]
     pub probe_timeout: Dur,
 }
 
@@ -322,14 +318,6 @@ impl Action for Observe {
     }
 }
 
-fn sixty_seconds() -> Dur {
-    Dur(Duration::from_secs(60))
-}
-
-fn half_second() -> Dur {
-    Dur(Duration::from_millis(500))
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyInput {
@@ -343,13 +331,13 @@ pub struct VerifyInput {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub standbys: Vec<String>,
     /// How long to wait for the postcondition to hold (default "60s").
-    #[serde(default = "sixty_seconds")]
+    #[serde(default = "Dur::ms::<60000>")]
     pub within: Dur,
     /// Time between observations (default "500ms").
-    #[serde(default = "half_second")]
+    #[serde(default = "Dur::ms::<500>")]
     pub interval: Dur,
     /// The time limit of each probe (default "3s").
-    #[serde(default = "three_seconds")]
+    #[serde(default = "Dur::ms::<3000>")]
     pub probe_timeout: Dur,
 }
 
@@ -393,30 +381,22 @@ impl Action for Verify {
             primary: input.primary.clone(),
             standbys: input.standbys.clone(),
         };
-        let started = Instant::now();
-        let within = input.within.0.min(cx.timeout);
+        let poll = Poll::new(&cx, input.interval.0).within(input.within.0.min(cx.timeout));
         loop {
             let t = observe(&input.inventory, input.probe_timeout.0, &cx).await;
             let wrong = rules::violations(&t, &expect);
             if wrong.is_empty() {
                 return Ok(t);
             }
-            if started.elapsed() + input.interval.0 >= within {
-                return Err(ActionError::permanent(format!(
-                    "the postcondition does not hold after {}:\n  - {}\n{}",
-                    humantime::format_duration(Duration::from_secs(within.as_secs())),
+            cx.note(format!("waiting: {}", wrong.join("; ")));
+            poll.pause(&cx, |limit| {
+                format!(
+                    "the postcondition does not hold after {limit}:\n  - {}\n{}",
                     wrong.join("\n  - "),
                     t.table.trim_end()
-                )));
-            }
-            cx.note(format!("waiting: {}", wrong.join("; ")));
-            if cx.cancel.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(ActionError {
-                    message: "interrupted".into(),
-                    kind: ErrorKind::Interrupted,
-                });
-            }
-            tokio::time::sleep(input.interval.0).await;
+                )
+            })
+            .await?;
         }
     }
 }

@@ -63,23 +63,17 @@ impl Directory {
     }
 }
 
-const PROBE_SQL: &str = "
-SELECT pg_is_in_recovery() AS in_recovery,
-  CASE WHEN pg_is_in_recovery()
-       THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1), (pg_control_checkpoint()).timeline_id)
-       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
-  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
-  pg_last_wal_receive_lsn()::text AS receive_lsn,
-  pg_last_wal_replay_lsn()::text AS replay_lsn,
-  (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS wal_receiver,
-  (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver WHERE sender_host IS NOT NULL LIMIT 1) AS upstream,
+const PROBE_SQL: &str = concat!(
+    "SELECT ",
+    pg::position_columns!(),
+    ",
   (SELECT setting FROM pg_settings WHERE name = 'primary_conninfo') AS conninfo,
-  current_setting('default_transaction_read_only') = 'on' AS read_only,
   current_setting('wal_log_hints') = 'on' AS wal_log_hints,
   current_setting('data_checksums') = 'on' AS data_checksums,
   (SELECT COALESCE(json_agg(name ORDER BY name), '[]') FROM pg_settings WHERE pending_restart) AS pending_restart,
   (SELECT COALESCE(json_agg(json_build_object('name', slot_name, 'active', active) ORDER BY slot_name), '[]') FROM pg_replication_slots) AS slots,
-  (SELECT COALESCE(json_object_agg(COALESCE(application_name, ''), state), '{}') FROM pg_stat_replication) AS replicas";
+  (SELECT COALESCE(json_object_agg(COALESCE(application_name, ''), state), '{}') FROM pg_stat_replication) AS replicas"
+);
 
 const NEWEST_SEGMENT_SQL: &str = "
 SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) AS tli FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'";

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
 use super::topology::model::lsn_text;
+use super::topology::rules::Thresholds;
 use super::world::{DbState, Place, World};
 use super::{Action, ActionError, Cx, Dur, Poll, Spec};
 use crate::secret::SecretString;
@@ -23,10 +25,6 @@ pub(crate) use conn::{connect, connect_new, pg_error, target};
 pub use conn::{OPENED, REUSED};
 pub use server::{BaseBackup, RejoinInput, Rejoined, Restart, Rewind};
 pub(crate) use tool::bin;
-
-/// Seed thresholds for replication lag: acceptable below 100 MB, warning above 500 MB,
-/// critical above 1 GB.
-const MB: i64 = 1024 * 1024;
 
 /// Runs a query returning rows and gives each row as a JSON object (via row_to_json, so every
 /// PostgreSQL type arrives as its JSON form).
@@ -40,20 +38,8 @@ pub(crate) async fn json_rows(
     // A CTE (not a subquery) so that a statement with RETURNING also reaches the server,
     // which decides what it may do (in pg::query, a read-only transaction refuses it).
     let wrapped = format!("WITH q AS ({sql}) SELECT row_to_json(q)::text FROM q");
-    let typed: Vec<(
-        &(dyn tokio_postgres::types::ToSql + Sync),
-        tokio_postgres::types::Type,
-    )> = params
-        .iter()
-        .map(|p| {
-            (
-                p as &(dyn tokio_postgres::types::ToSql + Sync),
-                tokio_postgres::types::Type::TEXT,
-            )
-        })
-        .collect();
     let rows = client
-        .query_typed(&wrapped, &typed)
+        .query_typed(&wrapped, &typed_as_text(params))
         .await
         .map_err(|e| pg_error(target, e, true))?;
     rows.iter()
@@ -62,6 +48,14 @@ pub(crate) async fn json_rows(
             serde_json::from_str(&text)
                 .map_err(|e| ActionError::permanent(format!("{target}: {e}")))
         })
+        .collect()
+}
+
+/// Parameters sent as text, for the server to cast where the statement says ($1::int).
+fn typed_as_text(params: &[Option<String>]) -> Vec<(&(dyn ToSql + Sync), Type)> {
+    params
+        .iter()
+        .map(|p| (p as &(dyn ToSql + Sync), Type::TEXT))
         .collect()
 }
 
@@ -413,20 +407,8 @@ impl Action for Exec {
             });
         }
         let params = params_text(&input.params);
-        let typed: Vec<(
-            &(dyn tokio_postgres::types::ToSql + Sync),
-            tokio_postgres::types::Type,
-        )> = params
-            .iter()
-            .map(|p| {
-                (
-                    p as &(dyn tokio_postgres::types::ToSql + Sync),
-                    tokio_postgres::types::Type::TEXT,
-                )
-            })
-            .collect();
         let n = client
-            .execute_typed(&input.sql, &typed)
+            .execute_typed(&input.sql, &typed_as_text(&params))
             .await
             .map_err(|e| pg_error(&target, e, true))?;
         Ok(ExecOutput {
@@ -453,13 +435,13 @@ input! {
 }
 
 fn acceptable() -> i64 {
-    100 * MB
+    Thresholds::default().acceptable
 }
 fn warning() -> i64 {
-    500 * MB
+    Thresholds::default().warning
 }
 fn critical() -> i64 {
-    1024 * MB
+    Thresholds::default().critical
 }
 
 /// One standby as the primary sees it.
@@ -511,15 +493,12 @@ pub struct ReplicationOutput {
 const SEVERITIES: [&str; 4] = ["acceptable", "elevated", "warning", "critical"];
 
 fn severity(lag: i64, input: &ReplicationInput) -> &'static str {
-    if lag > input.critical_bytes {
-        "critical"
-    } else if lag > input.warning_bytes {
-        "warning"
-    } else if lag >= input.acceptable_bytes {
-        "elevated"
-    } else {
-        "acceptable"
+    Thresholds {
+        acceptable: input.acceptable_bytes,
+        warning: input.warning_bytes,
+        critical: input.critical_bytes,
     }
+    .severity(lag)
 }
 
 pub struct Replication;

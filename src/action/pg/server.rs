@@ -149,25 +149,18 @@ impl Source {
 
     /// A libpq connection string without the password (it goes through PGPASSWORD).
     fn tool_conninfo(&self, application_name: &str) -> String {
-        let mut s = format!(
-            "host={} port={} application_name={}",
-            conninfo_value(&self.host),
-            self.port,
-            conninfo_value(application_name)
-        );
-        if let Some(u) = &self.user {
-            s.push_str(&format!(" user={}", conninfo_value(u)));
-        }
-        s.push_str(&format!(
-            " dbname={}",
-            conninfo_value(self.dbname.as_deref().unwrap_or("postgres"))
-        ));
-        s.push_str(&self.ssl.conninfo());
-        s
+        let dbname = self.dbname.as_deref().unwrap_or("postgres");
+        self.conninfo(application_name, Some(("dbname", dbname)))
     }
 
     /// primary_conninfo: with the password, as pg_basebackup -R writes it.
     fn primary_conninfo(&self, application_name: &str) -> String {
+        let password = self.password.as_deref().map(|p| ("password", p));
+        self.conninfo(application_name, password)
+    }
+
+    /// host, port, application_name and user, then `extra`, then the TLS settings.
+    fn conninfo(&self, application_name: &str, extra: Option<(&str, &str)>) -> String {
         let mut s = format!(
             "host={} port={} application_name={}",
             conninfo_value(&self.host),
@@ -177,8 +170,8 @@ impl Source {
         if let Some(u) = &self.user {
             s.push_str(&format!(" user={}", conninfo_value(u)));
         }
-        if let Some(p) = &self.password {
-            s.push_str(&format!(" password={}", conninfo_value(p)));
+        if let Some((key, value)) = extra {
+            s.push_str(&format!(" {key}={}", conninfo_value(value)));
         }
         s.push_str(&self.ssl.conninfo());
         s
@@ -331,21 +324,13 @@ async fn stop(input: &Local<'_>, shown: &str, cx: &Cx) -> Result<(), ActionError
     if let Ok((client, _)) = connect(input.url, input.name, cx).await {
         let _ = client.batch_execute("CHECKPOINT").await;
     }
-    let (ok, text) = tool(
+    pg_ctl(
         input,
-        "pg_ctl",
         &["stop", "-D", input.data_dir, "-m", "fast", "-w", "-t", "60"],
-        None,
         Duration::from_secs(90),
+        |said| format!("{shown}: pg_ctl stop failed: {said}"),
     )
-    .await?;
-    if !ok {
-        return Err(ActionError::permanent(format!(
-            "{shown}: pg_ctl stop failed: {}",
-            last_lines(&text, 3)
-        )));
-    }
-    Ok(())
+    .await
 }
 
 async fn start(input: &Local<'_>, shown: &str) -> Result<(), ActionError> {
@@ -353,21 +338,28 @@ async fn start(input: &Local<'_>, shown: &str) -> Result<(), ActionError> {
         .log_file
         .clone()
         .unwrap_or_else(|| format!("{}/startup.log", input.data_dir.trim_end_matches('/')));
-    let (ok, text) = tool(
+    pg_ctl(
         input,
-        "pg_ctl",
         &["start", "-D", input.data_dir, "-l", &log, "-w", "-t", "120"],
-        None,
         Duration::from_secs(150),
+        |said| format!("{shown}: the server did not start: {said}; see {log}"),
     )
-    .await?;
-    if !ok {
-        return Err(ActionError::permanent(format!(
-            "{shown}: the server did not start: {}; see {log}",
-            last_lines(&text, 3)
-        )));
+    .await
+}
+
+/// pg_ctl with `args`, killed past `limit`; when it fails, `failed` with its last lines.
+async fn pg_ctl(
+    input: &Local<'_>,
+    args: &[&str],
+    limit: Duration,
+    failed: impl FnOnce(String) -> String,
+) -> Result<(), ActionError> {
+    let (ok, text) = tool(input, "pg_ctl", args, None, limit).await?;
+    if ok {
+        Ok(())
+    } else {
+        Err(ActionError::permanent(failed(last_lines(&text, 3))))
     }
-    Ok(())
 }
 
 /// The primary must be one: rewinding to a standby, or to the server itself, goes nowhere.

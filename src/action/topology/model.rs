@@ -57,6 +57,15 @@ pub struct Database {
     pub wal_end_lsn: Option<String>,
 }
 
+impl Database {
+    /// What a standby streams from: the region of its upstream, else the upstream's host:port.
+    pub fn source(&self) -> Option<String> {
+        self.upstream_region
+            .clone()
+            .or_else(|| self.upstream.clone())
+    }
+}
+
 /// A replication slot.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SlotView {

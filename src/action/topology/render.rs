@@ -13,11 +13,7 @@ fn database(db: &Database) -> String {
             db.current_lsn.as_deref().unwrap_or("?")
         ),
         "standby" => {
-            let from = db
-                .upstream_region
-                .clone()
-                .or_else(|| db.upstream.clone())
-                .unwrap_or_else(|| "?".into());
+            let from = db.source().unwrap_or_else(|| "?".into());
             let streaming = db.wal_receiver.as_deref() == Some("streaming");
             let lag = db
                 .lag_bytes

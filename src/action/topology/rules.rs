@@ -122,11 +122,7 @@ pub fn describe(db: &Database) -> String {
             db.timeline.unwrap_or(0)
         ),
         "standby" => {
-            let from = db
-                .upstream_region
-                .clone()
-                .or_else(|| db.upstream.clone())
-                .unwrap_or_else(|| "nothing".into());
+            let from = db.source().unwrap_or_else(|| "nothing".into());
             match db.wal_receiver.as_deref() {
                 Some("streaming") => format!("a standby streaming from {from}"),
                 other => format!(
@@ -293,9 +289,7 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                             Some(name),
                             format!(
                                 "{name} streams from {}, not from the primary {p}",
-                                db.upstream_region
-                                    .clone()
-                                    .or_else(|| db.upstream.clone())
+                                db.source()
                                     .unwrap_or_else(|| "an unknown server".into())
                             ),
                             rejoin(name),

@@ -1,6 +1,7 @@
 //! The local multi-region stack: real servers on loopback standing for three regions, for
 //! tests and drills. Every process it starts is stopped by its own process id.
 
+mod http;
 pub mod kube;
 pub mod moto;
 pub mod postgres;

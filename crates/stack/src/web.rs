@@ -4,13 +4,15 @@
 //! the sink (mode ok, fail, slow or down); `GET /messages` lists what the sink received.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+
+use crate::http::{read_request, Request};
 
 /// How a region's health endpoint answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,35 +107,6 @@ pub struct Web {
     stop: Arc<AtomicBool>,
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>)> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let path = parts.next()?.to_string();
-    let mut length = 0;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some((method, path, body))
-}
-
 fn reply(stream: &mut TcpStream, code: u16, body: &str) -> std::io::Result<()> {
     write!(
         stream,
@@ -192,7 +165,7 @@ impl Web {
                     Err(_) => return,
                 };
                 let mut reader = BufReader::new(conn);
-                while let Some((_, path, _)) = read_request(&mut reader) {
+                while let Some(Request { path, .. }) = read_request(&mut reader) {
                     let mode = st
                         .lock()
                         .unwrap()
@@ -250,7 +223,10 @@ impl Web {
                 Err(_) => return,
             };
             let mut reader = BufReader::new(conn);
-            while let Some((method, path, body)) = read_request(&mut reader) {
+            while let Some(Request {
+                method, path, body, ..
+            }) = read_request(&mut reader)
+            {
                 let result = if let Some(rest) = path.strip_prefix("/control/health/") {
                     let mut parts = rest.split('/');
                     match (parts.next(), parts.next().and_then(Health::parse)) {

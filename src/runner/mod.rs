@@ -293,7 +293,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         &ctx,
         &file,
         &source,
-        base_dir(&req.script),
+        crate::script::base_dir(&req.script),
         Dynamic::from(inv),
     )?;
     env.reporter.report(&Progress::RunStarted {
@@ -314,14 +314,6 @@ fn absolute(p: &Path) -> String {
         .unwrap_or_else(|_| p.to_path_buf())
         .display()
         .to_string()
-}
-
-fn base_dir(script: &Path) -> PathBuf {
-    script
-        .parent()
-        .map(Path::to_path_buf)
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| ".".into())
 }
 
 /// The state a journal shows a run in.
@@ -623,7 +615,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         &ctx,
         &file,
         &source,
-        base_dir(&script_path),
+        crate::script::base_dir(&script_path),
         Dynamic::from(inv),
     )?;
     ctx.journal(

@@ -168,7 +168,8 @@ fn read_script(path: &Path) -> Result<String, Error> {
         .map_err(|e| Error::Usage(format!("cannot read runbook {}: {e}", path.display())))
 }
 
-fn base_dir(script: &Path) -> PathBuf {
+/// The folder a runbook's imports and relative paths are resolved from.
+pub fn base_dir(script: &Path) -> PathBuf {
     script
         .parent()
         .map(Path::to_path_buf)

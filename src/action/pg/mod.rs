@@ -17,7 +17,6 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
 use super::topology::model::lsn_text;
-use super::topology::rules::Thresholds;
 use super::world::{DbState, Place, World};
 use super::{Action, ActionError, Cx, Dur, Poll, Spec};
 use crate::secret::SecretString;
@@ -488,6 +487,40 @@ pub struct ReplicationOutput {
     pub slots: Vec<Slot>,
     /// The worst severity among the standbys ("acceptable" when there are none).
     pub worst: String,
+}
+
+/// Replication lag thresholds in bytes (the seeds': acceptable < 100 MB, warning > 500 MB,
+/// critical > 1 GB).
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub acceptable: i64,
+    pub warning: i64,
+    pub critical: i64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        const MB: i64 = 1024 * 1024;
+        Thresholds {
+            acceptable: 100 * MB,
+            warning: 500 * MB,
+            critical: 1024 * MB,
+        }
+    }
+}
+
+impl Thresholds {
+    pub fn severity(&self, lag: i64) -> &'static str {
+        if lag > self.critical {
+            "critical"
+        } else if lag > self.warning {
+            "warning"
+        } else if lag >= self.acceptable {
+            "elevated"
+        } else {
+            "acceptable"
+        }
+    }
 }
 
 const SEVERITIES: [&str; 4] = ["acceptable", "elevated", "warning", "critical"];

@@ -4,40 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::model::{lsn, Anomaly, Database, Severity, Topology};
-
-/// Replication lag thresholds in bytes (the seeds': acceptable < 100 MB, warning > 500 MB,
-/// critical > 1 GB).
-#[derive(Debug, Clone, Copy)]
-pub struct Thresholds {
-    pub acceptable: i64,
-    pub warning: i64,
-    pub critical: i64,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        const MB: i64 = 1024 * 1024;
-        Thresholds {
-            acceptable: 100 * MB,
-            warning: 500 * MB,
-            critical: 1024 * MB,
-        }
-    }
-}
-
-impl Thresholds {
-    pub fn severity(&self, lag: i64) -> &'static str {
-        if lag > self.critical {
-            "critical"
-        } else if lag > self.warning {
-            "warning"
-        } else if lag >= self.acceptable {
-            "elevated"
-        } else {
-            "acceptable"
-        }
-    }
-}
+pub use crate::action::pg::Thresholds;
 
 /// The primary the others should follow: the one writable primary, or among several the one
 /// on the newest timeline.

@@ -94,6 +94,18 @@ fn fail_region(d: &Drill, region: &str) {
     d.stack.pg.stop_node(d.stack.pg.node(region));
 }
 
+/// The region's health endpoint flaps for a few seconds (failing and passing in turn), then
+/// stays healthy; its database is fine throughout.
+fn flap(d: &Drill, region: &str) {
+    for i in 0..12 {
+        let mode = if i % 2 == 0 { Health::Fail } else { Health::Ok };
+        d.stack.web.set_health(region, mode);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    d.stack.web.set_health(region, Health::Ok);
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 fn first_record(d: &Drill, run: &str) -> serde_json::Value {
     serde_json::from_str(d.t.journal(run).lines().next().unwrap()).unwrap()
 }
@@ -104,14 +116,7 @@ fn flapping_triggers_nothing_a_real_failure_is_failed_over_once_then_held_until_
     let w = Watcher::start(&d, "w", &[]);
     w.wait_for("all quiet", Duration::from_secs(20));
 
-    // The health endpoint flaps for a few seconds; the database is fine.
-    for i in 0..12 {
-        let mode = if i % 2 == 0 { Health::Fail } else { Health::Ok };
-        d.stack.web.set_health("us-east-1", mode);
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    d.stack.web.set_health("us-east-1", Health::Ok);
-    std::thread::sleep(Duration::from_secs(1));
+    flap(&d, "us-east-1");
     assert!(
         d.t.run_ids().is_empty(),
         "nothing was started:\n{}",
@@ -250,13 +255,7 @@ fn of_two_watchers_one_acts_and_the_other_takes_over_when_it_dies() {
     .unwrap();
     let mut a = Watcher::start(&d, "a", &[]);
     a.wait_for("all quiet", Duration::from_secs(20));
-    for i in 0..12 {
-        let mode = if i % 2 == 0 { Health::Fail } else { Health::Ok };
-        d.stack.web.set_health("us-east-1", mode);
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    d.stack.web.set_health("us-east-1", Health::Ok);
-    std::thread::sleep(Duration::from_secs(1));
+    flap(&d, "us-east-1");
     assert!(
         d.t.run_ids().is_empty(),
         "flapping started nothing:\n{}",

@@ -394,6 +394,30 @@ pub trait JournalWriter: Send {
     fn sync(&mut self) -> std::io::Result<()>;
 }
 
+/// Appends one event, durably, after `records` (the run's journal as just read): what
+/// `runbook abandon` and `runbook watch --ack` add to a run no process is running.
+pub fn append_event(
+    store: &dyn Store,
+    run_id: &str,
+    records: &[Record],
+    event: Event,
+) -> Result<(), Error> {
+    let record = Record {
+        v: FORMAT_VERSION,
+        n: records.last().map(|r| r.n + 1).unwrap_or(1),
+        at: timestamp(),
+        event,
+    };
+    let line = serde_json::to_string(&record).map_err(|e| Error::Io(e.to_string()))?;
+    store
+        .append_to(run_id)?
+        .append(&line, true)
+        .map_err(|e| Error::Journal {
+            path: store.describe().into(),
+            message: format!("cannot write run {run_id}: {e}"),
+        })
+}
+
 /// Now as RFC 3339 with milliseconds.
 pub fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()

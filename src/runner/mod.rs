@@ -418,21 +418,15 @@ pub fn abandon(
             }
         }
     }
-    let mut writer = store.append_to(run_id)?;
-    let record = Record {
-        v: journal::FORMAT_VERSION,
-        n: loaded.records.last().map(|r| r.n + 1).unwrap_or(1),
-        at: journal::timestamp(),
-        event: Event::RunAbandoned {
+    journal::append_event(
+        store,
+        run_id,
+        &loaded.records,
+        Event::RunAbandoned {
             by: op.name.clone(),
             reason: reason.clone(),
         },
-    };
-    let line = serde_json::to_string(&record).map_err(|e| Error::Io(e.to_string()))?;
-    writer.append(&line, true).map_err(|e| Error::Journal {
-        path: store.describe().into(),
-        message: format!("cannot write: {e}"),
-    })?;
+    )?;
     let names: Vec<String> = guards.iter().map(|g| g.name.clone()).collect();
     for g in guards {
         g.release();

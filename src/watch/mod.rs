@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::action::topology::{self, model::Topology, InventoryView};
 use crate::action::Cx;
-use crate::error::Error;
+use crate::error::{Error, Next};
 use crate::inventory::Inventory;
 use crate::journal::{self, Event, LockHolder, Store};
 use crate::report::Progress;
@@ -143,20 +143,23 @@ fn last_automatic(store: &dyn Store, name: &str) -> Result<Option<(String, u64)>
 }
 
 /// How that failover stands now: how long ago it started, and whether a person acknowledged it
-/// (from another process, so its journal is read each time).
-fn standing_of(store: &dyn Store, last: &Option<(String, u64)>) -> Result<Standing, Error> {
+/// (from another process, so its journal is read each time). Also the journal it read.
+fn standing_of(
+    store: &dyn Store,
+    last: &Option<(String, u64)>,
+) -> Result<(Standing, Vec<journal::Record>), Error> {
     let Some((run, at)) = last else {
-        return Ok(Standing::default());
+        return Ok((Standing::default(), vec![]));
     };
-    let acknowledged = store
-        .read(run)?
-        .records
+    let records = store.read(run)?.records;
+    let acknowledged = records
         .iter()
         .any(|r| matches!(r.event, Event::WatchAcknowledged { .. }));
-    Ok(Standing {
+    let standing = Standing {
         since_last_failover_s: Some(journal::unix_ms().saturating_sub(*at) / 1000),
         acknowledged,
-    })
+    };
+    Ok((standing, records))
 }
 
 /// `runbook watch --ack`: a person has looked at the last automatic failover; the watcher may
@@ -166,7 +169,7 @@ pub fn ack(store: &dyn Store, inventory: &Path, by: &str) -> Result<String, Erro
     let name = deployment(&inv, inventory);
     let rules = rules_of(&inv)?;
     let last = last_automatic(store, &name)?;
-    let st = standing_of(store, &last)?;
+    let (st, records) = standing_of(store, &last)?;
     let Some((run, _)) = last else {
         return Err(Error::Usage(format!(
             "no automatic failover of {name} in {}: nothing to acknowledge",
@@ -178,24 +181,12 @@ pub fn ack(store: &dyn Store, inventory: &Path, by: &str) -> Result<String, Erro
             "the automatic failover {run} was already acknowledged; nothing changed"
         ));
     }
-    let next = store
-        .read(&run)?
-        .records
-        .last()
-        .map(|r| r.n + 1)
-        .unwrap_or(1);
-    let mut w = store.append_to(&run)?;
-    let line = serde_json::to_string(&journal::Record {
-        v: journal::FORMAT_VERSION,
-        n: next,
-        at: journal::timestamp(),
-        event: Event::WatchAcknowledged { by: by.to_string() },
-    })
-    .unwrap_or_default();
-    w.append(&line, true).map_err(|e| Error::Journal {
-        path: run.clone().into(),
-        message: e.to_string(),
-    })?;
+    journal::append_event(
+        store,
+        &run,
+        &records,
+        Event::WatchAcknowledged { by: by.to_string() },
+    )?;
     let left = rules
         .cooldown_s
         .saturating_sub(st.since_last_failover_s.unwrap_or(0));
@@ -311,7 +302,7 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
             if last.is_none() {
                 last = Some(last_automatic(env.store.as_ref(), &name)?);
             }
-            let st = standing_of(env.store.as_ref(), last.as_ref().unwrap())?;
+            let (st, _) = standing_of(env.store.as_ref(), last.as_ref().unwrap())?;
             decision = rules::decide(&mut state, &seen, &rules, &st);
         } else {
             state = trial;
@@ -352,8 +343,11 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                 acted_dry = req.dry_run;
                 match result {
                     Ok(()) => say(env, format!("the failover of {region} ended; watching")),
-                    Err(Error::Paused { .. }) if rules.approve_within_s > 0 => {
-                        await_approval(env, &cx, &inv, &name, region, &rules)?
+                    Err(Error::Paused {
+                        next: Next::Approve { run },
+                        ..
+                    }) if rules.approve_within_s > 0 => {
+                        await_approval(env, &cx, &inv, &run, region, &rules)?
                     }
                     Err(e) => say(
                         env,
@@ -386,13 +380,10 @@ fn await_approval(
     env: &Env,
     cx: &Cx,
     inv: &Inventory,
-    name: &str,
+    run: &str,
     region: &str,
     rules: &Rules,
 ) -> Result<(), Error> {
-    let Some((run, _)) = last_automatic(env.store.as_ref(), name)? else {
-        return Ok(());
-    };
     let ask = format!(
         "runbook watch: the failover of {region} waits for approval — `runbook resume {run} --approve` within {} s, or it is abandoned",
         rules.approve_within_s
@@ -401,7 +392,7 @@ fn await_approval(
     alert(env, cx, inv, &ask);
     let deadline = Instant::now() + Duration::from_secs(rules.approve_within_s);
     loop {
-        let status = runner::summarize(&run, &env.store.read(&run)?.records).status;
+        let status = runner::summarize(run, &env.store.read(run)?.records).status;
         if status != journal::RunStatus::Paused {
             say(
                 env,
@@ -413,7 +404,7 @@ fn await_approval(
             let why = format!("not approved within {} s", rules.approve_within_s);
             runner::abandon(
                 env.store.as_ref(),
-                &run,
+                run,
                 Some(why.clone()),
                 &Operator {
                     name: WATCHER.into(),

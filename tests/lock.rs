@@ -271,3 +271,71 @@ fn a_run_that_changed_nothing_claims_nothing_when_it_stops() {
     let other = t.exec(&["run", "maintenance.rhai"]);
     assert_eq!(other.code, 0, "{}", other.all());
 }
+
+/// Holds every lock file of the test's store, as a paused run's process does in the moments
+/// between journaling its pause and exiting; lets go when the returned files are dropped.
+fn hold_lock_files(t: &Test) -> Vec<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let dir = t.path(".runbook/locks");
+    let files: Vec<std::fs::File> = std::fs::read_dir(&dir)
+        .expect("the paused run's lock files")
+        .map(|e| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(e.unwrap().path())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(files.len(), 2, "the default lock and 'deployment prod'");
+    for f in &files {
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!(
+            rc, 0,
+            "the paused run's process is gone, so nothing holds them"
+        );
+    }
+    files
+}
+
+#[test]
+fn a_resume_the_instant_a_run_pauses_waits_for_its_process_to_let_go() {
+    let t = Test::new().file("failover.rhai", PAUSES_MID_CHANGE);
+    assert_eq!(t.exec(&["run", "failover.rhai"]).code, 3);
+    let run = t.only_run();
+
+    // The pause is journaled, its process has not exited yet: the resume waits for it.
+    let held = hold_lock_files(&t);
+    let exiting = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        drop(held);
+    });
+    let resumed = t.exec(&["resume", &run, "--approve"]);
+    exiting.join().unwrap();
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert!(resumed.stdout.contains("promoted"), "{}", resumed.all());
+}
+
+#[test]
+fn a_resume_is_refused_when_the_paused_runs_process_does_not_let_go() {
+    let t = Test::new().file("failover.rhai", PAUSES_MID_CHANGE);
+    assert_eq!(t.exec(&["run", "failover.rhai"]).code, 3);
+    let run = t.only_run();
+    let held = hold_lock_files(&t);
+    let resumed = t.exec(&["resume", &run, "--approve"]);
+    drop(held);
+    assert_eq!(resumed.code, 4, "{}", resumed.all());
+    assert!(
+        resumed.stderr.contains(&format!("is held by run {run}")),
+        "{}",
+        resumed.stderr
+    );
+    assert!(!resumed.stdout.contains("promoted"), "{}", resumed.all());
+    assert!(
+        !t.journal(&run).contains("run_resumed"),
+        "the refused resume journaled nothing"
+    );
+    // Once it has let go, the same resume goes on.
+    let resumed = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+}

@@ -12,10 +12,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Event, Record, Store};
+use super::{Event, Record, RunStatus, Store};
 use crate::error::Error;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -63,7 +64,7 @@ impl LockGuard {
 /// interrupted, or it stopped (failed, or cut off) after starting a change. Returns how it
 /// stands ("paused at step 'approval'") when it does.
 pub fn claim_of(records: &[Record]) -> Option<String> {
-    let status = super::RunStatus::of(records);
+    let status = RunStatus::of(records);
     let mut wrote = false;
     let mut last_step = String::new();
     for r in records {
@@ -77,7 +78,7 @@ pub fn claim_of(records: &[Record]) -> Option<String> {
             _ => {}
         }
     }
-    use super::RunStatus::*;
+    use RunStatus::*;
     let holds = match status {
         Paused | Interrupted => true,
         Failed | Running => wrote,
@@ -100,7 +101,12 @@ pub fn claim_of(records: &[Record]) -> Option<String> {
 /// Takes the lock `name` for `holder`'s run: refused while a live process holds it, or while
 /// another run that has not ended claims it. Resuming the claiming run is what continues it.
 pub fn take(store: &dyn Store, name: &str, holder: &LockHolder) -> Result<LockGuard, Error> {
-    let mut guard = store.lock(name)?;
+    let mut guard = match store.lock(name) {
+        Err(Error::Locked(_)) if session_ended(store, name, holder) => {
+            wait_for_release(store, name, EXIT_GRACE)?
+        }
+        taken => taken?,
+    };
     if let Some(prev) = guard.previous.clone() {
         if prev.run_id != holder.run_id {
             let standing = match store.read(&prev.run_id) {
@@ -118,6 +124,41 @@ pub fn take(store: &dyn Store, name: &str, holder: &LockHolder) -> Result<LockGu
     }
     guard.held.set_claim(Some(holder))?;
     Ok(guard)
+}
+
+/// How long taking a lock waits for a process that is on its way out (see `leaving`).
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether the live process holding a lock is the last session of the very run taking it,
+/// and that session has recorded how it ended (paused, interrupted, failed, refused): it is
+/// exiting and lets go within moments. A resume typed, or sent by a bot, the instant a run
+/// pauses waits for it rather than being refused as "locked".
+fn leaving(claim: Option<&LockHolder>, taker: &LockHolder, status: RunStatus) -> bool {
+    use RunStatus::*;
+    claim.is_some_and(|c| c.run_id == taker.run_id)
+        && matches!(status, Paused | Interrupted | Failed | Refused)
+}
+
+fn session_ended(store: &dyn Store, name: &str, taker: &LockHolder) -> bool {
+    let claims = store.claims().unwrap_or_default();
+    let claim = claims.iter().find(|(n, _)| n == name).map(|(_, h)| h);
+    let status = store
+        .read(&taker.run_id)
+        .map(|loaded| RunStatus::of(&loaded.records))
+        .unwrap_or(RunStatus::Unknown);
+    leaving(claim, taker, status)
+}
+
+/// Takes the lock once its holder lets go, or gives the holder's refusal after `limit`.
+fn wait_for_release(store: &dyn Store, name: &str, limit: Duration) -> Result<LockGuard, Error> {
+    let deadline = Instant::now() + limit;
+    loop {
+        std::thread::sleep(Duration::from_millis(25));
+        match store.lock(name) {
+            Err(Error::Locked(_)) if Instant::now() < deadline => continue,
+            taken => return taken,
+        }
+    }
 }
 
 /// The refusal for a lock claimed by a run that has not ended.
@@ -412,6 +453,63 @@ mod tests {
         for (name, events, want) in cases {
             let records: Vec<Record> = events.into_iter().map(rec).collect();
             assert_eq!(claim_of(&records).as_deref(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn which_holders_a_lock_waits_for() {
+        let who = |run: &str| LockHolder {
+            run_id: run.into(),
+            runbook: "failover.rhai".into(),
+            operator: "ann".into(),
+            host: "h".into(),
+            pid: 1,
+            since: String::new(),
+        };
+        let me = who("r1");
+        use RunStatus::*;
+        let cases: Vec<(&str, Option<LockHolder>, RunStatus, bool)> = vec![
+            (
+                "my run's session just paused",
+                Some(who("r1")),
+                Paused,
+                true,
+            ),
+            (
+                "my run's session was interrupted",
+                Some(who("r1")),
+                Interrupted,
+                true,
+            ),
+            ("my run's session failed", Some(who("r1")), Failed, true),
+            (
+                "my run's resume was refused",
+                Some(who("r1")),
+                Refused,
+                true,
+            ),
+            (
+                "my run is running in that process",
+                Some(who("r1")),
+                Running,
+                false,
+            ),
+            (
+                "my run has no journal (a new run)",
+                Some(who("r1")),
+                Unknown,
+                false,
+            ),
+            (
+                "another run holds it, mine paused",
+                Some(who("r2")),
+                Paused,
+                false,
+            ),
+            ("a holder that wrote no claim yet", None, Paused, false),
+        ];
+        for (name, claim, status, want) in cases {
+            assert_eq!(leaving(claim.as_ref(), &me, status), want, "{name}");
         }
     }
 }

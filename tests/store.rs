@@ -308,22 +308,29 @@ fn store_urls_that_do_not_work_are_named_without_their_password() {
     assert_eq!(check.code, 0, "{}", check.all());
 }
 
+/// A run in the store that took the deployment's lock, made a change and paused for approval
+/// before its last step; its process has exited. Returns the test it ran in and its id.
+fn paused_at_the_gate(c: &PgCluster) -> (Test, String) {
+    let t = Test::new().env("RUNBOOK_STORE", &c.nodes[0].url()).script(
+        r#"
+        lock("deployment prod");
+        step("stop writes", || shell::run(#{ argv: ["true"] }));
+        step("gate", || approve("promote?"));
+        step("promote", || log("promoted"));
+        "#,
+    );
+    let paused = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    (t, sql(c, "SELECT run_id FROM runbook_runs"))
+}
+
 /// A paused run's claim lives in the database: another host is refused until the run is
 /// resumed or abandoned, from anywhere.
 #[test]
 fn a_claim_in_postgres_holds_across_hosts_until_the_run_is_abandoned() {
     let (_d, c) = database();
     let url = c.nodes[0].url();
-    let host_a = Test::new().env("RUNBOOK_STORE", &url).script(
-        r#"
-        lock("deployment prod");
-        step("stop writes", || shell::run(#{ argv: ["true"] }));
-        step("gate", || approve("promote?"));
-        "#,
-    );
-    let paused = host_a.exec(&["run", "runbook.rhai"]);
-    assert_eq!(paused.code, 3, "{}", paused.all());
-    let run_id = sql(&c, "SELECT run_id FROM runbook_runs");
+    let (_host_a, run_id) = paused_at_the_gate(&c);
     assert_eq!(
         sql(
             &c,
@@ -369,6 +376,43 @@ fn a_claim_in_postgres_holds_across_hosts_until_the_run_is_abandoned() {
         "0",
         "a finished run leaves no claim"
     );
+}
+
+#[test]
+fn a_resume_through_postgres_waits_for_the_pausing_process_to_let_go() {
+    let (_d, c) = database();
+    let (t, run_id) = paused_at_the_gate(&c);
+
+    // A session holds the run's two advisory locks for a moment, as the paused process does
+    // between journaling its pause and exiting.
+    let key = |name: &str| {
+        format!("('x' || left(encode(sha256('runbook lock:{name}'::bytea), 'hex'), 16))::bit(64)::bigint")
+    };
+    let node = &c.nodes[0];
+    let mut exiting = std::process::Command::new("psql")
+        .args(["-X", "-q", "-U", "postgres", "-h"])
+        .arg(&c.dir)
+        .args(["-p", &node.port.to_string(), "-d", "postgres", "-c"])
+        .arg(format!(
+            "SELECT pg_advisory_lock({}), pg_advisory_lock({}), pg_sleep(1.5)",
+            key("runbook"),
+            key("deployment prod")
+        ))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql starts");
+    let held = wait_for(Duration::from_secs(10), || {
+        sql(
+            &c,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        ) == "2"
+    });
+    let resumed = t.exec(&["resume", &run_id, "--approve"]);
+    kill9(&mut exiting);
+    assert!(held, "the session took both locks");
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert!(resumed.stdout.contains("promoted"), "{}", resumed.all());
+    assert_no_password(&resumed);
 }
 
 /// A run whose middle step waits for `go`, so the store can be restarted meanwhile; its

@@ -1,4 +1,4 @@
-use crate::support::Test;
+use crate::support::{assert_says, Test};
 
 #[test]
 fn check_reports_every_problem_with_its_position_and_runs_nothing() {
@@ -7,22 +7,19 @@ fn check_reports_every_problem_with_its_position_and_runs_nothing() {
     );
     let ran = t.exec(&["check", "runbook.rhai"]);
     assert_eq!(ran.code, 2);
-    for expected in [
-        "unknown action http::gett (did you mean `get`?)",
-        "--> runbook.rhai:1:22",
-        "step 'a' is already defined in this scope (line 1)",
-        "http::get has no field `urll` (did you mean `url`?)",
-        "parameter 'a': unknown key `tpye`",
-        "step 'x' has a fixed name inside a loop",
-        "http::get takes one argument",
-        "approve takes 1 argument(s), not 0",
-    ] {
-        assert!(
-            ran.stderr.contains(expected),
-            "missing {expected:?} in\n{}",
-            ran.stderr
-        );
-    }
+    assert_says(
+        &ran.stderr,
+        &[
+            "unknown action http::gett (did you mean `get`?)",
+            "--> runbook.rhai:1:22",
+            "step 'a' is already defined in this scope (line 1)",
+            "http::get has no field `urll` (did you mean `url`?)",
+            "parameter 'a': unknown key `tpye`",
+            "step 'x' has a fixed name inside a loop",
+            "http::get takes one argument",
+            "approve takes 1 argument(s), not 0",
+        ],
+    );
     assert!(!t.path("ran").exists());
     assert!(t.run_ids().is_empty());
 }
@@ -70,16 +67,13 @@ fn check_knows_what_imported_modules_offer() {
         );
     let ran = t.exec(&["check", "runbook.rhai"]);
     assert_eq!(ran.code, 2);
-    for expected in [
+    assert_says(
+        &ran.stderr,
+        &[
         "no module 'nosuch': the stdlib has backup, cdn, cluster, database, health, incident, mesh, regions, replication, standby, traffic",
         "health::wait_healthy takes 2 argument(s), not 1",
         "module `health` has no function wait_helthy (did you mean `wait_healthy`?)",
-    ] {
-        assert!(
-            ran.stderr.contains(expected),
-            "missing {expected:?} in\n{}",
-            ran.stderr
-        );
-    }
+        ],
+    );
     assert!(!ran.stderr.contains("twice"), "{}", ran.stderr);
 }

@@ -1,13 +1,11 @@
 use std::time::Duration;
 
-use crate::support::{kill9, wait_for, Test};
+use crate::support::{assert_says, kill9, wait_for, Test};
 
 #[test]
 fn a_second_run_of_the_same_runbook_gets_exit_4_naming_the_holder() {
     let t = Test::new().script(r#"step("hold", || sleep("20s"));"#);
-    let mut first = t.spawn(&["run", "runbook.rhai"]);
-    assert!(wait_for(Duration::from_secs(10), || t.run_ids().len() == 1
-        && t.journal(&t.run_ids()[0]).contains("timer_started")));
+    let mut first = t.spawn_until_sleeping(&["run", "runbook.rhai"]);
     let holder = t.only_run();
     let second = t.exec(&["run", "runbook.rhai"]);
     assert_eq!(second.code, 4, "{}", second.all());
@@ -32,9 +30,7 @@ fn a_named_lock_spans_different_runbooks() {
             "b.rhai",
             r#"lock("prod-database"); step("x", || log("should not run"));"#,
         );
-    let mut first = t.spawn(&["run", "a.rhai"]);
-    assert!(wait_for(Duration::from_secs(10), || t.run_ids().len() == 1
-        && t.journal(&t.run_ids()[0]).contains("timer_started")));
+    let mut first = t.spawn_until_sleeping(&["run", "a.rhai"]);
     let second = t.exec(&["run", "b.rhai"]);
     assert_eq!(second.code, 4, "{}", second.all());
     assert!(
@@ -51,9 +47,7 @@ fn a_named_lock_spans_different_runbooks() {
 #[test]
 fn a_lock_left_by_a_killed_process_is_taken_over_with_a_message() {
     let t = Test::new().script(r#"step("hold", || sleep("20s"));"#);
-    let mut first = t.spawn(&["run", "runbook.rhai"]);
-    assert!(wait_for(Duration::from_secs(10), || t.run_ids().len() == 1
-        && t.journal(&t.run_ids()[0]).contains("timer_started")));
+    let mut first = t.spawn_until_sleeping(&["run", "runbook.rhai"]);
     let dead = t.only_run();
     kill9(&mut first);
     let t = t.script(r#"log("second");"#);
@@ -74,9 +68,7 @@ fn the_shipped_runbooks_exclude_each_other_on_one_deployment_but_not_a_dry_run()
     let t = Test::new().inventory(inventory).script(
         r#"import "incident" as incident; incident::exclusive(inventory); step("hold", || sleep("30s"));"#,
     );
-    let mut first = t.spawn(&["run", "runbook.rhai", "-i", "inventory.toml"]);
-    assert!(wait_for(Duration::from_secs(10), || t.run_ids().len() == 1
-        && t.journal(&t.run_ids()[0]).contains("timer_started")));
+    let mut first = t.spawn_until_sleeping(&["run", "runbook.rhai", "-i", "inventory.toml"]);
     let holder = t.only_run();
 
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
@@ -152,18 +144,15 @@ fn a_paused_run_keeps_the_deployment_until_it_is_resumed() {
     // Its process is gone, its claim is not.
     let other = t.exec(&["run", "maintenance.rhai"]);
     assert_eq!(other.code, 4, "{}", other.all());
-    for expected in [
-        format!("the lock 'deployment prod' is claimed by run {run}"),
-        "which is paused at step 'approval'".to_string(),
-        format!("`runbook resume {run} --approve`"),
-        format!("`runbook abandon {run}`"),
-    ] {
-        assert!(
-            other.stderr.contains(&expected),
-            "missing {expected:?}\n{}",
-            other.stderr
-        );
-    }
+    assert_says(
+        &other.stderr,
+        &[
+            format!("the lock 'deployment prod' is claimed by run {run}"),
+            "which is paused at step 'approval'".to_string(),
+            format!("`runbook resume {run} --approve`"),
+            format!("`runbook abandon {run}`"),
+        ],
+    );
     assert!(!other.stdout.contains("maintaining"));
     assert_eq!(t.run_ids().len(), 1, "the refused run left nothing");
     let listed = t.exec(&["runs"]);
@@ -227,9 +216,7 @@ fn a_run_killed_mid_change_keeps_its_claim_and_a_live_one_cannot_be_abandoned() 
             "#,
         )
         .file("maintenance.rhai", ANOTHER_PROCEDURE);
-    let mut first = t.spawn(&["run", "failover.rhai"]);
-    assert!(wait_for(Duration::from_secs(10), || t.run_ids().len() == 1
-        && t.journal(&t.run_ids()[0]).contains("timer_started")));
+    let mut first = t.spawn_until_sleeping(&["run", "failover.rhai"]);
     let run = t.only_run();
     let live = t.exec(&["abandon", &run]);
     assert_eq!(live.code, 4, "{}", live.all());
@@ -326,7 +313,9 @@ fn a_resume_is_refused_when_the_paused_runs_process_does_not_let_go() {
     drop(held);
     assert_eq!(resumed.code, 4, "{}", resumed.all());
     assert!(
-        resumed.stderr.contains(&format!("is held by run {run}")),
+        resumed.stderr.contains(&format!(
+            "run {run} is still running in another process (pid "
+        )) && resumed.stderr.contains("and resume again"),
         "{}",
         resumed.stderr
     );
@@ -338,4 +327,27 @@ fn a_resume_is_refused_when_the_paused_runs_process_does_not_let_go() {
     // Once it has let go, the same resume goes on.
     let resumed = t.exec(&["resume", &run, "--approve"]);
     assert_eq!(resumed.code, 0, "{}", resumed.all());
+}
+
+#[test]
+fn resuming_a_run_that_is_still_running_is_refused_at_once_naming_its_process() {
+    let t = Test::new().script(r#"step("hold", || sleep("20s"));"#);
+    let mut first = t.spawn_until_sleeping(&["run", "runbook.rhai"]);
+    let run = t.only_run();
+    let started = std::time::Instant::now();
+    let resumed = t.exec(&["resume", &run]);
+    let waited = started.elapsed();
+    kill9(&mut first);
+    assert_eq!(resumed.code, 4, "{}", resumed.all());
+    let pid = first.id();
+    assert_says(
+        &resumed.stderr,
+        &[
+            format!("run {run} is still running in another process (pid {pid} on "),
+            format!("`kill {pid}` on"),
+        ],
+    );
+    // Its journal records no end: nothing to wait for.
+    assert!(waited < Duration::from_secs(5), "refused after {waited:?}");
+    assert!(!t.journal(&run).contains("run_resumed"));
 }

@@ -29,9 +29,7 @@ fn killed_between_writes_resumes_without_repeating_any() {
         "step(\"pause\", || sleep(\"1s\"));\nstep(\"write 3\"",
     );
     let t = Test::new().script(&script);
-    let mut child = t.spawn(&["run", "runbook.rhai"]);
-    assert!(wait_for(Duration::from_secs(10), || t.run_ids().len() == 1
-        && t.journal(&t.run_ids()[0]).contains("timer_started")));
+    let mut child = t.spawn_until_sleeping(&["run", "runbook.rhai"]);
     kill9(&mut child);
     assert_eq!(counts(&server), [1, 1, 0, 0, 0]);
     let run = t.only_run();

@@ -1,7 +1,7 @@
 //! `runbook stack up/down`: the whole local stack from the command line, used by a runbook
 //! that touches every system, then stopped — every process by its own id.
 
-use crate::support::Test;
+use crate::support::{assert_says, Test};
 
 /// Stops the stack when the test ends, pass or fail.
 struct Down<'a>(&'a Test, String);
@@ -58,17 +58,14 @@ fn stack_up_serves_every_system_and_down_stops_every_process() {
     let inventory = format!("{dir}/inventory.toml");
     let ran = t.exec(&["run", "runbook.rhai", "-i", &inventory]);
     assert_eq!(ran.code, 0, "{}", ran.all());
-    for expected in [
-        "us-east-1: db in_recovery=false redis=master replicas=3 health=200",
-        "eu-west-1: db in_recovery=true redis=slave replicas=2 health=200",
-        r#"weights #{"ap-southeast-1": 0, "eu-west-1": 0, "us-east-1": 100}"#,
-    ] {
-        assert!(
-            ran.stdout.contains(expected),
-            "missing {expected:?} in\n{}",
-            ran.stdout
-        );
-    }
+    assert_says(
+        &ran.stdout,
+        &[
+            "us-east-1: db in_recovery=false redis=master replicas=3 health=200",
+            "eu-west-1: db in_recovery=true redis=slave replicas=2 health=200",
+            r#"weights #{"ap-southeast-1": 0, "eu-west-1": 0, "us-east-1": 100}"#,
+        ],
+    );
     let messages = t.exec(&["stack", "messages", "--dir", &dir]);
     assert!(
         messages.stdout.contains("stack drill"),

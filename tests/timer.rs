@@ -1,14 +1,12 @@
 use std::time::{Duration, Instant};
 
-use crate::support::{kill9, wait_for, Test};
+use crate::support::{kill9, Test};
 
 /// A durable timer killed halfway waits only for what is left on resume.
 #[test]
 fn a_durable_timer_resumes_with_the_remaining_time() {
     let t = Test::new().script(r#"step("wait", || sleep("3s")); log("woke");"#);
-    let mut child = t.spawn(&["run", "runbook.rhai"]);
-    assert!(wait_for(Duration::from_secs(10), || t.run_ids().len() == 1
-        && t.journal(&t.run_ids()[0]).contains("timer_started")));
+    let mut child = t.spawn_until_sleeping(&["run", "runbook.rhai"]);
     let run = t.only_run();
     let journal = t.journal(&run);
     let until: u64 = journal

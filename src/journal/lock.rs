@@ -102,9 +102,22 @@ pub fn claim_of(records: &[Record]) -> Option<String> {
 /// another run that has not ended claims it. Resuming the claiming run is what continues it.
 pub fn take(store: &dyn Store, name: &str, holder: &LockHolder) -> Result<LockGuard, Error> {
     let mut guard = match store.lock(name) {
-        Err(Error::Locked(_)) if session_ended(store, name, holder) => {
-            wait_for_release(store, name, EXIT_GRACE)?
-        }
+        Err(Error::Locked(held)) => match own_claim(store, name, holder) {
+            // Another run holds it: refused at once.
+            None => return Err(Error::Locked(held)),
+            // A process of this very run holds it: it is exiting, or it still runs the run.
+            Some((own, status)) => {
+                let taken = if leaving(Some(&own), holder, status) {
+                    wait_for_release(store, name, EXIT_GRACE)
+                } else {
+                    Err(Error::Locked(held))
+                };
+                taken.map_err(|e| match e {
+                    Error::Locked(_) => already_running(&own),
+                    e => e,
+                })?
+            }
+        },
         taken => taken?,
     };
     if let Some(prev) = guard.previous.clone() {
@@ -139,14 +152,27 @@ fn leaving(claim: Option<&LockHolder>, taker: &LockHolder, status: RunStatus) ->
         && matches!(status, Paused | Interrupted | Failed | Refused)
 }
 
-fn session_ended(store: &dyn Store, name: &str, taker: &LockHolder) -> bool {
-    let claims = store.claims().unwrap_or_default();
-    let claim = claims.iter().find(|(n, _)| n == name).map(|(_, h)| h);
+/// The claim on lock `name` when it is the taker's own run, with how that run's journal
+/// stands.
+fn own_claim(store: &dyn Store, name: &str, taker: &LockHolder) -> Option<(LockHolder, RunStatus)> {
+    let claims = store.claims().ok()?;
+    let (_, own) = claims
+        .into_iter()
+        .find(|(n, h)| n == name && h.run_id == taker.run_id)?;
     let status = store
         .read(&taker.run_id)
         .map(|loaded| RunStatus::of(&loaded.records))
         .unwrap_or(RunStatus::Unknown);
-    leaving(claim, taker, status)
+    Some((own, status))
+}
+
+/// The refusal for a run that a live process still runs.
+fn already_running(own: &LockHolder) -> Error {
+    Error::Locked(format!(
+        "run {} is still running in another process (pid {} on {}, by {}, since {}); one process at a time continues a run. \
+         Wait for it to finish, or stop it (Ctrl-C, or `kill {}` on {}) and resume again",
+        own.run_id, own.pid, own.host, own.operator, own.since, own.pid, own.host
+    ))
 }
 
 /// Takes the lock once its holder lets go, or gives the holder's refusal after `limit`.

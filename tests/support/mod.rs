@@ -44,6 +44,15 @@ impl Ran {
     }
 }
 
+/// Asserts that `text` (a command's stdout or stderr) contains every one of `expected`,
+/// naming the first that is missing.
+pub fn assert_says<S: AsRef<str>>(text: &str, expected: &[S]) {
+    for e in expected {
+        let e = e.as_ref();
+        assert!(text.contains(e), "missing {e:?} in\n{text}");
+    }
+}
+
 impl Default for Test {
     fn default() -> Self {
         Self::new()
@@ -180,6 +189,20 @@ impl Test {
             .stderr(Stdio::piped())
             .spawn()
             .expect("runbook starts")
+    }
+
+    /// Starts the first run of this test in the background and returns once it waits on a
+    /// durable timer (`sleep`), so its journal and its locks are in place.
+    pub fn spawn_until_sleeping(&self, args: &[&str]) -> Child {
+        let mut child = self.spawn(args);
+        let sleeping = wait_for(Duration::from_secs(10), || {
+            self.run_ids().len() == 1 && self.journal(&self.run_ids()[0]).contains("timer_started")
+        });
+        if !sleeping {
+            kill9(&mut child);
+            panic!("the run did not reach its sleep within 10 s");
+        }
+        child
     }
 
     pub fn run_ids(&self) -> Vec<String> {

@@ -967,6 +967,26 @@ mod tests {
         t
     }
 
+    /// A reachable Redis primary.
+    fn redis_primary() -> Cache {
+        Cache {
+            reachable: true,
+            role: "master".into(),
+            ..Default::default()
+        }
+    }
+
+    /// A reachable Redis replica of `of`'s primary, its link "up" or "down".
+    fn redis_replica(of: &str, link: &str) -> Cache {
+        Cache {
+            reachable: true,
+            role: "replica".into(),
+            master_region: Some(of.into()),
+            link: Some(link.into()),
+            ..Default::default()
+        }
+    }
+
     fn app(replicas: i64, ready: i64, uses: &str) -> App {
         App {
             checked: true,
@@ -1085,52 +1105,24 @@ mod tests {
             (
                 "two Redis primaries, one in the wrong region",
                 Box::new(|t: &mut Topology| {
-                    t.regions.get_mut("us").unwrap().redis = Cache {
-                        reachable: true,
-                        role: "master".into(),
-                        ..Default::default()
-                    };
-                    t.regions.get_mut("eu").unwrap().redis = Cache {
-                        reachable: true,
-                        role: "master".into(),
-                        ..Default::default()
-                    };
+                    t.regions.get_mut("us").unwrap().redis = redis_primary();
+                    t.regions.get_mut("eu").unwrap().redis = redis_primary();
                 }),
                 vec![c("WARNING", "redis_masters", None)],
             ),
             (
                 "a Redis replica with its link down",
                 Box::new(|t: &mut Topology| {
-                    t.regions.get_mut("us").unwrap().redis = Cache {
-                        reachable: true,
-                        role: "master".into(),
-                        ..Default::default()
-                    };
-                    t.regions.get_mut("eu").unwrap().redis = Cache {
-                        reachable: true,
-                        role: "replica".into(),
-                        master_region: Some("us".into()),
-                        link: Some("down".into()),
-                        ..Default::default()
-                    };
+                    t.regions.get_mut("us").unwrap().redis = redis_primary();
+                    t.regions.get_mut("eu").unwrap().redis = redis_replica("us", "down");
                 }),
                 vec![c("WARNING", "redis_link_down", Some("eu"))],
             ),
             (
                 "the Redis primary away from the database primary",
                 Box::new(|t: &mut Topology| {
-                    t.regions.get_mut("us").unwrap().redis = Cache {
-                        reachable: true,
-                        role: "replica".into(),
-                        master_region: Some("eu".into()),
-                        link: Some("up".into()),
-                        ..Default::default()
-                    };
-                    t.regions.get_mut("eu").unwrap().redis = Cache {
-                        reachable: true,
-                        role: "master".into(),
-                        ..Default::default()
-                    };
+                    t.regions.get_mut("us").unwrap().redis = redis_replica("eu", "up");
+                    t.regions.get_mut("eu").unwrap().redis = redis_primary();
                 }),
                 vec![c("WARNING", "redis_wrong_master", Some("eu"))],
             ),
@@ -1219,8 +1211,8 @@ mod tests {
                 t.regions.get_mut("us").unwrap().app = app(0, 0, "us");
             }), expect(&["ap"]), vec![]),
             ("Redis must follow the database", Box::new(|t: &mut Topology| {
-                t.regions.get_mut("eu").unwrap().redis = Cache { reachable: true, role: "replica".into(), master_region: Some("us".into()), link: Some("up".into()), ..Default::default() };
-                t.regions.get_mut("us").unwrap().redis = Cache { reachable: true, role: "master".into(), ..Default::default() };
+                t.regions.get_mut("eu").unwrap().redis = redis_replica("us", "up");
+                t.regions.get_mut("us").unwrap().redis = redis_primary();
             }), expect(&["ap"]), vec!["eu's Redis should be the primary; it is a replica", "us's Redis should be a replica of eu's; it is a primary"]),
         ];
         for (name, change, e, want) in cases {

@@ -390,10 +390,12 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                     )
                 })?;
                 // What the writer had acknowledged when the primary crashed and is not on the
-                // new primary, in WAL bytes past the point the new timeline forked.
+                // new primary, in WAL bytes past the point the new timeline forked. The writer
+                // goes on writing to the new primary: what it acknowledged is taken before the
+                // new primary's rows are read, or a row written in between would count as lost.
+                let acked = writer.acked();
                 let present = ids_on(&d, &new);
-                let gone: Vec<Acked> = writer
-                    .acked()
+                let gone: Vec<Acked> = acked
                     .into_iter()
                     .filter(|a| !lost.contains(&a.id) && !present.contains(&a.id))
                     .collect();
@@ -407,7 +409,37 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                 figures.losses.push((lost_bytes, bound, exact));
                 figures.checks += 1;
                 if exact && lost_bytes > bound {
-                    return Err(fail(&done, format!("{label}: lost {} write(s), {lost_bytes} bytes past the fork, more than the reported bound {bound}", gone.len())));
+                    // The run's own reasoning (positions, the bound and how it was found) and
+                    // the test's, so a failure can be understood from its message.
+                    let reasoning: Vec<&str> = ran
+                        .stdout
+                        .lines()
+                        .filter(|l| {
+                            l.contains("received up to")
+                                || l.contains("data-loss bound")
+                                || l.contains("not a candidate")
+                                || l.contains("fenced")
+                        })
+                        .collect();
+                    let writes: Vec<String> = gone
+                        .iter()
+                        .map(|a| {
+                            format!("id {} at {:X}/{:X}", a.id, a.lsn >> 32, a.lsn & 0xFFFF_FFFF)
+                        })
+                        .collect();
+                    return Err(fail(
+                        &done,
+                        format!(
+                            "{label}: lost {} write(s), {lost_bytes} bytes past the fork, more than the reported bound {bound}\n\
+                             the new primary {new} forked at {:X}/{:X}; lost: {}\n\
+                             the run said:\n{}",
+                            gone.len(),
+                            fork >> 32,
+                            fork & 0xFFFF_FFFF,
+                            writes.join(", "),
+                            reasoning.join("\n")
+                        ),
+                    ));
                 }
                 lost.extend(gone.iter().map(|a| a.id));
             }

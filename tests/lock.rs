@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::support::{assert_says, kill9, wait_for, Test};
@@ -260,22 +261,28 @@ fn a_run_that_changed_nothing_claims_nothing_when_it_stops() {
 }
 
 /// Holds every lock file of the test's store, as a paused run's process does in the moments
-/// between journaling its pause and exiting; lets go when the returned files are dropped.
-fn hold_lock_files(t: &Test) -> Vec<std::fs::File> {
+/// between journaling its pause and exiting; lets go of each when it is dropped. By file name.
+fn hold_lock_files(t: &Test) -> BTreeMap<String, std::fs::File> {
     use std::os::fd::AsRawFd;
     let dir = t.path(".runbook/locks");
-    let files: Vec<std::fs::File> = std::fs::read_dir(&dir)
+    let files: BTreeMap<String, std::fs::File> = std::fs::read_dir(&dir)
         .expect("the paused run's lock files")
         .map(|e| {
-            std::fs::OpenOptions::new()
+            let e = e.unwrap();
+            let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
-                .open(e.unwrap().path())
-                .unwrap()
+                .open(e.path())
+                .unwrap();
+            (e.file_name().to_string_lossy().into_owned(), file)
         })
         .collect();
-    assert_eq!(files.len(), 2, "the default lock and 'deployment prod'");
-    for f in &files {
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        ["deployment_prod.lock", "failover.lock"],
+        "the default lock and 'deployment prod'"
+    );
+    for f in files.values() {
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         assert_eq!(
             rc, 0,
@@ -292,9 +299,13 @@ fn a_resume_the_instant_a_run_pauses_waits_for_its_process_to_let_go() {
     let run = t.only_run();
 
     // The pause is journaled, its process has not exited yet: the resume waits for it.
-    let held = hold_lock_files(&t);
+    // It lets go of the run's own lock first and of the one its script took 0.4 s later, so
+    // both the resume and the script's lock() wait.
+    let mut held = hold_lock_files(&t);
     let exiting = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(800));
+        std::thread::sleep(Duration::from_millis(400));
+        drop(held.remove("failover.lock"));
+        std::thread::sleep(Duration::from_millis(400));
         drop(held);
     });
     let resumed = t.exec(&["resume", &run, "--approve"]);

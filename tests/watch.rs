@@ -268,6 +268,14 @@ fn of_two_watchers_one_acts_and_the_other_takes_over_when_it_dies() {
         "b only waits:\n{}",
         b.output()
     );
+    // It names the active watcher's process (not as a run of its own still running).
+    let waiting = b.output();
+    assert!(
+        waiting.contains("another watcher is active (the lock 'watch ")
+            && waiting.contains(&format!("pid {}", a.child.id()))
+            && !waiting.contains("still running in another process"),
+        "{waiting}"
+    );
     kill9(&mut a.child);
     b.wait_for(
         "this watcher is now the active one",

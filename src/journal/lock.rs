@@ -106,8 +106,8 @@ pub fn take(store: &dyn Store, name: &str, holder: &LockHolder) -> Result<LockGu
             // Another run holds it: refused at once.
             None => return Err(Error::Locked(held)),
             // A process of this very run holds it: it is exiting, or it still runs the run.
-            Some((own, status)) => {
-                let taken = if leaving(Some(&own), holder, status) {
+            Some((own, records)) => {
+                let taken = if leaving(&own, holder, &records) {
                     wait_for_release(store, name, EXIT_GRACE)
                 } else {
                     Err(Error::Locked(held))
@@ -142,28 +142,56 @@ pub fn take(store: &dyn Store, name: &str, holder: &LockHolder) -> Result<LockGu
 /// How long taking a lock waits for a process that is on its way out (see `leaving`).
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
-/// Whether the live process holding a lock is the last session of the very run taking it,
-/// and that session has recorded how it ended (paused, interrupted, failed, refused): it is
-/// exiting and lets go within moments. A resume typed, or sent by a bot, the instant a run
-/// pauses waits for it rather than being refused as "locked".
-fn leaving(claim: Option<&LockHolder>, taker: &LockHolder, status: RunStatus) -> bool {
-    use RunStatus::*;
-    claim.is_some_and(|c| c.run_id == taker.run_id)
-        && matches!(status, Paused | Interrupted | Failed | Refused)
+/// Whether the live process holding a lock is another session of the very run taking it
+/// that has recorded how its work ended (paused, interrupted, failed, …): it is exiting and
+/// lets go within moments. A resume typed, or sent by a bot, the instant a run pauses waits
+/// for it rather than being refused as "locked" — and so does each `lock(..)` its script
+/// takes again while replaying.
+fn leaving(claim: &LockHolder, taker: &LockHolder, records: &[Record]) -> bool {
+    claim.run_id == taker.run_id
+        && (claim.host != taker.host || claim.pid != taker.pid)
+        && session_ended(records, &claim.host, claim.pid)
 }
 
-/// The claim on lock `name` when it is the taker's own run, with how that run's journal
-/// stands.
-fn own_claim(store: &dyn Store, name: &str, taker: &LockHolder) -> Option<(LockHolder, RunStatus)> {
+/// Whether the session that process `pid` on `host` ran of a run recorded an ending after it
+/// started or resumed the run.
+fn session_ended(records: &[Record], host: &str, pid: u32) -> bool {
+    let mut theirs = false;
+    let mut ended = false;
+    for r in records {
+        match &r.event {
+            Event::RunStarted {
+                host: h, pid: p, ..
+            }
+            | Event::RunResumed {
+                host: h, pid: p, ..
+            } => {
+                theirs = h == host && *p == pid;
+                if theirs {
+                    ended = false;
+                }
+            }
+            e if theirs && e.ending().is_some() => ended = true,
+            _ => {}
+        }
+    }
+    ended
+}
+
+/// The claim on lock `name` when it is the taker's own run, with that run's journal. None
+/// for a taker that is not a journaled run (a new run, a watcher's election).
+fn own_claim(
+    store: &dyn Store,
+    name: &str,
+    taker: &LockHolder,
+) -> Option<(LockHolder, Vec<Record>)> {
     let claims = store.claims().ok()?;
     let (_, own) = claims
         .into_iter()
-        .find(|(n, h)| n == name && h.run_id == taker.run_id)?;
-    let status = store
-        .read(&taker.run_id)
-        .map(|loaded| RunStatus::of(&loaded.records))
-        .unwrap_or(RunStatus::Unknown);
-    Some((own, status))
+        // The directory store knows its locks by their file names.
+        .find(|(n, h)| sanitize(n) == sanitize(name) && h.run_id == taker.run_id)?;
+    let loaded = store.read(&taker.run_id).ok()?;
+    Some((own, loaded.records))
 }
 
 /// The refusal for a run that a live process still runs.
@@ -484,58 +512,103 @@ mod tests {
 
     #[test]
     fn which_holders_a_lock_waits_for() {
-        let who = |run: &str| LockHolder {
+        let who = |run: &str, pid: u32| LockHolder {
             run_id: run.into(),
             runbook: "failover.rhai".into(),
             operator: "ann".into(),
             host: "h".into(),
-            pid: 1,
+            pid,
             since: String::new(),
         };
-        let me = who("r1");
-        use RunStatus::*;
-        let cases: Vec<(&str, Option<LockHolder>, RunStatus, bool)> = vec![
+        let session = |pid: u32| {
+            let mut e = started();
+            if let Event::RunStarted { pid: p, host, .. } = &mut e {
+                *p = pid;
+                *host = "h".into();
+            }
+            e
+        };
+        let resumed = |pid: u32| Event::RunResumed {
+            runbook_sha256: String::new(),
+            engine_version: String::new(),
+            operator: String::new(),
+            host: "h".into(),
+            pid,
+            inflight: None,
+        };
+        let paused = || Event::RunPaused { reason: "r".into() };
+        let failed = || Event::RunFailed {
+            error: "x".into(),
+            failed_steps: vec![],
+        };
+        // (case, journal, the claim's holder, the taker, waits)
+        type Case = (&'static str, Vec<Event>, LockHolder, LockHolder, bool);
+        let cases: Vec<Case> = vec![
             (
-                "my run's session just paused",
-                Some(who("r1")),
-                Paused,
+                "the run just paused; a resume takes its lock",
+                vec![session(1), step("approval"), paused()],
+                who("r1", 1),
+                who("r1", 2),
                 true,
             ),
             (
-                "my run's session was interrupted",
-                Some(who("r1")),
-                Interrupted,
-                true,
-            ),
-            ("my run's session failed", Some(who("r1")), Failed, true),
-            (
-                "my run's resume was refused",
-                Some(who("r1")),
-                Refused,
+                "the resume, replaying, takes a lock its script took before",
+                vec![session(1), paused(), resumed(2), step("approval")],
+                who("r1", 1),
+                who("r1", 2),
                 true,
             ),
             (
-                "my run is running in that process",
-                Some(who("r1")),
-                Running,
+                "the run failed; a resume retries",
+                vec![session(1), step("x"), failed()],
+                who("r1", 1),
+                who("r1", 2),
+                true,
+            ),
+            (
+                "an earlier resume was interrupted",
+                vec![
+                    session(1),
+                    paused(),
+                    resumed(3),
+                    Event::RunInterrupted { reason: "r".into() },
+                ],
+                who("r1", 3),
+                who("r1", 4),
+                true,
+            ),
+            (
+                "the run is still running in its process",
+                vec![session(1), step("wait")],
+                who("r1", 1),
+                who("r1", 2),
                 false,
             ),
             (
-                "my run has no journal (a new run)",
-                Some(who("r1")),
-                Unknown,
+                "another resume of it is running",
+                vec![session(1), paused(), resumed(3), step("approval")],
+                who("r1", 3),
+                who("r1", 4),
                 false,
             ),
             (
-                "another run holds it, mine paused",
-                Some(who("r2")),
-                Paused,
+                "another run holds it",
+                vec![session(1), paused()],
+                who("r2", 1),
+                who("r1", 2),
                 false,
             ),
-            ("a holder that wrote no claim yet", None, Paused, false),
+            (
+                "the holder is the taker's own process",
+                vec![session(1), paused()],
+                who("r1", 1),
+                who("r1", 1),
+                false,
+            ),
         ];
-        for (name, claim, status, want) in cases {
-            assert_eq!(leaving(claim.as_ref(), &me, status), want, "{name}");
+        for (name, events, claim, taker, want) in cases {
+            let records: Vec<Record> = events.into_iter().map(rec).collect();
+            assert_eq!(leaving(&claim, &taker, &records), want, "{name}");
         }
     }
 }

@@ -292,16 +292,22 @@ fn hold_lock_files(t: &Test) -> BTreeMap<String, std::fs::File> {
     files
 }
 
-#[test]
-fn a_resume_the_instant_a_run_pauses_waits_for_its_process_to_let_go() {
+/// A run that paused mid-change, with its lock files held as if its process were still
+/// exiting: the test, the run's id and the held files.
+fn paused_and_still_exiting() -> (Test, String, BTreeMap<String, std::fs::File>) {
     let t = Test::new().file("failover.rhai", PAUSES_MID_CHANGE);
     assert_eq!(t.exec(&["run", "failover.rhai"]).code, 3);
     let run = t.only_run();
+    let held = hold_lock_files(&t);
+    (t, run, held)
+}
 
+#[test]
+fn a_resume_the_instant_a_run_pauses_waits_for_its_process_to_let_go() {
     // The pause is journaled, its process has not exited yet: the resume waits for it.
     // It lets go of the run's own lock first and of the one its script took 0.4 s later, so
     // both the resume and the script's lock() wait.
-    let mut held = hold_lock_files(&t);
+    let (t, run, mut held) = paused_and_still_exiting();
     let exiting = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(400));
         drop(held.remove("failover.lock"));
@@ -316,10 +322,7 @@ fn a_resume_the_instant_a_run_pauses_waits_for_its_process_to_let_go() {
 
 #[test]
 fn a_resume_is_refused_when_the_paused_runs_process_does_not_let_go() {
-    let t = Test::new().file("failover.rhai", PAUSES_MID_CHANGE);
-    assert_eq!(t.exec(&["run", "failover.rhai"]).code, 3);
-    let run = t.only_run();
-    let held = hold_lock_files(&t);
+    let (t, run, held) = paused_and_still_exiting();
     let resumed = t.exec(&["resume", &run, "--approve"]);
     drop(held);
     assert_eq!(resumed.code, 4, "{}", resumed.all());
@@ -361,4 +364,19 @@ fn resuming_a_run_that_is_still_running_is_refused_at_once_naming_its_process() 
     // Its journal records no end: nothing to wait for.
     assert!(waited < Duration::from_secs(5), "refused after {waited:?}");
     assert!(!t.journal(&run).contains("run_resumed"));
+}
+
+#[test]
+fn an_abandon_the_instant_a_run_pauses_waits_for_its_process_to_let_go() {
+    let (t, run, held) = paused_and_still_exiting();
+    let exiting = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(600));
+        drop(held);
+    });
+    let abandoned = t.exec(&["abandon", &run, "--reason", "the bot said no"]);
+    exiting.join().unwrap();
+    assert_eq!(abandoned.code, 0, "{}", abandoned.all());
+    assert!(t.journal(&run).contains(r#""event":"run_abandoned""#));
+    // Its claims went with it.
+    assert!(!t.exec(&["runs"]).stdout.contains("[claims"));
 }

@@ -101,25 +101,7 @@ pub fn claim_of(records: &[Record]) -> Option<String> {
 /// Takes the lock `name` for `holder`'s run: refused while a live process holds it, or while
 /// another run that has not ended claims it. Resuming the claiming run is what continues it.
 pub fn take(store: &dyn Store, name: &str, holder: &LockHolder) -> Result<LockGuard, Error> {
-    let mut guard = match store.lock(name) {
-        Err(Error::Locked(held)) => match own_claim(store, name, holder) {
-            // Another run holds it: refused at once.
-            None => return Err(Error::Locked(held)),
-            // A process of this very run holds it: it is exiting, or it still runs the run.
-            Some((own, records)) => {
-                let taken = if leaving(&own, holder, &records) {
-                    wait_for_release(store, name, EXIT_GRACE)
-                } else {
-                    Err(Error::Locked(held))
-                };
-                taken.map_err(|e| match e {
-                    Error::Locked(_) => already_running(&own),
-                    e => e,
-                })?
-            }
-        },
-        taken => taken?,
-    };
+    let mut guard = hold(store, name, holder)?;
     if let Some(prev) = guard.previous.clone() {
         if prev.run_id != holder.run_id {
             let standing = match store.read(&prev.run_id) {
@@ -137,6 +119,31 @@ pub fn take(store: &dyn Store, name: &str, holder: &LockHolder) -> Result<LockGu
     }
     guard.held.set_claim(Some(holder))?;
     Ok(guard)
+}
+
+/// Holds the lock `name` (without claiming it) for `taker`, who acts on run `taker.run_id`:
+/// refused while a live process holds it, except that a process of that very run on its way
+/// out is waited for (see `leaving`).
+pub fn hold(store: &dyn Store, name: &str, taker: &LockHolder) -> Result<LockGuard, Error> {
+    match store.lock(name) {
+        Err(Error::Locked(held)) => match own_claim(store, name, taker) {
+            // Another run holds it: refused at once.
+            None => Err(Error::Locked(held)),
+            // A process of this very run holds it: it is exiting, or it still runs the run.
+            Some((own, records)) => {
+                let taken = if leaving(&own, taker, &records) {
+                    wait_for_release(store, name, EXIT_GRACE)
+                } else {
+                    Err(Error::Locked(held))
+                };
+                taken.map_err(|e| match e {
+                    Error::Locked(_) => already_running(&own),
+                    e => e,
+                })
+            }
+        },
+        taken => taken,
+    }
 }
 
 /// How long taking a lock waits for a process that is on its way out (see `leaving`).

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use dir::DirStore;
-pub use lock::{claim_of, take as take_lock, LockGuard, LockHolder};
+pub use lock::{claim_of, hold as hold_lock, take as take_lock, LockGuard, LockHolder};
 pub use pg::PgStore;
 
 use crate::error::Error;

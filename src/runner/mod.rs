@@ -400,13 +400,15 @@ pub fn abandon(
             summary.ended.unwrap_or_default()
         )));
     }
-    // Taking each lock it claims proves no process runs it any more (a live one holds them).
+    // Taking each lock it claims proves no process runs it any more (a live one holds them;
+    // one that has just paused is waited for while it exits).
+    let me = holder(run_id, &summary.runbook, op);
     let mut guards = Vec::new();
     for (name, holder) in store.claims()? {
         if holder.run_id != run_id {
             continue;
         }
-        match store.lock(&name) {
+        match journal::hold_lock(store, &name, &me) {
             Ok(g) => guards.push(g),
             Err(_) => {
                 return Err(Error::Locked(format!(

@@ -158,7 +158,7 @@ fn a_paused_run_keeps_the_deployment_until_it_is_resumed() {
     assert_eq!(t.run_ids().len(), 1, "the refused run left nothing");
     let listed = t.exec(&["runs"]);
     assert!(
-        listed.stdout.contains("[claims deployment_prod"),
+        listed.stdout.contains("[claims deployment prod, failover]"),
         "{}",
         listed.stdout
     );
@@ -183,7 +183,7 @@ fn an_abandoned_run_releases_its_claim_and_is_recorded() {
             && abandoned
                 .stdout
                 .contains("abandoned by tester (rolled back by hand)")
-            && abandoned.stdout.contains("released deployment_prod")
+            && abandoned.stdout.contains("released deployment prod")
             && abandoned.stdout.contains("Nothing was undone"),
         "{}",
         abandoned.stdout

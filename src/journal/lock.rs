@@ -195,7 +195,7 @@ fn own_claim(
     let claims = store.claims().ok()?;
     let (_, own) = claims
         .into_iter()
-        // The directory store knows its locks by their file names.
+        // Claims written before they named their lock go by their file names.
         .find(|(n, h)| sanitize(n) == sanitize(name) && h.run_id == taker.run_id)?;
     let loaded = store.read(&taker.run_id).ok()?;
     Some((own, loaded.records))
@@ -284,7 +284,11 @@ pub(super) fn acquire_file(dir: &Path, name: &str) -> Result<LockGuard, Error> {
         name: name.to_string(),
         previous,
         took_over: None,
-        held: Box::new(HeldFile { file, path }),
+        held: Box::new(HeldFile {
+            file,
+            path,
+            name: name.to_string(),
+        }),
     })
 }
 
@@ -305,10 +309,13 @@ pub(super) fn file_claims(dir: &Path) -> Result<Vec<(String, LockHolder)>, Error
             continue;
         };
         if let Some(h) = read_holder(&mut file) {
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            // The lock's own name, as its claim records it (a file written before the claim
+            // named it goes by the file's name).
+            let name = read_claim_name(&mut file).unwrap_or_else(|| {
+                path.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
             out.push((name, h));
         }
     }
@@ -316,16 +323,43 @@ pub(super) fn file_claims(dir: &Path) -> Result<Vec<(String, LockHolder)>, Error
     Ok(out)
 }
 
+/// What a directory store's lock file holds: the claim, and the lock's name (its file name
+/// is that name made safe for a file system).
+#[derive(Serialize)]
+struct ClaimFile<'a> {
+    lock: &'a str,
+    #[serde(flatten)]
+    holder: &'a LockHolder,
+}
+
+fn read_claim_name(file: &mut File) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Named {
+        lock: Option<String>,
+    }
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_to_string(&mut text).ok()?;
+    serde_json::from_str::<Named>(&text).ok()?.lock
+}
+
 /// The locked file of the directory store.
 struct HeldFile {
     file: File,
     path: std::path::PathBuf,
+    name: String,
 }
 
 impl Held for HeldFile {
     fn set_claim(&mut self, holder: Option<&LockHolder>) -> Result<(), Error> {
         let text = holder
-            .map(|h| serde_json::to_string(h).unwrap_or_default())
+            .map(|holder| {
+                serde_json::to_string(&ClaimFile {
+                    lock: &self.name,
+                    holder,
+                })
+                .unwrap_or_default()
+            })
             .unwrap_or_default();
         self.file
             .set_len(0)
@@ -515,6 +549,36 @@ mod tests {
             let records: Vec<Record> = events.into_iter().map(rec).collect();
             assert_eq!(claim_of(&records).as_deref(), want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_directory_stores_claims_go_by_the_locks_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let holder = LockHolder {
+            run_id: "r1".into(),
+            runbook: "failover.rhai".into(),
+            operator: "ann".into(),
+            host: "h".into(),
+            pid: 1,
+            since: String::new(),
+        };
+        let mut guard = acquire_file(dir.path(), "deployment prod").unwrap();
+        guard.held.set_claim(Some(&holder)).unwrap();
+        // A claim written before claims named their lock: it goes by its file's name.
+        fs::write(
+            dir.path().join("old_one.lock"),
+            serde_json::to_string(&holder).unwrap(),
+        )
+        .unwrap();
+        let names: Vec<String> = file_claims(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(name, h)| {
+                assert_eq!(h, holder);
+                name
+            })
+            .collect();
+        assert_eq!(names, ["deployment prod", "old_one"]);
     }
 
     #[test]

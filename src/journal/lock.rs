@@ -210,11 +210,15 @@ fn already_running(own: &LockHolder) -> Error {
     ))
 }
 
-/// Takes the lock once its holder lets go, or gives the holder's refusal after `limit`.
+/// Takes the lock once its holder lets go, or gives the holder's refusal after `limit`. The
+/// pause between tries grows from 25 ms to 250 ms: each try of the PostgreSQL store opens a
+/// session, so a holder that takes the whole limit costs a few dozen, not hundreds.
 fn wait_for_release(store: &dyn Store, name: &str, limit: Duration) -> Result<LockGuard, Error> {
     let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(25);
     loop {
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(250));
         match store.lock(name) {
             Err(Error::Locked(_)) if Instant::now() < deadline => continue,
             taken => return taken,
@@ -248,6 +252,19 @@ fn sanitize(name: &str) -> String {
 }
 
 fn read_holder(file: &mut File) -> Option<LockHolder> {
+    read_claim(file).map(|claim| claim.holder)
+}
+
+/// A directory store's lock file as read back: `lock` is missing from a claim written before
+/// claims named their lock.
+#[derive(Deserialize)]
+struct StoredClaim {
+    lock: Option<String>,
+    #[serde(flatten)]
+    holder: LockHolder,
+}
+
+fn read_claim(file: &mut File) -> Option<StoredClaim> {
     let mut text = String::new();
     file.seek(SeekFrom::Start(0)).ok()?;
     file.read_to_string(&mut text).ok()?;
@@ -308,15 +325,14 @@ pub(super) fn file_claims(dir: &Path) -> Result<Vec<(String, LockHolder)>, Error
         let Ok(mut file) = File::open(&path) else {
             continue;
         };
-        if let Some(h) = read_holder(&mut file) {
-            // The lock's own name, as its claim records it (a file written before the claim
-            // named it goes by the file's name).
-            let name = read_claim_name(&mut file).unwrap_or_else(|| {
+        if let Some(claim) = read_claim(&mut file) {
+            // The lock's own name, as its claim records it, else the file's.
+            let name = claim.lock.unwrap_or_else(|| {
                 path.file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default()
             });
-            out.push((name, h));
+            out.push((name, claim.holder));
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -324,23 +340,12 @@ pub(super) fn file_claims(dir: &Path) -> Result<Vec<(String, LockHolder)>, Error
 }
 
 /// What a directory store's lock file holds: the claim, and the lock's name (its file name
-/// is that name made safe for a file system).
+/// is that name made safe for a file system). Read back as `StoredClaim`.
 #[derive(Serialize)]
 struct ClaimFile<'a> {
     lock: &'a str,
     #[serde(flatten)]
     holder: &'a LockHolder,
-}
-
-fn read_claim_name(file: &mut File) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Named {
-        lock: Option<String>,
-    }
-    let mut text = String::new();
-    file.seek(SeekFrom::Start(0)).ok()?;
-    file.read_to_string(&mut text).ok()?;
-    serde_json::from_str::<Named>(&text).ok()?.lock
 }
 
 /// The locked file of the directory store.

@@ -260,6 +260,86 @@ fn a_run_that_changed_nothing_claims_nothing_when_it_stops() {
     assert_eq!(other.code, 0, "{}", other.all());
 }
 
+/// A runbook refused for a mistake in its script (exit 2) never began: it claims nothing, so
+/// the next run of it says nothing of taking over from a run no one can find.
+#[test]
+fn a_runbook_refused_for_a_mistake_claims_nothing() {
+    const MISTAKE: &str = r#"step("x", || shell::run(#{ argv: ["true"], idempotnet: true }));"#;
+    let t = Test::new().script(MISTAKE);
+    let refused = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert!(
+        refused.stderr.contains("has no field `idempotnet`"),
+        "{}",
+        refused.stderr
+    );
+    assert!(t.run_ids().is_empty(), "no run was recorded");
+    let listed = t.exec(&["runs"]);
+    assert!(!listed.stdout.contains("[claims"), "{}", listed.stdout);
+
+    let t = t.script(r#"step("x", || shell::run(#{ argv: ["true"], idempotent: true }));"#);
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(!ran.all().contains("took over"), "{}", ran.all());
+
+    // While another run holds the lock, the mistake is still what the operator hears first.
+    let t = Test::new().script(r#"step("hold", || sleep("20s"));"#);
+    let mut holder = t.spawn_until_sleeping(&["run", "runbook.rhai"]);
+    let t = t.script(MISTAKE);
+    let refused = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert!(
+        !refused.stderr.contains("held by run"),
+        "{}",
+        refused.stderr
+    );
+    kill9(&mut holder);
+}
+
+/// A resume refused because the script now has a mistake changes no claim: a run that held
+/// none still holds none, a paused run still holds its own.
+#[test]
+fn a_resume_refused_for_a_mistake_leaves_the_claims_as_they_were() {
+    let t = Test::new()
+        .file(
+            "runbook.rhai",
+            r#"step("check", || fail("the primary is healthy"));"#,
+        )
+        .file("failover.rhai", PAUSES_MID_CHANGE)
+        .file("maintenance.rhai", ANOTHER_PROCEDURE);
+    let failed = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    let run = t.only_run();
+    let t = t.file("runbook.rhai", r#"step("check", || fail("unclosed);"#);
+    let refused = t.exec(&["resume", &run]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    let listed = t.exec(&["runs"]);
+    assert!(!listed.stdout.contains("[claims"), "{}", listed.stdout);
+    let t = t.file("runbook.rhai", r#"log("again");"#);
+    let again = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(!again.all().contains("took over"), "{}", again.all());
+
+    let paused = t.exec(&["run", "failover.rhai"]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    let paused_run = t.newest_run();
+    let t = t.file(
+        "failover.rhai",
+        &PAUSES_MID_CHANGE.replace("approve(", "approve(#{ promt: 1 }, "),
+    );
+    let refused = t.exec(&["resume", &paused_run, "--approve"]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    let other = t.exec(&["run", "maintenance.rhai"]);
+    assert_eq!(other.code, 4, "still claimed: {}", other.all());
+    assert!(
+        other.stderr.contains(&format!(
+            "the lock 'deployment prod' is claimed by run {paused_run}"
+        )),
+        "{}",
+        other.stderr
+    );
+}
+
 /// Holds every lock file of the test's store, as a paused run's process does in the moments
 /// between journaling its pause and exiting; lets go of each when it is dropped. By file name.
 fn hold_lock_files(t: &Test) -> BTreeMap<String, std::fs::File> {

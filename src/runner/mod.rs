@@ -226,17 +226,6 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         Some(new_run_id())
     };
 
-    let mut locks = Vec::new();
-    if let Some(id) = &run_id {
-        let name = default_lock_name(&file, req.inventory.as_ref().and_then(|p| p.to_str()));
-        locks.push(take_lock(
-            env.store.as_ref(),
-            env.reporter.as_ref(),
-            &name,
-            &holder(id, &file, &env.operator),
-        )?);
-    }
-
     let journal_init = run_id.as_ref().map(|id| JournalInit {
         store: env.store.clone(),
         run_id: id.clone(),
@@ -288,7 +277,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         cancel: env.cancel.clone(),
         store: Some(env.store.clone()),
     }));
-    ctx.state.locks.lock().unwrap().extend(locks);
+    // A script with a mistake is refused before the lock is taken: it never claimed anything.
     let prepared = prepare(
         &ctx,
         &file,
@@ -296,6 +285,16 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         crate::script::base_dir(&req.script),
         Dynamic::from(inv),
     )?;
+    if let Some(id) = &run_id {
+        let name = default_lock_name(&file, req.inventory.as_ref().and_then(|p| p.to_str()));
+        let guard = take_lock(
+            env.store.as_ref(),
+            env.reporter.as_ref(),
+            &name,
+            &holder(id, &file, &env.operator),
+        )?;
+        ctx.state.locks.lock().unwrap().push(guard);
+    }
     env.reporter.report(&Progress::RunStarted {
         run_id: run_id.clone(),
         runbook: file.clone(),
@@ -513,15 +512,6 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         });
     }
 
-    let name = default_lock_name(&runbook, inventory_file.as_deref());
-    let guard = take_lock(
-        env.store.as_ref(),
-        env.reporter.as_ref(),
-        &name,
-        &holder(&req.run_id, &runbook, &env.operator),
-    )?;
-    let writer = env.store.append_to(&req.run_id)?;
-
     // The inventory as the run started is in the journal, but with URL passwords masked: read
     // the file again, and say so when it changed (replay checks every finished call).
     let inv = match &inventory_file {
@@ -565,6 +555,24 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
             )
         })
         .collect();
+    let name = default_lock_name(&runbook, inventory_file.as_deref());
+    let guard = take_lock(
+        env.store.as_ref(),
+        env.reporter.as_ref(),
+        &name,
+        &holder(&req.run_id, &runbook, &env.operator),
+    )?;
+    let writer = match env.store.append_to(&req.run_id) {
+        Ok(w) => w,
+        Err(e) => {
+            // Refused before it began: the run's claim stays as its journal has it.
+            if journal::claim_of(&loaded.records).is_none() {
+                guard.release();
+            }
+            return Err(e);
+        }
+    };
+
     let next_record = loaded.records.last().map(|r| r.n + 1).unwrap_or(1);
     let replay = replay::Replay::from_records(&loaded.records);
     let ctx = Arc::new(RunCtx::new(CtxInit {
@@ -607,24 +615,36 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         }),
         std::sync::atomic::Ordering::SeqCst,
     );
-    let prepared = prepare(
+    let began = prepare(
         &ctx,
         &file,
         &source,
         crate::script::base_dir(&script_path),
         Dynamic::from(inv),
-    )?;
-    ctx.journal(
-        Event::RunResumed {
-            runbook_sha256: sha256_hex(&source),
-            engine_version: env!("CARGO_PKG_VERSION").into(),
-            operator: env.operator.name.clone(),
-            host: env.operator.host.clone(),
-            pid: std::process::id(),
-            inflight: req.inflight.map(|i| format!("{i:?}").to_lowercase()),
-        },
-        true,
-    )?;
+    )
+    .and_then(|prepared| {
+        ctx.journal(
+            Event::RunResumed {
+                runbook_sha256: sha256_hex(&source),
+                engine_version: env!("CARGO_PKG_VERSION").into(),
+                operator: env.operator.name.clone(),
+                host: env.operator.host.clone(),
+                pid: std::process::id(),
+                inflight: req.inflight.map(|i| format!("{i:?}").to_lowercase()),
+            },
+            true,
+        )?;
+        Ok(prepared)
+    });
+    let prepared = match began {
+        Ok(p) => p,
+        Err(e) => {
+            // A script that now has a mistake resumes nothing: the run keeps the claim its
+            // journal gives it, and no more.
+            settle_locks(&ctx);
+            return Err(e);
+        }
+    };
     env.reporter.report(&Progress::RunStarted {
         run_id: Some(req.run_id.clone()),
         runbook: file.clone(),

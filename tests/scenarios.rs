@@ -399,3 +399,71 @@ database_url = "postgresql://u:hunter2@127.0.0.1:9/db"
     let ran = t.check();
     assert!(!ran.all().contains("hunter2"), "{}", ran.all());
 }
+
+#[test]
+fn a_region_the_inventory_does_not_have_is_refused_before_any_change() {
+    // Every variable of a shipped runbook that names a region, misspelt; a list with one good
+    // region first must not change that one before the bad one is found.
+    let cases: &[(&str, Option<&str>, &[&str], &str)] = &[
+        (
+            "emergency-failover",
+            Some("region-down"),
+            &["--var", "target=eu-wset-1"],
+            "--var target=eu-wset-1: no such region in the inventory",
+        ),
+        (
+            "emergency-failover",
+            Some("region-down"),
+            &["--var", "from=us-eats-1"],
+            "--var from=us-eats-1: no such region in the inventory",
+        ),
+        (
+            "planned-failover",
+            None,
+            &["--var", "target=eu-wset-1"],
+            "--var target=eu-wset-1: no such region in the inventory",
+        ),
+        (
+            "rejoin",
+            None,
+            &["--var", "region=eu-wset-1"],
+            "--var region=eu-wset-1: no such region in the inventory",
+        ),
+        (
+            "rollback",
+            None,
+            &["--var", "regions=eu-west-1,eu-wset-1"],
+            "--var regions: no region eu-wset-1 in the inventory",
+        ),
+        (
+            "rollback",
+            None,
+            &[
+                "--var",
+                "mode=database",
+                "--var",
+                "backup=/tmp/x.dump",
+                "--var",
+                "region=eu-wset-1",
+            ],
+            "--var region=eu-wset-1: no such region in the inventory",
+        ),
+        (
+            "maintenance",
+            None,
+            &["--var", "regions=eu-west-1,eu-wset-1"],
+            "--var regions: no region eu-wset-1 in the inventory",
+        ),
+    ];
+    for (runbook, scenario, args, says) in cases {
+        let ran = drill(&example(), runbook, *scenario, args);
+        assert_eq!(ran.code, 1, "{runbook} {args:?}:\n{}", ran.all());
+        has(&ran, &[says]);
+        let changes: Vec<&str> = ran.stdout.lines().filter(|l| l.contains(" ~ ")).collect();
+        assert!(
+            changes.is_empty(),
+            "{runbook} {args:?} planned changes before refusing: {changes:?}\n{}",
+            ran.all()
+        );
+    }
+}

@@ -92,8 +92,13 @@ fn parameters_are_checked_before_anything_runs() {
     );
     refused(
         decl,
-        &["--var", "n=1", "--var", "m=2"],
-        "unknown parameter --var m: it declares n",
+        &["--var", "n=1", "--var", "colour=2"],
+        "unknown parameter --var colour: it declares n",
+    );
+    refused(
+        "let p = params(#{ replicas: #{ type: \"int\", default: 1 } });",
+        &["--var", "replcias=2"],
+        "unknown parameter --var replcias (did you mean `replicas`?): it declares replicas",
     );
     refused(
         "http::post(#{ url: \"URL\" });",

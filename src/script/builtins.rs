@@ -469,7 +469,8 @@ pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Ma
             } else {
                 format!("it declares {}", declared.join(", "))
             };
-            problems.push(format!("unknown parameter --var {given}: {hint}"));
+            let close = super::lint::suggest(given, declared.iter().copied());
+            problems.push(format!("unknown parameter --var {given}{close}: {hint}"));
         }
     }
     if !problems.is_empty() {
@@ -585,7 +586,11 @@ mod tests {
             ),
             (
                 vec![("target", "eu"), ("taget", "x")],
-                vec!["unknown parameter --var taget: it declares force, max, regions, target"],
+                vec!["unknown parameter --var taget (did you mean `target`?): it declares force, max, regions, target"],
+            ),
+            (
+                vec![("target", "eu"), ("colour", "x")],
+                vec!["unknown parameter --var colour: it declares force, max, regions, target"],
             ),
         ];
         for (given, want) in cases {

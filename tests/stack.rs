@@ -34,6 +34,37 @@ fn stack_up_serves_every_system_and_down_stops_every_process() {
     let _down = Down(&t, dir.clone());
     assert_eq!(up.code, 0, "{}", up.all());
     assert!(up.stdout.contains("stack up in"), "{}", up.stdout);
+    let inventory = format!("{dir}/inventory.toml");
+
+    // Up means serving: the applications have rolled out before `up` returns, so a drill
+    // started at once sees a healthy world (kubectl and the status runbook both say so).
+    for (region, want) in [("us-east-1", "3"), ("eu-west-1", "2")] {
+        let out = std::process::Command::new("kubectl")
+            .args([
+                "--kubeconfig",
+                &format!("{dir}/kubeconfig"),
+                "--context",
+                region,
+            ])
+            .args(["-n", "app", "get", "deployment", "orchestrator"])
+            .args(["-o", "jsonpath={.status.readyReplicas}"])
+            .output()
+            .expect("kubectl runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            want,
+            "{region}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let status = t.exec(&[
+        "run",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/status.rhai"),
+        "-i",
+        &inventory,
+    ]);
+    assert_eq!(status.code, 0, "{}", status.all());
+    assert_says(&status.stdout, &["3/3 -> us-east-1", "no anomalies"]);
 
     std::fs::write(
         t.path("runbook.rhai"),
@@ -55,7 +86,6 @@ fn stack_up_serves_every_system_and_down_stops_every_process() {
         "#,
     )
     .unwrap();
-    let inventory = format!("{dir}/inventory.toml");
     let ran = t.exec(&["run", "runbook.rhai", "-i", &inventory]);
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert_says(

@@ -924,6 +924,16 @@ impl FakeKube {
         st.reconcile();
     }
 
+    /// The same as [`FakeKube::put`], for the world a stack starts in: a deployment written
+    /// so has rolled out already (ready now, not after the rollout delay).
+    pub fn put_rolled_out(&self, resource: &str, namespace: &str, name: &str, obj: Value) {
+        let key: Key = (resource.into(), namespace.into(), name.into());
+        let mut st = self.shared.state.lock().unwrap();
+        st.put(&key, obj);
+        st.ready_at.remove(&key);
+        st.reconcile();
+    }
+
     /// Write requests received, by "METHOD resource[/subresource]".
     pub fn writes(&self) -> BTreeMap<String, usize> {
         self.shared.state.lock().unwrap().writes.clone()

@@ -209,7 +209,8 @@ impl Stack {
                 db.url_with("target_session_attrs=prefer-standby")
             };
             let replicas = if i == 0 { 3 } else { 2 };
-            k.put(
+            // Serving already when `stack up` returns: a drill starts from a running world.
+            k.put_rolled_out(
                 "deployments",
                 NAMESPACE,
                 DEPLOYMENT,

@@ -383,3 +383,113 @@ fn a_signal_stops_after_the_current_action_and_leaves_a_resumable_run() {
         );
     }
 }
+
+/// A `--var` URL's password is not journaled; a resume asks for it again (and only for it),
+/// checks it is the same URL, and the resumed run reaches the target with the real password.
+#[test]
+fn a_resume_asks_again_for_a_var_whose_password_the_journal_does_not_keep() {
+    const PASSWORD: &str = "var-pa55-77";
+    let server = Server::start();
+    let with_password =
+        server
+            .url("/status")
+            .replacen("http://", &format!("http://ops:{PASSWORD}@"), 1);
+    let t = Test::new().script(
+        r#"
+        let p = params(#{ url: #{ type: "string", doc: "the endpoint" }, region: #{ type: "string", default: "eu" } });
+        step("ask", || approve("read it?"));
+        step("read", || http::get(#{ url: p.url, retries: 0 }));
+        "#,
+    );
+    let started = t.exec(&[
+        "run",
+        "runbook.rhai",
+        "--var",
+        &format!("url={with_password}"),
+        "--var",
+        "region=ap",
+    ]);
+    assert_eq!(started.code, 3, "{}", started.all());
+    let run = t.only_run();
+    let masked = with_password.replace(PASSWORD, "***");
+    assert!(t.journal(&run).contains(&masked), "{}", t.journal(&run));
+
+    let refused = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert!(
+        refused.stderr.contains(&format!(
+            "run {run} was started with --var url={masked}, a URL whose password the journal does not keep: resume with --var url=<the same URL, password included>"
+        )),
+        "{}",
+        refused.stderr
+    );
+    let other = with_password.replace("/status", "/elsewhere");
+    let changed = t.exec(&[
+        "resume",
+        &run,
+        "--approve",
+        "--var",
+        &format!("url={other}"),
+    ]);
+    assert_eq!(changed.code, 2, "{}", changed.all());
+    assert!(
+        changed
+            .stderr
+            .contains("a resume continues a run with the parameters it started with"),
+        "{}",
+        changed.stderr
+    );
+    let region = t.exec(&[
+        "resume",
+        &run,
+        "--approve",
+        "--var",
+        &format!("url={with_password}"),
+        "--var",
+        "region=eu",
+    ]);
+    assert_eq!(region.code, 2, "{}", region.all());
+    assert!(
+        region.stderr.contains(
+            "--var region=eu: run {run} was started with region=ap"
+                .replace("{run}", &run)
+                .as_str()
+        ),
+        "{}",
+        region.stderr
+    );
+    assert_eq!(server.count("GET", "/"), 0, "nothing ran while refused");
+    assert!(
+        !t.journal(&run).contains("run_resumed"),
+        "{}",
+        t.journal(&run)
+    );
+
+    let resumed = t.exec(&[
+        "resume",
+        &run,
+        "--approve",
+        "--var",
+        &format!("url={with_password}"),
+    ]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    let reached = server.requests();
+    assert_eq!(reached.len(), 1, "{reached:?}");
+    let auth = reached[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    // Basic base64("ops:var-pa55-77"): the real password, not the journal's ***.
+    assert_eq!(auth, "Basic b3BzOnZhci1wYTU1LTc3", "{reached:?}");
+    for text in [
+        t.journal(&run),
+        t.state_text(),
+        refused.all(),
+        changed.all(),
+        resumed.all(),
+    ] {
+        assert!(!text.contains(PASSWORD), "a password shows: {text}");
+    }
+}

@@ -92,6 +92,10 @@ pub enum Command {
         /// latest first
         #[arg(long, conflicts_with_all = ["retry_inflight", "skip_inflight"])]
         undo: bool,
+        /// A parameter the run started with whose URL password the journal does not keep,
+        /// given again (the same value), as name=value
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
         /// How to report progress
         #[arg(long, value_enum, default_value = "text")]
         output: Output,

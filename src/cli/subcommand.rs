@@ -67,8 +67,10 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             retry_inflight,
             skip_inflight,
             undo,
+            vars,
             output,
         } => {
+            let vars = parse_vars(&vars)?;
             let inflight = if retry_inflight {
                 Some(Inflight::Retry)
             } else if skip_inflight {
@@ -85,6 +87,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
                     inflight,
                     yes,
                     undo,
+                    vars,
                 },
             );
             drop(rt);

@@ -6,6 +6,7 @@ mod ctx;
 mod diff;
 mod frames;
 mod host;
+mod params;
 mod replay;
 
 use std::collections::BTreeMap;
@@ -103,6 +104,8 @@ pub struct ResumeRequest {
     pub inflight: Option<Inflight>,
     pub yes: bool,
     pub undo: bool,
+    /// Parameters given again: those whose URL password the journal did not keep.
+    pub vars: BTreeMap<String, String>,
 }
 
 pub fn sha256_hex(text: &str) -> String {
@@ -489,6 +492,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         _ => {}
     }
 
+    let vars = params::for_resume(&req.run_id, &params, &req.vars)?;
     let recorded = env.store.script(&req.run_id)?;
     let (source, script_path) = match std::fs::read_to_string(&runbook) {
         Ok(s) => (s, PathBuf::from(&runbook)),
@@ -544,17 +548,6 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
     };
     crate::tls::set_pg_defaults(inv.pg_tls_defaults()?);
     let inv = inv.to_script(&env.redactor, false)?;
-    let vars: BTreeMap<String, String> = params
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k,
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string()),
-            )
-        })
-        .collect();
     let name = default_lock_name(&runbook, inventory_file.as_deref());
     let guard = take_lock(
         env.store.as_ref(),

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use crate::support::{kill9, wait_for, Server, Test};
+use crate::support::{assert_says, kill9, wait_for, Server, Test};
 
 fn five_writes(server: &Server) -> String {
     let mut s = String::new();
@@ -414,50 +414,31 @@ fn a_resume_asks_again_for_a_var_whose_password_the_journal_does_not_keep() {
     let masked = with_password.replace(PASSWORD, "***");
     assert!(t.journal(&run).contains(&masked), "{}", t.journal(&run));
 
-    let refused = t.exec(&["resume", &run, "--approve"]);
-    assert_eq!(refused.code, 2, "{}", refused.all());
-    assert!(
-        refused.stderr.contains(&format!(
-            "run {run} was started with --var url={masked}, a URL whose password the journal does not keep: resume with --var url=<the same URL, password included>"
-        )),
-        "{}",
-        refused.stderr
-    );
-    let other = with_password.replace("/status", "/elsewhere");
-    let changed = t.exec(&[
-        "resume",
-        &run,
-        "--approve",
-        "--var",
-        &format!("url={other}"),
-    ]);
-    assert_eq!(changed.code, 2, "{}", changed.all());
-    assert!(
-        changed
-            .stderr
-            .contains("a resume continues a run with the parameters it started with"),
-        "{}",
-        changed.stderr
-    );
-    let region = t.exec(&[
-        "resume",
-        &run,
-        "--approve",
-        "--var",
-        &format!("url={with_password}"),
-        "--var",
-        "region=eu",
-    ]);
-    assert_eq!(region.code, 2, "{}", region.all());
-    assert!(
-        region.stderr.contains(
-            "--var region=eu: run {run} was started with region=ap"
-                .replace("{run}", &run)
-                .as_str()
+    let url = format!("url={with_password}");
+    let elsewhere = format!("url={}", with_password.replace("/status", "/elsewhere"));
+    let refusals: [(&[&str], String); 3] = [
+        (
+            &[],
+            format!("run {run} was started with --var url={masked}, a URL whose password the journal does not keep: resume with --var url=<the same URL, password included>"),
         ),
-        "{}",
-        region.stderr
-    );
+        (
+            &["--var", &elsewhere],
+            format!("--var url={}: run {run} was started with url={masked}; a resume continues a run with the parameters it started with", masked.replace("/status", "/elsewhere")),
+        ),
+        (
+            &["--var", &url, "--var", "region=eu"],
+            format!("--var region=eu: run {run} was started with region=ap"),
+        ),
+    ];
+    let mut said = String::new();
+    for (extra, says) in refusals {
+        let mut args = vec!["resume", run.as_str(), "--approve"];
+        args.extend(extra);
+        let refused = t.exec(&args);
+        assert_eq!(refused.code, 2, "{args:?}: {}", refused.all());
+        assert_says(&refused.stderr, &[says]);
+        said.push_str(&refused.all());
+    }
     assert_eq!(server.count("GET", "/"), 0, "nothing ran while refused");
     assert!(
         !t.journal(&run).contains("run_resumed"),
@@ -465,13 +446,7 @@ fn a_resume_asks_again_for_a_var_whose_password_the_journal_does_not_keep() {
         t.journal(&run)
     );
 
-    let resumed = t.exec(&[
-        "resume",
-        &run,
-        "--approve",
-        "--var",
-        &format!("url={with_password}"),
-    ]);
+    let resumed = t.exec(&["resume", &run, "--approve", "--var", &url]);
     assert_eq!(resumed.code, 0, "{}", resumed.all());
     let reached = server.requests();
     assert_eq!(reached.len(), 1, "{reached:?}");
@@ -483,13 +458,7 @@ fn a_resume_asks_again_for_a_var_whose_password_the_journal_does_not_keep() {
         .unwrap_or_default();
     // Basic base64("ops:var-pa55-77"): the real password, not the journal's ***.
     assert_eq!(auth, "Basic b3BzOnZhci1wYTU1LTc3", "{reached:?}");
-    for text in [
-        t.journal(&run),
-        t.state_text(),
-        refused.all(),
-        changed.all(),
-        resumed.all(),
-    ] {
+    for text in [t.journal(&run), t.state_text(), said, resumed.all()] {
         assert!(!text.contains(PASSWORD), "a password shows: {text}");
     }
 }

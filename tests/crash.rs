@@ -169,9 +169,13 @@ fn sweep(case: &Case, points: Option<&[usize]>) -> Vec<String> {
     drop(reference);
 
     let all: Vec<usize> = (1..=writes).collect();
-    let points = points
-        .map(|p| p.iter().copied().filter(|n| *n <= writes).collect())
-        .unwrap_or(all);
+    // RUNBOOK_CRASH_ALL=1: every crash point of the sampled cases too (the long sweep).
+    let points = match points {
+        Some(p) if std::env::var_os("RUNBOOK_CRASH_ALL").is_none() => {
+            p.iter().copied().filter(|n| *n <= writes).collect()
+        }
+        _ => all,
+    };
     let mut failures = Vec::new();
     println!(
         "{}: {} journal writes in a full run; crash points tried: {}",
@@ -276,6 +280,80 @@ fn crash_sample_maintenance() {
         check: maintained,
     };
     let failures = sweep(&case, Some(&[2, 7, 12, 17, 22, 27, 32, 37, 42, 47, 52, 57]));
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
+
+/// The deployment's first container's `field` (a jsonpath below it) in a region.
+fn container(d: &Drill, region: &str, field: &str) -> String {
+    d.kubectl(
+        region,
+        &[
+            "get",
+            "deploy",
+            "orchestrator",
+            "-o",
+            &format!("jsonpath={{.spec.template.spec.containers[0].{field}}}"),
+        ],
+    )
+}
+
+/// A release that went wrong everywhere: a new revision in every region.
+fn bad_release(d: &Drill) {
+    for region in REGIONS {
+        d.kubectl(
+            region,
+            &["set", "env", "deploy/orchestrator", "FEATURE=broken"],
+        );
+    }
+}
+
+fn rolled_back(d: &Drill) -> Result<(), String> {
+    for region in REGIONS {
+        let env = container(d, region, "env[*].name");
+        if env.contains("FEATURE") {
+            return Err(format!("{region} still runs the bad release ({env})"));
+        }
+    }
+    Ok(())
+}
+
+fn upgraded(d: &Drill) -> Result<(), String> {
+    for region in REGIONS {
+        let image = container(d, region, "image");
+        if image != "orchestrator:1.1" {
+            return Err(format!("{region} runs {image}"));
+        }
+    }
+    Ok(())
+}
+
+/// rollout_undo is not idempotent: a crash with it in flight is the operator's decision,
+/// and a crash anywhere must not roll a region back twice (back onto the bad release).
+#[test]
+fn crash_sample_rollback() {
+    let case = Case {
+        runbook: "rollback",
+        extra: vec![],
+        prepare: bad_release,
+        check: rolled_back,
+    };
+    let failures = sweep(&case, Some(&[2, 8, 14, 20, 26, 32, 38, 44]));
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A crash during an upgrade, around its patches and its durable bakes, resumes to every
+/// region on the new image, none patched twice.
+#[test]
+fn crash_sample_upgrade() {
+    let case = Case {
+        runbook: "upgrade",
+        extra: vec!["--var", "image=orchestrator:1.1", "--var", "bake=200ms"],
+        prepare: nothing,
+        check: upgraded,
+    };
+    let failures = sweep(&case, Some(&[3, 11, 19, 27, 35, 43, 51, 59]));
     assert!(failures.is_empty(), "{failures:#?}");
 }
 

@@ -287,16 +287,7 @@ const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
 
 /// The deployment's first container's `field` (a jsonpath below it) in a region.
 fn container(d: &Drill, region: &str, field: &str) -> String {
-    d.kubectl(
-        region,
-        &[
-            "get",
-            "deploy",
-            "orchestrator",
-            "-o",
-            &format!("jsonpath={{.spec.template.spec.containers[0].{field}}}"),
-        ],
-    )
+    d.deployment(region, &format!("spec.template.spec.containers[0].{field}"))
 }
 
 /// A release that went wrong everywhere: a new revision in every region.

@@ -202,7 +202,8 @@ impl Drill {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    pub fn replicas(&self, region: &str) -> String {
+    /// A field of the region's application deployment, by its jsonpath ("spec.replicas").
+    pub fn deployment(&self, region: &str, path: &str) -> String {
         self.kubectl(
             region,
             &[
@@ -210,9 +211,13 @@ impl Drill {
                 "deploy",
                 "orchestrator",
                 "-o",
-                "jsonpath={.spec.replicas}",
+                &format!("jsonpath={{.{path}}}"),
             ],
         )
+    }
+
+    pub fn replicas(&self, region: &str) -> String {
+        self.deployment(region, "spec.replicas")
     }
 
     /// Everything a runbook could change, as the servers report it.
@@ -323,18 +328,7 @@ fn initial_setup_converges_and_a_second_run_changes_nothing() {
         report.contains("| primary | us-east-1 | report |"),
         "{report}"
     );
-    let label = |region: &str| {
-        d.kubectl(
-            region,
-            &[
-                "get",
-                "deploy",
-                "orchestrator",
-                "-o",
-                "jsonpath={.metadata.labels.region}",
-            ],
-        )
-    };
+    let label = |region: &str| d.deployment(region, "metadata.labels.region");
     assert_eq!(
         label("eu-west-1"),
         "eu-west-1",
@@ -368,15 +362,9 @@ fn initial_setup_converges_and_a_second_run_changes_nothing() {
             ("us-east-1".into(), 70)
         ]
     );
-    let env = d.kubectl(
+    let env = d.deployment(
         "eu-west-1",
-        &[
-            "get",
-            "deploy",
-            "orchestrator",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"DATABASE_URL\")].value}",
-        ],
+        "spec.template.spec.containers[0].env[?(@.name==\"DATABASE_URL\")].value",
     );
     assert!(
         env.contains(&format!(":{}/", d.stack.pg.node("eu-west-1").port)),
@@ -675,16 +663,7 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
     let ran = d.run("rollback", &["--var", "regions=us-east-1"]);
     assert_eq!(ran.code, 0, "{}", ran.all());
     d.report(&d.t.newest_run(), "finished");
-    let env = d.kubectl(
-        "us-east-1",
-        &[
-            "get",
-            "deploy",
-            "orchestrator",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].env[*].name}",
-        ],
-    );
+    let env = d.deployment("us-east-1", "spec.template.spec.containers[0].env[*].name");
     assert!(!env.contains("FEATURE"), "{env}");
 
     // ...and a migration damages data: restore the dump taken before it.
@@ -931,18 +910,7 @@ fn upgrade_goes_region_by_region_and_rolls_back_a_failing_one() {
         prometheus: true,
         ..Default::default()
     });
-    let image = |region: &str| {
-        d.kubectl(
-            region,
-            &[
-                "get",
-                "deploy",
-                "orchestrator",
-                "-o",
-                "jsonpath={.spec.template.spec.containers[0].image}",
-            ],
-        )
-    };
+    let image = |region: &str| d.deployment(region, "spec.template.spec.containers[0].image");
     let before = d.state();
     let dry = d.run(
         "upgrade",
@@ -1091,16 +1059,7 @@ fn upgrade_killed_mid_bake_resumes_with_the_time_left() {
         "eu-west-1's image was not set again"
     );
     assert_eq!(
-        d.kubectl(
-            "ap-southeast-1",
-            &[
-                "get",
-                "deploy",
-                "orchestrator",
-                "-o",
-                "jsonpath={.spec.template.spec.containers[0].image}"
-            ]
-        ),
+        d.deployment("ap-southeast-1", "spec.template.spec.containers[0].image"),
         "orchestrator:2.0"
     );
 }

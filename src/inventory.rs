@@ -111,7 +111,7 @@ impl Inventory {
                     return Err(Error::Inventory {
                         path: self.file.clone(),
                         message: format!(
-                            "the secret '{path}' comes from {e}; set it in the environment (export {var}=...)"
+                            "the secret '{path}' is read from the environment, and {e}: export {var}=... before running"
                         ),
                     })
                 }

@@ -89,7 +89,7 @@ fn an_unset_secret_is_an_input_error_naming_the_variable() {
         .script(r#"log("x");"#)
         .run(&[])
         .code(2)
-        .stderr("'notify.slack' comes from environment variable NO_SUCH_VARIABLE_X is not set")
+        .stderr("the secret 'notify.slack' is read from the environment, and environment variable NO_SUCH_VARIABLE_X is not set: export NO_SUCH_VARIABLE_X=... before running")
         .check();
 }
 

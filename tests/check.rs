@@ -77,3 +77,29 @@ fn check_knows_what_imported_modules_offer() {
     );
     assert!(!ran.stderr.contains("twice"), "{}", ran.stderr);
 }
+
+/// A misspelt required field is one mistake: it is named with the field meant, and not
+/// reported a second time as missing. A field really missing still is.
+#[test]
+fn a_misspelt_required_field_is_reported_once() {
+    let t = Test::new().script(
+        "notify::slack(#{ webhok: \"https://hooks.example/x\", text: \"hi\" });\nnotify::slack(#{ text: \"hi\" });\n",
+    );
+    let ran = t.exec(&["check", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &[
+            "notify::slack has no field `webhok` (did you mean `webhook`?)",
+            "--> runbook.rhai:1:15",
+            "notify::slack needs the field `webhook`",
+            "--> runbook.rhai:2:9",
+        ],
+    );
+    assert_eq!(
+        ran.stderr.matches("needs the field").count(),
+        1,
+        "{}",
+        ran.stderr
+    );
+}

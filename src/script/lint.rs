@@ -56,14 +56,20 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// " (did you mean `x`?)" when one candidate is close.
-pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+/// The candidate closest to `word`, when one is close enough to be what was meant.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (edit_distance(word, c), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min()
-        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
+        .map(|(_, c)| c)
+}
+
+/// " (did you mean `x`?)" when one candidate is close.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    closest(word, candidates)
+        .map(|c| format!(" (did you mean `{c}`?)"))
         .unwrap_or_default()
 }
 
@@ -251,7 +257,7 @@ impl Linter<'_> {
             }
             if let Some(Lit::Map(map)) = call.args.first().map(lit) {
                 let (props, required) = self.fields_of(&root, name, action);
-                let given: HashSet<&str> = map.iter().map(|(k, _, _)| k.as_str()).collect();
+                let mut given: HashSet<&str> = map.iter().map(|(k, _, _)| k.as_str()).collect();
                 for (k, kpos, _) in &map {
                     let kpos = if kpos.is_none() { pos } else { *kpos };
                     if !props.iter().any(|p| p == k)
@@ -261,14 +267,19 @@ impl Linter<'_> {
                             .iter()
                             .map(String::as_str)
                             .chain(COMMON_FIELDS.iter().map(|(c, _, _)| *c));
+                        let meant = closest(k, all);
                         self.problem(
                             kpos,
                             format!(
                                 "{root}::{name} has no field `{k}`{}; its fields are {}",
-                                suggest(k, all),
+                                meant
+                                    .map(|c| format!(" (did you mean `{c}`?)"))
+                                    .unwrap_or_default(),
                                 props.join(", ")
                             ),
                         );
+                        // A misspelt required field is one mistake, not two.
+                        given.extend(meant);
                     }
                 }
                 for r in required {

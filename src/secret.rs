@@ -64,13 +64,43 @@ pub enum SecretString {
     Env(String),
 }
 
+fn from_env(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("environment variable {name} (a secret) is not set"))
+}
+
+/// Text with secrets written into it (`Bearer ${token}` in a script gives
+/// `Bearer <secret TOKEN>`), each marker replaced by the secret's value.
+fn fill_in(text: &str) -> Result<String, String> {
+    const OPEN: &str = "<secret ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(OPEN) {
+        let after = &rest[at + OPEN.len()..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        let name = &after[..name_len];
+        let closed = after[name_len..].starts_with('>');
+        if name.is_empty() || !closed || name.starts_with(|c: char| c.is_ascii_digit()) {
+            out.push_str(&rest[..at + OPEN.len()]);
+            rest = after;
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        out.push_str(&from_env(name)?);
+        rest = &after[name_len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 impl SecretString {
-    /// The value, for use inside an action only.
+    /// The value, for use inside an action only. Plain text may have secrets written into it
+    /// (`Bearer ${token}`): they are filled in here, and nowhere else.
     pub fn reveal(&self) -> Result<String, String> {
         match self {
-            SecretString::Plain(s) => Ok(s.clone()),
-            SecretString::Env(name) => std::env::var(name)
-                .map_err(|_| format!("environment variable {name} (a secret) is not set")),
+            SecretString::Plain(s) => fill_in(s),
+            SecretString::Env(name) => from_env(name),
         }
     }
 
@@ -222,7 +252,35 @@ pub fn mask_url_passwords(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::mask_url_passwords;
+    use super::{fill_in, mask_url_passwords};
+
+    #[test]
+    fn secrets_written_into_text_are_filled_in_and_nothing_else() {
+        std::env::set_var("RUNBOOK_TEST_FILL_TOKEN", "t0k3n");
+        let cases = [
+            ("Bearer <secret RUNBOOK_TEST_FILL_TOKEN>", Ok("Bearer t0k3n")),
+            (
+                "https://hooks.example/<secret RUNBOOK_TEST_FILL_TOKEN>/x?k=<secret RUNBOOK_TEST_FILL_TOKEN>",
+                Ok("https://hooks.example/t0k3n/x?k=t0k3n"),
+            ),
+            ("no marker", Ok("no marker")),
+            ("<secret >", Ok("<secret >")),
+            ("<secret 9X>", Ok("<secret 9X>")),
+            ("<secret NOT CLOSED", Ok("<secret NOT CLOSED")),
+            ("a < b", Ok("a < b")),
+            (
+                "<secret RUNBOOK_TEST_FILL_UNSET>",
+                Err("environment variable RUNBOOK_TEST_FILL_UNSET (a secret) is not set"),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                fill_in(text),
+                want.map(str::to_string).map_err(str::to_string),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn url_passwords_are_masked_and_nothing_else() {

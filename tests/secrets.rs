@@ -1,4 +1,4 @@
-use crate::support::{Server, Test};
+use crate::support::{assert_says, Server, Test};
 
 const TOKEN: &str = "xoxb-s3cr3t-T0KEN-4242";
 const PASSWORD: &str = "pg-pa55word-99";
@@ -80,6 +80,75 @@ fn secrets_never_appear_in_output_errors_or_the_journal() {
     }
     let log = t.exec(&["log", &t.run_ids()[0]]);
     assert!(!log.all().contains(TOKEN) && !log.all().contains(PASSWORD));
+}
+
+/// A secret written into text (`Bearer ${token}`, a webhook URL with the token in its path)
+/// reaches the server whole through a field that takes secrets, and stays a reference in the
+/// journal and masked in the output; the same run resumed sends it again.
+#[test]
+fn a_secret_written_into_text_reaches_the_server_and_nowhere_else() {
+    let server = Server::start();
+    server.reply("/echo", 200, "ok", std::time::Duration::ZERO);
+    let base = server.url("");
+    let t = Test::new()
+        .inventory("[api]\ntoken = { env = \"API_TOKEN\" }\n")
+        .script(&format!(
+            r#"
+            let token = inventory.api.token;
+            step("call", || http::get(#{{ url: `{base}/echo/${{token}}`, headers: #{{ authorization: `Bearer ${{token}}` }} }}));
+            step("ask", || approve("again?"));
+            step("again", || http::get(#{{ url: `{base}/echo/again`, headers: #{{ authorization: `Bearer ${{secret("API_TOKEN")}}` }} }}));
+            "#
+        ))
+        .env("API_TOKEN", TOKEN);
+    let paused = t.exec(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    let run = t.only_run();
+    let resumed = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    let requests = server.requests();
+    let sent: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| (r.path.clone(), r.headers["authorization"].clone()))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            (format!("/echo/{TOKEN}"), format!("Bearer {TOKEN}")),
+            ("/echo/again".to_string(), format!("Bearer {TOKEN}")),
+        ]
+    );
+    let journal = t.journal(&run);
+    assert!(
+        journal.contains("Bearer <secret API_TOKEN>"),
+        "the journal keeps the reference: {journal}"
+    );
+    for text in [paused.all(), resumed.all(), t.state_text()] {
+        assert!(!text.contains(TOKEN), "a secret shows: {text}");
+    }
+}
+
+/// A secret written into a field that takes none (a shell command line, SQL) would be sent as
+/// the text `<secret NAME>`: the call is refused before it runs, naming the field.
+#[test]
+fn a_secret_written_into_a_field_that_takes_none_is_refused() {
+    let t = Test::new()
+        .script(
+            r#"step("call", || shell::run(#{ cmd: `touch ran; echo ${secret("API_TOKEN")}` }));"#,
+        )
+        .env("API_TOKEN", TOKEN);
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &[
+            "shell::run: field `cmd`: has a secret written into it, but takes no secrets",
+            "the fields that take secrets are argv, env",
+            "--> runbook.rhai:1:",
+        ],
+    );
+    assert!(!t.path("ran").exists(), "nothing ran");
+    assert!(!ran.all().contains(TOKEN), "{}", ran.all());
 }
 
 #[test]

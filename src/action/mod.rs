@@ -78,6 +78,7 @@ pub mod pg;
 mod poll;
 pub mod prom;
 pub mod redis;
+pub(crate) mod secret_text;
 pub mod shell;
 pub mod time;
 pub mod topology;
@@ -380,6 +381,13 @@ impl<A: Action> DynAction for Typed<A> {
                 message,
             }
         })?;
+        if secret_text::any_marker(&input) {
+            if let Some((field, message)) =
+                secret_text::check(&schemars::schema_for!(A::Input), &input)
+            {
+                return Err(FieldError { field, message });
+            }
+        }
         let mut journal_input = serde_json::to_value(&typed).map_err(|e| FieldError {
             field: String::new(),
             message: e.to_string(),

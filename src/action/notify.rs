@@ -16,6 +16,7 @@ pub struct SlackInput {
     /// The Slack incoming-webhook URL (a secret: set it in the inventory as { env = "..." }).
     pub webhook: SecretString,
     /// The message text (Slack mrkdwn).
+    #[schemars(schema_with = "crate::action::secret_text::text_for_people")]
     pub text: String,
     /// Post to this channel instead of the webhook's default.
     pub channel: Option<String>,

@@ -68,27 +68,43 @@ fn from_env(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("environment variable {name} (a secret) is not set"))
 }
 
-/// Text with secrets written into it (`Bearer ${token}` in a script gives
-/// `Bearer <secret TOKEN>`), each marker replaced by the secret's value.
-fn fill_in(text: &str) -> Result<String, String> {
+/// The first secret marker (`<secret NAME>`, as a secret shows in text) in `text`: where it
+/// starts and ends, and the name.
+fn next_marker(text: &str) -> Option<(usize, usize, &str)> {
     const OPEN: &str = "<secret ";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(OPEN) {
-        let after = &rest[at + OPEN.len()..];
+    let mut from = 0;
+    while let Some(at) = text[from..].find(OPEN).map(|i| from + i) {
+        let name_start = at + OPEN.len();
+        let after = &text[name_start..];
         let name_len = after
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(after.len());
         let name = &after[..name_len];
-        let closed = after[name_len..].starts_with('>');
-        if name.is_empty() || !closed || name.starts_with(|c: char| c.is_ascii_digit()) {
-            out.push_str(&rest[..at + OPEN.len()]);
-            rest = after;
-            continue;
+        if !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && after[name_len..].starts_with('>')
+        {
+            return Some((at, name_start + name_len + 1, name));
         }
-        out.push_str(&rest[..at]);
+        from = name_start;
+    }
+    None
+}
+
+/// Whether a text has a secret written into it.
+pub fn has_marker(text: &str) -> bool {
+    next_marker(text).is_some()
+}
+
+/// Text with secrets written into it (`Bearer ${token}` in a script gives
+/// `Bearer <secret TOKEN>`), each marker replaced by the secret's value.
+fn fill_in(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((start, end, name)) = next_marker(rest) {
+        out.push_str(&rest[..start]);
         out.push_str(&from_env(name)?);
-        rest = &after[name_len + 1..];
+        rest = &rest[end..];
     }
     out.push_str(rest);
     Ok(out)

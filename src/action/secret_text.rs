@@ -7,21 +7,7 @@
 use schemars::schema::{InstanceType, RootSchema, Schema, SchemaObject, SingleOrVec};
 use serde_json::Value;
 
-/// Whether a text holds a secret's marker (`<secret NAME>`).
-fn has_marker(text: &str) -> bool {
-    let mut rest = text;
-    while let Some(at) = rest.find("<secret ") {
-        let after = &rest[at + "<secret ".len()..];
-        let name_len = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(after.len());
-        if name_len > 0 && after[name_len..].starts_with('>') {
-            return true;
-        }
-        rest = after;
-    }
-    false
-}
+use crate::secret::has_marker;
 
 /// Whether any text in the value holds a marker: the cheap test before the schema is read.
 pub fn any_marker(value: &Value) -> bool {

@@ -161,7 +161,7 @@ fn missing_zones_unknown_records_and_bad_weights_are_named() {
 }
 
 /// Runs Python with boto3 (moto's own dependency, in .venv) against moto's CloudFront.
-fn boto3(m: &Moto, code: &str) -> String {
+pub(crate) fn boto3(m: &Moto, code: &str) -> String {
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
     let script = format!(
         "import boto3, json\nc = boto3.client('cloudfront', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}",
@@ -179,13 +179,10 @@ fn boto3(m: &Moto, code: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// cloudfront::invalidate through the AWS SDK against moto, checked with boto3; the stdlib cdn
-/// module uses it; an unknown distribution is named.
-#[test]
-fn cloudfront_invalidation_through_the_sdk() {
-    let (_d, m) = moto();
-    let id = boto3(
-        &m,
+/// A CloudFront distribution created in moto; its id.
+pub(crate) fn distribution(m: &Moto) -> String {
+    boto3(
+        m,
         r#"d = c.create_distribution(DistributionConfig={
     'CallerReference': 'runbook-test', 'Comment': 'test', 'Enabled': True,
     'Origins': {'Quantity': 1, 'Items': [{'Id': 'o1', 'DomainName': 'origin.example.com',
@@ -194,7 +191,25 @@ fn cloudfront_invalidation_through_the_sdk() {
         'ForwardedValues': {'QueryString': False, 'Cookies': {'Forward': 'none'}},
         'TrustedSigners': {'Enabled': False, 'Quantity': 0}}})
 print(d['Distribution']['Id'])"#,
-    );
+    )
+}
+
+/// The paths of every invalidation of a distribution, sorted.
+pub(crate) fn invalidated_paths(m: &Moto, id: &str) -> String {
+    boto3(
+        m,
+        &format!(
+            "items = c.list_invalidations(DistributionId='{id}')['InvalidationList'].get('Items', [])\npaths = sorted(p for i in items for p in c.get_invalidation(DistributionId='{id}', Id=i['Id'])['Invalidation']['InvalidationBatch']['Paths']['Items'])\nprint(json.dumps(paths))"
+        ),
+    )
+}
+
+/// cloudfront::invalidate through the AWS SDK against moto, checked with boto3; the stdlib cdn
+/// module uses it; an unknown distribution is named.
+#[test]
+fn cloudfront_invalidation_through_the_sdk() {
+    let (_d, m) = moto();
+    let id = distribution(&m);
     let script = format!(
         r#"
         import "cdn" as cdn;
@@ -213,11 +228,8 @@ print(d['Distribution']['Id'])"#,
         .stdout("stdlib: ")
         .stdout("unknown: cloudfront::invalidate failed: invalidating distribution ENOSUCH")
         .check();
-    let paths = boto3(
-        &m,
-        &format!(
-            "items = c.list_invalidations(DistributionId='{id}')['InvalidationList'].get('Items', [])\npaths = sorted(p for i in items for p in c.get_invalidation(DistributionId='{id}', Id=i['Id'])['Invalidation']['InvalidationBatch']['Paths']['Items'])\nprint(json.dumps(paths))"
-        ),
+    assert_eq!(
+        invalidated_paths(&m, &id),
+        r#"["/*", "/api/status", "/index.html"]"#
     );
-    assert_eq!(paths, r#"["/*", "/api/status", "/index.html"]"#);
 }

@@ -549,6 +549,89 @@ fn emergency_failover_with_the_primary_down_completes_and_reports_its_recovery_t
     );
 }
 
+/// With a [cdn] in the inventory, the emergency failover purges it once traffic has moved
+/// (CloudFront in moto, checked with boto3) and says so in its report and its Slack message;
+/// a rollback whose Cloudflare purge fails is still a finished rollback that says so.
+#[test]
+fn failovers_and_rollbacks_purge_the_cdn_the_inventory_names() {
+    let d = drill();
+    let id = crate::dns::distribution(&d.stack.moto);
+    let inventory = std::fs::read_to_string(&d.inventory).unwrap();
+    std::fs::write(
+        &d.inventory,
+        format!(
+            "{inventory}\n[cdn]\nprovider = \"cloudfront\"\ndistribution_id = \"{id}\"\nendpoint_url = \"{}\"\n",
+            d.stack.moto.endpoint()
+        ),
+    )
+    .unwrap();
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
+    let ran = d.run("emergency-failover", &["--var", "check_interval=100ms"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_eq!(
+        crate::dns::invalidated_paths(&d.stack.moto, &id),
+        r#"["/*"]"#
+    );
+    let at = |text: &str| {
+        ran.stdout
+            .find(text)
+            .unwrap_or_else(|| panic!("{text} in {}", ran.stdout))
+    };
+    assert!(at("▶ move traffic") < at("▶ purge cdn"));
+    let report = d.report(&d.t.newest_run(), "finished");
+    assert!(
+        report.contains(&format!(
+            "| cdn | CloudFront distribution {id}: [\"/*\"] invalidated"
+        )),
+        "{report}"
+    );
+    let messages = format!("{:?}", d.stack.web.messages());
+    assert!(
+        messages.contains("CDN: CloudFront distribution"),
+        "{messages}"
+    );
+
+    // Cloudflare that answers 500: the rollback finishes and says the cache was not purged.
+    let cloudflare = crate::support::Server::start();
+    cloudflare.reply("/cf", 500, "cloudflare is down", std::time::Duration::ZERO);
+    std::fs::write(
+        &d.inventory,
+        format!(
+            "{inventory}\n[cdn]\nprovider = \"cloudflare\"\nzone_id = \"z9\"\ntoken = {{ env = \"CF_TEST_TOKEN\" }}\napi = \"{}\"\n",
+            cloudflare.url("/cf")
+        ),
+    )
+    .unwrap();
+    d.kubectl(
+        "eu-west-1",
+        &["set", "env", "deploy/orchestrator", "FEATURE=broken"],
+    );
+    let args = d.args("rollback", &["--var", "regions=eu-west-1"]);
+    let out =
+        d.t.command(&args)
+            .env("CF_TEST_TOKEN", "cf-t0ken-77")
+            .output()
+            .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("Cloudflare zone z9 NOT purged") && all.contains("purge it by hand"),
+        "{all}"
+    );
+    let purge = cloudflare
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/cf/zones/z9/purge_cache")
+        .expect("the purge was tried");
+    assert_eq!(purge.headers["authorization"], "Bearer cf-t0ken-77");
+    assert!(!all.contains("cf-t0ken-77"), "{all}");
+}
+
 #[test]
 fn a_target_too_far_behind_is_refused_unless_forced() {
     let d = drill();

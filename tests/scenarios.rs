@@ -467,3 +467,45 @@ fn a_region_the_inventory_does_not_have_is_refused_before_any_change() {
         );
     }
 }
+
+#[test]
+fn a_cdn_in_the_inventory_is_planned_after_traffic_and_checked_before_any_change() {
+    let t = Test::new();
+    let base = std::fs::read_to_string(example()).unwrap();
+    let path = t.path("inventory.toml").display().to_string();
+    std::fs::write(
+        &path,
+        format!("{base}\n[cdn]\nprovider = \"cloudfront\"\ndistribution_id = \"EDIST1\"\n"),
+    )
+    .unwrap();
+    for (runbook, scenario, args) in [
+        ("emergency-failover", Some("region-down"), &[][..]),
+        (
+            "planned-failover",
+            None,
+            &["--var", "target=eu-west-1", "--var", "rejoin=false"][..],
+        ),
+        ("rollback", None, &[][..]),
+    ] {
+        let ran = drill(&path, runbook, scenario, args);
+        assert_eq!(ran.code, 0, "{runbook}:\n{}", ran.all());
+        let plan = plan(&ran);
+        let purge = plan
+            .find("~ cloudfront::invalidate: invalidate /* in CloudFront distribution EDIST1")
+            .unwrap_or_else(|| panic!("{runbook}: no purge planned\n{plan}"));
+        if runbook != "rollback" {
+            let traffic = plan.find("~ dns::set_weights").expect("traffic moves");
+            assert!(traffic < purge, "{runbook}: purge after traffic\n{plan}");
+        }
+    }
+    std::fs::write(&path, format!("{base}\n[cdn]\nprovider = \"fastly\"\n")).unwrap();
+    for runbook in ["emergency-failover", "rollback"] {
+        let ran = drill(&path, runbook, Some("region-down"), &[]);
+        assert_eq!(ran.code, 1, "{runbook}:\n{}", ran.all());
+        has(
+            &ran,
+            &["inventory [cdn]: provider 'fastly' is not one of cloudfront, cloudflare. Nothing was changed"],
+        );
+        lacks(&ran, &["~ "]);
+    }
+}

@@ -110,6 +110,29 @@ fn fill_in(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// A JSON value for a machine (a request body, query parameters) with its secrets in place:
+/// each `{"$secret": NAME}` becomes the secret's value and each marker written into text is
+/// filled in. The journal keeps the value as it was given.
+pub fn reveal_json(value: &serde_json::Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    Ok(match value {
+        Value::Object(fields) => match fields.get(SECRET_KEY) {
+            Some(Value::String(name)) if fields.len() == 1 => Value::String(from_env(name)?),
+            _ => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), reveal_json(v)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+        },
+        Value::Array(items) => {
+            Value::Array(items.iter().map(reveal_json).collect::<Result<_, _>>()?)
+        }
+        Value::String(s) => Value::String(fill_in(s)?),
+        other => other.clone(),
+    })
+}
+
 impl SecretString {
     /// The value, for use inside an action only. Plain text may have secrets written into it
     /// (`Bearer ${token}`): they are filled in here, and nowhere else.
@@ -268,7 +291,27 @@ pub fn mask_url_passwords(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{fill_in, mask_url_passwords};
+    use super::{fill_in, mask_url_passwords, reveal_json};
+
+    #[test]
+    fn a_json_body_gets_its_secrets_in_place() {
+        std::env::set_var("RUNBOOK_TEST_JSON_KEY", "k3y");
+        let given = serde_json::json!({
+            "routing_key": {"$secret": "RUNBOOK_TEST_JSON_KEY"},
+            "payload": {"summary": "key <secret RUNBOOK_TEST_JSON_KEY>", "n": 1, "tags": [{"$secret": "RUNBOOK_TEST_JSON_KEY"}, null]},
+            "not_a_ref": {"$secret": "RUNBOOK_TEST_JSON_KEY", "other": 1},
+        });
+        let want = serde_json::json!({
+            "routing_key": "k3y",
+            "payload": {"summary": "key k3y", "n": 1, "tags": ["k3y", null]},
+            "not_a_ref": {"$secret": "RUNBOOK_TEST_JSON_KEY", "other": 1},
+        });
+        assert_eq!(reveal_json(&given), Ok(want));
+        assert_eq!(
+            reveal_json(&serde_json::json!([{"$secret": "RUNBOOK_TEST_JSON_UNSET"}])),
+            Err("environment variable RUNBOOK_TEST_JSON_UNSET (a secret) is not set".to_string())
+        );
+    }
 
     #[test]
     fn secrets_written_into_text_are_filled_in_and_nothing_else() {

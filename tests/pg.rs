@@ -78,6 +78,42 @@ fn status_query_exec_and_replication_on_a_streaming_cluster() {
     );
 }
 
+/// A secret as a statement's parameter, whole or written into text, reaches the server as its
+/// value; the journal keeps the reference.
+#[test]
+fn a_secret_parameter_reaches_the_server_and_not_the_journal() {
+    let (_d, c) = cluster();
+    let t = test(
+        &c,
+        r#"
+        let db = inventory.regions["us-east-1"].database_url;
+        let token = secret("API_TOKEN");
+        pg::exec(#{ url: db, sql: "CREATE TABLE tokens (whole text, written text)" });
+        pg::exec(#{ url: db, sql: "INSERT INTO tokens VALUES ($1, $2)", params: [token, `Bearer ${token}`] });
+        let q = pg::query(#{ url: db, sql: "SELECT count(*) AS n FROM tokens WHERE whole = $1", params: [token] });
+        log(`found ${q.rows[0].n}`);
+        "#,
+    )
+    .env("API_TOKEN", "pg-t0ken-55")
+    .run(&[])
+    .code(0)
+    .stdout("found 1");
+    t.check();
+    assert_eq!(
+        c.psql(
+            c.node("us-east-1"),
+            "SELECT whole || '|' || written FROM tokens"
+        )
+        .unwrap(),
+        "pg-t0ken-55|Bearer pg-t0ken-55"
+    );
+    let state = t.state_text();
+    assert!(
+        state.contains("API_TOKEN") && !state.contains("pg-t0ken-55"),
+        "{state}"
+    );
+}
+
 #[test]
 fn promote_a_replica_after_fencing_the_primary_and_twice_is_once() {
     let (_d, c) = cluster();

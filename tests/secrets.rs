@@ -89,6 +89,7 @@ fn secrets_never_appear_in_output_errors_or_the_journal() {
 fn a_secret_written_into_text_reaches_the_server_and_nowhere_else() {
     let server = Server::start();
     server.reply("/echo", 200, "ok", std::time::Duration::ZERO);
+    server.reply("/page", 202, "{}", std::time::Duration::ZERO);
     let base = server.url("");
     let t = Test::new()
         .inventory("[api]\ntoken = { env = \"API_TOKEN\" }\n")
@@ -98,6 +99,7 @@ fn a_secret_written_into_text_reaches_the_server_and_nowhere_else() {
             step("call", || http::get(#{{ url: `{base}/echo/${{token}}`, headers: #{{ authorization: `Bearer ${{token}}` }} }}));
             step("ask", || approve("again?"));
             step("again", || http::get(#{{ url: `{base}/echo/again`, headers: #{{ authorization: `Bearer ${{secret("API_TOKEN")}}` }} }}));
+            step("page", || notify::webhook(#{{ url: `{base}/page`, json: #{{ routing_key: token, summary: `key ${{token}}` }} }}));
             "#
         ))
         .env("API_TOKEN", TOKEN);
@@ -109,8 +111,19 @@ fn a_secret_written_into_text_reaches_the_server_and_nowhere_else() {
     let requests = server.requests();
     let sent: Vec<(String, String)> = requests
         .iter()
+        .filter(|r| r.path.starts_with("/echo"))
         .map(|r| (r.path.clone(), r.headers["authorization"].clone()))
         .collect();
+    // A JSON body for a machine gets its secrets in place, whole or written into text.
+    let page = requests
+        .iter()
+        .find(|r| r.path == "/page")
+        .expect("the page");
+    let body: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"routing_key": TOKEN, "summary": format!("key {TOKEN}")})
+    );
     assert_eq!(
         sent,
         vec![

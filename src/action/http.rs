@@ -299,12 +299,18 @@ impl Action for Post {
                 "give either `body` or `json`, not both",
             ));
         }
+        let json = input
+            .json
+            .as_ref()
+            .map(crate::secret::reveal_json)
+            .transpose()
+            .map_err(ActionError::permanent)?;
         let req = Request {
             method: reqwest::Method::POST,
             url: &input.url,
             headers: &input.headers,
             body: input.body.clone(),
-            json: input.json.as_ref(),
+            json: json.as_ref(),
             timeout: cx.timeout,
         };
         let resp = send(&cx, req).await?;

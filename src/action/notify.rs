@@ -179,13 +179,7 @@ impl Action for Webhook {
     }
 
     async fn run(input: WebhookInput, cx: Cx) -> Result<Delivery, ActionError> {
-        deliver(
-            &cx,
-            &input.url,
-            &input.headers,
-            &input.json,
-            &input.expect_status,
-        )
-        .await
+        let json = crate::secret::reveal_json(&input.json).map_err(ActionError::permanent)?;
+        deliver(&cx, &input.url, &input.headers, &json, &input.expect_status).await
     }
 }

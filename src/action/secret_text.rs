@@ -213,6 +213,17 @@ mod tests {
                 json!({"url": "https://h", "headers": {"x-token": "<secret T>"}, "body": "<secret T>"}),
                 Some("body"),
             ),
+            // Bodies and parameters for machines: their secrets are put in place.
+            (
+                "http::post",
+                json!({"url": "https://h", "json": {"key": "<secret T>", "k": {"$secret": "T"}}}),
+                None,
+            ),
+            (
+                "pg::exec",
+                json!({"url": "postgres://h/db", "sql": "SELECT $1", "params": ["<secret T>"]}),
+                None,
+            ),
             // A message for people shows the marker, as every output does.
             (
                 "notify::slack",

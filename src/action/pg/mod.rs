@@ -70,13 +70,18 @@ pub(crate) async fn json_row(
         .ok_or_else(|| ActionError::permanent(format!("{target}: the query returned no row")))
 }
 
-fn params_text(params: &[Value]) -> Vec<Option<String>> {
+/// The statement's parameters as the text PostgreSQL receives, secrets in place.
+fn params_text(params: &[Value]) -> Result<Vec<Option<String>>, ActionError> {
     params
         .iter()
-        .map(|p| match p {
-            Value::Null => None,
-            Value::String(s) => Some(s.clone()),
-            other => Some(other.to_string()),
+        .map(|p| {
+            Ok(
+                match crate::secret::reveal_json(p).map_err(ActionError::permanent)? {
+                    Value::Null => None,
+                    Value::String(s) => Some(s),
+                    other => Some(other.to_string()),
+                },
+            )
         })
         .collect()
 }
@@ -333,12 +338,13 @@ impl Action for Query {
     }
 
     async fn run(input: QueryInput, cx: Cx) -> Result<QueryOutput, ActionError> {
+        let params = params_text(&input.params)?;
         let (client, target) = connect(&input.url, &input.name, &cx).await?;
         client
             .batch_execute("BEGIN READ ONLY")
             .await
             .map_err(|e| pg_error(&target, e, false))?;
-        let rows = json_rows(&client, &target, &input.sql, &params_text(&input.params)).await;
+        let rows = json_rows(&client, &target, &input.sql, &params).await;
         let _ = client.batch_execute("ROLLBACK").await;
         let rows = rows?;
         Ok(QueryOutput {
@@ -405,7 +411,7 @@ impl Action for Exec {
                 rows_affected: None,
             });
         }
-        let params = params_text(&input.params);
+        let params = params_text(&input.params)?;
         let n = client
             .execute_typed(&input.sql, &typed_as_text(&params))
             .await

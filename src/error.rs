@@ -59,14 +59,21 @@ pub enum Next {
 impl Next {
     /// The hint as the operator reads it, commands spelled with `flag`.
     pub fn render(&self, flag: &str) -> String {
+        self.render_for(flag, "")
+    }
+
+    /// The same, each `runbook resume` also given `again`: the `--var`s a resume must be given
+    /// again (a URL whose password the journal does not keep, `***` where it goes).
+    pub fn render_for(&self, flag: &str, again: &str) -> String {
+        let resume = format!("{again}{flag}");
         match self {
-            Next::Approve { run } => format!("runbook resume {run} --approve{flag}"),
+            Next::Approve { run } => format!("runbook resume {run} --approve{resume}"),
             Next::DecideInflight { run } => format!(
-                "runbook resume {run} --retry-inflight{flag}   (run it again)\n      runbook resume {run} --skip-inflight{flag}    (it took effect; go on)"
+                "runbook resume {run} --retry-inflight{resume}   (run it again)\n      runbook resume {run} --skip-inflight{resume}    (it took effect; go on)"
             ),
-            Next::Continue { run } => format!("runbook resume {run}{flag}"),
+            Next::Continue { run } => format!("runbook resume {run}{resume}"),
             Next::FixRunbook { run } => {
-                format!("fix the runbook, then `runbook resume {run}{flag}`")
+                format!("fix the runbook, then `runbook resume {run}{resume}`")
             }
             Next::FixCause {
                 run,
@@ -74,19 +81,19 @@ impl Next {
                 undoable,
             } => {
                 let mut text = format!(
-                    "fix the cause, then `runbook resume {run}{}{flag}`: finished changes are not repeated, the failed step's checks run again",
+                    "fix the cause, then `runbook resume {run}{}{resume}`: finished changes are not repeated, the failed step's checks run again",
                     if *undo { " --undo" } else { "" }
                 );
                 if *undoable > 0 && !undo {
                     text.push_str(&format!(
-                        "\n        or `runbook resume {run} --undo{flag}` runs the undo of the {undoable} finished step(s) that declare one"
+                        "\n        or `runbook resume {run} --undo{resume}` runs the undo of the {undoable} finished step(s) that declare one"
                     ));
                 }
                 text
             }
             Next::RunAgain => "nothing was changed; once the cause is fixed, run it again".into(),
             Next::ResumeOrAbandon { run, paused } => format!(
-                "Continue it with `runbook resume {run}{}{flag}`, or, once you have checked the deployment, release it with `runbook abandon {run}{flag}`",
+                "Continue it with `runbook resume {run}{}{resume}`, or, once you have checked the deployment, release it with `runbook abandon {run}{flag}`",
                 if *paused { " --approve" } else { "" }
             ),
         }
@@ -259,6 +266,12 @@ impl Error {
     /// The full message as printed on stderr, with the script line drawn under it and the next
     /// step last, its commands spelled with `flag` (the store options the command was given).
     pub fn render(&self, flag: &str) -> String {
+        self.render_for(flag, "")
+    }
+
+    /// The same, this run's `runbook resume` commands also given `again` (see
+    /// [`Next::render_for`]); a lock claimed by another run is spelled without it.
+    pub fn render_for(&self, flag: &str, again: &str) -> String {
         match self {
             Error::Script {
                 message,
@@ -285,7 +298,7 @@ impl Error {
                     }
                 }
                 if let Some(n) = next {
-                    out.push_str(&format!("\n  next: {}", n.render(flag)));
+                    out.push_str(&format!("\n  next: {}", n.render_for(flag, again)));
                 }
                 out
             }
@@ -299,12 +312,12 @@ impl Error {
                 .render(flag)
             ),
             Error::Paused { reason, next } => {
-                format!("paused: {reason}\n  next: {}", next.render(flag))
+                format!("paused: {reason}\n  next: {}", next.render_for(flag, again))
             }
             Error::Interrupted { message, next } => {
                 format!(
                     "interrupted: {message}; continue with: {}",
-                    next.render(flag)
+                    next.render_for(flag, again)
                 )
             }
             other => format!("error: {other}"),
@@ -379,6 +392,31 @@ mod tests {
                 && inflight.contains("--skip-inflight --state-dir x"),
             "{inflight}"
         );
+        // The --vars a resume must be given again go into this run's resume commands only.
+        let again = " --var 'db=postgres://u:***@h/db'";
+        assert_eq!(
+            Next::Approve { run: run() }.render_for(" --state-dir x", again),
+            "runbook resume 20261122-0312-ab12 --approve --var 'db=postgres://u:***@h/db' --state-dir x"
+        );
+        let claimed = Error::Claimed(Box::new(Claim {
+            lock: "l".into(),
+            run: "other".into(),
+            runbook: "r.rhai".into(),
+            operator: "o".into(),
+            host: "h".into(),
+            standing: "failed at step 's'".into(),
+        }))
+        .render_for("", again);
+        assert!(
+            !claimed.contains("--var"),
+            "another run's commands: {claimed}"
+        );
+        let paused = Error::Paused {
+            reason: "waiting for approval".into(),
+            next: Next::Approve { run: run() },
+        }
+        .render_for("", again);
+        assert!(paused.ends_with(&format!("--approve{again}")), "{paused}");
     }
 
     #[test]

@@ -413,6 +413,13 @@ fn a_resume_asks_again_for_a_var_whose_password_the_journal_does_not_keep() {
     let run = t.only_run();
     let masked = with_password.replace(PASSWORD, "***");
     assert!(t.journal(&run).contains(&masked), "{}", t.journal(&run));
+    // The pause's hint names the --var to give again, `***` where its password goes.
+    assert_says(
+        &started.stderr,
+        &[format!(
+            "next: runbook resume {run} --approve --var 'url={masked}'"
+        )],
+    );
 
     let url = format!("url={with_password}");
     let elsewhere = format!("url={}", with_password.replace("/status", "/elsewhere"));

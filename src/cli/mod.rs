@@ -45,12 +45,40 @@ pub fn main_entry() -> i32 {
     };
     let redactor = crate::secret::Redactor::default();
     let flag = store_flag(&args);
+    let again = given_again(&args);
     match subcommand::dispatch(args, &redactor, &flag) {
         Ok(()) | Err(Error::ClosedOutput) => exit::SUCCESS,
         Err(e) => {
-            eprintln!("{}", redactor.redact(&e.render(&flag)));
+            eprintln!("{}", redactor.redact(&e.render_for(&flag, &again)));
             e.exit_code()
         }
+    }
+}
+
+/// The `--var`s a resume of this command's run must be given again: those holding a URL with
+/// a password, which the journal keeps masked (`***` marks where the password goes, as in
+/// the store option).
+fn given_again(args: &Arguments) -> String {
+    let vars = match &args.command {
+        Command::Run { vars, .. } | Command::Resume { vars, .. } => vars,
+        _ => return String::new(),
+    };
+    vars.iter()
+        .map(|v| crate::secret::mask_url_passwords(v))
+        .zip(vars)
+        .filter(|(masked, v)| masked != *v)
+        .map(|(masked, _)| format!(" --var {}", quoted(&masked)))
+        .collect()
+}
+
+fn quoted(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@=%+,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
@@ -58,16 +86,6 @@ pub fn main_entry() -> i32 {
 /// suggests (`runbook resume RUN --store ...`), so the command works when pasted; empty when
 /// they come from the environment or are the default.
 fn store_flag(args: &Arguments) -> String {
-    fn quoted(s: &str) -> String {
-        if !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./:@=%+,".contains(c))
-        {
-            s.to_string()
-        } else {
-            format!("'{}'", s.replace('\'', r"'\''"))
-        }
-    }
     let from_env = |name: &str, value: &str| std::env::var(name).is_ok_and(|v| v == value);
     match &args.store {
         Some(url) if from_env("RUNBOOK_STORE", url) => String::new(),

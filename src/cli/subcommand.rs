@@ -30,6 +30,8 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
         }
         None => Arc::new(DirStore::new(args.state_dir.clone())),
     };
+    // This run's resume hints also name the `--var`s a resume must be given again.
+    let resume_flag = format!("{}{store_flag}", super::given_again(&args));
     match args.command {
         Command::Run {
             file,
@@ -42,7 +44,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             output,
         } => {
             let vars = parse_vars(&vars)?;
-            let env = env(store, store_flag, output, redactor)?;
+            let env = env(store, &resume_flag, output, redactor)?;
             let (rt, env) = env;
             let result = runner::run(
                 &env,
@@ -78,7 +80,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             } else {
                 None
             };
-            let (rt, env) = env(store, store_flag, output, redactor)?;
+            let (rt, env) = env(store, &resume_flag, output, redactor)?;
             let result = runner::resume(
                 &env,
                 ResumeRequest {

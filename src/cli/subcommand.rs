@@ -564,7 +564,11 @@ fn type_of(schema: &schemars::schema::Schema, root: &schemars::schema::RootSchem
     match &o.instance_type {
         Some(SingleOrVec::Single(t)) => {
             if let (InstanceType::String, Some(f)) = (t.as_ref(), &o.format) {
-                return f.clone();
+                // A message's text is a string to the script; the format only tells the
+                // secret check that people read it.
+                if f != crate::action::secret_text::FOR_PEOPLE {
+                    return f.clone();
+                }
             }
             one(t).into()
         }

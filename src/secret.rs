@@ -133,6 +133,27 @@ pub fn reveal_json(value: &serde_json::Value) -> Result<serde_json::Value, Strin
     })
 }
 
+/// A JSON value as it may be shown: each secret reference as `<secret NAME>`, the way a
+/// secret shows everywhere else.
+pub fn shown_json(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(fields) => match fields.get(SECRET_KEY) {
+            Some(Value::String(name)) if fields.len() == 1 => {
+                Value::String(format!("<secret {name}>"))
+            }
+            _ => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), shown_json(v)))
+                    .collect(),
+            ),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(shown_json).collect()),
+        other => other.clone(),
+    }
+}
+
 impl SecretString {
     /// The value, for use inside an action only. Plain text may have secrets written into it
     /// (`Bearer ${token}`): they are filled in here, and nowhere else.
@@ -307,6 +328,14 @@ mod tests {
             "not_a_ref": {"$secret": "RUNBOOK_TEST_JSON_KEY", "other": 1},
         });
         assert_eq!(reveal_json(&given), Ok(want));
+        assert_eq!(
+            super::shown_json(&given),
+            serde_json::json!({
+                "routing_key": "<secret RUNBOOK_TEST_JSON_KEY>",
+                "payload": {"summary": "key <secret RUNBOOK_TEST_JSON_KEY>", "n": 1, "tags": ["<secret RUNBOOK_TEST_JSON_KEY>", null]},
+                "not_a_ref": {"$secret": "RUNBOOK_TEST_JSON_KEY", "other": 1},
+            })
+        );
         assert_eq!(
             reveal_json(&serde_json::json!([{"$secret": "RUNBOOK_TEST_JSON_UNSET"}])),
             Err("environment variable RUNBOOK_TEST_JSON_UNSET (a secret) is not set".to_string())

@@ -167,7 +167,7 @@ impl Action for Webhook {
         format!(
             "webhook {}: {}",
             input.url.shown(),
-            excerpt(&input.json.to_string())
+            excerpt(&crate::secret::shown_json(&input.json).to_string())
         )
     }
 

@@ -14,6 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The marker key a secret reference carries in JSON: `{"$secret": "PG_PASSWORD"}`.
 pub const SECRET_KEY: &str = "$secret";
 const MASK: &str = "***";
+/// The JSON-schema format of a field that takes secrets (`runbook actions` shows it as its type).
+pub const SECRET_FORMAT: &str = "secret";
 
 /// A secret value in the script: the name of the environment variable it came from, and its value.
 #[derive(Clone)]
@@ -44,9 +46,14 @@ impl Secret {
     }
 }
 
+/// How a secret shows in text: `<secret NAME>` (what [`next_marker`] finds again).
+fn marker(name: &str) -> String {
+    format!("<secret {name}>")
+}
+
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<secret {}>", self.name)
+        f.write_str(&marker(&self.name))
     }
 }
 
@@ -139,9 +146,7 @@ pub fn shown_json(value: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {
         Value::Object(fields) => match fields.get(SECRET_KEY) {
-            Some(Value::String(name)) if fields.len() == 1 => {
-                Value::String(format!("<secret {name}>"))
-            }
+            Some(Value::String(name)) if fields.len() == 1 => Value::String(marker(name)),
             _ => Value::Object(
                 fields
                     .iter()
@@ -168,7 +173,7 @@ impl SecretString {
     pub fn shown(&self) -> String {
         match self {
             SecretString::Plain(s) => mask_url_passwords(s),
-            SecretString::Env(name) => format!("<secret {name}>"),
+            SecretString::Env(name) => marker(name),
         }
     }
 }
@@ -219,7 +224,7 @@ impl JsonSchema for SecretString {
     fn json_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
         schemars::schema::SchemaObject {
             instance_type: Some(schemars::schema::InstanceType::String.into()),
-            format: Some("secret".into()),
+            format: Some(SECRET_FORMAT.into()),
             ..Default::default()
         }
         .into()

@@ -381,12 +381,10 @@ impl<A: Action> DynAction for Typed<A> {
                 message,
             }
         })?;
-        if secret_text::any_marker(&input) {
-            if let Some((field, message)) =
-                secret_text::check(&schemars::schema_for!(A::Input), &input)
-            {
-                return Err(FieldError { field, message });
-            }
+        if let Some((field, message)) =
+            secret_text::check(&input, || schemars::schema_for!(A::Input))
+        {
+            return Err(FieldError { field, message });
         }
         let mut journal_input = serde_json::to_value(&typed).map_err(|e| FieldError {
             field: String::new(),

@@ -64,10 +64,10 @@ fn given_again(args: &Arguments) -> String {
         _ => return String::new(),
     };
     vars.iter()
-        .map(|v| crate::secret::mask_url_passwords(v))
-        .zip(vars)
-        .filter(|(masked, v)| masked != *v)
-        .map(|(masked, _)| format!(" --var {}", quoted(&masked)))
+        .filter_map(|v| {
+            let masked = crate::secret::mask_url_passwords(v);
+            (masked != *v).then(|| format!(" --var {}", quoted(&masked)))
+        })
         .collect()
 }
 

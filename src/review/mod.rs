@@ -191,6 +191,18 @@ fn ms_of(at: &str) -> Option<u64> {
         .map(|d| d.as_millis() as u64)
 }
 
+/// How long before its record was stamped a timed wait began. The wait begins when its end is
+/// set, a moment before the record is written; measured from the stamp, every wait would read a
+/// few milliseconds short of what the runbook asked for. 0 when the record's end does not fit
+/// (an end before the wait's own length, or a start a second or more away from the stamp).
+fn began_before_stamp(stamped_ms: u64, until_ms: u64, duration_ms: u64) -> u64 {
+    until_ms
+        .checked_sub(duration_ms)
+        .map(|began| stamped_ms.saturating_sub(began))
+        .filter(|lead| *lead < 1000)
+        .unwrap_or(0)
+}
+
 fn text(s: &str) -> String {
     mask_url_passwords(s)
 }
@@ -413,9 +425,13 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
                 step,
                 seq,
                 duration_ms,
-                ..
+                until_ms,
             } => {
-                open_timers.insert((show_path(step), *seq), (at, *duration_ms));
+                let lead = ms_of(&r.at)
+                    .map(|stamped| began_before_stamp(stamped, *until_ms, *duration_ms))
+                    .unwrap_or(0);
+                let from = at.saturating_sub(lead);
+                open_timers.insert((show_path(step), *seq), (from, *duration_ms));
             }
             Event::TimerFired { step, seq } => {
                 let key = (show_path(step), *seq);
@@ -918,6 +934,40 @@ mod tests {
         // No password in what is shown.
         let all = serde_json::to_string(&rep).unwrap();
         assert!(!all.contains("hunter2"), "{all}");
+    }
+
+    #[test]
+    fn a_timed_wait_is_measured_from_when_its_end_was_set() {
+        // (stamped, until, duration) → how long before the stamp the wait began.
+        let cases = [
+            (10_000, 12_000, 2_000, 0),   // stamped the moment it began
+            (10_004, 12_000, 2_000, 4),   // stamped 4 ms late
+            (10_000, 12_050, 2_000, 0),   // an end later than it could be: the stamp
+            (10_000, 0, 2_000, 0),        // no end recorded
+            (10_000, 1_000, 2_000, 0),    // an end before the wait's own length
+            (500_000, 12_000, 2_000, 0),  // an end far from the stamp: the stamp
+            (10_999, 12_000, 2_000, 999), // just under a second
+        ];
+        for (stamped, until, dur, want) in cases {
+            assert_eq!(
+                began_before_stamp(stamped, until, dur),
+                want,
+                "stamped {stamped}, until {until}, duration {dur}"
+            );
+        }
+
+        // The bake step's 2 s wait, stamped 4 ms after its end was set, reads as 2 s.
+        let mut records = interrupted_and_resumed();
+        for r in &mut records {
+            let stamped = ms_of(&r.at).unwrap();
+            if let Event::TimerStarted { until_ms, .. } = &mut r.event {
+                *until_ms = stamped - 4 + 2_000;
+            }
+        }
+        let rep = build("r1", &records, RunStatus::Finished);
+        assert_eq!(rep.waits.len(), 1);
+        assert_eq!(rep.waits[0].duration_ms, 2_004);
+        assert_eq!(rep.waits[0].end_ms - rep.waits[0].start_ms, 2_004);
     }
 
     #[test]

@@ -17,7 +17,7 @@ fn check_reports_every_problem_with_its_position_and_runs_nothing() {
             "parameter 'a': unknown key `tpye`",
             "step 'x' has a fixed name inside a loop",
             "http::get takes one argument",
-            "approve takes 1 argument(s), not 0",
+            "approve takes 1 argument, not 0",
         ],
     );
     assert!(!t.path("ran").exists());
@@ -29,10 +29,21 @@ fn check_accepts_good_runbooks_and_stdlib_imports() {
     let t = Test::new()
         .script("import \"health\" as health;\nstep(\"wait\", || health::wait_healthy(\"http://127.0.0.1:9/\", \"5s\"));\n")
         .file("lib/util.rhai", "fn twice(x) { x * 2 }")
-        .file("b.rhai", "import \"./lib/util\" as util;\nlog(util::twice(2));\n");
-    let ran = t.exec(&["check", "runbook.rhai", "b.rhai"]);
+        .file("b.rhai", "import \"./lib/util\" as util;\nlog(util::twice(2));\n")
+        .file("c.rhai", "fn one() { 1 }\n");
+    let ran = t.exec(&["check", "runbook.rhai", "b.rhai", "c.rhai"]);
     assert_eq!(ran.code, 0, "{}", ran.all());
-    assert!(ran.stdout.contains("ok: runbook.rhai"));
+    assert!(
+        ran.stdout
+            .contains("ok: runbook.rhai (2 lines, 0 functions)"),
+        "{}",
+        ran.all()
+    );
+    assert!(
+        ran.stdout.contains("ok: c.rhai (1 line, 1 function)"),
+        "{}",
+        ran.all()
+    );
     let ran = t.exec(&["run", "b.rhai"]);
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(
@@ -71,7 +82,7 @@ fn check_knows_what_imported_modules_offer() {
         &ran.stderr,
         &[
         "no module 'nosuch': the stdlib has backup, cdn, cluster, database, health, incident, mesh, regions, replication, standby, traffic",
-        "health::wait_healthy takes 2 argument(s), not 1",
+        "health::wait_healthy takes 2 arguments, not 1",
         "module `health` has no function wait_helthy (did you mean `wait_healthy`?)",
         ],
     );

@@ -169,10 +169,9 @@ impl Linter<'_> {
             let name = call.name.as_str();
             if let Some((_, arities)) = BUILTINS.iter().find(|(n, _)| *n == name) {
                 if !arities.contains(&args) {
-                    let want: Vec<String> = arities.iter().map(|a| a.to_string()).collect();
                     self.problem(
                         pos,
-                        format!("{name} takes {} argument(s), not {args}", want.join(" or ")),
+                        format!("{name} takes {}, not {args}", arguments(arities)),
                     );
                     continue;
                 }
@@ -294,7 +293,9 @@ impl Linter<'_> {
             if !functions.iter().any(|(n, a)| n == name && *a == args) {
                 let names: Vec<&str> = functions.iter().map(|(n, _)| n.as_str()).collect();
                 let message = match functions.iter().find(|(n, _)| n == name) {
-                    Some((_, a)) => format!("{root}::{name} takes {a} argument(s), not {args}"),
+                    Some((_, a)) => {
+                        format!("{root}::{name} takes {}, not {args}", arguments(&[*a]))
+                    }
                     None => format!(
                         "module `{root}` has no function {name}{}; it has {}",
                         suggest(name, names.iter().copied()),
@@ -409,4 +410,15 @@ pub fn lint(
             )
         })
         .collect()
+}
+
+/// "1 argument", "2 arguments", "1 or 2 arguments".
+fn arguments(counts: &[usize]) -> String {
+    let list: Vec<String> = counts.iter().map(|a| a.to_string()).collect();
+    let noun = if counts == [1] {
+        "argument"
+    } else {
+        "arguments"
+    };
+    format!("{} {noun}", list.join(" or "))
 }

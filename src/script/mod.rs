@@ -195,7 +195,13 @@ pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
         .iter_functions()
         .filter(|f| !f.name.starts_with("anon$"))
         .count();
-    Ok(format!("{lines} lines, {functions} functions"))
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    Ok(format!(
+        "{}, {}",
+        plural(lines, "line", "lines"),
+        plural(functions, "function", "functions")
+    ))
 }
 
 /// Writes Rhai definition files (`*.d.rhai`) for editors and the Rhai language server: every

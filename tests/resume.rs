@@ -343,6 +343,58 @@ fn resume_undo_runs_the_compensations_latest_first() {
     assert_eq!(server.requests().len(), 5);
 }
 
+/// A step added to the runbook before changes the run made: `resume --undo` cannot reach those
+/// changes, so it undoes nothing and says why, instead of calling the run undone. Restored, the
+/// undo runs.
+#[test]
+fn resume_undo_refuses_when_the_edited_runbook_no_longer_reaches_a_change() {
+    let server = Server::start();
+    server.reply("/upgrade", 500, "broken", Duration::ZERO);
+    let original = format!(
+        r#"
+        step("approval", || log("asked"));
+        step("drain", #{{ undo: || http::post(#{{ url: "{u}restore" }}) }}, || http::post(#{{ url: "{u}drain" }}));
+        step("upgrade", || http::post(#{{ url: "{u}upgrade" }}));
+        "#,
+        u = server.url("/")
+    );
+    let t = Test::new().script(&original);
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 1);
+    let run = t.only_run();
+
+    let edited = original.replace(
+        "step(\"drain\"",
+        &format!(
+            "step(\"recheck\", || http::get(\"{}\"));\n        step(\"drain\"",
+            server.url("/check")
+        ),
+    );
+    let t = t.script(&edited);
+    let refused = t.exec(&["resume", &run, "--undo"]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    for want in [
+        "RB-REPLAY-001",
+        "cannot undo them: http::post at step 'drain', call #1",
+        "the runbook changed since the run started",
+        &format!(".runbook/runs/{run}/runbook.rhai"),
+        &format!("runbook resume {run} --undo"),
+    ] {
+        assert!(
+            refused.stderr.contains(want),
+            "lacks {want:?}\n{}",
+            refused.all()
+        );
+    }
+    assert_eq!(server.count("POST", "/restore"), 0, "nothing was undone");
+    assert!(!t.exec(&["runs"]).stdout.contains("undone"));
+
+    let t = t.script(&original);
+    let undone = t.exec(&["resume", &run, "--undo"]);
+    assert_eq!(undone.code, 0, "{}", undone.all());
+    assert_eq!(server.count("POST", "/restore"), 1);
+    assert!(t.exec(&["runs"]).stdout.contains("undone"));
+}
+
 /// SIGINT or SIGTERM during an action: the action finishes and is journaled, the run stops
 /// before the next one (exit 130), and resume continues without repeating it.
 #[test]

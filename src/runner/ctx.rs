@@ -402,6 +402,8 @@ impl RunCtx {
             .iter()
             .filter(|(k, c)| {
                 !consumed.contains(*k)
+                    // An earlier `resume --undo`'s own calls are replayed only as it undoes.
+                    && k.0.first().map(String::as_str) != Some(journal::UNDO)
                     && matches!(
                         c,
                         Call::Action {

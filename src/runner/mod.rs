@@ -702,6 +702,12 @@ fn execute(
         let stop = ctx.take_stop();
         if matches!(stop, Some(Stop::Frontier) | None) {
             ctx.clear_stop();
+            // A change the replay did not reach has no undo registered: undoing the rest and
+            // calling the run undone would leave that change in place, unsaid.
+            let unreached = ctx.unreplayed_writes();
+            if !unreached.is_empty() {
+                return Err(undo_refused(ctx, &unreached, script_change, started));
+            }
             return undo(ctx, &engine, started, file, source);
         }
     }
@@ -817,28 +823,13 @@ fn ended_with(
             source_line: None,
             next: None,
         },
-        Some(Stop::Mismatch(message)) => {
-            let change = script_change
-                .map(|d| {
-                    format!(
-                        "\nthe runbook changed since the run started:\n{}",
-                        d.trim_end()
-                    )
-                })
-                .unwrap_or_default();
-            let message = format!(
-                "{message}{change}\nresume stopped before running that call. Restore the runbook (the original is kept as \
-                 .runbook/runs/{run}/runbook.rhai) and resume again, or start a new run"
-            );
-            ctx.report(Progress::RunEnded {
-                run_id,
-                status: RunStatus::Refused,
-                elapsed_ms,
-                message: None,
-                next: None,
-            });
-            Error::ReplayMismatch { message }
-        }
+        Some(Stop::Mismatch(message)) => replay_refused(
+            ctx,
+            format!("{message}{}", changed(script_change)),
+            "resume stopped before running that call",
+            "resume again, or start a new run",
+            elapsed_ms,
+        ),
         Some(Stop::Invalid {
             message,
             pos,
@@ -943,6 +934,66 @@ fn is_script_mistake(e: &EvalAltResult) -> bool {
         current = inner;
     }
     !matches!(current, EvalAltResult::ErrorRuntime(..))
+}
+
+/// `resume --undo` refused before undoing anything: the journal records changes that the
+/// script, as it is now, stops before reaching (a step was added or moved since the run started).
+fn undo_refused(
+    ctx: &Arc<RunCtx>,
+    unreached: &[String],
+    script_change: Option<String>,
+    started: Instant,
+) -> Error {
+    let run = ctx.opts.run_id.clone().unwrap_or_default();
+    replay_refused(
+        ctx,
+        format!(
+            "resume --undo stopped before undoing anything: the runbook, as it is now, stops \
+             before reaching changes this run made, so it cannot undo them: {}{}",
+            unreached.join("; "),
+            changed(script_change)
+        ),
+        "nothing was undone and the run is as it was",
+        &format!("run `runbook resume {run} --undo` again"),
+        started.elapsed().as_millis() as u64,
+    )
+}
+
+/// "\nthe runbook changed since the run started:" and the diff, when it did.
+fn changed(script_change: Option<String>) -> String {
+    script_change
+        .map(|d| {
+            format!(
+                "\nthe runbook changed since the run started:\n{}",
+                d.trim_end()
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// A resume the journal refuses (RB-REPLAY-001): what happened, what did not, and how to go on
+/// with the runbook as it was.
+fn replay_refused(
+    ctx: &Arc<RunCtx>,
+    message: String,
+    stopped: &str,
+    again: &str,
+    elapsed_ms: u64,
+) -> Error {
+    let run = ctx.opts.run_id.clone().unwrap_or_default();
+    ctx.report(Progress::RunEnded {
+        run_id: ctx.opts.run_id.clone(),
+        status: RunStatus::Refused,
+        elapsed_ms,
+        message: None,
+        next: None,
+    });
+    Error::ReplayMismatch {
+        message: format!(
+            "{message}\n{stopped}. Restore the runbook (the original is kept as \
+             .runbook/runs/{run}/runbook.rhai) and {again}"
+        ),
+    }
 }
 
 /// Runs the undo closures of the finished steps, latest first, each as a step `undo › ..`.

@@ -6,7 +6,7 @@ use runbook_stack::redis::info_field;
 use runbook_stack::web::Health;
 
 use crate::runbooks::{drill, Drill};
-use crate::support::Ran;
+use crate::support::{Ran, Test};
 
 /// Whether a region's database is a writable primary, as psql sees it ("" when it is down).
 fn role(d: &Drill, region: &str) -> String {
@@ -283,4 +283,162 @@ fn a_reachable_old_primary_is_fenced_first_and_no_promotion_makes_two_primaries(
         "{}",
         st.stdout
     );
+}
+
+/// A planned failover paused for its approval is resumed after the servers changed: the
+/// approval was given for what they said before, so the run asks them again and stops,
+/// changing nothing, while the target cannot take over; once it can, the same run finishes.
+#[test]
+fn an_approval_given_after_the_servers_changed_changes_nothing_until_they_are_ready_again() {
+    let d = drill();
+    let paused = d.run("planned-failover", &["--var", "target=eu-west-1"]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    let run = d.t.only_run();
+
+    // The target's health fails while the approval waits.
+    d.stack.web.set_health("eu-west-1", Health::Fail);
+    let before = d.state();
+    let refused = d.t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused
+            .stderr
+            .contains("eu-west-1's health check fails now (HTTP 503)")
+            && refused
+                .stderr
+                .contains("Nothing was changed after the approval"),
+        "{}",
+        refused.all()
+    );
+    assert_eq!(d.state(), before, "nothing changed");
+
+    // Healthy again, but its database went down meanwhile.
+    d.stack.web.set_health("eu-west-1", Health::Ok);
+    d.stack.pg.stop_node(d.stack.pg.node("eu-west-1"));
+    let refused = d.t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.stderr.contains(
+            "the servers changed while the approval waited: eu-west-1's database was a standby streaming from us-east-1, now unreachable"
+        ),
+        "{}",
+        refused.all()
+    );
+    assert_eq!(
+        d.psql("us-east-1", "SHOW default_transaction_read_only"),
+        "off"
+    );
+    assert_eq!(d.replicas("us-east-1"), "3");
+    assert_eq!(d.stack.web.messages().len(), 0, "no announcement");
+
+    // Back and streaming: the same run goes on, without asking again.
+    d.stack.pg.start_node(d.stack.pg.node("eu-west-1")).unwrap();
+    assert!(crate::support::wait_for(
+        std::time::Duration::from_secs(30),
+        || {
+            d.psql("us-east-1", "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'eu-west-1' AND state = 'streaming'") == "1"
+        }
+    ));
+    let done = d.t.exec(&["resume", &run]);
+    assert_eq!(done.code, 0, "{}", done.all());
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(d.psql("us-east-1", "SELECT pg_is_in_recovery()"), "t");
+}
+
+/// An emergency failover that waits for its approval (runbook watch's mode) is not carried
+/// out when the primary recovered meanwhile: the approval was for a region that was down.
+#[test]
+fn an_emergency_failover_approved_after_the_primary_recovered_changes_nothing() {
+    let d = drill();
+    // (its database went down too, what the refused resume says)
+    let cases = [
+        (true, "the servers changed while the approval waited: the primary was none, now us-east-1; us-east-1's database was unreachable, now a writable primary on timeline 1"),
+        (false, "us-east-1 recovered while the approval waited"),
+    ];
+    for (db_down, want) in cases {
+        d.stack.web.set_health("us-east-1", Health::Fail);
+        if db_down {
+            d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
+        }
+        let args = [
+            "--var",
+            "check_interval=100ms",
+            "--var",
+            "approve_first=true",
+        ];
+        let paused = d.run("emergency-failover", &args);
+        assert_eq!(paused.code, 3, "{}", paused.all());
+        let run = d.t.newest_run();
+
+        if db_down {
+            d.stack.pg.start_node(d.stack.pg.node("us-east-1")).unwrap();
+        }
+        d.stack.web.set_health("us-east-1", Health::Ok);
+        let refused = d.t.exec(&["resume", &run, "--approve"]);
+        assert_eq!(refused.code, 1, "{}", refused.all());
+        assert!(refused.stderr.contains(want), "{want}\n{}", refused.all());
+        assert_eq!(role(&d, "us-east-1"), "writable", "not fenced");
+        assert_eq!(role(&d, "eu-west-1"), "standby", "not promoted");
+        assert_eq!(d.replicas("us-east-1"), "3");
+        let abandoned = d.t.exec(&["abandon", &run, "--reason", "it recovered"]);
+        assert_eq!(abandoned.code, 0, "{}", abandoned.all());
+    }
+}
+
+/// regions::differences, the comparison behind the check after an approval, as a table:
+/// (the primary and the databases before, after, the regions watched) → what it says changed.
+#[test]
+fn regions_differences_names_what_changed_between_two_observations() {
+    let primary = |tl: u32| {
+        format!("#{{ role: \"primary\", writable: true, timeline: {tl}, upstream_region: (), upstream: (), wal_receiver: () }}")
+    };
+    let fenced = "#{ role: \"primary\", writable: false, timeline: 1, upstream_region: (), upstream: (), wal_receiver: () }".to_string();
+    let standby = |of: &str, receiver: &str| {
+        format!("#{{ role: \"standby\", writable: false, timeline: 1, upstream_region: \"{of}\", upstream: (), wal_receiver: \"{receiver}\" }}")
+    };
+    let down = "#{ role: \"unreachable\", writable: false, timeline: (), upstream_region: (), upstream: (), wal_receiver: () }".to_string();
+    let seen = |p: &str, us: &str, eu: &str| {
+        let p = if p.is_empty() {
+            "()".to_string()
+        } else {
+            format!("\"{p}\"")
+        };
+        format!("#{{ primary: {p}, regions: #{{ \"us\": #{{ database: {us} }}, \"eu\": #{{ database: {eu} }} }} }}")
+    };
+    let cases: Vec<(String, String, &str, &str)> = vec![
+        // Nothing changed.
+        (seen("us", &primary(1), &standby("us", "streaming")), seen("us", &primary(1), &standby("us", "streaming")), "[\"us\", \"eu\"]", "[]"),
+        // The target went down.
+        (seen("us", &primary(1), &standby("us", "streaming")), seen("us", &primary(1), &down), "[\"us\", \"eu\"]",
+         "[\"eu's database was a standby streaming from us, now unreachable\"]"),
+        // Not watched: not compared (but the primary always is).
+        (seen("us", &primary(1), &standby("us", "streaming")), seen("us", &primary(1), &down), "[\"us\"]", "[]"),
+        // The standby stopped streaming.
+        (seen("us", &primary(1), &standby("us", "streaming")), seen("us", &primary(1), &standby("us", "starting")), "[\"eu\"]",
+         "[\"eu's database was a standby streaming from us, now a standby not streaming (configured upstream us)\"]"),
+        // The primary was fenced by someone else.
+        (seen("us", &primary(1), &standby("us", "streaming")), seen("", &fenced, &standby("us", "streaming")), "[\"us\", \"eu\"]",
+         "[\"the primary was us, now none\", \"us's database was a writable primary on timeline 1, now a fenced (read-only) primary on timeline 1\"]"),
+        // A down primary came back.
+        (seen("", &down, &standby("us", "streaming")), seen("us", &primary(1), &standby("us", "streaming")), "[\"us\", \"eu\"]",
+         "[\"the primary was none, now us\", \"us's database was unreachable, now a writable primary on timeline 1\"]"),
+        // Someone failed over meanwhile: the other region is primary on a new timeline.
+        (seen("us", &primary(1), &standby("us", "streaming")), seen("eu", &down, &primary(2)), "[\"eu\"]",
+         "[\"the primary was us, now eu\", \"eu's database was a standby streaming from us, now a writable primary on timeline 2\"]"),
+        // Lag moves, timelines of standbys are not words: unchanged.
+        (seen("us", &primary(1), &standby("us", "streaming")), seen("us", &primary(1), &standby("us", "streaming").replace("timeline: 1", "timeline: 1, lag_bytes: 99")), "[\"eu\"]", "[]"),
+    ];
+    let mut script = String::from("import \"regions\" as regions;\n");
+    for (i, (before, now, watched, _)) in cases.iter().enumerate() {
+        script.push_str(&format!(
+            "print(`case {i}: ${{regions::differences({before}, {now}, {watched})}}`);\n"
+        ));
+    }
+    let t = Test::new().script(&script);
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    for (i, (.., want)) in cases.iter().enumerate() {
+        let line = format!("case {i}: {want}");
+        assert!(ran.stdout.contains(&line), "lacks {line:?}\n{}", ran.stdout);
+    }
 }

@@ -85,8 +85,13 @@ impl Next {
                     if *undo { " --undo" } else { "" }
                 );
                 if *undoable > 0 && !undo {
+                    let which = if *undoable == 1 {
+                        "the finished step that declares one".to_string()
+                    } else {
+                        format!("the {undoable} finished steps that declare one")
+                    };
                     text.push_str(&format!(
-                        "\n        or `runbook resume {run} --undo{resume}` runs the undo of the {undoable} finished step(s) that declare one"
+                        "\n        or `runbook resume {run} --undo{resume}` runs the undo of {which}"
                     ));
                 }
                 text
@@ -385,7 +390,7 @@ mod tests {
             undoable: 2,
         }
         .render("");
-        assert!(both.ends_with("or `runbook resume 20261122-0312-ab12 --undo` runs the undo of the 2 finished step(s) that declare one"), "{both}");
+        assert!(both.ends_with("or `runbook resume 20261122-0312-ab12 --undo` runs the undo of the 2 finished steps that declare one"), "{both}");
         let inflight = Next::DecideInflight { run: run() }.render(" --state-dir x");
         assert!(
             inflight.contains("--retry-inflight --state-dir x")

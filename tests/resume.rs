@@ -190,6 +190,11 @@ fn a_changed_script_is_refused_with_a_diff() {
         ran.stderr
     );
     assert_eq!(server.count("POST", "/notify"), 1, "nothing ran again");
+    let runs = t.exec(&["runs"]).stdout;
+    assert!(
+        runs.contains(" paused "),
+        "still paused, not crashed: {runs}"
+    );
     // Restored, it resumes.
     let t = t.script(&original);
     let ran = t.exec(&["resume", &run, "--approve"]);
@@ -310,6 +315,7 @@ fn resume_undo_runs_the_compensations_latest_first() {
         step("drain", #{{ undo: || http::post(#{{ url: "{u}restore" }}) }}, || http::post(#{{ url: "{u}drain" }}));
         step("cordon", #{{ undo: || http::post(#{{ url: "{u}uncordon" }}) }}, || http::post(#{{ url: "{u}cordon" }}));
         step("note", || log("no undo here"));
+        step("announce", || http::post(#{{ url: "{u}announce" }}));
         step("upgrade", || http::post(#{{ url: "{u}upgrade" }}));
         "#,
         u = server.url("/")
@@ -332,15 +338,62 @@ fn resume_undo_runs_the_compensations_latest_first() {
         "{}",
         undone.stdout
     );
+    // What no undo covers is said, not silently left.
+    assert!(
+        undone
+            .all()
+            .contains("undid 'cordon', 'drain'; left as they are (no undo declared): 'announce'"),
+        "{}",
+        undone.all()
+    );
     let order: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(
         order,
-        ["/drain", "/cordon", "/upgrade", "/uncordon", "/restore"]
+        [
+            "/drain",
+            "/cordon",
+            "/announce",
+            "/upgrade",
+            "/uncordon",
+            "/restore"
+        ]
     );
     assert!(t.exec(&["runs"]).stdout.contains("undone"));
     let again = t.exec(&["resume", &run, "--undo"]);
     assert_eq!(again.code, 2, "an undone run is final");
-    assert_eq!(server.requests().len(), 5);
+    assert_eq!(server.requests().len(), 6);
+}
+
+/// `resume --undo` of a run none of whose steps declares an undo is refused: the run is not
+/// closed as "undone" with its changes in place, and it can still be resumed to the end.
+#[test]
+fn resume_undo_with_nothing_to_undo_leaves_the_run_resumable() {
+    let server = Server::start();
+    server.reply("/upgrade", 500, "broken", Duration::ZERO);
+    let t = Test::new().script(&format!(
+        r#"
+        step("announce", || http::post(#{{ url: "{u}announce" }}));
+        step("upgrade", || http::post(#{{ url: "{u}upgrade" }}));
+        "#,
+        u = server.url("/")
+    ));
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 1);
+    let run = t.only_run();
+    let refused = t.exec(&["resume", &run, "--undo"]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    for want in [
+        &format!("run {run} has nothing to undo: no finished step declares an undo, and its changes ('announce') stay as they are"),
+        &format!("`runbook resume {run}` continues it"),
+        &format!("`runbook abandon {run} --reason"),
+    ] {
+        assert!(refused.stderr.contains(want.as_str()), "lacks {want:?}\n{}", refused.all());
+    }
+    assert!(t.exec(&["runs"]).stdout.contains(" failed "), "as it was");
+
+    server.reply("/upgrade", 200, "ok", Duration::ZERO);
+    let done = t.exec(&["resume", &run]);
+    assert_eq!(done.code, 0, "{}", done.all());
+    assert_eq!(server.count("POST", "/announce"), 1);
 }
 
 /// A step added to the runbook before changes the run made: `resume --undo` cannot reach those
@@ -386,7 +439,7 @@ fn resume_undo_refuses_when_the_edited_runbook_no_longer_reaches_a_change() {
         );
     }
     assert_eq!(server.count("POST", "/restore"), 0, "nothing was undone");
-    assert!(!t.exec(&["runs"]).stdout.contains("undone"));
+    assert!(t.exec(&["runs"]).stdout.contains(" failed "), "as it was");
 
     let t = t.script(&original);
     let undone = t.exec(&["resume", &run, "--undo"]);

@@ -190,7 +190,10 @@ pub(crate) fn plan_text(entries: &[PlanEntry]) -> String {
 /// they are not repeated here.
 pub(crate) fn ended_text(status: RunStatus, elapsed_ms: u64, message: &Option<String>) -> String {
     let mut out = format!("run {status} after {}", human_ms(elapsed_ms));
-    if !matches!(status, RunStatus::Finished | RunStatus::FinishedDryRun) {
+    if !matches!(
+        status,
+        RunStatus::Finished | RunStatus::FinishedDryRun | RunStatus::Undone
+    ) {
         return out;
     }
     if let Some(m) = message {

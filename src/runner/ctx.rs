@@ -394,6 +394,16 @@ impl RunCtx {
 
     /// Recorded changes the script did not reach this time.
     pub fn unreplayed_writes(&self) -> Vec<String> {
+        self.unreplayed_writes_in(|_| true)
+    }
+
+    /// The same, in steps the journal records as finished: every one of them is reached by a
+    /// replay of the same script (a failed step's later writes are not, by design).
+    pub fn unreplayed_writes_in_finished_steps(&self) -> Vec<String> {
+        self.unreplayed_writes_in(|path| self.journal.replay.finished_steps.contains(path))
+    }
+
+    fn unreplayed_writes_in(&self, keep: impl Fn(&StepPath) -> bool) -> Vec<String> {
         let consumed = self.journal.consumed.lock().unwrap();
         let mut out: Vec<String> = self
             .journal
@@ -402,6 +412,7 @@ impl RunCtx {
             .iter()
             .filter(|(k, c)| {
                 !consumed.contains(*k)
+                    && keep(&k.0)
                     // An earlier `resume --undo`'s own calls are replayed only as it undoes.
                     && k.0.first().map(String::as_str) != Some(journal::UNDO)
                     && matches!(
@@ -418,6 +429,32 @@ impl RunCtx {
             })
             .collect();
         out.sort();
+        out
+    }
+
+    /// The steps whose changes (finished writes) the journal records, outside an earlier
+    /// `resume --undo`'s own steps, sorted.
+    pub fn steps_with_changes(&self) -> Vec<StepPath> {
+        let mut out: Vec<StepPath> = self
+            .journal
+            .replay
+            .calls
+            .iter()
+            .filter(|((path, _), c)| {
+                path.first().map(String::as_str) != Some(journal::UNDO)
+                    && matches!(
+                        c,
+                        Call::Action {
+                            write: true,
+                            outcome: Outcome::Finished(_),
+                            ..
+                        }
+                    )
+            })
+            .map(|((path, _), _)| path.clone())
+            .collect();
+        out.sort();
+        out.dedup();
         out
     }
 

@@ -24,7 +24,7 @@ pub use frames::set_source;
 use crate::action::world::World;
 use crate::error::{Error, Next};
 use crate::inventory::Inventory;
-use crate::journal::{self, show_path, Event, LockHolder, Record, RunStatus, Store};
+use crate::journal::{self, show_path, Event, LockHolder, Record, RunStatus, StepPath, Store};
 use crate::report::{Progress, Reporter};
 use crate::secret::Redactor;
 
@@ -704,7 +704,7 @@ fn execute(
             ctx.clear_stop();
             // A change the replay did not reach has no undo registered: undoing the rest and
             // calling the run undone would leave that change in place, unsaid.
-            let unreached = ctx.unreplayed_writes();
+            let unreached = ctx.unreplayed_writes_in_finished_steps();
             if !unreached.is_empty() {
                 return Err(undo_refused(ctx, &unreached, script_change, started));
             }
@@ -981,6 +981,7 @@ fn replay_refused(
     elapsed_ms: u64,
 ) -> Error {
     let run = ctx.opts.run_id.clone().unwrap_or_default();
+    keep_status(ctx);
     ctx.report(Progress::RunEnded {
         run_id: ctx.opts.run_id.clone(),
         status: RunStatus::Refused,
@@ -996,6 +997,52 @@ fn replay_refused(
     }
 }
 
+/// Steps with changes that no undo covers: neither undone themselves nor inside a step that was.
+fn kept_changes(ctx: &RunCtx, undone: &[StepPath]) -> Vec<StepPath> {
+    ctx.steps_with_changes()
+        .into_iter()
+        .filter(|p| !undone.iter().any(|u| p.starts_with(u)))
+        .collect()
+}
+
+/// A refused resume leaves the run as it was: the previous session's end (paused, failed,
+/// interrupted) is recorded again after this session's start, instead of the run reading as
+/// crashed.
+fn keep_status(ctx: &RunCtx) {
+    if let Some(end) = ctx.journal.replay.last_end.clone() {
+        let _ = ctx.journal(end, true);
+    }
+}
+
+/// `resume --undo` of a run none of whose finished steps declares an undo: refused, so that
+/// the run stays as it was (resumable, or to abandon) instead of closing as "undone".
+fn nothing_to_undo(ctx: &Arc<RunCtx>, started: Instant) -> Error {
+    let run = ctx.opts.run_id.clone().unwrap_or_default();
+    keep_status(ctx);
+    let kept = kept_changes(ctx, &[]);
+    let changes = if kept.is_empty() {
+        "it made no change".to_string()
+    } else {
+        format!(
+            "its changes ({}) stay as they are",
+            kept.iter()
+                .map(|p| format!("'{}'", show_path(p)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    ctx.report(Progress::RunEnded {
+        run_id: ctx.opts.run_id.clone(),
+        status: RunStatus::Refused,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        message: None,
+        next: None,
+    });
+    Error::Usage(format!(
+        "run {run} has nothing to undo: no finished step declares an undo, and {changes}. The run is as it was: `runbook resume {run}` continues it, or `runbook abandon {run} --reason \"...\"` gives it up"
+    ))
+}
+
 /// Runs the undo closures of the finished steps, latest first, each as a step `undo › ..`.
 fn undo(
     ctx: &Arc<RunCtx>,
@@ -1005,6 +1052,10 @@ fn undo(
     source: &str,
 ) -> Result<(), Error> {
     let undos: Vec<_> = ctx.state.undo.lock().unwrap().drain(..).rev().collect();
+    if undos.is_empty() {
+        // Calling the run undone would close it with every change in place.
+        return Err(nothing_to_undo(ctx, started));
+    }
     let mut undone = Vec::new();
     for (path, closure, caller) in undos {
         let mut undo_path = vec![journal::UNDO.to_string()];
@@ -1030,18 +1081,21 @@ fn undo(
         },
         true,
     )?;
-    let message = if undone.is_empty() {
-        "no finished step declares an undo".to_string()
-    } else {
-        format!(
-            "undid {}",
-            undone
-                .iter()
-                .map(|p| format!("'{}'", show_path(p)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+    let quoted = |paths: &[StepPath]| {
+        paths
+            .iter()
+            .map(|p| format!("'{}'", show_path(p)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
+    let mut message = format!("undid {}", quoted(&undone));
+    let kept = kept_changes(ctx, &undone);
+    if !kept.is_empty() {
+        message.push_str(&format!(
+            "; left as they are (no undo declared): {}",
+            quoted(&kept)
+        ));
+    }
     ctx.report(Progress::RunEnded {
         run_id: ctx.opts.run_id.clone(),
         status: RunStatus::Undone,

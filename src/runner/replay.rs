@@ -52,6 +52,9 @@ pub struct Replay {
     pub finished_steps: HashSet<StepPath>,
     /// Steps that failed when the run last stopped: their reads and failures run again.
     pub rerun_steps: Vec<StepPath>,
+    /// How the last session ended, when it ended resumable (paused, failed, interrupted): a
+    /// resume that is refused writes it again, so the run reads as it did before.
+    pub last_end: Option<Event>,
 }
 
 impl Replay {
@@ -143,6 +146,13 @@ impl Replay {
                 | Event::RunUndone { .. }
                 | Event::RunPaused { .. }
                 | Event::RunInterrupted { .. } => r.rerun_steps.clear(),
+                _ => {}
+            }
+            match &rec.event {
+                Event::RunFailed { .. }
+                | Event::RunPaused { .. }
+                | Event::RunInterrupted { .. } => r.last_end = Some(rec.event.clone()),
+                Event::RunStarted { .. } | Event::RunResumed { .. } => r.last_end = None,
                 _ => {}
             }
         }

@@ -87,12 +87,15 @@ fn the_shipped_runbooks_exclude_each_other_on_one_deployment_but_not_a_dry_run()
         }
         let ran = t.exec(&args);
         assert_eq!(ran.code, 4, "{book}: {}", ran.all());
-        assert!(
-            ran.stderr.contains(&format!(
-                "the lock 'deployment orchestrator.example.com' is held by run {holder}"
-            )),
-            "{book}: {}",
-            ran.stderr
+        // Who holds it, what it is doing, and how to stop it when this cannot wait.
+        crate::support::assert_says(
+            &ran.stderr,
+            &[
+                format!("the lock 'deployment orchestrator.example.com' is held by run {holder}"),
+                "now waiting in step 'hold' (".to_string(),
+                format!("or `kill {}` on ", first.id()),
+                "it stops at a safe point and stays resumable".to_string(),
+            ],
         );
     }
     assert_eq!(t.run_ids().len(), 1, "the refused runs left nothing");

@@ -127,8 +127,8 @@ pub fn take(store: &dyn Store, name: &str, holder: &LockHolder) -> Result<LockGu
 pub fn hold(store: &dyn Store, name: &str, taker: &LockHolder) -> Result<LockGuard, Error> {
     match store.lock(name) {
         Err(Error::Locked(held)) => match own_claim(store, name, taker) {
-            // Another run holds it: refused at once.
-            None => Err(Error::Locked(held)),
+            // Another run holds it: refused at once, saying what that run is doing.
+            None => Err(held_by_run(store, name).unwrap_or(Error::Locked(held))),
             // A process of this very run holds it: it is exiting, or it still runs the run.
             Some((own, records)) => {
                 let taken = if leaving(&own, taker, &records) {
@@ -386,6 +386,75 @@ pub(super) fn held_by(name: &str, holder: Option<LockHolder>) -> Error {
     ))
 }
 
+/// The message for a lock the live process of another run holds, with what that run is doing
+/// now and how to stop it when this cannot wait (a maintenance window of 30 minutes while the
+/// primary region is down). None when the claim or its journal cannot be read.
+fn held_by_run(store: &dyn Store, name: &str) -> Option<Error> {
+    let (_, holder) = store
+        .claims()
+        .ok()?
+        .into_iter()
+        .find(|(n, _)| sanitize(n) == sanitize(name))?;
+    let records = store.read(&holder.run_id).ok()?.records;
+    let doing = doing_now(&records, super::unix_ms())
+        .map(|d| format!(", now {d}"))
+        .unwrap_or_default();
+    Some(Error::Locked(format!(
+        "the lock '{name}' is held by {}{doing}; two runs of conflicting procedures must not \
+         overlap. Wait for it to finish, or, if this cannot wait, stop it (Ctrl-C where it runs, \
+         or `kill {}` on {}): it stops at a safe point and stays resumable, and running this \
+         again then says how to take over",
+        holder.describe(),
+        holder.pid,
+        holder.host
+    )))
+}
+
+/// What a running run is doing, by its journal: waiting on a durable timer (with the time
+/// left), asking for approval, running an action, or in a step. Of parallel branches, the one
+/// that wrote last. None before its first step.
+pub(super) fn doing_now(records: &[Record], now_ms: u64) -> Option<String> {
+    enum Doing {
+        Step,
+        Action(String),
+        Timer(u64),
+        Approval,
+    }
+    let mut at: Option<(Vec<String>, Doing)> = None;
+    for r in records {
+        at = match &r.event {
+            Event::StepStarted { step } => Some((step.clone(), Doing::Step)),
+            Event::ActionStarted { step, action, .. } => {
+                Some((step.clone(), Doing::Action(action.clone())))
+            }
+            Event::TimerStarted { step, until_ms, .. } => {
+                Some((step.clone(), Doing::Timer(*until_ms)))
+            }
+            Event::ApprovalRequested { step, .. } => Some((step.clone(), Doing::Approval)),
+            Event::ActionFinished { step, .. }
+            | Event::ActionFailed { step, .. }
+            | Event::TimerFired { step, .. }
+            | Event::Approved { step, .. } => Some((step.clone(), Doing::Step)),
+            e if e.ending().is_some() => None,
+            _ => continue,
+        };
+    }
+    let (step, doing) = at?;
+    let step = super::show_path(&step);
+    Some(match doing {
+        Doing::Step => format!("in step '{step}'"),
+        Doing::Action(action) => format!("running {action} in step '{step}'"),
+        Doing::Timer(until) => {
+            let left = Duration::from_secs(until.saturating_sub(now_ms).div_ceil(1000));
+            format!(
+                "waiting in step '{step}' ({} left)",
+                humantime::format_duration(left)
+            )
+        }
+        Doing::Approval => format!("asking for approval in step '{step}'"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,6 +514,80 @@ mod tests {
             write: true,
             idempotent: false,
             notice: true,
+        }
+    }
+
+    #[test]
+    fn what_a_running_run_is_doing_by_its_journal() {
+        let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let timer = |until_ms| Event::TimerStarted {
+            step: path(&["eu-west-1", "maintenance window"]),
+            seq: 1,
+            duration_ms: 300_000,
+            until_ms,
+        };
+        let now = 1_000_000;
+        let cases: Vec<(Vec<Event>, Option<&str>)> = vec![
+            (vec![], None),
+            (vec![started()], None),
+            (vec![started(), step("observe")], Some("in step 'observe'")),
+            (
+                vec![started(), step("s"), action(true)],
+                Some("running k8s::scale in step 's'"),
+            ),
+            (
+                vec![started(), timer(now + 280_000)],
+                Some("waiting in step 'eu-west-1 › maintenance window' (4m 40s left)"),
+            ),
+            // A part of a second left counts as a second; a timer past its end, as none.
+            (
+                vec![started(), timer(now + 1_500)],
+                Some("waiting in step 'eu-west-1 › maintenance window' (2s left)"),
+            ),
+            (
+                vec![started(), timer(now - 5)],
+                Some("waiting in step 'eu-west-1 › maintenance window' (0s left)"),
+            ),
+            (
+                vec![
+                    started(),
+                    timer(now + 1_000),
+                    Event::TimerFired {
+                        step: path(&["eu-west-1", "maintenance window"]),
+                        seq: 1,
+                    },
+                ],
+                Some("in step 'eu-west-1 › maintenance window'"),
+            ),
+            (
+                vec![
+                    started(),
+                    Event::ApprovalRequested {
+                        step: path(&["approval"]),
+                        seq: 1,
+                        message: "go?".into(),
+                    },
+                ],
+                Some("asking for approval in step 'approval'"),
+            ),
+            // Ended: nothing running (a claim of a stopped run is another message).
+            (
+                vec![
+                    started(),
+                    step("a"),
+                    Event::RunPaused { reason: "x".into() },
+                ],
+                None,
+            ),
+        ];
+        for (events, want) in cases {
+            let records: Vec<Record> = events.into_iter().map(rec).collect();
+            assert_eq!(
+                doing_now(&records, now).as_deref(),
+                want,
+                "{:?}",
+                records.iter().map(|r| &r.event).collect::<Vec<_>>()
+            );
         }
     }
 

@@ -220,8 +220,18 @@ impl Drill {
         self.deployment(region, "spec.replicas")
     }
 
+    /// Runs `act`, which must exit with `code`, say each of `says` on stderr, and leave
+    /// everything a runbook could change as it was.
+    pub fn changes_nothing(&self, code: i32, says: &[&str], act: impl FnOnce() -> Ran) {
+        let before = self.state();
+        let ran = act();
+        assert_eq!(ran.code, code, "{}", ran.all());
+        crate::support::assert_says(&ran.stderr, says);
+        assert_eq!(self.state(), before, "nothing changed");
+    }
+
     /// Everything a runbook could change, as the servers report it.
-    pub fn state(&self) -> Vec<String> {
+    fn state(&self) -> Vec<String> {
         let mut s = Vec::new();
         for n in &self.stack.pg.nodes {
             s.push(self.stack.pg.psql(

@@ -6,7 +6,7 @@ use runbook_stack::redis::info_field;
 use runbook_stack::web::Health;
 
 use crate::runbooks::{drill, Drill};
-use crate::support::{Ran, Test};
+use crate::support::{assert_says, Ran, Test};
 
 /// Whether a region's database is a writable primary, as psql sees it ("" when it is down).
 fn role(d: &Drill, region: &str) -> String {
@@ -297,33 +297,21 @@ fn an_approval_given_after_the_servers_changed_changes_nothing_until_they_are_re
 
     // The target's health fails while the approval waits.
     d.stack.web.set_health("eu-west-1", Health::Fail);
-    let before = d.state();
-    let refused = d.t.exec(&["resume", &run, "--approve"]);
-    assert_eq!(refused.code, 1, "{}", refused.all());
-    assert!(
-        refused
-            .stderr
-            .contains("eu-west-1's health check fails now (HTTP 503)")
-            && refused
-                .stderr
-                .contains("Nothing was changed after the approval"),
-        "{}",
-        refused.all()
+    d.changes_nothing(
+        1,
+        &[
+            "eu-west-1's health check fails now (HTTP 503)",
+            "Nothing was changed after the approval",
+        ],
+        || d.t.exec(&["resume", &run, "--approve"]),
     );
-    assert_eq!(d.state(), before, "nothing changed");
 
     // Healthy again, but its database went down meanwhile.
     d.stack.web.set_health("eu-west-1", Health::Ok);
     d.stack.pg.stop_node(d.stack.pg.node("eu-west-1"));
     let refused = d.t.exec(&["resume", &run, "--approve"]);
     assert_eq!(refused.code, 1, "{}", refused.all());
-    assert!(
-        refused.stderr.contains(
-            "the servers changed while the approval waited: eu-west-1's database was a standby streaming from us-east-1, now unreachable"
-        ),
-        "{}",
-        refused.all()
-    );
+    assert_says(&refused.stderr, &["the servers changed while the approval waited: eu-west-1's database was a standby streaming from us-east-1, now unreachable"]);
     assert_eq!(
         d.psql("us-east-1", "SHOW default_transaction_read_only"),
         "off"
@@ -441,4 +429,38 @@ fn regions_differences_names_what_changed_between_two_observations() {
         let line = format!("case {i}: {want}");
         assert!(ran.stdout.contains(&line), "lacks {line:?}\n{}", ran.stdout);
     }
+}
+
+/// A region whose Kubernetes nodes are all cordoned (a maintenance stopped in its window)
+/// cannot run the application: status says so, a switchover to it is refused before any
+/// change, and the emergency failover passes over it for the other standby.
+#[test]
+fn a_region_cordoned_whole_is_named_by_status_and_passed_over_by_the_failovers() {
+    let d = drill();
+    for n in 1..=3 {
+        d.kubectl("eu-west-1", &["cordon", &format!("eu-west-1-node-{n}")]);
+    }
+    let ran = status(&d);
+    assert_eq!(ran.code, 0, "a warning: {}", ran.all());
+    assert_says(
+        &ran.stdout,
+        &["WARNING   every Kubernetes node in eu-west-1 is cordoned (3 of 3)"],
+    );
+
+    d.changes_nothing(
+        1,
+        &["every Kubernetes node in eu-west-1 is cordoned"],
+        || d.run("planned-failover", &["--yes", "--var", "target=eu-west-1"]),
+    );
+
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
+    let ran = d.run("emergency-failover", &["--var", "check_interval=100ms"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_says(
+        &ran.stdout,
+        &["eu-west-1: not a candidate (every Kubernetes node there is cordoned"],
+    );
+    assert_eq!(role(&d, "ap-southeast-1"), "writable");
+    assert_eq!(role(&d, "eu-west-1"), "standby");
 }

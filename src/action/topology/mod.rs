@@ -252,6 +252,9 @@ fn imagined(world: &World, dns: bool) -> Topology {
                 database_url: Some("(assumed)".into()),
                 database_region: writable.clone(),
                 error: None,
+                // A scenario does not describe nodes: unknown, as when they cannot be listed.
+                nodes: None,
+                cordoned: None,
             },
         };
         t.regions.insert(

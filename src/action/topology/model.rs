@@ -126,6 +126,17 @@ pub struct App {
     pub database_url: Option<String>,
     /// The region whose database that URL reaches.
     pub database_region: Option<String>,
+    /// How many nodes its cluster has (null when they could not be listed).
+    pub nodes: Option<i64>,
+    /// How many of them are cordoned (spec.unschedulable): a new pod cannot land there.
+    pub cordoned: Option<i64>,
+}
+
+impl App {
+    /// Every node of its cluster is cordoned: pods scaled up or evicted there stay pending.
+    pub fn all_cordoned(&self) -> bool {
+        matches!((self.nodes, self.cordoned), (Some(n), Some(c)) if n > 0 && c >= n)
+    }
 }
 
 /// One region as observed.

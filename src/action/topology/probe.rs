@@ -399,16 +399,36 @@ async fn app(r: &RegionTargets, kubeconfig: &Option<String>, dir: &Directory, cx
     let (Some(context), Some(deployment)) = (&r.context, &r.deployment) else {
         return App::default();
     };
-    let input = k8s::GetInput {
+    let get = |kind: &str, name: Option<String>, namespace: Option<String>| k8s::GetInput {
         context: context.clone(),
         kubeconfig: r.kubeconfig.clone().or_else(|| kubeconfig.clone()),
-        kind: "deployment".into(),
+        kind: kind.into(),
         api_version: None,
-        name: Some(deployment.clone()),
-        namespace: r.namespace.clone(),
+        name,
+        namespace,
         labels: None,
     };
-    let got = match k8s::Get::run(input, cx.clone()).await {
+    let (got, nodes) = tokio::join!(
+        k8s::Get::run(
+            get("deployment", Some(deployment.clone()), r.namespace.clone()),
+            cx.clone()
+        ),
+        k8s::Get::run(get("node", None, None), cx.clone()),
+    );
+    // Nodes a role may not list are unknown, not none.
+    let (nodes, cordoned) = match nodes {
+        Ok(list) => (
+            Some(list.items.len() as i64),
+            Some(
+                list.items
+                    .iter()
+                    .filter(|n| n["spec"]["unschedulable"] == Value::Bool(true))
+                    .count() as i64,
+            ),
+        ),
+        Err(_) => (None, None),
+    };
+    let got = match got {
         Ok(o) => o,
         Err(e) => {
             return App {
@@ -435,6 +455,8 @@ async fn app(r: &RegionTargets, kubeconfig: &Option<String>, dir: &Directory, cx
         ready: d["status"]["readyReplicas"].as_i64().unwrap_or(0),
         database_region: url.as_deref().and_then(|u| dir.database(u)),
         database_url: url.map(|u| mask_url_passwords(&u)),
+        nodes,
+        cordoned,
     }
 }
 

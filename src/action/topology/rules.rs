@@ -535,6 +535,38 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
         }
     }
 
+    // Kubernetes nodes: a cluster cordoned whole (a maintenance stopped in its window) cannot
+    // place a pod, so its region cannot take over an application.
+    for (name, r) in &t.regions {
+        let (Some(nodes), Some(cordoned)) = (r.app.nodes, r.app.cordoned) else {
+            continue;
+        };
+        if r.app.all_cordoned() {
+            out.push(anomaly(
+                Warning,
+                "nodes_cordoned",
+                Some(name),
+                format!(
+                    "every Kubernetes node in {name} is cordoned ({cordoned} of {nodes}): no new pod can be scheduled there, and a failover does not choose it as its target"
+                ),
+                Some(format!(
+                    "if a procedure cordoned them (maintenance), finish or undo it (`runbook runs`); otherwise uncordon them (k8s::uncordon, kubectl uncordon) in {name}"
+                )),
+            ));
+        } else if cordoned > 0 {
+            out.push(anomaly(
+                Info,
+                "nodes_cordoned",
+                Some(name),
+                format!(
+                    "{cordoned} of {nodes} Kubernetes nodes in {name} {} cordoned",
+                    if cordoned == 1 { "is" } else { "are" }
+                ),
+                None,
+            ));
+        }
+    }
+
     // The inventory.
     if let (Some(i), Some(p)) = (&t.inventory_primary, primary) {
         if i != p {
@@ -996,6 +1028,8 @@ mod tests {
             database_url: Some("postgres://app:***@db/app".into()),
             database_region: (!uses.is_empty()).then(|| uses.to_string()),
             error: None,
+            nodes: None,
+            cordoned: None,
         }
     }
 
@@ -1150,6 +1184,32 @@ mod tests {
                     let d = &mut t.regions.get_mut("eu").unwrap().database;
                     d.wal_log_hints = false;
                     d.data_checksums = true;
+                }),
+                vec![],
+            ),
+            (
+                "every node of a region cordoned",
+                Box::new(|t: &mut Topology| {
+                    let a = &mut t.regions.get_mut("eu").unwrap().app;
+                    (a.nodes, a.cordoned) = (Some(3), Some(3));
+                }),
+                vec![c("WARNING", "nodes_cordoned", Some("eu"))],
+            ),
+            (
+                "some nodes cordoned (one drained for a kernel update)",
+                Box::new(|t: &mut Topology| {
+                    let a = &mut t.regions.get_mut("eu").unwrap().app;
+                    (a.nodes, a.cordoned) = (Some(3), Some(1));
+                }),
+                vec![c("INFO", "nodes_cordoned", Some("eu"))],
+            ),
+            (
+                "nodes none cordoned, none listed, or an empty cluster",
+                Box::new(|t: &mut Topology| {
+                    let a = &mut t.regions.get_mut("eu").unwrap().app;
+                    (a.nodes, a.cordoned) = (Some(3), Some(0));
+                    let b = &mut t.regions.get_mut("us").unwrap().app;
+                    (b.nodes, b.cordoned) = (Some(0), Some(0));
                 }),
                 vec![],
             ),

@@ -436,3 +436,73 @@ fn approval_mode_waits_for_a_person_and_abandons_the_run_past_the_deadline() {
     );
     w.stop();
 }
+
+/// A failover the watcher cannot start — a maintenance holds the deployment through its
+/// window — is told to the team once, not every interval; once the maintenance is stopped
+/// and given up, the watcher fails over, passing over the region it left cordoned.
+#[test]
+fn a_failover_refused_by_a_held_lock_alerts_once_and_goes_ahead_once_released() {
+    let d = drill();
+    let args = d.args(
+        "maintenance",
+        &["--yes", "--var", "regions=eu-west-1", "--var", "window=5m"],
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut maintenance = d.t.spawn(&refs);
+    assert!(wait_for(Duration::from_secs(60), || {
+        d.t.run_ids()
+            .first()
+            .is_some_and(|r| d.t.journal(r).contains("timer_started"))
+    }));
+    let held = d.t.only_run();
+
+    let w = Watcher::start(&d, "w", &[]);
+    w.wait_for("all quiet", Duration::from_secs(20));
+    fail_region(&d, "us-east-1");
+    w.wait_for(
+        "the failover of us-east-1 could not start",
+        Duration::from_secs(30),
+    );
+    let refusals = || {
+        d.stack
+            .web
+            .messages()
+            .iter()
+            .filter(|m| format!("{m:?}").contains("could not start"))
+            .count()
+    };
+    // Several intervals later, still one alert.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        w.output().matches("could not start").count() >= 2,
+        "it tried again:\n{}",
+        w.output()
+    );
+    assert_eq!(refusals(), 1, "{:?}", d.stack.web.messages());
+    let alert = format!("{:?}", d.stack.web.messages());
+    assert!(alert.contains(&format!("is held by run {held}")), "{alert}");
+
+    // The on-call stops the maintenance and gives it up: the watcher goes ahead.
+    unsafe {
+        libc::kill(maintenance.id() as i32, libc::SIGTERM);
+    }
+    assert!(wait_for(Duration::from_secs(10), || maintenance
+        .try_wait()
+        .ok()
+        .flatten()
+        .is_some()));
+    let abandoned = d.t.exec(&["abandon", &held, "--reason", "primary down"]);
+    assert_eq!(abandoned.code, 0, "{}", abandoned.all());
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            d.t.run_ids().iter().any(|r| {
+                let j = d.t.journal(r);
+                j.contains("\"operator\":\"runbook watch\"") && j.contains("run_finished")
+            })
+        }),
+        "no failover finished:\n{}",
+        w.output()
+    );
+    assert_eq!(d.psql("ap-southeast-1", "SELECT pg_is_in_recovery()"), "f");
+    w.stop();
+}

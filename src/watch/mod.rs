@@ -287,6 +287,10 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
     let mut state = rules::State::default();
     let mut last_said = String::new();
     let mut acted_dry = false;
+    // The exit code of the last automatic failover that did not finish, and when the team was
+    // told: a failover refused each time the rule fires (a lock held by a maintenance) alerts
+    // once, and again every REMIND while it goes on.
+    let mut alerted_failure: Option<(i32, Instant)> = None;
     // The last automatic failover, found once (a full scan of the store) and again after
     // this watcher starts one.
     let mut last: Option<Option<(String, u64)>> = None;
@@ -342,19 +346,35 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                 last = None;
                 acted_dry = req.dry_run;
                 match result {
-                    Ok(()) => say(env, format!("the failover of {region} ended; watching")),
+                    Ok(()) => {
+                        alerted_failure = None;
+                        say(env, format!("the failover of {region} ended; watching"))
+                    }
                     Err(Error::Paused {
                         next: Next::Approve { run },
                         ..
                     }) if rules.approve_within_s > 0 => {
                         await_approval(env, &cx, &inv, &run, region, &rules)?
                     }
-                    Err(e) => say(
-                        env,
-                        format!(
-                            "the failover of {region} did not finish: {e}; `runbook runs` lists it"
-                        ),
-                    ),
+                    Err(e) => {
+                        let text = match e {
+                            Error::Locked(_) | Error::Claimed(_) => {
+                                format!("the failover of {region} could not start: {e}")
+                            }
+                            _ => format!(
+                                "the failover of {region} did not finish: {e}; `runbook runs` lists it"
+                            ),
+                        };
+                        say(env, text.clone());
+                        // A person has to act: tell the team, once for the same refusal.
+                        let told = alerted_failure.is_some_and(|(code, at)| {
+                            code == e.exit_code() && at.elapsed() < REMIND
+                        });
+                        if !told {
+                            alert(env, &cx, &inv, &format!("runbook watch: {text}"));
+                            alerted_failure = Some((e.exit_code(), Instant::now()));
+                        }
+                    }
                 }
                 state = rules::State::default();
             }
@@ -372,6 +392,9 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
     guard.release();
     Ok(())
 }
+
+/// How often the team is told again of automatic failovers that keep being refused.
+const REMIND: Duration = Duration::from_secs(600);
 
 /// Approval mode: the failover run paused for approval. Alert, wait for a person to resume it
 /// with --approve; past the deadline abandon it (nothing was changed: it pauses before any

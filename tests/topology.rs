@@ -453,8 +453,26 @@ fn a_region_cordoned_whole_is_named_by_status_and_passed_over_by_the_failovers()
         || d.run("planned-failover", &["--yes", "--var", "target=eu-west-1"]),
     );
 
+    // Both standbys' regions cordoned: nothing to fail over to, and it says why.
     d.stack.web.set_health("us-east-1", Health::Fail);
     d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
+    for n in 1..=3 {
+        d.kubectl(
+            "ap-southeast-1",
+            &["cordon", &format!("ap-southeast-1-node-{n}")],
+        );
+    }
+    let refused = d.run("emergency-failover", &["--var", "check_interval=100ms"]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert_says(
+        &refused.stderr,
+        &["no standby can take over (asked for: any): [\"eu-west-1\", \"ap-southeast-1\"] passed over: every Kubernetes node there is cordoned", "--var force=true", "Nothing was changed"],
+    );
+    assert_eq!(
+        (role(&d, "ap-southeast-1"), role(&d, "eu-west-1")),
+        ("standby".to_string(), "standby".to_string())
+    );
+    d.kubectl("ap-southeast-1", &["uncordon", "ap-southeast-1-node-2"]);
     let ran = d.run("emergency-failover", &["--var", "check_interval=100ms"]);
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert_says(

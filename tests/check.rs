@@ -89,6 +89,27 @@ fn check_knows_what_imported_modules_offer() {
     assert!(!ran.stderr.contains("twice"), "{}", ran.stderr);
 }
 
+/// A module that cannot be imported is one mistake, reported at the import, not again at every
+/// call through it.
+#[test]
+fn a_module_that_does_not_compile_is_reported_once() {
+    let t = Test::new()
+        .file("lib/util.rhai", "fn twice(x) { x * }")
+        .script(
+            "import \"./lib/util\" as util;\nimport \"nosuch\" as n;\nutil::twice(1);\nutil::twice(2);\nn::f();\n",
+        );
+    let ran = t.exec(&["check", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &[
+            "module lib/util.rhai does not compile",
+            "no module 'nosuch'",
+        ],
+    );
+    assert!(!ran.stderr.contains("unknown namespace"), "{}", ran.stderr);
+}
+
 /// A misspelt required field is one mistake: it is named with the field meant, and not
 /// reported a second time as missing. A field really missing still is.
 #[test]

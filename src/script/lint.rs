@@ -36,6 +36,9 @@ struct Linter<'a> {
     source: &'a str,
     /// Import alias → the module's functions (name, arity).
     imports: HashMap<String, Vec<(String, usize)>>,
+    /// Aliases of imports that failed (no such module, or it does not compile): that is
+    /// reported once, at the import, not again at every call through it.
+    broken: std::collections::HashSet<String>,
     problems: Vec<(Position, String)>,
     /// Field names and required fields per action, from its schema (built once).
     fields: HashMap<String, (Vec<String>, Vec<String>)>,
@@ -289,6 +292,9 @@ impl Linter<'_> {
             }
             return;
         }
+        if self.broken.contains(&root) {
+            return;
+        }
         if let Some(functions) = self.imports.get(&root) {
             if !functions.iter().any(|(n, a)| n == name && *a == args) {
                 let names: Vec<&str> = functions.iter().map(|(n, _)| n.as_str()).collect();
@@ -332,6 +338,7 @@ pub fn lint(
         file,
         source,
         imports: HashMap::new(),
+        broken: Default::default(),
         problems: Vec::new(),
         fields: HashMap::new(),
     };
@@ -349,10 +356,13 @@ pub fn lint(
     let parser = super::parser();
     for (alias, module, pos) in imports {
         match resolver.source(&module) {
-            None => linter.problem(
-                pos,
-                format!("no module '{module}': {}", super::stdlib::known_modules()),
-            ),
+            None => {
+                linter.problem(
+                    pos,
+                    format!("no module '{module}': {}", super::stdlib::known_modules()),
+                );
+                linter.broken.insert(alias);
+            }
             Some((name, text)) => match parser.compile(&text) {
                 Ok(m) => {
                     let functions = m
@@ -361,7 +371,10 @@ pub fn lint(
                         .collect();
                     linter.imports.insert(alias, functions);
                 }
-                Err(e) => linter.problem(pos, format!("module {name} does not compile: {e}")),
+                Err(e) => {
+                    linter.problem(pos, format!("module {name} does not compile: {e}"));
+                    linter.broken.insert(alias);
+                }
             },
         }
     }

@@ -48,9 +48,14 @@ impl StdlibResolver {
         };
         if path.starts_with("./") || path.starts_with("../") || path.starts_with('/') {
             let p = self.base_dir.join(&file);
+            // Named without the "./" of a runbook in the current folder: lib/util.rhai.
+            let shown: PathBuf = p
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
             return std::fs::read_to_string(&p)
                 .ok()
-                .map(|s| (p.display().to_string(), s));
+                .map(|s| (shown.display().to_string(), s));
         }
         if let Ok(dir) = std::env::var("RUNBOOK_STDLIB") {
             let p = PathBuf::from(dir).join(&file);

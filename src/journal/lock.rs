@@ -413,7 +413,7 @@ fn held_by_run(store: &dyn Store, name: &str) -> Option<Error> {
 /// What a running run is doing, by its journal: waiting on a durable timer (with the time
 /// left), asking for approval, running an action, or in a step. Of parallel branches, the one
 /// that wrote last. None before its first step.
-pub(super) fn doing_now(records: &[Record], now_ms: u64) -> Option<String> {
+fn doing_now(records: &[Record], now_ms: u64) -> Option<String> {
     enum Doing {
         Step,
         Action(String),
@@ -435,6 +435,11 @@ pub(super) fn doing_now(records: &[Record], now_ms: u64) -> Option<String> {
             | Event::ActionFailed { step, .. }
             | Event::TimerFired { step, .. }
             | Event::Approved { step, .. } => Some((step.clone(), Doing::Step)),
+            // Back in the step around it, if any.
+            Event::StepFinished { step, .. } | Event::StepFailed { step, .. } => step
+                .split_last()
+                .filter(|(_, parent)| !parent.is_empty())
+                .map(|(_, parent)| (parent.to_vec(), Doing::Step)),
             e if e.ending().is_some() => None,
             _ => continue,
         };
@@ -531,6 +536,28 @@ mod tests {
             (vec![], None),
             (vec![started()], None),
             (vec![started(), step("observe")], Some("in step 'observe'")),
+            (
+                vec![
+                    started(),
+                    step("observe"),
+                    Event::StepFinished {
+                        step: path(&["observe"]),
+                        elapsed_ms: 1,
+                    },
+                ],
+                None,
+            ),
+            (
+                vec![
+                    started(),
+                    timer(now + 1_000),
+                    Event::StepFinished {
+                        step: path(&["eu-west-1", "maintenance window"]),
+                        elapsed_ms: 1,
+                    },
+                ],
+                Some("in step 'eu-west-1'"),
+            ),
             (
                 vec![started(), step("s"), action(true)],
                 Some("running k8s::scale in step 's'"),

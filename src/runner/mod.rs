@@ -997,6 +997,15 @@ fn replay_refused(
     }
 }
 
+/// 'a', 'b › c': steps as messages name them.
+fn quoted(paths: &[StepPath]) -> String {
+    paths
+        .iter()
+        .map(|p| format!("'{}'", show_path(p)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Steps with changes that no undo covers: neither undone themselves nor inside a step that was.
 fn kept_changes(ctx: &RunCtx, undone: &[StepPath]) -> Vec<StepPath> {
     ctx.steps_with_changes()
@@ -1023,13 +1032,7 @@ fn nothing_to_undo(ctx: &Arc<RunCtx>, started: Instant) -> Error {
     let changes = if kept.is_empty() {
         "it made no change".to_string()
     } else {
-        format!(
-            "its changes ({}) stay as they are",
-            kept.iter()
-                .map(|p| format!("'{}'", show_path(p)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        format!("its changes ({}) stay as they are", quoted(&kept))
     };
     ctx.report(Progress::RunEnded {
         run_id: ctx.opts.run_id.clone(),
@@ -1081,13 +1084,6 @@ fn undo(
         },
         true,
     )?;
-    let quoted = |paths: &[StepPath]| {
-        paths
-            .iter()
-            .map(|p| format!("'{}'", show_path(p)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let mut message = format!("undid {}", quoted(&undone));
     let kept = kept_changes(ctx, &undone);
     if !kept.is_empty() {

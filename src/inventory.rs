@@ -197,8 +197,8 @@ fn mark_secrets(v: &mut Value, path: &str, file: &str) -> Result<(), Error> {
 fn collect_refs(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
     match v {
         Value::Object(m) => {
-            if let (1, Some(Value::String(name))) = (m.len(), m.get(SECRET_KEY)) {
-                out.push((path.to_string(), name.clone()));
+            if let Some(name) = crate::secret::reference(v) {
+                out.push((path.to_string(), name.to_string()));
                 return;
             }
             for (k, child) in m {

@@ -117,46 +117,55 @@ fn fill_in(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// The secret a JSON value refers to: `{"$secret": NAME}` (a key of its own, alone) gives NAME.
+pub fn reference(value: &serde_json::Value) -> Option<&str> {
+    match value {
+        serde_json::Value::Object(fields) if fields.len() == 1 => fields.get(SECRET_KEY)?.as_str(),
+        _ => None,
+    }
+}
+
+/// `value` with each secret reference replaced by `by_ref(NAME)` and each text by
+/// `text(TEXT)`, everything else as it is.
+fn rewrite_json(
+    value: &serde_json::Value,
+    by_ref: &dyn Fn(&str) -> Result<String, String>,
+    text: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    if let Some(name) = reference(value) {
+        return Ok(Value::String(by_ref(name)?));
+    }
+    Ok(match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), rewrite_json(v, by_ref, text)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| rewrite_json(v, by_ref, text))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::String(s) => Value::String(text(s)?),
+        other => other.clone(),
+    })
+}
+
 /// A JSON value for a machine (a request body, query parameters) with its secrets in place:
 /// each `{"$secret": NAME}` becomes the secret's value and each marker written into text is
 /// filled in. The journal keeps the value as it was given.
 pub fn reveal_json(value: &serde_json::Value) -> Result<serde_json::Value, String> {
-    use serde_json::Value;
-    Ok(match value {
-        Value::Object(fields) => match fields.get(SECRET_KEY) {
-            Some(Value::String(name)) if fields.len() == 1 => Value::String(from_env(name)?),
-            _ => Value::Object(
-                fields
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), reveal_json(v)?)))
-                    .collect::<Result<_, String>>()?,
-            ),
-        },
-        Value::Array(items) => {
-            Value::Array(items.iter().map(reveal_json).collect::<Result<_, _>>()?)
-        }
-        Value::String(s) => Value::String(fill_in(s)?),
-        other => other.clone(),
-    })
+    rewrite_json(value, &from_env, &fill_in)
 }
 
 /// A JSON value as it may be shown: each secret reference as `<secret NAME>`, the way a
 /// secret shows everywhere else.
 pub fn shown_json(value: &serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match value {
-        Value::Object(fields) => match fields.get(SECRET_KEY) {
-            Some(Value::String(name)) if fields.len() == 1 => Value::String(marker(name)),
-            _ => Value::Object(
-                fields
-                    .iter()
-                    .map(|(k, v)| (k.clone(), shown_json(v)))
-                    .collect(),
-            ),
-        },
-        Value::Array(items) => Value::Array(items.iter().map(shown_json).collect()),
-        other => other.clone(),
-    }
+    rewrite_json(value, &|name| Ok(marker(name)), &|t| Ok(t.to_string()))
+        .unwrap_or_else(|_| value.clone())
 }
 
 impl SecretString {

@@ -44,7 +44,7 @@ impl Inv {
 
     fn wrap(&self, path: String, v: &Value) -> Dynamic {
         match v {
-            Value::Object(m) if m.len() == 1 && m.contains_key(SECRET_KEY) => {
+            Value::Object(_) if crate::secret::reference(v).is_some() => {
                 match self.secrets.iter().find(|(p, _)| *p == path) {
                     Some((_, s)) => Dynamic::from(s.clone()),
                     None => Dynamic::UNIT,

@@ -406,24 +406,8 @@ impl RunCtx {
     fn unreplayed_writes_in(&self, keep: impl Fn(&StepPath) -> bool) -> Vec<String> {
         let consumed = self.journal.consumed.lock().unwrap();
         let mut out: Vec<String> = self
-            .journal
-            .replay
-            .calls
-            .iter()
-            .filter(|(k, c)| {
-                !consumed.contains(*k)
-                    && keep(&k.0)
-                    // An earlier `resume --undo`'s own calls are replayed only as it undoes.
-                    && k.0.first().map(String::as_str) != Some(journal::UNDO)
-                    && matches!(
-                        c,
-                        Call::Action {
-                            write: true,
-                            outcome: Outcome::Finished(_),
-                            ..
-                        }
-                    )
-            })
+            .finished_writes()
+            .filter(|(k, _)| !consumed.contains(*k) && keep(&k.0))
             .map(|((path, seq), c)| {
                 format!("{} at step '{}', call #{seq}", c.kind(), show_path(path))
             })
@@ -432,30 +416,31 @@ impl RunCtx {
         out
     }
 
-    /// The steps whose changes (finished writes) the journal records, outside an earlier
-    /// `resume --undo`'s own steps, sorted.
+    /// The steps whose changes (finished writes) the journal records, sorted.
     pub fn steps_with_changes(&self) -> Vec<StepPath> {
         let mut out: Vec<StepPath> = self
-            .journal
-            .replay
-            .calls
-            .iter()
-            .filter(|((path, _), c)| {
-                path.first().map(String::as_str) != Some(journal::UNDO)
-                    && matches!(
-                        c,
-                        Call::Action {
-                            write: true,
-                            outcome: Outcome::Finished(_),
-                            ..
-                        }
-                    )
-            })
+            .finished_writes()
             .map(|((path, _), _)| path.clone())
             .collect();
         out.sort();
         out.dedup();
         out
+    }
+
+    /// The finished writes the journal records, outside an earlier `resume --undo`'s own steps
+    /// (those are replayed only as it undoes).
+    fn finished_writes(&self) -> impl Iterator<Item = (&Key, &Call)> {
+        self.journal.replay.calls.iter().filter(|((path, _), c)| {
+            path.first().map(String::as_str) != Some(journal::UNDO)
+                && matches!(
+                    c,
+                    Call::Action {
+                        write: true,
+                        outcome: Outcome::Finished(_),
+                        ..
+                    }
+                )
+        })
     }
 
     // ---- built-ins ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ mod dry_run;
 mod example;
 mod journal;
 mod kube;
+mod layout;
 mod lock;
 mod pg;
 mod prom;

@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use rhai::{ASTNode, Expr, Position, Stmt, AST};
 
-use super::builtins::{PARAM_KEYS, PARAM_TYPES};
+use super::params::{PARAM_KEYS, PARAM_TYPES};
+use super::suggest::{closest, suggest};
 use crate::action::Registry;
 use crate::action::COMMON_FIELDS;
 use crate::error::Error;
@@ -42,38 +43,6 @@ struct Linter<'a> {
     problems: Vec<(Position, String)>,
     /// Field names and required fields per action, from its schema (built once).
     fields: HashMap<String, (Vec<String>, Vec<String>)>,
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The candidate closest to `word`, when one is close enough to be what was meant.
-pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-        .min()
-        .map(|(_, c)| c)
-}
-
-/// " (did you mean `x`?)" when one candidate is close.
-pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    closest(word, candidates)
-        .map(|c| format!(" (did you mean `{c}`?)"))
-        .unwrap_or_default()
 }
 
 /// A literal as far as lint can see it: Rhai folds constant maps into a single value.

@@ -4,15 +4,18 @@
 mod builtins;
 pub mod host;
 pub mod lint;
+mod params;
 pub(crate) mod stdlib;
+mod suggest;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 
-pub use builtins::{resolve_params, ActionDocs};
+pub use builtins::ActionDocs;
 pub use host::{Host, NoHost};
+pub use params::resolve_params;
 pub use stdlib::{StdlibResolver, STDLIB};
 
 use crate::error::{Error, ScriptPos};
@@ -95,7 +98,7 @@ pub fn compile(engine: &Engine, scope: &Scope, file: &str, source: &str) -> Resu
                 let namespaces: Vec<&str> = crate::action::Registry::standard().namespaces();
                 format!(
                     "unknown namespace `{name}`{}; the namespaces are {} (and modules you import)",
-                    lint::suggest(name, namespaces.iter().copied()),
+                    suggest::suggest(name, namespaces.iter().copied()),
                     namespaces.join(", ")
                 )
             }

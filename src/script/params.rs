@@ -1,0 +1,231 @@
+//! A runbook's declared parameters (`params(#{...})`): the keys and types a declaration may
+//! have, and `--var name=value` checked and converted against them.
+
+use std::collections::BTreeMap;
+
+use rhai::{Dynamic, Map};
+
+/// The keys a parameter declaration may have.
+pub const PARAM_KEYS: [&str; 5] = ["type", "default", "doc", "required", "choices"];
+pub const PARAM_TYPES: [&str; 5] = ["string", "int", "float", "bool", "list"];
+
+/// `params(#{ name: #{type, default, doc, required, choices} })`: checks the `--var` values
+/// against the declarations and returns them typed, or every problem found.
+pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Map, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut out = Map::new();
+    for (name, decl) in decls {
+        let Some(decl) = decl.read_lock::<Map>().map(|m| m.clone()) else {
+            problems.push(format!("parameter '{name}': its declaration must be a map, e.g. #{{ type: \"string\", default: \"..\" }}"));
+            continue;
+        };
+        for key in decl.keys() {
+            if !PARAM_KEYS.contains(&key.as_str()) {
+                problems.push(format!(
+                    "parameter '{name}': unknown key `{key}`; the keys are {}",
+                    PARAM_KEYS.join(", ")
+                ));
+            }
+        }
+        let ty = decl
+            .get("type")
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "string".into());
+        if !PARAM_TYPES.contains(&ty.as_str()) {
+            problems.push(format!(
+                "parameter '{name}': unknown type \"{ty}\"; the types are {}",
+                PARAM_TYPES.join(", ")
+            ));
+            continue;
+        }
+        let doc = decl
+            .get("doc")
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        let value = match vars.get(name.as_str()) {
+            Some(text) => match parse_param(&ty, text) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(format!("--var {name}={text}: {e}"));
+                    continue;
+                }
+            },
+            None => match decl.get("default") {
+                Some(d) => d.clone(),
+                None if decl.get("required").and_then(|r| r.as_bool().ok()) == Some(false) => {
+                    Dynamic::UNIT
+                }
+                None => {
+                    problems.push(format!("missing parameter: --var {name}=<{ty}>{doc}"));
+                    continue;
+                }
+            },
+        };
+        if let Some(choices) = decl
+            .get("choices")
+            .and_then(|c| c.read_lock::<rhai::Array>().map(|a| a.clone()))
+        {
+            let shown = value.to_string();
+            if !value.is_unit() && !choices.iter().any(|c| c.to_string() == shown) {
+                let list: Vec<String> = choices.iter().map(|c| c.to_string()).collect();
+                problems.push(format!(
+                    "--var {name}={shown}: must be one of {}",
+                    list.join(", ")
+                ));
+                continue;
+            }
+        }
+        out.insert(name.clone(), value);
+    }
+    for given in vars.keys() {
+        if !decls.contains_key(given.as_str()) {
+            let declared: Vec<&str> = decls.keys().map(|k| k.as_str()).collect();
+            let hint = if declared.is_empty() {
+                "it declares none".to_string()
+            } else {
+                format!("it declares {}", declared.join(", "))
+            };
+            let close = super::suggest::suggest(given, declared.iter().copied());
+            problems.push(format!("unknown parameter --var {given}{close}: {hint}"));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(out)
+}
+
+fn parse_param(ty: &str, text: &str) -> Result<Dynamic, String> {
+    match ty {
+        "int" => text
+            .trim()
+            .parse::<rhai::INT>()
+            .map(Dynamic::from)
+            .map_err(|_| "expected a whole number".into()),
+        "float" => text
+            .trim()
+            .parse::<rhai::FLOAT>()
+            .map(Dynamic::from)
+            .map_err(|_| "expected a number".into()),
+        "bool" => match text.trim() {
+            "true" | "yes" | "1" => Ok(true.into()),
+            "false" | "no" | "0" => Ok(false.into()),
+            _ => Err("expected true or false".into()),
+        },
+        "list" => Ok(Dynamic::from_array(
+            text.split(',')
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(|s| Dynamic::from(s.to_string()))
+                .collect(),
+        )),
+        _ => Ok(Dynamic::from(text.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rhai::{Dynamic, Map};
+
+    use super::resolve_params;
+
+    fn decl(pairs: &[(&str, Dynamic)]) -> Dynamic {
+        let mut m = Map::new();
+        for (k, v) in pairs {
+            m.insert((*k).into(), v.clone());
+        }
+        Dynamic::from_map(m)
+    }
+
+    fn decls() -> Map {
+        let mut d = Map::new();
+        d.insert(
+            "target".into(),
+            decl(&[
+                ("type", "string".into()),
+                (
+                    "choices",
+                    Dynamic::from_array(vec!["eu".into(), "ap".into()]),
+                ),
+            ]),
+        );
+        d.insert(
+            "force".into(),
+            decl(&[("type", "bool".into()), ("default", false.into())]),
+        );
+        d.insert(
+            "max".into(),
+            decl(&[("type", "int".into()), ("default", 16_i64.into())]),
+        );
+        d.insert(
+            "regions".into(),
+            decl(&[("type", "list".into()), ("required", false.into())]),
+        );
+        d
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parameters_are_typed_defaulted_and_checked() {
+        let ok = resolve_params(
+            &decls(),
+            &vars(&[("target", "eu"), ("force", "yes"), ("regions", "a, b,")]),
+        )
+        .unwrap();
+        assert_eq!(ok["target"].to_string(), "eu");
+        assert!(ok["force"].as_bool().unwrap());
+        assert_eq!(ok["max"].as_int().unwrap(), 16);
+        assert_eq!(ok["regions"].to_string(), r#"["a", "b"]"#);
+
+        type Given<'a> = Vec<(&'a str, &'a str)>;
+        let cases: Vec<(Given, Vec<&str>)> = vec![
+            (vec![], vec!["missing parameter: --var target=<string>"]),
+            (
+                vec![("target", "us")],
+                vec!["--var target=us: must be one of eu, ap"],
+            ),
+            (
+                vec![("target", "eu"), ("max", "many")],
+                vec!["--var max=many: expected a whole number"],
+            ),
+            (
+                vec![("target", "eu"), ("force", "maybe")],
+                vec!["--var force=maybe: expected true or false"],
+            ),
+            (
+                vec![("target", "eu"), ("taget", "x")],
+                vec!["unknown parameter --var taget (did you mean `target`?): it declares force, max, regions, target"],
+            ),
+            (
+                vec![("target", "eu"), ("colour", "x")],
+                vec!["unknown parameter --var colour: it declares force, max, regions, target"],
+            ),
+        ];
+        for (given, want) in cases {
+            let problems = resolve_params(&decls(), &vars(&given)).unwrap_err();
+            assert_eq!(problems, want, "{given:?}");
+        }
+        let mut bad = Map::new();
+        bad.insert(
+            "x".into(),
+            decl(&[("type", "date".into()), ("defualt", 1_i64.into())]),
+        );
+        let problems = resolve_params(&bad, &vars(&[])).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("unknown key `defualt`")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("unknown type \"date\"")),
+            "{problems:?}"
+        );
+    }
+}

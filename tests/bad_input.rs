@@ -1,7 +1,7 @@
 //! Every kind of bad input: a clear message naming the thing at fault, exit code 2, and
 //! nothing done.
 
-use crate::support::{Server, Test};
+use crate::support::{assert_says, Server, Test};
 
 fn refused(script: &str, args: &[&str], message: &str) {
     let server = Server::start();
@@ -115,6 +115,21 @@ fn parameters_are_checked_before_anything_runs() {
         &[],
         "parameter 'n': unknown key `tpye` (did you mean `type`?)",
     );
+
+    // The run was announced before its parameters were read: its end says it is not kept,
+    // and indeed no run is left to look for.
+    let t = Test::new().script(decl).run(&[]).code(2);
+    let ran = t.check();
+    assert_says(
+        &ran.stdout,
+        &[
+            "starting run ",
+            "run refused after ",
+            ": nothing ran, and the run is not kept",
+        ],
+    );
+    assert_eq!(t.run_ids(), Vec::<String>::new());
+    assert!(!ran.stdout.contains("resume"), "{}", ran.stdout);
 }
 
 #[test]

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::support::{assert_says, kill9, wait_for, Server, Test};
@@ -573,4 +574,68 @@ fn a_resume_asks_again_for_a_var_whose_password_the_journal_does_not_keep() {
     for text in [t.journal(&run), t.state_text(), said, resumed.all()] {
         assert!(!text.contains(PASSWORD), "a password shows: {text}");
     }
+}
+
+/// `resume` or `abandon` without a run never guesses: it lists the runs still open, each with
+/// the command for it, and changes nothing.
+#[test]
+fn resume_without_a_run_lists_the_open_ones() {
+    let t = Test::new()
+        .file("gate.rhai", "step(\"gate\", || approve(\"go on?\"));")
+        .file("broken.rhai", "step(\"check\", || fail(\"not ready\"));")
+        .file("fine.rhai", "step(\"only\", || log(\"done\"));");
+    let none = t.exec(&["resume"]);
+    assert_eq!(none.code, 2, "{}", none.all());
+    assert_says(
+        &none.stderr,
+        &["no run in directory .runbook is paused, interrupted, failed or crashed"],
+    );
+
+    assert_eq!(t.exec(&["run", "gate.rhai"]).code, 3);
+    assert_eq!(t.exec(&["run", "broken.rhai"]).code, 1);
+    assert_eq!(t.exec(&["run", "fine.rhai"]).code, 0);
+    let runbook_of = |id: &String| {
+        let first = t.journal(id).lines().next().unwrap().to_string();
+        ["gate", "broken", "fine"]
+            .into_iter()
+            .find(|n| first.contains(&format!("{n}.rhai")))
+            .unwrap()
+    };
+    let ids: BTreeMap<&str, String> = t
+        .run_ids()
+        .into_iter()
+        .map(|id| (runbook_of(&id), id))
+        .collect();
+    let before = t.state_text();
+
+    let listed = t.exec(&["resume"]);
+    assert_eq!(listed.code, 2, "{}", listed.all());
+    assert_says(
+        &listed.stderr,
+        &[
+            "which run? `runbook resume RUN`".to_string(),
+            format!("{}  gate.rhai, started ", ids["gate"]),
+            "paused at step 'gate': waiting for approval: \"go on?\"".to_string(),
+            format!("runbook resume {}\n", ids["gate"]),
+            format!("{}  broken.rhai", ids["broken"]),
+            "failed at step 'check'".to_string(),
+        ],
+    );
+    assert!(!listed.stderr.contains(&ids["fine"]), "{}", listed.stderr);
+
+    let listed = t.exec(&["abandon"]);
+    assert_eq!(listed.code, 2, "{}", listed.all());
+    assert_says(
+        &listed.stderr,
+        &[format!(
+            "runbook abandon {} --reason \"...\"",
+            ids["broken"]
+        )],
+    );
+    let elsewhere = t.exec(&["abandon", "--state-dir", "other"]);
+    assert_says(
+        &elsewhere.stderr,
+        &["no run in directory other is paused, interrupted, failed or crashed; `runbook runs --state-dir other` lists them all"],
+    );
+    assert_eq!(t.state_text(), before, "listing changed a run");
 }

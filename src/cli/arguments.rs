@@ -75,7 +75,8 @@ pub enum Command {
     },
     /// Continue a run that was interrupted, paused or failed
     Resume {
-        run_id: String,
+        /// The run (`runbook runs` lists them); left out, the runs that can be resumed are listed
+        run_id: Option<String>,
         /// Approve the approval the run is waiting for
         #[arg(long)]
         approve: bool,
@@ -104,7 +105,8 @@ pub enum Command {
     /// claims on locks released so other procedures may run. Nothing is undone: check the
     /// deployment first (runbooks/status.rhai)
     Abandon {
-        run_id: String,
+        /// The run (`runbook runs` lists them); left out, the runs still open are listed
+        run_id: Option<String>,
         /// Why, for the journal and the team
         #[arg(long)]
         reason: Option<String>,

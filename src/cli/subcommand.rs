@@ -72,6 +72,9 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             vars,
             output,
         } => {
+            let Some(run_id) = run_id else {
+                return Err(which_run(store.as_ref(), "resume", store_flag));
+            };
             let vars = parse_vars(&vars)?;
             let inflight = if retry_inflight {
                 Some(Inflight::Retry)
@@ -96,6 +99,9 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             result
         }
         Command::Abandon { run_id, reason } => {
+            let Some(run_id) = run_id else {
+                return Err(which_run(store.as_ref(), "abandon", store_flag));
+            };
             let done = runner::abandon(
                 store.as_ref(),
                 &run_id,
@@ -250,6 +256,62 @@ fn check(files: &[std::path::PathBuf]) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// `runbook resume` or `abandon` without a run: never a guess (at 3 a.m. the newest run is
+/// not always the one meant), but the runs still open, each with the command for it.
+fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
+    use crate::journal::RunStatus::{Crashed, Failed, Interrupted, Paused};
+    let mut open = Vec::new();
+    for id in store.list().unwrap_or_default() {
+        let Ok(loaded) = store.read(&id) else {
+            continue;
+        };
+        let s = runner::summarize(&id, &loaded.records);
+        // A run still running is neither: its own process is at it.
+        if matches!(s.status, Paused | Interrupted | Failed | Crashed) {
+            let runbook = std::path::Path::new(&s.runbook)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut at = if s.last_step.is_empty() {
+                String::new()
+            } else {
+                format!(" at step '{}'", s.last_step)
+            };
+            if s.status == Paused {
+                let reason = loaded.records.iter().rev().find_map(|r| match &r.event {
+                    Event::RunPaused { reason } => Some(reason.as_str()),
+                    _ => None,
+                });
+                if let Some(reason) = reason {
+                    at.push_str(&format!(": {reason}"));
+                }
+            }
+            let reason = if verb == "abandon" {
+                " --reason \"...\""
+            } else {
+                ""
+            };
+            open.push(format!(
+                "{}  {runbook}, started {}, {}{at}\n      runbook {verb} {}{store_flag}{reason}",
+                s.run_id,
+                s.started.get(..16).unwrap_or(&s.started).replace('T', " "),
+                s.status,
+                s.run_id
+            ));
+        }
+    }
+    if open.is_empty() {
+        return Error::Usage(format!(
+            "which run? `runbook {verb} RUN`, but no run in {} is paused, interrupted, failed or crashed; `runbook runs{store_flag}` lists them all",
+            store.describe()
+        ));
+    }
+    Error::Usage(format!(
+        "which run? `runbook {verb} RUN`; these are paused, interrupted, failed or crashed:\n  {}",
+        open.join("\n  ")
+    ))
 }
 
 fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {

@@ -192,7 +192,7 @@ pub(crate) fn ended_text(status: RunStatus, elapsed_ms: u64, message: &Option<St
     let mut out = format!("run {status} after {}", human_ms(elapsed_ms));
     if !matches!(
         status,
-        RunStatus::Finished | RunStatus::FinishedDryRun | RunStatus::Undone
+        RunStatus::Finished | RunStatus::FinishedDryRun | RunStatus::Undone | RunStatus::Refused
     ) {
         return out;
     }

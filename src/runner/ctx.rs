@@ -253,6 +253,11 @@ impl RunCtx {
         self.journal.writer.lock().unwrap().is_some()
     }
 
+    /// A new run refused before its first record: its journal was never created.
+    pub fn never_recorded(&self) -> bool {
+        self.journal.init.lock().unwrap().is_some()
+    }
+
     pub fn sync_journal(&self) {
         if let Some(w) = self.journal.writer.lock().unwrap().as_mut() {
             let _ = w.sync();

@@ -870,6 +870,16 @@ fn ended_with(
                     },
                     true,
                 );
+            } else if ctx.never_recorded() {
+                // The run was announced ("starting run ..") but refused before its first
+                // record: say that no such run exists now, so nobody looks for it.
+                ctx.report(Progress::RunEnded {
+                    run_id,
+                    status: RunStatus::Refused,
+                    elapsed_ms,
+                    message: Some("nothing ran, and the run is not kept".into()),
+                    next: None,
+                });
             }
             error
         }

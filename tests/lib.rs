@@ -17,6 +17,7 @@ mod journal;
 mod kube;
 mod layout;
 mod lock;
+mod on_failure;
 mod pg;
 mod prom;
 mod redis;

@@ -11,7 +11,7 @@ use runbook_stack::redis::{cli, info_field};
 use runbook_stack::web::Health;
 use runbook_stack::{moto, Stack};
 
-use crate::support::{kill9, wait_for, Ran, Test};
+use crate::support::{assert_says, kill9, wait_for, Ran, Test};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -1077,14 +1077,6 @@ fn upgrade_goes_region_by_region_and_rolls_back_a_failing_one() {
         "orchestrator:1.1",
         "the regions after it are untouched"
     );
-    assert!(
-        d.stack
-            .web
-            .messages()
-            .iter()
-            .any(|m| m.to_string().contains("failed its checks")),
-        "the team was told"
-    );
     d.stack.web.set_health("ap-southeast-1", Health::Ok);
     let run = failed
         .stdout
@@ -1093,6 +1085,24 @@ fn upgrade_goes_region_by_region_and_rolls_back_a_failing_one() {
         .and_then(|l| l.split(':').next())
         .unwrap()
         .to_string();
+    // The team was told, once, by the runbook's failure handler: where, and how it goes on.
+    let told: Vec<String> = d
+        .stack
+        .web
+        .messages()
+        .iter()
+        .map(|m| m.to_string())
+        .filter(|m| m.contains("failed its checks"))
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_says(
+        &told[0],
+        &[
+            ":x: upgrade to orchestrator:1.2 FAILED at step 'upgrade ap-southeast-1': ",
+            "ap-southeast-1 failed its checks and was rolled back to orchestrator:1.1",
+            &format!("run {run} stopped mid-way; once the cause is fixed, `runbook resume {run}`"),
+        ],
+    );
     let undone = d.t.exec(&["resume", &run, "--undo"]);
     assert_eq!(undone.code, 0, "{}", undone.all());
     let report = d.report(&run, "undone");

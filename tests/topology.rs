@@ -464,6 +464,17 @@ fn a_region_cordoned_whole_is_named_by_status_and_passed_over_by_the_failovers()
     }
     let refused = d.run("emergency-failover", &["--var", "check_interval=100ms"]);
     assert_eq!(refused.code, 1, "{}", refused.all());
+    // The team heard "emergency failover starting": it hears that it failed, and why.
+    let run = d.t.newest_run();
+    let slack = format!("{:?}", d.stack.web.messages());
+    assert_says(
+        &slack,
+        &[
+            "us-east-1 is failing: emergency failover starting",
+            ":x: emergency failover from us-east-1 FAILED at step 'choose target': no standby can take over",
+            &format!("run {run} changed nothing"),
+        ],
+    );
     assert_says(
         &refused.stderr,
         &["no standby can take over (asked for: any): [\"eu-west-1\", \"ap-southeast-1\"] passed over: every Kubernetes node there is cordoned", "--var force=true", "Nothing was changed"],

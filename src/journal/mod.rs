@@ -32,6 +32,21 @@ pub type StepPath = Vec<String>;
 /// The first segment of the step path of undo closures (`undo › stop writes`).
 pub const UNDO: &str = "undo";
 
+/// The step a failure handler runs as, in the `session`-th session of its run: each failing
+/// session has its own, so that an earlier session's calls are never replayed in its place.
+pub fn failure_step(session: usize) -> StepPath {
+    vec![format!("on failure (session {session})")]
+}
+
+/// Whether `path` is in a failure handler's step.
+pub fn in_failure_step(path: &[String]) -> bool {
+    path.first().is_some_and(|s| {
+        s.strip_prefix("on failure (session ")
+            .and_then(|n| n.strip_suffix(')'))
+            .is_some_and(|n| n.parse::<usize>().is_ok())
+    })
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -80,8 +95,8 @@ pub enum Event {
         input_hash: String,
         write: bool,
         idempotent: bool,
-        /// A write that only tells people (a Slack message): it changes no system, so a run
-        /// that sent only notices has changed nothing.
+        /// A write that only tells people (a Slack message, or any call of a failure
+        /// handler): it changes no system, so a run that sent only notices has changed nothing.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         notice: bool,
     },

@@ -324,6 +324,8 @@ impl RunCtx {
     }
 
     fn record_start(&self, call: &ActionCall) -> RhaiResult<()> {
+        // What a failure handler does is telling someone: never a change of the run's.
+        let notice = call.spec.is_notice() || crate::journal::in_failure_step(&call.key.0);
         self.journal_or_stop(
             Event::ActionStarted {
                 step: call.key.0.clone(),
@@ -333,7 +335,7 @@ impl RunCtx {
                 input_hash: call.prepared.input_hash.clone(),
                 write: call.write,
                 idempotent: call.idempotent,
-                notice: call.spec.is_notice(),
+                notice,
             },
             // Durable before the side effect, so that resume knows it may have happened and
             // asks. An idempotent write needs no such care: resume runs an idempotent call
@@ -341,7 +343,7 @@ impl RunCtx {
             call.write && !call.idempotent,
             call.pos,
         )?;
-        if call.write && !call.spec.is_notice() {
+        if call.write && !notice {
             self.state.wrote.store(true, Ordering::SeqCst);
         }
         self.report(Progress::ActionStarted {

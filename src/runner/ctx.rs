@@ -94,6 +94,9 @@ pub struct RunState {
     /// Undo closures of finished steps, with the runtime state (imports) they were declared in.
     #[allow(deprecated)] // NativeCallContextStore is "volatile", not deprecated
     pub undo: Mutex<Vec<(StepPath, FnPtr, rhai::NativeCallContextStore)>>,
+    /// `on_failure(..)`'s closure, with the runtime state it was declared in.
+    #[allow(deprecated)]
+    pub on_failure: Mutex<Option<(FnPtr, rhai::NativeCallContextStore)>>,
     /// Nanoseconds spent inside actions (the rest of a run's time is the engine's).
     pub action_time: ActionClock,
     /// Whether the run (this process or an earlier one) started a change: a run that did not
@@ -433,10 +436,12 @@ impl RunCtx {
     }
 
     /// The finished writes the journal records, outside an earlier `resume --undo`'s own steps
-    /// (those are replayed only as it undoes).
+    /// (those are replayed only as it undoes) and outside failure handlers (each session's
+    /// is its own, never replayed).
     fn finished_writes(&self) -> impl Iterator<Item = (&Key, &Call)> {
         self.journal.replay.calls.iter().filter(|((path, _), c)| {
             path.first().map(String::as_str) != Some(journal::UNDO)
+                && !journal::in_failure_step(path)
                 && matches!(
                     c,
                     Call::Action {

@@ -112,6 +112,20 @@ impl Host for RunCtx {
         }
     }
 
+    fn on_failure(&self, ncx: &NativeCallContext, handler: FnPtr) -> RhaiResult<()> {
+        let mut slot = self.state.on_failure.lock().unwrap();
+        if slot.is_some() {
+            return Err(self.invalid(
+                "on_failure(..) is declared twice; one handler per run",
+                ncx.call_position(),
+            ));
+        }
+        #[allow(deprecated)] // "volatile", not deprecated
+        let caller = ncx.store_data();
+        *slot = Some((handler, caller));
+        Ok(())
+    }
+
     fn params(&self, decls: Map, pos: Position) -> RhaiResult<Map> {
         if self.state.params_declared.swap(true, Ordering::SeqCst) {
             return Err(Box::new(EvalAltResult::ErrorRuntime(

@@ -365,7 +365,10 @@ pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
                 host = h.clone();
                 s.ended = None;
             }
-            Event::StepStarted { step } => s.last_step = show_path(step),
+            // A failure handler's step is not where the run stopped.
+            Event::StepStarted { step } if !journal::in_failure_step(step) => {
+                s.last_step = show_path(step)
+            }
             Event::RunFinished { .. }
             | Event::RunUndone { .. }
             | Event::RunFailed { .. }
@@ -711,6 +714,11 @@ fn execute(
             return undo(ctx, &engine, started, file, source);
         }
     }
+    if let Err(e) = &result {
+        if !ctx.opts.undo_mode {
+            call_failure_handler(ctx, &engine, e);
+        }
+    }
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let run_id = ctx.opts.run_id.clone();
     let outcome = match result {
@@ -764,6 +772,64 @@ fn execute(
         pg_reused: crate::action::pg::REUSED.load(std::sync::atomic::Ordering::Relaxed),
     });
     outcome
+}
+
+/// `on_failure(..)`'s closure, when the run failed (not paused, interrupted or refused): called
+/// with what failed, as the step `on failure (session N)` (each failing session tells once;
+/// the handler's calls are never replayed). The run's failure stays as it was: its stop, its
+/// failed steps, its message; a failure of the handler itself is a warning.
+fn call_failure_handler(ctx: &Arc<RunCtx>, engine: &rhai::Engine, e: &EvalAltResult) {
+    let stop = ctx.take_stop();
+    let (error, step) = match &stop {
+        None if !matches!(e, EvalAltResult::ErrorTerminated(..)) => {
+            let step = ctx.state.failed_steps.lock().unwrap().first().cloned();
+            (crate::script::describe_error(e).0, step)
+        }
+        Some(Stop::Invalid { message, step, .. }) => (message.clone(), Some(step.clone())),
+        _ => return,
+    };
+    let Some((handler, caller)) = ctx.state.on_failure.lock().unwrap().take() else {
+        return;
+    };
+    let failed_steps = ctx.state.failed_steps.lock().unwrap().clone();
+    let mut failure = rhai::Map::new();
+    failure.insert(
+        "run".into(),
+        ctx.opts.run_id.clone().map_or(Dynamic::UNIT, Dynamic::from),
+    );
+    failure.insert(
+        "step".into(),
+        step.filter(|s| !s.is_empty())
+            .map_or(Dynamic::UNIT, |s| Dynamic::from(show_path(&s))),
+    );
+    failure.insert("error".into(), Dynamic::from(error));
+    failure.insert(
+        "changed".into(),
+        Dynamic::from(ctx.state.wrote.load(std::sync::atomic::Ordering::SeqCst)),
+    );
+
+    ctx.clear_stop();
+    let path = journal::failure_step(ctx.journal.replay.sessions + 1);
+    let result = ctx.scoped(path.clone(), false, rhai::Position::NONE, |replayed| {
+        frames::reset(frames::Frame::new(path.clone(), None, replayed));
+        #[allow(deprecated)] // "volatile", not deprecated
+        let context = caller.create_context(engine);
+        handler.call_within_context::<Dynamic>(&context, (failure,))
+    });
+    if let Err(e) = result {
+        let message = match ctx.take_stop() {
+            Some(Stop::Invalid { message, .. }) => message,
+            _ => crate::script::describe_error(&e).0,
+        };
+        ctx.report(Progress::Warning {
+            message: format!("the on_failure handler failed: {message}"),
+        });
+    }
+    ctx.clear_stop();
+    if let Some(stop) = stop {
+        ctx.set_stop(stop);
+    }
+    *ctx.state.failed_steps.lock().unwrap() = failed_steps;
 }
 
 /// Records and reports how a run stopped, and returns the error the operator sees, with what

@@ -55,6 +55,8 @@ pub struct Replay {
     /// How the last session ended, when it ended resumable (paused, failed, interrupted): a
     /// resume that is refused writes it again, so the run reads as it did before.
     pub last_end: Option<Event>,
+    /// How many sessions (processes) the run has had: its start and each resume.
+    pub sessions: usize,
 }
 
 impl Replay {
@@ -152,7 +154,10 @@ impl Replay {
                 Event::RunFailed { .. }
                 | Event::RunPaused { .. }
                 | Event::RunInterrupted { .. } => r.last_end = Some(rec.event.clone()),
-                Event::RunStarted { .. } | Event::RunResumed { .. } => r.last_end = None,
+                Event::RunStarted { .. } | Event::RunResumed { .. } => {
+                    r.last_end = None;
+                    r.sessions += 1;
+                }
                 _ => {}
             }
         }

@@ -271,6 +271,25 @@ pub fn register(engine: &mut Engine, ctx: Arc<dyn Host>, docs: Option<&ActionDoc
         },
     );
 
+    let c = ctx.clone();
+    documented(
+        "on_failure",
+        &["handler: Fn", "()"],
+        "/// Calls `handler` if the run fails (an action or `fail(..)`, or a mistake in the\n\
+         /// runbook), before it stops: to tell the team what a terminal alone would show. It\n\
+         /// gets `#{ run, step, error, changed }` (`changed`: whether the run made a change, so\n\
+         /// `runbook resume RUN` rather than a new run) and runs as the step `on failure\n\
+         /// (session N)`, once per failing session. Not called when the run pauses, is\n\
+         /// interrupted or is refused; a failure inside it is logged, never hides the first.",
+    )
+    .register_into_engine(
+        engine,
+        move |ncx: NativeCallContext, handler: FnPtr| -> RhaiResult<()> {
+            c.enter(ncx.call_source());
+            c.on_failure(&ncx, handler)
+        },
+    );
+
     let registry = ctx.registry();
     for namespace in registry.namespaces() {
         let mut module = Module::new();

@@ -49,6 +49,8 @@ pub trait Host: Send + Sync + 'static {
     fn lock(&self, name: &str, pos: Position) -> RhaiResult<()>;
     /// `params(#{..})`: the `--var` values, checked against the declarations.
     fn params(&self, decls: Map, pos: Position) -> RhaiResult<Map>;
+    /// `on_failure(|failure| ..)`: the closure to call if the run fails.
+    fn on_failure(&self, ncx: &NativeCallContext, handler: FnPtr) -> RhaiResult<()>;
 }
 
 /// The host of a script that is compiled, never run.
@@ -116,5 +118,8 @@ impl Host for NoHost {
     }
     fn params(&self, _: Map, pos: Position) -> RhaiResult<Map> {
         Err(not_running(pos))
+    }
+    fn on_failure(&self, _: &NativeCallContext, _: FnPtr) -> RhaiResult<()> {
+        Ok(())
     }
 }

@@ -25,6 +25,7 @@ const BUILTINS: &[(&str, &[usize])] = &[
     ("fail", &[1]),
     ("secret", &[1]),
     ("lock", &[1]),
+    ("on_failure", &[1]),
     ("is_dry_run", &[0]),
 ];
 

@@ -1,0 +1,216 @@
+//! `on_failure(|f| ..)`: a run that fails tells whoever its handler tells (here a webhook on
+//! loopback), once per failing session, with what failed and where; a run that pauses, is
+//! interrupted or refused does not; the handler never hides or changes the run's own failure,
+//! and its calls are never replayed nor taken for the run's changes.
+
+use crate::support::{assert_says, Server, Test};
+
+/// A runbook that announces, changes something, then checks a health endpoint: failing while
+/// it answers 503. Its handler posts what it is given to /alert.
+fn announced(server: &Server, extra: &str) -> String {
+    format!(
+        r#"
+        step("announce", || http::post(#{{ url: "{u}/announce" }}));
+        on_failure(|f| http::post(#{{ url: "{u}/alert", json: f }}));
+        step("change", || http::post(#{{ url: "{u}/change" }}));
+        step("verify", || {{
+            let h = http::get(#{{ url: "{u}/health", expect_status: [200, 503], retries: 0 }});
+            if h.status != 200 {{ fail(`health is ${{h.status}}`); }}
+        }});
+        {extra}
+        step("done", || http::post(#{{ url: "{u}/done" }}));
+        "#,
+        u = server.url("")
+    )
+}
+
+fn alerts(server: &Server) -> Vec<serde_json::Value> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/alert")
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect()
+}
+
+#[test]
+fn each_failing_session_tells_once_and_the_failure_stays_the_runs() {
+    let server = Server::start();
+    server.reply("/health", 503, "down", std::time::Duration::ZERO);
+    let t = Test::new().script(&announced(&server, ""));
+
+    let first = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(first.code, 1, "{}", first.all());
+    let run = t.only_run();
+    let told = alerts(&server);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0]["run"], run.as_str());
+    assert_eq!(told[0]["step"], "verify");
+    assert_eq!(told[0]["error"], "health is 503");
+    assert_eq!(told[0]["changed"], true);
+    // The run's own failure is as it would be without a handler.
+    assert_says(
+        &first.stdout,
+        &["▶ on failure (session 1)", "✓ on failure (session 1)"],
+    );
+    assert_says(
+        &first.stderr,
+        &[
+            "error: health is 503 in step 'verify'",
+            &format!("runbook resume {run}"),
+        ],
+    );
+    let runs = t.exec(&["runs"]);
+    assert_says(&runs.stdout, &["failed", "verify"]);
+    assert!(!runs.stdout.contains("on failure"), "{}", runs.stdout);
+
+    // Resumed and failing again: told again (a new session's handler is not a replay).
+    let second = t.exec(&["resume", &run]);
+    assert_eq!(second.code, 1, "{}", second.all());
+    assert_eq!(alerts(&server).len(), 2);
+    assert_says(&second.stdout, &["▶ on failure (session 2)"]);
+    assert_eq!(server.count("POST", "/change"), 1, "no change repeated");
+
+    // Fixed: the run finishes, nobody is told, and the earlier handlers' posts are not
+    // reported as changes the run no longer makes.
+    server.reply("/health", 200, "up", std::time::Duration::ZERO);
+    let third = t.exec(&["resume", &run]);
+    assert_eq!(third.code, 0, "{}", third.all());
+    assert_eq!(alerts(&server).len(), 2);
+    assert!(!third.all().contains("no longer makes"), "{}", third.all());
+    assert_eq!(server.count("POST", "/done"), 1);
+    assert_eq!(server.count("POST", "/announce"), 1);
+}
+
+#[test]
+fn a_pause_a_refusal_or_a_finished_run_tells_nobody() {
+    let server = Server::start();
+    server.reply("/health", 200, "up", std::time::Duration::ZERO);
+    let t = Test::new().script(&announced(
+        &server,
+        "step(\"gate\", || approve(\"go on?\"));",
+    ));
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 3);
+    // A second run is refused by the first one's lock: not a failure of either.
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 4);
+    let run = t.only_run();
+    assert_eq!(t.exec(&["resume", &run, "--approve"]).code, 0);
+    assert_eq!(alerts(&server), Vec::<serde_json::Value>::new());
+}
+
+#[test]
+fn a_failing_handler_is_a_warning_and_a_runbook_mistake_is_told_too() {
+    let server = Server::start();
+    server.reply("/alert", 500, "slack is down", std::time::Duration::ZERO);
+    server.reply("/health", 503, "down", std::time::Duration::ZERO);
+    let t = Test::new().script(&announced(&server, ""));
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    assert_says(
+        &ran.all(),
+        &[
+            "warning: the on_failure handler failed: http::post",
+            "error: health is 503 in step 'verify'",
+        ],
+    );
+    assert!(t
+        .journal(&t.only_run())
+        .contains("\"failed_steps\":[[\"verify\"]]"));
+
+    // A mistake in the runbook (a missing map key) stops it with exit 2: told as well.
+    let server = Server::start();
+    let t = Test::new().script(&format!(
+        r#"
+        on_failure(|f| http::post(#{{ url: "{u}/alert", json: f }}));
+        step("change", || http::post(#{{ url: "{u}/change" }}));
+        step("typo", || http::post(#{{ url: "{u}/x", retries: "many" }}));
+        "#,
+        u = server.url("")
+    ));
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    let told = alerts(&server);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0]["step"], "typo");
+    assert!(
+        told[0]["error"].as_str().unwrap().contains("retries"),
+        "{told:?}"
+    );
+}
+
+#[test]
+fn a_dry_run_plans_the_handler_and_undo_is_not_blocked_by_it() {
+    let server = Server::start();
+    server.reply("/health", 503, "down", std::time::Duration::ZERO);
+    let t = Test::new().script(&announced(&server, ""));
+    let dry = t.exec(&["run", "runbook.rhai", "--dry-run"]);
+    assert_eq!(dry.code, 1, "{}", dry.all());
+    // The post is predicted, not sent: #{ changed, error, run: (), step } is 68 bytes.
+    assert_says(
+        &dry.stdout,
+        &[
+            "▶ on failure (session 1)",
+            "/alert (JSON, 68 bytes) (predicted)",
+        ],
+    );
+    assert_eq!(alerts(&server).len(), 0, "a dry-run posts nothing");
+
+    // A real run with an undo: `resume --undo` after the handler ran undoes the change, and
+    // does not take the handler's post for a change the runbook no longer reaches.
+    let server = Server::start();
+    server.reply("/health", 503, "down", std::time::Duration::ZERO);
+    let t = Test::new().script(&format!(
+        r#"
+        on_failure(|f| http::post(#{{ url: "{u}/alert", json: f }}));
+        step("change", #{{ undo: || http::post(#{{ url: "{u}/revert" }}) }}, || http::post(#{{ url: "{u}/change" }}));
+        step("verify", || {{
+            let h = http::get(#{{ url: "{u}/health", expect_status: [200, 503], retries: 0 }});
+            if h.status != 200 {{ fail(`health is ${{h.status}}`); }}
+        }});
+        "#,
+        u = server.url("")
+    ));
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 1);
+    assert_eq!(alerts(&server).len(), 1);
+    let undone = t.exec(&["resume", &t.only_run(), "--undo"]);
+    assert_eq!(undone.code, 0, "{}", undone.all());
+    assert_eq!(server.count("POST", "/revert"), 1);
+    assert_eq!(alerts(&server).len(), 1, "undoing is not a new failure");
+}
+
+/// A run that changed nothing still says "run it again" and claims no lock, though its
+/// handler posted (a handler's calls tell; they are not the run's changes).
+#[test]
+fn a_handler_does_not_make_a_run_that_changed_nothing_hold_its_lock() {
+    let server = Server::start();
+    server.reply("/health", 503, "down", std::time::Duration::ZERO);
+    let t = Test::new().script(&format!(
+        r#"
+        on_failure(|f| http::post(#{{ url: "{u}/alert", json: f }}));
+        step("verify", || {{
+            let h = http::get(#{{ url: "{u}/health", expect_status: [200, 503], retries: 0 }});
+            if h.status != 200 {{ fail(`health is ${{h.status}}`); }}
+        }});
+        "#,
+        u = server.url("")
+    ));
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    assert_eq!(alerts(&server)[0]["changed"], false);
+    assert!(!ran.stderr.contains("runbook resume"), "{}", ran.stderr);
+    let runs = t.exec(&["runs"]);
+    assert!(!runs.stdout.contains("claims"), "{}", runs.stdout);
+    // The next run is not refused by the first one's lock.
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 1);
+    assert_eq!(alerts(&server).len(), 2);
+}
+
+#[test]
+fn a_second_handler_is_a_mistake() {
+    Test::new()
+        .script("on_failure(|f| log(f));\non_failure(|f| log(f));\nstep(\"s\", || log(1));")
+        .run(&[])
+        .code(2)
+        .stderr("on_failure(..) is declared twice; one handler per run")
+        .check();
+}

@@ -54,6 +54,15 @@ pub enum Next {
     RunAgain,
     /// A run left mid-way claims a lock: continue it, or give it up.
     ResumeOrAbandon { run: String, paused: bool },
+    /// A resume refused because the runbook changed (RB-REPLAY-001): put back the runbook the
+    /// run started with, then resume as asked (with --approve, --undo), or give the run up.
+    RestoreRunbook {
+        run: String,
+        approve: bool,
+        undo: bool,
+    },
+    /// The run is over: a new run of the runbook.
+    NewRun { runbook: String },
 }
 
 impl Next {
@@ -101,6 +110,12 @@ impl Next {
                 "Continue it with `runbook resume {run}{}{resume}`, or, once you have checked the deployment, release it with `runbook abandon {run}{flag}`",
                 if *paused { " --approve" } else { "" }
             ),
+            Next::RestoreRunbook { run, approve, undo } => format!(
+                "put the runbook back as the run started it (`runbook log {run} --runbook{flag}` prints it), then `runbook resume {run}{}{}{resume}`; or, once you have checked the deployment, `runbook abandon {run}{flag}` and start a new run",
+                if *approve { " --approve" } else { "" },
+                if *undo { " --undo" } else { "" }
+            ),
+            Next::NewRun { runbook } => format!("`runbook run {runbook}{flag}` starts a new run"),
         }
     }
 }
@@ -148,7 +163,11 @@ pub enum Error {
 
     /// On resume, the script no longer does what the journal recorded: nothing was run.
     #[error("{message}")]
-    ReplayMismatch { message: String },
+    ReplayMismatch { message: String, next: Next },
+
+    /// A request refused as it stands (exit 2), with what to do instead.
+    #[error("{message}")]
+    Refused { message: String, next: Next },
 
     /// The inventory file or a value in it.
     #[error("inventory {path}: {message}")]
@@ -212,6 +231,7 @@ impl Error {
             | Error::Param(_)
             | Error::Journal { .. }
             | Error::ReplayMismatch { .. }
+            | Error::Refused { .. }
             | Error::UnknownRun(..) => exit::INVALID_INPUT,
             Error::Locked(_) | Error::Claimed(_) => exit::LOCKED,
             Error::Paused { .. } => exit::PAUSED,
@@ -307,7 +327,20 @@ impl Error {
                 }
                 out
             }
-            Error::ReplayMismatch { message } => format!("error[{REPLAY_MISMATCH}]: {message}"),
+            Error::ReplayMismatch { message, next } => format!(
+                "error[{REPLAY_MISMATCH}]: {message}\n  next: {}",
+                next.render_for(flag, again)
+            ),
+            Error::Refused { message, next } => {
+                // Next steps are written to follow a sentence; here they start a line.
+                let next = next.render_for(flag, again);
+                let mut chars = next.chars();
+                let next = match chars.next() {
+                    Some(c) => c.to_lowercase().chain(chars).collect(),
+                    None => next,
+                };
+                format!("error: {message}\n  next: {next}")
+            }
             Error::Claimed(claim) => format!(
                 "error: {claim}. {}",
                 Next::ResumeOrAbandon {
@@ -444,11 +477,27 @@ mod tests {
         );
         let mismatch = Error::ReplayMismatch {
             message: "the runbook no longer matches".into(),
+            next: Next::RestoreRunbook {
+                run: "r1".into(),
+                approve: false,
+                undo: true,
+            },
         };
         assert_eq!(mismatch.exit_code(), exit::INVALID_INPUT);
         assert_eq!(
-            mismatch.render(""),
-            "error[RB-REPLAY-001]: the runbook no longer matches"
+            mismatch.render(" --store postgres://u:***@h/db"),
+            "error[RB-REPLAY-001]: the runbook no longer matches\n  next: put the runbook back as the run started it (`runbook log r1 --runbook --store postgres://u:***@h/db` prints it), then `runbook resume r1 --undo --store postgres://u:***@h/db`; or, once you have checked the deployment, `runbook abandon r1 --store postgres://u:***@h/db` and start a new run"
+        );
+        let over = Error::Refused {
+            message: "run r1 already finished".into(),
+            next: Next::NewRun {
+                runbook: "x.rhai".into(),
+            },
+        };
+        assert_eq!(over.exit_code(), exit::INVALID_INPUT);
+        assert_eq!(
+            over.render(" --state-dir s"),
+            "error: run r1 already finished\n  next: `runbook run x.rhai --state-dir s` starts a new run"
         );
         let paused = Error::Paused {
             reason: "waiting for approval".into(),

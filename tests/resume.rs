@@ -384,8 +384,7 @@ fn resume_undo_with_nothing_to_undo_leaves_the_run_resumable() {
     assert_eq!(refused.code, 2, "{}", refused.all());
     for want in [
         &format!("run {run} has nothing to undo: no finished step declares an undo, and its changes ('announce') stay as they are"),
-        &format!("`runbook resume {run}` continues it"),
-        &format!("`runbook abandon {run} --reason"),
+        &format!("next: continue it with `runbook resume {run}`, or, once you have checked the deployment, release it with `runbook abandon {run}`"),
     ] {
         assert!(refused.stderr.contains(want.as_str()), "lacks {want:?}\n{}", refused.all());
     }
@@ -430,8 +429,7 @@ fn resume_undo_refuses_when_the_edited_runbook_no_longer_reaches_a_change() {
         "RB-REPLAY-001",
         "cannot undo them: http::post at step 'drain', call #1",
         "the runbook changed since the run started",
-        &format!(".runbook/runs/{run}/runbook.rhai"),
-        &format!("runbook resume {run} --undo"),
+        &format!("put the runbook back as the run started it (`runbook log {run} --runbook` prints it), then `runbook resume {run} --undo`"),
     ] {
         assert!(
             refused.stderr.contains(want),
@@ -442,7 +440,11 @@ fn resume_undo_refuses_when_the_edited_runbook_no_longer_reaches_a_change() {
     assert_eq!(server.count("POST", "/restore"), 0, "nothing was undone");
     assert!(t.exec(&["runs"]).stdout.contains(" failed "), "as it was");
 
-    let t = t.script(&original);
+    // Put back as the message says: the runbook as the run started it, to the byte.
+    let kept = t.exec(&["log", &run, "--runbook"]);
+    assert_eq!(kept.code, 0, "{}", kept.all());
+    assert_eq!(kept.stdout, original);
+    let t = t.script(&kept.stdout);
     let undone = t.exec(&["resume", &run, "--undo"]);
     assert_eq!(undone.code, 0, "{}", undone.all());
     assert_eq!(server.count("POST", "/restore"), 1);

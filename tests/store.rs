@@ -60,6 +60,23 @@ fn a_run_paused_on_one_host_is_resumed_from_another_through_postgres() {
         "nothing is kept on the host"
     );
 
+    // Host A's runbook edited meanwhile: the resume is refused, and how to put it back names
+    // this store, as does the command that prints the runbook the run started with.
+    let store = format!("--store 'postgres://postgres:***@127.0.0.1:{port}/postgres'");
+    let host_a = host_a.script(&script.replace("echo first", "echo FIRST"));
+    let refused = host_a.exec(&["--store", &url, "resume", &run_id, "--approve"]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert!(
+        refused.stderr.contains(&format!(
+            "(`runbook log {run_id} --runbook {store}` prints it), then `runbook resume {run_id} --approve {store}`"
+        )),
+        "{}",
+        refused.all()
+    );
+    assert_no_password(&refused);
+    let kept = host_a.exec(&["--store", &url, "log", &run_id, "--runbook"]);
+    assert_eq!((kept.code, kept.stdout.as_str()), (0, script.as_str()));
+
     // Host A is gone, runbook and all; host B has only the database.
     std::fs::remove_file(host_a.path("runbook.rhai")).unwrap();
     let host_b = Test::new().env("RUNBOOK_STORE", &url);

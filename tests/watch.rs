@@ -395,7 +395,8 @@ fn approval_mode_waits_for_a_person_and_abandons_the_run_past_the_deadline() {
         format!("{inv}\n[watch]\napprove_within_s = 3\ncooldown_s = 0\nvars = {{ check_interval = \"100ms\" }}\n"),
     )
     .unwrap();
-    let w = Watcher::start(&d, "approval", &[]);
+    // The state directory spelled another way: the alert's command must carry it.
+    let w = Watcher::start(&d, "approval", &["--state-dir", "./.runbook"]);
     w.wait_for("all quiet", Duration::from_secs(20));
     fail_region(&d, "us-east-1");
     w.wait_for("waits for approval", Duration::from_secs(30));
@@ -406,7 +407,9 @@ fn approval_mode_waits_for_a_person_and_abandons_the_run_past_the_deadline() {
     assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "t");
     let messages = format!("{:?}", d.stack.web.messages());
     assert!(
-        messages.contains(&format!("runbook resume {first} --approve")),
+        messages.contains(&format!(
+            "runbook resume {first} --approve --state-dir ./.runbook"
+        )),
         "{messages}"
     );
     // Held until acknowledged; then (no cooldown) it asks again, and this time a person says yes.

@@ -127,6 +127,10 @@ pub enum Command {
         /// The journal's JSON lines as recorded
         #[arg(long)]
         json: bool,
+        /// Instead of the journal, the runbook as the run started it (to put it back after an
+        /// edit the journal refuses: `runbook log RUN --runbook > FILE`)
+        #[arg(long, conflicts_with = "json")]
+        runbook: bool,
     },
     /// Seed 004's automatic failover: observe every region each interval and, when the
     /// inventory's [watch] rules fire for the primary's region (3 failed health checks and the

@@ -138,6 +138,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
                     interval,
                     dry_run,
                     once,
+                    store_flag: store_flag.to_string(),
                 },
             );
             drop(rt);
@@ -145,7 +146,22 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
         }
         Command::Check { files } => check(&files),
         Command::Runs { json } => runs(store.as_ref(), json),
-        Command::Log { run_id, json } => log(store.as_ref(), &run_id, json),
+        Command::Log {
+            run_id,
+            runbook: true,
+            ..
+        } => {
+            // As recorded, to the byte: it is written back over an edited runbook.
+            store.read(&run_id)?;
+            let script = store.script(&run_id)?;
+            use std::io::Write;
+            match std::io::stdout().lock().write_all(script.as_bytes()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(Error::Io(format!("cannot write the output: {e}"))),
+                Ok(()) => Ok(()),
+            }
+        }
+        Command::Log { run_id, json, .. } => log(store.as_ref(), &run_id, json),
         Command::Report { run_id, html, json } => report(store.as_ref(), run_id, html, json),
         Command::Actions {
             definitions: Some(dir),

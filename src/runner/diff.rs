@@ -26,12 +26,13 @@ pub fn unified(old: &str, new: &str) -> String {
             ops.push((' ', i + 1, j + 1, a[i]));
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            ops.push(('+', i, j + 1, b[j]));
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            // The old line before the new one that replaces it, as diff and git show them.
             ops.push(('-', i + 1, j, a[i]));
             i += 1;
+        } else {
+            ops.push(('+', i, j + 1, b[j]));
+            j += 1;
         }
     }
     let changed: Vec<usize> = ops
@@ -60,4 +61,31 @@ pub fn unified(old: &str, new: &str) -> String {
         last_shown = Some(k);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unified;
+
+    #[test]
+    fn changed_lines_show_old_then_new_with_two_lines_of_context() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("a\nb\nc\n", "a\nb\nc\n", ""),
+            (
+                "a\nb\nc\n",
+                "a\nB\nc\n",
+                "     1   a\n     2 - b\n     2 + B\n     3   c\n",
+            ),
+            ("a\n", "a\nb\n", "     1   a\n     2 + b\n"),
+            ("a\nb\n", "b\n", "     1 - a\n     1   b\n"),
+            (
+                "1\n2\n3\n4\n5\n6\n7\n8\n",
+                "x\n2\n3\n4\n5\n6\n7\ny\n",
+                "     1 - 1\n     1 + x\n     2   2\n     3   3\n   ...\n     6   6\n     7   7\n     8 - 8\n     8 + y\n",
+            ),
+        ];
+        for (old, new, want) in cases {
+            assert_eq!(unified(old, new), *want, "{old:?} → {new:?}");
+        }
+    }
 }

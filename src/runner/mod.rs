@@ -484,12 +484,17 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
     let summary = summarize(&req.run_id, &loaded.records);
     match summary.status {
         status if status.is_over() => {
-            return Err(Error::Usage(format!(
-                "run {} already {} ({}); there is nothing to resume. `runbook run {runbook}` starts a new run",
-                req.run_id,
-                summary.status,
-                summary.ended.unwrap_or_default()
-            )))
+            return Err(Error::Refused {
+                message: format!(
+                    "run {} already {} ({}); there is nothing to resume",
+                    req.run_id,
+                    summary.status,
+                    summary.ended.unwrap_or_default()
+                ),
+                next: Next::NewRun {
+                    runbook: runbook.to_string(),
+                },
+            })
         }
         // A run still running (perhaps on another host) is refused by its lock below.
         _ => {}
@@ -893,7 +898,7 @@ fn ended_with(
             ctx,
             format!("{message}{}", changed(script_change)),
             "resume stopped before running that call",
-            "resume again, or start a new run",
+            false,
             elapsed_ms,
         ),
         Some(Stop::Invalid {
@@ -1020,7 +1025,6 @@ fn undo_refused(
     script_change: Option<String>,
     started: Instant,
 ) -> Error {
-    let run = ctx.opts.run_id.clone().unwrap_or_default();
     replay_refused(
         ctx,
         format!(
@@ -1030,7 +1034,7 @@ fn undo_refused(
             changed(script_change)
         ),
         "nothing was undone and the run is as it was",
-        &format!("run `runbook resume {run} --undo` again"),
+        true,
         started.elapsed().as_millis() as u64,
     )
 }
@@ -1048,12 +1052,12 @@ fn changed(script_change: Option<String>) -> String {
 }
 
 /// A resume the journal refuses (RB-REPLAY-001): what happened, what did not, and how to go on
-/// with the runbook as it was.
+/// with the runbook as it was (`undo`: the resume was `--undo`).
 fn replay_refused(
     ctx: &Arc<RunCtx>,
     message: String,
     stopped: &str,
-    again: &str,
+    undo: bool,
     elapsed_ms: u64,
 ) -> Error {
     let run = ctx.opts.run_id.clone().unwrap_or_default();
@@ -1066,10 +1070,12 @@ fn replay_refused(
         next: None,
     });
     Error::ReplayMismatch {
-        message: format!(
-            "{message}\n{stopped}. Restore the runbook (the original is kept as \
-             .runbook/runs/{run}/runbook.rhai) and {again}"
-        ),
+        message: format!("{message}\n{stopped}"),
+        next: Next::RestoreRunbook {
+            run,
+            approve: ctx.opts.resume_approver.is_some(),
+            undo,
+        },
     }
 }
 
@@ -1117,9 +1123,12 @@ fn nothing_to_undo(ctx: &Arc<RunCtx>, started: Instant) -> Error {
         message: None,
         next: None,
     });
-    Error::Usage(format!(
-        "run {run} has nothing to undo: no finished step declares an undo, and {changes}. The run is as it was: `runbook resume {run}` continues it, or `runbook abandon {run} --reason \"...\"` gives it up"
-    ))
+    Error::Refused {
+        message: format!(
+            "run {run} has nothing to undo: no finished step declares an undo, and {changes}. The run is as it was"
+        ),
+        next: Next::ResumeOrAbandon { run, paused: false },
+    }
 }
 
 /// Runs the undo closures of the finished steps, latest first, each as a step `undo › ..`.

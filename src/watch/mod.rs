@@ -34,6 +34,9 @@ pub struct WatchRequest {
     pub interval: Duration,
     pub dry_run: bool,
     pub once: bool,
+    /// The store options the watcher was given, spelled into the commands its alerts name
+    /// (`runbook resume RUN --approve --store ...`), so that they work when pasted.
+    pub store_flag: String,
 }
 
 /// The operator name runs started by the watcher carry.
@@ -354,7 +357,7 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                         next: Next::Approve { run },
                         ..
                     }) if rules.approve_within_s > 0 => {
-                        await_approval(env, &cx, &inv, &run, region, &rules)?
+                        await_approval(env, &cx, &inv, &run, region, &rules, &req.store_flag)?
                     }
                     Err(e) => {
                         let text = match e {
@@ -406,9 +409,11 @@ fn await_approval(
     run: &str,
     region: &str,
     rules: &Rules,
+    store_flag: &str,
 ) -> Result<(), Error> {
+    let resume = Next::Approve { run: run.into() }.render(store_flag);
     let ask = format!(
-        "runbook watch: the failover of {region} waits for approval — `runbook resume {run} --approve` within {} s, or it is abandoned",
+        "runbook watch: the failover of {region} waits for approval — `{resume}` within {} s, or it is abandoned",
         rules.approve_within_s
     );
     say(env, ask.clone());

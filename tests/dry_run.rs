@@ -94,3 +94,31 @@ fn dry_run_follows_the_branch_a_real_run_would() {
     t.check();
     assert_eq!(server.count("POST", "/"), 0);
 }
+
+/// A dry-run that fails (a check the servers do not pass) still shows what a real run would
+/// have changed before failing there, and changes nothing.
+#[test]
+fn a_failing_dry_run_plans_the_changes_before_the_failure() {
+    let server = Server::start();
+    server.reply("/health", 503, "down", std::time::Duration::ZERO);
+    let t = Test::new()
+        .script(&format!(
+            r#"
+            step("announce", || http::post(#{{ url: "{u}/announce" }}));
+            step("check target", || {{
+                let h = http::get(#{{ url: "{u}/health", expect_status: [200, 503], retries: 0 }});
+                if h.status != 200 {{ fail("the target's health fails"); }}
+            }});
+            step("promote", || http::post(#{{ url: "{u}/promote" }}));
+            "#,
+            u = server.url("")
+        ))
+        .run(&["--dry-run"])
+        .code(1)
+        .stdout("Plan up to the failure (a real run would make these changes, then fail as below): 1 change\n  announce\n    ~ http::post: POST http://127.0.0.1:")
+        .stderr("the target's health fails in step 'check target'");
+    let ran = t.check();
+    assert!(!ran.stdout.contains("promote\n    ~"), "{}", ran.stdout);
+    assert_eq!(server.count("POST", "/"), 0, "no write reached the server");
+    assert_eq!(server.count("GET", "/health"), 1, "the read ran for real");
+}

@@ -106,6 +106,10 @@ pub enum Progress {
     },
     Plan {
         entries: Vec<PlanEntry>,
+        /// The dry-run failed: these are the changes a real run would make before it stops
+        /// at the same place.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        failed: bool,
     },
     /// Where a run's time went: inside actions or waiting as asked (timers, approvals), or in
     /// the engine (script, journal, output).
@@ -153,14 +157,21 @@ pub fn human_ms(ms: u64) -> String {
     }
 }
 
-pub(crate) fn plan_text(entries: &[PlanEntry]) -> String {
+/// The plan of a dry-run, grouped by step; `failed`: the dry-run failed, so these are what a
+/// real run would change before it fails at the same place.
+pub(crate) fn plan_text(entries: &[PlanEntry], failed: bool) -> String {
     let changes = entries.iter().filter(|e| e.fails.is_none()).count();
     let failing = entries.len() - changes;
+    let title = if failed {
+        "Plan up to the failure (a real run would make these changes, then fail as below)"
+    } else {
+        "Plan"
+    };
     if entries.is_empty() {
-        return "Plan: no changes.\n".into();
+        return format!("{title}: no changes.\n");
     }
     let mut out = format!(
-        "Plan: {changes} change{}",
+        "{title}: {changes} change{}",
         if changes == 1 { "" } else { "s" }
     );
     if failing > 0 {
@@ -208,21 +219,29 @@ mod tests {
 
     #[test]
     fn a_plan_groups_its_changes_by_step() {
-        assert_eq!(plan_text(&[]), "Plan: no changes.\n");
+        assert_eq!(plan_text(&[], false), "Plan: no changes.\n");
         let entry = |step: &[&str], action: &str, change: &str| PlanEntry {
             step: step.iter().map(|s| s.to_string()).collect(),
             action: action.into(),
             change: change.into(),
             fails: None,
         };
-        let plan = plan_text(&[
+        let entries = [
             entry(&["stop writes"], "k8s::scale", "scale to 0; now 3"),
             entry(&["stop writes"], "pg::fence", "fence us"),
             entry(&["promote"], "pg::promote", "promote eu"),
-        ]);
+        ];
         assert_eq!(
-            plan,
+            plan_text(&entries, false),
             "Plan: 3 changes\n  stop writes\n    ~ k8s::scale: scale to 0; now 3\n    ~ pg::fence: fence us\n  promote\n    ~ pg::promote: promote eu\n"
+        );
+        assert_eq!(
+            plan_text(&entries[..1], true),
+            "Plan up to the failure (a real run would make these changes, then fail as below): 1 change\n  stop writes\n    ~ k8s::scale: scale to 0; now 3\n"
+        );
+        assert_eq!(
+            plan_text(&[], true),
+            "Plan up to the failure (a real run would make these changes, then fail as below): no changes.\n"
         );
         assert_eq!(human_ms(950), "950 ms");
         assert_eq!(human_ms(1500), "1.5 s");

@@ -151,7 +151,7 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
         } => {
             format!("{}? approve \"{message}\": {outcome}", indent(step.len()))
         }
-        Progress::Plan { entries } => plan_text(entries).trim_end().to_string(),
+        Progress::Plan { entries, failed } => plan_text(entries, *failed).trim_end().to_string(),
         Progress::RunEnded {
             status,
             elapsed_ms,

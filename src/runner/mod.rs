@@ -741,6 +741,7 @@ fn execute(
             if ctx.opts.dry_run {
                 ctx.report(Progress::Plan {
                     entries: ctx.state.plan.lock().unwrap().clone(),
+                    failed: false,
                 });
             }
             let status = if ctx.opts.dry_run {
@@ -968,6 +969,12 @@ fn ended_with(
                 .first()
                 .map(|s| format!(" in step '{}'", show_path(s)))
                 .unwrap_or_default();
+            if ctx.opts.dry_run {
+                ctx.report(Progress::Plan {
+                    entries: ctx.state.plan.lock().unwrap().clone(),
+                    failed: true,
+                });
+            }
             let next = if ctx.opts.dry_run || run_id.is_none() {
                 None
             } else if !ctx.state.wrote.load(std::sync::atomic::Ordering::SeqCst) {

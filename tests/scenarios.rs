@@ -225,6 +225,52 @@ fn complete_region_loss_picks_the_standby_with_the_most_wal() {
     );
 }
 
+/// The primary's region lost while a maintenance left every node of the best standby's region
+/// cordoned: the failover passes over it for the other standby, and says so; forced, it takes
+/// the cordoned one. The same world without the cordon picks eu-west-1, so the cordon decided.
+#[test]
+fn region_down_while_cordoned_passes_over_the_cordoned_region() {
+    let ran = drill(
+        &example(),
+        "emergency-failover",
+        Some("region-down-while-cordoned"),
+        &[],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    has(
+        &ran,
+        &[
+            "WARNING   every Kubernetes node in eu-west-1 is cordoned (3 of 3)",
+            "eu-west-1: not a candidate (every Kubernetes node there is cordoned",
+            "target ap-southeast-1 received",
+        ],
+    );
+    let planned = plan(&ran);
+    assert!(
+        planned.contains(
+            "~ pg::promote: promote <secret AP_SOUTHEAST_1_DATABASE_URL> (ap-southeast-1)"
+        ),
+        "{planned}"
+    );
+    assert!(!planned.contains("promote <secret EU_WEST_1"), "{planned}");
+
+    let forced = drill(
+        &example(),
+        "emergency-failover",
+        Some("region-down-while-cordoned"),
+        &["--var", "force=true"],
+    );
+    assert_eq!(forced.code, 0, "{}", forced.all());
+    assert!(
+        plan(&forced)
+            .contains("~ pg::promote: promote <secret EU_WEST_1_DATABASE_URL> (eu-west-1)"),
+        "{}",
+        forced.all()
+    );
+    let uncordoned = drill(&example(), "emergency-failover", Some("region-down"), &[]);
+    has(&uncordoned, &["target eu-west-1 received"]);
+}
+
 #[test]
 fn a_standby_too_far_behind_is_refused_before_any_change_unless_forced() {
     let ran = drill(
@@ -310,11 +356,13 @@ fn a_scenario_that_is_wrong_is_refused_naming_the_file_and_key() {
         .inventory("primary_region = \"a\"\n[regions.a]\nhealth_url = \"http://127.0.0.1:9/h\"\n")
         .file("bad-region.toml", "[regions.mars]\ndatabase = \"down\"\n")
         .file("bad-value.toml", "[regions.a]\nhealth = \"sad\"\n")
-        .file("bad-key.toml", "[regions.a]\nlag = 3\n");
+        .file("bad-key.toml", "[regions.a]\nlag = 3\n")
+        .file("bad-nodes.toml", "[regions.a]\nnodes = 2\ncordoned = 3\n");
     let cases = [
         ("bad-region.toml", "scenario bad-region.toml: regions.mars: no such region in the inventory (a)"),
         ("bad-value.toml", "scenario bad-value.toml: line 2: unknown variant `sad`, expected one of `ok`, `failing`, `slow`, `down`"),
         ("bad-key.toml", "scenario bad-key.toml: line 2: unknown field `lag`"),
+        ("bad-nodes.toml", "regions.a.cordoned: 3 of 2 nodes; at most all of them"),
         ("missing.toml", "scenario missing.toml: cannot read it"),
     ];
     for (file, want) in cases {

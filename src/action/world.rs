@@ -85,6 +85,12 @@ pub struct Assumed {
     pub dns_weight: Option<i64>,
     /// The application's image (default "<deployment>:current").
     pub image: Option<String>,
+    /// How many Kubernetes nodes the region has (default 3 when `cordoned` is given; left
+    /// out, with `cordoned`, the nodes are unknown as when they cannot be listed).
+    pub nodes: Option<i64>,
+    /// How many of them are cordoned (default 0): all of them, a maintenance stopped in its
+    /// window.
+    pub cordoned: Option<i64>,
 }
 
 /// A scenario file.
@@ -116,6 +122,8 @@ pub struct Place {
     pub image: String,
     pub deployment: Option<String>,
     pub namespace: Option<String>,
+    /// Its Kubernetes nodes and how many are cordoned, when the scenario says.
+    pub nodes: Option<(i64, i64)>,
     context: Option<String>,
     /// How its endpoints appear in an action's journaled input (secrets as references,
     /// passwords masked).
@@ -187,9 +195,18 @@ impl World {
                 ("app_replicas", a.app_replicas),
                 ("ready_replicas", a.ready_replicas),
                 ("dns_weight", a.dns_weight),
+                ("nodes", a.nodes),
+                ("cordoned", a.cordoned),
             ] {
                 if v.is_some_and(|v| v < 0) {
                     return Err(format!("regions.{name}.{field}: must not be negative"));
+                }
+            }
+            if let (Some(c), n) = (a.cordoned, a.nodes.unwrap_or(3)) {
+                if c > n {
+                    return Err(format!(
+                        "regions.{name}.cordoned: {c} of {n} nodes; at most all of them"
+                    ));
                 }
             }
         }
@@ -282,6 +299,8 @@ impl World {
                     }),
                     deployment: text("deployment"),
                     namespace: text("namespace"),
+                    nodes: (a.nodes.is_some() || a.cordoned.is_some())
+                        .then(|| (a.nodes.unwrap_or(3), a.cordoned.unwrap_or(0))),
                     context: text("context"),
                     database_url: r.get("database_url").and_then(endpoint),
                     redis_url: r.get("redis_url").and_then(endpoint),
@@ -575,6 +594,23 @@ mod tests {
         }
         assert_eq!(w.regions["ap"].redis, None, "no redis_url: no Redis");
         assert!(w.streaming(&w.regions["eu"]));
+    }
+
+    #[test]
+    fn nodes_are_unknown_unless_the_scenario_names_them() {
+        let cases: &[(&str, Option<(i64, i64)>)] = &[
+            ("", None),
+            ("[regions.eu]\ncordoned = 3\n", Some((3, 3))),
+            ("[regions.eu]\nnodes = 5\n", Some((5, 0))),
+            ("[regions.eu]\nnodes = 5\ncordoned = 2\n", Some((5, 2))),
+        ];
+        for (toml, want) in cases {
+            assert_eq!(world(toml).unwrap().regions["eu"].nodes, *want, "{toml}");
+        }
+        assert_eq!(
+            world("[regions.eu]\ncordoned = 4\n").unwrap_err(),
+            "regions.eu.cordoned: 4 of 3 nodes; at most all of them"
+        );
     }
 
     #[test]

@@ -197,16 +197,25 @@ impl Action for Get {
                     },
                 })]
             }
-            "node" | "no" => (1..=3)
-                .map(|i| {
-                    serde_json::json!({
-                        "apiVersion": "v1",
-                        "kind": "Node",
-                        "metadata": { "name": format!("{}-node-{i}", place.name) },
-                        "spec": {},
+            "node" | "no" => {
+                // The scenario's nodes, the first `cordoned` of them unschedulable.
+                let (nodes, cordoned) = place.nodes.unwrap_or((3, 0));
+                (1..=nodes)
+                    .map(|i| {
+                        let spec = if i <= cordoned {
+                            serde_json::json!({ "unschedulable": true })
+                        } else {
+                            serde_json::json!({})
+                        };
+                        serde_json::json!({
+                            "apiVersion": "v1",
+                            "kind": "Node",
+                            "metadata": { "name": format!("{}-node-{i}", place.name) },
+                            "spec": spec,
+                        })
                     })
-                })
-                .collect(),
+                    .collect()
+            }
             _ => return None,
         };
         Some(Ok(Objects {

@@ -252,9 +252,9 @@ fn imagined(world: &World, dns: bool) -> Topology {
                 database_url: Some("(assumed)".into()),
                 database_region: writable.clone(),
                 error: None,
-                // A scenario does not describe nodes: unknown, as when they cannot be listed.
-                nodes: None,
-                cordoned: None,
+                // Unknown unless the scenario says, as when they cannot be listed.
+                nodes: p.nodes.map(|(n, _)| n),
+                cordoned: p.nodes.map(|(_, c)| c),
             },
         };
         t.regions.insert(

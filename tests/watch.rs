@@ -232,7 +232,34 @@ fn a_dry_run_watcher_changes_nothing_and_a_standby_too_far_behind_is_not_promote
         "{}",
         w.output()
     );
-    w.stop();
+    // The runbook's failure handler told the team where it stopped; the watcher does not
+    // say it a second time.
+    w.wait_for("did not finish: ", Duration::from_secs(15));
+    let out = w.stop();
+    assert!(
+        out.contains("(the run told the team on Slack itself)"),
+        "{out}"
+    );
+    let slack: Vec<String> = d
+        .stack
+        .web
+        .messages()
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    assert_eq!(
+        slack
+            .iter()
+            .filter(|m| m
+                .contains(":x: emergency failover from us-east-1 FAILED at step 'choose target'"))
+            .count(),
+        1,
+        "{slack:?}"
+    );
+    assert!(
+        !slack.iter().any(|m| m.contains("did not finish")),
+        "{slack:?}"
+    );
     assert_eq!(
         d.psql("eu-west-1", "SELECT pg_is_in_recovery()"),
         "t",

@@ -360,19 +360,35 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                         await_approval(env, &cx, &inv, &run, region, &rules, &req.store_flag)?
                     }
                     Err(e) => {
-                        let text = match e {
-                            Error::Locked(_) | Error::Claimed(_) => {
-                                format!("the failover of {region} could not start: {e}")
-                            }
-                            _ => format!(
+                        let started = !matches!(e, Error::Locked(_) | Error::Claimed(_));
+                        let text = if started {
+                            format!(
                                 "the failover of {region} did not finish: {e}; `runbook runs` lists it"
-                            ),
+                            )
+                        } else {
+                            format!("the failover of {region} could not start: {e}")
                         };
-                        say(env, text.clone());
+                        // The runbook's failure handler may have told the team already, with
+                        // where it stopped and how it goes on: once is enough.
+                        let told_by_run = started
+                            && last_automatic(env.store.as_ref(), &name)
+                                .ok()
+                                .flatten()
+                                .and_then(|(run, _)| env.store.read(&run).ok())
+                                .is_some_and(|l| rules::told_in_last_session(&l.records));
+                        if told_by_run {
+                            say(
+                                env,
+                                format!("{text} (the run told the team on Slack itself)"),
+                            );
+                        } else {
+                            say(env, text.clone());
+                        }
                         // A person has to act: tell the team, once for the same refusal.
-                        let told = alerted_failure.is_some_and(|(code, at)| {
-                            code == e.exit_code() && at.elapsed() < REMIND
-                        });
+                        let told = told_by_run
+                            || alerted_failure.is_some_and(|(code, at)| {
+                                code == e.exit_code() && at.elapsed() < REMIND
+                            });
                         if !told {
                             alert(env, &cx, &inv, &format!("runbook watch: {text}"));
                             alerted_failure = Some((e.exit_code(), Instant::now()));

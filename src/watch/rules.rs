@@ -282,9 +282,120 @@ pub fn decide(state: &mut State, seen: &Seen, rules: &Rules, standing: &Standing
     }
 }
 
+/// Whether a run's last session told Slack of its failure itself: its failure handler
+/// (`on_failure`) sent a `notify::slack` that finished. The watcher then does not say it again.
+pub fn told_in_last_session(records: &[crate::journal::Record]) -> bool {
+    use crate::journal::{in_failure_step, Event};
+    let mut sent = std::collections::HashSet::new();
+    let mut told = false;
+    for r in records {
+        match &r.event {
+            Event::RunStarted { .. } | Event::RunResumed { .. } => {
+                sent.clear();
+                told = false;
+            }
+            Event::ActionStarted {
+                step, seq, action, ..
+            } if action == "notify::slack" && in_failure_step(step) => {
+                sent.insert((step.clone(), *seq));
+            }
+            Event::ActionFinished { step, seq, .. } if sent.contains(&(step.clone(), *seq)) => {
+                told = true;
+            }
+            _ => {}
+        }
+    }
+    told
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_told_the_team_when_its_handler_s_slack_message_went_out_this_session() {
+        use crate::journal::{Event, Record};
+        use serde_json::json;
+        let rec = |event: Event| Record {
+            v: 1,
+            n: 0,
+            at: String::new(),
+            event,
+        };
+        let start = || {
+            rec(Event::RunStarted {
+                run_id: "r1".into(),
+                runbook: "r.rhai".into(),
+                runbook_sha256: String::new(),
+                params: Default::default(),
+                inventory_file: None,
+                inventory: json!({}),
+                engine_version: String::new(),
+                operator: "o".into(),
+                host: "h".into(),
+                pid: 1,
+                trigger: None,
+            })
+        };
+        let resumed = || {
+            rec(serde_json::from_value(json!({"event": "run_resumed", "runbook_sha256": "", "engine_version": "", "operator": "o", "host": "h", "pid": 2})).unwrap())
+        };
+        let call = |step: &str, action: &str| {
+            rec(Event::ActionStarted {
+                step: vec![step.into()],
+                seq: 1,
+                action: action.into(),
+                input: json!({}),
+                input_hash: String::new(),
+                write: true,
+                idempotent: false,
+                notice: true,
+            })
+        };
+        let done = |step: &str| {
+            rec(serde_json::from_value(json!({"event": "action_finished", "step": [step], "seq": 1, "output": {}, "elapsed_ms": 1})).unwrap())
+        };
+        let failed = |step: &str| {
+            rec(serde_json::from_value(json!({"event": "action_failed", "step": [step], "seq": 1, "error": "503", "elapsed_ms": 1})).unwrap())
+        };
+        let h = "on failure (session 1)";
+        let cases: Vec<(&str, Vec<Record>, bool)> = vec![
+            ("no handler ran", vec![start()], false),
+            (
+                "sent",
+                vec![start(), call(h, "notify::slack"), done(h)],
+                true,
+            ),
+            (
+                "Slack refused it",
+                vec![start(), call(h, "notify::slack"), failed(h)],
+                false,
+            ),
+            (
+                "cut off while sending",
+                vec![start(), call(h, "notify::slack")],
+                false,
+            ),
+            (
+                "a webhook, not Slack",
+                vec![start(), call(h, "notify::webhook"), done(h)],
+                false,
+            ),
+            (
+                "Slack, but not from the handler",
+                vec![start(), call("alert", "notify::slack"), done("alert")],
+                false,
+            ),
+            (
+                "sent in an earlier session only",
+                vec![start(), call(h, "notify::slack"), done(h), resumed()],
+                false,
+            ),
+        ];
+        for (what, records, want) in cases {
+            assert_eq!(told_in_last_session(&records), want, "{what}");
+        }
+    }
 
     fn region(health: Health, db: &str, redis: Option<bool>) -> RegionSeen {
         RegionSeen {

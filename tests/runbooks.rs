@@ -91,6 +91,16 @@ impl Drill {
         (run, journal)
     }
 
+    /// What Slack received (the stack's webhook), each message as its JSON text.
+    pub fn slack(&self) -> Vec<String> {
+        self.stack
+            .web
+            .messages()
+            .iter()
+            .map(|m| m.to_string())
+            .collect()
+    }
+
     /// `runbook report` of a run as Markdown, JSON and HTML, each checked against the run's
     /// journal: every step it started is in the steps table, the status matches, no
     /// password shows. Returns the Markdown.
@@ -1087,11 +1097,8 @@ fn upgrade_goes_region_by_region_and_rolls_back_a_failing_one() {
         .to_string();
     // The team was told, once, by the runbook's failure handler: where, and how it goes on.
     let told: Vec<String> = d
-        .stack
-        .web
-        .messages()
-        .iter()
-        .map(|m| m.to_string())
+        .slack()
+        .into_iter()
         .filter(|m| m.contains("failed its checks"))
         .collect();
     assert_eq!(told.len(), 1, "{told:?}");

@@ -240,13 +240,7 @@ fn a_dry_run_watcher_changes_nothing_and_a_standby_too_far_behind_is_not_promote
         out.contains("(the run told the team on Slack itself)"),
         "{out}"
     );
-    let slack: Vec<String> = d
-        .stack
-        .web
-        .messages()
-        .iter()
-        .map(|m| m.to_string())
-        .collect();
+    let slack = d.slack();
     assert_eq!(
         slack
             .iter()

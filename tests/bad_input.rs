@@ -48,6 +48,20 @@ fn unknown_namespace_and_action_are_named() {
 }
 
 #[test]
+fn a_built_in_given_the_wrong_kinds_of_arguments_says_how_it_is_called() {
+    refused(
+        "step(\"a\", \"x\");\nhttp::post(#{ url: \"URL\" });",
+        &[],
+        "step(..) was given (string, string); it is called as step(name, || { .. }) or step(name, #{ retries, backoff, timeout, undo }, || { .. })",
+    );
+    refused(
+        "on_failure(\"page me\");\nhttp::post(#{ url: \"URL\" });",
+        &[],
+        "on_failure(..) was given (string); it is called as on_failure(|f| { .. })",
+    );
+}
+
+#[test]
 fn unknown_and_missing_fields_are_named() {
     refused(
         "http::post(#{ url: \"URL\", jsn: 1 });",

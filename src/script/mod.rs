@@ -155,6 +155,8 @@ pub fn describe_error(e: &EvalAltResult) -> (String, Position, Option<String>) {
                 v.to_string()
             }
         }
+        EvalAltResult::ErrorFunctionNotFound(signature, _) => misused_builtin(signature)
+            .unwrap_or_else(|| format!("Function not found: {signature}")),
         other => {
             let text = other.to_string();
             match text.rfind(" (line ") {
@@ -164,6 +166,72 @@ pub fn describe_error(e: &EvalAltResult) -> (String, Position, Option<String>) {
         }
     };
     (message, pos, source)
+}
+
+/// How each built-in that takes a closure or a map is called, for a call with the wrong kinds
+/// of arguments (Rhai only says "Function not found: step (&str | ImmutableString | String,
+/// ..)").
+const BUILTIN_FORMS: &[(&str, &str)] = &[
+    (
+        "step",
+        "step(name, || { .. }) or step(name, #{ retries, backoff, timeout, undo }, || { .. })",
+    ),
+    (
+        "parallel",
+        "parallel(items, |item| { .. }) or parallel(items, #{ limit }, |item| { .. })",
+    ),
+    (
+        "on_failure",
+        "on_failure(|f| { .. }), f being #{ run, step, error, changed }",
+    ),
+    (
+        "params",
+        "params(#{ name: #{ type, default, doc, required, choices } })",
+    ),
+    ("approve", "approve(\"message\")"),
+    ("sleep", "sleep(\"30m\")"),
+    ("lock", "lock(\"name\")"),
+    ("secret", "secret(\"NAME\")"),
+    ("fail", "fail(\"message\")"),
+    ("result", "result(\"name\", value)"),
+];
+
+/// "step(..) was given (string, string); it is called as step(name, || { .. }) or ..." for a
+/// built-in called with arguments of the wrong kinds. None for any other missing function.
+fn misused_builtin(signature: &str) -> Option<String> {
+    let (name, args) = signature.split_once(" (")?;
+    let form = BUILTIN_FORMS.iter().find(|(n, _)| *n == name)?.1;
+    // Rhai lists each argument's type, a string as "&str | ImmutableString | String".
+    let kinds: Vec<&str> = args
+        .trim_end_matches(')')
+        .split(", ")
+        .map(|a| {
+            let a = a.trim();
+            if a.contains("ImmutableString") {
+                "string"
+            } else if a == "Fn" || a.ends_with("FnPtr") {
+                "closure"
+            } else if a.ends_with("Map") {
+                "map"
+            } else if a.ends_with("Array") {
+                "array"
+            } else if a == "i64" {
+                "int"
+            } else if a == "f64" {
+                "float"
+            } else if a == "bool" {
+                "bool"
+            } else if a == "()" {
+                "()"
+            } else {
+                a.rsplit("::").next().unwrap_or(a)
+            }
+        })
+        .collect();
+    Some(format!(
+        "{name}(..) was given ({}); it is called as {form}",
+        kinds.join(", ")
+    ))
 }
 
 fn read_script(path: &Path) -> Result<String, Error> {
@@ -231,4 +299,38 @@ pub fn write_definitions(dir: &Path, docs: &ActionDocs) -> Result<Vec<PathBuf>, 
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::misused_builtin;
+
+    #[test]
+    fn a_built_in_called_with_the_wrong_kinds_of_arguments_says_how_it_is_called() {
+        let s = "&str | ImmutableString | String";
+        let cases: Vec<(String, Option<&str>)> = vec![
+            (
+                format!("step ({s}, {s})"),
+                Some("step(..) was given (string, string); it is called as step(name, || { .. }) or step(name, #{ retries, backoff, timeout, undo }, || { .. })"),
+            ),
+            (
+                format!("on_failure ({s})"),
+                Some("on_failure(..) was given (string); it is called as on_failure(|f| { .. }), f being #{ run, step, error, changed }"),
+            ),
+            (
+                "sleep (i64)".into(),
+                Some("sleep(..) was given (int); it is called as sleep(\"30m\")"),
+            ),
+            (
+                "parallel (Map, Fn)".into(),
+                Some("parallel(..) was given (map, closure); it is called as parallel(items, |item| { .. }) or parallel(items, #{ limit }, |item| { .. })"),
+            ),
+            // Not a built-in: Rhai's own message stands.
+            ("my_helper (i64)".into(), None),
+            ("step".into(), None),
+        ];
+        for (signature, want) in cases {
+            assert_eq!(misused_builtin(&signature).as_deref(), want, "{signature}");
+        }
+    }
 }

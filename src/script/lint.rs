@@ -295,6 +295,31 @@ impl Linter<'_> {
     }
 }
 
+/// A module's functions and their argument counts, or why it does not compile. Compiled once
+/// per text in a process: `runbook check runbooks/*.rhai` imports the same stdlib modules in
+/// every runbook.
+fn module_functions(text: &str) -> Result<Vec<(String, usize)>, String> {
+    use std::sync::{Mutex, OnceLock};
+    type Compiled = Result<Vec<(String, usize)>, String>;
+    static SEEN: OnceLock<Mutex<HashMap<String, Compiled>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(known) = seen.lock().unwrap().get(text) {
+        return known.clone();
+    }
+    let compiled = super::parser()
+        .compile(text)
+        .map(|m| {
+            m.iter_functions()
+                .map(|f| (f.name.to_string(), f.params.len()))
+                .collect()
+        })
+        .map_err(|e| e.to_string());
+    seen.lock()
+        .unwrap()
+        .insert(text.to_string(), compiled.clone());
+    compiled
+}
+
 /// Checks a compiled runbook. Each problem is a script error with its position.
 pub fn lint(
     ast: &AST,
@@ -323,7 +348,6 @@ pub fn lint(
         }
         true
     });
-    let parser = super::parser();
     for (alias, module, pos) in imports {
         match resolver.source(&module) {
             None => {
@@ -333,12 +357,8 @@ pub fn lint(
                 );
                 linter.broken.insert(alias);
             }
-            Some((name, text)) => match parser.compile(&text) {
-                Ok(m) => {
-                    let functions = m
-                        .iter_functions()
-                        .map(|f| (f.name.to_string(), f.params.len()))
-                        .collect();
+            Some((name, text)) => match module_functions(&text) {
+                Ok(functions) => {
                     linter.imports.insert(alias, functions);
                 }
                 Err(e) => {

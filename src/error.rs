@@ -331,6 +331,9 @@ impl Error {
                 "error[{REPLAY_MISMATCH}]: {message}\n  next: {}",
                 next.render_for(flag, again)
             ),
+            Error::UnknownRun(id, store) => format!(
+                "error: no run with id '{id}' in {store}; `runbook runs{flag}` lists the runs"
+            ),
             Error::Refused { message, next } => {
                 // Next steps are written to follow a sentence; here they start a line.
                 let next = next.render_for(flag, again);

@@ -188,6 +188,15 @@ fn usage_errors_are_exit_2() {
         "{}",
         ran.stderr
     );
+    // In another state directory, the command that lists its runs names it.
+    let ran = t.exec(&["--state-dir", "ops", "log", "20990101-0000-ffff"]);
+    assert_eq!(ran.code, 2);
+    assert!(
+        ran.stderr
+            .contains("in ops; `runbook runs --state-dir ops` lists the runs"),
+        "{}",
+        ran.stderr
+    );
     let ran = t.exec(&["run", "nope.rhai"]);
     assert_eq!(ran.code, 2);
     assert!(

@@ -49,13 +49,25 @@ fn unknown_namespace_and_action_are_named() {
 
 #[test]
 fn a_built_in_given_the_wrong_kinds_of_arguments_says_how_it_is_called() {
+    // A literal where a closure goes: lint sees it before anything runs.
     refused(
-        "step(\"a\", \"x\");\nhttp::post(#{ url: \"URL\" });",
+        "http::post(#{ url: \"URL\" });\nstep(\"a\", \"x\");",
+        &[],
+        "step(..) needs a closure as its last argument, not a string: it is called as step(name, || { .. }) or step(name, #{ retries, backoff, timeout, undo }, || { .. })",
+    );
+    refused(
+        "on_failure(3);\nhttp::post(#{ url: \"URL\" });",
+        &[],
+        "on_failure(..) needs a closure as its last argument, not a number",
+    );
+    // Through a variable only the run sees it: the same advice, from Rhai's "not found".
+    refused(
+        "let body = \"x\";\nstep(\"a\", body);\nhttp::post(#{ url: \"URL\" });",
         &[],
         "step(..) was given (string, string); it is called as step(name, || { .. }) or step(name, #{ retries, backoff, timeout, undo }, || { .. })",
     );
     refused(
-        "on_failure(\"page me\");\nhttp::post(#{ url: \"URL\" });",
+        "let page = \"me\";\non_failure(page);\nhttp::post(#{ url: \"URL\" });",
         &[],
         "on_failure(..) was given (string); it is called as on_failure(|f| { .. })",
     );

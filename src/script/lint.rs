@@ -87,6 +87,29 @@ fn literal_string(e: &Expr) -> Option<String> {
     }
 }
 
+/// What a literal argument is ("a string"), when it is a literal and so cannot be a closure.
+fn not_a_closure(e: &Expr) -> Option<&'static str> {
+    Some(match e {
+        Expr::StringConstant(..) | Expr::InterpolatedString(..) => "a string",
+        Expr::IntegerConstant(..) | Expr::FloatConstant(..) => "a number",
+        Expr::BoolConstant(..) => "a bool",
+        Expr::CharConstant(..) => "a character",
+        Expr::Unit(..) => "()",
+        Expr::Array(..) => "an array",
+        Expr::Map(..) => "a map",
+        Expr::DynamicConstant(d, _) if !d.is_fnptr() => {
+            if d.is_array() {
+                "an array"
+            } else if d.is_map() {
+                "a map"
+            } else {
+                "a constant"
+            }
+        }
+        _ => return None,
+    })
+}
+
 /// Whether something between the function body and this node makes it run conditionally
 /// or repeatedly.
 fn conditional(path: &[ASTNode]) -> (bool, bool) {
@@ -145,6 +168,16 @@ impl Linter<'_> {
                     self.problem(
                         pos,
                         format!("{name} takes {}, not {args}", arguments(arities)),
+                    );
+                    continue;
+                }
+            }
+            if matches!(name, "step" | "parallel" | "on_failure") {
+                if let Some(what) = call.args.last().and_then(not_a_closure) {
+                    let form = super::builtin_form(name).unwrap_or_default();
+                    self.problem(
+                        pos,
+                        format!("{name}(..) needs a closure as its last argument, not {what}: it is called as {form}"),
                     );
                     continue;
                 }

@@ -196,11 +196,19 @@ const BUILTIN_FORMS: &[(&str, &str)] = &[
     ("result", "result(\"name\", value)"),
 ];
 
+/// How the built-in `name` is called, when it is one that takes a closure or a map.
+pub(crate) fn builtin_form(name: &str) -> Option<&'static str> {
+    BUILTIN_FORMS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| *f)
+}
+
 /// "step(..) was given (string, string); it is called as step(name, || { .. }) or ..." for a
 /// built-in called with arguments of the wrong kinds. None for any other missing function.
 fn misused_builtin(signature: &str) -> Option<String> {
     let (name, args) = signature.split_once(" (")?;
-    let form = BUILTIN_FORMS.iter().find(|(n, _)| *n == name)?.1;
+    let form = builtin_form(name)?;
     // Rhai lists each argument's type, a string as "&str | ImmutableString | String".
     let kinds: Vec<&str> = args
         .trim_end_matches(')')

@@ -24,6 +24,22 @@ fn announced(server: &Server, extra: &str) -> String {
     )
 }
 
+/// A change with an undo (posting to /revert), then a check of /health; its handler posts
+/// what it is given to /alert.
+fn undoable(server: &Server) -> String {
+    format!(
+        r#"
+        on_failure(|f| http::post(#{{ url: "{u}/alert", json: f }}));
+        step("change", #{{ undo: || http::post(#{{ url: "{u}/revert", retries: 0 }}) }}, || http::post(#{{ url: "{u}/change" }}));
+        step("verify", || {{
+            let h = http::get(#{{ url: "{u}/health", expect_status: [200, 503], retries: 0 }});
+            if h.status != 200 {{ fail(`health is ${{h.status}}`); }}
+        }});
+        "#,
+        u = server.url("")
+    )
+}
+
 fn alerts(server: &Server) -> Vec<serde_json::Value> {
     server
         .requests()
@@ -145,12 +161,12 @@ fn a_dry_run_plans_the_handler_and_undo_is_not_blocked_by_it() {
     let t = Test::new().script(&announced(&server, ""));
     let dry = t.exec(&["run", "runbook.rhai", "--dry-run"]);
     assert_eq!(dry.code, 1, "{}", dry.all());
-    // The post is predicted, not sent: #{ changed, error, run: (), step } is 68 bytes.
+    // The post is predicted, not sent: #{ changed, error, run: (), step, undoing } is 84 bytes.
     assert_says(
         &dry.stdout,
         &[
             "▶ on failure (session 1)",
-            "/alert (JSON, 68 bytes) (predicted)",
+            "/alert (JSON, 84 bytes) (predicted)",
         ],
     );
     assert_eq!(alerts(&server).len(), 0, "a dry-run posts nothing");
@@ -159,17 +175,7 @@ fn a_dry_run_plans_the_handler_and_undo_is_not_blocked_by_it() {
     // does not take the handler's post for a change the runbook no longer reaches.
     let server = Server::start();
     server.reply("/health", 503, "down", std::time::Duration::ZERO);
-    let t = Test::new().script(&format!(
-        r#"
-        on_failure(|f| http::post(#{{ url: "{u}/alert", json: f }}));
-        step("change", #{{ undo: || http::post(#{{ url: "{u}/revert" }}) }}, || http::post(#{{ url: "{u}/change" }}));
-        step("verify", || {{
-            let h = http::get(#{{ url: "{u}/health", expect_status: [200, 503], retries: 0 }});
-            if h.status != 200 {{ fail(`health is ${{h.status}}`); }}
-        }});
-        "#,
-        u = server.url("")
-    ));
+    let t = Test::new().script(&undoable(&server));
     assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 1);
     assert_eq!(alerts(&server).len(), 1);
     let undone = t.exec(&["resume", &t.only_run(), "--undo"]);
@@ -203,6 +209,29 @@ fn a_handler_does_not_make_a_run_that_changed_nothing_hold_its_lock() {
     // The next run is not refused by the first one's lock.
     assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 1);
     assert_eq!(alerts(&server).len(), 2);
+}
+
+/// The team heard the run failed; when the undo the operator chose fails too, it hears that,
+/// with `undoing` set so the message can name `resume --undo`.
+#[test]
+fn an_undo_that_fails_is_told_too() {
+    let server = Server::start();
+    server.reply("/health", 503, "down", std::time::Duration::ZERO);
+    server.reply("/revert", 500, "cannot", std::time::Duration::ZERO);
+    let t = Test::new().script(&undoable(&server));
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 1);
+    assert_eq!(alerts(&server)[0]["undoing"], false);
+    let undo = t.exec(&["resume", &t.only_run(), "--undo"]);
+    assert_eq!(undo.code, 1, "{}", undo.all());
+    let told = alerts(&server);
+    assert_eq!(told.len(), 2, "{told:?}\n{}", undo.all());
+    assert_eq!(told[1]["undoing"], true);
+    assert_eq!(told[1]["step"], "undo › change");
+    assert!(
+        told[1]["error"].as_str().unwrap().contains("500"),
+        "{told:?}"
+    );
+    assert_says(&undo.stderr, &["in step 'undo › change'", "--undo"]);
 }
 
 #[test]

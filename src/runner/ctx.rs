@@ -308,13 +308,15 @@ impl RunCtx {
     }
 
     /// How a call at `path` is decided (see `replay::decide`). In `resume --undo`, calls past
-    /// where the run stopped are the frontier; calls inside undo closures run normally.
+    /// where the run stopped are the frontier; calls inside undo closures, and in the failure
+    /// handler of an undo that failed, run normally.
     pub(super) fn mode(&self, path: &[String]) -> replay::Mode {
         replay::Mode {
             dry_run: self.opts.dry_run,
             offline: self.opts.offline,
             undo_frontier: self.opts.undo_mode
-                && path.first().map(String::as_str) != Some(crate::journal::UNDO),
+                && path.first().map(String::as_str) != Some(crate::journal::UNDO)
+                && !crate::journal::in_failure_step(path),
             rerun_step: self.journal.replay.in_rerun_step(path),
             inflight: self.opts.inflight,
         }

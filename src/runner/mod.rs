@@ -721,7 +721,7 @@ fn execute(
     }
     if let Err(e) = &result {
         if !ctx.opts.undo_mode {
-            call_failure_handler(ctx, &engine, e);
+            call_failure_handler(ctx, &engine, e, false);
         }
     }
     let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -780,15 +780,27 @@ fn execute(
     outcome
 }
 
-/// `on_failure(..)`'s closure, when the run failed (not paused, interrupted or refused): called
-/// with what failed, as the step `on failure (session N)` (each failing session tells once;
+/// `on_failure(..)`'s closure, when the run failed (not paused, interrupted or refused), or an
+/// undo of `resume --undo` did (`undoing`): called with what failed, as the step `on failure (session N)` (each failing session tells once;
 /// the handler's calls are never replayed). The run's failure stays as it was: its stop, its
 /// failed steps, its message; a failure of the handler itself is a warning.
-fn call_failure_handler(ctx: &Arc<RunCtx>, engine: &rhai::Engine, e: &EvalAltResult) {
+fn call_failure_handler(
+    ctx: &Arc<RunCtx>,
+    engine: &rhai::Engine,
+    e: &EvalAltResult,
+    undoing: bool,
+) {
     let stop = ctx.take_stop();
     let (error, step) = match &stop {
         None if !matches!(e, EvalAltResult::ErrorTerminated(..)) => {
-            let step = ctx.state.failed_steps.lock().unwrap().first().cloned();
+            // An undo fails after the replay saw the run's own failure: the undo's is last.
+            let failed = ctx.state.failed_steps.lock().unwrap();
+            let step = if undoing {
+                failed.last()
+            } else {
+                failed.first()
+            }
+            .cloned();
             (crate::script::describe_error(e).0, step)
         }
         Some(Stop::Invalid { message, step, .. }) => (message.clone(), Some(step.clone())),
@@ -813,6 +825,7 @@ fn call_failure_handler(ctx: &Arc<RunCtx>, engine: &rhai::Engine, e: &EvalAltRes
         "changed".into(),
         Dynamic::from(ctx.state.wrote.load(std::sync::atomic::Ordering::SeqCst)),
     );
+    failure.insert("undoing".into(), Dynamic::from(undoing));
 
     ctx.clear_stop();
     let path = journal::failure_step(ctx.journal.replay.sessions + 1);
@@ -965,10 +978,14 @@ fn ended_with(
                 },
                 true,
             );
-            let where_ = failed_steps
-                .first()
-                .map(|s| format!(" in step '{}'", show_path(s)))
-                .unwrap_or_default();
+            // Undoing, the replay saw the run's own failure first: the undo's is the last.
+            let where_ = if undoing {
+                failed_steps.last()
+            } else {
+                failed_steps.first()
+            }
+            .map(|s| format!(" in step '{}'", show_path(s)))
+            .unwrap_or_default();
             if ctx.opts.dry_run {
                 ctx.report(Progress::Plan {
                     entries: ctx.state.plan.lock().unwrap().clone(),
@@ -1162,6 +1179,8 @@ fn undo(
             closure.call_within_context::<Dynamic>(&context, ())
         });
         if let Err(e) = result {
+            // The team heard the run failed; an undo that fails too is theirs to hear.
+            call_failure_handler(ctx, engine, &e, true);
             let elapsed_ms = started.elapsed().as_millis() as u64;
             let err = ended_with(ctx, &e, file, source, elapsed_ms, true, None);
             ctx.sync_journal();

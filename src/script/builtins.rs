@@ -276,9 +276,10 @@ pub fn register(engine: &mut Engine, ctx: Arc<dyn Host>, docs: Option<&ActionDoc
         "on_failure",
         &["handler: Fn", "()"],
         "/// Calls `handler` if the run fails (an action or `fail(..)`, or a mistake in the\n\
-         /// runbook), before it stops: to tell the team what a terminal alone would show. It\n\
-         /// gets `#{ run, step, error, changed }` (`changed`: whether the run made a change, so\n\
-         /// `runbook resume RUN` rather than a new run) and runs as the step `on failure\n\
+         /// runbook, or an undo of `resume --undo`), before it stops: to tell the team what a\n\
+         /// terminal alone would show. It gets `#{ run, step, error, changed, undoing }`\n\
+         /// (`changed`: whether the run made a change, so `runbook resume RUN` rather than a new\n\
+         /// run; `undoing`: an undo failed, so `runbook resume RUN --undo`) and runs as the step `on failure\n\
          /// (session N)`, once per failing session. Not called when the run pauses, is\n\
          /// interrupted or is refused; a failure inside it is logged, never hides the first.",
     )

@@ -182,7 +182,7 @@ const BUILTIN_FORMS: &[(&str, &str)] = &[
     ),
     (
         "on_failure",
-        "on_failure(|f| { .. }), f being #{ run, step, error, changed }",
+        "on_failure(|f| { .. }), f being #{ run, step, error, changed, undoing }",
     ),
     (
         "params",
@@ -323,7 +323,7 @@ mod tests {
             ),
             (
                 format!("on_failure ({s})"),
-                Some("on_failure(..) was given (string); it is called as on_failure(|f| { .. }), f being #{ run, step, error, changed }"),
+                Some("on_failure(..) was given (string); it is called as on_failure(|f| { .. }), f being #{ run, step, error, changed, undoing }"),
             ),
             (
                 "sleep (i64)".into(),

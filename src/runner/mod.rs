@@ -781,9 +781,10 @@ fn execute(
 }
 
 /// `on_failure(..)`'s closure, when the run failed (not paused, interrupted or refused), or an
-/// undo of `resume --undo` did (`undoing`): called with what failed, as the step `on failure (session N)` (each failing session tells once;
-/// the handler's calls are never replayed). The run's failure stays as it was: its stop, its
-/// failed steps, its message; a failure of the handler itself is a warning.
+/// undo of `resume --undo` did (`undoing`): called with what failed, as the step `on failure
+/// (session N)` (each failing session tells once; the handler's calls are never replayed).
+/// The run's failure stays as it was: its stop, its failed steps, its message; a failure of
+/// the handler itself is a warning.
 fn call_failure_handler(
     ctx: &Arc<RunCtx>,
     engine: &rhai::Engine,

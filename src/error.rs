@@ -107,7 +107,7 @@ impl Next {
             }
             Next::RunAgain => "nothing was changed; once the cause is fixed, run it again".into(),
             Next::ResumeOrAbandon { run, paused } => format!(
-                "Continue it with `runbook resume {run}{}{resume}`, or, once you have checked the deployment, release it with `runbook abandon {run}{flag}`",
+                "continue it with `runbook resume {run}{}{resume}`, or, once you have checked the deployment, release it with `runbook abandon {run}{flag}`",
                 if *paused { " --approve" } else { "" }
             ),
             Next::RestoreRunbook { run, approve, undo } => format!(
@@ -335,17 +335,10 @@ impl Error {
                 "error: no run with id '{id}' in {store}; `runbook runs{flag}` lists the runs"
             ),
             Error::Refused { message, next } => {
-                // Next steps are written to follow a sentence; here they start a line.
-                let next = next.render_for(flag, again);
-                let mut chars = next.chars();
-                let next = match chars.next() {
-                    Some(c) => c.to_lowercase().chain(chars).collect(),
-                    None => next,
-                };
-                format!("error: {message}\n  next: {next}")
+                format!("error: {message}\n  next: {}", next.render_for(flag, again))
             }
             Error::Claimed(claim) => format!(
-                "error: {claim}. {}",
+                "error: {claim}; {}",
                 Next::ResumeOrAbandon {
                     run: claim.run.clone(),
                     paused: claim.standing.starts_with("paused"),

@@ -200,6 +200,13 @@ fn usage_errors_are_exit_2() {
         "{}",
         ran.stderr
     );
+    let ran = t.exec(&["log", "20990101-0000-ffff", "--runbook"]);
+    assert_eq!(ran.code, 2);
+    assert!(
+        ran.stderr.contains("no run with id '20990101-0000-ffff'"),
+        "{}",
+        ran.stderr
+    );
     // In another state directory, the command that lists its runs names it.
     let ran = t.exec(&["--state-dir", "ops", "log", "20990101-0000-ffff"]);
     assert_eq!(ran.code, 2);

@@ -21,11 +21,24 @@ mod subcommand;
 
 pub(crate) fn say_line(line: std::fmt::Arguments) -> Result<(), Error> {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{line}") {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Error::ClosedOutput),
-        Err(e) => Err(Error::Io(format!("cannot write the output: {e}"))),
+    writeln!(std::io::stdout().lock(), "{line}").map_err(output_error)
+}
+
+/// Writes to stdout as it is, with no line added.
+pub(crate) fn write_out(bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    std::io::stdout()
+        .lock()
+        .write_all(bytes)
+        .map_err(output_error)
+}
+
+/// A reader that went away is [`Error::ClosedOutput`]; anything else, an I/O error.
+fn output_error(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Error::ClosedOutput
+    } else {
+        Error::Io(format!("cannot write the output: {e}"))
     }
 }
 

@@ -152,14 +152,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             ..
         } => {
             // As recorded, to the byte: it is written back over an edited runbook.
-            store.read(&run_id)?;
-            let script = store.script(&run_id)?;
-            use std::io::Write;
-            match std::io::stdout().lock().write_all(script.as_bytes()) {
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                Err(e) => Err(Error::Io(format!("cannot write the output: {e}"))),
-                Ok(()) => Ok(()),
-            }
+            super::write_out(store.script(&run_id)?.as_bytes())
         }
         Command::Log { run_id, json, .. } => log(store.as_ref(), &run_id, json),
         Command::Report { run_id, html, json } => report(store.as_ref(), run_id, html, json),
@@ -274,6 +267,14 @@ fn check(files: &[std::path::PathBuf]) -> Result<(), Error> {
     Ok(())
 }
 
+/// A runbook's file name, as the run listings show it.
+fn file_name(runbook: &str) -> String {
+    std::path::Path::new(runbook)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// `runbook resume` or `abandon` without a run: never a guess (at 3 a.m. the newest run is
 /// not always the one meant), but the runs still open, each with the command for it.
 fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
@@ -286,10 +287,7 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
         let s = runner::summarize(&id, &loaded.records);
         // A run still running is neither: its own process is at it.
         if matches!(s.status, Paused | Interrupted | Failed | Crashed) {
-            let runbook = std::path::Path::new(&s.runbook)
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let runbook = file_name(&s.runbook);
             let mut at = if s.last_step.is_empty() {
                 String::new()
             } else {
@@ -384,10 +382,7 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
         "RUNBOOK"
     );
     for (s, status) in rows {
-        let runbook = std::path::Path::new(&s.runbook)
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let runbook = file_name(&s.runbook);
         let started = s.started.get(..19).unwrap_or(&s.started).replace('T', " ");
         let held = claimed_by(&s.run_id);
         let last = if held.is_empty() {

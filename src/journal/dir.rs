@@ -120,6 +120,7 @@ impl Store for DirStore {
     }
 
     fn script(&self, run_id: &str) -> Result<String, Error> {
+        self.check_id(run_id)?;
         let path = self.run_dir(run_id).join("runbook.rhai");
         fs::read_to_string(&path).map_err(|e| self.io(&path, e))
     }

@@ -47,6 +47,12 @@ pub fn in_failure_step(path: &[String]) -> bool {
     })
 }
 
+/// Whether `path` is in a step the engine runs after the script itself: an undo closure of
+/// `resume --undo` or a failure handler. A replay of the script never reaches their calls.
+pub fn after_the_script(path: &[String]) -> bool {
+    path.first().map(String::as_str) == Some(UNDO) || in_failure_step(path)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {

@@ -314,9 +314,7 @@ impl RunCtx {
         replay::Mode {
             dry_run: self.opts.dry_run,
             offline: self.opts.offline,
-            undo_frontier: self.opts.undo_mode
-                && path.first().map(String::as_str) != Some(crate::journal::UNDO)
-                && !crate::journal::in_failure_step(path),
+            undo_frontier: self.opts.undo_mode && !journal::after_the_script(path),
             rerun_step: self.journal.replay.in_rerun_step(path),
             inflight: self.opts.inflight,
         }
@@ -442,8 +440,7 @@ impl RunCtx {
     /// is its own, never replayed).
     fn finished_writes(&self) -> impl Iterator<Item = (&Key, &Call)> {
         self.journal.replay.calls.iter().filter(|((path, _), c)| {
-            path.first().map(String::as_str) != Some(journal::UNDO)
-                && !journal::in_failure_step(path)
+            !journal::after_the_script(path)
                 && matches!(
                     c,
                     Call::Action {

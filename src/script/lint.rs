@@ -12,22 +12,47 @@ use crate::action::Registry;
 use crate::action::COMMON_FIELDS;
 use crate::error::Error;
 
-/// Built-in functions and the argument counts they take.
-const BUILTINS: &[(&str, &[usize])] = &[
-    ("step", &[2, 3]),
-    ("params", &[1]),
-    ("approve", &[1]),
-    ("sleep", &[1]),
-    ("parallel", &[2, 3]),
-    ("now", &[0]),
-    ("log", &[1]),
-    ("result", &[2]),
-    ("fail", &[1]),
-    ("secret", &[1]),
-    ("lock", &[1]),
-    ("on_failure", &[1]),
-    ("is_dry_run", &[0]),
+/// Built-in functions, the argument counts they take, and how they are called (for a call
+/// with the wrong arguments, here or at run time).
+const BUILTINS: &[(&str, &[usize], &str)] = &[
+    (
+        "step",
+        &[2, 3],
+        "step(name, || { .. }) or step(name, #{ retries, backoff, timeout, undo }, || { .. })",
+    ),
+    (
+        "params",
+        &[1],
+        "params(#{ name: #{ type, default, doc, required, choices } })",
+    ),
+    ("approve", &[1], "approve(\"message\")"),
+    ("sleep", &[1], "sleep(\"30m\")"),
+    (
+        "parallel",
+        &[2, 3],
+        "parallel(items, |item| { .. }) or parallel(items, #{ limit }, |item| { .. })",
+    ),
+    ("now", &[0], "now()"),
+    ("log", &[1], "log(value)"),
+    ("result", &[2], "result(\"name\", value)"),
+    ("fail", &[1], "fail(\"message\")"),
+    ("secret", &[1], "secret(\"NAME\")"),
+    ("lock", &[1], "lock(\"name\")"),
+    (
+        "on_failure",
+        &[1],
+        "on_failure(|f| { .. }), f being #{ run, step, error, changed, undoing }",
+    ),
+    ("is_dry_run", &[0], "is_dry_run()"),
 ];
+
+/// How the built-in `name` is called.
+pub(super) fn builtin_form(name: &str) -> Option<&'static str> {
+    BUILTINS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, _, form)| *form)
+}
 
 /// A call found in a body: the call, where it is, and whether it runs conditionally / in a loop.
 type Found = (rhai::FnCallExpr, Position, (bool, bool));
@@ -163,7 +188,7 @@ impl Linter<'_> {
                 continue;
             }
             let name = call.name.as_str();
-            if let Some((_, arities)) = BUILTINS.iter().find(|(n, _)| *n == name) {
+            if let Some((_, arities, _)) = BUILTINS.iter().find(|(n, _, _)| *n == name) {
                 if !arities.contains(&args) {
                     self.problem(
                         pos,
@@ -174,7 +199,7 @@ impl Linter<'_> {
             }
             if matches!(name, "step" | "parallel" | "on_failure") {
                 if let Some(what) = call.args.last().and_then(not_a_closure) {
-                    let form = super::builtin_form(name).unwrap_or_default();
+                    let form = builtin_form(name).unwrap_or_default();
                     self.problem(
                         pos,
                         format!("{name}(..) needs a closure as its last argument, not {what}: it is called as {form}"),

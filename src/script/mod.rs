@@ -168,47 +168,11 @@ pub fn describe_error(e: &EvalAltResult) -> (String, Position, Option<String>) {
     (message, pos, source)
 }
 
-/// How each built-in that takes a closure or a map is called, for a call with the wrong kinds
-/// of arguments (Rhai only says "Function not found: step (&str | ImmutableString | String,
-/// ..)").
-const BUILTIN_FORMS: &[(&str, &str)] = &[
-    (
-        "step",
-        "step(name, || { .. }) or step(name, #{ retries, backoff, timeout, undo }, || { .. })",
-    ),
-    (
-        "parallel",
-        "parallel(items, |item| { .. }) or parallel(items, #{ limit }, |item| { .. })",
-    ),
-    (
-        "on_failure",
-        "on_failure(|f| { .. }), f being #{ run, step, error, changed, undoing }",
-    ),
-    (
-        "params",
-        "params(#{ name: #{ type, default, doc, required, choices } })",
-    ),
-    ("approve", "approve(\"message\")"),
-    ("sleep", "sleep(\"30m\")"),
-    ("lock", "lock(\"name\")"),
-    ("secret", "secret(\"NAME\")"),
-    ("fail", "fail(\"message\")"),
-    ("result", "result(\"name\", value)"),
-];
-
-/// How the built-in `name` is called, when it is one that takes a closure or a map.
-pub(crate) fn builtin_form(name: &str) -> Option<&'static str> {
-    BUILTIN_FORMS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, f)| *f)
-}
-
 /// "step(..) was given (string, string); it is called as step(name, || { .. }) or ..." for a
 /// built-in called with arguments of the wrong kinds. None for any other missing function.
 fn misused_builtin(signature: &str) -> Option<String> {
     let (name, args) = signature.split_once(" (")?;
-    let form = builtin_form(name)?;
+    let form = lint::builtin_form(name)?;
     // Rhai lists each argument's type, a string as "&str | ImmutableString | String".
     let kinds: Vec<&str> = args
         .trim_end_matches(')')

@@ -363,18 +363,23 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                         let started = !matches!(e, Error::Locked(_) | Error::Claimed(_));
                         let text = if started {
                             format!(
-                                "the failover of {region} did not finish: {e}; `runbook runs` lists it"
+                                "the failover of {region} did not finish: {e}; `runbook runs{}` lists it",
+                                req.store_flag
                             )
                         } else {
                             format!("the failover of {region} could not start: {e}")
                         };
                         // The runbook's failure handler may have told the team already, with
-                        // where it stopped and how it goes on: once is enough.
+                        // where it stopped and how it goes on: once is enough. The run is the
+                        // last automatic failover, found here once for the next rounds too.
+                        if started {
+                            last = last_automatic(env.store.as_ref(), &name).ok();
+                        }
                         let told_by_run = started
-                            && last_automatic(env.store.as_ref(), &name)
-                                .ok()
-                                .flatten()
-                                .and_then(|(run, _)| env.store.read(&run).ok())
+                            && last
+                                .as_ref()
+                                .and_then(Option::as_ref)
+                                .and_then(|(run, _)| env.store.read(run).ok())
                                 .is_some_and(|l| rules::told_in_last_session(&l.records));
                         if told_by_run {
                             say(

@@ -63,6 +63,14 @@ pub enum Next {
     },
     /// The run is over: a new run of the runbook.
     NewRun { runbook: String },
+    /// A live process holds a lock and nothing says which run: wait for it.
+    WaitForHolder,
+    /// Another run's live process holds a lock: wait for it, or stop it when this cannot wait.
+    WaitOrStop { pid: u32, host: String },
+    /// A live process still runs this very run: wait for it, or stop it and resume again.
+    StopThenResume { run: String, pid: u32, host: String },
+    /// A live process still runs the run to abandon: stop it first.
+    StopThenAbandon { run: String, pid: u32, host: String },
 }
 
 impl Next {
@@ -116,6 +124,18 @@ impl Next {
                 if *undo { " --undo" } else { "" }
             ),
             Next::NewRun { runbook } => format!("`runbook run {runbook}{flag}` starts a new run"),
+            Next::WaitForHolder => {
+                format!("wait for it to finish (`runbook runs{flag}` shows its state)")
+            }
+            Next::WaitOrStop { pid, host } => format!(
+                "wait for it to finish (`runbook runs{flag}` shows its state), or, if this cannot wait, stop it (Ctrl-C where it runs, or `kill {pid}` on {host}): it stops at a safe point and stays resumable, and running this again then says how to take over"
+            ),
+            Next::StopThenResume { run, pid, host } => format!(
+                "wait for it to finish, or stop it (Ctrl-C where it runs, or `kill {pid}` on {host}) and resume it again: `runbook resume {run}{resume}`"
+            ),
+            Next::StopThenAbandon { run, pid, host } => format!(
+                "stop it first (Ctrl-C where it runs, or `kill {pid}` on {host}), then `runbook abandon {run}{flag}`"
+            ),
         }
     }
 }
@@ -188,9 +208,14 @@ pub enum Error {
     #[error("no run with id '{0}' in {1}; `runbook runs` lists the runs")]
     UnknownRun(String, String),
 
-    /// A live process holds the lock.
-    #[error("{0}")]
-    Locked(String),
+    /// A live process holds a lock (`holder`: that process, "pid 4242 on host-a, by alice,
+    /// since …"), with what to do about it.
+    #[error("{message}")]
+    Locked {
+        message: String,
+        holder: String,
+        next: Next,
+    },
 
     /// A run that stopped mid-way claims the lock.
     #[error("{0}")]
@@ -233,7 +258,7 @@ impl Error {
             | Error::ReplayMismatch { .. }
             | Error::Refused { .. }
             | Error::UnknownRun(..) => exit::INVALID_INPUT,
-            Error::Locked(_) | Error::Claimed(_) => exit::LOCKED,
+            Error::Locked { .. } | Error::Claimed(_) => exit::LOCKED,
             Error::Paused { .. } => exit::PAUSED,
             Error::Interrupted { .. } => exit::INTERRUPTED,
             Error::RunFailed { .. } | Error::Io(_) => exit::RUN_FAILED,
@@ -334,7 +359,7 @@ impl Error {
             Error::UnknownRun(id, store) => format!(
                 "error: no run with id '{id}' in {store}; `runbook runs{flag}` lists the runs"
             ),
-            Error::Refused { message, next } => {
+            Error::Refused { message, next } | Error::Locked { message, next, .. } => {
                 format!("error: {message}\n  next: {}", next.render_for(flag, again))
             }
             Error::Claimed(claim) => format!(
@@ -409,6 +434,22 @@ mod tests {
                 "fix the cause, then `runbook resume 20261122-0312-ab12 --undo`: finished changes are not repeated, the failed step's checks run again",
             ),
             (Next::RunAgain, " --state-dir x", "nothing was changed; once the cause is fixed, run it again"),
+            (Next::WaitForHolder, " --state-dir x", "wait for it to finish (`runbook runs --state-dir x` shows its state)"),
+            (
+                Next::WaitOrStop { pid: 42, host: "h".into() },
+                "",
+                "wait for it to finish (`runbook runs` shows its state), or, if this cannot wait, stop it (Ctrl-C where it runs, or `kill 42` on h): it stops at a safe point and stays resumable, and running this again then says how to take over",
+            ),
+            (
+                Next::StopThenResume { run: run(), pid: 42, host: "h".into() },
+                " --store 'postgres://u:***@h/db'",
+                "wait for it to finish, or stop it (Ctrl-C where it runs, or `kill 42` on h) and resume it again: `runbook resume 20261122-0312-ab12 --store 'postgres://u:***@h/db'`",
+            ),
+            (
+                Next::StopThenAbandon { run: run(), pid: 42, host: "h".into() },
+                " --state-dir x",
+                "stop it first (Ctrl-C where it runs, or `kill 42` on h), then `runbook abandon 20261122-0312-ab12 --state-dir x`",
+            ),
         ];
         for (next, flag, want) in cases {
             assert_eq!(next.render(flag), want, "{next:?}");

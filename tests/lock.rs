@@ -8,7 +8,8 @@ fn a_second_run_of_the_same_runbook_gets_exit_4_naming_the_holder() {
     let t = Test::new().script(r#"step("hold", || sleep("20s"));"#);
     let mut first = t.spawn_until_sleeping(&["run", "runbook.rhai"]);
     let holder = t.only_run();
-    let second = t.exec(&["run", "runbook.rhai"]);
+    // The same store, spelled so that the commands it suggests must carry the option.
+    let second = t.exec(&["run", "runbook.rhai", "--state-dir", "./.runbook"]);
     assert_eq!(second.code, 4, "{}", second.all());
     assert!(
         second.stderr.contains(&format!("held by run {holder}")),
@@ -16,6 +17,13 @@ fn a_second_run_of_the_same_runbook_gets_exit_4_naming_the_holder() {
         second.stderr
     );
     assert!(second.stderr.contains("by tester"), "{}", second.stderr);
+    assert_says(
+        &second.stderr,
+        &[
+            "\n  next: wait for it to finish (`runbook runs --state-dir ./.runbook` shows its state), or, if this cannot wait, stop it (Ctrl-C where it runs, or `kill ".to_string(),
+            format!("`kill {}` on ", first.id()),
+        ],
+    );
     assert_eq!(t.run_ids().len(), 1, "the refused run left nothing");
     kill9(&mut first);
 }
@@ -222,9 +230,19 @@ fn a_run_killed_mid_change_keeps_its_claim_and_a_live_one_cannot_be_abandoned() 
         .file("maintenance.rhai", ANOTHER_PROCEDURE);
     let mut first = t.spawn_until_sleeping(&["run", "failover.rhai"]);
     let run = t.only_run();
-    let live = t.exec(&["abandon", &run]);
+    let live = t.exec(&["abandon", &run, "--state-dir", "./.runbook"]);
     assert_eq!(live.code, 4, "{}", live.all());
-    assert!(live.stderr.contains("is still running"), "{}", live.stderr);
+    assert_says(
+        &live.stderr,
+        &[
+            format!("error: run {run} is still running (run {run} (failover.rhai, by tester on "),
+            format!(
+                "\n  next: stop it first (Ctrl-C where it runs, or `kill {}` on ",
+                first.id()
+            ),
+            format!("), then `runbook abandon {run} --state-dir ./.runbook`"),
+        ],
+    );
     kill9(&mut first);
     let other = t.exec(&["run", "maintenance.rhai"]);
     assert_eq!(other.code, 4, "{}", other.all());
@@ -412,7 +430,9 @@ fn a_resume_is_refused_when_the_paused_runs_process_does_not_let_go() {
     assert!(
         resumed.stderr.contains(&format!(
             "run {run} is still running in another process (pid "
-        )) && resumed.stderr.contains("and resume again"),
+        )) && resumed
+            .stderr
+            .contains(&format!("and resume it again: `runbook resume {run}`")),
         "{}",
         resumed.stderr
     );

@@ -194,6 +194,15 @@ fn a_postgres_lock_excludes_another_host_and_dies_with_its_holder() {
         "{}",
         refused.stderr
     );
+    // Given on the command line, the store is in the command it suggests.
+    let elsewhere = Test::new().script(r#"step("x", || log("second run"));"#);
+    let refused = elsewhere.exec(&["run", "runbook.rhai", "--store", &url]);
+    assert_eq!(refused.code, 4, "{}", refused.all());
+    assert!(
+        refused.stderr.contains("(`runbook runs --store "),
+        "{}",
+        refused.stderr
+    );
     assert!(!refused.stdout.contains("second run"));
     assert_eq!(
         sql(&c, "SELECT count(*) FROM runbook_runs"),

@@ -292,7 +292,7 @@ fn of_two_watchers_one_acts_and_the_other_takes_over_when_it_dies() {
     // It names the active watcher's process (not as a run of its own still running).
     let waiting = b.output();
     assert!(
-        waiting.contains("another watcher is active (the lock 'watch ")
+        waiting.contains("another watcher is active (pid ")
             && waiting.contains(&format!("pid {}", a.child.id()))
             && !waiting.contains("still running in another process"),
         "{waiting}"
@@ -505,6 +505,12 @@ fn a_failover_refused_by_a_held_lock_alerts_once_and_goes_ahead_once_released() 
     assert_eq!(refusals(), 1, "{:?}", d.stack.web.messages());
     let alert = format!("{:?}", d.stack.web.messages());
     assert!(alert.contains(&format!("is held by run {held}")), "{alert}");
+    // With what the on-call can do about it, on the same line.
+    assert!(
+        alert.contains("must not overlap; next: wait for it to finish (`runbook runs")
+            && alert.contains(&format!("`kill {}` on ", maintenance.id())),
+        "{alert}"
+    );
 
     // The on-call stops the maintenance and gives it up: the watcher goes ahead.
     unsafe {

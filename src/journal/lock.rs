@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{Event, Record, RunStatus, Store};
-use crate::error::Error;
+use crate::error::{Error, Next};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LockHolder {
@@ -30,6 +30,14 @@ pub struct LockHolder {
 }
 
 impl LockHolder {
+    /// The process, without its run: "pid 4242 on host-a, by alice, since 2026-…".
+    pub fn process(&self) -> String {
+        format!(
+            "pid {} on {}, by {}, since {}",
+            self.pid, self.host, self.operator, self.since
+        )
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "run {} ({}, by {} on {}, pid {}, since {})",
@@ -128,18 +136,18 @@ pub fn take(store: &dyn Store, name: &str, holder: &LockHolder) -> Result<LockGu
 /// out is waited for (see `leaving`).
 pub fn hold(store: &dyn Store, name: &str, taker: &LockHolder) -> Result<LockGuard, Error> {
     match store.lock(name) {
-        Err(Error::Locked(held)) => match own_claim(store, name, taker) {
+        Err(held @ Error::Locked { .. }) => match own_claim(store, name, taker) {
             // Another run holds it: refused at once, saying what that run is doing.
-            None => Err(held_by_run(store, name).unwrap_or(Error::Locked(held))),
+            None => Err(held_by_run(store, name).unwrap_or(held)),
             // A process of this very run holds it: it is exiting, or it still runs the run.
             Some((own, records)) => {
                 let taken = if leaving(&own, taker, &records) {
                     wait_for_release(store, name, EXIT_GRACE)
                 } else {
-                    Err(Error::Locked(held))
+                    Err(held)
                 };
                 taken.map_err(|e| match e {
-                    Error::Locked(_) => already_running(&own),
+                    Error::Locked { .. } => already_running(&own),
                     e => e,
                 })
             }
@@ -205,11 +213,18 @@ fn own_claim(
 
 /// The refusal for a run that a live process still runs.
 fn already_running(own: &LockHolder) -> Error {
-    Error::Locked(format!(
-        "run {} is still running in another process (pid {} on {}, by {}, since {}); one process at a time continues a run. \
-         Wait for it to finish, or stop it (Ctrl-C, or `kill {}` on {}) and resume again",
-        own.run_id, own.pid, own.host, own.operator, own.since, own.pid, own.host
-    ))
+    Error::Locked {
+        message: format!(
+            "run {} is still running in another process (pid {} on {}, by {}, since {}); one process at a time continues a run",
+            own.run_id, own.pid, own.host, own.operator, own.since
+        ),
+        holder: own.process(),
+        next: Next::StopThenResume {
+            run: own.run_id.clone(),
+            pid: own.pid,
+            host: own.host.clone(),
+        },
+    }
 }
 
 /// Takes the lock once its holder lets go, or gives the holder's refusal after `limit`. The
@@ -222,7 +237,7 @@ fn wait_for_release(store: &dyn Store, name: &str, limit: Duration) -> Result<Lo
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(250));
         match store.lock(name) {
-            Err(Error::Locked(_)) if Instant::now() < deadline => continue,
+            Err(Error::Locked { .. }) if Instant::now() < deadline => continue,
             taken => return taken,
         }
     }
@@ -377,18 +392,21 @@ impl Held for HeldFile {
     }
 }
 
-/// The message for a lock a live process holds.
+/// The refusal for a lock a live process holds.
 pub(super) fn held_by(name: &str, holder: Option<LockHolder>) -> Error {
-    let who = holder
-        .map(|h| h.describe())
-        .unwrap_or_else(|| "another process".into());
-    Error::Locked(format!(
-        "the lock '{name}' is held by {who}; two runs of conflicting procedures must not overlap. \
-         Wait for it to finish (`runbook runs` shows its state)"
-    ))
+    let (who, process) = holder
+        .map(|h| (h.describe(), h.process()))
+        .unwrap_or_else(|| ("another process".into(), "a process".into()));
+    Error::Locked {
+        message: format!(
+            "the lock '{name}' is held by {who}; two runs of conflicting procedures must not overlap"
+        ),
+        holder: process,
+        next: Next::WaitForHolder,
+    }
 }
 
-/// The message for a lock the live process of another run holds, with what that run is doing
+/// The refusal for a lock the live process of another run holds, with what that run is doing
 /// now and how to stop it when this cannot wait (a maintenance window of 30 minutes while the
 /// primary region is down). None when the claim or its journal cannot be read.
 fn held_by_run(store: &dyn Store, name: &str) -> Option<Error> {
@@ -401,15 +419,17 @@ fn held_by_run(store: &dyn Store, name: &str) -> Option<Error> {
     let doing = doing_now(&records, super::unix_ms())
         .map(|d| format!(", now {d}"))
         .unwrap_or_default();
-    Some(Error::Locked(format!(
-        "the lock '{name}' is held by {}{doing}; two runs of conflicting procedures must not \
-         overlap. Wait for it to finish, or, if this cannot wait, stop it (Ctrl-C where it runs, \
-         or `kill {}` on {}): it stops at a safe point and stays resumable, and running this \
-         again then says how to take over",
-        holder.describe(),
-        holder.pid,
-        holder.host
-    )))
+    Some(Error::Locked {
+        message: format!(
+            "the lock '{name}' is held by {}{doing}; two runs of conflicting procedures must not overlap",
+            holder.describe()
+        ),
+        holder: holder.process(),
+        next: Next::WaitOrStop {
+            pid: holder.pid,
+            host: holder.host,
+        },
+    })
 }
 
 /// What a running run is doing, by its journal: waiting on a durable timer (with the time

@@ -416,12 +416,15 @@ pub fn abandon(
         match journal::hold_lock(store, &name, &me) {
             Ok(g) => guards.push(g),
             Err(_) => {
-                return Err(Error::Locked(format!(
-                    "run {run_id} is still running ({}): stop it first (Ctrl-C, or `kill {}` on {}), then abandon it",
-                    holder.describe(),
-                    holder.pid,
-                    holder.host
-                )))
+                return Err(Error::Locked {
+                    message: format!("run {run_id} is still running ({})", holder.describe()),
+                    holder: holder.process(),
+                    next: Next::StopThenAbandon {
+                        run: run_id.to_string(),
+                        pid: holder.pid,
+                        host: holder.host,
+                    },
+                })
             }
         }
     }

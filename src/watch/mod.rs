@@ -244,7 +244,7 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
     let guard = loop {
         match journal::take_lock(env.store.as_ref(), &lock, &holder) {
             Ok(g) => break g,
-            Err(Error::Locked(who)) if !req.once => {
+            Err(Error::Locked { holder: who, .. }) if !req.once => {
                 if !told {
                     say(
                         env,
@@ -360,14 +360,21 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                         await_approval(env, &cx, &inv, &run, region, &rules, &req.store_flag)?
                     }
                     Err(e) => {
-                        let started = !matches!(e, Error::Locked(_) | Error::Claimed(_));
+                        let started = !matches!(e, Error::Locked { .. } | Error::Claimed(_));
                         let text = if started {
                             format!(
                                 "the failover of {region} did not finish: {e}; `runbook runs{}` lists it",
                                 req.store_flag
                             )
                         } else {
-                            format!("the failover of {region} could not start: {e}")
+                            // With what to do about the holder: wait, stop it, or resume or
+                            // abandon the run that claims the lock.
+                            let refusal = e.render(&req.store_flag);
+                            let refusal = refusal.trim_start_matches("error: ");
+                            format!(
+                                "the failover of {region} could not start: {}",
+                                refusal.replace("\n  next: ", "; next: ")
+                            )
                         };
                         // The runbook's failure handler may have told the team already, with
                         // where it stopped and how it goes on: once is enough. The run is the

@@ -336,6 +336,69 @@ fn unknown_deployments_and_contexts_are_named() {
     assert_eq!(t.journal(&t.only_run()).matches("action_failed").count(), 2);
 }
 
+/// Rendering a kustomization for the plan line runs `kubectl kustomize` like every child an
+/// action starts: registered, so the second Ctrl-C that stops the run at once stops it too
+/// (here a `kubectl` that hangs; before, it outlived the run).
+#[test]
+fn a_second_ctrl_c_stops_a_hung_kustomize_render() {
+    let t = crate::support::Test::new()
+        .file("overlay/kustomization.yaml", "resources: []\n")
+        .file(
+            "bin/kubectl",
+            "#!/bin/sh\necho $$ > kubectl.pid\nexec sleep 60\n",
+        )
+        .script(r#"step("apply", || k8s::apply(#{ context: "x", kustomize: "overlay" }));"#);
+    let bin = t.path("bin");
+    std::fs::set_permissions(
+        bin.join("kubectl"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let t = t.env("PATH", &path);
+    let child = t.spawn(&["run", "runbook.rhai"]);
+    let pid_file = t.path("kubectl.pid");
+    assert!(crate::support::wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n'))
+    }));
+    let kubectl: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Stopped by its own process id whatever the outcome.
+    struct Stop(i32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+            }
+        }
+    }
+    let _stop = Stop(kubectl);
+    for _ in 0..2 {
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGINT);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{kubectl}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    assert!(
+        crate::support::wait_for(Duration::from_secs(5), || !alive()),
+        "kubectl kustomize (pid {kubectl}) outlived the run"
+    );
+}
+
 /// `k8s::apply` with `kustomize`: an overlay rendered as `kubectl apply -k` renders it, applied
 /// by the engine — planned object by object in a dry-run, applied, and checked with kubectl.
 #[test]

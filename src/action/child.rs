@@ -67,3 +67,33 @@ pub async fn output(
         }
     }
 }
+
+/// The same for code that cannot wait asynchronously (an action's plan line): `command` runs
+/// registered, in its own group, its output read on a thread of its own; past `limit` its
+/// group is killed and `None` returned.
+pub fn output_blocking(
+    mut command: std::process::Command,
+    limit: Duration,
+) -> std::io::Result<Option<Output>> {
+    use std::os::unix::process::CommandExt;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = command.spawn()?;
+    let pid = child.id() as i32;
+    RUNNING.lock().unwrap().push(pid);
+    let registered = Registered(pid);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.map(Some),
+        Err(_) => {
+            registered.kill();
+            Ok(None)
+        }
+    }
+}

@@ -132,11 +132,21 @@ async fn render(dir: &str) -> Result<(), ActionError> {
     kustomization_exists(dir)?;
     let mut command = tokio::process::Command::new("kubectl");
     command.args(["kustomize", dir]);
-    let out = crate::action::child::output(command, Duration::from_secs(60))
+    let out = crate::action::child::output(command, KUSTOMIZE_LIMIT)
         .await
         .map_err(|e| ActionError::permanent(format!("cannot run kubectl kustomize {dir}: {e}")))?
-        .ok_or_else(|| ActionError::permanent(format!("kubectl kustomize {dir} took over 60 s")))?;
+        .ok_or_else(|| too_long(dir))?;
     keep_rendered(dir, out)
+}
+
+/// How long rendering a kustomization may take (it reads local files only).
+const KUSTOMIZE_LIMIT: Duration = Duration::from_secs(60);
+
+fn too_long(dir: &str) -> ActionError {
+    ActionError::permanent(format!(
+        "kubectl kustomize {dir} took over {} s; it was stopped",
+        KUSTOMIZE_LIMIT.as_secs()
+    ))
 }
 
 fn keep_rendered(dir: &str, out: std::process::Output) -> Result<(), ActionError> {
@@ -167,11 +177,11 @@ fn kustomization_exists(dir: &str) -> Result<(), ActionError> {
 /// The same, for the plan line (describe and predict are not async).
 fn kustomize(dir: &str) -> Result<String, ActionError> {
     kustomization_exists(dir)?;
-    let out = std::process::Command::new("kubectl")
-        .args(["kustomize", dir])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| ActionError::permanent(format!("cannot run kubectl kustomize {dir}: {e}")))?;
+    let mut command = std::process::Command::new("kubectl");
+    command.args(["kustomize", dir]);
+    let out = crate::action::child::output_blocking(command, KUSTOMIZE_LIMIT)
+        .map_err(|e| ActionError::permanent(format!("cannot run kubectl kustomize {dir}: {e}")))?
+        .ok_or_else(|| too_long(dir))?;
     keep_rendered(dir, out)?;
     Ok(rendered(dir).unwrap_or_default())
 }

@@ -38,14 +38,44 @@ impl Drop for Registered {
     }
 }
 
+/// Registers a child just started in a process group of its own (its id is the group's).
+fn register(pid: i32) -> Registered {
+    RUNNING.lock().unwrap().push(pid);
+    Registered(pid)
+}
+
 /// Starts `command` in a process group of its own, registered.
 pub fn spawn(
     command: &mut tokio::process::Command,
 ) -> std::io::Result<(tokio::process::Child, Registered)> {
     let child = command.process_group(0).spawn()?;
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
-    RUNNING.lock().unwrap().push(pid);
-    Ok((child, Registered(pid)))
+    Ok((child, register(pid)))
+}
+
+/// Sets `command` up to be run to the end with its output collected: stdin closed, a group
+/// of its own.
+fn collecting(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+}
+
+/// The output of a child that finished in time; else its group is killed and `None` returned.
+fn in_time(
+    finished: Option<std::io::Result<Output>>,
+    registered: Registered,
+) -> std::io::Result<Option<Output>> {
+    match finished {
+        Some(out) => out.map(Some),
+        None => {
+            registered.kill();
+            Ok(None)
+        }
+    }
 }
 
 /// Runs `command` to the end and collects its output (stdin closed); past `limit` its group
@@ -54,46 +84,24 @@ pub async fn output(
     mut command: tokio::process::Command,
     limit: Duration,
 ) -> std::io::Result<Option<Output>> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    collecting(command.as_std_mut());
     let (child, registered) = spawn(&mut command)?;
-    match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Ok(out) => out.map(Some),
-        Err(_) => {
-            registered.kill();
-            Ok(None)
-        }
-    }
+    let finished = tokio::time::timeout(limit, child.wait_with_output()).await;
+    in_time(finished.ok(), registered)
 }
 
-/// The same for code that cannot wait asynchronously (an action's plan line): `command` runs
-/// registered, in its own group, its output read on a thread of its own; past `limit` its
-/// group is killed and `None` returned.
+/// The same for code that cannot wait asynchronously (an action's plan line): its output is
+/// read on a thread of its own while this one waits at most `limit`.
 pub fn output_blocking(
     mut command: std::process::Command,
     limit: Duration,
 ) -> std::io::Result<Option<Output>> {
-    use std::os::unix::process::CommandExt;
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    collecting(&mut command);
     let child = command.spawn()?;
-    let pid = child.id() as i32;
-    RUNNING.lock().unwrap().push(pid);
-    let registered = Registered(pid);
+    let registered = register(child.id() as i32);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.map(Some),
-        Err(_) => {
-            registered.kill();
-            Ok(None)
-        }
-    }
+    in_time(rx.recv_timeout(limit).ok(), registered)
 }

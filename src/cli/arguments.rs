@@ -113,16 +113,19 @@ pub enum Command {
     },
     /// Compile and lint runbooks without running anything
     Check {
+        /// The runbooks (.rhai) to check
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// List runs: id, runbook, status, start, last step
     Runs {
+        /// One JSON object a line, with the locks each run claims
         #[arg(long)]
         json: bool,
     },
     /// Show a run's journal
     Log {
+        /// The run (`runbook runs` lists them)
         run_id: String,
         /// The journal's JSON lines as recorded
         #[arg(long)]
@@ -178,6 +181,8 @@ pub enum Command {
     },
     /// List every action with its fields, output, effect and idempotency
     Actions {
+        /// The actions as JSON, with each input's and output's JSON schema and the fields every
+        /// call takes
         #[arg(long)]
         json: bool,
         /// Instead, write Rhai definition files (*.d.rhai) for editors and the Rhai language
@@ -218,27 +223,35 @@ pub enum StackCommand {
     },
     /// Stop a stack started with `up`, every process by its own id
     Down {
+        /// The stack's folder, as given to `up`
         #[arg(long, default_value = ".runbook/stack")]
         dir: PathBuf,
     },
     /// Switch a region's health endpoint: ok, fail, slow (11 s) or down
     Health {
+        /// The region, as the inventory names it (us-east-1, eu-west-1, ap-southeast-1)
         region: String,
+        /// ok, fail (503), slow (answers after 11 s) or down (refuses connections)
         mode: String,
+        /// The stack's folder, as given to `up`
         #[arg(long, default_value = ".runbook/stack")]
         dir: PathBuf,
     },
     /// Stop or start one region's PostgreSQL: stop (a fast shutdown), crash (an immediate
     /// one, as a power cut leaves it) or start (as it is: a primary comes back writable)
     Db {
+        /// The region, as the inventory names it
         region: String,
+        /// stop, crash or start
         #[arg(value_parser = ["stop", "crash", "start"])]
         action: String,
+        /// The stack's folder, as given to `up`
         #[arg(long, default_value = ".runbook/stack")]
         dir: PathBuf,
     },
     /// Print the messages the sink received (Slack and webhooks), one JSON object a line
     Messages {
+        /// The stack's folder, as given to `up`
         #[arg(long, default_value = ".runbook/stack")]
         dir: PathBuf,
     },
@@ -250,4 +263,31 @@ fn duration(text: &str) -> Result<std::time::Duration, String> {
         return Err("at least 100ms".into());
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_is_documented() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Arguments::command(), "runbook", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:?}");
+    }
 }

@@ -1,4 +1,4 @@
-//! `cloudfront::` — CloudFront cache invalidation through the AWS SDK (seed 004 §4.1), with the
+//! `cloudfront::` — CloudFront cache invalidation through the AWS SDK, with the
 //! same credential chain and `endpoint_url` override as Route53.
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
-//! `prom::` — Prometheus as the source of error rates, latencies and success criteria (seeds
-//! 003 and 004): an instant query, and a gate that holds an expression against a threshold
-//! for consecutive evaluations.
+//! `prom::` — Prometheus as the source of error rates, latencies and success criteria: an
+//! instant query, and a gate that holds an expression against a threshold for consecutive
+//! evaluations.
 
 use std::time::Duration;
 

@@ -135,7 +135,7 @@ pub enum Command {
         #[arg(long, conflicts_with = "json")]
         runbook: bool,
     },
-    /// Seed 004's automatic failover: observe every region each interval and, when the
+    /// Automatic failover: observe every region each interval and, when the
     /// inventory's [watch] rules fire for the primary's region (3 failed health checks and the
     /// database unreachable, by default), run the failover runbook — once, until --ack
     Watch {

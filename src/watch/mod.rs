@@ -1,4 +1,4 @@
-//! `runbook watch`: seed 004's automatic failover. Each interval the watcher observes every
+//! `runbook watch`: automatic failover. Each interval the watcher observes every
 //! region as `topology::observe` does, feeds the observation to [`rules::decide`] (hysteresis,
 //! independent sources that must agree, guard rails), and when the rule fires for the primary's
 //! region starts the failover runbook as an ordinary run — journaled, reported, resumable —

@@ -1,7 +1,7 @@
 //! The watcher's decision, pure: from each observation of the deployment and what it saw
 //! before, whether to do nothing, alert, hold, or fail over the primary's region.
 //!
-//! Seed 004 §5.1's conditions are signals, each with hysteresis (it counts only after N
+//! Its conditions are signals, each with hysteresis (it counts only after N
 //! observations in a row; one good observation resets it, so a flapping endpoint never
 //! counts): the health endpoint failing, answering slower than the latency limit, the database
 //! unreachable or read-only, Redis unreachable. Signals of the same endpoint are one source

@@ -125,7 +125,7 @@ pub struct Options {
     pub prometheus: bool,
 }
 
-/// Each region's P99 latency target in milliseconds (seed 003's success criteria).
+/// Each region's P99 latency target in milliseconds (the success criteria a change is held to).
 pub const P99_TARGET_MS: [u32; 3] = [100, 150, 200];
 
 /// The namespace and deployment each region runs on the fake clusters.

@@ -21,7 +21,7 @@ pub enum Health {
     Ok,
     /// 503 at once.
     Fail,
-    /// 200 after 11 s: slower than the seed's 10 s limit.
+    /// 200 after 11 s: slower than the 10 s a health check allows.
     Slow,
     /// The connection is closed without an answer.
     Down,

@@ -1,4 +1,4 @@
-//! `k8s::` — Kubernetes through the kube crate, one kubeconfig context per region (as the seeds
+//! `k8s::` — Kubernetes through the kube crate, one kubeconfig context per region (as operators
 //! use `kubectl --context=us-east-1`): get, server-side apply, scale, set env, rollout status
 //! and undo, restart, pods, cordon, uncordon, drain.
 

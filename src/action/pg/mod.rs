@@ -495,7 +495,7 @@ pub struct ReplicationOutput {
     pub worst: String,
 }
 
-/// Replication lag thresholds in bytes (the seeds': acceptable < 100 MB, warning > 500 MB,
+/// Replication lag thresholds in bytes (acceptable < 100 MB, warning > 500 MB,
 /// critical > 1 GB).
 #[derive(Debug, Clone, Copy)]
 pub struct Thresholds {

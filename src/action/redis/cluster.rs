@@ -1,5 +1,5 @@
 //! Redis Cluster: cluster info and nodes; growing it — a node met, slots moved one at a time
-//! with their keys (seed 004 §3.2), each move converging so that a rebalance cut off anywhere
+//! with their keys, each move converging so that a rebalance cut off anywhere
 //! resumes and finishes.
 
 use super::*;

@@ -363,7 +363,7 @@ async fn cache(name: &str, r: &RegionTargets, dir: &Directory, cx: &Cx) -> Cache
     }
 }
 
-/// The seeds' rule: healthy is 2xx within 10 s (the probe's own limit may be shorter).
+/// The health rule: healthy is 2xx within 10 s (the probe's own limit may be shorter).
 async fn health(r: &RegionTargets, cx: &Cx) -> Health {
     let Some(url) = &r.health_url else {
         return Health::default();

@@ -921,7 +921,7 @@ mod tests {
                 vec![c("WARNING", "standby_not_streaming", Some("eu"))],
             ),
             (
-                "lag at the seed's thresholds: 200 MB elevated, 600 MB warning, 2 GB critical",
+                "lag at the thresholds: 200 MB elevated, 600 MB warning, 2 GB critical",
                 vec![
                     ("us", "primary 1 1/0"),
                     ("eu", "standby 1 0/F3800000 from:us"),
@@ -1282,7 +1282,7 @@ mod tests {
     }
 
     #[test]
-    fn severity_follows_the_seed_thresholds() {
+    fn severity_follows_the_lag_thresholds() {
         const MB: i64 = 1024 * 1024;
         let th = Thresholds::default();
         for (lag, want) in [

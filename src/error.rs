@@ -313,6 +313,31 @@ impl Error {
         }
     }
 
+    /// What the operator does next, where the error says.
+    pub fn next(&self) -> Option<Next> {
+        match self {
+            Error::Script { next, .. } | Error::RunFailed { next, .. } => next.clone(),
+            Error::ReplayMismatch { next, .. }
+            | Error::Refused { next, .. }
+            | Error::Locked { next, .. }
+            | Error::Paused { next, .. }
+            | Error::Interrupted { next, .. } => Some(next.clone()),
+            Error::Claimed(claim) => Some(Next::ResumeOrAbandon {
+                run: claim.run.clone(),
+                paused: claim.standing.starts_with("paused"),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The message and the next step on one line, for a chat message ("…; next: …").
+    pub fn one_line(&self, flag: &str) -> String {
+        match self.next() {
+            Some(next) => format!("{self}; next: {}", next.render(flag)),
+            None => self.to_string(),
+        }
+    }
+
     /// The full message as printed on stderr, with the script line drawn under it and the next
     /// step last, its commands spelled with `flag` (the store options the command was given).
     pub fn render(&self, flag: &str) -> String {
@@ -364,11 +389,7 @@ impl Error {
             }
             Error::Claimed(claim) => format!(
                 "error: {claim}; {}",
-                Next::ResumeOrAbandon {
-                    run: claim.run.clone(),
-                    paused: claim.standing.starts_with("paused"),
-                }
-                .render(flag)
+                self.next().map(|n| n.render(flag)).unwrap_or_default()
             ),
             Error::Paused { reason, next } => {
                 format!("paused: {reason}\n  next: {}", next.render_for(flag, again))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use runbook_stack::web::Health;
 
 use crate::runbooks::{drill, Drill};
-use crate::support::{kill9, wait_for};
+use crate::support::{assert_says, kill9, wait_for};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -27,6 +27,18 @@ impl Watcher {
 
     /// With a journal store (`RUNBOOK_STORE`).
     fn start_with(d: &Drill, name: &str, extra: &[&str], store: Option<&str>) -> Watcher {
+        let runbook = format!("{ROOT}/runbooks/emergency-failover.rhai");
+        Watcher::start_runbook(d, name, &runbook, extra, store)
+    }
+
+    /// Running `runbook` when the rule fires.
+    fn start_runbook(
+        d: &Drill,
+        name: &str,
+        runbook: &str,
+        extra: &[&str],
+        store: Option<&str>,
+    ) -> Watcher {
         let out = d.t.path(&format!("{name}.out"));
         let file = File::create(&out).unwrap();
         let mut args: Vec<String> = vec![
@@ -34,7 +46,7 @@ impl Watcher {
             "-i".into(),
             d.inventory.display().to_string(),
             "--runbook".into(),
-            format!("{ROOT}/runbooks/emergency-failover.rhai"),
+            runbook.into(),
             "--interval".into(),
             "300ms".into(),
         ];
@@ -535,4 +547,68 @@ fn a_failover_refused_by_a_held_lock_alerts_once_and_goes_ahead_once_released() 
     );
     assert_eq!(d.psql("ap-southeast-1", "SELECT pg_is_in_recovery()"), "f");
     w.stop();
+}
+
+/// A failover runbook that fails without telling anyone itself: the watcher tells the team,
+/// once, with what stopped it and the command that continues the run.
+#[test]
+fn a_failover_that_fails_untold_is_alerted_with_the_command_that_continues_it() {
+    let d = drill();
+    let runbook = d.t.path("failing-failover.rhai");
+    let path = runbook.to_str().unwrap();
+    // First it does not declare what [watch] passes it: refused, no run kept, and the alert
+    // says it could not start (not that it did not finish, nor that `runbook runs` lists it).
+    std::fs::write(
+        &runbook,
+        r#"let p = params(#{ from: #{ type: "string", default: "", doc: "the failing region" } });"#,
+    )
+    .unwrap();
+    let w = Watcher::start_runbook(&d, "refused", path, &[], None);
+    w.wait_for("all quiet", Duration::from_secs(20));
+    fail_region(&d, "us-east-1");
+    w.wait_for("could not start: ", Duration::from_secs(30));
+    let out = w.stop();
+    assert!(d.t.run_ids().is_empty(), "{out}");
+    let slack = d.slack();
+    assert!(
+        slack.iter().any(|m| m.contains(
+            "the failover of us-east-1 could not start: invalid parameters:\\n  unknown parameter --var check_interval"
+        )) && !slack.iter().any(|m| m.contains("runbook runs")),
+        "{slack:?}"
+    );
+
+    std::fs::write(
+        &runbook,
+        r#"let p = params(#{
+    from: #{ type: "string", default: "", doc: "the failing region" },
+    check_interval: #{ type: "string", default: "1s", doc: "unused" },
+});
+step("fence", || shell::run(#{ argv: ["true"] }));
+step("promote", || fail(`no standby of ${p.from} can be promoted`));
+"#,
+    )
+    .unwrap();
+    let w = Watcher::start_runbook(&d, "w", path, &[], None);
+    w.wait_for("did not finish: ", Duration::from_secs(30));
+    let runs = d.t.run_ids();
+    assert_eq!(runs.len(), 1, "{}", w.output());
+    let run = runs[0].clone();
+    // Later rounds fire again and are refused by nothing: the rule holds until --ack; the
+    // team hears of this failure once.
+    std::thread::sleep(Duration::from_secs(2));
+    let out = w.stop();
+    let alerts: Vec<String> = d
+        .slack()
+        .into_iter()
+        .filter(|m| m.contains("did not finish"))
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}\n{out}");
+    assert_says(
+        &alerts[0],
+        &[
+            "runbook watch: the failover of us-east-1 did not finish: no standby of us-east-1 can be promoted".to_string(),
+            format!("; next: fix the cause, then `runbook resume {run}`"),
+        ],
+    );
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "t");
 }

@@ -345,6 +345,7 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                     "observation": serde_json::to_value(&seen).unwrap_or(Value::Null),
                     "table": t.table,
                 });
+                let attempted_at = journal::unix_ms();
                 let result = start(env, &req, &rules, region, trigger);
                 last = None;
                 acted_dry = req.dry_run;
@@ -360,28 +361,31 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                         await_approval(env, &cx, &inv, &run, region, &rules, &req.store_flag)?
                     }
                     Err(e) => {
-                        let started = !matches!(e, Error::Locked { .. } | Error::Claimed(_));
-                        let text = if started {
-                            format!(
-                                "the failover of {region} did not finish: {e}; `runbook runs{}` lists it",
-                                req.store_flag
-                            )
-                        } else {
-                            // With what to do about the holder: wait, stop it, or resume or
-                            // abandon the run that claims the lock.
-                            let refusal = e.render(&req.store_flag);
-                            let refusal = refusal.trim_start_matches("error: ");
-                            format!(
-                                "the failover of {region} could not start: {}",
-                                refusal.replace("\n  next: ", "; next: ")
-                            )
-                        };
-                        // The runbook's failure handler may have told the team already, with
-                        // where it stopped and how it goes on: once is enough. The run is the
-                        // last automatic failover, found here once for the next rounds too.
-                        if started {
-                            last = last_automatic(env.store.as_ref(), &name).ok();
+                        // Started: a run was kept (it failed, or stopped mid-way). Not: it was
+                        // refused before its first step (a lock, its parameters, a mistake
+                        // found when it compiled). The run is the last automatic failover,
+                        // found here once for the next rounds too.
+                        last = last_automatic(env.store.as_ref(), &name).ok();
+                        let started = last
+                            .as_ref()
+                            .and_then(Option::as_ref)
+                            .is_some_and(|(_, at)| *at + 2 >= attempted_at);
+                        // With what to do next: resume the run, or, refused, wait for the
+                        // holder, stop it, or resume or abandon the run that claims the lock.
+                        let mut text = format!(
+                            "the failover of {region} {}: {}",
+                            if started {
+                                "did not finish"
+                            } else {
+                                "could not start"
+                            },
+                            e.one_line(&req.store_flag)
+                        );
+                        if started && e.next().is_none() {
+                            text.push_str(&format!("; `runbook runs{}` lists it", req.store_flag));
                         }
+                        // The runbook's failure handler may have told the team already, with
+                        // where it stopped and how it goes on: once is enough.
                         let told_by_run = started
                             && last
                                 .as_ref()

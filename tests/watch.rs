@@ -357,7 +357,7 @@ fn a_watcher_refuses_bad_rules_and_missing_secrets_before_watching() {
         ),
         (
             &["watch", "-i", "ok.toml", "--runbook", "missing.rhai"],
-            "--runbook missing.rhai: no such file",
+            "--runbook missing.rhai: no such file (from /",
         ),
         (
             &["watch", "-i", "ok.toml", "--interval", "5ms"],

@@ -215,8 +215,12 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
     // Secrets must be there now, not at 3 a.m.
     inv.to_script(&env.redactor, false)?;
     if !req.runbook.exists() {
+        let cwd = std::env::current_dir()
+            .map(|d| format!(" (from {})", d.display()))
+            .unwrap_or_default();
         return Err(Error::Usage(format!(
-            "--runbook {}: no such file",
+            "--runbook {}: no such file{cwd}; give the failover runbook's path, e.g. --runbook \
+             path/to/runbooks/emergency-failover.rhai",
             req.runbook.display()
         )));
     }

@@ -188,6 +188,52 @@ fn inventory_problems_are_named() {
     assert_eq!(server.count("POST", "/w"), 1, "stopped at the missing key");
 }
 
+/// A runbook that reads the inventory, run without one, is refused before anything runs and
+/// before a run is kept, pointing at where it reads it (here inside a step's closure): it
+/// would only see an empty deployment ("no database accepts writes"). An inventory that names
+/// no region is refused by the topology actions for the same reason.
+#[test]
+fn a_runbook_that_reads_the_inventory_is_not_run_without_one() {
+    let status = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/status.rhai");
+    let t = Test::new();
+    for dry in [&[][..], &["--dry-run"], &["--dry-run", "--offline"]] {
+        let mut args = vec!["run", status];
+        args.extend(dry);
+        let out = t.exec(&args);
+        assert_eq!(out.code, 2, "{dry:?}: {}", out.all());
+        assert_says(
+            &out.stderr,
+            &[
+                "status.rhai reads the inventory, and none was given: add -i FILE",
+                "status.rhai:16:60",
+            ],
+        );
+        assert!(!out.stdout.contains("observe"), "{}", out.all());
+    }
+    assert!(t.run_ids().is_empty(), "no run was kept");
+
+    let t = Test::new().inventory("primary_region = \"us-east-1\"\n");
+    let out = t.exec(&["run", status, "-i", "inventory.toml", "--dry-run"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert_says(
+        &out.stderr,
+        &["topology::observe: field `inventory`: the inventory names no region (no [regions.NAME] table)"],
+    );
+    assert!(
+        !out.all().contains("no database accepts writes"),
+        "{}",
+        out.all()
+    );
+
+    // A runbook that does not read it needs none.
+    Test::new()
+        .script("log(`hello`);")
+        .run(&[])
+        .code(0)
+        .stdout("hello")
+        .check();
+}
+
 #[test]
 fn usage_errors_are_exit_2() {
     let t = Test::new();

@@ -288,6 +288,20 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         crate::script::base_dir(&req.script),
         Dynamic::from(inv),
     )?;
+    // A runbook that reads the inventory, run without one, would only find it empty: a
+    // status with no region "sees" no primary. Refused before anything runs.
+    if req.inventory.is_none() {
+        if let Some(pos) = crate::script::first_read(&source, "inventory") {
+            return Err(Error::script(
+                format!(
+                    "{file} reads the inventory, and none was given: add -i FILE (the inventory \
+                     describing the regions)"
+                ),
+                crate::script::script_pos(&file, pos),
+                Some(&source),
+            ));
+        }
+    }
     if let Some(id) = &run_id {
         let name = default_lock_name(&file, req.inventory.as_ref().and_then(|p| p.to_str()));
         let guard = take_lock(

@@ -114,6 +114,28 @@ pub fn compile(engine: &Engine, scope: &Scope, file: &str, source: &str) -> Resu
     Ok(ast)
 }
 
+/// Where a runbook first reads the variable `name` (its `inventory`), its closures and
+/// functions included; None when it never does. The source is parsed again, unoptimized and
+/// without a scope, so that no constant is folded away.
+pub fn first_read(source: &str, name: &str) -> Option<Position> {
+    let mut engine = parser();
+    engine.set_optimization_level(rhai::OptimizationLevel::None);
+    let ast = engine.compile(source).ok()?;
+    let mut first: Option<Position> = None;
+    ast.walk(&mut |path: &[rhai::ASTNode]| {
+        if let Some(rhai::ASTNode::Expr(rhai::Expr::Variable(v, _, pos))) = path.last() {
+            if v.1 == name && v.2.is_empty() {
+                let key = |p: &Position| (p.line().unwrap_or(0), p.position().unwrap_or(0));
+                if first.is_none_or(|f| key(pos) < key(&f)) {
+                    first = Some(*pos);
+                }
+            }
+        }
+        true
+    });
+    first
+}
+
 pub fn script_pos(file: &str, pos: Position) -> Option<ScriptPos> {
     pos.line().map(|line| ScriptPos {
         file: file.into(),

@@ -110,11 +110,24 @@ pub struct PgTools {
 pub struct ObserveInput {
     /// The inventory (pass `inventory`): its regions' databases, Redis, health URLs,
     /// Kubernetes deployments, and its DNS record.
+    #[serde(deserialize_with = "with_regions")]
     pub inventory: InventoryView,
     /// The time limit of each probe (default "3s"); a part that does not answer within it is
     /// observed as unreachable.
     #[serde(default = "Dur::ms::<3000>")]
     pub probe_timeout: Dur,
+}
+
+/// An inventory that names at least one region: with none there is nothing to observe, and
+/// "no database accepts writes" would be a false alarm (a runbook run without `-i`).
+fn with_regions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<InventoryView, D::Error> {
+    let inv = InventoryView::deserialize(d)?;
+    if inv.regions.is_empty() {
+        return Err(serde::de::Error::custom(
+            "the inventory names no region (no [regions.NAME] table): was it given with -i FILE?",
+        ));
+    }
+    Ok(inv)
 }
 
 fn regions_line(inv: &InventoryView) -> String {
@@ -325,6 +338,7 @@ impl Action for Observe {
 #[serde(deny_unknown_fields)]
 pub struct VerifyInput {
     /// The inventory (pass `inventory`).
+    #[serde(deserialize_with = "with_regions")]
     pub inventory: InventoryView,
     /// The region whose database must be the one writable primary.
     pub primary: String,

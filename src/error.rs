@@ -90,7 +90,7 @@ impl Next {
             ),
             Next::Continue { run } => format!("runbook resume {run}{resume}"),
             Next::FixRunbook { run } => {
-                format!("fix the runbook, then `runbook resume {run}{resume}`")
+                format!("fix the runbook (or the inventory: resume reads both again), then `runbook resume {run}{resume}`")
             }
             Next::FixCause {
                 run,
@@ -443,7 +443,7 @@ mod tests {
                 "runbook resume 20261122-0312-ab12 --approve --state-dir /srv/rb",
             ),
             (Next::Continue { run: run() }, " --store 'postgres://u:***@h/db'", "runbook resume 20261122-0312-ab12 --store 'postgres://u:***@h/db'"),
-            (Next::FixRunbook { run: run() }, "", "fix the runbook, then `runbook resume 20261122-0312-ab12`"),
+            (Next::FixRunbook { run: run() }, "", "fix the runbook (or the inventory: resume reads both again), then `runbook resume 20261122-0312-ab12`"),
             (
                 Next::FixCause { run: run(), undo: false, undoable: 0 },
                 "",

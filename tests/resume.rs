@@ -235,6 +235,66 @@ fn an_edit_that_keeps_finished_calls_resumes() {
     );
 }
 
+/// A run stopped by a key its inventory lacks: the hint says the inventory may be what to fix,
+/// the operator adds the key, and resume reads the file again and finishes without repeating
+/// the finished write. Changing a value a finished call used is refused instead.
+#[test]
+fn a_key_added_to_the_inventory_lets_a_stopped_run_finish() {
+    let server = Server::start();
+    let script = r#"step("one", || http::post(#{ url: inventory.regions["us-east-1"].url }));
+step("two", || http::post(#{ url: inventory.regions["eu-west-1"].url }));
+"#;
+    let us = format!("[regions.us-east-1]\nurl = \"{}\"\n", server.url("/us"));
+    let t = Test::new().script(script).inventory(&us);
+    let ran = t.exec(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    let run = t.only_run();
+    assert_says(
+        &ran.stderr,
+        &[
+            "inventory inventory.toml has no key 'regions.eu-west-1' under 'regions'; it has: us-east-1".to_string(),
+            format!("next: fix the runbook (or the inventory: resume reads both again), then `runbook resume {run}`"),
+        ],
+    );
+
+    // A value a finished call used, changed: refused, nothing run.
+    let moved = us.replace("/us", "/moved");
+    let t = t.inventory(&format!(
+        "{moved}[regions.eu-west-1]\nurl = \"{}\"\n",
+        server.url("/eu")
+    ));
+    let refused = t.exec(&["resume", &run]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert!(
+        refused.stderr.contains("RB-REPLAY-001"),
+        "{}",
+        refused.all()
+    );
+    assert_eq!(
+        server.count("POST", "/moved") + server.count("POST", "/eu"),
+        0
+    );
+
+    // The key added, the rest as it was: the run finishes.
+    let t = t.inventory(&format!(
+        "{us}[regions.eu-west-1]\nurl = \"{}\"\n",
+        server.url("/eu")
+    ));
+    let ran = t.exec(&["resume", &run]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_says(
+        &ran.all(),
+        &[
+            "the inventory ",
+            "inventory.toml changed since the run started",
+        ],
+    );
+    assert_eq!(
+        (server.count("POST", "/us"), server.count("POST", "/eu")),
+        (1, 1)
+    );
+}
+
 /// Resuming a failed run runs the failed step's checks again, but not its finished writes.
 #[test]
 fn resume_after_failure_rechecks_the_failed_step() {

@@ -345,8 +345,43 @@ fn a_watcher_refuses_bad_rules_and_missing_secrets_before_watching() {
             "ok.toml",
             "[regions.a]\nhealth_url = \"http://127.0.0.1:9/h\"\n",
         )
-        .file("r.rhai", "log(1);");
-    let cases: [(&[&str], &str); 5] = [
+        .file(
+            "vars.toml",
+            "[regions.a]\nhealth_url = \"http://127.0.0.1:9/h\"\n[watch]\nvars = { max_lag = \"1MB\" }\n",
+        )
+        .file(
+            "r.rhai",
+            r#"let p = params(#{ from: #{ type: "string" }, check_interval: #{ type: "string" } }); log(1);"#,
+        )
+        .file("none.rhai", "log(1);")
+        .file("broken.rhai", "let x = ;")
+        .file(
+            "typo.rhai",
+            r#"let p = params(#{ from: #{ type: "string" } }); pg::promte(#{ url: "x" });"#,
+        )
+        .file(
+            "lag.rhai",
+            r#"let p = params(#{ from: #{ type: "string" }, max_lag: #{ type: "int", default: 0 } });"#,
+        );
+    // The runbook the rule would start is checked now, not when a region fails: it compiles,
+    // passes lint and accepts what the watcher passes it (`from`, the [watch] vars).
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["watch", "-i", "ok.toml", "--runbook", "none.rhai"],
+            "--runbook none.rhai: it would be refused when the rule fires for a:\n  unknown parameter --var check_interval: it declares none\n  unknown parameter --var from: it declares none\ndeclare what the watcher passes in its params(..), or change the inventory's [watch] vars",
+        ),
+        (
+            &["watch", "-i", "ok.toml", "--runbook", "broken.rhai"],
+            "broken.rhai does not compile",
+        ),
+        (
+            &["watch", "-i", "ok.toml", "--runbook", "typo.rhai"],
+            "promte",
+        ),
+        (
+            &["watch", "-i", "vars.toml", "--runbook", "lag.rhai"],
+            "--runbook lag.rhai: it would be refused when the rule fires for a:\n  --var max_lag=1MB: expected a whole number",
+        ),
         (
             &["watch", "-i", "bad.toml", "--runbook", "r.rhai"],
             "inventory bad.toml: [watch]: unknown field `health_fails`",
@@ -556,11 +591,14 @@ fn a_failover_that_fails_untold_is_alerted_with_the_command_that_continues_it() 
     let d = drill();
     let runbook = d.t.path("failing-failover.rhai");
     let path = runbook.to_str().unwrap();
-    // First it does not declare what [watch] passes it: refused, no run kept, and the alert
-    // says it could not start (not that it did not finish, nor that `runbook runs` lists it).
+    // First it does not declare what [watch] passes it (its declarations built at run time,
+    // so the watcher could not check them when it started): refused, no run kept, and the
+    // alert says it could not start (not that it did not finish, nor that `runbook runs`
+    // lists it).
     std::fs::write(
         &runbook,
-        r#"let p = params(#{ from: #{ type: "string", default: "", doc: "the failing region" } });"#,
+        r#"let decls = #{ from: #{ type: "string", default: "", doc: "the failing region" } };
+let p = params(decls);"#,
     )
     .unwrap();
     let w = Watcher::start_runbook(&d, "refused", path, &[], None);

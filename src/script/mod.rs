@@ -15,7 +15,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 
 pub use builtins::ActionDocs;
 pub use host::{Host, NoHost};
-pub use params::resolve_params;
+pub use params::{declared as declared_params, resolve_params};
 pub use stdlib::{StdlibResolver, STDLIB};
 
 use crate::error::{Error, ScriptPos};
@@ -114,13 +114,19 @@ pub fn compile(engine: &Engine, scope: &Scope, file: &str, source: &str) -> Resu
     Ok(ast)
 }
 
+/// A runbook's syntax tree as written: unoptimized (no constant folded away) and without a
+/// scope, for reading it rather than running it. None when it does not parse.
+fn parse_plain(source: &str) -> Option<AST> {
+    let mut engine = parser();
+    engine.set_optimization_level(rhai::OptimizationLevel::None);
+    engine.compile(source).ok()
+}
+
 /// Where a runbook first reads the variable `name` (its `inventory`), its closures and
 /// functions included; None when it never does. The source is parsed again, unoptimized and
 /// without a scope, so that no constant is folded away.
 pub fn first_read(source: &str, name: &str) -> Option<Position> {
-    let mut engine = parser();
-    engine.set_optimization_level(rhai::OptimizationLevel::None);
-    let ast = engine.compile(source).ok()?;
+    let ast = parse_plain(source)?;
     let mut first: Option<Position> = None;
     ast.walk(&mut |path: &[rhai::ASTNode]| {
         if let Some(rhai::ASTNode::Expr(rhai::Expr::Variable(v, _, pos))) = path.last() {

@@ -95,6 +95,57 @@ pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Ma
     Ok(out)
 }
 
+/// A runbook's parameter declarations read from its source without running it: the map
+/// literal of its `params(#{ .. })` call. An empty map when it declares none; None when the
+/// declarations are not a literal (built at run time) or the source does not parse.
+pub fn declared(source: &str) -> Option<Map> {
+    use rhai::{ASTNode, Expr, Stmt};
+    let ast = super::parse_plain(source)?;
+    let mut found: Option<Option<Map>> = None;
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Expr(Expr::FnCall(call, _)) | ASTNode::Stmt(Stmt::FnCall(call, _))) =
+            path.last()
+        {
+            if call.name == "params" && call.namespace.is_empty() && found.is_none() {
+                found = Some(match call.args.as_slice() {
+                    [arg] => constant(arg).and_then(|d| d.try_cast::<Map>()),
+                    _ => None,
+                });
+            }
+        }
+        true
+    });
+    found.unwrap_or_else(|| Some(Map::new()))
+}
+
+/// The value of an expression made of literals only (strings, numbers, booleans, arrays and
+/// maps of them); None for anything computed.
+fn constant(e: &rhai::Expr) -> Option<Dynamic> {
+    use rhai::Expr;
+    Some(match e {
+        Expr::DynamicConstant(d, _) => (**d).clone(),
+        Expr::StringConstant(s, _) => Dynamic::from(s.clone()),
+        Expr::BoolConstant(b, _) => Dynamic::from(*b),
+        Expr::IntegerConstant(i, _) => Dynamic::from(*i),
+        Expr::FloatConstant(f, _) => Dynamic::from(**f),
+        Expr::Unit(_) => Dynamic::UNIT,
+        Expr::Array(items, _) => {
+            Dynamic::from_array(items.iter().map(constant).collect::<Option<Vec<_>>>()?)
+        }
+        Expr::Map(m, _) => {
+            let mut map = Map::new();
+            for (k, v) in m.0.iter() {
+                map.insert(k.name.clone().into(), constant(v)?);
+            }
+            for (k, v) in m.1.iter() {
+                map.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            Dynamic::from_map(map)
+        }
+        _ => return None,
+    })
+}
+
 fn parse_param(ty: &str, text: &str) -> Result<Dynamic, String> {
     match ty {
         "int" => text
@@ -226,6 +277,45 @@ mod tests {
         assert!(
             problems.iter().any(|p| p.contains("unknown type \"date\"")),
             "{problems:?}"
+        );
+    }
+
+    /// Declarations read from the source, as `runbook watch` checks its runbook: the literal
+    /// map of the first `params(..)` call, closures and imports around it left alone.
+    #[test]
+    fn declarations_are_read_from_a_literal_map() {
+        let keys = |m: Option<Map>| m.map(|m| m.keys().map(|k| k.to_string()).collect::<Vec<_>>());
+        let cases: [(&str, Option<Vec<&str>>); 7] = [
+            (
+                r#"import "pg" as pg2; let p = params(#{ from: #{ type: "string" }, n: #{ type: "int", default: 3, choices: [1, 2, 3] } }); step("a", || log(p.from));"#,
+                Some(vec!["from", "n"]),
+            ),
+            (r#"step("a", || log("no parameters"));"#, Some(vec![])),
+            (r#"let p = params(#{});"#, Some(vec![])),
+            (
+                r#"let d = #{ from: #{ type: "string" } }; let p = params(d);"#,
+                None,
+            ),
+            (
+                r#"let p = params(#{ from: #{ type: "string", default: `x${1}` } });"#,
+                None,
+            ),
+            (r#"let p = params(#{ a: #{} }, 1);"#, None),
+            ("let x = ;", None),
+        ];
+        for (source, want) in cases {
+            let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(keys(super::declared(source)), want, "{source}");
+        }
+        let decls = super::declared(
+            r#"let p = params(#{ n: #{ type: "int", default: 3, choices: [1, 2, 3] } });"#,
+        )
+        .unwrap();
+        let given = |v: &str| vars(&[("n", v)]);
+        assert!(resolve_params(&decls, &given("2")).is_ok());
+        assert_eq!(
+            resolve_params(&decls, &given("5")).unwrap_err(),
+            vec!["--var n=5: must be one of 1, 2, 3"]
         );
     }
 }

@@ -207,6 +207,39 @@ fn say(env: &Env, message: String) {
     });
 }
 
+/// The runbook the rule starts must start then: it compiles, passes lint, and accepts the
+/// parameters the watcher gives it (`from` each region, `approve_first` in approval mode, the
+/// `[watch] vars`) — found when the watcher starts, not when a region fails. Declarations
+/// built at run time (not a literal map) are not checked here.
+fn runbook_would_start<'a>(
+    req: &WatchRequest,
+    rules: &Rules,
+    regions: impl Iterator<Item = &'a String>,
+) -> Result<(), Error> {
+    crate::script::check_file(&req.runbook).map_err(|mut problems| problems.remove(0))?;
+    let source = std::fs::read_to_string(&req.runbook)?;
+    let Some(decls) = crate::script::declared_params(&source) else {
+        return Ok(());
+    };
+    let mut vars = rules.vars.clone();
+    if rules.approve_within_s > 0 && !req.dry_run {
+        vars.insert("approve_first".into(), "true".into());
+    }
+    for region in regions {
+        vars.insert("from".into(), region.clone());
+        if let Err(problems) = crate::script::resolve_params(&decls, &vars) {
+            return Err(Error::Usage(format!(
+                "--runbook {}: it would be refused when the rule fires for {region}:\n  {}\n\
+                 declare what the watcher passes in its params(..), or change the inventory's \
+                 [watch] vars",
+                req.runbook.display(),
+                problems.join("\n  ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `runbook watch`.
 pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
     let inv = Inventory::load(&req.inventory)?;
@@ -229,6 +262,7 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
             path: inv.file.clone(),
             message: e.to_string(),
         })?;
+    runbook_would_start(&req, &rules, view.regions.keys())?;
     // The rules read health, databases and Redis: the Kubernetes and Route53 APIs are not
     // asked every interval (Route53 allows five requests a second per account).
     view.dns = None;

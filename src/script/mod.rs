@@ -123,8 +123,7 @@ fn parse_plain(source: &str) -> Option<AST> {
 }
 
 /// Where a runbook first reads the variable `name` (its `inventory`), its closures and
-/// functions included; None when it never does. The source is parsed again, unoptimized and
-/// without a scope, so that no constant is folded away.
+/// functions included; None when it never does.
 pub fn first_read(source: &str, name: &str) -> Option<Position> {
     let ast = parse_plain(source)?;
     let mut first: Option<Position> = None;

@@ -385,7 +385,14 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                 });
                 let attempted_at = journal::unix_ms();
                 let result = start(env, &req, &rules, region, trigger);
-                last = None;
+                // A run it kept is the last automatic failover now, found again when needed;
+                // a lock's refusal kept none (and comes back every round while a maintenance
+                // holds it): no scan of the store for it.
+                let refused_by_lock =
+                    matches!(result, Err(Error::Locked { .. } | Error::Claimed(_)));
+                if !refused_by_lock {
+                    last = None;
+                }
                 acted_dry = req.dry_run;
                 match result {
                     Ok(()) => {
@@ -401,13 +408,16 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                     Err(e) => {
                         // Started: a run was kept (it failed, or stopped mid-way). Not: it was
                         // refused before its first step (a lock, its parameters, a mistake
-                        // found when it compiled). The run is the last automatic failover,
-                        // found here once for the next rounds too.
-                        last = last_automatic(env.store.as_ref(), &name).ok();
-                        let started = last
-                            .as_ref()
-                            .and_then(Option::as_ref)
-                            .is_some_and(|(_, at)| *at + 2 >= attempted_at);
+                        // found when it compiled). The last automatic failover says, found
+                        // here once for the next rounds too.
+                        if !refused_by_lock {
+                            last = last_automatic(env.store.as_ref(), &name).ok();
+                        }
+                        let started = !refused_by_lock
+                            && last
+                                .as_ref()
+                                .and_then(Option::as_ref)
+                                .is_some_and(|(_, at)| *at + 2 >= attempted_at);
                         // With what to do next: resume the run, or, refused, wait for the
                         // holder, stop it, or resume or abandon the run that claims the lock.
                         let mut text = format!(

@@ -52,8 +52,8 @@ pub enum Next {
     },
     /// Nothing was changed: run it again.
     RunAgain,
-    /// A run left mid-way claims a lock: continue it, or give it up.
-    ResumeOrAbandon { run: String, paused: bool },
+    /// A run left mid-way claims a lock: continue it (as it awaits), or give it up.
+    ResumeOrAbandon { run: String, awaiting: Awaiting },
     /// A resume refused because the runbook changed (RB-REPLAY-001): put back the runbook the
     /// run started with, then resume as asked (with --approve, --undo), or give the run up.
     RestoreRunbook {
@@ -73,7 +73,31 @@ pub enum Next {
     StopThenAbandon { run: String, pid: u32, host: String },
 }
 
+/// What a resume of a run left mid-way must be told, as its journal shows (see
+/// `journal::awaiting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Awaiting {
+    /// Nothing: a plain resume continues it.
+    #[default]
+    Nothing,
+    /// It paused at an approval: `--approve`.
+    Approval,
+    /// It paused over a non-idempotent call that was in flight: `--retry-inflight` or
+    /// `--skip-inflight`.
+    InflightChoice,
+}
+
 impl Next {
+    /// The command that continues run `run`, as it awaits.
+    pub fn resume(run: &str, awaiting: Awaiting) -> Next {
+        let run = run.to_string();
+        match awaiting {
+            Awaiting::Nothing => Next::Continue { run },
+            Awaiting::Approval => Next::Approve { run },
+            Awaiting::InflightChoice => Next::DecideInflight { run },
+        }
+    }
+
     /// The hint as the operator reads it, commands spelled with `flag`.
     pub fn render(&self, flag: &str) -> String {
         self.render_for(flag, "")
@@ -114,9 +138,15 @@ impl Next {
                 text
             }
             Next::RunAgain => "nothing was changed; once the cause is fixed, run it again".into(),
-            Next::ResumeOrAbandon { run, paused } => format!(
-                "continue it with `runbook resume {run}{}{resume}`, or, once you have checked the deployment, release it with `runbook abandon {run}{flag}`",
-                if *paused { " --approve" } else { "" }
+            Next::ResumeOrAbandon { run, awaiting } => format!(
+                "continue it with {}, or, once you have checked the deployment, release it with `runbook abandon {run}{flag}`",
+                match awaiting {
+                    Awaiting::Nothing => format!("`runbook resume {run}{resume}`"),
+                    Awaiting::Approval => format!("`runbook resume {run} --approve{resume}`"),
+                    Awaiting::InflightChoice => format!(
+                        "`runbook resume {run} --retry-inflight{resume}` (or `--skip-inflight` once you have checked that its call in flight took effect)"
+                    ),
+                }
             ),
             Next::RestoreRunbook { run, approve, undo } => format!(
                 "put the runbook back as the run started it (`runbook log {run} --runbook{flag}` prints it), then `runbook resume {run}{}{}{resume}`; or, once you have checked the deployment, `runbook abandon {run}{flag}` and start a new run",
@@ -150,6 +180,8 @@ pub struct Claim {
     pub host: String,
     /// How the run stands: "paused at step 'approval'", "failed at step 'promote'".
     pub standing: String,
+    /// What its resume must be told.
+    pub awaiting: Awaiting,
 }
 
 impl fmt::Display for Claim {
@@ -324,7 +356,7 @@ impl Error {
             | Error::Interrupted { next, .. } => Some(next.clone()),
             Error::Claimed(claim) => Some(Next::ResumeOrAbandon {
                 run: claim.run.clone(),
-                paused: claim.standing.starts_with("paused"),
+                awaiting: claim.awaiting,
             }),
             _ => None,
         }
@@ -467,6 +499,21 @@ mod tests {
                 "wait for it to finish, or stop it (Ctrl-C where it runs, or `kill 42` on h) and resume it again: `runbook resume 20261122-0312-ab12 --store 'postgres://u:***@h/db'`",
             ),
             (
+                Next::ResumeOrAbandon { run: run(), awaiting: Awaiting::Nothing },
+                " --state-dir x",
+                "continue it with `runbook resume 20261122-0312-ab12 --state-dir x`, or, once you have checked the deployment, release it with `runbook abandon 20261122-0312-ab12 --state-dir x`",
+            ),
+            (
+                Next::ResumeOrAbandon { run: run(), awaiting: Awaiting::Approval },
+                "",
+                "continue it with `runbook resume 20261122-0312-ab12 --approve`, or, once you have checked the deployment, release it with `runbook abandon 20261122-0312-ab12`",
+            ),
+            (
+                Next::ResumeOrAbandon { run: run(), awaiting: Awaiting::InflightChoice },
+                "",
+                "continue it with `runbook resume 20261122-0312-ab12 --retry-inflight` (or `--skip-inflight` once you have checked that its call in flight took effect), or, once you have checked the deployment, release it with `runbook abandon 20261122-0312-ab12`",
+            ),
+            (
                 Next::StopThenAbandon { run: run(), pid: 42, host: "h".into() },
                 " --state-dir x",
                 "stop it first (Ctrl-C where it runs, or `kill 42` on h), then `runbook abandon 20261122-0312-ab12 --state-dir x`",
@@ -501,6 +548,7 @@ mod tests {
             operator: "o".into(),
             host: "h".into(),
             standing: "failed at step 's'".into(),
+            awaiting: Awaiting::Nothing,
         }))
         .render_for("", again);
         assert!(
@@ -524,6 +572,7 @@ mod tests {
             operator: "ann".into(),
             host: "ops1".into(),
             standing: "paused at step 'approval'".into(),
+            awaiting: Awaiting::Approval,
         }));
         assert_eq!(claim.exit_code(), exit::LOCKED);
         let text = claim.render(" --state-dir s");

@@ -79,6 +79,27 @@ fn killed_during_a_write_asks_the_operator_then_retries_or_skips() {
             [1, 1, 1, 0, 0],
             "asking must not run anything"
         );
+        if choice == "--retry-inflight" {
+            // Asked again elsewhere, it says the same: the listing of open runs and the
+            // refusal of a run that the paused one's lock claim stops.
+            let listed = t.exec(&["resume"]);
+            assert_says(
+                &listed.stderr,
+                &[
+                    format!("runbook resume {run} --retry-inflight   (run it again)"),
+                    format!("runbook resume {run} --skip-inflight    (it took effect; go on)"),
+                ],
+            );
+            let other = t.exec(&["run", "runbook.rhai"]);
+            assert_eq!(other.code, 4, "{}", other.all());
+            assert_says(
+                &other.stderr,
+                &[format!(
+                    "continue it with `runbook resume {run} --retry-inflight` (or `--skip-inflight` once you have checked that its call in flight took effect)"
+                )],
+            );
+            assert_eq!(counts(&server), [1, 1, 1, 0, 0], "a refusal ran something");
+        }
 
         let done = t.exec(&["resume", &run, choice]);
         assert_eq!(done.code, 0, "{}", done.all());
@@ -678,7 +699,7 @@ fn resume_without_a_run_lists_the_open_ones() {
             "which run? `runbook resume RUN`".to_string(),
             format!("{}  gate.rhai, started ", ids["gate"]),
             "paused at step 'gate': waiting for approval: \"go on?\"".to_string(),
-            format!("runbook resume {}\n", ids["gate"]),
+            format!("runbook resume {} --approve\n", ids["gate"]),
             format!("{}  broken.rhai", ids["broken"]),
             "failed at step 'check'".to_string(),
         ],

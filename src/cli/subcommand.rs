@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use super::arguments::{Arguments, Command, Output};
 use crate::action::Registry;
 use crate::action::COMMON_FIELDS;
-use crate::error::Error;
-use crate::journal::{show_path, DirStore, Event, PgStore, Store};
+use crate::error::{Error, Next};
+use crate::journal::{self, show_path, DirStore, Event, PgStore, Store};
 use crate::report::{human_ms, JsonReporter, PlainReporter, Reporter, TtyReporter};
 use crate::runner::{self, Env, Inflight, Operator, ResumeRequest, RunRequest};
 use crate::secret::Redactor;
@@ -302,17 +302,18 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
                     at.push_str(&format!(": {reason}"));
                 }
             }
-            let reason = if verb == "abandon" {
-                " --reason \"...\""
+            // The command as the run awaits it: a run paused at an approval is continued with
+            // --approve, one paused over a call in flight with the operator's choice.
+            let command = if verb == "abandon" {
+                format!("runbook abandon {}{store_flag} --reason \"...\"", s.run_id)
             } else {
-                ""
+                Next::resume(&s.run_id, journal::awaiting(&loaded.records)).render(store_flag)
             };
             open.push(format!(
-                "{}  {runbook}, started {}, {}{at}\n      runbook {verb} {}{store_flag}{reason}",
+                "{}  {runbook}, started {}, {}{at}\n      {command}",
                 s.run_id,
                 s.started.get(..16).unwrap_or(&s.started).replace('T', " "),
                 s.status,
-                s.run_id
             ));
         }
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{Event, Record, RunStatus, Store};
-use crate::error::{Error, Next};
+use crate::error::{Awaiting, Error, Next};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LockHolder {
@@ -115,12 +115,13 @@ pub fn take(store: &dyn Store, name: &str, holder: &LockHolder) -> Result<LockGu
     if let Some(prev) = guard.previous.clone() {
         if prev.run_id != holder.run_id {
             let standing = match store.read(&prev.run_id) {
-                Ok(loaded) => claim_of(&loaded.records),
+                Ok(loaded) => claim_of(&loaded.records)
+                    .map(|standing| (standing, super::awaiting(&loaded.records))),
                 // Its journal is gone: nothing can continue it.
                 Err(_) => None,
             };
-            if let Some(standing) = standing {
-                return Err(claimed(name, &prev, &standing));
+            if let Some((standing, awaiting)) = standing {
+                return Err(claimed(name, &prev, &standing, awaiting));
             }
             guard.took_over = Some(prev);
         } else if prev.pid != holder.pid || prev.host != holder.host {
@@ -244,7 +245,7 @@ fn wait_for_release(store: &dyn Store, name: &str, limit: Duration) -> Result<Lo
 }
 
 /// The refusal for a lock claimed by a run that has not ended.
-fn claimed(name: &str, prev: &LockHolder, standing: &str) -> Error {
+fn claimed(name: &str, prev: &LockHolder, standing: &str, awaiting: Awaiting) -> Error {
     Error::Claimed(Box::new(crate::error::Claim {
         lock: name.to_string(),
         run: prev.run_id.clone(),
@@ -252,6 +253,7 @@ fn claimed(name: &str, prev: &LockHolder, standing: &str) -> Error {
         operator: prev.operator.clone(),
         host: prev.host.clone(),
         standing: standing.to_string(),
+        awaiting,
     }))
 }
 

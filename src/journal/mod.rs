@@ -21,7 +21,7 @@ pub use dir::DirStore;
 pub use lock::{claim_of, hold as hold_lock, take as take_lock, LockGuard, LockHolder};
 pub use pg::PgStore;
 
-use crate::error::Error;
+use crate::error::{Awaiting, Error};
 
 /// The journal format this engine writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -290,6 +290,28 @@ impl RunStatus {
             };
         }
         status
+    }
+}
+
+/// What a resume of a run must be told, read from its records: a run paused at an approval
+/// nobody has given awaits `--approve`; a run paused otherwise paused over a non-idempotent call
+/// that was in flight, and awaits the operator's choice; any other run, nothing.
+pub fn awaiting(records: &[Record]) -> Awaiting {
+    if RunStatus::of(records) != RunStatus::Paused {
+        return Awaiting::Nothing;
+    }
+    let approved = |step: &StepPath, seq: u32| {
+        records.iter().any(|r| {
+            matches!(&r.event, Event::Approved { step: s, seq: q, .. } if s == step && *q == seq)
+        })
+    };
+    let asked = records.iter().any(
+        |r| matches!(&r.event, Event::ApprovalRequested { step, seq, .. } if !approved(step, *seq)),
+    );
+    if asked {
+        Awaiting::Approval
+    } else {
+        Awaiting::InflightChoice
     }
 }
 
@@ -593,6 +615,116 @@ mod tests {
         }
         assert!(RunStatus::Abandoned.is_over() && !RunStatus::Paused.is_over());
         assert_eq!(format!("{:<10}|", RunStatus::Paused), "paused    |");
+    }
+
+    #[test]
+    fn what_a_resume_must_be_told_follows_the_pause() {
+        let ev = |e: Event| Record {
+            v: 1,
+            n: 1,
+            at: String::new(),
+            event: e,
+        };
+        let step = || vec!["confirm".to_string()];
+        let started = || {
+            ev(Event::RunResumed {
+                runbook_sha256: String::new(),
+                engine_version: String::new(),
+                operator: String::new(),
+                host: String::new(),
+                pid: 2,
+                inflight: None,
+            })
+        };
+        let asked = |seq| {
+            ev(Event::ApprovalRequested {
+                step: step(),
+                seq,
+                message: "go?".into(),
+            })
+        };
+        let approved = |seq| {
+            ev(Event::Approved {
+                step: step(),
+                seq,
+                by: "ann".into(),
+                via: "--yes".into(),
+            })
+        };
+        let paused = || ev(Event::RunPaused { reason: "r".into() });
+        let write = || {
+            ev(Event::ActionStarted {
+                step: step(),
+                seq: 3,
+                action: "shell::run".into(),
+                input: serde_json::json!({}),
+                input_hash: String::new(),
+                write: true,
+                idempotent: false,
+                notice: false,
+            })
+        };
+        use Awaiting::*;
+        let cases: Vec<(&str, Vec<Record>, Awaiting)> = vec![
+            ("running", vec![started()], Nothing),
+            (
+                "paused at an approval",
+                vec![started(), asked(1), paused()],
+                Approval,
+            ),
+            (
+                "paused again at it by a resume without --approve",
+                vec![started(), asked(1), paused(), started(), paused()],
+                Approval,
+            ),
+            (
+                "approved, then paused at the next one",
+                vec![started(), asked(1), approved(1), asked(2), paused()],
+                Approval,
+            ),
+            (
+                "approved, then paused over a call in flight",
+                vec![
+                    started(),
+                    asked(1),
+                    approved(1),
+                    write(),
+                    started(),
+                    paused(),
+                ],
+                InflightChoice,
+            ),
+            (
+                "paused with no approval asked",
+                vec![started(), write(), started(), paused()],
+                InflightChoice,
+            ),
+            (
+                "an approval still open, but the run was interrupted",
+                vec![
+                    started(),
+                    asked(1),
+                    paused(),
+                    started(),
+                    ev(Event::RunInterrupted { reason: "s".into() }),
+                ],
+                Nothing,
+            ),
+            (
+                "failed",
+                vec![
+                    started(),
+                    ev(Event::RunFailed {
+                        error: "e".into(),
+                        failed_steps: vec![],
+                    }),
+                ],
+                Nothing,
+            ),
+        ];
+        for (what, records, want) in cases {
+            assert_eq!(awaiting(&records), want, "{what}");
+        }
     }
 
     /// Found by the property below: a crash between a record and its newline.

@@ -22,7 +22,7 @@ pub use ctx::{http_client, CtxInit, Inflight, JournalInit, RunCtx, RunOptions, S
 pub use frames::set_source;
 
 use crate::action::world::World;
-use crate::error::{Error, Next};
+use crate::error::{Awaiting, Error, Next};
 use crate::inventory::Inventory;
 use crate::journal::{self, show_path, Event, LockHolder, Record, RunStatus, StepPath, Store};
 use crate::report::{Progress, Reporter};
@@ -1169,7 +1169,10 @@ fn nothing_to_undo(ctx: &Arc<RunCtx>, started: Instant) -> Error {
         message: format!(
             "run {run} has nothing to undo: no finished step declares an undo, and {changes}. The run is as it was"
         ),
-        next: Next::ResumeOrAbandon { run, paused: false },
+        next: Next::ResumeOrAbandon {
+            run,
+            awaiting: Awaiting::Nothing,
+        },
     }
 }
 

@@ -483,10 +483,22 @@ pub fn show_path(path: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// A resume's record, as the tables of journal histories need one.
+    pub(crate) fn resumed_event() -> Event {
+        Event::RunResumed {
+            runbook_sha256: String::new(),
+            engine_version: String::new(),
+            operator: String::new(),
+            host: String::new(),
+            pid: 2,
+            inflight: None,
+        }
+    }
 
     fn sample_journal() -> String {
         let events = [
@@ -555,16 +567,7 @@ mod tests {
                 trigger: None,
             })
         };
-        let resumed = || {
-            ev(Event::RunResumed {
-                runbook_sha256: String::new(),
-                engine_version: String::new(),
-                operator: String::new(),
-                host: String::new(),
-                pid: 2,
-                inflight: None,
-            })
-        };
+        let resumed = || ev(resumed_event());
         let paused = || ev(Event::RunPaused { reason: "r".into() });
         let cases: Vec<(Vec<Record>, RunStatus)> = vec![
             (vec![], RunStatus::Unknown),
@@ -626,16 +629,7 @@ mod tests {
             event: e,
         };
         let step = || vec!["confirm".to_string()];
-        let started = || {
-            ev(Event::RunResumed {
-                runbook_sha256: String::new(),
-                engine_version: String::new(),
-                operator: String::new(),
-                host: String::new(),
-                pid: 2,
-                inflight: None,
-            })
-        };
+        let started = || ev(resumed_event());
         let asked = |seq| {
             ev(Event::ApprovalRequested {
                 step: step(),

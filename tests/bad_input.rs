@@ -142,9 +142,21 @@ fn parameters_are_checked_before_anything_runs() {
         "parameter 'n': unknown key `tpye` (did you mean `type`?)",
     );
 
-    // The run was announced before its parameters were read: its end says it is not kept,
-    // and indeed no run is left to look for.
+    // Declarations in a literal map are checked before the run is announced or its lock
+    // taken: nothing on stdout, no run kept.
     let t = Test::new().script(decl).run(&[]).code(2);
+    let ran = t.check();
+    assert_eq!(ran.stdout, "", "announced: {}", ran.all());
+    assert_eq!(t.run_ids(), Vec::<String>::new());
+
+    // Declarations built at run time are read when the script runs: the run was announced,
+    // its end says it is not kept, and indeed no run is left to look for.
+    let built = "let d = #{};\nd.n = #{ type: \"int\" };\nlet p = params(d);";
+    let t = Test::new()
+        .script(built)
+        .run(&[])
+        .code(2)
+        .stderr("missing parameter: --var n=<int>");
     let ran = t.check();
     assert_says(
         &ran.stdout,

@@ -28,6 +28,31 @@ fn a_second_run_of_the_same_runbook_gets_exit_4_naming_the_holder() {
     kill9(&mut first);
 }
 
+/// A mistyped --var is bad input (exit 2, naming it) also while another run holds the lock
+/// the runbook takes: its parameters are checked first, and nothing is kept.
+#[test]
+fn a_mistyped_var_is_bad_input_even_while_the_lock_is_held() {
+    let t = Test::new().script(
+        r#"let p = params(#{ target: #{ type: "string", choices: ["a", "b"] } });
+step("hold", || sleep("20s"));"#,
+    );
+    let mut first = t.spawn_until_sleeping(&["run", "runbook.rhai", "--var", "target=a"]);
+    for (var, says) in [
+        (
+            "taget=a",
+            "unknown parameter --var taget (did you mean `target`?)",
+        ),
+        ("target=c", "--var target=c: must be one of a, b"),
+    ] {
+        let refused = t.exec(&["run", "runbook.rhai", "--var", var]);
+        assert_eq!(refused.code, 2, "{}", refused.all());
+        assert_says(&refused.stderr, &["error: invalid parameters:\n  ", says]);
+        assert!(!refused.all().contains("held by"), "{}", refused.all());
+    }
+    assert_eq!(t.run_ids().len(), 1, "a refused run left something");
+    kill9(&mut first);
+}
+
 #[test]
 fn a_named_lock_spans_different_runbooks() {
     let t = Test::new()

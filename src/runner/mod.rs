@@ -302,6 +302,15 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
             ));
         }
     }
+    // Parameters declared in a literal map are checked before the lock is taken: a mistyped
+    // --var is bad input (exit 2), not a wait behind another run's claim. Declarations built
+    // at run time (and vars given to a runbook that declares none) are refused when the
+    // script runs, as before.
+    if let Some(decls) = crate::script::declared_params(&source).filter(|d| !d.is_empty()) {
+        crate::script::resolve_params(&decls, &req.vars).map_err(|problems| {
+            Error::Param(format!("invalid parameters:\n  {}", problems.join("\n  ")))
+        })?;
+    }
     if let Some(id) = &run_id {
         let name = default_lock_name(&file, req.inventory.as_ref().and_then(|p| p.to_str()));
         let guard = take_lock(

@@ -135,3 +135,68 @@ fn a_misspelt_required_field_is_reported_once() {
         ran.stderr
     );
 }
+
+/// A named function that reads `inventory` without being given it compiles, but fails with
+/// "Variable not found" when first called — in a run, perhaps after its first changes; so
+/// does an assignment to it. Check names both, and a run is refused before anything runs. A
+/// function given it as a parameter (or a closure, which captures it) is fine, gets what it
+/// is given, and a runbook whose only `inventory` is a function's parameter runs without `-i`.
+#[test]
+fn a_function_reading_the_inventory_it_is_not_given_is_refused_before_running() {
+    let t = Test::new()
+        .inventory("[regions.a]\nurl = \"http://127.0.0.1:9/\"\n")
+        .script(
+            "step(\"first\", || shell::run(#{ argv: [\"touch\", \"ran\"] }));\n\
+             fn url_of(region) {\n    inventory.regions[region].url\n}\n\
+             step(\"second\", || log(url_of(\"a\")));\n",
+        )
+        .file(
+            "given.rhai",
+            "fn url_of(inventory, region) { inventory.regions[region].url }\n\
+             step(\"in a closure\", || log(inventory.regions.a.url));\n\
+             log(url_of(inventory, \"a\"));\n",
+        )
+        .file(
+            "own.rhai",
+            "fn twice(inventory) { inventory * 2 }\nlog(twice(21));\n",
+        )
+        .file(
+            "assigns.rhai",
+            "step(\"a\", || log(1));\nstep(\"b\", || { inventory = #{}; });\n",
+        );
+    let checked = t.exec(&[
+        "check",
+        "runbook.rhai",
+        "given.rhai",
+        "own.rhai",
+        "assigns.rhai",
+    ]);
+    assert_eq!(checked.code, 2, "{}", checked.all());
+    assert_says(
+        &checked.stderr,
+        &[
+            "error: function `url_of` reads `inventory`, which a function does not see (only its parameters and its own variables): declare it as a parameter, `fn url_of(inventory, ..)`, and pass it where `url_of` is called",
+            "--> runbook.rhai:3:5",
+            "error: `inventory` is read-only (the inventory file as loaded): keep what you change in a variable of your own",
+            "--> assigns.rhai:2:16",
+            "error: 2 of 4 runbooks have problems",
+        ],
+    );
+    assert_says(&checked.stdout, &["ok: given.rhai", "ok: own.rhai"]);
+
+    let ran = t.exec(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(&ran.stderr, &["function `url_of` reads `inventory`"]);
+    assert!(!t.path("ran").exists(), "a step ran");
+    assert!(t.run_ids().is_empty());
+
+    let given = t.exec(&["run", "given.rhai", "-i", "inventory.toml"]);
+    assert_eq!(given.code, 0, "{}", given.all());
+    let own = t.exec(&["run", "own.rhai"]);
+    assert_eq!(own.code, 0, "{}", own.all());
+    assert_says(&own.stdout, &["42"]);
+    // With an inventory given, the function still gets its argument, not the run's inventory.
+    let own = t.exec(&["run", "own.rhai", "-i", "inventory.toml"]);
+    assert_eq!(own.code, 0, "{}", own.all());
+    assert_says(&own.stdout, &["42"]);
+}

@@ -703,7 +703,7 @@ fn prepare(
     let resolver = crate::script::StdlibResolver::new(base_dir.clone());
     let engine = crate::script::engine(ctx.clone(), base_dir, &Default::default());
     let scope = crate::script::scope(inventory);
-    let ast = crate::script::compile(&engine, &scope, file, source)?;
+    let ast = crate::script::compile(&engine, file, source)?;
     let problems = crate::script::lint::lint(&ast, &ctx.registry, &resolver, file, source);
     if let Some(first) = problems.into_iter().next() {
         return Err(first);

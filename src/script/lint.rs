@@ -1,6 +1,7 @@
 //! `runbook check`: what can be known about a runbook without running it — unknown
 //! namespaces and actions, wrong arity, unknown fields in literal action maps, duplicate step
-//! names in one scope, fixed step names inside loops, unknown `params` keys.
+//! names in one scope, fixed step names inside loops, unknown `params` keys, and an
+//! `inventory` a function cannot see or a runbook assigns to.
 
 use std::collections::{HashMap, HashSet};
 
@@ -428,25 +429,14 @@ pub fn lint(
     }
     // Every call, once, with the function body it is in: the innermost function (a step's
     // closure is one) whose span holds it, else the main body.
-    let key = |p: Position| (p.line().unwrap_or(0), p.position().unwrap_or(0));
-    let spans: Vec<((usize, usize), (usize, usize))> = ast
-        .iter_fn_def()
-        .map(|f| (key(f.body.start_position()), key(f.body.end_position())))
-        .collect();
+    let spans = super::fn_spans(ast);
     let mut scopes: Vec<Vec<Found>> = vec![Vec::new(); spans.len() + 1];
     ast.walk(&mut |path: &[ASTNode]| -> bool {
         if let Some(
             ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)),
         ) = path.last()
         {
-            let at = key(*pos);
-            let scope = spans
-                .iter()
-                .enumerate()
-                .filter(|(_, (start, end))| *start <= at && at <= *end)
-                .min_by_key(|(_, (start, end))| (end.0 - start.0, end.1.abs_diff(start.1)))
-                .map(|(i, _)| i + 1)
-                .unwrap_or(0);
+            let scope = super::innermost(&spans, *pos).map_or(0, |i| i + 1);
             scopes[scope].push((
                 call.as_ref().clone(),
                 *pos,
@@ -457,6 +447,9 @@ pub fn lint(
     });
     for found in scopes {
         linter.check_body(found);
+    }
+    for (pos, message) in inventory_misuse(source) {
+        linter.problem(pos, message);
     }
     let mut problems = std::mem::take(&mut linter.problems);
     problems.sort_by_key(|(p, _)| (p.line().unwrap_or(0), p.position().unwrap_or(0)));
@@ -471,6 +464,79 @@ pub fn lint(
             )
         })
         .collect()
+}
+
+/// Misuses of `inventory` that compile but fail when they run, perhaps after a run's first
+/// changes: a named function reading it without a parameter or variable of that name (a Rhai
+/// function sees only its own), and an assignment to the runbook's inventory (read-only).
+/// Read from the source as written (the optimiser may fold reads).
+fn inventory_misuse(source: &str) -> Vec<(Position, String)> {
+    const NAME: &str = "inventory";
+    let Some(ast) = super::parse_plain(source) else {
+        return Vec::new();
+    };
+    let spans = super::fn_spans(&ast);
+    // The named function a position is in (a closure's body belongs to it); None at the top.
+    let named = |pos: Position| {
+        super::innermost(&spans, pos).filter(|&i| !spans[i].name.starts_with("anon$"))
+    };
+    let mut reads: Vec<(Option<usize>, Position)> = Vec::new();
+    let mut assigned: Vec<(Option<usize>, Position)> = Vec::new();
+    let mut own: HashSet<usize> = HashSet::new();
+    ast.walk(&mut |path: &[ASTNode]| -> bool {
+        match path.last() {
+            Some(ASTNode::Expr(Expr::Variable(v, _, pos))) if v.1 == NAME && v.2.is_empty() => {
+                reads.push((named(*pos), *pos))
+            }
+            Some(ASTNode::Stmt(Stmt::Var(x, _, pos))) if x.0.name == NAME => {
+                if let Some(i) = named(*pos) {
+                    own.insert(i);
+                }
+            }
+            Some(ASTNode::Stmt(Stmt::Assignment(x))) => {
+                if let Expr::Variable(v, _, pos) = &x.1.lhs {
+                    if v.1 == NAME && v.2.is_empty() {
+                        assigned.push((named(*pos), *pos));
+                    }
+                }
+            }
+            _ => {}
+        }
+        true
+    });
+    let runbooks = |f: &Option<usize>| match f {
+        None => true,
+        Some(i) => !own.contains(i) && !spans[*i].params.iter().any(|p| p == NAME),
+    };
+    let mut problems: Vec<(Position, String)> = assigned
+        .iter()
+        .filter(|(f, _)| f.is_none())
+        .map(|(_, pos)| {
+            (
+                *pos,
+                format!(
+                    "`{NAME}` is read-only (the inventory file as loaded): keep what you \
+                     change in a variable of your own"
+                ),
+            )
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for (f, pos) in reads {
+        let Some(i) = f else { continue };
+        if runbooks(&f) && seen.insert(i) {
+            let f = &spans[i].name;
+            problems.push((
+                pos,
+                format!(
+                    "function `{f}` reads `{NAME}`, which a function does not see (only its \
+                     parameters and its own variables): declare it as a parameter, \
+                     `fn {f}({NAME}, ..)`, and pass it where `{f}` is called"
+                ),
+            ));
+        }
+    }
+    problems
 }
 
 /// "1 argument", "2 arguments", "1 or 2 arguments".

@@ -90,8 +90,15 @@ pub fn scope(inventory: Dynamic) -> Scope<'static> {
 }
 
 /// Compiles a runbook, turning a parse error into a message with its position.
-pub fn compile(engine: &Engine, scope: &Scope, file: &str, source: &str) -> Result<AST, Error> {
-    let mut ast = engine.compile_with_scope(scope, source).map_err(|e| {
+///
+/// `inventory` is declared to the compiler as a variable, not as the constant it runs as
+/// (`scope`): Rhai's optimiser propagates a scope constant into every function body too, over
+/// a parameter of the same name, so `fn f(inventory) { g(inventory) }` would pass the run's
+/// inventory whatever `f` was given. Assigning to it still fails when it runs.
+pub fn compile(engine: &Engine, file: &str, source: &str) -> Result<AST, Error> {
+    let mut declared = Scope::new();
+    declared.push("inventory", Dynamic::UNIT);
+    let mut ast = engine.compile_with_scope(&declared, source).map_err(|e| {
         let pos = e.position();
         let message = match e.err_type() {
             rhai::ParseErrorType::ModuleUndefined(name) => {
@@ -116,22 +123,63 @@ pub fn compile(engine: &Engine, scope: &Scope, file: &str, source: &str) -> Resu
 
 /// A runbook's syntax tree as written: unoptimized (no constant folded away) and without a
 /// scope, for reading it rather than running it. None when it does not parse.
-fn parse_plain(source: &str) -> Option<AST> {
+pub(crate) fn parse_plain(source: &str) -> Option<AST> {
     let mut engine = parser();
     engine.set_optimization_level(rhai::OptimizationLevel::None);
     engine.compile(source).ok()
 }
 
-/// Where a runbook first reads the variable `name` (its `inventory`), its closures and
-/// functions included; None when it never does.
+/// A function of a script (a closure is one too, named `anon$..`, its captured variables
+/// among its parameters): its name, parameters and the span of its body, as (line, column).
+pub(crate) struct FnSpan {
+    pub name: String,
+    pub params: Vec<String>,
+    pub start: (usize, usize),
+    pub end: (usize, usize),
+}
+
+/// A position as (line, column), for comparing.
+pub(crate) fn line_col(p: Position) -> (usize, usize) {
+    (p.line().unwrap_or(0), p.position().unwrap_or(0))
+}
+
+/// The functions of a script with the spans of their bodies.
+pub(crate) fn fn_spans(ast: &AST) -> Vec<FnSpan> {
+    ast.iter_fn_def()
+        .map(|f| FnSpan {
+            name: f.name.to_string(),
+            params: f.params.iter().map(|p| p.to_string()).collect(),
+            start: line_col(f.body.start_position()),
+            end: line_col(f.body.end_position()),
+        })
+        .collect()
+}
+
+/// The innermost of `spans` whose body holds `pos`; None in the main body. (Rhai records no
+/// end for a closure's body without braces: such a closure holds nothing here.)
+pub(crate) fn innermost(spans: &[FnSpan], pos: Position) -> Option<usize> {
+    let at = line_col(pos);
+    spans
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.start <= at && at <= f.end)
+        .min_by_key(|(_, f)| (f.end.0 - f.start.0, f.end.1.abs_diff(f.start.1)))
+        .map(|(i, _)| i)
+}
+
+/// Where a runbook first reads the variable `name` (its `inventory`), its closures included;
+/// None when it never does. A function's parameter of that name is the function's own.
 pub fn first_read(source: &str, name: &str) -> Option<Position> {
     let ast = parse_plain(source)?;
+    let spans = fn_spans(&ast);
     let mut first: Option<Position> = None;
     ast.walk(&mut |path: &[rhai::ASTNode]| {
         if let Some(rhai::ASTNode::Expr(rhai::Expr::Variable(v, _, pos))) = path.last() {
-            if v.1 == name && v.2.is_empty() {
-                let key = |p: &Position| (p.line().unwrap_or(0), p.position().unwrap_or(0));
-                if first.is_none_or(|f| key(pos) < key(&f)) {
+            let own = innermost(&spans, *pos).is_some_and(|i| {
+                !spans[i].name.starts_with("anon$") && spans[i].params.iter().any(|p| p == name)
+            });
+            if v.1 == name && v.2.is_empty() && !own {
+                if first.is_none_or(|f| line_col(*pos) < line_col(f)) {
                     first = Some(*pos);
                 }
             }
@@ -254,8 +302,7 @@ pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
     let host = Arc::new(NoHost::default());
     let resolver = StdlibResolver::new(base_dir(path));
     let engine = engine(host.clone(), base_dir(path), &Default::default());
-    let scope = scope(Dynamic::UNIT);
-    let ast = compile(&engine, &scope, &file, &source).map_err(|e| vec![e])?;
+    let ast = compile(&engine, &file, &source).map_err(|e| vec![e])?;
     let problems = lint::lint(&ast, host.registry(), &resolver, &file, &source);
     if !problems.is_empty() {
         return Err(problems);
@@ -302,7 +349,57 @@ pub fn write_definitions(dir: &Path, docs: &ActionDocs) -> Result<Vec<PathBuf>, 
 
 #[cfg(test)]
 mod tests {
-    use super::misused_builtin;
+    use super::{first_read, line_col, misused_builtin};
+
+    #[test]
+    fn the_first_read_of_the_inventory_is_found_where_the_runbook_makes_it() {
+        let cases: Vec<(&str, &str, Option<(usize, usize)>)> = vec![
+            (
+                "a read at the top",
+                "let r = inventory.regions;",
+                Some((1, 9)),
+            ),
+            ("never", "log(1);", None),
+            (
+                "a key of that name is not a read",
+                "let m = #{ inventory: 1 };\nlog(m.inventory);",
+                None,
+            ),
+            (
+                "inside a step's closure",
+                "log(1);\nstep(\"a\", || log(inventory.regions));",
+                Some((2, 18)),
+            ),
+            (
+                "the first of two",
+                "step(\"a\", || log(1));\nlet x = inventory.a;\nlet y = inventory.b;",
+                Some((2, 9)),
+            ),
+            (
+                "a function's own parameter",
+                "fn app(inventory, r) { inventory.regions[r] }\nlog(1);",
+                None,
+            ),
+            (
+                "a function's parameter, then the runbook's own read",
+                "fn app(inventory, r) { inventory.regions[r] }\nlog(app(inventory, \"a\"));",
+                Some((2, 9)),
+            ),
+            (
+                "a closure inside a function, capturing its parameter",
+                "fn each(inventory) { step(\"a\", || log(inventory.x)); }\nlog(1);",
+                None,
+            ),
+            ("does not parse", "let = ;", None),
+        ];
+        for (what, source, want) in cases {
+            assert_eq!(
+                first_read(source, "inventory").map(line_col),
+                want,
+                "{what}"
+            );
+        }
+    }
 
     #[test]
     fn a_built_in_called_with_the_wrong_kinds_of_arguments_says_how_it_is_called() {

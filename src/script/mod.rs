@@ -178,10 +178,12 @@ pub fn first_read(source: &str, name: &str) -> Option<Position> {
             let own = innermost(&spans, *pos).is_some_and(|i| {
                 !spans[i].name.starts_with("anon$") && spans[i].params.iter().any(|p| p == name)
             });
-            if v.1 == name && v.2.is_empty() && !own {
-                if first.is_none_or(|f| line_col(*pos) < line_col(f)) {
-                    first = Some(*pos);
-                }
+            if v.1 == name
+                && v.2.is_empty()
+                && !own
+                && first.is_none_or(|f| line_col(*pos) < line_col(f))
+            {
+                first = Some(*pos);
             }
         }
         true
@@ -353,7 +355,8 @@ mod tests {
 
     #[test]
     fn the_first_read_of_the_inventory_is_found_where_the_runbook_makes_it() {
-        let cases: Vec<(&str, &str, Option<(usize, usize)>)> = vec![
+        type Case = (&'static str, &'static str, Option<(usize, usize)>);
+        let cases: Vec<Case> = vec![
             (
                 "a read at the top",
                 "let r = inventory.regions;",

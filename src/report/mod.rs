@@ -247,4 +247,28 @@ mod tests {
         assert_eq!(human_ms(1500), "1.5 s");
         assert_eq!(human_ms(125_000), "2m 05s");
     }
+
+    #[test]
+    fn every_line_of_a_log_stands_at_its_steps_depth() {
+        let log = |depth: usize, message: &str| {
+            plain::line_for(&Progress::Log {
+                step: vec!["s".to_string(); depth],
+                message: message.into(),
+            })
+        };
+        let cases: Vec<(usize, &str, &str)> = vec![
+            (0, "one", "one"),
+            (1, "one", "  one"),
+            (
+                1,
+                "REGION  DB\nus-east  primary",
+                "  REGION  DB\n  us-east  primary",
+            ),
+            (2, "a\n\nb", "    a\n\n    b"),
+            (1, "", ""),
+        ];
+        for (depth, message, want) in cases {
+            assert_eq!(log(depth, message).as_deref(), Some(want), "{message:?}");
+        }
+    }
 }

@@ -143,7 +143,21 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
                 human_ms(left)
             )
         }
-        Progress::Log { step, message } => format!("{}{message}", indent(step.len())),
+        // Every line of a message at the step's depth: a table's rows stay under its header.
+        Progress::Log { step, message } => {
+            let pad = indent(step.len());
+            let lines: Vec<String> = message
+                .split('\n')
+                .map(|l| {
+                    if l.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{pad}{l}")
+                    }
+                })
+                .collect();
+            lines.join("\n")
+        }
         Progress::Approval {
             step,
             message,

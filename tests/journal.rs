@@ -109,6 +109,64 @@ fn runs_and_log_show_the_state() {
     assert_eq!(json.stdout.lines().count(), t.journal(&run).lines().count());
 }
 
+/// Runs are listed in the order they started, whatever their ids: an id names the minute, and
+/// two runs of one minute differ only by a random tail.
+#[test]
+fn runs_are_listed_in_the_order_they_started() {
+    let t = Test::new()
+        .file("first.rhai", "log(1);")
+        .file("second.rhai", "log(2);")
+        .file("third.rhai", "log(3);");
+    for name in ["first", "second", "third"] {
+        assert_eq!(t.exec(&["run", &format!("{name}.rhai")]).code, 0);
+    }
+    // Ids that sort the other way round.
+    let runs = t.path(".runbook/runs");
+    for (name, id) in [
+        ("first", "20261205-1005-ffff"),
+        ("second", "20261205-1005-8888"),
+        ("third", "20261205-1005-0000"),
+    ] {
+        let run = t
+            .run_ids()
+            .into_iter()
+            .find(|r| t.journal(r).contains(&format!("{name}.rhai")))
+            .unwrap();
+        std::fs::rename(runs.join(&run), runs.join(id)).unwrap();
+    }
+    let listed = t.exec(&["runs"]);
+    let order: Vec<&str> = listed
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "20261205-1005-ffff",
+            "20261205-1005-8888",
+            "20261205-1005-0000"
+        ],
+        "{}",
+        listed.stdout
+    );
+    let json = t.exec(&["runs", "--json"]);
+    let order: Vec<String> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["run_id"].to_string())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "\"20261205-1005-ffff\"",
+            "\"20261205-1005-8888\"",
+            "\"20261205-1005-0000\""
+        ]
+    );
+}
+
 #[test]
 fn state_dir_moves_with_the_flag_and_the_variable() {
     let t = Test::new().script(r#"approve("x");"#);

@@ -309,14 +309,18 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
             } else {
                 Next::resume(&s.run_id, journal::awaiting(&loaded.records)).render(store_flag)
             };
-            open.push(format!(
+            let line = format!(
                 "{}  {runbook}, started {}, {}{at}\n      {command}",
                 s.run_id,
                 s.started.get(..16).unwrap_or(&s.started).replace('T', " "),
                 s.status,
-            ));
+            );
+            open.push((s.started, line));
         }
     }
+    // In the order they started, as `runbook runs` lists them.
+    open.sort();
+    let open: Vec<String> = open.into_iter().map(|(_, line)| line).collect();
     if open.is_empty() {
         return Error::Usage(format!(
             "which run? `runbook {verb} RUN`, but no run in {} is paused, interrupted, failed or crashed; `runbook runs{store_flag}` lists them all",
@@ -362,6 +366,9 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
         };
         rows.push((summary, status));
     }
+    // In the order they started: run ids name the minute, not the second, so two runs of the
+    // same minute would otherwise come in the order of their random tails.
+    rows.sort_by(|(a, _), (b, _)| (&a.started, &a.run_id).cmp(&(&b.started, &b.run_id)));
     if json {
         for (s, status) in rows {
             say!(

@@ -109,6 +109,33 @@ fn runs_and_log_show_the_state() {
     assert_eq!(json.stdout.lines().count(), t.journal(&run).lines().count());
 }
 
+/// A message of several lines keeps right of the time column in `runbook log`, so that each
+/// line of the log still starts with a time or belongs to the entry above.
+#[test]
+fn a_logged_table_stays_inside_its_entry() {
+    let t = Test::new().script(r#"step("observe", || log("REGION  DB\nus-east  primary"));"#);
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 0);
+    let log = t.exec(&["log", &t.only_run()]);
+    let lines: Vec<&str> = log.stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.ends_with("  observe: REGION  DB"))
+        .unwrap_or_else(|| panic!("{}", log.stdout));
+    assert_eq!(
+        lines[at + 1],
+        format!("{:16}us-east  primary", ""),
+        "{}",
+        log.stdout
+    );
+    for l in lines {
+        let time = l.get(..12).unwrap_or("");
+        assert!(
+            time.trim().is_empty() || time.chars().filter(|c| *c == ':').count() == 2,
+            "a line that is neither an entry nor inside one: {l}"
+        );
+    }
+}
+
 /// Runs are listed in the order they started, whatever their ids: an id names the minute, and
 /// two runs of one minute differ only by a random tail.
 #[test]

@@ -578,6 +578,8 @@ fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
                 }
                 ending => ending.ending().unwrap_or_default(),
             };
+            // A message of several lines (a logged table) stays right of the time column.
+            let line = line.replace('\n', &format!("\n{:w$}    ", "", w = at.len()));
             say!("{at}  {line}");
         }
     }

@@ -1,4 +1,4 @@
-use crate::support::{Server, Test};
+use crate::support::{assert_says, Server, Test};
 
 fn paused_run(server: &Server) -> (Test, String) {
     let t = Test::new().script(&format!(
@@ -136,6 +136,65 @@ fn a_logged_table_stays_inside_its_entry() {
     }
 }
 
+/// Runs `NAME.rhai` for each name, one after the other, and gives each run the id beside it.
+fn run_as(t: &Test, runs: &[(&str, &str)]) {
+    let dir = t.path(".runbook/runs");
+    for (name, id) in runs {
+        assert_eq!(t.exec(&["run", &format!("{name}.rhai")]).code, 0);
+        let run = t
+            .run_ids()
+            .into_iter()
+            .find(|r| t.journal(r).contains(&format!("{name}.rhai")))
+            .unwrap();
+        std::fs::rename(dir.join(&run), dir.join(id)).unwrap();
+    }
+}
+
+/// A run is named by its whole id or by a part that only its id begins or ends with; a part
+/// that several ids share is refused, listing them, and nothing is done.
+#[test]
+fn a_run_is_named_by_a_part_of_its_id_that_no_other_shares() {
+    let t = Test::new()
+        .file("one.rhai", "log(1);")
+        .file("two.rhai", "log(2);")
+        .file(
+            "gate.rhai",
+            "step(\"gate\", || approve(\"go?\"));\nlog(\"went\");",
+        );
+    run_as(
+        &t,
+        &[("one", "20261205-1005-ab12"), ("two", "20261205-1006-cd34")],
+    );
+    let by_tail = t.exec(&["log", "ab12"]);
+    assert_eq!(by_tail.code, 0, "{}", by_tail.all());
+    assert_says(&by_tail.stdout, &["one.rhai"]);
+    let by_head = t.exec(&["report", "20261205-1006"]);
+    assert_eq!(by_head.code, 0, "{}", by_head.all());
+    assert_says(&by_head.stdout, &["# Run 20261205-1006-cd34 — two.rhai"]);
+    let shared = t.exec(&["log", "20261205-100"]);
+    assert_eq!(shared.code, 2, "{}", shared.all());
+    assert_says(
+        &shared.stderr,
+        &["error: '20261205-100' is part of 2 run ids (20261205-1005-ab12, 20261205-1006-cd34): give more of the one you mean"],
+    );
+    let short = t.exec(&["log", "b12"]);
+    assert_eq!(short.code, 2, "{}", short.all());
+    assert_says(&short.stderr, &["no run with id 'b12'"]);
+
+    assert_eq!(t.exec(&["run", "gate.rhai"]).code, 3);
+    let gate = t
+        .run_ids()
+        .into_iter()
+        .find(|r| r.len() == 18 && !r.ends_with("ab12") && !r.ends_with("cd34"))
+        .unwrap();
+    let resumed = t.exec(&["resume", &gate[14..], "--approve"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert_says(
+        &resumed.stdout,
+        &[format!("resuming run {gate}"), "went".into()],
+    );
+}
+
 /// Runs are listed in the order they started, whatever their ids: an id names the minute, and
 /// two runs of one minute differ only by a random tail.
 #[test]
@@ -144,23 +203,15 @@ fn runs_are_listed_in_the_order_they_started() {
         .file("first.rhai", "log(1);")
         .file("second.rhai", "log(2);")
         .file("third.rhai", "log(3);");
-    for name in ["first", "second", "third"] {
-        assert_eq!(t.exec(&["run", &format!("{name}.rhai")]).code, 0);
-    }
     // Ids that sort the other way round.
-    let runs = t.path(".runbook/runs");
-    for (name, id) in [
-        ("first", "20261205-1005-ffff"),
-        ("second", "20261205-1005-8888"),
-        ("third", "20261205-1005-0000"),
-    ] {
-        let run = t
-            .run_ids()
-            .into_iter()
-            .find(|r| t.journal(r).contains(&format!("{name}.rhai")))
-            .unwrap();
-        std::fs::rename(runs.join(&run), runs.join(id)).unwrap();
-    }
+    run_as(
+        &t,
+        &[
+            ("first", "20261205-1005-ffff"),
+            ("second", "20261205-1005-8888"),
+            ("third", "20261205-1005-0000"),
+        ],
+    );
     let listed = t.exec(&["runs"]);
     let order: Vec<&str> = listed
         .stdout

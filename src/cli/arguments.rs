@@ -75,7 +75,7 @@ pub enum Command {
     },
     /// Continue a run that was interrupted, paused or failed
     Resume {
-        /// The run (`runbook runs` lists them); left out, the runs that can be resumed are listed
+        /// The run's id (`runbook runs` lists them), or a part only its id begins or ends with; left out, the runs that can be resumed are listed
         run_id: Option<String>,
         /// Approve the approval the run is waiting for
         #[arg(long)]
@@ -105,7 +105,7 @@ pub enum Command {
     /// claims on locks released so other procedures may run. Nothing is undone: check the
     /// deployment first (runbooks/status.rhai)
     Abandon {
-        /// The run (`runbook runs` lists them); left out, the runs still open are listed
+        /// The run's id (`runbook runs` lists them), or a part only its id begins or ends with; left out, the runs still open are listed
         run_id: Option<String>,
         /// Why, for the journal and the team
         #[arg(long)]
@@ -125,7 +125,7 @@ pub enum Command {
     },
     /// Show a run's journal
     Log {
-        /// The run (`runbook runs` lists them)
+        /// The run's id (`runbook runs` lists them), or a part only its id begins or ends with
         run_id: String,
         /// The journal's JSON lines as recorded
         #[arg(long)]
@@ -170,7 +170,7 @@ pub enum Command {
     /// steps with start, duration, status and retries, approvals, failures and the sessions
     /// that worked on it. Markdown by default
     Report {
-        /// The run (default: the one started last)
+        /// The run's id, or a part only its id begins or ends with (default: the run started last)
         run_id: Option<String>,
         /// Write one self-contained HTML file with a timeline instead
         #[arg(long, value_name = "FILE", conflicts_with = "json")]

@@ -75,6 +75,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             let Some(run_id) = run_id else {
                 return Err(which_run(store.as_ref(), "resume", store_flag));
             };
+            let run_id = resolve(store.as_ref(), &run_id)?;
             let vars = parse_vars(&vars)?;
             let inflight = if retry_inflight {
                 Some(Inflight::Retry)
@@ -102,6 +103,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             let Some(run_id) = run_id else {
                 return Err(which_run(store.as_ref(), "abandon", store_flag));
             };
+            let run_id = resolve(store.as_ref(), &run_id)?;
             let done = runner::abandon(
                 store.as_ref(),
                 &run_id,
@@ -152,10 +154,17 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             ..
         } => {
             // As recorded, to the byte: it is written back over an edited runbook.
+            let run_id = resolve(store.as_ref(), &run_id)?;
             super::write_out(store.script(&run_id)?.as_bytes())
         }
-        Command::Log { run_id, json, .. } => log(store.as_ref(), &run_id, json),
-        Command::Report { run_id, html, json } => report(store.as_ref(), run_id, html, json),
+        Command::Log { run_id, json, .. } => {
+            let run_id = resolve(store.as_ref(), &run_id)?;
+            log(store.as_ref(), &run_id, json)
+        }
+        Command::Report { run_id, html, json } => {
+            let run_id = run_id.map(|id| resolve(store.as_ref(), &id)).transpose()?;
+            report(store.as_ref(), run_id, html, json)
+        }
         Command::Actions {
             definitions: Some(dir),
             ..
@@ -273,6 +282,32 @@ fn file_name(runbook: &str) -> String {
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// The run an operator names: its whole id, or a part of it that only one run's id begins or
+/// ends with (`3c1a` for 20261205-0936-3c1a; at least four characters). Several: refused,
+/// listing them — never a guess.
+fn resolve(store: &dyn Store, given: &str) -> Result<String, Error> {
+    let ids = store.list()?;
+    if ids.iter().any(|id| id == given) || given.chars().count() < 4 {
+        return Ok(given.to_string());
+    }
+    let mut matching: Vec<&String> = ids
+        .iter()
+        .filter(|id| id.starts_with(given) || id.ends_with(given))
+        .collect();
+    match matching.len() {
+        0 => Ok(given.to_string()),
+        1 => Ok(matching.remove(0).clone()),
+        n => Err(Error::Usage(format!(
+            "'{given}' is part of {n} run ids ({}): give more of the one you mean",
+            matching
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 /// `runbook resume` or `abandon` without a run: never a guess (at 3 a.m. the newest run is

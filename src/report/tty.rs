@@ -20,6 +20,12 @@ pub struct TtyReporter {
     redactor: Redactor,
 }
 
+/// A countdown's time left in whole seconds, rounded up: a wait of 1 s shows "1.0 s left" until
+/// it ends, not "0 ms left" from its start.
+fn left(until_ms: u64, now_ms: u64) -> String {
+    super::human_ms(until_ms.saturating_sub(now_ms).div_ceil(1000) * 1000)
+}
+
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix}{spinner} {msg} {elapsed:.dim}")
         .unwrap()
@@ -35,11 +41,7 @@ impl TtyReporter {
             std::thread::sleep(Duration::from_millis(250));
             let now = unix_ms();
             for (bar, until, message) in ticker.lock().unwrap().iter() {
-                let left = until.saturating_sub(now);
-                bar.set_message(format!(
-                    "{message} — {} left",
-                    super::human_ms(left / 1000 * 1000)
-                ));
+                bar.set_message(format!("{message} — {} left", left(*until, now)));
             }
         });
         TtyReporter {
@@ -154,5 +156,24 @@ impl Reporter for TtyReporter {
             answer.trim().to_ascii_lowercase().as_str(),
             "y" | "yes"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_countdown_rounds_up_to_the_second() {
+        let cases = [
+            (1_000, 3, "1.0 s"),
+            (1_000, 0, "1.0 s"),
+            (1_000, 999, "1.0 s"),
+            (1_000, 1_000, "0 ms"),
+            (1_000, 5_000, "0 ms"),
+            (30 * 60_000, 1, "30m 00s"),
+            (125_000, 400, "2m 05s"),
+        ];
+        for (until, now, want) in cases {
+            assert_eq!(super::left(until, now), want, "{until} {now}");
+        }
     }
 }

@@ -266,3 +266,28 @@ fn a_closed_output_pipe_ends_log_runs_and_actions_quietly() {
         assert!(!first.is_empty());
     }
 }
+
+/// `join` makes a list readable in a message: the shipped runbooks tell Slack the regions as
+/// `eu-west-1, us-east-1`, not as an array's `["eu-west-1", "us-east-1"]`.
+#[test]
+fn join_writes_a_list_as_text() {
+    Test::new()
+        .script(
+            r#"let regions = ["eu-west-1", "us-east-1", 3];
+log(`order: ${regions.join(", ")}`);
+log(`none: [${join([], ", ")}]`);
+log(`one: ${["a"].join(" / ")}`);"#,
+        )
+        .run(&[])
+        .code(0)
+        .stdout("order: eu-west-1, us-east-1, 3\n")
+        .stdout("none: []\n")
+        .stdout("one: a\n")
+        .check();
+    Test::new()
+        .script(r#"log(join(["a"]));"#)
+        .args(&["check", "runbook.rhai"])
+        .code(2)
+        .stderr("join takes 2 arguments, not 1")
+        .check();
+}

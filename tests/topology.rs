@@ -477,7 +477,7 @@ fn a_region_cordoned_whole_is_named_by_status_and_passed_over_by_the_failovers()
     );
     assert_says(
         &refused.stderr,
-        &["no standby can take over (asked for: any): [\"eu-west-1\", \"ap-southeast-1\"] passed over: every Kubernetes node there is cordoned", "--var force=true", "Nothing was changed"],
+        &["no standby can take over (asked for: any): eu-west-1, ap-southeast-1 passed over: every Kubernetes node there is cordoned", "--var force=true", "Nothing was changed"],
     );
     assert_eq!(
         (role(&d, "ap-southeast-1"), role(&d, "eu-west-1")),

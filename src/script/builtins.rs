@@ -207,6 +207,19 @@ pub fn register(engine: &mut Engine, ctx: Arc<dyn Host>, docs: Option<&ActionDoc
     )
     .register_into_engine(engine, move || c.dry_run());
     documented(
+        "join",
+        &["items: array", "separator: string", "string"],
+        "/// The items as one text, `separator` between them: `regions.join(\", \")` is\n\
+         /// `eu-west-1, us-east-1` where `${regions}` would show `[\"eu-west-1\", \"us-east-1\"]`.",
+    )
+    .register_into_engine(engine, |items: rhai::Array, separator: &str| -> String {
+        items
+            .iter()
+            .map(|item| item.to_string())
+            .collect::<Vec<_>>()
+            .join(separator)
+    });
+    documented(
         "fail",
         &["message: string", "()"],
         "/// Fails the current step with `message` (exit 1 unless a `try` catches it).",

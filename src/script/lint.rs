@@ -45,6 +45,7 @@ const BUILTINS: &[(&str, &[usize], &str)] = &[
         "on_failure(|f| { .. }), f being #{ run, step, error, changed, undoing }",
     ),
     ("is_dry_run", &[0], "is_dry_run()"),
+    ("join", &[2], "join(items, \", \") or items.join(\", \")"),
 ];
 
 /// How the built-in `name` is called.

@@ -87,6 +87,19 @@ pub enum Awaiting {
     InflightChoice,
 }
 
+/// A word as a command line a person pastes needs it: as it is when it is plain, else in
+/// single quotes.
+pub fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@=%+,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 impl Next {
     /// The command that continues run `run`, as it awaits.
     pub fn resume(run: &str, awaiting: Awaiting) -> Next {

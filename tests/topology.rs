@@ -151,11 +151,17 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
     d.stack.pg.start_node(d.stack.pg.node("us-east-1")).unwrap();
     d.stack.web.set_health("us-east-1", Health::Ok);
     assert_eq!(role(&d, "us-east-1"), "writable");
-    let flagged = status(&d);
+    // Its fix is the command to paste: the runbook beside status.rhai, the inventory and the
+    // store options as given.
+    let flagged = d.run("status", &["--state-dir", "elsewhere"]);
     assert_eq!(flagged.code, 1, "{}", flagged.all());
     assert!(
         flagged.stdout.contains("CRITICAL  us-east-1's database is a writable primary on timeline 1, while eu-west-1 is the primary on timeline 2")
-            && flagged.stdout.contains("runbook run runbooks/rejoin.rhai -i INVENTORY --var region=us-east-1"),
+            && flagged.stdout.contains(&format!(
+                "next: runbook run {}/runbooks/rejoin.rhai -i {} --var region=us-east-1 --state-dir elsewhere\n",
+                env!("CARGO_MANIFEST_DIR"),
+                d.inventory.display()
+            )),
         "{}",
         flagged.stdout
     );

@@ -217,6 +217,8 @@ impl Spec {
 #[derive(Clone)]
 pub struct Cx {
     pub http: reqwest::Client,
+    /// How the operator started the run, for the commands an action suggests.
+    pub invocation: Arc<Invocation>,
     pub redactor: Redactor,
     /// The time limit of this attempt.
     pub timeout: Duration,
@@ -224,6 +226,61 @@ pub struct Cx {
     pub cancel: Arc<AtomicBool>,
     /// Progress of a long action (a countdown, a poll's last answer).
     pub progress: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+/// How the operator started the run, as given, so that a command an action suggests (the
+/// fix of an anomaly) can be pasted as it is: the folder of the running runbook (where its
+/// sibling runbooks are), the inventory file, the store options. Left empty (an offline
+/// dry-run, a test), commands read `runbook run runbooks/NAME.rhai -i INVENTORY`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Invocation {
+    /// The running runbook's folder ("" for the current one).
+    pub runbooks: Option<String>,
+    /// The inventory file.
+    pub inventory: Option<String>,
+    /// " --store ..." or " --state-dir ...", as the operator gave it; "" for the default.
+    pub store_flag: String,
+}
+
+impl Invocation {
+    pub fn new(runbook: &str, inventory: Option<&str>, store_flag: &str) -> Invocation {
+        Invocation {
+            runbooks: Some(
+                std::path::Path::new(runbook)
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            inventory: inventory.map(str::to_string),
+            store_flag: store_flag.to_string(),
+        }
+    }
+
+    /// `runbook run DIR/NAME.rhai -i INVENTORY REST`: the shipped runbook `name` beside the
+    /// running one when it is there, else as `runbooks/NAME.rhai`.
+    pub fn run(&self, name: &str, rest: &str) -> String {
+        use crate::error::shell_word;
+        let file = format!("{name}.rhai");
+        let runbook = match &self.runbooks {
+            Some(dir) if std::path::Path::new(dir).join(&file).is_file() => {
+                if dir.is_empty() {
+                    file
+                } else {
+                    format!("{}/{file}", dir.trim_end_matches('/'))
+                }
+            }
+            _ => format!("runbooks/{file}"),
+        };
+        let inventory = self
+            .inventory
+            .as_deref()
+            .map_or("INVENTORY".to_string(), shell_word);
+        format!(
+            "runbook run {} -i {inventory}{rest}{}",
+            shell_word(&runbook),
+            self.store_flag
+        )
+    }
 }
 
 impl Cx {
@@ -539,5 +596,43 @@ impl Registry {
         self.actions
             .iter()
             .filter(move |a| a.spec().namespace == namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Invocation;
+
+    #[test]
+    fn a_suggested_run_is_spelled_as_the_operator_started_this_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rejoin.rhai"), "").unwrap();
+        let here = dir.path().display().to_string();
+        let status = format!("{here}/status.rhai");
+        let cases: Vec<(&str, Invocation, String)> = vec![
+            (
+                "nothing known: placeholders",
+                Invocation::default(),
+                "runbook run runbooks/rejoin.rhai -i INVENTORY --var region=a".into(),
+            ),
+            (
+                "beside the running runbook, with the inventory and store as given",
+                Invocation::new(&status, Some("prod.toml"), " --state-dir /srv/rb"),
+                format!("runbook run {here}/rejoin.rhai -i prod.toml --var region=a --state-dir /srv/rb"),
+            ),
+            (
+                "not beside it: where the shipped runbooks are",
+                Invocation::new("/nowhere/mine.rhai", Some("prod.toml"), ""),
+                "runbook run runbooks/rejoin.rhai -i prod.toml --var region=a".into(),
+            ),
+            (
+                "an inventory whose name needs quotes",
+                Invocation::new("/nowhere/mine.rhai", Some("my prod.toml"), ""),
+                "runbook run runbooks/rejoin.rhai -i 'my prod.toml' --var region=a".into(),
+            ),
+        ];
+        for (what, invocation, want) in cases {
+            assert_eq!(invocation.run("rejoin", " --var region=a"), want, "{what}");
+        }
     }
 }

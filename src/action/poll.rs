@@ -86,6 +86,7 @@ mod tests {
     fn cx(timeout: Duration) -> Cx {
         Cx {
             http: reqwest::Client::new(),
+            invocation: Default::default(),
             redactor: crate::secret::Redactor::default(),
             timeout,
             cancel: Arc::new(AtomicBool::new(false)),

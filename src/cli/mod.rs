@@ -84,16 +84,7 @@ fn given_again(args: &Arguments) -> String {
         .collect()
 }
 
-fn quoted(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:@=%+,".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
+use crate::error::shell_word as quoted;
 
 /// The store options this command was given, as they must be repeated in a command it
 /// suggests (`runbook resume RUN --store ...`), so the command works when pasted; empty when

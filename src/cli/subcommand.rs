@@ -44,7 +44,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             output,
         } => {
             let vars = parse_vars(&vars)?;
-            let env = env(store, &resume_flag, output, redactor)?;
+            let env = env(store, &resume_flag, store_flag, output, redactor)?;
             let (rt, env) = env;
             let result = runner::run(
                 &env,
@@ -84,7 +84,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             } else {
                 None
             };
-            let (rt, env) = env(store, &resume_flag, output, redactor)?;
+            let (rt, env) = env(store, &resume_flag, store_flag, output, redactor)?;
             let result = runner::resume(
                 &env,
                 ResumeRequest {
@@ -131,7 +131,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
                 say!("{done}");
                 return Ok(());
             }
-            let (rt, env) = env(store, store_flag, output, redactor)?;
+            let (rt, env) = env(store, store_flag, store_flag, output, redactor)?;
             let result = crate::watch::watch(
                 &env,
                 crate::watch::WatchRequest {
@@ -230,8 +230,11 @@ fn install_signals(cancel: Arc<AtomicBool>) {
     });
 }
 
+/// What a run needs of the command line. `flag`: what the reporter adds to the commands it
+/// renders (the store options, and for a run the `--var`s a resume must be given again).
 fn env(
     store: Arc<dyn Store>,
+    flag: &str,
     store_flag: &str,
     output: Output,
     redactor: &Redactor,
@@ -245,11 +248,12 @@ fn env(
     install_signals(cancel.clone());
     let env = Env {
         store,
-        reporter: reporter(output, redactor, store_flag),
+        reporter: reporter(output, redactor, flag),
         redactor: redactor.clone(),
         cancel,
         operator: Operator::current(),
         rt: rt.handle().clone(),
+        store_flag: store_flag.to_string(),
     };
     Ok((rt, env))
 }

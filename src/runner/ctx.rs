@@ -68,6 +68,8 @@ pub struct RunOptions {
     /// What an offline dry-run's reads answer (`--assume`, else the inventory's world); set only
     /// for an offline dry-run.
     pub world: Option<std::sync::Arc<crate::action::world::World>>,
+    /// How the run was started, for the commands actions suggest.
+    pub invocation: Arc<crate::action::Invocation>,
 }
 
 /// The journal the run appends to, and the one it replays.
@@ -387,6 +389,7 @@ impl RunCtx {
         let p_path = path.clone();
         Cx {
             http: self.http.get_or_init(http_client).clone(),
+            invocation: self.opts.invocation.clone(),
             redactor: self.redactor.clone(),
             timeout,
             cancel: self.cancel.clone(),

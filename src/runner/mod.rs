@@ -83,6 +83,9 @@ pub struct Env {
     pub cancel: Arc<AtomicBool>,
     pub operator: Operator,
     pub rt: tokio::runtime::Handle,
+    /// The store options as the operator gave them (" --store ...", " --state-dir ...", or
+    /// ""), for the commands a run suggests.
+    pub store_flag: String,
 }
 
 pub struct RunRequest {
@@ -265,6 +268,11 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
             host: env.operator.host.clone(),
             vars: req.vars.clone(),
             world,
+            invocation: Arc::new(crate::action::Invocation::new(
+                &file,
+                req.inventory.as_ref().and_then(|p| p.to_str()),
+                &env.store_flag,
+            )),
         },
         journal: None,
         journal_init,
@@ -616,6 +624,11 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
             host: env.operator.host.clone(),
             vars,
             world: None,
+            invocation: Arc::new(crate::action::Invocation::new(
+                &file,
+                inventory_file.as_deref(),
+                &env.store_flag,
+            )),
         },
         journal: Some(writer),
         journal_init: None,

@@ -320,6 +320,11 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
     );
     let cx = Cx {
         http: runner::http_client(),
+        invocation: Arc::new(crate::action::Invocation::new(
+            &req.runbook.display().to_string(),
+            req.inventory.to_str(),
+            &req.store_flag,
+        )),
         redactor: env.redactor.clone(),
         timeout: Duration::from_millis(rules.max_latency_ms.max(1000)),
         cancel: env.cancel.clone(),
@@ -608,6 +613,7 @@ fn start(
             host: env.operator.host.clone(),
         },
         rt: env.rt.clone(),
+        store_flag: env.store_flag.clone(),
     };
     let mut vars = rules.vars.clone();
     vars.insert("from".to_string(), region.to_string());

@@ -220,6 +220,11 @@ pub struct Topology {
     pub critical: bool,
     /// The picture as a table a person reads, then the anomalies.
     pub table: String,
+    /// How the run observing was started: the anomalies' commands spell its runbook folder,
+    /// inventory and store options.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub commands: crate::action::Invocation,
 }
 
 impl Topology {

@@ -122,14 +122,10 @@ fn anomaly(
     }
 }
 
-fn rejoin(region: &str) -> Option<String> {
-    Some(format!(
-        "runbook run runbooks/rejoin.rhai -i INVENTORY --var region={region}"
-    ))
-}
-
 /// Everything wrong with the topology, worst first.
 pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
+    let rejoin = |region: &str| Some(t.commands.run("rejoin", &format!(" --var region={region}")));
+    let flag = &t.commands.store_flag;
     use Severity::*;
     let mut out = Vec::new();
     let primary = current_primary(t);
@@ -179,7 +175,7 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
         let (message, fix) = if let Some(f) = followed_down {
             (
                 format!("no database accepts writes: the standbys follow {f}, whose database does not answer"),
-                Some("runbook run runbooks/emergency-failover.rhai -i INVENTORY".to_string()),
+                Some(t.commands.run("emergency-failover", "")),
             )
         } else if !fenced.is_empty() {
             let names: Vec<&str> = fenced.iter().map(|s| s.as_str()).collect();
@@ -188,7 +184,7 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                     "no database accepts writes: {} is a fenced (read-only) primary",
                     names.join(", ")
                 ),
-                Some("finish the procedure that fenced it (`runbook runs`, then `runbook resume RUN`), or undo it".to_string()),
+                Some(format!("finish the procedure that fenced it (`runbook runs{flag}`, then `runbook resume RUN{flag}`), or undo it")),
             )
         } else {
             (
@@ -550,7 +546,7 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                     "every Kubernetes node in {name} is cordoned ({cordoned} of {nodes}): no new pod can be scheduled there, and a failover does not choose it as its target"
                 ),
                 Some(format!(
-                    "if a procedure cordoned them (maintenance), finish or undo it (`runbook runs`); otherwise uncordon them (k8s::uncordon, kubectl uncordon) in {name}"
+                    "if a procedure cordoned them (maintenance), finish or undo it (`runbook runs{flag}`); otherwise uncordon them (k8s::uncordon, kubectl uncordon) in {name}"
                 )),
             ));
         } else if cordoned > 0 {

@@ -660,18 +660,29 @@ fn a_resume_asks_again_for_a_var_whose_password_the_journal_does_not_keep() {
 }
 
 /// `resume` or `abandon` without a run never guesses: it lists the runs still open, each with
-/// the command for it, and changes nothing.
+/// the command for it, and changes nothing. A run that failed before changing anything (a
+/// check that found a problem) is not open: counted, not listed.
 #[test]
 fn resume_without_a_run_lists_the_open_ones() {
     let t = Test::new()
         .file("gate.rhai", "step(\"gate\", || approve(\"go on?\"));")
-        .file("broken.rhai", "step(\"check\", || fail(\"not ready\"));")
+        .file(
+            "broken.rhai",
+            "step(\"mark\", || shell::run(#{ argv: [\"touch\", \"marked\"] }));\nstep(\"check\", || fail(\"not ready\"));",
+        )
+        .file("checks.rhai", "step(\"look\", || fail(\"a problem found\"));")
         .file("fine.rhai", "step(\"only\", || log(\"done\"));");
     let none = t.exec(&["resume"]);
     assert_eq!(none.code, 2, "{}", none.all());
     assert_says(
         &none.stderr,
-        &["no run in directory .runbook is paused, interrupted, failed or crashed"],
+        &["no run in directory .runbook is paused, interrupted, or stopped part-way through its changes; `runbook runs` lists them all"],
+    );
+    assert_eq!(t.exec(&["run", "checks.rhai"]).code, 1);
+    let only_checks = t.exec(&["resume", "--state-dir", "./.runbook"]);
+    assert_says(
+        &only_checks.stderr,
+        &["no run in directory ./.runbook is paused, interrupted, or stopped part-way through its changes; 1 run that failed before changing anything is not listed (run it again; `runbook runs --state-dir ./.runbook` shows it)"],
     );
 
     assert_eq!(t.exec(&["run", "gate.rhai"]).code, 3);
@@ -679,7 +690,7 @@ fn resume_without_a_run_lists_the_open_ones() {
     assert_eq!(t.exec(&["run", "fine.rhai"]).code, 0);
     let runbook_of = |id: &String| {
         let first = t.journal(id).lines().next().unwrap().to_string();
-        ["gate", "broken", "fine"]
+        ["gate", "broken", "checks", "fine"]
             .into_iter()
             .find(|n| first.contains(&format!("{n}.rhai")))
             .unwrap()
@@ -702,9 +713,11 @@ fn resume_without_a_run_lists_the_open_ones() {
             format!("runbook resume {} --approve\n", ids["gate"]),
             format!("{}  broken.rhai", ids["broken"]),
             "failed at step 'check'".to_string(),
+            "; 1 run that failed before changing anything is not listed".to_string(),
         ],
     );
     assert!(!listed.stderr.contains(&ids["fine"]), "{}", listed.stderr);
+    assert!(!listed.stderr.contains(&ids["checks"]), "{}", listed.stderr);
 
     let listed = t.exec(&["abandon"]);
     assert_eq!(listed.code, 2, "{}", listed.all());
@@ -718,7 +731,7 @@ fn resume_without_a_run_lists_the_open_ones() {
     let elsewhere = t.exec(&["abandon", "--state-dir", "other"]);
     assert_says(
         &elsewhere.stderr,
-        &["no run in directory other is paused, interrupted, failed or crashed; `runbook runs --state-dir other` lists them all"],
+        &["no run in directory other is paused, interrupted, or stopped part-way through its changes; `runbook runs --state-dir other` lists them all"],
     );
     assert_eq!(t.state_text(), before, "listing changed a run");
 }

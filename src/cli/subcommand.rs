@@ -315,17 +315,24 @@ fn resolve(store: &dyn Store, given: &str) -> Result<String, Error> {
 }
 
 /// `runbook resume` or `abandon` without a run: never a guess (at 3 a.m. the newest run is
-/// not always the one meant), but the runs still open, each with the command for it.
+/// not always the one meant), but the runs still open, each with the command for it. A run
+/// that failed (or crashed) before changing anything is not open: a status run that found a
+/// problem, a failover that refused to start. Running it again is the way on; they are
+/// counted, not listed.
 fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
     use crate::journal::RunStatus::{Crashed, Failed, Interrupted, Paused};
     let mut open = Vec::new();
+    let mut unchanged = 0;
     for id in store.list().unwrap_or_default() {
         let Ok(loaded) = store.read(&id) else {
             continue;
         };
         let s = runner::summarize(&id, &loaded.records);
         // A run still running is neither: its own process is at it.
-        if matches!(s.status, Paused | Interrupted | Failed | Crashed) {
+        let stopped = matches!(s.status, Paused | Interrupted | Failed | Crashed);
+        if stopped && journal::claim_of(&loaded.records).is_none() {
+            unchanged += 1;
+        } else if stopped {
             let runbook = file_name(&s.runbook);
             let mut at = if s.last_step.is_empty() {
                 String::new()
@@ -360,14 +367,28 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
     // In the order they started, as `runbook runs` lists them.
     open.sort();
     let open: Vec<String> = open.into_iter().map(|(_, line)| line).collect();
+    let unlisted = match unchanged {
+        0 => String::new(),
+        1 => format!(
+            "; 1 run that failed before changing anything is not listed (run it again; `runbook runs{store_flag}` shows it)"
+        ),
+        n => format!(
+            "; {n} runs that failed before changing anything are not listed (run them again; `runbook runs{store_flag}` shows them)"
+        ),
+    };
     if open.is_empty() {
+        let rest = if unlisted.is_empty() {
+            format!("; `runbook runs{store_flag}` lists them all")
+        } else {
+            unlisted
+        };
         return Error::Usage(format!(
-            "which run? `runbook {verb} RUN`, but no run in {} is paused, interrupted, failed or crashed; `runbook runs{store_flag}` lists them all",
+            "which run? `runbook {verb} RUN`, but no run in {} is paused, interrupted, or stopped part-way through its changes{rest}",
             store.describe()
         ));
     }
     Error::Usage(format!(
-        "which run? `runbook {verb} RUN`; these are paused, interrupted, failed or crashed:\n  {}",
+        "which run? `runbook {verb} RUN`; these are paused, interrupted, or stopped part-way through their changes{unlisted}:\n  {}",
         open.join("\n  ")
     ))
 }

@@ -415,7 +415,7 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                         .stdout
                         .lines()
                         .filter(|l| {
-                            l.contains("received up to")
+                            l.contains("received WAL up to")
                                 || l.contains("data-loss bound")
                                 || l.contains("not a candidate")
                                 || l.contains("fenced")

@@ -131,6 +131,19 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
         .find(|l| l.contains("failover from us-east-1 to eu-west-1 done in"))
         .unwrap_or_else(|| panic!("{}", failover.stdout))
         .to_string();
+    // The target's position as PostgreSQL writes it, not as a byte count.
+    let received = failover
+        .stdout
+        .lines()
+        .find_map(|l| l.split("target eu-west-1 received WAL up to ").nth(1))
+        .unwrap_or_else(|| panic!("{}", failover.stdout));
+    let lsn = received.split(';').next().unwrap();
+    assert!(
+        lsn.split_once('/').is_some_and(|(hi, lo)| {
+            u64::from_str_radix(hi, 16).is_ok() && u64::from_str_radix(lo, 16).is_ok()
+        }),
+        "{received}"
+    );
     // Its data directory is here: the bound is read from its WAL, exactly.
     assert!(
         report

@@ -475,6 +475,23 @@ fn resume_undo_with_nothing_to_undo_leaves_the_run_resumable() {
     let done = t.exec(&["resume", &run]);
     assert_eq!(done.code, 0, "{}", done.all());
     assert_eq!(server.count("POST", "/announce"), 1);
+
+    // Paused at an approval, it is continued with --approve: the refusal says so.
+    let t = Test::new().script(&format!(
+        r#"
+        step("announce", || http::post(#{{ url: "{u}announce" }}));
+        step("gate", || approve("go on?"));
+        "#,
+        u = server.url("/")
+    ));
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 3);
+    let run = t.only_run();
+    let refused = t.exec(&["resume", &run, "--undo"]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert_says(
+        &refused.stderr,
+        &[format!("next: continue it with `runbook resume {run} --approve`, or, once you have checked the deployment, release it with `runbook abandon {run}`")],
+    );
 }
 
 /// A step added to the runbook before changes the run made: `resume --undo` cannot reach those

@@ -22,7 +22,7 @@ pub use ctx::{http_client, CtxInit, Inflight, JournalInit, RunCtx, RunOptions, S
 pub use frames::set_source;
 
 use crate::action::world::World;
-use crate::error::{Awaiting, Error, Next};
+use crate::error::{Error, Next};
 use crate::inventory::Inventory;
 use crate::journal::{self, show_path, Event, LockHolder, Record, RunStatus, StepPath, Store};
 use crate::report::{Progress, Reporter};
@@ -1193,7 +1193,7 @@ fn nothing_to_undo(ctx: &Arc<RunCtx>, started: Instant) -> Error {
         ),
         next: Next::ResumeOrAbandon {
             run,
-            awaiting: Awaiting::Nothing,
+            awaiting: ctx.journal.replay.awaiting,
         },
     }
 }

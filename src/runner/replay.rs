@@ -57,11 +57,16 @@ pub struct Replay {
     pub last_end: Option<Event>,
     /// How many sessions (processes) the run has had: its start and each resume.
     pub sessions: usize,
+    /// What a resume of the run, as it stood, had to be told (an approval, an in-flight choice).
+    pub awaiting: crate::error::Awaiting,
 }
 
 impl Replay {
     pub fn from_records(records: &[Record]) -> Replay {
-        let mut r = Replay::default();
+        let mut r = Replay {
+            awaiting: crate::journal::awaiting(records),
+            ..Replay::default()
+        };
         for rec in records {
             match &rec.event {
                 Event::ActionStarted {

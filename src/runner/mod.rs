@@ -299,7 +299,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
     // A runbook that reads the inventory, run without one, would only find it empty: a
     // status with no region "sees" no primary. Refused before anything runs.
     if req.inventory.is_none() {
-        if let Some(pos) = crate::script::first_read(&source, "inventory") {
+        if let Some(pos) = crate::script::first_read(&prepared.plain, "inventory") {
             return Err(Error::script(
                 format!(
                     "{file} reads the inventory, and none was given: add -i FILE (the inventory \
@@ -314,7 +314,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
     // --var is bad input (exit 2), not a wait behind another run's claim. Declarations built
     // at run time (and vars given to a runbook that declares none) are refused when the
     // script runs, as before.
-    if let Some(decls) = crate::script::declared_params(&source).filter(|d| !d.is_empty()) {
+    if let Some(decls) = crate::script::declared_params(&prepared.plain).filter(|d| !d.is_empty()) {
         crate::script::resolve_params(&decls, &req.vars).map_err(|problems| {
             Error::Param(format!("invalid parameters:\n  {}", problems.join("\n  ")))
         })?;
@@ -703,6 +703,9 @@ struct Prepared {
     engine: Arc<rhai::Engine>,
     ast: Arc<rhai::AST>,
     scope: rhai::Scope<'static>,
+    /// The source as written, parsed once for what is read from it before the run starts
+    /// (lint, the first read of `inventory`, the declared parameters).
+    plain: rhai::AST,
 }
 
 /// Compiles and lints the script: a runbook that cannot run is refused before anything starts.
@@ -717,14 +720,20 @@ fn prepare(
     let engine = crate::script::engine(ctx.clone(), base_dir, &Default::default());
     let scope = crate::script::scope(inventory);
     let ast = crate::script::compile(&engine, file, source)?;
-    let problems = crate::script::lint::lint(&ast, &ctx.registry, &resolver, file, source);
+    let plain = crate::script::parse_plain(source).unwrap_or_default();
+    let problems = crate::script::lint::lint(&ast, &plain, &ctx.registry, &resolver, file, source);
     if let Some(first) = problems.into_iter().next() {
         return Err(first);
     }
     let engine = Arc::new(engine);
     let ast = Arc::new(ast);
     let _ = ctx.engine.set(engine.clone());
-    Ok(Prepared { engine, ast, scope })
+    Ok(Prepared {
+        engine,
+        ast,
+        scope,
+        plain,
+    })
 }
 
 /// Runs the script in `ctx`, then records and reports how it ended.
@@ -740,6 +749,7 @@ fn execute(
         engine,
         ast,
         mut scope,
+        ..
     } = prepared;
     frames::reset(frames::Frame::new(Vec::new(), None, false));
 

@@ -380,9 +380,11 @@ fn module_functions(text: &str) -> Result<Vec<(String, usize)>, String> {
     compiled
 }
 
-/// Checks a compiled runbook. Each problem is a script error with its position.
+/// Checks a compiled runbook (`ast`; `plain`: the same source as written, from
+/// [`super::parse_plain`]). Each problem is a script error with its position.
 pub fn lint(
     ast: &AST,
+    plain: &AST,
     registry: &Registry,
     resolver: &super::StdlibResolver,
     file: &str,
@@ -449,7 +451,7 @@ pub fn lint(
     for found in scopes {
         linter.check_body(found);
     }
-    for (pos, message) in inventory_misuse(source) {
+    for (pos, message) in inventory_misuse(plain) {
         linter.problem(pos, message);
     }
     let mut problems = std::mem::take(&mut linter.problems);
@@ -470,49 +472,14 @@ pub fn lint(
 /// Misuses of `inventory` that compile but fail when they run, perhaps after a run's first
 /// changes: a named function reading it without a parameter or variable of that name (a Rhai
 /// function sees only its own), and an assignment to the runbook's inventory (read-only).
-/// Read from the source as written (the optimiser may fold reads).
-fn inventory_misuse(source: &str) -> Vec<(Position, String)> {
+/// Read from the tree as written (`plain`: the optimiser may fold reads).
+fn inventory_misuse(plain: &AST) -> Vec<(Position, String)> {
     const NAME: &str = "inventory";
-    let Some(ast) = super::parse_plain(source) else {
-        return Vec::new();
-    };
-    let spans = super::fn_spans(&ast);
-    // The named function a position is in (a closure's body belongs to it); None at the top.
-    let named = |pos: Position| {
-        super::innermost(&spans, pos).filter(|&i| !spans[i].name.starts_with("anon$"))
-    };
-    let mut reads: Vec<(Option<usize>, Position)> = Vec::new();
-    let mut assigned: Vec<(Option<usize>, Position)> = Vec::new();
-    let mut own: HashSet<usize> = HashSet::new();
-    ast.walk(&mut |path: &[ASTNode]| -> bool {
-        match path.last() {
-            Some(ASTNode::Expr(Expr::Variable(v, _, pos))) if v.1 == NAME && v.2.is_empty() => {
-                reads.push((named(*pos), *pos))
-            }
-            Some(ASTNode::Stmt(Stmt::Var(x, _, pos))) if x.0.name == NAME => {
-                if let Some(i) = named(*pos) {
-                    own.insert(i);
-                }
-            }
-            Some(ASTNode::Stmt(Stmt::Assignment(x))) => {
-                if let Expr::Variable(v, _, pos) = &x.1.lhs {
-                    if v.1 == NAME && v.2.is_empty() {
-                        assigned.push((named(*pos), *pos));
-                    }
-                }
-            }
-            _ => {}
-        }
-        true
-    });
-    let runbooks = |f: &Option<usize>| match f {
-        None => true,
-        Some(i) => !own.contains(i) && !spans[*i].params.iter().any(|p| p == NAME),
-    };
-    let mut problems: Vec<(Position, String)> = assigned
+    let uses = super::uses(plain, NAME);
+    let mut problems: Vec<(Position, String)> = uses
+        .assigned
         .iter()
-        .filter(|(f, _)| f.is_none())
-        .map(|(_, pos)| {
+        .map(|pos| {
             (
                 *pos,
                 format!(
@@ -523,10 +490,9 @@ fn inventory_misuse(source: &str) -> Vec<(Position, String)> {
         })
         .collect();
     let mut seen = HashSet::new();
-    for (f, pos) in reads {
-        let Some(i) = f else { continue };
-        if runbooks(&f) && seen.insert(i) {
-            let f = &spans[i].name;
+    for (pos, f) in uses.reads {
+        let Some(f) = f else { continue };
+        if seen.insert(f.clone()) {
             problems.push((
                 pos,
                 format!(

@@ -167,28 +167,64 @@ pub(crate) fn innermost(spans: &[FnSpan], pos: Position) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// Where a runbook first reads the variable `name` (its `inventory`), its closures included;
-/// None when it never does. A function's parameter of that name is the function's own.
-pub fn first_read(source: &str, name: &str) -> Option<Position> {
-    let ast = parse_plain(source)?;
-    let spans = fn_spans(&ast);
-    let mut first: Option<Position> = None;
-    ast.walk(&mut |path: &[rhai::ASTNode]| {
-        if let Some(rhai::ASTNode::Expr(rhai::Expr::Variable(v, _, pos))) = path.last() {
-            let own = innermost(&spans, *pos).is_some_and(|i| {
-                !spans[i].name.starts_with("anon$") && spans[i].params.iter().any(|p| p == name)
-            });
-            if v.1 == name
-                && v.2.is_empty()
-                && !own
-                && first.is_none_or(|f| line_col(*pos) < line_col(f))
-            {
-                first = Some(*pos);
+/// How a script uses a variable of the runbook's (its `inventory`), as written.
+#[derive(Debug, Default)]
+pub(crate) struct Uses {
+    /// Reads of the runbook's variable: in its main body or a closure there (function None),
+    /// or in a named function that has no variable of that name of its own (a parameter, a
+    /// `let`) — a read that fails when it runs, a Rhai function seeing only its own. Reads of
+    /// a function's own variable are not listed.
+    pub reads: Vec<(Position, Option<String>)>,
+    /// Assignments to the runbook's variable outside any named function.
+    pub assigned: Vec<Position>,
+}
+
+/// Where `plain` (a tree from [`parse_plain`]) reads and assigns the runbook's `name`.
+pub(crate) fn uses(plain: &AST, name: &str) -> Uses {
+    use rhai::{ASTNode, Expr, Stmt};
+    let spans = fn_spans(plain);
+    // The named function a position is in (a closure's body belongs to it); None at the top.
+    let named =
+        |pos: Position| innermost(&spans, pos).filter(|&i| !spans[i].name.starts_with("anon$"));
+    let mut reads = Vec::new();
+    let mut assigned = Vec::new();
+    let mut declared = std::collections::HashSet::new();
+    plain.walk(&mut |path: &[ASTNode]| {
+        match path.last() {
+            Some(ASTNode::Expr(Expr::Variable(v, _, pos))) if v.1 == name && v.2.is_empty() => {
+                reads.push((*pos, named(*pos)))
             }
+            Some(ASTNode::Stmt(Stmt::Var(x, _, pos))) if x.0.name == name => {
+                declared.extend(named(*pos));
+            }
+            Some(ASTNode::Stmt(Stmt::Assignment(x))) => {
+                if let Expr::Variable(v, _, pos) = &x.1.lhs {
+                    if v.1 == name && v.2.is_empty() && named(*pos).is_none() {
+                        assigned.push(*pos);
+                    }
+                }
+            }
+            _ => {}
         }
         true
     });
-    first
+    let own = |i: usize| declared.contains(&i) || spans[i].params.iter().any(|p| p == name);
+    let mut reads: Vec<(Position, Option<String>)> = reads
+        .into_iter()
+        .filter(|(_, f)| f.is_none_or(|i| !own(i)))
+        .map(|(pos, f)| (pos, f.map(|i| spans[i].name.clone())))
+        .collect();
+    reads.sort_by_key(|(pos, _)| line_col(*pos));
+    Uses { reads, assigned }
+}
+
+/// Where a runbook first reads its own `name` (its `inventory`) in its main body or a closure
+/// there; None when it never does. A function's parameter of that name is the function's own.
+pub fn first_read(plain: &AST, name: &str) -> Option<Position> {
+    uses(plain, name)
+        .reads
+        .into_iter()
+        .find_map(|(pos, f)| f.is_none().then_some(pos))
 }
 
 pub fn script_pos(file: &str, pos: Position) -> Option<ScriptPos> {
@@ -305,7 +341,8 @@ pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
     let resolver = StdlibResolver::new(base_dir(path));
     let engine = engine(host.clone(), base_dir(path), &Default::default());
     let ast = compile(&engine, &file, &source).map_err(|e| vec![e])?;
-    let problems = lint::lint(&ast, host.registry(), &resolver, &file, &source);
+    let plain = parse_plain(&source).unwrap_or_default();
+    let problems = lint::lint(&ast, &plain, host.registry(), &resolver, &file, &source);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -351,7 +388,7 @@ pub fn write_definitions(dir: &Path, docs: &ActionDocs) -> Result<Vec<PathBuf>, 
 
 #[cfg(test)]
 mod tests {
-    use super::{first_read, line_col, misused_builtin};
+    use super::{first_read, line_col, misused_builtin, parse_plain};
 
     #[test]
     fn the_first_read_of_the_inventory_is_found_where_the_runbook_makes_it() {
@@ -397,7 +434,9 @@ mod tests {
         ];
         for (what, source, want) in cases {
             assert_eq!(
-                first_read(source, "inventory").map(line_col),
+                parse_plain(source)
+                    .and_then(|plain| first_read(&plain, "inventory"))
+                    .map(line_col),
                 want,
                 "{what}"
             );

@@ -95,14 +95,14 @@ pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Ma
     Ok(out)
 }
 
-/// A runbook's parameter declarations read from its source without running it: the map
-/// literal of its `params(#{ .. })` call. An empty map when it declares none; None when the
-/// declarations are not a literal (built at run time) or the source does not parse.
-pub fn declared(source: &str) -> Option<Map> {
+/// A runbook's parameter declarations read from its tree as written (`plain`, from
+/// [`super::parse_plain`]) without running it: the map literal of its `params(#{ .. })` call.
+/// An empty map when it declares none; None when the declarations are not a literal (built at
+/// run time).
+pub fn declared(plain: &rhai::AST) -> Option<Map> {
     use rhai::{ASTNode, Expr, Stmt};
-    let ast = super::parse_plain(source)?;
     let mut found: Option<Option<Map>> = None;
-    ast.walk(&mut |path: &[ASTNode]| {
+    plain.walk(&mut |path: &[ASTNode]| {
         if let Some(ASTNode::Expr(Expr::FnCall(call, _)) | ASTNode::Stmt(Stmt::FnCall(call, _))) =
             path.last()
         {
@@ -305,10 +305,18 @@ mod tests {
         ];
         for (source, want) in cases {
             let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-            assert_eq!(keys(super::declared(source)), want, "{source}");
+            let plain = super::super::parse_plain(source);
+            assert_eq!(
+                keys(plain.as_ref().and_then(super::declared)),
+                want,
+                "{source}"
+            );
         }
         let decls = super::declared(
-            r#"let p = params(#{ n: #{ type: "int", default: 3, choices: [1, 2, 3] } });"#,
+            &super::super::parse_plain(
+                r#"let p = params(#{ n: #{ type: "int", default: 3, choices: [1, 2, 3] } });"#,
+            )
+            .unwrap(),
         )
         .unwrap();
         let given = |v: &str| vars(&[("n", v)]);

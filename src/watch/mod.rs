@@ -218,7 +218,8 @@ fn runbook_would_start<'a>(
 ) -> Result<(), Error> {
     crate::script::check_file(&req.runbook).map_err(|mut problems| problems.remove(0))?;
     let source = std::fs::read_to_string(&req.runbook)?;
-    let Some(decls) = crate::script::declared_params(&source) else {
+    let plain = crate::script::parse_plain(&source).unwrap_or_default();
+    let Some(decls) = crate::script::declared_params(&plain) else {
         return Ok(());
     };
     let mut vars = rules.vars.clone();

@@ -236,6 +236,9 @@ pub struct Cx {
 pub struct Invocation {
     /// The running runbook's folder ("" for the current one).
     pub runbooks: Option<String>,
+    /// The runbooks in that folder (`rejoin.rhai`, ...), listed once when the run starts: the
+    /// rules that name them run on every observation and read no files.
+    pub siblings: std::collections::BTreeSet<String>,
     /// The inventory file.
     pub inventory: Option<String>,
     /// " --store ..." or " --state-dir ...", as the operator gave it; "" for the default.
@@ -244,13 +247,21 @@ pub struct Invocation {
 
 impl Invocation {
     pub fn new(runbook: &str, inventory: Option<&str>, store_flag: &str) -> Invocation {
+        let dir = std::path::Path::new(runbook)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let listed = std::fs::read_dir(if dir.is_empty() { "." } else { &dir });
+        let siblings = listed
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".rhai"))
+            .collect();
         Invocation {
-            runbooks: Some(
-                std::path::Path::new(runbook)
-                    .parent()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            ),
+            runbooks: Some(dir),
+            siblings,
             inventory: inventory.map(str::to_string),
             store_flag: store_flag.to_string(),
         }
@@ -262,7 +273,7 @@ impl Invocation {
         use crate::error::shell_word;
         let file = format!("{name}.rhai");
         let runbook = match &self.runbooks {
-            Some(dir) if std::path::Path::new(dir).join(&file).is_file() => {
+            Some(dir) if self.siblings.contains(&file) => {
                 if dir.is_empty() {
                     file
                 } else {

@@ -358,6 +358,11 @@ impl Error {
         }
     }
 
+    /// `--var`s a runbook's `params(..)` refuses, one problem a line.
+    pub fn invalid_params(problems: &[String]) -> Error {
+        Error::Param(format!("invalid parameters:\n  {}", problems.join("\n  ")))
+    }
+
     /// What the operator does next, where the error says.
     pub fn next(&self) -> Option<Next> {
         match self {

@@ -134,10 +134,9 @@ impl Host for RunCtx {
             )));
         }
         crate::script::resolve_params(&decls, &self.opts.vars).map_err(|problems| {
-            self.set_stop(Stop::Refused(crate::error::Error::Param(format!(
-                "invalid parameters:\n  {}",
-                problems.join("\n  ")
-            ))));
+            self.set_stop(Stop::Refused(crate::error::Error::invalid_params(
+                &problems,
+            )));
             Box::new(EvalAltResult::ErrorTerminated(Dynamic::UNIT, pos))
         })
     }

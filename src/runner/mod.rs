@@ -315,9 +315,8 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
     // at run time (and vars given to a runbook that declares none) are refused when the
     // script runs, as before.
     if let Some(decls) = crate::script::declared_params(&prepared.plain).filter(|d| !d.is_empty()) {
-        crate::script::resolve_params(&decls, &req.vars).map_err(|problems| {
-            Error::Param(format!("invalid parameters:\n  {}", problems.join("\n  ")))
-        })?;
+        crate::script::resolve_params(&decls, &req.vars)
+            .map_err(|problems| Error::invalid_params(&problems))?;
     }
     if let Some(id) = &run_id {
         let name = default_lock_name(&file, req.inventory.as_ref().and_then(|p| p.to_str()));

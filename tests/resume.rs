@@ -752,3 +752,89 @@ fn resume_without_a_run_lists_the_open_ones() {
     );
     assert_eq!(t.state_text(), before, "listing changed a run");
 }
+
+/// `runbook_command` spells the command of a runbook beside this one as the run was started:
+/// a message sent before a pause is the same when the run resumes with its options spelled
+/// otherwise (so the replay matches it), and one sent after reads the same way.
+#[test]
+fn a_runbook_command_reads_the_same_when_the_run_resumes() {
+    let server = Server::start();
+    let t = Test::new()
+        .file("rejoin.rhai", "log(\"rejoin\");")
+        .inventory("[regions.us-east-1]\nhealth_url = \"http://127.0.0.1:9/\"\n")
+        .script(&format!(
+            r#"
+            let p = params(#{{ region: #{{ type: "string", default: "us-east-1" }} }});
+            let health = inventory.regions[p.region].health_url;
+            step("tell", || http::post(#{{ url: "{u}", json: #{{ text: runbook_command("rejoin", #{{ region: p.region }}) }} }}));
+            step("gate", || approve("go on?"));
+            step("after", || http::post(#{{ url: "{u}", json: #{{ text: runbook_command("status") }} }}));
+            "#,
+            u = server.url("/hook")
+        ));
+    let state = |args: &[&str]| {
+        let mut all = vec!["--state-dir", "state"];
+        all.extend(args);
+        t.exec(&all)
+    };
+    let paused = state(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    let run = std::fs::read_dir(t.path("state/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
+    // From elsewhere, the state directory spelled otherwise: this session would spell
+    // `./state` and the runbook's absolute path.
+    let done = t.exec(&["--state-dir", "./state", "resume", &run, "--approve"]);
+    assert_eq!(done.code, 0, "{}", done.all());
+    let texts: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/hook")
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["text"].to_string())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "\"runbook run rejoin.rhai -i inventory.toml --var region=us-east-1 --state-dir state\"",
+            "\"runbook run runbooks/status.rhai -i inventory.toml --state-dir state\"",
+        ],
+        "{}",
+        done.all()
+    );
+}
+
+/// A name that is a path, or a value no `--var` carries, is a mistake in the runbook: the
+/// run stops (exit 2) naming it, having changed nothing; `check` names a wrong argument count.
+#[test]
+fn a_runbook_command_of_a_path_or_a_map_is_refused() {
+    for (call, says) in [
+        (
+            r#"runbook_command("../rejoin")"#,
+            r#"runbook_command takes the name of a runbook beside this one, such as "rejoin", not "../rejoin""#,
+        ),
+        (
+            r#"runbook_command("rejoin", #{ region: #{ a: 1 } })"#,
+            "runbook_command: --var region takes a string, a number, a bool or a list, not map",
+        ),
+    ] {
+        let t = Test::new().script(&format!("step(\"s\", || log({call}));"));
+        let ran = t.exec(&["run", "runbook.rhai"]);
+        assert_eq!(ran.code, 2, "{call}: {}", ran.all());
+        assert!(ran.stderr.contains(says), "{call}: {}", ran.stderr);
+    }
+    let t = Test::new().script("log(runbook_command());");
+    let checked = t.exec(&["check", "runbook.rhai"]);
+    assert_eq!(checked.code, 2, "{}", checked.all());
+    assert!(
+        checked
+            .stderr
+            .contains("runbook_command takes 1 or 2 arguments, not 0"),
+        "{}",
+        checked.stderr
+    );
+}

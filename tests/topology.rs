@@ -150,9 +150,19 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
             .contains("data-loss bound 0 bytes (the old primary is down; its WAL on disk ends at"),
         "{report}"
     );
+    // What to do when it is back is the command to paste, as this run was started.
+    let rejoin = |region: &str| {
+        format!(
+            "runbook run {}/runbooks/rejoin.rhai -i {} --var region={region}",
+            env!("CARGO_MANIFEST_DIR"),
+            d.inventory.display()
+        )
+    };
     assert!(
-        report.contains("us-east-1's database is UNFENCED")
-            && report.contains("runbooks/rejoin.rhai --var region=us-east-1"),
+        report.contains(&format!(
+            "us-east-1's database is UNFENCED: if it comes back it is writable; as soon as it is back: {}",
+            rejoin("us-east-1")
+        )),
         "{report}"
     );
     // Fenced through the layers that answered: its app scaled to 0, its DNS weight 0.
@@ -185,7 +195,11 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
     );
     assert_eq!(refused.code, 1, "{}", refused.all());
     assert!(
-        refused.stderr.contains("2 writable primaries"),
+        refused.stderr.contains(&format!(
+            "2 writable primaries (eu-west-1, us-east-1): a former primary came back. Nothing was changed. runbook run {}/runbooks/status.rhai -i {} names the one that must not take writes, and the command that makes it a standby",
+            env!("CARGO_MANIFEST_DIR"),
+            d.inventory.display(),
+        )),
         "{}",
         refused.stderr
     );

@@ -94,7 +94,7 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -231,8 +231,11 @@ pub struct Cx {
 /// How the operator started the run, as given, so that a command an action suggests (the
 /// fix of an anomaly) can be pasted as it is: the folder of the running runbook (where its
 /// sibling runbooks are), the inventory file, the store options. Left empty (an offline
-/// dry-run, a test), commands read `runbook run runbooks/NAME.rhai -i INVENTORY`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// dry-run, a test), commands read `runbook run runbooks/NAME.rhai -i INVENTORY`. A run's
+/// journal keeps the one it was started with, so that the commands a runbook spells
+/// (`runbook_command`) read the same in every session of the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Invocation {
     /// The running runbook's folder ("" for the current one).
     pub runbooks: Option<String>,

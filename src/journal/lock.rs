@@ -511,6 +511,7 @@ mod tests {
             host: String::new(),
             pid: 1,
             trigger: None,
+            invocation: None,
         }
     }
 

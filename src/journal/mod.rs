@@ -71,6 +71,10 @@ pub enum Event {
         /// What started it when no person did: `runbook watch`'s observations.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trigger: Option<Box<Value>>,
+        /// How it was started (the runbook's folder and its siblings, the inventory and store
+        /// options as given): the commands the runbook spells read the same when it resumes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invocation: Option<Box<Value>>,
     },
     RunResumed {
         runbook_sha256: String,
@@ -565,6 +569,7 @@ pub(crate) mod tests {
                 host: String::new(),
                 pid: 1,
                 trigger: None,
+                invocation: None,
             })
         };
         let resumed = || ev(resumed_event());

@@ -700,6 +700,7 @@ mod tests {
             host: host.into(),
             pid: 7,
             trigger: None,
+            invocation: None,
         }
     }
 

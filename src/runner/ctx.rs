@@ -68,8 +68,12 @@ pub struct RunOptions {
     /// What an offline dry-run's reads answer (`--assume`, else the inventory's world); set only
     /// for an offline dry-run.
     pub world: Option<std::sync::Arc<crate::action::world::World>>,
-    /// How the run was started, for the commands actions suggest.
+    /// How this session was started, for the commands actions suggest.
     pub invocation: Arc<crate::action::Invocation>,
+    /// How the run was first started, as its journal keeps it: the commands the runbook
+    /// spells (`runbook_command`), the same in every session, so that a message sent as an
+    /// action's input replays as recorded.
+    pub started_as: Arc<crate::action::Invocation>,
 }
 
 /// The journal the run appends to, and the one it replays.

@@ -140,4 +140,8 @@ impl Host for RunCtx {
             Box::new(EvalAltResult::ErrorTerminated(Dynamic::UNIT, pos))
         })
     }
+
+    fn started_as(&self) -> Arc<crate::action::Invocation> {
+        self.opts.started_as.clone()
+    }
 }

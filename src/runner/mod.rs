@@ -232,6 +232,11 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         Some(new_run_id())
     };
 
+    let invocation = Arc::new(crate::action::Invocation::new(
+        &file,
+        req.inventory.as_ref().and_then(|p| p.to_str()),
+        &env.store_flag,
+    ));
     let journal_init = run_id.as_ref().map(|id| JournalInit {
         store: env.store.clone(),
         run_id: id.clone(),
@@ -252,6 +257,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
             host: env.operator.host.clone(),
             pid: std::process::id(),
             trigger: req.trigger.clone().map(Box::new),
+            invocation: serde_json::to_value(&*invocation).ok().map(Box::new),
         },
     });
     let ctx = Arc::new(RunCtx::new(CtxInit {
@@ -268,11 +274,8 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
             host: env.operator.host.clone(),
             vars: req.vars.clone(),
             world,
-            invocation: Arc::new(crate::action::Invocation::new(
-                &file,
-                req.inventory.as_ref().and_then(|p| p.to_str()),
-                &env.store_flag,
-            )),
+            started_as: invocation.clone(),
+            invocation,
         },
         journal: None,
         journal_init,
@@ -504,6 +507,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
                 params,
                 inventory_file,
                 inventory,
+                invocation: started_as,
                 ..
             },
         ..
@@ -609,6 +613,11 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
 
     let next_record = loaded.records.last().map(|r| r.n + 1).unwrap_or(1);
     let replay = replay::Replay::from_records(&loaded.records);
+    let invocation = Arc::new(crate::action::Invocation::new(
+        &file,
+        inventory_file.as_deref(),
+        &env.store_flag,
+    ));
     let ctx = Arc::new(RunCtx::new(CtxInit {
         opts: RunOptions {
             run_id: Some(req.run_id.clone()),
@@ -623,11 +632,11 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
             host: env.operator.host.clone(),
             vars,
             world: None,
-            invocation: Arc::new(crate::action::Invocation::new(
-                &file,
-                inventory_file.as_deref(),
-                &env.store_flag,
-            )),
+            // A run started before the journal kept it: as this session spells it.
+            started_as: started_as
+                .and_then(|v| serde_json::from_value(*v).ok())
+                .map_or_else(|| invocation.clone(), Arc::new),
+            invocation,
         },
         journal: Some(writer),
         journal_init: None,

@@ -219,6 +219,39 @@ pub fn register(engine: &mut Engine, ctx: Arc<dyn Host>, docs: Option<&ActionDoc
             .collect::<Vec<_>>()
             .join(separator)
     });
+    let c = ctx.clone();
+    documented(
+        "runbook_command",
+        &["name: string", "vars: Map", "string"],
+        "/// The command that runs the runbook `name` beside this one, with the same inventory\n\
+         /// and store options and `vars` as its `--var`s, for a message to paste from:\n\
+         /// `runbook_command(\"rejoin\", #{ region: old })` is\n\
+         /// `runbook run runbooks/rejoin.rhai -i prod.toml --var region=us-east-1`. Spelled as\n\
+         /// the run was started, so it reads the same when the run resumes.",
+    )
+    .register_into_engine(
+        engine,
+        move |ncx: NativeCallContext, name: &str, vars: Map| -> RhaiResult<String> {
+            c.enter(ncx.call_source());
+            command_of(&c.started_as(), name, &vars).map_err(|m| c.invalid(m, ncx.call_position()))
+        },
+    );
+    let c = ctx.clone();
+    documented(
+        "runbook_command",
+        &["name: string", "string"],
+        "/// The command that runs the runbook `name` beside this one, with the same inventory\n\
+         /// and store options: `runbook_command(\"status\")` is\n\
+         /// `runbook run runbooks/status.rhai -i prod.toml`.",
+    )
+    .register_into_engine(
+        engine,
+        move |ncx: NativeCallContext, name: &str| -> RhaiResult<String> {
+            c.enter(ncx.call_source());
+            command_of(&c.started_as(), name, &Map::new())
+                .map_err(|m| c.invalid(m, ncx.call_position()))
+        },
+    );
     documented(
         "fail",
         &["message: string", "()"],
@@ -337,6 +370,49 @@ pub fn register(engine: &mut Engine, ctx: Arc<dyn Host>, docs: Option<&ActionDoc
     }
 }
 
+/// `runbook_command(name, vars)`: the runbook `name` (with or without `.rhai`) beside the
+/// running one, each of `vars` as `--var key=value` (a list comma-separated, as `params` reads
+/// it; `()` left out). A path, or a value no `--var` can carry (a map, a secret), is a mistake
+/// in the runbook.
+fn command_of(
+    started_as: &crate::action::Invocation,
+    name: &str,
+    vars: &Map,
+) -> Result<String, String> {
+    let runbook = name.strip_suffix(".rhai").unwrap_or(name);
+    if runbook.is_empty() || runbook.contains(['/', '\\']) || runbook.trim() != runbook {
+        return Err(format!(
+            "runbook_command takes the name of a runbook beside this one, such as \"rejoin\", not {name:?}"
+        ));
+    }
+    let mut rest = String::new();
+    for (key, value) in vars {
+        let text = if value.is_unit() {
+            continue;
+        } else if value.is::<Secret>() {
+            return Err(format!(
+                "runbook_command: --var {key} would spell a secret in a command; pass it through the environment instead"
+            ));
+        } else if let Some(items) = value.read_lock::<rhai::Array>() {
+            items
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        } else if value.is_map() || value.is::<Inv>() || value.is::<FnPtr>() {
+            return Err(format!(
+                "runbook_command: --var {key} takes a string, a number, a bool or a list, not {}",
+                value.type_name()
+            ));
+        } else {
+            value.to_string()
+        };
+        rest.push_str(" --var ");
+        rest.push_str(&crate::error::shell_word(&format!("{key}={text}")));
+    }
+    Ok(started_as.run(runbook, &rest))
+}
+
 /// How `log` shows a value.
 fn display(value: &Dynamic) -> String {
     if let Some(s) = value.read_lock::<Secret>() {
@@ -419,4 +495,102 @@ fn register_types(engine: &mut Engine) {
         .register_fn("to_debug", |inv: &mut Inv| {
             format!("inventory {}", inv.path)
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use rhai::{Dynamic, Map};
+
+    use super::command_of;
+    use crate::action::Invocation;
+    use crate::secret::Secret;
+
+    #[test]
+    fn a_runbook_command_is_spelled_to_paste() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rejoin.rhai"), "").unwrap();
+        let here = dir.path().display().to_string();
+        let started = Invocation::new(
+            &format!("{here}/emergency-failover.rhai"),
+            Some("prod.toml"),
+            " --state-dir /srv/rb",
+        );
+        let vars = |pairs: &[(&str, Dynamic)]| -> Map {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), v.clone()))
+                .collect()
+        };
+        let list: rhai::Array = vec!["eu-west-1".into(), "us-east-1".into()];
+        let cases: Vec<(&str, &str, Map, Result<String, &str>)> = vec![
+            (
+                "beside the running runbook, inventory and store as started",
+                "rejoin",
+                vars(&[("region", "us-east-1".into())]),
+                Ok(format!(
+                    "runbook run {here}/rejoin.rhai -i prod.toml --var region=us-east-1 --state-dir /srv/rb"
+                )),
+            ),
+            (
+                "the name may end in .rhai; no vars",
+                "rejoin.rhai",
+                Map::new(),
+                Ok(format!(
+                    "runbook run {here}/rejoin.rhai -i prod.toml --state-dir /srv/rb"
+                )),
+            ),
+            (
+                "not beside it: where the shipped runbooks are",
+                "status",
+                Map::new(),
+                Ok("runbook run runbooks/status.rhai -i prod.toml --state-dir /srv/rb".into()),
+            ),
+            (
+                "numbers, bools and lists as --var reads them; () left out; keys in order",
+                "rejoin",
+                vars(&[
+                    ("weight", Dynamic::from(0_i64)),
+                    ("force", true.into()),
+                    ("regions", list.into()),
+                    ("unset", Dynamic::UNIT),
+                ]),
+                Ok(format!("runbook run {here}/rejoin.rhai -i prod.toml --var force=true --var regions=eu-west-1,us-east-1 --var weight=0 --state-dir /srv/rb")),
+            ),
+            (
+                "a value with spaces or quotes is quoted for the shell",
+                "rejoin",
+                vars(&[("reason", "it's back".into())]),
+                Ok(format!(
+                    "runbook run {here}/rejoin.rhai -i prod.toml --var 'reason=it'\\''s back' --state-dir /srv/rb"
+                )),
+            ),
+            ("a path is refused", "../rejoin", Map::new(), Err("not \"../rejoin\"")),
+            ("an empty name is refused", "", Map::new(), Err("not \"\"")),
+            (
+                "a map is refused",
+                "rejoin",
+                vars(&[("region", Dynamic::from_map(Map::new()))]),
+                Err("--var region takes a string, a number, a bool or a list, not map"),
+            ),
+            (
+                "a secret is never spelled",
+                "rejoin",
+                vars(&[(
+                    "token",
+                    Dynamic::from(Secret::placeholder("TOKEN")),
+                )]),
+                Err("--var token would spell a secret"),
+            ),
+        ];
+        for (what, name, vars, want) in cases {
+            let got = command_of(&started, name, &vars);
+            match want {
+                Ok(want) => assert_eq!(got, Ok(want), "{what}"),
+                Err(part) => {
+                    let message = got.expect_err(what);
+                    assert!(message.contains(part), "{what}: {message}");
+                }
+            }
+        }
+    }
 }

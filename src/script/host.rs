@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
 
-use crate::action::{DynAction, Registry};
+use crate::action::{DynAction, Invocation, Registry};
 use crate::secret::Secret;
 
 pub type RhaiResult<T = Dynamic> = Result<T, Box<EvalAltResult>>;
@@ -51,6 +51,8 @@ pub trait Host: Send + Sync + 'static {
     fn params(&self, decls: Map, pos: Position) -> RhaiResult<Map>;
     /// `on_failure(|failure| ..)`: the closure to call if the run fails.
     fn on_failure(&self, ncx: &NativeCallContext, handler: FnPtr) -> RhaiResult<()>;
+    /// How the run was started, for the commands the runbook spells (`runbook_command`).
+    fn started_as(&self) -> Arc<Invocation>;
 }
 
 /// The host of a script that is compiled, never run.
@@ -121,5 +123,8 @@ impl Host for NoHost {
     }
     fn on_failure(&self, _: &NativeCallContext, _: FnPtr) -> RhaiResult<()> {
         Ok(())
+    }
+    fn started_as(&self) -> Arc<Invocation> {
+        Arc::default()
     }
 }

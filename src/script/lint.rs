@@ -46,6 +46,11 @@ const BUILTINS: &[(&str, &[usize], &str)] = &[
     ),
     ("is_dry_run", &[0], "is_dry_run()"),
     ("join", &[2], "join(items, \", \") or items.join(\", \")"),
+    (
+        "runbook_command",
+        &[1, 2],
+        "runbook_command(\"rejoin\") or runbook_command(\"rejoin\", #{ region: r })",
+    ),
 ];
 
 /// How the built-in `name` is called.

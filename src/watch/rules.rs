@@ -335,6 +335,7 @@ mod tests {
                 host: "h".into(),
                 pid: 1,
                 trigger: None,
+                invocation: None,
             })
         };
         let resumed = || {

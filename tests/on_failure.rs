@@ -64,6 +64,7 @@ fn each_failing_session_tells_once_and_the_failure_stays_the_runs() {
     assert_eq!(told[0]["step"], "verify");
     assert_eq!(told[0]["error"], "health is 503");
     assert_eq!(told[0]["changed"], true);
+    assert_eq!(told[0]["resume"], format!("runbook resume {run}"));
     // The run's own failure is as it would be without a handler.
     assert_says(
         &first.stdout,
@@ -80,10 +81,15 @@ fn each_failing_session_tells_once_and_the_failure_stays_the_runs() {
     assert_says(&runs.stdout, &["failed", "verify"]);
     assert!(!runs.stdout.contains("on failure"), "{}", runs.stdout);
 
-    // Resumed and failing again: told again (a new session's handler is not a replay).
-    let second = t.exec(&["resume", &run]);
+    // Resumed and failing again: told again (a new session's handler is not a replay), with
+    // the command as this session was given its store.
+    let second = t.exec(&["--state-dir", "./.runbook", "resume", &run]);
     assert_eq!(second.code, 1, "{}", second.all());
     assert_eq!(alerts(&server).len(), 2);
+    assert_eq!(
+        alerts(&server)[1]["resume"],
+        format!("runbook resume {run} --state-dir ./.runbook")
+    );
     assert_says(&second.stdout, &["▶ on failure (session 2)"]);
     assert_eq!(server.count("POST", "/change"), 1, "no change repeated");
 
@@ -161,12 +167,13 @@ fn a_dry_run_plans_the_handler_and_undo_is_not_blocked_by_it() {
     let t = Test::new().script(&announced(&server, ""));
     let dry = t.exec(&["run", "runbook.rhai", "--dry-run"]);
     assert_eq!(dry.code, 1, "{}", dry.all());
-    // The post is predicted, not sent: #{ changed, error, run: (), step, undoing } is 84 bytes.
+    // The post is predicted, not sent: #{ changed, error, resume: (), run: (), step, undoing }
+    // is 98 bytes.
     assert_says(
         &dry.stdout,
         &[
             "▶ on failure (session 1)",
-            "/alert (JSON, 84 bytes) (predicted)",
+            "/alert (JSON, 98 bytes) (predicted)",
         ],
     );
     assert_eq!(alerts(&server).len(), 0, "a dry-run posts nothing");
@@ -203,6 +210,7 @@ fn a_handler_does_not_make_a_run_that_changed_nothing_hold_its_lock() {
     let ran = t.exec(&["run", "runbook.rhai"]);
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert_eq!(alerts(&server)[0]["changed"], false);
+    assert_eq!(alerts(&server)[0]["resume"], serde_json::Value::Null);
     assert!(!ran.stderr.contains("runbook resume"), "{}", ran.stderr);
     let runs = t.exec(&["runs"]);
     assert!(!runs.stdout.contains("claims"), "{}", runs.stdout);
@@ -226,6 +234,10 @@ fn an_undo_that_fails_is_told_too() {
     let told = alerts(&server);
     assert_eq!(told.len(), 2, "{told:?}\n{}", undo.all());
     assert_eq!(told[1]["undoing"], true);
+    assert_eq!(
+        told[1]["resume"],
+        format!("runbook resume {} --undo", t.only_run())
+    );
     assert_eq!(told[1]["step"], "undo › change");
     assert!(
         told[1]["error"].as_str().unwrap().contains("500"),

@@ -884,6 +884,16 @@ fn call_failure_handler(
         Dynamic::from(ctx.state.wrote.load(std::sync::atomic::Ordering::SeqCst)),
     );
     failure.insert("undoing".into(), Dynamic::from(undoing));
+    let changed = ctx.state.wrote.load(std::sync::atomic::Ordering::SeqCst);
+    let resume = match &ctx.opts.run_id {
+        Some(run) if changed || undoing => Dynamic::from(format!(
+            "runbook resume {run}{}{}",
+            if undoing { " --undo" } else { "" },
+            ctx.opts.invocation.store_flag
+        )),
+        _ => Dynamic::UNIT,
+    };
+    failure.insert("resume".into(), resume);
 
     ctx.clear_stop();
     let path = journal::failure_step(ctx.journal.replay.sessions + 1);

@@ -323,9 +323,10 @@ pub fn register(engine: &mut Engine, ctx: Arc<dyn Host>, docs: Option<&ActionDoc
         &["handler: Fn", "()"],
         "/// Calls `handler` if the run fails (an action or `fail(..)`, or a mistake in the\n\
          /// runbook, or an undo of `resume --undo`), before it stops: to tell the team what a\n\
-         /// terminal alone would show. It gets `#{ run, step, error, changed, undoing }`\n\
+         /// terminal alone would show. It gets `#{ run, step, error, changed, undoing, resume }`\n\
          /// (`changed`: whether the run made a change, so `runbook resume RUN` rather than a new\n\
-         /// run; `undoing`: an undo failed, so `runbook resume RUN --undo`) and runs as the step `on failure\n\
+         /// run; `undoing`: an undo failed, so `runbook resume RUN --undo`; `resume`: that command\n\
+         /// as the team would paste it, with the store options, or () when there is none) and runs as the step `on failure\n\
          /// (session N)`, once per failing session. Not called when the run pauses, is\n\
          /// interrupted or is refused; a failure inside it is logged, never hides the first.",
     )

@@ -42,7 +42,7 @@ const BUILTINS: &[(&str, &[usize], &str)] = &[
     (
         "on_failure",
         &[1],
-        "on_failure(|f| { .. }), f being #{ run, step, error, changed, undoing }",
+        "on_failure(|f| { .. }), f being #{ run, step, error, changed, undoing, resume }",
     ),
     ("is_dry_run", &[0], "is_dry_run()"),
     ("join", &[2], "join(items, \", \") or items.join(\", \")"),

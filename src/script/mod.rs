@@ -453,7 +453,7 @@ mod tests {
             ),
             (
                 format!("on_failure ({s})"),
-                Some("on_failure(..) was given (string); it is called as on_failure(|f| { .. }), f being #{ run, step, error, changed, undoing }"),
+                Some("on_failure(..) was given (string); it is called as on_failure(|f| { .. }), f being #{ run, step, error, changed, undoing, resume }"),
             ),
             (
                 "sleep (i64)".into(),

@@ -144,7 +144,7 @@ fn run_as(t: &Test, runs: &[(&str, &str)]) {
         let run = t
             .run_ids()
             .into_iter()
-            .find(|r| t.journal(r).contains(&format!("{name}.rhai")))
+            .find(|r| t.runbook_of(r) == format!("{name}.rhai"))
             .unwrap();
         std::fs::rename(dir.join(&run), dir.join(id)).unwrap();
     }

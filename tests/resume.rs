@@ -705,17 +705,10 @@ fn resume_without_a_run_lists_the_open_ones() {
     assert_eq!(t.exec(&["run", "gate.rhai"]).code, 3);
     assert_eq!(t.exec(&["run", "broken.rhai"]).code, 1);
     assert_eq!(t.exec(&["run", "fine.rhai"]).code, 0);
-    let runbook_of = |id: &String| {
-        let first = t.journal(id).lines().next().unwrap().to_string();
-        ["gate", "broken", "checks", "fine"]
-            .into_iter()
-            .find(|n| first.contains(&format!("{n}.rhai")))
-            .unwrap()
-    };
-    let ids: BTreeMap<&str, String> = t
+    let ids: BTreeMap<String, String> = t
         .run_ids()
         .into_iter()
-        .map(|id| (runbook_of(&id), id))
+        .map(|id| (t.runbook_of(&id).trim_end_matches(".rhai").to_string(), id))
         .collect();
     let before = t.state_text();
 

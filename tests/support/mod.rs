@@ -217,16 +217,26 @@ impl Test {
         ids
     }
 
+    /// The first record of a run's journal (its start).
+    pub fn started(&self, run: &str) -> serde_json::Value {
+        let j = self.journal(run);
+        serde_json::from_str(j.lines().next().unwrap_or("{}")).unwrap_or_default()
+    }
+
+    /// The file name of the runbook a run started (`gate.rhai`).
+    pub fn runbook_of(&self, run: &str) -> String {
+        let path = self.started(run)["runbook"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        path.rsplit('/').next().unwrap_or("").to_string()
+    }
+
     /// The run started last (by its journal's first record).
     pub fn newest_run(&self) -> String {
         self.run_ids()
             .into_iter()
-            .max_by_key(|id| {
-                let j = self.journal(id);
-                let first: serde_json::Value =
-                    serde_json::from_str(j.lines().next().unwrap_or("{}")).unwrap_or_default();
-                first["at"].as_str().unwrap_or("").to_string()
-            })
+            .max_by_key(|id| self.started(id)["at"].as_str().unwrap_or("").to_string())
             .expect("a run")
     }
 

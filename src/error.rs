@@ -50,8 +50,9 @@ pub enum Next {
         undo: bool,
         undoable: usize,
     },
-    /// Nothing was changed: run it again.
-    RunAgain,
+    /// Nothing was changed: run it again, `command` (`runbook run FILE -i INVENTORY --var ..`,
+    /// the store options added when rendered).
+    RunAgain { command: String },
     /// A run left mid-way claims a lock: continue it (as it awaits), or give it up.
     ResumeOrAbandon { run: String, awaiting: Awaiting },
     /// A resume refused because the runbook changed (RB-REPLAY-001): put back the runbook the
@@ -150,7 +151,9 @@ impl Next {
                 }
                 text
             }
-            Next::RunAgain => "nothing was changed; once the cause is fixed, run it again".into(),
+            Next::RunAgain { command } => format!(
+                "nothing was changed; once the cause is fixed, run it again: `{command}{flag}`"
+            ),
             Next::ResumeOrAbandon { run, awaiting } => format!(
                 "continue it with {}, or, once you have checked the deployment, release it with `runbook abandon {run}{flag}`",
                 match awaiting {
@@ -504,7 +507,11 @@ mod tests {
                 "",
                 "fix the cause, then `runbook resume 20261122-0312-ab12 --undo`: finished changes are not repeated, the failed step's checks run again",
             ),
-            (Next::RunAgain, " --state-dir x", "nothing was changed; once the cause is fixed, run it again"),
+            (
+                Next::RunAgain { command: "runbook run r.rhai -i 'my prod.toml' --var target=eu-west-1".into() },
+                " --state-dir x",
+                "nothing was changed; once the cause is fixed, run it again: `runbook run r.rhai -i 'my prod.toml' --var target=eu-west-1 --state-dir x`",
+            ),
             (Next::WaitForHolder, " --state-dir x", "wait for it to finish (`runbook runs --state-dir x` shows its state)"),
             (
                 Next::WaitOrStop { pid: 42, host: "h".into() },
@@ -643,10 +650,12 @@ mod tests {
             }),
             Some("a\n    fail(\"boom\");\n"),
         )
-        .with_next(Some(Next::RunAgain));
+        .with_next(Some(Next::RunAgain {
+            command: "runbook run r.rhai".into(),
+        }));
         assert_eq!(
             failed.render(""),
-            "error: boom in step 'x'\n  --> r.rhai:2:5\n   |\n 2 |     fail(\"boom\");\n   |     ^\n  next: nothing was changed; once the cause is fixed, run it again"
+            "error: boom in step 'x'\n  --> r.rhai:2:5\n   |\n 2 |     fail(\"boom\");\n   |     ^\n  next: nothing was changed; once the cause is fixed, run it again: `runbook run r.rhai`"
         );
     }
 }

@@ -99,12 +99,16 @@ fn a_stale_inventory_never_leads_to_a_second_primary() {
         "3",
         "the primary's app was not touched"
     );
-    // A refusal that changed nothing keeps no claim: the next procedure runs.
+    // A refusal that changed nothing keeps no claim: the next procedure runs, and the command
+    // to run it again is the one given, --vars and all.
     assert!(
-        ran.stderr
-            .contains("nothing was changed; once the cause is fixed, run it again"),
+        from.stderr.contains(&format!(
+            "nothing was changed; once the cause is fixed, run it again: `runbook run {}/runbooks/emergency-failover.rhai -i {} --var check_interval=20ms --var from=us-east-1`",
+            env!("CARGO_MANIFEST_DIR"),
+            d.inventory.display()
+        )),
         "{}",
-        ran.stderr
+        from.stderr
     );
     d.stack.web.set_health("us-east-1", Health::Ok);
     let again = status(&d);

@@ -837,6 +837,23 @@ fn execute(
     outcome
 }
 
+/// The command that starts this runbook again with the same inventory and `--var`s (no
+/// `--yes`: a new run asks its approvals again).
+fn run_again(opts: &RunOptions) -> String {
+    use crate::error::shell_word;
+    let mut command = format!("runbook run {}", shell_word(&opts.runbook));
+    if let Some(inventory) = &opts.invocation.inventory {
+        command.push_str(&format!(" -i {}", shell_word(inventory)));
+    }
+    for (name, value) in &opts.vars {
+        command.push_str(&format!(
+            " --var {}",
+            shell_word(&format!("{name}={value}"))
+        ));
+    }
+    command
+}
+
 /// `on_failure(..)`'s closure, when the run failed (not paused, interrupted or refused), or an
 /// undo of `resume --undo` did (`undoing`): called with what failed, as the step `on failure
 /// (session N)` (each failing session tells once; the handler's calls are never replayed).
@@ -1063,7 +1080,9 @@ fn ended_with(
             let next = if ctx.opts.dry_run || run_id.is_none() {
                 None
             } else if !ctx.state.wrote.load(std::sync::atomic::Ordering::SeqCst) {
-                Some(Next::RunAgain)
+                Some(Next::RunAgain {
+                    command: run_again(&ctx.opts),
+                })
             } else {
                 Some(Next::FixCause {
                     run,

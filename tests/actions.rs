@@ -178,7 +178,7 @@ fn wait_healthy_waits_for_consecutive_successes_and_detects_failure() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("healthy=true"), "{stdout}");
     assert!(
-        stdout.contains("down healthy=false error=timed out"),
+        stdout.contains("down healthy=false error=no answer within 100ms"),
         "{stdout}"
     );
 }

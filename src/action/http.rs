@@ -130,7 +130,15 @@ pub(crate) async fn send(cx: &Cx, req: Request<'_>) -> Result<Response, ActionEr
     }
     let started = Instant::now();
     let mut resp = builder.send().await.map_err(|e| ActionError {
-        message: format!("{shown}: {}", error_text(&e)),
+        message: if e.is_timeout() {
+            // Which limit ran out says what to change: the call's `timeout`, or the endpoint.
+            format!(
+                "{shown}: no answer within {}",
+                super::poll::limit_text(req.timeout)
+            )
+        } else {
+            format!("{shown}: {}", error_text(&e))
+        },
         kind: classify(&e),
     })?;
     let status = resp.status().as_u16();

@@ -67,7 +67,7 @@ impl Poll {
 
 /// A time limit as messages give it: whole seconds from one second up ("1m 30s"), else
 /// milliseconds.
-fn limit_text(limit: Duration) -> String {
+pub(crate) fn limit_text(limit: Duration) -> String {
     let shown = if limit >= Duration::from_secs(1) {
         Duration::from_secs(limit.as_secs())
     } else {

@@ -569,6 +569,38 @@ fn emergency_failover_with_the_primary_down_completes_and_reports_its_recovery_t
     );
 }
 
+/// A Slack webhook that takes the request and never answers costs the failover 5 s a message,
+/// not the 15 s an action waits by default: the alert and the report each say what happened,
+/// and the failover completes.
+#[test]
+fn a_slack_webhook_that_never_answers_does_not_stop_an_emergency_failover() {
+    let d = drill();
+    let slack = crate::support::Server::start();
+    slack.reply("/slack", 200, "ok", Duration::from_secs(120));
+    let text = std::fs::read_to_string(&d.inventory).unwrap();
+    let (before, after) = text.split_once("slack_webhook = ").unwrap();
+    let rest = after.split_once('\n').unwrap().1;
+    std::fs::write(
+        &d.inventory,
+        format!(
+            "{before}slack_webhook = \"{}\"\n{rest}",
+            slack.url("/slack")
+        ),
+    )
+    .unwrap();
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
+    let ran = d.run("emergency-failover", &["--var", "check_interval=100ms"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let hung = format!(
+        "Slack message not sent: notify::slack failed: {}: no answer within 5s",
+        slack.url("/slack")
+    );
+    assert_eq!(ran.stdout.matches(&hung).count(), 2, "{}", ran.stdout);
+    assert_eq!(slack.count("POST", "/slack"), 2);
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");
+}
+
 /// With a [cdn] in the inventory, the emergency failover purges it once traffic has moved
 /// (CloudFront in moto, checked with boto3) and says so in its report and its Slack message;
 /// a rollback whose Cloudflare purge fails is still a finished rollback that says so.

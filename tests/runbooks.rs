@@ -18,7 +18,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 pub(crate) struct Drill {
     pub stack: Stack,
     pub inventory: PathBuf,
-    kubeconfig: PathBuf,
+    pub kubeconfig: PathBuf,
     pub t: Test,
     _dir: tempfile::TempDir,
 }

@@ -529,4 +529,36 @@ fn a_region_cordoned_whole_is_named_by_status_and_passed_over_by_the_failovers()
     );
     assert_eq!(role(&d, "ap-southeast-1"), "writable");
     assert_eq!(role(&d, "eu-west-1"), "standby");
+
+    // The maintenance that cordoned eu-west-1 was given up: status's fix is the kubectl
+    // command that uncordons it, and pasted into a shell it does.
+    let ran = status(&d);
+    let line = ran
+        .stdout
+        .lines()
+        .skip_while(|l| !l.contains("every Kubernetes node in eu-west-1 is cordoned"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{}", ran.stdout));
+    let pasted = line
+        .split_once("otherwise uncordon them: `")
+        .and_then(|(_, c)| c.strip_suffix('`'))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(
+        pasted,
+        format!(
+            "kubectl --kubeconfig {} --context eu-west-1 uncordon eu-west-1-node-1 eu-west-1-node-2 eu-west-1-node-3",
+            d.kubeconfig.display()
+        )
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", pasted])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{pasted}: {out:?}");
+    let ran = status(&d);
+    assert!(
+        !ran.stdout.contains("nodes in eu-west-1") && !ran.stdout.contains("node in eu-west-1"),
+        "{}",
+        ran.stdout
+    );
 }

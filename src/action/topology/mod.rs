@@ -268,6 +268,9 @@ fn imagined(world: &World, dns: bool) -> Topology {
                 // Unknown unless the scenario says, as when they cannot be listed.
                 nodes: p.nodes.map(|(n, _)| n),
                 cordoned: p.nodes.map(|(_, c)| c),
+                // An assumed world names no node and no cluster to spell a command for.
+                cordoned_nodes: Vec::new(),
+                kubectl: None,
             },
         };
         t.regions.insert(

@@ -130,6 +130,13 @@ pub struct App {
     pub nodes: Option<i64>,
     /// How many of them are cordoned (spec.unschedulable): a new pod cannot land there.
     pub cordoned: Option<i64>,
+    /// The names of the cordoned nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cordoned_nodes: Vec<String>,
+    /// kubectl's options that reach its cluster (`--kubeconfig FILE --context NAME`), for
+    /// the commands the anomalies spell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubectl: Option<String>,
 }
 
 impl App {

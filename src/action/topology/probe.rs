@@ -416,17 +416,29 @@ async fn app(r: &RegionTargets, kubeconfig: &Option<String>, dir: &Directory, cx
         k8s::Get::run(get("node", None, None), cx.clone()),
     );
     // Nodes a role may not list are unknown, not none.
-    let (nodes, cordoned) = match nodes {
+    let (nodes, cordoned_nodes) = match nodes {
         Ok(list) => (
             Some(list.items.len() as i64),
             Some(
                 list.items
                     .iter()
                     .filter(|n| n["spec"]["unschedulable"] == Value::Bool(true))
-                    .count() as i64,
+                    .map(|n| text(&n["metadata"]["name"]).unwrap_or_default())
+                    .collect::<Vec<_>>(),
             ),
         ),
         Err(_) => (None, None),
+    };
+    let cordoned = cordoned_nodes.as_ref().map(|c| c.len() as i64);
+    let kubectl = {
+        use crate::error::shell_word;
+        let file = r.kubeconfig.as_ref().or(kubeconfig.as_ref());
+        Some(format!(
+            "{}--context {}",
+            file.map(|f| format!("--kubeconfig {} ", shell_word(f)))
+                .unwrap_or_default(),
+            shell_word(context)
+        ))
     };
     let got = match got {
         Ok(o) => o,
@@ -457,6 +469,8 @@ async fn app(r: &RegionTargets, kubeconfig: &Option<String>, dir: &Directory, cx
         database_url: url.map(|u| mask_url_passwords(&u)),
         nodes,
         cordoned,
+        cordoned_nodes: cordoned_nodes.unwrap_or_default(),
+        kubectl,
     }
 }
 

@@ -546,7 +546,19 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                     "every Kubernetes node in {name} is cordoned ({cordoned} of {nodes}): no new pod can be scheduled there, and a failover does not choose it as its target"
                 ),
                 Some(format!(
-                    "if a procedure cordoned them (maintenance), finish or undo it (`runbook runs{flag}`); otherwise uncordon them (k8s::uncordon, kubectl uncordon) in {name}"
+                    "if a procedure cordoned them (maintenance), finish or undo it (`runbook runs{flag}`); otherwise uncordon them: {}",
+                    match (&r.app.kubectl, r.app.cordoned_nodes.is_empty()) {
+                        (Some(kubectl), false) => format!(
+                            "`kubectl {kubectl} uncordon {}`",
+                            r.app
+                                .cordoned_nodes
+                                .iter()
+                                .map(|n| crate::error::shell_word(n))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        ),
+                        _ => format!("k8s::uncordon, or kubectl uncordon, in {name}"),
+                    }
                 )),
             ));
         } else if cordoned > 0 {
@@ -1026,6 +1038,49 @@ mod tests {
             error: None,
             nodes: None,
             cordoned: None,
+            cordoned_nodes: Vec::new(),
+            kubectl: None,
+        }
+    }
+
+    /// A region cordoned whole is fixed by the command that uncordons its nodes, where the
+    /// observation named them and the cluster; else by the action's and kubectl's names.
+    #[test]
+    fn a_cordoned_region_spells_the_kubectl_command_that_uncordons_it() {
+        let base = || {
+            topology(&[
+                ("us", "primary 1 0/5000000"),
+                ("eu", "standby 1 0/5000000 from:us"),
+            ])
+        };
+        let cases: Vec<(&str, Option<&str>, Vec<&str>, &str)> = vec![
+            (
+                "names and cluster known",
+                Some("--kubeconfig /etc/k8s/eu.yaml --context eu-prod"),
+                vec!["eu-node-1", "eu-node-2"],
+                "otherwise uncordon them: `kubectl --kubeconfig /etc/k8s/eu.yaml --context eu-prod uncordon eu-node-1 eu-node-2`",
+            ),
+            (
+                "an assumed world: no names",
+                None,
+                vec![],
+                "otherwise uncordon them: k8s::uncordon, or kubectl uncordon, in eu",
+            ),
+        ];
+        for (what, kubectl, names, want) in cases {
+            let t = with(base(), |t| {
+                let a = &mut t.regions.get_mut("eu").unwrap().app;
+                (a.nodes, a.cordoned) = (Some(2), Some(2));
+                a.kubectl = kubectl.map(str::to_string);
+                a.cordoned_nodes = names.iter().map(|n| n.to_string()).collect();
+            });
+            let fix = t
+                .anomalies
+                .iter()
+                .find(|a| a.code == "nodes_cordoned")
+                .and_then(|a| a.fix.clone())
+                .unwrap_or_default();
+            assert!(fix.ends_with(want), "{what}: {fix}");
         }
     }
 

@@ -209,18 +209,30 @@ fn a_paused_run_keeps_the_deployment_until_it_is_resumed() {
 fn an_abandoned_run_releases_its_claim_and_is_recorded() {
     let t = Test::new()
         .file("failover.rhai", PAUSES_MID_CHANGE)
-        .file("maintenance.rhai", ANOTHER_PROCEDURE);
+        .file("maintenance.rhai", ANOTHER_PROCEDURE)
+        .file("status.rhai", "log(1);");
     assert_eq!(t.exec(&["run", "failover.rhai"]).code, 3);
     let run = t.only_run();
-    let abandoned = t.exec(&["abandon", &run, "--reason", "rolled back by hand"]);
+    let abandoned = t.exec(&[
+        "--state-dir",
+        "./.runbook",
+        "abandon",
+        &run,
+        "--reason",
+        "rolled back by hand",
+    ]);
     assert_eq!(abandoned.code, 0, "{}", abandoned.all());
+    // What to check next is the status runbook beside it, with the store as given.
     assert!(
         abandoned.stdout.contains(&format!("run {run}"))
             && abandoned
                 .stdout
                 .contains("abandoned by tester (rolled back by hand)")
             && abandoned.stdout.contains("released deployment prod")
-            && abandoned.stdout.contains("Nothing was undone"),
+            && abandoned.stdout.contains(&format!(
+                "Nothing was undone: check the deployment with `runbook run {} -i INVENTORY --state-dir ./.runbook`",
+                t.path("status.rhai").display()
+            )),
         "{}",
         abandoned.stdout
     );

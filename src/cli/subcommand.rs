@@ -109,6 +109,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
                 &run_id,
                 reason,
                 &runner::Operator::current(),
+                store_flag,
             )?;
             say!("{done}");
             Ok(())

@@ -422,12 +422,14 @@ pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
 }
 
 /// `runbook abandon`: the run will not be continued. Recorded in its journal, its claims
-/// released. Refused while a process still runs it. Returns what was done, for the operator.
+/// released. Refused while a process still runs it. Returns what was done, for the operator,
+/// with the command that checks the deployment (`store_flag`: the store options as given).
 pub fn abandon(
     store: &dyn Store,
     run_id: &str,
     reason: Option<String>,
     op: &Operator,
+    store_flag: &str,
 ) -> Result<String, Error> {
     let loaded = store.read(run_id)?;
     let summary = summarize(run_id, &loaded.records);
@@ -474,8 +476,15 @@ pub fn abandon(
     for g in guards {
         g.release();
     }
+    // The status runbook beside the one the run ran, with its inventory.
+    let inventory = loaded.records.first().and_then(|r| match &r.event {
+        Event::RunStarted { inventory_file, .. } => inventory_file.clone(),
+        _ => None,
+    });
+    let status = crate::action::Invocation::new(&summary.runbook, inventory.as_deref(), store_flag)
+        .run("status", "");
     Ok(format!(
-        "run {run_id} ({}, {} at step '{}') abandoned by {}{}; {}. Nothing was undone: check the deployment (runbooks/status.rhai)",
+        "run {run_id} ({}, {} at step '{}') abandoned by {}{}; {}. Nothing was undone: check the deployment with `{status}`",
         summary.runbook,
         summary.status,
         summary.last_step,

@@ -524,6 +524,7 @@ fn await_approval(
                     name: WATCHER.into(),
                     host: env.operator.host.clone(),
                 },
+                store_flag,
             )?;
             let text = format!("runbook watch: the failover of {region} was {why}: run {run} abandoned, nothing changed");
             say(env, text.clone());

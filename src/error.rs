@@ -67,7 +67,7 @@ pub enum Next {
     /// A live process holds a lock and nothing says which run: wait for it.
     WaitForHolder,
     /// Another run's live process holds a lock: wait for it, or stop it when this cannot wait.
-    WaitOrStop { pid: u32, host: String },
+    WaitOrStop { run: String, pid: u32, host: String },
     /// A live process still runs this very run: wait for it, or stop it and resume again.
     StopThenResume { run: String, pid: u32, host: String },
     /// A live process still runs the run to abandon: stop it first.
@@ -173,14 +173,14 @@ impl Next {
             Next::WaitForHolder => {
                 format!("wait for it to finish (`runbook runs{flag}` shows its state)")
             }
-            Next::WaitOrStop { pid, host } => format!(
-                "wait for it to finish (`runbook runs{flag}` shows its state), or, if this cannot wait, stop it (Ctrl-C where it runs, or `kill {pid}` on {host}): it stops at a safe point and stays resumable, and running this again then says how to take over"
+            Next::WaitOrStop { run, pid, host } => format!(
+                "wait for it to finish (`runbook runs{flag}` shows its state), or, if this cannot wait, stop it from here with `runbook stop {run}{flag}` (or Ctrl-C where it runs, `kill {pid}` on {host}): it stops after its current action and stays resumable, and running this again then says how to take over"
             ),
             Next::StopThenResume { run, pid, host } => format!(
-                "wait for it to finish, or stop it (Ctrl-C where it runs, or `kill {pid}` on {host}) and resume it again: `runbook resume {run}{resume}`"
+                "wait for it to finish, or stop it with `runbook stop {run}{flag}` (or Ctrl-C where it runs, `kill {pid}` on {host}) and resume it again: `runbook resume {run}{resume}`"
             ),
             Next::StopThenAbandon { run, pid, host } => format!(
-                "stop it first (Ctrl-C where it runs, or `kill {pid}` on {host}), then `runbook abandon {run}{flag}`"
+                "stop it first with `runbook stop {run}{flag}` (or Ctrl-C where it runs, `kill {pid}` on {host}), then `runbook abandon {run}{flag}`"
             ),
         }
     }
@@ -514,14 +514,14 @@ mod tests {
             ),
             (Next::WaitForHolder, " --state-dir x", "wait for it to finish (`runbook runs --state-dir x` shows its state)"),
             (
-                Next::WaitOrStop { pid: 42, host: "h".into() },
+                Next::WaitOrStop { run: run(), pid: 42, host: "h".into() },
                 "",
-                "wait for it to finish (`runbook runs` shows its state), or, if this cannot wait, stop it (Ctrl-C where it runs, or `kill 42` on h): it stops at a safe point and stays resumable, and running this again then says how to take over",
+                "wait for it to finish (`runbook runs` shows its state), or, if this cannot wait, stop it from here with `runbook stop 20261122-0312-ab12` (or Ctrl-C where it runs, `kill 42` on h): it stops after its current action and stays resumable, and running this again then says how to take over",
             ),
             (
                 Next::StopThenResume { run: run(), pid: 42, host: "h".into() },
                 " --store 'postgres://u:***@h/db'",
-                "wait for it to finish, or stop it (Ctrl-C where it runs, or `kill 42` on h) and resume it again: `runbook resume 20261122-0312-ab12 --store 'postgres://u:***@h/db'`",
+                "wait for it to finish, or stop it with `runbook stop 20261122-0312-ab12 --store 'postgres://u:***@h/db'` (or Ctrl-C where it runs, `kill 42` on h) and resume it again: `runbook resume 20261122-0312-ab12 --store 'postgres://u:***@h/db'`",
             ),
             (
                 Next::ResumeOrAbandon { run: run(), awaiting: Awaiting::Nothing },
@@ -541,7 +541,7 @@ mod tests {
             (
                 Next::StopThenAbandon { run: run(), pid: 42, host: "h".into() },
                 " --state-dir x",
-                "stop it first (Ctrl-C where it runs, or `kill 42` on h), then `runbook abandon 20261122-0312-ab12 --state-dir x`",
+                "stop it first with `runbook stop 20261122-0312-ab12 --state-dir x` (or Ctrl-C where it runs, `kill 42` on h), then `runbook abandon 20261122-0312-ab12 --state-dir x`",
             ),
         ];
         for (next, flag, want) in cases {

@@ -6,7 +6,7 @@ use crate::support::{assert_says, kill9, wait_for, Test};
 #[test]
 fn a_second_run_of_the_same_runbook_gets_exit_4_naming_the_holder() {
     let t = Test::new().script(r#"step("hold", || sleep("20s"));"#);
-    let mut first = t.spawn_until_sleeping(&["run", "runbook.rhai"]);
+    let first = t.spawn_until_sleeping(&["run", "runbook.rhai"]);
     let holder = t.only_run();
     // The same store, spelled so that the commands it suggests must carry the option.
     let second = t.exec(&["run", "runbook.rhai", "--state-dir", "./.runbook"]);
@@ -20,12 +20,68 @@ fn a_second_run_of_the_same_runbook_gets_exit_4_naming_the_holder() {
     assert_says(
         &second.stderr,
         &[
-            "\n  next: wait for it to finish (`runbook runs --state-dir ./.runbook` shows its state), or, if this cannot wait, stop it (Ctrl-C where it runs, or `kill ".to_string(),
+            format!("\n  next: wait for it to finish (`runbook runs --state-dir ./.runbook` shows its state), or, if this cannot wait, stop it from here with `runbook stop {holder} --state-dir ./.runbook` (or Ctrl-C where it runs, `kill "),
             format!("`kill {}` on ", first.id()),
         ],
     );
     assert_eq!(t.run_ids().len(), 1, "the refused run left nothing");
-    kill9(&mut first);
+
+    // Stopped as it says, from here: the holder stops at its next safe point (its timer),
+    // resumable, and says who asked; running this again then says how to take over.
+    let stopped = t.exec(&[
+        "stop",
+        &holder,
+        "--state-dir",
+        "./.runbook",
+        "--reason",
+        "the primary is down",
+    ]);
+    assert_eq!(stopped.code, 0, "{}", stopped.all());
+    assert_says(
+        &stopped.stdout,
+        &[
+            format!("run {holder} ("),
+            "stopped: interrupted at step 'hold'".into(),
+        ],
+    );
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert_says(
+        &String::from_utf8_lossy(&out.stderr),
+        &[
+            "interrupted: stopped after the current action, as asked by tester on ",
+            "(`runbook stop`): the primary is down; continue with: runbook resume ",
+        ],
+    );
+    let journal = t.journal(&holder);
+    assert!(
+        journal.contains(r#""event":"run_interrupted","reason":"stopped by tester on "#),
+        "{journal}"
+    );
+    assert!(
+        !t.path(&format!(".runbook/runs/{holder}/stop.json"))
+            .exists(),
+        "the request was taken back by the run it stopped"
+    );
+    let third = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(third.code, 4, "{}", third.all());
+    assert_says(
+        &third.stderr,
+        &[
+            format!("claimed by run {holder}"),
+            format!("continue it with `runbook resume {holder}`"),
+        ],
+    );
+    // A run that is not running has nothing to stop.
+    let again = t.exec(&["stop", &holder]);
+    assert_eq!(again.code, 2, "{}", again.all());
+    assert_says(
+        &again.stderr,
+        &[
+            format!("run {holder} ("),
+            ") is not running: it is interrupted at step 'hold'; there is nothing to stop".into(),
+        ],
+    );
 }
 
 /// A mistyped --var is bad input (exit 2, naming it) also while another run holds the lock
@@ -126,8 +182,11 @@ fn the_shipped_runbooks_exclude_each_other_on_one_deployment_but_not_a_dry_run()
             &[
                 format!("the lock 'deployment orchestrator.example.com' is held by run {holder}"),
                 "now waiting in step 'hold' (".to_string(),
-                format!("or `kill {}` on ", first.id()),
-                "it stops at a safe point and stays resumable".to_string(),
+                format!(
+                    "`runbook stop {holder}` (or Ctrl-C where it runs, `kill {}` on ",
+                    first.id()
+                ),
+                "it stops after its current action and stays resumable".to_string(),
             ],
         );
     }
@@ -274,7 +333,7 @@ fn a_run_killed_mid_change_keeps_its_claim_and_a_live_one_cannot_be_abandoned() 
         &[
             format!("error: run {run} is still running (run {run} (failover.rhai, by tester on "),
             format!(
-                "\n  next: stop it first (Ctrl-C where it runs, or `kill {}` on ",
+                "\n  next: stop it first with `runbook stop {run} --state-dir ./.runbook` (or Ctrl-C where it runs, `kill {}` on ",
                 first.id()
             ),
             format!("), then `runbook abandon {run} --state-dir ./.runbook`"),
@@ -519,4 +578,49 @@ fn an_abandon_the_instant_a_run_pauses_waits_for_its_process_to_let_go() {
     assert!(t.journal(&run).contains(r#""event":"run_abandoned""#));
     // Its claims went with it.
     assert!(!t.exec(&["runs"]).stdout.contains("[claims"));
+}
+
+/// `runbook stop` is for the process running the run now: a request left for another process
+/// (a session that has ended) is not taken; and an action under way finishes first — the
+/// command says so when it stops waiting, and the run stops before its next step.
+#[test]
+fn a_stop_is_for_the_running_process_and_lets_the_current_action_finish() {
+    let t = Test::new().script(
+        r#"step("work", || shell::run(#{ cmd: "sleep 2" }));
+step("after", || log("after the work"));"#,
+    );
+    let mut child = t.spawn(&["run", "runbook.rhai"]);
+    assert!(
+        wait_for(Duration::from_secs(10), || t.run_ids().len() == 1
+            && t.journal(&t.run_ids()[0]).contains("action_started")),
+        "the run did not start its action"
+    );
+    let run = t.only_run();
+    let stale = t.path(&format!(".runbook/runs/{run}/stop.json"));
+    std::fs::write(
+        &stale,
+        r#"{"by":"someone","host":"elsewhere","reason":null,"at":"2026-01-01T00:00:00Z","pid":1,"process_host":"elsewhere"}"#,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a request for another process stopped it"
+    );
+    assert!(stale.exists(), "a request for another process was taken");
+
+    let asked = t.exec(&["stop", &run, "--wait", "100ms"]);
+    assert_eq!(asked.code, 0, "{}", asked.all());
+    assert_says(
+        &asked.stdout,
+        &[
+            format!("asked run {run} (pid {} on ", child.id()),
+            ") to stop; it has not yet: it stops after its current action".into(),
+        ],
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let journal = t.journal(&run);
+    assert!(journal.contains("action_finished"), "{journal}");
+    assert!(!journal.contains("after the work"), "{journal}");
 }

@@ -19,6 +19,21 @@ fn sql(c: &PgCluster, query: &str) -> String {
     c.psql(&c.nodes[0], query).expect("psql answers")
 }
 
+/// Waits until the one run in the store waits on its durable timer.
+fn until_sleeping(c: &PgCluster) {
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            c.psql(
+                &c.nodes[0],
+                "SELECT count(*) FROM runbook_journal WHERE line LIKE '%timer_started%'",
+            )
+            .map(|n| n == "1")
+            .unwrap_or(false)
+        }),
+        "the run did not reach its timer"
+    );
+}
+
 fn assert_no_password(ran: &Ran) {
     assert!(
         !ran.all().contains(PASSWORD),
@@ -172,14 +187,7 @@ fn a_postgres_lock_excludes_another_host_and_dies_with_its_holder() {
         .env("RUNBOOK_STORE", &url)
         .script(r#"step("hold", || sleep("30s"));"#);
     let mut first = host_a.spawn(&["run", "runbook.rhai"]);
-    assert!(wait_for(Duration::from_secs(20), || {
-        c.psql(
-            &c.nodes[0],
-            "SELECT count(*) FROM runbook_journal WHERE line LIKE '%timer_started%'",
-        )
-        .map(|n| n == "1")
-        .unwrap_or(false)
-    }));
+    until_sleeping(&c);
     let holder = sql(&c, "SELECT run_id FROM runbook_runs");
 
     let host_b = Test::new()
@@ -236,6 +244,63 @@ fn a_postgres_lock_excludes_another_host_and_dies_with_its_holder() {
             "SELECT count(*) FROM runbook_locks WHERE holder IS NOT NULL"
         ),
         "0"
+    );
+}
+
+/// A run on one host is stopped from another through the store (`runbook stop`), as the
+/// lock's refusal there says: it stops at its next safe point, resumable, and the other host
+/// resumes it to the end; the request does not outlive the process it was for.
+#[test]
+fn a_run_on_one_host_is_stopped_from_another_through_postgres_and_resumed_there() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    let script = r#"
+        step("before", || log("before"));
+        step("hold", || sleep("3s"));
+        step("after", || log("after the wait"));
+    "#;
+    let host_a = Test::new().env("RUNBOOK_STORE", &url).script(script);
+    let first = host_a.spawn(&["run", "runbook.rhai"]);
+    until_sleeping(&c);
+    let run = sql(&c, "SELECT run_id FROM runbook_runs");
+
+    let host_b = Test::new().script(script);
+    let refused = host_b.exec(&["run", "runbook.rhai", "--store", &url]);
+    assert_eq!(refused.code, 4, "{}", refused.all());
+    assert!(
+        refused.stderr.contains(&format!(
+            "stop it from here with `runbook stop {run} --store "
+        )),
+        "{}",
+        refused.stderr
+    );
+    let stopped = host_b.exec(&["stop", &run, "--store", &url, "--reason", "taking over"]);
+    assert_eq!(stopped.code, 0, "{}", stopped.all());
+    assert!(
+        stopped
+            .stdout
+            .contains("stopped: interrupted at step 'hold'"),
+        "{}",
+        stopped.stdout
+    );
+    assert_no_password(&stopped);
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert_eq!(sql(&c, "SELECT count(*) FROM runbook_stops"), "0");
+
+    let resumed = host_b.exec(&["resume", &run, "--store", &url]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert!(
+        resumed.stdout.contains("after the wait"),
+        "{}",
+        resumed.all()
+    );
+    assert!(
+        resumed
+            .stdout
+            .contains("▶ before (done earlier, replaying)"),
+        "{}",
+        resumed.all()
     );
 }
 

@@ -111,6 +111,18 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Stop a run that is running, from any host that shares its store: it stops after its
+    /// current action, as Ctrl-C where it runs would, and stays resumable
+    Stop {
+        /// The run's id (`runbook runs` lists them), or a part only its id begins or ends with
+        run_id: String,
+        /// Why, for the journal and whoever runs it
+        #[arg(long)]
+        reason: Option<String>,
+        /// How long to wait for it to stop before returning (it stops all the same)
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+        wait: std::time::Duration,
+    },
     /// Compile and lint runbooks without running anything
     Check {
         /// The runbooks (.rhai) to check

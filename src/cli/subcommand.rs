@@ -114,6 +114,22 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             say!("{done}");
             Ok(())
         }
+        Command::Stop {
+            run_id,
+            reason,
+            wait,
+        } => {
+            let run_id = resolve(store.as_ref(), &run_id)?;
+            let done = runner::stop(
+                store.as_ref(),
+                &run_id,
+                reason,
+                &runner::Operator::current(),
+                wait,
+            )?;
+            say!("{done}");
+            Ok(())
+        }
         Command::Watch {
             inventory,
             runbook,

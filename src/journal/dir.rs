@@ -4,7 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{parse, JournalWriter, Loaded, LockGuard, LockHolder, Store};
+use super::{parse, JournalWriter, Loaded, LockGuard, LockHolder, StopRequest, Store};
 use crate::error::Error;
 
 pub struct DirStore {
@@ -151,5 +151,32 @@ impl Store for DirStore {
 
     fn describe(&self) -> String {
         format!("directory {}", self.root.display())
+    }
+
+    fn request_stop(&self, run_id: &str, request: Option<&StopRequest>) -> Result<(), Error> {
+        self.check_id(run_id)?;
+        let path = self.run_dir(run_id).join("stop.json");
+        match request {
+            // Written whole, then renamed: a poll never reads half a request.
+            Some(request) => {
+                let text = serde_json::to_string(request).map_err(|e| Error::Io(e.to_string()))?;
+                let part = path.with_extension("json.part");
+                fs::write(&part, text).map_err(|e| self.io(&part, e))?;
+                fs::rename(&part, &path).map_err(|e| self.io(&path, e))
+            }
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io(&path, e)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    fn stop_request(&self, run_id: &str) -> Result<Option<StopRequest>, Error> {
+        let path = self.run_dir(run_id).join("stop.json");
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(serde_json::from_str(&text).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(&path, e)),
+        }
     }
 }

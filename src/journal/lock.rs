@@ -428,6 +428,7 @@ fn held_by_run(store: &dyn Store, name: &str) -> Option<Error> {
         ),
         holder: holder.process(),
         next: Next::WaitOrStop {
+            run: holder.run_id.clone(),
             pid: holder.pid,
             host: holder.host,
         },

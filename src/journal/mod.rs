@@ -416,6 +416,41 @@ pub fn parse(path: &std::path::Path, text: &str) -> Result<Loaded, Error> {
 
 /// Where journals live. The directory store is the default; a PostgreSQL store can take its
 /// place so a run started on one host can be resumed on another.
+/// A request that the process running a run stop at its next safe point, as Ctrl-C there
+/// would (`runbook stop`, from any host that shares the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// Who asked, and on which host.
+    pub by: String,
+    pub host: String,
+    pub reason: Option<String>,
+    pub at: String,
+    /// The process it is for: a later session of the run (another process) is not stopped
+    /// by a request left behind.
+    pub pid: u32,
+    pub process_host: String,
+}
+
+impl StopRequest {
+    /// Whether this request is for the process `pid` on `host`.
+    pub fn is_for(&self, pid: u32, host: &str) -> bool {
+        self.pid == pid && self.process_host == host
+    }
+
+    /// "by alice on ops-2 (`runbook stop`): the primary region is down".
+    pub fn describe(&self) -> String {
+        format!(
+            "by {} on {} (`runbook stop`){}",
+            self.by,
+            self.host,
+            self.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 pub trait Store: Send + Sync {
     /// Creates a new run's journal, with a copy of its script.
     fn create(&self, run_id: &str, script: &str) -> Result<Box<dyn JournalWriter>, Error>;
@@ -433,6 +468,10 @@ pub trait Store: Send + Sync {
     fn claims(&self) -> Result<Vec<(String, LockHolder)>, Error>;
     /// A description for messages ("directory .runbook").
     fn describe(&self) -> String;
+    /// Leaves (or, None, takes back) a request that the process running `run_id` stop.
+    fn request_stop(&self, run_id: &str, request: Option<&StopRequest>) -> Result<(), Error>;
+    /// The stop request left for `run_id`, if any.
+    fn stop_request(&self, run_id: &str) -> Result<Option<StopRequest>, Error>;
 }
 
 /// Appends records. `sync` asks for the record to be on stable storage before returning.

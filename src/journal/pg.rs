@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use tokio_postgres::{Client, Config};
 
 use super::lock::held_by;
-use super::{parse, JournalWriter, Loaded, LockGuard, LockHolder, Store};
+use super::{parse, JournalWriter, Loaded, LockGuard, LockHolder, StopRequest, Store};
 use crate::error::Error;
 
 const SCHEMA: &str = "
@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS runbook_journal (
 CREATE TABLE IF NOT EXISTS runbook_locks (
     name text PRIMARY KEY,
     holder text
+);
+CREATE TABLE IF NOT EXISTS runbook_stops (
+    run_id text PRIMARY KEY REFERENCES runbook_runs (run_id),
+    request text NOT NULL
 );";
 
 /// Serialises schema creation between hosts starting at once.
@@ -612,5 +616,42 @@ impl Store for PgStore {
 
     fn describe(&self) -> String {
         self.shown.clone()
+    }
+
+    fn request_stop(&self, run_id: &str, request: Option<&StopRequest>) -> Result<(), Error> {
+        let client = self.client()?;
+        self.exists(&client, run_id)?;
+        let done = match request {
+            Some(request) => {
+                let text = serde_json::to_string(request).map_err(|e| Error::Io(e.to_string()))?;
+                block(
+                    self.handle(),
+                    client.execute(
+                        "INSERT INTO runbook_stops (run_id, request) VALUES ($1, $2)
+                         ON CONFLICT (run_id) DO UPDATE SET request = EXCLUDED.request",
+                        &[&run_id, &text],
+                    ),
+                )
+            }
+            None => block(
+                self.handle(),
+                client.execute("DELETE FROM runbook_stops WHERE run_id = $1", &[&run_id]),
+            ),
+        };
+        done.map(|_| ())
+            .map_err(|e| self.failed(&format!("cannot ask run {run_id} to stop"), &e))
+    }
+
+    fn stop_request(&self, run_id: &str) -> Result<Option<StopRequest>, Error> {
+        let client = self.client()?;
+        let row = block(
+            self.handle(),
+            client.query_opt(
+                "SELECT request FROM runbook_stops WHERE run_id = $1",
+                &[&run_id],
+            ),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        Ok(row.and_then(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()))
     }
 }

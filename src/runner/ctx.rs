@@ -108,6 +108,8 @@ pub struct RunState {
     /// Whether the run (this process or an earlier one) started a change: a run that did not
     /// has nothing to resume, only to run again.
     pub wrote: AtomicBool,
+    /// Who asked it to stop (`runbook stop`), when someone did: its interruption says so.
+    pub stopped_by: Mutex<Option<String>>,
 }
 
 /// A run: its options, its journal, its state, and the services its calls use.

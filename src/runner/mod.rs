@@ -8,6 +8,7 @@ mod frames;
 mod host;
 mod params;
 mod replay;
+mod stop;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 pub use ctx::{http_client, CtxInit, Inflight, JournalInit, RunCtx, RunOptions, Stop};
 pub use frames::set_source;
+pub use stop::stop;
 
 use crate::action::world::World;
 use crate::error::{Error, Next};
@@ -770,6 +772,7 @@ fn execute(
     } = prepared;
     frames::reset(frames::Frame::new(Vec::new(), None, false));
 
+    let watch = stop::StopWatch::start(ctx);
     let result = engine.run_ast_with_scope(&mut scope, &ast);
     if ctx.opts.undo_mode {
         // The replay has reached where the run stopped (or ended as it ended): undo instead.
@@ -785,6 +788,8 @@ fn execute(
             return undo(ctx, &engine, started, file, source);
         }
     }
+    // The script is over: a request to stop comes too late.
+    drop(watch);
     if let Err(e) = &result {
         if !ctx.opts.undo_mode {
             call_failure_handler(ctx, &engine, e, false);
@@ -979,13 +984,21 @@ fn ended_with(
             Error::Paused { reason, next }
         }
         Some(Stop::Interrupted) => {
+            let asked = ctx.state.stopped_by.lock().unwrap().clone();
             let _ = ctx.journal(
                 Event::RunInterrupted {
-                    reason: "interrupted by a signal".into(),
+                    reason: asked
+                        .as_ref()
+                        .map_or("interrupted by a signal".into(), |by| {
+                            format!("stopped {by}")
+                        }),
                 },
                 true,
             );
-            let message = "stopped after the current action".to_string();
+            let message = match &asked {
+                Some(by) => format!("stopped after the current action, as asked {by}"),
+                None => "stopped after the current action".to_string(),
+            };
             let next = Next::Continue { run };
             ctx.report(Progress::RunEnded {
                 run_id,

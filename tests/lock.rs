@@ -26,6 +26,16 @@ fn a_second_run_of_the_same_runbook_gets_exit_4_naming_the_holder() {
     );
     assert_eq!(t.run_ids().len(), 1, "the refused run left nothing");
 
+    // Without a run, stop lists the runs running now with their commands.
+    let which = t.exec(&["stop", "--state-dir", "./.runbook"]);
+    assert_eq!(which.code, 2, "{}", which.all());
+    assert_says(
+        &which.stderr,
+        &[
+            format!("which run? `runbook stop RUN`; these are running:\n  {holder}  runbook.rhai, started "),
+            format!(" by tester, in step 'hold'\n      runbook stop {holder} --state-dir ./.runbook --reason \"...\"\n"),
+        ],
+    );
     // Stopped as it says, from here: the holder stops at its next safe point (its timer),
     // resumable, and says who asked; running this again then says how to take over.
     let stopped = t.exec(&[

@@ -114,8 +114,8 @@ pub enum Command {
     /// Stop a run that is running, from any host that shares its store: it stops after its
     /// current action, as Ctrl-C where it runs would, and stays resumable
     Stop {
-        /// The run's id (`runbook runs` lists them), or a part only its id begins or ends with
-        run_id: String,
+        /// The run's id (`runbook runs` lists them), or a part only its id begins or ends with; left out, the runs running now are listed
+        run_id: Option<String>,
         /// Why, for the journal and whoever runs it
         #[arg(long)]
         reason: Option<String>,

@@ -119,6 +119,9 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             reason,
             wait,
         } => {
+            let Some(run_id) = run_id else {
+                return Err(which_running(store.as_ref(), store_flag));
+            };
             let run_id = resolve(store.as_ref(), &run_id)?;
             let done = runner::stop(
                 store.as_ref(),
@@ -407,6 +410,47 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
     Error::Usage(format!(
         "which run? `runbook {verb} RUN`; these are paused, interrupted, or stopped part-way through their changes{unlisted}:\n  {}",
         open.join("\n  ")
+    ))
+}
+
+/// `runbook stop` without a run: the runs running now, each with its command.
+fn which_running(store: &dyn Store, store_flag: &str) -> Error {
+    let mut running = Vec::new();
+    for id in store.list().unwrap_or_default() {
+        let Ok(loaded) = store.read(&id) else {
+            continue;
+        };
+        let s = runner::summarize(&id, &loaded.records);
+        if s.status == journal::RunStatus::Running {
+            let at = if s.last_step.is_empty() {
+                String::new()
+            } else {
+                format!(", in step '{}'", s.last_step)
+            };
+            running.push((
+                s.started.clone(),
+                format!(
+                    "{}  {}, started {} by {}{at}\n      runbook stop {}{store_flag} --reason \"...\"",
+                    s.run_id,
+                    file_name(&s.runbook),
+                    s.started.get(..16).unwrap_or(&s.started).replace('T', " "),
+                    s.operator,
+                    s.run_id
+                ),
+            ));
+        }
+    }
+    running.sort();
+    if running.is_empty() {
+        return Error::Usage(format!(
+            "which run? `runbook stop RUN`, but no run in {} is running (`runbook runs{store_flag}` lists them all)",
+            store.describe()
+        ));
+    }
+    let lines: Vec<String> = running.into_iter().map(|(_, line)| line).collect();
+    Error::Usage(format!(
+        "which run? `runbook stop RUN`; these are running:\n  {}",
+        lines.join("\n  ")
     ))
 }
 

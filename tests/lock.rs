@@ -634,3 +634,42 @@ step("after", || log("after the work"));"#,
     assert!(journal.contains("action_finished"), "{journal}");
     assert!(!journal.contains("after the work"), "{journal}");
 }
+
+/// A run started on another host whose process is gone (killed, its host lost) looks
+/// running in the journal; the locks it claimed can be taken, which says it is gone: stop
+/// refuses at once, saying how the run goes on, instead of waiting for a process that is not
+/// there.
+#[test]
+fn a_stop_of_a_run_whose_process_is_gone_elsewhere_says_so_at_once() {
+    let t = Test::new().script(
+        r#"lock("deployment prod");
+step("change", || shell::run(#{ argv: ["true"] }));
+step("hold", || sleep("30s"));"#,
+    );
+    let mut first = t.spawn_until_sleeping(&["run", "runbook.rhai"]);
+    kill9(&mut first);
+    let run = t.only_run();
+    // As a store shared with another host shows it: a pid this host cannot check.
+    let path = t.journal_path(&run);
+    let journal = std::fs::read_to_string(&path).unwrap();
+    let host = t.started(&run)["host"].as_str().unwrap().to_string();
+    std::fs::write(
+        &path,
+        journal.replacen(&format!(r#""host":"{host}""#), r#""host":"elsewhere""#, 1),
+    )
+    .unwrap();
+    let refused = t.exec(&["stop", &run]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert_says(
+        &refused.stderr,
+        &[
+            format!("run {run} ("),
+            ") is not running: its process is gone without a word (it was running at step 'hold'); there is nothing to stop".into(),
+            format!("continue it with `runbook resume {run}`"),
+        ],
+    );
+    assert!(
+        !t.path(&format!(".runbook/runs/{run}/stop.json")).exists(),
+        "no request was left"
+    );
+}

@@ -101,6 +101,26 @@ pub fn stop(
             },
         });
     }
+    // A live process holds the locks its run claims: one that can be taken says the process
+    // is gone without a word (killed, its host lost), which a journal on another host cannot.
+    let gone = store
+        .claims()?
+        .into_iter()
+        .filter(|(_, holder)| holder.run_id == run_id)
+        .any(|(name, _)| store.lock(&name).is_ok());
+    if gone {
+        return Err(Error::Refused {
+            message: format!(
+                "run {run_id} ({}) is not running: its process is gone without a word (it was {}); there is nothing to stop",
+                summary.runbook,
+                standing(&summary)
+            ),
+            next: Next::ResumeOrAbandon {
+                run: run_id.to_string(),
+                awaiting: journal::awaiting(&loaded.records),
+            },
+        });
+    }
     // The process of its last session.
     let (pid, host) = loaded
         .records

@@ -273,9 +273,14 @@ pub enum Error {
     #[error("{reason}")]
     Paused { reason: String, next: Next },
 
-    /// The run stopped on Ctrl-C / SIGTERM and can be resumed.
+    /// The run stopped on Ctrl-C / SIGTERM, or as `runbook stop` asked (`asked`: by whom),
+    /// and can be resumed.
     #[error("{message}")]
-    Interrupted { message: String, next: Next },
+    Interrupted {
+        message: String,
+        next: Next,
+        asked: Option<String>,
+    },
 
     /// The run failed.
     #[error("{message}")]
@@ -447,7 +452,7 @@ impl Error {
             Error::Paused { reason, next } => {
                 format!("paused: {reason}\n  next: {}", next.render_for(flag, again))
             }
-            Error::Interrupted { message, next } => {
+            Error::Interrupted { message, next, .. } => {
                 format!(
                     "interrupted: {message}; continue with: {}",
                     next.render_for(flag, again)

@@ -101,6 +101,15 @@ impl Drop for Watcher {
     }
 }
 
+/// The start of a failover runbook of a test's own: the parameters the watcher passes, and a
+/// first change.
+const FAILOVER_START: &str = r#"let p = params(#{
+    from: #{ type: "string", default: "", doc: "the failing region" },
+    check_interval: #{ type: "string", default: "1s", doc: "unused" },
+});
+step("fence", || shell::run(#{ argv: ["true"] }));
+"#;
+
 fn fail_region(d: &Drill, region: &str) {
     d.stack.web.set_health(region, Health::Fail);
     d.stack.pg.stop_node(d.stack.pg.node(region));
@@ -617,13 +626,10 @@ let p = params(decls);"#,
 
     std::fs::write(
         &runbook,
-        r#"let p = params(#{
-    from: #{ type: "string", default: "", doc: "the failing region" },
-    check_interval: #{ type: "string", default: "1s", doc: "unused" },
-});
-step("fence", || shell::run(#{ argv: ["true"] }));
-step("promote", || fail(`no standby of ${p.from} can be promoted`));
-"#,
+        format!(
+            "{FAILOVER_START}{}",
+            r#"step("promote", || fail(`no standby of ${p.from} can be promoted`));"#
+        ),
     )
     .unwrap();
     let w = Watcher::start_runbook(&d, "w", path, &[], None);
@@ -649,4 +655,54 @@ step("promote", || fail(`no standby of ${p.from} can be promoted`));
         ],
     );
     assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "t");
+}
+
+/// The failover run a watcher started can be stopped from elsewhere (`runbook stop`), as a
+/// person taking the incident over by hand would: the run stops, resumable, the team hears
+/// it did not finish and who stopped it — and the watcher itself keeps watching (the run
+/// shares its Ctrl-C flag; a stop of the run is not a stop of the watcher).
+#[test]
+fn a_watchers_failover_run_stopped_from_elsewhere_leaves_the_watcher_watching() {
+    let d = drill();
+    let runbook = d.t.path("slow-failover.rhai");
+    std::fs::write(
+        &runbook,
+        format!("{FAILOVER_START}step(\"wait\", || sleep(\"30s\"));\n"),
+    )
+    .unwrap();
+    let mut w = Watcher::start_runbook(&d, "w", runbook.to_str().unwrap(), &[], None);
+    w.wait_for("all quiet", Duration::from_secs(20));
+    fail_region(&d, "us-east-1");
+    assert!(
+        wait_for(Duration::from_secs(30), || d.t.run_ids().len() == 1
+            && d.t.journal(&d.t.run_ids()[0]).contains("timer_started")),
+        "{}",
+        w.output()
+    );
+    let run = d.t.only_run();
+    let stopped = d.t.exec(&["stop", &run, "--reason", "taking it by hand"]);
+    assert_eq!(stopped.code, 0, "{}", stopped.all());
+    w.wait_for("did not finish: ", Duration::from_secs(10));
+    // Rounds go on after it.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        w.child.try_wait().unwrap().is_none(),
+        "the watcher stopped with its run:\n{}",
+        w.output()
+    );
+    let out = w.stop();
+    assert_says(
+        &out,
+        &[
+            "stopped after the current action, as asked by tester on ",
+            "(`runbook stop`): taking it by hand",
+        ],
+    );
+    let slack = d.slack();
+    assert!(
+        slack
+            .iter()
+            .any(|m| m.contains("did not finish") && m.contains("taking it by hand")),
+        "{slack:?}"
+    );
 }

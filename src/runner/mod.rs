@@ -1007,7 +1007,11 @@ fn ended_with(
                 message: Some(message.clone()),
                 next: Some(next.clone()),
             });
-            Error::Interrupted { message, next }
+            Error::Interrupted {
+                message,
+                next,
+                asked,
+            }
         }
         Some(Stop::Frontier) => Error::RunFailed {
             message: "the replay stopped where the run had stopped, outside resume --undo".into(),

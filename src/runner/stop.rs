@@ -36,7 +36,8 @@ impl StopWatch {
         let (ctx, stop) = (ctx.clone(), done.clone());
         let (pid, host) = (std::process::id(), Operator::current().host);
         let thread = std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
+            // Stopping already (Ctrl-C), it has nothing to take.
+            while !stop.load(Ordering::SeqCst) && !ctx.cancel.load(Ordering::SeqCst) {
                 // A store that cannot be read now is asked again at the next poll; the run
                 // itself notices a store that is gone.
                 if let Ok(Some(request)) = store.stop_request(&run) {

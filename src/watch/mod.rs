@@ -391,6 +391,11 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                 });
                 let attempted_at = journal::unix_ms();
                 let result = start(env, &req, &rules, region, trigger);
+                // Stopped from elsewhere (`runbook stop`), the run shared this watcher's
+                // Ctrl-C flag: the run stops, the watcher goes on (held until --ack).
+                if let Err(Error::Interrupted { asked: Some(_), .. }) = &result {
+                    env.cancel.store(false, Ordering::SeqCst);
+                }
                 // A run it kept is the last automatic failover now, found again when needed;
                 // a lock's refusal kept none (and comes back every round while a maintenance
                 // holds it): no scan of the store for it.

@@ -33,7 +33,7 @@ fn a_second_run_of_the_same_runbook_gets_exit_4_naming_the_holder() {
         &which.stderr,
         &[
             format!("which run? `runbook stop RUN`; these are running:\n  {holder}  runbook.rhai, started "),
-            format!(" by tester, in step 'hold'\n      runbook stop {holder} --state-dir ./.runbook --reason \"...\"\n"),
+            format!(" by tester, running at step 'hold'\n      runbook stop {holder} --state-dir ./.runbook --reason \"...\"\n"),
         ],
     );
     // Stopped as it says, from here: the holder stops at its next safe point (its timer),

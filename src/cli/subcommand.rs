@@ -354,11 +354,7 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
             unchanged += 1;
         } else if stopped {
             let runbook = file_name(&s.runbook);
-            let mut at = if s.last_step.is_empty() {
-                String::new()
-            } else {
-                format!(" at step '{}'", s.last_step)
-            };
+            let mut at = s.standing();
             if s.status == Paused {
                 let reason = loaded.records.iter().rev().find_map(|r| match &r.event {
                     Event::RunPaused { reason } => Some(reason.as_str()),
@@ -376,10 +372,9 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
                 Next::resume(&s.run_id, journal::awaiting(&loaded.records)).render(store_flag)
             };
             let line = format!(
-                "{}  {runbook}, started {}, {}{at}\n      {command}",
+                "{}  {runbook}, started {}, {at}\n      {command}",
                 s.run_id,
-                s.started.get(..16).unwrap_or(&s.started).replace('T', " "),
-                s.status,
+                s.started_minute(),
             );
             open.push((s.started, line));
         }
@@ -422,19 +417,15 @@ fn which_running(store: &dyn Store, store_flag: &str) -> Error {
         };
         let s = runner::summarize(&id, &loaded.records);
         if s.status == journal::RunStatus::Running {
-            let at = if s.last_step.is_empty() {
-                String::new()
-            } else {
-                format!(", in step '{}'", s.last_step)
-            };
             running.push((
                 s.started.clone(),
                 format!(
-                    "{}  {}, started {} by {}{at}\n      runbook stop {}{store_flag} --reason \"...\"",
+                    "{}  {}, started {} by {}, {}\n      runbook stop {}{store_flag} --reason \"...\"",
                     s.run_id,
                     file_name(&s.runbook),
-                    s.started.get(..16).unwrap_or(&s.started).replace('T', " "),
+                    s.started_minute(),
                     s.operator,
+                    s.standing(),
                     s.run_id
                 ),
             ));
@@ -473,15 +464,7 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
                 (s, status)
             }
             Err(e) => (
-                runner::RunSummary {
-                    run_id: id.clone(),
-                    runbook: String::new(),
-                    status: crate::journal::RunStatus::Unknown,
-                    started: String::new(),
-                    last_step: String::new(),
-                    operator: String::new(),
-                    ended: None,
-                },
+                runner::RunSummary::unreadable(&id),
                 format!("unreadable: {e}"),
             ),
         };

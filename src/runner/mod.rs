@@ -363,20 +363,50 @@ pub struct RunSummary {
     pub last_step: String,
     pub operator: String,
     pub ended: Option<String>,
+    /// The process of its last session, and its host.
+    pub pid: u32,
+    pub host: String,
+}
+
+impl RunSummary {
+    /// A run no record could be read of.
+    pub fn unreadable(run_id: &str) -> RunSummary {
+        RunSummary {
+            run_id: run_id.into(),
+            runbook: String::new(),
+            status: RunStatus::Unknown,
+            started: String::new(),
+            last_step: String::new(),
+            operator: String::new(),
+            ended: None,
+            pid: 0,
+            host: String::new(),
+        }
+    }
+
+    /// How it stands: "interrupted at step 'hold'".
+    pub fn standing(&self) -> String {
+        if self.last_step.is_empty() {
+            self.status.to_string()
+        } else {
+            format!("{} at step '{}'", self.status, self.last_step)
+        }
+    }
+
+    /// When it started, to the minute: "2026-12-05 03:12".
+    pub fn started_minute(&self) -> String {
+        self.started
+            .get(..16)
+            .unwrap_or(&self.started)
+            .replace('T', " ")
+    }
 }
 
 pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
     let mut s = RunSummary {
-        run_id: run_id.into(),
-        runbook: String::new(),
         status: RunStatus::of(records),
-        started: String::new(),
-        last_step: String::new(),
-        operator: String::new(),
-        ended: None,
+        ..RunSummary::unreadable(run_id)
     };
-    let mut pid = 0;
-    let mut host = String::new();
     for rec in records {
         match &rec.event {
             Event::RunStarted {
@@ -389,15 +419,15 @@ pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
                 s.runbook = runbook.clone();
                 s.started = rec.at.clone();
                 s.operator = operator.clone();
-                pid = *p;
-                host = h.clone();
+                s.pid = *p;
+                s.host = h.clone();
                 s.ended = None;
             }
             Event::RunResumed {
                 pid: p, host: h, ..
             } => {
-                pid = *p;
-                host = h.clone();
+                s.pid = *p;
+                s.host = h.clone();
                 s.ended = None;
             }
             // A failure handler's step is not where the run stopped.
@@ -415,8 +445,8 @@ pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
     }
     if s.status == RunStatus::Running {
         let here = Operator::current().host;
-        let alive = host == here && pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0;
-        if !alive && host == here {
+        let alive = s.host == here && s.pid != 0 && unsafe { libc::kill(s.pid as i32, 0) } == 0;
+        if !alive && s.host == here {
             s.status = RunStatus::Crashed;
         }
     }

@@ -8,9 +8,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::ctx::RunCtx;
-use super::{summarize, Operator, RunSummary};
+use super::{summarize, Operator};
 use crate::error::{Error, Next};
-use crate::journal::{self, Event, RunStatus, StopRequest, Store};
+use crate::journal::{self, RunStatus, StopRequest, Store};
 use crate::report::Progress;
 
 /// How often a running run looks for a stop request.
@@ -89,7 +89,7 @@ pub fn stop(
         let message = format!(
             "run {run_id} ({}) is not running: it is {}; there is nothing to stop",
             summary.runbook,
-            standing(&summary)
+            summary.standing()
         );
         if summary.status.is_over() {
             return Err(Error::Usage(message));
@@ -114,7 +114,7 @@ pub fn stop(
             message: format!(
                 "run {run_id} ({}) is not running: its process is gone without a word (it was {}); there is nothing to stop",
                 summary.runbook,
-                standing(&summary)
+                summary.standing()
             ),
             next: Next::ResumeOrAbandon {
                 run: run_id.to_string(),
@@ -122,18 +122,7 @@ pub fn stop(
             },
         });
     }
-    // The process of its last session.
-    let (pid, host) = loaded
-        .records
-        .iter()
-        .rev()
-        .find_map(|r| match &r.event {
-            Event::RunStarted { pid, host, .. } | Event::RunResumed { pid, host, .. } => {
-                Some((*pid, host.clone()))
-            }
-            _ => None,
-        })
-        .unwrap_or_default();
+    let (pid, host) = (summary.pid, summary.host.clone());
     let request = StopRequest {
         by: op.name.clone(),
         host: op.host.clone(),
@@ -152,20 +141,11 @@ pub fn stop(
             return Ok(format!(
                 "run {run_id} ({}) stopped: {}",
                 s.runbook,
-                standing(&s)
+                s.standing()
             ));
         }
     }
     Ok(format!(
         "asked run {run_id} (pid {pid} on {host}) to stop; it has not yet: it stops after its current action (`runbook runs` shows when)"
     ))
-}
-
-/// "interrupted at step 'hold'".
-fn standing(s: &RunSummary) -> String {
-    if s.last_step.is_empty() {
-        s.status.to_string()
-    } else {
-        format!("{} at step '{}'", s.status, s.last_step)
-    }
 }

@@ -306,7 +306,7 @@ async fn observe(inv: &InventoryView, probe_timeout: Duration, cx: &Cx) -> Topol
         ..cx.clone()
     };
     let mut t = probe::observe(inv, &cx).await;
-    t.commands = (*cx.invocation).clone();
+    t.commands = cx.invocation.clone();
     settle(&mut t);
     t
 }

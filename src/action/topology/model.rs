@@ -231,7 +231,7 @@ pub struct Topology {
     /// inventory and store options.
     #[serde(skip)]
     #[schemars(skip)]
-    pub commands: crate::action::Invocation,
+    pub commands: std::sync::Arc<crate::action::Invocation>,
 }
 
 impl Topology {

@@ -1,4 +1,4 @@
-use crate::support::{Server, Test};
+use crate::support::{assert_says, Server, Test};
 
 #[test]
 fn dry_run_makes_no_change_and_prints_the_plan() {
@@ -121,4 +121,49 @@ fn a_failing_dry_run_plans_the_changes_before_the_failure() {
     assert!(!ran.stdout.contains("promote\n    ~"), "{}", ran.stdout);
     assert_eq!(server.count("POST", "/"), 0, "no write reached the server");
     assert_eq!(server.count("GET", "/health"), 1, "the read ran for real");
+}
+
+/// shell::read is a read: a dry-run runs it for real, so a branch on what it finds is the
+/// branch a real run takes; shell::run beside it is only planned. A run that fails after
+/// nothing but reads changed nothing, and says so.
+#[test]
+fn a_shell_read_runs_in_a_dry_run_and_is_not_a_change() {
+    let t = Test::new().script(
+        r#"
+        let found = shell::read(#{ argv: ["test", "-e", "present"], check: false });
+        let listed = shell::read("ls");
+        if found.code == 0 && listed.stdout.contains("present") {
+            step("act", || shell::run(#{ cmd: "touch made-by-runbook" }));
+        } else {
+            step("nothing", || log("nothing there"));
+        }
+        "#,
+    );
+    std::fs::write(t.path("present"), "x").unwrap();
+    let found = t.exec(&["run", "runbook.rhai", "--dry-run"]);
+    assert_eq!(found.code, 0, "{}", found.all());
+    assert_says(
+        &found.stdout,
+        &[
+            "· shell::read read `test -e present`",
+            "Plan: 1 change",
+            "~ shell::run: run `touch made-by-runbook`",
+        ],
+    );
+    assert!(!found.stdout.contains("~ shell::read"), "{}", found.stdout);
+    assert!(!t.path("made-by-runbook").exists(), "no write ran");
+
+    std::fs::remove_file(t.path("present")).unwrap();
+    let gone = t.exec(&["run", "runbook.rhai", "--dry-run"]);
+    assert_eq!(gone.code, 0, "{}", gone.all());
+    assert_says(&gone.stdout, &["nothing there", "Plan: no changes"]);
+
+    // A failure after reads only: nothing changed, nothing to resume.
+    Test::new()
+        .script(r#"shell::read(#{ cmd: "echo gone >&2; exit 3" });"#)
+        .run(&[])
+        .code(1)
+        .stderr("`echo gone >&2; exit 3` exited with code 3:\ngone")
+        .stderr("next: nothing was changed; once the cause is fixed, run it again")
+        .check();
 }

@@ -528,6 +528,7 @@ impl Registry {
         r.add::<notify::Slack>();
         r.add::<notify::Webhook>();
         r.add::<shell::Run>();
+        r.add::<shell::Read>();
         r.add::<time::Now>();
         r.add::<pg::Query>();
         r.add::<pg::Exec>();

@@ -1,4 +1,6 @@
 //! `shell::run` — the escape hatch: run a command. A write, and not idempotent.
+//! `shell::read` — a command that only looks (`pg_restore --list`, `test -w DIR`): a read, so it
+//! runs in a dry-run too and the plan follows the branch a real run would take.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -13,26 +15,56 @@ use crate::secret::SecretString;
 /// The most of each output stream the engine keeps; the rest is read and dropped.
 pub const MAX_OUTPUT: usize = 1 << 20;
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RunInput {
-    /// A command line, run with `sh -c` (give `cmd` or `argv`).
-    pub cmd: Option<String>,
-    /// A program and its arguments, run without a shell; an argument may be a secret (it
-    /// is then visible to other local users through the process list: prefer `env`).
-    pub argv: Option<Vec<SecretString>>,
-    /// Extra environment variables; values may be secrets.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, SecretString>,
-    /// The working directory (default: the current one).
-    pub cwd: Option<String>,
-    /// Fail when the command exits non-zero (default true).
-    #[serde(default = "crate::action::types::yes")]
-    pub check: bool,
-    /// The command converges: running it twice equals running it once (`mkdir -p`, `kubectl
-    /// apply`). After a crash it is run again without asking the operator (default false).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub idempotent: bool,
+/// Declares a shell action's input: the command and how it runs first, declared once for
+/// both actions (the order the journal has always had for `shell::run`), then its own fields.
+macro_rules! command_input {
+    ($(#[$meta:meta])* pub struct $name:ident { $($field:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// A command line, run with `sh -c` (give `cmd` or `argv`).
+            pub cmd: Option<String>,
+            /// A program and its arguments, run without a shell; an argument may be a secret (it
+            /// is then visible to other local users through the process list: prefer `env`).
+            pub argv: Option<Vec<SecretString>>,
+            /// Extra environment variables; values may be secrets.
+            #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+            pub env: BTreeMap<String, SecretString>,
+            /// The working directory (default: the current one).
+            pub cwd: Option<String>,
+            /// Fail when the command exits non-zero (default true).
+            #[serde(default = "crate::action::types::yes")]
+            pub check: bool,
+            $($field)*
+        }
+    };
+}
+
+command_input! {
+    pub struct RunInput {
+        /// The command converges: running it twice equals running it once (`mkdir -p`, `kubectl
+        /// apply`). After a crash it is run again without asking the operator (default false).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub idempotent: bool,
+    }
+}
+
+command_input! {
+    pub struct ReadInput {}
+}
+
+impl From<ReadInput> for RunInput {
+    fn from(r: ReadInput) -> RunInput {
+        RunInput {
+            cmd: r.cmd,
+            argv: r.argv,
+            env: r.env,
+            cwd: r.cwd,
+            check: r.check,
+            idempotent: true,
+        }
+    }
 }
 
 /// How the command ended.
@@ -190,5 +222,28 @@ impl Action for Run {
             )));
         }
         Ok(out)
+    }
+}
+
+pub struct Read;
+
+impl Action for Read {
+    type Input = ReadInput;
+    type Output = RunOutput;
+
+    fn spec() -> Spec {
+        Spec::read("shell", "read", "Run a command that only looks and changes nothing (`pg_restore --list FILE`, `test -w DIR`, `dig NAME`). A read: it runs in a dry-run too, so the plan follows the branch a real run would take, and is never counted as a change; give it only commands that change nothing (anything else belongs in shell::run).").primary("cmd").timeout(60).retries(0)
+    }
+
+    fn describe(input: &ReadInput) -> String {
+        format!("read `{}`", RunInput::from(input.clone()).shown())
+    }
+
+    fn predict(input: &ReadInput) -> RunOutput {
+        Run::predict(&input.clone().into())
+    }
+
+    async fn run(input: ReadInput, cx: Cx) -> Result<RunOutput, ActionError> {
+        Run::run(input.into(), cx).await
     }
 }

@@ -196,20 +196,28 @@ impl Drill {
         self.stack.pg.psql(self.stack.pg.node(region), sql).unwrap()
     }
 
-    pub fn kubectl(&self, region: &str, args: &[&str]) -> String {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--context", region, "-n", "app"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+    /// The region's database as a pg_dump archive (custom format) at `to`.
+    pub fn pg_dump(&self, region: &str, to: &Path) {
+        let node = self.stack.pg.node(region);
+        succeeded(
+            Command::new("pg_dump")
+                .args(["-Fc", "-h", "127.0.0.1", "-p", &node.port.to_string()])
+                .args(["-U", "postgres", "-d", "postgres", "-f"])
+                .arg(to)
+                .env("PGPASSWORD", runbook_stack::postgres::PASSWORD),
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn kubectl(&self, region: &str, args: &[&str]) -> String {
+        succeeded(
+            Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(["--context", region, "-n", "app"])
+                .args(args),
+        )
+        .trim()
+        .to_string()
     }
 
     /// A field of the region's application deployment, by its jsonpath ("spec.replicas").
@@ -298,13 +306,20 @@ fn dry_runs_change_nothing_and_plan_every_change() {
     std::thread::sleep(Duration::from_millis(500)); // let the first rollouts settle
     let before = d.state();
     let manifests = format!("--var=manifests={ROOT}/runbooks/manifests");
+    let dump = d.t.path("app.dump");
+    d.pg_dump("us-east-1", &dump);
+    let backup = format!("backup={}", dump.display());
+    let restore = format!(
+        "~ shell::run: run `pg_restore --clean --if-exists --no-owner --single-transaction --dbname \"$RESTORE_DATABASE_URL\" '{}'`",
+        dump.display()
+    );
     let cases: [(&str, Vec<&str>, Vec<&str>); 8] = [
         ("initial-setup", vec![&manifests], vec!["~ k8s::apply: apply namespace/app, deployment/orchestrator to us-east-1", "~ pg::create_role: role replicator", "~ dns::upsert: upsert in example.com"]),
         ("planned-failover", vec!["--var", "target=eu-west-1"], vec!["~ approve: ask for approval", "~ k8s::scale: scale deployment app/orchestrator in us-east-1 to 0 replicas; now 3", "~ pg::fence: fence 127.0.0.1:", "~ pg::promote: promote 127.0.0.1:", "(eu-west-1) to primary; now replica at", "~ dns::set_weights: set weights of orchestrator.example.com A: ap-southeast-1 0 / eu-west-1 100 / us-east-1 0; now ap-southeast-1 0 / eu-west-1 0 / us-east-1 100"]),
         ("emergency-failover", vec!["--var", "check_interval=10ms", "--var", "force=true"], vec!["~ notify::slack: Slack: \":rotating_light: CRITICAL", "~ pg::promote: promote", "~ redis::promote: promote", "~ k8s::set_env: set DATABASE_URL=postgres://postgres:***@"]),
         ("maintenance", vec!["--var", "window=1s", "--var", "settle=1s"], vec!["~ k8s::drain: drain node eu-west-1-node-1 in eu-west-1; now", "~ k8s::uncordon: uncordon node us-east-1-node-3"]),
         ("rollback", vec![], vec!["~ k8s::rollout_undo: roll back deployment orchestrator in us-east-1 to the previous revision; now at revision 1"]),
-        ("rollback", vec!["--var", "mode=database", "--var", "backup=/backups/app.dump"], vec!["~ shell::run: run `pg_restore --clean --if-exists --no-owner --exit-on-error --dbname \"$RESTORE_DATABASE_URL\" '/backups/app.dump'`"]),
+        ("rollback", vec!["--var", "mode=database", "--var", &backup], vec!["~ k8s::scale: scale deployment app/orchestrator in eu-west-1 to 0 replicas", "~ pg::fence: fence 127.0.0.1:", "~ shell::run: run `pg_dump --format=custom --file '", &restore]),
         // eu-west-1 already streams from us-east-1: no rewind, its writes not stopped.
         ("rejoin", vec!["--var", "region=eu-west-1"], vec!["eu-west-1 already streams from us-east-1", "~ pg::create_replication_slot: create replication slot eu_west_1", "~ redis::replicate: make"]),
         ("status", vec![], vec!["Plan: "]),
@@ -329,6 +344,10 @@ fn dry_runs_change_nothing_and_plan_every_change() {
         assert_eq!(d.state(), before, "{runbook}'s dry-run changed a server");
     }
     assert!(d.t.run_ids().is_empty(), "dry-runs leave no runs");
+    assert!(
+        kept_archives(&d.t.path("")).is_empty(),
+        "nothing was dumped"
+    );
 }
 
 #[test]
@@ -804,30 +823,9 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
     // ...and a migration damages data: restore the dump taken before it.
     d.psql("us-east-1", "CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts SELECT generate_series(1, 50)");
     let dump = d.t.path("before.dump");
-    let node = d.stack.pg.node("us-east-1");
-    let out = Command::new("pg_dump")
-        .args([
-            "-Fc",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &node.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-f",
-        ])
-        .arg(&dump)
-        .env("PGPASSWORD", runbook_stack::postgres::PASSWORD)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.pg_dump("us-east-1", &dump);
     d.psql("us-east-1", "DELETE FROM accounts WHERE id > 10");
+    let replicas = REGIONS.map(|r| d.replicas(r));
     let paused = d.run(
         "rollback",
         &[
@@ -852,6 +850,33 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
     let done = d.t.exec(&["resume", &run, "--approve"]);
     assert_eq!(done.code, 0, "{}", done.all());
     assert_eq!(d.psql("us-east-1", "SELECT count(*) FROM accounts"), "50");
+    // The standbys replayed it; every region's application (each on the primary's data) was
+    // stopped for it and runs again as before; the database takes writes again.
+    for (i, region) in REGIONS.iter().enumerate() {
+        assert_says(
+            &done.stdout,
+            &[&format!(
+                "scale deployment app/orchestrator in {region} to 0 replicas"
+            )],
+        );
+        assert_eq!(d.replicas(region), replicas[i], "{region}");
+        if *region != "us-east-1" {
+            assert_eq!(
+                d.psql(region, "SELECT count(*) FROM accounts"),
+                "50",
+                "{region}"
+            );
+        }
+    }
+    d.psql("us-east-1", "INSERT INTO accounts VALUES (51)");
+    // What it replaced was kept beside the archive: the 10 rows left after the damage.
+    let kept = kept_archives(&d.t.path(""));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(archived_rows(&kept[0], "accounts"), 10);
+    assert_says(
+        &done.stdout,
+        &[&format!("result kept: {}", kept[0].display())],
+    );
     // Paused for the approval, approved on resume: two sessions, the approval with who and how.
     let report = d.report(&run, "finished");
     assert!(report.contains("## Approvals"), "{report}");
@@ -863,6 +888,127 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
         !d.t.state_text().contains(&url_password),
         "the password in the database URL is masked in the journal"
     );
+}
+
+/// The standard output of a command that must succeed (its stderr in the failure).
+fn succeeded(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        command.get_program(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
+
+/// The archives a database restore kept of what it replaced, in `dir`.
+fn kept_archives(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.contains("-before-restore-") && name.ends_with(".dump")
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// How many rows of `table` a pg_dump archive holds.
+fn archived_rows(archive: &Path, table: &str) -> usize {
+    let text = succeeded(
+        Command::new("pg_restore")
+            .args(["--data-only", "--table", table, "-f", "-"])
+            .arg(archive),
+    );
+    let copy = text.find("COPY ").expect("the table's data");
+    text[copy..]
+        .lines()
+        .skip(1)
+        .take_while(|l| *l != "\\.")
+        .count()
+}
+
+/// A restore that fails (a view made since the archive holds the table it would drop) leaves
+/// the data as it was — one transaction — with writes stopped for everyone: the applications
+/// at 0 and the database refusing other sessions' writes. `resume --undo` lets writes in
+/// again. Before any of it, what would go wrong later is refused with nothing changed.
+#[test]
+fn a_failed_restore_leaves_the_data_as_it_was_and_undo_lets_writes_in_again() {
+    let d = drill();
+    d.psql("us-east-1", "CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts SELECT generate_series(1, 50)");
+    let dump = d.t.path("before.dump");
+    d.pg_dump("us-east-1", &dump);
+    d.psql(
+        "us-east-1",
+        "DELETE FROM accounts WHERE id > 10; CREATE VIEW recent AS SELECT * FROM accounts WHERE id > 5",
+    );
+    let replicas = REGIONS.map(|r| d.replicas(r));
+    let backup = format!("backup={}", dump.display());
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["--var", "mode=database", "--var", &backup, "--yes"];
+        args.extend(extra);
+        d.run("rollback", &args)
+    };
+    // The inventory names the region; the servers say it is a standby.
+    d.changes_nothing(
+        1,
+        &[
+            "--var region=eu-west-1: its database is a standby streaming from us-east-1",
+            "not the primary. A restore goes to the primary, us-east-1",
+        ],
+        || restore(&["--var", "region=eu-west-1"]),
+    );
+    std::fs::write(d.t.path("taken.dump"), "an earlier file").unwrap();
+    let taken = format!("save_to={}", d.t.path("taken.dump").display());
+    d.changes_nothing(
+        1,
+        &["taken.dump already exists and is never overwritten"],
+        || restore(&["--var", &taken]),
+    );
+    d.changes_nothing(
+        1,
+        &["/no/such/folder is not a folder this user can write to"],
+        || restore(&["--var", "save_to=/no/such/folder/x.dump"]),
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.t.path("taken.dump")).unwrap(),
+        "an earlier file"
+    );
+
+    let failed = restore(&[]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert_says(
+        &failed.stderr,
+        &["cannot drop table public.accounts", "--undo"],
+    );
+    assert_eq!(d.psql("us-east-1", "SELECT count(*) FROM accounts"), "10");
+    for region in REGIONS {
+        assert_eq!(d.replicas(region), "0", "{region}");
+    }
+    let node = d.stack.pg.node("us-east-1");
+    let refused = d
+        .stack
+        .pg
+        .psql(node, "INSERT INTO accounts VALUES (99)")
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("read-only transaction"),
+        "{refused}"
+    );
+    assert_eq!(kept_archives(&d.t.path("")).len(), 1);
+
+    let run = d.t.newest_run();
+    let undone = d.t.exec(&["resume", &run, "--undo"]);
+    assert_eq!(undone.code, 0, "{}", undone.all());
+    d.psql("us-east-1", "INSERT INTO accounts VALUES (99)");
+    for (i, region) in REGIONS.iter().enumerate() {
+        assert_eq!(d.replicas(region), replicas[i], "{region}");
+    }
 }
 
 /// Planned failover and maintenance check the backup first: a backup CronJob whose last success

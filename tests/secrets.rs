@@ -226,6 +226,9 @@ fn no_runbook_shows_a_secret_anywhere() {
     let root = env!("CARGO_MANIFEST_DIR");
     let inv = inventory.display().to_string();
     let manifests = format!("manifests={root}/runbooks/manifests");
+    // A real restore: the database URL reaches pg_dump and pg_restore through their
+    // environment, never their command lines, the plan or the journal.
+    d.pg_dump("us-east-1", &t.path("app.dump"));
     let runs: Vec<(&str, Vec<&str>, i32)> = vec![
         ("initial-setup", vec!["--var", &manifests], 0),
         (
@@ -247,8 +250,19 @@ fn no_runbook_shows_a_secret_anywhere() {
                 "--var",
                 "mode=database",
                 "--var",
-                "backup=/nonexistent.dump",
+                "backup=app.dump",
                 "--dry-run",
+            ],
+            0,
+        ),
+        (
+            "rollback",
+            vec![
+                "--var",
+                "mode=database",
+                "--var",
+                "backup=app.dump",
+                "--yes",
             ],
             0,
         ),

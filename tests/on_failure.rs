@@ -24,12 +24,13 @@ fn announced(server: &Server, extra: &str) -> String {
     )
 }
 
-/// A change with an undo (posting to /revert), then a check of /health; its handler posts
-/// what it is given to /alert.
+/// A change with an undo (posting to /revert), then a check of /health; its handlers post
+/// what they are given to /alert and /undone.
 fn undoable(server: &Server) -> String {
     format!(
         r#"
         on_failure(|f| http::post(#{{ url: "{u}/alert", json: f }}));
+        on_undone(|u| http::post(#{{ url: "{u}/undone", json: u }}));
         step("change", #{{ undo: || http::post(#{{ url: "{u}/revert", retries: 0 }}) }}, || http::post(#{{ url: "{u}/change" }}));
         step("verify", || {{
             let h = http::get(#{{ url: "{u}/health", expect_status: [200, 503], retries: 0 }});
@@ -189,6 +190,7 @@ fn a_dry_run_plans_the_handler_and_undo_is_not_blocked_by_it() {
     assert_eq!(undone.code, 0, "{}", undone.all());
     assert_eq!(server.count("POST", "/revert"), 1);
     assert_eq!(alerts(&server).len(), 1, "undoing is not a new failure");
+    assert_eq!(server.count("POST", "/undone"), 1);
 }
 
 /// A run that changed nothing still says "run it again" and claims no lock, though its
@@ -244,6 +246,69 @@ fn an_undo_that_fails_is_told_too() {
         "{told:?}"
     );
     assert_says(&undo.stderr, &["in step 'undo › change'", "--undo"]);
+    assert_eq!(server.count("POST", "/undone"), 0, "nothing was undone");
+}
+
+/// `on_undone(|u| ..)`: once `resume --undo` has reversed the run, its handler tells which
+/// steps were undone (latest first) and which changes were left as they are. Its post is not
+/// a change of the run, and the run reads as undone at its undo, not at the handler. A
+/// handler that fails is a warning: the run is undone all the same.
+#[test]
+fn an_undone_run_tells_what_was_reversed_and_what_was_left() {
+    let server = Server::start();
+    server.reply("/health", 503, "down", std::time::Duration::ZERO);
+    let script = |handler: &str| {
+        format!(
+            r#"
+            on_undone({handler});
+            step("announce", || http::post(#{{ url: "{u}/announce" }}));
+            step("first", #{{ undo: || http::post(#{{ url: "{u}/revert-first" }}) }}, || http::post(#{{ url: "{u}/first" }}));
+            step("second", #{{ undo: || http::post(#{{ url: "{u}/revert-second" }}) }}, || http::post(#{{ url: "{u}/second" }}));
+            step("verify", || {{
+                let h = http::get(#{{ url: "{u}/health", expect_status: [200, 503], retries: 0 }});
+                if h.status != 200 {{ fail(`health is ${{h.status}}`); }}
+            }});
+            "#,
+            u = server.url("")
+        )
+    };
+    let t = Test::new().script(&script(&format!(
+        r#"|u| http::post(#{{ url: "{}/undone", json: u }})"#,
+        server.url("")
+    )));
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 1);
+    assert_eq!(
+        server.count("POST", "/undone"),
+        0,
+        "a failure is not an undo"
+    );
+    let run = t.only_run();
+    let undo = t.exec(&["resume", &run, "--undo"]);
+    assert_eq!(undo.code, 0, "{}", undo.all());
+    assert_says(&undo.stdout, &["▶ on undone (session 2)"]);
+    let told: Vec<serde_json::Value> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/undone")
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    assert_eq!(
+        told,
+        [serde_json::json!({ "run": run, "undone": ["second", "first"], "left": ["announce"] })]
+    );
+    let runs = t.exec(&["runs"]);
+    let line = runs.stdout.lines().find(|l| l.contains(&run)).unwrap();
+    assert!(line.contains("undone"), "{line}");
+    assert!(!line.contains("on undone"), "{line}");
+
+    let t = Test::new().script(&script(r#"|u| fail(`no channel for ${u.run}`)"#));
+    assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 1);
+    let undo = t.exec(&["resume", &t.only_run(), "--undo"]);
+    assert_eq!(undo.code, 0, "{}", undo.all());
+    assert_says(
+        &undo.all(),
+        &["the on_undone handler failed: no channel for", "run undone"],
+    );
 }
 
 #[test]
@@ -253,5 +318,11 @@ fn a_second_handler_is_a_mistake() {
         .run(&[])
         .code(2)
         .stderr("on_failure(..) is declared twice; one handler per run")
+        .check();
+    Test::new()
+        .script("on_undone(|u| log(u));\non_failure(|f| log(f));\non_undone(|u| log(u));")
+        .run(&[])
+        .code(2)
+        .stderr("on_undone(..) is declared twice; one handler per run")
         .check();
 }

@@ -77,7 +77,7 @@ pub fn claim_of(records: &[Record]) -> Option<String> {
     let mut last_step = String::new();
     for r in records {
         match &r.event {
-            Event::StepStarted { step } if !super::in_failure_step(step) => {
+            Event::StepStarted { step } if !super::in_handler_step(step) => {
                 last_step = super::show_path(step)
             }
             Event::ActionStarted {

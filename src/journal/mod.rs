@@ -38,19 +38,35 @@ pub fn failure_step(session: usize) -> StepPath {
     vec![format!("on failure (session {session})")]
 }
 
+/// The step the undo handler runs as, once `resume --undo` in the `session`-th session of its
+/// run has undone it.
+pub fn undone_step(session: usize) -> StepPath {
+    vec![format!("on undone (session {session})")]
+}
+
 /// Whether `path` is in a failure handler's step.
 pub fn in_failure_step(path: &[String]) -> bool {
+    in_session_step(path, "on failure (session ")
+}
+
+/// Whether `path` is in a handler's step (`on_failure`, `on_undone`): what it does is telling
+/// someone, never a change of the run's, and never where the run stopped.
+pub fn in_handler_step(path: &[String]) -> bool {
+    in_failure_step(path) || in_session_step(path, "on undone (session ")
+}
+
+fn in_session_step(path: &[String], prefix: &str) -> bool {
     path.first().is_some_and(|s| {
-        s.strip_prefix("on failure (session ")
+        s.strip_prefix(prefix)
             .and_then(|n| n.strip_suffix(')'))
             .is_some_and(|n| n.parse::<usize>().is_ok())
     })
 }
 
 /// Whether `path` is in a step the engine runs after the script itself: an undo closure of
-/// `resume --undo` or a failure handler. A replay of the script never reaches their calls.
+/// `resume --undo` or a handler. A replay of the script never reaches their calls.
 pub fn after_the_script(path: &[String]) -> bool {
-    path.first().map(String::as_str) == Some(UNDO) || in_failure_step(path)
+    path.first().map(String::as_str) == Some(UNDO) || in_handler_step(path)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -762,6 +778,36 @@ pub(crate) mod tests {
         ];
         for (what, records, want) in cases {
             assert_eq!(awaiting(&records), want, "{what}");
+        }
+    }
+
+    /// Which steps are the engine's own, after the script: never where a run stopped, their
+    /// calls never a change of the run's.
+    #[test]
+    fn handler_and_undo_steps_are_told_apart_from_the_script_s() {
+        let p = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<StepPath>();
+        let cases: &[(StepPath, bool, bool, bool)] = &[
+            // (path, in a failure handler, in a handler, after the script)
+            (failure_step(1), true, true, true),
+            (failure_step(12), true, true, true),
+            (undone_step(2), false, true, true),
+            (p(&["on undone (session 2)", "tell"]), false, true, true),
+            (p(&[UNDO, "stop writes"]), false, false, true),
+            (p(&["on failure (session x)"]), false, false, false),
+            (p(&["on undone"]), false, false, false),
+            (
+                p(&["report", "on failure (session 1)"]),
+                false,
+                false,
+                false,
+            ),
+            (p(&["stop writes"]), false, false, false),
+            (p(&[]), false, false, false),
+        ];
+        for (path, failure, handler, after) in cases {
+            assert_eq!(in_failure_step(path), *failure, "{path:?}");
+            assert_eq!(in_handler_step(path), *handler, "{path:?}");
+            assert_eq!(after_the_script(path), *after, "{path:?}");
         }
     }
 

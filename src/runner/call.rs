@@ -324,8 +324,8 @@ impl RunCtx {
     }
 
     fn record_start(&self, call: &ActionCall) -> RhaiResult<()> {
-        // What a failure handler does is telling someone: never a change of the run's.
-        let notice = call.spec.is_notice() || crate::journal::in_failure_step(&call.key.0);
+        // What a handler does is telling someone: never a change of the run's.
+        let notice = call.spec.is_notice() || crate::journal::in_handler_step(&call.key.0);
         self.journal_or_stop(
             Event::ActionStarted {
                 step: call.key.0.clone(),

@@ -103,6 +103,9 @@ pub struct RunState {
     /// `on_failure(..)`'s closure, with the runtime state it was declared in.
     #[allow(deprecated)]
     pub on_failure: Mutex<Option<(FnPtr, rhai::NativeCallContextStore)>>,
+    /// `on_undone(..)`'s closure, likewise.
+    #[allow(deprecated)]
+    pub on_undone: Mutex<Option<(FnPtr, rhai::NativeCallContextStore)>>,
     /// Nanoseconds spent inside actions (the rest of a run's time is the engine's).
     pub action_time: ActionClock,
     /// Whether the run (this process or an earlier one) started a change: a run that did not
@@ -110,6 +113,20 @@ pub struct RunState {
     pub wrote: AtomicBool,
     /// Who asked it to stop (`runbook stop`), when someone did: its interruption says so.
     pub stopped_by: Mutex<Option<String>>,
+}
+
+impl RunState {
+    /// Where the closure of `which` is kept.
+    #[allow(deprecated)] // NativeCallContextStore is "volatile", not deprecated
+    pub fn handler(
+        &self,
+        which: crate::script::Handler,
+    ) -> &Mutex<Option<(FnPtr, rhai::NativeCallContextStore)>> {
+        match which {
+            crate::script::Handler::Failure => &self.on_failure,
+            crate::script::Handler::Undone => &self.on_undone,
+        }
+    }
 }
 
 /// A run: its options, its journal, its state, and the services its calls use.
@@ -433,10 +450,12 @@ impl RunCtx {
         out
     }
 
-    /// The steps whose changes (finished writes) the journal records, sorted.
+    /// The steps whose changes (finished writes) the journal records, sorted. A message sent
+    /// (notify::) is not among them: there is nothing of it to keep or to undo.
     pub fn steps_with_changes(&self) -> Vec<StepPath> {
         let mut out: Vec<StepPath> = self
             .finished_writes()
+            .filter(|(_, c)| !c.kind().starts_with("notify::"))
             .map(|((path, _), _)| path.clone())
             .collect();
         out.sort();

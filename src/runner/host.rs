@@ -10,7 +10,7 @@ use super::ctx::{RhaiResult, RunCtx, Stop};
 use super::frames;
 use crate::action::{DynAction, Registry};
 use crate::journal::LockHolder;
-use crate::script::Host;
+use crate::script::{Handler, Host};
 use crate::secret::Secret;
 
 impl Host for RunCtx {
@@ -112,17 +112,20 @@ impl Host for RunCtx {
         }
     }
 
-    fn on_failure(&self, ncx: &NativeCallContext, handler: FnPtr) -> RhaiResult<()> {
-        let mut slot = self.state.on_failure.lock().unwrap();
+    fn handler(&self, ncx: &NativeCallContext, which: Handler, closure: FnPtr) -> RhaiResult<()> {
+        let mut slot = self.state.handler(which).lock().unwrap();
         if slot.is_some() {
             return Err(self.invalid(
-                "on_failure(..) is declared twice; one handler per run",
+                format!(
+                    "{}(..) is declared twice; one handler per run",
+                    which.builtin()
+                ),
                 ncx.call_position(),
             ));
         }
         #[allow(deprecated)] // "volatile", not deprecated
         let caller = ncx.store_data();
-        *slot = Some((handler, caller));
+        *slot = Some((closure, caller));
         Ok(())
     }
 

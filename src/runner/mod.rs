@@ -28,6 +28,7 @@ use crate::error::{Error, Next};
 use crate::inventory::Inventory;
 use crate::journal::{self, show_path, Event, LockHolder, Record, RunStatus, StepPath, Store};
 use crate::report::{Progress, Reporter};
+use crate::script::Handler;
 use crate::secret::Redactor;
 
 /// Who and where: recorded with every run.
@@ -430,8 +431,8 @@ pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
                 s.host = h.clone();
                 s.ended = None;
             }
-            // A failure handler's step is not where the run stopped.
-            Event::StepStarted { step } if !journal::in_failure_step(step) => {
+            // A handler's step is not where the run stopped.
+            Event::StepStarted { step } if !journal::in_handler_step(step) => {
                 s.last_step = show_path(step)
             }
             Event::RunFinished { .. }
@@ -958,11 +959,59 @@ fn call_failure_handler(
 
     ctx.clear_stop();
     let path = journal::failure_step(ctx.journal.replay.sessions + 1);
+    call_handler(
+        ctx,
+        engine,
+        Handler::Failure,
+        (handler, caller),
+        path,
+        failure,
+    );
+    if let Some(stop) = stop {
+        ctx.set_stop(stop);
+    }
+    *ctx.state.failed_steps.lock().unwrap() = failed_steps;
+}
+
+/// `on_undone(..)`'s closure, once every undo ran: called with the steps undone and those
+/// left as they are, as the step `on undone (session N)`.
+fn call_undone_handler(
+    ctx: &Arc<RunCtx>,
+    engine: &rhai::Engine,
+    undone: &[StepPath],
+    left: &[StepPath],
+) {
+    let Some(declared) = ctx.state.on_undone.lock().unwrap().take() else {
+        return;
+    };
+    let names = |paths: &[StepPath]| -> Dynamic {
+        Dynamic::from_array(paths.iter().map(|p| Dynamic::from(show_path(p))).collect())
+    };
+    let mut arg = rhai::Map::new();
+    arg.insert(
+        "run".into(),
+        ctx.opts.run_id.clone().map_or(Dynamic::UNIT, Dynamic::from),
+    );
+    arg.insert("undone".into(), names(undone));
+    arg.insert("left".into(), names(left));
+    let path = journal::undone_step(ctx.journal.replay.sessions + 1);
+    call_handler(ctx, engine, Handler::Undone, declared, path, arg);
+}
+
+/// Calls a handler's closure with `arg` as the step `path`; a failure inside it is a warning.
+#[allow(deprecated)] // NativeCallContextStore is "volatile", not deprecated
+fn call_handler(
+    ctx: &Arc<RunCtx>,
+    engine: &rhai::Engine,
+    which: Handler,
+    (handler, caller): (rhai::FnPtr, rhai::NativeCallContextStore),
+    path: StepPath,
+    arg: rhai::Map,
+) {
     let result = ctx.scoped(path.clone(), false, rhai::Position::NONE, |replayed| {
         frames::reset(frames::Frame::new(path.clone(), None, replayed));
-        #[allow(deprecated)] // "volatile", not deprecated
         let context = caller.create_context(engine);
-        handler.call_within_context::<Dynamic>(&context, (failure,))
+        handler.call_within_context::<Dynamic>(&context, (arg,))
     });
     if let Err(e) = result {
         let message = match ctx.take_stop() {
@@ -970,14 +1019,10 @@ fn call_failure_handler(
             _ => crate::script::describe_error(&e).0,
         };
         ctx.report(Progress::Warning {
-            message: format!("the on_failure handler failed: {message}"),
+            message: format!("the {} handler failed: {message}", which.builtin()),
         });
     }
     ctx.clear_stop();
-    if let Some(stop) = stop {
-        ctx.set_stop(stop);
-    }
-    *ctx.state.failed_steps.lock().unwrap() = failed_steps;
 }
 
 /// Records and reports how a run stopped, and returns the error the operator sees, with what
@@ -1334,6 +1379,9 @@ fn undo(
         }
         undone.push(path);
     }
+    let kept = kept_changes(ctx, &undone);
+    // The team heard the run failed; that its changes were reversed is theirs to hear too.
+    call_undone_handler(ctx, engine, &undone, &kept);
     let elapsed_ms = started.elapsed().as_millis() as u64;
     ctx.journal(
         Event::RunUndone {
@@ -1342,7 +1390,6 @@ fn undo(
         true,
     )?;
     let mut message = format!("undid {}", quoted(&undone));
-    let kept = kept_changes(ctx, &undone);
     if !kept.is_empty() {
         message.push_str(&format!(
             "; left as they are (no undo declared): {}",

@@ -7,7 +7,7 @@ use rhai::{
     Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, Map, Module, NativeCallContext,
 };
 
-use super::host::{Host, RhaiResult};
+use super::host::{Handler, Host, RhaiResult};
 use crate::secret::Secret;
 use crate::value::Inv;
 
@@ -334,7 +334,25 @@ pub fn register(engine: &mut Engine, ctx: Arc<dyn Host>, docs: Option<&ActionDoc
         engine,
         move |ncx: NativeCallContext, handler: FnPtr| -> RhaiResult<()> {
             c.enter(ncx.call_source());
-            c.on_failure(&ncx, handler)
+            c.handler(&ncx, Handler::Failure, handler)
+        },
+    );
+
+    let c = ctx.clone();
+    documented(
+        "on_undone",
+        &["handler: Fn", "()"],
+        "/// Calls `handler` once `runbook resume RUN --undo` has run every undo of the run, before\n\
+         /// it closes as undone: to tell the team that heard of its failure that its changes were\n\
+         /// reversed. It gets `#{ run, undone, left }` (`undone`: the steps undone, latest first;\n\
+         /// `left`: the steps whose changes no undo covers, left as they are) and runs as the step\n\
+         /// `on undone (session N)`. A failure inside it is logged; the run is undone all the same.",
+    )
+    .register_into_engine(
+        engine,
+        move |ncx: NativeCallContext, handler: FnPtr| -> RhaiResult<()> {
+            c.enter(ncx.call_source());
+            c.handler(&ncx, Handler::Undone, handler)
         },
     );
 

@@ -49,10 +49,30 @@ pub trait Host: Send + Sync + 'static {
     fn lock(&self, name: &str, pos: Position) -> RhaiResult<()>;
     /// `params(#{..})`: the `--var` values, checked against the declarations.
     fn params(&self, decls: Map, pos: Position) -> RhaiResult<Map>;
-    /// `on_failure(|failure| ..)`: the closure to call if the run fails.
-    fn on_failure(&self, ncx: &NativeCallContext, handler: FnPtr) -> RhaiResult<()>;
+    /// `on_failure(|failure| ..)` or `on_undone(|undone| ..)`: the closure to call when the
+    /// run ends so.
+    fn handler(&self, ncx: &NativeCallContext, which: Handler, closure: FnPtr) -> RhaiResult<()>;
     /// How the run was started, for the commands the runbook spells (`runbook_command`).
     fn started_as(&self) -> Arc<Invocation>;
+}
+
+/// The closures a runbook hands the engine for how a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    /// `on_failure(|f| ..)`: the run failed, or an undo of `resume --undo` did.
+    Failure,
+    /// `on_undone(|u| ..)`: `resume --undo` undid the run.
+    Undone,
+}
+
+impl Handler {
+    /// The built-in that declares it.
+    pub fn builtin(self) -> &'static str {
+        match self {
+            Handler::Failure => "on_failure",
+            Handler::Undone => "on_undone",
+        }
+    }
 }
 
 /// The host of a script that is compiled, never run.
@@ -121,7 +141,7 @@ impl Host for NoHost {
     fn params(&self, _: Map, pos: Position) -> RhaiResult<Map> {
         Err(not_running(pos))
     }
-    fn on_failure(&self, _: &NativeCallContext, _: FnPtr) -> RhaiResult<()> {
+    fn handler(&self, _: &NativeCallContext, _: Handler, _: FnPtr) -> RhaiResult<()> {
         Ok(())
     }
     fn started_as(&self) -> Arc<Invocation> {

@@ -44,6 +44,11 @@ const BUILTINS: &[(&str, &[usize], &str)] = &[
         &[1],
         "on_failure(|f| { .. }), f being #{ run, step, error, changed, undoing, resume }",
     ),
+    (
+        "on_undone",
+        &[1],
+        "on_undone(|u| { .. }), u being #{ run, undone, left }",
+    ),
     ("is_dry_run", &[0], "is_dry_run()"),
     ("join", &[2], "join(items, \", \") or items.join(\", \")"),
     (
@@ -204,7 +209,7 @@ impl Linter<'_> {
                     continue;
                 }
             }
-            if matches!(name, "step" | "parallel" | "on_failure") {
+            if matches!(name, "step" | "parallel" | "on_failure" | "on_undone") {
                 if let Some(what) = call.args.last().and_then(not_a_closure) {
                     let form = builtin_form(name).unwrap_or_default();
                     self.problem(

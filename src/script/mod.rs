@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 
 pub use builtins::ActionDocs;
-pub use host::{Host, NoHost};
+pub use host::{Handler, Host, NoHost};
 pub use params::{declared as declared_params, resolve_params};
 pub use stdlib::{StdlibResolver, STDLIB};
 

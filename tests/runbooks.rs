@@ -1009,6 +1009,15 @@ fn a_failed_restore_leaves_the_data_as_it_was_and_undo_lets_writes_in_again() {
     for (i, region) in REGIONS.iter().enumerate() {
         assert_eq!(d.replicas(region), replicas[i], "{region}");
     }
+    // The channel heard it fail, and then that it was undone.
+    let told = format!("{:?}", d.stack.web.messages());
+    let failed = told
+        .find(":x: the restore of us-east-1's database FAILED at step 'restore'")
+        .expect(&told);
+    let undone = told
+        .find(&format!(":leftwards_arrow_with_hook: the restore of us-east-1's database undone (run {run}): reversed 'stop writes'; left as they are (no undo): 'keep current data'"))
+        .expect(&told);
+    assert!(failed < undone, "{told}");
 }
 
 /// Planned failover and maintenance check the backup first: a backup CronJob whose last success

@@ -23,4 +23,23 @@ fn the_quick_start_example_runs_and_resumes() {
     );
     let check = t.exec(&["check", &script]);
     assert_eq!(check.code, 0, "{}", check.all());
+
+    // The dry-run the README shows: who runs it is looked up for real, the writes are planned.
+    let t = Test::new();
+    let user = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let user = String::from_utf8_lossy(&user.stdout).trim().to_string();
+    let dry = t.exec(&["run", &script, "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.all());
+    crate::support::assert_says(
+        &dry.stdout,
+        &[
+            &format!("running as {user}"),
+            "Plan: 3 changes",
+            "~ shell::run: run `sh -c echo \"hello, operator\" > \"$1\" sh hello-runbook.txt`",
+        ],
+    );
+    assert!(!t.path("hello-runbook.txt").exists(), "nothing was written");
 }

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::support::{assert_says, kill9, wait_for, Server, Test};
+use crate::support::{assert_says, kill9, wait_for, Ran, Server, Test};
 
 fn five_writes(server: &Server) -> String {
     let mut s = String::new();
@@ -830,4 +830,77 @@ fn a_runbook_command_of_a_path_or_a_map_is_refused() {
         "{}",
         checked.stderr
     );
+}
+
+/// A resume runs in the folder its run started in: a relative path among its --var values
+/// names the same file as before, whichever folder the operator resumes from. A folder that
+/// is not on this host is said, and the resume runs where it is.
+#[test]
+fn a_resume_runs_in_the_folder_its_run_started_in() {
+    let script = r#"
+        let p = params(#{ out: #{ type: "string" } });
+        step("ask", || approve("write it?"));
+        step("write", || shell::run(#{ argv: ["sh", "-c", "pwd > \"$1\"", "sh", p.out] }));
+    "#;
+    let resume_from = |t: &Test, dir: &std::path::Path| {
+        let state = t.path(".runbook").display().to_string();
+        let args: Vec<String> = [
+            "resume",
+            &t.newest_run(),
+            "--approve",
+            "--state-dir",
+            &state,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Ran::from(t.command(&args).current_dir(dir).output().unwrap())
+    };
+    let started_in = |t: &Test| t.dir.path().display().to_string();
+
+    let t = Test::new().script(script);
+    assert_eq!(
+        t.exec(&["run", "runbook.rhai", "--var", "out=where.txt"])
+            .code,
+        3
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let resumed = resume_from(&t, elsewhere.path());
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert_says(
+        &resumed.all(),
+        &[&format!(
+            "the run started in {}: it resumes there",
+            started_in(&t)
+        )],
+    );
+    let written = std::fs::read_to_string(t.path("where.txt")).unwrap();
+    assert_eq!(written.trim(), started_in(&t));
+    assert!(!elsewhere.path().join("where.txt").exists());
+
+    // Started in a folder this host does not have (a store shared between hosts).
+    let t = Test::new().script(script);
+    assert_eq!(
+        t.exec(&["run", "runbook.rhai", "--var", "out=where.txt"])
+            .code,
+        3
+    );
+    let journal = t.journal_path(&t.newest_run());
+    let text = std::fs::read_to_string(&journal).unwrap().replacen(
+        &format!("\"cwd\":\"{}\"", started_in(&t)),
+        "\"cwd\":\"/no/such/folder\"",
+        1,
+    );
+    assert!(text.contains("/no/such/folder"), "{text}");
+    std::fs::write(&journal, text).unwrap();
+    let resumed = resume_from(&t, elsewhere.path());
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert_says(
+        &resumed.all(),
+        &[&format!(
+            "the run started in /no/such/folder, which cannot be entered here (No such file or directory (os error 2)): relative paths in its --var values now mean paths in {}",
+            elsewhere.path().display()
+        )],
+    );
+    assert!(elsewhere.path().join("where.txt").exists());
 }

@@ -246,6 +246,10 @@ pub struct Invocation {
     pub inventory: Option<String>,
     /// " --store ..." or " --state-dir ...", as the operator gave it; "" for the default.
     pub store_flag: String,
+    /// The folder the run started in: a relative path among its --var values means a path
+    /// there, so a resume runs there too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 impl Invocation {
@@ -267,6 +271,9 @@ impl Invocation {
             siblings,
             inventory: inventory.map(str::to_string),
             store_flag: store_flag.to_string(),
+            cwd: std::env::current_dir()
+                .ok()
+                .map(|d| d.display().to_string()),
         }
     }
 

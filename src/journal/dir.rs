@@ -8,7 +8,10 @@ use super::{parse, JournalWriter, Loaded, LockGuard, LockHolder, StopRequest, St
 use crate::error::Error;
 
 pub struct DirStore {
+    /// Absolute: a resume may move to the folder its run started in.
     root: PathBuf,
+    /// As given, for messages.
+    shown: PathBuf,
 }
 
 struct FileWriter {
@@ -35,7 +38,12 @@ impl JournalWriter for FileWriter {
 
 impl DirStore {
     pub fn new(root: impl Into<PathBuf>) -> DirStore {
-        DirStore { root: root.into() }
+        let shown = root.into();
+        let root = match std::env::current_dir() {
+            Ok(cwd) if shown.is_relative() => cwd.join(&shown),
+            _ => shown.clone(),
+        };
+        DirStore { root, shown }
     }
 
     pub fn root(&self) -> &Path {
@@ -65,7 +73,7 @@ impl DirStore {
         if !valid || !self.journal_path(run_id).exists() {
             return Err(Error::UnknownRun(
                 run_id.into(),
-                self.root.display().to_string(),
+                self.shown.display().to_string(),
             ));
         }
         Ok(())
@@ -150,7 +158,7 @@ impl Store for DirStore {
     }
 
     fn describe(&self) -> String {
-        format!("directory {}", self.root.display())
+        format!("directory {}", self.shown.display())
     }
 
     fn request_stop(&self, run_id: &str, request: Option<&StopRequest>) -> Result<(), Error> {

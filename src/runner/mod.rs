@@ -660,6 +660,11 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         inventory_file.as_deref(),
         &env.store_flag,
     ));
+    // A run started before the journal kept it: as this session spells it.
+    let started_as = started_as
+        .and_then(|v| serde_json::from_value::<crate::action::Invocation>(*v).ok())
+        .map_or_else(|| invocation.clone(), Arc::new);
+    run_where_it_started(env, started_as.cwd.as_deref());
     let ctx = Arc::new(RunCtx::new(CtxInit {
         opts: RunOptions {
             run_id: Some(req.run_id.clone()),
@@ -674,10 +679,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
             host: env.operator.host.clone(),
             vars,
             world: None,
-            // A run started before the journal kept it: as this session spells it.
-            started_as: started_as
-                .and_then(|v| serde_json::from_value(*v).ok())
-                .map_or_else(|| invocation.clone(), Arc::new),
+            started_as,
             invocation,
         },
         journal: Some(writer),
@@ -897,6 +899,27 @@ fn run_again(opts: &RunOptions) -> String {
         ));
     }
     command
+}
+
+/// A resume runs in the folder its run started in, so that a relative path among its --var
+/// values (`backup=app.dump`) names the same file as before: said when that is not the
+/// folder this command runs in, and when that folder is not on this host.
+fn run_where_it_started(env: &Env, started_in: Option<&str>) {
+    let Some(dir) = started_in else { return };
+    let here = std::env::current_dir().ok();
+    if here.as_deref() == Some(Path::new(dir)) {
+        return;
+    }
+    let message = match std::env::set_current_dir(dir) {
+        Ok(()) => format!(
+            "the run started in {dir}: it resumes there, so that relative paths in its --var values mean what they meant"
+        ),
+        Err(e) => format!(
+            "the run started in {dir}, which cannot be entered here ({e}): relative paths in its --var values now mean paths in {}",
+            here.map(|h| h.display().to_string()).unwrap_or_default()
+        ),
+    };
+    env.reporter.report(&Progress::Warning { message });
 }
 
 /// `on_failure(..)`'s closure, when the run failed (not paused, interrupted or refused), or an

@@ -68,7 +68,7 @@ impl From<ReadInput> for RunInput {
 }
 
 /// How the command ended.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct RunOutput {
     /// The exit code (-1 if killed by a signal).
     pub code: i32,
@@ -84,15 +84,20 @@ pub struct Run;
 
 impl RunInput {
     fn shown(&self) -> String {
-        match (&self.cmd, &self.argv) {
-            (Some(c), _) => c.clone(),
-            (None, Some(a)) => a
-                .iter()
-                .map(SecretString::shown)
-                .collect::<Vec<_>>()
-                .join(" "),
-            _ => String::new(),
-        }
+        shown(&self.cmd, &self.argv)
+    }
+}
+
+/// The command as the plan and messages show it (secrets masked).
+fn shown(cmd: &Option<String>, argv: &Option<Vec<SecretString>>) -> String {
+    match (cmd, argv) {
+        (Some(c), _) => c.clone(),
+        (None, Some(a)) => a
+            .iter()
+            .map(SecretString::shown)
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
     }
 }
 
@@ -137,12 +142,7 @@ impl Action for Run {
     }
 
     fn predict(_: &RunInput) -> RunOutput {
-        RunOutput {
-            code: 0,
-            stdout: String::new(),
-            stderr: String::new(),
-            truncated: false,
-        }
+        RunOutput::default()
     }
 
     async fn run(input: RunInput, cx: Cx) -> Result<RunOutput, ActionError> {
@@ -236,11 +236,11 @@ impl Action for Read {
     }
 
     fn describe(input: &ReadInput) -> String {
-        format!("read `{}`", RunInput::from(input.clone()).shown())
+        format!("read `{}`", shown(&input.cmd, &input.argv))
     }
 
-    fn predict(input: &ReadInput) -> RunOutput {
-        Run::predict(&input.clone().into())
+    fn predict(_: &ReadInput) -> RunOutput {
+        RunOutput::default()
     }
 
     async fn run(input: ReadInput, cx: Cx) -> Result<RunOutput, ActionError> {

@@ -451,11 +451,11 @@ impl RunCtx {
     }
 
     /// The steps whose changes (finished writes) the journal records, sorted. A message sent
-    /// (notify::) is not among them: there is nothing of it to keep or to undo.
+    /// (a notice) is not among them: there is nothing of it to keep or to undo.
     pub fn steps_with_changes(&self) -> Vec<StepPath> {
         let mut out: Vec<StepPath> = self
             .finished_writes()
-            .filter(|(_, c)| !c.kind().starts_with("notify::"))
+            .filter(|(_, c)| !matches!(c, Call::Action { notice: true, .. }))
             .map(|((path, _), _)| path.clone())
             .collect();
         out.sort();

@@ -949,7 +949,7 @@ fn call_failure_handler(
         Some(Stop::Invalid { message, step, .. }) => (message.clone(), Some(step.clone())),
         _ => return,
     };
-    let Some((handler, caller)) = ctx.state.on_failure.lock().unwrap().take() else {
+    let Some((handler, caller)) = ctx.state.handler(Handler::Failure).lock().unwrap().take() else {
         return;
     };
     let failed_steps = ctx.state.failed_steps.lock().unwrap().clone();
@@ -1004,7 +1004,7 @@ fn call_undone_handler(
     undone: &[StepPath],
     left: &[StepPath],
 ) {
-    let Some(declared) = ctx.state.on_undone.lock().unwrap().take() else {
+    let Some(declared) = ctx.state.handler(Handler::Undone).lock().unwrap().take() else {
         return;
     };
     let names = |paths: &[StepPath]| -> Dynamic {

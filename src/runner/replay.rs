@@ -22,6 +22,8 @@ pub enum Call {
         input_hash: String,
         write: bool,
         idempotent: bool,
+        /// A message sent (notify::, or anything a handler did): it changes no system.
+        notice: bool,
         outcome: Outcome,
     },
     Timer {
@@ -77,6 +79,7 @@ impl Replay {
                     input_hash,
                     write,
                     idempotent,
+                    notice,
                     ..
                 } => {
                     r.calls.insert(
@@ -87,6 +90,7 @@ impl Replay {
                             input_hash: input_hash.clone(),
                             write: *write,
                             idempotent: *idempotent,
+                            notice: *notice,
                             outcome: Outcome::InFlight,
                         },
                     );

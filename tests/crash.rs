@@ -11,7 +11,7 @@ use std::process::Command;
 use runbook_stack::redis::info_field;
 use runbook_stack::web::Health;
 
-use crate::runbooks::{drill, Drill};
+use crate::runbooks::{drill, kept_archives, Drill, REGIONS};
 
 /// The servers' write counts: Kubernetes writes per kind and region, and messages sent.
 /// Evictions are left out: how many pods sit on a node when a drain runs depends on when the
@@ -283,8 +283,6 @@ fn crash_sample_maintenance() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
-
 /// The deployment's first container's `field` (a jsonpath below it) in a region.
 fn container(d: &Drill, region: &str, field: &str) -> String {
     d.deployment(region, &format!("spec.template.spec.containers[0].{field}"))
@@ -336,12 +334,7 @@ fn crash_sample_rollback() {
 
 /// A data rollback: 50 rows archived, 40 of them deleted since.
 fn damaged_data(d: &Drill) {
-    d.psql(
-        "us-east-1",
-        "CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts SELECT generate_series(1, 50)",
-    );
-    d.pg_dump("us-east-1", &d.t.path("app.dump"));
-    d.psql("us-east-1", "DELETE FROM accounts WHERE id > 10");
+    d.damaged_data(&d.t.path("app.dump"));
 }
 
 fn restored(d: &Drill) -> Result<(), String> {
@@ -359,12 +352,8 @@ fn restored(d: &Drill) -> Result<(), String> {
     if replicas != ["3", "2", "2"] {
         return Err(format!("replicas {replicas:?}"));
     }
-    let kept: Vec<String> = std::fs::read_dir(d.t.path(""))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("-before-restore-"))
-        .collect();
-    if kept.len() != 1 || !kept[0].ends_with(".dump") {
+    let kept = kept_archives(&d.t.path(""));
+    if kept.len() != 1 {
         return Err(format!("kept: {kept:?}"));
     }
     Ok(())

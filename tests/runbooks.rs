@@ -199,25 +199,32 @@ impl Drill {
     /// The region's database as a pg_dump archive (custom format) at `to`.
     pub fn pg_dump(&self, region: &str, to: &Path) {
         let node = self.stack.pg.node(region);
-        succeeded(
-            Command::new("pg_dump")
-                .args(["-Fc", "-h", "127.0.0.1", "-p", &node.port.to_string()])
-                .args(["-U", "postgres", "-d", "postgres", "-f"])
-                .arg(to)
-                .env("PGPASSWORD", runbook_stack::postgres::PASSWORD),
-        );
+        let mut c = Command::new("pg_dump");
+        c.args(["-Fc", "-h", "127.0.0.1", "-p", &node.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-f"])
+            .arg(to)
+            .env("PGPASSWORD", runbook_stack::postgres::PASSWORD);
+        runbook_stack::run(c, "pg_dump").unwrap();
+    }
+
+    /// Data a restore puts back: 50 rows of `accounts` in us-east-1's database archived at
+    /// `to`, then 40 of them deleted.
+    pub fn damaged_data(&self, to: &Path) {
+        self.psql("us-east-1", "CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts SELECT generate_series(1, 50)");
+        self.pg_dump("us-east-1", to);
+        self.psql("us-east-1", "DELETE FROM accounts WHERE id > 10");
     }
 
     pub fn kubectl(&self, region: &str, args: &[&str]) -> String {
-        succeeded(
-            Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(&self.kubeconfig)
-                .args(["--context", region, "-n", "app"])
-                .args(args),
-        )
-        .trim()
-        .to_string()
+        let mut c = Command::new("kubectl");
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--context", region, "-n", "app"])
+            .args(args);
+        runbook_stack::run(c, &format!("kubectl {args:?}"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// A field of the region's application deployment, by its jsonpath ("spec.replicas").
@@ -821,10 +828,8 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
     assert!(!env.contains("FEATURE"), "{env}");
 
     // ...and a migration damages data: restore the dump taken before it.
-    d.psql("us-east-1", "CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts SELECT generate_series(1, 50)");
     let dump = d.t.path("before.dump");
-    d.pg_dump("us-east-1", &dump);
-    d.psql("us-east-1", "DELETE FROM accounts WHERE id > 10");
+    d.damaged_data(&dump);
     let replicas = REGIONS.map(|r| d.replicas(r));
     let paused = d.run(
         "rollback",
@@ -890,22 +895,10 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
     );
 }
 
-/// The standard output of a command that must succeed (its stderr in the failure).
-fn succeeded(command: &mut Command) -> String {
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        command.get_program(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
+pub(crate) const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
 
 /// The archives a database restore kept of what it replaced, in `dir`.
-fn kept_archives(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn kept_archives(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -920,11 +913,10 @@ fn kept_archives(dir: &Path) -> Vec<PathBuf> {
 
 /// How many rows of `table` a pg_dump archive holds.
 fn archived_rows(archive: &Path, table: &str) -> usize {
-    let text = succeeded(
-        Command::new("pg_restore")
-            .args(["--data-only", "--table", table, "-f", "-"])
-            .arg(archive),
-    );
+    let mut c = Command::new("pg_restore");
+    c.args(["--data-only", "--table", table, "-f", "-"])
+        .arg(archive);
+    let text = runbook_stack::run(c, "pg_restore").unwrap();
     let copy = text.find("COPY ").expect("the table's data");
     text[copy..]
         .lines()
@@ -940,12 +932,11 @@ fn archived_rows(archive: &Path, table: &str) -> usize {
 #[test]
 fn a_failed_restore_leaves_the_data_as_it_was_and_undo_lets_writes_in_again() {
     let d = drill();
-    d.psql("us-east-1", "CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts SELECT generate_series(1, 50)");
     let dump = d.t.path("before.dump");
-    d.pg_dump("us-east-1", &dump);
+    d.damaged_data(&dump);
     d.psql(
         "us-east-1",
-        "DELETE FROM accounts WHERE id > 10; CREATE VIEW recent AS SELECT * FROM accounts WHERE id > 5",
+        "CREATE VIEW recent AS SELECT * FROM accounts WHERE id > 5",
     );
     let replicas = REGIONS.map(|r| d.replicas(r));
     let backup = format!("backup={}", dump.display());

@@ -434,6 +434,77 @@ fn initial_setup_converges_and_a_second_run_changes_nothing() {
             .collect()
     };
     assert_eq!(strip(after), strip(before));
+
+    // What runs is kept on a third run: an upgraded image, an operator's scale. A region
+    // scaled to 0 comes back at the manifests' count; keep_running=false puts the manifests'
+    // values everywhere.
+    for region in ["us-east-1", "eu-west-1"] {
+        d.kubectl(
+            region,
+            &[
+                "set",
+                "image",
+                "deploy/orchestrator",
+                "orchestrator=orchestrator:1.4",
+            ],
+        );
+    }
+    d.kubectl(
+        "eu-west-1",
+        &["scale", "deploy/orchestrator", "--replicas=1"],
+    );
+    d.kubectl(
+        "ap-southeast-1",
+        &["scale", "deploy/orchestrator", "--replicas=0"],
+    );
+    let image = |region: &str| d.deployment(region, "spec.template.spec.containers[0].image");
+    let kept = d.run("initial-setup", &[&manifests]);
+    assert_eq!(kept.code, 0, "{}", kept.all());
+    assert_says(
+        &kept.stdout,
+        &[
+            "apply namespace/app, deployment/orchestrator to us-east-1 (running images and replica counts kept)",
+            "us-east-1: deployment/app/orchestrator: container orchestrator image orchestrator:1.4 kept (the manifests say orchestrator:1.0)",
+            "eu-west-1: deployment/app/orchestrator: replicas 1 kept (the manifests say 3)",
+            "eu-west-1: what runs was kept: an image changes region by region with upgrade.rhai",
+        ],
+    );
+    assert_eq!(
+        (
+            image("us-east-1"),
+            image("eu-west-1"),
+            image("ap-southeast-1")
+        ),
+        (
+            "orchestrator:1.4".into(),
+            "orchestrator:1.4".into(),
+            "orchestrator:1.0".into()
+        )
+    );
+    assert_eq!(
+        REGIONS.map(|r| d.replicas(r)),
+        ["3", "1", "3"],
+        "eu-west-1's scale kept; ap-southeast-1, stopped, brought up"
+    );
+    assert!(
+        !kept.stdout.contains("ap-southeast-1: deployment"),
+        "{}",
+        kept.stdout
+    );
+    let manifests_values = d.run(
+        "initial-setup",
+        &[&manifests, "--var", "keep_running=false"],
+    );
+    assert_eq!(manifests_values.code, 0, "{}", manifests_values.all());
+    assert!(
+        !manifests_values.stdout.contains(" kept "),
+        "{}",
+        manifests_values.stdout
+    );
+    for region in REGIONS {
+        assert_eq!(image(region), "orchestrator:1.0", "{region}");
+        assert_eq!(d.replicas(region), "3", "{region}");
+    }
 }
 
 /// Planned failover under a steady insert load: every insert the database acknowledged is on
@@ -1212,6 +1283,27 @@ fn upgrade_goes_region_by_region_and_rolls_back_a_failing_one() {
     );
     assert_eq!(d.state(), before, "a dry-run changes nothing");
 
+    // A region already failing its health check is not upgraded (the new image would be
+    // blamed for it): refused before any change, with the command that upgrades the others.
+    d.stack.web.set_health("eu-west-1", Health::Fail);
+    d.changes_nothing(
+        1,
+        &[
+            "eu-west-1 fails its health check (3 checks in a row) before any change",
+            "Nothing was changed",
+            "or upgrade the others: runbook run ",
+            "/runbooks/upgrade.rhai -i ",
+            "--var image=orchestrator:1.1 --var max_error_rate=0.01 --var regions=ap-southeast-1,us-east-1",
+        ],
+        || {
+            d.run(
+                "upgrade",
+                &["--var", "image=orchestrator:1.1", "--var", "bake=1s"],
+            )
+        },
+    );
+    d.stack.web.set_health("eu-west-1", Health::Ok);
+
     let ran = d.run(
         "upgrade",
         &["--var", "image=orchestrator:1.1", "--var", "bake=1s"],
@@ -1237,19 +1329,33 @@ fn upgrade_goes_region_by_region_and_rolls_back_a_failing_one() {
     assert!(at("▶ upgrade ap-southeast-1") < at("▶ upgrade us-east-1"));
     assert!(ran.stdout.contains("ap-southeast-1: P99"), "{}", ran.stdout);
 
-    // The second region fails: rolled back, the primary untouched, the first undone on request.
-    d.stack.web.set_health("ap-southeast-1", Health::Fail);
-    let failed = d.run(
-        "upgrade",
-        &[
-            "--var",
-            "image=orchestrator:1.2",
-            "--var",
-            "bake=1s",
-            "--var",
-            "gate_timeout=3s",
-        ],
-    );
+    // The second region fails once it runs the new image: rolled back, the primary
+    // untouched, the first undone on request.
+    let finished = AtomicBool::new(false);
+    let failed = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !finished.load(Ordering::SeqCst) {
+                if image("ap-southeast-1") == "orchestrator:1.2" {
+                    d.stack.web.set_health("ap-southeast-1", Health::Fail);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let ran = d.run(
+            "upgrade",
+            &[
+                "--var",
+                "image=orchestrator:1.2",
+                "--var",
+                "bake=1s",
+                "--var",
+                "gate_timeout=3s",
+            ],
+        );
+        finished.store(true, Ordering::SeqCst);
+        ran
+    });
     assert_eq!(failed.code, 1, "{}", failed.all());
     assert!(
         failed

@@ -20,6 +20,13 @@ input! {
         /// Take over fields another manager owns.
         #[serde(default)]
         pub force: bool,
+        /// For a workload that already exists (Deployment, StatefulSet, DaemonSet,
+        /// ReplicaSet), keep what changes while it runs: its containers' images and its
+        /// replica count stay as they are (an upgrade's image, an operator's scale); the
+        /// manifests' values are for a new one, and the count for one scaled to 0. `kept`
+        /// lists what the manifests would have changed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub keep_running: bool,
     }
 }
 
@@ -32,6 +39,56 @@ fn manager() -> String {
 pub struct Applied {
     /// Each object as kind/namespace/name.
     pub applied: Vec<String>,
+    /// With `keep_running`: each running value kept where the manifests say otherwise, as
+    /// "deployment/app/orchestrator: image orchestrator:1.1 kept (the manifests say
+    /// orchestrator:1.0)".
+    #[serde(default)]
+    pub kept: Vec<String>,
+}
+
+/// The kinds whose replica count and images change while they run.
+const WORKLOADS: [&str; 4] = ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"];
+
+/// Puts the running replica count and container images of `running` into the manifest `doc`
+/// (containers matched by name), and says what the manifest would have changed.
+fn keep_running(doc: &mut Value, running: &Value, object: &str) -> Vec<String> {
+    let mut kept = Vec::new();
+    if let (Some(want), Some(has)) = (
+        doc.pointer("/spec/replicas").cloned(),
+        running.pointer("/spec/replicas"),
+    ) {
+        // A workload scaled to 0 is not running: it gets the manifests' count.
+        if &want != has && has.as_i64() != Some(0) {
+            kept.push(format!(
+                "{object}: replicas {has} kept (the manifests say {want})"
+            ));
+            doc["spec"]["replicas"] = has.clone();
+        }
+    }
+    for list in ["containers", "initContainers"] {
+        let pointer = format!("/spec/template/spec/{list}");
+        let Some(has) = running.pointer(&pointer).and_then(Value::as_array) else {
+            continue;
+        };
+        let Some(want) = doc.pointer_mut(&pointer).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in want.iter_mut() {
+            let name = c["name"].as_str().unwrap_or_default();
+            let Some(running) = has.iter().find(|r| r["name"].as_str() == Some(name)) else {
+                continue;
+            };
+            if let (Some(image), Some(want)) = (running["image"].as_str(), c["image"].as_str()) {
+                if image != want {
+                    kept.push(format!(
+                        "{object}: container {name} image {image} kept (the manifests say {want})"
+                    ));
+                    c["image"] = Value::from(image);
+                }
+            }
+        }
+    }
+    kept
 }
 
 /// The manifests to apply, each with where it came from.
@@ -215,7 +272,12 @@ impl Action for Apply {
                 .or_else(|| input.kustomize.clone())
                 .unwrap_or_default(),
         };
-        format!("apply {what} to {}", input.context)
+        let keep = if input.keep_running {
+            " (running images and replica counts kept)"
+        } else {
+            ""
+        };
+        format!("apply {what} to {}{keep}", input.context)
     }
 
     fn predict(input: &ApplyInput) -> Applied {
@@ -233,6 +295,7 @@ impl Action for Apply {
                         .collect()
                 })
                 .unwrap_or_default(),
+            kept: vec![],
         }
     }
 
@@ -248,10 +311,12 @@ impl Action for Apply {
             params = params.force();
         }
         let mut applied = Vec::new();
-        for (file, doc) in docs {
+        let mut kept = Vec::new();
+        for (file, mut doc) in docs {
             let api_version = doc["apiVersion"].as_str().unwrap_or("");
             let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-            let kind = doc["kind"].as_str().unwrap_or("");
+            let kind = doc["kind"].as_str().unwrap_or("").to_string();
+            let kind = kind.as_str();
             let name = doc["metadata"]["name"].as_str().unwrap_or("").to_string();
             let gvk = GroupVersionKind::gvk(group, version, kind);
             let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk)
@@ -268,15 +333,97 @@ impl Action for Apply {
             } else {
                 Api::all_with(client.clone(), &ar)
             };
-            api.patch(&name, &params, &Patch::Apply(&doc))
-                .await
-                .map_err(|e| kube_error(&format!("applying {kind} {name}"), &input.context, e))?;
-            applied.push(if namespaced {
+            let object = if namespaced {
                 format!("{}/{ns}/{name}", kind.to_lowercase())
             } else {
                 format!("{}/{name}", kind.to_lowercase())
-            });
+            };
+            if input.keep_running && WORKLOADS.contains(&kind) {
+                let running = api.get_opt(&name).await.map_err(|e| {
+                    kube_error(&format!("reading {kind} {name}"), &input.context, e)
+                })?;
+                if let Some(running) = running {
+                    kept.extend(keep_running(&mut doc, &running.data, &object));
+                }
+            }
+            api.patch(&name, &params, &Patch::Apply(&doc))
+                .await
+                .map_err(|e| kube_error(&format!("applying {kind} {name}"), &input.context, e))?;
+            applied.push(object);
         }
-        Ok(Applied { applied })
+        Ok(Applied { applied, kept })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(replicas: i64, images: &[(&str, &str)], init: &[(&str, &str)]) -> Value {
+        let list = |l: &[(&str, &str)]| {
+            l.iter()
+                .map(|(n, i)| json!({ "name": n, "image": i }))
+                .collect::<Vec<_>>()
+        };
+        json!({ "spec": { "replicas": replicas, "template": { "spec": {
+            "containers": list(images), "initContainers": list(init) } } } })
+    }
+
+    /// (manifest, running) → (what is applied, what is said to be kept).
+    #[test]
+    fn keep_running_keeps_what_changes_while_a_workload_runs() {
+        let app = [("app", "app:1.0")];
+        let cases: Vec<(&str, Value, Value, Value, Vec<&str>)> = vec![
+            (
+                "the same: nothing kept",
+                deployment(3, &app, &[]),
+                deployment(3, &app, &[]),
+                deployment(3, &app, &[]),
+                vec![],
+            ),
+            (
+                "an upgraded image and a scale are kept",
+                deployment(3, &app, &[]),
+                deployment(5, &[("app", "app:1.1")], &[]),
+                deployment(5, &[("app", "app:1.1")], &[]),
+                vec![
+                    "d: replicas 5 kept (the manifests say 3)",
+                    "d: container app image app:1.1 kept (the manifests say app:1.0)",
+                ],
+            ),
+            (
+                "scaled to 0: the manifests' count",
+                deployment(3, &app, &[]),
+                deployment(0, &app, &[]),
+                deployment(3, &app, &[]),
+                vec![],
+            ),
+            (
+                "containers match by name; a new one gets the manifests' image",
+                deployment(2, &[("app", "app:1.0"), ("sidecar", "proxy:2")], &[]),
+                deployment(2, &[("sidecar", "proxy:3"), ("old", "x:1")], &[]),
+                deployment(2, &[("app", "app:1.0"), ("sidecar", "proxy:3")], &[]),
+                vec!["d: container sidecar image proxy:3 kept (the manifests say proxy:2)"],
+            ),
+            (
+                "init containers too",
+                deployment(2, &app, &[("migrate", "app:1.0")]),
+                deployment(2, &app, &[("migrate", "app:1.1")]),
+                deployment(2, &app, &[("migrate", "app:1.1")]),
+                vec!["d: container migrate image app:1.1 kept (the manifests say app:1.0)"],
+            ),
+            (
+                "a manifest without replicas (an autoscaler's) is left without",
+                json!({ "spec": { "template": { "spec": { "containers": [] } } } }),
+                deployment(4, &[], &[]),
+                json!({ "spec": { "template": { "spec": { "containers": [] } } } }),
+                vec![],
+            ),
+        ];
+        for (why, mut manifest, running, applied, said) in cases {
+            let kept = keep_running(&mut manifest, &running, "d");
+            assert_eq!(manifest, applied, "{why}");
+            assert_eq!(kept, said, "{why}");
+        }
     }
 }

@@ -1,11 +1,16 @@
 //! Procedures compose: seeded random sequences of 6–10 procedures on one stack — planned
 //! failover, emergency failover (the primary's database crashes, its health fails), the old
-//! primary coming back by itself, rejoin, maintenance, rollback, initial-setup again — with a
-//! steady writer running. After each, the invariants are checked with psql:
+//! primary coming back by itself, rejoin, maintenance, an application rollback, a rolling
+//! upgrade, a nightly backup and a restore of the data from it, initial-setup again — with a
+//! steady writer running. After each, the invariants are checked with psql and kubectl:
 //! - never more than one writable primary, except a returned old primary that status names
 //!   as critical;
 //! - every acknowledged write survives each planned failover;
 //! - an emergency failover loses no more than the bound it reported;
+//! - a restore puts back every row of its archive, and every acknowledged write it replaced
+//!   is in the archive it kept of the data before;
+//! - an upgrade puts its image in every region it names, and is refused, changing nothing,
+//!   while a region it would upgrade is down or two primaries take writes;
 //! - after a rejoin (and after any sequence is repaired), status is clean.
 //!
 //! CI runs a sample (RUNBOOK_SEQUENCES, default 2, from seed 1). A long sweep:
@@ -14,13 +19,14 @@
 //! replays it.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runbook_stack::web::Health;
 
-use crate::runbooks::{drill, Drill};
+use crate::runbooks::{drill, kept_archives, Drill};
 use crate::support::Ran;
 
 const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
@@ -205,6 +211,32 @@ fn ids_on(d: &Drill, region: &str) -> BTreeSet<i64> {
         .collect()
 }
 
+/// The acknowledged writes that are neither known lost nor `present`.
+fn absent(acked: &[Acked], lost: &BTreeSet<i64>, present: &BTreeSet<i64>) -> Vec<i64> {
+    acked
+        .iter()
+        .map(|a| a.id)
+        .filter(|id| !lost.contains(id) && !present.contains(id))
+        .collect()
+}
+
+/// The ids of `ledger` in a pg_dump archive.
+fn archived_ids(archive: &Path) -> BTreeSet<i64> {
+    let mut c = std::process::Command::new("pg_restore");
+    c.args(["--data-only", "--table", "ledger", "-f", "-"])
+        .arg(archive);
+    let text = runbook_stack::run(c, "pg_restore").unwrap();
+    let Some(copy) = text.find("COPY ") else {
+        return BTreeSet::new();
+    };
+    text[copy..]
+        .lines()
+        .skip(1)
+        .take_while(|l| *l != "\\.")
+        .filter_map(|l| l.split('\t').next()?.parse().ok())
+        .collect()
+}
+
 /// Where the primary's newest timeline forked from the previous one.
 fn switch_point(d: &Drill, region: &str) -> Option<u64> {
     let tl: i64 = d
@@ -244,6 +276,11 @@ struct Model {
     returned: Option<String>,
     /// Whether DATABASE_URL was ever changed (a rollback needs a previous revision).
     repointed: bool,
+    /// The newest nightly backup of the primary's data, and how many were taken.
+    archive: Option<PathBuf>,
+    archives: usize,
+    /// The images rolled out so far (orchestrator:1.N).
+    images: usize,
 }
 
 #[derive(Default)]
@@ -255,6 +292,8 @@ struct Figures {
     /// Writes the databases acknowledged, over all sequences.
     acknowledged: usize,
     emergencies: usize,
+    /// Acknowledged writes that a restore replaced (each in the archive it kept).
+    restored: usize,
     /// (lost bytes, bound, exact) of each emergency failover.
     losses: Vec<(u64, u64, bool)>,
 }
@@ -276,6 +315,9 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
         down: None,
         returned: None,
         repointed: false,
+        archive: None,
+        archives: 0,
+        images: 0,
     };
     let length = 6 + rng.below(5);
     let mut done: Vec<String> = Vec::new();
@@ -283,6 +325,11 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
         format!("seed {seed}, after [{}]: {why}", done.join(", "))
     };
     std::thread::sleep(Duration::from_millis(300));
+    // Last night's backup, taken while the writer writes.
+    m.archives = 1;
+    let first = d.t.path("nightly-1.dump");
+    d.pg_dump("us-east-1", &first);
+    m.archive = Some(first);
 
     while done.len() < length {
         let primary = writable(&d)
@@ -296,11 +343,14 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                 *r != primary && Some(r.to_string()) != m.down && Some(r.to_string()) != m.returned
             })
             .collect();
-        let mut choices = vec!["maintenance"];
+        let mut choices = vec!["maintenance", "upgrade"];
         if m.returned.is_none() {
-            choices.extend(["planned", "emergency"]);
+            choices.extend(["planned", "emergency", "backup"]);
             if m.repointed {
                 choices.push("rollback");
+            }
+            if m.archive.is_some() {
+                choices.push("restore");
             }
             if m.down.is_none() {
                 choices.push("initial-setup");
@@ -317,8 +367,9 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
             choices.retain(|c| *c != "emergency");
         }
         if m.returned.is_some() {
-            // Nothing but a rejoin (or maintenance elsewhere) until the old primary is fixed.
-            choices.retain(|c| *c == "rejoin" || *c == "maintenance");
+            // Nothing but a rejoin (or maintenance or an upgrade, to see them refused) until
+            // the old primary is fixed.
+            choices.retain(|c| *c == "rejoin" || *c == "maintenance" || *c == "upgrade");
         }
         let what = rng.pick(&choices);
         let before = writer.acked();
@@ -338,11 +389,7 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                 m.repointed = true;
                 // Every write acknowledged before it is on the new primary.
                 let present = ids_on(&d, target);
-                let missing: Vec<i64> = before
-                    .iter()
-                    .map(|a| a.id)
-                    .filter(|id| !lost.contains(id) && !present.contains(id))
-                    .collect();
+                let missing = absent(&before, &lost, &present);
                 figures.planned_lost += missing.len();
                 figures.checks += 1;
                 if !missing.is_empty() {
@@ -533,15 +580,179 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                     return Err(fail(&done, format!("{label}: {}", ran.all())));
                 }
             }
+            "backup" => {
+                label = format!("backup of {primary}");
+                m.archives += 1;
+                let to = d.t.path(&format!("nightly-{}.dump", m.archives));
+                d.pg_dump(&primary, &to);
+                m.archive = Some(to);
+            }
+            "restore" => {
+                let archive = m.archive.clone().unwrap();
+                label = format!(
+                    "restore of {primary} from {}",
+                    archive.file_name().unwrap().to_string_lossy()
+                );
+                let kept_before = kept_archives(&d.t.path("")).len();
+                let ran = run(
+                    &d,
+                    "rollback",
+                    &[
+                        "--var",
+                        "mode=database",
+                        "--var",
+                        &format!("backup={}", archive.display()),
+                        "--yes",
+                    ],
+                );
+                if ran.code != 0 {
+                    return Err(fail(&done, format!("{label}: {}", ran.all())));
+                }
+                // Every write acknowledged until now, taken before the rows are read: one
+                // acknowledged after the restore is then on the primary.
+                let acked = writer.acked();
+                let present = ids_on(&d, &primary);
+                let missing: Vec<i64> = archived_ids(&archive)
+                    .into_iter()
+                    .filter(|id| !present.contains(id))
+                    .collect();
+                figures.checks += 1;
+                if !missing.is_empty() {
+                    return Err(fail(
+                        &done,
+                        format!("{label}: rows of the archive are not back: {missing:?}"),
+                    ));
+                }
+                // What it replaced: the acknowledged writes since the archive, kept beside it.
+                let kept = kept_archives(&d.t.path(""));
+                if kept.len() != kept_before + 1 {
+                    return Err(fail(
+                        &done,
+                        format!(
+                            "{label}: kept {} archive(s) of the data before",
+                            kept.len() - kept_before
+                        ),
+                    ));
+                }
+                let saved = archived_ids(kept.last().unwrap());
+                let replaced = absent(&acked, &lost, &present);
+                let unsaved: Vec<&i64> = replaced.iter().filter(|id| !saved.contains(id)).collect();
+                figures.checks += 1;
+                if !unsaved.is_empty() {
+                    return Err(fail(
+                        &done,
+                        format!(
+                            "{label}: {} acknowledged write(s) it replaced are not in the data it kept: {:?}",
+                            unsaved.len(),
+                            &unsaved[..unsaved.len().min(10)]
+                        ),
+                    ));
+                }
+                figures.restored += replaced.len();
+                lost.extend(replaced);
+            }
+            "upgrade" => {
+                m.images += 1;
+                let image = format!("orchestrator:1.{}", m.images);
+                let images =
+                    || REGIONS.map(|r| d.deployment(r, "spec.template.spec.containers[0].image"));
+                let was = images();
+                let args = |regions: &[&str]| {
+                    let mut a = vec![
+                        format!("image={image}"),
+                        "bake=0s".to_string(),
+                        "gate_timeout=20s".to_string(),
+                    ];
+                    if !regions.is_empty() {
+                        a.push(format!("regions={}", regions.join(",")));
+                    }
+                    a.into_iter()
+                        .flat_map(|v| ["--var".to_string(), v])
+                        .collect::<Vec<_>>()
+                };
+                let upgrade = |regions: &[&str]| {
+                    let a = args(regions);
+                    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+                    run(&d, "upgrade", &refs)
+                };
+                if let Some(returned) = &m.returned {
+                    label = format!("upgrade to {image} with {returned} back as a primary");
+                    let ran = upgrade(&[]);
+                    figures.checks += 1;
+                    if ran.code != 1
+                        || !ran.stderr.contains("writable primaries")
+                        || images() != was
+                    {
+                        return Err(fail(
+                            &done,
+                            format!("{label} should be refused, changing nothing: {}", ran.all()),
+                        ));
+                    }
+                } else {
+                    let mut up: Vec<&str> = REGIONS.to_vec();
+                    if let Some(down) = &m.down {
+                        // Refused while a region it would upgrade is down, nothing changed;
+                        // the others can be upgraded by name.
+                        let ran = upgrade(&[]);
+                        figures.checks += 1;
+                        if ran.code != 1
+                            || !ran
+                                .stderr
+                                .contains(&format!("{down} fails its health check"))
+                            || images() != was
+                        {
+                            return Err(fail(
+                                &done,
+                                format!(
+                                    "upgrade to {image} with {down} down should be refused, changing nothing: {}",
+                                    ran.all()
+                                ),
+                            ));
+                        }
+                        up.retain(|r| r != down);
+                    }
+                    label = format!("upgrade of {} to {image}", up.join(", "));
+                    let ran = upgrade(if m.down.is_some() { &up } else { &[] });
+                    if ran.code != 0 {
+                        return Err(fail(&done, format!("{label}: {}", ran.all())));
+                    }
+                    let now = images();
+                    figures.checks += 1;
+                    for (i, region) in REGIONS.iter().enumerate() {
+                        let want = if up.contains(region) {
+                            image.as_str()
+                        } else {
+                            was[i].as_str()
+                        };
+                        if now[i] != want {
+                            return Err(fail(
+                                &done,
+                                format!("{label}: {region} runs {}, not {want}", now[i]),
+                            ));
+                        }
+                    }
+                }
+            }
             _ => {
                 label = "initial-setup again".to_string();
                 let manifests = format!(
                     "--var=manifests={}/runbooks/manifests",
                     env!("CARGO_MANIFEST_DIR")
                 );
+                let images =
+                    || REGIONS.map(|r| d.deployment(r, "spec.template.spec.containers[0].image"));
+                let was = images();
                 let ran = run(&d, "initial-setup", &[&manifests]);
                 if ran.code != 0 {
                     return Err(fail(&done, format!("{label}: {}", ran.all())));
+                }
+                // It sets up around what runs: an upgrade's images stay.
+                figures.checks += 1;
+                if images() != was {
+                    return Err(fail(
+                        &done,
+                        format!("{label} changed the images: {was:?} → {:?}", images()),
+                    ));
                 }
             }
         }
@@ -620,7 +831,8 @@ fn random_sequences_of_procedures_keep_the_invariants() {
     println!(
         "{} sequence(s) passed of {count}, {} procedures, {} invariant checks, {} writes acknowledged; \
          acknowledged writes lost on planned failovers: {}; {} emergency failover(s) ({inexact} with an inexact bound), \
-         largest loss {} bytes against its bound {} ({}), largest bound reported {largest_bound} bytes",
+         largest loss {} bytes against its bound {} ({}), largest bound reported {largest_bound} bytes; \
+         acknowledged writes a restore replaced (each found in the data it kept): {}",
         figures.sequences,
         figures.procedures,
         figures.checks,
@@ -629,7 +841,8 @@ fn random_sequences_of_procedures_keep_the_invariants() {
         figures.emergencies,
         worst.0,
         worst.1,
-        if worst.2 { "exact" } else { "at least" }
+        if worst.2 { "exact" } else { "at least" },
+        figures.restored
     );
     assert!(failures.is_empty(), "{failures:#?}");
 }

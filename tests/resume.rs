@@ -904,3 +904,37 @@ fn a_resume_runs_in_the_folder_its_run_started_in() {
     );
     assert!(elsewhere.path().join("where.txt").exists());
 }
+
+/// A step that failed is retried with fresh reads: a read whose input comes from an earlier
+/// read (a WAL position, a count) runs with what that read sees now, not against its record
+/// as a script change. A write the step finished is still held to its record.
+#[test]
+fn a_retried_step_reads_afresh_even_where_a_read_feeds_the_next() {
+    let server = Server::start();
+    server.reply("/position", 200, "100", Duration::ZERO);
+    server.reply("/caught-up/100", 200, "yes", Duration::ZERO);
+    server.reply("/caught-up/250", 200, "yes", Duration::ZERO);
+    server.reply("/ready", 503, "not yet", Duration::ZERO);
+    let t = Test::new().script(&format!(
+        r#"
+        step("change", || http::post(#{{ url: "{u}change" }}));
+        step("verify", || {{
+            let at = http::get(#{{ url: "{u}position" }}).body;
+            http::get(#{{ url: `{u}caught-up/${{at}}` }});
+            http::get(#{{ url: "{u}ready" }});
+        }});
+        "#,
+        u = server.url("/")
+    ));
+    let failed = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    let run = t.only_run();
+    // The primary moved on meanwhile; the standby is ready now.
+    server.reply("/position", 200, "250", Duration::ZERO);
+    server.reply("/ready", 200, "ok", Duration::ZERO);
+    let done = t.exec(&["resume", &run]);
+    assert_eq!(done.code, 0, "{}", done.all());
+    assert_eq!(server.count("GET", "/caught-up/100"), 1);
+    assert_eq!(server.count("GET", "/caught-up/250"), 1, "read with what it sees now");
+    assert_eq!(server.count("POST", "/change"), 1, "the finished write is not repeated");
+}

@@ -283,20 +283,28 @@ pub fn decide<'a>(recorded: Option<&'a Call>, expected: Expected<'_>, mode: Mode
                 action,
                 input_hash: recorded_hash,
                 outcome,
+                write: wrote,
                 ..
             },
         ) => {
             if mode.undo_frontier && matches!(outcome, Outcome::InFlight) {
                 return Decision::Frontier;
             }
-            // A call that failed in a step being retried may have been fixed: it runs anew.
-            let superseded = mode.rerun_step && matches!(outcome, Outcome::Failed(_));
+            // In a step being retried, a call that failed may have been fixed, and a read
+            // changed nothing: each runs anew, with the input it has now (a read before it
+            // may have seen something new). Only a finished write is held to its record.
+            let superseded = mode.rerun_step
+                && match outcome {
+                    Outcome::Failed(_) => true,
+                    Outcome::Finished(_) => !*wrote,
+                    Outcome::InFlight => false,
+                };
             if !superseded && (action != name || recorded_hash != input_hash) {
                 return Decision::Mismatch;
             }
             match outcome {
                 // In a step being retried, reads run again; finished writes never do.
-                Outcome::Finished(out) if !mode.rerun_step || write => {
+                Outcome::Finished(out) if !mode.rerun_step || *wrote => {
                     Decision::Replay(Answer::Output(out))
                 }
                 Outcome::Failed(err) if !mode.rerun_step => Decision::Replay(Answer::Failure(err)),
@@ -704,6 +712,34 @@ mod tests {
                 STATUS,
                 rerun,
                 Decision::Fresh,
+            ),
+            (
+                "... also when an earlier read there saw something new (its input changed)",
+                &read_then_failed,
+                action("pg::status", "h2", false, true),
+                rerun,
+                Decision::Fresh,
+            ),
+            (
+                "... or the step now reads something else there",
+                &read_then_failed,
+                action("k8s::get", "h3", false, true),
+                rerun,
+                Decision::Fresh,
+            ),
+            (
+                "... or now writes there: the read changed nothing, the write is new",
+                &read_then_failed,
+                PROMOTE,
+                rerun,
+                Decision::Fresh,
+            ),
+            (
+                "a finished write in the step being retried, now with another input, is a mismatch",
+                &wrote_then_failed,
+                action("pg::promote", "h2", true, true),
+                rerun,
+                Decision::Mismatch,
             ),
             (
                 "a finished write in the step being retried does not",

@@ -623,6 +623,16 @@ pub struct Expect {
     pub standbys: Vec<String>,
 }
 
+/// A database that does not answer, and whose data directory says it stopped as a standby
+/// (pg_controldata: "shut down in recovery", or "in archive recovery" after a crash).
+fn stopped_in_recovery(db: &Database) -> bool {
+    db.role == "unreachable"
+        && matches!(
+            db.stopped_state.as_deref(),
+            Some("shut down in recovery" | "in archive recovery")
+        )
+}
+
 /// The postcondition's failures; empty when it holds.
 pub fn violations(t: &Topology, e: &Expect) -> Vec<String> {
     let p = e.primary.as_str();
@@ -686,9 +696,11 @@ pub fn violations(t: &Topology, e: &Expect) -> Vec<String> {
             continue;
         }
         let uses = app.database_region.as_deref();
+        // Its own region's standby; one that is down is allowed as any down standby is (its
+        // data directory says it was in recovery: it cannot come back writable).
         let local_standby = uses == Some(name.as_str())
-            && r.database.role == "standby"
-            && r.database.upstream_region.as_deref() == Some(p);
+            && ((r.database.role == "standby" && r.database.upstream_region.as_deref() == Some(p))
+                || stopped_in_recovery(&r.database));
         if uses != Some(p) && !local_standby {
             out.push(format!(
                 "{name}'s application uses {}, not the primary {p}",
@@ -1318,6 +1330,34 @@ mod tests {
             ("an app still on the old primary", Box::new(|t: &mut Topology| {
                 t.regions.get_mut("ap").unwrap().app = app(2, 2, "us");
             }), expect(&["ap"]), vec!["ap's application uses us's database, not the primary eu"]),
+            ("an app on its own region's standby, down after it stopped in recovery, is allowed", Box::new(|t: &mut Topology| {
+                let ap = t.regions.get_mut("ap").unwrap();
+                ap.database = db("down");
+                ap.database.stopped_state = Some("shut down in recovery".into());
+                ap.app = app(2, 2, "ap");
+            }), expect(&[]), vec![]),
+            ("the same after a crash (in archive recovery)", Box::new(|t: &mut Topology| {
+                let ap = t.regions.get_mut("ap").unwrap();
+                ap.database = db("down");
+                ap.database.stopped_state = Some("in archive recovery".into());
+                ap.app = app(2, 2, "ap");
+            }), expect(&[]), vec![]),
+            ("an app on its own region's database, down as a primary: it could come back writable", Box::new(|t: &mut Topology| {
+                let us = t.regions.get_mut("us").unwrap();
+                us.database = db("down");
+                us.database.stopped_state = Some("in production".into());
+                us.app = app(3, 3, "us");
+            }), expect(&[]), vec!["us's application uses us's database, not the primary eu"]),
+            ("an app on a database down with no data directory to read", Box::new(|t: &mut Topology| {
+                let ap = t.regions.get_mut("ap").unwrap();
+                ap.database = db("down");
+                ap.app = app(2, 2, "ap");
+            }), expect(&[]), vec!["ap's application uses ap's database, not the primary eu"]),
+            ("a down standby named as required still fails", Box::new(|t: &mut Topology| {
+                let ap = t.regions.get_mut("ap").unwrap();
+                ap.database = db("down");
+                ap.database.stopped_state = Some("shut down in recovery".into());
+            }), expect(&["ap"]), vec!["ap should be a standby streaming from eu; it is unreachable (connection refused)"]),
             ("an app scaled to 0 is not checked", Box::new(|t: &mut Topology| {
                 t.regions.get_mut("us").unwrap().app = app(0, 0, "us");
             }), expect(&["ap"]), vec![]),

@@ -935,6 +935,14 @@ fn a_retried_step_reads_afresh_even_where_a_read_feeds_the_next() {
     let done = t.exec(&["resume", &run]);
     assert_eq!(done.code, 0, "{}", done.all());
     assert_eq!(server.count("GET", "/caught-up/100"), 1);
-    assert_eq!(server.count("GET", "/caught-up/250"), 1, "read with what it sees now");
-    assert_eq!(server.count("POST", "/change"), 1, "the finished write is not repeated");
+    assert_eq!(
+        server.count("GET", "/caught-up/250"),
+        1,
+        "read with what it sees now"
+    );
+    assert_eq!(
+        server.count("POST", "/change"),
+        1,
+        "the finished write is not repeated"
+    );
 }

@@ -1,7 +1,8 @@
 //! Procedures compose: seeded random sequences of 6–10 procedures on one stack — planned
 //! failover, emergency failover (the primary's database crashes, its health fails), the old
 //! primary coming back by itself, rejoin, maintenance, an application rollback, a rolling
-//! upgrade, a nightly backup and a restore of the data from it, initial-setup again — with a
+//! upgrade, a nightly backup and a restore of the data from it, initial-setup again, and a
+//! standby's database stopping for a while (each procedure then runs around it) — with a
 //! steady writer running. After each, the invariants are checked with psql and kubectl:
 //! - never more than one writable primary, except a returned old primary that status names
 //!   as critical;
@@ -11,6 +12,8 @@
 //!   is in the archive it kept of the data before;
 //! - an upgrade puts its image in every region it names, and is refused, changing nothing,
 //!   while a region it would upgrade is down or two primaries take writes;
+//! - initial-setup is refused, changing nothing, while a standby's database is stopped; a
+//!   standby started again streams from the primary, or status names the rejoin it needs;
 //! - after a rejoin (and after any sequence is repaired), status is clean.
 //!
 //! CI runs a sample (RUNBOOK_SEQUENCES, default 2, from seed 1). A long sweep:
@@ -281,6 +284,8 @@ struct Model {
     archives: usize,
     /// The images rolled out so far (orchestrator:1.N).
     images: usize,
+    /// A standby whose database is stopped (a fast shutdown), not started again yet.
+    stopped: Option<String>,
 }
 
 #[derive(Default)]
@@ -296,6 +301,44 @@ struct Figures {
     restored: usize,
     /// (lost bytes, bound, exact) of each emergency failover.
     losses: Vec<(u64, u64, bool)>,
+}
+
+/// A standby's database started again: it streams from the primary by itself, or status names
+/// the rejoin it needs (it followed a primary that is one no more), and that rejoin runs.
+fn start_again(d: &Drill, region: &str, primary: &str) -> Result<(), String> {
+    let port = d.stack.pg.node(primary).port;
+    let streams = || {
+        d.stack
+            .pg
+            .psql(
+                d.stack.pg.node(region),
+                &format!("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming' AND sender_port = {port}"),
+            )
+            .is_ok_and(|n| n == "1")
+    };
+    if crate::support::wait_for(Duration::from_secs(5), streams) {
+        return Ok(());
+    }
+    let st = run(d, "status", &[]);
+    let rejoin = format!(
+        "rejoin.rhai -i {} --var region={region}",
+        d.inventory.display()
+    );
+    if !st.stdout.contains(&rejoin) {
+        return Err(format!(
+            "not streaming from {primary}, and status does not name its rejoin:\n{}",
+            st.all()
+        ));
+    }
+    let ran = run(
+        d,
+        "rejoin",
+        &["--var", &format!("region={region}"), "--yes"],
+    );
+    if ran.code != 0 {
+        return Err(format!("its rejoin: {}", ran.all()));
+    }
+    Ok(())
 }
 
 fn run(d: &Drill, runbook: &str, extra: &[&str]) -> Ran {
@@ -318,6 +361,7 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
         archive: None,
         archives: 0,
         images: 0,
+        stopped: None,
     };
     let length = 6 + rng.below(5);
     let mut done: Vec<String> = Vec::new();
@@ -340,7 +384,10 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
             .iter()
             .copied()
             .filter(|r| {
-                *r != primary && Some(r.to_string()) != m.down && Some(r.to_string()) != m.returned
+                *r != primary
+                    && Some(r.to_string()) != m.down
+                    && Some(r.to_string()) != m.returned
+                    && Some(r.to_string()) != m.stopped
             })
             .collect();
         let mut choices = vec!["maintenance", "upgrade"];
@@ -362,6 +409,15 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
         if m.returned.is_some() {
             choices.extend(["rejoin", "rejoin"]);
         }
+        match &m.stopped {
+            Some(_) => choices.extend(["start-standby", "start-standby"]),
+            None if m.returned.is_none() && !standbys.is_empty() => choices.push("stop-standby"),
+            None => {}
+        }
+        if standbys.is_empty() {
+            // No standby to fail over to.
+            choices.retain(|c| *c != "planned" && *c != "emergency");
+        }
         if m.down.is_some() {
             // One region down at a time: the next emergency waits until it is back.
             choices.retain(|c| *c != "emergency");
@@ -369,7 +425,8 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
         if m.returned.is_some() {
             // Nothing but a rejoin (or maintenance or an upgrade, to see them refused) until
             // the old primary is fixed.
-            choices.retain(|c| *c == "rejoin" || *c == "maintenance" || *c == "upgrade");
+            choices
+                .retain(|c| matches!(*c, "rejoin" | "maintenance" | "upgrade" | "start-standby"));
         }
         let what = rng.pick(&choices);
         let before = writer.acked();
@@ -580,6 +637,23 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                     return Err(fail(&done, format!("{label}: {}", ran.all())));
                 }
             }
+            "stop-standby" => {
+                let region = rng.pick(&standbys);
+                label = format!("{region}'s standby stops");
+                d.stack.pg.stop_node(d.stack.pg.node(region));
+                m.stopped = Some(region.to_string());
+            }
+            "start-standby" => {
+                let region = m.stopped.take().unwrap();
+                label = format!("{region}'s standby starts again");
+                d.stack
+                    .pg
+                    .start_node(d.stack.pg.node(&region))
+                    .map_err(|e| fail(&done, format!("starting {region}: {e}")))?;
+                start_again(&d, &region, &primary)
+                    .map_err(|e| fail(&done, format!("{label}: {e}")))?;
+                figures.checks += 1;
+            }
             "backup" => {
                 label = format!("backup of {primary}");
                 m.archives += 1;
@@ -742,6 +816,27 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                 let images =
                     || REGIONS.map(|r| d.deployment(r, "spec.template.spec.containers[0].image"));
                 let was = images();
+                if let Some(stopped) = &m.stopped {
+                    let ran = run(&d, "initial-setup", &[&manifests]);
+                    figures.checks += 1;
+                    if ran.code != 1
+                        || !ran
+                            .stderr
+                            .contains(&format!("{stopped}'s database does not answer"))
+                        || !ran.stderr.contains("Nothing was changed")
+                    {
+                        return Err(fail(
+                            &done,
+                            format!(
+                                "{label} with {stopped}'s database stopped should be refused: {}",
+                                ran.all()
+                            ),
+                        ));
+                    }
+                    done.push(format!("{label} (refused: {stopped} stopped)"));
+                    figures.procedures += 1;
+                    continue;
+                }
                 let ran = run(&d, "initial-setup", &[&manifests]);
                 if ran.code != 0 {
                     return Err(fail(&done, format!("{label}: {}", ran.all())));
@@ -766,6 +861,18 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
         }
     }
     // Repair what is left, then the deployment must be clean.
+    if let Some(region) = m.stopped.take() {
+        d.stack
+            .pg
+            .start_node(d.stack.pg.node(&region))
+            .map_err(|e| fail(&done, e.to_string()))?;
+        let primary = writable(&d)
+            .first()
+            .map(|(r, _)| r.clone())
+            .unwrap_or_default();
+        start_again(&d, &region, &primary)
+            .map_err(|e| fail(&done, format!("{region} started at the end: {e}")))?;
+    }
     if let Some(old) = m.down.take() {
         d.stack
             .pg

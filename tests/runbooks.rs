@@ -678,6 +678,77 @@ fn emergency_failover_with_the_primary_down_completes_and_reports_its_recovery_t
     );
 }
 
+/// A lost region: its database crashed, its health fails, and its addresses — the database's
+/// port, Redis, the Kubernetes API — take connections and never answer, as a region cut off
+/// by the network does. The failover observes it within its probe time, gives each of the
+/// lost region's parts a bounded try, and completes everywhere else.
+#[test]
+fn emergency_failover_completes_when_the_lost_region_never_answers() {
+    let d = drill();
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    let node = d.stack.pg.node("us-east-1");
+    runbook_stack::postgres::stop_dir(&node.data_dir, libc::SIGQUIT).unwrap();
+    let silent = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let database = silent(node.port);
+    let (redis, kube) = (silent(0), silent(0));
+    let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
+    let was_redis = d.stack.redis.node("us-east-1").port;
+    let was_kube = d
+        .stack
+        .kube
+        .iter()
+        .find(|k| k.region == "us-east-1")
+        .unwrap()
+        .port;
+    let kubeconfig = d.t.path("lost.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        std::fs::read_to_string(&d.kubeconfig).unwrap().replace(
+            &format!("127.0.0.1:{was_kube}"),
+            &format!("127.0.0.1:{}", port(&kube)),
+        ),
+    )
+    .unwrap();
+    let inventory = std::fs::read_to_string(&d.inventory)
+        .unwrap()
+        .replace(
+            &format!("127.0.0.1:{was_redis}"),
+            &format!("127.0.0.1:{}", port(&redis)),
+        )
+        .replace(
+            &format!("redis_port = {was_redis}"),
+            &format!("redis_port = {}", port(&redis)),
+        )
+        .replace(
+            &d.kubeconfig.display().to_string(),
+            &kubeconfig.display().to_string(),
+        );
+    std::fs::write(&d.inventory, inventory).unwrap();
+
+    let ran = d.run("emergency-failover", &["--var", "check_interval=100ms"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_says(
+        &ran.stdout,
+        &[
+            "us-east-1's application could not be read (the Kubernetes API did not answer within 3s)",
+            "us-east-1's database could not be fenced",
+            "us-east-1's application could not be scaled to 0: k8s::scale failed: did not finish within 3s",
+            "Redis in us-east-1 not repointed",
+            "applications in us-east-1 not repointed: k8s::set_env failed: did not finish within 3s",
+            "result old_primary_database: UNFENCED",
+        ],
+    );
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(d.stack.moto.weights()[1], ("eu-west-1".into(), 100));
+    assert!(d
+        .deployment(
+            "ap-southeast-1",
+            "spec.template.spec.containers[0].env[?(@.name==\"DATABASE_URL\")].value"
+        )
+        .contains(&format!(":{}/", d.stack.pg.node("eu-west-1").port)));
+    drop((database, redis, kube));
+}
+
 /// A Slack webhook that takes the request and never answers costs the failover 5 s a message,
 /// not the 15 s an action waits by default: the alert and the report each say what happened,
 /// and the failover completes.

@@ -220,11 +220,21 @@ async fn open(url: &SecretString, raw: &str, shown: &str, cx: &Cx) -> Result<Cli
             url.shown()
         ))
     })?;
-    config.connect_timeout(cx.timeout.min(Duration::from_secs(10)));
+    let limit = cx.timeout.min(Duration::from_secs(10));
+    config.connect_timeout(limit);
     if config.get_application_name().is_none() {
         config.application_name("runbook");
     }
-    let result = tls.connect(&config).await;
+    // connect_timeout covers the TCP connection only: an address that takes it and never
+    // answers (a lost region's, a black-holed route) would hold the start-up for ever.
+    let result = tokio::time::timeout(limit, tls.connect(&config))
+        .await
+        .map_err(|_| {
+            ActionError::not_sent(format!(
+                "{shown}: took the connection but did not answer within {}",
+                crate::action::Dur(limit)
+            ))
+        })?;
     let client = result.map_err(|e| pg_error(shown, e, false))?;
     OPENED.fetch_add(1, Ordering::Relaxed);
     Ok(client)

@@ -10,8 +10,26 @@ use serde_json::Value;
 use super::model::{App, Cache, Database, Health, Region, SlotView, Topology};
 use super::{InventoryView, RegionTargets};
 use crate::action::types::endpoint;
-use crate::action::{dns, http, k8s, pg, redis, Action, Cx};
+use crate::action::{dns, http, k8s, pg, redis, Action, ActionError, Cx};
 use crate::secret::mask_url_passwords;
+
+/// `probe`, or the error of a part that did not answer within the probe's limit: an address
+/// that takes the connection and never answers (a lost region's) must not hold the observation
+/// for each client's own, longer timeouts.
+async fn within<T>(
+    cx: &Cx,
+    what: &str,
+    probe: impl std::future::Future<Output = Result<T, ActionError>>,
+) -> Result<T, ActionError> {
+    tokio::time::timeout(cx.timeout, probe)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ActionError::not_sent(format!(
+                "{what} did not answer within {}",
+                crate::action::Dur(cx.timeout)
+            )))
+        })
+}
 
 /// Which region an endpoint belongs to.
 struct Directory {
@@ -96,7 +114,7 @@ async fn database(
         };
     };
     let label = Some(name.to_string());
-    let answer = async {
+    let answer = within(cx, "the database", async {
         let (client, target) = pg::connect(url, &label, cx).await?;
         let mut row = pg::json_row(&client, &target, PROBE_SQL).await?;
         if row["in_recovery"] == true && row["wal_receiver"].is_null() {
@@ -110,7 +128,7 @@ async fn database(
             }
         }
         Ok::<_, crate::action::ActionError>(row)
-    }
+    })
     .await;
     let row = match answer {
         Ok(row) => row,
@@ -332,10 +350,10 @@ async fn cache(name: &str, r: &RegionTargets, dir: &Directory, cx: &Cx) -> Cache
         };
     };
     let label = Some(name.to_string());
-    let answer = async {
+    let answer = within(cx, "Redis", async {
         let (mut conn, target) = redis::connect(url, &label, cx).await?;
         redis::role_of(&mut conn, &target).await
-    }
+    })
     .await;
     match answer {
         Ok(role) => {
@@ -377,7 +395,7 @@ async fn health(r: &RegionTargets, cx: &Cx) -> Health {
         json: None,
         timeout: cx.timeout.min(Duration::from_secs(10)),
     };
-    match http::send(cx, req).await {
+    match within(cx, "the health endpoint", http::send(cx, req)).await {
         Ok(resp) => Health {
             checked: true,
             ok: (200..300).contains(&resp.status),
@@ -409,11 +427,19 @@ async fn app(r: &RegionTargets, kubeconfig: &Option<String>, dir: &Directory, cx
         labels: None,
     };
     let (got, nodes) = tokio::join!(
-        k8s::Get::run(
-            get("deployment", Some(deployment.clone()), r.namespace.clone()),
-            cx.clone()
+        within(
+            cx,
+            "the Kubernetes API",
+            k8s::Get::run(
+                get("deployment", Some(deployment.clone()), r.namespace.clone()),
+                cx.clone()
+            )
         ),
-        k8s::Get::run(get("node", None, None), cx.clone()),
+        within(
+            cx,
+            "the Kubernetes API",
+            k8s::Get::run(get("node", None, None), cx.clone())
+        ),
     );
     // Nodes a role may not list are unknown, not none.
     let (nodes, cordoned_nodes) = match nodes {

@@ -307,16 +307,23 @@ struct Figures {
 /// the rejoin it needs (it followed a primary that is one no more), and that rejoin runs.
 fn start_again(d: &Drill, region: &str, primary: &str) -> Result<(), String> {
     let port = d.stack.pg.node(primary).port;
+    let timeline = writable(d)
+        .into_iter()
+        .find(|(r, _)| r == primary)
+        .map(|(_, tl)| tl)
+        .unwrap_or(0);
+    // Streaming from the primary on its timeline: a standby that diverged before a switch
+    // may stream for a moment on its old timeline before it gives up.
     let streams = || {
         d.stack
             .pg
             .psql(
                 d.stack.pg.node(region),
-                &format!("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming' AND sender_port = {port}"),
+                &format!("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming' AND sender_port = {port} AND received_tli = {timeline}"),
             )
             .is_ok_and(|n| n == "1")
     };
-    if crate::support::wait_for(Duration::from_secs(5), streams) {
+    if crate::support::wait_for(Duration::from_secs(10), streams) {
         return Ok(());
     }
     let st = run(d, "status", &[]);
@@ -667,7 +674,7 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                     "restore of {primary} from {}",
                     archive.file_name().unwrap().to_string_lossy()
                 );
-                let kept_before = kept_archives(&d.t.path("")).len();
+                let kept_before = kept_archives(&d.t.path(""));
                 let ran = run(
                     &d,
                     "rollback",
@@ -698,17 +705,18 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                     ));
                 }
                 // What it replaced: the acknowledged writes since the archive, kept beside it.
-                let kept = kept_archives(&d.t.path(""));
-                if kept.len() != kept_before + 1 {
+                // The one it kept now (named REGION-before-restore-TIME: not the last by name).
+                let kept: Vec<PathBuf> = kept_archives(&d.t.path(""))
+                    .into_iter()
+                    .filter(|k| !kept_before.contains(k))
+                    .collect();
+                if kept.len() != 1 {
                     return Err(fail(
                         &done,
-                        format!(
-                            "{label}: kept {} archive(s) of the data before",
-                            kept.len() - kept_before
-                        ),
+                        format!("{label}: kept {} archive(s) of the data before", kept.len()),
                     ));
                 }
-                let saved = archived_ids(kept.last().unwrap());
+                let saved = archived_ids(&kept[0]);
                 let replaced = absent(&acked, &lost, &present);
                 let unsaved: Vec<&i64> = replaced.iter().filter(|id| !saved.contains(id)).collect();
                 figures.checks += 1;

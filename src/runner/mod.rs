@@ -138,6 +138,20 @@ fn new_run_id() -> String {
     format!("{date}-{time}-{:02x}{:02x}", bytes[0], bytes[1])
 }
 
+/// A run id no run in the store has: ids are the minute and 16 random bits, so runs started
+/// in the same minute (a watcher, a cron'd status, a test) can draw one already taken, and
+/// its journal could not be created.
+fn unused_run_id(taken: impl Fn(&str) -> bool, mut draw: impl FnMut() -> String) -> String {
+    let mut id = draw();
+    for _ in 0..64 {
+        if !taken(&id) {
+            break;
+        }
+        id = draw();
+    }
+    id
+}
+
 /// The default lock: one per runbook and inventory.
 fn default_lock_name(runbook: &str, inventory: Option<&str>) -> String {
     let stem = |p: &str| {
@@ -232,7 +246,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
     let run_id = if req.dry_run {
         None
     } else {
-        Some(new_run_id())
+        Some(unused_run_id(|id| env.store.read(id).is_ok(), new_run_id))
     };
 
     let invocation = Arc::new(crate::action::Invocation::new(
@@ -1427,4 +1441,34 @@ fn undo(
         next: None,
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unused_run_id;
+
+    #[test]
+    fn a_run_id_already_in_the_store_is_drawn_again() {
+        let taken = |ids: Vec<&'static str>| move |id: &str| ids.contains(&id);
+        let cases: [(&str, Vec<&'static str>, Vec<&str>, &str); 3] = [
+            ("free at once", vec![], vec!["a", "b"], "a"),
+            (
+                "the first two taken",
+                vec!["a", "b"],
+                vec!["a", "b", "c"],
+                "c",
+            ),
+            (
+                "taken ids elsewhere do not matter",
+                vec!["x"],
+                vec!["a"],
+                "a",
+            ),
+        ];
+        for (why, store, draws, want) in cases {
+            let mut draws = draws.into_iter().map(str::to_string);
+            let id = unused_run_id(taken(store), || draws.next().unwrap());
+            assert_eq!(id, want, "{why}");
+        }
+    }
 }

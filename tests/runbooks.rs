@@ -645,6 +645,7 @@ fn emergency_failover_with_the_primary_down_completes_and_reports_its_recovery_t
         "| **Data-loss bound** | 0 bytes (the old primary is down; its WAL on disk ends at",
         "| new_primary | eu-west-1 | report |",
         "| old_primary_database | UNFENCED | report |",
+        "| old_primary_application | scaled to 0 | report |",
         "| **Operators** | tester |",
     ] {
         assert!(report.contains(want), "{want}\n{report}");
@@ -736,6 +737,8 @@ fn emergency_failover_completes_when_the_lost_region_never_answers() {
             "Redis in us-east-1 not repointed",
             "applications in us-east-1 not repointed: k8s::set_env failed: did not finish within 3s",
             "result old_primary_database: UNFENCED",
+            "us-east-1's application could not be scaled to 0 (its cluster did not answer): if the region comes back it runs against its old database until that rejoin, which stops it first",
+            "result old_primary_application: NOT scaled to 0",
         ],
     );
     assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");

@@ -223,6 +223,11 @@ fn absent(acked: &[Acked], lost: &BTreeSet<i64>, present: &BTreeSet<i64>) -> Vec
         .collect()
 }
 
+/// The first ten of some ids, for a failure message.
+fn first_ids(ids: &[i64]) -> String {
+    format!("{:?}", &ids[..ids.len().min(10)])
+}
+
 /// The ids of `ledger` in a pg_dump archive.
 fn archived_ids(archive: &Path) -> BTreeSet<i64> {
     let mut c = std::process::Command::new("pg_restore");
@@ -460,9 +465,9 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                     return Err(fail(
                         &done,
                         format!(
-                            "{label} lost {} acknowledged write(s): {:?}",
+                            "{label} lost {} acknowledged write(s): {}",
                             missing.len(),
-                            &missing[..missing.len().min(10)]
+                            first_ids(&missing)
                         ),
                     ));
                 }
@@ -718,15 +723,19 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                 }
                 let saved = archived_ids(&kept[0]);
                 let replaced = absent(&acked, &lost, &present);
-                let unsaved: Vec<&i64> = replaced.iter().filter(|id| !saved.contains(id)).collect();
+                let unsaved: Vec<i64> = replaced
+                    .iter()
+                    .copied()
+                    .filter(|id| !saved.contains(id))
+                    .collect();
                 figures.checks += 1;
                 if !unsaved.is_empty() {
                     return Err(fail(
                         &done,
                         format!(
-                            "{label}: {} acknowledged write(s) it replaced are not in the data it kept: {:?}",
+                            "{label}: {} acknowledged write(s) it replaced are not in the data it kept: {}",
                             unsaved.len(),
-                            &unsaved[..unsaved.len().min(10)]
+                            first_ids(&unsaved)
                         ),
                     ));
                 }

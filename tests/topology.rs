@@ -2,6 +2,8 @@
 //! names what is wrong, a former primary rejoins as a standby, and a failback needs nothing in
 //! between — checked on the local stack with psql, redis-cli, the AWS SDK and kubectl.
 
+use std::path::Path;
+
 use runbook_stack::redis::info_field;
 use runbook_stack::web::Health;
 
@@ -174,10 +176,13 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
     assert_eq!(d.stack.moto.weights()[2], ("us-east-1".into(), 0));
     assert!(streams_from(&d, "ap-southeast-1", "eu-west-1"));
 
-    // It comes back by itself, writable on its old timeline.
+    // It comes back by itself, writable on its old timeline, and takes two writes that never
+    // reach eu-west-1 (a client that still reaches it).
     d.stack.pg.start_node(d.stack.pg.node("us-east-1")).unwrap();
     d.stack.web.set_health("us-east-1", Health::Ok);
     assert_eq!(role(&d, "us-east-1"), "writable");
+    d.psql("us-east-1", "INSERT INTO t VALUES (2)");
+    d.psql("us-east-1", "INSERT INTO t VALUES (3)");
     // Its fix is the command to paste: the runbook beside status.rhai, the inventory and the
     // store options as given.
     let flagged = d.run("status", &["--state-dir", "elsewhere"]);
@@ -244,6 +249,24 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
         Some(d.stack.redis.node("eu-west-1").port.to_string())
     );
     assert_eq!(d.psql("us-east-1", "SELECT count(*) FROM t"), "1");
+    // The two writes are out of it, counted in its WAL, and kept: its data directory was
+    // copied beside it before the rewind, and a server started on the copy has them.
+    let data_dir = d.stack.pg.node("us-east-1").data_dir.display().to_string();
+    let (kept, rows) = kept_rows(
+        &d,
+        &rejoin,
+        "us-east-1 had committed 2 transactions after it forked from eu-west-1",
+    );
+    assert_eq!(rows, "1,2,3");
+    assert!(
+        kept.starts_with(&format!("{data_dir}.before-rewind-")),
+        "{kept}"
+    );
+    assert!(report.contains("| commits_after_fork | 2 |"), "{report}");
+    assert!(
+        report.contains(&format!("| kept_copy | {kept} |")),
+        "{report}"
+    );
     let clean = d.run("status", &["--var", "strict=true"]);
     assert_eq!(clean.code, 0, "{}", clean.all());
     d.report(&d.t.newest_run(), "finished");
@@ -251,6 +274,20 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
     // Failback, the inventory untouched: us-east-1 primary again, eu-west-1 its standby.
     let back = d.run("planned-failover", &["--var", "target=us-east-1", "--yes"]);
     assert_eq!(back.code, 0, "{}", back.all());
+    // A switchover loses nothing: the old primary committed nothing after the fork, and no
+    // copy is made.
+    assert!(
+        back.stdout.contains("eu-west-1 had committed no transaction after it forked from us-east-1: the rewind discarded no committed write"),
+        "{}",
+        back.stdout
+    );
+    let eu = d.stack.pg.node("eu-west-1").data_dir.clone();
+    let copies: Vec<_> = std::fs::read_dir(eu.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains(".before-rewind-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "only us-east-1's: {copies:?}");
     assert_eq!(role(&d, "us-east-1"), "writable");
     assert_eq!(role(&d, "eu-west-1"), "standby");
     assert!(streams_from(&d, "eu-west-1", "us-east-1"));
@@ -266,6 +303,103 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
     let clean = d.run("status", &["--var", "strict=true"]);
     assert_eq!(clean.code, 0, "{}", clean.all());
     assert!(clean.stdout.contains("no anomalies"), "{}", clean.stdout);
+}
+
+/// The writes an emergency failover lost are not lost for good: the primary crashed with a
+/// commit no standby had received (the bound it reports is above 0); the rejoin takes it
+/// through crash recovery, counts that commit in its WAL, and copies its data directory aside
+/// before the rewind takes the commit out of it. A server started on the copy has the row.
+#[test]
+fn the_writes_an_emergency_failover_lost_are_kept_by_the_rejoin() {
+    let d = drill();
+    d.psql(
+        "us-east-1",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1)",
+    );
+    for standby in ["eu-west-1", "ap-southeast-1"] {
+        assert!(crate::support::wait_for(
+            std::time::Duration::from_secs(20),
+            || d.psql(standby, "SELECT count(*) FROM t") == "1"
+        ));
+        // Its WAL receiver stops: what the primary commits from now on, it never receives.
+        d.psql(standby, "ALTER SYSTEM SET primary_conninfo = ''");
+        d.psql(standby, "SELECT pg_reload_conf()");
+        assert!(crate::support::wait_for(
+            std::time::Duration::from_secs(20),
+            || d.psql(standby, "SELECT count(*) FROM pg_stat_wal_receiver") == "0"
+        ));
+    }
+    d.psql("us-east-1", "INSERT INTO t VALUES (2)");
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    runbook_stack::postgres::stop_dir(&d.stack.pg.node("us-east-1").data_dir, libc::SIGQUIT)
+        .unwrap();
+    // The standbys no longer name their upstream: the operator says which region failed.
+    let failover = d.run(
+        "emergency-failover",
+        &["--var", "check_interval=20ms", "--var", "from=us-east-1"],
+    );
+    assert_eq!(failover.code, 0, "{}", failover.all());
+    let bound = failover
+        .stdout
+        .split("data-loss bound ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{}", failover.stdout));
+    assert!(
+        bound > 0,
+        "the commit was not received: {}",
+        failover.stdout
+    );
+    assert!(
+        failover.stdout.contains("If us-east-1's disk survived, what the bound counts is still on it: its rejoin copies its data directory aside before the rewind takes those writes out"),
+        "{}",
+        failover.stdout
+    );
+    let primary = if d.psql("eu-west-1", "SELECT pg_is_in_recovery()") == "f" {
+        "eu-west-1"
+    } else {
+        "ap-southeast-1"
+    };
+    assert_eq!(d.psql(primary, "SELECT count(*) FROM t"), "1");
+
+    // Still stopped as it crashed: no approval is asked, nothing it wrote is lost.
+    let rejoin = d.run("rejoin", &["--var", "region=us-east-1"]);
+    assert_eq!(rejoin.code, 0, "{}", rejoin.all());
+    assert_eq!(role(&d, "us-east-1"), "standby");
+    assert!(streams_from(&d, "us-east-1", primary));
+    assert_eq!(d.psql("us-east-1", "SELECT count(*) FROM t"), "1");
+    let (_, rows) = kept_rows(
+        &d,
+        &rejoin,
+        &format!("us-east-1 had committed 1 transaction after it forked from {primary}"),
+    );
+    assert_eq!(rows, "1,2");
+}
+
+/// The copy a rejoin says it kept, after `said` in its output, and table t's rows in it as a
+/// server started on the copy reads them ("1,2,3").
+fn kept_rows(d: &Drill, rejoin: &Ran, said: &str) -> (String, String) {
+    let kept = rejoin
+        .stdout
+        .lines()
+        .find_map(|l| l.split(said).nth(1))
+        .and_then(|rest| {
+            rest.split("; its data directory from before the rewind is kept in ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split(" (a primary on its old timeline").next())
+        .unwrap_or_else(|| panic!("{}", rejoin.stdout))
+        .to_string();
+    let copy = d
+        .stack
+        .pg
+        .start_copy(Path::new(&kept), "the kept copy")
+        .unwrap();
+    let rows = copy
+        .psql("SELECT string_agg(x::text, ',' ORDER BY x) FROM t")
+        .unwrap();
+    (kept, rows)
 }
 
 /// An emergency failover whose old primary still answers fences it, waits until the target has

@@ -274,6 +274,31 @@ impl PgCluster {
             .to_string())
     }
 
+    /// Starts a server on another data directory of the cluster's (a copy kept aside), as it
+    /// is, on a port of its own; it is stopped by its process id when the guard is dropped.
+    pub fn start_copy(&self, data_dir: &Path, name: &str) -> std::io::Result<CopyServer<'_>> {
+        let node = PgNode {
+            region: name.to_string(),
+            port: free_port()?,
+            data_dir: data_dir.to_path_buf(),
+            ca: None,
+        };
+        let mut start = tool(&self.bin, "pg_ctl");
+        start
+            .arg("-D")
+            .arg(data_dir)
+            .arg("-l")
+            .arg(data_dir.join("copy.log"))
+            .args(["-o", &format!("-p {}", node.port)])
+            .args(["-w", "-t", "60", "start"]);
+        let started = CopyServer {
+            cluster: self,
+            node,
+        };
+        run(start, &format!("starting PostgreSQL on {name}"))?;
+        Ok(started)
+    }
+
     pub fn node(&self, region: &str) -> &PgNode {
         self.nodes
             .iter()
@@ -285,6 +310,25 @@ impl PgCluster {
         for node in self.nodes.iter().rev() {
             self.stop_node(node);
         }
+    }
+}
+
+/// A server started on a copy of a data directory; stopped when dropped.
+pub struct CopyServer<'a> {
+    cluster: &'a PgCluster,
+    pub node: PgNode,
+}
+
+impl CopyServer<'_> {
+    /// One SQL statement on it, as [`PgCluster::psql`].
+    pub fn psql(&self, sql: &str) -> std::io::Result<String> {
+        self.cluster.psql(&self.node, sql)
+    }
+}
+
+impl Drop for CopyServer<'_> {
+    fn drop(&mut self) {
+        self.cluster.stop_node(&self.node);
     }
 }
 

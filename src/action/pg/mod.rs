@@ -4,6 +4,7 @@
 //! optional `name` (the region, say) that messages and the plan use beside the host.
 
 mod conn;
+mod fork;
 mod server;
 pub(crate) mod tool;
 
@@ -22,6 +23,7 @@ use super::{Action, ActionError, Cx, Dur, Poll, Spec};
 use crate::secret::SecretString;
 pub(crate) use conn::{connect, connect_new, pg_error, target};
 pub use conn::{OPENED, REUSED};
+pub(crate) use fork::control_field;
 pub use server::{BaseBackup, RejoinInput, Rejoined, Restart, Rewind};
 pub(crate) use tool::bin;
 

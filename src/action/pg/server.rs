@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{bin, connect, conninfo_value, quote_literal, status_of, target};
+use super::{bin, connect, conninfo_value, fork, quote_literal, status_of, target};
 use crate::action::types::endpoint;
 use crate::action::world::World;
 use crate::action::{Action, ActionError, Cx, Poll, Spec};
@@ -52,6 +52,11 @@ input! {
         pub application_name: Option<String>,
         /// Where pg_ctl writes the server's log (default: `<data_dir>/startup.log`).
         pub log_file: Option<String>,
+        /// For pg::rewind, when the server committed transactions after it forked from the
+        /// primary (the rewind discards them): true (default) copies its data directory aside
+        /// first; false rewinds without a copy, and they are lost.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub keep_copy: Option<bool>,
     }
 }
 
@@ -71,6 +76,12 @@ pub struct Rejoined {
     pub timeline: i64,
     /// For a base backup: where the old data directory was moved.
     pub moved_aside: Option<String>,
+    /// For a rewind: the transactions it had committed after it forked from the primary (read
+    /// in its WAL with pg_waldump), which the rewind took out of it; null when not counted.
+    pub commits_after_fork: Option<u64>,
+    /// For a rewind that took out committed transactions: where its data directory was copied
+    /// before (a stopped primary on its old timeline: start it on another port to read them).
+    pub kept_copy: Option<String>,
     pub took_ms: u64,
 }
 
@@ -423,6 +434,8 @@ async fn begin(input: &RejoinInput, cx: &Cx) -> Result<(Source, Option<Rejoined>
         upstream: source.upstream(),
         timeline,
         moved_aside: None,
+        commits_after_fork: None,
+        kept_copy: None,
         took_ms: started.elapsed().as_millis() as u64,
     });
     Ok((source, done))
@@ -471,6 +484,8 @@ fn predicted(input: &RejoinInput, method: &str) -> Rejoined {
         upstream: target(&input.primary_url, &None),
         timeline: 0,
         moved_aside: None,
+        commits_after_fork: None,
+        kept_copy: None,
         took_ms: 0,
     }
 }
@@ -587,35 +602,55 @@ async fn rejoin(input: RejoinInput, cx: Cx, method: Method) -> Result<Rejoined, 
     if let Some(done) = done {
         return Ok(done);
     }
-    let (name, detail, moved_aside) = match method {
-        Method::Rewind => ("rewind", rewind(&input, &source, &shown, &cx).await?, None),
+    let mut done = Rejoined {
+        changed: true,
+        method: String::new(),
+        detail: String::new(),
+        upstream: source.upstream(),
+        timeline: 0,
+        moved_aside: None,
+        commits_after_fork: None,
+        kept_copy: None,
+        took_ms: 0,
+    };
+    match method {
+        Method::Rewind => {
+            let rewound = rewind(&input, &source, &shown, &cx).await?;
+            done.method = "rewind".into();
+            done.detail = rewound.detail;
+            done.commits_after_fork = rewound.commits_after_fork;
+            done.kept_copy = rewound.kept_copy;
+        }
         Method::BaseBackup => {
             let aside = basebackup(&input, &source, &shown, &cx).await?;
-            let detail = format!("copied from {}", source.upstream());
-            ("basebackup", detail, Some(aside.display().to_string()))
+            done.method = "basebackup".into();
+            done.detail = format!("copied from {}", source.upstream());
+            done.moved_aside = Some(aside.display().to_string());
         }
-    };
+    }
     configure_standby(&input, &source)?;
     start(&input.local(), &shown).await?;
-    let timeline = wait_streaming(&input, &source, &shown, &poll, &cx).await?;
-    Ok(Rejoined {
-        changed: true,
-        method: name.into(),
-        detail,
-        upstream: source.upstream(),
-        timeline,
-        moved_aside,
-        took_ms: poll.waited_ms(),
-    })
+    done.timeline = wait_streaming(&input, &source, &shown, &poll, &cx).await?;
+    done.took_ms = poll.waited_ms();
+    Ok(done)
 }
 
-/// Stops the server and pg_rewinds it onto the primary's timeline; says what pg_rewind found.
+/// What a rewind did: what pg_rewind found, and what it took out of the server.
+struct Rewound {
+    detail: String,
+    commits_after_fork: Option<u64>,
+    kept_copy: Option<String>,
+}
+
+/// Stops the server and pg_rewinds it onto the primary's timeline. First, a dry-run finds
+/// where it forked; the transactions it committed after that point are counted in its WAL
+/// and, unless asked not to, its data directory is copied aside before they are discarded.
 async fn rewind(
     input: &RejoinInput,
     source: &Source,
     shown: &str,
     cx: &Cx,
-) -> Result<String, ActionError> {
+) -> Result<Rewound, ActionError> {
     let dir = Path::new(&input.data_dir);
     if !dir.join("global/pg_control").exists() {
         return Err(ActionError::permanent(format!(
@@ -624,12 +659,42 @@ async fn rewind(
         )));
     }
     stop(&input.local(), shown, cx).await?;
-    let saved = save_own_files(dir)?;
+    let here = fork::Dir {
+        data_dir: &input.data_dir,
+        bin_dir: &input.bin_dir,
+        os_user: &input.os_user,
+        shown,
+    };
+    here.recover(cx.timeout).await?;
     let source_server = source.tool_conninfo(&application_name(input));
+    let rewind_args = ["-D", &input.data_dir, "--source-server", &source_server];
+    let (_, looked) = tool(
+        &input.local(),
+        "pg_rewind",
+        &[&["--dry-run"][..], &rewind_args[..]].concat(),
+        source.password.as_deref(),
+        cx.timeout,
+    )
+    .await?;
+    let mut rewound = Rewound {
+        detail: String::new(),
+        commits_after_fork: None,
+        kept_copy: None,
+    };
+    if let Some(fork::Fork::At { lsn, .. }) = fork::fork_in(&looked) {
+        rewound.commits_after_fork = here.commits_since(&lsn, cx.timeout).await;
+        // Not counted is not known to be none: kept as well.
+        if rewound.commits_after_fork != Some(0) && input.keep_copy != Some(false) {
+            let copy = here.copy_aside(cx.timeout).await?;
+            rewound.kept_copy = Some(copy.display().to_string());
+        }
+    }
+    // (A dry-run that failed fails the same way below, saying why.)
+    let saved = save_own_files(dir)?;
     let (ok, text) = tool(
         &input.local(),
         "pg_rewind",
-        &["-D", &input.data_dir, "--source-server", &source_server],
+        &rewind_args,
         source.password.as_deref(),
         cx.timeout,
     )
@@ -644,12 +709,13 @@ async fn rewind(
             last_lines(&text, 2)
         )));
     }
-    Ok(text
+    rewound.detail = text
         .lines()
         .map(|l| l.trim_start_matches("pg_rewind: ").trim())
         .filter(|l| l.contains("diverged") || l.contains("no rewind required"))
         .collect::<Vec<_>>()
-        .join("; "))
+        .join("; ");
+    Ok(rewound)
 }
 
 /// Stops the server, moves its data directory aside and copies a fresh one from the

@@ -57,3 +57,24 @@ pub(crate) async fn run(
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
 }
+
+/// The position just past the newest WAL segment of `timeline` in `pg_wal`, as PostgreSQL
+/// writes positions ("0/5000000").
+pub(crate) fn last_segment_end(
+    pg_wal: &std::path::Path,
+    timeline: &str,
+    segment_bytes: u64,
+) -> Option<String> {
+    let tli = format!("{:08X}", timeline.parse::<u32>().ok()?);
+    let newest = std::fs::read_dir(pg_wal)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            n.len() == 24 && n.starts_with(&tli) && n.chars().all(|c| c.is_ascii_hexdigit())
+        })
+        .max()?;
+    let log = u64::from_str_radix(&newest[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&newest[16..24], 16).ok()?;
+    let end = (log << 32) + (seg + 1) * segment_bytes;
+    Some(format!("{:X}/{:X}", end >> 32, end & 0xffff_ffff))
+}

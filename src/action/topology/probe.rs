@@ -224,13 +224,7 @@ async fn on_disk(
     let Ok(control) = control else {
         return;
     };
-    let field = |key: &str| {
-        control
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    };
+    let field = |key: &str| pg::control_field(&control, key);
     // A server still running (its socket just does not answer) has a WAL that may still grow:
     // only a stopped one's end is final.
     let pid = std::fs::read_to_string(dir.join("postmaster.pid"))
@@ -253,7 +247,7 @@ async fn on_disk(
     let wal = dir.join("pg_wal");
     // Read no further than the last segment on disk: past it, pg_waldump waits for a file
     // that will never come.
-    let Some(bound) = last_segment_end(&wal, &tli, segment) else {
+    let Some(bound) = pg::tool::last_segment_end(&wal, &tli, segment) else {
         return;
     };
     let wal_dir = wal.display().to_string();
@@ -273,27 +267,6 @@ async fn on_disk(
             wal_end(&out.stderr, segment)
         };
     }
-}
-
-/// The position just past the newest WAL segment of `timeline` in `pg_wal`.
-fn last_segment_end(
-    pg_wal: &std::path::Path,
-    timeline: &str,
-    segment_bytes: u64,
-) -> Option<String> {
-    let tli = format!("{:08X}", timeline.parse::<u32>().ok()?);
-    let newest = std::fs::read_dir(pg_wal)
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| {
-            n.len() == 24 && n.starts_with(&tli) && n.chars().all(|c| c.is_ascii_hexdigit())
-        })
-        .max()?;
-    let log = u64::from_str_radix(&newest[8..16], 16).ok()?;
-    let seg = u64::from_str_radix(&newest[16..24], 16).ok()?;
-    Some(super::model::lsn_text(
-        (log << 32) + (seg + 1) * segment_bytes,
-    ))
 }
 
 /// Where pg_waldump found the WAL to end: at an invalid record ("invalid record length at

@@ -1,0 +1,311 @@
+//! What a rewind would take out of a server: where it forked from the primary's history (as
+//! `pg_rewind --dry-run` finds it), how many transactions it committed after that point (its
+//! own WAL, read with pg_waldump), and a copy of its data directory, made before those
+//! transactions are discarded.
+//!
+//! A former primary that took writes after a failover (it came back writable, or it crashed
+//! with commits no standby had received) holds the only copy of them. Rewinding it onto the new
+//! primary's timeline is the right way back, and it discards them; the copy is what lets
+//! someone read them afterwards.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::tool::{self, bin, last_segment_end};
+use crate::action::ActionError;
+
+/// Where a server's history left the primary's, as `pg_rewind --dry-run` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fork {
+    /// "no rewind required": everything it has, the primary has too.
+    None,
+    /// "servers diverged at WAL location 0/3000000 on timeline 1".
+    At { lsn: String, timeline: u32 },
+}
+
+/// The fork in pg_rewind's output; `None` when it says neither (it failed).
+pub(crate) fn fork_in(said: &str) -> Option<Fork> {
+    if said.contains("no rewind required") {
+        return Some(Fork::None);
+    }
+    let rest = said.split("servers diverged at WAL location ").nth(1)?;
+    let mut words = rest.split_whitespace();
+    let lsn = words.next()?.to_string();
+    lsn.split_once('/').filter(|(hi, lo)| {
+        u32::from_str_radix(hi, 16).is_ok() && u32::from_str_radix(lo, 16).is_ok()
+    })?;
+    let timeline = match (words.next(), words.next(), words.next()) {
+        (Some("on"), Some("timeline"), Some(t)) => t.trim_end_matches('.').parse().ok()?,
+        _ => return None,
+    };
+    Some(Fork::At { lsn, timeline })
+}
+
+/// Transactions committed in `pg_waldump --stats=record` output (plain and prepared commits);
+/// `None` when it printed no statistics (it could not read from the start it was given).
+pub(crate) fn commits_in(stats: &str) -> Option<u64> {
+    if !stats.contains("WAL statistics between") {
+        return None;
+    }
+    Some(
+        stats
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                let kind = words.next()?;
+                matches!(kind, "Transaction/COMMIT" | "Transaction/COMMIT_PREPARED")
+                    .then(|| words.next()?.parse::<u64>().ok())?
+            })
+            .sum(),
+    )
+}
+
+/// A value of `pg_controldata`'s output ("Database cluster state:" → "shut down").
+pub(crate) fn control_field(control: &str, key: &str) -> Option<String> {
+    control
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// The data directory's owner and tools, as the rewind runs them.
+pub(crate) struct Dir<'a> {
+    pub data_dir: &'a str,
+    pub bin_dir: &'a Option<String>,
+    pub os_user: &'a Option<String>,
+    /// The server as messages name it.
+    pub shown: &'a str,
+}
+
+impl Dir<'_> {
+    async fn control(&self, limit: Duration) -> Result<String, ActionError> {
+        let ran = tool::run(
+            &None,
+            &bin(self.bin_dir, "pg_controldata"),
+            &["-D", self.data_dir],
+            None,
+            limit,
+        )
+        .await?;
+        if !ran.ok {
+            return Err(ActionError::permanent(format!(
+                "{}: pg_controldata could not read {}: {}",
+                self.shown,
+                self.data_dir,
+                ran.stderr.trim()
+            )));
+        }
+        Ok(ran.stdout)
+    }
+
+    /// A stopped server that did not shut down cleanly (it crashed) is taken through crash
+    /// recovery in single-user mode and stopped again, as pg_rewind itself would do: its WAL
+    /// can then be read to its end, and pg_rewind's dry-run accepts it. No client can connect
+    /// meanwhile.
+    pub async fn recover(&self, limit: Duration) -> Result<(), ActionError> {
+        let control = self.control(limit).await?;
+        let state = control_field(&control, "Database cluster state:").unwrap_or_default();
+        if state == "shut down" || state == "shut down in recovery" {
+            return Ok(());
+        }
+        let ran = tool::run(
+            self.os_user,
+            &bin(self.bin_dir, "postgres"),
+            &["--single", "-F", "-D", self.data_dir, "template1"],
+            None,
+            limit,
+        )
+        .await?;
+        if !ran.ok {
+            return Err(ActionError::permanent(format!(
+                "{}: crash recovery in single-user mode failed (it was \"{state}\"): {}. It is left stopped",
+                self.shown,
+                ran.stderr.trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Transactions the server committed at or after `lsn` in its own WAL; `None` when its
+    /// WAL could not be read from there.
+    pub async fn commits_since(&self, lsn: &str, limit: Duration) -> Option<u64> {
+        let control = self.control(limit).await.ok()?;
+        let tli = control_field(&control, "Latest checkpoint's TimeLineID:")?;
+        let segment: u64 = control_field(&control, "Bytes per WAL segment:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16 << 20);
+        let wal = Path::new(self.data_dir).join("pg_wal");
+        // Read no further than the last segment on disk: past it, pg_waldump waits for a file
+        // that will never come.
+        let bound = last_segment_end(&wal, &tli, segment)?;
+        let wal = wal.display().to_string();
+        let ran = tool::run(
+            self.os_user,
+            &bin(self.bin_dir, "pg_waldump"),
+            &[
+                "-p",
+                &wal,
+                "-t",
+                &tli,
+                "-s",
+                lsn,
+                "-e",
+                &bound,
+                "--stats=record",
+            ],
+            None,
+            limit,
+        )
+        .await
+        .ok()?;
+        commits_in(&ran.stdout)
+    }
+
+    /// Copies the data directory (what its links point to included: pg_wal, tablespaces) to
+    /// `<data_dir>.before-rewind-<time>` beside it, owner and modes kept; gives where. Refuses,
+    /// copying nothing, when the file system there has not room for it.
+    pub async fn copy_aside(&self, limit: Duration) -> Result<PathBuf, ActionError> {
+        let dir = PathBuf::from(self.data_dir.trim_end_matches('/'));
+        let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .chars()
+            .filter(|c| !matches!(c, '-' | ':'))
+            .collect();
+        let copy = PathBuf::from(format!("{}.before-rewind-{stamp}", dir.display()));
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let need = size_of(&dir);
+        if let Some(free) = free_bytes(parent) {
+            // A copy that fills the disk would leave too little for the server itself.
+            let margin = (need / 10).max(64 << 20);
+            if free < need + margin {
+                return Err(ActionError::permanent(format!(
+                    "{}: its data directory must be copied before the rewind discards what it committed after the fork, and {} has {} MiB free where the copy needs {} MiB (and {} MiB to spare). It is left stopped: free space there, or rewind without a copy (keep_copy=false) to lose those transactions",
+                    self.shown,
+                    parent.display(),
+                    free >> 20,
+                    need >> 20,
+                    margin >> 20
+                )));
+            }
+        }
+        let from = dir.display().to_string();
+        let to = copy.display().to_string();
+        let ran = tool::run(&None, "cp", &["-a", "-L", &from, &to], None, limit).await?;
+        if !ran.ok {
+            let _ = std::fs::remove_dir_all(&copy);
+            return Err(ActionError::permanent(format!(
+                "{}: copying {from} to {to} before the rewind failed: {}. Nothing was rewound; it is left stopped",
+                self.shown,
+                ran.stderr.trim()
+            )));
+        }
+        Ok(copy)
+    }
+}
+
+/// Bytes in the files below `dir`, following links (pg_wal and tablespaces may be links).
+fn size_of(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = std::fs::metadata(entry.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else {
+                total += meta.size();
+            }
+        }
+    }
+    total
+}
+
+/// Bytes free for this user on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fork_as_pg_rewind_reports_it() {
+        let at = |lsn: &str, timeline| {
+            Some(Fork::At {
+                lsn: lsn.into(),
+                timeline,
+            })
+        };
+        let cases: &[(&str, Option<Fork>)] = &[
+            ("pg_rewind: servers diverged at WAL location 0/3000000 on timeline 1\npg_rewind: rewinding from last common checkpoint at 0/2000060 on timeline 1\npg_rewind: Done!", at("0/3000000", 1)),
+            ("pg_rewind: servers diverged at WAL location 1A/FF0000D8 on timeline 12", at("1A/FF0000D8", 12)),
+            ("pg_rewind: source and target cluster are on the same timeline\npg_rewind: no rewind required", Some(Fork::None)),
+            // It forked, then failed: the fork is still what it found.
+            ("pg_rewind: servers diverged at WAL location 0/3000000 on timeline 1\npg_rewind: error: could not find previous WAL record at 0/2000100", at("0/3000000", 1)),
+            ("pg_rewind: error: target server must be shut down cleanly", None),
+            ("pg_rewind: servers diverged at WAL location nowhere on timeline 1", None),
+            ("pg_rewind: servers diverged at WAL location 0/3000000", None),
+            ("", None),
+        ];
+        for (said, want) in cases {
+            assert_eq!(&fork_in(said), want, "{said}");
+        }
+    }
+
+    #[test]
+    fn commits_counted_in_pg_waldump_statistics() {
+        let stats = |rows: &str| {
+            format!(
+                "WAL statistics between 0/3000028 and 0/3002250:\nType   N   (%)   Record size   (%)\n----   -   ---\n{rows}\nTotal   7   473 [5.44%]"
+            )
+        };
+        let cases: &[(String, Option<u64>)] = &[
+            (
+                stats("XLOG/CHECKPOINT_SHUTDOWN   2 ( 28.57)   228 ( 48.20)\nTransaction/COMMIT   1 ( 14.29)   34 (  7.19)\nHeap/INSERT   2 ( 28.57)"),
+                Some(1),
+            ),
+            (
+                stats("Transaction/COMMIT   4021 ( 10.00)   34\nTransaction/ABORT   7 (  0.01)   34\nTransaction/COMMIT_PREPARED   2 (  0.00)   40"),
+                Some(4023),
+            ),
+            // Only a shutdown checkpoint after the fork: a clean switchover.
+            (stats("XLOG/CHECKPOINT_SHUTDOWN   1 (100.00)   114 (100.00)"), Some(0)),
+            (String::new(), None),
+            ("pg_waldump: error: could not find file \"000000020000000000000003\"".into(), None),
+        ];
+        for (out, want) in cases {
+            assert_eq!(&commits_in(out), want, "{out}");
+        }
+    }
+
+    #[test]
+    fn control_fields_by_their_label() {
+        let control = "pg_control version number:            1300\nDatabase cluster state:               in production\nLatest checkpoint's TimeLineID:       3\n";
+        assert_eq!(
+            control_field(control, "Database cluster state:").as_deref(),
+            Some("in production")
+        );
+        assert_eq!(
+            control_field(control, "Latest checkpoint's TimeLineID:").as_deref(),
+            Some("3")
+        );
+        assert_eq!(control_field(control, "Bytes per WAL segment:"), None);
+    }
+}

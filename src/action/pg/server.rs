@@ -524,7 +524,12 @@ impl Action for Rewind {
     }
 
     fn describe(input: &RejoinInput) -> String {
-        describe_rejoin(input, "pg_rewind")
+        let how = if input.keep_copy == Some(false) {
+            "pg_rewind; what it committed after the fork is not kept"
+        } else {
+            "pg_rewind; its data directory copied aside first if it committed after the fork"
+        };
+        describe_rejoin(input, how)
     }
 
     fn predict(input: &RejoinInput) -> Rejoined {

@@ -21,7 +21,7 @@
 //! A failure prints the seed and the sequence; RUNBOOK_SEQUENCE_SEED=<seed> RUNBOOK_SEQUENCES=1
 //! replays it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -223,6 +223,74 @@ fn absent(acked: &[Acked], lost: &BTreeSet<i64>, present: &BTreeSet<i64>) -> Vec
         .collect()
 }
 
+/// The standbys of `primary` (but a `stopped` one) stop receiving its WAL: their
+/// primary_conninfo emptied and reloaded, their WAL receivers gone.
+fn cut_off_standbys(d: &Drill, primary: &str, stopped: Option<&str>) -> Result<(), String> {
+    for region in REGIONS
+        .iter()
+        .filter(|r| **r != primary && Some(**r) != stopped)
+    {
+        let node = d.stack.pg.node(region);
+        let psql = |sql: &str| {
+            d.stack
+                .pg
+                .psql(node, sql)
+                .map_err(|e| format!("cutting {region} off: {e}"))
+        };
+        psql("ALTER SYSTEM SET primary_conninfo = ''")?;
+        psql("SELECT pg_reload_conf()")?;
+        if !crate::support::wait_for(Duration::from_secs(20), || {
+            psql("SELECT count(*) FROM pg_stat_wal_receiver").is_ok_and(|n| n == "0")
+        }) {
+            return Err(format!("{region}'s WAL receiver did not stop"));
+        }
+    }
+    Ok(())
+}
+
+/// Every one of `gone` (acknowledged writes an emergency failover lost when `region` crashed)
+/// is in the copy of its data directory that its rejoin kept: a server started on the copy
+/// has them.
+fn kept_by_the_rejoin(d: &Drill, ran: &Ran, region: &str, gone: &[i64]) -> Result<(), String> {
+    let Some(kept) = ran
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("result kept_copy: "))
+    else {
+        return Err(format!(
+            "the failover lost {} acknowledged write(s) ({}) that were on {region}'s disk, and its rejoin kept no copy\n{}",
+            gone.len(),
+            first_ids(gone),
+            ran.stdout
+        ));
+    };
+    let copy = d
+        .stack
+        .pg
+        .start_copy(Path::new(kept), &format!("{region}'s copy"))
+        .map_err(|e| format!("starting a server on {kept}: {e}"))?;
+    let on_copy: BTreeSet<i64> = copy
+        .psql("SELECT string_agg(id::text, ' ') FROM ledger")
+        .map_err(|e| format!("reading {kept}: {e}"))?
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let missing: Vec<i64> = gone
+        .iter()
+        .copied()
+        .filter(|id| !on_copy.contains(id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} of the {} acknowledged write(s) the failover lost are not in the copy its rejoin kept ({kept}): {}",
+            missing.len(),
+            gone.len(),
+            first_ids(&missing)
+        ));
+    }
+    Ok(())
+}
+
 /// The first ten of some ids, for a failure message.
 fn first_ids(ids: &[i64]) -> String {
     format!("{:?}", &ids[..ids.len().min(10)])
@@ -304,6 +372,8 @@ struct Figures {
     emergencies: usize,
     /// Acknowledged writes that a restore replaced (each in the archive it kept).
     restored: usize,
+    /// Acknowledged writes an emergency failover lost (each in the copy its rejoin kept).
+    kept: usize,
     /// (lost bytes, bound, exact) of each emergency failover.
     losses: Vec<(u64, u64, bool)>,
 }
@@ -359,6 +429,9 @@ fn run(d: &Drill, runbook: &str, extra: &[&str]) -> Ran {
 
 fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
     let mut rng = Rng(seed);
+    // Whether an emergency failover's standbys are cut off first: drawn apart, so that the
+    // procedures a seed draws stay the same.
+    let mut cuts = Rng(seed ^ 0x00C0_FFEE);
     let d = drill();
     d.psql(
         "us-east-1",
@@ -366,6 +439,9 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
     );
     let writer = Writer::start(&d);
     let mut lost: BTreeSet<i64> = BTreeSet::new();
+    // The acknowledged writes an emergency failover lost, by the region that crashed with them:
+    // its rejoin must keep them (the copy of its data directory before the rewind).
+    let mut lost_on: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let mut m = Model {
         down: None,
         returned: None,
@@ -474,20 +550,35 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
             }
             "emergency" => {
                 let old = primary.clone();
-                label = format!("emergency-failover ({old} crashes)");
+                // Half the time its standbys stop receiving first (a partition before the
+                // crash): the writes it acknowledges meanwhile are lost by the failover, and
+                // its rejoin must keep them. The standbys then name no upstream: the operator
+                // says which region failed.
+                let cut = cuts.below(2) == 0;
+                label = if cut {
+                    format!("emergency-failover ({old} crashes, its standbys cut off)")
+                } else {
+                    format!("emergency-failover ({old} crashes)")
+                };
+                if cut {
+                    cut_off_standbys(&d, &old, m.stopped.as_deref())
+                        .map_err(|e| fail(&done, format!("{label}: {e}")))?;
+                    std::thread::sleep(Duration::from_millis(300));
+                }
                 d.stack.web.set_health(&old, Health::Fail);
                 runbook_stack::postgres::stop_dir(&d.stack.pg.node(&old).data_dir, libc::SIGQUIT)
                     .map_err(|e| fail(&done, format!("crashing {old}: {e}")))?;
-                let ran = run(
-                    &d,
-                    "emergency-failover",
-                    &[
-                        "--var",
-                        "check_interval=20ms",
-                        "--var",
-                        "max_lag_bytes=1073741824",
-                    ],
-                );
+                let from = format!("from={old}");
+                let mut args = vec![
+                    "--var",
+                    "check_interval=20ms",
+                    "--var",
+                    "max_lag_bytes=1073741824",
+                ];
+                if cut {
+                    args.extend(["--var", &from]);
+                }
+                let ran = run(&d, "emergency-failover", &args);
                 if ran.code != 0 {
                     return Err(fail(&done, format!("{label}: {}", ran.all())));
                 }
@@ -558,6 +649,7 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                     ));
                 }
                 lost.extend(gone.iter().map(|a| a.id));
+                lost_on.insert(old.clone(), gone.iter().map(|a| a.id).collect());
             }
             "come-back" => {
                 let old = m.down.take().unwrap();
@@ -593,13 +685,27 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                 if ran.code != 0 {
                     return Err(fail(&done, format!("{label}: {}", ran.all())));
                 }
-                let st = run(&d, "status", &["--var", "strict=true"]);
+                // Clean after it; while a standby is stopped, status warns of it (strict
+                // would fail on that warning): nothing critical, then.
+                let strict: &[&str] = if m.stopped.is_none() {
+                    &["--var", "strict=true"]
+                } else {
+                    &[]
+                };
+                let st = run(&d, "status", strict);
                 figures.checks += 1;
                 if st.code != 0 {
                     return Err(fail(
                         &done,
                         format!("{label}: status is not clean after it\n{}", st.all()),
                     ));
+                }
+                let gone = lost_on.remove(&region).unwrap_or_default();
+                if !gone.is_empty() {
+                    kept_by_the_rejoin(&d, &ran, &region, &gone)
+                        .map_err(|e| fail(&done, format!("{label}: {e}")))?;
+                    figures.checks += 1;
+                    figures.kept += gone.len();
                 }
             }
             "maintenance" => {
@@ -910,6 +1016,13 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                 format!("final rejoin of {region}: {}", ran.all()),
             ));
         }
+        let gone = lost_on.remove(&region).unwrap_or_default();
+        if !gone.is_empty() {
+            kept_by_the_rejoin(&d, &ran, &region, &gone)
+                .map_err(|e| fail(&done, format!("final rejoin of {region}: {e}")))?;
+            figures.checks += 1;
+            figures.kept += gone.len();
+        }
     }
     let st = run(&d, "status", &["--var", "strict=true"]);
     figures.checks += 1;
@@ -956,7 +1069,8 @@ fn random_sequences_of_procedures_keep_the_invariants() {
         "{} sequence(s) passed of {count}, {} procedures, {} invariant checks, {} writes acknowledged; \
          acknowledged writes lost on planned failovers: {}; {} emergency failover(s) ({inexact} with an inexact bound), \
          largest loss {} bytes against its bound {} ({}), largest bound reported {largest_bound} bytes; \
-         acknowledged writes a restore replaced (each found in the data it kept): {}",
+         acknowledged writes a restore replaced (each found in the data it kept): {}; \
+         acknowledged writes an emergency failover lost (each found in the copy its rejoin kept): {}",
         figures.sequences,
         figures.procedures,
         figures.checks,
@@ -966,7 +1080,8 @@ fn random_sequences_of_procedures_keep_the_invariants() {
         worst.0,
         worst.1,
         if worst.2 { "exact" } else { "at least" },
-        figures.restored
+        figures.restored,
+        figures.kept
     );
     assert!(failures.is_empty(), "{failures:#?}");
 }

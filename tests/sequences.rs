@@ -250,8 +250,19 @@ fn cut_off_standbys(d: &Drill, primary: &str, stopped: Option<&str>) -> Result<(
 
 /// Every one of `gone` (acknowledged writes an emergency failover lost when `region` crashed)
 /// is in the copy of its data directory that its rejoin kept: a server started on the copy
-/// has them.
-fn kept_by_the_rejoin(d: &Drill, ran: &Ran, region: &str, gone: &[i64]) -> Result<(), String> {
+/// has them. Nothing to check when it lost none.
+fn kept_by_the_rejoin(
+    d: &Drill,
+    ran: &Ran,
+    region: &str,
+    gone: &[i64],
+    figures: &mut Figures,
+) -> Result<(), String> {
+    if gone.is_empty() {
+        return Ok(());
+    }
+    figures.checks += 1;
+    figures.kept += gone.len();
     let Some(kept) = ran
         .stdout
         .lines()
@@ -701,12 +712,8 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                     ));
                 }
                 let gone = lost_on.remove(&region).unwrap_or_default();
-                if !gone.is_empty() {
-                    kept_by_the_rejoin(&d, &ran, &region, &gone)
-                        .map_err(|e| fail(&done, format!("{label}: {e}")))?;
-                    figures.checks += 1;
-                    figures.kept += gone.len();
-                }
+                kept_by_the_rejoin(&d, &ran, &region, &gone, figures)
+                    .map_err(|e| fail(&done, format!("{label}: {e}")))?;
             }
             "maintenance" => {
                 let candidates: Vec<&str> = REGIONS
@@ -1017,12 +1024,8 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
             ));
         }
         let gone = lost_on.remove(&region).unwrap_or_default();
-        if !gone.is_empty() {
-            kept_by_the_rejoin(&d, &ran, &region, &gone)
-                .map_err(|e| fail(&done, format!("final rejoin of {region}: {e}")))?;
-            figures.checks += 1;
-            figures.kept += gone.len();
-        }
+        kept_by_the_rejoin(&d, &ran, &region, &gone, figures)
+            .map_err(|e| fail(&done, format!("final rejoin of {region}: {e}")))?;
     }
     let st = run(&d, "status", &["--var", "strict=true"]);
     figures.checks += 1;

@@ -193,17 +193,34 @@ impl Dir<'_> {
                 )));
             }
         }
+        // Copied under another name and renamed when whole: a copy cut off half-way (a crash,
+        // the time limit) is never mistaken for a whole one.
+        let partial = PathBuf::from(format!("{}.partial", copy.display()));
         let from = dir.display().to_string();
-        let to = copy.display().to_string();
-        let ran = tool::run(&None, "cp", &["-a", "-L", &from, &to], None, limit).await?;
-        if !ran.ok {
-            let _ = std::fs::remove_dir_all(&copy);
-            return Err(ActionError::permanent(format!(
-                "{}: copying {from} to {to} before the rewind failed: {}. Nothing was rewound; it is left stopped",
-                self.shown,
-                ran.stderr.trim()
-            )));
+        let to = partial.display().to_string();
+        let failed = |why: &str| {
+            let _ = std::fs::remove_dir_all(&partial);
+            format!(
+                "{}: copying {from} to {to} before the rewind failed: {why}. Nothing was rewound; it is left stopped",
+                self.shown
+            )
+        };
+        match tool::run(&None, "cp", &["-a", "-L", &from, &to], None, limit).await {
+            Ok(ran) if ran.ok => {}
+            Ok(ran) => return Err(ActionError::permanent(failed(ran.stderr.trim()))),
+            // Out of time or stopped: its kind (what a retry or a resume may do) stays.
+            Err(mut e) => {
+                e.message = failed(&e.message);
+                return Err(e);
+            }
         }
+        std::fs::rename(&partial, &copy).map_err(|e| {
+            ActionError::permanent(format!(
+                "{}: {to} could not be renamed {}: {e}. Nothing was rewound; it is left stopped",
+                self.shown,
+                copy.display()
+            ))
+        })?;
         Ok(copy)
     }
 }
@@ -293,6 +310,51 @@ mod tests {
         for (out, want) in cases {
             assert_eq!(&commits_in(out), want, "{out}");
         }
+    }
+
+    /// A copy beside the directory, whole, with what its links point to (as pg_wal may be a
+    /// link), modes kept, and no partial copy left behind.
+    #[tokio::test]
+    async fn a_copy_aside_is_whole_and_follows_links() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = tempfile::tempdir().unwrap();
+        let data = top.path().join("main");
+        let wal = top.path().join("wal");
+        std::fs::create_dir_all(data.join("base/1")).unwrap();
+        std::fs::create_dir(&wal).unwrap();
+        std::fs::write(data.join("base/1/1259"), b"rows").unwrap();
+        std::fs::write(wal.join("000000010000000000000003"), b"commits").unwrap();
+        std::os::unix::fs::symlink(&wal, data.join("pg_wal")).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let shown = "main (us-east-1)";
+        let data_dir = data.display().to_string();
+        let here = Dir {
+            data_dir: &data_dir,
+            bin_dir: &None,
+            os_user: &None,
+            shown,
+        };
+        let copy = here.copy_aside(Duration::from_secs(30)).await.unwrap();
+        let name = copy.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            name.starts_with("main.before-rewind-") && name.ends_with('Z'),
+            "{name}"
+        );
+        assert_eq!(std::fs::read(copy.join("base/1/1259")).unwrap(), b"rows");
+        let pg_wal = copy.join("pg_wal");
+        assert!(!std::fs::symlink_metadata(&pg_wal).unwrap().is_symlink());
+        assert_eq!(
+            std::fs::read(pg_wal.join("000000010000000000000003")).unwrap(),
+            b"commits"
+        );
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let left: Vec<String> = std::fs::read_dir(top.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".partial"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

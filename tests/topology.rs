@@ -402,6 +402,57 @@ fn kept_rows(d: &Drill, rejoin: &Ran, said: &str) -> (String, String) {
     (kept, rows)
 }
 
+/// A procedure that stopped after fencing the primary (a switchover cut off half-way): no
+/// database takes writes, and the server says which run fenced it; status names that run's
+/// resume and undo, and the undo, as status spelled it, lifts the fence and forgets the run.
+#[test]
+fn status_names_the_run_that_fenced_the_primary() {
+    let d = drill();
+    let t = &d.t;
+    let db = d.stack.pg.node("us-east-1").url();
+    std::fs::write(
+        t.path("fence.rhai"),
+        format!(
+            r#"let off = #{{ url: "{db}", name: "us-east-1", setting: "default_transaction_read_only", value: "off" }};
+step("stop writes", #{{ undo: || pg::set_config(off) }}, || pg::fence(#{{ url: "{db}", name: "us-east-1" }}));
+fail("the target is not ready: stopping here");"#
+        ),
+    )
+    .unwrap();
+    let cut = t.exec(&["run", "fence.rhai"]);
+    assert_eq!(cut.code, 1, "{}", cut.all());
+    let run = t.newest_run();
+    assert_eq!(role(&d, "us-east-1"), "fenced");
+    assert_eq!(
+        d.psql(
+            "us-east-1",
+            "SELECT current_setting('runbook.fenced_by', true)"
+        ),
+        format!("{run} of fence.rhai")
+    );
+    let st = status(&d);
+    assert_eq!(st.code, 1, "{}", st.all());
+    assert_says(
+        &st.stdout,
+        &[
+            &format!("CRITICAL  no database accepts writes: us-east-1 (fenced by run {run} of fence.rhai) is a fenced (read-only) primary"),
+            &format!("next: finish the run that fenced it: `runbook resume {run}`; or undo what it changed: `runbook resume {run} --undo`"),
+        ],
+    );
+    let undo = t.exec(&["resume", &run, "--undo"]);
+    assert_eq!(undo.code, 0, "{}", undo.all());
+    assert_eq!(role(&d, "us-east-1"), "writable");
+    assert_eq!(
+        d.psql(
+            "us-east-1",
+            "SELECT coalesce(current_setting('runbook.fenced_by', true), '')"
+        ),
+        ""
+    );
+    let clean = status(&d);
+    assert_eq!(clean.code, 0, "{}", clean.all());
+}
+
 /// An emergency failover whose old primary still answers fences it, waits until the target has
 /// everything it wrote, and reports an exact bound; a promotion is refused while another
 /// database answers as a writable primary.

@@ -250,6 +250,10 @@ pub struct Invocation {
     /// there, so a resume runs there too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// This run, "ID of RUNBOOK", for what an action leaves on a server to say who changed it
+    /// (a fence); None in a dry-run. Not kept in the journal: each session knows it.
+    #[serde(skip)]
+    pub run: Option<String>,
 }
 
 impl Invocation {
@@ -274,7 +278,18 @@ impl Invocation {
             cwd: std::env::current_dir()
                 .ok()
                 .map(|d| d.display().to_string()),
+            run: None,
         }
+    }
+
+    /// The same, naming the run `id` of `runbook`.
+    pub fn of_run(mut self, id: Option<&str>, runbook: &str) -> Invocation {
+        let name = std::path::Path::new(runbook)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| runbook.to_string());
+        self.run = id.map(|id| format!("{id} of {name}"));
+        self
     }
 
     /// `runbook run DIR/NAME.rhai -i INVENTORY REST`: the shipped runbook `name` beside the

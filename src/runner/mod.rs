@@ -249,11 +249,14 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         Some(unused_run_id(|id| env.store.read(id).is_ok(), new_run_id))
     };
 
-    let invocation = Arc::new(crate::action::Invocation::new(
-        &file,
-        req.inventory.as_ref().and_then(|p| p.to_str()),
-        &env.store_flag,
-    ));
+    let invocation = Arc::new(
+        crate::action::Invocation::new(
+            &file,
+            req.inventory.as_ref().and_then(|p| p.to_str()),
+            &env.store_flag,
+        )
+        .of_run(run_id.as_deref(), &file),
+    );
     let journal_init = run_id.as_ref().map(|id| JournalInit {
         store: env.store.clone(),
         run_id: id.clone(),
@@ -669,11 +672,10 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
 
     let next_record = loaded.records.last().map(|r| r.n + 1).unwrap_or(1);
     let replay = replay::Replay::from_records(&loaded.records);
-    let invocation = Arc::new(crate::action::Invocation::new(
-        &file,
-        inventory_file.as_deref(),
-        &env.store_flag,
-    ));
+    let invocation = Arc::new(
+        crate::action::Invocation::new(&file, inventory_file.as_deref(), &env.store_flag)
+            .of_run(Some(&req.run_id), &file),
+    );
     // A run started before the journal kept it: as this session spells it.
     let started_as = started_as
         .and_then(|v| serde_json::from_value::<crate::action::Invocation>(*v).ok())

@@ -143,8 +143,47 @@ pub struct ServerStatus {
     pub upstream: Option<String>,
     /// default_transaction_read_only is on (a fenced primary).
     pub read_only: bool,
+    /// The run that fenced it, "ID of RUNBOOK", as pg::fence left it on the server (null when
+    /// no run did, or it was unfenced with pg::set_config).
+    #[serde(default)]
+    pub fenced_by: Option<String>,
     /// The server's version.
     pub server_version: String,
+}
+
+/// The custom setting pg::fence leaves beside the fence: the run that fenced the server (read
+/// back by `position_columns`, which spells it as a literal).
+pub(crate) const FENCED_BY: &str = "runbook.fenced_by";
+
+/// The statements that leave `run` on the server as the one that fenced it, or (None) forget
+/// it. A custom setting: its placeholder must exist in the session before ALTER SYSTEM takes it.
+fn fenced_by(run: Option<&str>) -> Vec<String> {
+    let mut out = vec![format!("SELECT set_config('{FENCED_BY}', '', false)")];
+    out.push(match run {
+        Some(run) => format!("ALTER SYSTEM SET {FENCED_BY} = {}", quote_literal(run)),
+        None => format!("ALTER SYSTEM RESET {FENCED_BY}"),
+    });
+    out
+}
+
+/// ALTER SYSTEM statements, one at a time (ALTER SYSTEM may not share a simple-protocol
+/// transaction with other statements), then a reload.
+async fn alter_system(
+    client: &Client,
+    target: &str,
+    statements: &[String],
+) -> Result<(), ActionError> {
+    for sql in statements
+        .iter()
+        .map(String::as_str)
+        .chain(["SELECT pg_reload_conf()"])
+    {
+        client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| pg_error(target, e, true))?;
+    }
+    Ok(())
 }
 
 /// The columns that say what a server is and where its WAL stands, read alike by pg::status
@@ -160,7 +199,8 @@ macro_rules! position_columns {
   pg_last_wal_replay_lsn()::text AS replay_lsn,
   (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS wal_receiver,
   (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver WHERE sender_host IS NOT NULL LIMIT 1) AS upstream,
-  current_setting('default_transaction_read_only') = 'on' AS read_only"
+  current_setting('default_transaction_read_only') = 'on' AS read_only,
+  NULLIF(current_setting('runbook.fenced_by', true), '') AS fenced_by"
     };
 }
 pub(crate) use position_columns;
@@ -201,6 +241,7 @@ fn assumed_status(world: &World, place: &Place) -> ServerStatus {
             .filter(|_| streaming)
             .map(|u| world.database_host(u)),
         read_only: place.database == Some(DbState::Fenced),
+        fenced_by: None,
         server_version: "15 (assumed)".into(),
     }
 }
@@ -268,6 +309,7 @@ impl Action for Status {
             wal_receiver: None,
             upstream: None,
             read_only: false,
+            fenced_by: None,
             server_version: String::new(),
         }
     }
@@ -1035,16 +1077,14 @@ impl Action for Fence {
                         already: true,
                     });
                 }
-                // ALTER SYSTEM may not share a (simple-protocol) transaction with other statements.
-                for sql in [
-                    "ALTER SYSTEM SET default_transaction_read_only = on",
-                    "SELECT pg_reload_conf()",
-                ] {
-                    client
-                        .batch_execute(sql)
-                        .await
-                        .map_err(|e| pg_error(&target, e, true))?;
-                }
+                // Who fenced it stays on the server beside the fence, so that status can name
+                // the run to finish or undo.
+                let mut statements = match &cx.invocation.run {
+                    Some(run) => fenced_by(Some(run)),
+                    None => vec![],
+                };
+                statements.push("ALTER SYSTEM SET default_transaction_read_only = on".into());
+                alter_system(&client, &target, &statements).await?;
                 // The reload reaches each backend at its next command: wait until a new
                 // session sees it, then end the sessions that may still write.
                 let deadline = Instant::now() + Duration::from_secs(10);
@@ -1380,18 +1420,25 @@ impl Action for SetConfig {
         .and_then(|mut r| r.pop())
         .and_then(|r| r["setting"].as_str().map(str::to_string));
         let changed = file_value.as_deref() != Some(input.value.as_str());
+        let mut statements = vec![];
         if changed {
-            let alter = format!(
+            statements.push(format!(
                 "ALTER SYSTEM SET {} = {}",
                 input.setting,
                 quote_literal(&input.value)
+            ));
+        }
+        // Lifting a fence also forgets which run set it (pg::fence).
+        let unfence = input.setting == "default_transaction_read_only"
+            && matches!(
+                input.value.to_ascii_lowercase().as_str(),
+                "off" | "false" | "no" | "0"
             );
-            for sql in [alter.as_str(), "SELECT pg_reload_conf()"] {
-                client
-                    .batch_execute(sql)
-                    .await
-                    .map_err(|e| pg_error(&target, e, true))?;
-            }
+        if unfence {
+            statements.extend(fenced_by(None));
+        }
+        if !statements.is_empty() {
+            alter_system(&client, &target, &statements).await?;
         }
         // The reload is asynchronous: wait (briefly) for it to show in pg_settings.
         let deadline = Instant::now() + Duration::from_secs(1);

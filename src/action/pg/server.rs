@@ -27,9 +27,11 @@ const OWN_FILES: [&str; 4] = [
     "pg_ident.conf",
 ];
 
-/// Settings a standby must not carry over: the fence, and the old replication setup.
-const STANDBY_DROPS: [&str; 3] = [
+/// Settings a standby must not carry over: the fence (and who set it), and the old replication
+/// setup.
+const STANDBY_DROPS: [&str; 4] = [
     "default_transaction_read_only",
+    super::FENCED_BY,
     "primary_conninfo",
     "primary_slot_name",
 ];

@@ -19,6 +19,9 @@ pub struct Database {
     pub writable: bool,
     /// default_transaction_read_only is on (a fenced primary).
     pub read_only: bool,
+    /// For a fenced primary: the run that fenced it, "ID of RUNBOOK", as pg::fence left it on
+    /// the server.
+    pub fenced_by: Option<String>,
     /// The timeline it is on.
     pub timeline: Option<i64>,
     /// A primary's current WAL position.

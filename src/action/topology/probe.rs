@@ -162,6 +162,7 @@ async fn database(
         role: if in_recovery { "standby" } else { "primary" }.into(),
         writable: !in_recovery && !read_only,
         read_only,
+        fenced_by: text(&row["fenced_by"]).filter(|_| read_only && !in_recovery),
         timeline: row["timeline"].as_i64(),
         current_lsn: text(&row["current_lsn"]),
         receive_lsn: text(&row["receive_lsn"]),

@@ -1,7 +1,7 @@
 //! Judging an observed topology: who is primary, what is wrong, and whether a procedure's
 //! postcondition holds. Pure functions of the observation, unit-tested as tables.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{lsn, Anomaly, Database, Severity, Topology};
 pub use crate::action::pg::Thresholds;
@@ -178,13 +178,29 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                 Some(t.commands.run("emergency-failover", "")),
             )
         } else if !fenced.is_empty() {
-            let names: Vec<&str> = fenced.iter().map(|s| s.as_str()).collect();
+            let by = |n: &str| t.regions[n].database.fenced_by.clone();
+            let names: Vec<String> = fenced
+                .iter()
+                .map(|n| match by(n) {
+                    Some(run) => format!("{n} (fenced by run {run})"),
+                    None => n.to_string(),
+                })
+                .collect();
+            // The run the server names, when one run fenced them all: finish it, or undo it.
+            let runs: BTreeSet<Option<String>> = fenced.iter().map(|n| by(n)).collect();
+            let fix = match runs.into_iter().collect::<Vec<_>>().as_slice() {
+                [Some(run)] => {
+                    let id = run.split(' ').next().unwrap_or(run);
+                    format!("finish the run that fenced it: `runbook resume {id}{flag}`; or undo what it changed: `runbook resume {id} --undo{flag}`")
+                }
+                _ => format!("finish the procedure that fenced it (`runbook runs{flag}`, then `runbook resume RUN{flag}`), or undo it"),
+            };
             (
                 format!(
                     "no database accepts writes: {} is a fenced (read-only) primary",
                     names.join(", ")
                 ),
-                Some(format!("finish the procedure that fenced it (`runbook runs{flag}`, then `runbook resume RUN{flag}`), or undo it")),
+                Some(fix),
             )
         } else {
             (
@@ -215,7 +231,13 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                 Warning,
                 "fenced_primary",
                 Some(name),
-                format!("{name} is a fenced (read-only) former primary, not a standby: it replicates nothing"),
+                format!(
+                    "{name} is a fenced (read-only) former primary{}, not a standby: it replicates nothing",
+                    db.fenced_by
+                        .as_ref()
+                        .map(|run| format!(" (fenced by run {run})"))
+                        .unwrap_or_default()
+                ),
                 rejoin(name),
             )),
             "standby" => {
@@ -766,6 +788,11 @@ mod tests {
                 d.writable = parts[0] == "primary";
                 d.read_only = parts[0] == "fenced";
                 d.current_lsn = Some(parts[2].into());
+                // "by:ID": pg::fence of run ID (of planned-failover.rhai) left its name.
+                d.fenced_by = parts[3..]
+                    .iter()
+                    .find_map(|p| p.strip_prefix("by:"))
+                    .map(|id| format!("{id} of planned-failover.rhai"));
             }
             _ => {
                 d.role = "standby".into();
@@ -1093,6 +1120,56 @@ mod tests {
                 .and_then(|a| a.fix.clone())
                 .unwrap_or_default();
             assert!(fix.ends_with(want), "{what}: {fix}");
+        }
+    }
+
+    /// A fenced primary names the run that fenced it, when the server says so: with no
+    /// writable primary, the fix is that run's resume (or undo).
+    #[test]
+    fn a_fenced_primary_names_the_run_that_fenced_it() {
+        // (what, regions, the anomaly's message, how its fix ends)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                "a switchover stopped after its fence",
+                &[("us", "fenced 1 0/5000000 by:20261205-0312-ab12"), ("eu", "standby 1 0/5000000 from:us")],
+                "no database accepts writes: us (fenced by run 20261205-0312-ab12 of planned-failover.rhai) is a fenced (read-only) primary",
+                "finish the run that fenced it: `runbook resume 20261205-0312-ab12 --state-dir /srv/rb`; or undo what it changed: `runbook resume 20261205-0312-ab12 --undo --state-dir /srv/rb`",
+            ),
+            (
+                "fenced by hand: no run to name",
+                &[("us", "fenced 1 0/5000000"), ("eu", "standby 1 0/5000000 from:us")],
+                "no database accepts writes: us is a fenced (read-only) primary",
+                "finish the procedure that fenced it (`runbook runs --state-dir /srv/rb`, then `runbook resume RUN --state-dir /srv/rb`), or undo it",
+            ),
+            (
+                "two fenced by two runs: both named, no one run to resume",
+                &[("us", "fenced 1 0/5000000 by:A"), ("eu", "fenced 1 0/5000000 by:B")],
+                "no database accepts writes: eu (fenced by run B of planned-failover.rhai), us (fenced by run A of planned-failover.rhai) is a fenced (read-only) primary",
+                "finish the procedure that fenced it (`runbook runs --state-dir /srv/rb`, then `runbook resume RUN --state-dir /srv/rb`), or undo it",
+            ),
+            (
+                "a former primary fenced beside a writable one: named, rejoined",
+                &[("us", "fenced 1 0/5000000 by:20261205-0312-ab12"), ("eu", "primary 2 0/6000000")],
+                "us is a fenced (read-only) former primary (fenced by run 20261205-0312-ab12 of planned-failover.rhai), not a standby: it replicates nothing",
+                "rejoin.rhai -i INVENTORY --var region=us --state-dir /srv/rb",
+            ),
+        ];
+        for (what, regions, message, fix) in cases {
+            let mut t = topology(regions);
+            t.commands = std::sync::Arc::new(crate::action::Invocation {
+                store_flag: " --state-dir /srv/rb".into(),
+                ..Default::default()
+            });
+            judge(&mut t);
+            let found = t
+                .anomalies
+                .iter()
+                .find(|a| a.code == "no_primary" || a.code == "fenced_primary")
+                .unwrap_or_else(|| panic!("{what}: {:?}", t.anomalies));
+            assert_eq!(found.message, *message, "{what}");
+            let got = found.fix.clone().unwrap_or_default();
+            assert!(got.ends_with(fix), "{what}: {got}");
         }
     }
 

@@ -132,7 +132,19 @@ impl Shared {
         };
         for lock in held {
             let mut session = lock.client.lock().unwrap();
-            if session.as_ref().is_some_and(|c| !c.is_closed()) {
+            // A session the restart ended may not know it yet (its connection has not read
+            // the close): asked, it answers only if it is still there, holding the lock.
+            let alive = session
+                .as_ref()
+                .filter(|c| !c.is_closed())
+                .is_some_and(|c| {
+                    block(&self.handle, async {
+                        tokio::time::timeout(Duration::from_secs(5), c.simple_query("SELECT 1"))
+                            .await
+                            .is_ok_and(|r| r.is_ok())
+                    })
+                });
+            if alive {
                 continue;
             }
             let client = block(&self.handle, connect(&self.target))?;

@@ -688,15 +688,19 @@ async fn rewind(
         commits_after_fork: None,
         kept_copy: None,
     };
-    if let Some(fork::Fork::At { lsn, .. }) = fork::fork_in(&looked) {
-        rewound.commits_after_fork = here.commits_since(&lsn, cx.timeout).await;
-        // Not counted is not known to be none: kept as well.
-        if rewound.commits_after_fork != Some(0) && input.keep_copy != Some(false) {
-            let copy = here.copy_aside(cx.timeout).await?;
-            rewound.kept_copy = Some(copy.display().to_string());
+    match fork::fork_in(&looked) {
+        Some(fork::Fork::None) => rewound.commits_after_fork = Some(0),
+        Some(fork::Fork::At { lsn, .. }) => {
+            rewound.commits_after_fork = here.commits_since(&lsn, cx.timeout).await;
+            // Not counted is not known to be none: kept as well.
+            if rewound.commits_after_fork != Some(0) && input.keep_copy != Some(false) {
+                let copy = here.copy_aside(cx.timeout).await?;
+                rewound.kept_copy = Some(copy.display().to_string());
+            }
         }
+        // A dry-run that failed fails the same way below, saying why.
+        None => {}
     }
-    // (A dry-run that failed fails the same way below, saying why.)
     let saved = save_own_files(dir)?;
     let (ok, text) = tool(
         &input.local(),

@@ -113,12 +113,14 @@ impl Shared {
                 .await?;
             Ok::<_, tokio_postgres::Error>(client)
         })?;
-        let client = Arc::new(client);
-        *slot = Some(client.clone());
-        drop(slot);
+        // The locks are taken again before the new connection is handed out: another thread
+        // (an append) must not go on, as this run, while its lock is not held. A retake that
+        // fails leaves the old connection in place, so the next call tries it all again.
         if reconnecting {
             self.retake_locks()?;
         }
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
         Ok(client)
     }
 

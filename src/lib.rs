@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod cli;
+mod crash;
 pub mod error;
 pub mod inventory;
 pub mod journal;

@@ -372,17 +372,43 @@ fn the_writes_an_emergency_failover_lost_are_kept_by_the_rejoin() {
     };
     assert_eq!(d.psql(primary, "SELECT count(*) FROM t"), "1");
 
-    // Still stopped as it crashed: no approval is asked, nothing it wrote is lost.
-    let rejoin = d.run("rejoin", &["--var", "region=us-east-1"]);
+    // Still stopped as it crashed: no approval is asked, nothing it wrote is lost. The run is
+    // killed once the copy is made, before pg_rewind; its resume keeps that copy, and makes
+    // no second one.
+    let args = d.args("rejoin", &["--var", "region=us-east-1"]);
+    let cut =
+        d.t.command(&args)
+            .env("RUNBOOK_CRASH_AT", "rewind-copied")
+            .output()
+            .unwrap();
+    assert_eq!(cut.status.code(), None, "killed at the crash point");
+    let data_dir = d.stack.pg.node("us-east-1").data_dir.clone();
+    let copies = || {
+        let name = data_dir.file_name().unwrap().to_string_lossy().to_string();
+        let mut found: Vec<String> = std::fs::read_dir(data_dir.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&format!("{name}.before-rewind-")))
+            .collect();
+        found.sort();
+        found
+    };
+    let made = copies();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(role(&d, "us-east-1"), "", "still stopped");
+    let run = d.t.newest_run();
+    let rejoin = d.t.exec(&["resume", &run]);
     assert_eq!(rejoin.code, 0, "{}", rejoin.all());
+    assert_eq!(copies(), made);
     assert_eq!(role(&d, "us-east-1"), "standby");
     assert!(streams_from(&d, "us-east-1", primary));
     assert_eq!(d.psql("us-east-1", "SELECT count(*) FROM t"), "1");
-    let (_, rows) = kept_rows(
+    let (kept, rows) = kept_rows(
         &d,
         &rejoin,
         &format!("us-east-1 had committed 1 transaction after it forked from {primary}"),
     );
+    assert!(kept.ends_with(&made[0]), "{kept} is not {made:?}");
     assert_eq!(rows, "1,2");
 }
 

@@ -383,7 +383,7 @@ impl RunCtx {
                 }
             });
             self.state.action_time.leave();
-            super::crash::after_effect();
+            crate::crash::after_effect();
             let e = match result {
                 Ok(output) => return Ok(Ok(output)),
                 // Left in flight on purpose: resume decides by its idempotency.

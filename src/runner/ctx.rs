@@ -274,7 +274,7 @@ impl RunCtx {
                     "cannot write: {e}; the run stops here so that nothing happens unrecorded"
                 ),
             })
-            .map(|()| super::crash::after_write())
+            .map(|()| crate::crash::after_write())
     }
 
     pub fn journal_started(&self) -> bool {

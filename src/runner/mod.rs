@@ -1,7 +1,6 @@
 //! Runs and resumes runbooks: open the journal, run the script, record how it ended.
 
 mod call;
-mod crash;
 mod ctx;
 mod diff;
 mod frames;

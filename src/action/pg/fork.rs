@@ -166,8 +166,17 @@ impl Dir<'_> {
     /// Copies the data directory (what its links point to included: pg_wal, tablespaces) to
     /// `<data_dir>.before-rewind-<time>` beside it, owner and modes kept; gives where. Refuses,
     /// copying nothing, when the file system there has not room for it.
+    ///
+    /// A rewind cut off after its copy (the process killed, the host rebooted) and run again
+    /// finds the server as it left it: the whole copy an earlier attempt made of this very
+    /// state (the same `global/pg_control`, which every start, recovery or checkpoint
+    /// rewrites) is the copy, and none is made twice. Copies an earlier attempt left half-way
+    /// (`.partial`) are never whole, and are removed first.
     pub async fn copy_aside(&self, limit: Duration) -> Result<PathBuf, ActionError> {
         let dir = PathBuf::from(self.data_dir.trim_end_matches('/'));
+        if let Some(earlier) = self.earlier_copy(&dir) {
+            return Ok(earlier);
+        }
         let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
             .to_string()
             .chars()
@@ -223,6 +232,73 @@ impl Dir<'_> {
         })?;
         Ok(copy)
     }
+}
+
+impl Dir<'_> {
+    /// The whole copy an earlier attempt made of the directory as it is now, newest first;
+    /// removes the copies earlier attempts left half-way.
+    fn earlier_copy(&self, dir: &Path) -> Option<PathBuf> {
+        let name = dir.file_name()?.to_str()?;
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let siblings: Vec<String> = std::fs::read_dir(parent)
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        let earlier = earlier_copies(name, siblings.iter().map(String::as_str));
+        for partial in &earlier.partial {
+            let _ = std::fs::remove_dir_all(dir.with_file_name(partial));
+        }
+        let control = std::fs::read(dir.join("global/pg_control")).ok()?;
+        earlier
+            .whole
+            .iter()
+            .map(|c| dir.with_file_name(c))
+            .find(|c| std::fs::read(c.join("global/pg_control")).ok().as_ref() == Some(&control))
+    }
+}
+
+/// What earlier rewinds left beside a data directory called `name`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Earlier {
+    /// Whole copies (`NAME.before-rewind-<time>`), newest first.
+    pub whole: Vec<String>,
+    /// Copies cut off half-way (`NAME.before-rewind-<time>.partial`).
+    pub partial: Vec<String>,
+}
+
+/// Sorts the names beside a data directory called `name` into the copies earlier rewinds
+/// made of it (the time in their names is UTC, so newest sorts last).
+pub(crate) fn earlier_copies<'a>(
+    name: &str,
+    siblings: impl IntoIterator<Item = &'a str>,
+) -> Earlier {
+    let prefix = format!("{name}.before-rewind-");
+    // 20261205T213733Z
+    let stamped = |rest: &str| {
+        rest.len() == 16
+            && rest.bytes().enumerate().all(|(i, b)| match i {
+                8 => b == b'T',
+                15 => b == b'Z',
+                _ => b.is_ascii_digit(),
+            })
+    };
+    let mut earlier = Earlier::default();
+    for sibling in siblings {
+        let Some(rest) = sibling.strip_prefix(&prefix) else {
+            continue;
+        };
+        match rest.strip_suffix(".partial") {
+            Some(stamp) if stamped(stamp) => earlier.partial.push(sibling.to_string()),
+            None if stamped(rest) => earlier.whole.push(sibling.to_string()),
+            _ => {}
+        }
+    }
+    earlier.whole.sort_by(|a, b| b.cmp(a));
+    earlier.partial.sort();
+    earlier
 }
 
 /// Bytes in the files below `dir`, following links (pg_wal and tablespaces may be links).
@@ -355,6 +431,92 @@ mod tests {
             .filter(|n| n.ends_with(".partial"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn the_copies_earlier_rewinds_left_beside_a_data_directory() {
+        let cases: &[(&[&str], &[&str], &[&str])] = &[
+            (&["main", "other"], &[], &[]),
+            (
+                &[
+                    "main.before-rewind-20261201T101010Z",
+                    "main",
+                    "main.before-rewind-20261205T213733Z",
+                ],
+                &[
+                    "main.before-rewind-20261205T213733Z",
+                    "main.before-rewind-20261201T101010Z",
+                ],
+                &[],
+            ),
+            (
+                &["main.before-rewind-20261205T213733Z.partial"],
+                &[],
+                &["main.before-rewind-20261205T213733Z.partial"],
+            ),
+            // Another directory's copies, a base backup's, and names that only look alike.
+            (
+                &[
+                    "main2.before-rewind-20261205T213733Z",
+                    "main.replaced-1764970653",
+                    "main.before-rewind-20261205T213733Z.old",
+                    "main.before-rewind-2026120T5213733Z",
+                    "main.before-rewind-20261205T213733",
+                    "main.before-rewind-é0261205T21373Z",
+                    "main.before-rewind-",
+                ],
+                &[],
+                &[],
+            ),
+        ];
+        for (siblings, whole, partial) in cases {
+            let earlier = earlier_copies("main", siblings.iter().copied());
+            assert_eq!(earlier.whole, *whole, "{siblings:?}");
+            assert_eq!(earlier.partial, *partial, "{siblings:?}");
+        }
+    }
+
+    /// A rewind run again after its copy was made: the copy of this same state is the copy;
+    /// one cut off half-way is removed; a copy of another state (the server ran since) is not
+    /// taken for it.
+    #[tokio::test]
+    async fn a_copy_made_by_an_earlier_attempt_is_not_made_again() {
+        let top = tempfile::tempdir().unwrap();
+        let data = top.path().join("main");
+        std::fs::create_dir_all(data.join("global")).unwrap();
+        std::fs::write(data.join("global/pg_control"), b"checkpoint 1").unwrap();
+        let data_dir = data.display().to_string();
+        let here = Dir {
+            data_dir: &data_dir,
+            bin_dir: &None,
+            os_user: &None,
+            shown: "main (us-east-1)",
+        };
+        let older = top.path().join("main.before-rewind-20261201T101010Z");
+        std::fs::create_dir_all(older.join("global")).unwrap();
+        std::fs::write(older.join("global/pg_control"), b"checkpoint 0").unwrap();
+        let cut = top
+            .path()
+            .join("main.before-rewind-20261201T111111Z.partial");
+        std::fs::create_dir_all(cut.join("base")).unwrap();
+
+        let first = here.copy_aside(Duration::from_secs(30)).await.unwrap();
+        assert_ne!(first, older);
+        assert!(!cut.exists(), "the half-made copy is removed");
+        let again = here.copy_aside(Duration::from_secs(30)).await.unwrap();
+        assert_eq!(again, first);
+        let copies = std::fs::read_dir(top.path()).unwrap().count();
+        assert_eq!(copies, 3, "main, the older copy and one new copy");
+
+        // The server ran since: its control file changed, and a new copy is made.
+        std::fs::write(data.join("global/pg_control"), b"checkpoint 2").unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let newer = here.copy_aside(Duration::from_secs(30)).await.unwrap();
+        assert_ne!(newer, first);
+        assert_eq!(
+            std::fs::read(newer.join("global/pg_control")).unwrap(),
+            b"checkpoint 2"
+        );
     }
 
     #[test]

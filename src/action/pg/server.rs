@@ -696,6 +696,7 @@ async fn rewind(
             if rewound.commits_after_fork != Some(0) && input.keep_copy != Some(false) {
                 let copy = here.copy_aside(cx.timeout).await?;
                 rewound.kept_copy = Some(copy.display().to_string());
+                crate::crash::at("rewind-copied");
             }
         }
         // A dry-run that failed fails the same way below, saying why.

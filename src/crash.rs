@@ -1,15 +1,17 @@
 //! Crash injection, for the crash-safety tests: the process kills itself (SIGKILL, as a power
-//! cut or an OOM kill would) right after its Nth journal write, or right after the Nth side
-//! effect returns and before its result is journaled.
+//! cut or an OOM kill would) right after its Nth journal write, right after the Nth side
+//! effect returns and before its result is journaled, or at a named point inside an action.
 //!
 //! RUNBOOK_CRASH_AFTER_WRITE=N    kill after the Nth record this process appends
 //! RUNBOOK_CRASH_AFTER_EFFECT=N   kill after the Nth action returns, before it is journaled
+//! RUNBOOK_CRASH_AT=NAME          kill the first time the point NAME is reached
+//!                                (`rewind-copied`: pg::rewind's copy made, pg_rewind not run)
 //!
-//! Both are read once; unset, they cost one relaxed atomic load per event. Compiled only with
-//! the `crash-injection` feature (the test suite's); otherwise both calls are empty.
+//! Each is read once; unset, they cost one relaxed atomic load per event. Compiled only with
+//! the `crash-injection` feature (the test suite's); otherwise every call is empty.
 
 #[cfg(feature = "crash-injection")]
-pub use injected::{after_effect, after_write};
+pub use injected::{after_effect, after_write, at};
 
 #[cfg(feature = "crash-injection")]
 mod injected {
@@ -49,6 +51,18 @@ mod injected {
             }
         }
     }
+
+    /// Called where an action has done part of its work and not the rest.
+    pub fn at(point: &str) {
+        static NAME: OnceLock<Option<String>> = OnceLock::new();
+        if NAME
+            .get_or_init(|| std::env::var("RUNBOOK_CRASH_AT").ok())
+            .as_deref()
+            == Some(point)
+        {
+            die();
+        }
+    }
 }
 
 /// Without the feature: nothing to do.
@@ -60,3 +74,8 @@ pub fn after_write() {}
 #[cfg(not(feature = "crash-injection"))]
 #[inline(always)]
 pub fn after_effect() {}
+
+/// Without the feature: nothing to do.
+#[cfg(not(feature = "crash-injection"))]
+#[inline(always)]
+pub fn at(_point: &str) {}

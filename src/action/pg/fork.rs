@@ -337,6 +337,7 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::action::ErrorKind;
 
     #[test]
     fn the_fork_as_pg_rewind_reports_it() {
@@ -517,6 +518,100 @@ mod tests {
             std::fs::read(newer.join("global/pg_control")).unwrap(),
             b"checkpoint 2"
         );
+    }
+
+    /// A small file system of its own (tmpfs, 16 MiB), unmounted when dropped, also when the
+    /// test fails. Mounting needs root, as the suite's PostgreSQL servers do.
+    struct SmallDisk {
+        _top: tempfile::TempDir,
+        at: PathBuf,
+    }
+
+    impl SmallDisk {
+        fn new() -> SmallDisk {
+            let top = tempfile::tempdir().unwrap();
+            let at = top.path().join("disk");
+            std::fs::create_dir(&at).unwrap();
+            let ran = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+                .arg(&at)
+                .output()
+                .expect("mount starts");
+            assert!(
+                ran.status.success(),
+                "mounting a tmpfs at {} (as root) failed: {}",
+                at.display(),
+                String::from_utf8_lossy(&ran.stderr)
+            );
+            SmallDisk { _top: top, at }
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.at).status();
+        }
+    }
+
+    fn beside(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Where a copy would leave the server too little room, nothing is copied, and the
+    /// refusal says where, how much, and the two ways on; a copy that fails half-way leaves
+    /// nothing behind. Both on real file systems.
+    #[tokio::test]
+    async fn a_copy_without_room_or_that_fails_leaves_nothing_behind() {
+        let disk = SmallDisk::new();
+        let data = disk.at.join("main");
+        std::fs::create_dir_all(data.join("base/1")).unwrap();
+        std::fs::write(data.join("base/1/1259"), vec![7u8; 4 << 20]).unwrap();
+        let data_dir = data.display().to_string();
+        let here = Dir {
+            data_dir: &data_dir,
+            bin_dir: &None,
+            os_user: &None,
+            shown: "main (us-east-1)",
+        };
+        let refused = here.copy_aside(Duration::from_secs(30)).await.unwrap_err();
+        assert!(matches!(refused.kind, ErrorKind::Permanent));
+        let free = free_bytes(&disk.at).unwrap() >> 20;
+        for said in [
+            "main (us-east-1): its data directory must be copied before the rewind discards what it committed after the fork".to_string(),
+            format!("{} has {free} MiB free where the copy needs 4 MiB (and 64 MiB to spare)", disk.at.display()),
+            "It is left stopped: free space there, or rewind without a copy (keep_copy=false) to lose those transactions".to_string(),
+        ] {
+            assert!(refused.message.contains(&said), "{}\nlacks: {said}", refused.message);
+        }
+        assert_eq!(beside(&data), ["main"]);
+
+        // On a large enough disk, a file that cannot be read (a link to nothing) fails the copy.
+        let top = tempfile::tempdir().unwrap();
+        let data = top.path().join("main");
+        std::fs::create_dir_all(data.join("base/1")).unwrap();
+        std::fs::write(data.join("base/1/1259"), b"rows").unwrap();
+        std::os::unix::fs::symlink(top.path().join("gone"), data.join("pg_wal")).unwrap();
+        let data_dir = data.display().to_string();
+        let here = Dir {
+            data_dir: &data_dir,
+            ..here
+        };
+        let failed = here.copy_aside(Duration::from_secs(30)).await.unwrap_err();
+        assert!(
+            failed.message.starts_with(&format!(
+                "main (us-east-1): copying {data_dir} to {data_dir}.before-rewind-"
+            )) && failed
+                .message
+                .ends_with("Nothing was rewound; it is left stopped"),
+            "{}",
+            failed.message
+        );
+        assert_eq!(beside(&data), ["main"]);
     }
 
     #[test]

@@ -389,6 +389,16 @@ mod tests {
         }
     }
 
+    /// A data directory on this host, as the tests name it.
+    fn local(data_dir: &str) -> Dir<'_> {
+        Dir {
+            data_dir,
+            bin_dir: &None,
+            os_user: &None,
+            shown: "main (us-east-1)",
+        }
+    }
+
     /// A copy beside the directory, whole, with what its links point to (as pg_wal may be a
     /// link), modes kept, and no partial copy left behind.
     #[tokio::test]
@@ -403,14 +413,8 @@ mod tests {
         std::fs::write(wal.join("000000010000000000000003"), b"commits").unwrap();
         std::os::unix::fs::symlink(&wal, data.join("pg_wal")).unwrap();
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let shown = "main (us-east-1)";
         let data_dir = data.display().to_string();
-        let here = Dir {
-            data_dir: &data_dir,
-            bin_dir: &None,
-            os_user: &None,
-            shown,
-        };
+        let here = local(&data_dir);
         let copy = here.copy_aside(Duration::from_secs(30)).await.unwrap();
         let name = copy.file_name().unwrap().to_string_lossy().to_string();
         assert!(
@@ -487,12 +491,7 @@ mod tests {
         std::fs::create_dir_all(data.join("global")).unwrap();
         std::fs::write(data.join("global/pg_control"), b"checkpoint 1").unwrap();
         let data_dir = data.display().to_string();
-        let here = Dir {
-            data_dir: &data_dir,
-            bin_dir: &None,
-            os_user: &None,
-            shown: "main (us-east-1)",
-        };
+        let here = local(&data_dir);
         let older = top.path().join("main.before-rewind-20261201T101010Z");
         std::fs::create_dir_all(older.join("global")).unwrap();
         std::fs::write(older.join("global/pg_control"), b"checkpoint 0").unwrap();
@@ -572,12 +571,7 @@ mod tests {
         std::fs::create_dir_all(data.join("base/1")).unwrap();
         std::fs::write(data.join("base/1/1259"), vec![7u8; 4 << 20]).unwrap();
         let data_dir = data.display().to_string();
-        let here = Dir {
-            data_dir: &data_dir,
-            bin_dir: &None,
-            os_user: &None,
-            shown: "main (us-east-1)",
-        };
+        let here = local(&data_dir);
         let refused = here.copy_aside(Duration::from_secs(30)).await.unwrap_err();
         assert!(matches!(refused.kind, ErrorKind::Permanent));
         let free = free_bytes(&disk.at).unwrap() >> 20;
@@ -597,10 +591,7 @@ mod tests {
         std::fs::write(data.join("base/1/1259"), b"rows").unwrap();
         std::os::unix::fs::symlink(top.path().join("gone"), data.join("pg_wal")).unwrap();
         let data_dir = data.display().to_string();
-        let here = Dir {
-            data_dir: &data_dir,
-            ..here
-        };
+        let here = local(&data_dir);
         let failed = here.copy_aside(Duration::from_secs(30)).await.unwrap_err();
         assert!(
             failed.message.starts_with(&format!(

@@ -5,7 +5,9 @@
 //! RUNBOOK_CRASH_AFTER_WRITE=N    kill after the Nth record this process appends
 //! RUNBOOK_CRASH_AFTER_EFFECT=N   kill after the Nth action returns, before it is journaled
 //! RUNBOOK_CRASH_AT=NAME          kill the first time the point NAME is reached
-//!                                (`rewind-copied`: pg::rewind's copy made, pg_rewind not run)
+//!                                (`rewind-copied`: pg::rewind's copy made, pg_rewind not run;
+//!                                `basebackup-made`: pg::basebackup's fresh directory whole,
+//!                                not yet swapped with the server's)
 //!
 //! Each is read once; unset, they cost one relaxed atomic load per event. Compiled only with
 //! the `crash-injection` feature (the test suite's); otherwise every call is empty.

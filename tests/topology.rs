@@ -397,6 +397,15 @@ fn the_writes_an_emergency_failover_lost_are_kept_by_the_rejoin() {
     assert_eq!(made.len(), 1, "{made:?}");
     assert_eq!(role(&d, "us-east-1"), "", "still stopped");
     let run = d.t.newest_run();
+    // Its resume is killed again, once pg_rewind is done and before the server's own
+    // configuration files (its port) are back: the next resume takes them from where the
+    // rewind kept them, not from what pg_rewind copied from the primary.
+    let cut =
+        d.t.command(&["resume".to_string(), run.clone()])
+            .env("RUNBOOK_CRASH_AT", "rewind-ran")
+            .output()
+            .unwrap();
+    assert_eq!(cut.status.code(), None, "killed at the second crash point");
     let rejoin = d.t.exec(&["resume", &run]);
     assert_eq!(rejoin.code, 0, "{}", rejoin.all());
     assert_eq!(copies(), made);
@@ -410,6 +419,120 @@ fn the_writes_an_emergency_failover_lost_are_kept_by_the_rejoin() {
     );
     assert!(kept.ends_with(&made[0]), "{kept} is not {made:?}");
     assert_eq!(rows, "1,2");
+}
+
+/// A former primary without wal_log_hints (the `rewind_not_ready` warning) cannot be rewound:
+/// the rejoin says why, and, approved, rebuilds it from a fresh base backup. Killed once the
+/// fresh directory is whole and before it is swapped in, the resumed run does not take that
+/// half-finished state for the server's own: the old directory is moved aside once, intact,
+/// and the standby keeps its own configuration (its port), not the primary's.
+#[test]
+fn a_rebuild_from_a_base_backup_cut_off_and_resumed_moves_the_old_directory_aside_once() {
+    let d = drill();
+    let old = d.stack.pg.node("us-east-1").clone();
+    d.psql(
+        "us-east-1",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1)",
+    );
+    d.psql("us-east-1", "ALTER SYSTEM SET wal_log_hints = off");
+    d.stack.pg.stop_node(&old);
+    d.stack.pg.start_node(&old).unwrap();
+    assert_eq!(d.psql("us-east-1", "SHOW wal_log_hints"), "off");
+    std::fs::write(old.data_dir.join("marker"), "the old directory").unwrap();
+    d.psql("us-east-1", "INSERT INTO t VALUES (2)");
+    for standby in ["eu-west-1", "ap-southeast-1"] {
+        assert!(crate::support::wait_for(
+            std::time::Duration::from_secs(20),
+            || d.psql(standby, "SELECT count(*) FROM t") == "2"
+        ));
+    }
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    d.stack.pg.stop_node(&old);
+    let failover = d.run("emergency-failover", &["--var", "check_interval=20ms"]);
+    assert_eq!(failover.code, 0, "{}", failover.all());
+    let primary = if d.psql("eu-west-1", "SELECT pg_is_in_recovery()") == "f" {
+        "eu-west-1"
+    } else {
+        "ap-southeast-1"
+    };
+    d.psql(primary, "INSERT INTO t VALUES (3)");
+
+    let args = d.args("rejoin", &["--var", "region=us-east-1", "--yes"]);
+    let cut =
+        d.t.command(&args)
+            .env("RUNBOOK_CRASH_AT", "basebackup-made")
+            .output()
+            .unwrap();
+    assert_eq!(
+        cut.status.code(),
+        None,
+        "killed at the crash point: {}{}",
+        String::from_utf8_lossy(&cut.stdout),
+        String::from_utf8_lossy(&cut.stderr)
+    );
+    let beside = || {
+        let name = old
+            .data_dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let mut found: Vec<String> = std::fs::read_dir(old.data_dir.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&format!("{name}.")))
+            .map(|n| n[name.len()..].to_string())
+            // The stack's server log.
+            .filter(|rest| rest != ".log")
+            .collect();
+        found.sort();
+        found
+    };
+    assert_eq!(
+        beside(),
+        [".basebackup", ".own-files"],
+        "made whole, not yet swapped"
+    );
+    assert!(old.data_dir.join("marker").exists());
+    let run = d.t.newest_run();
+    let rejoin = d.t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(rejoin.code, 0, "{}", rejoin.all());
+    // What the cut-off run said, then the resumed one.
+    let said = format!("{}{}", String::from_utf8_lossy(&cut.stdout), rejoin.stdout);
+    assert_says(
+        &said,
+        &[
+            "pg_rewind could not rejoin us-east-1",
+            "wal_log_hints",
+            &format!("us-east-1 is a standby of {primary} (basebackup"),
+            "us-east-1's data directory before the base backup is kept in ",
+        ],
+    );
+    let left = beside();
+    assert!(
+        left.len() == 1 && left[0].starts_with(".replaced-"),
+        "{left:?}"
+    );
+    let aside = old.data_dir.with_file_name(format!(
+        "{}{}",
+        old.data_dir.file_name().unwrap().to_string_lossy(),
+        left[0]
+    ));
+    assert_eq!(
+        std::fs::read_to_string(aside.join("marker")).unwrap(),
+        "the old directory"
+    );
+    assert!(!old.data_dir.join("marker").exists());
+    // Its own port: the one the stack gave it, not the primary's.
+    assert_eq!(role(&d, "us-east-1"), "standby");
+    assert!(streams_from(&d, "us-east-1", primary));
+    assert!(crate::support::wait_for(
+        std::time::Duration::from_secs(20),
+        || d.psql(
+            "us-east-1",
+            "SELECT string_agg(x::text, ',' ORDER BY x) FROM t"
+        ) == "1,2,3"
+    ));
 }
 
 /// The copy a rejoin says it kept, after `said` in its output, and table t's rows in it as a

@@ -61,6 +61,25 @@ pub(crate) fn commits_in(stats: &str) -> Option<u64> {
     )
 }
 
+/// Where timeline `tli` ended, in a timeline history file ("1\t0/4018058\tno recovery
+/// target specified"): the point a server on it forked from the newer timeline.
+pub(crate) fn switch_point(history: &str, tli: u32) -> Option<String> {
+    history.lines().find_map(|l| {
+        let mut fields = l.split_whitespace();
+        (fields.next()?.parse::<u32>().ok()? == tli)
+            .then(|| fields.next())
+            .flatten()
+            .filter(|lsn| lsn_value(lsn).is_some())
+            .map(str::to_string)
+    })
+}
+
+/// "0/4018058" as a number; None when it is not a WAL position.
+fn lsn_value(lsn: &str) -> Option<u64> {
+    let (hi, lo) = lsn.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
 /// A value of `pg_controldata`'s output ("Database cluster state:" → "shut down").
 pub(crate) fn control_field(control: &str, key: &str) -> Option<String> {
     control
@@ -126,6 +145,73 @@ impl Dir<'_> {
             )));
         }
         Ok(())
+    }
+
+    /// Whether pg_rewind finished with this directory and the server has not started since:
+    /// its control file says "in archive recovery" (pg_rewind's last write) and pg_rewind's
+    /// backup_label is still there (a start as a standby takes it away).
+    pub async fn rewound_not_started(&self, limit: Duration) -> Result<bool, ActionError> {
+        let control = self.control(limit).await?;
+        Ok(
+            control_field(&control, "Database cluster state:").as_deref()
+                == Some("in archive recovery")
+                && Path::new(self.data_dir).join("backup_label").exists(),
+        )
+    }
+
+    /// For a directory an earlier attempt rewound (and that has not started since): the copy
+    /// that attempt kept of it, and the transactions the rewind took out, counted in that
+    /// copy's WAL from the fork (the switch point its new timeline's history names). None
+    /// where no copy of the directory from just before the rewind is beside it.
+    pub async fn earlier_rewind(&self, limit: Duration) -> (Option<PathBuf>, Option<u64>) {
+        let dir = PathBuf::from(self.data_dir.trim_end_matches('/'));
+        let Ok(now) = self.control(limit).await else {
+            return (None, None);
+        };
+        let Some(tli) = control_field(&now, "Latest checkpoint's TimeLineID:")
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            return (None, None);
+        };
+        let history = std::fs::read_to_string(dir.join(format!("pg_wal/{tli:08X}.history")))
+            .unwrap_or_default();
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            return (None, None);
+        };
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let siblings: Vec<String> = std::fs::read_dir(parent)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for whole in earlier_copies(name, siblings.iter().map(String::as_str)).whole {
+            let copy = dir.with_file_name(&whole);
+            let copy_str = copy.display().to_string();
+            let there = Dir {
+                data_dir: &copy_str,
+                ..*self
+            };
+            let Ok(then) = there.control(limit).await else {
+                continue;
+            };
+            let old = control_field(&then, "Latest checkpoint's TimeLineID:")
+                .and_then(|t| t.parse::<u32>().ok());
+            let checkpoint = control_field(&then, "Latest checkpoint location:");
+            let fork = old.and_then(|old| switch_point(&history, old));
+            // A copy of this directory made after it forked: on the timeline that forked,
+            // its last checkpoint past the fork.
+            if let (Some(fork), Some(at)) = (fork, checkpoint) {
+                if lsn_value(&at) >= lsn_value(&fork) {
+                    let commits = there.commits_since(&fork, limit).await;
+                    return (Some(copy), commits);
+                }
+            }
+        }
+        (None, None)
     }
 
     /// Transactions the server committed at or after `lsn` in its own WAL; `None` when its
@@ -603,6 +689,23 @@ mod tests {
             failed.message
         );
         assert_eq!(beside(&data), ["main"]);
+    }
+
+    #[test]
+    fn where_a_timeline_forked_in_its_history_file() {
+        let history = "1\t0/4018058\tno recovery target specified\n\n2\t0/5000000\tbefore 2026-12-05 21:37:33+00\n";
+        let cases = [(1, Some("0/4018058")), (2, Some("0/5000000")), (3, None)];
+        for (tli, want) in cases {
+            assert_eq!(
+                switch_point(history, tli).as_deref(),
+                want,
+                "timeline {tli}"
+            );
+        }
+        assert_eq!(switch_point("", 1), None);
+        assert_eq!(switch_point("1\tnot-a-position\n", 1), None);
+        assert_eq!(lsn_value("1/0"), Some(1 << 32));
+        assert!(lsn_value("0/4018058") < lsn_value("0/5000000"));
     }
 
     #[test]

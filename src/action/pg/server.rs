@@ -278,6 +278,69 @@ fn restore_own_files(saved: &[Saved]) -> Result<(), ActionError> {
     }
     Ok(())
 }
+/// The server's own configuration files, kept beside its data directory
+/// (`<data_dir>.own-files`) while a tool that overwrites them with the primary's runs
+/// (pg_rewind copies the primary's). A run cut off before they are back, and run again, takes
+/// them from there, not from what the tool left in the directory.
+struct OwnFiles {
+    kept: PathBuf,
+    saved: Vec<Saved>,
+}
+
+impl OwnFiles {
+    fn keep(data_dir: &Path) -> Result<OwnFiles, ActionError> {
+        let kept = PathBuf::from(format!("{}.own-files", data_dir.display()));
+        let io = |e: std::io::Error| {
+            ActionError::permanent(format!(
+                "cannot keep {}'s configuration files in {}: {e}",
+                data_dir.display(),
+                kept.display()
+            ))
+        };
+        if kept.is_dir() {
+            // An earlier attempt kept them and did not put them back.
+            let mut saved = save_own_files(&kept)?;
+            for s in &mut saved {
+                s.path = data_dir.join(s.path.file_name().unwrap_or_default());
+            }
+            return Ok(OwnFiles { kept, saved });
+        }
+        let saved = save_own_files(data_dir)?;
+        let partial = PathBuf::from(format!("{}.partial", kept.display()));
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(io)?;
+        }
+        std::fs::create_dir(&partial).map_err(io)?;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        for s in &saved {
+            let to = partial.join(s.path.file_name().unwrap_or_default());
+            write_owned(&to, &s.bytes, s.uid, s.gid, s.mode)?;
+        }
+        std::fs::rename(&partial, &kept).map_err(io)?;
+        Ok(OwnFiles { kept, saved })
+    }
+
+    /// Writes them back into the data directory, and forgets the kept copy.
+    fn put_back(self) -> Result<(), ActionError> {
+        restore_own_files(&self.saved)?;
+        self.forget();
+        Ok(())
+    }
+
+    /// Writes them into another directory (a fresh base backup).
+    fn write_into(&self, dir: &Path) -> Result<(), ActionError> {
+        for s in &self.saved {
+            let to = dir.join(s.path.file_name().unwrap_or_default());
+            write_owned(&to, &s.bytes, s.uid, s.gid, s.mode)?;
+        }
+        Ok(())
+    }
+
+    /// Once they are where they belong.
+    fn forget(self) {
+        let _ = std::fs::remove_dir_all(&self.kept);
+    }
+}
 
 /// postgresql.auto.conf without the settings a standby must not keep, plus its new upstream.
 pub fn standby_auto_conf(current: &str, conninfo: &str, slot: Option<&str>) -> String {
@@ -569,7 +632,7 @@ impl Action for BaseBackup {
     type Output = Rejoined;
 
     fn spec() -> Spec {
-        Spec::converge("pg", "basebackup", "Rebuild a server as a standby of `primary_url` from a fresh base backup, when a rewind is impossible: stop it, move its data directory aside (kept, not deleted), pg_basebackup from the primary, keep its own configuration files, write the standby settings, start it, and wait until it streams. A no-op when it already streams from that primary.").timeout(3600).retries(0)
+        Spec::converge("pg", "basebackup", "Rebuild a server as a standby of `primary_url` from a fresh base backup, when a rewind is impossible: stop it, pg_basebackup from the primary into a directory beside its own, keep its own configuration files, swap the two (the old one moved aside, kept, not deleted), write the standby settings, start it, and wait until it streams. A no-op when it already streams from that primary; run again after an interruption, it moves the old directory aside once.").timeout(3600).retries(0)
     }
 
     fn describe(input: &RejoinInput) -> String {
@@ -672,6 +735,19 @@ async fn rewind(
         os_user: &input.os_user,
         shown,
     };
+    if here.rewound_not_started(cx.timeout).await? {
+        // An earlier attempt's pg_rewind finished, and the run was cut off before the server
+        // started: what is left is its own files and the start. Recovery in single-user mode
+        // (or a second pg_rewind, which would run it) would end that recovery off the
+        // primary's history.
+        OwnFiles::keep(dir)?.put_back()?;
+        let (copy, commits) = here.earlier_rewind(cx.timeout).await;
+        return Ok(Rewound {
+            detail: "rewound by an earlier attempt, cut off before the server started".into(),
+            commits_after_fork: commits,
+            kept_copy: copy.map(|c| c.display().to_string()),
+        });
+    }
     here.recover(cx.timeout).await?;
     let source_server = source.tool_conninfo(&application_name(input));
     let rewind_args = ["-D", &input.data_dir, "--source-server", &source_server];
@@ -702,7 +778,7 @@ async fn rewind(
         // A dry-run that failed fails the same way below, saying why.
         None => {}
     }
-    let saved = save_own_files(dir)?;
+    let own = OwnFiles::keep(dir)?;
     let (ok, text) = tool(
         &input.local(),
         "pg_rewind",
@@ -711,9 +787,10 @@ async fn rewind(
         cx.timeout,
     )
     .await?;
+    crate::crash::at("rewind-ran");
     // Whatever pg_rewind did, the server's own files come back; it stays stopped on
     // failure (a former primary must not come back writable).
-    restore_own_files(&saved)?;
+    own.put_back()?;
     if !ok {
         return Err(ActionError::permanent(format!(
             "{shown}: pg_rewind could not rewind it onto {}: {}. It is left stopped; a fresh base backup (pg::basebackup) brings it back as a standby",
@@ -730,45 +807,55 @@ async fn rewind(
     Ok(rewound)
 }
 
-/// Stops the server, moves its data directory aside and copies a fresh one from the
-/// primary; gives where the old directory went.
+/// Stops the server, copies a fresh data directory from the primary beside the old one, and
+/// swaps them: the old one moves aside, kept; gives where it went.
+///
+/// The fresh copy is made as `<data_dir>.basebackup.partial`, takes the server's own
+/// configuration files, is renamed `<data_dir>.basebackup` when whole, and only then do the
+/// two directories change places. Cut off anywhere (the process killed, the host rebooted),
+/// the server's directory is still its own and whole; the run again removes what an earlier
+/// attempt left half-made, or finishes a swap it left half-way, and moves the old directory
+/// aside once.
 async fn basebackup(
     input: &RejoinInput,
     source: &Source,
     shown: &str,
     cx: &Cx,
 ) -> Result<PathBuf, ActionError> {
-    let dir = PathBuf::from(&input.data_dir);
+    let dir = PathBuf::from(input.data_dir.trim_end_matches('/'));
+    let fresh = PathBuf::from(format!("{}.basebackup", dir.display()));
+    let partial = PathBuf::from(format!("{}.basebackup.partial", dir.display()));
+    let io = |e: std::io::Error| ActionError::permanent(format!("{shown}: {e}"));
+    if !dir.exists() && fresh.join("global/pg_control").exists() {
+        // An earlier attempt was cut off between moving the old directory aside and putting
+        // the whole fresh one in its place.
+        std::fs::rename(&fresh, &dir).map_err(io)?;
+        let _ = std::fs::remove_dir_all(format!("{}.own-files", dir.display()));
+        return newest_replaced(&dir).ok_or_else(|| {
+            ActionError::permanent(format!(
+                "{shown}: the fresh data directory was put in place, but the old one is not beside it"
+            ))
+        });
+    }
     let meta = std::fs::metadata(&dir)
         .map_err(|e| ActionError::permanent(format!("{shown}: {}: {e}", dir.display())))?;
     stop(&input.local(), shown, cx).await?;
-    let saved = save_own_files(&dir)?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let aside = PathBuf::from(format!(
-        "{}.replaced-{stamp}",
-        input.data_dir.trim_end_matches('/')
-    ));
-    let io = |e: std::io::Error| ActionError::permanent(format!("{shown}: {e}"));
-    std::fs::rename(&dir, &aside).map_err(io)?;
-    std::fs::create_dir(&dir).map_err(io)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    // What an earlier attempt left: never the server's own directory.
+    for stale in [&partial, &fresh] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale).map_err(io)?;
+        }
+    }
+    // Kept beside it: a rewind cut off half-way may have left the primary's in the directory.
+    let own = OwnFiles::keep(&dir)?;
+    std::fs::create_dir(&partial).map_err(io)?;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     if unsafe { libc::geteuid() } == 0 {
-        std::os::unix::fs::chown(&dir, Some(meta.uid()), Some(meta.gid())).map_err(io)?;
+        std::os::unix::fs::chown(&partial, Some(meta.uid()), Some(meta.gid())).map_err(io)?;
     }
     let conninfo = source.tool_conninfo(&application_name(input));
-    let mut args = vec![
-        "-D",
-        &input.data_dir,
-        "-X",
-        "stream",
-        "-c",
-        "fast",
-        "-d",
-        &conninfo,
-    ];
+    let into = partial.display().to_string();
+    let mut args = vec!["-D", &into, "-X", "stream", "-c", "fast", "-d", &conninfo];
     if let Some(slot) = &input.slot {
         args.extend(["-S", slot]);
     }
@@ -781,17 +868,43 @@ async fn basebackup(
     )
     .await?;
     if !ok {
-        // Put the old directory back, stopped: nothing is lost.
-        let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::rename(&aside, &dir);
+        let _ = std::fs::remove_dir_all(&partial);
+        own.put_back()?;
         return Err(ActionError::permanent(format!(
-            "{shown}: pg_basebackup from {} failed: {}. The old data directory is back in place, stopped",
+            "{shown}: pg_basebackup from {} failed: {}. Its data directory is untouched, stopped",
             source.upstream(),
             last_lines(&text, 2)
         )));
     }
-    restore_own_files(&saved)?;
+    // The server's own configuration files, not the primary's (its port among them).
+    own.write_into(&partial)?;
+    std::fs::rename(&partial, &fresh).map_err(io)?;
+    crate::crash::at("basebackup-made");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let aside = PathBuf::from(format!("{}.replaced-{stamp}", dir.display()));
+    std::fs::rename(&dir, &aside).map_err(io)?;
+    std::fs::rename(&fresh, &dir).map_err(io)?;
+    own.forget();
     Ok(aside)
+}
+
+/// The newest `<data_dir>.replaced-<secs>` beside the data directory.
+fn newest_replaced(dir: &Path) -> Option<PathBuf> {
+    let name = dir.file_name()?.to_str()?;
+    let prefix = format!("{name}.replaced-");
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::read_dir(parent)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| Some((n.strip_prefix(&prefix)?.parse::<u64>().ok()?, n.clone())))
+        .max()
+        .map(|(_, n)| dir.with_file_name(n))
 }
 
 input! {

@@ -389,9 +389,51 @@ struct Figures {
     losses: Vec<(u64, u64, bool)>,
 }
 
-/// A standby's database started again: it streams from the primary by itself, or status names
-/// the rejoin it needs (it followed a primary that is one no more), and that rejoin runs.
-fn start_again(d: &Drill, region: &str, primary: &str) -> Result<(), String> {
+/// A former primary that came back writable is rejoined: the run succeeds, status after it has
+/// nothing critical (is clean, when `strict`), and the writes its failover lost are in the copy
+/// it kept.
+fn rejoin_returned(
+    d: &Drill,
+    region: &str,
+    strict: bool,
+    gone: &[i64],
+    figures: &mut Figures,
+) -> Result<(), String> {
+    let ran = run(
+        d,
+        "rejoin",
+        &["--var", &format!("region={region}"), "--yes"],
+    );
+    if ran.code != 0 {
+        return Err(ran.all());
+    }
+    let st = run(
+        d,
+        "status",
+        if strict {
+            &["--var", "strict=true"]
+        } else {
+            &[]
+        },
+    );
+    figures.checks += 1;
+    if st.code != 0 {
+        return Err(format!("status is not clean after it\n{}", st.all()));
+    }
+    kept_by_the_rejoin(d, &ran, region, gone, figures)
+}
+
+/// A standby's database started again: it streams from the primary by itself (true), or
+/// status names the rejoin it needs (it followed a primary that is one no more), and that
+/// rejoin runs (true). While a former primary takes writes (`returned`), status names that
+/// one's rejoin first, and the standby's rejoin refuses, changing nothing (false: the caller
+/// rejoins the former primary, then starts again).
+fn start_again(
+    d: &Drill,
+    region: &str,
+    primary: &str,
+    returned: Option<&str>,
+) -> Result<bool, String> {
     let port = d.stack.pg.node(primary).port;
     let timeline = writable(d)
         .into_iter()
@@ -410,14 +452,11 @@ fn start_again(d: &Drill, region: &str, primary: &str) -> Result<(), String> {
             .is_ok_and(|n| n == "1")
     };
     if crate::support::wait_for(Duration::from_secs(10), streams) {
-        return Ok(());
+        return Ok(true);
     }
     let st = run(d, "status", &[]);
-    let rejoin = format!(
-        "rejoin.rhai -i {} --var region={region}",
-        d.inventory.display()
-    );
-    if !st.stdout.contains(&rejoin) {
+    let rejoin = |r: &str| format!("rejoin.rhai -i {} --var region={r}", d.inventory.display());
+    if !st.stdout.contains(&rejoin(region)) {
         return Err(format!(
             "not streaming from {primary}, and status does not name its rejoin:\n{}",
             st.all()
@@ -428,10 +467,31 @@ fn start_again(d: &Drill, region: &str, primary: &str) -> Result<(), String> {
         "rejoin",
         &["--var", &format!("region={region}"), "--yes"],
     );
+    if let Some(old) = returned {
+        let first = format!("first rejoin the former primary {old}: ");
+        if !st.stdout.contains(&first) || !st.stdout.contains(&rejoin(old)) {
+            return Err(format!(
+                "{old} takes writes, and status does not name its rejoin before {region}'s:\n{}",
+                st.all()
+            ));
+        }
+        if ran.code != 1
+            || !ran.stderr.contains(&format!(
+                "{old} is a former primary that came back and takes writes"
+            ))
+            || !ran.stderr.contains("Nothing was changed")
+        {
+            return Err(format!(
+                "its rejoin while {old} takes writes should refuse, naming {old}'s first: {}",
+                ran.all()
+            ));
+        }
+        return Ok(false);
+    }
     if ran.code != 0 {
         return Err(format!("its rejoin: {}", ran.all()));
     }
-    Ok(())
+    Ok(true)
 }
 
 fn run(d: &Drill, runbook: &str, extra: &[&str]) -> Ran {
@@ -688,31 +748,10 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
             "rejoin" => {
                 let region = m.returned.take().unwrap();
                 label = format!("rejoin {region}");
-                let ran = run(
-                    &d,
-                    "rejoin",
-                    &["--var", &format!("region={region}"), "--yes"],
-                );
-                if ran.code != 0 {
-                    return Err(fail(&done, format!("{label}: {}", ran.all())));
-                }
                 // Clean after it; while a standby is stopped, status warns of it (strict
                 // would fail on that warning): nothing critical, then.
-                let strict: &[&str] = if m.stopped.is_none() {
-                    &["--var", "strict=true"]
-                } else {
-                    &[]
-                };
-                let st = run(&d, "status", strict);
-                figures.checks += 1;
-                if st.code != 0 {
-                    return Err(fail(
-                        &done,
-                        format!("{label}: status is not clean after it\n{}", st.all()),
-                    ));
-                }
                 let gone = lost_on.remove(&region).unwrap_or_default();
-                kept_by_the_rejoin(&d, &ran, &region, &gone, figures)
+                rejoin_returned(&d, &region, m.stopped.is_none(), &gone, figures)
                     .map_err(|e| fail(&done, format!("{label}: {e}")))?;
             }
             "maintenance" => {
@@ -775,9 +814,19 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                     .pg
                     .start_node(d.stack.pg.node(&region))
                     .map_err(|e| fail(&done, format!("starting {region}: {e}")))?;
-                start_again(&d, &region, &primary)
+                let returned = m.returned.clone();
+                let streams = start_again(&d, &region, &primary, returned.as_deref())
                     .map_err(|e| fail(&done, format!("{label}: {e}")))?;
                 figures.checks += 1;
+                if let (false, Some(old)) = (streams, returned) {
+                    // As status says: the former primary's rejoin first, then the standby's.
+                    m.returned = None;
+                    let gone = lost_on.remove(&old).unwrap_or_default();
+                    rejoin_returned(&d, &old, false, &gone, figures)
+                        .map_err(|e| fail(&done, format!("{label}: rejoin {old}: {e}")))?;
+                    start_again(&d, &region, &primary, None)
+                        .map_err(|e| fail(&done, format!("{label}: after rejoin {old}: {e}")))?;
+                }
             }
             "backup" => {
                 label = format!("backup of {primary}");
@@ -1000,8 +1049,19 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
             .first()
             .map(|(r, _)| r.clone())
             .unwrap_or_default();
-        start_again(&d, &region, &primary)
+        let streams = start_again(&d, &region, &primary, m.returned.as_deref())
             .map_err(|e| fail(&done, format!("{region} started at the end: {e}")))?;
+        if let (false, Some(old)) = (streams, m.returned.take()) {
+            let gone = lost_on.remove(&old).unwrap_or_default();
+            rejoin_returned(&d, &old, false, &gone, figures)
+                .map_err(|e| fail(&done, format!("final rejoin of {old}: {e}")))?;
+            start_again(&d, &region, &primary, None).map_err(|e| {
+                fail(
+                    &done,
+                    format!("{region} started at the end, after rejoin {old}: {e}"),
+                )
+            })?;
+        }
     }
     if let Some(old) = m.down.take() {
         d.stack
@@ -1012,19 +1072,8 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
         m.returned = Some(old);
     }
     if let Some(region) = m.returned.take() {
-        let ran = run(
-            &d,
-            "rejoin",
-            &["--var", &format!("region={region}"), "--yes"],
-        );
-        if ran.code != 0 {
-            return Err(fail(
-                &done,
-                format!("final rejoin of {region}: {}", ran.all()),
-            ));
-        }
         let gone = lost_on.remove(&region).unwrap_or_default();
-        kept_by_the_rejoin(&d, &ran, &region, &gone, figures)
+        rejoin_returned(&d, &region, false, &gone, figures)
             .map_err(|e| fail(&done, format!("final rejoin of {region}: {e}")))?;
     }
     let st = run(&d, "status", &["--var", "strict=true"]);

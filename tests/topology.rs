@@ -535,6 +535,80 @@ fn a_rebuild_from_a_base_backup_cut_off_and_resumed_moves_the_old_directory_asid
     ));
 }
 
+/// A standby that was stopped during an emergency failover and started after the old primary
+/// came back follows that old primary. While it takes writes, status names its rejoin first
+/// and the standby's second, and the standby's rejoin refuses, changing nothing; the old
+/// primary's rejoin names the standby's as next (its postcondition does not wait on it); then
+/// the standby's rejoin makes the deployment clean.
+#[test]
+fn a_standby_that_followed_the_returned_old_primary_rejoins_after_it() {
+    let d = drill();
+    d.psql(
+        "us-east-1",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1)",
+    );
+    assert!(streams_from(&d, "ap-southeast-1", "us-east-1"));
+    let ap = d.stack.pg.node("ap-southeast-1").clone();
+    let us = d.stack.pg.node("us-east-1").clone();
+    d.stack.pg.stop_node(&ap);
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    d.stack.pg.stop_node(&us);
+    let failover = d.run("emergency-failover", &["--var", "check_interval=20ms"]);
+    assert_eq!(failover.code, 0, "{}", failover.all());
+    assert_eq!(role(&d, "eu-west-1"), "writable");
+    // The old primary comes back writable, and the stopped standby, started, follows it.
+    d.stack.pg.start_node(&us).unwrap();
+    d.stack.web.set_health("us-east-1", Health::Ok);
+    d.stack.pg.start_node(&ap).unwrap();
+    assert!(streams_from(&d, "ap-southeast-1", "us-east-1"));
+
+    let rejoin = |r: &str| {
+        format!(
+            "runbook run {}/runbooks/rejoin.rhai -i {} --var region={r}",
+            env!("CARGO_MANIFEST_DIR"),
+            d.inventory.display()
+        )
+    };
+    let st = status(&d);
+    assert_says(
+        &st.stdout,
+        &[
+            "CRITICAL  us-east-1's database is a writable primary on timeline 1, while eu-west-1 is the primary on timeline 2",
+            &format!(
+                "next: first rejoin the former primary us-east-1: {}; then ap-southeast-1: {}",
+                rejoin("us-east-1"),
+                rejoin("ap-southeast-1")
+            ),
+        ],
+    );
+    let early = d.run("rejoin", &["--var", "region=ap-southeast-1", "--yes"]);
+    assert_eq!(early.code, 1, "{}", early.all());
+    assert_says(
+        &early.stderr,
+        &[&format!(
+            "us-east-1 is a former primary that came back and takes writes (timeline 1; the primary eu-west-1 is on timeline 2): rejoin it first — {} — then ap-southeast-1. Nothing was changed",
+            rejoin("us-east-1")
+        )],
+    );
+    assert!(streams_from(&d, "ap-southeast-1", "us-east-1"));
+
+    let first = d.run("rejoin", &["--var", "region=us-east-1", "--yes"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    assert_says(
+        &first.stdout,
+        &[&format!(
+            "ap-southeast-1 followed us-east-1 and is not a standby of eu-west-1 yet: rejoin it next — {}",
+            rejoin("ap-southeast-1")
+        )],
+    );
+    let then = d.run("rejoin", &["--var", "region=ap-southeast-1", "--yes"]);
+    assert_eq!(then.code, 0, "{}", then.all());
+    assert!(streams_from(&d, "ap-southeast-1", "eu-west-1"));
+    assert!(streams_from(&d, "us-east-1", "eu-west-1"));
+    let clean = d.run("status", &["--var", "strict=true"]);
+    assert_eq!(clean.code, 0, "{}", clean.all());
+}
+
 /// The copy a rejoin says it kept, after `said` in its output, and table t's rows in it as a
 /// server started on the copy reads them ("1,2,3").
 fn kept_rows(d: &Drill, rejoin: &Ran, said: &str) -> (String, String) {

@@ -351,6 +351,11 @@ pub struct VerifyInput {
     /// is named here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub standbys: Vec<String>,
+    /// Standbys this run leaves as it found them, such as those that followed a former
+    /// primary it rejoined: not streaming from the primary is not a failure for them (they
+    /// still must not be writable). A region also in `standbys` is required.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excused: Vec<String>,
     /// How long to wait for the postcondition to hold (default "60s").
     #[serde(default = "Dur::ms::<60000>")]
     pub within: Dur,
@@ -401,6 +406,7 @@ impl Action for Verify {
         let expect = rules::Expect {
             primary: input.primary.clone(),
             standbys: input.standbys.clone(),
+            excused: input.excused.clone(),
         };
         let poll = Poll::new(&cx, input.interval.0).within(input.within.0.min(cx.timeout));
         loop {

@@ -124,7 +124,25 @@ fn anomaly(
 
 /// Everything wrong with the topology, worst first.
 pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
-    let rejoin = |region: &str| Some(t.commands.run("rejoin", &format!(" --var region={region}")));
+    // Former primaries that came back writable: their rejoin comes before any other region's
+    // (which refuses while they take writes).
+    let former: Vec<&String> = match &t.newest_primary {
+        Some(newest) if t.writable.len() > 1 => {
+            t.writable.iter().filter(|w| *w != newest).collect()
+        }
+        _ => vec![],
+    };
+    let rejoin_of = |region: &str| t.commands.run("rejoin", &format!(" --var region={region}"));
+    let rejoin = |region: &str| {
+        Some(match former.first() {
+            Some(first) if !former.iter().any(|f| *f == region) => format!(
+                "first rejoin the former primary {first}: {}; then {region}: {}",
+                rejoin_of(first),
+                rejoin_of(region)
+            ),
+            _ => rejoin_of(region),
+        })
+    };
     let flag = &t.commands.store_flag;
     use Severity::*;
     let mut out = Vec::new();
@@ -643,6 +661,9 @@ pub struct Expect {
     pub primary: String,
     /// Regions that must be standbys streaming from it (other reachable standbys must too).
     pub standbys: Vec<String>,
+    /// Standbys the procedure leaves as it found them (they followed a former primary it
+    /// rejoined): not streaming from the primary is not its failure; writable still is.
+    pub excused: Vec<String>,
 }
 
 /// A database that does not answer, and whose data directory says it stopped as a standby
@@ -678,7 +699,8 @@ pub fn violations(t: &Topology, e: &Expect) -> Vec<String> {
         let ok = db.role == "standby"
             && db.wal_receiver.as_deref() == Some("streaming")
             && db.upstream_region.as_deref() == Some(p);
-        if !ok && (required || db.role == "standby") {
+        let excused = e.excused.contains(name) && !required;
+        if !ok && (required || db.role == "standby") && !excused {
             out.push(format!(
                 "{name} should be a standby streaming from {p}; it is {}",
                 describe(db)
@@ -1173,6 +1195,85 @@ mod tests {
         }
     }
 
+    /// While a former primary takes writes, the rejoin of any other region refuses: status
+    /// names the former primary's rejoin first, in every other region's fix.
+    #[test]
+    fn while_a_former_primary_takes_writes_the_others_rejoin_after_it() {
+        // (what, regions, the anomaly, its region, the regions whose rejoins the fix names in order)
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            &'a str,
+            &'a str,
+            &'a [&'a str],
+        );
+        let cases: &[Case] = &[
+            (
+                "a standby of the returned old primary, on its old timeline",
+                &[
+                    ("us", "primary 1 0/5000000"),
+                    ("eu", "primary 2 0/6000000"),
+                    ("ap", "standby 1 0/5000000 from:us"),
+                ],
+                "old_timeline",
+                "ap",
+                &["us", "ap"],
+            ),
+            (
+                "a standby not streaming",
+                &[
+                    ("us", "primary 1 0/5000000"),
+                    ("eu", "primary 2 0/6000000"),
+                    ("ap", "standby 2 0/6000000 stopped"),
+                ],
+                "standby_not_streaming",
+                "ap",
+                &["us", "ap"],
+            ),
+            (
+                "the returned old primary: its own rejoin",
+                &[
+                    ("us", "primary 1 0/5000000"),
+                    ("eu", "primary 2 0/6000000"),
+                    ("ap", "standby 2 0/6000000 from:eu"),
+                ],
+                "two_primaries",
+                "us",
+                &["us"],
+            ),
+            (
+                "one primary: a standby's own rejoin",
+                &[
+                    ("eu", "primary 2 0/6000000"),
+                    ("ap", "standby 1 0/5000000 from:us"),
+                ],
+                "old_timeline",
+                "ap",
+                &["ap"],
+            ),
+        ];
+        for (what, regions, code, region, order) in cases {
+            let t = topology(regions);
+            let found = t
+                .anomalies
+                .iter()
+                .find(|a| a.code == *code && a.region.as_deref() == Some(*region))
+                .unwrap_or_else(|| panic!("{what}: {:?}", t.anomalies));
+            let fix = found.fix.clone().unwrap_or_default();
+            let rejoin = |r: &str| t.commands.run("rejoin", &format!(" --var region={r}"));
+            let want = match order {
+                [only] => rejoin(only),
+                [first, then] => format!(
+                    "first rejoin the former primary {first}: {}; then {then}: {}",
+                    rejoin(first),
+                    rejoin(then)
+                ),
+                _ => unreachable!(),
+            };
+            assert_eq!(fix, want, "{what}");
+        }
+    }
+
     #[test]
     fn traffic_apps_redis_and_the_inventory_as_a_table() {
         let base = || {
@@ -1381,6 +1482,11 @@ mod tests {
         let expect = |standbys: &[&str]| Expect {
             primary: "eu".into(),
             standbys: standbys.iter().map(|s| s.to_string()).collect(),
+            excused: vec![],
+        };
+        let excusing = |standbys: &[&str], excused: &str| Expect {
+            excused: vec![excused.to_string()],
+            ..expect(standbys)
         };
         type Case = (
             &'static str,
@@ -1435,6 +1541,18 @@ mod tests {
                 ap.database = db("down");
                 ap.database.stopped_state = Some("shut down in recovery".into());
             }), expect(&["ap"]), vec!["ap should be a standby streaming from eu; it is unreachable (connection refused)"]),
+            ("a standby that followed the former primary a rejoin made a standby: excused", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("ap").unwrap().database = db("standby 1 0/5000000 from:us stopped");
+            }), excusing(&[], "ap"), vec![]),
+            ("the same, not excused", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("ap").unwrap().database = db("standby 1 0/5000000 from:us stopped");
+            }), expect(&[]), vec!["ap should be a standby streaming from eu; it is a standby not streaming (receiver stopped, configured upstream us)"]),
+            ("excused, but writable: never", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("ap").unwrap().database = db("primary 1 0/5000000");
+            }), excusing(&[], "ap"), vec!["eu should be the one writable primary; writable now: ap, eu"]),
+            ("excused and named as required: required wins", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("ap").unwrap().database = db("standby 1 0/5000000 from:us stopped");
+            }), excusing(&["ap"], "ap"), vec!["ap should be a standby streaming from eu; it is a standby not streaming (receiver stopped, configured upstream us)"]),
             ("an app scaled to 0 is not checked", Box::new(|t: &mut Topology| {
                 t.regions.get_mut("us").unwrap().app = app(0, 0, "us");
             }), expect(&["ap"]), vec![]),

@@ -278,6 +278,7 @@ fn restore_own_files(saved: &[Saved]) -> Result<(), ActionError> {
     }
     Ok(())
 }
+
 /// The server's own configuration files, kept beside its data directory
 /// (`<data_dir>.own-files`) while a tool that overwrites them with the primary's runs
 /// (pg_rewind copies the primary's). A run cut off before they are back, and run again, takes
@@ -813,9 +814,10 @@ async fn rewind(
 /// The fresh copy is made as `<data_dir>.basebackup.partial`, takes the server's own
 /// configuration files, is renamed `<data_dir>.basebackup` when whole, and only then do the
 /// two directories change places. Cut off anywhere (the process killed, the host rebooted),
-/// the server's directory is still its own and whole; the run again removes what an earlier
-/// attempt left half-made, or finishes a swap it left half-way, and moves the old directory
-/// aside once.
+/// the server's directory is still its own and whole. Run again, it finishes a swap an earlier
+/// attempt left half-way; otherwise it removes the fresh copy an earlier attempt made and did
+/// not swap in, whole or not, and makes it anew (the primary may since have recycled the WAL
+/// that copy would need); the old directory is moved aside once.
 async fn basebackup(
     input: &RejoinInput,
     source: &Source,

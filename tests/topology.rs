@@ -375,13 +375,11 @@ fn the_writes_an_emergency_failover_lost_are_kept_by_the_rejoin() {
     // Still stopped as it crashed: no approval is asked, nothing it wrote is lost. The run is
     // killed once the copy is made, before pg_rewind; its resume keeps that copy, and makes
     // no second one.
-    let args = d.args("rejoin", &["--var", "region=us-east-1"]);
-    let cut =
-        d.t.command(&args)
-            .env("RUNBOOK_CRASH_AT", "rewind-copied")
-            .output()
-            .unwrap();
-    assert_eq!(cut.status.code(), None, "killed at the crash point");
+    killed_at(
+        &d,
+        &d.args("rejoin", &["--var", "region=us-east-1"]),
+        "rewind-copied",
+    );
     let data_dir = d.stack.pg.node("us-east-1").data_dir.clone();
     let copies = || {
         let name = data_dir.file_name().unwrap().to_string_lossy().to_string();
@@ -400,12 +398,7 @@ fn the_writes_an_emergency_failover_lost_are_kept_by_the_rejoin() {
     // Its resume is killed again, once pg_rewind is done and before the server's own
     // configuration files (its port) are back: the next resume takes them from where the
     // rewind kept them, not from what pg_rewind copied from the primary.
-    let cut =
-        d.t.command(&["resume".to_string(), run.clone()])
-            .env("RUNBOOK_CRASH_AT", "rewind-ran")
-            .output()
-            .unwrap();
-    assert_eq!(cut.status.code(), None, "killed at the second crash point");
+    killed_at(&d, &["resume".to_string(), run.clone()], "rewind-ran");
     let rejoin = d.t.exec(&["resume", &run]);
     assert_eq!(rejoin.code, 0, "{}", rejoin.all());
     assert_eq!(copies(), made);
@@ -457,18 +450,10 @@ fn a_rebuild_from_a_base_backup_cut_off_and_resumed_moves_the_old_directory_asid
     };
     d.psql(primary, "INSERT INTO t VALUES (3)");
 
-    let args = d.args("rejoin", &["--var", "region=us-east-1", "--yes"]);
-    let cut =
-        d.t.command(&args)
-            .env("RUNBOOK_CRASH_AT", "basebackup-made")
-            .output()
-            .unwrap();
-    assert_eq!(
-        cut.status.code(),
-        None,
-        "killed at the crash point: {}{}",
-        String::from_utf8_lossy(&cut.stdout),
-        String::from_utf8_lossy(&cut.stderr)
+    let cut = killed_at(
+        &d,
+        &d.args("rejoin", &["--var", "region=us-east-1", "--yes"]),
+        "basebackup-made",
     );
     let beside = || {
         let name = old
@@ -498,7 +483,7 @@ fn a_rebuild_from_a_base_backup_cut_off_and_resumed_moves_the_old_directory_asid
     let rejoin = d.t.exec(&["resume", &run, "--approve"]);
     assert_eq!(rejoin.code, 0, "{}", rejoin.all());
     // What the cut-off run said, then the resumed one.
-    let said = format!("{}{}", String::from_utf8_lossy(&cut.stdout), rejoin.stdout);
+    let said = format!("{cut}{}", rejoin.stdout);
     assert_says(
         &said,
         &[
@@ -607,6 +592,24 @@ fn a_standby_that_followed_the_returned_old_primary_rejoins_after_it() {
     assert!(streams_from(&d, "us-east-1", "eu-west-1"));
     let clean = d.run("status", &["--var", "strict=true"]);
     assert_eq!(clean.code, 0, "{}", clean.all());
+}
+
+/// Runs `runbook ARGS` until it reaches the crash point `point`, where it is SIGKILLed (as a
+/// power cut would stop it); gives what it printed.
+fn killed_at(d: &Drill, args: &[String], point: &str) -> String {
+    let out =
+        d.t.command(args)
+            .env("RUNBOOK_CRASH_AT", point)
+            .output()
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        None,
+        "not killed at {point}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// The copy a rejoin says it kept, after `said` in its output, and table t's rows in it as a

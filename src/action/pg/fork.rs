@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::tool::{self, bin, last_segment_end};
+use crate::action::topology::model::lsn;
 use crate::action::ActionError;
 
 /// Where a server's history left the primary's, as `pg_rewind --dry-run` reports it.
@@ -69,15 +70,9 @@ pub(crate) fn switch_point(history: &str, tli: u32) -> Option<String> {
         (fields.next()?.parse::<u32>().ok()? == tli)
             .then(|| fields.next())
             .flatten()
-            .filter(|lsn| lsn_value(lsn).is_some())
+            .filter(|at| lsn(at).is_some())
             .map(str::to_string)
     })
-}
-
-/// "0/4018058" as a number; None when it is not a WAL position.
-fn lsn_value(lsn: &str) -> Option<u64> {
-    let (hi, lo) = lsn.split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
 /// A value of `pg_controldata`'s output ("Database cluster state:" → "shut down").
@@ -175,20 +170,8 @@ impl Dir<'_> {
         };
         let history = std::fs::read_to_string(dir.join(format!("pg_wal/{tli:08X}.history")))
             .unwrap_or_default();
-        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
-            return (None, None);
-        };
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let siblings: Vec<String> = std::fs::read_dir(parent)
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for whole in earlier_copies(name, siblings.iter().map(String::as_str)).whole {
+        let whole = left_beside(&dir).map(|e| e.whole).unwrap_or_default();
+        for whole in whole {
             let copy = dir.with_file_name(&whole);
             let copy_str = copy.display().to_string();
             let there = Dir {
@@ -205,7 +188,7 @@ impl Dir<'_> {
             // A copy of this directory made after it forked: on the timeline that forked,
             // its last checkpoint past the fork.
             if let (Some(fork), Some(at)) = (fork, checkpoint) {
-                if lsn_value(&at) >= lsn_value(&fork) {
+                if lsn(&at) >= lsn(&fork) {
                     let commits = there.commits_since(&fork, limit).await;
                     return (Some(copy), commits);
                 }
@@ -324,16 +307,7 @@ impl Dir<'_> {
     /// The whole copy an earlier attempt made of the directory as it is now, newest first;
     /// removes the copies earlier attempts left half-way.
     fn earlier_copy(&self, dir: &Path) -> Option<PathBuf> {
-        let name = dir.file_name()?.to_str()?;
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let siblings: Vec<String> = std::fs::read_dir(parent)
-            .ok()?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
-        let earlier = earlier_copies(name, siblings.iter().map(String::as_str));
+        let earlier = left_beside(dir)?;
         for partial in &earlier.partial {
             let _ = std::fs::remove_dir_all(dir.with_file_name(partial));
         }
@@ -344,6 +318,20 @@ impl Dir<'_> {
             .map(|c| dir.with_file_name(c))
             .find(|c| std::fs::read(c.join("global/pg_control")).ok().as_ref() == Some(&control))
     }
+}
+
+/// What earlier rewinds left beside the data directory `dir`.
+fn left_beside(dir: &Path) -> Option<Earlier> {
+    let name = dir.file_name()?.to_str()?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let siblings: Vec<String> = std::fs::read_dir(parent)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    Some(earlier_copies(name, siblings.iter().map(String::as_str)))
 }
 
 /// What earlier rewinds left beside a data directory called `name`.
@@ -704,8 +692,6 @@ mod tests {
         }
         assert_eq!(switch_point("", 1), None);
         assert_eq!(switch_point("1\tnot-a-position\n", 1), None);
-        assert_eq!(lsn_value("1/0"), Some(1 << 32));
-        assert!(lsn_value("0/4018058") < lsn_value("0/5000000"));
     }
 
     #[test]

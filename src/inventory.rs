@@ -49,6 +49,24 @@ impl Inventory {
         })?;
         let mut value = toml_to_json(toml::Value::Table(table));
         mark_secrets(&mut value, "", file)?;
+        let misspelt = misspelt(&value);
+        if !misspelt.is_empty() {
+            let keys: Vec<String> = misspelt
+                .iter()
+                .map(|(at, meant)| format!("`{at}` (did you mean `{meant}`?)"))
+                .collect();
+            return Err(Error::Inventory {
+                path: file.to_string(),
+                message: format!(
+                    "{} {}: not {} the engine reads, and the one meant is missing, so what it names would go unseen \
+                     (a region's database that no failover checks). Rename {}; nothing was run",
+                    if keys.len() == 1 { "the key" } else { "the keys" },
+                    keys.join(", "),
+                    if keys.len() == 1 { "a key" } else { "keys" },
+                    if keys.len() == 1 { "it" } else { "them" },
+                ),
+            });
+        }
         Ok(Inventory {
             file: file.to_string(),
             value,
@@ -125,6 +143,60 @@ impl Inventory {
             secrets: Arc::new(secrets),
         })
     }
+}
+
+/// Keys the engine reads, table by table, besides the topology's: the deployment's name (the
+/// lock), `[watch]`, `[notify]`, and the TLS defaults of `[postgres]`.
+const ENGINE_KEYS: [(&str, &[&str]); 2] = [
+    ("", &["name", "notify", "watch"]),
+    ("postgres", &["sslmode", "sslrootcert", "sslcert", "sslkey"]),
+];
+
+/// The keys written close to one the engine reads (a region's `databse_url`, `[postgres]`'s
+/// `sslmod`) where that one is missing from the same table: read as written, the typed views
+/// would see it as not set — a database the topology never observes, TLS settings never
+/// applied. Each as (where, the key meant). Keys far from every known one are the runbooks'
+/// own and pass.
+pub fn misspelt(value: &Value) -> Vec<(String, String)> {
+    let mut known: Vec<(&str, Vec<String>)> = crate::action::topology::inventory_keys();
+    for (table, extra) in ENGINE_KEYS {
+        if let Some((_, keys)) = known.iter_mut().find(|(t, _)| *t == table) {
+            keys.extend(extra.iter().map(|k| k.to_string()));
+        }
+    }
+    let mut tables: Vec<(String, &serde_json::Map<String, Value>, &Vec<String>)> = Vec::new();
+    for (table, keys) in &known {
+        match *table {
+            "" => tables.extend(value.as_object().map(|m| (String::new(), m, keys))),
+            "regions.*" => {
+                for (name, region) in value["regions"].as_object().into_iter().flatten() {
+                    tables.extend(
+                        region
+                            .as_object()
+                            .map(|m| (format!("regions.{name}"), m, keys)),
+                    );
+                }
+            }
+            name => tables.extend(value[name].as_object().map(|m| (name.to_string(), m, keys))),
+        }
+    }
+    let mut out = Vec::new();
+    for (at, table, keys) in tables {
+        for written in table.keys() {
+            if keys.contains(written) {
+                continue;
+            }
+            // The nearest known key, two edits away at most, and not there: a near twin of a
+            // key that is there (`redis_ports` beside `redis_port`) is the runbook's own.
+            let meant = crate::suggest::closest(written, keys.iter().map(String::as_str))
+                .filter(|k| crate::suggest::edit_distance(written, k) <= 2)
+                .filter(|k| !table.contains_key(*k));
+            if let Some(meant) = meant {
+                out.push((join(&at, written), meant.to_string()));
+            }
+        }
+    }
+    out
 }
 
 fn toml_to_json(v: toml::Value) -> Value {
@@ -219,6 +291,69 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// Each case: an inventory, and the keys it is refused for as (where, the key meant).
+    #[test]
+    fn keys_close_to_one_the_engine_reads_are_refused() {
+        type Refused = &'static [(&'static str, &'static str)];
+        let cases: &[(&str, &str, Refused)] = &[
+            (
+                "a region's database URL misspelt",
+                "[regions.eu]\ndatabse_url = \"postgres://db\"\nredis_url = \"redis://r\"\n",
+                &[("regions.eu.databse_url", "database_url")],
+            ),
+            (
+                "a secret's key misspelt the same",
+                "[regions.eu]\ndatabase-url = { env = \"EU_DB\" }\n",
+                &[("regions.eu.database-url", "database_url")],
+            ),
+            (
+                "the regions table itself",
+                "[region.eu]\ndatabase_url = \"postgres://db\"\n",
+                &[("region", "regions")],
+            ),
+            (
+                "the DNS table, and primary_region",
+                "primary_regoin = \"eu\"\n[dsn]\nzone = \"z\"\n[regions.eu]\n",
+                &[("primary_regoin", "primary_region"), ("dsn", "dns")],
+            ),
+            (
+                "TLS defaults not applied",
+                "[postgres]\nsslmod = \"verify-full\"\n[regions.eu]\n",
+                &[("postgres.sslmod", "sslmode")],
+            ),
+            (
+                "the runbooks' own keys pass",
+                "name = \"prod\"\n[regions.eu]\ndatabase_url = \"postgres://db\"\napp_replicas = 4\nlb_ip = \"1.2.3.4\"\n\
+                 metrics_url = \"http://m\"\nhealth_check_id = \"h\"\ndns_weight = 30\npg_log_file = \"/l\"\n\
+                 [postgres]\nreplicator_password = \"x\"\nbin_dir = \"/b\"\n[notify]\nslack_webhook = \"http://s\"\n",
+                &[],
+            ),
+            (
+                "a near key beside the real one is the runbook's own",
+                "[regions.eu]\nredis_port = 6379\nredis_ports = [6379, 6380]\n",
+                &[],
+            ),
+            (
+                "a region's own tables are not read as keys",
+                "[regions.eu.databse_url]\nx = 1\n[regions.us]\ncontext = \"us\"\n",
+                &[("regions.eu.databse_url", "database_url")],
+            ),
+        ];
+        for (what, text, want) in cases {
+            let table: toml::Table = text.parse().unwrap();
+            let mut value = toml_to_json(toml::Value::Table(table));
+            mark_secrets(&mut value, "", "inv.toml").unwrap();
+            let got = misspelt(&value);
+            let want: Vec<(String, String)> = want
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            assert_eq!(got, want, "{what}");
+            let parsed = Inventory::parse("inv.toml", text);
+            assert_eq!(parsed.is_err(), !want.is_empty(), "{what}");
+        }
+    }
 
     proptest! {
         /// Any text: an inventory or an error naming the file, never a panic.

@@ -12,6 +12,7 @@ pub mod review;
 pub mod runner;
 pub mod script;
 pub mod secret;
+mod suggest;
 pub mod tls;
 pub mod value;
 pub mod watch;

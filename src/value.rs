@@ -80,9 +80,12 @@ impl Inv {
         } else {
             format!("'{}'", self.path)
         };
+        let meant = crate::suggest::closest(key, known.iter().map(String::as_str))
+            .map(|k| format!(" (is `{k}` a misspelling of it?)"))
+            .unwrap_or_default();
         Box::new(EvalAltResult::ErrorRuntime(
             format!(
-                "inventory {} has no key '{}' under {what}{hint}",
+                "inventory {} has no key '{}' under {what}{meant}{hint}",
                 self.file,
                 self.child_path(key),
             )

@@ -80,6 +80,12 @@ fn unknown_and_missing_fields_are_named() {
         &[],
         "http::post has no field `jsn` (did you mean `json`?)",
     );
+    // The fields every action takes are named too: a suggestion is always in the list.
+    refused(
+        "pg::query(#{ url: \"postgres://a@127.0.0.1:1/d\", sql: \"select 1\", timout: \"3s\" });",
+        &[],
+        "pg::query has no field `timout` (did you mean `timeout`?); its fields are name, params, sql, url, and those every action takes: timeout, retries, backoff",
+    );
     refused(
         "http::post(#{ url: \"URL\" });\nnotify::slack(#{ text: \"x\" });",
         &[],
@@ -198,6 +204,87 @@ fn inventory_problems_are_named() {
         .stderr("runbook.rhai:2:26");
     t.check();
     assert_eq!(server.count("POST", "/w"), 1, "stopped at the missing key");
+    // A key the runbook reads, misspelt in the file: the error names the likely culprit.
+    Test::new()
+        .inventory("[regions.eu]\napp_replica = 4\n")
+        .script("log(inventory.regions.eu.app_replicas);")
+        .run(&[])
+        .code(2)
+        .stderr("inventory inventory.toml has no key 'regions.eu.app_replicas' under 'regions.eu' (is `app_replica` a misspelling of it?); it has: app_replica")
+        .check();
+}
+
+/// A key written close to one the engine reads, where that one is missing (`databse_url`),
+/// would leave a region's database unseen by the topology: a failover that cannot tell
+/// whether it takes writes. The inventory is refused before anything runs — at the start and
+/// at a resume, which reads it again — and once the key is renamed the resume goes on.
+#[test]
+fn a_misspelt_inventory_key_is_refused_at_run_and_at_resume() {
+    let server = Server::start();
+    let good = "[regions.eu]\ndatabase_url = \"postgres://a@127.0.0.1:1/d\"\n";
+    let typo = "[regions.eu]\ndatabse_url = \"postgres://a@127.0.0.1:1/d\"\n";
+    let said = "inventory.toml: the key `regions.eu.databse_url` (did you mean `database_url`?): not a key the engine reads";
+    let t = Test::new()
+        .inventory(typo)
+        .script(&format!(
+            "step(\"a\", || http::post(#{{ url: \"{u}\" }}));\napprove(\"go on?\");\nstep(\"b\", || http::post(#{{ url: \"{u}\" }}));",
+            u = server.url("/w")
+        ))
+        .run(&[])
+        .code(2)
+        .stderr(said);
+    t.check();
+    assert!(t.run_ids().is_empty(), "no run is kept");
+    assert_eq!(server.count("POST", "/w"), 0);
+
+    // The shipped runbooks, offline too.
+    let failover = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/runbooks/emergency-failover.rhai"
+    );
+    let ran = t.exec(&[
+        "run",
+        failover,
+        "-i",
+        "inventory.toml",
+        "--dry-run",
+        "--offline",
+    ]);
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(ran.stderr.contains(said), "{}", ran.stderr);
+
+    std::fs::write(t.path("inventory.toml"), good).unwrap();
+    let ran = t.exec(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert_eq!(ran.code, 3, "paused for approval: {}", ran.stderr);
+    let run = t.only_run();
+    std::fs::write(t.path("inventory.toml"), typo).unwrap();
+    let ran = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(ran.stderr.contains(said), "{}", ran.stderr);
+    assert_eq!(
+        server.count("POST", "/w"),
+        1,
+        "the refused resume ran nothing"
+    );
+    // A broken edit is refused the same, not taken for a file that is gone.
+    std::fs::write(t.path("inventory.toml"), "[regions\nbroken").unwrap();
+    let ran = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("inventory.toml: not valid TOML: line 1"),
+        "{}",
+        ran.stderr
+    );
+    assert!(!ran.stderr.contains("is gone"), "{}", ran.stderr);
+    std::fs::write(t.path("inventory.toml"), good).unwrap();
+    let ran = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(
+        server.count("POST", "/w"),
+        2,
+        "step b ran once, step a not again"
+    );
 }
 
 /// A runbook that reads the inventory, run without one, is refused before anything runs and

@@ -634,6 +634,9 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
                 }
                 current
             }
+            // One that is there but cannot be used (a broken edit, a misspelt key) is
+            // refused as at the start: resuming with the old copy would hide the edit.
+            Err(e) if Path::new(path).exists() => return Err(e),
             Err(_) => {
                 env.reporter.report(&Progress::Warning {
                     message: format!("the inventory {path} is gone; resuming with the copy in the journal, whose URL passwords are masked"),

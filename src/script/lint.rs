@@ -8,10 +8,10 @@ use std::collections::{HashMap, HashSet};
 use rhai::{ASTNode, Expr, Position, Stmt, AST};
 
 use super::params::{PARAM_KEYS, PARAM_TYPES};
-use super::suggest::{closest, suggest};
 use crate::action::Registry;
 use crate::action::COMMON_FIELDS;
 use crate::error::Error;
+use crate::suggest::{closest, suggest};
 
 /// Built-in functions, the argument counts they take, and how they are called (for a call
 /// with the wrong arguments, here or at run time).
@@ -313,11 +313,12 @@ impl Linter<'_> {
                         self.problem(
                             kpos,
                             format!(
-                                "{root}::{name} has no field `{k}`{}; its fields are {}",
+                                "{root}::{name} has no field `{k}`{}; its fields are {}, and those every action takes: {}",
                                 meant
                                     .map(|c| format!(" (did you mean `{c}`?)"))
                                     .unwrap_or_default(),
-                                props.join(", ")
+                                props.join(", "),
+                                COMMON_FIELDS.map(|(c, _, _)| c).join(", ")
                             ),
                         );
                         // A misspelt required field is one mistake, not two.

@@ -6,7 +6,6 @@ pub mod host;
 pub mod lint;
 mod params;
 pub(crate) mod stdlib;
-mod suggest;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,7 +104,7 @@ pub fn compile(engine: &Engine, file: &str, source: &str) -> Result<AST, Error> 
                 let namespaces: Vec<&str> = crate::action::Registry::standard().namespaces();
                 format!(
                     "unknown namespace `{name}`{}; the namespaces are {} (and modules you import)",
-                    suggest::suggest(name, namespaces.iter().copied()),
+                    crate::suggest::suggest(name, namespaces.iter().copied()),
                     namespaces.join(", ")
                 )
             }

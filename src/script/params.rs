@@ -85,7 +85,7 @@ pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Ma
             } else {
                 format!("it declares {}", declared.join(", "))
             };
-            let close = super::suggest::suggest(given, declared.iter().copied());
+            let close = crate::suggest::suggest(given, declared.iter().copied());
             problems.push(format!("unknown parameter --var {given}{close}: {hint}"));
         }
     }

@@ -118,6 +118,27 @@ pub struct ObserveInput {
     pub probe_timeout: Dur,
 }
 
+/// The keys of the inventory the topology reads, table by table: `""` the top level,
+/// `regions.*` each region, then `dns`, `k8s` and `postgres`. The inventory refuses a key
+/// close to one of these in their place (`inventory::misspelt`): the typed view would read it
+/// as not set, and a region's database would go unobserved.
+pub fn inventory_keys() -> Vec<(&'static str, Vec<String>)> {
+    fn keys<T: JsonSchema>() -> Vec<String> {
+        schemars::schema_for!(T)
+            .schema
+            .object
+            .map(|o| o.properties.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+    vec![
+        ("", keys::<InventoryView>()),
+        ("regions.*", keys::<RegionTargets>()),
+        ("dns", keys::<DnsTargets>()),
+        ("k8s", keys::<KubeTargets>()),
+        ("postgres", keys::<PgTools>()),
+    ]
+}
+
 /// An inventory that names at least one region: with none there is nothing to observe, and
 /// "no database accepts writes" would be a false alarm (a runbook run without `-i`).
 fn with_regions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<InventoryView, D::Error> {

@@ -186,10 +186,14 @@ pub fn misspelt(value: &Value) -> Vec<(String, String)> {
             if keys.contains(written) {
                 continue;
             }
-            // The nearest known key, two edits away at most, and not there: a near twin of a
-            // key that is there (`redis_ports` beside `redis_port`) is the runbook's own.
+            // The nearest known key, one edit away (two for a key longer than five letters),
+            // and not there: a near twin of a key that is there (`redis_ports` beside
+            // `redis_port`) is the runbook's own, and so is a short word two edits from a
+            // short key (`base`, `name`).
             let meant = crate::suggest::closest(written, keys.iter().map(String::as_str))
-                .filter(|k| crate::suggest::edit_distance(written, k) <= 2)
+                .filter(|k| {
+                    crate::suggest::edit_distance(written, k) <= if k.len() > 5 { 2 } else { 1 }
+                })
                 .filter(|k| !table.contains_key(*k));
             if let Some(meant) = meant {
                 out.push((join(&at, written), meant.to_string()));
@@ -328,6 +332,11 @@ mod tests {
                  metrics_url = \"http://m\"\nhealth_check_id = \"h\"\ndns_weight = 30\npg_log_file = \"/l\"\n\
                  [postgres]\nreplicator_password = \"x\"\nbin_dir = \"/b\"\n[notify]\nslack_webhook = \"http://s\"\n",
                 &[],
+            ),
+            (
+                "a short word two edits from a short key is the runbook's own",
+                "base = \"x\"\nnmae = \"prod\"\n[regions.eu]\n",
+                &[("nmae", "name")],
             ),
             (
                 "a near key beside the real one is the runbook's own",

@@ -1,17 +1,24 @@
 //! "Did you mean": the nearest known name to a misspelt one, for lint and runtime errors.
 
-/// Levenshtein distance: the insertions, deletions and substitutions that turn `a` into `b`.
+/// The edits that turn `a` into `b`: insertions, deletions, substitutions, and swaps of two
+/// neighbours ("dsn" for "dns" is one).
 pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
+    // Three rows: the one before the previous is what a swap of neighbours reaches back to.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
     let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
+    for i in 0..a.len() {
         let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+        for j in 0..b.len() {
+            cur[j + 1] = (prev[j] + usize::from(a[i] != b[j]))
                 .min(prev[j + 1] + 1)
                 .min(cur[j] + 1);
+            if i > 0 && j > 0 && a[i] == b[j - 1] && a[i - 1] == b[j] {
+                cur[j + 1] = cur[j + 1].min(before[j - 1] + 1);
+            }
         }
-        prev = cur;
+        before = std::mem::replace(&mut prev, cur);
     }
     prev[b.len()]
 }
@@ -58,6 +65,10 @@ mod tests {
             assert_eq!(closest(word, candidates.iter().copied()), *want, "{word}");
         }
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("dsn", "dns"), 1);
+        assert_eq!(edit_distance("regoins", "regions"), 1);
+        assert_eq!(edit_distance("base", "name"), 2);
+        assert_eq!(edit_distance("abc", "abc"), 0);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(suggest("querry", ["query"]), " (did you mean `query`?)");
         assert_eq!(suggest("zzz", ["query"]), "");

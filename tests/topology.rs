@@ -39,6 +39,100 @@ fn status(d: &Drill) -> Ran {
     d.run("status", &[])
 }
 
+/// Sets `key` of region `to` in the drill's inventory to `value`.
+fn set_region_key(d: &Drill, to: &str, key: &str, value: &str) {
+    let text = std::fs::read_to_string(&d.inventory).unwrap();
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            section = line.trim_matches(|c| c == '[' || c == ']').to_string();
+        }
+        if section == format!("regions.{to}") && line.starts_with(&format!("{key} =")) {
+            out.push(format!("{key} = \"{value}\""));
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    assert_ne!(
+        text.lines().collect::<Vec<_>>(),
+        out,
+        "{key} of {to} was not found"
+    );
+    std::fs::write(&d.inventory, out.join("\n") + "\n").unwrap();
+}
+
+/// A region's inventory block copied with one URL left as it was: eu-west-1's database_url
+/// names us-east-1's server. status names it — one server answering twice, not "two
+/// primaries" of which to fence one (which would fence the only primary) — and every write
+/// runbook refuses before it changes anything. The same server under another name (an alias)
+/// is told by its start time.
+#[test]
+fn an_inventory_that_names_one_database_for_two_regions_is_refused() {
+    let d = drill();
+    let us = d.stack.pg.node("us-east-1").url();
+    for (alias, how) in [
+        (us.clone(), "(the same address 127.0.0.1:"),
+        (
+            // 127.0.0.1 to the resolver, another address to the inventory (no TLS: rustls
+            // takes no such name).
+            format!("{}?sslmode=disable", us.replace("127.0.0.1", "127.1")),
+            "(one server under two addresses: both answer that they started at ",
+        ),
+    ] {
+        set_region_key(&d, "eu-west-1", "database_url", &alias);
+        let seen = status(&d);
+        assert_eq!(seen.code, 1, "{}", seen.all());
+        assert_says(
+            &seen.stdout,
+            &[
+                "CRITICAL  eu-west-1 and us-east-1 reach one PostgreSQL server ",
+                how,
+                "the inventory names it for both, but it is the PostgreSQL of one region at most, and the other's own server is not observed",
+                "next: correct database_url of the region(s) it does not belong to in ",
+            ],
+        );
+        assert!(
+            !seen
+                .stdout
+                .contains("writable primaries on the same timeline"),
+            "{}",
+            seen.stdout
+        );
+        for (runbook, extra) in [
+            (
+                "planned-failover",
+                vec!["--var", "target=ap-southeast-1", "--yes"],
+            ),
+            ("emergency-failover", vec!["--var", "force=true", "--yes"]),
+            ("rejoin", vec!["--var", "region=eu-west-1", "--yes"]),
+            ("maintenance", vec!["--yes"]),
+        ] {
+            let ran = d.run(runbook, &extra);
+            assert_eq!(ran.code, 1, "{runbook}: {}", ran.all());
+            assert!(
+                ran.stderr
+                    .contains("eu-west-1 and us-east-1 reach one PostgreSQL server")
+                    && ran.stderr.contains("Nothing was changed"),
+                "{runbook}: {}",
+                ran.stderr
+            );
+        }
+        for (region, want) in [
+            ("us-east-1", "writable"),
+            ("eu-west-1", "standby"),
+            ("ap-southeast-1", "standby"),
+        ] {
+            assert_eq!(role(&d, region), want, "{region}: nothing was changed");
+        }
+    }
+    // Put right, the deployment is clean again.
+    let eu = d.stack.pg.node("eu-west-1").url();
+    set_region_key(&d, "eu-west-1", "database_url", &eu);
+    let seen = status(&d);
+    assert_eq!(seen.code, 0, "{}", seen.all());
+}
+
 /// The issue's scenario: a planned failover, then an "emergency" with the inventory left as it
 /// was (primary_region = us-east-1) and us-east-1's health failing. The servers say eu-west-1 is
 /// the primary and healthy: nothing may be promoted.

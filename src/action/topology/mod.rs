@@ -159,11 +159,12 @@ fn regions_line(inv: &InventoryView) -> String {
 /// the other regions stream from it at lag 0, everything is healthy and ready.
 fn predicted(inv: &InventoryView) -> Topology {
     let value = serde_json::to_value(inv).unwrap_or_default();
-    imagined(&World::of_inventory(&value), inv.dns.is_some())
+    imagined(&World::of_inventory(&value), inv)
 }
 
 /// What the probes would see in an assumed world.
-fn imagined(world: &World, dns: bool) -> Topology {
+fn imagined(world: &World, inv: &InventoryView) -> Topology {
+    let dns = inv.dns.is_some();
     let mut t = Topology {
         inventory_primary: world.inventory_primary.clone(),
         ..Default::default()
@@ -305,6 +306,8 @@ fn imagined(world: &World, dns: bool) -> Topology {
             },
         );
     }
+    let (databases, caches) = probe::addresses(inv);
+    t.same_server = rules::same_servers(&databases, &caches, &t.regions);
     settle(&mut t);
     t
 }
@@ -351,7 +354,7 @@ impl Action for Observe {
     }
 
     fn predict_in(input: &ObserveInput, world: &World) -> Option<Result<Topology, ActionError>> {
-        Some(Ok(imagined(world, input.inventory.dns.is_some())))
+        Some(Ok(imagined(world, &input.inventory)))
     }
 
     async fn run(input: ObserveInput, cx: Cx) -> Result<Topology, ActionError> {

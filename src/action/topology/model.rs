@@ -58,6 +58,10 @@ pub struct Database {
     pub stopped_state: Option<String>,
     /// For such a database: where its WAL on disk ends (the last valid record's end).
     pub wal_end_lsn: Option<String>,
+    /// When the server process started (pg_postmaster_start_time, to the microsecond): the
+    /// same under two regions' addresses means one server named twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_start: Option<String>,
 }
 
 impl Database {
@@ -193,7 +197,7 @@ pub struct Anomaly {
     /// old_timeline, fenced_primary, database_unreachable, replication_lag, traffic_to_unready,
     /// no_traffic, app_wrong_database, inventory_disagrees, rewind_not_ready,
     /// pending_restart, redis_masters, redis_link_down, redis_wrong_master, redis_unreachable,
-    /// health_failing, app_unreachable, dns_unreadable.
+    /// health_failing, app_unreachable, dns_unreadable, same_server.
     pub code: String,
     /// The region it is about, when there is one.
     pub region: Option<String>,
@@ -222,6 +226,10 @@ pub struct Topology {
     pub regions: BTreeMap<String, Region>,
     /// Why the DNS weights could not be read, when they could not.
     pub dns_error: Option<String>,
+    /// Regions whose inventory entries reach one server (a region's block copied and one URL
+    /// left unchanged): each such region's own server goes unobserved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub same_server: Vec<SameServer>,
     /// Worst first.
     pub anomalies: Vec<Anomaly>,
     /// "ok", "info", "warning" or "critical": the worst anomaly.
@@ -235,6 +243,17 @@ pub struct Topology {
     #[serde(skip)]
     #[schemars(skip)]
     pub commands: std::sync::Arc<crate::action::Invocation>,
+}
+
+/// Regions that reach one server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SameServer {
+    /// "database" or "redis".
+    pub part: String,
+    /// The regions, by name.
+    pub regions: Vec<String>,
+    /// How it is known: "the same address HOST:PORT", or "one server, started at T".
+    pub how: String,
 }
 
 impl Topology {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::model::{App, Cache, Database, Health, Region, SlotView, Topology};
+use super::rules::Addresses;
 use super::{InventoryView, RegionTargets};
 use crate::action::types::endpoint;
 use crate::action::{dns, http, k8s, pg, redis, Action, ActionError, Cx};
@@ -81,10 +82,28 @@ impl Directory {
     }
 }
 
+/// Each region's database and Redis address (host, port) as the inventory gives them (a
+/// secret that cannot be read, as offline, is left out).
+pub fn addresses(inv: &InventoryView) -> (Addresses, Addresses) {
+    let of = |url: &Option<crate::secret::SecretString>, port: u16| {
+        url.as_ref()
+            .and_then(|u| u.reveal().ok())
+            .and_then(|u| endpoint(&u, port))
+    };
+    let mut databases = Vec::new();
+    let mut caches = Vec::new();
+    for (name, r) in &inv.regions {
+        databases.extend(of(&r.database_url, 5432).map(|e| (name.clone(), e)));
+        caches.extend(of(&r.redis_url, 6379).map(|e| (name.clone(), e)));
+    }
+    (databases, caches)
+}
+
 const PROBE_SQL: &str = concat!(
     "SELECT ",
     pg::position_columns!(),
     ",
+  to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS server_start,
   (SELECT setting FROM pg_settings WHERE name = 'primary_conninfo') AS conninfo,
   current_setting('wal_log_hints') = 'on' AS wal_log_hints,
   current_setting('data_checksums') = 'on' AS data_checksums,
@@ -198,6 +217,7 @@ async fn database(
             .map(|a| a.iter().filter_map(text).collect())
             .unwrap_or_default(),
         stopped_state: None,
+        server_start: text(&row["server_start"]),
         wal_end_lsn: None,
     }
 }
@@ -544,6 +564,8 @@ pub async fn observe(inv: &InventoryView, cx: &Cx) -> Topology {
         Some(Err(e)) => t.dns_error = Some(e.message),
         None => {}
     }
+    let (databases, caches) = addresses(inv);
+    t.same_server = super::rules::same_servers(&databases, &caches, &t.regions);
     t
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{lsn, Anomaly, Database, Severity, Topology};
+use super::model::{lsn, Anomaly, Database, Region, SameServer, Severity, Topology};
 pub use crate::action::pg::Thresholds;
 
 /// The primary the others should follow: the one writable primary, or among several the one
@@ -77,6 +77,70 @@ pub fn derive(t: &mut Topology, th: &Thresholds) {
     }
 }
 
+/// Each region's host and port for one part (database or Redis), in the inventory's order.
+pub type Addresses = Vec<(String, (String, u16))>;
+
+/// Regions that reach one server: the same address in the inventory (`databases`, `caches`:
+/// each region's host and port), or, for databases, one server answering under two addresses
+/// (the same start time, to the microsecond). In the inventory's order.
+pub fn same_servers(
+    databases: &[(String, (String, u16))],
+    caches: &[(String, (String, u16))],
+    regions: &BTreeMap<String, Region>,
+) -> Vec<SameServer> {
+    fn by_address(part: &str, list: &[(String, (String, u16))], out: &mut Vec<SameServer>) {
+        let mut groups: Vec<(&(String, u16), Vec<String>)> = Vec::new();
+        for (region, at) in list {
+            match groups.iter_mut().find(|(a, _)| *a == at) {
+                Some((_, names)) => names.push(region.clone()),
+                None => groups.push((at, vec![region.clone()])),
+            }
+        }
+        out.extend(groups.into_iter().filter(|(_, names)| names.len() > 1).map(
+            |((host, port), mut regions)| SameServer {
+                part: part.into(),
+                regions: {
+                    regions.sort();
+                    regions
+                },
+                how: format!("the same address {host}:{port}"),
+            },
+        ));
+    }
+    let mut out = Vec::new();
+    by_address("database", databases, &mut out);
+    let mut started: Vec<(&String, Vec<String>)> = Vec::new();
+    for (name, r) in regions {
+        if let Some(at) = r
+            .database
+            .server_start
+            .as_ref()
+            .filter(|_| r.database.reachable)
+        {
+            match started.iter_mut().find(|(a, _)| *a == at) {
+                Some((_, names)) => names.push(name.clone()),
+                None => started.push((at, vec![name.clone()])),
+            }
+        }
+    }
+    for (at, regions) in started.into_iter().filter(|(_, n)| n.len() > 1) {
+        // Already named by their address.
+        if out
+            .iter()
+            .any(|s| regions.iter().all(|r| s.regions.contains(r)))
+        {
+            continue;
+        }
+        out.push(SameServer {
+            part: "database".into(),
+            regions,
+            how: format!("one server under two addresses: both answer that they started at {at}"),
+        });
+    }
+    by_address("redis", caches, &mut out);
+    out
+}
+
 /// How a database is described in messages.
 pub fn describe(db: &Database) -> String {
     match db.role.as_str() {
@@ -148,8 +212,39 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
     let mut out = Vec::new();
     let primary = current_primary(t);
 
+    // The inventory names one server for two regions: what they say is one server's answer
+    // twice (no second primary), and each such region's own server is not seen.
+    let inventory = t.commands.inventory.as_deref().unwrap_or("the inventory");
+    for s in &t.same_server {
+        let (what, key) = match s.part.as_str() {
+            "redis" => ("Redis", "redis_url"),
+            _ => ("PostgreSQL", "database_url"),
+        };
+        out.push(anomaly(
+            Critical,
+            "same_server",
+            None,
+            format!(
+                "{} reach one {what} server ({}): the inventory names it for {}, but it is the {what} of one region at most, and {} not observed",
+                s.regions.join(" and "),
+                s.how,
+                if s.regions.len() == 2 { "both" } else { "each" },
+                if s.regions.len() == 2 { "the other's own server is" } else { "the others' own servers are" },
+            ),
+            Some(format!(
+                "correct {key} of the region(s) it does not belong to in {inventory}; until then the runbooks refuse to act on this deployment"
+            )),
+        ));
+    }
+    let one_server = |part: &str, names: &[&String]| {
+        t.same_server
+            .iter()
+            .any(|s| s.part == part && names.iter().all(|n| s.regions.contains(n)))
+    };
+
     // Primaries.
-    if t.writable.len() > 1 {
+    let writable: Vec<&String> = t.writable.iter().collect();
+    if t.writable.len() > 1 && !one_server("database", &writable) {
         match &t.newest_primary {
             Some(newest) => {
                 let newest_tl = t.regions[newest].database.timeline.unwrap_or(0);
@@ -490,7 +585,7 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
         .filter(|(_, r)| r.redis.role == "master")
         .map(|(n, _)| n)
         .collect();
-    if masters.len() > 1 {
+    if masters.len() > 1 && !one_server("redis", &masters) {
         let extra: Vec<&str> = masters
             .iter()
             .filter(|m| Some(m.as_str()) != primary)
@@ -881,6 +976,126 @@ mod tests {
 
     fn c(sev: &str, code: &str, region: Option<&str>) -> (String, String, Option<String>) {
         (sev.into(), code.into(), region.map(str::to_string))
+    }
+
+    #[test]
+    fn regions_that_reach_one_server_as_a_table() {
+        type Addresses = &'static [(&'static str, &'static str, u16)];
+        // (what, databases, server start times, Redis, regions that are Redis masters,
+        //  groups as "part: regions: how", anomaly codes)
+        type Case = (
+            &'static str,
+            Vec<(&'static str, &'static str)>,
+            Addresses,
+            &'static [(&'static str, &'static str)],
+            Addresses,
+            &'static [&'static str],
+            &'static [&'static str],
+            &'static [&'static str],
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "every region its own server",
+                vec![("us", "primary 1 0/5000000"), ("eu", "standby 1 0/5000000 from:us")],
+                &[("us", "db-us", 5432), ("eu", "db-eu", 5432)],
+                &[("us", "T1"), ("eu", "T2")],
+                &[("us", "r-us", 6379), ("eu", "r-eu", 6379)],
+                &["us"],
+                &[],
+                &[],
+            ),
+            (
+                "a copied block: eu names us's database (one server, not two primaries)",
+                vec![("us", "primary 1 0/5000000"), ("eu", "primary 1 0/5000000")],
+                &[("us", "db-us", 5432), ("eu", "db-us", 5432)],
+                &[("us", "T1"), ("eu", "T1")],
+                &[("us", "r-us", 6379), ("eu", "r-eu", 6379)],
+                &["us"],
+                &["database: eu+us: the same address db-us:5432"],
+                &["same_server"],
+            ),
+            (
+                "one server under two names (a DNS alias): the same start time",
+                vec![("us", "primary 1 0/5000000"), ("eu", "primary 1 0/5000000"), ("ap", "standby 1 0/5000000 from:us")],
+                &[("us", "db-us", 5432), ("eu", "db-alias", 5432), ("ap", "db-ap", 5432)],
+                &[("us", "T1"), ("eu", "T1"), ("ap", "T3")],
+                &[],
+                &[],
+                &["database: eu+us: one server under two addresses: both answer that they started at T1"],
+                &["same_server"],
+            ),
+            (
+                "a start time alone, from a server that did not answer, groups nothing",
+                vec![("us", "primary 1 0/5000000"), ("eu", "down")],
+                &[("us", "db-us", 5432), ("eu", "db-eu", 5432)],
+                &[("us", "T1"), ("eu", "T1")],
+                &[],
+                &[],
+                &[],
+                &[],
+            ),
+            (
+                "Redis named twice: one master, not two",
+                vec![("us", "primary 1 0/5000000"), ("eu", "standby 1 0/5000000 from:us")],
+                &[("us", "db-us", 5432), ("eu", "db-eu", 5432)],
+                &[],
+                &[("us", "r-us", 6379), ("eu", "r-us", 6379)],
+                &["us", "eu"],
+                &["redis: eu+us: the same address r-us:6379"],
+                &["same_server"],
+            ),
+            (
+                "two real primaries on one timeline stay two primaries",
+                vec![("us", "primary 1 0/5000000"), ("eu", "primary 1 0/5000000")],
+                &[("us", "db-us", 5432), ("eu", "db-eu", 5432)],
+                &[("us", "T1"), ("eu", "T2")],
+                &[],
+                &[],
+                &[],
+                &["two_primaries"],
+            ),
+        ];
+        let list = |a: Addresses| -> Vec<(String, (String, u16))> {
+            a.iter()
+                .map(|(r, h, p)| (r.to_string(), (h.to_string(), *p)))
+                .collect()
+        };
+        for (what, dbs, databases, starts, caches, masters, groups, want) in cases {
+            let mut t = topology(&dbs);
+            for (r, at) in starts {
+                t.regions.get_mut(*r).unwrap().database.server_start = Some(at.to_string());
+            }
+            for r in masters {
+                t.regions.get_mut(*r).unwrap().redis = redis_primary();
+            }
+            t.same_server = same_servers(&list(databases), &list(caches), &t.regions);
+            let got: Vec<String> = t
+                .same_server
+                .iter()
+                .map(|s| format!("{}: {}: {}", s.part, s.regions.join("+"), s.how))
+                .collect();
+            let mut got_sorted = got.clone();
+            got_sorted.sort();
+            let mut want_groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+            want_groups.sort();
+            assert_eq!(got_sorted, want_groups, "{what}");
+            judge(&mut t);
+            let codes: Vec<&str> = t
+                .anomalies
+                .iter()
+                .filter(|a| a.severity == Severity::Critical || a.code == "redis_masters")
+                .map(|a| a.code.as_str())
+                .collect();
+            assert_eq!(codes, want.to_vec(), "{what}");
+            if let Some(a) = t.anomalies.iter().find(|a| a.code == "same_server") {
+                assert!(
+                    a.message.contains("own server is not observed"),
+                    "{what}: {}",
+                    a.message
+                );
+                assert!(a.fix.as_deref().unwrap_or("").contains("refuse"), "{what}");
+            }
+        }
     }
 
     #[test]

@@ -62,13 +62,13 @@ fn set_region_key(d: &Drill, to: &str, key: &str, value: &str) {
     std::fs::write(&d.inventory, out.join("\n") + "\n").unwrap();
 }
 
-/// A region's inventory block copied with one URL left as it was: eu-west-1's database_url
+/// A region's inventory block copied with one value left as it was: eu-west-1's database_url
 /// names us-east-1's server. status names it — one server answering twice, not "two
 /// primaries" of which to fence one (which would fence the only primary) — and every write
 /// runbook refuses before it changes anything. The same server under another name (an alias)
 /// is told by its start time.
 #[test]
-fn an_inventory_that_names_one_database_for_two_regions_is_refused() {
+fn an_inventory_that_names_one_server_for_two_regions_is_refused() {
     let d = drill();
     let us = d.stack.pg.node("us-east-1").url();
     for (alias, how) in [
@@ -88,7 +88,7 @@ fn an_inventory_that_names_one_database_for_two_regions_is_refused() {
             &[
                 "CRITICAL  eu-west-1 and us-east-1 reach one PostgreSQL server ",
                 how,
-                "the inventory names it for both, but it is the PostgreSQL of one region at most, and the other's own server is not observed",
+                "the inventory names it for both, but it belongs to one region at most, and the other's own is not observed",
                 "next: correct database_url of the region(s) it does not belong to in ",
             ],
         );
@@ -129,6 +129,55 @@ fn an_inventory_that_names_one_database_for_two_regions_is_refused() {
     // Put right, the deployment is clean again.
     let eu = d.stack.pg.node("eu-west-1").url();
     set_region_key(&d, "eu-west-1", "database_url", &eu);
+    let seen = status(&d);
+    assert_eq!(seen.code, 0, "{}", seen.all());
+
+    // The same for an application: eu-west-1's context left as us-east-1's, then a second
+    // context in the kubeconfig for us-east-1's cluster (the same Deployment by its uid). A
+    // failover would have scaled us-east-1's application as if it were eu-west-1's.
+    let kubeconfig = std::fs::read_to_string(&d.kubeconfig).unwrap();
+    let aliased = kubeconfig.replacen(
+        "contexts:\n",
+        "contexts:\n- name: us-alias\n  context:\n    cluster: us-east-1\n    user: runbook\n    namespace: default\n",
+        1,
+    );
+    assert_ne!(kubeconfig, aliased);
+    std::fs::write(&d.kubeconfig, aliased).unwrap();
+    for (context, how) in [
+        ("us-east-1", "(the same Deployment "),
+        (
+            "us-alias",
+            "(one Deployment under two names: both have the uid ",
+        ),
+    ] {
+        set_region_key(&d, "eu-west-1", "context", context);
+        let seen = status(&d);
+        assert_eq!(seen.code, 1, "{}", seen.all());
+        assert_says(
+            &seen.stdout,
+            &[
+                "CRITICAL  eu-west-1 and us-east-1 reach one application ",
+                how,
+                "next: correct context, namespace or deployment of the region(s) it does not belong to in ",
+            ],
+        );
+        let ran = d.run("planned-failover", &["--var", "target=eu-west-1", "--yes"]);
+        assert_eq!(ran.code, 1, "{}", ran.all());
+        assert!(
+            ran.stderr
+                .contains("eu-west-1 and us-east-1 reach one application")
+                && ran.stderr.contains("Nothing was changed"),
+            "{}",
+            ran.stderr
+        );
+        assert_eq!(
+            d.replicas("us-east-1"),
+            "3",
+            "us-east-1's application untouched"
+        );
+        assert_eq!(role(&d, "us-east-1"), "writable");
+    }
+    set_region_key(&d, "eu-west-1", "context", "eu-west-1");
     let seen = status(&d);
     assert_eq!(seen.code, 0, "{}", seen.all());
 }

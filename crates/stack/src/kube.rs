@@ -31,6 +31,8 @@ struct WatchEvent {
 struct State {
     rv: u64,
     uid: u64,
+    /// This server's port: the first part of every uid it gives.
+    server: u16,
     objects: BTreeMap<Key, Value>,
     events: Vec<WatchEvent>,
     /// When each deployment's rollout completes (after a spec change).
@@ -375,7 +377,11 @@ impl State {
             }
             None => {
                 self.uid += 1;
-                obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{:012}", self.uid));
+                // Unique across the stack's servers, as a real cluster's random uids are.
+                obj["metadata"]["uid"] = json!(format!(
+                    "{:08x}-0000-4000-8000-{:012}",
+                    self.server, self.uid
+                ));
                 obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
                 obj["metadata"]["generation"] = json!(1);
                 if key.0 == "deployments" {
@@ -835,6 +841,7 @@ impl FakeKube {
             state: Mutex::new(State {
                 rv: 0,
                 uid: 0,
+                server: port,
                 objects: BTreeMap::new(),
                 events: Vec::new(),
                 ready_at: HashMap::new(),

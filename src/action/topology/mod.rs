@@ -293,6 +293,7 @@ fn imagined(world: &World, inv: &InventoryView) -> Topology {
                 // An assumed world names no node and no cluster to spell a command for.
                 cordoned_nodes: Vec::new(),
                 kubectl: None,
+                uid: None,
             },
         };
         t.regions.insert(
@@ -306,8 +307,7 @@ fn imagined(world: &World, inv: &InventoryView) -> Topology {
             },
         );
     }
-    let (databases, caches) = probe::addresses(inv);
-    t.same_server = rules::same_servers(&databases, &caches, &t.regions);
+    t.same_server = rules::same_servers(&probe::addresses(inv), &t.regions);
     settle(&mut t);
     t
 }

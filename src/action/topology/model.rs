@@ -144,6 +144,9 @@ pub struct App {
     /// the commands the anomalies spell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubectl: Option<String>,
+    /// The Deployment's metadata.uid: the same under two regions means one object named twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 impl App {
@@ -245,14 +248,15 @@ pub struct Topology {
     pub commands: std::sync::Arc<crate::action::Invocation>,
 }
 
-/// Regions that reach one server.
+/// Regions that reach one server or application.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SameServer {
-    /// "database" or "redis".
+    /// "database", "redis" or "application".
     pub part: String,
     /// The regions, by name.
     pub regions: Vec<String>,
-    /// How it is known: "the same address HOST:PORT", or "one server, started at T".
+    /// How it is known: the same address, or the same server start time or Deployment uid
+    /// under two addresses.
     pub how: String,
 }
 

@@ -82,21 +82,40 @@ impl Directory {
     }
 }
 
-/// Each region's database and Redis address (host, port) as the inventory gives them (a
-/// secret that cannot be read, as offline, is left out).
-pub fn addresses(inv: &InventoryView) -> (Addresses, Addresses) {
+/// Where each region's parts are, as the inventory gives them (a secret that cannot be read,
+/// as offline, is left out).
+pub fn addresses(inv: &InventoryView) -> Addresses {
     let of = |url: &Option<crate::secret::SecretString>, port: u16| {
         url.as_ref()
             .and_then(|u| u.reveal().ok())
             .and_then(|u| endpoint(&u, port))
+            .map(|(h, p)| format!("{h}:{p}"))
     };
-    let mut databases = Vec::new();
-    let mut caches = Vec::new();
+    let global = inv.k8s.as_ref().and_then(|k| k.kubeconfig.clone());
+    let mut a = Addresses::default();
     for (name, r) in &inv.regions {
-        databases.extend(of(&r.database_url, 5432).map(|e| (name.clone(), e)));
-        caches.extend(of(&r.redis_url, 6379).map(|e| (name.clone(), e)));
+        a.databases
+            .extend(of(&r.database_url, 5432).map(|e| (name.clone(), e)));
+        a.caches
+            .extend(of(&r.redis_url, 6379).map(|e| (name.clone(), e)));
+        if let (Some(context), Some(deployment)) = (&r.context, &r.deployment) {
+            let file = r
+                .kubeconfig
+                .as_ref()
+                .or(global.as_ref())
+                .map(|k| format!(" of {k}"))
+                .unwrap_or_default();
+            let ns = r
+                .namespace
+                .as_deref()
+                .unwrap_or("(the context's namespace)");
+            a.apps.push((
+                name.clone(),
+                format!("{ns}/{deployment} in context {context}{file}"),
+            ));
+        }
     }
-    (databases, caches)
+    a
 }
 
 const PROBE_SQL: &str = concat!(
@@ -492,6 +511,7 @@ async fn app(r: &RegionTargets, kubeconfig: &Option<String>, dir: &Directory, cx
         cordoned,
         cordoned_nodes: cordoned_nodes.unwrap_or_default(),
         kubectl,
+        uid: text(&d["metadata"]["uid"]),
     }
 }
 
@@ -564,8 +584,7 @@ pub async fn observe(inv: &InventoryView, cx: &Cx) -> Topology {
         Some(Err(e)) => t.dns_error = Some(e.message),
         None => {}
     }
-    let (databases, caches) = addresses(inv);
-    t.same_server = super::rules::same_servers(&databases, &caches, &t.regions);
+    t.same_server = super::rules::same_servers(&addresses(inv), &t.regions);
     t
 }
 

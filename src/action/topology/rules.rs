@@ -77,67 +77,91 @@ pub fn derive(t: &mut Topology, th: &Thresholds) {
     }
 }
 
-/// Each region's host and port for one part (database or Redis), in the inventory's order.
-pub type Addresses = Vec<(String, (String, u16))>;
+/// Where each region's parts are, as the inventory gives them, as (region, address): a
+/// database's or a Redis's host:port, an application's Deployment with the context (and
+/// kubeconfig) that reaches it. In the inventory's order.
+#[derive(Debug, Clone, Default)]
+pub struct Addresses {
+    pub databases: Vec<(String, String)>,
+    pub caches: Vec<(String, String)>,
+    pub apps: Vec<(String, String)>,
+}
 
-/// Regions that reach one server: the same address in the inventory (`databases`, `caches`:
-/// each region's host and port), or, for databases, one server answering under two addresses
-/// (the same start time, to the microsecond). In the inventory's order.
-pub fn same_servers(
-    databases: &[(String, (String, u16))],
-    caches: &[(String, (String, u16))],
-    regions: &BTreeMap<String, Region>,
-) -> Vec<SameServer> {
-    fn by_address(part: &str, list: &[(String, (String, u16))], out: &mut Vec<SameServer>) {
-        let mut groups: Vec<(&(String, u16), Vec<String>)> = Vec::new();
-        for (region, at) in list {
-            match groups.iter_mut().find(|(a, _)| *a == at) {
+/// Regions that reach one server or object: the same address in the inventory, or one thing
+/// answering under two addresses — a PostgreSQL server's start time (to the microsecond), a
+/// Deployment's uid.
+pub fn same_servers(a: &Addresses, regions: &BTreeMap<String, Region>) -> Vec<SameServer> {
+    /// Groups of two regions or more by `key`, each group's regions sorted.
+    fn groups<'a>(
+        items: impl Iterator<Item = (&'a String, &'a String)>,
+    ) -> Vec<(&'a String, Vec<String>)> {
+        let mut out: Vec<(&String, Vec<String>)> = Vec::new();
+        for (region, key) in items {
+            match out.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, names)) => names.push(region.clone()),
-                None => groups.push((at, vec![region.clone()])),
+                None => out.push((key, vec![region.clone()])),
             }
         }
-        out.extend(groups.into_iter().filter(|(_, names)| names.len() > 1).map(
-            |((host, port), mut regions)| SameServer {
-                part: part.into(),
-                regions: {
-                    regions.sort();
-                    regions
-                },
-                how: format!("the same address {host}:{port}"),
-            },
-        ));
-    }
-    let mut out = Vec::new();
-    by_address("database", databases, &mut out);
-    let mut started: Vec<(&String, Vec<String>)> = Vec::new();
-    for (name, r) in regions {
-        if let Some(at) = r
-            .database
-            .server_start
-            .as_ref()
-            .filter(|_| r.database.reachable)
-        {
-            match started.iter_mut().find(|(a, _)| *a == at) {
-                Some((_, names)) => names.push(name.clone()),
-                None => started.push((at, vec![name.clone()])),
-            }
+        out.retain(|(_, names)| names.len() > 1);
+        for (_, names) in &mut out {
+            names.sort();
         }
+        out
     }
-    for (at, regions) in started.into_iter().filter(|(_, n)| n.len() > 1) {
-        // Already named by their address.
-        if out
+    let mut out: Vec<SameServer> = Vec::new();
+    let mut add = |part: &str, how: String, regions: Vec<String>| {
+        // A group its address already names.
+        if !out
             .iter()
-            .any(|s| regions.iter().all(|r| s.regions.contains(r)))
+            .any(|s| s.part == part && regions.iter().all(|r| s.regions.contains(r)))
         {
-            continue;
+            out.push(SameServer {
+                part: part.into(),
+                regions,
+                how,
+            });
         }
-        out.push(SameServer {
-            part: "database".into(),
-            regions,
-            how: format!("one server under two addresses: both answer that they started at {at}"),
-        });
+    };
+    fn pairs(list: &[(String, String)]) -> impl Iterator<Item = (&String, &String)> {
+        list.iter().map(|(r, a)| (r, a))
     }
-    by_address("redis", caches, &mut out);
+    for (at, names) in groups(pairs(&a.databases)) {
+        add("database", format!("the same address {at}"), names);
+    }
+    let started = regions.iter().filter_map(|(n, r)| {
+        let db = &r.database;
+        db.server_start
+            .as_ref()
+            .filter(|_| db.reachable)
+            .map(|at| (n, at))
+    });
+    for (at, names) in groups(started) {
+        add(
+            "database",
+            format!("one server under two addresses: both answer that they started at {at}"),
+            names,
+        );
+    }
+    for (at, names) in groups(pairs(&a.caches)) {
+        add("redis", format!("the same address {at}"), names);
+    }
+    for (at, names) in groups(pairs(&a.apps)) {
+        add("application", format!("the same Deployment {at}"), names);
+    }
+    let uids = regions.iter().filter_map(|(n, r)| {
+        r.app
+            .uid
+            .as_ref()
+            .filter(|_| r.app.reachable)
+            .map(|uid| (n, uid))
+    });
+    for (uid, names) in groups(uids) {
+        add(
+            "application",
+            format!("one Deployment under two names: both have the uid {uid}"),
+            names,
+        );
+    }
     out
 }
 
@@ -217,19 +241,20 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
     let inventory = t.commands.inventory.as_deref().unwrap_or("the inventory");
     for s in &t.same_server {
         let (what, key) = match s.part.as_str() {
-            "redis" => ("Redis", "redis_url"),
-            _ => ("PostgreSQL", "database_url"),
+            "redis" => ("Redis server", "redis_url"),
+            "application" => ("application", "context, namespace or deployment"),
+            _ => ("PostgreSQL server", "database_url"),
         };
         out.push(anomaly(
             Critical,
             "same_server",
             None,
             format!(
-                "{} reach one {what} server ({}): the inventory names it for {}, but it is the {what} of one region at most, and {} not observed",
+                "{} reach one {what} ({}): the inventory names it for {}, but it belongs to one region at most, and {} not observed",
                 s.regions.join(" and "),
                 s.how,
                 if s.regions.len() == 2 { "both" } else { "each" },
-                if s.regions.len() == 2 { "the other's own server is" } else { "the others' own servers are" },
+                if s.regions.len() == 2 { "the other's own is" } else { "the others' own are" },
             ),
             Some(format!(
                 "correct {key} of the region(s) it does not belong to in {inventory}; until then the runbooks refuse to act on this deployment"
@@ -980,105 +1005,130 @@ mod tests {
 
     #[test]
     fn regions_that_reach_one_server_as_a_table() {
-        type Addresses = &'static [(&'static str, &'static str, u16)];
-        // (what, databases, server start times, Redis, regions that are Redis masters,
-        //  groups as "part: regions: how", anomaly codes)
-        type Case = (
-            &'static str,
-            Vec<(&'static str, &'static str)>,
-            Addresses,
-            &'static [(&'static str, &'static str)],
-            Addresses,
-            &'static [&'static str],
-            &'static [&'static str],
-            &'static [&'static str],
-        );
-        let cases: Vec<Case> = vec![
-            (
-                "every region its own server",
-                vec![("us", "primary 1 0/5000000"), ("eu", "standby 1 0/5000000 from:us")],
-                &[("us", "db-us", 5432), ("eu", "db-eu", 5432)],
-                &[("us", "T1"), ("eu", "T2")],
-                &[("us", "r-us", 6379), ("eu", "r-eu", 6379)],
-                &["us"],
-                &[],
-                &[],
-            ),
-            (
-                "a copied block: eu names us's database (one server, not two primaries)",
-                vec![("us", "primary 1 0/5000000"), ("eu", "primary 1 0/5000000")],
-                &[("us", "db-us", 5432), ("eu", "db-us", 5432)],
-                &[("us", "T1"), ("eu", "T1")],
-                &[("us", "r-us", 6379), ("eu", "r-eu", 6379)],
-                &["us"],
-                &["database: eu+us: the same address db-us:5432"],
-                &["same_server"],
-            ),
-            (
-                "one server under two names (a DNS alias): the same start time",
-                vec![("us", "primary 1 0/5000000"), ("eu", "primary 1 0/5000000"), ("ap", "standby 1 0/5000000 from:us")],
-                &[("us", "db-us", 5432), ("eu", "db-alias", 5432), ("ap", "db-ap", 5432)],
-                &[("us", "T1"), ("eu", "T1"), ("ap", "T3")],
-                &[],
-                &[],
-                &["database: eu+us: one server under two addresses: both answer that they started at T1"],
-                &["same_server"],
-            ),
-            (
-                "a start time alone, from a server that did not answer, groups nothing",
-                vec![("us", "primary 1 0/5000000"), ("eu", "down")],
-                &[("us", "db-us", 5432), ("eu", "db-eu", 5432)],
-                &[("us", "T1"), ("eu", "T1")],
-                &[],
-                &[],
-                &[],
-                &[],
-            ),
-            (
-                "Redis named twice: one master, not two",
-                vec![("us", "primary 1 0/5000000"), ("eu", "standby 1 0/5000000 from:us")],
-                &[("us", "db-us", 5432), ("eu", "db-eu", 5432)],
-                &[],
-                &[("us", "r-us", 6379), ("eu", "r-us", 6379)],
-                &["us", "eu"],
-                &["redis: eu+us: the same address r-us:6379"],
-                &["same_server"],
-            ),
-            (
-                "two real primaries on one timeline stay two primaries",
-                vec![("us", "primary 1 0/5000000"), ("eu", "primary 1 0/5000000")],
-                &[("us", "db-us", 5432), ("eu", "db-eu", 5432)],
-                &[("us", "T1"), ("eu", "T2")],
-                &[],
-                &[],
-                &[],
-                &["two_primaries"],
-            ),
+        type Pairs = &'static [(&'static str, &'static str)];
+        /// A case: the regions' databases; then, each as (region, value): database addresses,
+        /// server start times, Redis addresses, Redis masters (value unused), application
+        /// addresses, Deployment uids; the groups found as "part: regions: how"; the critical
+        /// anomalies (and redis_masters).
+        struct Case {
+            what: &'static str,
+            dbs: Vec<(&'static str, &'static str)>,
+            databases: Pairs,
+            starts: Pairs,
+            caches: Pairs,
+            masters: Pairs,
+            apps: Pairs,
+            uids: Pairs,
+            groups: &'static [&'static str],
+            want: &'static [&'static str],
+        }
+        let two = || {
+            vec![
+                ("us", "primary 1 0/5000000"),
+                ("eu", "standby 1 0/5000000 from:us"),
+            ]
+        };
+        let base = |what| Case {
+            what,
+            dbs: two(),
+            databases: &[("us", "db-us:5432"), ("eu", "db-eu:5432")],
+            starts: &[("us", "T1"), ("eu", "T2")],
+            caches: &[("us", "r-us:6379"), ("eu", "r-eu:6379")],
+            masters: &[("us", "")],
+            apps: &[("us", "app in us"), ("eu", "app in eu")],
+            uids: &[("us", "U1"), ("eu", "U2")],
+            groups: &[],
+            want: &[],
+        };
+        let cases = vec![
+            base("every region its own servers"),
+            Case {
+                dbs: vec![("us", "primary 1 0/5000000"), ("eu", "primary 1 0/5000000")],
+                databases: &[("us", "db-us:5432"), ("eu", "db-us:5432")],
+                starts: &[("us", "T1"), ("eu", "T1")],
+                groups: &["database: eu+us: the same address db-us:5432"],
+                want: &["same_server"],
+                ..base("a copied block: eu names us's database (one server, not two primaries)")
+            },
+            Case {
+                dbs: vec![
+                    ("us", "primary 1 0/5000000"),
+                    ("eu", "primary 1 0/5000000"),
+                    ("ap", "standby 1 0/5000000 from:us"),
+                ],
+                databases: &[("us", "db-us:5432"), ("eu", "db-alias:5432"), ("ap", "db-ap:5432")],
+                starts: &[("us", "T1"), ("eu", "T1"), ("ap", "T3")],
+                groups: &["database: eu+us: one server under two addresses: both answer that they started at T1"],
+                want: &["same_server"],
+                ..base("one server under two names (a DNS alias): the same start time")
+            },
+            Case {
+                dbs: vec![("us", "primary 1 0/5000000"), ("eu", "down")],
+                starts: &[("us", "T1"), ("eu", "T1")],
+                ..base("a start time from a server that did not answer groups nothing")
+            },
+            Case {
+                caches: &[("us", "r-us:6379"), ("eu", "r-us:6379")],
+                masters: &[("us", ""), ("eu", "")],
+                groups: &["redis: eu+us: the same address r-us:6379"],
+                want: &["same_server"],
+                ..base("Redis named twice: one master, not two")
+            },
+            Case {
+                apps: &[("us", "app in us"), ("eu", "app in us")],
+                uids: &[("us", "U1"), ("eu", "U1")],
+                groups: &["application: eu+us: the same Deployment app in us"],
+                want: &["same_server"],
+                ..base("an application named twice")
+            },
+            Case {
+                apps: &[("us", "app in us"), ("eu", "app in us-alias")],
+                uids: &[("us", "U1"), ("eu", "U1")],
+                groups: &["application: eu+us: one Deployment under two names: both have the uid U1"],
+                want: &["same_server"],
+                ..base("one Deployment under two contexts: the same uid")
+            },
+            Case {
+                dbs: vec![("us", "primary 1 0/5000000"), ("eu", "primary 1 0/5000000")],
+                want: &["two_primaries"],
+                ..base("two real primaries on one timeline stay two primaries")
+            },
         ];
-        let list = |a: Addresses| -> Vec<(String, (String, u16))> {
+        let list = |a: Pairs| -> Vec<(String, String)> {
             a.iter()
-                .map(|(r, h, p)| (r.to_string(), (h.to_string(), *p)))
+                .map(|(r, v)| (r.to_string(), v.to_string()))
                 .collect()
         };
-        for (what, dbs, databases, starts, caches, masters, groups, want) in cases {
-            let mut t = topology(&dbs);
-            for (r, at) in starts {
+        for c in cases {
+            let what = c.what;
+            let mut t = topology(&c.dbs);
+            for (r, at) in c.starts {
                 t.regions.get_mut(*r).unwrap().database.server_start = Some(at.to_string());
             }
-            for r in masters {
+            for (r, _) in c.masters {
                 t.regions.get_mut(*r).unwrap().redis = redis_primary();
             }
-            t.same_server = same_servers(&list(databases), &list(caches), &t.regions);
-            let got: Vec<String> = t
+            for (r, uid) in c.uids {
+                t.regions.get_mut(*r).unwrap().app = App {
+                    uid: Some(uid.to_string()),
+                    ..app(2, 2, r)
+                };
+            }
+            let addresses = Addresses {
+                databases: list(c.databases),
+                caches: list(c.caches),
+                apps: list(c.apps),
+            };
+            t.same_server = same_servers(&addresses, &t.regions);
+            let mut got: Vec<String> = t
                 .same_server
                 .iter()
                 .map(|s| format!("{}: {}: {}", s.part, s.regions.join("+"), s.how))
                 .collect();
-            let mut got_sorted = got.clone();
-            got_sorted.sort();
-            let mut want_groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-            want_groups.sort();
-            assert_eq!(got_sorted, want_groups, "{what}");
+            got.sort();
+            let mut groups: Vec<String> = c.groups.iter().map(|g| g.to_string()).collect();
+            groups.sort();
+            assert_eq!(got, groups, "{what}");
             judge(&mut t);
             let codes: Vec<&str> = t
                 .anomalies
@@ -1086,10 +1136,10 @@ mod tests {
                 .filter(|a| a.severity == Severity::Critical || a.code == "redis_masters")
                 .map(|a| a.code.as_str())
                 .collect();
-            assert_eq!(codes, want.to_vec(), "{what}");
+            assert_eq!(codes, c.want.to_vec(), "{what}");
             if let Some(a) = t.anomalies.iter().find(|a| a.code == "same_server") {
                 assert!(
-                    a.message.contains("own server is not observed"),
+                    a.message.contains("own is not observed"),
                     "{what}: {}",
                     a.message
                 );
@@ -1316,6 +1366,7 @@ mod tests {
             cordoned: None,
             cordoned_nodes: Vec::new(),
             kubectl: None,
+            uid: None,
         }
     }
 

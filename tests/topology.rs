@@ -62,6 +62,17 @@ fn set_region_key(d: &Drill, to: &str, key: &str, value: &str) {
     std::fs::write(&d.inventory, out.join("\n") + "\n").unwrap();
 }
 
+/// Runs `runbook`, which must fail (exit 1) saying `says` and that nothing was changed.
+fn refuses(d: &Drill, runbook: &str, extra: &[&str], says: &str) {
+    let ran = d.run(runbook, extra);
+    assert_eq!(ran.code, 1, "{runbook}: {}", ran.all());
+    assert!(
+        ran.stderr.contains(says) && ran.stderr.contains("Nothing was changed"),
+        "{runbook}: {}",
+        ran.stderr
+    );
+}
+
 /// A region's inventory block copied with one value left as it was: eu-west-1's database_url
 /// names us-east-1's server. status names it — one server answering twice, not "two
 /// primaries" of which to fence one (which would fence the only primary) — and every write
@@ -108,14 +119,11 @@ fn an_inventory_that_names_one_server_for_two_regions_is_refused() {
             ("rejoin", vec!["--var", "region=eu-west-1", "--yes"]),
             ("maintenance", vec!["--yes"]),
         ] {
-            let ran = d.run(runbook, &extra);
-            assert_eq!(ran.code, 1, "{runbook}: {}", ran.all());
-            assert!(
-                ran.stderr
-                    .contains("eu-west-1 and us-east-1 reach one PostgreSQL server")
-                    && ran.stderr.contains("Nothing was changed"),
-                "{runbook}: {}",
-                ran.stderr
+            refuses(
+                &d,
+                runbook,
+                &extra,
+                "eu-west-1 and us-east-1 reach one PostgreSQL server",
             );
         }
         for (region, want) in [
@@ -131,6 +139,38 @@ fn an_inventory_that_names_one_server_for_two_regions_is_refused() {
     set_region_key(&d, "eu-west-1", "database_url", &eu);
     let seen = status(&d);
     assert_eq!(seen.code, 0, "{}", seen.all());
+
+    // Redis under another name for us-east-1's server: told by its run_id.
+    let us_redis = d.stack.redis.node("us-east-1").url();
+    set_region_key(
+        &d,
+        "eu-west-1",
+        "redis_url",
+        &us_redis.replace("127.0.0.1", "127.1"),
+    );
+    let seen = status(&d);
+    assert_eq!(seen.code, 1, "{}", seen.all());
+    assert_says(
+        &seen.stdout,
+        &[
+            "CRITICAL  eu-west-1 and us-east-1 reach one Redis server (one server under two addresses: both answer with the run_id ",
+            "next: correct redis_url of the region(s) it does not belong to in ",
+        ],
+    );
+    assert!(
+        !seen.stdout.contains("Redis servers are primaries"),
+        "{}",
+        seen.stdout
+    );
+    refuses(
+        &d,
+        "planned-failover",
+        &["--var", "target=eu-west-1", "--yes"],
+        "eu-west-1 and us-east-1 reach one Redis server",
+    );
+    assert_eq!(role(&d, "us-east-1"), "writable");
+    let eu_redis = d.stack.redis.node("eu-west-1").url();
+    set_region_key(&d, "eu-west-1", "redis_url", &eu_redis);
 
     // The same for an application: eu-west-1's context left as us-east-1's, then a second
     // context in the kubeconfig for us-east-1's cluster (the same Deployment by its uid). A
@@ -161,14 +201,11 @@ fn an_inventory_that_names_one_server_for_two_regions_is_refused() {
                 "next: correct context, namespace or deployment of the region(s) it does not belong to in ",
             ],
         );
-        let ran = d.run("planned-failover", &["--var", "target=eu-west-1", "--yes"]);
-        assert_eq!(ran.code, 1, "{}", ran.all());
-        assert!(
-            ran.stderr
-                .contains("eu-west-1 and us-east-1 reach one application")
-                && ran.stderr.contains("Nothing was changed"),
-            "{}",
-            ran.stderr
+        refuses(
+            &d,
+            "planned-failover",
+            &["--var", "target=eu-west-1", "--yes"],
+            "eu-west-1 and us-east-1 reach one application",
         );
         assert_eq!(
             d.replicas("us-east-1"),

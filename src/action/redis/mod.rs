@@ -310,6 +310,18 @@ async fn replication_info(
     Ok(parse_info(&info).remove("replication").unwrap_or_default())
 }
 
+/// The server process's run_id (INFO server): random at each start, so the same under two
+/// addresses means one server.
+pub(crate) async fn run_id(
+    conn: &mut MultiplexedConnection,
+    target: &str,
+) -> Result<Option<String>, ActionError> {
+    let info = text(&query(conn, target, &["INFO", "server"]).await?);
+    Ok(parse_info(&info)
+        .remove("server")
+        .and_then(|mut s| s.remove("run_id")))
+}
+
 fn num(map: &BTreeMap<String, String>, key: &str) -> i64 {
     map.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }

@@ -99,6 +99,9 @@ pub struct Cache {
     pub link: Option<String>,
     /// Its replication offset.
     pub offset: i64,
+    /// The server process's run_id: the same under two regions means one server named twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 /// A region's health endpoint.

@@ -365,11 +365,14 @@ async fn cache(name: &str, r: &RegionTargets, dir: &Directory, cx: &Cx) -> Cache
     let label = Some(name.to_string());
     let answer = within(cx, "Redis", async {
         let (mut conn, target) = redis::connect(url, &label, cx).await?;
-        redis::role_of(&mut conn, &target).await
+        let role = redis::role_of(&mut conn, &target).await?;
+        // A server that will not say (a renamed INFO) is only told apart by its address.
+        let run_id = redis::run_id(&mut conn, &target).await.ok().flatten();
+        Ok::<_, crate::action::ActionError>((role, run_id))
     })
     .await;
     match answer {
-        Ok(role) => {
+        Ok((role, run_id)) => {
             let master_region = role.primary.as_deref().and_then(|m| dir.cache(m));
             Cache {
                 reachable: true,
@@ -383,6 +386,7 @@ async fn cache(name: &str, r: &RegionTargets, dir: &Directory, cx: &Cx) -> Cache
                 master_region,
                 link: role.link,
                 offset: role.offset,
+                run_id,
             }
         }
         Err(e) => Cache {

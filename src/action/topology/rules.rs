@@ -89,7 +89,7 @@ pub struct Addresses {
 
 /// Regions that reach one server or object: the same address in the inventory, or one thing
 /// answering under two addresses — a PostgreSQL server's start time (to the microsecond), a
-/// Deployment's uid.
+/// Redis server's run_id, a Deployment's uid.
 pub fn same_servers(a: &Addresses, regions: &BTreeMap<String, Region>) -> Vec<SameServer> {
     /// Groups of two regions or more by `key`, each group's regions sorted.
     fn groups<'a>(
@@ -122,45 +122,50 @@ pub fn same_servers(a: &Addresses, regions: &BTreeMap<String, Region>) -> Vec<Sa
             });
         }
     };
-    fn pairs(list: &[(String, String)]) -> impl Iterator<Item = (&String, &String)> {
-        list.iter().map(|(r, a)| (r, a))
-    }
-    for (at, names) in groups(pairs(&a.databases)) {
-        add("database", format!("the same address {at}"), names);
-    }
-    let started = regions.iter().filter_map(|(n, r)| {
-        let db = &r.database;
-        db.server_start
-            .as_ref()
-            .filter(|_| db.reachable)
-            .map(|at| (n, at))
-    });
-    for (at, names) in groups(started) {
-        add(
+    /// Each part: its addresses in the inventory, what a server of it answers that no other
+    /// does (when it answered), and how that is said.
+    type Answer = for<'r> fn(&'r Region) -> Option<&'r String>;
+    type Part<'a> = (&'a str, &'a [(String, String)], Answer, &'a str);
+    let parts: [Part; 3] = [
+        (
             "database",
-            format!("one server under two addresses: both answer that they started at {at}"),
-            names,
-        );
-    }
-    for (at, names) in groups(pairs(&a.caches)) {
-        add("redis", format!("the same address {at}"), names);
-    }
-    for (at, names) in groups(pairs(&a.apps)) {
-        add("application", format!("the same Deployment {at}"), names);
-    }
-    let uids = regions.iter().filter_map(|(n, r)| {
-        r.app
-            .uid
-            .as_ref()
-            .filter(|_| r.app.reachable)
-            .map(|uid| (n, uid))
-    });
-    for (uid, names) in groups(uids) {
-        add(
+            &a.databases,
+            |r| {
+                r.database
+                    .server_start
+                    .as_ref()
+                    .filter(|_| r.database.reachable)
+            },
+            "one server under two addresses: both answer that they started at",
+        ),
+        (
+            "redis",
+            &a.caches,
+            |r| r.redis.run_id.as_ref().filter(|_| r.redis.reachable),
+            "one server under two addresses: both answer with the run_id",
+        ),
+        (
             "application",
-            format!("one Deployment under two names: both have the uid {uid}"),
-            names,
-        );
+            &a.apps,
+            |r| r.app.uid.as_ref().filter(|_| r.app.reachable),
+            "one Deployment under two names: both have the uid",
+        ),
+    ];
+    for (part, addresses, answer, said) in parts {
+        let the_same = if part == "application" {
+            "the same Deployment"
+        } else {
+            "the same address"
+        };
+        for (at, names) in groups(addresses.iter().map(|(r, at)| (r, at))) {
+            add(part, format!("{the_same} {at}"), names);
+        }
+        let answers = regions
+            .iter()
+            .filter_map(|(n, r)| answer(r).map(|v| (n, v)));
+        for (value, names) in groups(answers) {
+            add(part, format!("{said} {value}"), names);
+        }
     }
     out
 }
@@ -1008,7 +1013,7 @@ mod tests {
         type Pairs = &'static [(&'static str, &'static str)];
         /// A case: the regions' databases; then, each as (region, value): database addresses,
         /// server start times, Redis addresses, Redis masters (value unused), application
-        /// addresses, Deployment uids; the groups found as "part: regions: how"; the critical
+        /// addresses, Deployment uids, Redis run_ids; the groups found as "part: regions: how"; the critical
         /// anomalies (and redis_masters).
         struct Case {
             what: &'static str,
@@ -1019,6 +1024,7 @@ mod tests {
             masters: Pairs,
             apps: Pairs,
             uids: Pairs,
+            run_ids: Pairs,
             groups: &'static [&'static str],
             want: &'static [&'static str],
         }
@@ -1037,6 +1043,7 @@ mod tests {
             masters: &[("us", "")],
             apps: &[("us", "app in us"), ("eu", "app in eu")],
             uids: &[("us", "U1"), ("eu", "U2")],
+            run_ids: &[("us", "R1"), ("eu", "R2")],
             groups: &[],
             want: &[],
         };
@@ -1075,6 +1082,14 @@ mod tests {
                 ..base("Redis named twice: one master, not two")
             },
             Case {
+                caches: &[("us", "r-us:6379"), ("eu", "r-alias:6379")],
+                masters: &[("us", ""), ("eu", "")],
+                run_ids: &[("us", "R1"), ("eu", "R1")],
+                groups: &["redis: eu+us: one server under two addresses: both answer with the run_id R1"],
+                want: &["same_server"],
+                ..base("Redis under two names: the same run_id")
+            },
+            Case {
                 apps: &[("us", "app in us"), ("eu", "app in us")],
                 uids: &[("us", "U1"), ("eu", "U1")],
                 groups: &["application: eu+us: the same Deployment app in us"],
@@ -1107,6 +1122,9 @@ mod tests {
             }
             for (r, _) in c.masters {
                 t.regions.get_mut(*r).unwrap().redis = redis_primary();
+            }
+            for (r, id) in c.run_ids {
+                t.regions.get_mut(*r).unwrap().redis.run_id = Some(id.to_string());
             }
             for (r, uid) in c.uids {
                 t.regions.get_mut(*r).unwrap().app = App {

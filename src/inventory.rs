@@ -145,11 +145,51 @@ impl Inventory {
     }
 }
 
-/// Keys the engine reads, table by table, besides the topology's: the deployment's name (the
-/// lock), `[watch]`, `[notify]`, and the TLS defaults of `[postgres]`.
-const ENGINE_KEYS: [(&str, &[&str]); 2] = [
-    ("", &["name", "notify", "watch"]),
-    ("postgres", &["sslmode", "sslrootcert", "sslcert", "sslkey"]),
+/// Keys read besides the topology's, table by table: by the engine (the deployment's `name`
+/// for the lock, `[watch]`, the TLS defaults of `[postgres]`) and by the shipped runbooks and
+/// stdlib — their optional keys, whose misspelling would otherwise fall back to a default
+/// without a word (a region out of rotation after its rejoin, one pod where six ran, no Slack
+/// message during the incident).
+const READ_KEYS: [(&str, &[&str]); 4] = [
+    (
+        "",
+        &[
+            "name",
+            "notify",
+            "watch",
+            "backup",
+            "cdn",
+            "mesh",
+            "prometheus_url",
+            "prometheus_window",
+            "prometheus_interval",
+        ],
+    ),
+    (
+        "regions.*",
+        &[
+            "app_replicas",
+            "dns_weight",
+            "kustomize",
+            "metrics_url",
+            "p99_target_ms",
+            "health_check_id",
+            "lb_ip",
+            "mesh_destination",
+            "pg_log_file",
+        ],
+    ),
+    (
+        "postgres",
+        &[
+            "sslmode",
+            "sslrootcert",
+            "sslcert",
+            "sslkey",
+            "replicator_password",
+        ],
+    ),
+    ("notify", &["slack_webhook"]),
 ];
 
 /// The keys written close to one the engine reads (a region's `databse_url`, `[postgres]`'s
@@ -159,9 +199,11 @@ const ENGINE_KEYS: [(&str, &[&str]); 2] = [
 /// own and pass.
 pub fn misspelt(value: &Value) -> Vec<(String, String)> {
     let mut known: Vec<(&str, Vec<String>)> = crate::action::topology::inventory_keys();
-    for (table, extra) in ENGINE_KEYS {
-        if let Some((_, keys)) = known.iter_mut().find(|(t, _)| *t == table) {
-            keys.extend(extra.iter().map(|k| k.to_string()));
+    for (table, extra) in READ_KEYS {
+        let extra = extra.iter().map(|k| k.to_string());
+        match known.iter_mut().find(|(t, _)| *t == table) {
+            Some((_, keys)) => keys.extend(extra),
+            None => known.push((table, extra.collect())),
         }
     }
     let mut tables: Vec<(String, &serde_json::Map<String, Value>, &Vec<String>)> = Vec::new();
@@ -327,6 +369,15 @@ mod tests {
                 &[("postgres.sslmod", "sslmode")],
             ),
             (
+                "the shipped runbooks' optional keys: a region's replicas, Slack's webhook",
+                "[regions.eu]\napp_replica = 6\ndns_weigth = 30\n[notify]\nslack_webhok = \"http://s\"\n",
+                &[
+                    ("regions.eu.app_replica", "app_replicas"),
+                    ("regions.eu.dns_weigth", "dns_weight"),
+                    ("notify.slack_webhok", "slack_webhook"),
+                ],
+            ),
+            (
                 "the runbooks' own keys pass",
                 "name = \"prod\"\n[regions.eu]\ndatabase_url = \"postgres://db\"\napp_replicas = 4\nlb_ip = \"1.2.3.4\"\n\
                  metrics_url = \"http://m\"\nhealth_check_id = \"h\"\ndns_weight = 30\npg_log_file = \"/l\"\n\
@@ -361,6 +412,41 @@ mod tests {
             assert_eq!(got, want, "{what}");
             let parsed = Inventory::parse("inv.toml", text);
             assert_eq!(parsed.is_err(), !want.is_empty(), "{what}");
+        }
+    }
+
+    /// Each key the shipped runbooks are said to read is read by one of them: the list does
+    /// not outlive what it speaks for.
+    #[test]
+    fn the_runbook_keys_checked_are_the_ones_the_runbooks_read() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let mut text = String::new();
+        for dir in ["runbooks", "stdlib"] {
+            for entry in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "rhai") {
+                    text.push_str(&std::fs::read_to_string(path).unwrap());
+                }
+            }
+        }
+        for (table, keys) in READ_KEYS {
+            for key in keys {
+                let engine = [
+                    "name",
+                    "watch",
+                    "sslmode",
+                    "sslrootcert",
+                    "sslcert",
+                    "sslkey",
+                ];
+                if engine.contains(key) {
+                    continue;
+                }
+                assert!(
+                    text.contains(&format!(".{key}")) || text.contains(&format!("\"{key}\"")),
+                    "{table}: {key} is read by no shipped runbook"
+                );
+            }
         }
     }
 

@@ -206,11 +206,11 @@ fn inventory_problems_are_named() {
     assert_eq!(server.count("POST", "/w"), 1, "stopped at the missing key");
     // A key the runbook reads, misspelt in the file: the error names the likely culprit.
     Test::new()
-        .inventory("[regions.eu]\napp_replica = 4\n")
-        .script("log(inventory.regions.eu.app_replicas);")
+        .inventory("[regions.eu]\nowner_tem = \"sre\"\n")
+        .script("log(inventory.regions.eu.owner_team);")
         .run(&[])
         .code(2)
-        .stderr("inventory inventory.toml has no key 'regions.eu.app_replicas' under 'regions.eu' (is `app_replica` a misspelling of it?); it has: app_replica")
+        .stderr("inventory inventory.toml has no key 'regions.eu.owner_team' under 'regions.eu' (is `owner_tem` a misspelling of it?); it has: owner_tem")
         .check();
 }
 

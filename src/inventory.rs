@@ -58,8 +58,8 @@ impl Inventory {
             return Err(Error::Inventory {
                 path: file.to_string(),
                 message: format!(
-                    "{} {}: not {} the engine reads, and the one meant is missing, so what it names would go unseen \
-                     (a region's database that no failover checks). Rename {}; nothing was run",
+                    "{} {}: not {} the engine or the shipped runbooks read, and the one meant is missing, so it would \
+                     be taken as not set (a region's database unobserved by a failover, a default in its place). Rename {}; nothing was run",
                     if keys.len() == 1 { "the key" } else { "the keys" },
                     keys.join(", "),
                     if keys.len() == 1 { "a key" } else { "keys" },
@@ -145,18 +145,21 @@ impl Inventory {
     }
 }
 
-/// Keys read besides the topology's, table by table: by the engine (the deployment's `name`
-/// for the lock, `[watch]`, the TLS defaults of `[postgres]`) and by the shipped runbooks and
-/// stdlib — their optional keys, whose misspelling would otherwise fall back to a default
-/// without a word (a region out of rotation after its rejoin, one pod where six ran, no Slack
-/// message during the incident).
-const READ_KEYS: [(&str, &[&str]); 4] = [
+/// Keys the engine reads besides the topology's: the deployment's `name` (the lock),
+/// `[watch]`, the TLS defaults of `[postgres]`.
+const ENGINE_KEYS: [(&str, &[&str]); 2] = [
+    ("", &["name", "watch"]),
+    ("postgres", &["sslmode", "sslrootcert", "sslcert", "sslkey"]),
+];
+
+/// The optional keys the shipped runbooks and stdlib read, whose misspelling would otherwise
+/// fall back to a default without a word (a region out of rotation after its rejoin, one pod
+/// where six ran, no Slack message during the incident).
+const RUNBOOK_KEYS: [(&str, &[&str]); 4] = [
     (
         "",
         &[
-            "name",
             "notify",
-            "watch",
             "backup",
             "cdn",
             "mesh",
@@ -179,16 +182,7 @@ const READ_KEYS: [(&str, &[&str]); 4] = [
             "pg_log_file",
         ],
     ),
-    (
-        "postgres",
-        &[
-            "sslmode",
-            "sslrootcert",
-            "sslcert",
-            "sslkey",
-            "replicator_password",
-        ],
-    ),
+    ("postgres", &["replicator_password"]),
     ("notify", &["slack_webhook"]),
 ];
 
@@ -199,7 +193,7 @@ const READ_KEYS: [(&str, &[&str]); 4] = [
 /// own and pass.
 pub fn misspelt(value: &Value) -> Vec<(String, String)> {
     let mut known: Vec<(&str, Vec<String>)> = crate::action::topology::inventory_keys();
-    for (table, extra) in READ_KEYS {
+    for &(table, extra) in ENGINE_KEYS.iter().chain(&RUNBOOK_KEYS) {
         let extra = extra.iter().map(|k| k.to_string());
         match known.iter_mut().find(|(t, _)| *t == table) {
             Some((_, keys)) => keys.extend(extra),
@@ -378,7 +372,7 @@ mod tests {
                 ],
             ),
             (
-                "the runbooks' own keys pass",
+                "keys spelt right pass",
                 "name = \"prod\"\n[regions.eu]\ndatabase_url = \"postgres://db\"\napp_replicas = 4\nlb_ip = \"1.2.3.4\"\n\
                  metrics_url = \"http://m\"\nhealth_check_id = \"h\"\ndns_weight = 30\npg_log_file = \"/l\"\n\
                  [postgres]\nreplicator_password = \"x\"\nbin_dir = \"/b\"\n[notify]\nslack_webhook = \"http://s\"\n",
@@ -429,19 +423,8 @@ mod tests {
                 }
             }
         }
-        for (table, keys) in READ_KEYS {
+        for (table, keys) in RUNBOOK_KEYS {
             for key in keys {
-                let engine = [
-                    "name",
-                    "watch",
-                    "sslmode",
-                    "sslrootcert",
-                    "sslcert",
-                    "sslkey",
-                ];
-                if engine.contains(key) {
-                    continue;
-                }
                 assert!(
                     text.contains(&format!(".{key}")) || text.contains(&format!("\"{key}\"")),
                     "{table}: {key} is read by no shipped runbook"

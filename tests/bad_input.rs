@@ -223,7 +223,7 @@ fn a_misspelt_inventory_key_is_refused_at_run_and_at_resume() {
     let server = Server::start();
     let good = "[regions.eu]\ndatabase_url = \"postgres://a@127.0.0.1:1/d\"\n";
     let typo = "[regions.eu]\ndatabse_url = \"postgres://a@127.0.0.1:1/d\"\n";
-    let said = "inventory.toml: the key `regions.eu.databse_url` (did you mean `database_url`?): not a key the engine reads";
+    let said = "inventory.toml: the key `regions.eu.databse_url` (did you mean `database_url`?): not a key the engine or the shipped runbooks read";
     let t = Test::new()
         .inventory(typo)
         .script(&format!(

@@ -73,6 +73,14 @@ fn refuses(d: &Drill, runbook: &str, extra: &[&str], says: &str) {
     );
 }
 
+/// Runs status, which must fail (exit 1, a critical anomaly) saying each of `says`.
+fn status_says(d: &Drill, says: &[&str]) -> Ran {
+    let seen = status(d);
+    assert_eq!(seen.code, 1, "{}", seen.all());
+    assert_says(&seen.stdout, says);
+    seen
+}
+
 /// A region's inventory block copied with one value left as it was: eu-west-1's database_url
 /// names us-east-1's server. status names it — one server answering twice, not "two
 /// primaries" of which to fence one (which would fence the only primary) — and every write
@@ -92,10 +100,8 @@ fn an_inventory_that_names_one_server_for_two_regions_is_refused() {
         ),
     ] {
         set_region_key(&d, "eu-west-1", "database_url", &alias);
-        let seen = status(&d);
-        assert_eq!(seen.code, 1, "{}", seen.all());
-        assert_says(
-            &seen.stdout,
+        let seen = status_says(
+            &d,
             &[
                 "CRITICAL  eu-west-1 and us-east-1 reach one PostgreSQL server ",
                 how,
@@ -148,10 +154,8 @@ fn an_inventory_that_names_one_server_for_two_regions_is_refused() {
         "redis_url",
         &us_redis.replace("127.0.0.1", "127.1"),
     );
-    let seen = status(&d);
-    assert_eq!(seen.code, 1, "{}", seen.all());
-    assert_says(
-        &seen.stdout,
+    let seen = status_says(
+        &d,
         &[
             "CRITICAL  eu-west-1 and us-east-1 reach one Redis server (one server under two addresses: both answer with the run_id ",
             "next: correct redis_url of the region(s) it does not belong to in ",
@@ -191,10 +195,8 @@ fn an_inventory_that_names_one_server_for_two_regions_is_refused() {
         ),
     ] {
         set_region_key(&d, "eu-west-1", "context", context);
-        let seen = status(&d);
-        assert_eq!(seen.code, 1, "{}", seen.all());
-        assert_says(
-            &seen.stdout,
+        status_says(
+            &d,
             &[
                 "CRITICAL  eu-west-1 and us-east-1 reach one application ",
                 how,

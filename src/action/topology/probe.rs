@@ -32,58 +32,46 @@ async fn within<T>(
         })
 }
 
-/// Which region an endpoint belongs to.
+/// Which region an endpoint belongs to: the inventory's addresses, and for Redis also the
+/// redis_host and redis_port the other regions' replicas name it by.
 struct Directory {
-    databases: Vec<(String, (String, u16))>,
-    caches: Vec<(String, (String, u16))>,
+    databases: Vec<(String, String)>,
+    caches: Vec<(String, String)>,
 }
 
 impl Directory {
-    fn new(inv: &InventoryView) -> Directory {
-        let mut databases = Vec::new();
-        let mut caches = Vec::new();
+    fn new(inv: &InventoryView, a: &Addresses) -> Directory {
+        let mut caches = a.caches.clone();
         for (name, r) in &inv.regions {
-            if let Some(e) = r
-                .database_url
-                .as_ref()
-                .and_then(|u| u.reveal().ok())
-                .and_then(|u| endpoint(&u, 5432))
-            {
-                databases.push((name.clone(), e));
-            }
             if let (Some(h), Some(p)) = (&r.redis_host, r.redis_port) {
-                caches.push((name.clone(), (h.to_ascii_lowercase(), p)));
-            }
-            if let Some(e) = r
-                .redis_url
-                .as_ref()
-                .and_then(|u| u.reveal().ok())
-                .and_then(|u| endpoint(&u, 6379))
-            {
-                caches.push((name.clone(), e));
+                caches.push((name.clone(), format!("{}:{p}", h.to_ascii_lowercase())));
             }
         }
-        Directory { databases, caches }
+        Directory {
+            databases: a.databases.clone(),
+            caches,
+        }
     }
 
-    fn find(list: &[(String, (String, u16))], e: &(String, u16)) -> Option<String> {
-        list.iter().find(|(_, x)| x == e).map(|(n, _)| n.clone())
+    fn find(list: &[(String, String)], e: (String, u16)) -> Option<String> {
+        let e = format!("{}:{}", e.0, e.1);
+        list.iter().find(|(_, x)| *x == e).map(|(n, _)| n.clone())
     }
 
     fn database(&self, url: &str) -> Option<String> {
-        Self::find(&self.databases, &endpoint(url, 5432)?)
+        Self::find(&self.databases, endpoint(url, 5432)?)
     }
 
     fn cache(&self, hostport: &str) -> Option<String> {
         Self::find(
             &self.caches,
-            &endpoint(&format!("redis://{hostport}"), 6379)?,
+            endpoint(&format!("redis://{hostport}"), 6379)?,
         )
     }
 }
 
 /// Where each region's parts are, as the inventory gives them (a secret that cannot be read,
-/// as offline, is left out).
+/// as offline, is left out): host:port as `endpoint` reads it, and the Deployment.
 pub fn addresses(inv: &InventoryView) -> Addresses {
     let of = |url: &Option<crate::secret::SecretString>, port: u16| {
         url.as_ref()
@@ -521,7 +509,8 @@ async fn app(r: &RegionTargets, kubeconfig: &Option<String>, dir: &Directory, cx
 
 /// Reads every region (in parallel, each part within `cx.timeout`) and the DNS weights.
 pub async fn observe(inv: &InventoryView, cx: &Cx) -> Topology {
-    let dir = std::sync::Arc::new(Directory::new(inv));
+    let addresses = addresses(inv);
+    let dir = std::sync::Arc::new(Directory::new(inv, &addresses));
     let kubeconfig = inv.k8s.as_ref().and_then(|k| k.kubeconfig.clone());
     let tools = inv
         .postgres
@@ -588,7 +577,7 @@ pub async fn observe(inv: &InventoryView, cx: &Cx) -> Topology {
         Some(Err(e)) => t.dns_error = Some(e.message),
         None => {}
     }
-    t.same_server = super::rules::same_servers(&addresses(inv), &t.regions);
+    t.same_server = super::rules::same_servers(&addresses, &t.regions);
     t
 }
 

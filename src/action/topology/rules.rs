@@ -122,14 +122,15 @@ pub fn same_servers(a: &Addresses, regions: &BTreeMap<String, Region>) -> Vec<Sa
             });
         }
     };
-    /// Each part: its addresses in the inventory, what a server of it answers that no other
-    /// does (when it answered), and how that is said.
+    /// Each part: its addresses in the inventory and how one is said, what a server of it
+    /// answers that no other does (when it answered) and how that is said.
     type Answer = for<'r> fn(&'r Region) -> Option<&'r String>;
-    type Part<'a> = (&'a str, &'a [(String, String)], Answer, &'a str);
+    type Part<'a> = (&'a str, &'a [(String, String)], &'a str, Answer, &'a str);
     let parts: [Part; 3] = [
         (
             "database",
             &a.databases,
+            "the same address",
             |r| {
                 r.database
                     .server_start
@@ -141,22 +142,19 @@ pub fn same_servers(a: &Addresses, regions: &BTreeMap<String, Region>) -> Vec<Sa
         (
             "redis",
             &a.caches,
+            "the same address",
             |r| r.redis.run_id.as_ref().filter(|_| r.redis.reachable),
             "one server under two addresses: both answer with the run_id",
         ),
         (
             "application",
             &a.apps,
+            "the same Deployment",
             |r| r.app.uid.as_ref().filter(|_| r.app.reachable),
             "one Deployment under two names: both have the uid",
         ),
     ];
-    for (part, addresses, answer, said) in parts {
-        let the_same = if part == "application" {
-            "the same Deployment"
-        } else {
-            "the same address"
-        };
+    for (part, addresses, the_same, answer, said) in parts {
         for (at, names) in groups(addresses.iter().map(|(r, at)| (r, at))) {
             add(part, format!("{the_same} {at}"), names);
         }

@@ -43,6 +43,9 @@ pub enum Next {
     Continue { run: String },
     /// A mistake in the runbook: fix it, then resume.
     FixRunbook { run: String },
+    /// The journal could not be written mid-run (a full disk, a store that stayed away): the
+    /// run stopped before anything went unrecorded; resume once it can be written again.
+    JournalWritable { run: String },
     /// A failure: fix the cause, then resume (`undo`: the run was undoing); `undoable` steps
     /// declare an undo, offered as the other way.
     FixCause {
@@ -130,6 +133,9 @@ impl Next {
             Next::FixRunbook { run } => {
                 format!("fix the runbook (or the inventory: resume reads both again), then `runbook resume {run}{resume}`")
             }
+            Next::JournalWritable { run } => format!(
+                "once the journal can be written again (room on its file system, the store reachable), `runbook resume {run}{resume}` goes on from its last record: finished changes are not repeated, and a change that was in flight is asked about"
+            ),
             Next::FixCause {
                 run,
                 undo,
@@ -501,6 +507,11 @@ mod tests {
                 "runbook resume 20261122-0312-ab12 --approve --state-dir /srv/rb",
             ),
             (Next::Continue { run: run() }, " --store 'postgres://u:***@h/db'", "runbook resume 20261122-0312-ab12 --store 'postgres://u:***@h/db'"),
+            (
+                Next::JournalWritable { run: run() },
+                " --state-dir /full",
+                "once the journal can be written again (room on its file system, the store reachable), `runbook resume 20261122-0312-ab12 --state-dir /full` goes on from its last record: finished changes are not repeated, and a change that was in flight is asked about",
+            ),
             (Next::FixRunbook { run: run() }, "", "fix the runbook (or the inventory: resume reads both again), then `runbook resume 20261122-0312-ab12`"),
             (
                 Next::FixCause { run: run(), undo: false, undoable: 0 },

@@ -1,4 +1,4 @@
-use crate::support::{assert_says, Server, Test};
+use crate::support::{assert_says, Ran, Server, Test};
 
 fn paused_run(server: &Server) -> (Test, String) {
     let t = Test::new().script(&format!(
@@ -259,4 +259,97 @@ fn state_dir_moves_with_the_flag_and_the_variable() {
     assert_eq!(t.exec(&["run", "runbook.rhai"]).code, 3);
     assert!(t.path("viaenv/runs").exists());
     assert!(t.exec(&["runs"]).stdout.contains("paused"));
+}
+
+/// A journal that cannot be written mid-run (a full disk; here a file-size limit, which fails
+/// a write the same way without a file system of its own) stops the run where it is: exit 1,
+/// the error naming the journal and the cause, and the resume that goes on once it can be
+/// written again. Cut at three places (inside different records), the resume finishes the run
+/// and no request is sent twice; a call left in flight is decided as an operator would.
+#[test]
+fn a_journal_that_cannot_be_written_stops_the_run_and_its_resume_repeats_nothing() {
+    use std::os::unix::process::CommandExt;
+
+    let server = Server::start();
+    let steps = 30;
+    for limit in [6_000u64, 6_150, 6_300] {
+        let base = server.url(&format!("/cut{limit}"));
+        let t = Test::new().script(
+            &"for i in 0..STEPS { step(`post ${i}`, || http::post(#{ url: `BASE/${i}/` })); }\n"
+                .replace("STEPS", &steps.to_string())
+                .replace("BASE", &base),
+        );
+        let mut cmd = t.command(&["run".into(), "runbook.rhai".into()]);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let cap = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &cap) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let cut = Ran::from(cmd.output().unwrap());
+        let run = t.only_run();
+        assert_eq!(cut.code, 1, "limit {limit}: {}", cut.all());
+        assert_says(
+            &cut.stderr,
+            &[
+                format!("error: journal directory .runbook run {run}: cannot write: File too large"),
+                "the run stopped here, so that nothing would happen unrecorded".into(),
+                "--> runbook.rhai:1:".into(),
+                format!("next: once the journal can be written again (room on its file system, the store reachable), `runbook resume {run}` goes on from its last record"),
+            ],
+        );
+        let sent_before = server.count("POST", &format!("/cut{limit}/"));
+        assert!(
+            sent_before > 0 && sent_before < steps,
+            "limit {limit}: cut after {sent_before} of {steps} requests"
+        );
+
+        let mut resumed = t.exec(&["resume", &run]);
+        println!(
+            "limit {limit}: cut after {sent_before} requests; the resume {}",
+            if resumed.code == 3 {
+                "asks about the call in flight"
+            } else {
+                "goes on"
+            }
+        );
+        if resumed.code == 3 {
+            // The request whose end the journal could not record: did it arrive?
+            assert_says(&resumed.stderr, &["was in flight"]);
+            let journal = t.journal(&run);
+            let started = journal
+                .lines()
+                .rev()
+                .find(|l| l.contains(r#""event":"action_started""#))
+                .unwrap();
+            let record: serde_json::Value = serde_json::from_str(started).unwrap();
+            let url = record["input"]["url"].as_str().unwrap();
+            let path = url.trim_start_matches(&server.url(""));
+            let choice = if server.count("POST", path) == 1 {
+                "--skip-inflight"
+            } else {
+                "--retry-inflight"
+            };
+            resumed = t.exec(&["resume", &run, choice]);
+        }
+        assert_eq!(resumed.code, 0, "limit {limit}: {}", resumed.all());
+        for i in 0..steps {
+            assert_eq!(
+                server.count("POST", &format!("/cut{limit}/{i}/")),
+                1,
+                "limit {limit}: request {i} (cut after {sent_before})"
+            );
+        }
+        for line in t.journal(&run).lines() {
+            serde_json::from_str::<serde_json::Value>(line).expect("a whole record");
+        }
+    }
 }

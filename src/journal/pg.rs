@@ -408,12 +408,11 @@ impl JournalWriter for PgWriter {
                 }
                 Appended::Lost(why) => {
                     if started.elapsed() >= window {
+                        // The engine says what comes next: the resume, with the store.
                         return Err(std::io::Error::other(format!(
-                            "{} did not answer for {} ({why}); once it answers, \
-                             `runbook resume {}` (with the same store) continues the run",
+                            "{} did not answer for {} ({why})",
                             self.shared.shown,
                             humantime::format_duration(window),
-                            self.run_id
                         )));
                     }
                     std::thread::sleep(delay);

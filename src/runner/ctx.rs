@@ -271,7 +271,7 @@ impl RunCtx {
             .map_err(|e| Error::Journal {
                 path: self.journal.path.clone().into(),
                 message: format!(
-                    "cannot write: {e}; the run stops here so that nothing happens unrecorded"
+                    "cannot write: {e}; the run stopped here, so that nothing would happen unrecorded"
                 ),
             })
             .map(|()| crate::crash::after_write())

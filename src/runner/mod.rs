@@ -23,7 +23,7 @@ pub use frames::set_source;
 pub use stop::stop;
 
 use crate::action::world::World;
-use crate::error::{Error, Next};
+use crate::error::{Error, Next, ScriptPos};
 use crate::inventory::Inventory;
 use crate::journal::{self, show_path, Event, LockHolder, Record, RunStatus, StepPath, Store};
 use crate::report::{Progress, Reporter};
@@ -850,7 +850,9 @@ fn execute(
     let run_id = ctx.opts.run_id.clone();
     let outcome = match result {
         Ok(()) => {
-            ctx.journal(Event::RunFinished { elapsed_ms }, true)?;
+            if let Err(e) = ctx.journal(Event::RunFinished { elapsed_ms }, true) {
+                return Err(journal_lost(ctx, e, (None, None), elapsed_ms));
+            }
             let skipped = ctx.unreplayed_writes();
             if !skipped.is_empty() {
                 ctx.report(Progress::Warning {
@@ -1066,6 +1068,32 @@ fn call_handler(
     ctx.clear_stop();
 }
 
+/// A run whose journal could not be written stopped there, before anything went unrecorded
+/// (a full disk, a store that stayed away): a failure of the run (exit 1), not of its input,
+/// and resumable once the journal can be written again. Nothing more is recorded: it could
+/// not be.
+fn journal_lost(
+    ctx: &RunCtx,
+    error: Error,
+    (pos, source): (Option<ScriptPos>, Option<&str>),
+    elapsed_ms: u64,
+) -> Error {
+    let next = ctx
+        .opts
+        .run_id
+        .clone()
+        .map(|run| Next::JournalWritable { run });
+    let message = error.to_string();
+    ctx.report(Progress::RunEnded {
+        run_id: ctx.opts.run_id.clone(),
+        status: RunStatus::Failed,
+        elapsed_ms,
+        message: Some(message.clone()),
+        next: next.clone(),
+    });
+    Error::run_failed(message, pos, source).with_next(next)
+}
+
 /// Records and reports how a run stopped, and returns the error the operator sees, with what
 /// to do next. `undoing`: the run was running its undo closures (`resume --undo`).
 fn ended_with(
@@ -1172,6 +1200,14 @@ fn ended_with(
                 None => Error::script(message, crate::script::script_pos(file, pos), Some(source)),
             }
             .with_next(next)
+        }
+        Some(Stop::Refused(error @ Error::Journal { .. })) if ctx.journal_started() => {
+            let (_, pos, module) = crate::script::describe_error(e);
+            let at = match &module {
+                Some(m) if m != file => (crate::script::script_pos(m, pos), None),
+                _ => (crate::script::script_pos(file, pos), Some(source)),
+            };
+            journal_lost(ctx, error, at, elapsed_ms)
         }
         Some(Stop::Refused(error)) => {
             if ctx.journal_started() {

@@ -221,7 +221,7 @@ fn complete_region_loss_picks_the_standby_with_the_most_wal() {
     assert_eq!(ran.code, 1, "{}", ran.all());
     has(
         &ran,
-        &["eu-west-1 is 52428800 bytes behind, more than max_lag_bytes 16777216"],
+        &["eu-west-1 is 52428800 bytes (50.0 MB) behind, more than max_lag_bytes 16777216; pick another target with --var target, or rerun with --var force=true to accept the loss"],
     );
 }
 
@@ -284,7 +284,9 @@ fn a_standby_too_far_behind_is_refused_before_any_change_unless_forced() {
         &ran,
         &[
             "ap-southeast-1: not a candidate (unreachable)",
-            "eu-west-1 is 52428800 bytes behind, more than max_lag_bytes 16777216",
+            // The old primary answers: what eu-west-1 lacks is not lost yet, and the refusal
+            // says what forcing does.
+            "eu-west-1 is 52428800 bytes (50.0 MB) behind us-east-1, more than max_lag_bytes 16777216. us-east-1 still answers, so that is not yet lost: --var force=true fences it first and gives eu-west-1 up to 30s (--var catch_up) to replay the rest",
             "Nothing was changed",
         ],
     );
@@ -298,6 +300,10 @@ fn a_standby_too_far_behind_is_refused_before_any_change_unless_forced() {
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(
         plan(&ran).contains("~ pg::promote: promote <secret EU_WEST_1_DATABASE_URL> (eu-west-1)")
+    );
+    has(
+        &ran,
+        &["data-loss bound 0 bytes, exact (the old primary was fenced at 0/6200060)"],
     );
 }
 

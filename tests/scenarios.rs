@@ -307,6 +307,38 @@ fn a_standby_too_far_behind_is_refused_before_any_change_unless_forced() {
     );
 }
 
+/// A switchover while a standby other than the target lags: refused before any change, naming
+/// the standby and how far behind it is; the same world without the lag goes through.
+#[test]
+fn a_switchover_waits_for_every_standby_and_names_the_one_behind() {
+    let args = ["--var", "target=eu-west-1", "--var", "rejoin=false"];
+    let ran = drill(
+        &example(),
+        "planned-failover",
+        Some("standby-lagging"),
+        &args,
+    );
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    has(
+        &ran,
+        &[
+            "replication lag from us-east-1 is warning: ap-southeast-1 600000000 bytes (572.2 MB) behind (warning). A switchover waits until every standby is within 500 MB",
+            "Nothing was changed in step 'preflight'",
+        ],
+    );
+    lacks(&ran, &["~ k8s::scale", "~ pg::fence"]);
+    let ran = drill(&example(), "planned-failover", None, &args);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let ran = drill(
+        &example(),
+        "emergency-failover",
+        Some("standby-lagging"),
+        &[],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    has(&ran, &["us-east-1 is healthy: its health check passes"]);
+}
+
 #[test]
 fn an_old_primary_back_and_writable_is_refused_by_the_failovers_and_rejoined() {
     let ran = drill(&example(), "status", Some("old-primary-back"), &[]);

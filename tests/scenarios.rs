@@ -538,7 +538,19 @@ fn a_region_the_inventory_does_not_have_is_refused_before_any_change() {
             "maintenance",
             None,
             &["--var", "regions=eu-west-1,eu-wset-1"],
-            "--var regions: no region eu-wset-1 in the inventory",
+            "--var regions: no region eu-wset-1 in the inventory (us-east-1, eu-west-1, ap-southeast-1). Nothing was changed",
+        ),
+        (
+            "upgrade",
+            None,
+            &["--var", "image=orchestrator:1.1", "--var", "regions=eu-wset-1"],
+            "--var regions: no region eu-wset-1 in the inventory (us-east-1, eu-west-1, ap-southeast-1). Nothing was changed",
+        ),
+        (
+            "upgrade",
+            None,
+            &["--var", "image=orchestrator:1.1", "--var", "container=web"],
+            "the deployment has no container web (it has orchestrator); --var container=NAME names the one to upgrade. Nothing was changed",
         ),
     ];
     for (runbook, scenario, args, says) in cases {

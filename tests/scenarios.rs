@@ -368,6 +368,23 @@ fn an_old_primary_back_and_writable_is_refused_by_the_failovers_and_rejoined() {
         );
         lacks(&ran, &["pg::promote"]);
     }
+    // Without its data directory on this host, the rewind cannot run: said before the
+    // approval is asked, not after it was given.
+    let ran = drill(
+        &example(),
+        "rejoin",
+        Some("old-primary-back"),
+        &["--var", "region=us-east-1"],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    has(
+        &ran,
+        &[
+            "us-east-1's database is a writable primary",
+            "the inventory gives no pg_data_dir for us-east-1. Run this on us-east-1's database host, with pg_data_dir under [regions.us-east-1]. Nothing was changed in step 'find the primary'",
+        ],
+    );
+    lacks(&ran, &["approve"]);
     let t = Test::new();
     let ran = drill(
         &with_data_dirs(&t),

@@ -350,6 +350,14 @@ fn an_old_primary_back_and_writable_is_refused_by_the_failovers_and_rejoined() {
             "CRITICAL  us-east-1's database is a writable primary on timeline 1, while eu-west-1 is the primary on timeline 2",
         ],
     );
+    // The fix is spelled as this run was started, offline too: pasted, it runs.
+    has(
+        &ran,
+        &[&format!(
+            "next: runbook run {ROOT}/runbooks/rejoin.rhai -i {} --var region=us-east-1",
+            example()
+        )],
+    );
     for (runbook, args) in [
         ("emergency-failover", &[][..]),
         (

@@ -230,8 +230,9 @@ pub struct Cx {
 
 /// How the operator started the run, as given, so that a command an action suggests (the
 /// fix of an anomaly) can be pasted as it is: the folder of the running runbook (where its
-/// sibling runbooks are), the inventory file, the store options. Left empty (an offline
-/// dry-run, a test), commands read `runbook run runbooks/NAME.rhai -i INVENTORY`. A run's
+/// sibling runbooks are), the inventory file, the store options; an offline dry-run's world
+/// carries it too. Left empty (a test), commands read `runbook run runbooks/NAME.rhai -i
+/// INVENTORY`. A run's
 /// journal keeps the one it was started with, so that the commands a runbook spells
 /// (`runbook_command`) read the same in every session of the run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -145,6 +145,9 @@ pub struct World {
     pub regions: BTreeMap<String, Place>,
     /// Where the primaries' WAL ends: far enough that every standby's lag fits below it.
     pub primary_lsn: u64,
+    /// How the run was started, for the commands the observed anomalies suggest (spelled
+    /// with the inventory and store options as given, as a real observation spells them).
+    pub commands: std::sync::Arc<crate::action::Invocation>,
 }
 
 /// Which part of a region an endpoint is.

@@ -230,16 +230,16 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
     crate::tls::set_pg_defaults(inventory.pg_tls_defaults()?);
     let inv = inventory.to_script(&env.redactor, req.dry_run && req.offline)?;
     let world = match (&req.assume, req.dry_run && req.offline) {
-        (Some(path), true) => Some(Arc::new(
+        (Some(path), true) => Some(
             World::load(&inventory.value, path).map_err(|message| Error::Scenario { message })?,
-        )),
+        ),
         (Some(path), false) => {
             return Err(Error::Usage(format!(
                 "--assume {} describes the world of an offline dry-run: add --dry-run --offline",
                 path.display()
             )))
         }
-        (None, true) => Some(Arc::new(World::of_inventory(&inventory.value))),
+        (None, true) => Some(World::of_inventory(&inventory.value)),
         (None, false) => None,
     };
     let run_id = if req.dry_run {
@@ -256,6 +256,13 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
         )
         .of_run(run_id.as_deref(), &file),
     );
+    // The commands an assumed world's anomalies suggest are spelled as this run was started.
+    let world = world.map(|w| {
+        Arc::new(World {
+            commands: invocation.clone(),
+            ..w
+        })
+    });
     let journal_init = run_id.as_ref().map(|id| JournalInit {
         store: env.store.clone(),
         run_id: id.clone(),

@@ -308,6 +308,7 @@ fn imagined(world: &World, inv: &InventoryView) -> Topology {
         );
     }
     t.same_server = rules::same_servers(&probe::addresses(inv), &t.regions);
+    t.commands = world.commands.clone();
     settle(&mut t);
     t
 }

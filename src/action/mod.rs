@@ -232,9 +232,8 @@ pub struct Cx {
 /// fix of an anomaly) can be pasted as it is: the folder of the running runbook (where its
 /// sibling runbooks are), the inventory file, the store options; an offline dry-run's world
 /// carries it too. Left empty (a test), commands read `runbook run runbooks/NAME.rhai -i
-/// INVENTORY`. A run's
-/// journal keeps the one it was started with, so that the commands a runbook spells
-/// (`runbook_command`) read the same in every session of the run.
+/// INVENTORY`. A run's journal keeps the one it was started with, so that the commands a
+/// runbook spells (`runbook_command`) read the same in every session of the run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Invocation {

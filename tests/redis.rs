@@ -173,6 +173,57 @@ fn dry_run_leaves_roles_and_data_alone() {
 }
 
 #[test]
+fn a_flush_empties_a_primarys_database_its_replicas_follow_and_a_replica_refuses() {
+    let (_d, s) = set(false);
+    let primary = s.node("us-east-1");
+    for k in ["a", "b", "c"] {
+        cli(primary, &["SET", k, "cached"]).unwrap();
+    }
+    cli(primary, &["-n", "1", "SET", "session", "kept"]).unwrap();
+    let port = primary.port;
+    let keys = |region: &str, db: &str| cli(s.node(region), &["-n", db, "DBSIZE"]).unwrap();
+    assert!(wait_for(Duration::from_secs(20), || keys("eu-west-1", "0") == "3"));
+
+    // The plan says what it would empty and how much is there; nothing goes.
+    test(
+        &s,
+        r#"redis::flush(#{ url: inventory.regions["us-east-1"].redis_url, name: "us-east-1" });"#,
+    )
+    .run(&["--dry-run"])
+    .code(0)
+    .stdout(&format!(
+        "empty db 0 on 127.0.0.1:{port} (us-east-1); now 3 key(s)"
+    ))
+    .check();
+    assert_eq!(keys("us-east-1", "0"), "3");
+
+    // A replica is refused, naming its primary; the primary is emptied, counted, once.
+    test(
+        &s,
+        r#"
+        let r = |x| inventory.regions[x].redis_url;
+        try { redis::flush(#{ url: r.call("eu-west-1"), name: "eu-west-1" }); } catch (e) { log(`refused: ${e}`); }
+        let first = redis::flush(#{ url: r.call("us-east-1"), name: "us-east-1" });
+        let again = redis::flush(#{ url: r.call("us-east-1"), name: "us-east-1" });
+        log(`removed ${first.removed} (changed ${first.changed}), then ${again.removed} (changed ${again.changed})`);
+        for x in ["eu-west-1", "ap-southeast-1"] {
+            redis::wait_synced(#{ url: r.call(x), primary_url: r.call("us-east-1"), timeout: "20s" });
+        }
+        "#,
+    )
+    .run(&[])
+    .code(0)
+    .stdout(&format!("is a replica of 127.0.0.1:{port}: empty its primary instead"))
+    .stdout("removed 3 (changed true), then 0 (changed false)")
+    .check();
+    for region in REGIONS {
+        assert_eq!(keys(region, "0"), "0", "{region}'s db 0");
+        // Only the database the URL names: db 1 is another's.
+        assert_eq!(keys(region, "1"), "1", "{region}'s db 1");
+    }
+}
+
+#[test]
 fn wrong_password_and_unreachable_name_the_target() {
     let (_d, s) = set(false);
     let port = s.node("us-east-1").port;

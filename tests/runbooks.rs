@@ -1009,6 +1009,11 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
     // ...and a migration damages data: restore the dump taken before it.
     let dump = d.t.path("before.dump");
     d.damaged_data(&dump);
+    // The applications cached what they read of the damaged data.
+    let cache = d.stack.redis.node("us-east-1");
+    for key in ["account:7", "account:8"] {
+        cli(cache, &["SET", key, "damaged"]).unwrap();
+    }
     let replicas = REGIONS.map(|r| d.replicas(r));
     let paused = d.run(
         "rollback",
@@ -1026,6 +1031,15 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
         paused.all()
     );
     assert_eq!(d.psql("us-east-1", "SELECT count(*) FROM accounts"), "10");
+    assert_says(
+        &paused.stdout,
+        &["; Redis is emptied on us-east-1 (its replicas follow)."],
+    );
+    assert_eq!(
+        cli(cache, &["DBSIZE"]).unwrap(),
+        "2",
+        "nothing before the approval"
+    );
     let run =
         d.t.run_ids()
             .into_iter()
@@ -1053,6 +1067,19 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
         }
     }
     d.psql("us-east-1", "INSERT INTO accounts VALUES (51)");
+    // Nothing cached from the replaced data is left, in any region, and the restore's own
+    // report says where Redis was emptied.
+    assert_says(
+        &done.stdout,
+        &[
+            "us-east-1's Redis: 2 cached key(s) removed",
+            "result redis emptied: us-east-1",
+        ],
+    );
+    for region in REGIONS {
+        let keys = cli(d.stack.redis.node(region), &["DBSIZE"]).unwrap();
+        assert_eq!(keys, "0", "{region}'s Redis");
+    }
     // What it replaced was kept beside the archive: the 10 rows left after the damage.
     let kept = kept_archives(&d.t.path(""));
     assert_eq!(kept.len(), 1, "{kept:?}");

@@ -632,3 +632,72 @@ fn a_cdn_in_the_inventory_is_planned_after_traffic_and_checked_before_any_change
         lacks(&ran, &["~ "]);
     }
 }
+
+/// A restore of the data empties Redis after the restore and before the applications start
+/// (a cached value must not outlive the data it was read from), unless told not to; a Redis
+/// that does not answer is named, not silently passed over.
+#[test]
+fn a_database_restore_empties_redis_before_the_applications_start() {
+    let restore = [
+        "--var",
+        "mode=database",
+        "--var",
+        "backup=/backups/app.dump",
+    ];
+    let ran = drill(&example(), "rollback", None, &restore);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    has(
+        &ran,
+        &[
+            "; Redis is emptied on us-east-1 (its replicas follow).",
+            "result redis emptied: us-east-1",
+        ],
+    );
+    let plan = plan(&ran);
+    let at = |text: &str| {
+        plan.find(text)
+            .unwrap_or_else(|| panic!("no {text:?} in\n{plan}"))
+    };
+    assert!(at("\n  restore\n") < at("~ redis::flush: empty the database its URL names on <secret US_EAST_1_REDIS_URL> (us-east-1)"));
+    assert!(at("~ redis::flush") < at("\n  start writes\n"));
+    assert_eq!(
+        plan.matches("~ redis::flush").count(),
+        1,
+        "only the primary\n{plan}"
+    );
+
+    let kept = drill(
+        &example(),
+        "rollback",
+        None,
+        &[&restore[..], &["--var", "flush_cache=false"]].concat(),
+    );
+    assert_eq!(kept.code, 0, "{}", kept.all());
+    has(
+        &kept,
+        &["; Redis is left as it is (--var flush_cache=false)."],
+    );
+    lacks(&kept, &["redis::flush", "empty caches", "redis emptied"]);
+
+    let t = Test::new().file(
+        "redis-down.toml",
+        "description = \"us-east-1's Redis does not answer\"\n[regions.us-east-1]\nredis = \"down\"\n",
+    );
+    let world = t.path("redis-down.toml");
+    let silent = drill(
+        &example(),
+        "rollback",
+        None,
+        &[&restore[..], &["--assume", world.to_str().unwrap()]].concat(),
+    );
+    assert_eq!(silent.code, 0, "{}", silent.all());
+    has(
+        &silent,
+        &[
+            "; no Redis primary answered to be emptied (us-east-1 did not answer).",
+            "warning: the Redis of us-east-1 did not answer, so it was not emptied: when it is back, empty it (redis::flush) if it is a primary",
+            "result redis not emptied: us-east-1 (did not answer)",
+        ],
+    );
+    lacks(&silent, &["~ redis::flush"]);
+}

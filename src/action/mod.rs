@@ -577,6 +577,7 @@ impl Registry {
         r.add::<redis::ClusterNodesAction>();
         r.add::<redis::ClusterMeet>();
         r.add::<redis::MoveSlot>();
+        r.add::<redis::Flush>();
         r.add::<redis::Command>();
         r.add::<dns::RecordsAction>();
         r.add::<dns::Get>();

@@ -1,5 +1,5 @@
 //! `redis::` — Redis replication: roles, promotion, repointing, coordinated failover, sync
-//! checks, cluster state, and a generic command.
+//! checks, cluster state, emptying a cache, and a generic command.
 //!
 //! Every action takes `url` (redis://[:password@]host:port[/db], or rediss:// for TLS with
 //! `?cacert=`, `&cert=` and `&key=` files; usually a secret) and an optional `name` (the
@@ -8,12 +8,14 @@
 mod cluster;
 mod command;
 mod failover;
+mod flush;
 mod replication;
 mod roles;
 mod sync;
 pub use cluster::*;
 pub use command::*;
 pub use failover::*;
+pub use flush::*;
 pub use replication::*;
 pub use roles::*;
 pub use sync::*;

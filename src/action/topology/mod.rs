@@ -179,7 +179,7 @@ fn imagined(world: &World, inv: &InventoryView) -> Topology {
             },
             Some(DbState::Down) => model::Database {
                 role: "unreachable".into(),
-                error: Some(format!("does not answer ({why})")),
+                error: Some(why.clone()),
                 ..Default::default()
             },
             Some(state @ (DbState::Primary | DbState::Fenced)) => model::Database {
@@ -213,7 +213,7 @@ fn imagined(world: &World, inv: &InventoryView) -> Topology {
             },
             Some(RedisState::Down) => model::Cache {
                 role: "unreachable".into(),
-                error: Some(format!("does not answer ({why})")),
+                error: Some(why.clone()),
                 ..Default::default()
             },
             Some(RedisState::Primary) => model::Cache {

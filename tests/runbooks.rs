@@ -320,7 +320,7 @@ fn dry_runs_change_nothing_and_plan_every_change() {
         "~ shell::run: run `pg_restore --clean --if-exists --no-owner --single-transaction --dbname \"$RESTORE_DATABASE_URL\" '{}'`",
         dump.display()
     );
-    let cases: [(&str, Vec<&str>, Vec<&str>); 8] = [
+    let cases: [(&str, Vec<&str>, Vec<&str>); 9] = [
         ("initial-setup", vec![&manifests], vec!["~ k8s::apply: apply namespace/app, deployment/orchestrator to us-east-1", "~ pg::create_role: role replicator", "~ dns::upsert: upsert in example.com"]),
         ("planned-failover", vec!["--var", "target=eu-west-1"], vec!["~ approve: ask for approval", "~ k8s::scale: scale deployment app/orchestrator in us-east-1 to 0 replicas; now 3", "~ pg::fence: fence 127.0.0.1:", "~ pg::promote: promote 127.0.0.1:", "(eu-west-1) to primary; now replica at", "~ dns::set_weights: set weights of orchestrator.example.com A: ap-southeast-1 0 / eu-west-1 100 / us-east-1 0; now ap-southeast-1 0 / eu-west-1 0 / us-east-1 100"]),
         ("emergency-failover", vec!["--var", "check_interval=10ms", "--var", "force=true"], vec!["~ notify::slack: Slack: \":rotating_light: CRITICAL", "~ pg::promote: promote", "~ redis::promote: promote", "~ k8s::set_env: set DATABASE_URL=postgres://postgres:***@"]),
@@ -330,6 +330,8 @@ fn dry_runs_change_nothing_and_plan_every_change() {
         // eu-west-1 already streams from us-east-1: no rewind, its writes not stopped.
         ("rejoin", vec!["--var", "region=eu-west-1"], vec!["eu-west-1 already streams from us-east-1", "~ pg::create_replication_slot: create replication slot eu_west_1", "~ redis::replicate: make"]),
         ("status", vec![], vec!["Plan: "]),
+        // A standby takes no writes: nothing to fence.
+        ("fence", vec!["--var", "region=eu-west-1"], vec!["eu-west-1's database is a standby streaming from us-east-1: it takes no writes, so there is nothing to fence", "Plan: no changes"]),
     ];
     for (runbook, vars, expected) in cases {
         let mut extra = vec!["--dry-run"];

@@ -412,6 +412,86 @@ fn an_old_primary_back_and_writable_is_refused_by_the_failovers_and_rejoined() {
     }
 }
 
+/// fence.rhai fences a former primary that came back, and only that: the servers decide.
+#[test]
+fn the_fence_takes_a_former_primary_out_of_the_writes_and_refuses_anything_else() {
+    let ran = drill(
+        &example(),
+        "fence",
+        Some("old-primary-back"),
+        &["--var", "region=us-east-1"],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let plan = plan(&ran);
+    assert!(plan.contains("Plan: 2 changes"), "{plan}");
+    assert!(
+        plan.contains("~ pg::fence: fence <secret US_EAST_1_DATABASE_URL> (us-east-1) (read-only, ending its client sessions)"),
+        "{plan}"
+    );
+    has(
+        &ran,
+        &[
+            "us-east-1's database is a writable primary on timeline 1, while eu-west-1 is the primary on timeline 2: us-east-1 is a former primary that came back",
+            &format!("result next: runbook run {ROOT}/runbooks/rejoin.rhai -i {} --var region=us-east-1", example()),
+        ],
+    );
+    lacks(&ran, &["k8s::", "dns::", "redis::"]);
+    let refusals: [(Option<&str>, &str, &str); 4] = [
+        (Some("old-primary-back"), "eu-west-1", "eu-west-1's database is the primary, on the newest timeline (2): the former primaries that came back are us-east-1. Nothing was changed"),
+        (None, "us-east-1", "us-east-1's database is the only writable primary: fencing it would stop every write. Nothing was changed"),
+        (None, "mars", "--var region=mars: no such region in the inventory (us-east-1, eu-west-1, ap-southeast-1). Nothing was changed"),
+        (Some("old-primary-back"), "ap-southeast-1", ""),
+    ];
+    for (world, region, refusal) in refusals {
+        let ran = drill(
+            &example(),
+            "fence",
+            world,
+            &["--var", &format!("region={region}")],
+        );
+        if refusal.is_empty() {
+            // A standby: nothing to fence, nothing done.
+            assert_eq!(ran.code, 0, "{}", ran.all());
+            has(
+                &ran,
+                &[
+                    "it takes no writes, so there is nothing to fence",
+                    "Plan: no changes",
+                ],
+            );
+        } else {
+            assert_eq!(ran.code, 1, "{region}: {}", ran.all());
+            has(&ran, &[refusal]);
+        }
+        lacks(&ran, &["~ pg::fence"]);
+    }
+    // Two writable primaries on one timeline: nothing says which is current.
+    let t = Test::new().file(
+        "one-timeline.toml",
+        "description = \"two writable primaries on timeline 1\"\n[regions.us-east-1]\ndatabase = \"primary\"\ntimeline = 1\n[regions.eu-west-1]\ndatabase = \"primary\"\ntimeline = 1\n",
+    );
+    let world = t.path("one-timeline.toml");
+    let ran = drill(
+        &example(),
+        "fence",
+        None,
+        &[
+            "--var",
+            "region=us-east-1",
+            "--assume",
+            world.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    has(
+        &ran,
+        &[
+            "2 writable primaries (",
+            ") on one timeline: nothing says which is current. Nothing was changed",
+        ],
+    );
+}
+
 #[test]
 fn a_scenario_that_is_wrong_is_refused_naming_the_file_and_key() {
     let t = Test::new()

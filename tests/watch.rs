@@ -214,6 +214,123 @@ fn flapping_triggers_nothing_a_real_failure_is_failed_over_once_then_held_until_
     w.stop();
 }
 
+/// The database's state as a client sees it: "writable", "fenced" (read-only) or "standby".
+fn role(d: &Drill, region: &str) -> String {
+    d.psql(
+        region,
+        "SELECT CASE WHEN pg_is_in_recovery() THEN 'standby' WHEN current_setting('default_transaction_read_only') = 'on' THEN 'fenced' ELSE 'writable' END",
+    )
+}
+
+#[test]
+fn a_former_primary_that_comes_back_writable_is_fenced_or_with_fencing_off_alerted() {
+    let d = drill();
+    // An emergency failover while us-east-1 is down: it could not be fenced.
+    fail_region(&d, "us-east-1");
+    let failover = d.run("emergency-failover", &["--var", "check_interval=20ms"]);
+    assert_eq!(failover.code, 0, "{}", failover.all());
+    // Its database comes back by itself, writable on its old timeline.
+    d.stack.pg.start_node(d.stack.pg.node("us-east-1")).unwrap();
+    assert_eq!(role(&d, "us-east-1"), "writable");
+
+    // Fencing turned off: the team is told what to do, nothing is changed.
+    let inv = std::fs::read_to_string(&d.inventory).unwrap();
+    std::fs::write(
+        &d.inventory,
+        format!("{inv}\n[watch]\nfence_returned = false\n"),
+    )
+    .unwrap();
+    let w = Watcher::start(&d, "off", &[]);
+    w.wait_for(
+        "RETURNED us-east-1: a former primary that came back",
+        Duration::from_secs(20),
+    );
+    let rejoin = format!(
+        "{ROOT}/runbooks/rejoin.rhai -i {} --var region=us-east-1",
+        d.inventory.display()
+    );
+    let alerted = |text: &str| {
+        wait_for(Duration::from_secs(5), || {
+            d.slack()
+                .iter()
+                .any(|m| m.contains(text) && m.contains(&rejoin))
+        })
+    };
+    assert!(
+        alerted(
+            "runbook watch: us-east-1's database came back writable beside the primary eu-west-1"
+        ),
+        "{:?}",
+        d.slack()
+    );
+    let out = w.stop();
+    assert!(
+        out.contains("alerted, not fenced ([watch] fence_returned = false)"),
+        "{out}"
+    );
+    assert_eq!(role(&d, "us-east-1"), "writable");
+    assert_eq!(d.t.run_ids().len(), 1, "no run started:\n{out}");
+
+    // Fencing on (the default): after three observations the fence runbook runs.
+    std::fs::write(&d.inventory, &inv).unwrap();
+    let w = Watcher::start(&d, "on", &[]);
+    w.wait_for(
+        "a former primary that comes back writable is fenced after 3 observations",
+        Duration::from_secs(20),
+    );
+    w.wait_for(
+        "FENCE us-east-1: a former primary that came back",
+        Duration::from_secs(20),
+    );
+    w.wait_for(
+        "the fence of us-east-1 ended; watching",
+        Duration::from_secs(30),
+    );
+    assert_eq!(role(&d, "us-east-1"), "fenced");
+    assert_eq!(role(&d, "eu-west-1"), "writable");
+    // A client that still reaches it cannot write there any more; what it holds stays for
+    // the rejoin.
+    let refused = d
+        .stack
+        .pg
+        .psql(d.stack.pg.node("us-east-1"), "CREATE TABLE lost (x int)");
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("read-only transaction")),
+        "{refused:?}"
+    );
+    // The fence is a run of its own, the watcher its operator, the observation in its journal.
+    let fence = d.t.newest_run();
+    let start = first_record(&d, &fence);
+    assert_eq!(start["operator"], "runbook watch");
+    assert_eq!(start["params"]["region"], "us-east-1");
+    assert_eq!(start["trigger"]["action"], "fence");
+    let report = d.report(&fence, "finished");
+    assert!(
+        report.contains("runbook watch when us-east-1's database writable on timeline 1 beside the primary eu-west-1 on timeline 2"),
+        "{report}"
+    );
+    assert!(
+        alerted("us-east-1's database came back writable beside the primary eu-west-1: fenced"),
+        "{:?}",
+        d.slack()
+    );
+    // Fenced, all is quiet: one fence, however long the watcher goes on.
+    w.wait_for("all quiet", Duration::from_secs(10));
+    assert_eq!(d.t.run_ids().len(), 2, "{}", w.output());
+    w.stop();
+    // A fence is not an automatic failover: there is none to acknowledge.
+    let ack =
+        d.t.exec(&["watch", "--ack", "-i", d.inventory.to_str().unwrap()]);
+    assert_eq!(ack.code, 2, "{}", ack.all());
+    assert!(
+        ack.stderr.contains("no automatic failover"),
+        "{}",
+        ack.all()
+    );
+}
+
 #[test]
 fn a_dry_run_watcher_changes_nothing_and_a_standby_too_far_behind_is_not_promoted() {
     let d = drill();

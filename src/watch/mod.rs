@@ -2,7 +2,9 @@
 //! region as `topology::observe` does, feeds the observation to [`rules::decide`] (hysteresis,
 //! independent sources that must agree, guard rails), and when the rule fires for the primary's
 //! region starts the failover runbook as an ordinary run — journaled, reported, resumable —
-//! with the watcher as its operator and the observations that fired it in its journal.
+//! with the watcher as its operator and the observations that fired it in its journal. A
+//! former primary that comes back writable beside the primary is fenced the same way, by the
+//! fence runbook.
 //!
 //! One watcher acts: watchers sharing a store elect one through the store's lock (`watch
 //! NAME`); the others wait and take over when its hold goes (its process died, its host or
@@ -108,6 +110,7 @@ pub fn seen_of(t: &Topology) -> Seen {
                 .flatten()
         }),
         writable: t.writable.clone(),
+        newest: t.newest_primary.clone(),
         regions,
     }
 }
@@ -130,7 +133,8 @@ fn last_automatic(store: &dyn Store, name: &str) -> Result<Option<(String, u64)>
         else {
             continue;
         };
-        if trigger["deployment"].as_str() != Some(name) {
+        // A fence of a former primary that came back is not a failover.
+        if trigger["deployment"].as_str() != Some(name) || trigger["action"] == "fence" {
             continue;
         }
         let at = humantime::parse_rfc3339_weak(&first.at)
@@ -216,29 +220,91 @@ fn runbook_would_start<'a>(
     rules: &Rules,
     regions: impl Iterator<Item = &'a String>,
 ) -> Result<(), Error> {
-    crate::script::check_file(&req.runbook).map_err(|mut problems| problems.remove(0))?;
-    let source = std::fs::read_to_string(&req.runbook)?;
-    let plain = crate::script::parse_plain(&source).unwrap_or_default();
-    let Some(decls) = crate::script::declared_params(&plain) else {
-        return Ok(());
-    };
     let mut vars = rules.vars.clone();
     if rules.approve_within_s > 0 && !req.dry_run {
         vars.insert("approve_first".into(), "true".into());
     }
+    would_start(
+        &req.runbook,
+        "--runbook",
+        "the rule fires for",
+        vars,
+        "from",
+        regions,
+        "declare what the watcher passes in its params(..), or change the inventory's [watch] vars",
+    )
+}
+
+/// That `runbook` compiles, passes lint, and accepts `vars` with `var` set to each region.
+fn would_start<'a>(
+    runbook: &Path,
+    named_by: &str,
+    when: &str,
+    mut vars: std::collections::BTreeMap<String, String>,
+    var: &str,
+    regions: impl Iterator<Item = &'a String>,
+    fix: &str,
+) -> Result<(), Error> {
+    crate::script::check_file(runbook).map_err(|mut problems| problems.remove(0))?;
+    let source = std::fs::read_to_string(runbook)?;
+    let plain = crate::script::parse_plain(&source).unwrap_or_default();
+    let Some(decls) = crate::script::declared_params(&plain) else {
+        return Ok(());
+    };
     for region in regions {
-        vars.insert("from".into(), region.clone());
+        vars.insert(var.into(), region.clone());
         if let Err(problems) = crate::script::resolve_params(&decls, &vars) {
             return Err(Error::Usage(format!(
-                "--runbook {}: it would be refused when the rule fires for {region}:\n  {}\n\
-                 declare what the watcher passes in its params(..), or change the inventory's \
-                 [watch] vars",
-                req.runbook.display(),
+                "{named_by} {}: it would be refused when {when} {region}:\n  {}\n{fix}",
+                runbook.display(),
                 problems.join("\n  ")
             )));
         }
     }
     Ok(())
+}
+
+/// The fence runbook the watcher runs for a former primary that came back, when it fences:
+/// `[watch] fence_runbook` (relative to the working directory), else `fence.rhai` beside the
+/// failover runbook. Named and missing, or not starting, is refused; not named and not beside
+/// the failover runbook, the watcher alerts instead (and says so when it starts).
+fn fence_runbook<'a>(
+    req: &WatchRequest,
+    rules: &Rules,
+    regions: impl Iterator<Item = &'a String>,
+) -> Result<Option<PathBuf>, Error> {
+    if !rules.fence_returned {
+        return Ok(None);
+    }
+    let path = match &rules.fence_runbook {
+        Some(p) => {
+            let path = PathBuf::from(p);
+            if !path.exists() {
+                return Err(Error::Usage(format!(
+                    "[watch] fence_runbook = {p:?}: no such file (from {}); give the fence runbook's path, or fence_returned = false to be alerted instead",
+                    std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
+                )));
+            }
+            path
+        }
+        None => {
+            let beside = req.runbook.with_file_name("fence.rhai");
+            if !beside.exists() {
+                return Ok(None);
+            }
+            beside
+        }
+    };
+    would_start(
+        &path,
+        "[watch] fence_runbook",
+        "it fences",
+        std::collections::BTreeMap::new(),
+        "region",
+        regions,
+        "it must take --var region=R and nothing else required, or set fence_returned = false",
+    )?;
+    Ok(Some(path))
 }
 
 /// `runbook watch`.
@@ -264,6 +330,11 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
             message: e.to_string(),
         })?;
     runbook_would_start(&req, &rules, view.regions.keys())?;
+    let fencer = fence_runbook(&req, &rules, view.regions.keys())?;
+    let rules = Rules {
+        fence_returned: fencer.is_some(),
+        ..rules
+    };
     // The rules read health, databases and Redis: the Kubernetes and Route53 APIs are not
     // asked every interval (Route53 allows five requests a second per account).
     view.dns = None;
@@ -318,6 +389,21 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
             rules.agree,
             req.runbook.display()
         ),
+    );
+    say(
+        env,
+        match &fencer {
+            Some(f) => format!(
+                "a former primary that comes back writable is fenced after {} observations: {}",
+                rules.database_failures.max(1),
+                f.display()
+            ),
+            None if rules_of(&inv)?.fence_returned => format!(
+                "a former primary that comes back writable is alerted, not fenced: no fence.rhai beside {} ([watch] fence_runbook names one)",
+                req.runbook.display()
+            ),
+            None => "a former primary that comes back writable is alerted, not fenced ([watch] fence_returned = false)".into(),
+        },
     );
     let cx = Cx {
         http: runner::http_client(),
@@ -380,6 +466,62 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                     &format!("runbook watch: {region} would be failed over, but {why}"),
                 );
             }
+            Decision::Returned {
+                region, primary, ..
+            } if text != last_said => {
+                alert(
+                    env,
+                    &cx,
+                    &inv,
+                    &format!(
+                        "runbook watch: {region}'s database came back writable beside the primary {primary}: writes it takes never reach {primary}. Fence it or make it a standby: {}",
+                        rejoin_command(&req, region)
+                    ),
+                );
+            }
+            Decision::Fence {
+                region, signals, ..
+            } if !(req.dry_run && acted_dry) => {
+                let Some(fencer) = &fencer else {
+                    unreachable!("fencing is off without a fence runbook")
+                };
+                let trigger = json!({
+                    "by": WATCHER,
+                    "deployment": name,
+                    "action": "fence",
+                    "region": region,
+                    "signals": signals,
+                    "observation": serde_json::to_value(&seen).unwrap_or(Value::Null),
+                    "table": t.table,
+                });
+                let vars = [("region".to_string(), region.clone())].into();
+                let result = start(env, &req, fencer, vars, trigger);
+                if let Err(Error::Interrupted { asked: Some(_), .. }) = &result {
+                    env.cancel.store(false, Ordering::SeqCst);
+                }
+                acted_dry = req.dry_run;
+                match result {
+                    Ok(()) => {
+                        alerted_failure = None;
+                        say(env, format!("the fence of {region} ended; watching"));
+                    }
+                    Err(e) => {
+                        let text = format!(
+                            "the fence of {region}, a former primary that came back writable, did not happen: {}",
+                            e.one_line(&req.store_flag)
+                        );
+                        say(env, text.clone());
+                        let told = alerted_failure.is_some_and(|(code, at)| {
+                            code == e.exit_code() && at.elapsed() < REMIND
+                        });
+                        if !told {
+                            alert(env, &cx, &inv, &format!("runbook watch: {text}"));
+                            alerted_failure = Some((e.exit_code(), Instant::now()));
+                        }
+                    }
+                }
+                state = rules::State::default();
+            }
             Decision::Failover { region, signals } if !(req.dry_run && acted_dry) => {
                 let trigger = json!({
                     "by": WATCHER,
@@ -390,7 +532,12 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                     "table": t.table,
                 });
                 let attempted_at = journal::unix_ms();
-                let result = start(env, &req, &rules, region, trigger);
+                let mut vars = rules.vars.clone();
+                vars.insert("from".to_string(), region.to_string());
+                if rules.approve_within_s > 0 && !req.dry_run {
+                    vars.insert("approve_first".to_string(), "true".to_string());
+                }
+                let result = start(env, &req, &req.runbook, vars, trigger);
                 // Stopped from elsewhere (`runbook stop`), the run shared this watcher's
                 // Ctrl-C flag: the run stops, the watcher goes on (held until --ack).
                 if let Err(Error::Interrupted { asked: Some(_), .. }) = &result {
@@ -560,7 +707,7 @@ fn describe(d: &Decision) -> String {
     match d {
         Decision::Quiet => "all quiet".into(),
         Decision::Watching { region, signals } => format!(
-            "watching {region}: {} — not enough sources agree to act",
+            "watching {region}: {} — not yet enough to act",
             signals.join(", ")
         ),
         Decision::Hold {
@@ -578,7 +725,30 @@ fn describe(d: &Decision) -> String {
         Decision::Failover { region, signals } => {
             format!("FAILOVER {region}: {}", signals.join(", "))
         }
+        Decision::Fence {
+            region, signals, ..
+        } => format!(
+            "FENCE {region}: a former primary that came back — {}",
+            signals.join(", ")
+        ),
+        Decision::Returned {
+            region, signals, ..
+        } => format!(
+            "RETURNED {region}: a former primary that came back — {}; fence_returned = false: a person fences or rejoins it",
+            signals.join(", ")
+        ),
     }
+}
+
+/// The command that makes `region` a standby again, as the alert names it.
+fn rejoin_command(req: &WatchRequest, region: &str) -> String {
+    let rejoin = req.runbook.with_file_name("rejoin.rhai");
+    format!(
+        "runbook run {} -i {}{} --var region={region}",
+        rejoin.display(),
+        req.inventory.display(),
+        req.store_flag
+    )
 }
 
 /// A line to the team's Slack, when the inventory names one.
@@ -602,12 +772,12 @@ fn alert(env: &Env, cx: &Cx, inv: &Inventory, text: &str) {
     }
 }
 
-/// Starts the failover runbook as a run of its own, the watcher its operator.
+/// Starts a runbook (the failover, or the fence) as a run of its own, the watcher its operator.
 fn start(
     env: &Env,
     req: &WatchRequest,
-    rules: &Rules,
-    region: &str,
+    runbook: &Path,
+    vars: std::collections::BTreeMap<String, String>,
     trigger: Value,
 ) -> Result<(), Error> {
     let run_env = Env {
@@ -622,15 +792,10 @@ fn start(
         rt: env.rt.clone(),
         store_flag: env.store_flag.clone(),
     };
-    let mut vars = rules.vars.clone();
-    vars.insert("from".to_string(), region.to_string());
-    if rules.approve_within_s > 0 && !req.dry_run {
-        vars.insert("approve_first".to_string(), "true".to_string());
-    }
     runner::run(
         &run_env,
         RunRequest {
-            script: req.runbook.clone(),
+            script: runbook.to_path_buf(),
             dry_run: req.dry_run,
             offline: false,
             yes: false,

@@ -1,5 +1,6 @@
 //! The watcher's decision, pure: from each observation of the deployment and what it saw
-//! before, whether to do nothing, alert, hold, or fail over the primary's region.
+//! before, whether to do nothing, alert, hold, fail over the primary's region, or fence a
+//! former primary that came back writable.
 //!
 //! Its conditions are signals, each with hysteresis (it counts only after N
 //! observations in a row; one good observation resets it, so a flapping endpoint never
@@ -37,6 +38,12 @@ pub struct Rules {
     /// Default: `check_interval = "200ms"` — the runbook checks the health endpoint three
     /// more times itself before acting; the watcher's observations already waited.
     pub vars: BTreeMap<String, String>,
+    /// A former primary that comes back writable beside the primary (on an older timeline),
+    /// seen for `database_failures` observations in a row, is fenced by `fence_runbook`
+    /// (`--var region=R`). False: the team is alerted, and a person fences or rejoins it.
+    pub fence_returned: bool,
+    /// The runbook that fences it; default `fence.rhai` beside the failover runbook.
+    pub fence_runbook: Option<String>,
 }
 
 impl Default for Rules {
@@ -50,6 +57,8 @@ impl Default for Rules {
             cooldown_s: 600,
             approve_within_s: 0,
             vars: [("check_interval".to_string(), "200ms".to_string())].into(),
+            fence_returned: true,
+            fence_runbook: None,
         }
     }
 }
@@ -89,6 +98,9 @@ pub struct Seen {
     /// follow).
     pub primary: Option<String>,
     pub writable: Vec<String>,
+    /// Among several writable primaries, the one on the newest timeline (the others are
+    /// former primaries that came back); None when timelines do not tell them apart.
+    pub newest: Option<String>,
     pub regions: BTreeMap<String, RegionSeen>,
 }
 
@@ -98,7 +110,7 @@ pub struct Seen {
 pub enum Decision {
     /// Nothing is wrong enough.
     Quiet,
-    /// Some signals count, not enough sources agree yet.
+    /// Some signals count, not yet enough to act (sources that agree, observations in a row).
     Watching {
         region: String,
         signals: Vec<String>,
@@ -114,16 +126,30 @@ pub enum Decision {
         region: String,
         signals: Vec<String>,
     },
+    /// `region` is a former primary that came back writable beside `primary`: fence it.
+    Fence {
+        region: String,
+        primary: String,
+        signals: Vec<String>,
+    },
+    /// As `Fence`, with fencing turned off (`fence_returned = false`): say so (alert).
+    Returned {
+        region: String,
+        primary: String,
+        signals: Vec<String>,
+    },
 }
 
 impl Decision {
-    /// "quiet", "watching", "hold" or "failover".
+    /// "quiet", "watching", "hold", "failover", "fence" or "returned".
     pub fn kind(&self) -> &'static str {
         match self {
             Decision::Quiet => "quiet",
             Decision::Watching { .. } => "watching",
             Decision::Hold { .. } => "hold",
             Decision::Failover { .. } => "failover",
+            Decision::Fence { .. } => "fence",
+            Decision::Returned { .. } => "returned",
         }
     }
 }
@@ -144,6 +170,9 @@ pub struct Standing {
     /// The last automatic failover was acknowledged by a person.
     pub acknowledged: bool,
 }
+
+/// The signal of a former primary that came back writable.
+const RETURNED: &str = "came back writable";
 
 fn bump(state: &mut State, region: &str, signal: &'static str, on: bool) -> u32 {
     let e = state
@@ -196,6 +225,47 @@ pub fn decide(state: &mut State, seen: &Seen, rules: &Rules, standing: &Standing
                     .push((source, signal));
             }
         }
+    }
+    // A former primary that came back: writable beside the primary on a newer timeline. It is
+    // dealt with before anything else — fenced, or alerted when fencing is off — and a
+    // failover waits until one primary is left.
+    let mut returned: Option<(String, u32)> = None;
+    for (name, r) in &seen.regions {
+        let on = seen.writable.len() > 1
+            && r.writable
+            && seen.newest.as_ref().is_some_and(|n| n != name);
+        let n = bump(state, name, RETURNED, on);
+        if on && returned.is_none() {
+            returned = Some((name.clone(), n));
+        }
+    }
+    if let (Some((region, n)), Some(newest)) = (returned, &seen.newest) {
+        let tl = |r: &str| {
+            seen.regions[r]
+                .timeline
+                .map_or_else(|| "?".to_string(), |t| t.to_string())
+        };
+        let signals = vec![format!(
+            "database writable on timeline {} beside the primary {newest} on timeline {} ({n} observations in a row)",
+            tl(&region),
+            tl(newest)
+        )];
+        let primary = newest.clone();
+        return if !rules.fence_returned {
+            Decision::Returned {
+                region,
+                primary,
+                signals,
+            }
+        } else if n >= rules.database_failures.max(1) {
+            Decision::Fence {
+                region,
+                primary,
+                signals,
+            }
+        } else {
+            Decision::Watching { region, signals }
+        };
     }
     let Some(primary) = seen.primary.clone() else {
         if seen.writable.len() > 1 {
@@ -422,6 +492,7 @@ mod tests {
             } else {
                 vec![]
             },
+            newest: None,
             regions,
         }
     }
@@ -576,6 +647,104 @@ mod tests {
         two.primary = None;
         two.writable = vec!["eu".into(), "us".into()];
         assert_eq!(run(&[two], &rules, &Standing::default()), ["hold"]);
+    }
+
+    /// eu the primary on timeline 2 after a failover; us, the former primary, back writable
+    /// on timeline 1 (or, `fenced`, read-only).
+    fn came_back(fenced: bool) -> Seen {
+        let mut regions = BTreeMap::new();
+        let mut eu = region(Health::Ok, "primary", Some(true));
+        eu.timeline = Some(2);
+        let mut us = region(Health::Ok, "primary", Some(true));
+        us.writable = !fenced;
+        regions.insert("eu".to_string(), eu);
+        regions.insert("us".to_string(), us);
+        regions.insert("ap".to_string(), region(Health::Ok, "standby", Some(true)));
+        Seen {
+            primary: fenced.then(|| "eu".into()),
+            writable: if fenced {
+                vec!["eu".into()]
+            } else {
+                vec!["eu".into(), "us".into()]
+            },
+            newest: (!fenced).then(|| "eu".into()),
+            regions,
+        }
+    }
+
+    #[test]
+    fn a_former_primary_that_came_back_is_fenced_once_seen_long_enough() {
+        let back = came_back(false);
+        let fenced = came_back(true);
+        let mut failing_primary = back.clone();
+        let eu = failing_primary.regions.get_mut("eu").unwrap();
+        eu.health = Health::Failing;
+        eu.redis_up = Some(false);
+        let mut one_timeline = back.clone();
+        one_timeline.regions.get_mut("eu").unwrap().timeline = Some(1);
+        one_timeline.newest = None;
+        let rules = Rules::default();
+        let off = Rules {
+            fence_returned: false,
+            ..Rules::default()
+        };
+        let cases: Vec<(&str, &Rules, Vec<Seen>, Vec<&str>)> = vec![
+            // Counted as a database signal: database_failures observations in a row.
+            (
+                "came back",
+                &rules,
+                vec![back.clone(); 4],
+                vec!["watching", "watching", "fence", "fence"],
+            ),
+            // Fenced (by the watcher's run or by a person), one primary is left: quiet.
+            (
+                "fenced",
+                &rules,
+                vec![back.clone(), back.clone(), back.clone(), fenced.clone()],
+                vec!["watching", "watching", "fence", "quiet"],
+            ),
+            // One observation without it starts the count again.
+            (
+                "seen once, then not",
+                &rules,
+                vec![back.clone(), fenced.clone(), back.clone(), back.clone()],
+                vec!["watching", "quiet", "watching", "watching"],
+            ),
+            // Before any failover of the primary: one primary first.
+            (
+                "the primary fails meanwhile",
+                &rules,
+                vec![failing_primary.clone(); 3],
+                vec!["watching", "watching", "fence"],
+            ),
+            // Fencing off: the team is told at once.
+            ("fencing off", &off, vec![back.clone()], vec!["returned"]),
+            // Timelines do not say which is current: a person decides.
+            (
+                "one timeline",
+                &rules,
+                vec![one_timeline.clone(); 3],
+                vec!["hold", "hold", "hold"],
+            ),
+        ];
+        for (name, rules, obs, want) in cases {
+            assert_eq!(run(&obs, rules, &Standing::default()), want, "{name}");
+        }
+        let mut state = State::default();
+        let mut last = Decision::Quiet;
+        for _ in 0..3 {
+            last = decide(&mut state, &back, &rules, &Standing::default());
+        }
+        assert_eq!(
+            last,
+            Decision::Fence {
+                region: "us".into(),
+                primary: "eu".into(),
+                signals: vec![
+                    "database writable on timeline 1 beside the primary eu on timeline 2 (3 observations in a row)".into()
+                ],
+            }
+        );
     }
 
     #[test]

@@ -354,8 +354,8 @@ fn an_old_primary_back_and_writable_is_refused_by_the_failovers_and_rejoined() {
     has(
         &ran,
         &[&format!(
-            "next: runbook run {ROOT}/runbooks/rejoin.rhai -i {} --var region=us-east-1",
-            example()
+            "next: stop its writes now: runbook run {ROOT}/runbooks/fence.rhai -i {inv} --var region=us-east-1; then make it a standby: runbook run {ROOT}/runbooks/rejoin.rhai -i {inv} --var region=us-east-1",
+            inv = example()
         )],
     );
     for (runbook, args) in [

@@ -348,7 +348,8 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
     };
     assert!(
         report.contains(&format!(
-            "us-east-1's database is UNFENCED: if it comes back it is writable; as soon as it is back: {}",
+            "us-east-1's database is UNFENCED: if it comes back it is writable; as soon as it is back, stop its writes: {} (runbook watch does it by itself), then make it a standby: {}",
+            rejoin("us-east-1").replace("rejoin.rhai", "fence.rhai"),
             rejoin("us-east-1")
         )),
         "{report}"
@@ -372,9 +373,9 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
     assert!(
         flagged.stdout.contains("CRITICAL  us-east-1's database is a writable primary on timeline 1, while eu-west-1 is the primary on timeline 2")
             && flagged.stdout.contains(&format!(
-                "next: runbook run {}/runbooks/rejoin.rhai -i {} --var region=us-east-1 --state-dir elsewhere\n",
-                env!("CARGO_MANIFEST_DIR"),
-                d.inventory.display()
+                "next: stop its writes now: runbook run {root}/runbooks/fence.rhai -i {inv} --var region=us-east-1 --state-dir elsewhere; then make it a standby: runbook run {root}/runbooks/rejoin.rhai -i {inv} --var region=us-east-1 --state-dir elsewhere\n",
+                root = env!("CARGO_MANIFEST_DIR"),
+                inv = d.inventory.display()
             )),
         "{}",
         flagged.stdout

@@ -286,7 +286,12 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                             "{w}'s database is a writable primary on timeline {tl}, while {newest} is the primary on timeline {newest_tl}: \
                              {w} is a former primary that came back, and writes it takes will be lost"
                         ),
-                        rejoin(w),
+                        // Fenced at once from anywhere; the rejoin runs where its data is.
+                        Some(format!(
+                            "stop its writes now: {}; then make it a standby: {}",
+                            t.commands.run("fence", &format!(" --var region={w}")),
+                            rejoin_of(w)
+                        )),
                     ));
                 }
             }
@@ -1513,7 +1518,7 @@ mod tests {
                 &["us", "ap"],
             ),
             (
-                "the returned old primary: its own rejoin",
+                "the returned old primary: its own fence and rejoin",
                 &[
                     ("us", "primary 1 0/5000000"),
                     ("eu", "primary 2 0/6000000"),
@@ -1544,6 +1549,12 @@ mod tests {
             let fix = found.fix.clone().unwrap_or_default();
             let rejoin = |r: &str| t.commands.run("rejoin", &format!(" --var region={r}"));
             let want = match order {
+                // A former primary that takes writes: fenced first, from anywhere.
+                [only] if *code == "two_primaries" => format!(
+                    "stop its writes now: {}; then make it a standby: {}",
+                    t.commands.run("fence", &format!(" --var region={only}")),
+                    rejoin(only)
+                ),
                 [only] => rejoin(only),
                 [first, then] => format!(
                     "first rejoin the former primary {first}: {}; then {then}: {}",

@@ -53,6 +53,8 @@ pub enum Next {
         undo: bool,
         undoable: usize,
     },
+    /// The state directory (runs and locks) cannot be written: nothing was started.
+    StateWritable { dir: String },
     /// Nothing was changed: run it again, `command` (`runbook run FILE -i INVENTORY --var ..`,
     /// the store options added when rendered).
     RunAgain { command: String },
@@ -133,6 +135,9 @@ impl Next {
             Next::FixRunbook { run } => {
                 format!("fix the runbook (or the inventory: resume reads both again), then `runbook resume {run}{resume}`")
             }
+            Next::StateWritable { dir } => format!(
+                "nothing was started: {dir} keeps the runs and their locks, and must be writable with room on its file system; make it so, or keep them elsewhere with --state-dir DIR, then run it again"
+            ),
             Next::JournalWritable { run } => format!(
                 "once the journal can be written again (room on its file system, the store reachable), `runbook resume {run}{resume}` goes on from its last record: finished changes are not repeated, and a change that was in flight is asked about"
             ),
@@ -349,6 +354,18 @@ impl Error {
             _ => {}
         }
         self
+    }
+
+    /// The state directory `dir` could not be written before anything started.
+    pub fn state_unwritable(message: String, dir: &std::path::Path) -> Self {
+        Error::RunFailed {
+            message,
+            pos: None,
+            source_line: None,
+            next: Some(Next::StateWritable {
+                dir: dir.display().to_string(),
+            }),
+        }
     }
 
     pub fn run_failed(

@@ -261,6 +261,61 @@ fn state_dir_moves_with_the_flag_and_the_variable() {
     assert!(t.exec(&["runs"]).stdout.contains("paused"));
 }
 
+/// No file the command writes may grow past `limit` bytes: a write past it fails with EFBIG,
+/// as a full disk fails with ENOSPC, with no privileges or file system of its own.
+fn capped(cmd: &mut std::process::Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let cap = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A state directory that cannot be written before anything started (full, read-only; here a
+/// file-size limit): the lock's claim, or the run's copy of its runbook. Exit 1, what could not
+/// be written, that nothing was started and what to do — and nothing was: no request sent, no
+/// half run left to list or resume.
+#[test]
+fn a_state_directory_that_cannot_be_written_starts_nothing_and_says_what_to_do() {
+    let server = Server::start();
+    let url = server.url("/never");
+    let padding = "// a runbook longer than the limit\n".repeat(60);
+    // The lock's claim (some 200 bytes) passes 64; the runbook's copy (2 KB) passes 1 KB.
+    for (limit, failed) in [
+        (64, "locks/runbook.lock: File too large"),
+        (1024, "/runbook.rhai: File too large"),
+    ] {
+        let t = Test::new().script(&format!("{padding}http::post(#{{ url: \"{url}\" }});\n"));
+        let mut cmd = t.command(&["run".into(), "runbook.rhai".into()]);
+        capped(&mut cmd, limit);
+        let ran = Ran::from(cmd.output().unwrap());
+        assert_eq!(ran.code, 1, "limit {limit}: {}", ran.all());
+        let state = t.path(".runbook").display().to_string();
+        assert_says(
+            &ran.stderr,
+            &[
+                format!("error: cannot write {}{state}/", if limit == 64 { "lock " } else { "" }),
+                failed.to_string(),
+                format!("next: nothing was started: {state} keeps the runs and their locks, and must be writable with room on its file system; make it so, or keep them elsewhere with --state-dir DIR, then run it again"),
+            ],
+        );
+        assert_eq!(server.count("POST", "/never"), 0, "limit {limit}");
+        assert!(t.run_ids().is_empty(), "limit {limit}: {:?}", t.run_ids());
+        let runs = t.exec(&["runs"]);
+        assert!(runs.stdout.contains("no runs"), "{}", runs.all());
+    }
+}
+
 /// A journal that cannot be written mid-run (a full disk; here a file-size limit, which fails
 /// a write the same way without a file system of its own) stops the run where it is: exit 1,
 /// the error naming the journal and the cause, and the resume that goes on once it can be
@@ -268,8 +323,6 @@ fn state_dir_moves_with_the_flag_and_the_variable() {
 /// and no request is sent twice; a call left in flight is decided as an operator would.
 #[test]
 fn a_journal_that_cannot_be_written_stops_the_run_and_its_resume_repeats_nothing() {
-    use std::os::unix::process::CommandExt;
-
     let server = Server::start();
     let steps = 30;
     for limit in [6_000u64, 6_150, 6_300] {
@@ -280,20 +333,7 @@ fn a_journal_that_cannot_be_written_stops_the_run_and_its_resume_repeats_nothing
                 .replace("BASE", &base),
         );
         let mut cmd = t.command(&["run".into(), "runbook.rhai".into()]);
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                let cap = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: libc::RLIM_INFINITY,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &cap) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        capped(&mut cmd, limit);
         let cut = Ran::from(cmd.output().unwrap());
         let run = t.only_run();
         assert_eq!(cut.code, 1, "limit {limit}: {}", cut.all());

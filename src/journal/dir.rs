@@ -88,16 +88,32 @@ fn sync_dir(path: &Path) {
 
 impl Store for DirStore {
     fn create(&self, run_id: &str, script: &str) -> Result<Box<dyn JournalWriter>, Error> {
+        // Nothing has started yet: a state directory that cannot be written says so, with
+        // what to do, rather than as a journal that cannot be read.
+        let unwritable = |path: &Path, e: std::io::Error| {
+            Error::state_unwritable(format!("cannot write {}: {e}", path.display()), &self.root)
+        };
         let dir = self.run_dir(run_id);
-        fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        fs::create_dir_all(&dir).map_err(|e| unwritable(&dir, e))?;
         let script_path = dir.join("runbook.rhai");
-        fs::write(&script_path, script).map_err(|e| self.io(&script_path, e))?;
         let path = self.journal_path(run_id);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| self.io(&path, e))?;
+        let opened = fs::write(&script_path, script)
+            .map_err(|e| unwritable(&script_path, e))
+            .and_then(|_| {
+                OpenOptions::new()
+                    .create_new(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| unwritable(&path, e))
+            });
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                // Half a run (a folder, a partial copy of its runbook) is no run: not left.
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
         sync_dir(&dir);
         sync_dir(&self.root.join("runs"));
         Ok(Box::new(FileWriter { file }))

@@ -292,8 +292,10 @@ fn read_claim(file: &mut File) -> Option<StoredClaim> {
 
 /// The directory store's locks: `<state>/locks/<name>.lock`, held with flock, the claim inside.
 pub(super) fn acquire_file(dir: &Path, name: &str) -> Result<LockGuard, Error> {
-    fs::create_dir_all(dir)
-        .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
+    let state = dir.parent().unwrap_or(dir);
+    fs::create_dir_all(dir).map_err(|e| {
+        Error::state_unwritable(format!("cannot create {}: {e}", dir.display()), state)
+    })?;
     let path = dir.join(format!("{}.lock", sanitize(name)));
     let mut file = OpenOptions::new()
         .read(true)
@@ -301,7 +303,9 @@ pub(super) fn acquire_file(dir: &Path, name: &str) -> Result<LockGuard, Error> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| Error::Io(format!("cannot open lock {}: {e}", path.display())))?;
+        .map_err(|e| {
+            Error::state_unwritable(format!("cannot open lock {}: {e}", path.display()), state)
+        })?;
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
         // The holder writes its name right after taking the lock: give it a moment.
@@ -390,7 +394,17 @@ impl Held for HeldFile {
             .and_then(|_| self.file.seek(SeekFrom::Start(0)))
             .and_then(|_| self.file.write_all(text.as_bytes()))
             .and_then(|_| self.file.sync_data())
-            .map_err(|e| Error::Io(format!("cannot write lock {}: {e}", self.path.display())))
+            .map_err(|e| {
+                let state = self
+                    .path
+                    .parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(&self.path);
+                Error::state_unwritable(
+                    format!("cannot write lock {}: {e}", self.path.display()),
+                    state,
+                )
+            })
     }
 }
 

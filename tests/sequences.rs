@@ -361,6 +361,8 @@ struct Model {
     down: Option<String>,
     /// A former primary that came back writable and waits for a rejoin.
     returned: Option<String>,
+    /// That former primary was fenced (fence.rhai): read-only, still waiting for its rejoin.
+    fenced: bool,
     /// Whether DATABASE_URL was ever changed (a rollback needs a previous revision).
     repointed: bool,
     /// The newest nightly backup of the primary's data, and how many were taken.
@@ -516,6 +518,7 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
     let mut m = Model {
         down: None,
         returned: None,
+        fenced: false,
         repointed: false,
         archive: None,
         archives: 0,
@@ -567,6 +570,9 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
         }
         if m.returned.is_some() {
             choices.extend(["rejoin", "rejoin"]);
+            if !m.fenced {
+                choices.push("fence");
+            }
         }
         match &m.stopped {
             Some(_) => choices.extend(["start-standby", "start-standby"]),
@@ -582,10 +588,12 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
             choices.retain(|c| *c != "emergency");
         }
         if m.returned.is_some() {
-            // Nothing but a rejoin (or maintenance or an upgrade, to see them refused) until
-            // the old primary is fixed.
-            choices
-                .retain(|c| matches!(*c, "rejoin" | "maintenance" | "upgrade" | "start-standby"));
+            // Nothing but a rejoin (or its fence first, or maintenance or an upgrade, to see
+            // them refused while it takes writes) until the old primary is fixed.
+            choices.retain(|c| {
+                matches!(*c, "rejoin" | "fence" | "start-standby")
+                    || (!m.fenced && matches!(*c, "maintenance" | "upgrade"))
+            });
         }
         let what = rng.pick(&choices);
         let before = writer.acked();
@@ -745,8 +753,34 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                     ));
                 }
             }
+            "fence" => {
+                let region = m.returned.clone().unwrap();
+                label = format!("fence {region}");
+                let ran = run(&d, "fence", &["--var", &format!("region={region}")]);
+                if ran.code != 0 {
+                    return Err(fail(&done, format!("{label}: {}", ran.all())));
+                }
+                m.fenced = true;
+                // It takes no writes now, and status no longer calls it a second primary.
+                figures.checks += 1;
+                if probe(&d, &region).is_none_or(|(w, _)| w) {
+                    return Err(fail(&done, format!("{label}: it still takes writes")));
+                }
+                let st = run(&d, "status", &[]);
+                if !st
+                    .stdout
+                    .contains(&format!("{region} is a fenced (read-only) former primary"))
+                    || st.stdout.contains("writable primary on timeline")
+                {
+                    return Err(fail(
+                        &done,
+                        format!("{label}: status does not say it is fenced\n{}", st.all()),
+                    ));
+                }
+            }
             "rejoin" => {
                 let region = m.returned.take().unwrap();
+                m.fenced = false;
                 label = format!("rejoin {region}");
                 // Clean after it; while a standby is stopped, status warns of it (strict
                 // would fail on that warning): nothing critical, then.
@@ -814,13 +848,15 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                     .pg
                     .start_node(d.stack.pg.node(&region))
                     .map_err(|e| fail(&done, format!("starting {region}: {e}")))?;
-                let returned = m.returned.clone();
+                // A fenced former primary takes no writes: the standby's rejoin goes ahead.
+                let returned = m.returned.clone().filter(|_| !m.fenced);
                 let streams = start_again(&d, &region, &primary, returned.as_deref())
                     .map_err(|e| fail(&done, format!("{label}: {e}")))?;
                 figures.checks += 1;
                 if let (false, Some(old)) = (streams, returned) {
                     // As status says: the former primary's rejoin first, then the standby's.
                     m.returned = None;
+                    m.fenced = false;
                     let gone = lost_on.remove(&old).unwrap_or_default();
                     rejoin_returned(&d, &old, false, &gone, figures)
                         .map_err(|e| fail(&done, format!("{label}: rejoin {old}: {e}")))?;

@@ -171,6 +171,11 @@ pub struct Standing {
     pub acknowledged: bool,
 }
 
+/// "1 observation in a row", "3 observations in a row".
+fn in_a_row(n: u32) -> String {
+    format!("{n} observation{} in a row", if n == 1 { "" } else { "s" })
+}
+
 /// The signal of a former primary that came back writable.
 const RETURNED: &str = "came back writable";
 
@@ -246,9 +251,10 @@ pub fn decide(state: &mut State, seen: &Seen, rules: &Rules, standing: &Standing
                 .map_or_else(|| "?".to_string(), |t| t.to_string())
         };
         let signals = vec![format!(
-            "database writable on timeline {} beside the primary {newest} on timeline {} ({n} observations in a row)",
+            "database writable on timeline {} beside the primary {newest} on timeline {} ({})",
             tl(&region),
-            tl(newest)
+            tl(newest),
+            in_a_row(n)
         )];
         let primary = newest.clone();
         return if !rules.fence_returned {
@@ -294,7 +300,7 @@ pub fn decide(state: &mut State, seen: &Seen, rules: &Rules, standing: &Standing
                 .get(&(primary.clone(), *s))
                 .copied()
                 .unwrap_or(0);
-            format!("{s} ({n} observations in a row)")
+            format!("{s} ({})", in_a_row(n))
         })
         .collect();
     if (sources.len() as u32) < rules.agree.max(1) {

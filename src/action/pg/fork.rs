@@ -261,8 +261,24 @@ impl Dir<'_> {
             // A copy that fills the disk would leave too little for the server itself.
             let margin = (need / 10).max(64 << 20);
             if free < need + margin {
+                // Copies earlier rejoins kept are never removed by the engine: at 3 a.m. they
+                // are the space to look at first.
+                let kept: Vec<String> = left_beside(&dir)
+                    .map(|e| e.whole)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| format!("{n} ({} MiB)", size_of(&parent.join(n)) >> 20))
+                    .collect();
+                let kept = if kept.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ". Beside it are copies earlier rewinds kept, each holding what its rejoin took out: {}; removing those you no longer need frees their space",
+                        kept.join(", ")
+                    )
+                };
                 return Err(ActionError::permanent(format!(
-                    "{}: its data directory must be copied before the rewind discards what it committed after the fork, and {} has {} MiB free where the copy needs {} MiB (and {} MiB to spare). It is left stopped: free space there, or rewind without a copy (keep_copy=false) to lose those transactions",
+                    "{}: its data directory must be copied before the rewind discards what it committed after the fork, and {} has {} MiB free where the copy needs {} MiB (and {} MiB to spare){kept}. It is left stopped: free space there, or rewind without a copy (keep_copy=false) to lose those transactions",
                     self.shown,
                     parent.display(),
                     free >> 20,
@@ -633,6 +649,36 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// Without room, the copies earlier rewinds kept beside it are named with their sizes:
+    /// the space to look at first.
+    #[tokio::test]
+    async fn a_refusal_for_want_of_room_names_the_copies_earlier_rewinds_kept() {
+        let disk = SmallDisk::new();
+        let data = disk.at.join("main");
+        std::fs::create_dir_all(data.join("base/1")).unwrap();
+        std::fs::write(data.join("base/1/1259"), vec![7u8; 4 << 20]).unwrap();
+        for (name, mib) in [
+            ("main.before-rewind-20261201T031200Z", 3),
+            ("main.before-rewind-20261203T101500Z", 2),
+            ("main.replaced-20261202T000000Z", 1),
+        ] {
+            let at = disk.at.join(name).join("base/1");
+            std::fs::create_dir_all(&at).unwrap();
+            std::fs::write(at.join("1259"), vec![7u8; mib << 20]).unwrap();
+        }
+        let data_dir = data.display().to_string();
+        let refused = local(&data_dir)
+            .copy_aside(Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(
+            refused.message.contains("(and 64 MiB to spare). Beside it are copies earlier rewinds kept, each holding what its rejoin took out: main.before-rewind-20261203T101500Z (2 MiB), main.before-rewind-20261201T031200Z (3 MiB); removing those you no longer need frees their space. It is left stopped"),
+            "{}",
+            refused.message
+        );
+        assert!(!refused.message.contains("replaced"), "{}", refused.message);
     }
 
     /// Where a copy would leave the server too little room, nothing is copied, and the

@@ -651,22 +651,25 @@ mod tests {
         names
     }
 
+    /// A data directory at `dir` holding one table file of `mib` MiB.
+    fn with_mib(dir: &Path, mib: usize) -> PathBuf {
+        std::fs::create_dir_all(dir.join("base/1")).unwrap();
+        std::fs::write(dir.join("base/1/1259"), vec![7u8; mib << 20]).unwrap();
+        dir.to_path_buf()
+    }
+
     /// Without room, the copies earlier rewinds kept beside it are named with their sizes:
     /// the space to look at first.
     #[tokio::test]
     async fn a_refusal_for_want_of_room_names_the_copies_earlier_rewinds_kept() {
         let disk = SmallDisk::new();
-        let data = disk.at.join("main");
-        std::fs::create_dir_all(data.join("base/1")).unwrap();
-        std::fs::write(data.join("base/1/1259"), vec![7u8; 4 << 20]).unwrap();
+        let data = with_mib(&disk.at.join("main"), 4);
         for (name, mib) in [
             ("main.before-rewind-20261201T031200Z", 3),
             ("main.before-rewind-20261203T101500Z", 2),
             ("main.replaced-20261202T000000Z", 1),
         ] {
-            let at = disk.at.join(name).join("base/1");
-            std::fs::create_dir_all(&at).unwrap();
-            std::fs::write(at.join("1259"), vec![7u8; mib << 20]).unwrap();
+            with_mib(&disk.at.join(name), mib);
         }
         let data_dir = data.display().to_string();
         let refused = local(&data_dir)
@@ -687,9 +690,7 @@ mod tests {
     #[tokio::test]
     async fn a_copy_without_room_or_that_fails_leaves_nothing_behind() {
         let disk = SmallDisk::new();
-        let data = disk.at.join("main");
-        std::fs::create_dir_all(data.join("base/1")).unwrap();
-        std::fs::write(data.join("base/1/1259"), vec![7u8; 4 << 20]).unwrap();
+        let data = with_mib(&disk.at.join("main"), 4);
         let data_dir = data.display().to_string();
         let here = local(&data_dir);
         let refused = here.copy_aside(Duration::from_secs(30)).await.unwrap_err();

@@ -204,6 +204,13 @@ fn flapping_triggers_nothing_a_real_failure_is_failed_over_once_then_held_until_
     assert!(d.t.journal(&run).contains("watch_acknowledged"));
     w.wait_for("within the cooldown", Duration::from_secs(20));
     assert_eq!(d.t.run_ids().len(), 1);
+    // A hold that lasts is one alert per reason, not one each observation.
+    std::thread::sleep(Duration::from_secs(2));
+    let slack = d.slack();
+    for reason in ["nobody has acknowledged it yet", "within the cooldown"] {
+        let alerts = slack.iter().filter(|m| m.contains(reason)).count();
+        assert_eq!(alerts, 1, "{reason}: {slack:#?}");
+    }
     let again =
         d.t.exec(&["watch", "--ack", "-i", d.inventory.to_str().unwrap()]);
     assert!(
@@ -245,6 +252,7 @@ fn a_former_primary_that_comes_back_writable_is_fenced_or_with_fencing_off_alert
         "RETURNED us-east-1: a former primary that came back",
         Duration::from_secs(20),
     );
+    w.wait_for("(5 observations in a row)", Duration::from_secs(20));
     let rejoin = format!(
         "{ROOT}/runbooks/rejoin.rhai -i {} --var region=us-east-1",
         d.inventory.display()
@@ -264,6 +272,12 @@ fn a_former_primary_that_comes_back_writable_is_fenced_or_with_fencing_off_alert
         d.slack()
     );
     let out = w.stop();
+    let told = d.slack();
+    let alerts = told
+        .iter()
+        .filter(|m| m.contains("came back writable beside the primary eu-west-1"))
+        .count();
+    assert_eq!(alerts, 1, "one alert, however long it lasts: {told:#?}");
     assert!(
         out.contains("alerted, not fenced ([watch] fence_returned = false)"),
         "{out}"

@@ -419,6 +419,9 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
     };
     let mut state = rules::State::default();
     let mut last_said = String::new();
+    // What the team was last alerted of, without the counts that change every observation: a
+    // hold or a returned primary that lasts is one alert, not one a second.
+    let mut last_alerted = String::new();
     let mut acted_dry = false;
     // The exit code of the last automatic failover that did not finish, and when the team was
     // told: a failover refused each time the rule fires (a lock held by a maintenance) alerts
@@ -458,7 +461,7 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
             });
         }
         match &decision {
-            Decision::Hold { region, why, .. } if text != last_said => {
+            Decision::Hold { region, why, .. } if alert_key(&decision) != last_alerted => {
                 alert(
                     env,
                     &cx,
@@ -468,7 +471,7 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
             }
             Decision::Returned {
                 region, primary, ..
-            } if text != last_said => {
+            } if alert_key(&decision) != last_alerted => {
                 alert(
                     env,
                     &cx,
@@ -623,6 +626,7 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
             _ => {}
         }
         last_said = text;
+        last_alerted = alert_key(&decision);
         if req.once || env.cancel.load(Ordering::SeqCst) {
             break;
         }
@@ -740,6 +744,24 @@ fn describe(d: &Decision) -> String {
     }
 }
 
+/// What an alert of `d` is about: the same key, the same alert. The counts in it (observations
+/// in a row, seconds since the last failover) are left out. Empty for a decision that alerts
+/// nothing.
+fn alert_key(d: &Decision) -> String {
+    match d {
+        Decision::Hold { region, why, .. } => format!(
+            "hold {region}: {}",
+            why.chars()
+                .filter(|c| !c.is_ascii_digit())
+                .collect::<String>()
+        ),
+        Decision::Returned {
+            region, primary, ..
+        } => format!("returned {region} beside {primary}"),
+        _ => String::new(),
+    }
+}
+
 /// The command that makes `region` a standby again, as the alert names it.
 fn rejoin_command(req: &WatchRequest, region: &str) -> String {
     let rejoin = req.runbook.with_file_name("rejoin.rhai");
@@ -805,4 +827,61 @@ fn start(
             trigger: (!req.dry_run).then_some(trigger),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_is_about_its_reason_not_its_counts() {
+        let hold = |signals: &[&str], why: &str| Decision::Hold {
+            region: "us".into(),
+            signals: signals.iter().map(|s| s.to_string()).collect(),
+            why: why.into(),
+        };
+        let returned = |n: u32| Decision::Returned {
+            region: "us".into(),
+            primary: "eu".into(),
+            signals: vec![format!("database writable ({n} observations in a row)")],
+        };
+        let cooldown = |s: u32| {
+            hold(
+                &["health failing (4 observations in a row)"],
+                &format!("within the cooldown: the last automatic failover started {s} s ago (cooldown 600 s)"),
+            )
+        };
+        let unacked = hold(
+            &["health failing (3 observations in a row)"],
+            "an automatic failover ran and nobody has acknowledged it yet",
+        );
+        // (a, b, the same alert)
+        let cases: Vec<(&str, Decision, Decision, bool)> = vec![
+            ("a hold that lasts", cooldown(12), cooldown(13), true),
+            (
+                "its signals' counts grow",
+                hold(&["health failing (3 observations in a row)"], "x"),
+                hold(&["health failing (9 observations in a row)"], "x"),
+                true,
+            ),
+            ("another reason", cooldown(12), unacked.clone(), false),
+            (
+                "a returned primary that lasts",
+                returned(1),
+                returned(7),
+                true,
+            ),
+            (
+                "a hold, then a returned primary",
+                unacked,
+                returned(1),
+                false,
+            ),
+        ];
+        for (what, a, b, same) in cases {
+            assert_eq!(alert_key(&a) == alert_key(&b), same, "{what}");
+            assert!(!alert_key(&a).is_empty(), "{what}");
+        }
+        assert_eq!(alert_key(&Decision::Quiet), "");
+    }
 }

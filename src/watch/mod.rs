@@ -331,6 +331,7 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
         })?;
     runbook_would_start(&req, &rules, view.regions.keys())?;
     let fencer = fence_runbook(&req, &rules, view.regions.keys())?;
+    let fencing_asked = rules.fence_returned;
     let rules = Rules {
         fence_returned: fencer.is_some(),
         ..rules
@@ -398,7 +399,7 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                 rules.database_failures.max(1),
                 f.display()
             ),
-            None if rules_of(&inv)?.fence_returned => format!(
+            None if fencing_asked => format!(
                 "a former primary that comes back writable is alerted, not fenced: no fence.rhai beside {} ([watch] fence_runbook names one)",
                 req.runbook.display()
             ),
@@ -478,7 +479,7 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
                     &inv,
                     &format!(
                         "runbook watch: {region}'s database came back writable beside the primary {primary}: writes it takes never reach {primary}. Fence it or make it a standby: {}",
-                        rejoin_command(&req, region)
+                        cx.invocation.run("rejoin", &format!(" --var region={region}"))
                     ),
                 );
             }
@@ -718,6 +719,7 @@ fn describe(d: &Decision) -> String {
             region,
             signals,
             why,
+            ..
         } => format!(
             "HOLD {region}: {}{why}",
             if signals.is_empty() {
@@ -744,33 +746,17 @@ fn describe(d: &Decision) -> String {
     }
 }
 
-/// What an alert of `d` is about: the same key, the same alert. The counts in it (observations
-/// in a row, seconds since the last failover) are left out. Empty for a decision that alerts
-/// nothing.
+/// What an alert of `d` is about: the same key, the same alert — the region and the guard rail,
+/// not the counts in its text (observations in a row, seconds since the last failover). Empty
+/// for a decision that alerts nothing.
 fn alert_key(d: &Decision) -> String {
     match d {
-        Decision::Hold { region, why, .. } => format!(
-            "hold {region}: {}",
-            why.chars()
-                .filter(|c| !c.is_ascii_digit())
-                .collect::<String>()
-        ),
+        Decision::Hold { region, rail, .. } => format!("hold {region}: {rail}"),
         Decision::Returned {
             region, primary, ..
         } => format!("returned {region} beside {primary}"),
         _ => String::new(),
     }
-}
-
-/// The command that makes `region` a standby again, as the alert names it.
-fn rejoin_command(req: &WatchRequest, region: &str) -> String {
-    let rejoin = req.runbook.with_file_name("rejoin.rhai");
-    format!(
-        "runbook run {} -i {}{} --var region={region}",
-        rejoin.display(),
-        req.inventory.display(),
-        req.store_flag
-    )
 }
 
 /// A line to the team's Slack, when the inventory names one.
@@ -835,9 +821,10 @@ mod tests {
 
     #[test]
     fn an_alert_is_about_its_reason_not_its_counts() {
-        let hold = |signals: &[&str], why: &str| Decision::Hold {
+        let hold = |signals: &[&str], rail: &'static str, why: &str| Decision::Hold {
             region: "us".into(),
             signals: signals.iter().map(|s| s.to_string()).collect(),
+            rail,
             why: why.into(),
         };
         let returned = |n: u32| Decision::Returned {
@@ -848,11 +835,13 @@ mod tests {
         let cooldown = |s: u32| {
             hold(
                 &["health failing (4 observations in a row)"],
+                "cooldown",
                 &format!("within the cooldown: the last automatic failover started {s} s ago (cooldown 600 s)"),
             )
         };
         let unacked = hold(
             &["health failing (3 observations in a row)"],
+            "unacknowledged",
             "an automatic failover ran and nobody has acknowledged it yet",
         );
         // (a, b, the same alert)
@@ -860,8 +849,16 @@ mod tests {
             ("a hold that lasts", cooldown(12), cooldown(13), true),
             (
                 "its signals' counts grow",
-                hold(&["health failing (3 observations in a row)"], "x"),
-                hold(&["health failing (9 observations in a row)"], "x"),
+                hold(
+                    &["health failing (3 observations in a row)"],
+                    "no_standby",
+                    "x",
+                ),
+                hold(
+                    &["health failing (9 observations in a row)"],
+                    "no_standby",
+                    "x",
+                ),
                 true,
             ),
             ("another reason", cooldown(12), unacked.clone(), false),

@@ -119,6 +119,9 @@ pub enum Decision {
     Hold {
         region: String,
         signals: Vec<String>,
+        /// Which guard rail: "ambiguous", "unacknowledged", "cooldown" or "no_standby". One
+        /// alert per rail while it holds, whatever the counts in `why` and `signals` do.
+        rail: &'static str,
         why: String,
     },
     /// Fail over from `region`.
@@ -278,6 +281,7 @@ pub fn decide(state: &mut State, seen: &Seen, rules: &Rules, standing: &Standing
             return Decision::Hold {
                 region: seen.writable.join(", "),
                 signals: vec![],
+                rail: "ambiguous",
                 why: format!(
                     "{} writable primaries ({}): the topology is ambiguous; nothing is automatic until a person resolves it",
                     seen.writable.len(),
@@ -309,30 +313,38 @@ pub fn decide(state: &mut State, seen: &Seen, rules: &Rules, standing: &Standing
             signals,
         };
     }
-    let hold = |why: String| Decision::Hold {
+    let hold = |rail: &'static str, why: String| Decision::Hold {
         region: primary.clone(),
         signals: signals.clone(),
+        rail,
         why,
     };
     if seen.writable.len() > 1 {
-        return hold(format!(
-            "{} writable primaries ({}): the topology is ambiguous",
-            seen.writable.len(),
-            seen.writable.join(", ")
-        ));
+        return hold(
+            "ambiguous",
+            format!(
+                "{} writable primaries ({}): the topology is ambiguous",
+                seen.writable.len(),
+                seen.writable.join(", ")
+            ),
+        );
     }
     if let Some(since) = standing.since_last_failover_s {
         if !standing.acknowledged {
             return hold(
+                "unacknowledged",
                 "an automatic failover ran and nobody has acknowledged it yet (runbook watch --ack)"
                     .into(),
             );
         }
         if since < rules.cooldown_s {
-            return hold(format!(
-                "within the cooldown: the last automatic failover started {since} s ago (cooldown {} s)",
-                rules.cooldown_s
-            ));
+            return hold(
+                "cooldown",
+                format!(
+                    "within the cooldown: the last automatic failover started {since} s ago (cooldown {} s)",
+                    rules.cooldown_s
+                ),
+            );
         }
     }
     // A standby to fail over to: one that answers, on the primary's timeline. (How far behind
@@ -348,9 +360,10 @@ pub fn decide(state: &mut State, seen: &Seen, rules: &Rules, standing: &Standing
         })
         .count();
     if candidates == 0 {
-        return hold(format!(
-            "no reachable standby on {primary}'s timeline to fail over to"
-        ));
+        return hold(
+            "no_standby",
+            format!("no reachable standby on {primary}'s timeline to fail over to"),
+        );
     }
     Decision::Failover {
         region: primary,

@@ -11,17 +11,15 @@ pub struct Flushed {
     pub changed: bool,
 }
 
-/// The database a URL's path names (redis://host:port/N), 0 when it names none; None when
-/// the URL cannot be read here (a secret not set, as in an offline dry-run).
+/// The database a connection to `url` selects, as the client library reads the URL (db 0
+/// unless its path names one); None when the URL cannot be read here (a secret not set, as in
+/// an offline dry-run) or is not a Redis URL.
 fn db_of(url: &SecretString) -> Option<i64> {
+    use redis::IntoConnectionInfo;
     let raw = url.reveal().ok()?;
-    let rest = raw.split_once("://").map(|(_, r)| r).unwrap_or("");
-    let path = rest.split(['?', '#']).next().unwrap_or("");
-    Some(
-        path.split_once('/')
-            .and_then(|(_, db)| db.parse().ok())
-            .unwrap_or(0),
-    )
+    let parts = split_url(&raw).ok()?;
+    let info = parts.rest.as_str().into_connection_info().ok()?;
+    Some(info.redis_settings().db())
 }
 
 pub struct Flush;
@@ -102,9 +100,11 @@ mod tests {
             ("redis://127.0.0.1:6379/", 0),
             ("redis://:pw@127.0.0.1:6379/3", 3),
             ("rediss://h:6380/2?cacert=/ca.pem", 2),
-            ("redis://h:6379/1#insecure", 1),
+            ("rediss://h:6379/1#insecure", 1),
         ] {
             assert_eq!(db_of(&SecretString::Plain(url.into())), Some(db), "{url}");
         }
+        // Not a database number: the client would refuse it, so no number is claimed.
+        assert_eq!(db_of(&SecretString::Plain("redis://h:6379/x".into())), None);
     }
 }

@@ -320,7 +320,7 @@ fn dry_runs_change_nothing_and_plan_every_change() {
         "~ shell::run: run `pg_restore --clean --if-exists --no-owner --single-transaction --dbname \"$RESTORE_DATABASE_URL\" '{}'`",
         dump.display()
     );
-    let cases: [(&str, Vec<&str>, Vec<&str>); 9] = [
+    let cases: [(&str, Vec<&str>, Vec<&str>); 10] = [
         ("initial-setup", vec![&manifests], vec!["~ k8s::apply: apply namespace/app, deployment/orchestrator to us-east-1", "~ pg::create_role: role replicator", "~ dns::upsert: upsert in example.com"]),
         ("planned-failover", vec!["--var", "target=eu-west-1"], vec!["~ approve: ask for approval", "~ k8s::scale: scale deployment app/orchestrator in us-east-1 to 0 replicas; now 3", "~ pg::fence: fence 127.0.0.1:", "~ pg::promote: promote 127.0.0.1:", "(eu-west-1) to primary; now replica at", "~ dns::set_weights: set weights of orchestrator.example.com A: ap-southeast-1 0 / eu-west-1 100 / us-east-1 0; now ap-southeast-1 0 / eu-west-1 0 / us-east-1 100"]),
         ("emergency-failover", vec!["--var", "check_interval=10ms", "--var", "force=true"], vec!["~ notify::slack: Slack: \":rotating_light: CRITICAL", "~ pg::promote: promote", "~ redis::promote: promote", "~ k8s::set_env: set DATABASE_URL=postgres://postgres:***@"]),
@@ -332,6 +332,8 @@ fn dry_runs_change_nothing_and_plan_every_change() {
         ("status", vec![], vec!["Plan: "]),
         // A standby takes no writes: nothing to fence.
         ("fence", vec!["--var", "region=eu-west-1"], vec!["eu-west-1's database is a standby streaming from us-east-1: it takes no writes, so there is nothing to fence", "Plan: no changes"]),
+        // The only region in rotation: its users to every region that serves them.
+        ("drain", vec!["--var", "region=us-east-1"], vec!["~ dns::set_weights: set weights of orchestrator.example.com A: ap-southeast-1 100 / eu-west-1 100 / us-east-1 0", "~ notify::slack: Slack: \":construction: us-east-1 is out of rotation"]),
     ];
     for (runbook, vars, expected) in cases {
         let mut extra = vec!["--dry-run"];
@@ -1592,5 +1594,114 @@ fn upgrade_killed_mid_bake_resumes_with_the_time_left() {
     assert_eq!(
         d.deployment("ap-southeast-1", "spec.template.spec.containers[0].image"),
         "orchestrator:2.0"
+    );
+}
+
+/// drain.rhai on real servers: a region whose health check fails is taken out of rotation (its
+/// share to the regions in rotation; none of them serving, to one that does), and refused back
+/// until it passes; a drain of the primary's region leaves its database the primary; with no
+/// region left to serve, nothing changes.
+#[test]
+fn a_failing_region_is_drained_and_put_back_once_it_serves() {
+    let d = drill();
+    // Runs drain.rhai with `vars` (each a --var), checks its exit code and what it says, and
+    // the weights Route53 has after it, as [us-east-1, eu-west-1, ap-southeast-1].
+    let drain = |vars: &[&str], code: i32, says: &[&str], weights: [i64; 3]| -> String {
+        let mut args = Vec::new();
+        for v in vars {
+            args.extend(["--var", v]);
+        }
+        let ran = d.run("drain", &args);
+        assert_eq!(ran.code, code, "{vars:?}: {}", ran.all());
+        assert_says(&ran.all(), says);
+        let [us, eu, ap] = weights;
+        let want: Vec<(String, i64)> = vec![
+            ("ap-southeast-1".into(), ap),
+            ("eu-west-1".into(), eu),
+            ("us-east-1".into(), us),
+        ];
+        assert_eq!(d.stack.moto.weights(), want, "{vars:?}");
+        ran.all()
+    };
+    let us_back = ["region=us-east-1", "restore=true", "weight=100"];
+    let eu_back = ["region=eu-west-1", "restore=true", "weight=30"];
+    let inventory = d.inventory.display().to_string();
+
+    // Out of rotation already: nothing to do; back in rotation at the weight given.
+    drain(
+        &["region=eu-west-1"],
+        0,
+        &["eu-west-1 is out of rotation already (DNS weight 0): nothing to do"],
+        [100, 0, 0],
+    );
+    drain(&eu_back, 0, &[], [100, 30, 0]);
+
+    // Its health check fails: status names the drain, and the drain takes it out, telling
+    // Slack how to put it back; its application keeps running.
+    d.stack.web.set_health("eu-west-1", Health::Fail);
+    let status = d.run("status", &[]);
+    assert_eq!(status.code, 1, "{}", status.all());
+    assert_says(
+        &status.all(),
+        &[
+            "DNS sends weight 30 to eu-west-1, whose health check fails",
+            &format!("next: take it out of rotation: runbook run {ROOT}/runbooks/drain.rhai -i {inventory} --var region=eu-west-1"),
+        ],
+    );
+    let before = d.slack().len();
+    let back = format!("runbook run {ROOT}/runbooks/drain.rhai -i {inventory} --var region=eu-west-1 --var restore=true --var weight=30");
+    drain(
+        &["region=eu-west-1"],
+        0,
+        &[&format!("result next: {back}")],
+        [100, 0, 0],
+    );
+    let sent = d.slack()[before..].join("\n");
+    assert!(
+        sent.contains("eu-west-1 is out of rotation (DNS weight 30 → 0)"),
+        "{sent}"
+    );
+    assert_eq!(d.replicas("eu-west-1"), "2");
+
+    // Refused back while it fails; back once it passes.
+    drain(
+        &eu_back,
+        1,
+        &["eu-west-1 cannot take users back: its health check fails. Nothing was changed"],
+        [100, 0, 0],
+    );
+    d.stack.web.set_health("eu-west-1", Health::Ok);
+    drain(&eu_back, 0, &[], [100, 30, 0]);
+
+    // The primary's region: its share to eu-west-1, its database still the primary; then back.
+    drain(
+        &["region=us-east-1"],
+        0,
+        &["us-east-1's database stays the primary"],
+        [0, 30, 0],
+    );
+    assert_eq!(d.psql("us-east-1", "SELECT pg_is_in_recovery()"), "f");
+    drain(&us_back, 0, &[], [100, 30, 0]);
+
+    // eu-west-1 in rotation fails: ap-southeast-1, out of rotation but serving, takes the users.
+    d.stack.web.set_health("eu-west-1", Health::Fail);
+    drain(
+        &["region=us-east-1"],
+        0,
+        &[
+            "ap-southeast-1 passes its health check with 2 ready replica(s): it takes us-east-1's users (weight 0 → 100)",
+            "eu-west-1 stays in rotation though its health check fails",
+        ],
+        [0, 30, 100],
+    );
+    drain(&us_back, 0, &[], [100, 30, 100]);
+
+    // No region left that serves: refused, nothing changed.
+    d.stack.web.set_health("ap-southeast-1", Health::Fail);
+    drain(
+        &["region=us-east-1"],
+        1,
+        &["no other region can take us-east-1's users (ap-southeast-1: its health check fails; eu-west-1: its health check fails). Nothing was changed: us-east-1 keeps its weight 100"],
+        [100, 30, 100],
     );
 }

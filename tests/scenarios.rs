@@ -781,3 +781,92 @@ fn a_database_restore_empties_redis_before_the_applications_start() {
     );
     lacks(&silent, &["~ redis::flush"]);
 }
+
+/// drain.rhai in assumed worlds: a failing region's users go to the regions in rotation that
+/// serve them, only DNS changes, and each refusal changes nothing and says why.
+#[test]
+fn a_drain_moves_users_only_to_regions_that_serve_them() {
+    let t = Test::new()
+        .file(
+            "eu-fails.toml",
+            "[regions.eu-west-1]\nhealth = \"down\"\nready_replicas = 0\n",
+        )
+        .file(
+            "eu-ap-fail.toml",
+            "[regions.eu-west-1]\nhealth = \"down\"\n[regions.ap-southeast-1]\nhealth = \"failing\"\nready_replicas = 0\n",
+        )
+        .file(
+            "eu-out.toml",
+            "[regions.eu-west-1]\ndns_weight = 0\n",
+        )
+        .file(
+            "eu-out-failing.toml",
+            "[regions.eu-west-1]\ndns_weight = 0\nhealth = \"failing\"\n",
+        );
+    let world = |name: &str| t.path(name).display().to_string();
+    let inv = example();
+    let back = format!("runbook run {ROOT}/runbooks/drain.rhai -i {inv} --var region=eu-west-1 --var restore=true --var weight=30");
+    // (world, args, exit code, what it says, the weights it sets or "" for none)
+    type Case<'a> = (&'a str, Vec<&'a str>, i32, Vec<String>, &'a str);
+    let cases: Vec<Case> = vec![
+        ("eu-fails.toml", vec!["region=eu-west-1"], 0,
+            vec![format!("result next: {back}")],
+            "ap-southeast-1 0 / eu-west-1 0 / us-east-1 100"),
+        ("eu-fails.toml", vec!["region=us-east-1"], 0,
+            vec!["ap-southeast-1 passes its health check with 4 ready replica(s): it takes us-east-1's users (weight 0 → 100)".into(),
+                 "eu-west-1 stays in rotation though its health check fails and its application has no ready replicas (4 wanted)".into(),
+                 "us-east-1's database stays the primary".into()],
+            "ap-southeast-1 100 / eu-west-1 30 / us-east-1 0"),
+        ("eu-ap-fail.toml", vec!["region=us-east-1"], 1,
+            vec!["no other region can take us-east-1's users (ap-southeast-1: its health check fails and its application has no ready replicas (4 wanted); eu-west-1: its health check fails and its application has no ready replicas (4 wanted)). Nothing was changed: us-east-1 keeps its weight 100".into()],
+            ""),
+        ("eu-out.toml", vec!["region=eu-west-1", "restore=true"], 0,
+            vec!["eu-west-1 passes its health check with 4 ready replica(s)".into()],
+            "eu-west-1 30"),
+        ("eu-out-failing.toml", vec!["region=eu-west-1", "restore=true"], 1,
+            vec!["eu-west-1 cannot take users back: its health check fails. Nothing was changed".into()],
+            ""),
+        ("eu-out.toml", vec!["region=ap-southeast-1", "restore=true"], 1,
+            vec!["the inventory gives ap-southeast-1 no dns_weight: say the weight to put it back at with --var weight=N".into()],
+            ""),
+        ("eu-out.toml", vec!["region=ap-southeast-1", "restore=true", "weight=20"], 0,
+            vec![],
+            "ap-southeast-1 20"),
+        ("eu-out.toml", vec!["region=eu-west-1"], 0,
+            vec!["eu-west-1 is out of rotation already (DNS weight 0): nothing to do".into(), "Plan: no changes".into()],
+            ""),
+        ("eu-out.toml", vec!["region=eu-west-1", "weight=5"], 1,
+            vec!["--var weight=5 goes with --var restore=true (a drain sets eu-west-1's weight to 0). Nothing was changed".into()],
+            ""),
+        ("eu-out.toml", vec!["region=mars"], 1,
+            vec!["--var region=mars: no such region in the inventory (us-east-1, eu-west-1, ap-southeast-1). Nothing was changed".into()],
+            ""),
+    ];
+    for (file, vars, code, says, weights) in cases {
+        let w = world(file);
+        let mut args = vec!["--assume", w.as_str()];
+        for v in &vars {
+            args.extend(["--var", v]);
+        }
+        let ran = drill(&inv, "drain", None, &args);
+        assert_eq!(ran.code, code, "{file} {vars:?}: {}", ran.all());
+        let says: Vec<&str> = says.iter().map(String::as_str).collect();
+        has(&ran, &says);
+        let plan = plan(&ran);
+        if weights.is_empty() {
+            assert!(
+                !plan.contains("~ dns::set_weights"),
+                "{file} {vars:?}: {plan}"
+            );
+        } else {
+            assert!(
+                plan.contains(&format!(
+                    "~ dns::set_weights: set weights of orchestrator.example.com A: {weights}"
+                )),
+                "{file} {vars:?}: {plan}"
+            );
+        }
+        // Only DNS changes (and the message that says so).
+        lacks(&ran, &["~ k8s::", "~ pg::", "~ redis::"]);
+    }
+}

@@ -224,6 +224,7 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
         _ => vec![],
     };
     let rejoin_of = |region: &str| t.commands.run("rejoin", &format!(" --var region={region}"));
+    let drain_of = |region: &str| t.commands.run("drain", &format!(" --var region={region}"));
     let rejoin = |region: &str| {
         Some(match former.first() {
             Some(first) if !former.iter().any(|f| *f == region) => format!(
@@ -570,7 +571,22 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                 "no_traffic",
                 None,
                 "every region has DNS weight 0: no region serves users".into(),
-                Some("shift traffic to the primary's region (traffic::shift_all)".into()),
+                Some(match t.writable.first() {
+                    Some(p) => format!(
+                        "put the primary's region back in rotation: {}",
+                        t.commands.run(
+                            "drain",
+                            &format!(" --var region={p} --var restore=true --var weight=100")
+                        )
+                    ),
+                    None => format!(
+                        "put a region that serves users back in rotation: {}",
+                        t.commands.run(
+                            "drain",
+                            " --var region=REGION --var restore=true --var weight=100"
+                        )
+                    ),
+                }),
             ));
         }
         for (name, w) in weighted.into_iter().filter(|(_, w)| *w > 0) {
@@ -581,7 +597,10 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                     "traffic_to_unready",
                     Some(name),
                     format!("DNS sends weight {w} to {name}, whose application has no ready replicas ({} wanted)", r.app.replicas),
-                    Some(format!("scale {name}'s application up, or set its DNS weight to 0")),
+                    Some(format!(
+                        "scale {name}'s application up, or take it out of rotation: {}",
+                        drain_of(name)
+                    )),
                 ));
             }
             if r.health.checked && !r.health.ok {
@@ -593,9 +612,15 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                         "DNS sends weight {w} to {name}, whose health check fails ({})",
                         health_text(&r.health)
                     ),
-                    Some(format!(
-                        "set {name}'s DNS weight to 0, or fail over if it is the primary"
-                    )),
+                    Some(if t.writable.contains(name) {
+                        format!(
+                            "take it out of rotation: {}; if its database is down too, fail over: {}",
+                            drain_of(name),
+                            t.commands.run("emergency-failover", "")
+                        )
+                    } else {
+                        format!("take it out of rotation: {}", drain_of(name))
+                    }),
                 ));
             }
         }
@@ -1479,6 +1504,72 @@ mod tests {
             assert_eq!(found.message, *message, "{what}");
             let got = found.fix.clone().unwrap_or_default();
             assert!(got.ends_with(fix), "{what}: {got}");
+        }
+    }
+
+    /// Traffic anomalies name the drain that fixes them: a failing region out of rotation (and,
+    /// for the primary's region, the failover if its database is down too); with every weight
+    /// 0, the primary's region back in.
+    #[test]
+    fn traffic_anomalies_name_the_drain() {
+        let unhealthy = Health {
+            checked: true,
+            ok: false,
+            status: Some(503),
+            latency_ms: Some(3),
+            error: None,
+        };
+        // (what, us weight, eu weight, us health fails, eu health fails, anomaly, region, how the fix ends)
+        type Case<'a> = (
+            &'a str,
+            i64,
+            i64,
+            bool,
+            bool,
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+        );
+        let cases: &[Case] = &[
+            (
+                "a standby region failing in rotation",
+                100, 30, false, true,
+                "traffic_to_unready", Some("eu"),
+                "take it out of rotation: runbook run runbooks/drain.rhai -i INVENTORY --var region=eu",
+            ),
+            (
+                "the primary's region failing in rotation",
+                100, 30, true, false,
+                "traffic_to_unready", Some("us"),
+                "take it out of rotation: runbook run runbooks/drain.rhai -i INVENTORY --var region=us; if its database is down too, fail over: runbook run runbooks/emergency-failover.rhai -i INVENTORY",
+            ),
+            (
+                "no weight anywhere",
+                0, 0, false, false,
+                "no_traffic", None,
+                "put the primary's region back in rotation: runbook run runbooks/drain.rhai -i INVENTORY --var region=us --var restore=true --var weight=100",
+            ),
+        ];
+        for (what, us_w, eu_w, us_fails, eu_fails, code, region, fix) in cases {
+            let mut t = topology(&[
+                ("us", "primary 1 0/5000000"),
+                ("eu", "standby 1 0/5000000 from:us"),
+            ]);
+            for (name, w, fails) in [("us", us_w, us_fails), ("eu", eu_w, eu_fails)] {
+                let r = t.regions.get_mut(name).unwrap();
+                r.dns_weight = Some(*w);
+                if *fails {
+                    r.health = unhealthy.clone();
+                }
+            }
+            judge(&mut t);
+            let found = t
+                .anomalies
+                .iter()
+                .find(|a| a.code == *code)
+                .unwrap_or_else(|| panic!("{what}: {:?}", t.anomalies));
+            assert_eq!(found.region.as_deref(), *region, "{what}");
+            assert_eq!(found.fix.as_deref(), Some(*fix), "{what}");
         }
     }
 

@@ -1689,7 +1689,7 @@ fn a_failing_region_is_drained_and_put_back_once_it_serves() {
         &["region=us-east-1"],
         0,
         &[
-            "ap-southeast-1 passes its health check with 2 ready replica(s): it takes us-east-1's users (weight 0 → 100)",
+            "ap-southeast-1 passes its health check and has 2 ready replica(s): it takes us-east-1's users (weight 0 → 100)",
             "eu-west-1 stays in rotation though its health check fails",
         ],
         [0, 30, 100],

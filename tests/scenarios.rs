@@ -813,7 +813,7 @@ fn a_drain_moves_users_only_to_regions_that_serve_them() {
             vec![format!("result next: {back}")],
             "ap-southeast-1 0 / eu-west-1 0 / us-east-1 100"),
         ("eu-fails.toml", vec!["region=us-east-1"], 0,
-            vec!["ap-southeast-1 passes its health check with 4 ready replica(s): it takes us-east-1's users (weight 0 → 100)".into(),
+            vec!["ap-southeast-1 passes its health check and has 4 ready replica(s): it takes us-east-1's users (weight 0 → 100)".into(),
                  "eu-west-1 stays in rotation though its health check fails and its application has no ready replicas (4 wanted)".into(),
                  "us-east-1's database stays the primary".into()],
             "ap-southeast-1 100 / eu-west-1 30 / us-east-1 0"),
@@ -821,7 +821,7 @@ fn a_drain_moves_users_only_to_regions_that_serve_them() {
             vec!["no other region can take us-east-1's users (ap-southeast-1: its health check fails and its application has no ready replicas (4 wanted); eu-west-1: its health check fails and its application has no ready replicas (4 wanted)). Nothing was changed: us-east-1 keeps its weight 100".into()],
             ""),
         ("eu-out.toml", vec!["region=eu-west-1", "restore=true"], 0,
-            vec!["eu-west-1 passes its health check with 4 ready replica(s)".into()],
+            vec!["eu-west-1 passes its health check and has 4 ready replica(s)".into()],
             "eu-west-1 30"),
         ("eu-out-failing.toml", vec!["region=eu-west-1", "restore=true"], 1,
             vec!["eu-west-1 cannot take users back: its health check fails. Nothing was changed".into()],
@@ -869,4 +869,53 @@ fn a_drain_moves_users_only_to_regions_that_serve_them() {
         // Only DNS changes (and the message that says so).
         lacks(&ran, &["~ k8s::", "~ pg::", "~ redis::"]);
     }
+
+    // An inventory without [dns]: nothing to drain; one that says nothing of how to check a
+    // region: put back, saying that nothing confirmed it serves users.
+    let text = std::fs::read_to_string(&inv).unwrap();
+    let dns = text.find("\n[dns]\n").unwrap();
+    let after = dns + 1 + text[dns + 1..].find("\n[").unwrap();
+    let no_dns = t.path("no-dns.toml");
+    std::fs::write(&no_dns, format!("{}{}", &text[..dns], &text[after..])).unwrap();
+    let ran = drill(
+        no_dns.to_str().unwrap(),
+        "drain",
+        None,
+        &["--var", "region=eu-west-1"],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    has(&ran, &["the inventory has no [dns] table (zone and record): no weighted DNS record sends users to eu-west-1. Nothing was changed"]);
+    let ap = text.find("[regions.ap-southeast-1]").unwrap();
+    let end = ap + text[ap..].find("\n[").unwrap();
+    let block: String = text[ap..end]
+        .lines()
+        .filter(|l| {
+            !["context", "deployment", "health_url"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let unchecked = t.path("unchecked.toml");
+    std::fs::write(
+        &unchecked,
+        format!("{}{block}{}", &text[..ap], &text[end..]),
+    )
+    .unwrap();
+    let ran = drill(
+        unchecked.to_str().unwrap(),
+        "drain",
+        None,
+        &[
+            "--var",
+            "region=ap-southeast-1",
+            "--var",
+            "restore=true",
+            "--var",
+            "weight=20",
+        ],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    has(&ran, &["ap-southeast-1 is not checked: the inventory gives it no health_url and no application (context and deployment)"]);
+    assert!(plan(&ran).contains("A: ap-southeast-1 20"), "{}", ran.all());
 }

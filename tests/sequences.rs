@@ -1,9 +1,10 @@
 //! Procedures compose: seeded random sequences of 6–10 procedures on one stack — planned
 //! failover, emergency failover (the primary's database crashes, its health fails), the old
 //! primary coming back by itself, rejoin, maintenance, an application rollback, a rolling
-//! upgrade, a nightly backup and a restore of the data from it, initial-setup again, and a
-//! standby's database stopping for a while (each procedure then runs around it) — with a
-//! steady writer running. After each, the invariants are checked with psql and kubectl:
+//! upgrade, a nightly backup and a restore of the data from it, initial-setup again, a
+//! region taken out of DNS rotation and put back (drain.rhai), and a standby's database
+//! stopping for a while (each procedure then runs around it) — with a steady writer running.
+//! After each, the invariants are checked with psql, kubectl and Route53's API:
 //! - never more than one writable primary, except a returned old primary that status names
 //!   as critical;
 //! - every acknowledged write survives each planned failover;
@@ -14,9 +15,12 @@
 //!   while a region it would upgrade is down or two primaries take writes;
 //! - initial-setup is refused, changing nothing, while a standby's database is stopped; a
 //!   standby started again streams from the primary, or status names the rejoin it needs;
+//! - a drain leaves the region out of rotation and a region that serves users in it, or is
+//!   refused changing no weight; a region is put back only when it serves users;
 //! - after a rejoin (and after any sequence is repaired), status is clean.
 //!
-//! CI runs a sample (RUNBOOK_SEQUENCES, default 2, from seed 1). A long sweep:
+//! CI runs a sample: the seeds in CI_SEEDS, which between them draw every kind of procedure.
+//! RUNBOOK_SEQUENCES=N (default 2) from RUNBOOK_SEQUENCE_SEED (default 1) runs others. A long sweep:
 //!   RUNBOOK_SEQUENCES=40 RUNBOOK_SEQUENCE_SEED=1000 cargo nextest run sequences --no-capture
 //! A failure prints the seed and the sequence; RUNBOOK_SEQUENCE_SEED=<seed> RUNBOOK_SEQUENCES=1
 //! replays it.
@@ -372,6 +376,8 @@ struct Model {
     images: usize,
     /// A standby whose database is stopped (a fast shutdown), not started again yet.
     stopped: Option<String>,
+    /// A region drain.rhai took out of DNS rotation, not put back yet.
+    drained: Option<String>,
 }
 
 #[derive(Default)]
@@ -524,6 +530,7 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
         archives: 0,
         images: 0,
         stopped: None,
+        drained: None,
     };
     let length = 6 + rng.below(5);
     let mut done: Vec<String> = Vec::new();
@@ -563,6 +570,11 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
             }
             if m.down.is_none() {
                 choices.push("initial-setup");
+            }
+            match m.drained {
+                Some(_) => choices.push("undrain"),
+                None if d.stack.moto.weights().iter().any(|(_, w)| *w > 0) => choices.push("drain"),
+                None => {}
             }
         }
         if m.down.is_some() {
@@ -729,6 +741,68 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                 }
                 lost.extend(gone.iter().map(|a| a.id));
                 lost_on.insert(old.clone(), gone.iter().map(|a| a.id).collect());
+            }
+            "drain" => {
+                // A region in rotation out of it: exit 0 with its weight 0 and a region that
+                // serves users still in rotation, or refused with nothing changed.
+                let weights = d.stack.moto.weights();
+                let in_rotation: Vec<&str> = weights
+                    .iter()
+                    .filter(|(_, w)| *w > 0)
+                    .map(|(r, _)| r.as_str())
+                    .collect();
+                let region = rng.pick(&in_rotation).to_string();
+                label = format!("drain {region}");
+                let ran = run(&d, "drain", &["--var", &format!("region={region}")]);
+                let after = d.stack.moto.weights();
+                figures.checks += 1;
+                let serving = after
+                    .iter()
+                    .any(|(r, w)| *w > 0 && Some(r) != m.down.as_ref() && d.replicas(r) != "0");
+                match ran.code {
+                    0 if after.iter().any(|(r, w)| *r == region && *w == 0) && serving => {
+                        m.drained = Some(region);
+                    }
+                    1 if ran.stderr.contains("no other region can take") && after == weights => {}
+                    _ => {
+                        return Err(fail(
+                            &done,
+                            format!("{label}: weights {weights:?} → {after:?}\n{}", ran.all()),
+                        ))
+                    }
+                }
+            }
+            "undrain" => {
+                // Back at weight 30 when it serves users; refused, nothing changed, when not.
+                let region = m.drained.take().unwrap();
+                label = format!("put {region} back in rotation");
+                let weights = d.stack.moto.weights();
+                let ran = run(
+                    &d,
+                    "drain",
+                    &[
+                        "--var",
+                        &format!("region={region}"),
+                        "--var",
+                        "restore=true",
+                        "--var",
+                        "weight=30",
+                    ],
+                );
+                let after = d.stack.moto.weights();
+                figures.checks += 1;
+                match ran.code {
+                    0 if after.iter().any(|(r, w)| *r == region && *w == 30) => {}
+                    1 if ran.stderr.contains("cannot take users back") && after == weights => {
+                        m.drained = Some(region);
+                    }
+                    _ => {
+                        return Err(fail(
+                            &done,
+                            format!("{label}: weights {weights:?} → {after:?}\n{}", ran.all()),
+                        ))
+                    }
+                }
             }
             "come-back" => {
                 let old = m.down.take().unwrap();
@@ -1127,19 +1201,32 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
     Ok(())
 }
 
+/// The sequences CI runs: between them they draw every kind of procedure (718: an emergency
+/// failover, the old primary back, refused upgrade, fence, rejoin, maintenance, initial-setup,
+/// backup; 720: a drain and its undoing, planned failovers, an upgrade, an emergency failover
+/// with its standbys cut off, a restore; 722: a standby stopped and started, rollbacks, an
+/// old primary back).
+const CI_SEEDS: [u64; 3] = [718, 720, 722];
+
 #[test]
 fn random_sequences_of_procedures_keep_the_invariants() {
-    let count: u64 = std::env::var("RUNBOOK_SEQUENCES")
+    let count: Option<u64> = std::env::var("RUNBOOK_SEQUENCES")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    let first: u64 = std::env::var("RUNBOOK_SEQUENCE_SEED")
+        .and_then(|v| v.parse().ok());
+    let first: Option<u64> = std::env::var("RUNBOOK_SEQUENCE_SEED")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+        .and_then(|v| v.parse().ok());
+    let seeds: Vec<u64> = match (first, count) {
+        (None, None) => CI_SEEDS.to_vec(),
+        (first, count) => {
+            let first = first.unwrap_or(1);
+            (first..first + count.unwrap_or(2)).collect()
+        }
+    };
+    let count = seeds.len();
     let mut figures = Figures::default();
     let mut failures = Vec::new();
-    for seed in first..first + count {
+    for seed in seeds {
         if let Err(e) = one_sequence(seed, &mut figures) {
             println!("FAIL {e}");
             failures.push(e);

@@ -800,6 +800,10 @@ fn a_drain_moves_users_only_to_regions_that_serve_them() {
             "[regions.eu-west-1]\ndns_weight = 0\n",
         )
         .file(
+            "eu-fails-ap-kube-down.toml",
+            "[regions.eu-west-1]\nhealth = \"down\"\n[regions.ap-southeast-1]\nkubernetes = \"down\"\n",
+        )
+        .file(
             "eu-out-failing.toml",
             "[regions.eu-west-1]\ndns_weight = 0\nhealth = \"failing\"\n",
         );
@@ -816,6 +820,10 @@ fn a_drain_moves_users_only_to_regions_that_serve_them() {
             vec!["ap-southeast-1 passes its health check and has 4 ready replica(s): it takes us-east-1's users (weight 0 → 100)".into(),
                  "eu-west-1 stays in rotation though its health check fails and its application has no ready replicas (4 wanted)".into(),
                  "us-east-1's database stays the primary".into()],
+            "ap-southeast-1 100 / eu-west-1 30 / us-east-1 0"),
+        // A Kubernetes API that does not answer says nothing: the health check decides.
+        ("eu-fails-ap-kube-down.toml", vec!["region=us-east-1"], 0,
+            vec!["ap-southeast-1 passes its health check (its Kubernetes API does not answer): it takes us-east-1's users (weight 0 → 100)".into()],
             "ap-southeast-1 100 / eu-west-1 30 / us-east-1 0"),
         ("eu-ap-fail.toml", vec!["region=us-east-1"], 1,
             vec!["no other region can take us-east-1's users (ap-southeast-1: its health check fails and its application has no ready replicas (4 wanted); eu-west-1: its health check fails and its application has no ready replicas (4 wanted)). Nothing was changed: us-east-1 keeps its weight 100".into()],

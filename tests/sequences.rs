@@ -764,12 +764,7 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                         m.drained = Some(region);
                     }
                     1 if ran.stderr.contains("no other region can take") && after == weights => {}
-                    _ => {
-                        return Err(fail(
-                            &done,
-                            format!("{label}: weights {weights:?} → {after:?}\n{}", ran.all()),
-                        ))
-                    }
+                    _ => return Err(fail(&done, weights_moved(&label, &weights, &after, &ran))),
                 }
             }
             "undrain" => {
@@ -796,12 +791,7 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
                     1 if ran.stderr.contains("cannot take users back") && after == weights => {
                         m.drained = Some(region);
                     }
-                    _ => {
-                        return Err(fail(
-                            &done,
-                            format!("{label}: weights {weights:?} → {after:?}\n{}", ran.all()),
-                        ))
-                    }
+                    _ => return Err(fail(&done, weights_moved(&label, &weights, &after, &ran))),
                 }
             }
             "come-back" => {
@@ -1199,6 +1189,16 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
     println!("seed {seed}: {}", done.join(" → "));
     figures.sequences += 1;
     Ok(())
+}
+
+/// A drain's unexpected outcome: the weights before and after, and what it said.
+fn weights_moved(
+    label: &str,
+    before: &[(String, i64)],
+    after: &[(String, i64)],
+    ran: &Ran,
+) -> String {
+    format!("{label}: weights {before:?} → {after:?}\n{}", ran.all())
 }
 
 /// The sequences CI runs: between them they draw every kind of procedure (718: an emergency

@@ -1705,3 +1705,36 @@ fn a_failing_region_is_drained_and_put_back_once_it_serves() {
         [100, 30, 100],
     );
 }
+
+/// initial-setup sends users only to regions that pass their health check: with eu-west-1's
+/// failing, it stops before DNS changes (every weight as it was) and says why; resumed once
+/// eu-west-1 passes, it sets the weights.
+#[test]
+fn initial_setup_sends_no_users_to_a_region_that_fails_its_health_check() {
+    let d = drill();
+    let manifests = format!("--var=manifests={ROOT}/runbooks/manifests");
+    let before = d.stack.moto.weights();
+    d.stack.web.set_health("eu-west-1", Health::Fail);
+    let ran = d.run("initial-setup", &[&manifests, "--var", "health_within=6s"]);
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    let run = d.t.newest_run();
+    assert_says(
+        &ran.all(),
+        &[
+            "eu-west-1 does not pass its health check within 6s (--var health_within): DNS was not changed, so no users were sent to it. Fix it and resume this run, or run again with --var weights giving eu-west-1 weight 0",
+            &format!("runbook resume {run}"),
+        ],
+    );
+    assert_eq!(d.stack.moto.weights(), before);
+    d.stack.web.set_health("eu-west-1", Health::Ok);
+    let resumed = d.t.exec(&["resume", &run]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert_eq!(
+        d.stack.moto.weights(),
+        [
+            ("ap-southeast-1".into(), 0),
+            ("eu-west-1".into(), 30),
+            ("us-east-1".into(), 70)
+        ]
+    );
+}

@@ -46,16 +46,14 @@ fn place(endpoint_url: &Option<String>) -> String {
     endpoint_url.clone().unwrap_or_else(|| "CloudFront".into())
 }
 
-pub struct Invalidate;
+action! {
+    /// Invalidate paths of a CloudFront distribution and wait until CloudFront completes it
+    /// (converges: invalidating twice leaves the cache as once).
+    Invalidate(InvalidateInput) -> Invalidated =
+        Spec::converge("cloudfront", "invalidate").timeout(900).retries(2)
+}
 
 impl Action for Invalidate {
-    type Input = InvalidateInput;
-    type Output = Invalidated;
-
-    fn spec() -> Spec {
-        Spec::converge("cloudfront", "invalidate", "Invalidate paths of a CloudFront distribution and wait until CloudFront completes it (converges: invalidating twice leaves the cache as once).").timeout(900).retries(2)
-    }
-
     fn describe(input: &InvalidateInput) -> String {
         format!(
             "invalidate {} in CloudFront distribution {}",

@@ -57,10 +57,6 @@ pub struct Response {
     pub latency_ms: u64,
 }
 
-pub struct Get;
-pub struct Post;
-pub struct WaitHealthy;
-
 fn predicted_response(expect: &Option<StatusSpec>) -> Response {
     Response {
         status: StatusSpec::first(expect),
@@ -209,19 +205,12 @@ fn check_status(
     })
 }
 
+action! {
+    /// GET a URL and return its status, headers and body; fails on an unexpected status.
+    Get(GetInput) -> Response = Spec::read("http", "get").primary("url")
+}
+
 impl Action for Get {
-    type Input = GetInput;
-    type Output = Response;
-
-    fn spec() -> Spec {
-        Spec::read(
-            "http",
-            "get",
-            "GET a URL and return its status, headers and body; fails on an unexpected status.",
-        )
-        .primary("url")
-    }
-
     fn describe(input: &GetInput) -> String {
         format!("GET {}", input.url.shown())
     }
@@ -275,19 +264,12 @@ impl Action for Get {
     }
 }
 
+action! {
+    /// POST a text or JSON body to a URL; fails on an unexpected status.
+    Post(PostInput) -> Response = Spec::change("http", "post").timeout(30)
+}
+
 impl Action for Post {
-    type Input = PostInput;
-    type Output = Response;
-
-    fn spec() -> Spec {
-        Spec::change(
-            "http",
-            "post",
-            "POST a text or JSON body to a URL; fails on an unexpected status.",
-        )
-        .timeout(30)
-    }
-
     fn describe(input: &PostInput) -> String {
         let body = match (&input.json, &input.body) {
             (Some(j), _) => format!(" (JSON, {} bytes)", j.to_string().len()),
@@ -380,16 +362,16 @@ pub struct HealthReport {
     pub last_error: Option<String>,
 }
 
-impl Action for WaitHealthy {
-    type Input = WaitHealthyInput;
-    type Output = HealthReport;
+action! {
+    /// Poll a health endpoint until N consecutive checks are healthy (or, with wait_for:
+    /// "unhealthy", failing).
+    WaitHealthy(WaitHealthyInput) -> HealthReport =
+        Spec::read("http", "wait_healthy").primary("url").timeout(300).retries(0)
+}
 
+impl Action for WaitHealthy {
     /// A wait for an endpoint to fail is answered when it is down.
     const ANSWERS_FOR_DOWN: bool = true;
-
-    fn spec() -> Spec {
-        Spec::read("http", "wait_healthy", "Poll a health endpoint until N consecutive checks are healthy (or, with wait_for: \"unhealthy\", failing).").primary("url").timeout(300).retries(0)
-    }
 
     fn describe(input: &WaitHealthyInput) -> String {
         let what = match input.wait_for {

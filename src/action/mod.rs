@@ -7,7 +7,8 @@
 
 /// Declares an action's input with the fields that reach its target declared once for every
 /// action of a backend: `url` and `name` first for PostgreSQL and Redis, `context` and
-/// `kubeconfig` first for Kubernetes, `endpoint_url` and `region` last for Route53 — the order
+/// `kubeconfig` first for Kubernetes (then `namespace` and `deployment` for a deployment's
+/// actions), `endpoint_url` and `region` last for Route53 — the order
 /// the journal has always had, so a call's identity does not change. Unknown fields are
 /// refused, naming the field.
 macro_rules! input {
@@ -45,6 +46,22 @@ macro_rules! input {
             }
         }
     };
+    (k8s_deployment: $(#[$meta:meta])* pub struct $name:ident { $($field:tt)* }) => {
+        input!(k8s: $(#[$meta])* pub struct $name {
+            /// The namespace (default: the context's).
+            pub namespace: Option<String>,
+            /// The deployment.
+            pub deployment: String,
+            $($field)*
+        });
+
+        impl $name {
+            /// "deployment app in us-east-1", for messages.
+            pub fn what(&self) -> String {
+                format!("deployment {} in {}", self.deployment, self.context)
+            }
+        }
+    };
     (route53: $($decl:tt)*) => {
         input!(@with {} {
             /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.
@@ -62,6 +79,32 @@ macro_rules! input {
             $($first)*
             $($field)*
             $($last)*
+        }
+    };
+}
+
+/// Declares an action: its documentation (the text `runbook actions` and editors show), the
+/// type a runbook calls, its input and output, and its class with the engine's defaults. What
+/// it does follows in an `impl Action for` block.
+///
+/// ```ignore
+/// action! {
+///     /// Promote a standby to primary and wait until it accepts writes.
+///     Promote(PromoteInput) -> Promoted = Spec::converge("pg", "promote").primary("url")
+/// }
+/// ```
+macro_rules! action {
+    ($(#[doc = $doc:literal])+ $name:ident($input:ty) -> $output:ty = $spec:expr) => {
+        $(#[doc = $doc])+
+        pub struct $name;
+
+        impl $crate::action::Signature for $name {
+            type Input = $input;
+            type Output = $output;
+
+            fn spec() -> $crate::action::Spec {
+                $spec.described(concat!($($doc),+))
+            }
         }
     };
 }
@@ -146,11 +189,11 @@ pub struct Spec {
 impl Spec {
     /// An action that observes: it runs for real in a dry-run and is safe to repeat (a 30 s
     /// time limit and 2 retries unless it says otherwise).
-    pub const fn read(namespace: &'static str, name: &'static str, doc: &'static str) -> Spec {
+    pub const fn read(namespace: &'static str, name: &'static str) -> Spec {
         Spec {
             namespace,
             name,
-            doc,
+            doc: "",
             effect: Effect::Read,
             idempotency: Idempotency::Idempotent,
             primary: None,
@@ -160,21 +203,29 @@ impl Spec {
     }
 
     /// A change that converges: running it twice equals running it once (60 s, 1 retry).
-    pub const fn converge(namespace: &'static str, name: &'static str, doc: &'static str) -> Spec {
+    pub const fn converge(namespace: &'static str, name: &'static str) -> Spec {
         Spec {
             effect: Effect::Write,
             default_timeout: Duration::from_secs(60),
             default_retries: 1,
-            ..Spec::read(namespace, name, doc)
+            ..Spec::read(namespace, name)
         }
     }
 
     /// A change that a second run repeats: after a crash the operator decides (60 s, no retry).
-    pub const fn change(namespace: &'static str, name: &'static str, doc: &'static str) -> Spec {
+    pub const fn change(namespace: &'static str, name: &'static str) -> Spec {
         Spec {
             idempotency: Idempotency::NotIdempotent,
             default_retries: 0,
-            ..Spec::converge(namespace, name, doc)
+            ..Spec::converge(namespace, name)
+        }
+    }
+
+    /// What the action does, for `runbook actions` and editors: the declaration's doc comment.
+    pub const fn described(self, doc: &'static str) -> Spec {
+        Spec {
+            doc: doc.trim_ascii(),
+            ..self
         }
     }
 
@@ -366,12 +417,17 @@ impl ActionError {
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// An action, defined by its types.
-pub trait Action: Send + Sync + 'static {
+/// What a runbook calls an action, what it takes and returns, and its class: what
+/// [`action!`] declares.
+pub trait Signature {
     type Input: DeserializeOwned + Serialize + JsonSchema + Clone + Send + Sync + 'static;
     type Output: Serialize + JsonSchema + Send + 'static;
 
     fn spec() -> Spec;
+}
+
+/// What an action does: how it reads, what a dry-run returns, and the call itself.
+pub trait Action: Signature + Send + Sync + 'static {
     /// One line saying what the call does, in the operator's words (progress and plan).
     fn describe(input: &Self::Input) -> String;
     /// The output a dry-run returns in its place.

@@ -51,9 +51,6 @@ pub struct Delivery {
     pub body: String,
 }
 
-pub struct Slack;
-pub struct Webhook;
-
 fn excerpt(text: &str) -> String {
     let first = text.lines().next().unwrap_or("");
     let mut s: String = first.chars().take(72).collect();
@@ -101,20 +98,12 @@ async fn deliver(
     })
 }
 
+action! {
+    /// Post a message to Slack through an incoming webhook.
+    Slack(SlackInput) -> Delivery = Spec::change("notify", "slack").timeout(15).retries(2)
+}
+
 impl Action for Slack {
-    type Input = SlackInput;
-    type Output = Delivery;
-
-    fn spec() -> Spec {
-        Spec::change(
-            "notify",
-            "slack",
-            "Post a message to Slack through an incoming webhook.",
-        )
-        .timeout(15)
-        .retries(2)
-    }
-
     fn describe(input: &SlackInput) -> String {
         let to = input
             .channel
@@ -149,20 +138,12 @@ impl Action for Slack {
     }
 }
 
+action! {
+    /// POST a JSON payload to a webhook (PagerDuty, Opsgenie, Teams, a chat bridge).
+    Webhook(WebhookInput) -> Delivery = Spec::change("notify", "webhook").timeout(15).retries(2)
+}
+
 impl Action for Webhook {
-    type Input = WebhookInput;
-    type Output = Delivery;
-
-    fn spec() -> Spec {
-        Spec::change(
-            "notify",
-            "webhook",
-            "POST a JSON payload to a webhook (PagerDuty, Opsgenie, Teams, a chat bridge).",
-        )
-        .timeout(15)
-        .retries(2)
-    }
-
     fn describe(input: &WebhookInput) -> String {
         format!(
             "webhook {}: {}",

@@ -107,16 +107,12 @@ async fn instant(url: &SecretString, query: &str, cx: &Cx) -> Result<QueryResult
     })
 }
 
-pub struct Query;
+action! {
+    /// An instant PromQL query against the Prometheus HTTP API: each sample's labels and value.
+    Query(QueryInput) -> QueryResult = Spec::read("prom", "query").timeout(30)
+}
 
 impl Action for Query {
-    type Input = QueryInput;
-    type Output = QueryResult;
-
-    fn spec() -> Spec {
-        Spec::read("prom", "query", "An instant PromQL query against the Prometheus HTTP API: each sample's labels and value.").timeout(30)
-    }
-
     fn describe(input: &QueryInput) -> String {
         format!("query {} on Prometheus {}", input.query, input.url.shown())
     }
@@ -219,16 +215,13 @@ fn judge(samples: &[Sample], op: Op, threshold: f64, empty_ok: bool) -> (bool, S
     (pass, parts.join(", "))
 }
 
-pub struct Check;
+action! {
+    /// A gate: evaluate a PromQL expression until every sample holds against the threshold for
+    /// `consecutive` evaluations in a row; fails at the time limit showing the values.
+    Check(CheckInput) -> CheckResult = Spec::read("prom", "check").timeout(300).retries(0)
+}
 
 impl Action for Check {
-    type Input = CheckInput;
-    type Output = CheckResult;
-
-    fn spec() -> Spec {
-        Spec::read("prom", "check", "A gate: evaluate a PromQL expression until every sample holds against the threshold for `consecutive` evaluations in a row; fails at the time limit showing the values.").timeout(300).retries(0)
-    }
-
     fn describe(input: &CheckInput) -> String {
         format!(
             "check {} {} {} on Prometheus {} ({} in a row)",

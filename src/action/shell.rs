@@ -80,8 +80,6 @@ pub struct RunOutput {
     pub truncated: bool,
 }
 
-pub struct Run;
-
 impl RunInput {
     fn shown(&self) -> String {
         shown(&self.cmd, &self.argv)
@@ -125,14 +123,13 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+action! {
+    /// Run a command (escape hatch). Not idempotent unless the call says `idempotent: true`: after
+    /// a crash the operator decides whether to run it again.
+    Run(RunInput) -> RunOutput = Spec::change("shell", "run").primary("cmd").timeout(600)
+}
+
 impl Action for Run {
-    type Input = RunInput;
-    type Output = RunOutput;
-
-    fn spec() -> Spec {
-        Spec::change("shell", "run", "Run a command (escape hatch). Not idempotent unless the call says `idempotent: true`: after a crash the operator decides whether to run it again.").primary("cmd").timeout(600)
-    }
-
     fn idempotent(input: &RunInput) -> Option<bool> {
         Some(input.idempotent)
     }
@@ -225,16 +222,15 @@ impl Action for Run {
     }
 }
 
-pub struct Read;
+action! {
+    /// Run a command that only looks and changes nothing (`pg_restore --list FILE`, `test -w DIR`,
+    /// `dig NAME`). A read: it runs in a dry-run too, so the plan follows the branch a real run
+    /// would take, and is never counted as a change; give it only commands that change nothing
+    /// (anything else belongs in shell::run).
+    Read(ReadInput) -> RunOutput = Spec::read("shell", "read").primary("cmd").timeout(60).retries(0)
+}
 
 impl Action for Read {
-    type Input = ReadInput;
-    type Output = RunOutput;
-
-    fn spec() -> Spec {
-        Spec::read("shell", "read", "Run a command that only looks and changes nothing (`pg_restore --list FILE`, `test -w DIR`, `dig NAME`). A read: it runs in a dry-run too, so the plan follows the branch a real run would take, and is never counted as a change; give it only commands that change nothing (anything else belongs in shell::run).").primary("cmd").timeout(60).retries(0)
-    }
-
     fn describe(input: &ReadInput) -> String {
         format!("read `{}`", shown(&input.cmd, &input.argv))
     }

@@ -18,22 +18,12 @@ pub struct Moment {
     pub iso: String,
 }
 
-pub struct Now;
+action! {
+    /// The current time (also `now()`); recorded, so a resumed run gets the same value.
+    Now(NowInput) -> Moment = Spec::read("time", "now").timeout(1).retries(0)
+}
 
 impl Action for Now {
-    type Input = NowInput;
-    type Output = Moment;
-
-    fn spec() -> Spec {
-        Spec::read(
-            "time",
-            "now",
-            "The current time (also `now()`); recorded, so a resumed run gets the same value.",
-        )
-        .timeout(1)
-        .retries(0)
-    }
-
     fn describe(_: &NowInput) -> String {
         "read the clock".into()
     }

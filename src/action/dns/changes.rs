@@ -12,8 +12,6 @@ input! {
     }
 }
 
-pub struct Upsert;
-
 fn check_weight(r: &Record) -> Result<(), ActionError> {
     match r.weight {
         Some(w) if !(0..=255).contains(&w) => Err(ActionError::permanent(format!(
@@ -28,14 +26,13 @@ fn check_weight(r: &Record) -> Result<(), ActionError> {
     }
 }
 
+action! {
+    /// Create or replace record sets (UPSERT) in one change batch; records already so are left
+    /// alone.
+    Upsert(UpsertInput) -> Applied = Spec::converge("dns", "upsert").retries(2)
+}
+
 impl Action for Upsert {
-    type Input = UpsertInput;
-    type Output = Applied;
-
-    fn spec() -> Spec {
-        Spec::converge("dns", "upsert", "Create or replace record sets (UPSERT) in one change batch; records already so are left alone.").retries(2)
-    }
-
     fn describe(input: &UpsertInput) -> String {
         let shown: Vec<String> = input.records.iter().map(Record::shown).collect();
         format!("upsert in {}: {}", input.zone, shown.join("; "))
@@ -80,37 +77,13 @@ impl Action for Upsert {
     }
 }
 
-input! {
-    route53:
-    pub struct DeleteInput {
-        /// The hosted zone: its id (Z123...) or its name (example.com).
-        pub zone: String,
-        /// The record's name.
-        pub name: String,
-        /// Its type (default A).
-        #[serde(default = "a_type", rename = "type")]
-        pub rtype: String,
-        /// The set identifier of the one record to delete (weighted and failover records).
-        pub set_identifier: Option<String>,
-    }
+action! {
+    /// Delete a record set as it now is (a no-op when it does not exist).
+    Delete(RecordKey) -> Applied = Spec::converge("dns", "delete").retries(2)
 }
 
-pub struct Delete;
-
 impl Action for Delete {
-    type Input = DeleteInput;
-    type Output = Applied;
-
-    fn spec() -> Spec {
-        Spec::converge(
-            "dns",
-            "delete",
-            "Delete a record set as it now is (a no-op when it does not exist).",
-        )
-        .retries(2)
-    }
-
-    fn describe(input: &DeleteInput) -> String {
+    fn describe(input: &RecordKey) -> String {
         let id = input
             .set_identifier
             .as_deref()
@@ -122,14 +95,14 @@ impl Action for Delete {
         )
     }
 
-    fn predict(_: &DeleteInput) -> Applied {
+    fn predict(_: &RecordKey) -> Applied {
         Applied {
             change_id: Some("predicted".into()),
             status: "PENDING".into(),
         }
     }
 
-    async fn run(input: DeleteInput, _cx: Cx) -> Result<Applied, ActionError> {
+    async fn run(input: RecordKey, _cx: Cx) -> Result<Applied, ActionError> {
         let (c, endpoint, zone) =
             zone_client(&input.endpoint_url, &input.region, &input.zone).await?;
         let found = list(&c, &endpoint, &zone, Some(&input.name), Some(&input.rtype)).await?;

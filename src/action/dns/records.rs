@@ -25,21 +25,12 @@ pub struct Records {
     pub weights: BTreeMap<String, i64>,
 }
 
-pub struct RecordsAction;
-pub struct Get;
+action! {
+    /// List a hosted zone's record sets (all pages), optionally of one name and type.
+    RecordsAction(RecordsInput) -> Records = Spec::read("dns", "records")
+}
 
 impl Action for RecordsAction {
-    type Input = RecordsInput;
-    type Output = Records;
-
-    fn spec() -> Spec {
-        Spec::read(
-            "dns",
-            "records",
-            "List a hosted zone's record sets (all pages), optionally of one name and type.",
-        )
-    }
-
     fn describe(input: &RecordsInput) -> String {
         format!(
             "records of {}{}",
@@ -74,7 +65,9 @@ impl Action for RecordsAction {
 
 input! {
     route53:
-    pub struct GetInput {
+    /// One record set by name and type, or one record of it by set identifier: what
+    /// `dns::get` reads and `dns::delete` deletes.
+    pub struct RecordKey {
         /// The hosted zone: its id (Z123...) or its name (example.com).
         pub zone: String,
         /// The record's name.
@@ -82,32 +75,26 @@ input! {
         /// Its type (default A).
         #[serde(default = "a_type", rename = "type")]
         pub rtype: String,
-        /// Only the record with this set identifier.
+        /// Just the one record with this set identifier (weighted and failover records).
         pub set_identifier: Option<String>,
     }
 }
 
+action! {
+    /// The record sets of one name and type (all weighted ones, or one set identifier).
+    Get(RecordKey) -> Records = Spec::read("dns", "get")
+}
+
 impl Action for Get {
-    type Input = GetInput;
-    type Output = Records;
-
-    fn spec() -> Spec {
-        Spec::read(
-            "dns",
-            "get",
-            "The record sets of one name and type (all weighted ones, or one set identifier).",
-        )
-    }
-
-    fn describe(input: &GetInput) -> String {
+    fn describe(input: &RecordKey) -> String {
         format!("{} {} in {}", input.name, input.rtype, input.zone)
     }
 
-    fn predict(_: &GetInput) -> Records {
+    fn predict(_: &RecordKey) -> Records {
         records_output(vec![])
     }
 
-    fn predict_in(input: &GetInput, world: &World) -> Option<Result<Records, ActionError>> {
+    fn predict_in(input: &RecordKey, world: &World) -> Option<Result<Records, ActionError>> {
         if world.regions.is_empty() {
             return None;
         }
@@ -135,7 +122,7 @@ impl Action for Get {
         Some(Ok(records_output(records)))
     }
 
-    async fn run(input: GetInput, _cx: Cx) -> Result<Records, ActionError> {
+    async fn run(input: RecordKey, _cx: Cx) -> Result<Records, ActionError> {
         let (c, endpoint, zone) =
             zone_client(&input.endpoint_url, &input.region, &input.zone).await?;
         let mut found = list(&c, &endpoint, &zone, Some(&input.name), Some(&input.rtype)).await?;

@@ -22,23 +22,13 @@ pub struct InSync {
     pub waited_ms: u64,
 }
 
-pub struct WaitChange;
+action! {
+    /// Wait until a Route53 change is INSYNC (propagated to every Route53 name server).
+    WaitChange(WaitChangeInput) -> InSync =
+        Spec::read("dns", "wait_change").primary("change_id").timeout(300).retries(0)
+}
 
 impl Action for WaitChange {
-    type Input = WaitChangeInput;
-    type Output = InSync;
-
-    fn spec() -> Spec {
-        Spec::read(
-            "dns",
-            "wait_change",
-            "Wait until a Route53 change is INSYNC (propagated to every Route53 name server).",
-        )
-        .primary("change_id")
-        .timeout(300)
-        .retries(0)
-    }
-
     fn describe(input: &WaitChangeInput) -> String {
         format!(
             "wait for change {} to be in sync",
@@ -117,20 +107,12 @@ pub struct HealthChecks {
     pub health_checks: Vec<HealthCheck>,
 }
 
-pub struct HealthChecksAction;
+action! {
+    /// List the Route53 health checks (all pages): id, type, target, port, path.
+    HealthChecksAction(Endpoint) -> HealthChecks = Spec::read("dns", "health_checks")
+}
 
 impl Action for HealthChecksAction {
-    type Input = Endpoint;
-    type Output = HealthChecks;
-
-    fn spec() -> Spec {
-        Spec::read(
-            "dns",
-            "health_checks",
-            "List the Route53 health checks (all pages): id, type, target, port, path.",
-        )
-    }
-
     fn describe(input: &Endpoint) -> String {
         format!("health checks in {}", where_(input))
     }

@@ -30,8 +30,6 @@ pub struct WeightsChanged {
     pub after: BTreeMap<String, i64>,
 }
 
-pub struct SetWeights;
-
 fn weights_line(w: &BTreeMap<String, i64>) -> String {
     w.iter()
         .map(|(k, v)| format!("{k} {v}"))
@@ -39,14 +37,13 @@ fn weights_line(w: &BTreeMap<String, i64>) -> String {
         .join(" / ")
 }
 
+action! {
+    /// Shift traffic between the weighted records of one name (one change batch), keeping each
+    /// record's target and health check.
+    SetWeights(SetWeightsInput) -> WeightsChanged = Spec::converge("dns", "set_weights").retries(2)
+}
+
 impl Action for SetWeights {
-    type Input = SetWeightsInput;
-    type Output = WeightsChanged;
-
-    fn spec() -> Spec {
-        Spec::converge("dns", "set_weights", "Shift traffic between the weighted records of one name (one change batch), keeping each record's target and health check.").retries(2)
-    }
-
     fn describe(input: &SetWeightsInput) -> String {
         format!(
             "set weights of {} {}: {}",

@@ -243,16 +243,14 @@ fn kustomize(dir: &str) -> Result<String, ActionError> {
     Ok(rendered(dir).unwrap_or_default())
 }
 
-pub struct Apply;
+action! {
+    /// Server-side apply of a manifest file, a folder of manifests, or a kustomization
+    /// (`kustomize`: a base or overlay folder, rendered as `kubectl apply -k` does); idempotent:
+    /// applying twice changes nothing.
+    Apply(ApplyInput) -> Applied = Spec::converge("k8s", "apply").timeout(120).retries(2)
+}
 
 impl Action for Apply {
-    type Input = ApplyInput;
-    type Output = Applied;
-
-    fn spec() -> Spec {
-        Spec::converge("k8s", "apply", "Server-side apply of a manifest file, a folder of manifests, or a kustomization (`kustomize`: a base or overlay folder, rendered as `kubectl apply -k` does); idempotent: applying twice changes nothing.").timeout(120).retries(2)
-    }
-
     fn describe(input: &ApplyInput) -> String {
         let what = match manifests(input) {
             Ok(docs) => docs

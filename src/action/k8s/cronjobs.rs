@@ -36,21 +36,13 @@ pub struct CronJobStatus {
     pub stale: Option<String>,
 }
 
-pub struct CronJobState;
+action! {
+    /// A CronJob's schedule and its last scheduled and last successful run, with the age of the
+    /// last success (the backup freshness check before risky work).
+    CronJobState(CronJobInput) -> CronJobStatus = Spec::read("k8s", "cronjob").timeout(30)
+}
 
 impl Action for CronJobState {
-    type Input = CronJobInput;
-    type Output = CronJobStatus;
-
-    fn spec() -> Spec {
-        Spec::read(
-            "k8s",
-            "cronjob",
-            "A CronJob's schedule and its last scheduled and last successful run, with the age of the last success (the backup freshness check before risky work).",
-        )
-        .timeout(30)
-    }
-
     fn describe(input: &CronJobInput) -> String {
         format!("read CronJob {} in {}", input.name, input.context)
     }

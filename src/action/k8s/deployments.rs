@@ -4,12 +4,8 @@ use super::*;
 use crate::action::world::World;
 
 input! {
-    k8s:
+    k8s_deployment:
     pub struct ScaleInput {
-        /// The namespace (default: the context's).
-        pub namespace: Option<String>,
-        /// The deployment.
-        pub deployment: String,
         /// The replica count wanted.
         pub replicas: i32,
     }
@@ -41,16 +37,12 @@ async fn deployments(
     Ok((Api::namespaced(client, &ns), ns))
 }
 
-pub struct Scale;
+action! {
+    /// Set a deployment's replica count (the scale subresource); a no-op when it already has it.
+    Scale(ScaleInput) -> Scaled = Spec::converge("k8s", "scale").timeout(30).retries(2)
+}
 
 impl Action for Scale {
-    type Input = ScaleInput;
-    type Output = Scaled;
-
-    fn spec() -> Spec {
-        Spec::converge("k8s", "scale", "Set a deployment's replica count (the scale subresource); a no-op when it already has it.").timeout(30).retries(2)
-    }
-
     fn describe(input: &ScaleInput) -> String {
         format!(
             "scale deployment {}/{} in {} to {} replicas",
@@ -115,12 +107,8 @@ impl Action for Scale {
 }
 
 input! {
-    k8s:
+    k8s_deployment:
     pub struct SetEnvInput {
-        /// The namespace (default: the context's).
-        pub namespace: Option<String>,
-        /// The deployment.
-        pub deployment: String,
         /// The container (default: the first).
         pub container: Option<String>,
         /// Variables to set, e.g. #{ DATABASE_URL: inventory.regions[r].database_url }; values may be secrets.
@@ -137,28 +125,20 @@ pub struct EnvSet {
     pub changed: Vec<String>,
 }
 
-pub struct SetEnv;
+action! {
+    /// Set environment variables on a deployment's container (a rollout follows); a no-op when they
+    /// already have those values.
+    SetEnv(SetEnvInput) -> EnvSet = Spec::converge("k8s", "set_env").timeout(30).retries(2)
+}
 
 impl Action for SetEnv {
-    type Input = SetEnvInput;
-    type Output = EnvSet;
-
-    fn spec() -> Spec {
-        Spec::converge("k8s", "set_env", "Set environment variables on a deployment's container (a rollout follows); a no-op when they already have those values.").timeout(30).retries(2)
-    }
-
     fn describe(input: &SetEnvInput) -> String {
         let vars: Vec<String> = input
             .env
             .iter()
             .map(|(k, v)| format!("{k}={}", v.shown()))
             .collect();
-        format!(
-            "set {} on deployment {} in {}",
-            vars.join(" "),
-            input.deployment,
-            input.context
-        )
+        format!("set {} on {}", vars.join(" "), input.what())
     }
 
     fn predict(input: &SetEnvInput) -> EnvSet {
@@ -266,12 +246,8 @@ impl Action for SetEnv {
 }
 
 input! {
-    k8s:
+    k8s_deployment:
     pub struct DeploymentInput {
-        /// The namespace (default: the context's).
-        pub namespace: Option<String>,
-        /// The deployment.
-        pub deployment: String,
         /// Time between checks (default "250ms").
         #[serde(default = "Dur::ms::<250>")]
         pub interval: Dur,
@@ -289,21 +265,16 @@ pub struct RolledOut {
     pub waited_ms: u64,
 }
 
-pub struct RolloutStatus;
+action! {
+    /// Wait until a deployment's rollout is complete: observed, every replica updated and
+    /// available.
+    RolloutStatus(DeploymentInput) -> RolledOut =
+        Spec::read("k8s", "rollout_status").timeout(300).retries(0)
+}
 
 impl Action for RolloutStatus {
-    type Input = DeploymentInput;
-    type Output = RolledOut;
-
-    fn spec() -> Spec {
-        Spec::read("k8s", "rollout_status", "Wait until a deployment's rollout is complete: observed, every replica updated and available.").timeout(300).retries(0)
-    }
-
     fn describe(input: &DeploymentInput) -> String {
-        format!(
-            "wait for the rollout of deployment {} in {}",
-            input.deployment, input.context
-        )
+        format!("wait for the rollout of {}", input.what())
     }
 
     fn predict(_: &DeploymentInput) -> RolledOut {
@@ -364,12 +335,8 @@ impl Action for RolloutStatus {
 }
 
 input! {
-    k8s:
+    k8s_deployment:
     pub struct UndoInput {
-        /// The namespace (default: the context's).
-        pub namespace: Option<String>,
-        /// The deployment.
-        pub deployment: String,
         /// The revision to go back to (default: the one before the current).
         pub to_revision: Option<i64>,
     }
@@ -384,25 +351,19 @@ pub struct RolledBack {
     pub to_revision: i64,
 }
 
-pub struct RolloutUndo;
+action! {
+    /// Roll a deployment back to the previous (or a given) revision, as kubectl rollout undo does
+    /// through its ReplicaSets.
+    RolloutUndo(UndoInput) -> RolledBack = Spec::change("k8s", "rollout_undo")
+}
 
 impl Action for RolloutUndo {
-    type Input = UndoInput;
-    type Output = RolledBack;
-
-    fn spec() -> Spec {
-        Spec::change("k8s", "rollout_undo", "Roll a deployment back to the previous (or a given) revision, as kubectl rollout undo does through its ReplicaSets.")
-    }
-
     fn describe(input: &UndoInput) -> String {
         let to = input
             .to_revision
             .map(|r| format!("revision {r}"))
             .unwrap_or_else(|| "the previous revision".into());
-        format!(
-            "roll back deployment {} in {} to {to}",
-            input.deployment, input.context
-        )
+        format!("roll back {} to {to}", input.what())
     }
 
     fn predict(input: &UndoInput) -> RolledBack {
@@ -503,8 +464,6 @@ impl Action for RolloutUndo {
     }
 }
 
-pub struct Restart;
-
 /// A restarted deployment.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Restarted {
@@ -512,24 +471,14 @@ pub struct Restarted {
     pub restarted_at: String,
 }
 
+action! {
+    /// Restart a deployment's pods with a rolling update (kubectl rollout restart).
+    Restart(DeploymentInput) -> Restarted = Spec::change("k8s", "restart").timeout(30)
+}
+
 impl Action for Restart {
-    type Input = DeploymentInput;
-    type Output = Restarted;
-
-    fn spec() -> Spec {
-        Spec::change(
-            "k8s",
-            "restart",
-            "Restart a deployment's pods with a rolling update (kubectl rollout restart).",
-        )
-        .timeout(30)
-    }
-
     fn describe(input: &DeploymentInput) -> String {
-        format!(
-            "restart deployment {} in {}",
-            input.deployment, input.context
-        )
+        format!("restart {}", input.what())
     }
 
     fn predict(_: &DeploymentInput) -> Restarted {

@@ -43,23 +43,12 @@ async fn set_unschedulable(
     Ok(NodeChanged { changed: true })
 }
 
-pub struct Cordon;
-pub struct Uncordon;
+action! {
+    /// Mark a node unschedulable (a no-op when it already is).
+    Cordon(NodeInput) -> NodeChanged = Spec::converge("k8s", "cordon").timeout(30).retries(2)
+}
 
 impl Action for Cordon {
-    type Input = NodeInput;
-    type Output = NodeChanged;
-
-    fn spec() -> Spec {
-        Spec::converge(
-            "k8s",
-            "cordon",
-            "Mark a node unschedulable (a no-op when it already is).",
-        )
-        .timeout(30)
-        .retries(2)
-    }
-
     fn describe(input: &NodeInput) -> String {
         format!("cordon node {} in {}", input.node, input.context)
     }
@@ -73,20 +62,12 @@ impl Action for Cordon {
     }
 }
 
+action! {
+    /// Mark a node schedulable again (a no-op when it already is).
+    Uncordon(NodeInput) -> NodeChanged = Spec::converge("k8s", "uncordon").timeout(30).retries(2)
+}
+
 impl Action for Uncordon {
-    type Input = NodeInput;
-    type Output = NodeChanged;
-
-    fn spec() -> Spec {
-        Spec::converge(
-            "k8s",
-            "uncordon",
-            "Mark a node schedulable again (a no-op when it already is).",
-        )
-        .timeout(30)
-        .retries(2)
-    }
-
     fn describe(input: &NodeInput) -> String {
         format!("uncordon node {} in {}", input.node, input.context)
     }
@@ -120,16 +101,13 @@ pub struct Drained {
     pub skipped: Vec<String>,
 }
 
-pub struct Drain;
+action! {
+    /// Cordon a node and evict its pods (respecting disruption budgets: a refused eviction is
+    /// retried until the time limit), waiting until they are gone.
+    Drain(DrainInput) -> Drained = Spec::converge("k8s", "drain").timeout(300).retries(0)
+}
 
 impl Action for Drain {
-    type Input = DrainInput;
-    type Output = Drained;
-
-    fn spec() -> Spec {
-        Spec::converge("k8s", "drain", "Cordon a node and evict its pods (respecting disruption budgets: a refused eviction is retried until the time limit), waiting until they are gone.").timeout(300).retries(0)
-    }
-
     fn describe(input: &DrainInput) -> String {
         format!("drain node {} in {}", input.node, input.context)
     }

@@ -141,20 +141,12 @@ async fn object_api(
     Ok((api, ar))
 }
 
-pub struct Get;
+action! {
+    /// Get one object by name, or list objects of a kind (with a label selector).
+    Get(GetInput) -> Objects = Spec::read("k8s", "get")
+}
 
 impl Action for Get {
-    type Input = GetInput;
-    type Output = Objects;
-
-    fn spec() -> Spec {
-        Spec::read(
-            "k8s",
-            "get",
-            "Get one object by name, or list objects of a kind (with a label selector).",
-        )
-    }
-
     fn describe(input: &GetInput) -> String {
         format!(
             "get {} {} in {}",
@@ -298,20 +290,12 @@ pub struct PodList {
     pub ready: usize,
 }
 
-pub struct Pods;
+action! {
+    /// List pods (by label selector or node) with their node, phase, readiness and restarts.
+    Pods(PodsInput) -> PodList = Spec::read("k8s", "pods")
+}
 
 impl Action for Pods {
-    type Input = PodsInput;
-    type Output = PodList;
-
-    fn spec() -> Spec {
-        Spec::read(
-            "k8s",
-            "pods",
-            "List pods (by label selector or node) with their node, phase, readiness and restarts.",
-        )
-    }
-
     fn describe(input: &PodsInput) -> String {
         format!(
             "pods {} in {}",
@@ -409,8 +393,6 @@ pub struct Patched {
     pub object: Value,
 }
 
-pub struct PatchObject;
-
 fn strip_volatile(mut v: Value) -> Value {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         for k in ["resourceVersion", "managedFields", "generation"] {
@@ -420,14 +402,15 @@ fn strip_volatile(mut v: Value) -> Value {
     v
 }
 
+action! {
+    /// Patch any object — built-in kinds and custom resources (Istio's VirtualService, say), found
+    /// by discovery — with a merge, strategic-merge or JSON patch, as kubectl patch does. Merge and
+    /// strategic patches converge; write a JSON patch to converge too (replace, test: an add to the
+    /// end of a list repeats on a resumed run).
+    PatchObject(PatchInput) -> Patched = Spec::converge("k8s", "patch").timeout(60).retries(2)
+}
+
 impl Action for PatchObject {
-    type Input = PatchInput;
-    type Output = Patched;
-
-    fn spec() -> Spec {
-        Spec::converge("k8s", "patch", "Patch any object — built-in kinds and custom resources (Istio's VirtualService, say), found by discovery — with a merge, strategic-merge or JSON patch, as kubectl patch does. Merge and strategic patches converge; write a JSON patch to converge too (replace, test: an add to the end of a list repeats on a resumed run).").timeout(60).retries(2)
-    }
-
     fn describe(input: &PatchInput) -> String {
         let text = input.patch.to_string();
         let shown: String = text.chars().take(160).collect();

@@ -276,22 +276,12 @@ async fn preview_status(url: &SecretString, name: &Option<String>, cx: &Cx) -> O
         .map(|s| format!("now {}", summary(&s)))
 }
 
-pub struct Status;
+action! {
+    /// A server's role, timeline, WAL positions, replication lag and WAL receiver state.
+    Status(Target) -> ServerStatus = Spec::read("pg", "status").primary("url").timeout(15)
+}
 
 impl Action for Status {
-    type Input = Target;
-    type Output = ServerStatus;
-
-    fn spec() -> Spec {
-        Spec::read(
-            "pg",
-            "status",
-            "A server's role, timeline, WAL positions, replication lag and WAL receiver state.",
-        )
-        .primary("url")
-        .timeout(15)
-    }
-
     fn describe(input: &Target) -> String {
         format!("status of {}", target(&input.url, &input.name))
     }
@@ -356,16 +346,12 @@ fn excerpt(sql: &str) -> String {
     }
 }
 
-pub struct Query;
+action! {
+    /// Run a query inside a READ ONLY transaction (a read can never write) and return its rows.
+    Query(QueryInput) -> QueryOutput = Spec::read("pg", "query")
+}
 
 impl Action for Query {
-    type Input = QueryInput;
-    type Output = QueryOutput;
-
-    fn spec() -> Spec {
-        Spec::read("pg", "query", "Run a query inside a READ ONLY transaction (a read can never write) and return its rows.")
-    }
-
     fn describe(input: &QueryInput) -> String {
         format!(
             "{}: {}",
@@ -416,16 +402,12 @@ pub struct ExecOutput {
     pub rows_affected: Option<u64>,
 }
 
-pub struct Exec;
+action! {
+    /// Run a statement that changes data or schema.
+    Exec(ExecInput) -> ExecOutput = Spec::change("pg", "exec")
+}
 
 impl Action for Exec {
-    type Input = ExecInput;
-    type Output = ExecOutput;
-
-    fn spec() -> Spec {
-        Spec::change("pg", "exec", "Run a statement that changes data or schema.")
-    }
-
     fn describe(input: &ExecInput) -> String {
         format!(
             "on {}: {}",
@@ -584,16 +566,14 @@ fn severity(lag: i64, input: &ReplicationInput) -> &'static str {
     .severity(lag)
 }
 
-pub struct Replication;
+action! {
+    /// The primary's standbys (pg_stat_replication) with lag in bytes and a severity, and its
+    /// replication slots.
+    Replication(ReplicationInput) -> ReplicationOutput =
+        Spec::read("pg", "replication").primary("url").timeout(15)
+}
 
 impl Action for Replication {
-    type Input = ReplicationInput;
-    type Output = ReplicationOutput;
-
-    fn spec() -> Spec {
-        Spec::read("pg", "replication", "The primary's standbys (pg_stat_replication) with lag in bytes and a severity, and its replication slots.").primary("url").timeout(15)
-    }
-
     fn describe(input: &ReplicationInput) -> String {
         format!("replication on {}", target(&input.url, &input.name))
     }
@@ -728,16 +708,14 @@ pub struct CaughtUp {
     pub waited_ms: u64,
 }
 
-pub struct WaitCaughtUp;
+action! {
+    /// Wait until a standby has replayed up to the primary's current WAL position (or a given one),
+    /// within a lag limit.
+    WaitCaughtUp(WaitCaughtUpInput) -> CaughtUp =
+        Spec::read("pg", "wait_caught_up").timeout(300).retries(0)
+}
 
 impl Action for WaitCaughtUp {
-    type Input = WaitCaughtUpInput;
-    type Output = CaughtUp;
-
-    fn spec() -> Spec {
-        Spec::read("pg", "wait_caught_up", "Wait until a standby has replayed up to the primary's current WAL position (or a given one), within a lag limit.").timeout(300).retries(0)
-    }
-
     fn describe(input: &WaitCaughtUpInput) -> String {
         let to = match (&input.target_lsn, &input.primary_url) {
             (Some(lsn), _) => lsn.clone(),
@@ -830,8 +808,6 @@ pub struct Promoted {
     pub took_ms: u64,
 }
 
-pub struct Promote;
-
 input! {
     pg:
     pub struct PromoteInput {
@@ -874,14 +850,13 @@ pub(crate) async fn writable(client: &Client) -> bool {
     }
 }
 
+action! {
+    /// Promote a standby to primary and wait until it accepts writes; a no-op on a primary. Refused
+    /// while one of `peers` answers as a writable primary. Reports the new timeline.
+    Promote(PromoteInput) -> Promoted = Spec::converge("pg", "promote").primary("url")
+}
+
 impl Action for Promote {
-    type Input = PromoteInput;
-    type Output = Promoted;
-
-    fn spec() -> Spec {
-        Spec::converge("pg", "promote", "Promote a standby to primary and wait until it accepts writes; a no-op on a primary. Refused while one of `peers` answers as a writable primary. Reports the new timeline.").primary("url")
-    }
-
     fn describe(input: &PromoteInput) -> String {
         format!("promote {} to primary", target(&input.url, &input.name))
     }
@@ -997,8 +972,6 @@ pub struct Fenced {
     pub already: bool,
 }
 
-pub struct Fence;
-
 /// Runs a PostgreSQL tool to success, as the data directory's owner when given and we are
 /// root, within the action's time limit; its standard output.
 pub(crate) async fn run_tool(
@@ -1018,14 +991,13 @@ pub(crate) async fn run_tool(
     Ok(ran.stdout)
 }
 
+action! {
+    /// Make a primary refuse writes: read_only (default_transaction_read_only + end client
+    /// sessions) or a fast shutdown. Returns its last WAL position.
+    Fence(FenceInput) -> Fenced = Spec::converge("pg", "fence")
+}
+
 impl Action for Fence {
-    type Input = FenceInput;
-    type Output = Fenced;
-
-    fn spec() -> Spec {
-        Spec::converge("pg", "fence", "Make a primary refuse writes: read_only (default_transaction_read_only + end client sessions) or a fast shutdown. Returns its last WAL position.")
-    }
-
     fn describe(input: &FenceInput) -> String {
         let how = match input.method {
             FenceMethod::ReadOnly => "read-only, ending its client sessions",
@@ -1192,6 +1164,21 @@ input! {
     }
 }
 
+impl SlotInput {
+    fn describe(&self, verb: &str) -> String {
+        let on = target(&self.url, &self.name);
+        format!("{verb} replication slot {} on {on}", self.slot)
+    }
+
+    /// A dry-run's answer: the slot changed.
+    fn changed(&self) -> SlotChange {
+        SlotChange {
+            slot: self.slot.clone(),
+            changed: true,
+        }
+    }
+}
+
 /// What happened to the slot.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SlotChange {
@@ -1220,35 +1207,19 @@ fn valid_name(kind: &str, name: &str) -> Result<(), ActionError> {
     }
 }
 
-pub struct CreateReplicationSlot;
-pub struct DropReplicationSlot;
+action! {
+    /// Create a physical replication slot on the primary (a no-op when it exists).
+    CreateReplicationSlot(SlotInput) -> SlotChange =
+        Spec::converge("pg", "create_replication_slot").timeout(30)
+}
 
 impl Action for CreateReplicationSlot {
-    type Input = SlotInput;
-    type Output = SlotChange;
-
-    fn spec() -> Spec {
-        Spec::converge(
-            "pg",
-            "create_replication_slot",
-            "Create a physical replication slot on the primary (a no-op when it exists).",
-        )
-        .timeout(30)
-    }
-
     fn describe(input: &SlotInput) -> String {
-        format!(
-            "create replication slot {} on {}",
-            input.slot,
-            target(&input.url, &input.name)
-        )
+        input.describe("create")
     }
 
     fn predict(input: &SlotInput) -> SlotChange {
-        SlotChange {
-            slot: input.slot.clone(),
-            changed: true,
-        }
+        input.changed()
     }
 
     async fn run(input: SlotInput, cx: Cx) -> Result<SlotChange, ActionError> {
@@ -1278,27 +1249,19 @@ impl Action for CreateReplicationSlot {
     }
 }
 
+action! {
+    /// Drop a replication slot (a no-op when it does not exist; refused while a standby uses it).
+    DropReplicationSlot(SlotInput) -> SlotChange =
+        Spec::converge("pg", "drop_replication_slot").timeout(30)
+}
+
 impl Action for DropReplicationSlot {
-    type Input = SlotInput;
-    type Output = SlotChange;
-
-    fn spec() -> Spec {
-        Spec::converge("pg", "drop_replication_slot", "Drop a replication slot (a no-op when it does not exist; refused while a standby uses it).").timeout(30)
-    }
-
     fn describe(input: &SlotInput) -> String {
-        format!(
-            "drop replication slot {} on {}",
-            input.slot,
-            target(&input.url, &input.name)
-        )
+        input.describe("drop")
     }
 
     fn predict(input: &SlotInput) -> SlotChange {
-        SlotChange {
-            slot: input.slot.clone(),
-            changed: true,
-        }
+        input.changed()
     }
 
     async fn run(input: SlotInput, cx: Cx) -> Result<SlotChange, ActionError> {
@@ -1358,8 +1321,6 @@ pub struct ConfigChange {
     pub restart_required: bool,
 }
 
-pub struct SetConfig;
-
 async fn setting_row(client: &Client, target: &str, name: &str) -> Result<Value, ActionError> {
     json_rows(
         client,
@@ -1372,14 +1333,12 @@ async fn setting_row(client: &Client, target: &str, name: &str) -> Result<Value,
     .ok_or_else(|| ActionError::permanent(format!("{target}: unknown setting '{name}'")))
 }
 
+action! {
+    /// ALTER SYSTEM SET a setting and reload; reports whether it needs a restart to take effect.
+    SetConfig(SetConfigInput) -> ConfigChange = Spec::converge("pg", "set_config").timeout(30)
+}
+
 impl Action for SetConfig {
-    type Input = SetConfigInput;
-    type Output = ConfigChange;
-
-    fn spec() -> Spec {
-        Spec::converge("pg", "set_config", "ALTER SYSTEM SET a setting and reload; reports whether it needs a restart to take effect.").timeout(30)
-    }
-
     fn describe(input: &SetConfigInput) -> String {
         format!(
             "set {} = '{}' on {}",
@@ -1491,21 +1450,12 @@ pub struct RoleChange {
     pub created: bool,
 }
 
-pub struct CreateRole;
+action! {
+    /// Create a role, or alter an existing one to match (login, replication, password).
+    CreateRole(CreateRoleInput) -> RoleChange = Spec::converge("pg", "create_role").timeout(30)
+}
 
 impl Action for CreateRole {
-    type Input = CreateRoleInput;
-    type Output = RoleChange;
-
-    fn spec() -> Spec {
-        Spec::converge(
-            "pg",
-            "create_role",
-            "Create a role, or alter an existing one to match (login, replication, password).",
-        )
-        .timeout(30)
-    }
-
     fn describe(input: &CreateRoleInput) -> String {
         let mut attrs = vec![if input.login { "LOGIN" } else { "NOLOGIN" }];
         if input.replication {
@@ -1590,20 +1540,17 @@ pub struct Repointed {
     pub upstream: String,
 }
 
-pub struct Repoint;
-
 pub(crate) fn conninfo_value(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+action! {
+    /// Make a standby stream from another primary (primary_conninfo and slot, reloaded), waiting
+    /// until it streams; a no-op when it already does.
+    Repoint(RepointInput) -> Repointed = Spec::converge("pg", "repoint")
+}
+
 impl Action for Repoint {
-    type Input = RepointInput;
-    type Output = Repointed;
-
-    fn spec() -> Spec {
-        Spec::converge("pg", "repoint", "Make a standby stream from another primary (primary_conninfo and slot, reloaded), waiting until it streams; a no-op when it already does.")
-    }
-
     fn describe(input: &RepointInput) -> String {
         format!(
             "make {} stream from {}",

@@ -576,18 +576,18 @@ async fn preview(input: &RejoinInput, cx: &Cx) -> Option<String> {
     })
 }
 
-pub struct Rewind;
+action! {
+    /// Turn a former primary (or a diverged standby) into a standby of `primary_url`: stop it,
+    /// pg_rewind it onto the primary's timeline (what it wrote after the fork is discarded), keep
+    /// its own configuration files, write primary_conninfo, the slot and standby.signal, start it,
+    /// and wait until it streams. A no-op when it already streams from that primary. Needs
+    /// wal_log_hints or data checksums, and the data directory on this host.
+    Rewind(RejoinInput) -> Rejoined = Spec::converge("pg", "rewind").timeout(600).retries(0)
+}
 
 impl Action for Rewind {
-    type Input = RejoinInput;
-    type Output = Rejoined;
-
     /// pg_rewind works on a stopped server: its database being down is no refusal.
     const ANSWERS_FOR_DOWN: bool = true;
-
-    fn spec() -> Spec {
-        Spec::converge("pg", "rewind", "Turn a former primary (or a diverged standby) into a standby of `primary_url`: stop it, pg_rewind it onto the primary's timeline (what it wrote after the fork is discarded), keep its own configuration files, write primary_conninfo, the slot and standby.signal, start it, and wait until it streams. A no-op when it already streams from that primary. Needs wal_log_hints or data checksums, and the data directory on this host.").timeout(600).retries(0)
-    }
 
     fn describe(input: &RejoinInput) -> String {
         let how = if input.keep_copy == Some(false) {
@@ -626,16 +626,18 @@ impl Action for Rewind {
     }
 }
 
-pub struct BaseBackup;
+action! {
+    /// Rebuild a server as a standby of `primary_url` from a fresh base backup, when a rewind is
+    /// impossible: stop it, pg_basebackup from the primary into a directory beside its own, keep
+    /// its own configuration files, swap the two (the old one moved aside, kept, not deleted),
+    /// write the standby settings, start it, and wait until it streams. A no-op when it already
+    /// streams from that primary; run again after an interruption, it moves the old directory aside
+    /// once.
+    BaseBackup(RejoinInput) -> Rejoined =
+        Spec::converge("pg", "basebackup").timeout(3600).retries(0)
+}
 
 impl Action for BaseBackup {
-    type Input = RejoinInput;
-    type Output = Rejoined;
-
-    fn spec() -> Spec {
-        Spec::converge("pg", "basebackup", "Rebuild a server as a standby of `primary_url` from a fresh base backup, when a rewind is impossible: stop it, pg_basebackup from the primary into a directory beside its own, keep its own configuration files, swap the two (the old one moved aside, kept, not deleted), write the standby settings, start it, and wait until it streams. A no-op when it already streams from that primary; run again after an interruption, it moves the old directory aside once.").timeout(3600).retries(0)
-    }
-
     fn describe(input: &RejoinInput) -> String {
         describe_rejoin(
             input,
@@ -940,16 +942,14 @@ pub struct Restarted {
     pub took_ms: u64,
 }
 
-pub struct Restart;
+action! {
+    /// Restart a server (fast shutdown, start) so settings that wait for a restart take effect
+    /// (wal_log_hints, wal_level); by default only when one does. Waits until it accepts
+    /// connections again, and a standby until it streams.
+    Restart(RestartInput) -> Restarted = Spec::converge("pg", "restart").timeout(300).retries(0)
+}
 
 impl Action for Restart {
-    type Input = RestartInput;
-    type Output = Restarted;
-
-    fn spec() -> Spec {
-        Spec::converge("pg", "restart", "Restart a server (fast shutdown, start) so settings that wait for a restart take effect (wal_log_hints, wal_level); by default only when one does. Waits until it accepts connections again, and a standby until it streams.").timeout(300).retries(0)
-    }
-
     fn describe(input: &RestartInput) -> String {
         format!(
             "restart {}{}",

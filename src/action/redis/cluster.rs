@@ -17,22 +17,13 @@ pub struct ClusterInfo {
     pub fields: BTreeMap<String, String>,
 }
 
-pub struct ClusterInfoAction;
+action! {
+    /// CLUSTER INFO of a Redis Cluster node: state, slots assigned, known nodes.
+    ClusterInfoAction(Target) -> ClusterInfo =
+        Spec::read("redis", "cluster_info").primary("url").timeout(10)
+}
 
 impl Action for ClusterInfoAction {
-    type Input = Target;
-    type Output = ClusterInfo;
-
-    fn spec() -> Spec {
-        Spec::read(
-            "redis",
-            "cluster_info",
-            "CLUSTER INFO of a Redis Cluster node: state, slots assigned, known nodes.",
-        )
-        .primary("url")
-        .timeout(10)
-    }
-
     fn describe(input: &Target) -> String {
         format!("CLUSTER INFO on {}", target(&input.url, &input.name))
     }
@@ -83,22 +74,13 @@ pub struct ClusterNodes {
     pub nodes: Vec<ClusterNode>,
 }
 
-pub struct ClusterNodesAction;
+action! {
+    /// CLUSTER NODES of a Redis Cluster node, parsed: ids, addresses, roles, links, slots.
+    ClusterNodesAction(Target) -> ClusterNodes =
+        Spec::read("redis", "cluster_nodes").primary("url").timeout(10)
+}
 
 impl Action for ClusterNodesAction {
-    type Input = Target;
-    type Output = ClusterNodes;
-
-    fn spec() -> Spec {
-        Spec::read(
-            "redis",
-            "cluster_nodes",
-            "CLUSTER NODES of a Redis Cluster node, parsed: ids, addresses, roles, links, slots.",
-        )
-        .primary("url")
-        .timeout(10)
-    }
-
     fn describe(input: &Target) -> String {
         format!("CLUSTER NODES on {}", target(&input.url, &input.name))
     }
@@ -170,16 +152,14 @@ pub struct Met {
     pub node_id: String,
 }
 
-pub struct ClusterMeet;
+action! {
+    /// Add a node to a Redis Cluster (CLUSTER MEET from `url`, a member) and wait until the cluster
+    /// knows it, linked; a no-op when it already does.
+    ClusterMeet(MeetInput) -> Met =
+        Spec::converge("redis", "cluster_meet").primary("url").timeout(60)
+}
 
 impl Action for ClusterMeet {
-    type Input = MeetInput;
-    type Output = Met;
-
-    fn spec() -> Spec {
-        Spec::converge("redis", "cluster_meet", "Add a node to a Redis Cluster (CLUSTER MEET from `url`, a member) and wait until the cluster knows it, linked; a no-op when it already does.").primary("url").timeout(60)
-    }
-
     fn describe(input: &MeetInput) -> String {
         format!(
             "add {}:{} to the cluster of {}",
@@ -286,16 +266,15 @@ fn address_of(url: &SecretString) -> Result<(String, u16, Option<String>), Actio
     ))
 }
 
-pub struct MoveSlot;
+action! {
+    /// Move hash slots of a Redis Cluster from the node at `url` to `target_url`, one slot at a
+    /// time with its keys (SETSLOT IMPORTING/MIGRATING, MIGRATE in batches, SETSLOT NODE): a move
+    /// cut off half-way finishes when run again; slots the target already serves are skipped.
+    MoveSlot(MoveSlotInput) -> MovedSlots =
+        Spec::converge("redis", "move_slot").primary("url").timeout(600)
+}
 
 impl Action for MoveSlot {
-    type Input = MoveSlotInput;
-    type Output = MovedSlots;
-
-    fn spec() -> Spec {
-        Spec::converge("redis", "move_slot", "Move hash slots of a Redis Cluster from the node at `url` to `target_url`, one slot at a time with its keys (SETSLOT IMPORTING/MIGRATING, MIGRATE in batches, SETSLOT NODE): a move cut off half-way finishes when run again; slots the target already serves are skipped.").primary("url").timeout(600)
-    }
-
     fn describe(input: &MoveSlotInput) -> String {
         let count = input.count.unwrap_or(1).max(1);
         let slots = if count == 1 {

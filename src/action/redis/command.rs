@@ -24,21 +24,12 @@ fn words(args: &[Value]) -> Vec<String> {
         .collect()
 }
 
-pub struct Command;
+action! {
+    /// Any Redis command (escape hatch): a write, not idempotent.
+    Command(CommandInput) -> Reply = Spec::change("redis", "command").timeout(30)
+}
 
 impl Action for Command {
-    type Input = CommandInput;
-    type Output = Reply;
-
-    fn spec() -> Spec {
-        Spec::change(
-            "redis",
-            "command",
-            "Any Redis command (escape hatch): a write, not idempotent.",
-        )
-        .timeout(30)
-    }
-
     fn describe(input: &CommandInput) -> String {
         let words = words(&input.args);
         format!("{} on {}", words.join(" "), target(&input.url, &input.name))

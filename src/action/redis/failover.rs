@@ -29,16 +29,14 @@ pub struct FailedOver {
     pub took_ms: u64,
 }
 
-pub struct Failover;
+action! {
+    /// Coordinated failover (FAILOVER, Redis 6.2+): the primary pauses writes, waits for the
+    /// replica to catch up, and swaps roles with it.
+    Failover(FailoverInput) -> FailedOver =
+        Spec::converge("redis", "failover").timeout(30).retries(0)
+}
 
 impl Action for Failover {
-    type Input = FailoverInput;
-    type Output = FailedOver;
-
-    fn spec() -> Spec {
-        Spec::converge("redis", "failover", "Coordinated failover (FAILOVER, Redis 6.2+): the primary pauses writes, waits for the replica to catch up, and swaps roles with it.").timeout(30).retries(0)
-    }
-
     fn describe(input: &FailoverInput) -> String {
         let to = match (&input.to_host, input.to_port) {
             (Some(h), Some(p)) => format!(" to {h}:{p}"),

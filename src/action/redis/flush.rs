@@ -22,22 +22,14 @@ fn db_of(url: &SecretString) -> Option<i64> {
     Some(info.redis_settings().db())
 }
 
-pub struct Flush;
+action! {
+    /// Empty the database the URL names (FLUSHDB ASYNC; db 0 unless the URL ends in /N) on a
+    /// primary, so that a cache holds nothing of data that was replaced; its replicas follow.
+    /// Refused on a replica. On a Redis Cluster it empties the one node.
+    Flush(Target) -> Flushed = Spec::converge("redis", "flush").primary("url").timeout(30)
+}
 
 impl Action for Flush {
-    type Input = Target;
-    type Output = Flushed;
-
-    fn spec() -> Spec {
-        Spec::converge(
-            "redis",
-            "flush",
-            "Empty the database the URL names (FLUSHDB ASYNC; db 0 unless the URL ends in /N) on a primary, so that a cache holds nothing of data that was replaced; its replicas follow. Refused on a replica. On a Redis Cluster it empties the one node.",
-        )
-        .primary("url")
-        .timeout(30)
-    }
-
     fn describe(input: &Target) -> String {
         let db = db_of(&input.url).map_or_else(
             || "the database its URL names".to_string(),

@@ -11,22 +11,12 @@ pub struct Changed {
     pub role: String,
 }
 
-pub struct Promote;
+action! {
+    /// Make a replica a primary (REPLICAOF NO ONE); a no-op on a primary.
+    Promote(Target) -> Changed = Spec::converge("redis", "promote").primary("url").timeout(10)
+}
 
 impl Action for Promote {
-    type Input = Target;
-    type Output = Changed;
-
-    fn spec() -> Spec {
-        Spec::converge(
-            "redis",
-            "promote",
-            "Make a replica a primary (REPLICAOF NO ONE); a no-op on a primary.",
-        )
-        .primary("url")
-        .timeout(10)
-    }
-
     fn describe(input: &Target) -> String {
         format!("promote {} to primary", target(&input.url, &input.name))
     }
@@ -70,16 +60,12 @@ input! {
     }
 }
 
-pub struct Replicate;
+action! {
+    /// Make a server a replica of a primary (REPLICAOF host port); a no-op when it already is.
+    Replicate(ReplicateInput) -> Changed = Spec::converge("redis", "replicate").timeout(10)
+}
 
 impl Action for Replicate {
-    type Input = ReplicateInput;
-    type Output = Changed;
-
-    fn spec() -> Spec {
-        Spec::converge("redis", "replicate", "Make a server a replica of a primary (REPLICAOF host port); a no-op when it already is.").timeout(10)
-    }
-
     fn describe(input: &ReplicateInput) -> String {
         format!(
             "make {} a replica of {}:{}",

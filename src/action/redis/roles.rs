@@ -18,18 +18,12 @@ pub struct Info {
     pub sections: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-pub struct InfoAction;
+action! {
+    /// INFO, parsed into sections of fields.
+    InfoAction(InfoInput) -> Info = Spec::read("redis", "info").primary("url").timeout(10)
+}
 
 impl Action for InfoAction {
-    type Input = InfoInput;
-    type Output = Info;
-
-    fn spec() -> Spec {
-        Spec::read("redis", "info", "INFO, parsed into sections of fields.")
-            .primary("url")
-            .timeout(10)
-    }
-
     fn describe(input: &InfoInput) -> String {
         format!(
             "INFO {}on {}",
@@ -141,16 +135,13 @@ pub(super) async fn preview_role(
         .map(|r| role_summary(&r))
 }
 
-pub struct RoleAction;
+action! {
+    /// Primary or replica, the replication offset, the primary and link of a replica, the replicas
+    /// of a primary.
+    RoleAction(Target) -> Role = Spec::read("redis", "role").primary("url").timeout(10)
+}
 
 impl Action for RoleAction {
-    type Input = Target;
-    type Output = Role;
-
-    fn spec() -> Spec {
-        Spec::read("redis", "role", "Primary or replica, the replication offset, the primary and link of a replica, the replicas of a primary.").primary("url").timeout(10)
-    }
-
     fn describe(input: &Target) -> String {
         format!("role of {}", target(&input.url, &input.name))
     }

@@ -24,16 +24,14 @@ pub struct Synced {
     pub waited_ms: u64,
 }
 
-pub struct WaitSynced;
+action! {
+    /// Wait until a replica's link is up, its sync is done and (with primary_url) its offset equals
+    /// the primary's.
+    WaitSynced(WaitSyncedInput) -> Synced =
+        Spec::read("redis", "wait_synced").timeout(120).retries(0)
+}
 
 impl Action for WaitSynced {
-    type Input = WaitSyncedInput;
-    type Output = Synced;
-
-    fn spec() -> Spec {
-        Spec::read("redis", "wait_synced", "Wait until a replica's link is up, its sync is done and (with primary_url) its offset equals the primary's.").timeout(120).retries(0)
-    }
-
     fn describe(input: &WaitSyncedInput) -> String {
         format!("wait until {} is synced", target(&input.url, &input.name))
     }

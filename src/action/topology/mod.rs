@@ -336,16 +336,16 @@ async fn observe(inv: &InventoryView, probe_timeout: Duration, cx: &Cx) -> Topol
     t
 }
 
-pub struct Observe;
+action! {
+    /// Ask every region of the inventory what it is: database role, timeline, WAL positions,
+    /// upstream and lag; Redis role and master; health; the app's ready replicas and the database
+    /// it uses; DNS weight. Returns the picture, the primary (null when none or ambiguous), the
+    /// anomalies with their severity, and a table to print.
+    Observe(ObserveInput) -> Topology =
+        Spec::read("topology", "observe").primary("inventory").timeout(60).retries(0)
+}
 
 impl Action for Observe {
-    type Input = ObserveInput;
-    type Output = Topology;
-
-    fn spec() -> Spec {
-        Spec::read("topology", "observe", "Ask every region of the inventory what it is: database role, timeline, WAL positions, upstream and lag; Redis role and master; health; the app's ready replicas and the database it uses; DNS weight. Returns the picture, the primary (null when none or ambiguous), the anomalies with their severity, and a table to print.").primary("inventory").timeout(60).retries(0)
-    }
-
     fn describe(input: &ObserveInput) -> String {
         format!("observe {}", regions_line(&input.inventory))
     }
@@ -392,16 +392,16 @@ pub struct VerifyInput {
     pub probe_timeout: Dur,
 }
 
-pub struct Verify;
+action! {
+    /// A write procedure's postcondition, observed: exactly one writable primary (the one named);
+    /// every standby that answers (and every one named) streaming from it; Redis following it; DNS
+    /// weight only on regions with ready replicas that pass their health check; running apps using
+    /// the primary (or their own region's standby). Waits up to `within` for it to hold, then fails
+    /// listing what does not.
+    Verify(VerifyInput) -> Topology = Spec::read("topology", "verify").timeout(600).retries(0)
+}
 
 impl Action for Verify {
-    type Input = VerifyInput;
-    type Output = Topology;
-
-    fn spec() -> Spec {
-        Spec::read("topology", "verify", "A write procedure's postcondition, observed: exactly one writable primary (the one named); every standby that answers (and every one named) streaming from it; Redis following it; DNS weight only on regions with ready replicas that pass their health check; running apps using the primary (or their own region's standby). Waits up to `within` for it to hold, then fails listing what does not.").timeout(600).retries(0)
-    }
-
     fn describe(input: &VerifyInput) -> String {
         let standbys = if input.standbys.is_empty() {
             String::new()

@@ -548,7 +548,7 @@ pub async fn observe(inv: &InventoryView, cx: &Cx) -> Topology {
     }
     let weights = async {
         let d = inv.dns.as_ref()?;
-        let input = dns::GetInput {
+        let input = dns::RecordKey {
             zone: d.zone.clone(),
             name: d.record.clone(),
             rtype: "A".into(),

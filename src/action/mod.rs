@@ -60,6 +60,16 @@ macro_rules! input {
             pub fn what(&self) -> String {
                 format!("deployment {} in {}", self.deployment, self.context)
             }
+
+            /// The deployment the call names, and where.
+            pub fn target(&self) -> $crate::action::k8s::DeploymentRef<'_> {
+                $crate::action::k8s::DeploymentRef {
+                    context: &self.context,
+                    kubeconfig: &self.kubeconfig,
+                    namespace: &self.namespace,
+                    name: &self.deployment,
+                }
+            }
         }
     };
     (route53: $($decl:tt)*) => {

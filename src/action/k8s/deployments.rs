@@ -22,19 +22,59 @@ pub struct Scaled {
     pub changed: bool,
 }
 
-async fn deployments(
-    context: &str,
-    kubeconfig: &Option<String>,
-    namespace: &Option<String>,
-    cx: &Cx,
-) -> Result<(Api<Deployment>, String), ActionError> {
-    let cluster = Cluster {
-        context: context.to_string(),
-        kubeconfig: kubeconfig.clone(),
-    };
-    let (client, default_ns) = client(&cluster, cx).await?;
-    let ns = namespace.clone().unwrap_or(default_ns);
-    Ok((Api::namespaced(client, &ns), ns))
+/// A deployment a call names: its cluster, namespace and name.
+pub struct DeploymentRef<'a> {
+    pub context: &'a str,
+    pub kubeconfig: &'a Option<String>,
+    pub namespace: &'a Option<String>,
+    pub name: &'a str,
+}
+
+impl DeploymentRef<'_> {
+    /// The deployments API of its namespace, and "deployment NS/NAME" for messages.
+    async fn api(&self, cx: &Cx) -> Result<(Api<Deployment>, String), ActionError> {
+        let cluster = Cluster {
+            context: self.context.to_string(),
+            kubeconfig: self.kubeconfig.clone(),
+        };
+        let (client, default_ns) = client(&cluster, cx).await?;
+        let ns = self.namespace.clone().unwrap_or(default_ns);
+        let what = format!("deployment {ns}/{}", self.name);
+        Ok((Api::namespaced(client, &ns), what))
+    }
+
+    /// The deployment as it is now, with its API and its name for messages.
+    async fn get(&self, cx: &Cx) -> Result<(Api<Deployment>, String, Deployment), ActionError> {
+        let (api, what) = self.api(cx).await?;
+        let d = self.read(&api, &what).await?;
+        Ok((api, what, d))
+    }
+
+    /// Reads it again through an API from [`Self::api`].
+    async fn read(&self, api: &Api<Deployment>, what: &str) -> Result<Deployment, ActionError> {
+        api.get(self.name)
+            .await
+            .map_err(|e| kube_error(what, self.context, e))
+    }
+
+    /// Changes its pod template with a strategic-merge patch, as `kubectl patch` does.
+    async fn patch_template(
+        &self,
+        api: &Api<Deployment>,
+        what: &str,
+        template: Value,
+    ) -> Result<(), ActionError> {
+        let patch = json!({"spec": {"template": template}});
+        api.patch(self.name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+            .map_err(|e| kube_error(what, self.context, e))?;
+        Ok(())
+    }
+
+    /// For a dry-run's preview: the deployment, when it can be read.
+    async fn peek(&self, cx: &Cx) -> Option<Deployment> {
+        self.get(cx).await.ok().map(|(_, _, d)| d)
+    }
 }
 
 action! {
@@ -62,10 +102,7 @@ impl Action for Scale {
     }
 
     async fn preview(input: ScaleInput, cx: Cx) -> Option<String> {
-        let (api, _) = deployments(&input.context, &input.kubeconfig, &input.namespace, &cx)
-            .await
-            .ok()?;
-        let d = api.get(&input.deployment).await.ok()?;
+        let d = input.target().peek(&cx).await?;
         Some(format!(
             "now {}",
             d.spec.and_then(|s| s.replicas).unwrap_or(1)
@@ -76,13 +113,7 @@ impl Action for Scale {
         if input.replicas < 0 {
             return Err(ActionError::permanent("replicas cannot be negative"));
         }
-        let (api, ns) =
-            deployments(&input.context, &input.kubeconfig, &input.namespace, &cx).await?;
-        let what = format!("deployment {ns}/{}", input.deployment);
-        let d = api
-            .get(&input.deployment)
-            .await
-            .map_err(|e| kube_error(&what, &input.context, e))?;
+        let (api, what, d) = input.target().get(&cx).await?;
         let before = d.spec.and_then(|s| s.replicas).unwrap_or(1);
         if before == input.replicas {
             return Ok(Scaled {
@@ -149,10 +180,7 @@ impl Action for SetEnv {
     }
 
     async fn preview(input: SetEnvInput, cx: Cx) -> Option<String> {
-        let (api, _) = deployments(&input.context, &input.kubeconfig, &input.namespace, &cx)
-            .await
-            .ok()?;
-        let d = api.get(&input.deployment).await.ok()?;
+        let d = input.target().peek(&cx).await?;
         let containers = d.spec?.template.spec?.containers;
         let c = match &input.container {
             Some(name) => containers.into_iter().find(|c| &c.name == name)?,
@@ -185,13 +213,7 @@ impl Action for SetEnv {
     }
 
     async fn run(input: SetEnvInput, cx: Cx) -> Result<EnvSet, ActionError> {
-        let (api, ns) =
-            deployments(&input.context, &input.kubeconfig, &input.namespace, &cx).await?;
-        let what = format!("deployment {ns}/{}", input.deployment);
-        let d = api
-            .get(&input.deployment)
-            .await
-            .map_err(|e| kube_error(&what, &input.context, e))?;
+        let (api, what, d) = input.target().get(&cx).await?;
         let containers = d
             .spec
             .and_then(|s| s.template.spec)
@@ -229,14 +251,9 @@ impl Action for SetEnv {
             }
         }
         if !changed.is_empty() {
-            let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container.name, "env": patch_env}]}}}});
-            api.patch(
-                &input.deployment,
-                &PatchParams::default(),
-                &Patch::Strategic(patch),
-            )
-            .await
-            .map_err(|e| kube_error(&what, &input.context, e))?;
+            let containers = json!([{"name": container.name, "env": patch_env}]);
+            let template = json!({"spec": {"containers": containers}});
+            input.target().patch_template(&api, &what, template).await?;
         }
         Ok(EnvSet {
             container: container.name.clone(),
@@ -299,14 +316,10 @@ impl Action for RolloutStatus {
 
     async fn run(input: DeploymentInput, cx: Cx) -> Result<RolledOut, ActionError> {
         let poll = Poll::new(&cx, input.interval.0);
-        let (api, ns) =
-            deployments(&input.context, &input.kubeconfig, &input.namespace, &cx).await?;
-        let what = format!("deployment {ns}/{}", input.deployment);
+        let deployment = input.target();
+        let (api, what) = deployment.api(&cx).await?;
         loop {
-            let d = api
-                .get(&input.deployment)
-                .await
-                .map_err(|e| kube_error(&what, &input.context, e))?;
+            let d = deployment.read(&api, &what).await?;
             let generation = d.metadata.generation.unwrap_or(0);
             let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let s = d.status.clone().unwrap_or_default();
@@ -374,10 +387,7 @@ impl Action for RolloutUndo {
     }
 
     async fn preview(input: UndoInput, cx: Cx) -> Option<String> {
-        let (api, _) = deployments(&input.context, &input.kubeconfig, &input.namespace, &cx)
-            .await
-            .ok()?;
-        let d = api.get(&input.deployment).await.ok()?;
+        let d = input.target().peek(&cx).await?;
         revision_of(&d.metadata).map(|r| format!("now at revision {r}"))
     }
 
@@ -450,13 +460,7 @@ impl Action for RolloutUndo {
             labels.remove("pod-template-hash");
         }
         template["$patch"] = json!("replace");
-        api.patch(
-            &input.deployment,
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": template}})),
-        )
-        .await
-        .map_err(|e| kube_error(&what, &input.context, e))?;
+        input.target().patch_template(&api, &what, template).await?;
         Ok(RolledBack {
             from_revision: current,
             to_revision: *to,
@@ -488,23 +492,12 @@ impl Action for Restart {
     }
 
     async fn run(input: DeploymentInput, cx: Cx) -> Result<Restarted, ActionError> {
-        let (api, ns) =
-            deployments(&input.context, &input.kubeconfig, &input.namespace, &cx).await?;
+        let deployment = input.target();
+        let (api, what) = deployment.api(&cx).await?;
         let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let patch = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": at}}}}});
-        api.patch(
-            &input.deployment,
-            &PatchParams::default(),
-            &Patch::Strategic(patch),
-        )
-        .await
-        .map_err(|e| {
-            kube_error(
-                &format!("deployment {ns}/{}", input.deployment),
-                &input.context,
-                e,
-            )
-        })?;
+        let annotations = json!({"kubectl.kubernetes.io/restartedAt": at});
+        let template = json!({"metadata": {"annotations": annotations}});
+        deployment.patch_template(&api, &what, template).await?;
         Ok(Restarted { restarted_at: at })
     }
 }

@@ -39,10 +39,7 @@ impl Action for Upsert {
     }
 
     fn predict(_: &UpsertInput) -> Applied {
-        Applied {
-            change_id: Some("predicted".into()),
-            status: "PENDING".into(),
-        }
+        predicted()
     }
 
     async fn run(input: UpsertInput, _cx: Cx) -> Result<Applied, ActionError> {
@@ -96,10 +93,7 @@ impl Action for Delete {
     }
 
     fn predict(_: &RecordKey) -> Applied {
-        Applied {
-            change_id: Some("predicted".into()),
-            status: "PENDING".into(),
-        }
+        predicted()
     }
 
     async fn run(input: RecordKey, _cx: Cx) -> Result<Applied, ActionError> {

@@ -339,6 +339,17 @@ fn unchanged() -> Applied {
     }
 }
 
+/// The change id a dry-run's change returns: `dns::wait_change` has nothing to wait for.
+const PREDICTED: &str = "predicted";
+
+/// A dry-run's answer for a change it would submit.
+fn predicted() -> Applied {
+    Applied {
+        change_id: Some(PREDICTED.into()),
+        status: "PENDING".into(),
+    }
+}
+
 /// Records found, with the weight of each set identifier.
 fn records_output(records: Vec<Record>) -> Records {
     let weights = records

@@ -45,7 +45,7 @@ impl Action for WaitChange {
 
     async fn run(input: WaitChangeInput, cx: Cx) -> Result<InSync, ActionError> {
         let poll = Poll::new(&cx, input.interval.0);
-        let Some(id) = input.change_id.clone().filter(|id| id != "predicted") else {
+        let Some(id) = input.change_id.clone().filter(|id| id != PREDICTED) else {
             return Ok(InSync {
                 status: "UNCHANGED".into(),
                 waited_ms: 0,

@@ -55,7 +55,7 @@ impl Action for SetWeights {
 
     fn predict(input: &SetWeightsInput) -> WeightsChanged {
         WeightsChanged {
-            change_id: Some("predicted".into()),
+            change_id: Some(PREDICTED.into()),
             status: "PENDING".into(),
             before: BTreeMap::new(),
             after: input.weights.clone(),

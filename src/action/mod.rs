@@ -117,6 +117,13 @@ macro_rules! action {
             }
         }
     };
+    ($name:ident $($rest:tt)*) => {
+        compile_error!(concat!(
+            "action ",
+            stringify!($name),
+            ": say what it does in a /// comment first (the text `runbook actions` and editors show)"
+        ));
+    };
 }
 
 mod aws;

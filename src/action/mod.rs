@@ -712,7 +712,49 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::Invocation;
+    use super::{Invocation, Registry, Spec};
+
+    #[test]
+    fn a_doc_comment_becomes_one_paragraph() {
+        // What `action!` passes on: each `///` line, with the space after the slashes.
+        let cases = [
+            (Spec::read("a", "b").described(" One line."), "One line."),
+            (
+                Spec::read("a", "b")
+                    .described(concat!(" Wait until it is healthy", " (or failing).")),
+                "Wait until it is healthy (or failing).",
+            ),
+            (
+                Spec::change("a", "b").described(" Trailing space. "),
+                "Trailing space.",
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(spec.doc, want);
+        }
+    }
+
+    #[test]
+    fn every_action_says_what_it_does_in_one_clean_paragraph() {
+        let registry = Registry::standard();
+        let mut seen = std::collections::BTreeSet::new();
+        for action in registry.iter() {
+            let spec = action.spec();
+            let name = spec.full_name();
+            assert!(seen.insert(name.clone()), "{name} is registered twice");
+            let doc = spec.doc;
+            assert!(
+                doc.starts_with(|c: char| c.is_uppercase()),
+                "{name}: its doc starts {doc:?}"
+            );
+            assert!(doc.ends_with('.'), "{name}: its doc ends {doc:?}");
+            assert!(
+                !doc.contains("  "),
+                "{name}: two spaces where lines join: {doc:?}"
+            );
+        }
+        assert!(seen.len() >= 50, "only {} actions registered", seen.len());
+    }
 
     #[test]
     fn a_suggested_run_is_spelled_as_the_operator_started_this_one() {

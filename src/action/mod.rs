@@ -64,8 +64,7 @@ macro_rules! input {
             /// The deployment the call names, and where.
             pub fn target(&self) -> $crate::action::k8s::DeploymentRef<'_> {
                 $crate::action::k8s::DeploymentRef {
-                    context: &self.context,
-                    kubeconfig: &self.kubeconfig,
+                    cluster: self.cluster(),
                     namespace: &self.namespace,
                     name: &self.deployment,
                 }

@@ -24,56 +24,63 @@ pub struct Scaled {
 
 /// A deployment a call names: its cluster, namespace and name.
 pub struct DeploymentRef<'a> {
-    pub context: &'a str,
-    pub kubeconfig: &'a Option<String>,
+    pub cluster: Cluster,
     pub namespace: &'a Option<String>,
     pub name: &'a str,
 }
 
-impl DeploymentRef<'_> {
-    /// The deployments API of its namespace, and "deployment NS/NAME" for messages.
-    async fn api(&self, cx: &Cx) -> Result<(Api<Deployment>, String), ActionError> {
-        let cluster = Cluster {
-            context: self.context.to_string(),
-            kubeconfig: self.kubeconfig.clone(),
-        };
-        let (client, default_ns) = client(&cluster, cx).await?;
+impl<'a> DeploymentRef<'a> {
+    /// Reaches it: its cluster's client and its namespace (the context's when the call names
+    /// none).
+    async fn open(self, cx: &Cx) -> Result<Reached<'a>, ActionError> {
+        let (client, default_ns) = client(&self.cluster, cx).await?;
         let ns = self.namespace.clone().unwrap_or(default_ns);
-        let what = format!("deployment {ns}/{}", self.name);
-        Ok((Api::namespaced(client, &ns), what))
-    }
-
-    /// The deployment as it is now, with its API and its name for messages.
-    async fn get(&self, cx: &Cx) -> Result<(Api<Deployment>, String, Deployment), ActionError> {
-        let (api, what) = self.api(cx).await?;
-        let d = self.read(&api, &what).await?;
-        Ok((api, what, d))
-    }
-
-    /// Reads it again through an API from [`Self::api`].
-    async fn read(&self, api: &Api<Deployment>, what: &str) -> Result<Deployment, ActionError> {
-        api.get(self.name)
-            .await
-            .map_err(|e| kube_error(what, self.context, e))
-    }
-
-    /// Changes its pod template with a strategic-merge patch, as `kubectl patch` does.
-    async fn patch_template(
-        &self,
-        api: &Api<Deployment>,
-        what: &str,
-        template: Value,
-    ) -> Result<(), ActionError> {
-        let patch = json!({"spec": {"template": template}});
-        api.patch(self.name, &PatchParams::default(), &Patch::Strategic(patch))
-            .await
-            .map_err(|e| kube_error(what, self.context, e))?;
-        Ok(())
+        Ok(Reached {
+            api: Api::namespaced(client.clone(), &ns),
+            what: format!("deployment {ns}/{}", self.name),
+            client,
+            ns,
+            name: self.name,
+            context: self.cluster.context,
+        })
     }
 
     /// For a dry-run's preview: the deployment, when it can be read.
-    async fn peek(&self, cx: &Cx) -> Option<Deployment> {
-        self.get(cx).await.ok().map(|(_, _, d)| d)
+    async fn peek(self, cx: &Cx) -> Option<Deployment> {
+        self.open(cx).await.ok()?.read().await.ok()
+    }
+}
+
+/// A deployment reached: its namespace's API, and its name for messages.
+struct Reached<'a> {
+    api: Api<Deployment>,
+    client: kube::Client,
+    ns: String,
+    /// "deployment NS/NAME".
+    what: String,
+    name: &'a str,
+    context: String,
+}
+
+impl Reached<'_> {
+    /// The deployment as it is now.
+    async fn read(&self) -> Result<Deployment, ActionError> {
+        self.api.get(self.name).await.map_err(|e| self.error(e))
+    }
+
+    /// Changes its pod template with a strategic-merge patch, as `kubectl patch` does.
+    async fn patch_template(&self, template: Value) -> Result<(), ActionError> {
+        let patch = json!({"spec": {"template": template}});
+        self.api
+            .patch(self.name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// A failed call on it, named with its namespace and context.
+    fn error(&self, e: kube::Error) -> ActionError {
+        kube_error(&self.what, &self.context, e)
     }
 }
 
@@ -113,7 +120,8 @@ impl Action for Scale {
         if input.replicas < 0 {
             return Err(ActionError::permanent("replicas cannot be negative"));
         }
-        let (api, what, d) = input.target().get(&cx).await?;
+        let deployment = input.target().open(&cx).await?;
+        let d = deployment.read().await?;
         let before = d.spec.and_then(|s| s.replicas).unwrap_or(1);
         if before == input.replicas {
             return Ok(Scaled {
@@ -122,13 +130,15 @@ impl Action for Scale {
                 changed: false,
             });
         }
-        api.patch_scale(
-            &input.deployment,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": input.replicas}})),
-        )
-        .await
-        .map_err(|e| kube_error(&what, &input.context, e))?;
+        deployment
+            .api
+            .patch_scale(
+                &input.deployment,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": input.replicas}})),
+            )
+            .await
+            .map_err(|e| deployment.error(e))?;
         Ok(Scaled {
             before,
             replicas: input.replicas,
@@ -213,7 +223,9 @@ impl Action for SetEnv {
     }
 
     async fn run(input: SetEnvInput, cx: Cx) -> Result<EnvSet, ActionError> {
-        let (api, what, d) = input.target().get(&cx).await?;
+        let deployment = input.target().open(&cx).await?;
+        let d = deployment.read().await?;
+        let what = &deployment.what;
         let containers = d
             .spec
             .and_then(|s| s.template.spec)
@@ -253,7 +265,7 @@ impl Action for SetEnv {
         if !changed.is_empty() {
             let containers = json!([{"name": container.name, "env": patch_env}]);
             let template = json!({"spec": {"containers": containers}});
-            input.target().patch_template(&api, &what, template).await?;
+            deployment.patch_template(template).await?;
         }
         Ok(EnvSet {
             container: container.name.clone(),
@@ -316,10 +328,10 @@ impl Action for RolloutStatus {
 
     async fn run(input: DeploymentInput, cx: Cx) -> Result<RolledOut, ActionError> {
         let poll = Poll::new(&cx, input.interval.0);
-        let deployment = input.target();
-        let (api, what) = deployment.api(&cx).await?;
+        let deployment = input.target().open(&cx).await?;
+        let what = &deployment.what;
         loop {
-            let d = deployment.read(&api, &what).await?;
+            let d = deployment.read().await?;
             let generation = d.metadata.generation.unwrap_or(0);
             let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let s = d.status.clone().unwrap_or_default();
@@ -392,15 +404,9 @@ impl Action for RolloutUndo {
     }
 
     async fn run(input: UndoInput, cx: Cx) -> Result<RolledBack, ActionError> {
-        let cluster = input.cluster();
-        let (client, default_ns) = client(&cluster, &cx).await?;
-        let ns = input.namespace.clone().unwrap_or(default_ns);
-        let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-        let what = format!("deployment {ns}/{}", input.deployment);
-        let d = api
-            .get(&input.deployment)
-            .await
-            .map_err(|e| kube_error(&what, &input.context, e))?;
+        let deployment = input.target().open(&cx).await?;
+        let what = &deployment.what;
+        let d = deployment.read().await?;
         let current = revision_of(&d.metadata);
         let selector = d
             .spec
@@ -411,12 +417,12 @@ impl Action for RolloutUndo {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
-        let sets: Api<ReplicaSet> = Api::namespaced(client, &ns);
+        let sets: Api<ReplicaSet> = Api::namespaced(deployment.client.clone(), &deployment.ns);
         let uid = d.metadata.uid.clone();
         let owned: Vec<ReplicaSet> = sets
             .list(&ListParams::default().labels(&selector))
             .await
-            .map_err(|e| kube_error(&what, &input.context, e))?
+            .map_err(|e| deployment.error(e))?
             .items
             .into_iter()
             .filter(|rs| {
@@ -460,7 +466,7 @@ impl Action for RolloutUndo {
             labels.remove("pod-template-hash");
         }
         template["$patch"] = json!("replace");
-        input.target().patch_template(&api, &what, template).await?;
+        deployment.patch_template(template).await?;
         Ok(RolledBack {
             from_revision: current,
             to_revision: *to,
@@ -492,12 +498,11 @@ impl Action for Restart {
     }
 
     async fn run(input: DeploymentInput, cx: Cx) -> Result<Restarted, ActionError> {
-        let deployment = input.target();
-        let (api, what) = deployment.api(&cx).await?;
+        let deployment = input.target().open(&cx).await?;
         let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let annotations = json!({"kubectl.kubernetes.io/restartedAt": at});
         let template = json!({"metadata": {"annotations": annotations}});
-        deployment.patch_template(&api, &what, template).await?;
+        deployment.patch_template(template).await?;
         Ok(Restarted { restarted_at: at })
     }
 }

@@ -14,32 +14,24 @@ use crate::secret::SecretString;
 /// The most of a response body the engine keeps.
 pub const MAX_BODY: usize = 1 << 20;
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GetInput {
-    /// The URL to fetch (may be a secret).
-    pub url: SecretString,
-    /// Request headers; values may be secrets.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, SecretString>,
-    /// Status codes that count as success: one code or a list (default: any 2xx).
-    pub expect_status: Option<StatusSpec>,
+input! {
+    http:
+    pub struct GetInput {
+        /// Status codes that count as success: one code or a list (default: any 2xx).
+        pub expect_status: Option<StatusSpec>,
+    }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PostInput {
-    /// The URL to send to (may be a secret).
-    pub url: SecretString,
-    /// Request headers; values may be secrets.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, SecretString>,
-    /// A text body (give `body` or `json`, not both).
-    pub body: Option<String>,
-    /// A JSON body, sent with content-type application/json.
-    pub json: Option<Value>,
-    /// Status codes that count as success: one code or a list (default: any 2xx).
-    pub expect_status: Option<StatusSpec>,
+input! {
+    http:
+    pub struct PostInput {
+        /// A text body (give `body` or `json`, not both).
+        pub body: Option<String>,
+        /// A JSON body, sent with content-type application/json.
+        pub json: Option<Value>,
+        /// Status codes that count as success: one code or a list (default: any 2xx).
+        pub expect_status: Option<StatusSpec>,
+    }
 }
 
 /// What an HTTP request returned.
@@ -109,6 +101,40 @@ pub(crate) struct Request<'a> {
     pub body: Option<String>,
     pub json: Option<&'a Value>,
     pub timeout: Duration,
+}
+
+impl<'a> Request<'a> {
+    /// A GET that gives up after `timeout`.
+    pub fn get(
+        url: &'a SecretString,
+        headers: &'a BTreeMap<String, SecretString>,
+        timeout: Duration,
+    ) -> Self {
+        Request {
+            method: reqwest::Method::GET,
+            url,
+            headers,
+            body: None,
+            json: None,
+            timeout,
+        }
+    }
+
+    /// A POST of a text body or a JSON one that gives up after `timeout`.
+    pub fn post(
+        url: &'a SecretString,
+        headers: &'a BTreeMap<String, SecretString>,
+        body: Option<String>,
+        json: Option<&'a Value>,
+        timeout: Duration,
+    ) -> Self {
+        Request {
+            method: reqwest::Method::POST,
+            body,
+            json,
+            ..Request::get(url, headers, timeout)
+        }
+    }
 }
 
 /// Sends a request and reads at most [`MAX_BODY`] of the answer.
@@ -250,15 +276,7 @@ impl Action for Get {
     }
 
     async fn run(input: GetInput, cx: Cx) -> Result<Response, ActionError> {
-        let req = Request {
-            method: reqwest::Method::GET,
-            url: &input.url,
-            headers: &input.headers,
-            body: None,
-            json: None,
-            timeout: cx.timeout,
-        };
-        let resp = send(&cx, req).await?;
+        let resp = send(&cx, Request::get(&input.url, &input.headers, cx.timeout)).await?;
         check_status(&input.url.shown(), &resp, &input.expect_status)?;
         Ok(resp)
     }
@@ -295,14 +313,13 @@ impl Action for Post {
             .map(crate::secret::reveal_json)
             .transpose()
             .map_err(ActionError::permanent)?;
-        let req = Request {
-            method: reqwest::Method::POST,
-            url: &input.url,
-            headers: &input.headers,
-            body: input.body.clone(),
-            json: json.as_ref(),
-            timeout: cx.timeout,
-        };
+        let req = Request::post(
+            &input.url,
+            &input.headers,
+            input.body.clone(),
+            json.as_ref(),
+            cx.timeout,
+        );
         let resp = send(&cx, req).await?;
         check_status(&input.url.shown(), &resp, &input.expect_status)?;
         Ok(resp)
@@ -319,28 +336,24 @@ pub enum Until {
     Unhealthy,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WaitHealthyInput {
-    /// The health endpoint (may be a secret).
-    pub url: SecretString,
-    /// Request headers; values may be secrets.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, SecretString>,
-    /// Status codes that count as healthy (default: any 2xx).
-    pub expect_status: Option<StatusSpec>,
-    /// "healthy" (default) waits for successes; "unhealthy" waits for failures.
-    #[serde(default)]
-    pub wait_for: Until,
-    /// How many checks in a row must agree (default 3).
-    #[serde(default = "default_consecutive")]
-    pub consecutive: u32,
-    /// Time between checks (default "2s").
-    #[serde(default = "Dur::ms::<2000>")]
-    pub interval: Dur,
-    /// A check slower than this counts as a failure (default "10s").
-    #[serde(default = "Dur::ms::<10000>")]
-    pub max_latency: Dur,
+input! {
+    http:
+    pub struct WaitHealthyInput {
+        /// Status codes that count as healthy (default: any 2xx).
+        pub expect_status: Option<StatusSpec>,
+        /// "healthy" (default) waits for successes; "unhealthy" waits for failures.
+        #[serde(default)]
+        pub wait_for: Until,
+        /// How many checks in a row must agree (default 3).
+        #[serde(default = "default_consecutive")]
+        pub consecutive: u32,
+        /// Time between checks (default "2s").
+        #[serde(default = "Dur::ms::<2000>")]
+        pub interval: Dur,
+        /// A check slower than this counts as a failure (default "10s").
+        #[serde(default = "Dur::ms::<10000>")]
+        pub max_latency: Dur,
+    }
 }
 
 fn default_consecutive() -> u32 {
@@ -444,14 +457,7 @@ impl Action for WaitHealthy {
         };
         let mut recent: Vec<String> = Vec::new();
         loop {
-            let req = Request {
-                method: reqwest::Method::GET,
-                url: &input.url,
-                headers: &input.headers,
-                body: None,
-                json: None,
-                timeout: input.max_latency.0,
-            };
+            let req = Request::get(&input.url, &input.headers, input.max_latency.0);
             let started = Instant::now();
             let outcome = send(&cx, req).await;
             report.checks += 1;

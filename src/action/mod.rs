@@ -71,6 +71,15 @@ macro_rules! input {
             }
         }
     };
+    (http: $($decl:tt)*) => {
+        input!(@with {
+            /// The URL to call; may be a secret (shown as `<secret NAME>`).
+            pub url: $crate::secret::SecretString,
+            /// Request headers; values may be secrets.
+            #[serde(default, skip_serializing_if = "::std::collections::BTreeMap::is_empty")]
+            pub headers: ::std::collections::BTreeMap<String, $crate::secret::SecretString>,
+        } {} $($decl)*);
+    };
     (route53: $($decl:tt)*) => {
         input!(@with {} {
             /// Another endpoint for the Route53 API (moto, LocalStack); default: AWS.

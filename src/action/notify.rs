@@ -69,14 +69,7 @@ async fn deliver(
 ) -> Result<Delivery, ActionError> {
     let resp = send(
         cx,
-        Request {
-            method: reqwest::Method::POST,
-            url,
-            headers,
-            body: None,
-            json: Some(payload),
-            timeout: cx.timeout,
-        },
+        Request::post(url, headers, None, Some(payload), cx.timeout),
     )
     .await?;
     if !StatusSpec::accepts(expect, resp.status) {

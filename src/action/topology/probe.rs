@@ -392,14 +392,7 @@ async fn health(r: &RegionTargets, cx: &Cx) -> Health {
         return Health::default();
     };
     let headers = BTreeMap::new();
-    let req = http::Request {
-        method: reqwest::Method::GET,
-        url,
-        headers: &headers,
-        body: None,
-        json: None,
-        timeout: cx.timeout.min(Duration::from_secs(10)),
-    };
+    let req = http::Request::get(url, &headers, cx.timeout.min(Duration::from_secs(10)));
     // The request's own timeout is the probe's limit.
     match http::send(cx, req).await {
         Ok(resp) => Health {

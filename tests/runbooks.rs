@@ -683,6 +683,86 @@ fn emergency_failover_with_the_primary_down_completes_and_reports_its_recovery_t
     );
 }
 
+/// Traffic goes only to a region that passes its health check: an emergency failover whose
+/// target's application fails it promotes the target, then stops before DNS moves a single
+/// user (resumable, saying where users still go); resumed once it passes, it moves them.
+#[test]
+fn emergency_failover_sends_no_users_to_a_target_that_fails_its_health_check() {
+    let d = drill();
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
+    d.stack.web.set_health("eu-west-1", Health::Fail);
+    let weights = d.stack.moto.weights();
+    let ran = d.run(
+        "emergency-failover",
+        &[
+            "--var",
+            "check_interval=100ms",
+            "--var",
+            "target=eu-west-1",
+            "--var",
+            "health_within=3s",
+        ],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &[
+            "eu-west-1 does not pass its health check within 3s (--var health_within): DNS was not changed, so no users were sent to it. Fix it and resume this run; until then DNS keeps sending users to us-east-1.",
+            "runbook resume ",
+        ],
+    );
+    assert_eq!(d.stack.moto.weights(), weights, "no user moved");
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");
+
+    d.stack.web.set_health("eu-west-1", Health::Ok);
+    let resumed = d.t.exec(&["resume", &d.t.only_run()]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    let now: Vec<(String, i64)> = weights
+        .iter()
+        .map(|(r, _)| (r.clone(), if r == "eu-west-1" { 100 } else { 0 }))
+        .collect();
+    assert_eq!(d.stack.moto.weights(), now);
+}
+
+/// A planned failover killed while it waits for the promoted target to pass its health check,
+/// the target failing it meanwhile: resumed, it stops before DNS moves a user; resumed once
+/// the target passes, it moves them and finishes.
+#[test]
+fn planned_failover_moves_users_only_once_the_target_passes_its_health_check() {
+    let d = drill();
+    let weights = d.stack.moto.weights();
+    let (run, _) = d.kill_when(
+        "planned-failover",
+        &[
+            "--var",
+            "target=eu-west-1",
+            "--var",
+            "health_within=3s",
+            "--yes",
+        ],
+        |j| j.contains(r#""step":["target healthy"]"#),
+    );
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");
+    d.stack.web.set_health("eu-west-1", Health::Fail);
+    let failed = d.t.exec(&["resume", &run]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert_says(
+        &failed.stderr,
+        &["eu-west-1 does not pass its health check within 3s (--var health_within): DNS was not changed, so no users were sent to it. Fix it and resume this run; until then DNS keeps sending users to us-east-1."],
+    );
+    assert_eq!(d.stack.moto.weights(), weights, "no user moved");
+
+    d.stack.web.set_health("eu-west-1", Health::Ok);
+    let done = d.t.exec(&["resume", &run]);
+    assert_eq!(done.code, 0, "{}", done.all());
+    let now: Vec<(String, i64)> = weights
+        .iter()
+        .map(|(r, _)| (r.clone(), if r == "eu-west-1" { 100 } else { 0 }))
+        .collect();
+    assert_eq!(d.stack.moto.weights(), now);
+}
+
 /// A lost region: its database crashed, its health fails, and its addresses — the database's
 /// port, Redis, the Kubernetes API — take connections and never answer, as a region cut off
 /// by the network does. The failover observes it within its probe time, gives each of the

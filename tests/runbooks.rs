@@ -763,6 +763,47 @@ fn planned_failover_moves_users_only_once_the_target_passes_its_health_check() {
     assert_eq!(d.stack.moto.weights(), now);
 }
 
+/// rejoin.rhai gives a region its DNS weight back only once it passes its health check: with
+/// its application failing, the region is made a standby and the run stops before DNS sends it
+/// a user, saying how to put them back later; resumed once it passes, it sets the weight.
+#[test]
+fn rejoin_gives_users_back_only_once_the_region_passes_its_health_check() {
+    let d = drill();
+    let weights = d.stack.moto.weights();
+    d.stack.web.set_health("ap-southeast-1", Health::Fail);
+    let args = [
+        "--var",
+        "region=ap-southeast-1",
+        "--var",
+        "weight=45",
+        "--var",
+        "replicas=2",
+        "--var",
+        "health_within=3s",
+    ];
+    let ran = d.run("rejoin", &args);
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &[
+            "ap-southeast-1 does not pass its health check within 3s (--var health_within): DNS was not changed, so no users were sent to it. Fix it and resume this run; ap-southeast-1 is a standby again, only its users are not back (or abandon this run and put them back later: runbook run ",
+            "/runbooks/drain.rhai -i ",
+            " --var region=ap-southeast-1 --var restore=true).",
+        ],
+    );
+    assert_eq!(d.stack.moto.weights(), weights, "no user moved");
+    assert_eq!(d.psql("ap-southeast-1", "SELECT pg_is_in_recovery()"), "t");
+
+    d.stack.web.set_health("ap-southeast-1", Health::Ok);
+    let resumed = d.t.exec(&["resume", &d.t.only_run()]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    let now: Vec<(String, i64)> = weights
+        .iter()
+        .map(|(r, w)| (r.clone(), if r == "ap-southeast-1" { 45 } else { *w }))
+        .collect();
+    assert_eq!(d.stack.moto.weights(), now);
+}
+
 /// A lost region: its database crashed, its health fails, and its addresses — the database's
 /// port, Redis, the Kubernetes API — take connections and never answer, as a region cut off
 /// by the network does. The failover observes it within its probe time, gives each of the

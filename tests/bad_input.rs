@@ -142,6 +142,13 @@ fn parameters_are_checked_before_anything_runs() {
         &["--var", "novalue"],
         "--var novalue: write it as NAME=VALUE",
     );
+    // A duration is checked before the run starts, not when a step, perhaps after the first
+    // change, hands it to an action.
+    refused(
+        "let p = params(#{ wait: #{ type: \"duration\", default: \"2m\" } });\nhttp::post(#{ url: \"URL\" });",
+        &["--var", "wait=soon"],
+        "--var wait=soon: 'soon' is not a duration",
+    );
     refused(
         "params(#{ n: #{ tpye: \"int\" } });",
         &[],

@@ -3,7 +3,7 @@ use crate::support::{assert_says, Test};
 #[test]
 fn check_reports_every_problem_with_its_position_and_runs_nothing() {
     let t = Test::new().script(
-        "step(\"a\", || { http::gett(#{ url: \"x\" }) });\nstep(\"a\", || {});\nhttp::get(#{urll: \"x\"});\nparams(#{ a: #{ tpye: \"int\" } });\nfor r in [1,2] { step(\"x\", || {}) }\nhttp::get(1, 2);\napprove();\nshell::run(#{ cmd: \"touch ran\" });\n",
+        "step(\"a\", || { http::gett(#{ url: \"x\" }) });\nstep(\"a\", || {});\nhttp::get(#{urll: \"x\"});\nparams(#{ a: #{ tpye: \"int\" }, w: #{ type: \"duration\", default: \"soon\" } });\nfor r in [1,2] { step(\"x\", || {}) }\nhttp::get(1, 2);\napprove();\nshell::run(#{ cmd: \"touch ran\" });\n",
     );
     let ran = t.exec(&["check", "runbook.rhai"]);
     assert_eq!(ran.code, 2);
@@ -15,6 +15,7 @@ fn check_reports_every_problem_with_its_position_and_runs_nothing() {
             "step 'a' is already defined in this scope (line 1)",
             "http::get has no field `urll` (did you mean `url`?)",
             "parameter 'a': unknown key `tpye`",
+            "parameter 'w': its default 'soon' is not a duration",
             "step 'x' has a fixed name inside a loop",
             "http::get takes one argument",
             "approve takes 1 argument, not 0",

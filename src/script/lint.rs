@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use rhai::{ASTNode, Expr, Position, Stmt, AST};
 
-use super::params::{PARAM_KEYS, PARAM_TYPES};
+use super::params::{default_duration, PARAM_KEYS, PARAM_TYPES};
 use crate::action::Registry;
 use crate::action::COMMON_FIELDS;
 use crate::error::Error;
@@ -244,6 +244,9 @@ impl Linter<'_> {
                     };
                     for (param, _, decl) in decls {
                         let Lit::Map(entries) = decl else { continue };
+                        let duration = entries.iter().any(|(k, _, v)| {
+                            k == "type" && matches!(v, Lit::Str(t) if t == "duration")
+                        });
                         for (key, kpos, value) in entries {
                             let kpos = if kpos.is_none() { pos } else { kpos };
                             if !PARAM_KEYS.contains(&key.as_str()) {
@@ -255,6 +258,16 @@ impl Linter<'_> {
                                         PARAM_KEYS.join(", ")
                                     ),
                                 );
+                            }
+                            if let ("default", Lit::Str(text), true) =
+                                (key.as_str(), &value, duration)
+                            {
+                                if let Err(e) = default_duration(&text.as_str().into()) {
+                                    self.problem(
+                                        kpos,
+                                        format!("parameter '{param}': its default {e}"),
+                                    );
+                                }
                             }
                             if let ("type", Lit::Str(t)) = (key.as_str(), &value) {
                                 if !PARAM_TYPES.contains(&t.as_str()) {

@@ -7,7 +7,7 @@ use rhai::{Dynamic, Map};
 
 /// The keys a parameter declaration may have.
 pub const PARAM_KEYS: [&str; 5] = ["type", "default", "doc", "required", "choices"];
-pub const PARAM_TYPES: [&str; 5] = ["string", "int", "float", "bool", "list"];
+pub const PARAM_TYPES: [&str; 6] = ["string", "int", "float", "bool", "list", "duration"];
 
 /// `params(#{ name: #{type, default, doc, required, choices} })`: checks the `--var` values
 /// against the declarations and returns them typed, or every problem found.
@@ -51,6 +51,13 @@ pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Ma
                 }
             },
             None => match decl.get("default") {
+                Some(d) if ty == "duration" => match default_duration(d) {
+                    Ok(()) => d.clone(),
+                    Err(e) => {
+                        problems.push(format!("parameter '{name}': its default {e}"));
+                        continue;
+                    }
+                },
                 Some(d) => d.clone(),
                 None if decl.get("required").and_then(|r| r.as_bool().ok()) == Some(false) => {
                     Dynamic::UNIT
@@ -170,7 +177,21 @@ fn parse_param(ty: &str, text: &str) -> Result<Dynamic, String> {
                 .map(|s| Dynamic::from(s.to_string()))
                 .collect(),
         )),
+        // Checked now, before any step, and kept as written: actions read "90s" themselves.
+        "duration" => {
+            crate::action::Dur::parse(text).map(|_| Dynamic::from(text.trim().to_string()))
+        }
         _ => Ok(Dynamic::from(text.to_string())),
+    }
+}
+
+/// A duration parameter's declared default: text an action reads as a duration.
+pub fn default_duration(value: &Dynamic) -> Result<(), String> {
+    match value.clone().into_string() {
+        Ok(text) => crate::action::Dur::parse(&text).map(|_| ()),
+        Err(_) => Err(format!(
+            "{value} is not a duration: write it as text, e.g. \"500ms\", \"5s\", \"2m\""
+        )),
     }
 }
 
@@ -214,6 +235,10 @@ mod tests {
             "regions".into(),
             decl(&[("type", "list".into()), ("required", false.into())]),
         );
+        d.insert(
+            "wait".into(),
+            decl(&[("type", "duration".into()), ("default", "2m".into())]),
+        );
         d
     }
 
@@ -235,6 +260,9 @@ mod tests {
         assert!(ok["force"].as_bool().unwrap());
         assert_eq!(ok["max"].as_int().unwrap(), 16);
         assert_eq!(ok["regions"].to_string(), r#"["a", "b"]"#);
+        assert_eq!(ok["wait"].to_string(), "2m");
+        let given = resolve_params(&decls(), &vars(&[("target", "eu"), ("wait", " 1h 30m ")]));
+        assert_eq!(given.unwrap()["wait"].to_string(), "1h 30m");
 
         type Given<'a> = Vec<(&'a str, &'a str)>;
         let cases: Vec<(Given, Vec<&str>)> = vec![
@@ -252,12 +280,16 @@ mod tests {
                 vec!["--var force=maybe: expected true or false"],
             ),
             (
+                vec![("target", "eu"), ("wait", "soon")],
+                vec![r#"--var wait=soon: 'soon' is not a duration (expected number at 0); write e.g. "500ms", "5s", "2m""#],
+            ),
+            (
                 vec![("target", "eu"), ("taget", "x")],
-                vec!["unknown parameter --var taget (did you mean `target`?): it declares force, max, regions, target"],
+                vec!["unknown parameter --var taget (did you mean `target`?): it declares force, max, regions, target, wait"],
             ),
             (
                 vec![("target", "eu"), ("colour", "x")],
-                vec!["unknown parameter --var colour: it declares force, max, regions, target"],
+                vec!["unknown parameter --var colour: it declares force, max, regions, target, wait"],
             ),
         ];
         for (given, want) in cases {
@@ -269,6 +301,24 @@ mod tests {
             "x".into(),
             decl(&[("type", "date".into()), ("defualt", 1_i64.into())]),
         );
+        for (default, want) in [
+            (
+                Dynamic::from("soon"),
+                "parameter 'x': its default 'soon' is not a duration",
+            ),
+            (
+                Dynamic::from(5_i64),
+                "parameter 'x': its default 5 is not a duration: write it as text",
+            ),
+        ] {
+            let mut d = Map::new();
+            d.insert(
+                "x".into(),
+                decl(&[("type", "duration".into()), ("default", default)]),
+            );
+            let problems = resolve_params(&d, &vars(&[])).unwrap_err();
+            assert!(problems[0].starts_with(want), "{problems:?}");
+        }
         let problems = resolve_params(&bad, &vars(&[])).unwrap_err();
         assert!(
             problems.iter().any(|p| p.contains("unknown key `defualt`")),

@@ -201,3 +201,39 @@ fn a_function_reading_the_inventory_it_is_not_given_is_refused_before_running() 
     assert_eq!(own.code, 0, "{}", own.all());
     assert_says(&own.stdout, &["42"]);
 }
+
+/// `runbook check --params`: what each runbook takes, as an operator passes it, the required
+/// parameters first; a runbook whose declarations are built when it runs says so.
+#[test]
+fn check_lists_the_parameters_a_runbook_declares() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let t = Test::new().file(
+        "built.rhai",
+        "let d = #{};\nd.n = #{ type: \"int\" };\nlet p = params(d);\n",
+    );
+    let planned = format!("{root}/runbooks/planned-failover.rhai");
+    let ran = t.exec(&["check", "--params", &planned, "built.rhai"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("ok: {planned} (")),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(
+        lines[1],
+        "  --var target=<string>            required           the region to become primary"
+    );
+    assert_says(
+        &ran.stdout,
+        &[
+            "  --var health_within=<duration>   default 2m         how long the target's application",
+            "  --var from=<string>              default \"\"         the current primary region",
+            "ok: built.rhai (",
+            "  parameters built when it runs: not listed",
+        ],
+    );
+    // Without --params, the one line a file.
+    let plain = t.exec(&["check", &planned]);
+    assert_eq!(plain.stdout.lines().count(), 1, "{}", plain.stdout);
+}

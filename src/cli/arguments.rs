@@ -128,6 +128,10 @@ pub enum Command {
         /// The runbooks (.rhai) to check
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also list the parameters each one declares: --var name=<type>, its default or
+        /// whether it is required, and what it is for
+        #[arg(long)]
+        params: bool,
     },
     /// List runs: id, runbook, status, start, last step
     Runs {

@@ -166,7 +166,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             drop(rt);
             result
         }
-        Command::Check { files } => check(&files),
+        Command::Check { files, params } => check(&files, params),
         Command::Runs { json } => runs(store.as_ref(), json),
         Command::Log {
             run_id,
@@ -278,11 +278,18 @@ fn env(
     Ok((rt, env))
 }
 
-fn check(files: &[std::path::PathBuf]) -> Result<(), Error> {
+fn check(files: &[std::path::PathBuf], params: bool) -> Result<(), Error> {
     let mut failed = 0;
     for file in files {
         match crate::script::check_file(file) {
-            Ok(summary) => say!("ok: {} ({summary})", file.display()),
+            Ok(summary) => {
+                say!("ok: {} ({summary})", file.display());
+                if params {
+                    for line in crate::script::parameter_lines(file) {
+                        say!("  {line}");
+                    }
+                }
+            }
             Err(problems) => {
                 failed += 1;
                 for p in &problems {

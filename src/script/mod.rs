@@ -14,7 +14,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 
 pub use builtins::ActionDocs;
 pub use host::{Handler, Host, NoHost};
-pub use params::{declared as declared_params, resolve_params};
+pub use params::{declared as declared_params, describe as describe_params, resolve_params};
 pub use stdlib::{StdlibResolver, STDLIB};
 
 use crate::error::{Error, ScriptPos};
@@ -357,6 +357,20 @@ pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
         plural(lines, "line", "lines"),
         plural(functions, "function", "functions")
     ))
+}
+
+/// `runbook check --params`: the parameters a runbook declares, a line each (see
+/// [`describe_params`]), or a line saying why they cannot be listed.
+pub fn parameter_lines(path: &Path) -> Vec<String> {
+    let decls = read_script(path)
+        .ok()
+        .and_then(|source| parse_plain(&source))
+        .and_then(|plain| declared_params(&plain));
+    match decls {
+        Some(d) if d.is_empty() => vec!["no parameters".into()],
+        Some(d) => describe_params(&d),
+        None => vec!["parameters built when it runs: not listed".into()],
+    }
 }
 
 /// Writes Rhai definition files (`*.d.rhai`) for editors and the Rhai language server: every

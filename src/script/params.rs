@@ -102,6 +102,64 @@ pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Ma
     Ok(out)
 }
 
+/// The declared parameters as an operator passes them, a line each in aligned columns, the
+/// required ones first: `--var target=<string>  required  the region to become primary`.
+pub fn describe(decls: &Map) -> Vec<String> {
+    let mut rows: Vec<[String; 3]> = decls
+        .iter()
+        .map(|(name, decl)| {
+            let decl = decl
+                .read_lock::<Map>()
+                .map(|m| m.clone())
+                .unwrap_or_default();
+            let text = |key: &str| decl.get(key).map(|v| v.to_string());
+            let ty = text("type").unwrap_or_else(|| "string".into());
+            let need = match decl.get("default") {
+                Some(d) => format!("default {}", shown_default(d)),
+                None if decl.get("required").and_then(|r| r.as_bool().ok()) == Some(false) => {
+                    "optional".into()
+                }
+                None => "required".into(),
+            };
+            let mut doc = text("doc").unwrap_or_default();
+            if let Some(choices) = decl
+                .get("choices")
+                .and_then(|c| c.read_lock::<rhai::Array>().map(|a| a.clone()))
+            {
+                let list: Vec<String> = choices.iter().map(|c| c.to_string()).collect();
+                doc = format!("{doc} (one of {})", list.join(", "))
+                    .trim()
+                    .to_string();
+            }
+            [format!("--var {name}=<{ty}>"), need, doc]
+        })
+        .collect();
+    // What must be given first.
+    rows.sort_by_key(|r| r[1] != "required");
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let (w0, w1) = (width(0), width(1));
+    rows.iter()
+        .map(|[a, b, c]| format!("{a:w0$}  {b:w1$}  {c}").trim_end().to_string())
+        .collect()
+}
+
+/// A default as it would be written after `--var name=`: a list comma-separated, an empty
+/// text as "".
+fn shown_default(value: &Dynamic) -> String {
+    if let Some(items) = value.read_lock::<rhai::Array>() {
+        let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+        return if items.is_empty() {
+            "(none)".into()
+        } else {
+            items.join(",")
+        };
+    }
+    match value.to_string() {
+        t if t.is_empty() => "\"\"".into(),
+        t => t,
+    }
+}
+
 /// A runbook's parameter declarations read from its tree as written (`plain`, from
 /// [`super::parse_plain`]) without running it: the map literal of its `params(#{ .. })` call.
 /// An empty map when it declares none; None when the declarations are not a literal (built at
@@ -327,6 +385,41 @@ mod tests {
         assert!(
             problems.iter().any(|p| p.contains("unknown type \"date\"")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn parameters_are_described_as_an_operator_passes_them() {
+        let mut d = decls();
+        d.insert(
+            "from".into(),
+            decl(&[
+                ("type", "string".into()),
+                ("default", "".into()),
+                ("doc", "the primary".into()),
+            ]),
+        );
+        d.insert(
+            "weights".into(),
+            decl(&[
+                ("type", "list".into()),
+                (
+                    "default",
+                    Dynamic::from_array(vec!["70".into(), "30".into()]),
+                ),
+            ]),
+        );
+        assert_eq!(
+            super::describe(&d),
+            vec![
+                "--var target=<string>  required       (one of eu, ap)",
+                "--var force=<bool>     default false",
+                "--var from=<string>    default \"\"     the primary",
+                "--var max=<int>        default 16",
+                "--var regions=<list>   optional",
+                "--var wait=<duration>  default 2m",
+                "--var weights=<list>   default 70,30",
+            ]
         );
     }
 

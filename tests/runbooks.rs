@@ -245,6 +245,25 @@ impl Drill {
         self.deployment(region, "spec.replicas")
     }
 
+    /// Makes `region` pass its health check, resumes `run`, which must finish, and checks
+    /// Route53's weights: each region of `before` at the weight `after` gives it.
+    pub fn resume_once_healthy(
+        &self,
+        run: &str,
+        region: &str,
+        before: &[(String, i64)],
+        after: impl Fn(&str, i64) -> i64,
+    ) {
+        self.stack.web.set_health(region, Health::Ok);
+        let resumed = self.t.exec(&["resume", run]);
+        assert_eq!(resumed.code, 0, "{}", resumed.all());
+        let want: Vec<(String, i64)> = before
+            .iter()
+            .map(|(r, w)| (r.clone(), after(r, *w)))
+            .collect();
+        assert_eq!(self.stack.moto.weights(), want);
+    }
+
     /// Runs `act`, which must exit with `code`, say each of `says` on stderr, and leave
     /// everything a runbook could change as it was.
     pub fn changes_nothing(&self, code: i32, says: &[&str], act: impl FnOnce() -> Ran) {
@@ -715,14 +734,8 @@ fn emergency_failover_sends_no_users_to_a_target_that_fails_its_health_check() {
     assert_eq!(d.stack.moto.weights(), weights, "no user moved");
     assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");
 
-    d.stack.web.set_health("eu-west-1", Health::Ok);
-    let resumed = d.t.exec(&["resume", &d.t.only_run()]);
-    assert_eq!(resumed.code, 0, "{}", resumed.all());
-    let now: Vec<(String, i64)> = weights
-        .iter()
-        .map(|(r, _)| (r.clone(), if r == "eu-west-1" { 100 } else { 0 }))
-        .collect();
-    assert_eq!(d.stack.moto.weights(), now);
+    let all_to_eu = |r: &str, _| if r == "eu-west-1" { 100 } else { 0 };
+    d.resume_once_healthy(&d.t.only_run(), "eu-west-1", &weights, all_to_eu);
 }
 
 /// A planned failover killed while it waits for the promoted target to pass its health check,
@@ -753,14 +766,8 @@ fn planned_failover_moves_users_only_once_the_target_passes_its_health_check() {
     );
     assert_eq!(d.stack.moto.weights(), weights, "no user moved");
 
-    d.stack.web.set_health("eu-west-1", Health::Ok);
-    let done = d.t.exec(&["resume", &run]);
-    assert_eq!(done.code, 0, "{}", done.all());
-    let now: Vec<(String, i64)> = weights
-        .iter()
-        .map(|(r, _)| (r.clone(), if r == "eu-west-1" { 100 } else { 0 }))
-        .collect();
-    assert_eq!(d.stack.moto.weights(), now);
+    let all_to_eu = |r: &str, _| if r == "eu-west-1" { 100 } else { 0 };
+    d.resume_once_healthy(&run, "eu-west-1", &weights, all_to_eu);
 }
 
 /// rejoin.rhai gives a region its DNS weight back only once it passes its health check: with
@@ -794,14 +801,8 @@ fn rejoin_gives_users_back_only_once_the_region_passes_its_health_check() {
     assert_eq!(d.stack.moto.weights(), weights, "no user moved");
     assert_eq!(d.psql("ap-southeast-1", "SELECT pg_is_in_recovery()"), "t");
 
-    d.stack.web.set_health("ap-southeast-1", Health::Ok);
-    let resumed = d.t.exec(&["resume", &d.t.only_run()]);
-    assert_eq!(resumed.code, 0, "{}", resumed.all());
-    let now: Vec<(String, i64)> = weights
-        .iter()
-        .map(|(r, w)| (r.clone(), if r == "ap-southeast-1" { 45 } else { *w }))
-        .collect();
-    assert_eq!(d.stack.moto.weights(), now);
+    let ap_back = |r: &str, w| if r == "ap-southeast-1" { 45 } else { w };
+    d.resume_once_healthy(&d.t.only_run(), "ap-southeast-1", &weights, ap_back);
 }
 
 /// A lost region: its database crashed, its health fails, and its addresses — the database's

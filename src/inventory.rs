@@ -67,6 +67,12 @@ impl Inventory {
                 ),
             });
         }
+        if let Some((key, message)) = bad_interval(&value) {
+            return Err(Error::Inventory {
+                path: file.to_string(),
+                message: format!("{key}: {message}; nothing was run"),
+            });
+        }
         Ok(Inventory {
             file: file.to_string(),
             value,
@@ -166,6 +172,7 @@ const RUNBOOK_KEYS: [(&str, &[&str]); 4] = [
             "prometheus_url",
             "prometheus_window",
             "prometheus_interval",
+            "health_interval",
         ],
     ),
     (
@@ -185,6 +192,27 @@ const RUNBOOK_KEYS: [(&str, &[&str]); 4] = [
     ("postgres", &["replicator_password"]),
     ("notify", &["slack_webhook"]),
 ];
+
+/// The top-level keys the shipped runbooks read as the time between two checks: one that
+/// does not parse would otherwise fail at the step that reads it, which may come after a
+/// promotion.
+const INTERVAL_KEYS: [&str; 2] = ["health_interval", "prometheus_interval"];
+
+/// The first interval key that is not a duration above zero, and why.
+fn bad_interval(value: &Value) -> Option<(&'static str, String)> {
+    INTERVAL_KEYS.iter().find_map(|&key| {
+        let why = match &value[key] {
+            Value::Null => return None,
+            Value::String(text) => match crate::action::Dur::parse(text) {
+                Ok(d) if d.0.is_zero() => format!("'{text}' is no time at all: checks would follow each other without a pause; write e.g. \"1s\""),
+                Ok(_) => return None,
+                Err(e) => e,
+            },
+            other => format!("{other} is not a duration; write it as text, e.g. \"1s\""),
+        };
+        Some((key, why))
+    })
+}
 
 /// The keys written close to one the engine reads (a region's `databse_url`, `[postgres]`'s
 /// `sslmod`) where that one is missing from the same table: read as written, the typed views
@@ -406,6 +434,49 @@ mod tests {
             assert_eq!(got, want, "{what}");
             let parsed = Inventory::parse("inv.toml", text);
             assert_eq!(parsed.is_err(), !want.is_empty(), "{what}");
+        }
+    }
+
+    /// Each case: an inventory's top-level lines, and the interval key it is refused for.
+    #[test]
+    fn intervals_are_durations_above_zero() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("not set: the runbooks' defaults", "", None),
+            (
+                "durations",
+                "health_interval = \"250ms\"\nprometheus_interval = \"15s\"",
+                None,
+            ),
+            (
+                "a word",
+                "health_interval = \"soon\"",
+                Some("health_interval"),
+            ),
+            (
+                "no time at all",
+                "prometheus_interval = \"0s\"",
+                Some("prometheus_interval"),
+            ),
+            (
+                "a bare number: seconds or milliseconds?",
+                "health_interval = 1",
+                Some("health_interval"),
+            ),
+        ];
+        for (what, lines, want) in cases {
+            let text = format!("{lines}\n[regions.eu]\n");
+            let got = Inventory::parse("inv.toml", &text);
+            match (want, got) {
+                (None, Ok(_)) => {}
+                (Some(key), Err(Error::Inventory { message, .. })) => {
+                    assert!(
+                        message.starts_with(&format!("{key}: ")),
+                        "{what}: {message}"
+                    );
+                    assert!(message.ends_with("nothing was run"), "{what}: {message}");
+                }
+                (want, got) => panic!("{what}: want {want:?}, got {:?}", got.map(|i| i.value)),
+            }
         }
     }
 

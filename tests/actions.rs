@@ -199,6 +199,28 @@ fn wait_healthy_gives_up_with_the_last_answers() {
         .check();
 }
 
+/// The shipped runbooks check a region's health `health_interval` apart (the inventory's,
+/// default 1 s): the wait is journaled as asked, and 3 good answers in a row end it.
+#[test]
+fn a_regions_health_is_checked_as_often_as_the_inventory_says() {
+    let server = Server::start();
+    for (line, want) in [("health_interval = \"300ms\"\n", "300ms"), ("", "1s")] {
+        let t = Test::new()
+            .inventory(&format!(
+                "{line}[regions.eu]\nhealth_url = \"{}\"\n",
+                server.url("/health")
+            ))
+            .script("import \"health\" as health;\nstep(\"wait\", || health::wait_region(inventory, \"eu\", \"10s\"));\n")
+            .run(&[])
+            .code(0);
+        t.check();
+        let journal = t.journal(&t.only_run());
+        let asked = format!(r#""interval":"{want}""#);
+        assert!(journal.contains(&asked), "{want}: {journal}");
+    }
+    assert_eq!(server.count("GET", "/health"), 6, "3 checks a wait");
+}
+
 #[test]
 fn transient_errors_are_retried_for_reads_only() {
     let server = Server::start();

@@ -219,6 +219,20 @@ fn inventory_problems_are_named() {
         .code(2)
         .stderr("inventory inventory.toml has no key 'regions.eu.owner_team' under 'regions.eu' (is `owner_tem` a misspelling of it?); it has: owner_tem")
         .check();
+    // How far apart health checks go, read only by the step that waits: refused at the start.
+    let t = Test::new()
+        .inventory("health_interval = \"a second\"\n[regions.eu]\n")
+        .script(&format!(
+            "step(\"a\", || http::post(#{{ url: \"{}\" }}));",
+            server.url("/w")
+        ))
+        .run(&[])
+        .code(2)
+        .stderr("inventory inventory.toml: health_interval: 'a second' is not a duration")
+        .stderr("nothing was run");
+    t.check();
+    assert!(t.run_ids().is_empty(), "no run is kept");
+    assert_eq!(server.count("POST", "/w"), 1, "only the first case posted");
 }
 
 /// A key written close to one the engine reads, where that one is missing (`databse_url`),

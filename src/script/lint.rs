@@ -351,12 +351,22 @@ impl Linter<'_> {
         }
         if let Some(functions) = self.imports.get(&root) {
             if !functions.iter().any(|(n, a)| n == name && *a == args) {
-                let names: Vec<&str> = functions.iter().map(|(n, _)| n.as_str()).collect();
-                let message = match functions.iter().find(|(n, _)| n == name) {
-                    Some((_, a)) => {
-                        format!("{root}::{name} takes {}, not {args}", arguments(&[*a]))
+                // A function may be written for several argument counts (overloads).
+                let mut names: Vec<&str> = Vec::new();
+                for (n, _) in functions {
+                    if !names.contains(&n.as_str()) {
+                        names.push(n);
                     }
-                    None => format!(
+                }
+                let mut counts: Vec<usize> = functions
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, a)| *a)
+                    .collect();
+                counts.sort_unstable();
+                let message = match counts.is_empty() {
+                    false => format!("{root}::{name} takes {}, not {args}", arguments(&counts)),
+                    true => format!(
                         "module `{root}` has no function {name}{}; it has {}",
                         suggest(name, names.iter().copied()),
                         names.join(", ")

@@ -497,6 +497,56 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
     assert!(clean.stdout.contains("no anomalies"), "{}", clean.stdout);
 }
 
+/// A former primary that came back with every user on it (DNS sent them there again) hands
+/// them to the primary's region when it is rejoined, and only once that region serves them:
+/// while its health check fails the rejoin changes nothing, and a resume goes on once it passes.
+#[test]
+fn a_rejoined_region_hands_its_users_only_to_a_primary_region_that_serves_them() {
+    let d = drill();
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
+    let failover = d.run("emergency-failover", &["--var", "check_interval=20ms"]);
+    assert_eq!(failover.code, 0, "{}", failover.all());
+    d.stack.pg.start_node(d.stack.pg.node("us-east-1")).unwrap();
+    d.stack.web.set_health("us-east-1", Health::Ok);
+    // Every user back on us-east-1.
+    std::fs::write(
+        d.t.path("all-to-us.rhai"),
+        "import \"traffic\" as traffic;\ntraffic::set(inventory.dns, #{ \"us-east-1\": 100, \"eu-west-1\": 0, \"ap-southeast-1\": 0 });\n",
+    )
+    .unwrap();
+    let moved = d.t.exec(&[
+        "run",
+        &d.t.path("all-to-us.rhai").display().to_string(),
+        "-i",
+        &d.inventory.display().to_string(),
+    ]);
+    assert_eq!(moved.code, 0, "{}", moved.all());
+    let before = d.stack.moto.weights();
+    assert!(before.contains(&("us-east-1".into(), 100)), "{before:?}");
+
+    d.stack.web.set_health("eu-west-1", Health::Fail);
+    d.changes_nothing(
+        1,
+        &["eu-west-1 does not pass its health check within 1s (--var health_within): DNS was not changed, so no users were sent to it. Fix it and resume this run; us-east-1 keeps its users, and nothing was changed (or send them to the regions that serve first: runbook run "],
+        || {
+            d.run(
+                "rejoin",
+                &["--var", "region=us-east-1", "--var", "health_within=1s", "--yes"],
+            )
+        },
+    );
+    assert_eq!(role(&d, "us-east-1"), "writable");
+
+    let run = d.t.newest_run();
+    d.resume_once_healthy(&run, "eu-west-1", &before, |r, w| match r {
+        "eu-west-1" => 100,
+        "us-east-1" => 0,
+        _ => w,
+    });
+    assert_eq!(role(&d, "us-east-1"), "standby");
+}
+
 /// The writes an emergency failover lost are not lost for good: the primary crashed with a
 /// commit no standby had received (the bound it reports is above 0); the rejoin takes it
 /// through crash recovery, counts that commit in its WAL, and copies its data directory aside

@@ -505,8 +505,20 @@ fn a_rejoined_region_hands_its_users_only_to_a_primary_region_that_serves_them()
     let d = drill();
     d.stack.web.set_health("us-east-1", Health::Fail);
     d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
-    let failover = d.run("emergency-failover", &["--var", "check_interval=20ms"]);
+    let failover = d.run("emergency-failover", &[]);
     assert_eq!(failover.code, 0, "{}", failover.all());
+    // Without --var check_interval, the old primary's health is checked as often as the
+    // inventory says (the stack's: 250 ms).
+    let journal = d.t.journal(&d.t.newest_run());
+    let paused: Vec<&str> = journal
+        .lines()
+        .filter(|l| l.contains(r#""timer_started""#) && l.contains("check old primary"))
+        .collect();
+    assert_eq!(paused.len(), 2, "{journal}");
+    assert!(
+        paused.iter().all(|l| l.contains(r#""duration_ms":250"#)),
+        "{paused:?}"
+    );
     d.stack.pg.start_node(d.stack.pg.node("us-east-1")).unwrap();
     d.stack.web.set_health("us-east-1", Health::Ok);
     // Every user back on us-east-1.

@@ -1072,6 +1072,16 @@ fn an_emergency_failover_approved_after_the_primary_recovered_changes_nothing() 
         assert_eq!(d.replicas("us-east-1"), "3");
         let abandoned = d.t.exec(&["abandon", &run, "--reason", "it recovered"]);
         assert_eq!(abandoned.code, 0, "{}", abandoned.all());
+        // The next case starts from streaming standbys: after a restart of the primary they
+        // reconnect within seconds, and one seen reconnecting between the observation and the
+        // recheck is a change the recheck rightly names first.
+        assert!(crate::support::wait_for(
+            std::time::Duration::from_secs(30),
+            || d.psql(
+                "us-east-1",
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+            ) == "2"
+        ));
     }
 }
 

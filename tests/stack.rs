@@ -116,6 +116,23 @@ fn stack_up_serves_every_system_and_down_stops_every_process() {
     .unwrap();
     let ran = t.exec(&["run", "runbook.rhai", "-i", &inventory]);
     assert!(ran.stdout.contains("eu health 503"), "{}", ran.all());
+    // Or flap: 503 and 200 by turns, starting with a 503, however fast it is asked.
+    assert_eq!(
+        t.exec(&["stack", "health", "eu-west-1", "flap", "--dir", &dir])
+            .code,
+        0
+    );
+    std::fs::write(
+        t.path("flap.rhai"),
+        r#"let s = []; for i in 0..4 { s.push(http::get(#{ url: inventory.regions["eu-west-1"].health_url, expect_status: [200, 503] }).status); } log(`eu answers ${s}`);"#,
+    )
+    .unwrap();
+    let ran = t.exec(&["run", "flap.rhai", "-i", &inventory]);
+    assert!(
+        ran.stdout.contains("eu answers [503, 200, 503, 200]"),
+        "{}",
+        ran.all()
+    );
 
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{dir}/stack.json")).unwrap())

@@ -243,11 +243,11 @@ pub enum StackCommand {
         #[arg(long, default_value = ".runbook/stack")]
         dir: PathBuf,
     },
-    /// Switch a region's health endpoint: ok, fail, slow (11 s) or down
+    /// Switch a region's health endpoint: ok, fail, slow (11 s), down or flap (503 and 200 by turns)
     Health {
         /// The region, as the inventory names it (us-east-1, eu-west-1, ap-southeast-1)
         region: String,
-        /// ok, fail (503), slow (answers after 11 s) or down (refuses connections)
+        /// ok, fail (503), slow (answers after 11 s), down (refuses connections) or flap (503 and 200 by turns, one answer each)
         mode: String,
         /// The stack's folder, as given to `up`
         #[arg(long, default_value = ".runbook/stack")]

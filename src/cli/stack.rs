@@ -211,7 +211,7 @@ fn control(dir: &Path, method: &str, path: &str) -> Result<String, Error> {
 fn health(dir: &Path, region: &str, mode: &str) -> Result<(), Error> {
     if Health::parse(mode).is_none() {
         return Err(Error::Usage(format!(
-            "health mode '{mode}': use ok, fail, slow or down"
+            "health mode '{mode}': use ok, fail, slow, down or flap"
         )));
     }
     control(dir, "POST", &format!("/control/health/{region}/{mode}"))?;

@@ -1,7 +1,7 @@
 //! Per-region health endpoints that can be switched to failing or slow — each also serving
 //! `/metrics` (request counts by code and a latency histogram that follow the mode, for
 //! Prometheus) — and a sink that records Slack and webhook messages. Control: `POST /control/health/<region>/<mode>` on
-//! the sink (mode ok, fail, slow or down); `GET /messages` lists what the sink received.
+//! the sink (mode ok, fail, slow, down or flap); `GET /messages` lists what the sink received.
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
@@ -25,6 +25,9 @@ pub enum Health {
     Slow,
     /// The connection is closed without an answer.
     Down,
+    /// 503 and 200 by turns, one answer each: flapping that no cadence of checks sees as
+    /// failing twice in a row.
+    Flap,
 }
 
 impl Health {
@@ -34,6 +37,7 @@ impl Health {
             "fail" => Health::Fail,
             "slow" => Health::Slow,
             "down" => Health::Down,
+            "flap" => Health::Flap,
             _ => return None,
         })
     }
@@ -41,6 +45,8 @@ impl Health {
 
 struct State {
     health: BTreeMap<String, Health>,
+    /// Per region in Health::Flap: whether its next answer is a 503.
+    flap_fails_next: BTreeMap<String, bool>,
     messages: Vec<Value>,
     traffic: BTreeMap<String, Traffic>,
 }
@@ -62,7 +68,7 @@ impl Traffic {
     fn advance(&mut self, mode: Health) {
         let (ok, errors, latency, from) = match mode {
             Health::Ok | Health::Down => (100, 0, 0.02, 0),
-            Health::Fail => (50, 50, 0.02, 0),
+            Health::Fail | Health::Flap => (50, 50, 0.02, 0),
             Health::Slow => (100, 0, 11.0, 6),
         };
         self.ok += ok;
@@ -152,6 +158,7 @@ impl Web {
                 .iter()
                 .map(|r| (r.to_string(), Health::Ok))
                 .collect(),
+            flap_fails_next: BTreeMap::new(),
             messages: Vec::new(),
             traffic: BTreeMap::new(),
         }));
@@ -188,8 +195,25 @@ impl Web {
                         }
                         continue;
                     }
+                    let mode = match mode {
+                        Health::Flap => {
+                            let mut state = st.lock().unwrap();
+                            let fails = state
+                                .flap_fails_next
+                                .entry(region_name.clone())
+                                .or_insert(true);
+                            let now = *fails;
+                            *fails = !now;
+                            if now {
+                                Health::Fail
+                            } else {
+                                Health::Ok
+                            }
+                        }
+                        other => other,
+                    };
                     let result = match mode {
-                        Health::Ok => reply(
+                        Health::Ok | Health::Flap => reply(
                             &mut out,
                             200,
                             &json!({"status": "ok", "region": region_name}).to_string(),
@@ -233,7 +257,11 @@ impl Web {
                         (Some(region), Some(mode))
                             if st.lock().unwrap().health.contains_key(region) =>
                         {
-                            st.lock().unwrap().health.insert(region.to_string(), mode);
+                            let mut state = st.lock().unwrap();
+                            state.health.insert(region.to_string(), mode);
+                            // Flapping starts with a failed answer.
+                            state.flap_fails_next.remove(region);
+                            drop(state);
                             reply(&mut out, 200, "{}")
                         }
                         _ => reply(&mut out, 404, "{\"error\": \"unknown region or mode\"}"),
@@ -288,11 +316,10 @@ impl Web {
     }
 
     pub fn set_health(&self, region: &str, mode: Health) {
-        self.state
-            .lock()
-            .unwrap()
-            .health
-            .insert(region.to_string(), mode);
+        let mut state = self.state.lock().unwrap();
+        state.health.insert(region.to_string(), mode);
+        // Flapping starts with a failed answer.
+        state.flap_fails_next.remove(region);
     }
 
     /// Messages received, each #{path, payload}.

@@ -103,36 +103,27 @@ fn stack_up_serves_every_system_and_down_stops_every_process() {
         messages.all()
     );
 
-    // A region's health endpoint can be made to fail.
-    assert_eq!(
-        t.exec(&["stack", "health", "eu-west-1", "fail", "--dir", &dir])
-            .code,
-        0
-    );
-    std::fs::write(
-        t.path("runbook.rhai"),
-        r#"let h = http::get(#{ url: inventory.regions["eu-west-1"].health_url, expect_status: [200, 503] }); log(`eu health ${h.status}`);"#,
-    )
-    .unwrap();
-    let ran = t.exec(&["run", "runbook.rhai", "-i", &inventory]);
-    assert!(ran.stdout.contains("eu health 503"), "{}", ran.all());
-    // Or flap: 503 and 200 by turns, starting with a 503, however fast it is asked.
-    assert_eq!(
-        t.exec(&["stack", "health", "eu-west-1", "flap", "--dir", &dir])
-            .code,
-        0
-    );
-    std::fs::write(
-        t.path("flap.rhai"),
-        r#"let s = []; for i in 0..4 { s.push(http::get(#{ url: inventory.regions["eu-west-1"].health_url, expect_status: [200, 503] }).status); } log(`eu answers ${s}`);"#,
-    )
-    .unwrap();
-    let ran = t.exec(&["run", "flap.rhai", "-i", &inventory]);
-    assert!(
-        ran.stdout.contains("eu answers [503, 200, 503, 200]"),
-        "{}",
-        ran.all()
-    );
+    // A region's health endpoint can be made to fail, or to flap: 503 and 200 by turns,
+    // starting with a 503, however fast it is asked. Its answers to `n` checks in a mode:
+    let answers = |mode: &str, n: usize| {
+        let set = t.exec(&["stack", "health", "eu-west-1", mode, "--dir", &dir]);
+        assert_eq!(set.code, 0, "{}", set.all());
+        std::fs::write(
+            t.path("health.rhai"),
+            format!(r#"let s = []; for i in 0..{n} {{ s.push(http::get(#{{ url: inventory.regions["eu-west-1"].health_url, expect_status: [200, 503] }}).status); }} log(`eu answers ${{s}}`);"#),
+        )
+        .unwrap();
+        let ran = t.exec(&["run", "health.rhai", "-i", &inventory]);
+        assert_eq!(ran.code, 0, "{}", ran.all());
+        ran.stdout
+    };
+    for (mode, n, want) in [
+        ("fail", 2, "eu answers [503, 503]"),
+        ("flap", 4, "eu answers [503, 200, 503, 200]"),
+    ] {
+        let out = answers(mode, n);
+        assert!(out.contains(want), "{mode}: {out}");
+    }
 
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{dir}/stack.json")).unwrap())

@@ -209,6 +209,10 @@ pub struct Spec {
     pub default_timeout: Duration,
     /// Retries on transient errors when the call does not say.
     pub default_retries: u32,
+    /// Whether the action ends itself at its time limit, with a message that says what did not
+    /// answer (the engine then gives it a grace second before it stops waiting). False: the
+    /// engine ends the call at the limit itself.
+    pub ends_at_limit: bool,
 }
 
 impl Spec {
@@ -224,6 +228,7 @@ impl Spec {
             primary: None,
             default_timeout: Duration::from_secs(30),
             default_retries: 2,
+            ends_at_limit: true,
         }
     }
 
@@ -274,6 +279,15 @@ impl Spec {
     pub const fn retries(self, n: u32) -> Spec {
         Spec {
             default_retries: n,
+            ..self
+        }
+    }
+
+    /// For an action whose client has no limit of its own per call (a request to an API that
+    /// takes the connection and never answers waits on): the engine ends it at its time limit.
+    pub const fn limit_kept_by_engine(self) -> Spec {
+        Spec {
+            ends_at_limit: false,
             ..self
         }
     }

@@ -372,9 +372,15 @@ impl RunCtx {
             let cx = self.cx(&call.key.0, call.seq(), timeout);
             let fut = (call.prepared.run)(cx);
             self.state.action_time.enter();
-            // A grace second past the limit: actions that honour the limit report it better.
+            // A grace second past the limit for actions that end themselves there: they say
+            // better what did not answer.
+            let grace = if call.spec.ends_at_limit {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            };
             let result = self.rt.block_on(async {
-                match tokio::time::timeout(timeout + Duration::from_secs(1), fut).await {
+                match tokio::time::timeout(timeout + grace, fut).await {
                     Ok(r) => r,
                     Err(_) => Err(ActionError::maybe_applied(format!(
                         "did not finish within {}",

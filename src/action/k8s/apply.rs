@@ -248,6 +248,7 @@ action! {
     /// (`kustomize`: a base or overlay folder, rendered as `kubectl apply -k` does); idempotent:
     /// applying twice changes nothing.
     Apply(ApplyInput) -> Applied = Spec::converge("k8s", "apply").timeout(120).retries(2)
+        .limit_kept_by_engine()
 }
 
 impl Action for Apply {

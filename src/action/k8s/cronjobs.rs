@@ -40,6 +40,7 @@ action! {
     /// A CronJob's schedule and its last scheduled and last successful run, with the age of the
     /// last success (the backup freshness check before risky work).
     CronJobState(CronJobInput) -> CronJobStatus = Spec::read("k8s", "cronjob").timeout(30)
+        .limit_kept_by_engine()
 }
 
 impl Action for CronJobState {

@@ -87,6 +87,7 @@ impl Reached<'_> {
 action! {
     /// Set a deployment's replica count (the scale subresource); a no-op when it already has it.
     Scale(ScaleInput) -> Scaled = Spec::converge("k8s", "scale").timeout(30).retries(2)
+        .limit_kept_by_engine()
 }
 
 impl Action for Scale {
@@ -170,6 +171,7 @@ action! {
     /// Set environment variables on a deployment's container (a rollout follows); a no-op when they
     /// already have those values.
     SetEnv(SetEnvInput) -> EnvSet = Spec::converge("k8s", "set_env").timeout(30).retries(2)
+        .limit_kept_by_engine()
 }
 
 impl Action for SetEnv {
@@ -299,6 +301,7 @@ action! {
     /// available.
     RolloutStatus(DeploymentInput) -> RolledOut =
         Spec::read("k8s", "rollout_status").timeout(300).retries(0)
+        .limit_kept_by_engine()
 }
 
 impl Action for RolloutStatus {
@@ -380,6 +383,7 @@ action! {
     /// Roll a deployment back to the previous (or a given) revision, as kubectl rollout undo does
     /// through its ReplicaSets.
     RolloutUndo(UndoInput) -> RolledBack = Spec::change("k8s", "rollout_undo")
+        .limit_kept_by_engine()
 }
 
 impl Action for RolloutUndo {
@@ -484,6 +488,7 @@ pub struct Restarted {
 action! {
     /// Restart a deployment's pods with a rolling update (kubectl rollout restart).
     Restart(DeploymentInput) -> Restarted = Spec::change("k8s", "restart").timeout(30)
+        .limit_kept_by_engine()
 }
 
 impl Action for Restart {

@@ -46,6 +46,7 @@ async fn set_unschedulable(
 action! {
     /// Mark a node unschedulable (a no-op when it already is).
     Cordon(NodeInput) -> NodeChanged = Spec::converge("k8s", "cordon").timeout(30).retries(2)
+        .limit_kept_by_engine()
 }
 
 impl Action for Cordon {
@@ -65,6 +66,7 @@ impl Action for Cordon {
 action! {
     /// Mark a node schedulable again (a no-op when it already is).
     Uncordon(NodeInput) -> NodeChanged = Spec::converge("k8s", "uncordon").timeout(30).retries(2)
+        .limit_kept_by_engine()
 }
 
 impl Action for Uncordon {

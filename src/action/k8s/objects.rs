@@ -144,6 +144,7 @@ async fn object_api(
 action! {
     /// Get one object by name, or list objects of a kind (with a label selector).
     Get(GetInput) -> Objects = Spec::read("k8s", "get")
+        .limit_kept_by_engine()
 }
 
 impl Action for Get {
@@ -293,6 +294,7 @@ pub struct PodList {
 action! {
     /// List pods (by label selector or node) with their node, phase, readiness and restarts.
     Pods(PodsInput) -> PodList = Spec::read("k8s", "pods")
+        .limit_kept_by_engine()
 }
 
 impl Action for Pods {
@@ -408,6 +410,7 @@ action! {
     /// strategic patches converge; write a JSON patch to converge too (replace, test: an add to the
     /// end of a list repeats on a resumed run).
     PatchObject(PatchInput) -> Patched = Spec::converge("k8s", "patch").timeout(60).retries(2)
+        .limit_kept_by_engine()
 }
 
 impl Action for PatchObject {

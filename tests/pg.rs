@@ -181,6 +181,69 @@ fn promote_a_replica_after_fencing_the_primary_and_twice_is_once() {
     );
 }
 
+/// A promotion asks its peers at once. Two peers that take the connection and never answer
+/// (a lost region) are asked side by side — the second is connected to while the first still
+/// waits, not after its limit — and the writable primary among the peers still refuses the
+/// promotion.
+#[test]
+fn a_promotion_asks_its_peers_at_once() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    let (_d, c) = cluster();
+    let silent: Vec<TcpListener> = (0..2)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let peer = |l: &TcpListener| {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            l.local_addr().unwrap().port()
+        )
+    };
+    let script = format!(
+        r#"let db = |r| inventory.regions[r].database_url;
+        pg::promote(#{{ url: db.call("eu-west-1"), name: "eu-west-1", peers: ["{}", "{}", db.call("us-east-1")] }});"#,
+        peer(&silent[0]),
+        peer(&silent[1])
+    );
+    let t = test(&c, &script);
+    let child = t.spawn(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    let (mut first, _) = silent[0].accept().unwrap();
+    let (_second, _) = silent[1].accept().unwrap();
+    // Still open: asked one after the other, the second would be asked only once the first
+    // had been given up and its connection closed.
+    // (What the client sent is read past: only the end of the stream says it gave up.)
+    first.set_nonblocking(true).unwrap();
+    let mut sent = [0u8; 512];
+    let open = loop {
+        match first.read(&mut sent) {
+            Ok(0) => break false,
+            Ok(_) => continue,
+            Err(e) => break e.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    };
+    assert!(
+        open,
+        "the first silent peer was given up before the second was asked"
+    );
+    let ran = crate::support::Ran::from(child.wait_with_output().unwrap());
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    let writable = c.node("us-east-1");
+    assert!(
+        ran.stderr.contains(&format!(
+            "refusing to promote 127.0.0.1:{} (eu-west-1): 127.0.0.1:{} (timeline 1) answers as a writable primary",
+            c.node("eu-west-1").port,
+            writable.port
+        )),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(
+        c.psql(c.node("eu-west-1"), "SELECT pg_is_in_recovery()")
+            .unwrap(),
+        "t"
+    );
+}
+
 #[test]
 fn fence_by_shutdown_stops_the_primary_and_reports_its_last_position() {
     let (_d, c) = cluster();

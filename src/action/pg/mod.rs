@@ -819,23 +819,35 @@ input! {
     }
 }
 
-/// The first peer that answers as a writable primary, as "host:port (timeline N)".
+/// The first peer (in the order given) that answers as a writable primary, as "host:port
+/// (timeline N)". The peers are asked at once, each within 3 s: a lost region's database costs
+/// that limit once, not once for every peer that does not answer.
 async fn writable_peer(peers: &[SecretString], cx: &Cx) -> Option<String> {
     let probe = Cx {
         timeout: cx.timeout.min(Duration::from_secs(3)),
         ..cx.clone()
     };
-    for peer in peers {
-        let Ok((client, shown)) = connect(peer, &None, &probe).await else {
-            continue;
-        };
-        if let Ok(s) = status_of(&client, &shown).await {
-            if !s.in_recovery && !s.read_only && writable(&client).await {
-                return Some(format!("{shown} (timeline {})", s.timeline.unwrap_or(0)));
-            }
+    let mut asked: Vec<_> = peers
+        .iter()
+        .map(|peer| {
+            let (peer, probe) = (peer.clone(), probe.clone());
+            tokio::spawn(async move {
+                let (client, shown) = connect(&peer, &None, &probe).await.ok()?;
+                let s = status_of(&client, &shown).await.ok()?;
+                let primary = !s.in_recovery && !s.read_only && writable(&client).await;
+                primary.then(|| format!("{shown} (timeline {})", s.timeline.unwrap_or(0)))
+            })
+        })
+        .collect();
+    let mut found = None;
+    for answer in &mut asked {
+        if found.is_some() {
+            answer.abort();
+        } else if let Ok(Some(primary)) = answer.await {
+            found = Some(primary);
         }
     }
-    None
+    found
 }
 
 /// Whether the server accepts writes: a temporary table in a transaction that is rolled back.

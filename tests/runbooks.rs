@@ -805,14 +805,15 @@ fn rejoin_gives_users_back_only_once_the_region_passes_its_health_check() {
     d.resume_once_healthy(&d.t.only_run(), "ap-southeast-1", &weights, ap_back);
 }
 
-/// A lost region: its database crashed, its health fails, and its addresses — the database's
-/// port, Redis, the Kubernetes API — take connections and never answer, as a region cut off
-/// by the network does. The failover observes it within its probe time, gives each of the
+/// A lost region: its database crashed, and its addresses — the database's port, Redis, the
+/// Kubernetes API, the health endpoint — take connections and never answer, as a region cut
+/// off by the network does. The failover observes it within its probe time, gives each of the
 /// lost region's parts a bounded try, and completes everywhere else.
 #[test]
 fn emergency_failover_completes_when_the_lost_region_never_answers() {
     let d = drill();
-    d.stack.web.set_health("us-east-1", Health::Fail);
+    // (It answers after 11 s: later than any check waits.)
+    d.stack.web.set_health("us-east-1", Health::Slow);
     let node = d.stack.pg.node("us-east-1");
     runbook_stack::postgres::stop_dir(&node.data_dir, libc::SIGQUIT).unwrap();
     let silent = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
@@ -852,12 +853,14 @@ fn emergency_failover_completes_when_the_lost_region_never_answers() {
         );
     std::fs::write(&d.inventory, inventory).unwrap();
 
-    let ran = d.run("emergency-failover", &["--var", "check_interval=100ms"]);
+    let ran = d.run("emergency-failover", &[]);
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert_says(
         &ran.stdout,
         &[
             "us-east-1's application could not be read (the Kubernetes API did not answer within 3s)",
+            // Its database does not answer: its health is not waited on again.
+            "us-east-1: database unreachable; its health check failed when observed: ",
             "us-east-1's database could not be fenced",
             "us-east-1's application could not be scaled to 0: k8s::scale failed: did not finish within 3s",
             "Redis in us-east-1 not repointed",
@@ -875,6 +878,28 @@ fn emergency_failover_completes_when_the_lost_region_never_answers() {
             "spec.template.spec.containers[0].env[?(@.name==\"DATABASE_URL\")].value"
         )
         .contains(&format!(":{}/", d.stack.pg.node("eu-west-1").port)));
+    // The lost region's parts are tried at once, so that none waits behind another: its
+    // application's scale to 0 starts before its database's fence gives up, and the regions
+    // that answer follow the new primary before the lost one's tries end.
+    let journal = d.t.journal(&d.t.only_run());
+    let line = |event: &str, step: &str, branch: &str| {
+        let at = format!(r#""event":"{event}","step":["{step}","[{branch}]"]"#);
+        journal
+            .lines()
+            .position(|l| l.contains(&at))
+            .unwrap_or_else(|| panic!("no {at} in the journal:\n{journal}"))
+    };
+    let fence = "fence old primary";
+    assert!(
+        line("action_started", fence, "application") < line("action_failed", fence, "database")
+    );
+    for step in ["promote cache", "repoint applications"] {
+        let lost = line("action_failed", step, "us-east-1");
+        assert!(
+            line("action_finished", step, "ap-southeast-1") < lost,
+            "{step}:\n{journal}"
+        );
+    }
     drop((database, redis, kube));
 }
 

@@ -145,7 +145,7 @@ fn region_down_fails_over_to_the_most_advanced_standby_and_reports_the_unfenced_
         &ran,
         &[
             "world: assumed by",
-            "us-east-1: health failed 3 checks in a row; database unreachable",
+            "us-east-1: database unreachable; its health check failed when observed: does not answer (assumed by",
             "target eu-west-1 received",
             "data-loss bound 0 bytes, at least",
             "us-east-1's database is UNFENCED",

@@ -223,6 +223,32 @@ fn complete_region_loss_picks_the_standby_with_the_most_wal() {
         &ran,
         &["eu-west-1 is 52428800 bytes (50.0 MB) behind, more than max_lag_bytes 16777216; pick another target with --var target, or rerun with --var force=true to accept the loss"],
     );
+    // A limit written with a unit (64MB = 67108864 bytes) lets it through; one that is not a
+    // size stops the run before it starts.
+    let ran = drill(
+        &example(),
+        "emergency-failover",
+        Some("complete-region-loss"),
+        &["--var", "target=eu-west-1", "--var", "max_lag_bytes=64MB"],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    has(&ran, &["data-loss bound 52428800 bytes (50.0 MB)"]);
+    let ran = drill(
+        &example(),
+        "emergency-failover",
+        Some("complete-region-loss"),
+        &[
+            "--var",
+            "target=eu-west-1",
+            "--var",
+            "max_lag_bytes=64 megs",
+        ],
+    );
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    has(
+        &ran,
+        &["--var max_lag_bytes=64 megs: '64 megs' is not a size; write bytes (16777216) or a number with a unit: \"16MB\", \"512kB\", \"1.5GB\""],
+    );
 }
 
 /// The primary's region lost while a maintenance left every node of the best standby's region

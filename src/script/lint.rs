@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use rhai::{ASTNode, Expr, Position, Stmt, AST};
 
-use super::params::{default_duration, PARAM_KEYS, PARAM_TYPES};
+use super::params::{default_duration, default_size, PARAM_KEYS, PARAM_TYPES};
 use crate::action::Registry;
 use crate::action::COMMON_FIELDS;
 use crate::error::Error;
@@ -244,8 +244,9 @@ impl Linter<'_> {
                     };
                     for (param, _, decl) in decls {
                         let Lit::Map(entries) = decl else { continue };
-                        let duration = entries.iter().any(|(k, _, v)| {
-                            k == "type" && matches!(v, Lit::Str(t) if t == "duration")
+                        let ty = entries.iter().find_map(|(k, _, v)| match v {
+                            Lit::Str(t) if k == "type" => Some(t.to_string()),
+                            _ => None,
                         });
                         for (key, kpos, value) in entries {
                             let kpos = if kpos.is_none() { pos } else { kpos };
@@ -259,10 +260,13 @@ impl Linter<'_> {
                                     ),
                                 );
                             }
-                            if let ("default", Lit::Str(text), true) =
-                                (key.as_str(), &value, duration)
-                            {
-                                if let Err(e) = default_duration(&text.as_str().into()) {
+                            if let ("default", Lit::Str(text)) = (key.as_str(), &value) {
+                                let checked = match ty.as_deref() {
+                                    Some("duration") => default_duration(&text.as_str().into()),
+                                    Some("size") => default_size(&text.as_str().into()).map(|_| ()),
+                                    _ => Ok(()),
+                                };
+                                if let Err(e) = checked {
                                     self.problem(
                                         kpos,
                                         format!("parameter '{param}': its default {e}"),

@@ -7,7 +7,7 @@ use rhai::{Dynamic, Map};
 
 /// The keys a parameter declaration may have.
 pub const PARAM_KEYS: [&str; 5] = ["type", "default", "doc", "required", "choices"];
-pub const PARAM_TYPES: [&str; 6] = ["string", "int", "float", "bool", "list", "duration"];
+pub const PARAM_TYPES: [&str; 7] = ["string", "int", "float", "bool", "list", "duration", "size"];
 
 /// `params(#{ name: #{type, default, doc, required, choices} })`: checks the `--var` values
 /// against the declarations and returns them typed, or every problem found.
@@ -53,6 +53,13 @@ pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Ma
             None => match decl.get("default") {
                 Some(d) if ty == "duration" => match default_duration(d) {
                     Ok(()) => d.clone(),
+                    Err(e) => {
+                        problems.push(format!("parameter '{name}': its default {e}"));
+                        continue;
+                    }
+                },
+                Some(d) if ty == "size" => match default_size(d) {
+                    Ok(bytes) => Dynamic::from(bytes),
                     Err(e) => {
                         problems.push(format!("parameter '{name}': its default {e}"));
                         continue;
@@ -239,6 +246,8 @@ fn parse_param(ty: &str, text: &str) -> Result<Dynamic, String> {
         "duration" => {
             crate::action::Dur::parse(text).map(|_| Dynamic::from(text.trim().to_string()))
         }
+        // The script gets bytes, to compare with what the servers report.
+        "size" => parse_size(text).map(Dynamic::from),
         _ => Ok(Dynamic::from(text.to_string())),
     }
 }
@@ -251,6 +260,51 @@ pub fn default_duration(value: &Dynamic) -> Result<(), String> {
             "{value} is not a duration: write it as text, e.g. \"500ms\", \"5s\", \"2m\""
         )),
     }
+}
+
+/// A size parameter's declared default: a whole number of bytes, or text [`parse_size`]
+/// reads; in bytes.
+pub fn default_size(value: &Dynamic) -> Result<rhai::INT, String> {
+    if let Ok(bytes) = value.as_int() {
+        return Ok(bytes);
+    }
+    match value.clone().into_string() {
+        Ok(text) => parse_size(&text),
+        Err(_) => Err(format!(
+            "{value} is not a size: write bytes (16777216) or text with a unit, e.g. \"16MB\""
+        )),
+    }
+}
+
+/// A size as an operator writes it: a whole number of bytes (as an `int` parameter takes it),
+/// or a number and a unit as PostgreSQL writes them — B, kB, MB, GB, TB, each 1024 times the
+/// one before (KiB, MiB, GiB and TiB mean the same; case does not matter): "16MB", "1.5 GB".
+pub fn parse_size(text: &str) -> Result<rhai::INT, String> {
+    let bad = || {
+        format!("'{}' is not a size; write bytes (16777216) or a number with a unit: \"16MB\", \"512kB\", \"1.5GB\"", text.trim())
+    };
+    let t = text.trim();
+    if let Ok(bytes) = t.parse::<rhai::INT>() {
+        return Ok(bytes);
+    }
+    let at = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (number, unit) = t.split_at(at);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "b" => 0,
+        "kb" | "kib" => 10,
+        "mb" | "mib" => 20,
+        "gb" | "gib" => 30,
+        "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = (number * (1_u64 << shift) as f64).round();
+    if bytes >= rhai::INT::MAX as f64 {
+        return Err(format!("'{}' is more bytes than a size can hold", t));
+    }
+    Ok(bytes as rhai::INT)
 }
 
 #[cfg(test)]
@@ -385,6 +439,72 @@ mod tests {
         assert!(
             problems.iter().any(|p| p.contains("unknown type \"date\"")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn sizes_are_bytes_or_numbers_with_units() {
+        let bad = |t: &str| {
+            format!("'{t}' is not a size; write bytes (16777216) or a number with a unit: \"16MB\", \"512kB\", \"1.5GB\"")
+        };
+        let cases: Vec<(&str, Result<i64, String>)> = vec![
+            ("16777216", Ok(16_777_216)),
+            (" 0 ", Ok(0)),
+            ("-1", Ok(-1)),
+            ("100B", Ok(100)),
+            ("512kB", Ok(512 * 1024)),
+            ("16MB", Ok(16 << 20)),
+            ("16 MB", Ok(16 << 20)),
+            ("16mb", Ok(16 << 20)),
+            ("16MiB", Ok(16 << 20)),
+            ("1.5GB", Ok(1_610_612_736)),
+            ("1TB", Ok(1 << 40)),
+            ("", Err(bad(""))),
+            ("MB", Err(bad("MB"))),
+            ("16 MBs", Err(bad("16 MBs"))),
+            ("-16MB", Err(bad("-16MB"))),
+            ("1.2.3MB", Err(bad("1.2.3MB"))),
+            ("1e3", Err(bad("1e3"))),
+            (
+                "9000000TB",
+                Err("'9000000TB' is more bytes than a size can hold".into()),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(super::parse_size(text), want, "{text:?}");
+        }
+
+        let mut d = Map::new();
+        d.insert(
+            "max".into(),
+            decl(&[("type", "size".into()), ("default", "16MB".into())]),
+        );
+        d.insert(
+            "floor".into(),
+            decl(&[("type", "size".into()), ("default", 1024_i64.into())]),
+        );
+        let ok = resolve_params(&d, &vars(&[])).unwrap();
+        assert_eq!(ok["max"].as_int().unwrap(), 16 << 20);
+        assert_eq!(ok["floor"].as_int().unwrap(), 1024);
+        let given = resolve_params(&d, &vars(&[("max", "64MB")])).unwrap();
+        assert_eq!(given["max"].as_int().unwrap(), 64 << 20);
+        let problems = resolve_params(&d, &vars(&[("max", "lots")])).unwrap_err();
+        assert_eq!(problems, vec![format!("--var max=lots: {}", bad("lots"))]);
+        d.insert(
+            "max".into(),
+            decl(&[("type", "size".into()), ("default", "big".into())]),
+        );
+        let problems = resolve_params(&d, &vars(&[])).unwrap_err();
+        assert_eq!(
+            problems,
+            vec![format!("parameter 'max': its default {}", bad("big"))]
+        );
+        assert_eq!(
+            super::describe(&d),
+            vec![
+                "--var floor=<size>  default 1024",
+                "--var max=<size>    default big"
+            ]
         );
     }
 

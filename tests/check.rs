@@ -3,7 +3,7 @@ use crate::support::{assert_says, Test};
 #[test]
 fn check_reports_every_problem_with_its_position_and_runs_nothing() {
     let t = Test::new().script(
-        "step(\"a\", || { http::gett(#{ url: \"x\" }) });\nstep(\"a\", || {});\nhttp::get(#{urll: \"x\"});\nparams(#{ a: #{ tpye: \"int\" }, w: #{ type: \"duration\", default: \"soon\" } });\nfor r in [1,2] { step(\"x\", || {}) }\nhttp::get(1, 2);\napprove();\nshell::run(#{ cmd: \"touch ran\" });\n",
+        "step(\"a\", || { http::gett(#{ url: \"x\" }) });\nstep(\"a\", || {});\nhttp::get(#{urll: \"x\"});\nparams(#{ a: #{ tpye: \"int\" }, w: #{ type: \"duration\", default: \"soon\" }, z: #{ type: \"size\", default: \"16 megs\" }, y: #{ type: \"size\", default: \"16MB\" } });\nfor r in [1,2] { step(\"x\", || {}) }\nhttp::get(1, 2);\napprove();\nshell::run(#{ cmd: \"touch ran\" });\n",
     );
     let ran = t.exec(&["check", "runbook.rhai"]);
     assert_eq!(ran.code, 2);
@@ -16,10 +16,16 @@ fn check_reports_every_problem_with_its_position_and_runs_nothing() {
             "http::get has no field `urll` (did you mean `url`?)",
             "parameter 'a': unknown key `tpye`",
             "parameter 'w': its default 'soon' is not a duration",
+            "parameter 'z': its default '16 megs' is not a size; write bytes (16777216) or a number with a unit",
             "step 'x' has a fixed name inside a loop",
             "http::get takes one argument",
             "approve takes 1 argument, not 0",
         ],
+    );
+    assert!(
+        !ran.stderr.contains("parameter 'y'"),
+        "16MB is a size: {}",
+        ran.stderr
     );
     assert!(!t.path("ran").exists());
     assert!(t.run_ids().is_empty());

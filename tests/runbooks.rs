@@ -196,6 +196,20 @@ impl Drill {
         self.stack.pg.psql(self.stack.pg.node(region), sql).unwrap()
     }
 
+    /// Waits up to `within` until `sql` on the region's database answers `want` (a standby
+    /// replaying, a server reconnecting); fails the test with the last answer when it does not.
+    pub fn psql_until(&self, region: &str, sql: &str, want: &str, within: Duration) {
+        let mut last = String::new();
+        let reached = wait_for(within, || {
+            last = self.psql(region, sql);
+            last == want
+        });
+        assert!(
+            reached,
+            "{region}: `{sql}` answered {last:?}, not {want:?}, within {within:?}"
+        );
+    }
+
     /// The region's database as a pg_dump archive (custom format) at `to`.
     pub fn pg_dump(&self, region: &str, to: &Path) {
         let node = self.stack.pg.node(region);
@@ -625,9 +639,12 @@ fn planned_failover_under_load_loses_no_committed_row() {
         "ap-southeast-1,us-east-1"
     );
     for standby in ["ap-southeast-1", "us-east-1"] {
-        assert!(wait_for(Duration::from_secs(10), || d
-            .psql(standby, "SELECT count(*) FROM orders")
-            == acknowledged.to_string()));
+        d.psql_until(
+            standby,
+            "SELECT count(*) FROM orders",
+            &acknowledged.to_string(),
+            Duration::from_secs(10),
+        );
     }
     assert_eq!(
         info_field(d.stack.redis.node("eu-west-1"), "role").as_deref(),

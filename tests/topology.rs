@@ -571,17 +571,21 @@ fn the_writes_an_emergency_failover_lost_are_kept_by_the_rejoin() {
         "CREATE TABLE t (x int); INSERT INTO t VALUES (1)",
     );
     for standby in ["eu-west-1", "ap-southeast-1"] {
-        assert!(crate::support::wait_for(
+        d.psql_until(
+            standby,
+            "SELECT count(*) FROM t",
+            "1",
             std::time::Duration::from_secs(20),
-            || d.psql(standby, "SELECT count(*) FROM t") == "1"
-        ));
+        );
         // Its WAL receiver stops: what the primary commits from now on, it never receives.
         d.psql(standby, "ALTER SYSTEM SET primary_conninfo = ''");
         d.psql(standby, "SELECT pg_reload_conf()");
-        assert!(crate::support::wait_for(
+        d.psql_until(
+            standby,
+            "SELECT count(*) FROM pg_stat_wal_receiver",
+            "0",
             std::time::Duration::from_secs(20),
-            || d.psql(standby, "SELECT count(*) FROM pg_stat_wal_receiver") == "0"
-        ));
+        );
     }
     d.psql("us-east-1", "INSERT INTO t VALUES (2)");
     d.stack.web.set_health("us-east-1", Health::Fail);
@@ -679,10 +683,12 @@ fn a_rebuild_from_a_base_backup_cut_off_and_resumed_moves_the_old_directory_asid
     std::fs::write(old.data_dir.join("marker"), "the old directory").unwrap();
     d.psql("us-east-1", "INSERT INTO t VALUES (2)");
     for standby in ["eu-west-1", "ap-southeast-1"] {
-        assert!(crate::support::wait_for(
+        d.psql_until(
+            standby,
+            "SELECT count(*) FROM t",
+            "2",
             std::time::Duration::from_secs(20),
-            || d.psql(standby, "SELECT count(*) FROM t") == "2"
-        ));
+        );
     }
     d.stack.web.set_health("us-east-1", Health::Fail);
     d.stack.pg.stop_node(&old);
@@ -756,13 +762,12 @@ fn a_rebuild_from_a_base_backup_cut_off_and_resumed_moves_the_old_directory_asid
     // Its own port: the one the stack gave it, not the primary's.
     assert_eq!(role(&d, "us-east-1"), "standby");
     assert!(streams_from(&d, "us-east-1", primary));
-    assert!(crate::support::wait_for(
+    d.psql_until(
+        "us-east-1",
+        "SELECT string_agg(x::text, ',' ORDER BY x) FROM t",
+        "1,2,3",
         std::time::Duration::from_secs(20),
-        || d.psql(
-            "us-east-1",
-            "SELECT string_agg(x::text, ',' ORDER BY x) FROM t"
-        ) == "1,2,3"
-    ));
+    );
 }
 
 /// A standby that was stopped during an emergency failover and started after the old primary
@@ -1087,13 +1092,12 @@ fn an_emergency_failover_approved_after_the_primary_recovered_changes_nothing() 
         // The next case starts from streaming standbys: after a restart of the primary they
         // reconnect within seconds, and one seen reconnecting between the observation and the
         // recheck is a change the recheck rightly names first.
-        assert!(crate::support::wait_for(
+        d.psql_until(
+            "us-east-1",
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+            "2",
             std::time::Duration::from_secs(30),
-            || d.psql(
-                "us-east-1",
-                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
-            ) == "2"
-        ));
+        );
     }
 }
 

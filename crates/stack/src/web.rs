@@ -51,6 +51,14 @@ struct State {
     traffic: BTreeMap<String, Traffic>,
 }
 
+impl State {
+    fn set_health(&mut self, region: &str, mode: Health) {
+        self.health.insert(region.to_string(), mode);
+        // Flapping starts with a failed answer.
+        self.flap_fails_next.remove(region);
+    }
+}
+
 /// A region's request counters: each scrape of /metrics stands for 100 more requests, served
 /// as the mode says (ok: all 200 in 20 ms; fail: half 503; slow: all over 10 s).
 #[derive(Default)]
@@ -257,11 +265,7 @@ impl Web {
                         (Some(region), Some(mode))
                             if st.lock().unwrap().health.contains_key(region) =>
                         {
-                            let mut state = st.lock().unwrap();
-                            state.health.insert(region.to_string(), mode);
-                            // Flapping starts with a failed answer.
-                            state.flap_fails_next.remove(region);
-                            drop(state);
+                            st.lock().unwrap().set_health(region, mode);
                             reply(&mut out, 200, "{}")
                         }
                         _ => reply(&mut out, 404, "{\"error\": \"unknown region or mode\"}"),
@@ -316,10 +320,7 @@ impl Web {
     }
 
     pub fn set_health(&self, region: &str, mode: Health) {
-        let mut state = self.state.lock().unwrap();
-        state.health.insert(region.to_string(), mode);
-        // Flapping starts with a failed answer.
-        state.flap_fails_next.remove(region);
+        self.state.lock().unwrap().set_health(region, mode);
     }
 
     /// Messages received, each #{path, payload}.

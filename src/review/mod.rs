@@ -579,19 +579,23 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
     } else {
         None
     };
+    let approvals = || {
+        rep.approvals
+            .iter()
+            .map(|a| (a.asked_ms, a.answered_ms.unwrap_or(last).max(a.asked_ms)))
+    };
+    let gaps = || {
+        rep.sessions
+            .windows(2)
+            .map(|w| (w[0].end_ms, w[1].start_ms.max(w[0].end_ms)))
+    };
     rep.time = TimeSplit {
         actions_ms: outermost(&rep.actions),
         waits_ms: union(rep.waits.iter().map(|w| (w.start_ms, w.end_ms))),
-        approvals_ms: rep
-            .approvals
-            .iter()
-            .map(|a| a.answered_ms.unwrap_or(last).saturating_sub(a.asked_ms))
-            .sum(),
-        stopped_ms: rep
-            .sessions
-            .windows(2)
-            .map(|w| w[1].start_ms.saturating_sub(w[0].end_ms))
-            .sum(),
+        approvals_ms: union(approvals()),
+        // A run paused for an approval is stopped between sessions too: that time is the
+        // approval's, so that the parts add up to no more than the wall time.
+        stopped_ms: union(gaps().chain(approvals())) - union(approvals()),
     };
     rep
 }
@@ -881,6 +885,79 @@ mod tests {
             ),
             r(70.5, Event::RunFinished { elapsed_ms: 70500 }),
         ]
+    }
+
+    /// A run that paused for an approval (no terminal) and was resumed with `--approve` 4 s
+    /// later: the wait is the approval's, not also time stopped between sessions.
+    #[test]
+    fn a_pause_for_approval_is_counted_once() {
+        let mut n = 0;
+        let mut r = |secs: f64, e: Event| {
+            n += 1;
+            rec(n, secs, e)
+        };
+        let records = vec![
+            r(0.0, started("alice", "ops-1")),
+            r(
+                0.1,
+                Event::StepStarted {
+                    step: path("confirm"),
+                },
+            ),
+            r(
+                0.1,
+                Event::ApprovalRequested {
+                    step: path("confirm"),
+                    seq: 1,
+                    message: "go?".into(),
+                },
+            ),
+            r(
+                0.2,
+                Event::RunPaused {
+                    reason: "waiting for approval".into(),
+                },
+            ),
+            r(
+                4.2,
+                Event::RunResumed {
+                    runbook_sha256: "ab".into(),
+                    engine_version: "0.1.0".into(),
+                    operator: "alice".into(),
+                    host: "ops-1".into(),
+                    pid: 2,
+                    inflight: None,
+                },
+            ),
+            r(
+                4.2,
+                Event::StepStarted {
+                    step: path("confirm"),
+                },
+            ),
+            r(
+                4.2,
+                Event::Approved {
+                    step: path("confirm"),
+                    seq: 1,
+                    by: "alice".into(),
+                    via: "resume --approve".into(),
+                },
+            ),
+            r(
+                4.3,
+                Event::StepFinished {
+                    step: path("confirm"),
+                    elapsed_ms: 100,
+                },
+            ),
+            r(4.3, Event::RunFinished { elapsed_ms: 4300 }),
+        ];
+        let rep = build("r1", &records, RunStatus::Finished);
+        assert_eq!(rep.wall_ms, 4_300);
+        assert_eq!(rep.sessions.len(), 2);
+        assert_eq!(rep.time.approvals_ms, 4_100);
+        assert_eq!(rep.time.stopped_ms, 0);
     }
 
     #[test]

@@ -19,16 +19,21 @@ fn alive(pid: i64) -> bool {
     }
 }
 
-#[test]
-fn stack_up_serves_every_system_and_down_stops_every_process() {
-    let t = Test::new()
+/// A test whose runs find the moto server and credentials for it.
+fn with_moto() -> Test {
+    Test::new()
         .env(
             "RUNBOOK_MOTO_SERVER",
             concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/moto_server"),
         )
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+#[test]
+fn stack_up_serves_every_system_and_down_stops_every_process() {
+    let t = with_moto();
     let dir = t.path("stack").display().to_string();
     let up = t.exec(&["stack", "up", "--detach", "--dir", &dir]);
     let _down = Down(&t, dir.clone());
@@ -210,4 +215,92 @@ fn stack_up_serves_every_system_and_down_stops_every_process() {
             "process {pid} is still running after stack down"
         );
     }
+}
+
+/// The processes of a stack: its servers (and their helpers), working in `stack` or in its
+/// PostgreSQL folder (a link to a folder the postgres user can reach), and with `serving`
+/// the process serving them (`runbook stack up --dir STACK`). Process id and command line.
+fn processes_of(stack: &std::path::Path, serving: bool) -> Vec<(i32, String)> {
+    let mut roots = vec![stack.to_path_buf()];
+    if let Ok(pg) = std::fs::read_link(stack.join("postgres")) {
+        roots.push(pg);
+    }
+    let serving_args = format!("stack up --dir {} ", stack.display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let theirs = roots.iter().any(|r| cwd.starts_with(r))
+            || (serving && cmdline.contains(&serving_args));
+        if theirs && alive(pid as i64) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// Kills, by process id, whatever a failed test left running of a stack.
+struct KillLeftovers(std::path::PathBuf);
+
+impl Drop for KillLeftovers {
+    fn drop(&mut self) {
+        for (pid, _) in processes_of(&self.0, true) {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stack_interrupted_while_starting_stops_what_it_had_started() {
+    let t = with_moto();
+    let dir = t.path("stack");
+    let _leftovers = KillLeftovers(dir.clone());
+    let mut up = t.spawn(&[
+        "stack",
+        "up",
+        "--detach",
+        "--dir",
+        &dir.display().to_string(),
+    ]);
+    // Servers are starting (Redis is first, in well under a second) and the stack is not up.
+    let starting = crate::support::wait_for(std::time::Duration::from_secs(30), || {
+        !processes_of(&dir, false).is_empty()
+    });
+    assert!(starting, "no server started under {}", dir.display());
+    assert!(
+        !dir.join("stack.json").exists(),
+        "the stack was up before it could be interrupted"
+    );
+    unsafe {
+        libc::kill(up.id() as i32, libc::SIGTERM);
+    }
+    let status = up.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(up.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert_says(
+        &stderr,
+        &[
+            "stack up interrupted (signal 15): stopping the servers it had started",
+            "stopped; nothing is left running in",
+        ],
+    );
+    let left = processes_of(&dir, true);
+    assert!(
+        left.is_empty(),
+        "still running after the interrupted stack up: {left:?}"
+    );
+    assert!(!dir.join("stack.json").exists());
+    // Nothing to stop, and `stack down` says so.
+    let down = t.exec(&["stack", "down", "--dir", &dir.display().to_string()]);
+    assert_eq!(down.code, 2, "{}", down.all());
+    assert_says(&down.stderr, &["no stack is running in"]);
 }

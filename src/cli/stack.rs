@@ -93,13 +93,21 @@ fn foreground(
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ]);
+    let mut signals = signals.ok();
     let st = Stack::up_with(dir, &server, options)
         .map_err(|e| Error::Io(format!("the stack did not start: {e}")))?;
+    // Stopped while starting: stop every server (dropping the stack), and record nothing a
+    // `stack down` or a runbook would take for a running stack.
+    if let Some(signal) = signals.as_mut().and_then(|s| s.pending().next()) {
+        drop(st);
+        eprintln!("stack up interrupted (signal {signal}): the servers it had started are stopped");
+        std::process::exit(crate::error::exit::INTERRUPTED);
+    }
     st.write_files(std::process::id())
         .map_err(|e| Error::Io(e.to_string()))?;
     summary(&st.dir, &record(&st.dir)?)?;
     say!("serving until Ctrl-C or `runbook stack down`");
-    if let Ok(mut signals) = signals {
+    if let Some(signals) = signals.as_mut() {
         signals.forever().next();
     }
     let dir = st.dir.clone();
@@ -125,6 +133,14 @@ fn detach(dir: &Path, options: stack::Options, moto_server: Option<PathBuf>) -> 
     if let Some(m) = moto_server {
         cmd.arg("--moto-server").arg(m);
     }
+    // The serving process has a process group of its own (a Ctrl-C at the terminal does not
+    // reach it once it serves); until it is up, a Ctrl-C or SIGTERM here stops it too.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .ok();
     use std::os::unix::process::CommandExt;
     let mut child = cmd
         .stdin(Stdio::null())
@@ -147,12 +163,36 @@ fn detach(dir: &Path, options: stack::Options, moto_server: Option<PathBuf>) -> 
                 text.trim()
             )));
         }
+        if let Some(signal) = signals.as_mut().and_then(|s| s.pending().next()) {
+            eprintln!(
+                "stack up interrupted (signal {signal}): stopping the servers it had started"
+            );
+            stop_starting(dir, &mut child);
+            eprintln!("stopped; nothing is left running in {}", dir.display());
+            std::process::exit(crate::error::exit::INTERRUPTED);
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    stop_starting(dir, &mut child);
     Err(Error::Io(format!(
-        "the stack was not up after 120 s; see {}",
+        "the stack was not up after 120 s, and what had started is stopped; see {}",
         dir.join("stack.log").display()
     )))
+}
+
+/// Stops a serving process that is not up yet: asked (SIGTERM), it finishes starting and
+/// stops every server it started; then whatever a record names, in case it got that far.
+fn stop_starting(dir: &Path, child: &mut std::process::Child) {
+    let pid = child.id() as i32;
+    // Exited: a zombie until waited for, which `running` does not count.
+    stack::stop_pid(pid, libc::SIGTERM, Duration::from_secs(120), || {
+        !stack::running(pid)
+    });
+    let _ = child.wait();
+    if let Ok(rec) = record(dir) {
+        stack::stop_recorded(&rec);
+        let _ = std::fs::remove_file(dir.join("stack.json"));
+    }
 }
 
 fn down(dir: &Path) -> Result<(), Error> {

@@ -46,8 +46,15 @@ impl Moto {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?;
         let log = std::fs::File::create(dir.join("moto.log"))?;
-        let child = Command::new(server)
+        // It runs in its own folder (what it writes lands there, and a process left behind
+        // shows whose it is); a path to it is read from here, a bare name from PATH.
+        let server = match std::fs::canonicalize(server) {
+            Ok(path) if server.components().count() > 1 => path,
+            _ => server.to_path_buf(),
+        };
+        let child = Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

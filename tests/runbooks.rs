@@ -1047,7 +1047,7 @@ fn a_target_too_far_behind_is_refused_unless_forced() {
     // us-east-1's database answers: what the target lacks is not lost yet.
     assert_says(
         &ran.stderr,
-        &["behind us-east-1, more than max_lag_bytes -1. us-east-1 still answers, so that is not yet lost: --var force=true fences it first and gives eu-west-1 up to 30s (--var catch_up) to replay the rest"],
+        &["behind us-east-1, more than max_lag_bytes -1 bytes. us-east-1 still answers, so that is not yet lost: --var force=true fences it first and gives eu-west-1 up to 30s (--var catch_up) to replay the rest"],
     );
     assert_eq!(
         d.psql("eu-west-1", "SELECT pg_is_in_recovery()"),
@@ -1056,7 +1056,7 @@ fn a_target_too_far_behind_is_refused_unless_forced() {
     );
     let report = d.report(&d.t.newest_run(), "failed");
     assert!(report.contains("## Failures"), "{report}");
-    assert!(report.contains("more than max_lag_bytes -1"), "{report}");
+    assert!(report.contains("more than max_lag_bytes -1 bytes"), "{report}");
 
     // Forced, as the refusal says: fenced first, the target waits for the rest, nothing lost.
     let ran = d.run(

@@ -221,7 +221,7 @@ fn complete_region_loss_picks_the_standby_with_the_most_wal() {
     assert_eq!(ran.code, 1, "{}", ran.all());
     has(
         &ran,
-        &["eu-west-1 is 52428800 bytes (50.0 MB) behind, more than max_lag_bytes 16777216; pick another target with --var target, or rerun with --var force=true to accept the loss"],
+        &["eu-west-1 is 52428800 bytes (50.0 MB) behind, more than max_lag_bytes 16777216 bytes (16.0 MB); pick another target with --var target, or rerun with --var force=true to accept the loss"],
     );
     // A limit written with a unit (64MB = 67108864 bytes) lets it through; one that is not a
     // size stops the run before it starts.
@@ -312,7 +312,7 @@ fn a_standby_too_far_behind_is_refused_before_any_change_unless_forced() {
             "ap-southeast-1: not a candidate (unreachable)",
             // The old primary answers: what eu-west-1 lacks is not lost yet, and the refusal
             // says what forcing does.
-            "eu-west-1 is 52428800 bytes (50.0 MB) behind us-east-1, more than max_lag_bytes 16777216. us-east-1 still answers, so that is not yet lost: --var force=true fences it first and gives eu-west-1 up to 30s (--var catch_up) to replay the rest",
+            "eu-west-1 is 52428800 bytes (50.0 MB) behind us-east-1, more than max_lag_bytes 16777216 bytes (16.0 MB). us-east-1 still answers, so that is not yet lost: --var force=true fences it first and gives eu-west-1 up to 30s (--var catch_up) to replay the rest",
             "Nothing was changed",
         ],
     );

@@ -267,6 +267,38 @@ fn a_closed_output_pipe_ends_log_runs_and_actions_quietly() {
     }
 }
 
+/// `runbook run X 2>&1 | head -1`: a run whose reader went away runs to its end as it would
+/// have: its journal holds all of it and its exit code says how it ended (no panic writing
+/// its last message into the closed pipe).
+#[test]
+fn a_run_whose_reader_went_away_ends_as_it_would_have() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let lines = r#"for i in 0..200 { log(`line ${i}`); }"#;
+    for (end, code, last) in [
+        ("", 0, "run_finished"),
+        (r#"step("s", || fail("boom"));"#, 1, "run_failed"),
+        (r#"step("s", || approve("go?"));"#, 3, "run_paused"),
+    ] {
+        let t = Test::new().script(&format!("{lines}\n{end}"));
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (reader, writer) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(reader);
+        let status = t
+            .command(&["run".into(), "runbook.rhai".into()])
+            .stdout(writer.try_clone().unwrap())
+            .stderr(writer)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(code), "{end}");
+        let journal = t.journal(&t.only_run());
+        let final_event = journal.lines().last().unwrap_or("");
+        assert!(final_event.contains(last), "{end}: {final_event}");
+        assert!(journal.contains("line 199"), "{end}");
+    }
+}
+
 /// `join` makes a list readable in a message: the shipped runbooks tell Slack the regions as
 /// `eu-west-1, us-east-1`, not as an array's `["eu-west-1", "us-east-1"]`.
 #[test]

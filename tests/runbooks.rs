@@ -1056,7 +1056,10 @@ fn a_target_too_far_behind_is_refused_unless_forced() {
     );
     let report = d.report(&d.t.newest_run(), "failed");
     assert!(report.contains("## Failures"), "{report}");
-    assert!(report.contains("more than max_lag_bytes -1 bytes"), "{report}");
+    assert!(
+        report.contains("more than max_lag_bytes -1 bytes"),
+        "{report}"
+    );
 
     // Forced, as the refusal says: fenced first, the target waits for the rest, nothing lost.
     let ran = d.run(

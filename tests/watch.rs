@@ -413,7 +413,10 @@ fn a_dry_run_watcher_changes_nothing_and_a_standby_too_far_behind_is_not_promote
     );
     assert_eq!(d.psql("ap-southeast-1", "SELECT pg_is_in_recovery()"), "t");
     let journal = d.t.journal(&d.t.only_run());
-    assert!(journal.contains("more than max_lag_bytes -1 bytes"), "{journal}");
+    assert!(
+        journal.contains("more than max_lag_bytes -1 bytes"),
+        "{journal}"
+    );
 }
 
 #[test]

@@ -14,6 +14,14 @@ macro_rules! say {
         $crate::cli::say_line(format_args!($($arg)*))?
     };
 }
+/// Prints a line on stderr. A reader that went away is no reason to stop, nor to panic: a run
+/// goes on (its journal holds everything) and the exit code still says how it ended.
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 mod arguments;
 #[cfg(feature = "stack")]
 mod stack;
@@ -62,7 +70,7 @@ pub fn main_entry() -> i32 {
     match subcommand::dispatch(args, &redactor, &flag) {
         Ok(()) | Err(Error::ClosedOutput) => exit::SUCCESS,
         Err(e) => {
-            eprintln!("{}", redactor.redact(&e.render_for(&flag, &again)));
+            tell!("{}", redactor.redact(&e.render_for(&flag, &again)));
             e.exit_code()
         }
     }

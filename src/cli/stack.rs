@@ -100,7 +100,7 @@ fn foreground(
     // `stack down` or a runbook would take for a running stack.
     if let Some(signal) = signals.as_mut().and_then(|s| s.pending().next()) {
         drop(st);
-        eprintln!("stack up interrupted (signal {signal}): the servers it had started are stopped");
+        tell!("stack up interrupted (signal {signal}): the servers it had started are stopped");
         std::process::exit(crate::error::exit::INTERRUPTED);
     }
     st.write_files(std::process::id())
@@ -164,11 +164,9 @@ fn detach(dir: &Path, options: stack::Options, moto_server: Option<PathBuf>) -> 
             )));
         }
         if let Some(signal) = signals.as_mut().and_then(|s| s.pending().next()) {
-            eprintln!(
-                "stack up interrupted (signal {signal}): stopping the servers it had started"
-            );
+            tell!("stack up interrupted (signal {signal}): stopping the servers it had started");
             stop_starting(dir, &mut child);
-            eprintln!("stopped; nothing is left running in {}", dir.display());
+            tell!("stopped; nothing is left running in {}", dir.display());
             std::process::exit(crate::error::exit::INTERRUPTED);
         }
         std::thread::sleep(Duration::from_millis(50));

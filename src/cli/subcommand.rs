@@ -240,10 +240,10 @@ fn install_signals(cancel: Arc<AtomicBool>) {
         for _ in signals.forever() {
             if count.fetch_add(1, Ordering::SeqCst) == 0 {
                 cancel.store(true, Ordering::SeqCst);
-                eprintln!("\nstopping after the current action (press Ctrl-C again to stop at once; the run stays resumable)");
+                tell!("\nstopping after the current action (press Ctrl-C again to stop at once; the run stays resumable)");
             } else {
                 crate::action::child::kill_running();
-                eprintln!("\nstopped at once; the action in flight is recorded as such — `runbook resume` decides what to do with it");
+                tell!("\nstopped at once; the action in flight is recorded as such — `runbook resume` decides what to do with it");
                 std::process::exit(crate::error::exit::INTERRUPTED);
             }
         }
@@ -293,7 +293,7 @@ fn check(files: &[std::path::PathBuf], params: bool) -> Result<(), Error> {
             Err(problems) => {
                 failed += 1;
                 for p in &problems {
-                    eprintln!("{}", p.render(""));
+                    tell!("{}", p.render(""));
                 }
             }
         }
@@ -576,9 +576,7 @@ fn report(
         say!("{}", text.trim_end());
     }
     if let Some(t) = loaded.torn_tail {
-        eprintln!(
-            "warning: the journal's last line is torn (a crash mid-write) and was left out: {t}"
-        );
+        tell!("warning: the journal's last line is torn (a crash mid-write) and was left out: {t}");
     }
     Ok(())
 }
@@ -695,7 +693,7 @@ fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
         }
     }
     if let Some(t) = loaded.torn_tail {
-        eprintln!("warning: the last line is torn (a crash mid-write) and was ignored: {t}");
+        tell!("warning: the last line is torn (a crash mid-write) and was ignored: {t}");
     }
     Ok(())
 }

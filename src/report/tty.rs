@@ -143,8 +143,10 @@ impl Reporter for TtyReporter {
     fn ask_approval(&self, message: &str) -> Option<bool> {
         let message = self.redactor.redact(message);
         let answer = self.multi.suspend(|| {
-            print!("? {message}\n  approve? [y/N] ");
-            let _ = std::io::stdout().flush();
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "? {message}\n  approve? [y/N] ");
+            let _ = out.flush();
+            drop(out);
             let mut line = String::new();
             std::io::stdin()
                 .lock()

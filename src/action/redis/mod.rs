@@ -185,7 +185,9 @@ fn warn_unverified(shown: &str) {
     let mut warned = WARNED.lock().unwrap();
     if !warned.iter().any(|w| w == shown) {
         warned.push(shown.to_string());
-        eprintln!(
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "warning: {shown}: #insecure — the server's TLS certificate is NOT VERIFIED; \
              anyone on the path can read and change this traffic (for test set-ups only)"
         );

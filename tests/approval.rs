@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use crate::support::{Server, Test};
 
 #[test]
@@ -103,4 +105,172 @@ fn the_resume_hint_names_a_state_dir_given_on_the_command_line_and_works_pasted(
         .exec(&["run", "runbook.rhai"]);
     assert_eq!(again.code, 3, "{}", again.all());
     assert!(!again.stderr.contains("--state-dir"), "{}", again.stderr);
+}
+
+/// A run on a terminal of its own (a pseudo-terminal it controls, as an SSH session gives):
+/// what it printed so far, what is typed at it, and the hang-up when the session goes away.
+struct OnTerminal {
+    child: std::process::Child,
+    master: Option<std::fs::File>,
+    screen: Vec<u8>,
+}
+
+impl OnTerminal {
+    fn start(t: &Test, args: &[&str]) -> OnTerminal {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let (mut master, mut slave) = (0, 0);
+        let opened = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(opened, 0, "openpty");
+        // Neither end leaks into the run: a copy of this end there would keep it from
+        // ever being hung up.
+        for fd in [master, slave] {
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut cmd = t.command(&args);
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave);
+        // A session of its own with the terminal as its controlling one: Ctrl-C typed there
+        // is its SIGINT, and closing the other end hangs it up (SIGHUP).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("runbook starts");
+        // Read as it goes, without blocking: one handle, so that dropping it hangs up.
+        let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::F_GETFL) };
+        unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&master),
+                libc::F_SETFL,
+                flags | libc::O_NONBLOCK,
+            )
+        };
+        OnTerminal {
+            child,
+            master: Some(std::fs::File::from(master)),
+            screen: Vec::new(),
+        }
+    }
+
+    /// What it has printed so far.
+    fn screen(&mut self) -> String {
+        let mut buf = [0u8; 4096];
+        while let Some(master) = self.master.as_mut() {
+            match std::io::Read::read(master, &mut buf) {
+                Ok(n) if n > 0 => self.screen.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&self.screen).into_owned()
+    }
+
+    fn wait_for_prompt(&mut self) {
+        let asked = crate::support::wait_for(Duration::from_secs(10), || {
+            self.screen().contains("approve? [y/N]")
+        });
+        assert!(asked, "no approval prompt:\n{}", self.screen());
+    }
+
+    fn type_in(&mut self, keys: &str) {
+        std::io::Write::write_all(self.master.as_mut().unwrap(), keys.as_bytes()).unwrap();
+    }
+
+    /// The SSH session goes away: the terminal's other end closes.
+    fn hang_up(&mut self) {
+        self.master = None;
+    }
+
+    /// The exit code, within 10 s (killed otherwise).
+    fn exit_code(&mut self) -> Option<i32> {
+        let ended = crate::support::wait_for(Duration::from_secs(10), || {
+            self.screen();
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !ended {
+            crate::support::kill9(&mut self.child);
+            panic!("still running 10 s later:\n{}", self.screen());
+        }
+        self.child.wait().unwrap().code()
+    }
+}
+
+/// At `approve? [y/N]` on a terminal: `y` approves; Ctrl-C stops the run at once (not after
+/// the next Enter), resumable, and the resume asks again; a hung-up session never reads as
+/// "declined" and leaves a run that `resume --approve` finishes.
+#[test]
+fn an_approval_prompt_answers_y_ctrl_c_and_a_hang_up() {
+    let server = Server::start();
+    let script = format!(
+        r#"
+        step("gate", || approve("promote eu-west-1?"));
+        step("after", || http::post(#{{ url: "{a}" }}));
+        "#,
+        a = server.url("/after")
+    );
+
+    let t = Test::new().script(&script);
+    let mut run = OnTerminal::start(&t, &["run", "runbook.rhai"]);
+    run.wait_for_prompt();
+    run.type_in("y\r");
+    assert_eq!(run.exit_code(), Some(0), "{}", run.screen());
+    assert!(
+        run.screen().contains("approved by tester (terminal)"),
+        "{}",
+        run.screen()
+    );
+    assert_eq!(server.count("POST", "/after"), 1);
+
+    let t = Test::new().script(&script);
+    let mut run = OnTerminal::start(&t, &["run", "runbook.rhai"]);
+    run.wait_for_prompt();
+    run.type_in("\x03");
+    assert_eq!(run.exit_code(), Some(130), "{}", run.screen());
+    let id = t.only_run();
+    let journal = t.journal(&id);
+    assert!(
+        journal.lines().last().unwrap().contains("run_interrupted"),
+        "{journal}"
+    );
+    assert!(!journal.contains("declined"), "{journal}");
+    assert_eq!(server.count("POST", "/after"), 1);
+    let mut again = OnTerminal::start(&t, &["resume", &id]);
+    again.wait_for_prompt();
+    again.type_in("y\r");
+    assert_eq!(again.exit_code(), Some(0), "{}", again.screen());
+    assert_eq!(server.count("POST", "/after"), 2);
+
+    let t = Test::new().script(&script);
+    let mut run = OnTerminal::start(&t, &["run", "runbook.rhai"]);
+    run.wait_for_prompt();
+    run.hang_up();
+    let code = run.exit_code();
+    // Stopped by the hang-up (130), or paused when the prompt saw the terminal close first (3).
+    assert!(matches!(code, Some(130) | Some(3)), "exit {code:?}");
+    let id = t.only_run();
+    let journal = t.journal(&id);
+    assert!(
+        !journal.contains("declined") && !journal.contains("run_failed"),
+        "{journal}"
+    );
+    assert_eq!(server.count("POST", "/after"), 2);
+    let done = t.exec(&["resume", &id, "--approve"]);
+    assert_eq!(done.code, 0, "{}", done.all());
+    assert_eq!(server.count("POST", "/after"), 3);
 }

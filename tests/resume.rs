@@ -549,11 +549,12 @@ fn resume_undo_refuses_when_the_edited_runbook_no_longer_reaches_a_change() {
     assert!(t.exec(&["runs"]).stdout.contains("undone"));
 }
 
-/// SIGINT or SIGTERM during an action: the action finishes and is journaled, the run stops
-/// before the next one (exit 130), and resume continues without repeating it.
+/// SIGINT, SIGTERM or SIGHUP (the SSH session went away) during an action: the action
+/// finishes and is journaled, the run stops before the next one (exit 130), and resume
+/// continues without repeating it.
 #[test]
 fn a_signal_stops_after_the_current_action_and_leaves_a_resumable_run() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         let server = Server::start();
         server.reply("/slow", 200, "ok", Duration::from_millis(700));
         let t = Test::new().script(&format!(
@@ -575,6 +576,12 @@ fn a_signal_stops_after_the_current_action_and_leaves_a_resumable_run() {
             stderr.contains("stopping after the current action"),
             "{stderr}"
         );
+        if signal == libc::SIGHUP {
+            assert!(
+                stderr.contains("the terminal went away (SIGHUP)"),
+                "{stderr}"
+            );
+        }
         assert_eq!(server.count("POST", "/b"), 0);
         let run = t.only_run();
         assert!(

@@ -229,18 +229,24 @@ fn reporter(output: Output, redactor: &Redactor, store_flag: &str) -> Arc<dyn Re
     }
 }
 
-/// First SIGINT/SIGTERM: stop after the current action. Second: stop now.
+/// First SIGINT/SIGTERM/SIGHUP: stop after the current action. Second: stop now. A hang-up
+/// (the SSH session or terminal went away) stops the run as Ctrl-C would, instead of killing it
+/// in the middle of a change: nobody is there to watch it or answer its approvals.
 fn install_signals(cancel: Arc<AtomicBool>) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
         return;
     };
     let count = AtomicUsize::new(0);
     std::thread::spawn(move || {
-        for _ in signals.forever() {
+        for signal in signals.forever() {
             if count.fetch_add(1, Ordering::SeqCst) == 0 {
                 cancel.store(true, Ordering::SeqCst);
-                tell!("\nstopping after the current action (press Ctrl-C again to stop at once; the run stays resumable)");
+                if signal == SIGHUP {
+                    tell!("\nthe terminal went away (SIGHUP): stopping after the current action; the run stays resumable");
+                } else {
+                    tell!("\nstopping after the current action (press Ctrl-C again to stop at once; the run stays resumable)");
+                }
             } else {
                 crate::action::child::kill_running();
                 tell!("\nstopped at once; the action in flight is recorded as such — `runbook resume` decides what to do with it");

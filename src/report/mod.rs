@@ -5,6 +5,8 @@ mod json;
 mod plain;
 mod tty;
 
+use std::sync::atomic::AtomicBool;
+
 use serde::Serialize;
 
 pub use json::JsonReporter;
@@ -135,10 +137,22 @@ pub enum Progress {
 pub trait Reporter: Send + Sync {
     fn report(&self, event: &Progress);
 
-    /// Asks the operator on a terminal. `None` when there is no one to ask.
-    fn ask_approval(&self, _message: &str) -> Option<bool> {
-        None
+    /// Asks the operator on a terminal; `stop` is set by a Ctrl-C (or another signal) while
+    /// it waits for the answer.
+    fn ask_approval(&self, _message: &str, _stop: &AtomicBool) -> Reply {
+        Reply::Nobody
     }
+}
+
+/// What an approval prompt got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Yes,
+    No,
+    /// No terminal to ask on, or it went away (end of input): the run pauses for the approval.
+    Nobody,
+    /// A Ctrl-C (or SIGTERM, SIGHUP) while asking: the run stops as it would between actions.
+    Stopped,
 }
 
 /// Milliseconds as the operator reads them.

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::plain::line_for;
-use super::{Progress, Reporter};
+use super::{Progress, Reply, Reporter};
 use crate::journal::{unix_ms, StepPath};
 use crate::secret::Redactor;
 
@@ -140,24 +141,58 @@ impl Reporter for TtyReporter {
         }
     }
 
-    fn ask_approval(&self, message: &str) -> Option<bool> {
+    fn ask_approval(&self, message: &str, stop: &AtomicBool) -> Reply {
         let message = self.redactor.redact(message);
-        let answer = self.multi.suspend(|| {
-            let mut out = std::io::stdout().lock();
-            let _ = write!(out, "? {message}\n  approve? [y/N] ");
-            let _ = out.flush();
-            drop(out);
+        // The bars make way for the question and come back after it. Not `suspend`: it
+        // panics when the terminal is gone by the time it redraws (a hung-up SSH session).
+        let _ = self.multi.clear();
+        self.multi.set_draw_target(ProgressDrawTarget::hidden());
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "? {message}\n  approve? [y/N] ");
+        let _ = out.flush();
+        drop(out);
+        let answer = read_answer(stop);
+        if answer == Reply::Stopped {
+            let _ = writeln!(std::io::stdout());
+        }
+        self.multi.set_draw_target(ProgressDrawTarget::stdout());
+        answer
+    }
+}
+
+/// Waits for a line on stdin, looking every 100 ms whether the run was asked to stop (a read
+/// alone would hold a Ctrl-C until Enter).
+fn read_answer(stop: &AtomicBool) -> Reply {
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Reply::Stopped;
+        }
+        let mut fd = libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ready = unsafe { libc::poll(&mut fd, 1, 100) };
+        if ready < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return Reply::Nobody;
+        }
+        if ready > 0 {
             let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .ok()
-                .map(|_| line)
-        })?;
-        Some(matches!(
-            answer.trim().to_ascii_lowercase().as_str(),
-            "y" | "yes"
-        ))
+            return match std::io::stdin().lock().read_line(&mut line) {
+                // The terminal went away (or Ctrl-D): nobody answered.
+                Ok(0) | Err(_) => {
+                    if stop.load(Ordering::SeqCst) {
+                        Reply::Stopped
+                    } else {
+                        Reply::Nobody
+                    }
+                }
+                Ok(_) if matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes") => {
+                    Reply::Yes
+                }
+                Ok(_) => Reply::No,
+            };
+        }
     }
 }
 

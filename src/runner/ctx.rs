@@ -14,7 +14,7 @@ use super::replay::{self, Answer, Call, Decision, Expected, Key, Outcome, Replay
 use crate::action::{Cx, Dur};
 use crate::error::{Error, Next};
 use crate::journal::{self, show_path, Event, JournalWriter, LockGuard, Record, StepPath, Store};
-use crate::report::{PlanEntry, Progress, Reporter};
+use crate::report::{PlanEntry, Progress, Reply, Reporter};
 use crate::secret::Redactor;
 
 pub type RhaiResult<T = Dynamic> = Result<T, Box<EvalAltResult>>;
@@ -655,11 +655,12 @@ impl RunCtx {
             (self.opts.operator.clone(), "--yes")
         } else {
             self.state.action_time.enter();
-            let answer = self.reporter.ask_approval(message);
+            let answer = self.reporter.ask_approval(message, &self.cancel);
             self.state.action_time.leave();
             match answer {
-                Some(true) => (self.opts.operator.clone(), "terminal"),
-                Some(false) => {
+                Reply::Yes => (self.opts.operator.clone(), "terminal"),
+                Reply::Stopped => return Err(self.stop_with(Stop::Interrupted, pos)),
+                Reply::No => {
                     self.report(Progress::Approval {
                         step: path,
                         message: message.into(),
@@ -670,7 +671,7 @@ impl RunCtx {
                         pos,
                     ));
                 }
-                None => {
+                Reply::Nobody => {
                     let run = self.opts.run_id.clone().unwrap_or_default();
                     self.report(Progress::Approval {
                         step: path,

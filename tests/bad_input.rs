@@ -434,3 +434,49 @@ fn a_runaway_script_is_stopped_by_the_operation_limit() {
     );
     assert!(ran.stderr.contains("--> runbook.rhai:1:"), "{}", ran.stderr);
 }
+
+/// A field an action's output (or any map) does not have is a mistake that stops the run,
+/// not `()`: `if t.mss > 0` with a misspelt field would otherwise quietly take the wrong
+/// branch. `.get(..)` reads a field that may be absent, and new fields can still be set.
+#[test]
+fn a_misspelt_output_field_stops_the_run_instead_of_reading_as_nothing() {
+    let t = Test::new().script(
+        r#"
+        step("read", || {
+            let t = time::now();
+            if t.mss > 0 { log("took the late branch"); } else { log("took the early branch"); }
+        });
+        step("after", || log("the next step ran"));
+        "#,
+    );
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &[
+            "no field `mss` in this map (its .keys() are what it has); a field that may be absent is read with .get(\"mss\"), which is () when it is",
+            "in step 'read'",
+            "if t.mss > 0",
+        ],
+    );
+    assert!(
+        !ran.stdout.contains("took the") && !ran.stdout.contains("next step ran"),
+        "{}",
+        ran.stdout
+    );
+
+    Test::new()
+        .script(
+            r#"
+            let t = time::now();
+            let m = #{};
+            m.late = t.get("mss") != ();
+            m["ms"] = t.ms > 0;
+            log(`late: ${m.late}, has ms: ${m.ms}, keys: ${t.keys()}`);
+            "#,
+        )
+        .run(&[])
+        .code(0)
+        .stdout("late: false, has ms: true, keys: [\"iso\", \"ms\"]")
+        .check();
+}

@@ -435,9 +435,11 @@ fn a_runaway_script_is_stopped_by_the_operation_limit() {
     assert!(ran.stderr.contains("--> runbook.rhai:1:"), "{}", ran.stderr);
 }
 
-/// A field an action's output (or any map) does not have is a mistake that stops the run,
-/// not `()`: `if t.mss > 0` with a misspelt field would otherwise quietly take the wrong
-/// branch. `.get(..)` reads a field that may be absent, and new fields can still be set.
+/// A field an action's output (or any map) does not have is a mistake, not `()`: a misspelt
+/// `if t.mss > 0` would otherwise quietly take the wrong branch. Where `check` can
+/// see whose output it is, the run is refused before anything runs; elsewhere (a function's
+/// parameter) it stops the run where it is read. `.get(..)` reads a field that may be absent,
+/// and new fields can still be set.
 #[test]
 fn a_misspelt_output_field_stops_the_run_instead_of_reading_as_nothing() {
     let t = Test::new().script(
@@ -445,6 +447,25 @@ fn a_misspelt_output_field_stops_the_run_instead_of_reading_as_nothing() {
         step("read", || {
             let t = time::now();
             if t.mss > 0 { log("took the late branch"); } else { log("took the early branch"); }
+        });
+        "#,
+    );
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &[
+            "time::now returns no field `mss` (did you mean `ms`?)",
+            "--> runbook.rhai:4:18",
+        ],
+    );
+    assert!(t.run_ids().is_empty(), "nothing ran");
+
+    let t = Test::new().script(
+        r#"
+        fn late(t) { t.mss > 0 }
+        step("read", || {
+            if late(time::now()) { log("took the late branch"); } else { log("took the early branch"); }
         });
         step("after", || log("the next step ran"));
         "#,
@@ -456,7 +477,7 @@ fn a_misspelt_output_field_stops_the_run_instead_of_reading_as_nothing() {
         &[
             "no field `mss` in this map (its .keys() are what it has); a field that may be absent is read with .get(\"mss\"), which is () when it is",
             "in step 'read'",
-            "if t.mss > 0",
+            "fn late(t) { t.mss > 0 }",
         ],
     );
     assert!(

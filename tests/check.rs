@@ -251,3 +251,58 @@ fn check_lists_the_parameters_a_runbook_declares() {
     let plain = t.exec(&["check", &planned]);
     assert_eq!(plain.stdout.lines().count(), 1, "{}", plain.stdout);
 }
+
+/// A field read from an action's output that the output does not have (at run time a
+/// mistake that stops the run) is found by `check`: on the call itself, or through a variable
+/// the runbook binds once to the call. A variable whose fields the runbook changes, or whose
+/// name is also a loop variable or a parameter, could hold other fields and is left alone.
+#[test]
+fn check_names_a_field_an_action_does_not_return() {
+    let t = Test::new().script(
+        r#"let t = time::now();
+log(t.mss);
+log(time::now().iso2);
+step("read", || {
+    let s = pg::status(#{ url: "postgres://u@127.0.0.1:1/db" });
+    if s.in_recovry { log("standby"); }
+    let got = k8s::get(#{ context: "c", kind: "pods" });
+    log(got.items.len());
+    log(got.itemz.len());
+});
+let m = time::now();
+m.extra = 1;
+log(m.extra);
+let n = time::now();
+n.mixin(#{ more: 2 });
+log(n.more);
+let o = time::now();
+o = #{ other: 3 };
+log(o.other);
+for v in [#{ a: 1 }] { log(v.a); }
+let v = time::now();
+log(v.ms);
+let p = time::now();
+log(p.iso);
+parallel([#{ region: "x" }], |p| log(p.region));
+"#,
+    );
+    let ran = t.exec(&["check", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &[
+            "time::now returns no field `mss` (did you mean `ms`?); its fields are iso, ms\n  --> runbook.rhai:2:7",
+            "time::now returns no field `iso2` (did you mean `iso`?)",
+            "--> runbook.rhai:3:17",
+            "pg::status returns no field `in_recovry` (did you mean `in_recovery`?)",
+            "k8s::get returns no field `itemz` (did you mean `items`?); its fields are count, items",
+        ],
+    );
+    assert_eq!(
+        ran.stderr.matches("returns no field").count(),
+        4,
+        "only the four misspelt fields: {}",
+        ran.stderr
+    );
+    assert!(t.run_ids().is_empty());
+}

@@ -1,7 +1,8 @@
 //! `runbook check`: what can be known about a runbook without running it — unknown
 //! namespaces and actions, wrong arity, unknown fields in literal action maps, duplicate step
-//! names in one scope, fixed step names inside loops, unknown `params` keys, and an
-//! `inventory` a function cannot see or a runbook assigns to.
+//! names in one scope, fixed step names inside loops, unknown `params` keys, an
+//! `inventory` a function cannot see or a runbook assigns to, and fields read from an
+//! action's output that it does not have.
 
 use std::collections::{HashMap, HashSet};
 
@@ -492,6 +493,9 @@ pub fn lint(
     for (pos, message) in inventory_misuse(plain) {
         linter.problem(pos, message);
     }
+    for (pos, message) in output_fields(plain, registry) {
+        linter.problem(pos, message);
+    }
     let mut problems = std::mem::take(&mut linter.problems);
     problems.sort_by_key(|(p, _)| (p.line().unwrap_or(0), p.position().unwrap_or(0)));
     problems.dedup();
@@ -540,6 +544,137 @@ fn inventory_misuse(plain: &AST) -> Vec<(Position, String)> {
                 ),
             ));
         }
+    }
+    problems
+}
+
+/// Where a field is read from: an action's call itself, or a variable.
+enum Source {
+    Call(String, String),
+    Variable(String),
+}
+
+/// The action a call expression calls (namespace, name), when it is one.
+fn action_call(e: &Expr, registry: &Registry) -> Option<(String, String)> {
+    let Expr::FnCall(call, _) = e else {
+        return None;
+    };
+    if call.namespace.is_empty() {
+        return None;
+    }
+    let root = call.namespace.root().to_string();
+    registry
+        .get(&root, call.name.as_str())
+        .map(|_| (root, call.name.to_string()))
+}
+
+/// The first field a chain reads: `b` in `a.b`, `a.b.c`, `a.b[0]`.
+fn first_field(e: &Expr) -> Option<(String, Position)> {
+    match e {
+        Expr::Property(x, pos) => Some((x.2.to_string(), *pos)),
+        Expr::Dot(x, ..) | Expr::Index(x, ..) => first_field(&x.lhs),
+        _ => None,
+    }
+}
+
+/// Methods that change a map in place: a variable they are called on may hold more fields
+/// than the action returned.
+const CHANGES_A_MAP: &[&str] = &[
+    "mixin",
+    "set",
+    "remove",
+    "clear",
+    "fill_with",
+    "drain",
+    "retain",
+];
+
+/// Fields read from an action's output that the output does not have (at run time, a
+/// mistake that stops the run): `pg::status(..).rol`, or `let w = pg::wait_caught_up(..);`
+/// then `w.lag_byte`. A variable counts when the runbook binds its name once, with `let`, to
+/// an action's call, and nowhere else — no parameter, loop variable, assignment or change in
+/// place of that name — so that what is read through it is surely that output.
+fn output_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
+    let mut bound: HashMap<String, (usize, Option<(String, String)>)> = HashMap::new();
+    let mut otherwise: HashSet<String> = plain
+        .iter_fn_def()
+        .flat_map(|f| f.params.iter().map(|p| p.to_string()))
+        .collect();
+    let mut reads: Vec<(Source, String, Position)> = Vec::new();
+    plain.walk(&mut |path: &[ASTNode]| {
+        match path.last() {
+            Some(ASTNode::Stmt(Stmt::Var(x, ..))) => {
+                let (ident, init, _) = x.as_ref();
+                let entry = bound.entry(ident.name.to_string()).or_default();
+                entry.0 += 1;
+                entry.1 = action_call(init, registry);
+            }
+            Some(ASTNode::Stmt(Stmt::For(x, _))) => {
+                otherwise.insert(x.0.name.to_string());
+                if let Some(counter) = &x.1 {
+                    otherwise.insert(counter.name.to_string());
+                }
+            }
+            Some(ASTNode::Stmt(Stmt::Assignment(x))) => {
+                let mut target = &x.1.lhs;
+                while let Expr::Dot(b, ..) | Expr::Index(b, ..) = target {
+                    target = &b.lhs;
+                }
+                if let Expr::Variable(v, ..) = target {
+                    otherwise.insert(v.1.to_string());
+                }
+            }
+            Some(ASTNode::Expr(Expr::Dot(x, ..))) => {
+                let source = match &x.lhs {
+                    Expr::Variable(v, ..) => Some(Source::Variable(v.1.to_string())),
+                    call => action_call(call, registry).map(|(ns, name)| Source::Call(ns, name)),
+                };
+                if let (Expr::Variable(v, ..), Expr::MethodCall(m, _)) = (&x.lhs, &x.rhs) {
+                    if CHANGES_A_MAP.contains(&m.name.as_str()) {
+                        otherwise.insert(v.1.to_string());
+                    }
+                }
+                if let (Some(source), Some((field, pos))) = (source, first_field(&x.rhs)) {
+                    reads.push((source, field, pos));
+                }
+            }
+            _ => {}
+        }
+        true
+    });
+    let mut problems = Vec::new();
+    for (source, field, pos) in reads {
+        let (ns, name) = match source {
+            Source::Call(ns, name) => (ns, name),
+            Source::Variable(var) => match bound.get(&var) {
+                Some((1, Some(action))) if !otherwise.contains(&var) => action.clone(),
+                _ => continue,
+            },
+        };
+        let Some(action) = registry.get(&ns, &name) else {
+            continue;
+        };
+        let schema = action.output_schema();
+        let Some(object) = schema.schema.object.as_ref() else {
+            continue;
+        };
+        // An output whose fields are not fixed (a map of anything) says nothing here.
+        let open = !matches!(
+            object.additional_properties.as_deref(),
+            None | Some(schemars::schema::Schema::Bool(false))
+        );
+        if object.properties.is_empty() || open || object.properties.contains_key(&field) {
+            continue;
+        }
+        let fields: Vec<&str> = object.properties.keys().map(String::as_str).collect();
+        problems.push((
+            pos,
+            format!(
+                "{ns}::{name} returns no field `{field}`{}; its fields are {}",
+                suggest(&field, fields.iter().copied()),
+                fields.join(", ")
+            ),
+        ));
     }
     problems
 }

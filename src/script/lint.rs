@@ -643,6 +643,8 @@ fn output_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
         true
     });
     let mut problems = Vec::new();
+    // Each action's fields once (None: its output's fields are not fixed).
+    let mut fields_of: HashMap<(String, String), Option<Vec<String>>> = HashMap::new();
     for (source, field, pos) in reads {
         let (ns, name) = match source {
             Source::Call(ns, name) => (ns, name),
@@ -651,22 +653,22 @@ fn output_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
                 _ => continue,
             },
         };
-        let Some(action) = registry.get(&ns, &name) else {
-            continue;
-        };
-        let schema = action.output_schema();
-        let Some(object) = schema.schema.object.as_ref() else {
-            continue;
-        };
-        // An output whose fields are not fixed (a map of anything) says nothing here.
-        let open = !matches!(
-            object.additional_properties.as_deref(),
-            None | Some(schemars::schema::Schema::Bool(false))
-        );
-        if object.properties.is_empty() || open || object.properties.contains_key(&field) {
+        let fields = fields_of.entry((ns.clone(), name.clone())).or_insert_with(|| {
+            let schema = registry.get(&ns, &name)?.output_schema();
+            let object = schema.schema.object.as_ref()?;
+            // An output whose fields are not fixed (a map of anything) says nothing here.
+            let open = !matches!(
+                object.additional_properties.as_deref(),
+                None | Some(schemars::schema::Schema::Bool(false))
+            );
+            (!object.properties.is_empty() && !open)
+                .then(|| object.properties.keys().cloned().collect())
+        });
+        let Some(fields) = fields else { continue };
+        if fields.contains(&field) {
             continue;
         }
-        let fields: Vec<&str> = object.properties.keys().map(String::as_str).collect();
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
         problems.push((
             pos,
             format!(

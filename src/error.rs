@@ -185,7 +185,7 @@ impl Next {
                 format!("wait for it to finish (`runbook runs{flag}` shows its state)")
             }
             Next::WaitOrStop { run, pid, host } => format!(
-                "wait for it to finish (`runbook runs{flag}` shows its state), or, if this cannot wait, stop it from here with `runbook stop {run}{flag}` (or Ctrl-C where it runs, `kill {pid}` on {host}): it stops after its current action and stays resumable, and running this again then says how to take over"
+                "wait for it to finish (`runbook log {run} --follow{flag}` shows it as it goes), or, if this cannot wait, stop it from here with `runbook stop {run}{flag}` (or Ctrl-C where it runs, `kill {pid}` on {host}): it stops after its current action and stays resumable, and running this again then says how to take over"
             ),
             Next::StopThenResume { run, pid, host } => format!(
                 "wait for it to finish, or stop it with `runbook stop {run}{flag}` (or Ctrl-C where it runs, `kill {pid}` on {host}) and resume it again: `runbook resume {run}{resume}`"
@@ -549,7 +549,7 @@ mod tests {
             (
                 Next::WaitOrStop { run: run(), pid: 42, host: "h".into() },
                 "",
-                "wait for it to finish (`runbook runs` shows its state), or, if this cannot wait, stop it from here with `runbook stop 20261122-0312-ab12` (or Ctrl-C where it runs, `kill 42` on h): it stops after its current action and stays resumable, and running this again then says how to take over",
+                "wait for it to finish (`runbook log 20261122-0312-ab12 --follow` shows it as it goes), or, if this cannot wait, stop it from here with `runbook stop 20261122-0312-ab12` (or Ctrl-C where it runs, `kill 42` on h): it stops after its current action and stays resumable, and running this again then says how to take over",
             ),
             (
                 Next::StopThenResume { run: run(), pid: 42, host: "h".into() },

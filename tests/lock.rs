@@ -20,7 +20,7 @@ fn a_second_run_of_the_same_runbook_gets_exit_4_naming_the_holder() {
     assert_says(
         &second.stderr,
         &[
-            format!("\n  next: wait for it to finish (`runbook runs --state-dir ./.runbook` shows its state), or, if this cannot wait, stop it from here with `runbook stop {holder} --state-dir ./.runbook` (or Ctrl-C where it runs, `kill "),
+            format!("\n  next: wait for it to finish (`runbook log {holder} --follow --state-dir ./.runbook` shows it as it goes), or, if this cannot wait, stop it from here with `runbook stop {holder} --state-dir ./.runbook` (or Ctrl-C where it runs, `kill "),
             format!("`kill {}` on ", first.id()),
         ],
     );

@@ -267,6 +267,45 @@ fn a_closed_output_pipe_ends_log_runs_and_actions_quietly() {
     }
 }
 
+/// `runbook log RUN --follow` from another terminal: what the run journals, as it goes, until
+/// it stops; on a run that has stopped, the journal and no wait.
+#[test]
+fn log_follow_prints_a_run_as_it_goes_until_it_stops() {
+    let t = Test::new().script(
+        r#"step("first", || log("before the wait"));
+step("wait", || sleep("2s"));
+step("last", || log("after the wait"));
+step("gate", || approve("go on?"));"#,
+    );
+    let run = t.spawn_until_sleeping(&["run", "runbook.rhai"]);
+    let id = t.only_run();
+    let follow = t.spawn(&["log", &id, "--follow"]);
+    let followed = follow.wait_with_output().unwrap();
+    let ran = run.wait_with_output().unwrap();
+    assert_eq!(ran.status.code(), Some(3), "the run pauses at its approval");
+    let text = String::from_utf8_lossy(&followed.stdout);
+    assert_eq!(followed.status.code(), Some(0), "{text}");
+    let order: Vec<usize> = [
+        "first: before the wait",
+        "wait #1 timer fired",
+        "last: after the wait",
+        "approval asked: go on?",
+        "paused: waiting for approval",
+    ]
+    .iter()
+    .map(|line| {
+        text.find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in\n{text}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+
+    // Stopped already: the journal as it is, at once (as JSON lines too).
+    let again = t.exec(&["log", &id, "-f", "--json"]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert_eq!(again.stdout.lines().count(), t.journal(&id).lines().count());
+}
+
 /// `runbook run X 2>&1 | head -1`: a run whose reader went away runs to its end as it would
 /// have: its journal holds all of it and its exit code says how it ended (no panic writing
 /// its last message into the closed pipe).

@@ -150,6 +150,10 @@ pub enum Command {
         /// edit the journal refuses: `runbook log RUN --runbook > FILE`)
         #[arg(long, conflicts_with = "json")]
         runbook: bool,
+        /// Keep printing what the run journals as it goes (from another terminal, or another
+        /// host sharing the --store), until it stops: finished, failed, paused or interrupted
+        #[arg(long, short = 'f', conflicts_with = "runbook")]
+        follow: bool,
     },
     /// Automatic failover: observe every region each interval and, when the
     /// inventory's [watch] rules fire for the primary's region (3 failed health checks and the

@@ -177,9 +177,14 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             let run_id = resolve(store.as_ref(), &run_id)?;
             super::write_out(store.script(&run_id)?.as_bytes())
         }
-        Command::Log { run_id, json, .. } => {
+        Command::Log {
+            run_id,
+            json,
+            follow,
+            ..
+        } => {
             let run_id = resolve(store.as_ref(), &run_id)?;
-            log(store.as_ref(), &run_id, json)
+            log(store.as_ref(), &run_id, json, follow)
         }
         Command::Report { run_id, html, json } => {
             let run_id = run_id.map(|id| resolve(store.as_ref(), &id)).transpose()?;
@@ -587,14 +592,35 @@ fn report(
     Ok(())
 }
 
-fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
-    let loaded = store.read(run_id)?;
+/// `runbook log RUN [--follow]`: the journal, and with `follow` what it journals next, until
+/// the run is no longer running (a run on this host whose process is gone counts as stopped).
+fn log(store: &dyn Store, run_id: &str, json: bool, follow: bool) -> Result<(), Error> {
+    let mut shown = 0;
+    loop {
+        let loaded = store.read(run_id)?;
+        let new = loaded.records.get(shown..).unwrap_or_default();
+        print_records(new, json)?;
+        shown = loaded.records.len();
+        let running =
+            runner::summarize(run_id, &loaded.records).status == journal::RunStatus::Running;
+        if !follow || !running {
+            // While it runs, a torn last line is one being written, read whole next time.
+            if let Some(t) = loaded.torn_tail {
+                tell!("warning: the last line is torn (a crash mid-write) and was ignored: {t}");
+            }
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn print_records(records: &[journal::Record], json: bool) -> Result<(), Error> {
     if json {
-        for r in &loaded.records {
+        for r in records {
             say!("{}", serde_json::to_string(r).unwrap_or_default());
         }
     } else {
-        for r in &loaded.records {
+        for r in records {
             let at = r.at.get(11..23).unwrap_or(&r.at);
             let line = match &r.event {
                 Event::RunStarted {
@@ -697,9 +723,6 @@ fn log(store: &dyn Store, run_id: &str, json: bool) -> Result<(), Error> {
             let line = line.replace('\n', &format!("\n{:w$}    ", "", w = at.len()));
             say!("{at}  {line}");
         }
-    }
-    if let Some(t) = loaded.torn_tail {
-        tell!("warning: the last line is torn (a crash mid-write) and was ignored: {t}");
     }
     Ok(())
 }

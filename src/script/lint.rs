@@ -653,17 +653,19 @@ fn output_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
                 _ => continue,
             },
         };
-        let fields = fields_of.entry((ns.clone(), name.clone())).or_insert_with(|| {
-            let schema = registry.get(&ns, &name)?.output_schema();
-            let object = schema.schema.object.as_ref()?;
-            // An output whose fields are not fixed (a map of anything) says nothing here.
-            let open = !matches!(
-                object.additional_properties.as_deref(),
-                None | Some(schemars::schema::Schema::Bool(false))
-            );
-            (!object.properties.is_empty() && !open)
-                .then(|| object.properties.keys().cloned().collect())
-        });
+        let fields = fields_of
+            .entry((ns.clone(), name.clone()))
+            .or_insert_with(|| {
+                let schema = registry.get(&ns, &name)?.output_schema();
+                let object = schema.schema.object.as_ref()?;
+                // An output whose fields are not fixed (a map of anything) says nothing here.
+                let open = !matches!(
+                    object.additional_properties.as_deref(),
+                    None | Some(schemars::schema::Schema::Bool(false))
+                );
+                (!object.properties.is_empty() && !open)
+                    .then(|| object.properties.keys().cloned().collect())
+            });
         let Some(fields) = fields else { continue };
         if fields.contains(&field) {
             continue;

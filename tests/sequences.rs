@@ -1151,7 +1151,9 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
             .unwrap_or_default();
         let streams = start_again(&d, &region, &primary, m.returned.as_deref())
             .map_err(|e| fail(&done, format!("{region} started at the end: {e}")))?;
-        if let (false, Some(old)) = (streams, m.returned.take()) {
+        // A standby that could not stream had followed the returned former primary: that one
+        // is rejoined first. Otherwise the returned one is rejoined below, as always.
+        if let Some(old) = (!streams).then(|| m.returned.take()).flatten() {
             let gone = lost_on.remove(&old).unwrap_or_default();
             rejoin_returned(&d, &old, false, &gone, figures)
                 .map_err(|e| fail(&done, format!("final rejoin of {old}: {e}")))?;

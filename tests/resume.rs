@@ -588,6 +588,19 @@ fn a_signal_stops_after_the_current_action_and_leaves_a_resumable_run() {
             t.journal(&run).contains("action_finished"),
             "the current action finished and was journaled"
         );
+        // Why it stopped, for the review: which signal, in words.
+        let why = match signal {
+            libc::SIGINT => "Ctrl-C (SIGINT)",
+            libc::SIGTERM => "SIGTERM",
+            _ => "the terminal went away (SIGHUP)",
+        };
+        let journal = t.journal(&run);
+        assert!(
+            journal.contains(&format!(
+                "\"event\":\"run_interrupted\",\"reason\":\"{why}\""
+            )),
+            "{journal}"
+        );
         let ran = t.exec(&["resume", &run]);
         assert_eq!(ran.code, 0, "{}", ran.all());
         assert_eq!(

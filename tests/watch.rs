@@ -697,8 +697,9 @@ fn a_failover_refused_by_a_held_lock_alerts_once_and_goes_ahead_once_released() 
     assert!(alert.contains(&format!("is held by run {held}")), "{alert}");
     // With what the on-call can do about it, on the same line.
     assert!(
-        alert.contains("must not overlap; next: wait for it to finish (`runbook runs")
-            && alert.contains(&format!("`kill {}` on ", maintenance.id())),
+        alert.contains(&format!(
+            "must not overlap; next: wait for it to finish (`runbook log {held} --follow"
+        )) && alert.contains(&format!("`kill {}` on ", maintenance.id())),
         "{alert}"
     );
 

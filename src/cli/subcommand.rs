@@ -246,6 +246,7 @@ fn install_signals(cancel: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         for signal in signals.forever() {
             if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                runner::stopped_by_signal(signal);
                 cancel.store(true, Ordering::SeqCst);
                 if signal == SIGHUP {
                     tell!("\nthe terminal went away (SIGHUP): stopping after the current action; the run stays resumable");

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 pub use ctx::{http_client, CtxInit, Inflight, JournalInit, RunCtx, RunOptions, Stop};
 pub use frames::set_source;
-pub use stop::stop;
+pub use stop::{stop, stopped_by_signal};
 
 use crate::action::world::World;
 use crate::error::{Error, Next, ScriptPos};
@@ -1140,9 +1140,7 @@ fn ended_with(
                 Event::RunInterrupted {
                     reason: asked
                         .as_ref()
-                        .map_or("interrupted by a signal".into(), |by| {
-                            format!("stopped {by}")
-                        }),
+                        .map_or_else(stop::signal_reason, |by| format!("stopped {by}")),
                 },
                 true,
             );

@@ -13,6 +13,24 @@ use crate::error::{Error, Next};
 use crate::journal::{self, RunStatus, StopRequest, Store};
 use crate::report::Progress;
 
+/// The signal that asked this process to stop (0: none yet), for the journal's reason.
+static SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Records the signal that stops the run (the first one), before its stop flag is set.
+pub fn stopped_by_signal(signal: i32) {
+    let _ = SIGNAL.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// Why a run stopped on a signal, in the operator's words.
+pub(super) fn signal_reason() -> String {
+    match SIGNAL.load(Ordering::SeqCst) {
+        libc::SIGINT => "Ctrl-C (SIGINT)".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "the terminal went away (SIGHUP)".into(),
+        _ => "interrupted by a signal".into(),
+    }
+}
+
 /// How often a running run looks for a stop request.
 const POLL: Duration = Duration::from_millis(250);
 

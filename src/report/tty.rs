@@ -54,10 +54,14 @@ impl TtyReporter {
     }
 
     fn add_bar(&self, key: (StepPath, Option<u32>), depth: usize, message: String) {
-        let bar = self.multi.add(ProgressBar::new_spinner());
-        bar.set_style(spinner_style());
-        bar.set_prefix("  ".repeat(depth));
-        bar.set_message(self.redactor.redact(&message));
+        // Whole before it is shown: a bar added first and dressed after draws a frame without
+        // its name.
+        let bar = self.multi.add(
+            ProgressBar::new_spinner()
+                .with_style(spinner_style())
+                .with_prefix("  ".repeat(depth))
+                .with_message(self.redactor.redact(&message)),
+        );
         bar.enable_steady_tick(Duration::from_millis(100));
         self.bars.lock().unwrap().insert(key, bar);
     }

@@ -435,69 +435,37 @@ fn a_runaway_script_is_stopped_by_the_operation_limit() {
     assert!(ran.stderr.contains("--> runbook.rhai:1:"), "{}", ran.stderr);
 }
 
-/// A field an action's output (or any map) does not have is a mistake, not `()`: a misspelt
-/// `if t.mss > 0` would otherwise quietly take the wrong branch. Where `check` can
-/// see whose output it is, the run is refused before anything runs; elsewhere (a function's
-/// parameter) it stops the run where it is read. `.get(..)` reads a field that may be absent,
-/// and new fields can still be set.
+/// A misspelt field — of an action's output, or a parameter the runbook did not declare —
+/// reads as `()` in Rhai, and `() > 0` or `() == "eu"` quietly take the other branch: the run
+/// is refused before anything runs, naming the field and what there is.
 #[test]
-fn a_misspelt_output_field_stops_the_run_instead_of_reading_as_nothing() {
-    let t = Test::new().script(
-        r#"
+fn a_misspelt_output_field_or_parameter_is_refused_before_the_run_starts() {
+    let cases = [
+        (
+            r#"
         step("read", || {
             let t = time::now();
             if t.mss > 0 { log("took the late branch"); } else { log("took the early branch"); }
-        });
-        "#,
-    );
-    let ran = t.exec(&["run", "runbook.rhai"]);
-    assert_eq!(ran.code, 2, "{}", ran.all());
-    assert_says(
-        &ran.stderr,
-        &[
-            "time::now returns no field `mss` (did you mean `ms`?)",
+        });"#,
+            "time::now returns no field `mss` (did you mean `ms`?); its fields are iso, ms",
             "--> runbook.rhai:4:18",
-        ],
-    );
-    assert!(t.run_ids().is_empty(), "nothing ran");
-
-    let t = Test::new().script(
-        r#"
-        fn late(t) { t.mss > 0 }
-        step("read", || {
-            if late(time::now()) { log("took the late branch"); } else { log("took the early branch"); }
-        });
-        step("after", || log("the next step ran"));
-        "#,
-    );
-    let ran = t.exec(&["run", "runbook.rhai"]);
-    assert_eq!(ran.code, 2, "{}", ran.all());
-    assert_says(
-        &ran.stderr,
-        &[
-            "no field `mss` in this map (its .keys() are what it has); a field that may be absent is read with .get(\"mss\"), which is () when it is",
-            "in step 'read'",
-            "fn late(t) { t.mss > 0 }",
-        ],
-    );
-    assert!(
-        !ran.stdout.contains("took the") && !ran.stdout.contains("next step ran"),
-        "{}",
-        ran.stdout
-    );
-
-    Test::new()
-        .script(
+        ),
+        (
             r#"
-            let t = time::now();
-            let m = #{};
-            m.late = t.get("mss") != ();
-            m["ms"] = t.ms > 0;
-            log(`late: ${m.late}, has ms: ${m.ms}, keys: ${t.keys()}`);
-            "#,
-        )
-        .run(&[])
-        .code(0)
-        .stdout("late: false, has ms: true, keys: [\"iso\", \"ms\"]")
-        .check();
+        let p = params(#{ region: #{ type: "string", default: "eu" } });
+        step("read", || {
+            if p.regoin == "eu" { log("took the eu branch"); } else { log("took the other branch"); }
+        });"#,
+            "no parameter `regoin` is declared (did you mean `region`?); params(..) declares region",
+            "--> runbook.rhai:4:18",
+        ),
+    ];
+    for (script, message, at) in cases {
+        let t = Test::new().script(script);
+        let ran = t.exec(&["run", "runbook.rhai"]);
+        assert_eq!(ran.code, 2, "{}", ran.all());
+        assert_says(&ran.stderr, &[message, at]);
+        assert!(!ran.stdout.contains("took the"), "{}", ran.stdout);
+        assert!(t.run_ids().is_empty(), "nothing ran");
+    }
 }

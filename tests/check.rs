@@ -252,10 +252,11 @@ fn check_lists_the_parameters_a_runbook_declares() {
     assert_eq!(plain.stdout.lines().count(), 1, "{}", plain.stdout);
 }
 
-/// A field read from an action's output that the output does not have (at run time a
-/// mistake that stops the run) is found by `check`: on the call itself, or through a variable
-/// the runbook binds once to the call. A variable whose fields the runbook changes, or whose
-/// name is also a loop variable or a parameter, could hold other fields and is left alone.
+/// A field read from an action's output that the output does not have, or a parameter the
+/// runbook did not declare (either would read as `()`), is found by `check`: on the call
+/// itself, or through a variable the runbook binds once to the call. A variable whose fields
+/// the runbook changes, or whose name is also a loop variable or a parameter, could hold other
+/// fields and is left alone.
 #[test]
 fn check_names_a_field_an_action_does_not_return() {
     let t = Test::new().script(
@@ -284,6 +285,9 @@ log(v.ms);
 let p = time::now();
 log(p.iso);
 parallel([#{ region: "x" }], |p| log(p.region));
+let q = params(#{ target: #{ type: "string", default: "eu" }, force: #{ type: "bool", default: false } });
+log(q.target);
+log(q.forse);
 "#,
     );
     let ran = t.exec(&["check", "runbook.rhai"]);
@@ -296,12 +300,13 @@ parallel([#{ region: "x" }], |p| log(p.region));
             "--> runbook.rhai:3:17",
             "pg::status returns no field `in_recovry` (did you mean `in_recovery`?)",
             "k8s::get returns no field `itemz` (did you mean `items`?); its fields are count, items",
+            "no parameter `forse` is declared (did you mean `force`?); params(..) declares target, force",
         ],
     );
     assert_eq!(
-        ran.stderr.matches("returns no field").count(),
-        4,
-        "only the four misspelt fields: {}",
+        ran.stderr.matches("returns no field").count() + ran.stderr.matches("no parameter").count(),
+        5,
+        "only the five misspelt fields: {}",
         ran.stderr
     );
     assert!(t.run_ids().is_empty());

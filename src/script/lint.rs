@@ -1,8 +1,8 @@
 //! `runbook check`: what can be known about a runbook without running it — unknown
 //! namespaces and actions, wrong arity, unknown fields in literal action maps, duplicate step
 //! names in one scope, fixed step names inside loops, unknown `params` keys, an
-//! `inventory` a function cannot see or a runbook assigns to, and fields read from an
-//! action's output that it does not have.
+//! `inventory` a function cannot see or a runbook assigns to, and fields read that are not
+//! there (of an action's output, or parameters not declared).
 
 use std::collections::{HashMap, HashSet};
 
@@ -493,7 +493,7 @@ pub fn lint(
     for (pos, message) in inventory_misuse(plain) {
         linter.problem(pos, message);
     }
-    for (pos, message) in output_fields(plain, registry) {
+    for (pos, message) in missing_fields(plain, registry) {
         linter.problem(pos, message);
     }
     let mut problems = std::mem::take(&mut linter.problems);
@@ -548,24 +548,82 @@ fn inventory_misuse(plain: &AST) -> Vec<(Position, String)> {
     problems
 }
 
-/// Where a field is read from: an action's call itself, or a variable.
-enum Source {
-    Call(String, String),
-    Variable(String),
+/// Whose fields a value holds, when they are fixed.
+#[derive(Clone)]
+enum Known {
+    /// An action's output (its fields).
+    Output(String, Vec<String>),
+    /// What `params(#{ .. })` returned (the parameters declared).
+    Params(Vec<String>),
 }
 
-/// The action a call expression calls (namespace, name), when it is one.
-fn action_call(e: &Expr, registry: &Registry) -> Option<(String, String)> {
+impl Known {
+    fn fields(&self) -> &[String] {
+        match self {
+            Known::Output(_, fields) | Known::Params(fields) => fields,
+        }
+    }
+
+    fn missing(&self, field: &str) -> String {
+        let fields: Vec<&str> = self.fields().iter().map(String::as_str).collect();
+        let meant = suggest(field, fields.iter().copied());
+        match self {
+            Known::Output(action, _) => format!(
+                "{action} returns no field `{field}`{meant}; its fields are {}",
+                fields.join(", ")
+            ),
+            Known::Params(_) => format!(
+                "no parameter `{field}` is declared{meant}; params(..) declares {}",
+                fields.join(", ")
+            ),
+        }
+    }
+}
+
+/// What the value of `e` is known to hold: an action's call (when its output's fields are
+/// fixed, not a map of anything), or `params(#{ .. })` with a literal map. `outputs` keeps each
+/// action's fields once.
+fn known(
+    e: &Expr,
+    registry: &Registry,
+    outputs: &mut HashMap<String, Option<Vec<String>>>,
+) -> Option<Known> {
     let Expr::FnCall(call, _) = e else {
         return None;
     };
     if call.namespace.is_empty() {
-        return None;
+        let (true, Some(Lit::Map(declared))) =
+            (call.name.as_str() == "params", call.args.first().map(lit))
+        else {
+            return None;
+        };
+        return Some(Known::Params(
+            declared.into_iter().map(|(name, _, _)| name).collect(),
+        ));
     }
-    let root = call.namespace.root().to_string();
-    registry
-        .get(&root, call.name.as_str())
-        .map(|_| (root, call.name.to_string()))
+    let action = format!("{}::{}", call.namespace.root(), call.name);
+    let fields = outputs
+        .entry(action.clone())
+        .or_insert_with(|| {
+            let schema = registry
+                .get(call.namespace.root(), call.name.as_str())?
+                .output_schema();
+            let object = schema.schema.object.as_ref()?;
+            let open = !matches!(
+                object.additional_properties.as_deref(),
+                None | Some(schemars::schema::Schema::Bool(false))
+            );
+            (!object.properties.is_empty() && !open)
+                .then(|| object.properties.keys().cloned().collect())
+        })
+        .clone()?;
+    Some(Known::Output(action, fields))
+}
+
+/// Where a field is read from: a value whose fields are known, or a variable.
+enum Source {
+    Value(Known),
+    Variable(String),
 }
 
 /// The first field a chain reads: `b` in `a.b`, `a.b.c`, `a.b[0]`.
@@ -578,7 +636,7 @@ fn first_field(e: &Expr) -> Option<(String, Position)> {
 }
 
 /// Methods that change a map in place: a variable they are called on may hold more fields
-/// than the action returned.
+/// than it was given.
 const CHANGES_A_MAP: &[&str] = &[
     "mixin",
     "set",
@@ -589,25 +647,47 @@ const CHANGES_A_MAP: &[&str] = &[
     "retain",
 ];
 
-/// Fields read from an action's output that the output does not have (at run time, a
-/// mistake that stops the run): `pg::status(..).rol`, or `let w = pg::wait_caught_up(..);`
-/// then `w.lag_byte`. A variable counts when the runbook binds its name once, with `let`, to
-/// an action's call, and nowhere else — no parameter, loop variable, assignment or change in
-/// place of that name — so that what is read through it is surely that output.
-fn output_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
-    let mut bound: HashMap<String, (usize, Option<(String, String)>)> = HashMap::new();
+/// Fields read that are not there — Rhai reads them as `()`, and `() > 0` or `() == "primary"`
+/// quietly take the other branch: a field an action's output does not have,
+/// `pg::status(..).rol`, or a parameter the runbook did not declare, `p.targte`; read from
+/// the call itself or from a variable the runbook binds once, with `let`, to it, and nowhere
+/// else — no function parameter, loop variable, assignment or change in place of that name —
+/// so that what is read through it is surely that value.
+fn missing_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
+    let mut outputs = HashMap::new();
+    let mut bound: HashMap<String, (usize, Option<Known>)> = HashMap::new();
+    // A closure's function lists the variables it captures before its own parameters (and is
+    // curried with them): only the latter are parameters here.
+    let mut captured: HashMap<String, usize> = HashMap::new();
+    plain.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Expr(Expr::FnCall(call, _))) = path.last() {
+            // Rhai's `curry` keyword (not exported under a name of its own).
+            if let ("curry", Some(Expr::DynamicConstant(f, _))) =
+                (call.name.as_str(), call.args.first())
+            {
+                if let Some(f) = f.read_lock::<rhai::FnPtr>() {
+                    captured.insert(f.fn_name().to_string(), call.args.len() - 1);
+                }
+            }
+        }
+        true
+    });
     let mut otherwise: HashSet<String> = plain
         .iter_fn_def()
-        .flat_map(|f| f.params.iter().map(|p| p.to_string()))
+        .flat_map(|f| {
+            let own = captured.get(f.name.as_str()).copied().unwrap_or(0);
+            f.params.iter().skip(own).map(|p| p.to_string())
+        })
         .collect();
     let mut reads: Vec<(Source, String, Position)> = Vec::new();
     plain.walk(&mut |path: &[ASTNode]| {
         match path.last() {
             Some(ASTNode::Stmt(Stmt::Var(x, ..))) => {
                 let (ident, init, _) = x.as_ref();
+                let value = known(init, registry, &mut outputs);
                 let entry = bound.entry(ident.name.to_string()).or_default();
                 entry.0 += 1;
-                entry.1 = action_call(init, registry);
+                entry.1 = value;
             }
             Some(ASTNode::Stmt(Stmt::For(x, _))) => {
                 otherwise.insert(x.0.name.to_string());
@@ -627,7 +707,7 @@ fn output_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
             Some(ASTNode::Expr(Expr::Dot(x, ..))) => {
                 let source = match &x.lhs {
                     Expr::Variable(v, ..) => Some(Source::Variable(v.1.to_string())),
-                    call => action_call(call, registry).map(|(ns, name)| Source::Call(ns, name)),
+                    value => known(value, registry, &mut outputs).map(Source::Value),
                 };
                 if let (Expr::Variable(v, ..), Expr::MethodCall(m, _)) = (&x.lhs, &x.rhs) {
                     if CHANGES_A_MAP.contains(&m.name.as_str()) {
@@ -643,42 +723,17 @@ fn output_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
         true
     });
     let mut problems = Vec::new();
-    // Each action's fields once (None: its output's fields are not fixed).
-    let mut fields_of: HashMap<(String, String), Option<Vec<String>>> = HashMap::new();
     for (source, field, pos) in reads {
-        let (ns, name) = match source {
-            Source::Call(ns, name) => (ns, name),
+        let known = match source {
+            Source::Value(known) => known,
             Source::Variable(var) => match bound.get(&var) {
-                Some((1, Some(action))) if !otherwise.contains(&var) => action.clone(),
+                Some((1, Some(known))) if !otherwise.contains(&var) => known.clone(),
                 _ => continue,
             },
         };
-        let fields = fields_of
-            .entry((ns.clone(), name.clone()))
-            .or_insert_with(|| {
-                let schema = registry.get(&ns, &name)?.output_schema();
-                let object = schema.schema.object.as_ref()?;
-                // An output whose fields are not fixed (a map of anything) says nothing here.
-                let open = !matches!(
-                    object.additional_properties.as_deref(),
-                    None | Some(schemars::schema::Schema::Bool(false))
-                );
-                (!object.properties.is_empty() && !open)
-                    .then(|| object.properties.keys().cloned().collect())
-            });
-        let Some(fields) = fields else { continue };
-        if fields.contains(&field) {
-            continue;
+        if !known.fields().contains(&field) {
+            problems.push((pos, known.missing(&field)));
         }
-        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-        problems.push((
-            pos,
-            format!(
-                "{ns}::{name} returns no field `{field}`{}; its fields are {}",
-                suggest(&field, fields.iter().copied()),
-                fields.join(", ")
-            ),
-        ));
     }
     problems
 }

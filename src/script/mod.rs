@@ -50,9 +50,6 @@ pub fn engine_with_docs(
 ) -> Engine {
     let mut engine = Engine::new();
     engine.set_strict_variables(true);
-    // A field a map does not have is a mistake, not `()`: a misspelt `seen.writabel` would
-    // otherwise read as nothing and quietly take the wrong branch of a procedure.
-    engine.set_fail_on_invalid_map_property(true);
     engine.set_optimization_level(rhai::OptimizationLevel::Simple);
     engine.set_max_operations(limits.max_operations);
     // Runbooks nest closures (steps) and interpolations deeper than Rhai's defaults allow.
@@ -270,10 +267,6 @@ pub fn describe_error(e: &EvalAltResult) -> (String, Position, Option<String>) {
                 v.to_string()
             }
         }
-        EvalAltResult::ErrorPropertyNotFound(field, _) => format!(
-            "no field `{field}` in this map (its .keys() are what it has); a field that may be \
-             absent is read with .get(\"{field}\"), which is () when it is"
-        ),
         EvalAltResult::ErrorFunctionNotFound(signature, _) => misused_builtin(signature)
             .unwrap_or_else(|| format!("Function not found: {signature}")),
         other => {

@@ -207,7 +207,9 @@ fn a_postgres_lock_excludes_another_host_and_dies_with_its_holder() {
     let refused = elsewhere.exec(&["run", "runbook.rhai", "--store", &url]);
     assert_eq!(refused.code, 4, "{}", refused.all());
     assert!(
-        refused.stderr.contains("(`runbook runs --store "),
+        refused
+            .stderr
+            .contains(&format!("(`runbook log {holder} --follow --store ")),
         "{}",
         refused.stderr
     );

@@ -657,31 +657,19 @@ fn missing_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
     let mut outputs = HashMap::new();
     let mut bound: HashMap<String, (usize, Option<Known>)> = HashMap::new();
     // A closure's function lists the variables it captures before its own parameters (and is
-    // curried with them): only the latter are parameters here.
+    // curried with them, with Rhai's `curry`): only the latter are parameters here.
     let mut captured: HashMap<String, usize> = HashMap::new();
-    plain.walk(&mut |path: &[ASTNode]| {
-        if let Some(ASTNode::Expr(Expr::FnCall(call, _))) = path.last() {
-            // Rhai's `curry` keyword (not exported under a name of its own).
-            if let ("curry", Some(Expr::DynamicConstant(f, _))) =
-                (call.name.as_str(), call.args.first())
-            {
-                if let Some(f) = f.read_lock::<rhai::FnPtr>() {
-                    captured.insert(f.fn_name().to_string(), call.args.len() - 1);
-                }
-            }
-        }
-        true
-    });
-    let mut otherwise: HashSet<String> = plain
-        .iter_fn_def()
-        .flat_map(|f| {
-            let own = captured.get(f.name.as_str()).copied().unwrap_or(0);
-            f.params.iter().skip(own).map(|p| p.to_string())
-        })
-        .collect();
+    let mut otherwise: HashSet<String> = HashSet::new();
     let mut reads: Vec<(Source, String, Position)> = Vec::new();
     plain.walk(&mut |path: &[ASTNode]| {
         match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, _))) if call.name.as_str() == "curry" => {
+                if let Some(Expr::DynamicConstant(f, _)) = call.args.first() {
+                    if let Some(f) = f.read_lock::<rhai::FnPtr>() {
+                        captured.insert(f.fn_name().to_string(), call.args.len() - 1);
+                    }
+                }
+            }
             Some(ASTNode::Stmt(Stmt::Var(x, ..))) => {
                 let (ident, init, _) = x.as_ref();
                 let value = known(init, registry, &mut outputs);
@@ -722,6 +710,10 @@ fn missing_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
         }
         true
     });
+    for f in plain.iter_fn_def() {
+        let own = captured.get(f.name.as_str()).copied().unwrap_or(0);
+        otherwise.extend(f.params.iter().skip(own).map(|p| p.to_string()));
+    }
     let mut problems = Vec::new();
     for (source, field, pos) in reads {
         let known = match source {

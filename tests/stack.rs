@@ -289,7 +289,7 @@ fn a_stack_interrupted_while_starting_stops_what_it_had_started() {
     assert_says(
         &stderr,
         &[
-            "stack up interrupted (signal 15): stopping the servers it had started",
+            "stack up interrupted (SIGTERM): stopping the servers it had started",
             "stopped; nothing is left running in",
         ],
     );

@@ -100,7 +100,10 @@ fn foreground(
     // `stack down` or a runbook would take for a running stack.
     if let Some(signal) = signals.as_mut().and_then(|s| s.pending().next()) {
         drop(st);
-        tell!("stack up interrupted (signal {signal}): the servers it had started are stopped");
+        tell!(
+            "stack up interrupted ({}): the servers it had started are stopped",
+            signal_name(signal)
+        );
         std::process::exit(crate::error::exit::INTERRUPTED);
     }
     st.write_files(std::process::id())
@@ -164,7 +167,10 @@ fn detach(dir: &Path, options: stack::Options, moto_server: Option<PathBuf>) -> 
             )));
         }
         if let Some(signal) = signals.as_mut().and_then(|s| s.pending().next()) {
-            tell!("stack up interrupted (signal {signal}): stopping the servers it had started");
+            tell!(
+                "stack up interrupted ({}): stopping the servers it had started",
+                signal_name(signal)
+            );
             stop_starting(dir, &mut child);
             tell!("stopped; nothing is left running in {}", dir.display());
             std::process::exit(crate::error::exit::INTERRUPTED);
@@ -176,6 +182,15 @@ fn detach(dir: &Path, options: stack::Options, moto_server: Option<PathBuf>) -> 
         "the stack was not up after 120 s, and what had started is stopped; see {}",
         dir.join("stack.log").display()
     )))
+}
+
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "Ctrl-C".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        other => format!("signal {other}"),
+    }
 }
 
 /// Stops a serving process that is not up yet: asked (SIGTERM), it finishes starting and

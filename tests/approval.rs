@@ -212,8 +212,9 @@ impl OnTerminal {
 }
 
 /// At `approve? [y/N]` on a terminal: `y` approves; Ctrl-C stops the run at once (not after
-/// the next Enter), resumable, and the resume asks again; a hung-up session never reads as
-/// "declined" and leaves a run that `resume --approve` finishes.
+/// the next Enter), resumable, and the resume asks again; so does `runbook stop` from
+/// elsewhere; a hung-up session never reads as "declined" and leaves a run that
+/// `resume --approve` finishes.
 #[test]
 fn an_approval_prompt_answers_y_ctrl_c_and_a_hang_up() {
     let server = Server::start();
@@ -254,6 +255,18 @@ fn an_approval_prompt_answers_y_ctrl_c_and_a_hang_up() {
     again.wait_for_prompt();
     again.type_in("y\r");
     assert_eq!(again.exit_code(), Some(0), "{}", again.screen());
+    assert_eq!(server.count("POST", "/after"), 2);
+
+    // `runbook stop` from another terminal reaches a run waiting at its prompt too.
+    let t = Test::new().script(&script);
+    let mut run = OnTerminal::start(&t, &["run", "runbook.rhai"]);
+    run.wait_for_prompt();
+    let id = t.only_run();
+    let stop = t.exec(&["stop", &id, "--reason", "the incident lead says wait"]);
+    assert_eq!(stop.code, 0, "{}", stop.all());
+    assert_eq!(run.exit_code(), Some(130), "{}", run.screen());
+    let journal = t.journal(&id);
+    assert!(journal.contains("the incident lead says wait"), "{journal}");
     assert_eq!(server.count("POST", "/after"), 2);
 
     let t = Test::new().script(&script);

@@ -580,14 +580,34 @@ impl Known {
     }
 }
 
+/// The fields of an action's output, when they are fixed (not a map of anything). Read from
+/// its schema once per process: `runbook check runbooks/*.rhai` asks for the same actions in
+/// every runbook.
+fn output_fields(registry: &Registry, namespace: &str, name: &str) -> Option<Vec<String>> {
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashMap<String, Option<Vec<String>>>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    let key = format!("{namespace}::{name}");
+    if let Some(fields) = seen.lock().unwrap().get(&key) {
+        return fields.clone();
+    }
+    let fields = (|| {
+        let schema = registry.get(namespace, name)?.output_schema();
+        let object = schema.schema.object.as_ref()?;
+        let open = !matches!(
+            object.additional_properties.as_deref(),
+            None | Some(schemars::schema::Schema::Bool(false))
+        );
+        (!object.properties.is_empty() && !open)
+            .then(|| object.properties.keys().cloned().collect())
+    })();
+    seen.lock().unwrap().insert(key, fields.clone());
+    fields
+}
+
 /// What the value of `e` is known to hold: an action's call (when its output's fields are
-/// fixed, not a map of anything), or `params(#{ .. })` with a literal map. `outputs` keeps each
-/// action's fields once.
-fn known(
-    e: &Expr,
-    registry: &Registry,
-    outputs: &mut HashMap<String, Option<Vec<String>>>,
-) -> Option<Known> {
+/// fixed), or `params(#{ .. })` with a literal map.
+fn known(e: &Expr, registry: &Registry) -> Option<Known> {
     let Expr::FnCall(call, _) = e else {
         return None;
     };
@@ -601,22 +621,9 @@ fn known(
             declared.into_iter().map(|(name, _, _)| name).collect(),
         ));
     }
-    let action = format!("{}::{}", call.namespace.root(), call.name);
-    let fields = outputs
-        .entry(action.clone())
-        .or_insert_with(|| {
-            let schema = registry
-                .get(call.namespace.root(), call.name.as_str())?
-                .output_schema();
-            let object = schema.schema.object.as_ref()?;
-            let open = !matches!(
-                object.additional_properties.as_deref(),
-                None | Some(schemars::schema::Schema::Bool(false))
-            );
-            (!object.properties.is_empty() && !open)
-                .then(|| object.properties.keys().cloned().collect())
-        })
-        .clone()?;
+    let (namespace, name) = (call.namespace.root(), call.name.as_str());
+    let fields = output_fields(registry, namespace, name)?;
+    let action = format!("{namespace}::{name}");
     Some(Known::Output(action, fields))
 }
 
@@ -654,7 +661,6 @@ const CHANGES_A_MAP: &[&str] = &[
 /// else — no function parameter, loop variable, assignment or change in place of that name —
 /// so that what is read through it is surely that value.
 fn missing_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
-    let mut outputs = HashMap::new();
     let mut bound: HashMap<String, (usize, Option<Known>)> = HashMap::new();
     // A closure's function lists the variables it captures before its own parameters (and is
     // curried with them, with Rhai's `curry`): only the latter are parameters here.
@@ -672,7 +678,7 @@ fn missing_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
             }
             Some(ASTNode::Stmt(Stmt::Var(x, ..))) => {
                 let (ident, init, _) = x.as_ref();
-                let value = known(init, registry, &mut outputs);
+                let value = known(init, registry);
                 let entry = bound.entry(ident.name.to_string()).or_default();
                 entry.0 += 1;
                 entry.1 = value;
@@ -695,7 +701,7 @@ fn missing_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
             Some(ASTNode::Expr(Expr::Dot(x, ..))) => {
                 let source = match &x.lhs {
                     Expr::Variable(v, ..) => Some(Source::Variable(v.1.to_string())),
-                    value => known(value, registry, &mut outputs).map(Source::Value),
+                    value => known(value, registry).map(Source::Value),
                 };
                 if let (Expr::Variable(v, ..), Expr::MethodCall(m, _)) = (&x.lhs, &x.rhs) {
                     if CHANGES_A_MAP.contains(&m.name.as_str()) {

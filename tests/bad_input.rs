@@ -469,3 +469,32 @@ fn a_misspelt_output_field_or_parameter_is_refused_before_the_run_starts() {
         assert!(t.run_ids().is_empty(), "nothing ran");
     }
 }
+
+/// A misspelt helper in a branch the run may take only mid-incident is refused before the
+/// first step, where the operator can still fix it, not when that branch is reached.
+#[test]
+fn a_call_of_a_function_that_is_not_there_is_refused_before_the_run_starts() {
+    let t = Test::new().script(
+        r#"
+        fn fence_old(region) { log(`fencing ${region}`); }
+        step("write", || shell::run(#{ cmd: ["touch", "written"] }));
+        step("decide", || {
+            if time::now().ms < 0 { fence_olds("us-east-1"); } else { log("took the usual branch"); }
+        });"#,
+    );
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &[
+            "unknown function `fence_olds` (did you mean `fence_old`?)",
+            "--> runbook.rhai:5:37",
+        ],
+    );
+    assert!(!ran.stdout.contains("took the"), "{}", ran.stdout);
+    assert!(
+        !t.dir.path().join("written").exists(),
+        "the first step did not run"
+    );
+    assert!(t.run_ids().is_empty(), "nothing ran");
+}

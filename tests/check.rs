@@ -311,3 +311,57 @@ log(q.forse);
     );
     assert!(t.run_ids().is_empty());
 }
+
+#[test]
+fn check_names_a_call_of_a_function_that_is_not_there() {
+    let t = Test::new()
+        .file(
+            "lib/util.rhai",
+            "fn twice(x) { x * 2 }\nfn shout(s) { s.to_upper() }\n",
+        )
+        .script(
+            r#"import "./lib/util" as util;
+fn helper(a) { later(a) + 1 }
+fn later(a) { a }
+fn pick(a) { a }
+fn pick(a, b) { b }
+let f = |x| x + 1;
+let n = 2;
+let add = |x| x + n;
+let items = [3, 1, 2];
+step("calls", || {
+    log(helpr(2));
+    log(helper(1, 2));
+    log(f(2));
+    log(parse_int("1", 2, 3, 4));
+    log(helper(1) + pick(1) + pick(1, 2) + f.call(1) + add.call(1) + Fn("later").call(3));
+    log(len(items) + items.len() + parse_int("12") + max(1, 2) + util::twice(2));
+    log(`${type_of(n)} ${is_def_var("n")} ${is_def_fn("helper", 1)} ${2 in items} ${util::shout("a")}`);
+    for i in range(0, 2) { print(i); debug(i); }
+    log(timestamp().elapsed >= 0.0);
+    log(join(items.map(|i| i.to_string()), ", "));
+    is_dry_run();
+});
+"#,
+        );
+    let ran = t.exec(&["check", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &[
+            "unknown function `helpr` (did you mean `helper`?)",
+            "--> runbook.rhai:11:9",
+            "helper(..) takes 1 argument, not 2\n  --> runbook.rhai:12:9",
+            "no function `f`: `f` is a variable, and a closure it holds is called as f.call(..)",
+            "--> runbook.rhai:13:9",
+            "parse_int(..) takes 1 or 2 arguments, not 4\n  --> runbook.rhai:14:9",
+        ],
+    );
+    assert_eq!(
+        ran.stderr.matches("\nerror: ").count() + usize::from(ran.stderr.starts_with("error: ")),
+        5,
+        "the four wrong calls, and the summary line: {}",
+        ran.stderr
+    );
+    assert!(t.run_ids().is_empty());
+}

@@ -798,7 +798,15 @@ fn prepare(
     let scope = crate::script::scope(inventory);
     let ast = crate::script::compile(&engine, file, source)?;
     let plain = crate::script::parse_plain(source).unwrap_or_default();
-    let problems = crate::script::lint::lint(&ast, &plain, &ctx.registry, &resolver, file, source);
+    let problems = crate::script::lint::lint(
+        &engine,
+        &ast,
+        &plain,
+        &ctx.registry,
+        &resolver,
+        file,
+        source,
+    );
     if let Some(first) = problems.into_iter().next() {
         return Err(first);
     }

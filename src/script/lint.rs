@@ -1,8 +1,9 @@
 //! `runbook check`: what can be known about a runbook without running it — unknown
 //! namespaces and actions, wrong arity, unknown fields in literal action maps, duplicate step
 //! names in one scope, fixed step names inside loops, unknown `params` keys, an
-//! `inventory` a function cannot see or a runbook assigns to, and fields read that are not
-//! there (of an action's output, or parameters not declared).
+//! `inventory` a function cannot see or a runbook assigns to, fields read that are not
+//! there (of an action's output, or parameters not declared), and calls of functions that are
+//! not there or do not take that many arguments.
 
 use std::collections::{HashMap, HashSet};
 
@@ -82,6 +83,49 @@ struct Linter<'a> {
     problems: Vec<(Position, String)>,
     /// Field names and required fields per action, from its schema (built once).
     fields: HashMap<String, (Vec<String>, Vec<String>)>,
+    /// What a bare call may name.
+    callable: Callable,
+}
+
+/// What a bare call (`f(x)`, no namespace) may name: the engine's functions and the runbook's
+/// own, each with the argument counts it takes (none listed: any), and the names the runbook
+/// binds as variables or parameters, for a closure called as a function.
+#[derive(Default)]
+struct Callable {
+    functions: HashMap<String, Vec<usize>>,
+    variables: HashSet<String>,
+}
+
+impl Callable {
+    /// What is wrong with a bare call of `name` with `args` arguments, if anything: no such
+    /// function (a misspelt helper fails only when its branch runs, perhaps mid-incident), or
+    /// none taking that many arguments.
+    fn problem(&self, name: &str, args: usize) -> Option<String> {
+        if !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            return None;
+        }
+        match self.functions.get(name) {
+            Some(arities) if arities.is_empty() || arities.contains(&args) => None,
+            Some(arities) => Some(format!(
+                "{name}(..) takes {}, not {args}",
+                arguments(arities)
+            )),
+            None if self.variables.contains(name) => Some(format!(
+                "no function `{name}`: `{name}` is a variable, and a closure it holds is called as {name}.call(..)"
+            )),
+            None => Some(format!(
+                "unknown function `{name}`{}: neither this runbook's, a built-in nor Rhai's; \
+                 actions are called as namespace::name (`runbook actions` lists them)",
+                suggest(
+                    name,
+                    self.functions
+                        .keys()
+                        .map(String::as_str)
+                        .filter(|f| !f.starts_with("anon$") && !f.contains('$'))
+                )
+            )),
+        }
+    }
 }
 
 /// A literal as far as lint can see it: Rhai folds constant maps into a single value.
@@ -190,7 +234,6 @@ impl Linter<'_> {
         self.problems.push((pos, message));
     }
 
-    /// Checks one function body (or the main body): one step scope.
     /// Checks the calls of one function body (or the main body): one step scope.
     fn check_body(&mut self, found: Vec<Found>) {
         let mut step_names: HashMap<String, Position> = HashMap::new();
@@ -217,6 +260,12 @@ impl Linter<'_> {
                         pos,
                         format!("{name}(..) needs a closure as its last argument, not {what}: it is called as {form}"),
                     );
+                    continue;
+                }
+            }
+            if call.op_token.is_none() && !BUILTINS.iter().any(|(n, _, _)| *n == name) {
+                if let Some(problem) = self.callable.problem(name, args) {
+                    self.problem(pos, problem);
                     continue;
                 }
             }
@@ -422,6 +471,7 @@ fn module_functions(text: &str) -> Result<Vec<(String, usize)>, String> {
 /// Checks a compiled runbook (`ast`; `plain`: the same source as written, from
 /// [`super::parse_plain`]). Each problem is a script error with its position.
 pub fn lint(
+    engine: &rhai::Engine,
     ast: &AST,
     plain: &AST,
     registry: &Registry,
@@ -437,7 +487,38 @@ pub fn lint(
         broken: Default::default(),
         problems: Vec::new(),
         fields: HashMap::new(),
+        callable: Callable {
+            functions: engine_functions(engine).clone(),
+            variables: HashSet::new(),
+        },
     };
+    for f in ast.iter_functions() {
+        let count = f.params.len();
+        match linter.callable.functions.get_mut(f.name) {
+            Some(arities) if arities.is_empty() => {}
+            Some(arities) => {
+                arities.push(count);
+                arities.sort_unstable();
+                arities.dedup();
+            }
+            None => {
+                linter
+                    .callable
+                    .functions
+                    .insert(f.name.to_string(), vec![count]);
+            }
+        }
+        linter
+            .callable
+            .variables
+            .extend(f.params.iter().map(|p| p.to_string()));
+    }
+    plain.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Stmt(Stmt::Var(x, ..))) = path.last() {
+            linter.callable.variables.insert(x.0.name.to_string());
+        }
+        true
+    });
     // Imports anywhere in the script define namespaces.
     let mut imports = Vec::new();
     ast.walk(&mut |path: &[ASTNode]| {
@@ -736,6 +817,43 @@ fn missing_fields(plain: &AST, registry: &Registry) -> Vec<(Position, String)> {
     problems
 }
 
+/// The functions a bare call may name in any runbook — Rhai's packages and the built-ins, and
+/// Rhai's keywords that call like functions (any argument count) — read once per process.
+fn engine_functions(engine: &rhai::Engine) -> &'static HashMap<String, Vec<usize>> {
+    static FUNCTIONS: std::sync::OnceLock<HashMap<String, Vec<usize>>> = std::sync::OnceLock::new();
+    FUNCTIONS.get_or_init(|| {
+        let mut functions: HashMap<String, Vec<usize>> = HashMap::new();
+        let found = engine.collect_fn_metadata(
+            None,
+            |f| Some((f.metadata.name.to_string(), f.metadata.num_params)),
+            true,
+        );
+        for (name, arity) in found {
+            functions.entry(name).or_default().push(arity);
+        }
+        for arities in functions.values_mut() {
+            arities.sort_unstable();
+            arities.dedup();
+        }
+        // Rhai's keywords that are called like functions.
+        for keyword in [
+            "print",
+            "debug",
+            "type_of",
+            "eval",
+            "Fn",
+            "call",
+            "curry",
+            "is_shared",
+            "is_def_var",
+            "is_def_fn",
+        ] {
+            functions.insert(keyword.to_string(), Vec::new());
+        }
+        functions
+    })
+}
+
 /// "1 argument", "2 arguments", "1 or 2 arguments".
 fn arguments(counts: &[usize]) -> String {
     let list: Vec<String> = counts.iter().map(|a| a.to_string()).collect();
@@ -745,4 +863,49 @@ fn arguments(counts: &[usize]) -> String {
         "arguments"
     };
     format!("{} {noun}", list.join(" or "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_call_is_checked_against_the_functions_there_are() {
+        let callable = Callable {
+            functions: [
+                ("helper", vec![1]),
+                ("pick", vec![1, 2]),
+                ("parse_int", vec![1, 2]),
+                ("curry", vec![]),
+            ]
+            .into_iter()
+            .map(|(n, a)| (n.to_string(), a))
+            .collect(),
+            variables: ["f".to_string()].into(),
+        };
+        // (name, arguments, what is wrong, if anything)
+        let table: &[(&str, usize, Option<&str>)] = &[
+            ("helper", 1, None),
+            ("pick", 2, None),
+            ("curry", 5, None),
+            ("+", 2, None),
+            ("helpr", 1, Some("unknown function `helpr` (did you mean `helper`?): ")),
+            ("nothing_like_it", 0, Some("unknown function `nothing_like_it`: neither")),
+            ("helper", 2, Some("helper(..) takes 1 argument, not 2")),
+            ("parse_int", 4, Some("parse_int(..) takes 1 or 2 arguments, not 4")),
+            ("pick", 0, Some("pick(..) takes 1 or 2 arguments, not 0")),
+            ("f", 1, Some("no function `f`: `f` is a variable, and a closure it holds is called as f.call(..)")),
+        ];
+        for (name, args, wrong) in table {
+            let found = callable.problem(name, *args);
+            match (wrong, &found) {
+                (None, None) => {}
+                (Some(expected), Some(found)) => assert!(
+                    found.starts_with(expected),
+                    "{name} with {args}: {found:?}, expected {expected:?}"
+                ),
+                _ => panic!("{name} with {args}: {found:?}, expected {wrong:?}"),
+            }
+        }
+    }
 }

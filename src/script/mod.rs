@@ -341,7 +341,15 @@ pub fn check_file(path: &Path) -> Result<String, Vec<Error>> {
     let engine = engine(host.clone(), base_dir(path), &Default::default());
     let ast = compile(&engine, &file, &source).map_err(|e| vec![e])?;
     let plain = parse_plain(&source).unwrap_or_default();
-    let problems = lint::lint(&ast, &plain, host.registry(), &resolver, &file, &source);
+    let problems = lint::lint(
+        &engine,
+        &ast,
+        &plain,
+        host.registry(),
+        &resolver,
+        &file,
+        &source,
+    );
     if !problems.is_empty() {
         return Err(problems);
     }

@@ -435,11 +435,12 @@ fn a_runaway_script_is_stopped_by_the_operation_limit() {
     assert!(ran.stderr.contains("--> runbook.rhai:1:"), "{}", ran.stderr);
 }
 
-/// A misspelt field — of an action's output, or a parameter the runbook did not declare —
-/// reads as `()` in Rhai, and `() > 0` or `() == "eu"` quietly take the other branch: the run
-/// is refused before anything runs, naming the field and what there is.
+/// A mistake in a branch the run may take only mid-incident — a misspelt field of an
+/// action's output or an undeclared parameter (read as `()`, so `() > 0` or `() == "eu"`
+/// quietly take the other branch), a misspelt helper, a value the action cannot take — is
+/// refused before the first step, where the operator can still fix it, naming what there is.
 #[test]
-fn a_misspelt_output_field_or_parameter_is_refused_before_the_run_starts() {
+fn a_mistake_in_a_branch_not_taken_yet_is_refused_before_the_run_starts() {
     let cases = [
         (
             r#"
@@ -459,42 +460,38 @@ fn a_misspelt_output_field_or_parameter_is_refused_before_the_run_starts() {
             "no parameter `regoin` is declared (did you mean `region`?); params(..) declares region",
             "--> runbook.rhai:4:18",
         ),
+        (
+            r#"
+        fn fence_old(region) { log(`fencing ${region}`); }
+        step("decide", || {
+            if time::now().ms < 0 { fence_olds("us-east-1"); } else { log("took the usual branch"); }
+        });"#,
+            "unknown function `fence_olds` (did you mean `fence_old`?)",
+            "--> runbook.rhai:4:37",
+        ),
+        (
+            r#"
+        step("decide", || {
+            if time::now().ms < 0 {
+                pg::fence(#{ url: "postgres://u@127.0.0.1:1/db", method: "shutdwon" });
+            } else { log("took the usual branch"); }
+        });"#,
+            "pg::fence: field `method`: unknown variant `shutdwon`, expected `read_only` or `shutdown`",
+            "--> runbook.rhai:4:66",
+        ),
     ];
     for (script, message, at) in cases {
-        let t = Test::new().script(script);
+        let t = Test::new().script(&format!(
+            "step(\"write\", || shell::run(#{{ cmd: \"touch written\" }}));{script}"
+        ));
         let ran = t.exec(&["run", "runbook.rhai"]);
         assert_eq!(ran.code, 2, "{}", ran.all());
         assert_says(&ran.stderr, &[message, at]);
         assert!(!ran.stdout.contains("took the"), "{}", ran.stdout);
+        assert!(
+            !t.dir.path().join("written").exists(),
+            "the first step did not run"
+        );
         assert!(t.run_ids().is_empty(), "nothing ran");
     }
-}
-
-/// A misspelt helper in a branch the run may take only mid-incident is refused before the
-/// first step, where the operator can still fix it, not when that branch is reached.
-#[test]
-fn a_call_of_a_function_that_is_not_there_is_refused_before_the_run_starts() {
-    let t = Test::new().script(
-        r#"
-        fn fence_old(region) { log(`fencing ${region}`); }
-        step("write", || shell::run(#{ cmd: ["touch", "written"] }));
-        step("decide", || {
-            if time::now().ms < 0 { fence_olds("us-east-1"); } else { log("took the usual branch"); }
-        });"#,
-    );
-    let ran = t.exec(&["run", "runbook.rhai"]);
-    assert_eq!(ran.code, 2, "{}", ran.all());
-    assert_says(
-        &ran.stderr,
-        &[
-            "unknown function `fence_olds` (did you mean `fence_old`?)",
-            "--> runbook.rhai:5:37",
-        ],
-    );
-    assert!(!ran.stdout.contains("took the"), "{}", ran.stdout);
-    assert!(
-        !t.dir.path().join("written").exists(),
-        "the first step did not run"
-    );
-    assert!(t.run_ids().is_empty(), "nothing ran");
 }

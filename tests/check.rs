@@ -137,7 +137,7 @@ fn a_misspelt_required_field_is_reported_once() {
         &ran.stderr,
         &[
             "notify::slack has no field `webhok` (did you mean `webhook`?)",
-            "--> runbook.rhai:1:15",
+            "--> runbook.rhai:1:18",
             "notify::slack needs the field `webhook`",
             "--> runbook.rhai:2:9",
         ],
@@ -341,6 +341,9 @@ step("calls", || {
     log(timestamp().elapsed >= 0.0);
     log(join(items.map(|i| i.to_string()), ", "));
     is_dry_run();
+    let o = #{ greet: |n| `hi ${n}` };
+    log(o.greet("x") + "abc".to_upper() + items.map(|i| i + 1).len());
+    log(items.lenght());
 });
 "#,
         );
@@ -355,13 +358,57 @@ step("calls", || {
             "no function `f`: `f` is a variable, and a closure it holds is called as f.call(..)",
             "--> runbook.rhai:13:9",
             "parse_int(..) takes 1 or 2 arguments, not 4\n  --> runbook.rhai:14:9",
+            "unknown method `.lenght(..)`: no function of that name",
+            "--> runbook.rhai:24:15",
         ],
     );
     assert_eq!(
         ran.stderr.matches("\nerror: ").count() + usize::from(ran.stderr.starts_with("error: ")),
-        5,
-        "the four wrong calls, and the summary line: {}",
+        6,
+        "the five wrong calls, and the summary line: {}",
         ran.stderr
     );
     assert!(t.run_ids().is_empty());
+}
+
+#[test]
+fn check_names_a_value_an_action_cannot_take() {
+    let t = Test::new().script(
+        r#"const DB = "postgres://u@127.0.0.1:1/db";
+step("calls", || {
+    shell::run(#{ cmd: ["touch", "a"] });
+    pg::fence(#{ url: DB, method: "shutdwon" });
+    http::wait_healthy(#{ url: "http://127.0.0.1:1/", timeout: "2 minuts" });
+    http::get(#{ url: "http://127.0.0.1:1/", retries: 500 });
+    http::post(#{ url: "http://127.0.0.1:1/", expect_status: "200" });
+    http::get(42);
+    let r = "eu";
+    http::get(#{ url: `http://${r}.example/`, timeout: 5, backoff: "1s" });
+    http::post(#{ url: secret("HOOK"), expect_status: [200, 204], json: #{ any: ["thing", 1] } });
+    http::get("http://127.0.0.1:1/");
+    pg::fence(#{ url: DB, method: "read_only" });
+    shell::run(#{ cmd: "touch a", retries: 0 });
+});
+"#,
+    );
+    let ran = t.exec(&["check", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &[
+            "shell::run: field `cmd`: invalid type: sequence, expected a string\n  --> runbook.rhai:3:19",
+            "pg::fence: field `method`: unknown variant `shutdwon`, expected `read_only` or `shutdown`\n  --> runbook.rhai:4:27",
+            "http::wait_healthy: field `timeout`: '2 minuts' is not a duration",
+            "--> runbook.rhai:5:55",
+            "http::get: field `retries`: expected a number from 0 to 100, got 500\n  --> runbook.rhai:6:46",
+            "http::post: field `expect_status`: expected a status code such as 200, or a list of them such as [200, 204]\n  --> runbook.rhai:7:47",
+            "http::get: field `url`: expected a string or a secret\n  --> runbook.rhai:8:11",
+        ],
+    );
+    assert_eq!(
+        ran.stderr.matches("\nerror: ").count() + usize::from(ran.stderr.starts_with("error: ")),
+        7,
+        "the six wrong values, and the summary line: {}",
+        ran.stderr
+    );
 }

@@ -140,13 +140,15 @@ fn a_failing_handler_is_a_warning_and_a_runbook_mistake_is_told_too() {
         .journal(&t.only_run())
         .contains("\"failed_steps\":[[\"verify\"]]"));
 
-    // A mistake in the runbook (a missing map key) stops it with exit 2: told as well.
+    // A mistake in the runbook found as it runs (a value only the run computes, which the
+    // action cannot take) stops it with exit 2: told as well.
     let server = Server::start();
     let t = Test::new().script(&format!(
         r#"
+        let p = params(#{{ tries: #{{ type: "string", default: "many" }} }});
         on_failure(|f| http::post(#{{ url: "{u}/alert", json: f }}));
         step("change", || http::post(#{{ url: "{u}/change" }}));
-        step("typo", || http::post(#{{ url: "{u}/x", retries: "many" }}));
+        step("typo", || http::post(#{{ url: "{u}/x", retries: p.tries }}));
         "#,
         u = server.url("")
     ));

@@ -196,6 +196,45 @@ pub const COMMON_FIELDS: [(&str, &str, &str); 3] = [
     ("backoff", "duration", "wait before the first retry, doubled each time (default \"500ms\")"),
 ];
 
+/// The fields every action takes, as a call gave them (each `None` when not given).
+#[derive(Debug, Default)]
+pub struct Common {
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub backoff: Option<Duration>,
+}
+
+/// Takes the fields every action takes ([`COMMON_FIELDS`]) out of a call's map; a value that
+/// is not one names its field.
+pub fn take_common(map: &mut serde_json::Map<String, Value>) -> Result<Common, FieldError> {
+    let bad = |field: &str, message: String| FieldError {
+        field: field.into(),
+        message,
+    };
+    let duration = |v: Value, field: &str| {
+        serde_json::from_value::<Dur>(v)
+            .map(|d| d.0)
+            .map_err(|e| bad(field, e.to_string()))
+    };
+    let mut common = Common::default();
+    if let Some(v) = map.remove("timeout") {
+        common.timeout = Some(duration(v, "timeout")?);
+    }
+    if let Some(v) = map.remove("backoff") {
+        common.backoff = Some(duration(v, "backoff")?);
+    }
+    if let Some(v) = map.remove("retries") {
+        let n = v.as_u64().filter(|n| *n <= 100).ok_or_else(|| {
+            bad(
+                "retries",
+                format!("expected a number from 0 to 100, got {v}"),
+            )
+        })?;
+        common.retries = Some(n as u32);
+    }
+    Ok(common)
+}
+
 /// What the engine needs to know of an action besides its types.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -534,6 +573,9 @@ pub trait DynAction: Send + Sync {
     fn input_schema(&self) -> schemars::schema::RootSchema;
     fn output_schema(&self) -> schemars::schema::RootSchema;
     fn prepare(&self, input: Value) -> Result<Prepared, FieldError>;
+    /// Some of a call's fields, as written in the runbook (its literal values): a value the
+    /// action cannot take, before anything runs. The fields not given are no mistake here.
+    fn check_given(&self, given: Value) -> Option<FieldError>;
 }
 
 struct Typed<A: Action> {
@@ -558,6 +600,18 @@ impl<A: Action> DynAction for Typed<A> {
 
     fn output_schema(&self) -> schemars::schema::RootSchema {
         schemars::schema_for!(A::Output)
+    }
+
+    fn check_given(&self, given: Value) -> Option<FieldError> {
+        let e = serde_path_to_error::deserialize::<_, A::Input>(&given).err()?;
+        let field = e.path().to_string();
+        // A given field's mistake is named by its path. One at the top is about the map as a
+        // whole: a field not given (serde names it once every given one has been read, and a
+        // type of our own may word that its own way), which is no mistake here.
+        (field != ".").then(|| FieldError {
+            field,
+            message: e.into_inner().to_string(),
+        })
     }
 
     fn prepare(&self, input: Value) -> Result<Prepared, FieldError> {
@@ -734,7 +788,61 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::{Invocation, Registry, Spec};
+    use super::{take_common, Invocation, Registry, Spec};
+    use serde_json::json;
+    use std::time::Duration;
+
+    #[test]
+    fn the_fields_every_action_takes_are_taken_out_or_named() {
+        // (the call's map, what is taken, or the field at fault, and what is left)
+        type Taken = (Option<u64>, Option<u32>, Option<u64>);
+        let cases: &[(serde_json::Value, Result<Taken, &str>, serde_json::Value)] = &[
+            (
+                json!({"url": "x"}),
+                Ok((None, None, None)),
+                json!({"url": "x"}),
+            ),
+            (
+                json!({"url": "x", "timeout": "2m", "retries": 3, "backoff": 1.5}),
+                Ok((Some(120_000), Some(3), Some(1_500))),
+                json!({"url": "x"}),
+            ),
+            (
+                json!({"timeout": 10}),
+                Ok((Some(10_000), None, None)),
+                json!({}),
+            ),
+            (
+                json!({"retries": 100}),
+                Ok((None, Some(100), None)),
+                json!({}),
+            ),
+            (json!({"retries": 101}), Err("retries"), json!(null)),
+            (json!({"retries": -1}), Err("retries"), json!(null)),
+            (json!({"retries": "3"}), Err("retries"), json!(null)),
+            (json!({"timeout": "2 minuts"}), Err("timeout"), json!(null)),
+            (json!({"backoff": -1}), Err("backoff"), json!(null)),
+            (json!({"backoff": [1]}), Err("backoff"), json!(null)),
+        ];
+        for (given, expected, left) in cases {
+            let serde_json::Value::Object(mut map) = given.clone() else {
+                unreachable!()
+            };
+            match (take_common(&mut map), expected) {
+                (Ok(c), Ok((timeout, retries, backoff))) => {
+                    let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+                    assert_eq!(
+                        (ms(c.timeout), c.retries, ms(c.backoff)),
+                        (*timeout, *retries, *backoff),
+                        "{given}"
+                    );
+                    assert_eq!(&serde_json::Value::Object(map), left, "{given}");
+                }
+                (Err(e), Err(field)) => assert_eq!(e.field, *field, "{given}: {}", e.message),
+                (got, _) => panic!("{given}: {got:?}, expected {expected:?}"),
+            }
+        }
+    }
 
     #[test]
     fn a_doc_comment_becomes_one_paragraph() {

@@ -76,11 +76,29 @@ impl JsonSchema for Dur {
 }
 
 /// Expected HTTP status: one code, or a list of codes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum StatusSpec {
     One(u16),
     Any(Vec<u16>),
+}
+
+impl<'de> Deserialize<'de> for StatusSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            One(u16),
+            Any(Vec<u16>),
+        }
+        match Repr::deserialize(d) {
+            Ok(Repr::One(code)) => Ok(StatusSpec::One(code)),
+            Ok(Repr::Any(codes)) => Ok(StatusSpec::Any(codes)),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a status code such as 200, or a list of them such as [200, 204]",
+            )),
+        }
+    }
 }
 
 impl StatusSpec {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::ctx::{compact, field_diff, runtime_error, RhaiResult, RunCtx, Stop};
 use super::frames;
 use super::replay::{self, Answer, Call, Decision, Expected, Key, Resumed};
-use crate::action::{ActionError, Dur, DynAction, Effect, ErrorKind, Prepared, Spec};
+use crate::action::{ActionError, DynAction, Effect, ErrorKind, Prepared, Spec};
 use crate::error::Next;
 use crate::journal::{show_path, Event};
 use crate::report::{PlanEntry, Progress};
@@ -138,26 +138,12 @@ impl RunCtx {
         let Value::Object(map) = input else {
             return Ok(opts);
         };
-        let bad =
-            |field: &str, e: String| self.invalid(format!("{full}: field `{field}`: {e}"), pos);
-        if let Some(v) = map.remove("timeout") {
-            opts.timeout = serde_json::from_value::<Dur>(v)
-                .map_err(|e| bad("timeout", e.to_string()))?
-                .0;
-        }
-        if let Some(v) = map.remove("backoff") {
-            opts.backoff = serde_json::from_value::<Dur>(v)
-                .map_err(|e| bad("backoff", e.to_string()))?
-                .0;
-        }
-        if let Some(v) = map.remove("retries") {
-            opts.retries = v.as_u64().filter(|n| *n <= 100).ok_or_else(|| {
-                bad(
-                    "retries",
-                    format!("expected a number from 0 to 100, got {v}"),
-                )
-            })? as u32;
-        }
+        let given = crate::action::take_common(map).map_err(|e| {
+            self.invalid(format!("{full}: field `{}`: {}", e.field, e.message), pos)
+        })?;
+        opts.timeout = given.timeout.unwrap_or(opts.timeout);
+        opts.backoff = given.backoff.unwrap_or(opts.backoff);
+        opts.retries = given.retries.unwrap_or(opts.retries);
         Ok(opts)
     }
 

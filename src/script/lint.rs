@@ -85,6 +85,10 @@ struct Linter<'a> {
     fields: HashMap<String, (Vec<String>, Vec<String>)>,
     /// What a bare call may name.
     callable: Callable,
+    /// Where each field of a map written in a call stands (call's position → field → its
+    /// position), from the tree as written: the optimiser folds a map of literals into one
+    /// value with only the map's position.
+    fields_at: HashMap<Position, HashMap<String, Position>>,
 }
 
 /// What a bare call (`f(x)`, no namespace) may name: the engine's functions and the runbook's
@@ -100,6 +104,27 @@ impl Callable {
     /// What is wrong with a bare call of `name` with `args` arguments, if anything: no such
     /// function (a misspelt helper fails only when its branch runs, perhaps mid-incident), or
     /// none taking that many arguments.
+    /// What is wrong with a method call `x.name(..)`, if anything: no function of that name
+    /// at all (whatever `x` is).
+    fn method_problem(&self, name: &str) -> Option<String> {
+        if self.functions.contains_key(name) {
+            return None;
+        }
+        Some(format!(
+            "unknown method `.{name}(..)`{}: no function of that name, in this runbook, the \
+             built-ins or Rhai's",
+            suggest(name, self.names())
+        ))
+    }
+
+    /// The names worth suggesting.
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.functions
+            .keys()
+            .map(String::as_str)
+            .filter(|f| !f.starts_with("anon$") && !f.contains('$'))
+    }
+
     fn problem(&self, name: &str, args: usize) -> Option<String> {
         if !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
             return None;
@@ -116,13 +141,7 @@ impl Callable {
             None => Some(format!(
                 "unknown function `{name}`{}: neither this runbook's, a built-in nor Rhai's; \
                  actions are called as namespace::name (`runbook actions` lists them)",
-                suggest(
-                    name,
-                    self.functions
-                        .keys()
-                        .map(String::as_str)
-                        .filter(|f| !f.starts_with("anon$") && !f.contains('$'))
-                )
+                suggest(name, self.names())
             )),
         }
     }
@@ -135,14 +154,16 @@ enum Lit {
     Other,
 }
 
-fn lit_of_dynamic(d: &rhai::Dynamic, pos: Position) -> Lit {
+/// A folded constant's fields have no position of their own (`Position::NONE`): it is found
+/// in the tree as written (`Linter::field_pos`).
+fn lit_of_dynamic(d: &rhai::Dynamic) -> Lit {
     if let Some(s) = d.clone().try_cast::<rhai::ImmutableString>() {
         return Lit::Str(s.to_string());
     }
     if let Some(m) = d.read_lock::<rhai::Map>() {
         return Lit::Map(
             m.iter()
-                .map(|(k, v)| (k.to_string(), pos, lit_of_dynamic(v, pos)))
+                .map(|(k, v)| (k.to_string(), Position::NONE, lit_of_dynamic(v)))
                 .collect(),
         );
     }
@@ -157,8 +178,56 @@ fn lit(e: &Expr) -> Lit {
                 .map(|(k, v)| (k.name.to_string(), k.pos, lit(v)))
                 .collect(),
         ),
-        Expr::DynamicConstant(d, pos) => lit_of_dynamic(d, *pos),
+        Expr::DynamicConstant(d, _) => lit_of_dynamic(d),
         _ => Lit::Other,
+    }
+}
+
+/// A value written as a literal, as the action would receive it (JSON).
+fn literal_json(e: &Expr) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    Some(match e {
+        Expr::StringConstant(s, _) => Value::String(s.to_string()),
+        Expr::CharConstant(c, _) => Value::String(c.to_string()),
+        Expr::IntegerConstant(i, _) => Value::from(*i),
+        Expr::FloatConstant(f, _) => Value::Number(serde_json::Number::from_f64(**f)?),
+        Expr::BoolConstant(b, _) => Value::Bool(*b),
+        Expr::Unit(_) => Value::Null,
+        Expr::Array(items, _) => {
+            Value::Array(items.iter().map(literal_json).collect::<Option<_>>()?)
+        }
+        Expr::Map(m, _) => Value::Object(
+            m.0.iter()
+                .map(|(k, v)| Some((k.name.to_string(), literal_json(v)?)))
+                .collect::<Option<_>>()?,
+        ),
+        Expr::DynamicConstant(d, _) if !d.is_fnptr() => crate::value::dynamic_to_json(d).ok()?,
+        _ => return None,
+    })
+}
+
+/// The fields of a map written in the call, each with where it is and its value when that
+/// is a literal. None when the argument is not a map written there.
+fn literal_fields(e: &Expr) -> Option<Vec<(String, Position, Option<serde_json::Value>)>> {
+    match e {
+        Expr::Map(m, _) => Some(
+            m.0.iter()
+                .map(|(k, v)| (k.name.to_string(), k.pos, literal_json(v)))
+                .collect(),
+        ),
+        Expr::DynamicConstant(d, _) if d.is_map() => {
+            let serde_json::Value::Object(fields) = crate::value::dynamic_to_json(d).ok()? else {
+                return None;
+            };
+            // Folded: the fields' own positions are in the tree as written.
+            Some(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (k, Position::NONE, Some(v)))
+                    .collect(),
+            )
+        }
+        _ => None,
     }
 }
 
@@ -228,6 +297,18 @@ impl Linter<'_> {
                 )
             })
             .clone()
+    }
+
+    /// Where field `key` of the map written in the call at `call` stands, as well as known.
+    fn field_pos(&self, call: Position, key: &str, found: Position) -> Position {
+        if !found.is_none() {
+            return found;
+        }
+        self.fields_at
+            .get(&call)
+            .and_then(|fields| fields.get(key))
+            .copied()
+            .unwrap_or(call)
     }
 
     fn problem(&mut self, pos: Position, message: String) {
@@ -339,6 +420,53 @@ impl Linter<'_> {
         }
     }
 
+    /// The values a call writes as literals, decoded as the action decodes them when it runs:
+    /// a list where it takes text, a misspelt choice (`method: "shutdwon"`), a duration that
+    /// is not one — found now, not when the branch holding the call is reached.
+    fn check_values(
+        &mut self,
+        ns: &str,
+        name: &str,
+        action: &std::sync::Arc<dyn crate::action::DynAction>,
+        arg: Option<&Expr>,
+        pos: Position,
+    ) {
+        let Some(arg) = arg else { return };
+        let (props, _) = self.fields_of(ns, name, action);
+        let mut given = serde_json::Map::new();
+        let mut at: HashMap<String, Position> = HashMap::new();
+        match literal_fields(arg) {
+            Some(fields) => {
+                for (k, kpos, v) in fields {
+                    let known = props.contains(&k) || COMMON_FIELDS.iter().any(|(c, _, _)| *c == k);
+                    if let (true, Some(v)) = (known, v) {
+                        at.insert(k.clone(), self.field_pos(pos, &k, kpos));
+                        given.insert(k, v);
+                    }
+                }
+            }
+            None => {
+                // The single-value form: http::get("https://..").
+                let (Some(primary), Some(v)) = (action.spec().primary, literal_json(arg)) else {
+                    return;
+                };
+                given.insert(primary.to_string(), v);
+            }
+        }
+        let found = crate::action::take_common(&mut given)
+            .err()
+            .or_else(|| action.check_given(serde_json::Value::Object(given)));
+        if let Some(e) = found {
+            let top = e.field.split(['.', '[']).next().unwrap_or_default();
+            let at = at.get(top).copied().unwrap_or(pos);
+            let field = match e.field.is_empty() {
+                true => String::new(),
+                false => format!(" field `{}`:", e.field),
+            };
+            self.problem(at, format!("{ns}::{name}:{field} {}", e.message));
+        }
+    }
+
     fn check_namespaced(&mut self, call: &rhai::FnCallExpr, pos: Position) {
         let root = call.namespace.root().to_string();
         let name = call.name.as_str();
@@ -364,11 +492,12 @@ impl Linter<'_> {
                 self.problem(pos, format!("{root}::{name} takes one argument, a map of fields: {root}::{name}(#{{ .. }})"));
                 return;
             }
+            self.check_values(&root, name, action, call.args.first(), pos);
             if let Some(Lit::Map(map)) = call.args.first().map(lit) {
                 let (props, required) = self.fields_of(&root, name, action);
                 let mut given: HashSet<&str> = map.iter().map(|(k, _, _)| k.as_str()).collect();
                 for (k, kpos, _) in &map {
-                    let kpos = if kpos.is_none() { pos } else { *kpos };
+                    let kpos = self.field_pos(pos, k, *kpos);
                     if !props.iter().any(|p| p == k)
                         && !COMMON_FIELDS.iter().any(|(c, _, _)| c == k)
                     {
@@ -491,7 +620,20 @@ pub fn lint(
             functions: engine_functions(engine).clone(),
             variables: HashSet::new(),
         },
+        fields_at: HashMap::new(),
     };
+    plain.walk(&mut |path: &[ASTNode]| {
+        if let Some(
+            ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)),
+        ) = path.last()
+        {
+            if let (false, Some(Expr::Map(m, _))) = (call.namespace.is_empty(), call.args.first()) {
+                let fields = m.0.iter().map(|(k, _)| (k.name.to_string(), k.pos));
+                linter.fields_at.insert(*pos, fields.collect());
+            }
+        }
+        true
+    });
     for f in ast.iter_functions() {
         let count = f.params.len();
         match linter.callable.functions.get_mut(f.name) {
@@ -570,6 +712,36 @@ pub fn lint(
     });
     for found in scopes {
         linter.check_body(found);
+    }
+    // A method: `items.lenght()`. Which overload answers depends on the value before the dot,
+    // known only as it runs, so only a name no function has is refused — and not one a map
+    // of the runbook could hold a closure under (`o.greet()` calls `o.greet` when it is one).
+    let mut keys = HashSet::new();
+    plain.walk(&mut |path: &[ASTNode]| {
+        match path.last() {
+            Some(ASTNode::Expr(Expr::Map(m, _))) => {
+                keys.extend(m.0.iter().map(|(k, _)| k.name.to_string()));
+            }
+            Some(ASTNode::Expr(Expr::Property(p, _))) => {
+                keys.insert(p.2.to_string());
+            }
+            _ => {}
+        }
+        true
+    });
+    let mut methods = Vec::new();
+    plain.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Expr(Expr::MethodCall(call, pos))) = path.last() {
+            if !keys.contains(call.name.as_str()) {
+                methods.push((call.name.to_string(), *pos));
+            }
+        }
+        true
+    });
+    for (name, pos) in methods {
+        if let Some(problem) = linter.callable.method_problem(&name) {
+            linter.problem(pos, problem);
+        }
     }
     for (pos, message) in inventory_misuse(plain) {
         linter.problem(pos, message);
@@ -896,6 +1068,12 @@ mod tests {
             ("pick", 0, Some("pick(..) takes 1 or 2 arguments, not 0")),
             ("f", 1, Some("no function `f`: `f` is a variable, and a closure it holds is called as f.call(..)")),
         ];
+        assert_eq!(callable.method_problem("helper"), None);
+        assert_eq!(callable.method_problem("curry"), None);
+        assert_eq!(
+            callable.method_problem("parse_ints"),
+            Some("unknown method `.parse_ints(..)` (did you mean `parse_int`?): no function of that name, in this runbook, the built-ins or Rhai's".to_string())
+        );
         for (name, args, wrong) in table {
             let found = callable.problem(name, *args);
             match (wrong, &found) {

@@ -479,6 +479,16 @@ fn a_mistake_in_a_branch_not_taken_yet_is_refused_before_the_run_starts() {
             "pg::fence: field `method`: unknown variant `shutdwon`, expected `read_only` or `shutdown`",
             "--> runbook.rhai:4:66",
         ),
+        (
+            r#"
+        step("decide", || {
+            if time::now().ms < 0 {
+                step("fence", #{ retires: 3 }, || log("fenced"));
+            } else { log("took the usual branch"); }
+        });"#,
+            "step 'fence': unknown option `retires` (did you mean `retries`?)",
+            "--> runbook.rhai:4:34",
+        ),
     ];
     for (script, message, at) in cases {
         let t = Test::new().script(&format!(

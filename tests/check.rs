@@ -1,4 +1,20 @@
-use crate::support::{assert_says, Test};
+use crate::support::{assert_says, Ran, Test};
+
+/// Runs `runbook check runbook.rhai`, which must refuse it (exit 2) saying each of `says`.
+fn check_refuses(t: &Test, says: &[&str]) -> Ran {
+    let ran = t.exec(&["check", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(&ran.stderr, says);
+    ran
+}
+
+/// How many problems `runbook check` reported (its summary line aside).
+fn problems(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("error: ") && !l.contains("runbooks have problems"))
+        .count()
+}
 
 #[test]
 fn check_reports_every_problem_with_its_position_and_runs_nothing() {
@@ -112,10 +128,8 @@ fn a_module_that_does_not_compile_is_reported_once() {
         .script(
             "import \"./lib/util\" as util;\nimport \"nosuch\" as n;\nutil::twice(1);\nutil::twice(2);\nn::f();\n",
         );
-    let ran = t.exec(&["check", "runbook.rhai"]);
-    assert_eq!(ran.code, 2, "{}", ran.all());
-    assert_says(
-        &ran.stderr,
+    let ran = check_refuses(
+        &t,
         &[
             "module lib/util.rhai does not compile",
             "no module 'nosuch'",
@@ -131,10 +145,8 @@ fn a_misspelt_required_field_is_reported_once() {
     let t = Test::new().script(
         "notify::slack(#{ webhok: \"https://hooks.example/x\", text: \"hi\" });\nnotify::slack(#{ text: \"hi\" });\n",
     );
-    let ran = t.exec(&["check", "runbook.rhai"]);
-    assert_eq!(ran.code, 2, "{}", ran.all());
-    assert_says(
-        &ran.stderr,
+    let ran = check_refuses(
+        &t,
         &[
             "notify::slack has no field `webhok` (did you mean `webhook`?)",
             "--> runbook.rhai:1:18",
@@ -290,10 +302,8 @@ log(q.target);
 log(q.forse);
 "#,
     );
-    let ran = t.exec(&["check", "runbook.rhai"]);
-    assert_eq!(ran.code, 2, "{}", ran.all());
-    assert_says(
-        &ran.stderr,
+    let ran = check_refuses(
+        &t,
         &[
             "time::now returns no field `mss` (did you mean `ms`?); its fields are iso, ms\n  --> runbook.rhai:2:7",
             "time::now returns no field `iso2` (did you mean `iso`?)",
@@ -347,10 +357,8 @@ step("calls", || {
 });
 "#,
         );
-    let ran = t.exec(&["check", "runbook.rhai"]);
-    assert_eq!(ran.code, 2, "{}", ran.all());
-    assert_says(
-        &ran.stderr,
+    let ran = check_refuses(
+        &t,
         &[
             "unknown function `helpr` (did you mean `helper`?)",
             "--> runbook.rhai:11:9",
@@ -363,9 +371,9 @@ step("calls", || {
         ],
     );
     assert_eq!(
-        ran.stderr.matches("\nerror: ").count() + usize::from(ran.stderr.starts_with("error: ")),
-        6,
-        "the five wrong calls, and the summary line: {}",
+        problems(&ran.stderr),
+        5,
+        "the five wrong calls: {}",
         ran.stderr
     );
     assert!(t.run_ids().is_empty());
@@ -391,10 +399,8 @@ step("calls", || {
 });
 "#,
     );
-    let ran = t.exec(&["check", "runbook.rhai"]);
-    assert_eq!(ran.code, 2, "{}", ran.all());
-    assert_says(
-        &ran.stderr,
+    let ran = check_refuses(
+        &t,
         &[
             "shell::run: field `cmd`: invalid type: sequence, expected a string\n  --> runbook.rhai:3:19",
             "pg::fence: field `method`: unknown variant `shutdwon`, expected `read_only` or `shutdown`\n  --> runbook.rhai:4:27",
@@ -406,9 +412,94 @@ step("calls", || {
         ],
     );
     assert_eq!(
-        ran.stderr.matches("\nerror: ").count() + usize::from(ran.stderr.starts_with("error: ")),
-        7,
-        "the six wrong values, and the summary line: {}",
+        problems(&ran.stderr),
+        6,
+        "the six wrong values: {}",
         ran.stderr
     );
+}
+
+#[test]
+fn check_and_the_run_name_a_step_or_parallel_option_there_is_not_or_cannot_be() {
+    let t = Test::new().script(
+        r#"step("a", #{ retires: 3, backof: "5s", timeout: "2 minuts" }, || log(1));
+parallel([1, 2], #{ limt: 2 }, |i| log(i));
+step("b", #{ undo: 5 }, || log(2));
+step("c", #{ retries: 2, backoff: "250ms", timeout: 90, undo: || log("undo") }, || log(3));
+parallel([1, 2], #{ limit: 1 }, |i| step(`d ${i}`, #{ timeout: 1.5 }, || log(i)));
+"#,
+    );
+    let ran = check_refuses(
+        &t,
+        &[
+            "step 'a': unknown option `retires` (did you mean `retries`?); the options are retries, backoff, timeout, undo\n  --> runbook.rhai:1:14",
+            "step 'a': unknown option `backof` (did you mean `backoff`?)",
+            "--> runbook.rhai:1:26",
+            "step 'a': option `timeout`: '2 minuts' is not a duration",
+            "--> runbook.rhai:1:40",
+            "parallel: unknown option `limt` (did you mean `limit`?); the option is limit\n  --> runbook.rhai:2:21",
+            "step 'b': option `undo`: expected a closure, e.g. || { .. }, got a number\n  --> runbook.rhai:3:14",
+        ],
+    );
+    assert_eq!(
+        problems(&ran.stderr),
+        5,
+        "the five wrong options: {}",
+        ran.stderr
+    );
+
+    // A value only the run computes is read where the run reaches it, with the same words.
+    let t = Test::new().script(
+        r#"let p = params(#{ limit: #{ type: "string", default: "2 minuts" } });
+step("first", || log("first ran"));
+step("second", #{ timeout: p.limit }, || log("second ran"));
+"#,
+    );
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(
+        &ran.all(),
+        &[
+            "first ran",
+            "step 'second': option `timeout`: '2 minuts' is not a duration",
+            "--> runbook.rhai:3:1",
+        ],
+    );
+    assert!(!ran.stdout.contains("second ran"), "{}", ran.stdout);
+}
+
+/// A default of the wrong type would reach the script as it is (a text where a number was
+/// declared), and one outside the choices was told as if the operator had passed it.
+#[test]
+fn check_and_the_run_name_a_default_that_does_not_fit_its_parameter() {
+    let script = r#"let p = params(#{
+    count: #{ type: "int", default: "three" },
+    region: #{ choices: ["eu-west-1", "ap-southeast-1"], default: "us-east-1" },
+    force: #{ type: "bool", default: false },
+    weights: #{ type: "list", default: ["70", "30"] },
+});
+step("first", || log(`first ran ${p.count} ${p.region} ${p.force} ${p.weights}`));
+"#;
+    let t = Test::new().script(script);
+    let ran = check_refuses(
+        &t,
+        &[
+            "parameter 'count': its default \"three\" is not a whole number (its type is int)",
+            "--> runbook.rhai:2:28",
+            "parameter 'region': its default us-east-1 is not one of its choices, eu-west-1, ap-southeast-1",
+            "--> runbook.rhai:3:58",
+        ],
+    );
+    assert_eq!(
+        ran.stderr.matches("its default").count(),
+        2,
+        "{}",
+        ran.stderr
+    );
+
+    let ran = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(&ran.stderr, &["parameter 'count': its default \"three\""]);
+    assert!(!ran.stdout.contains("first ran"), "{}", ran.stdout);
+    assert!(t.run_ids().is_empty(), "nothing ran");
 }

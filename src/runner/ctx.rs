@@ -843,27 +843,19 @@ impl RunCtx {
                 pos,
             ));
         }
-        let mut retries = 0u32;
-        let mut backoff = Duration::from_secs(1);
-        let mut timeout = None;
-        let mut undo = None;
+        let mut o = crate::script::options::StepOptions::default();
         for (k, v) in options.unwrap_or_default() {
-            let bad = |what: &str| {
-                self.invalid(format!("step '{name}': option `{k}` must be {what}"), pos)
-            };
-            match k.as_str() {
-                "retries" => retries = v.as_int().ok().filter(|n| (0..=100).contains(n)).ok_or_else(|| bad("a number from 0 to 100"))? as u32,
-                "backoff" => backoff = Dur::parse(&v.into_string().map_err(|_| bad("a duration such as \"5s\""))?).map_err(|e| bad(&e))?.0,
-                "timeout" => timeout = Some(Dur::parse(&v.into_string().map_err(|_| bad("a duration such as \"5m\""))?).map_err(|e| bad(&e))?.0),
-                "undo" => undo = Some(v.try_cast::<FnPtr>().ok_or_else(|| bad("a closure, e.g. || { .. }"))?),
-                other => {
-                    return Err(self.invalid(
-                        format!("step '{name}': unknown option `{other}`; the options are retries, backoff, timeout, undo"),
-                        pos,
-                    ))
-                }
-            }
+            crate::script::options::step_option(&mut o, &k, v).map_err(|e| {
+                let message = e.message(crate::script::options::STEP_OPTIONS);
+                self.invalid(format!("step '{name}': {message}"), pos)
+            })?;
         }
+        let crate::script::options::StepOptions {
+            retries,
+            backoff,
+            timeout,
+            undo,
+        } = o;
         for attempt in 1..=retries + 1 {
             let mut path = parent.clone();
             path.push(if attempt == 1 {

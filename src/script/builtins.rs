@@ -120,22 +120,10 @@ pub fn register(engine: &mut Engine, ctx: Arc<dyn Host>, docs: Option<&ActionDoc
             c.enter(ncx.call_source());
             let mut limit = None;
             for (k, v) in opts {
-                match k.as_str() {
-                    "limit" => {
-                        limit = Some(v.as_int().ok().filter(|n| *n > 0).ok_or_else(|| {
-                            c.invalid(
-                                "parallel: `limit` must be a positive number".into(),
-                                ncx.call_position(),
-                            )
-                        })? as usize)
-                    }
-                    other => {
-                        return Err(c.invalid(
-                            format!("parallel: unknown option `{other}`; the option is limit"),
-                            ncx.call_position(),
-                        ))
-                    }
-                }
+                limit = Some(super::options::parallel_option(&k, v).map_err(|e| {
+                    let message = e.message(super::options::PARALLEL_OPTIONS);
+                    c.invalid(format!("parallel: {message}"), ncx.call_position())
+                })?);
             }
             c.parallel(&ncx, items, limit, body)
         },

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use rhai::{ASTNode, Expr, Position, Stmt, AST};
 
-use super::params::{default_duration, default_size, PARAM_KEYS, PARAM_TYPES};
+use super::params::{default_value, one_of, PARAM_KEYS, PARAM_TYPES};
 use crate::action::Registry;
 use crate::action::COMMON_FIELDS;
 use crate::error::Error;
@@ -151,6 +151,8 @@ impl Callable {
 enum Lit {
     Str(String),
     Map(Vec<(String, Position, Lit)>),
+    /// Any other literal: a number, a bool, a list of literals.
+    Value(rhai::Dynamic),
     Other,
 }
 
@@ -167,7 +169,10 @@ fn lit_of_dynamic(d: &rhai::Dynamic) -> Lit {
                 .collect(),
         );
     }
-    Lit::Other
+    match d.is_fnptr() {
+        true => Lit::Other,
+        false => Lit::Value(d.clone()),
+    }
 }
 
 fn lit(e: &Expr) -> Lit {
@@ -179,7 +184,21 @@ fn lit(e: &Expr) -> Lit {
                 .collect(),
         ),
         Expr::DynamicConstant(d, _) => lit_of_dynamic(d),
-        _ => Lit::Other,
+        other => match literal_json(other) {
+            Some(v) => Lit::Value(crate::value::json_to_dynamic(&v)),
+            None => Lit::Other,
+        },
+    }
+}
+
+/// Where each field of a map written in a call stands, nested ones as `outer.inner`.
+fn field_positions(e: &Expr, prefix: &str, out: &mut HashMap<String, Position>) {
+    if let Expr::Map(m, _) = e {
+        for (k, v) in m.0.iter() {
+            let path = format!("{prefix}{}", k.name);
+            field_positions(v, &format!("{path}."), out);
+            out.insert(path, k.pos);
+        }
     }
 }
 
@@ -299,6 +318,35 @@ impl Linter<'_> {
             .clone()
     }
 
+    /// The options of a step or `parallel` (`prefix`: "step 'x': " or "parallel: "), as the
+    /// run reads them when it reaches the call: an option there is not, and a value written as
+    /// a literal that it cannot take.
+    fn check_options(&mut self, prefix: &str, options: &Expr, pos: Position) {
+        use super::options::{
+            parallel_option, step_option, StepOptions, PARALLEL_OPTIONS, STEP_OPTIONS,
+        };
+        let Some(fields) = literal_fields(options) else {
+            return;
+        };
+        let step = prefix != "parallel: ";
+        let known = if step { STEP_OPTIONS } else { PARALLEL_OPTIONS };
+        for (key, kpos, value) in fields {
+            let value = match (known.contains(&key.as_str()), value) {
+                (false, _) => rhai::Dynamic::UNIT,
+                (true, Some(v)) => crate::value::json_to_dynamic(&v),
+                (true, None) => continue,
+            };
+            let checked = match step {
+                true => step_option(&mut StepOptions::default(), &key, value),
+                false => parallel_option(&key, value).map(|_| ()),
+            };
+            if let Err(e) = checked {
+                let at = self.field_pos(pos, &key, kpos);
+                self.problem(at, format!("{prefix}{}", e.message(known)));
+            }
+        }
+    }
+
     /// Where field `key` of the map written in the call at `call` stands, as well as known.
     fn field_pos(&self, call: Position, key: &str, found: Position) -> Position {
         if !found.is_none() {
@@ -350,6 +398,15 @@ impl Linter<'_> {
                     continue;
                 }
             }
+            match (name, args) {
+                ("step", 3) => {
+                    let step = call.args.first().and_then(literal_string);
+                    let prefix = step.map_or("step: ".into(), |s| format!("step '{s}': "));
+                    self.check_options(&prefix, &call.args[1], pos);
+                }
+                ("parallel", 3) => self.check_options("parallel: ", &call.args[1], pos),
+                _ => {}
+            }
             match name {
                 "step" => {
                     let Some(step) = call.args.first().and_then(literal_string) else {
@@ -375,12 +432,20 @@ impl Linter<'_> {
                     };
                     for (param, _, decl) in decls {
                         let Lit::Map(entries) = decl else { continue };
-                        let ty = entries.iter().find_map(|(k, _, v)| match v {
-                            Lit::Str(t) if k == "type" => Some(t.to_string()),
+                        // The type, when it is known: written as text, or not written (text).
+                        let ty = match entries.iter().find(|(k, _, _)| k == "type") {
+                            Some((_, _, Lit::Str(t))) => Some(t.to_string()),
+                            Some(_) => None,
+                            None => Some("string".to_string()),
+                        };
+                        let choices = entries.iter().find_map(|(k, _, v)| match v {
+                            Lit::Value(c) if k == "choices" => {
+                                c.read_lock::<rhai::Array>().map(|a| a.clone())
+                            }
                             _ => None,
                         });
                         for (key, kpos, value) in entries {
-                            let kpos = if kpos.is_none() { pos } else { kpos };
+                            let kpos = self.field_pos(pos, &format!("{param}.{key}"), kpos);
                             if !PARAM_KEYS.contains(&key.as_str()) {
                                 self.problem(
                                     kpos,
@@ -391,18 +456,25 @@ impl Linter<'_> {
                                     ),
                                 );
                             }
-                            if let ("default", Lit::Str(text)) = (key.as_str(), &value) {
-                                let checked = match ty.as_deref() {
-                                    Some("duration") => default_duration(&text.as_str().into()),
-                                    Some("size") => default_size(&text.as_str().into()).map(|_| ()),
-                                    _ => Ok(()),
-                                };
-                                if let Err(e) = checked {
-                                    self.problem(
-                                        kpos,
-                                        format!("parameter '{param}': its default {e}"),
-                                    );
+                            let default = match (key.as_str(), &value, ty.as_deref()) {
+                                ("default", Lit::Str(text), Some(ty)) => {
+                                    Some(default_value(ty, &text.as_str().into()))
                                 }
+                                ("default", Lit::Value(d), Some(ty)) => Some(default_value(ty, d)),
+                                _ => None,
+                            };
+                            match (default, &choices) {
+                                (Some(Err(e)), _) => self
+                                    .problem(kpos, format!("parameter '{param}': its default {e}")),
+                                (Some(Ok(d)), Some(choices)) => {
+                                    if let Err(list) = one_of(&d, choices) {
+                                        self.problem(
+                                            kpos,
+                                            format!("parameter '{param}': its default {d} is not one of its choices, {list}"),
+                                        );
+                                    }
+                                }
+                                _ => {}
                             }
                             if let ("type", Lit::Str(t)) = (key.as_str(), &value) {
                                 if !PARAM_TYPES.contains(&t.as_str()) {
@@ -627,9 +699,9 @@ pub fn lint(
             ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)),
         ) = path.last()
         {
-            if let (false, Some(Expr::Map(m, _))) = (call.namespace.is_empty(), call.args.first()) {
-                let fields = m.0.iter().map(|(k, _)| (k.name.to_string(), k.pos));
-                linter.fields_at.insert(*pos, fields.collect());
+            for arg in &call.args {
+                let fields = linter.fields_at.entry(*pos).or_default();
+                field_positions(arg, "", fields);
             }
         }
         true

@@ -4,6 +4,7 @@
 mod builtins;
 pub mod host;
 pub mod lint;
+pub mod options;
 mod params;
 pub(crate) mod stdlib;
 

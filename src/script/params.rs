@@ -51,21 +51,13 @@ pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Ma
                 }
             },
             None => match decl.get("default") {
-                Some(d) if ty == "duration" => match default_duration(d) {
-                    Ok(()) => d.clone(),
+                Some(d) => match default_value(&ty, d) {
+                    Ok(v) => v,
                     Err(e) => {
                         problems.push(format!("parameter '{name}': its default {e}"));
                         continue;
                     }
                 },
-                Some(d) if ty == "size" => match default_size(d) {
-                    Ok(bytes) => Dynamic::from(bytes),
-                    Err(e) => {
-                        problems.push(format!("parameter '{name}': its default {e}"));
-                        continue;
-                    }
-                },
-                Some(d) => d.clone(),
                 None if decl.get("required").and_then(|r| r.as_bool().ok()) == Some(false) => {
                     Dynamic::UNIT
                 }
@@ -79,13 +71,14 @@ pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Ma
             .get("choices")
             .and_then(|c| c.read_lock::<rhai::Array>().map(|a| a.clone()))
         {
-            let shown = value.to_string();
-            if !value.is_unit() && !choices.iter().any(|c| c.to_string() == shown) {
-                let list: Vec<String> = choices.iter().map(|c| c.to_string()).collect();
-                problems.push(format!(
-                    "--var {name}={shown}: must be one of {}",
-                    list.join(", ")
-                ));
+            if let Err(list) = one_of(&value, &choices) {
+                let shown = value.to_string();
+                problems.push(match vars.contains_key(name.as_str()) {
+                    true => format!("--var {name}={shown}: must be one of {list}"),
+                    false => format!(
+                        "parameter '{name}': its default {shown} is not one of its choices, {list}"
+                    ),
+                });
                 continue;
             }
         }
@@ -252,6 +245,53 @@ fn parse_param(ty: &str, text: &str) -> Result<Dynamic, String> {
     }
 }
 
+/// Whether a parameter's value is one of its `choices` (a value not given is); the choices,
+/// listed, when it is not.
+pub fn one_of(value: &Dynamic, choices: &[Dynamic]) -> Result<(), String> {
+    let shown = value.to_string();
+    if value.is_unit() || choices.iter().any(|c| c.to_string() == shown) {
+        return Ok(());
+    }
+    let list: Vec<String> = choices.iter().map(|c| c.to_string()).collect();
+    Err(list.join(", "))
+}
+
+/// A declared default checked against the parameter's type (`()`, none, fits any): what the
+/// script gets — a size in bytes, a whole number as a float for a float.
+pub fn default_value(ty: &str, value: &Dynamic) -> Result<Dynamic, String> {
+    let fits = match ty {
+        _ if value.is_unit() => true,
+        "duration" => return default_duration(value).map(|()| value.clone()),
+        "size" => return default_size(value).map(Dynamic::from),
+        "float" if value.is_int() => {
+            return Ok(Dynamic::from(
+                value.as_int().unwrap_or_default() as rhai::FLOAT
+            ))
+        }
+        "string" => value.is_string() || value.is_char(),
+        "int" => value.is_int(),
+        "float" => value.is_float(),
+        "bool" => value.is_bool(),
+        "list" => value.is_array(),
+        _ => true,
+    };
+    if fits {
+        return Ok(value.clone());
+    }
+    let what = match ty {
+        "string" => "text: write it in quotes",
+        "int" => "a whole number",
+        "float" => "a number",
+        "bool" => "true or false",
+        _ => "a list, e.g. [\"a\", \"b\"]",
+    };
+    let shown = match value.is_string() {
+        true => format!("\"{value}\""),
+        false => value.to_string(),
+    };
+    Err(format!("{shown} is not {what} (its type is {ty})"))
+}
+
 /// A duration parameter's declared default: text an action reads as a duration.
 pub fn default_duration(value: &Dynamic) -> Result<(), String> {
     match value.clone().into_string() {
@@ -413,24 +453,94 @@ mod tests {
             "x".into(),
             decl(&[("type", "date".into()), ("defualt", 1_i64.into())]),
         );
-        for (default, want) in [
+        let list = |items: &[&str]| {
+            Dynamic::from_array(items.iter().map(|i| Dynamic::from(i.to_string())).collect())
+        };
+        // (type, default, what the run gets — or what is wrong)
+        let table: Vec<(&str, Dynamic, Result<&str, &str>)> = vec![
             (
-                Dynamic::from("soon"),
-                "parameter 'x': its default 'soon' is not a duration",
+                "duration",
+                "soon".into(),
+                Err("parameter 'x': its default 'soon' is not a duration"),
             ),
             (
-                Dynamic::from(5_i64),
-                "parameter 'x': its default 5 is not a duration: write it as text",
+                "duration",
+                5_i64.into(),
+                Err("parameter 'x': its default 5 is not a duration: write it as text"),
             ),
-        ] {
+            ("duration", "90s".into(), Ok("90s")),
+            (
+                "int",
+                "x".into(),
+                Err("parameter 'x': its default \"x\" is not a whole number (its type is int)"),
+            ),
+            (
+                "int",
+                1.5_f64.into(),
+                Err("parameter 'x': its default 1.5 is not a whole number"),
+            ),
+            ("int", 3_i64.into(), Ok("3")),
+            ("float", 3_i64.into(), Ok("3.0")),
+            (
+                "float",
+                "0.5".into(),
+                Err("parameter 'x': its default \"0.5\" is not a number (its type is float)"),
+            ),
+            (
+                "bool",
+                "false".into(),
+                Err("parameter 'x': its default \"false\" is not true or false"),
+            ),
+            ("bool", false.into(), Ok("false")),
+            (
+                "string",
+                5_i64.into(),
+                Err("parameter 'x': its default 5 is not text: write it in quotes"),
+            ),
+            ("string", "eu".into(), Ok("eu")),
+            (
+                "list",
+                "a,b".into(),
+                Err("parameter 'x': its default \"a,b\" is not a list, e.g. [\"a\", \"b\"]"),
+            ),
+            ("list", list(&["a", "b"]), Ok(r#"["a", "b"]"#)),
+            ("size", "16MB".into(), Ok("16777216")),
+            ("int", Dynamic::UNIT, Ok("")),
+        ];
+        for (ty, default, want) in table {
             let mut d = Map::new();
             d.insert(
                 "x".into(),
-                decl(&[("type", "duration".into()), ("default", default)]),
+                decl(&[("type", ty.into()), ("default", default.clone())]),
             );
-            let problems = resolve_params(&d, &vars(&[])).unwrap_err();
-            assert!(problems[0].starts_with(want), "{problems:?}");
+            match (resolve_params(&d, &vars(&[])), want) {
+                (Ok(got), Ok(value)) => assert_eq!(got["x"].to_string(), value, "{ty} {default}"),
+                (Err(problems), Err(want)) => {
+                    assert!(
+                        problems[0].starts_with(want),
+                        "{ty} {default}: {problems:?}"
+                    )
+                }
+                (got, want) => panic!("{ty} {default}: {got:?}, expected {want:?}"),
+            }
         }
+        let mut d = Map::new();
+        d.insert(
+            "x".into(),
+            decl(&[("default", "c".into()), ("choices", list(&["a", "b"]))]),
+        );
+        assert_eq!(
+            resolve_params(&d, &vars(&[])).unwrap_err(),
+            ["parameter 'x': its default c is not one of its choices, a, b"]
+        );
+        assert_eq!(
+            resolve_params(&d, &vars(&[("x", "d")])).unwrap_err(),
+            ["--var x=d: must be one of a, b"]
+        );
+        assert_eq!(
+            resolve_params(&d, &vars(&[("x", "a")])).unwrap()["x"].to_string(),
+            "a"
+        );
         let problems = resolve_params(&bad, &vars(&[])).unwrap_err();
         assert!(
             problems.iter().any(|p| p.contains("unknown key `defualt`")),

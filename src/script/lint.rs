@@ -84,30 +84,42 @@ struct Linter<'a> {
     /// Field names and required fields per action, from its schema (built once).
     fields: HashMap<String, (Vec<String>, Vec<String>)>,
     /// What a bare call may name.
-    callable: Callable,
+    callable: Callable<'a>,
     /// Where each field of a map written in a call stands (call's position → field → its
     /// position), from the tree as written: the optimiser folds a map of literals into one
     /// value with only the map's position.
     fields_at: HashMap<Position, HashMap<String, Position>>,
 }
 
-/// What a bare call (`f(x)`, no namespace) may name: the engine's functions and the runbook's
-/// own, each with the argument counts it takes (none listed: any), and the names the runbook
-/// binds as variables or parameters, for a closure called as a function.
-#[derive(Default)]
-struct Callable {
-    functions: HashMap<String, Vec<usize>>,
+/// What a bare call (`f(x)`, no namespace) may name: the engine's functions (the same for
+/// every runbook, read once) and the runbook's own, each with the argument counts it takes
+/// (none listed: any), and the names the runbook binds as variables or parameters, for a
+/// closure called as a function.
+struct Callable<'a> {
+    engine: &'a HashMap<String, Vec<usize>>,
+    own: HashMap<String, Vec<usize>>,
     variables: HashSet<String>,
 }
 
-impl Callable {
-    /// What is wrong with a bare call of `name` with `args` arguments, if anything: no such
-    /// function (a misspelt helper fails only when its branch runs, perhaps mid-incident), or
-    /// none taking that many arguments.
+impl Callable<'_> {
+    /// The argument counts `name` takes, from wherever it is defined (empty: any).
+    fn arities(&self, name: &str) -> Option<Vec<usize>> {
+        match (self.engine.get(name), self.own.get(name)) {
+            (None, None) => None,
+            (Some(any), _) if any.is_empty() => Some(Vec::new()),
+            (a, b) => {
+                let mut all: Vec<usize> = a.into_iter().chain(b).flatten().copied().collect();
+                all.sort_unstable();
+                all.dedup();
+                Some(all)
+            }
+        }
+    }
+
     /// What is wrong with a method call `x.name(..)`, if anything: no function of that name
     /// at all (whatever `x` is).
     fn method_problem(&self, name: &str) -> Option<String> {
-        if self.functions.contains_key(name) {
+        if self.engine.contains_key(name) || self.own.contains_key(name) {
             return None;
         }
         Some(format!(
@@ -119,21 +131,25 @@ impl Callable {
 
     /// The names worth suggesting.
     fn names(&self) -> impl Iterator<Item = &str> {
-        self.functions
+        self.engine
             .keys()
+            .chain(self.own.keys())
             .map(String::as_str)
             .filter(|f| !f.starts_with("anon$") && !f.contains('$'))
     }
 
+    /// What is wrong with a bare call of `name` with `args` arguments, if anything: no such
+    /// function (a misspelt helper fails only when its branch runs, perhaps mid-incident), or
+    /// none taking that many arguments.
     fn problem(&self, name: &str, args: usize) -> Option<String> {
         if !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
             return None;
         }
-        match self.functions.get(name) {
+        match self.arities(name) {
             Some(arities) if arities.is_empty() || arities.contains(&args) => None,
             Some(arities) => Some(format!(
                 "{name}(..) takes {}, not {args}",
-                arguments(arities)
+                arguments(&arities)
             )),
             None if self.variables.contains(name) => Some(format!(
                 "no function `{name}`: `{name}` is a variable, and a closure it holds is called as {name}.call(..)"
@@ -689,47 +705,47 @@ pub fn lint(
         problems: Vec::new(),
         fields: HashMap::new(),
         callable: Callable {
-            functions: engine_functions(engine).clone(),
+            engine: engine_functions(engine),
+            own: HashMap::new(),
             variables: HashSet::new(),
         },
         fields_at: HashMap::new(),
     };
-    plain.walk(&mut |path: &[ASTNode]| {
-        if let Some(
-            ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)),
-        ) = path.last()
-        {
-            for arg in &call.args {
-                let fields = linter.fields_at.entry(*pos).or_default();
-                field_positions(arg, "", fields);
-            }
-        }
-        true
-    });
     for f in ast.iter_functions() {
-        let count = f.params.len();
-        match linter.callable.functions.get_mut(f.name) {
-            Some(arities) if arities.is_empty() => {}
-            Some(arities) => {
-                arities.push(count);
-                arities.sort_unstable();
-                arities.dedup();
-            }
-            None => {
-                linter
-                    .callable
-                    .functions
-                    .insert(f.name.to_string(), vec![count]);
-            }
-        }
+        let arities = linter.callable.own.entry(f.name.to_string()).or_default();
+        arities.push(f.params.len());
         linter
             .callable
             .variables
             .extend(f.params.iter().map(|p| p.to_string()));
     }
+    // One walk of the tree as written: where fields are written, the variables it binds, and
+    // the methods it calls with the names a map could hold a closure under.
+    let mut keys = HashSet::new();
+    let mut methods = Vec::new();
     plain.walk(&mut |path: &[ASTNode]| {
-        if let Some(ASTNode::Stmt(Stmt::Var(x, ..))) = path.last() {
-            linter.callable.variables.insert(x.0.name.to_string());
+        match path.last() {
+            Some(
+                ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)),
+            ) => {
+                for arg in &call.args {
+                    let fields = linter.fields_at.entry(*pos).or_default();
+                    field_positions(arg, "", fields);
+                }
+            }
+            Some(ASTNode::Stmt(Stmt::Var(x, ..))) => {
+                linter.callable.variables.insert(x.0.name.to_string());
+            }
+            Some(ASTNode::Expr(Expr::Map(m, _))) => {
+                keys.extend(m.0.iter().map(|(k, _)| k.name.to_string()));
+            }
+            Some(ASTNode::Expr(Expr::Property(p, _))) => {
+                keys.insert(p.2.to_string());
+            }
+            Some(ASTNode::Expr(Expr::MethodCall(call, pos))) => {
+                methods.push((call.name.to_string(), *pos));
+            }
+            _ => {}
         }
         true
     });
@@ -788,28 +804,7 @@ pub fn lint(
     // A method: `items.lenght()`. Which overload answers depends on the value before the dot,
     // known only as it runs, so only a name no function has is refused — and not one a map
     // of the runbook could hold a closure under (`o.greet()` calls `o.greet` when it is one).
-    let mut keys = HashSet::new();
-    plain.walk(&mut |path: &[ASTNode]| {
-        match path.last() {
-            Some(ASTNode::Expr(Expr::Map(m, _))) => {
-                keys.extend(m.0.iter().map(|(k, _)| k.name.to_string()));
-            }
-            Some(ASTNode::Expr(Expr::Property(p, _))) => {
-                keys.insert(p.2.to_string());
-            }
-            _ => {}
-        }
-        true
-    });
-    let mut methods = Vec::new();
-    plain.walk(&mut |path: &[ASTNode]| {
-        if let Some(ASTNode::Expr(Expr::MethodCall(call, pos))) = path.last() {
-            if !keys.contains(call.name.as_str()) {
-                methods.push((call.name.to_string(), *pos));
-            }
-        }
-        true
-    });
+    methods.retain(|(name, _)| !keys.contains(name));
     for (name, pos) in methods {
         if let Some(problem) = linter.callable.method_problem(&name) {
             linter.problem(pos, problem);
@@ -1115,16 +1110,17 @@ mod tests {
 
     #[test]
     fn a_bare_call_is_checked_against_the_functions_there_are() {
+        let map = |entries: &[(&str, &[usize])]| -> HashMap<String, Vec<usize>> {
+            entries
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.to_vec()))
+                .collect()
+        };
+        let engine = map(&[("parse_int", &[1, 2]), ("curry", &[]), ("pick", &[1])]);
+        // The runbook's own: `pick` with two arguments too, beside the engine's one.
         let callable = Callable {
-            functions: [
-                ("helper", vec![1]),
-                ("pick", vec![1, 2]),
-                ("parse_int", vec![1, 2]),
-                ("curry", vec![]),
-            ]
-            .into_iter()
-            .map(|(n, a)| (n.to_string(), a))
-            .collect(),
+            engine: &engine,
+            own: map(&[("helper", &[1]), ("pick", &[2]), ("curry", &[3])]),
             variables: ["f".to_string()].into(),
         };
         // (name, arguments, what is wrong, if anything)

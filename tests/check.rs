@@ -427,6 +427,9 @@ parallel([1, 2], #{ limt: 2 }, |i| log(i));
 step("b", #{ undo: 5 }, || log(2));
 step("c", #{ retries: 2, backoff: "250ms", timeout: 90, undo: || log("undo") }, || log(3));
 parallel([1, 2], #{ limit: 1 }, |i| step(`d ${i}`, #{ timeout: 1.5 }, || log(i)));
+sleep("2 minuts");
+sleep(30);
+sleep("1s");
 "#,
     );
     let ran = check_refuses(
@@ -439,12 +442,15 @@ parallel([1, 2], #{ limit: 1 }, |i| step(`d ${i}`, #{ timeout: 1.5 }, || log(i))
             "--> runbook.rhai:1:40",
             "parallel: unknown option `limt` (did you mean `limit`?); the option is limit\n  --> runbook.rhai:2:21",
             "step 'b': option `undo`: expected a closure, e.g. || { .. }, got a number\n  --> runbook.rhai:3:14",
+            "sleep: '2 minuts' is not a duration",
+            "--> runbook.rhai:6:1",
+            "sleep takes a duration as text, not 30: it is called as sleep(\"30m\")\n  --> runbook.rhai:7:1",
         ],
     );
     assert_eq!(
         problems(&ran.stderr),
-        5,
-        "the five wrong options: {}",
+        7,
+        "the five wrong options and two sleeps: {}",
         ran.stderr
     );
 

@@ -424,6 +424,23 @@ impl Linter<'_> {
                 _ => {}
             }
             match name {
+                "sleep" => {
+                    match call.args.first().map(lit) {
+                        Some(Lit::Str(text)) => {
+                            if let Err(e) = crate::action::Dur::parse(&text) {
+                                self.problem(pos, format!("sleep: {e}"));
+                            }
+                        }
+                        Some(Lit::Value(v)) => {
+                            let form = builtin_form(name).unwrap_or_default();
+                            self.problem(
+                            pos,
+                            format!("sleep takes a duration as text, not {v}: it is called as {form}"),
+                        );
+                        }
+                        _ => {}
+                    }
+                }
                 "step" => {
                     let Some(step) = call.args.first().and_then(literal_string) else {
                         continue;

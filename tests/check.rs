@@ -354,6 +354,10 @@ step("calls", || {
     let o = #{ greet: |n| `hi ${n}` };
     log(o.greet("x") + "abc".to_upper() + items.map(|i| i + 1).len());
     log(items.lenght());
+    lock(5);
+    result(5, n);
+    lock("ours");
+    result("named", n);
 });
 "#,
         );
@@ -368,12 +372,14 @@ step("calls", || {
             "parse_int(..) takes 1 or 2 arguments, not 4\n  --> runbook.rhai:14:9",
             "unknown method `.lenght(..)`: no function of that name",
             "--> runbook.rhai:24:15",
+            "lock(..) was given (int); it is called as lock(\"name\")\n  --> runbook.rhai:25:5",
+            "result(..) was given (int, value); it is called as result(\"name\", value)\n  --> runbook.rhai:26:5",
         ],
     );
     assert_eq!(
         problems(&ran.stderr),
-        5,
-        "the five wrong calls: {}",
+        7,
+        "the seven wrong calls: {}",
         ran.stderr
     );
     assert!(t.run_ids().is_empty());
@@ -428,8 +434,9 @@ step("b", #{ undo: 5 }, || log(2));
 step("c", #{ retries: 2, backoff: "250ms", timeout: 90, undo: || log("undo") }, || log(3));
 parallel([1, 2], #{ limit: 1 }, |i| step(`d ${i}`, #{ timeout: 1.5 }, || log(i)));
 sleep("2 minuts");
-sleep(30);
+sleep(1.5);
 sleep("1s");
+sleep(0);
 "#,
     );
     let ran = check_refuses(
@@ -444,7 +451,7 @@ sleep("1s");
             "step 'b': option `undo`: expected a closure, e.g. || { .. }, got a number\n  --> runbook.rhai:3:14",
             "sleep: '2 minuts' is not a duration",
             "--> runbook.rhai:6:1",
-            "sleep takes a duration as text, not 30: it is called as sleep(\"30m\")\n  --> runbook.rhai:7:1",
+            "sleep(..) was given (float); it is called as sleep(\"30m\") or sleep(seconds)\n  --> runbook.rhai:7:1",
         ],
     );
     assert_eq!(

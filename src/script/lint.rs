@@ -29,7 +29,7 @@ const BUILTINS: &[(&str, &[usize], &str)] = &[
         "params(#{ name: #{ type, default, doc, required, choices } })",
     ),
     ("approve", &[1], "approve(\"message\")"),
-    ("sleep", &[1], "sleep(\"30m\")"),
+    ("sleep", &[1], "sleep(\"30m\") or sleep(seconds)"),
     (
         "parallel",
         &[2, 3],
@@ -363,6 +363,29 @@ impl Linter<'_> {
         }
     }
 
+    /// A built-in called with literals of kinds none of its forms takes (`lock(5)`, which the
+    /// run would answer with "Function not found"): the kinds given, as the run words them.
+    /// An argument that is not a literal could be anything, so it never makes a mismatch.
+    fn builtin_misused(&self, name: &str, args: &[Expr]) -> Option<String> {
+        if !BUILTINS.iter().any(|(n, _, _)| *n == name) {
+            return None;
+        }
+        let kinds: Vec<Option<&str>> = args.iter().map(literal_kind).collect();
+        let forms = builtin_signatures().get(name)?;
+        let fits = |form: &Vec<&'static str>| {
+            form.len() == kinds.len()
+                && form
+                    .iter()
+                    .zip(&kinds)
+                    .all(|(want, got)| *want == "any" || got.is_none_or(|g| g == *want))
+        };
+        if forms.iter().any(fits) {
+            return None;
+        }
+        let shown: Vec<&str> = kinds.iter().map(|k| k.unwrap_or("value")).collect();
+        Some(shown.join(", "))
+    }
+
     /// Where field `key` of the map written in the call at `call` stands, as well as known.
     fn field_pos(&self, call: Position, key: &str, found: Position) -> Position {
         if !found.is_none() {
@@ -408,6 +431,14 @@ impl Linter<'_> {
                     continue;
                 }
             }
+            if let Some(given) = self.builtin_misused(name, &call.args) {
+                let form = builtin_form(name).unwrap_or_default();
+                self.problem(
+                    pos,
+                    format!("{name}(..) was given ({given}); it is called as {form}"),
+                );
+                continue;
+            }
             if call.op_token.is_none() && !BUILTINS.iter().any(|(n, _, _)| *n == name) {
                 if let Some(problem) = self.callable.problem(name, args) {
                     self.problem(pos, problem);
@@ -431,12 +462,11 @@ impl Linter<'_> {
                                 self.problem(pos, format!("sleep: {e}"));
                             }
                         }
-                        Some(Lit::Value(v)) => {
-                            let form = builtin_form(name).unwrap_or_default();
-                            self.problem(
-                            pos,
-                            format!("sleep takes a duration as text, not {v}: it is called as {form}"),
-                        );
+                        // A number of seconds: the run's "-5s" is not a duration.
+                        Some(Lit::Value(v)) if v.as_int().is_ok_and(|n| n < 0) => {
+                            if let Err(e) = crate::action::Dur::parse(&format!("{v}s")) {
+                                self.problem(pos, format!("sleep: {e}"));
+                            }
                         }
                         _ => {}
                     }
@@ -1107,6 +1137,74 @@ fn engine_functions(engine: &rhai::Engine) -> &'static HashMap<String, Vec<usize
             functions.insert(keyword.to_string(), Vec::new());
         }
         functions
+    })
+}
+
+/// The kind of a literal argument, in the words the run uses for a misused built-in; None
+/// for one that is not a literal.
+fn literal_kind(e: &Expr) -> Option<&'static str> {
+    Some(match e {
+        Expr::StringConstant(..) | Expr::InterpolatedString(..) => "string",
+        Expr::IntegerConstant(..) => "int",
+        Expr::FloatConstant(..) => "float",
+        Expr::BoolConstant(..) => "bool",
+        Expr::Array(..) => "array",
+        Expr::Map(..) => "map",
+        Expr::Unit(..) => "()",
+        Expr::DynamicConstant(d, _) => kind_of(d.type_id())?,
+        _ => return None,
+    })
+}
+
+/// A Rust type as the run names it ("any" for a Dynamic parameter).
+fn kind_of(t: std::any::TypeId) -> Option<&'static str> {
+    use std::any::TypeId;
+    [
+        (TypeId::of::<rhai::ImmutableString>(), "string"),
+        (TypeId::of::<String>(), "string"),
+        (TypeId::of::<rhai::INT>(), "int"),
+        (TypeId::of::<rhai::FLOAT>(), "float"),
+        (TypeId::of::<bool>(), "bool"),
+        (TypeId::of::<rhai::Array>(), "array"),
+        (TypeId::of::<rhai::Map>(), "map"),
+        (TypeId::of::<rhai::FnPtr>(), "closure"),
+        (TypeId::of::<()>(), "()"),
+        (TypeId::of::<rhai::Dynamic>(), "any"),
+    ]
+    .into_iter()
+    .find(|(id, _)| *id == t)
+    .map(|(_, kind)| kind)
+}
+
+/// Each built-in's forms: the kinds of its parameters, from the engine as registered.
+fn builtin_signatures() -> &'static HashMap<&'static str, Vec<Vec<&'static str>>> {
+    static FORMS: std::sync::OnceLock<HashMap<&'static str, Vec<Vec<&'static str>>>> =
+        std::sync::OnceLock::new();
+    FORMS.get_or_init(|| {
+        let engine = super::engine(
+            std::sync::Arc::new(super::NoHost::default()),
+            ".".into(),
+            &Default::default(),
+        );
+        let found = engine.collect_fn_metadata(
+            None,
+            |f| {
+                let name = BUILTINS.iter().find(|(n, _, _)| *n == f.metadata.name)?.0;
+                let kinds = f
+                    .metadata
+                    .param_types
+                    .iter()
+                    .map(|t| kind_of(*t).unwrap_or("any"))
+                    .collect::<Vec<_>>();
+                Some((name, kinds))
+            },
+            false,
+        );
+        let mut forms: HashMap<&'static str, Vec<Vec<&'static str>>> = HashMap::new();
+        for (name, kinds) in found {
+            forms.entry(name).or_default().push(kinds);
+        }
+        forms
     })
 }
 

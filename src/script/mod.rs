@@ -478,8 +478,8 @@ mod tests {
                 Some("on_failure(..) was given (string); it is called as on_failure(|f| { .. }), f being #{ run, step, error, changed, undoing, resume }"),
             ),
             (
-                "sleep (i64)".into(),
-                Some("sleep(..) was given (int); it is called as sleep(\"30m\")"),
+                "sleep (f64)".into(),
+                Some("sleep(..) was given (float); it is called as sleep(\"30m\") or sleep(seconds)"),
             ),
             (
                 "parallel (Map, Fn)".into(),

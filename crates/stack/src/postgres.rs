@@ -212,14 +212,9 @@ impl PgCluster {
             match self.start_node(&node) {
                 Ok(()) => return Ok(node),
                 Err(e) => {
-                    let log =
-                        std::fs::read_to_string(self.dir.join(format!("{}.log", node.region)))
-                            .unwrap_or_default();
-                    if attempt == 5 || !log.contains("could not bind") {
-                        return Err(std::io::Error::other(format!(
-                            "{e}\n{}",
-                            log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
-                        )));
+                    // The error ends with the server log's last lines.
+                    if attempt == 5 || !e.to_string().contains("could not bind") {
+                        return Err(e);
                     }
                     node.port = free_port()?;
                     append(
@@ -233,14 +228,8 @@ impl PgCluster {
     }
 
     pub fn start_node(&self, node: &PgNode) -> std::io::Result<()> {
-        let mut start = tool(&self.bin, "pg_ctl");
-        start
-            .arg("-D")
-            .arg(&node.data_dir)
-            .arg("-l")
-            .arg(self.dir.join(format!("{}.log", node.region)))
-            .args(["-w", "-t", "60", "start"]);
-        run(start, &format!("starting PostgreSQL for {}", node.region)).map(|_| ())
+        let log = self.dir.join(format!("{}.log", node.region));
+        pg_ctl_start(&self.bin, &node.data_dir, &log, &node.region)
     }
 
     /// Stops one server by its postmaster's process id (a fast shutdown).
@@ -368,14 +357,27 @@ pub fn start_dir(data_dir: &Path, region: &str) -> std::io::Result<()> {
         .parent()
         .map(|p| p.join(format!("{region}.log")))
         .unwrap_or_else(|| data_dir.join("startup.log"));
-    let mut start = tool(&bin, "pg_ctl");
+    pg_ctl_start(&bin, data_dir, &log, region)
+}
+
+/// `pg_ctl start`, waiting until the server accepts connections; a failure ends with the last
+/// lines of the server's log (pg_ctl itself only says "Examine the log output").
+fn pg_ctl_start(bin: &Path, data_dir: &Path, log: &Path, region: &str) -> std::io::Result<()> {
+    let mut start = tool(bin, "pg_ctl");
     start
         .arg("-D")
         .arg(data_dir)
         .arg("-l")
         .arg(log)
         .args(["-w", "-t", "60", "start"]);
-    run(start, &format!("starting PostgreSQL for {region}")).map(|_| ())
+    run(start, &format!("starting PostgreSQL for {region}"))
+        .map(|_| ())
+        .map_err(|e| {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().rev().take(5).collect();
+            let tail: Vec<&str> = lines.into_iter().rev().collect();
+            std::io::Error::other(format!("{e}\n{} says:\n{}", log.display(), tail.join("\n")))
+        })
 }
 
 /// The directory the servers keep their data in. As root, the servers run as `postgres`,

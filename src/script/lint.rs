@@ -85,6 +85,8 @@ struct Linter<'a> {
     fields: HashMap<String, (Vec<String>, Vec<String>)>,
     /// What a bare call may name.
     callable: Callable<'a>,
+    /// Each built-in's forms, the kinds of its parameters ([`builtin_signatures`]).
+    builtins: &'a HashMap<&'static str, Vec<Vec<&'static str>>>,
     /// Where each field of a map written in a call stands (call's position → field → its
     /// position), from the tree as written: the optimiser folds a map of literals into one
     /// value with only the map's position.
@@ -334,17 +336,16 @@ impl Linter<'_> {
             .clone()
     }
 
-    /// The options of a step or `parallel` (`prefix`: "step 'x': " or "parallel: "), as the
+    /// The options of a step (`step`) or `parallel` (`prefix`: "step 'x': " or "parallel: "), as the
     /// run reads them when it reaches the call: an option there is not, and a value written as
     /// a literal that it cannot take.
-    fn check_options(&mut self, prefix: &str, options: &Expr, pos: Position) {
+    fn check_options(&mut self, step: bool, prefix: &str, options: &Expr, pos: Position) {
         use super::options::{
             parallel_option, step_option, StepOptions, PARALLEL_OPTIONS, STEP_OPTIONS,
         };
         let Some(fields) = literal_fields(options) else {
             return;
         };
-        let step = prefix != "parallel: ";
         let known = if step { STEP_OPTIONS } else { PARALLEL_OPTIONS };
         for (key, kpos, value) in fields {
             let value = match (known.contains(&key.as_str()), value) {
@@ -371,7 +372,7 @@ impl Linter<'_> {
             return None;
         }
         let kinds: Vec<Option<&str>> = args.iter().map(literal_kind).collect();
-        let forms = builtin_signatures().get(name)?;
+        let forms = self.builtins.get(name)?;
         let fits = |form: &Vec<&'static str>| {
             form.len() == kinds.len()
                 && form
@@ -449,9 +450,9 @@ impl Linter<'_> {
                 ("step", 3) => {
                     let step = call.args.first().and_then(literal_string);
                     let prefix = step.map_or("step: ".into(), |s| format!("step '{s}': "));
-                    self.check_options(&prefix, &call.args[1], pos);
+                    self.check_options(true, &prefix, &call.args[1], pos);
                 }
-                ("parallel", 3) => self.check_options("parallel: ", &call.args[1], pos),
+                ("parallel", 3) => self.check_options(false, "parallel: ", &call.args[1], pos),
                 _ => {}
             }
             match name {
@@ -757,6 +758,7 @@ pub fn lint(
             variables: HashSet::new(),
         },
         fields_at: HashMap::new(),
+        builtins: builtin_signatures(engine),
     };
     for f in ast.iter_functions() {
         let arities = linter.callable.own.entry(f.name.to_string()).or_default();
@@ -1177,15 +1179,12 @@ fn kind_of(t: std::any::TypeId) -> Option<&'static str> {
 }
 
 /// Each built-in's forms: the kinds of its parameters, from the engine as registered.
-fn builtin_signatures() -> &'static HashMap<&'static str, Vec<Vec<&'static str>>> {
+fn builtin_signatures(
+    engine: &rhai::Engine,
+) -> &'static HashMap<&'static str, Vec<Vec<&'static str>>> {
     static FORMS: std::sync::OnceLock<HashMap<&'static str, Vec<Vec<&'static str>>>> =
         std::sync::OnceLock::new();
     FORMS.get_or_init(|| {
-        let engine = super::engine(
-            std::sync::Arc::new(super::NoHost::default()),
-            ".".into(),
-            &Default::default(),
-        );
         let found = engine.collect_fn_metadata(
             None,
             |f| {

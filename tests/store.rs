@@ -1,13 +1,14 @@
 //! The PostgreSQL journal store (`--store postgres://…`) against a real PostgreSQL 15: a run
 //! started in one place resumes from another, locks exclude across hosts and die with their
-//! holder, corruption is refused, and the password never shows.
+//! holder, corruption is refused, and the password never shows; and a run whose host is lost
+//! is seen stopped from another host, through PostgreSQL or a directory both share.
 
 use std::path::Path;
 use std::time::Duration;
 
 use runbook_stack::postgres::{PgCluster, PASSWORD};
 
-use crate::support::{kill9, wait_for, Ran, Test};
+use crate::support::{assert_says, finish, kill9, wait_for, Ran, Test};
 
 fn database() -> (tempfile::TempDir, PgCluster) {
     let dir = tempfile::tempdir().unwrap();
@@ -624,4 +625,136 @@ fn a_store_gone_longer_than_the_reconnect_window_stops_the_run_resumable() {
         "the finished step was not run again"
     );
     assert_journal_whole(&c);
+}
+
+/// A run whose host is lost looks running in the journal: here its process is killed, in a
+/// namespace with a host name of its own, so no journal check of a process id can see it.
+/// From this host the store tells: while the process lives, `runs` says running and `log
+/// --follow` follows; once it is gone, the follow ends saying so and how the run goes on,
+/// `runs` says crashed, `resume` without a run names it, `stop` without a run does not, and a
+/// resume from here finishes it. `store` is the store option both hosts give; `sleeping` says
+/// when the run waits on its timer.
+fn lost_host_is_seen_from_another(store: &[&str], sleeping: &dyn Fn() -> bool) {
+    let shared = tempfile::tempdir().unwrap();
+    let marks = shared.path().join("marks.txt");
+    let script = format!(
+        r#"
+        step("change", || shell::run(`echo change >> {m}`));
+        step("hold", || sleep("6s"));
+        step("after", || shell::run(`echo after >> {m}`));
+        "#,
+        m = marks.display()
+    );
+    let with_store = |args: &[&str]| -> Vec<String> {
+        args.iter().chain(store).map(|s| s.to_string()).collect()
+    };
+    let exec = |t: &Test, args: &[&str]| Ran::from(t.command(&with_store(args)).output().unwrap());
+    let bastion = Test::new().host("bastion-1").script(&script);
+    let mut first = bastion
+        .command(&with_store(&["run", "runbook.rhai"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), sleeping),
+        "the run did not reach its timer"
+    );
+
+    let here = Test::new();
+    let listed = |t: &Test| -> (String, String) {
+        let ran = exec(t, &["runs", "--json"]);
+        assert_eq!(ran.code, 0, "{}", ran.all());
+        let row: serde_json::Value = serde_json::from_str(ran.stdout.trim()).unwrap();
+        (
+            row["run_id"].as_str().unwrap().into(),
+            row["status"].as_str().unwrap().into(),
+        )
+    };
+    let (run, status) = listed(&here);
+    assert_eq!(status, "running", "its process lives on bastion-1");
+    let mut follow = here
+        .command(&with_store(&["log", &run, "--follow"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "the follow ended while the run lives"
+    );
+
+    let pid = first.id();
+    kill9(&mut first);
+    assert!(
+        wait_for(Duration::from_secs(10), || follow
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the follow goes on after the run's process is gone"
+    );
+    let followed = finish(follow);
+    assert_eq!(followed.code, 0, "{}", followed.all());
+    assert_says(
+        &followed.stdout,
+        &["run started: ", " on bastion-1", "▶ hold"],
+    );
+    assert_says(
+        &followed.stderr,
+        &[
+            format!("run {run} stopped at step 'hold' without recording an end: its process (pid {pid} on bastion-1) is gone, killed or its host lost"),
+            format!("continue it with `runbook resume {run}"),
+        ],
+    );
+    assert_no_password(&followed);
+    assert_eq!(listed(&here), (run.clone(), "crashed".to_string()));
+
+    let which = exec(&here, &["resume"]);
+    assert_eq!(which.code, 2, "{}", which.all());
+    assert_says(
+        &which.stderr,
+        &[
+            format!("{run}  runbook.rhai, started "),
+            format!("runbook resume {run}"),
+        ],
+    );
+    let running = exec(&here, &["stop"]);
+    assert_eq!(running.code, 2, "{}", running.all());
+    assert_says(&running.stderr, &["is running (`runbook runs"]);
+
+    let resumed = exec(&here, &["resume", &run]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert_eq!(std::fs::read_to_string(&marks).unwrap(), "change\nafter\n");
+    assert_eq!(listed(&here).1, "finished");
+}
+
+#[test]
+fn a_run_whose_host_is_lost_is_seen_stopped_from_another_through_postgres() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    lost_host_is_seen_from_another(&["--store", &url], &|| {
+        c.psql(
+            &c.nodes[0],
+            "SELECT count(*) FROM runbook_journal WHERE line LIKE '%timer_started%'",
+        )
+        .is_ok_and(|n| n == "1")
+    });
+}
+
+#[test]
+fn a_run_whose_host_is_lost_is_seen_stopped_from_another_through_a_shared_directory() {
+    let shared = tempfile::tempdir().unwrap();
+    let state = shared.path().join("state");
+    let runs = state.join("runs");
+    lost_host_is_seen_from_another(&["--state-dir", state.to_str().unwrap()], &|| {
+        std::fs::read_dir(&runs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("journal.jsonl"))
+                    .is_ok_and(|j| j.contains("timer_started"))
+            })
+    });
 }

@@ -184,7 +184,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             ..
         } => {
             let run_id = resolve(store.as_ref(), &run_id)?;
-            log(store.as_ref(), &run_id, json, follow)
+            log(store.as_ref(), &run_id, json, follow, store_flag)
         }
         Command::Report { run_id, html, json } => {
             let run_id = run_id.map(|id| resolve(store.as_ref(), &id)).transpose()?;
@@ -366,7 +366,7 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
         let Ok(loaded) = store.read(&id) else {
             continue;
         };
-        let s = runner::summarize(&id, &loaded.records);
+        let s = runner::summarize_in(store, &id, &loaded.records);
         // A run still running is neither: its own process is at it.
         let stopped = matches!(s.status, Paused | Interrupted | Failed | Crashed);
         if stopped && journal::claim_of(&loaded.records).is_none() {
@@ -434,7 +434,7 @@ fn which_running(store: &dyn Store, store_flag: &str) -> Error {
         let Ok(loaded) = store.read(&id) else {
             continue;
         };
-        let s = runner::summarize(&id, &loaded.records);
+        let s = runner::summarize_in(store, &id, &loaded.records);
         if s.status == journal::RunStatus::Running {
             running.push((
                 s.started.clone(),
@@ -478,7 +478,7 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
     for id in ids {
         let (summary, status) = match store.read(&id) {
             Ok(loaded) => {
-                let s = runner::summarize(&id, &loaded.records);
+                let s = runner::summarize_in(store, &id, &loaded.records);
                 let status = s.status.to_string();
                 (s, status)
             }
@@ -566,7 +566,7 @@ fn report(
         }
     };
     let loaded = store.read(&run_id)?;
-    let status = runner::summarize(&run_id, &loaded.records).status;
+    let status = runner::summarize_in(store, &run_id, &loaded.records).status;
     let rep = crate::review::build(&run_id, &loaded.records, status);
     if let Some(path) = html {
         std::fs::write(&path, crate::review::html(&rep)).map_err(|e| {
@@ -594,20 +594,44 @@ fn report(
 }
 
 /// `runbook log RUN [--follow]`: the journal, and with `follow` what it journals next, until
-/// the run is no longer running (a run on this host whose process is gone counts as stopped).
-fn log(store: &dyn Store, run_id: &str, json: bool, follow: bool) -> Result<(), Error> {
+/// the run is no longer running. A run whose process is gone without recording an end (killed,
+/// its host lost: on this host its process id says so, on another the store does) ends the
+/// follow too, saying so and how the run goes on.
+fn log(
+    store: &dyn Store,
+    run_id: &str,
+    json: bool,
+    follow: bool,
+    store_flag: &str,
+) -> Result<(), Error> {
     let mut shown = 0;
     loop {
         let loaded = store.read(run_id)?;
         let new = loaded.records.get(shown..).unwrap_or_default();
         print_records(new, json)?;
         shown = loaded.records.len();
-        let running =
-            runner::summarize(run_id, &loaded.records).status == journal::RunStatus::Running;
-        if !follow || !running {
+        let summary = runner::summarize_in(store, run_id, &loaded.records);
+        if !follow || summary.status != journal::RunStatus::Running {
             // While it runs, a torn last line is one being written, read whole next time.
             if let Some(t) = loaded.torn_tail {
                 tell!("warning: the last line is torn (a crash mid-write) and was ignored: {t}");
+            }
+            if follow && summary.status == journal::RunStatus::Crashed {
+                let next = Next::ResumeOrAbandon {
+                    run: run_id.to_string(),
+                    awaiting: journal::awaiting(&loaded.records),
+                };
+                let at = if summary.last_step.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at step '{}'", summary.last_step)
+                };
+                tell!(
+                    "run {run_id} stopped{at} without recording an end: its process (pid {} on {}) is gone, killed or its host lost; {}",
+                    summary.pid,
+                    summary.host,
+                    next.render(store_flag)
+                );
             }
             return Ok(());
         }

@@ -169,6 +169,10 @@ impl Store for DirStore {
         super::lock::acquire_file(&self.root.join("locks"), name)
     }
 
+    fn held(&self, name: &str) -> Result<bool, Error> {
+        super::lock::file_held(&self.root.join("locks"), name)
+    }
+
     fn claims(&self) -> Result<Vec<(String, LockHolder)>, Error> {
         super::lock::file_claims(&self.root.join("locks"))
     }

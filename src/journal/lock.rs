@@ -332,6 +332,35 @@ pub(super) fn acquire_file(dir: &Path, name: &str) -> Result<LockGuard, Error> {
     })
 }
 
+/// Whether a process holds the directory store's lock `name`: a shared hold is tried and let go
+/// at once (flock has no way to ask without trying; the try lasts microseconds, and a run on
+/// this host is known by its process id instead, so only a store shared between hosts asks).
+pub(super) fn file_held(dir: &Path, name: &str) -> Result<bool, Error> {
+    let path = dir.join(format!("{}.lock", sanitize(name)));
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(Error::Io(format!(
+                "cannot open lock {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    // Closing the file lets go of a hold taken.
+    if rc == 0 {
+        return Ok(false);
+    }
+    match std::io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(true),
+        e => Err(Error::Io(format!(
+            "cannot ask lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// The claims recorded in the directory store: lock name → holder.
 pub(super) fn file_claims(dir: &Path) -> Result<Vec<(String, LockHolder)>, Error> {
     let entries = match fs::read_dir(dir) {

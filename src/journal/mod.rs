@@ -480,6 +480,9 @@ pub trait Store: Send + Sync {
     /// Takes an exclusive hold on a lock, or says which live process holds it. The guard
     /// carries the claim found in it; `lock::take` decides whether that claim still stands.
     fn lock(&self, name: &str) -> Result<LockGuard, Error>;
+    /// Whether a live process holds lock `name` now, found without keeping it: what tells,
+    /// from anywhere, that the process of a run on another host is gone.
+    fn held(&self, name: &str) -> Result<bool, Error>;
     /// Every claim recorded: lock name → the run that claims it.
     fn claims(&self) -> Result<Vec<(String, LockHolder)>, Error>;
     /// A description for messages ("directory .runbook").

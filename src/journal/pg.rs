@@ -608,6 +608,24 @@ impl Store for PgStore {
         })
     }
 
+    fn held(&self, name: &str) -> Result<bool, Error> {
+        let client = self.client()?;
+        // pg_locks shows a bigint advisory key as its high half (classid) and low half (objid).
+        let key = lock_key(name) as u64;
+        let (high, low) = ((key >> 32) as u32, key as u32);
+        let row = block(
+            self.handle(),
+            client.query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND classid = $1 AND objid = $2 AND objsubid = 1)",
+                &[&high, &low],
+            ),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        Ok(row.get(0))
+    }
+
     fn claims(&self) -> Result<Vec<(String, LockHolder)>, Error> {
         let client = self.client()?;
         let rows = block(

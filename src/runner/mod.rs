@@ -477,6 +477,50 @@ pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
     s
 }
 
+/// How a run stands (`summarize`), also when its last session ran on another host, whose
+/// process this host cannot look at: the store tells instead (see `gone_elsewhere`). What
+/// `runs`, `log --follow`, `stop`, `resume` and `abandon` without a run, and `report` show.
+pub fn summarize_in(store: &dyn Store, run_id: &str, records: &[Record]) -> RunSummary {
+    let mut s = summarize(run_id, records);
+    if s.status == RunStatus::Running && gone_elsewhere(store, run_id, records) {
+        s.status = RunStatus::Crashed;
+    }
+    s
+}
+
+/// Whether a run the journal shows running on another host has lost its process (killed, or
+/// its host lost). A live process of a run holds the run's lock (one per runbook and
+/// inventory, taken before its first record and kept until it exits) and claims it: a lock
+/// nobody holds, or one held for another run, says the process is gone. The lock is looked
+/// at, not taken, so asking never stands in the way of the run. A store that cannot be asked
+/// leaves the journal's word.
+fn gone_elsewhere(store: &dyn Store, run_id: &str, records: &[Record]) -> bool {
+    let summary = summarize(run_id, records);
+    if summary.status != RunStatus::Running || summary.host == Operator::current().host {
+        return false;
+    }
+    let Some(Event::RunStarted {
+        runbook,
+        inventory_file,
+        ..
+    }) = records.first().map(|r| &r.event)
+    else {
+        return false;
+    };
+    let name = default_lock_name(runbook, inventory_file.as_deref());
+    match store.held(&name) {
+        Ok(false) => true,
+        // Held: by this run's process, unless the claim names another run (which took the
+        // lock over once this one was gone).
+        Ok(true) => store.claims().is_ok_and(|claims| {
+            claims
+                .iter()
+                .any(|(n, holder)| *n == name && holder.run_id != run_id)
+        }),
+        Err(_) => false,
+    }
+}
+
 /// `runbook abandon`: the run will not be continued. Recorded in its journal, its claims
 /// released. Refused while a process still runs it. Returns what was done, for the operator,
 /// with the command that checks the deployment (`store_flag`: the store options as given).

@@ -120,14 +120,9 @@ pub fn stop(
             },
         });
     }
-    // A live process holds the locks its run claims: one that can be taken says the process
-    // is gone without a word (killed, its host lost), which a journal on another host cannot.
-    let gone = store
-        .claims()?
-        .into_iter()
-        .filter(|(_, holder)| holder.run_id == run_id)
-        .any(|(name, _)| store.lock(&name).is_ok());
-    if gone {
+    // On another host: the store says whether its process is gone without a word (killed,
+    // its host lost), which the journal cannot.
+    if super::gone_elsewhere(store, run_id, &loaded.records) {
         return Err(Error::Refused {
             message: format!(
                 "run {run_id} ({}) is not running: its process is gone without a word (it was {}); there is nothing to stop",

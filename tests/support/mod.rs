@@ -20,6 +20,7 @@ pub struct Test {
     expect_code: Option<i32>,
     stdout_has: Vec<String>,
     stderr_has: Vec<String>,
+    host: Option<String>,
 }
 
 /// What a run printed and how it ended.
@@ -68,6 +69,7 @@ impl Test {
             expect_code: None,
             stdout_has: Vec::new(),
             stderr_has: Vec::new(),
+            host: None,
         }
     }
 
@@ -130,8 +132,29 @@ impl Test {
         self
     }
 
+    /// Runs every command of this test as on another host: in a UTS namespace of its own whose
+    /// host name is `name` (the process keeps its id: `unshare` and `sh` exec it in turn).
+    pub fn host(mut self, name: &str) -> Test {
+        self.host = Some(name.into());
+        self
+    }
+
     pub fn command(&self, args: &[String]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match &self.host {
+            Some(name) => {
+                let mut c = Command::new("unshare");
+                c.args([
+                    "--uts",
+                    "sh",
+                    "-c",
+                    r#"hostname "$0" && exec "$@""#,
+                    name,
+                    BIN,
+                ]);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
@@ -302,12 +325,12 @@ fn collect(dir: &Path, out: &mut String) {
     }
 }
 
-/// Polls `cond` every 10 ms until it holds or `limit` passes.
 /// Waits for a command started with [`Test::spawn`] and gives what it printed.
 pub fn finish(child: Child) -> Ran {
     Ran::from(child.wait_with_output().expect("runbook ends"))
 }
 
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {

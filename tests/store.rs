@@ -758,3 +758,79 @@ fn a_run_whose_host_is_lost_is_seen_stopped_from_another_through_a_shared_direct
             })
     });
 }
+
+/// A host lost without closing its connections (powered off, cut off the network) must not
+/// keep its locks, and its run must not look running, for the two hours and more of the
+/// system's TCP keepalive: each lock's session asks the server to probe its client within
+/// 10 s (then every 5 s, giving up after 3). Seen here on the server's side of the run's
+/// connections, in the kernel's table of TCP sockets: the keepalive timer of each lock
+/// session is due within 10 s; the journal's connection keeps the system's.
+#[test]
+fn the_server_probes_each_lock_session_so_that_a_lost_host_frees_its_locks() {
+    let (_d, c) = database();
+    let t = Test::new()
+        .env("RUNBOOK_STORE", &c.nodes[0].url())
+        .script(r#"lock("deployment prod"); step("hold", || sleep("30s"));"#);
+    let mut run = t.spawn(&["run", "runbook.rhai"]);
+    until_sleeping(&c);
+    // A side with a reply in flight shows its retransmit timer until the reply is acknowledged
+    // (a delayed ACK takes up to 40 ms): asked again until every one shows its keepalive.
+    let mut timers = Vec::new();
+    let idle = wait_for(Duration::from_secs(5), || {
+        timers = server_timers(run.id(), c.nodes[0].port);
+        timers.iter().all(|(kind, _)| *kind == 2)
+    });
+    kill9(&mut run);
+    assert!(idle, "a connection shows no keepalive timer: {timers:?}");
+    assert_eq!(
+        timers.len(),
+        3,
+        "the journal's connection and two lock sessions: {timers:?}"
+    );
+    let mut due: Vec<Duration> = timers.iter().map(|(_, due)| *due).collect();
+    due.sort();
+    assert!(
+        due[1] <= Duration::from_secs(10) && due[2] > Duration::from_secs(60),
+        "the lock sessions' keepalive due within 10 s, the journal's as the system has it: {due:?}"
+    );
+}
+
+/// For each TCP connection of process `pid` to `port` on this host, the timer running on the
+/// server's side of it (from /proc/net/tcp): its kind (1: retransmit, 2: keepalive, 0: none)
+/// and when it is due.
+fn server_timers(pid: u32, port: u16) -> Vec<(u8, Duration)> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    // sl local rem st tx:rx tr:when retrnsmt uid timeout inode: addresses as HEX:PORT, the
+    // timer as kind:when, in hexadecimal clock ticks (100 a second).
+    let rows: Vec<Vec<String>> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().map(String::from).collect())
+                .collect::<Vec<Vec<String>>>()
+        })
+        .collect();
+    let port_of = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
+    let hex = |t: &str| u64::from_str_radix(t, 16).unwrap();
+    rows.iter()
+        .filter(|r| inodes.contains(&r[9]) && port_of(&r[2]) == port)
+        .map(|client| {
+            let server = rows
+                .iter()
+                .find(|r| port_of(&r[1]) == port && r[2] == client[1])
+                .expect("the server's side of the connection");
+            let (kind, when) = server[5].split_once(':').unwrap();
+            (hex(kind) as u8, Duration::from_millis(hex(when) * 10))
+        })
+        .collect()
+}

@@ -59,6 +59,63 @@ fn approval_pauses_without_a_terminal_and_resume_approve_continues() {
     );
 }
 
+/// `resume --approve` answers the approval the run paused at: a later approval in the same
+/// session is asked again (here: no terminal, so the run pauses there), not approved by the
+/// operator who saw only the first question. `--yes` is what approves every later one.
+#[test]
+fn resume_approve_answers_the_paused_approval_only() {
+    let t = Test::new().script(
+        r#"
+        step("stop writes", || { approve("stop writes in us-east-1?"); log("writes stopped") });
+        step("switch", || { approve("switch DNS to eu-west-1?"); log("switched") });
+        step("rewind", || { approve("rewind us-east-1?"); log("rewound") });
+        "#,
+    );
+    let first = t.exec(&["run", "runbook.rhai"]);
+    assert_eq!(first.code, 3, "{}", first.all());
+    let run = t.only_run();
+
+    let second = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(second.code, 3, "{}", second.all());
+    assert!(
+        second.stdout.contains("writes stopped"),
+        "{}",
+        second.stdout
+    );
+    assert!(!second.stdout.contains("switched"), "{}", second.stdout);
+    assert!(
+        second
+            .stdout
+            .contains(r#"? approve "switch DNS to eu-west-1?": waiting (no terminal)"#),
+        "{}",
+        second.stdout
+    );
+    assert!(
+        second.stderr.contains(&format!(
+            "paused: waiting for approval: \"switch DNS to eu-west-1?\"\n  next: runbook resume {run} --approve"
+        )),
+        "{}",
+        second.stderr
+    );
+    let approvals = |t: &Test| t.journal(&run).matches(r#""event":"approved""#).count();
+    assert_eq!(approvals(&t), 1, "{}", t.journal(&run));
+
+    let rest = t.exec(&["resume", &run, "--approve", "--yes"]);
+    assert_eq!(rest.code, 0, "{}", rest.all());
+    assert!(
+        rest.stdout.contains("switched") && rest.stdout.contains("rewound"),
+        "{}",
+        rest.stdout
+    );
+    assert!(
+        rest.stdout
+            .contains(r#"? approve "rewind us-east-1?": approved by tester (--yes)"#),
+        "{}",
+        rest.stdout
+    );
+    assert_eq!(approvals(&t), 3);
+}
+
 #[test]
 fn yes_approves_up_front_and_is_recorded() {
     let t = Test::new()

@@ -603,6 +603,8 @@ impl RunCtx {
         if recorded.is_some() {
             self.journal.consumed.lock().unwrap().insert(key.clone());
         }
+        // `resume --approve` answers the approval the run paused at, not one it reaches later.
+        let mut paused_here = false;
         match replay::decide(recorded, Expected::Approval, self.mode(&path)) {
             Decision::Replay(Answer::ApprovedBy(by)) => {
                 self.report(Progress::Approval {
@@ -613,7 +615,7 @@ impl RunCtx {
                 return Ok(true);
             }
             Decision::Frontier => return Err(self.stop_with(Stop::Frontier, pos)),
-            Decision::Resume(Resumed::Approval) => {}
+            Decision::Resume(Resumed::Approval) => paused_here = true,
             Decision::Predict => {
                 self.state.plan.lock().unwrap().push(PlanEntry {
                     step: path.clone(),
@@ -649,7 +651,8 @@ impl RunCtx {
                 ));
             }
         }
-        let (by, via) = if let Some(by) = &self.opts.resume_approver {
+        let (by, via) = if let Some(by) = self.opts.resume_approver.as_ref().filter(|_| paused_here)
+        {
             (by.clone(), "resume --approve")
         } else if self.opts.auto_approve {
             (self.opts.operator.clone(), "--yes")

@@ -966,3 +966,68 @@ fn a_retried_step_reads_afresh_even_where_a_read_feeds_the_next() {
         "the finished write is not repeated"
     );
 }
+
+/// Where the inventory a run started with is no longer at the path it recorded (moved, or the
+/// run started on another host): without passwords in its URLs, the journal's copy serves,
+/// with a warning; `-i` names where it is now, a copy that differs is said to differ, and a
+/// run started without an inventory refuses one.
+#[test]
+fn a_resume_takes_the_inventory_where_it_is_now() {
+    let t = Test::new()
+        .script(
+            r#"
+        step("first", || log(`region ${inventory.primary_region}`));
+        step("gate", || approve("go on?"));
+        step("second", || log(`then ${inventory.primary_region}`));
+        step("last", || approve("and the rest?"));
+        "#,
+        )
+        .inventory("primary_region = \"us-east-1\"\n");
+    let paused = t.exec(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    let run = t.only_run();
+    std::fs::rename(t.path("inventory.toml"), t.path("moved.toml")).unwrap();
+
+    let from_journal = t.exec(&["resume", &run, "--approve"]);
+    assert_eq!(from_journal.code, 3, "{}", from_journal.all());
+    assert_says(&from_journal.stdout, &["then us-east-1"]);
+    assert_says(
+        &from_journal.stdout,
+        &[format!(
+            "the inventory {} is gone; resuming with the copy in the journal",
+            t.path("inventory.toml").display()
+        )],
+    );
+
+    std::fs::write(t.path("moved.toml"), "primary_region = \"eu-west-1\"\n").unwrap();
+    let moved = t.exec(&["resume", &run, "--approve", "-i", "moved.toml"]);
+    assert_eq!(moved.code, 0, "{}", moved.all());
+    assert_says(
+        &moved.stdout,
+        &[format!(
+            "the inventory {} differs from the one run {run} started with ({}); every finished call is checked against the journal",
+            t.path("moved.toml").display(),
+            t.path("inventory.toml").display()
+        )],
+    );
+
+    let plain = Test::new().script(r#"step("gate", || approve("go on?"));"#);
+    let paused = plain.exec(&["run", "runbook.rhai"]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    let run = plain.only_run();
+    let journal = plain.journal(&run);
+    std::fs::write(
+        plain.path("inventory.toml"),
+        "primary_region = \"us-east-1\"\n",
+    )
+    .unwrap();
+    let refused = plain.exec(&["resume", &run, "--approve", "-i", "inventory.toml"]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert_says(
+        &refused.stderr,
+        &[format!(
+            "-i: run {run} was started without an inventory; a resume continues a run with what it started with"
+        )],
+    );
+    assert_eq!(plain.journal(&run), journal, "nothing was journaled");
+}

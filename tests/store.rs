@@ -834,3 +834,73 @@ fn server_timers(pid: u32, port: u16) -> Vec<(u8, Duration)> {
         })
         .collect()
 }
+
+/// A run paused on one host whose inventory names a database with its password (which the
+/// journal keeps masked) is resumed from another host, where the file is not at the path the
+/// run recorded: the resume is refused before anything, naming the URLs whose password it
+/// lacks and asking for this host's copy — not run with masked passwords until a call fails.
+/// Given with -i, the run goes on with it, and the resume it suggests next carries it.
+#[test]
+fn a_resume_on_another_host_asks_for_and_takes_that_hosts_copy_of_the_inventory() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    let inventory = format!("[orders]\ndatabase_url = \"{url}\"\n");
+    let script = r#"
+        let db = #{ url: inventory.orders.database_url, name: "orders" };
+        step("first", || { db.sql = "SELECT 1 AS n"; pg::query(db) });
+        step("gate", || approve("go on?"));
+        step("second", || { db.sql = "SELECT 40 + 2 AS n"; log(`read ${pg::query(db).rows[0].n}`) });
+        step("last", || approve("and the rest?"));
+        "#;
+    let bastion = Test::new()
+        .host("bastion-1")
+        .script(script)
+        .inventory(&inventory);
+    let paused = bastion.exec(&[
+        "run",
+        "runbook.rhai",
+        "-i",
+        "inventory.toml",
+        "--store",
+        &url,
+    ]);
+    assert_eq!(paused.code, 3, "{}", paused.all());
+    let run = sql(&c, "SELECT run_id FROM runbook_runs");
+    let recorded = bastion.path("inventory.toml");
+    std::fs::remove_file(&recorded).unwrap();
+
+    let here = Test::new().file("prod.toml", &inventory);
+    let records = || sql(&c, "SELECT count(*) FROM runbook_journal");
+    let before = records();
+    let refused = here.exec(&["resume", &run, "--approve", "--store", &url]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert_says(
+        &refused.stderr,
+        &[format!(
+            "the inventory {} that run {run} started with is not on this host, and the journal's copy of it does not keep URL passwords (orders.database_url): give this host's copy with `runbook resume {run} -i FILE`",
+            recorded.display()
+        )],
+    );
+    assert_eq!(records(), before, "the refused resume journaled nothing");
+    assert_no_password(&refused);
+
+    let resumed = here.exec(&[
+        "resume",
+        &run,
+        "--approve",
+        "-i",
+        "prod.toml",
+        "--store",
+        &url,
+    ]);
+    assert_eq!(resumed.code, 3, "{}", resumed.all());
+    assert_says(&resumed.stdout, &["read 42"]);
+    assert!(!resumed.all().contains("differs"), "{}", resumed.all());
+    assert_says(
+        &resumed.stderr,
+        &[format!(
+            "runbook resume {run} --approve -i prod.toml --store "
+        )],
+    );
+    assert_no_password(&resumed);
+}

@@ -97,6 +97,11 @@ pub enum Command {
         /// given again (the same value), as name=value
         #[arg(long = "var", value_name = "NAME=VALUE")]
         vars: Vec<String>,
+        /// This host's copy of the inventory the run started with, where the path the run
+        /// recorded does not reach it (the run started on another host, or the file moved);
+        /// compared with the journal's copy
+        #[arg(long, short = 'i', value_name = "FILE")]
+        inventory: Option<PathBuf>,
         /// How to report progress
         #[arg(long, value_enum, default_value = "text")]
         output: Output,

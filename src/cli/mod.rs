@@ -79,17 +79,27 @@ pub fn main_entry() -> i32 {
 /// The `--var`s a resume of this command's run must be given again: those holding a URL with
 /// a password, which the journal keeps masked (`***` marks where the password goes, as in
 /// the store option).
+/// And the inventory a resume was pointed at with `-i`: this host's copy, which the next
+/// resume on this host needs too.
 fn given_again(args: &Arguments) -> String {
-    let vars = match &args.command {
-        Command::Run { vars, .. } | Command::Resume { vars, .. } => vars,
+    let (vars, inventory) = match &args.command {
+        Command::Run { vars, .. } => (vars, None),
+        Command::Resume {
+            vars, inventory, ..
+        } => (vars, inventory.as_ref()),
         _ => return String::new(),
     };
-    vars.iter()
+    let vars: String = vars
+        .iter()
         .filter_map(|v| {
             let masked = crate::secret::mask_url_passwords(v);
             (masked != *v).then(|| format!(" --var {}", quoted(&masked)))
         })
-        .collect()
+        .collect();
+    match inventory {
+        Some(path) => format!("{vars} -i {}", quoted(&path.to_string_lossy())),
+        None => vars,
+    }
 }
 
 use crate::error::shell_word as quoted;

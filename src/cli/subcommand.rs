@@ -70,11 +70,16 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             skip_inflight,
             undo,
             vars,
+            inventory,
             output,
         } => {
             let Some(run_id) = run_id else {
                 return Err(which_run(store.as_ref(), "resume", store_flag));
             };
+            // Read where it was given: a resume goes on in the folder its run started in.
+            let inventory = inventory
+                .map(|p| std::path::absolute(&p).unwrap_or(p))
+                .map(|p| p.display().to_string());
             let run_id = resolve(store.as_ref(), &run_id)?;
             let vars = parse_vars(&vars)?;
             let inflight = if retry_inflight {
@@ -94,6 +99,7 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
                     yes,
                     undo,
                     vars,
+                    inventory,
                 },
             );
             drop(rt);

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rhai::{Dynamic, EvalAltResult};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use ctx::{http_client, CtxInit, Inflight, JournalInit, RunCtx, RunOptions, Stop};
@@ -111,6 +112,8 @@ pub struct ResumeRequest {
     pub undo: bool,
     /// Parameters given again: those whose URL password the journal did not keep.
     pub vars: BTreeMap<String, String>,
+    /// This host's copy of the run's inventory (`resume -i`), instead of the path it recorded.
+    pub inventory: Option<String>,
 }
 
 pub fn sha256_hex(text: &str) -> String {
@@ -670,39 +673,13 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         });
     }
 
-    // The inventory as the run started is in the journal, but with URL passwords masked: read
-    // the file again, and say so when it changed (replay checks every finished call).
-    let inv = match &inventory_file {
-        Some(path) => match Inventory::load(Path::new(path)) {
-            Ok(current) => {
-                let masked = serde_json::to_string(&current.value)
-                    .map(|t| crate::secret::mask_url_passwords(&t))
-                    .unwrap_or_default();
-                if serde_json::to_string(&inventory).unwrap_or_default() != masked {
-                    env.reporter.report(&Progress::Warning {
-                        message: format!("the inventory {path} changed since the run started; every finished call is checked against the journal"),
-                    });
-                }
-                current
-            }
-            // One that is there but cannot be used (a broken edit, a misspelt key) is
-            // refused as at the start: resuming with the old copy would hide the edit.
-            Err(e) if Path::new(path).exists() => return Err(e),
-            Err(_) => {
-                env.reporter.report(&Progress::Warning {
-                    message: format!("the inventory {path} is gone; resuming with the copy in the journal, whose URL passwords are masked"),
-                });
-                Inventory {
-                    file: path.clone(),
-                    value: inventory,
-                }
-            }
-        },
-        None => Inventory {
-            file: "(no inventory)".into(),
-            value: inventory,
-        },
-    };
+    let inv = resume_inventory(
+        env,
+        &req.run_id,
+        req.inventory.as_deref(),
+        inventory_file.as_deref(),
+        inventory,
+    )?;
     crate::tls::set_pg_defaults(inv.pg_tls_defaults()?);
     let inv = inv.to_script(&env.redactor, false)?;
     let name = default_lock_name(&runbook, inventory_file.as_deref());
@@ -983,6 +960,95 @@ fn run_again(opts: &RunOptions) -> String {
 /// A resume runs in the folder its run started in, so that a relative path among its --var
 /// values (`backup=app.dump`) names the same file as before: said when that is not the
 /// folder this command runs in, and when that folder is not on this host.
+/// The inventory a resume runs with. The journal keeps a copy, but with URL passwords masked:
+/// the file is read again — this host's copy when `-i` names one, else the path the run
+/// recorded — and a warning says when it changed (replay checks every finished call). A file
+/// that is gone leaves the journal's copy, unless that copy lacks a password the run needs:
+/// then the resume is refused before anything, asking for this host's copy.
+fn resume_inventory(
+    env: &Env,
+    run_id: &str,
+    given: Option<&str>,
+    recorded: Option<&str>,
+    journaled: Value,
+) -> Result<Inventory, Error> {
+    let masked = |inv: &Inventory| {
+        serde_json::to_string(&inv.value)
+            .map(|t| crate::secret::mask_url_passwords(&t))
+            .unwrap_or_default()
+    };
+    let journaled_text = serde_json::to_string(&journaled).unwrap_or_default();
+    let warn = |message: String| env.reporter.report(&Progress::Warning { message });
+    match (given, recorded) {
+        (Some(_), None) => Err(Error::Usage(format!(
+            "-i: run {run_id} was started without an inventory; a resume continues a run with what it started with"
+        ))),
+        (Some(path), Some(recorded)) => {
+            let current = Inventory::load(Path::new(path))?;
+            if masked(&current) != journaled_text {
+                warn(format!(
+                    "the inventory {path} differs from the one run {run_id} started with ({recorded}); every finished call is checked against the journal"
+                ));
+            }
+            Ok(current)
+        }
+        (None, Some(path)) => match Inventory::load(Path::new(path)) {
+            Ok(current) => {
+                if masked(&current) != journaled_text {
+                    warn(format!("the inventory {path} changed since the run started; every finished call is checked against the journal"));
+                }
+                Ok(current)
+            }
+            // One that is there but cannot be used (a broken edit, a misspelt key) is
+            // refused as at the start: resuming with the old copy would hide the edit.
+            Err(e) if Path::new(path).exists() => Err(e),
+            Err(_) => {
+                let lacking = masked_passwords(&journaled, "");
+                if !lacking.is_empty() {
+                    return Err(Error::Usage(format!(
+                        "the inventory {path} that run {run_id} started with is not on this host, and the journal's copy of it does not keep URL passwords ({}): give this host's copy with `runbook resume {run_id} -i FILE`",
+                        lacking.join(", ")
+                    )));
+                }
+                warn(format!("the inventory {path} is gone; resuming with the copy in the journal"));
+                Ok(Inventory {
+                    file: path.to_string(),
+                    value: journaled,
+                })
+            }
+        },
+        (None, None) => Ok(Inventory {
+            file: "(no inventory)".into(),
+            value: journaled,
+        }),
+    }
+}
+
+/// The keys (`regions.us-east-1.database_url`) of the URLs in a journaled inventory whose
+/// password the journal masked.
+fn masked_passwords(value: &Value, at: &str) -> Vec<String> {
+    let path = |key: &str| {
+        if at.is_empty() {
+            key.to_string()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if s.contains("://") && s.contains(":***@") => vec![at.to_string()],
+        Value::Object(map) => map
+            .iter()
+            .flat_map(|(k, v)| masked_passwords(v, &path(k)))
+            .collect(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| masked_passwords(v, &path(&i.to_string())))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn run_where_it_started(env: &Env, started_in: Option<&str>) {
     let Some(dir) = started_in else { return };
     let here = std::env::current_dir().ok();
@@ -1542,7 +1608,36 @@ fn undo(
 
 #[cfg(test)]
 mod tests {
-    use super::unused_run_id;
+    use super::{masked_passwords, unused_run_id};
+    use serde_json::json;
+
+    #[test]
+    fn the_urls_whose_password_the_journal_masked_are_named_by_their_keys() {
+        let cases = [
+            ("no URL", json!({"primary_region": "us-east-1"}), vec![]),
+            (
+                "a URL without a password",
+                json!({"db": "postgres://app@db:5432/orders"}),
+                vec![],
+            ),
+            (
+                "nested, and in a list",
+                json!({
+                    "regions": {"us-east-1": {"database_url": "postgres://app:***@db:5432/o", "lb_ip": "10.0.0.1"}},
+                    "redis": ["redis://:***@cache:6379", "redis://cache:6380"],
+                }),
+                vec!["regions.us-east-1.database_url", "redis.0"],
+            ),
+            (
+                "a password given by reference stays a reference",
+                json!({"db": {"env": "ORDERS_URL"}}),
+                vec![],
+            ),
+        ];
+        for (name, inventory, want) in cases {
+            assert_eq!(masked_passwords(&inventory, ""), want, "{name}");
+        }
+    }
 
     #[test]
     fn a_run_id_already_in_the_store_is_drawn_again() {

@@ -368,8 +368,8 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
     use crate::journal::RunStatus::{Crashed, Failed, Interrupted, Paused};
     let mut open = Vec::new();
     let mut unchanged = 0;
-    for id in store.list().unwrap_or_default() {
-        let Ok(loaded) = store.read(&id) else {
+    for (id, loaded) in store.read_all().unwrap_or_default() {
+        let Ok(loaded) = loaded else {
             continue;
         };
         let s = runner::summarize_in(store, &id, &loaded.records);
@@ -436,8 +436,8 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
 /// `runbook stop` without a run: the runs running now, each with its command.
 fn which_running(store: &dyn Store, store_flag: &str) -> Error {
     let mut running = Vec::new();
-    for id in store.list().unwrap_or_default() {
-        let Ok(loaded) = store.read(&id) else {
+    for (id, loaded) in store.read_all().unwrap_or_default() {
+        let Ok(loaded) = loaded else {
             continue;
         };
         let s = runner::summarize_in(store, &id, &loaded.records);
@@ -471,7 +471,7 @@ fn which_running(store: &dyn Store, store_flag: &str) -> Error {
 }
 
 fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
-    let ids = store.list()?;
+    let runs = store.read_all()?;
     let claims = store.claims().unwrap_or_default();
     let claimed_by = |id: &str| -> Vec<String> {
         claims
@@ -481,8 +481,8 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
             .collect()
     };
     let mut rows = Vec::new();
-    for id in ids {
-        let (summary, status) = match store.read(&id) {
+    for (id, loaded) in runs {
+        let (summary, status) = match loaded {
             Ok(loaded) => {
                 let s = runner::summarize_in(store, &id, &loaded.records);
                 let status = s.status.to_string();
@@ -550,8 +550,8 @@ fn report(
         Some(id) => id,
         None => {
             let mut latest: Option<(String, String)> = None;
-            for id in store.list()? {
-                let Ok(loaded) = store.read(&id) else {
+            for (id, loaded) in store.read_all()? {
+                let Ok(loaded) = loaded else {
                     continue;
                 };
                 let started = loaded

@@ -467,6 +467,9 @@ impl StopRequest {
     }
 }
 
+/// A run's id and its journal, or why it cannot be read.
+pub type RunRead = (String, Result<Loaded, Error>);
+
 pub trait Store: Send + Sync {
     /// Creates a new run's journal, with a copy of its script.
     fn create(&self, run_id: &str, script: &str) -> Result<Box<dyn JournalWriter>, Error>;
@@ -477,6 +480,18 @@ pub trait Store: Send + Sync {
     fn script(&self, run_id: &str) -> Result<String, Error>;
     /// Run ids, oldest first.
     fn list(&self) -> Result<Vec<String>, Error>;
+    /// Every run with its journal (or why it cannot be read), in the order of `list`: what
+    /// listings read. A store a round trip away reads them all at once.
+    fn read_all(&self) -> Result<Vec<RunRead>, Error> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .map(|id| {
+                let loaded = self.read(&id);
+                (id, loaded)
+            })
+            .collect())
+    }
     /// Takes an exclusive hold on a lock, or says which live process holds it. The guard
     /// carries the claim found in it; `lock::take` decides whether that claim still stands.
     fn lock(&self, name: &str) -> Result<LockGuard, Error>;

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Config};
 
 use super::lock::held_by;
@@ -152,7 +153,10 @@ impl Shared {
             let client = block(&self.handle, lock_session(&self.target))?;
             let got: bool = block(
                 &self.handle,
-                client.query_one("SELECT pg_try_advisory_lock($1)", &[&lock.key]),
+                client.query_typed_one(
+                    "SELECT pg_try_advisory_lock($1)",
+                    &[(&lock.key, Type::INT8)],
+                ),
             )?
             .get(0);
             if !got {
@@ -320,13 +324,30 @@ impl PgStore {
     fn exists(&self, client: &Client, run_id: &str) -> Result<(), Error> {
         let row = block(
             self.handle(),
-            client.query_opt("SELECT 1 FROM runbook_runs WHERE run_id = $1", &[&run_id]),
+            client.query_typed_opt(
+                "SELECT 1 FROM runbook_runs WHERE run_id = $1",
+                &[(&run_id, Type::TEXT)],
+            ),
         )
         .map_err(|e| self.unreachable(&e))?;
         match row {
             Some(_) => Ok(()),
             None => Err(Error::UnknownRun(run_id.into(), self.shown.clone())),
         }
+    }
+
+    /// A run's journal lines, read by the parser the directory store uses.
+    fn parse_lines<'a>(
+        &self,
+        run_id: &str,
+        lines: impl Iterator<Item = &'a str>,
+    ) -> Result<Loaded, Error> {
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        parse(std::path::Path::new(&self.label(run_id)), &text)
     }
 
     fn label(&self, run_id: &str) -> String {
@@ -381,10 +402,14 @@ impl PgWriter {
         }
         let inserted = block(
             &self.shared.handle,
-            client.execute(
+            client.execute_typed(
                 "INSERT INTO runbook_journal (run_id, pos, line) VALUES ($1, $2, $3) \
                  ON CONFLICT (run_id, pos) DO NOTHING",
-                &[&self.run_id, &self.next, &line],
+                &[
+                    (&self.run_id, Type::TEXT),
+                    (&self.next, Type::INT8),
+                    (&line, Type::TEXT),
+                ],
             ),
         );
         match inserted {
@@ -394,9 +419,9 @@ impl PgWriter {
         }
         let present = block(
             &self.shared.handle,
-            client.query_one(
+            client.query_typed_one(
                 "SELECT line FROM runbook_journal WHERE run_id = $1 AND pos = $2",
-                &[&self.run_id, &self.next],
+                &[(&self.run_id, Type::TEXT), (&self.next, Type::INT8)],
             ),
         );
         match present {
@@ -460,10 +485,10 @@ impl super::lock::Held for HeldSession {
         let text = holder.map(|h| serde_json::to_string(h).unwrap_or_default());
         block(
             &self.handle,
-            client.execute(
+            client.execute_typed(
                 "INSERT INTO runbook_locks (name, holder) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder",
-                &[&self.lock.name, &text],
+                &[(&self.lock.name, Type::TEXT), (&text, Type::TEXT)],
             ),
         )
         .map(|_| ())
@@ -484,7 +509,7 @@ impl Drop for HeldSession {
             let key = self.lock.key;
             let _ = block(&self.handle, async {
                 client
-                    .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                    .execute_typed("SELECT pg_advisory_unlock($1)", &[(&key, Type::INT8)])
                     .await
             });
         }
@@ -496,9 +521,9 @@ impl Store for PgStore {
         let client = self.client()?;
         block(
             self.handle(),
-            client.execute(
+            client.execute_typed(
                 "INSERT INTO runbook_runs (run_id, script) VALUES ($1, $2)",
-                &[&run_id, &script],
+                &[(&run_id, Type::TEXT), (&script, Type::TEXT)],
             ),
         )
         .map_err(|e| self.failed(&format!("cannot create run {run_id}"), &e))?;
@@ -514,9 +539,9 @@ impl Store for PgStore {
         self.exists(&client, run_id)?;
         let row = block(
             self.handle(),
-            client.query_one(
+            client.query_typed_one(
                 "SELECT coalesce(max(pos), 0) + 1 FROM runbook_journal WHERE run_id = $1",
-                &[&run_id],
+                &[(&run_id, Type::TEXT)],
             ),
         )
         .map_err(|e| self.unreachable(&e))?;
@@ -529,30 +554,61 @@ impl Store for PgStore {
 
     fn read(&self, run_id: &str) -> Result<Loaded, Error> {
         let client = self.client()?;
-        self.exists(&client, run_id)?;
+        // One round trip: a run without records is one row without a line, an unknown run
+        // no row.
         let rows = block(
             self.handle(),
-            client.query(
-                "SELECT line FROM runbook_journal WHERE run_id = $1 ORDER BY pos",
-                &[&run_id],
+            client.query_typed(
+                "SELECT j.line FROM runbook_runs r LEFT JOIN runbook_journal j USING (run_id) \
+                 WHERE r.run_id = $1 ORDER BY j.pos",
+                &[(&run_id, Type::TEXT)],
             ),
         )
         .map_err(|e| self.unreachable(&e))?;
-        let mut text = String::new();
-        for row in rows {
-            text.push_str(row.get::<_, &str>(0));
-            text.push('\n');
+        if rows.is_empty() {
+            return Err(Error::UnknownRun(run_id.into(), self.shown.clone()));
         }
-        parse(std::path::Path::new(&self.label(run_id)), &text)
+        let lines = rows.iter().filter_map(|r| r.get::<_, Option<&str>>(0));
+        self.parse_lines(run_id, lines)
+    }
+
+    fn read_all(&self) -> Result<Vec<super::RunRead>, Error> {
+        let client = self.client()?;
+        let rows = block(
+            self.handle(),
+            client.query_typed(
+                "SELECT r.run_id, j.line FROM runbook_runs r LEFT JOIN runbook_journal j \
+                 USING (run_id) ORDER BY r.run_id, j.pos",
+                &[],
+            ),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        let mut runs: Vec<(String, Vec<&str>)> = Vec::new();
+        for row in &rows {
+            let id: &str = row.get(0);
+            if runs.last().is_none_or(|(last, _)| last != id) {
+                runs.push((id.to_string(), Vec::new()));
+            }
+            if let Some(line) = row.get::<_, Option<&str>>(1) {
+                runs.last_mut().expect("pushed above").1.push(line);
+            }
+        }
+        Ok(runs
+            .into_iter()
+            .map(|(id, lines)| {
+                let loaded = self.parse_lines(&id, lines.into_iter());
+                (id, loaded)
+            })
+            .collect())
     }
 
     fn script(&self, run_id: &str) -> Result<String, Error> {
         let client = self.client()?;
         let row = block(
             self.handle(),
-            client.query_opt(
+            client.query_typed_opt(
                 "SELECT script FROM runbook_runs WHERE run_id = $1",
-                &[&run_id],
+                &[(&run_id, Type::TEXT)],
             ),
         )
         .map_err(|e| self.unreachable(&e))?;
@@ -564,7 +620,7 @@ impl Store for PgStore {
         let client = self.client()?;
         let rows = block(
             self.handle(),
-            client.query("SELECT run_id FROM runbook_runs ORDER BY run_id", &[]),
+            client.query_typed("SELECT run_id FROM runbook_runs ORDER BY run_id", &[]),
         )
         .map_err(|e| self.unreachable(&e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -576,7 +632,10 @@ impl Store for PgStore {
         let read_holder = |client: &Client| {
             block(
                 self.handle(),
-                client.query_opt("SELECT holder FROM runbook_locks WHERE name = $1", &[&name]),
+                client.query_typed_opt(
+                    "SELECT holder FROM runbook_locks WHERE name = $1",
+                    &[(&name, Type::TEXT)],
+                ),
             )
             .ok()
             .flatten()
@@ -587,7 +646,7 @@ impl Store for PgStore {
             .map_err(|e| self.unreachable(&e))?;
         let got: bool = block(
             self.handle(),
-            client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]),
+            client.query_typed_one("SELECT pg_try_advisory_lock($1)", &[(&key, Type::INT8)]),
         )
         .map_err(|e| self.unreachable(&e))?
         .get(0);
@@ -632,11 +691,11 @@ impl Store for PgStore {
         let (high, low) = ((key >> 32) as u32, key as u32);
         let row = block(
             self.handle(),
-            client.query_one(
+            client.query_typed_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
                  AND classid = $1 AND objid = $2 AND objsubid = 1)",
-                &[&high, &low],
+                &[(&high, Type::OID), (&low, Type::OID)],
             ),
         )
         .map_err(|e| self.unreachable(&e))?;
@@ -647,7 +706,7 @@ impl Store for PgStore {
         let client = self.client()?;
         let rows = block(
             self.handle(),
-            client.query(
+            client.query_typed(
                 "SELECT name, holder FROM runbook_locks WHERE holder IS NOT NULL ORDER BY name",
                 &[],
             ),
@@ -674,16 +733,19 @@ impl Store for PgStore {
                 let text = serde_json::to_string(request).map_err(|e| Error::Io(e.to_string()))?;
                 block(
                     self.handle(),
-                    client.execute(
+                    client.execute_typed(
                         "INSERT INTO runbook_stops (run_id, request) VALUES ($1, $2)
                          ON CONFLICT (run_id) DO UPDATE SET request = EXCLUDED.request",
-                        &[&run_id, &text],
+                        &[(&run_id, Type::TEXT), (&text, Type::TEXT)],
                     ),
                 )
             }
             None => block(
                 self.handle(),
-                client.execute("DELETE FROM runbook_stops WHERE run_id = $1", &[&run_id]),
+                client.execute_typed(
+                    "DELETE FROM runbook_stops WHERE run_id = $1",
+                    &[(&run_id, Type::TEXT)],
+                ),
             ),
         };
         done.map(|_| ())
@@ -694,9 +756,9 @@ impl Store for PgStore {
         let client = self.client()?;
         let row = block(
             self.handle(),
-            client.query_opt(
+            client.query_typed_opt(
                 "SELECT request FROM runbook_stops WHERE run_id = $1",
-                &[&run_id],
+                &[(&run_id, Type::TEXT)],
             ),
         )
         .map_err(|e| self.unreachable(&e))?;

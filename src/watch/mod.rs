@@ -119,8 +119,8 @@ pub fn seen_of(t: &Topology) -> Seen {
 /// every journal in the store: done once, and again after this watcher starts a run.
 fn last_automatic(store: &dyn Store, name: &str) -> Result<Option<(String, u64)>, Error> {
     let mut latest: Option<(String, u64)> = None;
-    for id in store.list()? {
-        let Ok(loaded) = store.read(&id) else {
+    for (id, loaded) in store.read_all()? {
+        let Ok(loaded) = loaded else {
             continue;
         };
         let Some(first) = loaded.records.first() else {

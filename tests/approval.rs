@@ -114,6 +114,28 @@ fn resume_approve_answers_the_paused_approval_only() {
         rest.stdout
     );
     assert_eq!(approvals(&t), 3);
+
+    // A run stopped elsewhere than at an approval: --approve answers none, and says so.
+    let failed = Test::new().script(
+        r#"
+        step("check", || shell::run(#{ argv: ["test", "-f", "ready"] }));
+        step("gate", || { approve("go on?"); log("went on") });
+        "#,
+    );
+    let first = failed.exec(&["run", "runbook.rhai"]);
+    assert_eq!(first.code, 1, "{}", first.all());
+    let run = failed.only_run();
+    std::fs::write(failed.path("ready"), "").unwrap();
+    let again = failed.exec(&["resume", &run, "--approve"]);
+    assert_eq!(again.code, 3, "{}", again.all());
+    assert!(
+        again.stdout.contains(&format!(
+            "run {run} is not waiting for an approval (it is failed at step 'check'): --approve answers none, and an approval the run reaches is asked (`--yes` answers every one)"
+        )),
+        "{}",
+        again.stdout
+    );
+    assert!(!again.stdout.contains("went on"), "{}", again.stdout);
 }
 
 #[test]

@@ -24,7 +24,7 @@ pub use frames::set_source;
 pub use stop::{stop, stopped_by_signal};
 
 use crate::action::world::World;
-use crate::error::{Error, Next, ScriptPos};
+use crate::error::{Awaiting, Error, Next, ScriptPos};
 use crate::inventory::Inventory;
 use crate::journal::{self, show_path, Event, LockHolder, Record, RunStatus, StepPath, Store};
 use crate::report::{Progress, Reporter};
@@ -647,6 +647,16 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         }
         // A run still running (perhaps on another host) is refused by its lock below.
         _ => {}
+    }
+    // `--approve` answers the approval the run paused at; one it reaches later is asked.
+    if req.approve && !matches!(journal::awaiting(&loaded.records), Awaiting::Approval) {
+        env.reporter.report(&Progress::Warning {
+            message: format!(
+                "run {} is not waiting for an approval (it is {}): --approve answers none, and an approval the run reaches is asked (`--yes` answers every one)",
+                req.run_id,
+                summary.standing()
+            ),
+        });
     }
 
     let vars = params::for_resume(&req.run_id, &params, &req.vars)?;

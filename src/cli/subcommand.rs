@@ -610,12 +610,9 @@ fn log(
     follow: bool,
     store_flag: &str,
 ) -> Result<(), Error> {
-    let mut shown = 0;
+    let mut loaded = store.read(run_id)?;
+    print_records(&loaded.records, json)?;
     loop {
-        let loaded = store.read(run_id)?;
-        let new = loaded.records.get(shown..).unwrap_or_default();
-        print_records(new, json)?;
-        shown = loaded.records.len();
         let summary = runner::summarize_in(store, run_id, &loaded.records);
         if !follow || summary.status != journal::RunStatus::Running {
             // While it runs, a torn last line is one being written, read whole next time.
@@ -642,6 +639,12 @@ fn log(
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
+        // Only what was appended since: a long run's journal is not read again each tick.
+        let new = store.read_since(run_id, &loaded)?;
+        print_records(&new.records, json)?;
+        loaded.records.extend(new.records);
+        loaded.torn_tail = new.torn_tail;
+        loaded.intact_len = new.intact_len;
     }
 }
 

@@ -1,7 +1,7 @@
 //! The directory store: `<state>/runs/<run-id>/journal.jsonl`, append-only JSON lines.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{parse, JournalWriter, Loaded, LockGuard, LockHolder, StopRequest, Store};
@@ -143,6 +143,24 @@ impl Store for DirStore {
         parse(&path, &text)
     }
 
+    fn read_since(&self, run_id: &str, known: &Loaded) -> Result<Loaded, Error> {
+        self.check_id(run_id)?;
+        let path = self.journal_path(run_id);
+        let mut file = File::open(&path).map_err(|e| self.io(&path, e))?;
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(known.intact_len))
+            .and_then(|_| file.read_to_end(&mut bytes))
+            .map_err(|e| self.io(&path, e))?;
+        match parse(&path, &String::from_utf8_lossy(&bytes)) {
+            Ok(mut new) => {
+                new.intact_len += known.intact_len;
+                Ok(new)
+            }
+            // Read whole again, so that the error names the line as the journal numbers it.
+            Err(_) => Ok(super::since(self.read(run_id)?, known)),
+        }
+    }
+
     fn script(&self, run_id: &str) -> Result<String, Error> {
         self.check_id(run_id)?;
         let path = self.run_dir(run_id).join("runbook.rhai");
@@ -205,6 +223,70 @@ impl Store for DirStore {
             Ok(text) => Ok(serde_json::from_str(&text).ok()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io(&path, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::DirStore;
+    use crate::journal::{Event, Record, Store, FORMAT_VERSION};
+
+    fn line(n: u64) -> String {
+        let record = Record {
+            v: FORMAT_VERSION,
+            n,
+            at: "2026-12-07T10:00:00.000Z".into(),
+            event: Event::Log {
+                step: vec!["s".into()],
+                message: format!("record {n}"),
+            },
+        };
+        serde_json::to_string(&record).unwrap()
+    }
+
+    /// A follow reads what was appended since its last read: a line half-written when it
+    /// looks is left for the next look, which reads it whole, and nothing twice.
+    #[test]
+    fn a_follow_reads_what_came_since_and_a_line_being_written_once_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let mut writer = store.create("r1", "").unwrap();
+        writer.append(&line(1), false).unwrap();
+        writer.append(&line(2), false).unwrap();
+        let mut known = store.read("r1").unwrap();
+        assert_eq!(known.records.len(), 2);
+
+        let third = line(3);
+        let cases: [(&str, String, &[u64], bool); 4] = [
+            ("nothing new", String::new(), &[], false),
+            ("a line begun", third[..20].to_string(), &[], true),
+            (
+                "its rest, and one more",
+                format!("{}\n{}\n", &third[20..], line(4)),
+                &[3, 4],
+                false,
+            ),
+            ("nothing new again", String::new(), &[], false),
+        ];
+        let path = dir.path().join("runs/r1/journal.jsonl");
+        for (name, appended, want, torn) in cases {
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            file.write_all(appended.as_bytes()).unwrap();
+            let new = store.read_since("r1", &known).unwrap();
+            let got: Vec<u64> = new.records.iter().map(|r| r.n).collect();
+            assert_eq!(got, want, "{name}");
+            assert_eq!(new.torn_tail.is_some(), torn, "{name}");
+            known.records.extend(new.records);
+            known.intact_len = new.intact_len;
+            let whole = store.read("r1").unwrap();
+            assert_eq!(known.intact_len, whole.intact_len, "{name}");
+            assert_eq!(known.records.len(), whole.records.len(), "{name}");
         }
     }
 }

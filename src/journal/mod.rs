@@ -368,6 +368,17 @@ pub struct Loaded {
     pub intact_len: u64,
 }
 
+/// What `all` (the whole journal, read now) holds past the records `known` holds.
+pub fn since(mut all: Loaded, known: &Loaded) -> Loaded {
+    let new = all
+        .records
+        .split_off(known.records.len().min(all.records.len()));
+    Loaded {
+        records: new,
+        ..all
+    }
+}
+
 /// Parses journal text. Only the last line may be torn; anything else unreadable is an error.
 pub fn parse(path: &std::path::Path, text: &str) -> Result<Loaded, Error> {
     let mut loaded = Loaded::default();
@@ -480,6 +491,12 @@ pub trait Store: Send + Sync {
     fn script(&self, run_id: &str) -> Result<String, Error>;
     /// Run ids, oldest first.
     fn list(&self) -> Result<Vec<String>, Error>;
+    /// The records appended after those `known` holds (a `Loaded` from `read`, grown with what
+    /// this returned before), with the journal's torn tail and intact length as they are now:
+    /// what a follow reads each tick, rather than the whole journal again.
+    fn read_since(&self, run_id: &str, known: &Loaded) -> Result<Loaded, Error> {
+        Ok(since(self.read(run_id)?, known))
+    }
     /// Every run with its journal (or why it cannot be read), in the order of `list`: what
     /// listings read. A store a round trip away reads them all at once.
     fn read_all(&self) -> Result<Vec<RunRead>, Error> {

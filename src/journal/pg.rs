@@ -572,6 +572,21 @@ impl Store for PgStore {
         self.parse_lines(run_id, lines)
     }
 
+    fn read_since(&self, run_id: &str, known: &Loaded) -> Result<Loaded, Error> {
+        let client = self.client()?;
+        // Records are numbered from 1 without a gap, and none is ever torn here.
+        let after = known.records.len() as i64;
+        let rows = block(
+            self.handle(),
+            client.query_typed(
+                "SELECT line FROM runbook_journal WHERE run_id = $1 AND pos > $2 ORDER BY pos",
+                &[(&run_id, Type::TEXT), (&after, Type::INT8)],
+            ),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        self.parse_lines(run_id, rows.iter().map(|r| r.get::<_, &str>(0)))
+    }
+
     fn read_all(&self) -> Result<Vec<super::RunRead>, Error> {
         let client = self.client()?;
         let rows = block(

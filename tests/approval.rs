@@ -347,6 +347,18 @@ fn an_approval_prompt_answers_y_ctrl_c_and_a_hang_up() {
     let journal = t.journal(&id);
     assert!(journal.contains("the incident lead says wait"), "{journal}");
     assert_eq!(server.count("POST", "/after"), 2);
+    // Stopped at its prompt, the run still waits for that approval: --approve answers it.
+    let approved = t.exec(&["resume", &id, "--approve"]);
+    assert_eq!(approved.code, 0, "{}", approved.all());
+    assert!(
+        approved
+            .stdout
+            .contains("approved by tester (resume --approve)")
+            && !approved.stdout.contains("not waiting for an approval"),
+        "{}",
+        approved.stdout
+    );
+    assert_eq!(server.count("POST", "/after"), 3);
 
     let t = Test::new().script(&script);
     let mut run = OnTerminal::start(&t, &["run", "runbook.rhai"]);
@@ -361,8 +373,8 @@ fn an_approval_prompt_answers_y_ctrl_c_and_a_hang_up() {
         !journal.contains("declined") && !journal.contains("run_failed"),
         "{journal}"
     );
-    assert_eq!(server.count("POST", "/after"), 2);
+    assert_eq!(server.count("POST", "/after"), 3);
     let done = t.exec(&["resume", &id, "--approve"]);
     assert_eq!(done.code, 0, "{}", done.all());
-    assert_eq!(server.count("POST", "/after"), 3);
+    assert_eq!(server.count("POST", "/after"), 4);
 }

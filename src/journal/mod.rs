@@ -320,19 +320,24 @@ pub fn awaiting(records: &[Record]) -> Awaiting {
     if RunStatus::of(records) != RunStatus::Paused {
         return Awaiting::Nothing;
     }
+    if unanswered_approval(records) {
+        Awaiting::Approval
+    } else {
+        Awaiting::InflightChoice
+    }
+}
+
+/// Whether the run asked for an approval nobody has given: paused there, or stopped while its
+/// prompt waited on a terminal. `resume --approve` answers it.
+pub fn unanswered_approval(records: &[Record]) -> bool {
     let approved = |step: &StepPath, seq: u32| {
         records.iter().any(|r| {
             matches!(&r.event, Event::Approved { step: s, seq: q, .. } if s == step && *q == seq)
         })
     };
-    let asked = records.iter().any(
+    records.iter().any(
         |r| matches!(&r.event, Event::ApprovalRequested { step, seq, .. } if !approved(step, *seq)),
-    );
-    if asked {
-        Awaiting::Approval
-    } else {
-        Awaiting::InflightChoice
-    }
+    )
 }
 
 impl std::fmt::Display for RunStatus {

@@ -24,7 +24,7 @@ pub use frames::set_source;
 pub use stop::{stop, stopped_by_signal};
 
 use crate::action::world::World;
-use crate::error::{Awaiting, Error, Next, ScriptPos};
+use crate::error::{Error, Next, ScriptPos};
 use crate::inventory::Inventory;
 use crate::journal::{self, show_path, Event, LockHolder, Record, RunStatus, StepPath, Store};
 use crate::report::{Progress, Reporter};
@@ -649,7 +649,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         _ => {}
     }
     // `--approve` answers the approval the run paused at; one it reaches later is asked.
-    if req.approve && !matches!(journal::awaiting(&loaded.records), Awaiting::Approval) {
+    if req.approve && !journal::unanswered_approval(&loaded.records) {
         env.reporter.report(&Progress::Warning {
             message: format!(
                 "run {} is not waiting for an approval (it is {}): --approve answers none, and an approval the run reaches is asked (`--yes` answers every one)",

@@ -485,7 +485,7 @@ pub fn summarize(run_id: &str, records: &[Record]) -> RunSummary {
 /// `runs`, `log --follow`, `stop`, `resume` and `abandon` without a run, and `report` show.
 pub fn summarize_in(store: &dyn Store, run_id: &str, records: &[Record]) -> RunSummary {
     let mut s = summarize(run_id, records);
-    if s.status == RunStatus::Running && gone_elsewhere(store, run_id, records) {
+    if gone_elsewhere(store, &s, records) {
         s.status = RunStatus::Crashed;
     }
     s
@@ -497,8 +497,7 @@ pub fn summarize_in(store: &dyn Store, run_id: &str, records: &[Record]) -> RunS
 /// nobody holds, or one held for another run, says the process is gone. The lock is looked
 /// at, not taken, so asking never stands in the way of the run. A store that cannot be asked
 /// leaves the journal's word.
-fn gone_elsewhere(store: &dyn Store, run_id: &str, records: &[Record]) -> bool {
-    let summary = summarize(run_id, records);
+fn gone_elsewhere(store: &dyn Store, summary: &RunSummary, records: &[Record]) -> bool {
     if summary.status != RunStatus::Running || summary.host == Operator::current().host {
         return false;
     }
@@ -518,7 +517,7 @@ fn gone_elsewhere(store: &dyn Store, run_id: &str, records: &[Record]) -> bool {
         Ok(true) => store.claims().is_ok_and(|claims| {
             claims
                 .iter()
-                .any(|(n, holder)| *n == name && holder.run_id != run_id)
+                .any(|(n, holder)| *n == name && holder.run_id != summary.run_id)
         }),
         Err(_) => false,
     }
@@ -712,8 +711,10 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
 
     let next_record = loaded.records.last().map(|r| r.n + 1).unwrap_or(1);
     let replay = replay::Replay::from_records(&loaded.records);
+    // This session's commands name the inventory where this host has it.
+    let here = req.inventory.as_deref().or(inventory_file.as_deref());
     let invocation = Arc::new(
-        crate::action::Invocation::new(&file, inventory_file.as_deref(), &env.store_flag)
+        crate::action::Invocation::new(&file, here, &env.store_flag)
             .of_run(Some(&req.run_id), &file),
     );
     // A run started before the journal kept it: as this session spells it.
@@ -967,9 +968,6 @@ fn run_again(opts: &RunOptions) -> String {
     command
 }
 
-/// A resume runs in the folder its run started in, so that a relative path among its --var
-/// values (`backup=app.dump`) names the same file as before: said when that is not the
-/// folder this command runs in, and when that folder is not on this host.
 /// The inventory a resume runs with. The journal keeps a copy, but with URL passwords masked:
 /// the file is read again — this host's copy when `-i` names one, else the path the run
 /// recorded — and a warning says when it changed (replay checks every finished call). A file
@@ -1059,6 +1057,9 @@ fn masked_passwords(value: &Value, at: &str) -> Vec<String> {
     }
 }
 
+/// A resume runs in the folder its run started in, so that a relative path among its --var
+/// values (`backup=app.dump`) names the same file as before: said when that is not the
+/// folder this command runs in, and when that folder is not on this host.
 fn run_where_it_started(env: &Env, started_in: Option<&str>) {
     let Some(dir) = started_in else { return };
     let here = std::env::current_dir().ok();

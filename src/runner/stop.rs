@@ -122,7 +122,7 @@ pub fn stop(
     }
     // On another host: the store says whether its process is gone without a word (killed,
     // its host lost), which the journal cannot.
-    if super::gone_elsewhere(store, run_id, &loaded.records) {
+    if super::gone_elsewhere(store, &summary, &loaded.records) {
         return Err(Error::Refused {
             message: format!(
                 "run {run_id} ({}) is not running: its process is gone without a word (it was {}); there is nothing to stop",

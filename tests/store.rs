@@ -673,6 +673,14 @@ fn lost_host_is_seen_from_another(store: &[&str], sleeping: &dyn Fn() -> bool) {
     };
     let (run, status) = listed(&here);
     assert_eq!(status, "running", "its process lives on bastion-1");
+    let table = exec(&here, &["runs"]);
+    assert_says(
+        &table.stdout,
+        &[
+            format!("{run}   running"),
+            format!("hold  [claims runbook]  (on bastion-1, pid {})", first.id()),
+        ],
+    );
     let mut follow = here
         .command(&with_store(&["log", &run, "--follow"]))
         .stdout(std::process::Stdio::piped())

@@ -502,7 +502,7 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
         for (s, status) in rows {
             say!(
                 "{}",
-                json!({"run_id": s.run_id, "runbook": s.runbook, "status": status, "started": s.started, "last_step": s.last_step, "operator": s.operator, "ended": s.ended, "claims": claimed_by(&s.run_id)})
+                json!({"run_id": s.run_id, "runbook": s.runbook, "status": status, "started": s.started, "last_step": s.last_step, "operator": s.operator, "host": s.host, "pid": s.pid, "ended": s.ended, "claims": claimed_by(&s.run_id)})
             );
         }
         return Ok(());
@@ -518,15 +518,24 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
         "STARTED",
         "RUNBOOK"
     );
+    let here = runner::Operator::current().host;
     for (s, status) in rows {
         let runbook = file_name(&s.runbook);
         let started = s.started.get(..19).unwrap_or(&s.started).replace('T', " ");
         let held = claimed_by(&s.run_id);
-        let last = if held.is_empty() {
+        let mut last = if held.is_empty() {
             s.last_step.clone()
         } else {
             format!("{}  [claims {}]", s.last_step, held.join(", "))
         };
+        // Where a run runs, or ran when its process was lost, when that is another host.
+        let open = matches!(
+            s.status,
+            journal::RunStatus::Running | journal::RunStatus::Crashed
+        );
+        if open && !s.host.is_empty() && s.host != here {
+            last.push_str(&format!("  (on {}, pid {})", s.host, s.pid));
+        }
         say!(
             "{:<20} {:<12} {:<20} {:<32} {}",
             s.run_id,

@@ -299,6 +299,12 @@ step("gate", || approve("go on?"));"#,
     })
     .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    // Each record once: the follow reads only what came since it last looked.
+    assert_eq!(
+        text.lines().count(),
+        t.journal(&id).lines().count(),
+        "{text}"
+    );
 
     // Stopped already: the journal as it is, at once (as JSON lines too).
     let again = t.exec(&["log", &id, "-f", "--json"]);

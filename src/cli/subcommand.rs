@@ -621,8 +621,15 @@ fn log(
 ) -> Result<(), Error> {
     let mut loaded = store.read(run_id)?;
     print_records(&loaded.records, json)?;
+    let mut grew = false;
     loop {
-        let summary = runner::summarize_in(store, run_id, &loaded.records);
+        // A journal that just grew has a live writer: the store is asked whether a run of
+        // another host lost its process only when nothing came.
+        let summary = if grew {
+            runner::summarize(run_id, &loaded.records)
+        } else {
+            runner::summarize_in(store, run_id, &loaded.records)
+        };
         if !follow || summary.status != journal::RunStatus::Running {
             // While it runs, a torn last line is one being written, read whole next time.
             if let Some(t) = loaded.torn_tail {
@@ -651,6 +658,7 @@ fn log(
         // Only what was appended since: a long run's journal is not read again each tick.
         let new = store.read_since(run_id, &loaded)?;
         print_records(&new.records, json)?;
+        grew = !new.records.is_empty();
         loaded.records.extend(new.records);
         loaded.torn_tail = new.torn_tail;
         loaded.intact_len = new.intact_len;

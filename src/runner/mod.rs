@@ -1043,7 +1043,7 @@ fn masked_passwords(value: &Value, at: &str) -> Vec<String> {
         }
     };
     match value {
-        Value::String(s) if s.contains("://") && s.contains(":***@") => vec![at.to_string()],
+        Value::String(s) if params::masked(s) => vec![at.to_string()],
         Value::Object(map) => map
             .iter()
             .flat_map(|(k, v)| masked_passwords(v, &path(k)))

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::secret::mask_url_passwords;
 
 /// A journaled value whose URL password was masked when it was written.
-fn masked(journaled: &str) -> bool {
+pub(super) fn masked(journaled: &str) -> bool {
     journaled.contains(":***@") && mask_url_passwords(journaled) == journaled
 }
 

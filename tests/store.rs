@@ -645,17 +645,20 @@ fn lost_host_is_seen_from_another(store: &[&str], sleeping: &dyn Fn() -> bool) {
         "#,
         m = marks.display()
     );
+    // Every command as both hosts give it: with the store option.
     let with_store = |args: &[&str]| -> Vec<String> {
         args.iter().chain(store).map(|s| s.to_string()).collect()
     };
-    let exec = |t: &Test, args: &[&str]| Ran::from(t.command(&with_store(args)).output().unwrap());
+    let exec = |t: &Test, args: &[&str]| {
+        let args = with_store(args);
+        t.exec(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let spawn = |t: &Test, args: &[&str]| {
+        let args = with_store(args);
+        t.spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
     let bastion = Test::new().host("bastion-1").script(&script);
-    let mut first = bastion
-        .command(&with_store(&["run", "runbook.rhai"]))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut first = spawn(&bastion, &["run", "runbook.rhai"]);
     assert!(
         wait_for(Duration::from_secs(20), sleeping),
         "the run did not reach its timer"
@@ -681,12 +684,7 @@ fn lost_host_is_seen_from_another(store: &[&str], sleeping: &dyn Fn() -> bool) {
             format!("hold  [claims runbook]  (on bastion-1, pid {})", first.id()),
         ],
     );
-    let mut follow = here
-        .command(&with_store(&["log", &run, "--follow"]))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut follow = spawn(&here, &["log", &run, "--follow"]);
     std::thread::sleep(Duration::from_millis(600));
     assert!(
         follow.try_wait().unwrap().is_none(),

@@ -713,13 +713,13 @@ fn resume_without_a_run_lists_the_open_ones() {
     assert_eq!(none.code, 2, "{}", none.all());
     assert_says(
         &none.stderr,
-        &["no run in directory .runbook is paused, interrupted, or stopped part-way through its changes; `runbook runs` lists them all"],
+        &["no run in directory .runbook is paused, interrupted, or stopped part-way through its changes; `runbook runs --all` lists them all"],
     );
     assert_eq!(t.exec(&["run", "checks.rhai"]).code, 1);
     let only_checks = t.exec(&["resume", "--state-dir", "./.runbook"]);
     assert_says(
         &only_checks.stderr,
-        &["no run in directory ./.runbook is paused, interrupted, or stopped part-way through its changes; 1 run that failed before changing anything is not listed (run it again; `runbook runs --state-dir ./.runbook` shows it)"],
+        &["no run in directory ./.runbook is paused, interrupted, or stopped part-way through its changes; 1 run that failed before changing anything is not listed (run it again; `runbook runs --state-dir ./.runbook --all` shows it)"],
     );
 
     assert_eq!(t.exec(&["run", "gate.rhai"]).code, 3);
@@ -761,7 +761,7 @@ fn resume_without_a_run_lists_the_open_ones() {
     let elsewhere = t.exec(&["abandon", "--state-dir", "other"]);
     assert_says(
         &elsewhere.stderr,
-        &["no run in directory other is paused, interrupted, or stopped part-way through its changes; `runbook runs --state-dir other` lists them all"],
+        &["no run in directory other is paused, interrupted, or stopped part-way through its changes; `runbook runs --state-dir other --all` lists them all"],
     );
     assert_eq!(t.state_text(), before, "listing changed a run");
 }

@@ -910,3 +910,127 @@ fn a_resume_on_another_host_asks_for_and_takes_that_hosts_copy_of_the_inventory(
     );
     assert_no_password(&resumed);
 }
+
+/// A store keeps every run; `runbook runs` lists the newest 20 and, whatever their age, the
+/// runs still open (paused, stopped part-way through a change), and counts the rest.
+fn a_long_history_lists_the_newest_and_every_open_run(store: &[&str]) {
+    let with_store = |args: &[&str]| -> Vec<String> {
+        args.iter().chain(store).map(|s| s.to_string()).collect()
+    };
+    let t = Test::new()
+        .file("gate.rhai", r#"step("gate", || approve("go?"));"#)
+        .file(
+            "check.rhai",
+            r#"step("check", || fail("found a problem"));"#,
+        )
+        .file(
+            "change.rhai",
+            r#"step("change", || { shell::run("true"); fail("half-way"); });"#,
+        )
+        .file("status.rhai", r#"step("look", || log("all well"));"#);
+    let exec = |args: &[&str]| {
+        let args = with_store(args);
+        t.exec(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let mut oldest = Vec::new();
+    for (file, code) in [("gate", 3), ("check", 1), ("change", 1), ("status", 0)] {
+        let ran = exec(&["run", &format!("{file}.rhai")]);
+        assert_eq!(ran.code, code, "{file}: {}", ran.all());
+        oldest.push(ran.all());
+    }
+    for _ in 0..21 {
+        assert_eq!(exec(&["run", "status.rhai"]).code, 0);
+    }
+    let ids = |ran: &Ran| -> Vec<String> {
+        ran.stdout
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with("20"))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    let all = exec(&["runs", "--all"]);
+    assert_eq!(all.code, 0, "{}", all.all());
+    let every = ids(&all);
+    assert_eq!(every.len(), 25, "{}", all.stdout);
+    assert!(!all.stdout.contains("not listed"), "{}", all.stdout);
+    let status_of = |id: &str| {
+        all.stdout
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        every[..5]
+            .iter()
+            .map(|id| status_of(id))
+            .collect::<Vec<_>>(),
+        ["paused", "failed", "failed", "finished", "finished"],
+        "{}",
+        all.stdout
+    );
+
+    // The newest 20 and the two old runs that wait for a person; the run that failed before
+    // changing anything and the two oldest finished ones are counted.
+    let listed = exec(&["runs"]);
+    assert_eq!(listed.code, 0, "{}", listed.all());
+    let mut want = vec![every[0].clone(), every[2].clone()];
+    want.extend_from_slice(&every[5..]);
+    assert_eq!(ids(&listed), want, "{}", listed.stdout);
+    // The store option as given (a URL's password masked).
+    assert_says(
+        &listed.stdout,
+        &[
+            format!("(3 older runs are not listed: over, or failed before changing anything. `runbook runs {}", store[0]),
+            " --all` lists them, `--limit N` the newest N)".to_string(),
+        ],
+    );
+
+    let two = exec(&["runs", "--limit", "2"]);
+    let mut want = vec![every[0].clone(), every[2].clone()];
+    want.extend_from_slice(&every[23..]);
+    assert_eq!(ids(&two), want, "{}", two.stdout);
+    assert_says(&two.stdout, &["(21 older runs are not listed"]);
+    let json = exec(&["runs", "--json", "-n", "2"]);
+    let rows: Vec<String> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["run_id"].to_string())
+        .collect();
+    assert_eq!(
+        rows,
+        want.iter()
+            .map(|id| format!("\"{id}\""))
+            .collect::<Vec<_>>()
+    );
+
+    // Without a run, a resume names the two that wait, however old.
+    let which = exec(&["resume"]);
+    assert_eq!(which.code, 2, "{}", which.all());
+    assert_says(
+        &which.stderr,
+        &[
+            format!("{}  gate.rhai", every[0]),
+            format!("{}  change.rhai", every[2]),
+            "1 run that failed before changing anything is not listed".to_string(),
+        ],
+    );
+}
+
+#[test]
+fn a_long_history_in_postgres_lists_the_newest_and_every_open_run() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    a_long_history_lists_the_newest_and_every_open_run(&["--store", &url]);
+}
+
+#[test]
+fn a_long_history_in_a_directory_lists_the_newest_and_every_open_run() {
+    let shared = tempfile::tempdir().unwrap();
+    let state = shared.path().join("state");
+    a_long_history_lists_the_newest_and_every_open_run(&["--state-dir", state.to_str().unwrap()]);
+}

@@ -138,11 +138,19 @@ pub enum Command {
         #[arg(long)]
         params: bool,
     },
-    /// List runs: id, runbook, status, start, last step
+    /// List runs: id, runbook, status, start, last step. The newest ones, and every run still
+    /// open (running, paused, interrupted, or stopped part-way through its changes) whatever
+    /// its age
     Runs {
-        /// One JSON object a line, with the locks each run claims
+        /// One JSON object a line, with the locks each run claims (the same runs as the table)
         #[arg(long)]
         json: bool,
+        /// How many of the newest runs to list, besides those still open
+        #[arg(long, short = 'n', value_name = "N", default_value_t = 20)]
+        limit: usize,
+        /// List every run the store holds
+        #[arg(long, conflicts_with = "limit")]
+        all: bool,
     },
     /// Show a run's journal
     Log {

@@ -173,7 +173,9 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             result
         }
         Command::Check { files, params } => check(&files, params),
-        Command::Runs { json } => runs(store.as_ref(), json),
+        Command::Runs { json, limit, all } => {
+            runs(store.as_ref(), json, (!all).then_some(limit), store_flag)
+        }
         Command::Log {
             run_id,
             runbook: true,
@@ -368,7 +370,7 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
     use crate::journal::RunStatus::{Crashed, Failed, Interrupted, Paused};
     let mut open = Vec::new();
     let mut unchanged = 0;
-    for (id, loaded) in store.read_all().unwrap_or_default() {
+    for (id, loaded) in not_closed(store) {
         let Ok(loaded) = loaded else {
             continue;
         };
@@ -410,15 +412,15 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
     let unlisted = match unchanged {
         0 => String::new(),
         1 => format!(
-            "; 1 run that failed before changing anything is not listed (run it again; `runbook runs{store_flag}` shows it)"
+            "; 1 run that failed before changing anything is not listed (run it again; `runbook runs{store_flag} --all` shows it)"
         ),
         n => format!(
-            "; {n} runs that failed before changing anything are not listed (run them again; `runbook runs{store_flag}` shows them)"
+            "; {n} runs that failed before changing anything are not listed (run them again; `runbook runs{store_flag} --all` shows them)"
         ),
     };
     if open.is_empty() {
         let rest = if unlisted.is_empty() {
-            format!("; `runbook runs{store_flag}` lists them all")
+            format!("; `runbook runs{store_flag} --all` lists them all")
         } else {
             unlisted
         };
@@ -433,10 +435,32 @@ fn which_run(store: &dyn Store, verb: &str, store_flag: &str) -> Error {
     ))
 }
 
+/// The runs whose journals do not end closed, read: those that may be running, paused or
+/// stopped part-way, whatever the store's size.
+fn not_closed(store: &dyn Store) -> Vec<journal::RunRead> {
+    store
+        .closed()
+        .and_then(|all| store.read_runs(&journal::worth_reading(&all, Some(0))))
+        .unwrap_or_default()
+}
+
+/// Whether a run may still need a person, whatever its age: it runs, or it stopped where a
+/// resume or an abandon is wanted (paused, interrupted, stopped part-way through its changes,
+/// refused), or its journal cannot be read. Not: a run over, or one that failed before
+/// changing anything (a status run that found a problem), which running again replaces.
+fn still_open(status: journal::RunStatus, records: &[journal::Record]) -> bool {
+    use journal::RunStatus::*;
+    match status {
+        Finished | FinishedDryRun | Undone | Abandoned => false,
+        Failed | Crashed => journal::claim_of(records).is_some(),
+        Running | Paused | Interrupted | Refused | Unknown => true,
+    }
+}
+
 /// `runbook stop` without a run: the runs running now, each with its command.
 fn which_running(store: &dyn Store, store_flag: &str) -> Error {
     let mut running = Vec::new();
-    for (id, loaded) in store.read_all().unwrap_or_default() {
+    for (id, loaded) in not_closed(store) {
         let Ok(loaded) = loaded else {
             continue;
         };
@@ -459,7 +483,7 @@ fn which_running(store: &dyn Store, store_flag: &str) -> Error {
     running.sort();
     if running.is_empty() {
         return Error::Usage(format!(
-            "which run? `runbook stop RUN`, but no run in {} is running (`runbook runs{store_flag}` lists them all)",
+            "which run? `runbook stop RUN`, but no run in {} is running (`runbook runs{store_flag} --all` lists them all)",
             store.describe()
         ));
     }
@@ -470,8 +494,21 @@ fn which_running(store: &dyn Store, store_flag: &str) -> Error {
     ))
 }
 
-fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
-    let runs = store.read_all()?;
+/// `runbook runs`: the `newest` runs (all with None) and every run still open, in the order
+/// they started. Only those runs' journals are read.
+fn runs(
+    store: &dyn Store,
+    json: bool,
+    newest: Option<usize>,
+    store_flag: &str,
+) -> Result<(), Error> {
+    let all = store.closed()?;
+    let recent: std::collections::HashSet<&str> = all
+        .iter()
+        .skip(newest.map_or(0, |n| all.len().saturating_sub(n)))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let runs = store.read_runs(&journal::worth_reading(&all, newest))?;
     let claims = store.claims().unwrap_or_default();
     let claimed_by = |id: &str| -> Vec<String> {
         claims
@@ -485,6 +522,9 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
         let (summary, status) = match loaded {
             Ok(loaded) => {
                 let s = runner::summarize_in(store, &id, &loaded.records);
+                if !recent.contains(id.as_str()) && !still_open(s.status, &loaded.records) {
+                    continue;
+                }
                 let status = s.status.to_string();
                 (s, status)
             }
@@ -495,6 +535,7 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
         };
         rows.push((summary, status));
     }
+    let unlisted = all.len() - rows.len();
     // In the order they started: run ids name the minute, not the second, so two runs of the
     // same minute would otherwise come in the order of their random tails.
     rows.sort_by(|(a, _), (b, _)| (&a.started, &a.run_id).cmp(&(&b.started, &b.run_id)));
@@ -507,7 +548,7 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
         }
         return Ok(());
     }
-    if rows.is_empty() {
+    if all.is_empty() {
         say!("no runs in {}", store.describe());
         return Ok(());
     }
@@ -545,6 +586,15 @@ fn runs(store: &dyn Store, json: bool) -> Result<(), Error> {
             last
         );
     }
+    if unlisted > 0 {
+        let (runs, are) = match unlisted {
+            1 => ("1 older run is".to_string(), "it"),
+            n => (format!("{n} older runs are"), "them"),
+        };
+        say!(
+            "({runs} not listed: over, or failed before changing anything. `runbook runs{store_flag} --all` lists {are}, `--limit N` the newest N)"
+        );
+    }
     Ok(())
 }
 
@@ -557,21 +607,9 @@ fn report(
 ) -> Result<(), Error> {
     let run_id = match run_id {
         Some(id) => id,
+        // The run created last; no journal is read to find it.
         None => {
-            let mut latest: Option<(String, String)> = None;
-            for (id, loaded) in store.read_all()? {
-                let Ok(loaded) = loaded else {
-                    continue;
-                };
-                let started = loaded
-                    .records
-                    .first()
-                    .map(|r| r.at.clone())
-                    .unwrap_or_default();
-                if latest.as_ref().is_none_or(|(_, at)| started > *at) {
-                    latest = Some((id, started));
-                }
-            }
+            let latest = store.closed()?.pop();
             latest.map(|(id, _)| id).ok_or_else(|| {
                 Error::Usage(format!(
                     "no runs in {}: a dry-run leaves no journal; `runbook run FILE` starts one",

@@ -80,6 +80,37 @@ impl DirStore {
     }
 }
 
+/// Whether a journal's last line is a record that closes its run, read from the file's end: a
+/// closing record is short, so a last line longer than the part read is not one, and neither
+/// is a torn one (no newline yet) nor a file that cannot be read (a full read says why).
+fn last_line_closes(path: &Path) -> bool {
+    const TAIL: u64 = 4096;
+    let Ok(mut file) = File::open(path) else {
+        return false;
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let from = len.saturating_sub(TAIL);
+    let mut bytes = Vec::new();
+    if file
+        .seek(SeekFrom::Start(from))
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .is_err()
+    {
+        return false;
+    }
+    let Some(body) = bytes.strip_suffix(b"\n") else {
+        return false;
+    };
+    let line = match body.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &body[i + 1..],
+        None if from == 0 => body,
+        None => return false,
+    };
+    std::str::from_utf8(line).is_ok_and(super::closing_line)
+}
+
 fn sync_dir(path: &Path) {
     if let Ok(d) = File::open(path) {
         let _ = d.sync_all();
@@ -183,6 +214,27 @@ impl Store for DirStore {
         Ok(ids)
     }
 
+    fn closed(&self) -> Result<Vec<(String, bool)>, Error> {
+        // A run's copy of its runbook is written once, as it is created: within the minute its
+        // id names, its time orders runs the random rest of their ids does not.
+        let mut runs: Vec<_> = self
+            .list()?
+            .into_iter()
+            .map(|id| {
+                let created = fs::metadata(self.run_dir(&id).join("runbook.rhai"))
+                    .and_then(|m| m.modified())
+                    .ok();
+                let over = last_line_closes(&self.journal_path(&id));
+                (id.get(..13).unwrap_or(&id).to_string(), created, id, over)
+            })
+            .collect();
+        runs.sort();
+        Ok(runs
+            .into_iter()
+            .map(|(_, _, id, over)| (id, over))
+            .collect())
+    }
+
     fn lock(&self, name: &str) -> Result<LockGuard, Error> {
         super::lock::acquire_file(&self.root.join("locks"), name)
     }
@@ -245,6 +297,50 @@ mod tests {
             },
         };
         serde_json::to_string(&record).unwrap()
+    }
+
+    /// A journal's last line, read from its end, tells whether the run is over.
+    #[test]
+    fn the_end_of_a_journal_tells_whether_its_run_is_over() {
+        let finished = serde_json::to_string(&Record {
+            v: FORMAT_VERSION,
+            n: 9,
+            at: "2026-12-07T10:00:00.000Z".into(),
+            event: Event::RunFinished { elapsed_ms: 1 },
+        })
+        .unwrap();
+        let long = "x".repeat(10_000);
+        let cases: [(&str, String, bool); 7] = [
+            (
+                "finished",
+                format!("{}\n{}\n{finished}\n", line(1), line(2)),
+                true,
+            ),
+            ("only the end", format!("{finished}\n"), true),
+            (
+                "after a long line",
+                format!("{{\"m\":\"{long}\"}}\n{finished}\n"),
+                true,
+            ),
+            ("still going", format!("{finished}\n{}\n", line(3)), false),
+            ("torn", format!("{}\n{finished}", line(1)), false),
+            ("a long last line", format!("{{\"m\":\"{long}\"}}\n"), false),
+            ("empty", String::new(), false),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let mut want = Vec::new();
+        for (i, (name, text, over)) in cases.iter().enumerate() {
+            let id = format!("r{i}");
+            drop(store.create(&id, "").unwrap());
+            std::fs::write(dir.path().join(format!("runs/{id}/journal.jsonl")), text).unwrap();
+            want.push((id, *over, *name));
+        }
+        let got = store.closed().unwrap();
+        for ((id, over, name), (got_id, got_over)) in want.iter().zip(&got) {
+            assert_eq!((id, over), (got_id, got_over), "{name}");
+        }
+        assert_eq!(got.len(), want.len());
     }
 
     /// A follow reads what was appended since its last read: a line half-written when it

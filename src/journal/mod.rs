@@ -514,6 +514,24 @@ pub trait Store: Send + Sync {
             })
             .collect())
     }
+    /// These runs with their journals (or why one cannot be read), in the order given.
+    fn read_runs(&self, ids: &[String]) -> Result<Vec<RunRead>, Error> {
+        Ok(ids.iter().map(|id| (id.clone(), self.read(id))).collect())
+    }
+    /// Every run, oldest first (the minute its id names, then the order the store created them
+    /// in), with whether its journal's last record closes it (`closes`), found without reading
+    /// the rest: what lets a listing read only the runs it shows and those that may still need
+    /// a person, in a store that keeps a year of runs.
+    fn closed(&self) -> Result<Vec<(String, bool)>, Error> {
+        Ok(self
+            .read_all()?
+            .into_iter()
+            .map(|(id, loaded)| {
+                let over = loaded.is_ok_and(|l| l.records.last().is_some_and(closes));
+                (id, over)
+            })
+            .collect())
+    }
     /// Takes an exclusive hold on a lock, or says which live process holds it. The guard
     /// carries the claim found in it; `lock::take` decides whether that claim still stands.
     fn lock(&self, name: &str) -> Result<LockGuard, Error>;
@@ -528,6 +546,34 @@ pub trait Store: Send + Sync {
     fn request_stop(&self, run_id: &str, request: Option<&StopRequest>) -> Result<(), Error>;
     /// The stop request left for `run_id`, if any.
     fn stop_request(&self, run_id: &str) -> Result<Option<StopRequest>, Error>;
+}
+
+/// Whether a record ends its run for good: it finished, was undone or was abandoned. Nothing
+/// that changes a run's status can follow one, so a journal that ends with one is a run that
+/// is over (one that ends otherwise may be over too: a watcher's acknowledgement comes after).
+pub fn closes(record: &Record) -> bool {
+    matches!(
+        record.event,
+        Event::RunFinished { .. } | Event::RunUndone { .. } | Event::RunAbandoned { .. }
+    )
+}
+
+/// Whether a journal line, as stored, is a record that closes its run; a line that is not a
+/// whole record is not one.
+pub fn closing_line(line: &str) -> bool {
+    serde_json::from_str::<Record>(line.trim_end()).is_ok_and(|r| closes(&r))
+}
+
+/// The runs a listing reads, of all a store holds (oldest first, each with whether its last
+/// record closes it): every one not closed, whatever its age — running, paused, failed: it
+/// may need a person — and the `newest` last ones (all of them with None).
+pub fn worth_reading(runs: &[(String, bool)], newest: Option<usize>) -> Vec<String> {
+    let from = newest.map_or(0, |n| runs.len().saturating_sub(n));
+    runs.iter()
+        .enumerate()
+        .filter(|(i, (_, over))| *i >= from || !over)
+        .map(|(_, (id, _))| id.clone())
+        .collect()
 }
 
 /// Appends records. `sync` asks for the record to be on stable storage before returning.
@@ -641,6 +687,94 @@ pub(crate) mod tests {
                     + "\n"
             })
             .collect()
+    }
+
+    /// A listing reads every run not closed, however old, and the newest ones.
+    #[test]
+    fn a_listing_reads_the_runs_not_closed_and_the_newest() {
+        let runs: Vec<(String, bool)> = [
+            ("r1", true),
+            ("r2", false),
+            ("r3", true),
+            ("r4", true),
+            ("r5", false),
+            ("r6", true),
+        ]
+        .iter()
+        .map(|(id, over)| (id.to_string(), *over))
+        .collect();
+        let cases: [(&str, Option<usize>, &[&str]); 5] = [
+            ("all", None, &["r1", "r2", "r3", "r4", "r5", "r6"]),
+            (
+                "the newest two, and the old open one",
+                Some(2),
+                &["r2", "r5", "r6"],
+            ),
+            ("only the open ones", Some(0), &["r2", "r5"]),
+            (
+                "more than there are",
+                Some(10),
+                &["r1", "r2", "r3", "r4", "r5", "r6"],
+            ),
+            ("the newest four", Some(4), &["r2", "r3", "r4", "r5", "r6"]),
+        ];
+        for (name, newest, want) in cases {
+            assert_eq!(worth_reading(&runs, newest), want, "{name}");
+        }
+        assert!(worth_reading(&[], Some(3)).is_empty());
+    }
+
+    /// Only a whole record that finishes, undoes or abandons its run closes it.
+    #[test]
+    fn a_line_closes_its_run_only_when_it_ends_it_for_good() {
+        let line = |event: Event| {
+            serde_json::to_string(&Record {
+                v: 1,
+                n: 9,
+                at: "2026-12-07T00:00:00Z".into(),
+                event,
+            })
+            .unwrap()
+        };
+        let finished = line(Event::RunFinished { elapsed_ms: 5 });
+        let cases = [
+            ("finished", finished.clone(), true),
+            ("finished, with its newline", format!("{finished}\n"), true),
+            (
+                "abandoned",
+                line(Event::RunAbandoned {
+                    by: "ops".into(),
+                    reason: None,
+                }),
+                true,
+            ),
+            (
+                "undone",
+                line(Event::RunUndone {
+                    undone_steps: vec![],
+                }),
+                true,
+            ),
+            (
+                "failed",
+                line(Event::RunFailed {
+                    error: "x".into(),
+                    failed_steps: vec![],
+                }),
+                false,
+            ),
+            (
+                "paused",
+                line(Event::RunPaused { reason: "r".into() }),
+                false,
+            ),
+            ("resumed", line(resumed_event()), false),
+            ("torn", finished[..finished.len() - 3].to_string(), false),
+            ("not a record", "{}".into(), false),
+        ];
+        for (name, text, want) in cases {
+            assert_eq!(closing_line(&text), want, "{name}");
+        }
     }
 
     #[test]

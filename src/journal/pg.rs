@@ -617,6 +617,57 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn read_runs(&self, ids: &[String]) -> Result<Vec<super::RunRead>, Error> {
+        let client = self.client()?;
+        let rows = block(
+            self.handle(),
+            client.query_typed(
+                "SELECT r.run_id, j.line FROM runbook_runs r LEFT JOIN runbook_journal j \
+                 USING (run_id) WHERE r.run_id = ANY($1) ORDER BY r.run_id, j.pos",
+                &[(&ids, Type::TEXT_ARRAY)],
+            ),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        let mut lines: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+        for row in &rows {
+            let entry = lines.entry(row.get(0)).or_default();
+            if let Some(line) = row.get::<_, Option<&str>>(1) {
+                entry.push(line);
+            }
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let run = lines.remove(id.as_str())?;
+                Some((id.clone(), self.parse_lines(id, run.into_iter())))
+            })
+            .collect())
+    }
+
+    fn closed(&self) -> Result<Vec<(String, bool)>, Error> {
+        let client = self.client()?;
+        // Each run's last line, found through the journal's primary key: one row a run.
+        let rows = block(
+            self.handle(),
+            client.query_typed(
+                "SELECT r.run_id, (SELECT j.line FROM runbook_journal j WHERE j.run_id = r.run_id \
+                 ORDER BY j.pos DESC LIMIT 1) FROM runbook_runs r \
+                 ORDER BY left(r.run_id, 13), r.created, r.run_id",
+                &[],
+            ),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let over = row
+                    .get::<_, Option<&str>>(1)
+                    .is_some_and(super::closing_line);
+                (row.get::<_, String>(0), over)
+            })
+            .collect())
+    }
+
     fn script(&self, run_id: &str) -> Result<String, Error> {
         let client = self.client()?;
         let row = block(

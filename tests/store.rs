@@ -1034,3 +1034,55 @@ fn a_long_history_in_a_directory_lists_the_newest_and_every_open_run() {
     let state = shared.path().join("state");
     a_long_history_lists_the_newest_and_every_open_run(&["--state-dir", state.to_str().unwrap()]);
 }
+
+/// How many records the store's journal holds, and the number of the last.
+fn rows_and_last(c: &PgCluster) -> (String, String) {
+    let both = sql(c, "SELECT count(*) || ' ' || max(pos) FROM runbook_journal");
+    let (rows, last) = both.split_once(' ').unwrap();
+    (rows.to_string(), last.to_string())
+}
+
+/// Records that guard nothing (a step started, a log line) go out on the store's connection
+/// without waiting for their commit, each behind the one before. A run killed in the middle of
+/// a burst of them leaves a journal without a hole, which a resume continues to the end.
+#[test]
+fn a_run_killed_amid_records_on_their_way_leaves_a_journal_without_a_hole() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    let t = Test::new().script(
+        r#"
+        step("chatty", || { for i in 0..20000 { log(`line ${i}`); } });
+        step("after", || log("done"));
+        "#,
+    );
+    let mut run = t.spawn(&["run", "runbook.rhai", "--store", &url]);
+    let count = || -> i64 {
+        c.psql(&c.nodes[0], "SELECT count(*) FROM runbook_journal")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || count() >= 500),
+        "the run did not log"
+    );
+    kill9(&mut run);
+    let (rows, last) = rows_and_last(&c);
+    assert_eq!(rows, last, "records 1 to {last}, each once");
+    assert!(
+        !sql(
+            &c,
+            "SELECT line FROM runbook_journal ORDER BY pos DESC LIMIT 1"
+        )
+        .contains("run_finished"),
+        "killed before the end"
+    );
+
+    let run_id = sql(&c, "SELECT run_id FROM runbook_runs");
+    let resumed = t.exec(&["resume", &run_id, "--store", &url]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    let (rows, last) = rows_and_last(&c);
+    assert_eq!(rows, last);
+    let log = t.exec(&["log", &run_id, "--store", &url]);
+    assert_says(&log.stdout, &["line 19999", "done", "finished"]);
+}

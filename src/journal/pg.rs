@@ -53,7 +53,6 @@ const SCHEMA_LOCK: i64 = 0x72756e626f6f6b; // "runbook"
 pub struct PgStore {
     shared: Arc<Shared>,
     shown: String,
-    rt: Option<tokio::runtime::Runtime>,
 }
 
 /// What the store and its writers share: where to connect, the connection for the journal,
@@ -65,6 +64,18 @@ struct Shared {
     shown: String,
     client: Mutex<Option<Arc<Client>>>,
     locks: Mutex<Vec<std::sync::Weak<LockSlot>>>,
+    /// The runtime `handle` runs on, shut down with the last of the store and its writers, so
+    /// that a writer confirming its last records still has it.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.client.lock().unwrap().take();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// One held lock: its advisory key and the session holding it.
@@ -289,19 +300,13 @@ impl PgStore {
             shown: shown.clone(),
             client: Mutex::new(None),
             locks: Mutex::new(Vec::new()),
+            runtime: Some(rt),
         });
-        Ok((
-            PgStore {
-                shared,
-                shown,
-                rt: Some(rt),
-            },
-            password,
-        ))
+        Ok((PgStore { shared, shown }, password))
     }
 
     fn handle(&self) -> &Handle {
-        self.rt.as_ref().expect("runtime until drop").handle()
+        &self.shared.handle
     }
 
     fn unreachable(&self, e: &tokio_postgres::Error) -> Error {
@@ -355,20 +360,29 @@ impl PgStore {
     }
 }
 
-impl Drop for PgStore {
-    fn drop(&mut self) {
-        self.shared.client.lock().unwrap().take();
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 struct PgWriter {
     shared: Arc<Shared>,
     run_id: String,
     next: i64,
+    /// Records sent and not yet answered, oldest first.
+    unconfirmed: std::collections::VecDeque<Sent>,
+    /// The connection they were sent on.
+    sent_on: Option<Arc<Client>>,
 }
+
+/// The answer an INSERT of a record will get: rows inserted.
+type Answer = std::pin::Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send>>;
+
+/// A record whose statement went out on the store's connection, pipelined behind those before
+/// it, with the answer it will get (none when no connection could be had to send it on).
+struct Sent {
+    pos: i64,
+    line: String,
+    answer: Option<Answer>,
+}
+
+const INSERT_RECORD: &str = "INSERT INTO runbook_journal (run_id, pos, line) VALUES ($1, $2, $3) \
+     ON CONFLICT (run_id, pos) DO NOTHING";
 
 /// How one attempt to append ended.
 enum Appended {
@@ -378,76 +392,114 @@ enum Appended {
 }
 
 impl PgWriter {
-    /// One attempt. A record number already present is not written twice: when it holds
-    /// this very line, an earlier attempt committed before its connection broke, and that is
-    /// success; any other line there was written by another process.
-    fn try_append(&self, line: &str) -> std::io::Result<Appended> {
-        let lost = |e: &tokio_postgres::Error| -> std::io::Result<Appended> {
-            if connection_lost(e) {
-                Ok(Appended::Lost(reason(e)))
-            } else {
-                Err(std::io::Error::other(reason(e)))
-            }
-        };
-        let client = match self.shared.client() {
-            Ok(c) => c,
-            Err(e) => return lost(&e),
-        };
-        if let Some(name) = LOST.lock().unwrap().first() {
-            return Err(std::io::Error::other(format!(
+    fn new(shared: Arc<Shared>, run_id: &str, next: i64) -> PgWriter {
+        PgWriter {
+            shared,
+            run_id: run_id.into(),
+            next,
+            unconfirmed: Default::default(),
+            sent_on: None,
+        }
+    }
+
+    fn lock_lost(&self) -> std::io::Result<()> {
+        match LOST.lock().unwrap().first() {
+            Some(name) => Err(std::io::Error::other(format!(
                 "lock '{name}' was lost while {} was away, and another process holds it now; \
                  is the run being resumed elsewhere?",
                 self.shared.shown
-            )));
-        }
-        let inserted = block(
-            &self.shared.handle,
-            client.execute_typed(
-                "INSERT INTO runbook_journal (run_id, pos, line) VALUES ($1, $2, $3) \
-                 ON CONFLICT (run_id, pos) DO NOTHING",
-                &[
-                    (&self.run_id, Type::TEXT),
-                    (&self.next, Type::INT8),
-                    (&line, Type::TEXT),
-                ],
-            ),
-        );
-        match inserted {
-            Ok(1) => return Ok(Appended::Done),
-            Ok(_) => {}
-            Err(e) => return lost(&e),
-        }
-        let present = block(
-            &self.shared.handle,
-            client.query_typed_one(
-                "SELECT line FROM runbook_journal WHERE run_id = $1 AND pos = $2",
-                &[(&self.run_id, Type::TEXT), (&self.next, Type::INT8)],
-            ),
-        );
-        match present {
-            Ok(row) if row.get::<_, &str>(0) == line => Ok(Appended::Done),
-            Ok(_) => Err(std::io::Error::other(format!(
-                "another process appended record {} of this run first; is the run being resumed elsewhere?",
-                self.next
             ))),
-            Err(e) => lost(&e),
+            None => Ok(()),
         }
     }
-}
 
-impl JournalWriter for PgWriter {
-    fn append(&mut self, line: &str, _sync: bool) -> std::io::Result<()> {
-        // Committed before returning: every record is durable, the cheap ones too. A store
-        // that went away is tried again, on new connections, for the reconnect window.
+    /// Sends a record's INSERT without waiting for its answer. It is polled once here, which
+    /// queues it on the connection, after every record sent before it: the server commits
+    /// them in the order of their numbers, so a reader never sees a later one without the
+    /// earlier ones, and the connection's task writes it out at once. Records sent on a
+    /// connection that has since been replaced are confirmed first, so that order holds
+    /// across the change too; while no connection can be had, records wait for the next
+    /// confirmation.
+    fn send(&mut self, line: &str) -> std::io::Result<()> {
+        let stalled = self.unconfirmed.back().is_some_and(|s| s.answer.is_none());
+        let client = if stalled {
+            None
+        } else {
+            self.shared.client().ok()
+        };
+        if let (Some(client), Some(before)) = (&client, &self.sent_on) {
+            if !Arc::ptr_eq(client, before) && !self.unconfirmed.is_empty() {
+                self.confirm()?;
+            }
+        }
+        self.sent_on = client.clone();
+        let answer = client.map(|client| {
+            let (run_id, pos, line) = (self.run_id.clone(), self.next, line.to_string());
+            let mut answer: Answer = Box::pin(async move {
+                client
+                    .execute_typed(
+                        INSERT_RECORD,
+                        &[
+                            (&run_id, Type::TEXT),
+                            (&pos, Type::INT8),
+                            (&line, Type::TEXT),
+                        ],
+                    )
+                    .await
+            });
+            let first = block(
+                &self.shared.handle,
+                std::future::poll_fn(|cx| std::task::Poll::Ready(answer.as_mut().poll(cx))),
+            );
+            match first {
+                std::task::Poll::Ready(done) => Box::pin(std::future::ready(done)) as Answer,
+                std::task::Poll::Pending => answer,
+            }
+        });
+        self.unconfirmed.push_back(Sent {
+            pos: self.next,
+            line: line.into(),
+            answer,
+        });
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Waits for the answers of the records sent, in order. A record whose answer did not
+    /// come (the connection broke, or none could be had) is written again the way a lone
+    /// record is — exactly once, on new connections, for the reconnect window counted from
+    /// the first that did not come.
+    fn confirm(&mut self) -> std::io::Result<()> {
+        let mut since: Option<std::time::Instant> = None;
+        while let Some(mut sent) = self.unconfirmed.pop_front() {
+            let answer = sent.answer.take().map(|a| block(&self.shared.handle, a));
+            match answer {
+                Some(Ok(1)) => continue,
+                // Already there: whether it is this line is asked below.
+                Some(Ok(_)) => {}
+                Some(Err(e)) if !connection_lost(&e) => {
+                    self.unconfirmed.clear();
+                    return Err(std::io::Error::other(reason(&e)));
+                }
+                Some(Err(_)) | None => {}
+            }
+            let started = *since.get_or_insert_with(std::time::Instant::now);
+            if let Err(e) = self.append_at(sent.pos, &sent.line, started) {
+                self.unconfirmed.clear();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes record `pos` and waits until it is committed, trying again on new connections
+    /// until the reconnect window, counted from `started`, has passed.
+    fn append_at(&self, pos: i64, line: &str, started: std::time::Instant) -> std::io::Result<()> {
         let window = reconnect_window();
-        let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.try_append(line)? {
-                Appended::Done => {
-                    self.next += 1;
-                    return Ok(());
-                }
+            match self.try_append(pos, line)? {
+                Appended::Done => return Ok(()),
                 Appended::Lost(why) => {
                     if started.elapsed() >= window {
                         // The engine says what comes next: the resume, with the store.
@@ -464,8 +516,77 @@ impl JournalWriter for PgWriter {
         }
     }
 
+    /// One attempt. A record number already present is not written twice: when it holds
+    /// this very line, an earlier attempt committed before its connection broke, and that is
+    /// success; any other line there was written by another process.
+    fn try_append(&self, pos: i64, line: &str) -> std::io::Result<Appended> {
+        let lost = |e: &tokio_postgres::Error| -> std::io::Result<Appended> {
+            if connection_lost(e) {
+                Ok(Appended::Lost(reason(e)))
+            } else {
+                Err(std::io::Error::other(reason(e)))
+            }
+        };
+        let client = match self.shared.client() {
+            Ok(c) => c,
+            Err(e) => return lost(&e),
+        };
+        self.lock_lost()?;
+        let inserted = block(
+            &self.shared.handle,
+            client.execute_typed(
+                INSERT_RECORD,
+                &[
+                    (&self.run_id, Type::TEXT),
+                    (&pos, Type::INT8),
+                    (&line, Type::TEXT),
+                ],
+            ),
+        );
+        match inserted {
+            Ok(1) => return Ok(Appended::Done),
+            Ok(_) => {}
+            Err(e) => return lost(&e),
+        }
+        let present = block(
+            &self.shared.handle,
+            client.query_typed_one(
+                "SELECT line FROM runbook_journal WHERE run_id = $1 AND pos = $2",
+                &[(&self.run_id, Type::TEXT), (&pos, Type::INT8)],
+            ),
+        );
+        match present {
+            Ok(row) if row.get::<_, &str>(0) == line => Ok(Appended::Done),
+            Ok(_) => Err(std::io::Error::other(format!(
+                "another process appended record {pos} of this run first; is the run being resumed elsewhere?"
+            ))),
+            Err(e) => lost(&e),
+        }
+    }
+}
+
+impl JournalWriter for PgWriter {
+    /// Every record is sent at once, pipelined; `sync` waits until it and every record before
+    /// it are committed. A record that guards a side effect is a sync one, so the cheap ones
+    /// (a step started, a log line) cost no round trip of their own.
+    fn append(&mut self, line: &str, sync: bool) -> std::io::Result<()> {
+        self.lock_lost()?;
+        self.send(line)?;
+        if sync {
+            self.confirm()
+        } else {
+            Ok(())
+        }
+    }
+
     fn sync(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.confirm()
+    }
+}
+
+impl Drop for PgWriter {
+    fn drop(&mut self) {
+        let _ = self.confirm();
     }
 }
 
@@ -527,11 +648,7 @@ impl Store for PgStore {
             ),
         )
         .map_err(|e| self.failed(&format!("cannot create run {run_id}"), &e))?;
-        Ok(Box::new(PgWriter {
-            shared: self.shared.clone(),
-            run_id: run_id.into(),
-            next: 1,
-        }))
+        Ok(Box::new(PgWriter::new(self.shared.clone(), run_id, 1)))
     }
 
     fn append_to(&self, run_id: &str) -> Result<Box<dyn JournalWriter>, Error> {
@@ -545,11 +662,11 @@ impl Store for PgStore {
             ),
         )
         .map_err(|e| self.unreachable(&e))?;
-        Ok(Box::new(PgWriter {
-            shared: self.shared.clone(),
-            run_id: run_id.into(),
-            next: row.get(0),
-        }))
+        Ok(Box::new(PgWriter::new(
+            self.shared.clone(),
+            run_id,
+            row.get(0),
+        )))
     }
 
     fn read(&self, run_id: &str) -> Result<Loaded, Error> {

@@ -241,8 +241,9 @@ impl RunCtx {
     // ---- journal and report -------------------------------------------------------------
 
     /// Appends an event; `sync` makes it durable before returning. Every record is written at
-    /// once (a killed process loses nothing); fsync is reserved for the records that guard a
-    /// side effect, which also make every earlier record durable.
+    /// once — into the file, or out on the PostgreSQL store's connection — so a killed process
+    /// loses nothing; the wait (an fsync, a commit's answer) is reserved for the records that
+    /// guard a side effect, which also make every earlier record durable.
     pub fn journal(&self, event: Event, sync: bool) -> Result<(), Error> {
         let mut guard = self.journal.writer.lock().unwrap();
         if guard.is_none() {

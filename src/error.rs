@@ -55,6 +55,9 @@ pub enum Next {
     },
     /// The state directory (runs and locks) cannot be written: nothing was started.
     StateWritable { dir: String },
+    /// A new run whose PostgreSQL store did not answer: nothing was started. Run it again once
+    /// the store answers, or, when it cannot now, with a journal on this host.
+    StoreAway,
     /// Nothing was changed: run it again, `command` (`runbook run FILE -i INVENTORY --var ..`,
     /// the store options added when rendered).
     RunAgain { command: String },
@@ -138,6 +141,7 @@ impl Next {
             Next::StateWritable { dir } => format!(
                 "nothing was started: {dir} keeps the runs and their locks, and must be writable with room on its file system; make it so, or keep them elsewhere with --state-dir DIR, then run it again"
             ),
+            Next::StoreAway => "nothing was started: run it again once the store answers. If it cannot answer now (its database is in the region that is down), `--state-dir DIR` in place of `--store` (and RUNBOOK_STORE unset) keeps this run's journal and locks on this host: only this host can resume the run then, and no host that uses the store sees it or its locks, so make sure nobody starts a procedure on this deployment beside it".to_string(),
             Next::JournalWritable { run } => format!(
                 "once the journal can be written again (room on its file system, the store reachable), `runbook resume {run}{resume}` goes on from its last record: finished changes are not repeated, and a change that was in flight is asked about"
             ),
@@ -260,6 +264,10 @@ pub enum Error {
     #[error("{0}")]
     Param(String),
 
+    /// The PostgreSQL store did not answer (it is down, or unreachable from here).
+    #[error("{0}")]
+    StoreUnreachable(String),
+
     /// A journal that cannot be read or written.
     #[error("journal {}: {message}", path.display())]
     Journal { path: PathBuf, message: String },
@@ -325,7 +333,7 @@ impl Error {
             Error::Locked { .. } | Error::Claimed(_) => exit::LOCKED,
             Error::Paused { .. } => exit::PAUSED,
             Error::Interrupted { .. } => exit::INTERRUPTED,
-            Error::RunFailed { .. } | Error::Io(_) => exit::RUN_FAILED,
+            Error::RunFailed { .. } | Error::Io(_) | Error::StoreUnreachable(_) => exit::RUN_FAILED,
             Error::ClosedOutput => exit::SUCCESS,
         }
     }

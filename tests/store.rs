@@ -363,6 +363,23 @@ fn store_urls_that_do_not_work_are_named_without_their_password() {
     );
     assert_no_password(&down);
     assert!(!t.path("ran.txt").exists(), "nothing ran without a journal");
+    // The store's database may be in the region that is down: how to go on without it, and
+    // what that costs.
+    assert_says(
+        &down.stderr,
+        &[
+            "next: nothing was started: run it again once the store answers",
+            "`--state-dir DIR` in place of `--store` (and RUNBOOK_STORE unset) keeps this run's journal and locks on this host: only this host can resume the run then",
+        ],
+    );
+    let local = t.exec(&["--state-dir", "local", "run", "runbook.rhai"]);
+    assert_eq!(local.code, 0, "{}", local.all());
+    assert!(t.path("ran.txt").exists() && t.path("local/runs").exists());
+    std::fs::remove_file(t.path("ran.txt")).unwrap();
+    // Other commands read what is in the store: no other place is suggested.
+    let listed = t.exec(&["--store", "postgres://ops@127.0.0.1:1/ops", "runs"]);
+    assert_eq!(listed.code, 1, "{}", listed.all());
+    assert!(!listed.stderr.contains("--state-dir"), "{}", listed.stderr);
 
     // A wrong password: the server's refusal, not the password.
     let wrong = t.exec(&[

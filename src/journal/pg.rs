@@ -310,7 +310,7 @@ impl PgStore {
     }
 
     fn unreachable(&self, e: &tokio_postgres::Error) -> Error {
-        Error::Io(format!(
+        Error::StoreUnreachable(format!(
             "cannot use the journal in {}: {}; check that the server is up and the URL given by --store or RUNBOOK_STORE",
             self.shown,
             reason(e)

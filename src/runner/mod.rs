@@ -357,7 +357,17 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
             env.reporter.as_ref(),
             &name,
             &holder(id, &file, &env.operator),
-        )?;
+        )
+        // The store's database may be in the region that is down; say how to go on without it.
+        .map_err(|e| match e {
+            Error::StoreUnreachable(message) => Error::RunFailed {
+                message,
+                pos: None,
+                source_line: None,
+                next: Some(crate::error::Next::StoreAway),
+            },
+            e => e,
+        })?;
         ctx.state.locks.lock().unwrap().push(guard);
     }
     env.reporter.report(&Progress::RunStarted {

@@ -228,7 +228,32 @@ impl Test {
         child
     }
 
+    /// Also adds an environment variable, in place.
+    pub fn set_env(&mut self, k: &str, v: &str) {
+        self.envs.push((k.into(), v.into()));
+    }
+
+    /// The PostgreSQL store this test's commands keep their runs in, if RUNBOOK_STORE is set.
+    fn store(&self) -> Option<&str> {
+        self.envs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "RUNBOOK_STORE")
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn run_ids(&self) -> Vec<String> {
+        if self.store().is_some() {
+            let listed = self.exec(&["runs", "--all", "--json"]);
+            let mut ids: Vec<String> = listed
+                .stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v["run_id"].as_str().map(str::to_string))
+                .collect();
+            ids.sort();
+            return ids;
+        }
         let mut ids: Vec<String> = std::fs::read_dir(self.path(".runbook/runs"))
             .map(|d| {
                 d.filter_map(|e| e.ok())
@@ -273,7 +298,16 @@ impl Test {
         self.path(&format!(".runbook/runs/{run}/journal.jsonl"))
     }
 
+    /// A run's journal, its JSON lines as recorded (from the store, with RUNBOOK_STORE).
     pub fn journal(&self, run: &str) -> String {
+        if self.store().is_some() {
+            let log = self.exec(&["log", run, "--json"]);
+            return if log.code == 0 {
+                log.stdout
+            } else {
+                String::new()
+            };
+        }
         std::fs::read_to_string(self.journal_path(run)).unwrap_or_default()
     }
 

@@ -1103,3 +1103,49 @@ fn a_run_killed_amid_records_on_their_way_leaves_a_journal_without_a_hole() {
     let log = t.exec(&["log", &run_id, "--store", &url]);
     assert_says(&log.stdout, &["line 19999", "done", "finished"]);
 }
+
+/// `runbook watch --ack` finds the deployment's last automatic failover by the first record of
+/// each run (a run the watcher started names it there), in PostgreSQL as in a directory.
+#[test]
+fn the_last_automatic_failover_is_found_in_postgres_by_the_first_records() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    let t = Test::new()
+        .inventory("name = \"shop\"\n")
+        .file("failover.rhai", "log(1);")
+        .file("other.rhai", "log(2);");
+    let ack = || t.exec(&["watch", "--ack", "-i", "inventory.toml", "--store", &url]);
+    for file in ["failover.rhai", "other.rhai"] {
+        let ran = t.exec(&["run", file, "-i", "inventory.toml", "--store", &url]);
+        assert_eq!(ran.code, 0, "{}", ran.all());
+    }
+    let none = ack();
+    assert_eq!(none.code, 2, "{}", none.all());
+    assert_says(
+        &none.stderr,
+        &["no automatic failover of shop in PostgreSQL store"],
+    );
+    // What the watcher records in the first record of a run it starts.
+    sql(
+        &c,
+        r#"UPDATE runbook_journal SET line = replace(line, '"event":"run_started"',
+               '"event":"run_started","trigger":{"deployment":"shop","action":"failover"}')
+           WHERE pos = 1 AND line ~ '"runbook":"[^"]*failover\.rhai"'"#,
+    );
+    let run = sql(
+        &c,
+        "SELECT run_id FROM runbook_journal WHERE pos = 1 AND line LIKE '%\"trigger\"%'",
+    );
+    let acked = ack();
+    assert_eq!(acked.code, 0, "{}", acked.all());
+    assert_says(
+        &acked.stdout,
+        &[format!("acknowledged the automatic failover {run}")],
+    );
+    assert_says(
+        &ack().stdout,
+        &[format!(
+            "the automatic failover {run} was already acknowledged; nothing changed"
+        )],
+    );
+}

@@ -235,6 +235,23 @@ impl Store for DirStore {
             .collect())
     }
 
+    fn starts(&self) -> Result<Vec<(String, Option<super::Record>)>, Error> {
+        use std::io::BufRead;
+        Ok(self
+            .list()?
+            .into_iter()
+            .map(|id| {
+                let mut first = String::new();
+                let read = File::open(self.journal_path(&id))
+                    .and_then(|f| std::io::BufReader::new(f).read_line(&mut first));
+                // A first line not yet whole is not read as a record.
+                let whole = read.is_ok() && first.ends_with('\n');
+                let record = whole.then(|| super::record_of(&first)).flatten();
+                (id, record)
+            })
+            .collect())
+    }
+
     fn lock(&self, name: &str) -> Result<LockGuard, Error> {
         super::lock::acquire_file(&self.root.join("locks"), name)
     }
@@ -341,6 +358,29 @@ mod tests {
             assert_eq!((id, over), (got_id, got_over), "{name}");
         }
         assert_eq!(got.len(), want.len());
+    }
+
+    /// A run's start is read from its journal's first line, when that line is whole.
+    #[test]
+    fn the_first_line_of_a_journal_tells_how_its_run_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let first = line(1);
+        let cases: [(&str, String, Option<u64>); 4] = [
+            ("whole", format!("{first}\n{}\n", line(2)), Some(1)),
+            ("alone", format!("{first}\n"), Some(1)),
+            ("being written", first[..30].to_string(), None),
+            ("empty", String::new(), None),
+        ];
+        for (i, (_, text, _)) in cases.iter().enumerate() {
+            drop(store.create(&format!("r{i}"), "").unwrap());
+            std::fs::write(dir.path().join(format!("runs/r{i}/journal.jsonl")), text).unwrap();
+        }
+        let starts = store.starts().unwrap();
+        assert_eq!(starts.len(), cases.len());
+        for ((name, _, want), (_, got)) in cases.iter().zip(&starts) {
+            assert_eq!(got.as_ref().map(|r| r.n), *want, "{name}");
+        }
     }
 
     /// A follow reads what was appended since its last read: a line half-written when it

@@ -532,6 +532,18 @@ pub trait Store: Send + Sync {
             })
             .collect())
     }
+    /// Every run with its first record — how it started: runbook, inventory, what triggered
+    /// it — or None where that cannot be read, without reading the rest.
+    fn starts(&self) -> Result<Vec<(String, Option<Record>)>, Error> {
+        Ok(self
+            .read_all()?
+            .into_iter()
+            .map(|(id, loaded)| {
+                let first = loaded.ok().and_then(|l| l.records.into_iter().next());
+                (id, first)
+            })
+            .collect())
+    }
     /// Takes an exclusive hold on a lock, or says which live process holds it. The guard
     /// carries the claim found in it; `lock::take` decides whether that claim still stands.
     fn lock(&self, name: &str) -> Result<LockGuard, Error>;
@@ -558,10 +570,15 @@ pub fn closes(record: &Record) -> bool {
     )
 }
 
+/// A journal line, as stored, as a record, if it is a whole one.
+pub fn record_of(line: &str) -> Option<Record> {
+    serde_json::from_str::<Record>(line.trim_end()).ok()
+}
+
 /// Whether a journal line, as stored, is a record that closes its run; a line that is not a
 /// whole record is not one.
 pub fn closing_line(line: &str) -> bool {
-    serde_json::from_str::<Record>(line.trim_end()).is_ok_and(|r| closes(&r))
+    record_of(line).is_some_and(|r| closes(&r))
 }
 
 /// The runs a listing reads, of all a store holds (oldest first, each with whether its last

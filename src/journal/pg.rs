@@ -785,6 +785,26 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn starts(&self) -> Result<Vec<(String, Option<super::Record>)>, Error> {
+        let client = self.client()?;
+        let rows = block(
+            self.handle(),
+            client.query_typed(
+                "SELECT r.run_id, j.line FROM runbook_runs r LEFT JOIN runbook_journal j \
+                 ON j.run_id = r.run_id AND j.pos = 1 ORDER BY r.run_id",
+                &[],
+            ),
+        )
+        .map_err(|e| self.unreachable(&e))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let first = row.get::<_, Option<&str>>(1).and_then(super::record_of);
+                (row.get::<_, String>(0), first)
+            })
+            .collect())
+    }
+
     fn script(&self, run_id: &str) -> Result<String, Error> {
         let client = self.client()?;
         let row = block(

@@ -116,14 +116,12 @@ pub fn seen_of(t: &Topology) -> Seen {
 }
 
 /// This deployment's last automatic failover: its run id and when it started (Unix ms). Reads
-/// every journal in the store: done once, and again after this watcher starts a run.
+/// the first record of every run in the store: done once, and again after this watcher starts
+/// a run.
 fn last_automatic(store: &dyn Store, name: &str) -> Result<Option<(String, u64)>, Error> {
     let mut latest: Option<(String, u64)> = None;
-    for (id, loaded) in store.read_all()? {
-        let Ok(loaded) = loaded else {
-            continue;
-        };
-        let Some(first) = loaded.records.first() else {
+    for (id, first) in store.starts()? {
+        let Some(first) = first else {
             continue;
         };
         let Event::RunStarted {

@@ -3,6 +3,7 @@
 //! holder, corruption is refused, and the password never shows; and a run whose host is lost
 //! is seen stopped from another host, through PostgreSQL or a directory both share.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -1147,5 +1148,184 @@ fn the_last_automatic_failover_is_found_in_postgres_by_the_first_records() {
         &[format!(
             "the automatic failover {run} was already acknowledged; nothing changed"
         )],
+    );
+}
+
+/// Rewrites run RUN's first record with the function given.
+type EditFirst<'a> = dyn Fn(&str, &dyn Fn(&str) -> String) + 'a;
+
+/// `runbook prune --older-than AGE` removes the old runs that are over or failed before
+/// changing anything, and keeps the old ones still open and each deployment's last automatic
+/// failover; `--dry-run` lists them and removes nothing. `edit_first` rewrites a run's first
+/// record where the store keeps it (what makes a run old, or a watcher's, here).
+fn prune_keeps_what_may_still_be_needed(store: &[&str], edit_first: &EditFirst) {
+    let with_store = |args: &[&str]| -> Vec<String> {
+        args.iter().chain(store).map(|s| s.to_string()).collect()
+    };
+    let t = Test::new()
+        .inventory("name = \"shop\"\n")
+        .file("status.rhai", r#"step("look", || log("all well"));"#)
+        .file(
+            "check.rhai",
+            r#"step("check", || fail("found a problem"));"#,
+        )
+        .file("gate.rhai", r#"step("gate", || approve("go?"));"#)
+        .file(
+            "change.rhai",
+            r#"step("change", || { shell::run("true"); fail("half-way"); });"#,
+        )
+        .file("failover.rhai", r#"log("failing over");"#);
+    let exec = |args: &[&str]| {
+        let args = with_store(args);
+        t.exec(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let mut ids = BTreeMap::new();
+    for (name, file, code) in [
+        ("old finished", "status", 0),
+        ("old check", "check", 1),
+        ("old paused", "gate", 3),
+        ("old change", "change", 1),
+        ("old failover", "failover", 0),
+        ("last failover", "failover", 0),
+        ("new", "status", 0),
+    ] {
+        let before: Vec<String> = listed(&exec(&["runs", "--all", "--json"]));
+        let ran = exec(&["run", &format!("{file}.rhai"), "-i", "inventory.toml"]);
+        assert_eq!(ran.code, code, "{name}: {}", ran.all());
+        let after = listed(&exec(&["runs", "--all", "--json"]));
+        let id = after.into_iter().find(|id| !before.contains(id)).unwrap();
+        ids.insert(name, id);
+    }
+    for (name, id) in &ids {
+        let at = match *name {
+            "new" => continue,
+            "old failover" => "2025-01-01T00:00:00.000Z",
+            _ => "2025-03-01T00:00:00.000Z",
+        };
+        edit_first(id, &|line: &str| {
+            let from = line.find("\"at\":\"").unwrap() + 6;
+            let to = from + line[from..].find('"').unwrap();
+            format!("{}{at}{}", &line[..from], &line[to..])
+        });
+    }
+    let watched = |line: &str| {
+        line.replace(
+            "\"event\":\"run_started\"",
+            "\"event\":\"run_started\",\"trigger\":{\"deployment\":\"shop\",\"action\":\"failover\"}",
+        )
+    };
+    edit_first(&ids["old failover"], &watched);
+    edit_first(&ids["last failover"], &watched);
+
+    let all_before = listed(&exec(&["runs", "--all", "--json"]));
+    let plan = exec(&["prune", "--older-than", "30d", "--dry-run"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    let mut gone = vec![
+        ids["old finished"].clone(),
+        ids["old check"].clone(),
+        ids["old failover"].clone(),
+    ];
+    gone.sort();
+    let mut named: Vec<String> = plan
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("20"))
+        .map(str::to_string)
+        .collect();
+    named.sort();
+    assert_eq!(named, gone, "{}", plan.stdout);
+    assert_says(
+        &plan.stdout,
+        &[
+            "would remove 3 runs started before ",
+            " (2 over, 1 failed before changing anything) from ",
+            "; nothing was removed",
+            &format!(
+                "kept {}, the last automatic failover of shop",
+                ids["last failover"]
+            ),
+            "kept 2 runs that started before then and may still need a person",
+        ],
+    );
+    assert_eq!(listed(&exec(&["runs", "--all", "--json"])), all_before);
+
+    let pruned = exec(&["prune", "--older-than", "30d"]);
+    assert_eq!(pruned.code, 0, "{}", pruned.all());
+    assert_says(&pruned.stdout, &["removed 3 runs started before "]);
+    let mut left = listed(&exec(&["runs", "--all", "--json"]));
+    left.sort();
+    let mut want: Vec<String> = ["old paused", "old change", "last failover", "new"]
+        .iter()
+        .map(|n| ids[n].clone())
+        .collect();
+    want.sort();
+    assert_eq!(left, want);
+    // What is left still works: the paused run resumes, the watcher finds its failover.
+    let resumed = exec(&["resume", &ids["old paused"], "--approve"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    let ack = exec(&["watch", "--ack", "-i", "inventory.toml"]);
+    assert_says(
+        &ack.stdout,
+        &[format!(
+            "acknowledged the automatic failover {}",
+            ids["last failover"]
+        )],
+    );
+    // Resumed to its end, the old paused run is over: the next prune takes it.
+    let again = exec(&["prune", "--older-than", "30d"]);
+    assert_says(
+        &again.stdout,
+        &[
+            "removed 1 run started before ",
+            " (1 over, 0 failed before changing anything)",
+        ],
+    );
+    assert!(!listed(&exec(&["runs", "--all", "--json"])).contains(&ids["old paused"]));
+    let bad = exec(&["prune", "--older-than", "soon"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert_says(&bad.stderr, &["--older-than soon: "]);
+}
+
+/// The run ids `runbook runs --json` printed.
+fn listed(ran: &Ran) -> Vec<String> {
+    ran.stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["run_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn prune_in_postgres_keeps_what_may_still_be_needed() {
+    let (_d, c) = database();
+    let url = c.nodes[0].url();
+    prune_keeps_what_may_still_be_needed(&["--store", &url], &|run, edit| {
+        let line = sql(
+            &c,
+            &format!("SELECT line FROM runbook_journal WHERE run_id = '{run}' AND pos = 1"),
+        );
+        let new = edit(&line).replace('\'', "''");
+        sql(
+            &c,
+            &format!(
+                "UPDATE runbook_journal SET line = '{new}' WHERE run_id = '{run}' AND pos = 1"
+            ),
+        );
+    });
+}
+
+#[test]
+fn prune_in_a_directory_keeps_what_may_still_be_needed() {
+    let shared = tempfile::tempdir().unwrap();
+    let state = shared.path().join("state");
+    let runs = state.join("runs");
+    prune_keeps_what_may_still_be_needed(
+        &["--state-dir", state.to_str().unwrap()],
+        &|run, edit| {
+            let path = runs.join(run).join("journal.jsonl");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let (first, rest) = text.split_once('\n').unwrap();
+            std::fs::write(&path, format!("{}\n{rest}", edit(first))).unwrap();
+        },
     );
 }

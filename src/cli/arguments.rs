@@ -116,6 +116,18 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Remove old runs that are over — finished, undone, abandoned, or failed before changing
+    /// anything — from the store, for good, to keep it small. Never removed: a run still open
+    /// (running, paused, interrupted, stopped part-way through its changes), and each
+    /// deployment's last automatic failover, which `runbook watch` holds on until acknowledged
+    Prune {
+        /// Remove the runs that started longer ago than this ("90d", "12w", "1year")
+        #[arg(long, value_name = "AGE")]
+        older_than: String,
+        /// List what would be removed, and remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Stop a run that is running, from any host that shares its store: it stops after its
     /// current action, as Ctrl-C where it runs would, and stays resumable
     Stop {

@@ -173,6 +173,10 @@ pub fn dispatch(args: Arguments, redactor: &Redactor, store_flag: &str) -> Resul
             result
         }
         Command::Check { files, params } => check(&files, params),
+        Command::Prune {
+            older_than,
+            dry_run,
+        } => prune(store.as_ref(), &older_than, dry_run, store_flag),
         Command::Runs { json, limit, all } => {
             runs(store.as_ref(), json, (!all).then_some(limit), store_flag)
         }
@@ -596,6 +600,95 @@ fn runs(
         );
     }
     Ok(())
+}
+
+/// `runbook prune`: removes the runs that started longer ago than `older_than` and are over,
+/// or failed before changing anything; keeps the rest (see `journal::prune_plan`).
+fn prune(
+    store: &dyn Store,
+    older_than: &str,
+    dry_run: bool,
+    store_flag: &str,
+) -> Result<(), Error> {
+    let age = humantime::parse_duration(older_than).map_err(|e| {
+        Error::Usage(format!(
+            "--older-than {older_than}: {e}; give an age such as 90d, 12w or 1year"
+        ))
+    })?;
+    let cutoff = journal::unix_ms().saturating_sub(age.as_millis() as u64);
+    let over: std::collections::HashMap<String, bool> = store.closed()?.into_iter().collect();
+    let runs: Vec<journal::RunAge> = store
+        .starts()?
+        .into_iter()
+        .map(|(id, first)| journal::RunAge {
+            started_ms: first.as_ref().and_then(|r| journal::unix_ms_of(&r.at)),
+            over: over.get(&id).copied().unwrap_or(false),
+            watched: first
+                .as_ref()
+                .and_then(crate::watch::automatic_failover_of)
+                .map(str::to_string),
+            id,
+        })
+        .collect();
+    let (mut remove, check) = journal::prune_plan(&runs, cutoff);
+    let closed = remove.len();
+    for (id, loaded) in store.read_runs(&check)? {
+        let Ok(loaded) = loaded else {
+            continue;
+        };
+        let status = runner::summarize_in(store, &id, &loaded.records).status;
+        if status == journal::RunStatus::Failed && journal::claim_of(&loaded.records).is_none() {
+            remove.push(id);
+        }
+    }
+    let unchanged = remove.len() - closed;
+    let open = check.len() - unchanged;
+    let before = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(cutoff),
+    );
+    let what = format!(
+        "{} started before {before} ({closed} over, {unchanged} failed before changing anything)",
+        plural(remove.len(), "run")
+    );
+    if dry_run {
+        for id in &remove {
+            say!("{id}");
+        }
+        say!(
+            "would remove {what} from {}; nothing was removed",
+            store.describe()
+        );
+    } else {
+        store.remove(&remove)?;
+        say!("removed {what} from {}", store.describe());
+    }
+    for r in &runs {
+        let old = r.started_ms.is_some_and(|at| at < cutoff);
+        if let (Some(deployment), true) = (&r.watched, old) {
+            if !remove.contains(&r.id) {
+                say!(
+                    "kept {}, the last automatic failover of {deployment}: `runbook watch` reads it (its cooldown, its acknowledgement)",
+                    r.id
+                );
+            }
+        }
+    }
+    if open > 0 {
+        say!(
+            "kept {} that started before then and may still need a person: `runbook runs{store_flag}` lists {}",
+            plural(open, "run"),
+            if open == 1 { "it" } else { "them" }
+        );
+    }
+    Ok(())
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// `runbook report`: the run (or the one started last) as Markdown, HTML or JSON.

@@ -252,6 +252,21 @@ impl Store for DirStore {
             .collect())
     }
 
+    fn remove(&self, run_ids: &[String]) -> Result<(), Error> {
+        for id in run_ids {
+            if self.check_id(id).is_err() {
+                continue; // gone already (another prune), or no run of this store
+            }
+            let dir = self.run_dir(id);
+            match fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(self.io(&dir, e)),
+                _ => {}
+            }
+        }
+        sync_dir(&self.root.join("runs"));
+        Ok(())
+    }
+
     fn lock(&self, name: &str) -> Result<LockGuard, Error> {
         super::lock::acquire_file(&self.root.join("locks"), name)
     }

@@ -544,6 +544,8 @@ pub trait Store: Send + Sync {
             })
             .collect())
     }
+    /// Removes these runs, their journals and what else the store keeps of them, for good.
+    fn remove(&self, run_ids: &[String]) -> Result<(), Error>;
     /// Takes an exclusive hold on a lock, or says which live process holds it. The guard
     /// carries the claim found in it; `lock::take` decides whether that claim still stands.
     fn lock(&self, name: &str) -> Result<LockGuard, Error>;
@@ -593,6 +595,47 @@ pub fn worth_reading(runs: &[(String, bool)], newest: Option<usize>) -> Vec<Stri
         .collect()
 }
 
+/// What `runbook prune` knows of a run before reading its journal: when it started (its first
+/// record), whether its last record closes it, and the deployment whose watcher started it.
+#[derive(Debug, Clone)]
+pub struct RunAge {
+    pub id: String,
+    pub started_ms: Option<u64>,
+    pub over: bool,
+    pub watched: Option<String>,
+}
+
+/// Which runs started before `cutoff_ms` a prune may remove: `remove`, those over; `check`,
+/// those whose journal must be read to tell (one that failed before changing anything may
+/// go, any other still open stays). Kept whatever their age: a run whose start cannot be
+/// read, and each deployment's last automatic failover, on which `runbook watch` holds until
+/// a person acknowledges it.
+pub fn prune_plan(runs: &[RunAge], cutoff_ms: u64) -> (Vec<String>, Vec<String>) {
+    let mut last_watched: std::collections::BTreeMap<&str, (u64, &str)> = Default::default();
+    for r in runs {
+        if let (Some(deployment), Some(at)) = (&r.watched, r.started_ms) {
+            let newest = last_watched.entry(deployment).or_insert((at, &r.id));
+            if at > newest.0 {
+                *newest = (at, &r.id);
+            }
+        }
+    }
+    let kept: std::collections::BTreeSet<&str> = last_watched.values().map(|(_, id)| *id).collect();
+    let (mut remove, mut check) = (Vec::new(), Vec::new());
+    for r in runs {
+        let old = r.started_ms.is_some_and(|at| at < cutoff_ms);
+        if !old || kept.contains(r.id.as_str()) {
+            continue;
+        }
+        if r.over {
+            remove.push(r.id.clone());
+        } else {
+            check.push(r.id.clone());
+        }
+    }
+    (remove, check)
+}
+
 /// Appends records. `sync` asks for the record to be on stable storage before returning.
 pub trait JournalWriter: Send {
     fn append(&mut self, line: &str, sync: bool) -> std::io::Result<()>;
@@ -626,6 +669,14 @@ pub fn append_event(
 /// Now as RFC 3339 with milliseconds.
 pub fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// An RFC 3339 time, as a record's `at`, in Unix milliseconds.
+pub fn unix_ms_of(at: &str) -> Option<u64> {
+    humantime::parse_rfc3339_weak(at)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
 }
 
 pub fn unix_ms() -> u64 {
@@ -704,6 +755,81 @@ pub(crate) mod tests {
                     + "\n"
             })
             .collect()
+    }
+
+    /// A prune removes old runs that are over, reads the old ones still open to tell, and
+    /// keeps new runs, runs whose start is unknown, and each deployment's last automatic
+    /// failover.
+    #[test]
+    fn a_prune_takes_old_runs_that_are_over_and_keeps_the_watchers_last() {
+        let run = |id: &str, started: Option<u64>, over: bool, watched: Option<&str>| RunAge {
+            id: id.into(),
+            started_ms: started,
+            over,
+            watched: watched.map(str::to_string),
+        };
+        let cutoff = 100;
+        /// A case: its name, the runs, those removed, those read to tell.
+        type Case<'a> = (&'a str, Vec<RunAge>, &'a [&'a str], &'a [&'a str]);
+        let cases: [Case; 7] = [
+            (
+                "old and over",
+                vec![run("a", Some(10), true, None)],
+                &["a"],
+                &[],
+            ),
+            (
+                "old, not over",
+                vec![run("a", Some(10), false, None)],
+                &[],
+                &["a"],
+            ),
+            (
+                "new",
+                vec![
+                    run("a", Some(100), true, None),
+                    run("b", Some(150), false, None),
+                ],
+                &[],
+                &[],
+            ),
+            ("start unknown", vec![run("a", None, true, None)], &[], &[]),
+            (
+                "the watcher's last of each deployment",
+                vec![
+                    run("w1", Some(10), true, Some("shop")),
+                    run("w2", Some(20), true, Some("shop")),
+                    run("x1", Some(15), true, Some("blog")),
+                ],
+                &["w1"],
+                &[],
+            ),
+            (
+                "the last is new: the older ones go",
+                vec![
+                    run("w1", Some(10), true, Some("shop")),
+                    run("w2", Some(200), true, Some("shop")),
+                ],
+                &["w1"],
+                &[],
+            ),
+            (
+                "a mixed store",
+                vec![
+                    run("a", Some(1), true, None),
+                    run("b", Some(2), false, None),
+                    run("c", Some(3), true, Some("shop")),
+                    run("d", Some(120), true, None),
+                ],
+                &["a"],
+                &["b"],
+            ),
+        ];
+        for (name, runs, remove, check) in cases {
+            let (r, c) = prune_plan(&runs, cutoff);
+            assert_eq!(r, remove, "{name}: removed");
+            assert_eq!(c, check, "{name}: read to tell");
+        }
     }
 
     /// A listing reads every run not closed, however old, and the newest ones.

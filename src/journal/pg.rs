@@ -785,6 +785,22 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn remove(&self, run_ids: &[String]) -> Result<(), Error> {
+        let client = self.client()?;
+        // One statement: all of a run goes, or none of it.
+        block(
+            self.handle(),
+            client.execute_typed(
+                "WITH stops AS (DELETE FROM runbook_stops WHERE run_id = ANY($1)), \
+                 journal AS (DELETE FROM runbook_journal WHERE run_id = ANY($1)) \
+                 DELETE FROM runbook_runs WHERE run_id = ANY($1)",
+                &[(&run_ids, Type::TEXT_ARRAY)],
+            ),
+        )
+        .map(|_| ())
+        .map_err(|e| self.failed("cannot remove runs", &e))
+    }
+
     fn starts(&self) -> Result<Vec<(String, Option<super::Record>)>, Error> {
         let client = self.client()?;
         let rows = block(

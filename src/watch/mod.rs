@@ -115,6 +115,18 @@ pub fn seen_of(t: &Topology) -> Seen {
     }
 }
 
+/// The deployment whose automatic failover a run is, read from its first record: a run this
+/// watcher started for a failover (a fence of a former primary that came back is not one).
+pub fn automatic_failover_of(first: &journal::Record) -> Option<&str> {
+    match &first.event {
+        Event::RunStarted {
+            trigger: Some(trigger),
+            ..
+        } if trigger["action"] != "fence" => trigger["deployment"].as_str(),
+        _ => None,
+    }
+}
+
 /// This deployment's last automatic failover: its run id and when it started (Unix ms). Reads
 /// the first record of every run in the store: done once, and again after this watcher starts
 /// a run.
@@ -124,22 +136,10 @@ fn last_automatic(store: &dyn Store, name: &str) -> Result<Option<(String, u64)>
         let Some(first) = first else {
             continue;
         };
-        let Event::RunStarted {
-            trigger: Some(trigger),
-            ..
-        } = &first.event
-        else {
-            continue;
-        };
-        // A fence of a former primary that came back is not a failover.
-        if trigger["deployment"].as_str() != Some(name) || trigger["action"] == "fence" {
+        if automatic_failover_of(&first) != Some(name) {
             continue;
         }
-        let at = humantime::parse_rfc3339_weak(&first.at)
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let at = journal::unix_ms_of(&first.at).unwrap_or(0);
         if latest.as_ref().is_none_or(|(_, t)| at > *t) {
             latest = Some((id, at));
         }

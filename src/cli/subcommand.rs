@@ -630,7 +630,8 @@ fn prune(
             id,
         })
         .collect();
-    let (mut remove, check) = journal::prune_plan(&runs, cutoff);
+    let plan = journal::prune_plan(&runs, cutoff);
+    let (mut remove, check) = (plan.remove, plan.check);
     let closed = remove.len();
     for (id, loaded) in store.read_runs(&check)? {
         let Ok(loaded) = loaded else {
@@ -662,16 +663,10 @@ fn prune(
         store.remove(&remove)?;
         say!("removed {what} from {}", store.describe());
     }
-    for r in &runs {
-        let old = r.started_ms.is_some_and(|at| at < cutoff);
-        if let (Some(deployment), true) = (&r.watched, old) {
-            if !remove.contains(&r.id) {
-                say!(
-                    "kept {}, the last automatic failover of {deployment}: `runbook watch` reads it (its cooldown, its acknowledgement)",
-                    r.id
-                );
-            }
-        }
+    for (deployment, run) in &plan.watched {
+        say!(
+            "kept {run}, the last automatic failover of {deployment}: `runbook watch` reads it (its cooldown, its acknowledgement)"
+        );
     }
     if open > 0 {
         say!(

@@ -522,28 +522,10 @@ pub trait Store: Send + Sync {
     /// in), with whether its journal's last record closes it (`closes`), found without reading
     /// the rest: what lets a listing read only the runs it shows and those that may still need
     /// a person, in a store that keeps a year of runs.
-    fn closed(&self) -> Result<Vec<(String, bool)>, Error> {
-        Ok(self
-            .read_all()?
-            .into_iter()
-            .map(|(id, loaded)| {
-                let over = loaded.is_ok_and(|l| l.records.last().is_some_and(closes));
-                (id, over)
-            })
-            .collect())
-    }
+    fn closed(&self) -> Result<Vec<(String, bool)>, Error>;
     /// Every run with its first record — how it started: runbook, inventory, what triggered
     /// it — or None where that cannot be read, without reading the rest.
-    fn starts(&self) -> Result<Vec<(String, Option<Record>)>, Error> {
-        Ok(self
-            .read_all()?
-            .into_iter()
-            .map(|(id, loaded)| {
-                let first = loaded.ok().and_then(|l| l.records.into_iter().next());
-                (id, first)
-            })
-            .collect())
-    }
+    fn starts(&self) -> Result<Vec<(String, Option<Record>)>, Error>;
     /// Removes these runs, their journals and what else the store keeps of them, for good.
     fn remove(&self, run_ids: &[String]) -> Result<(), Error>;
     /// Takes an exclusive hold on a lock, or says which live process holds it. The guard
@@ -605,12 +587,22 @@ pub struct RunAge {
     pub watched: Option<String>,
 }
 
-/// Which runs started before `cutoff_ms` a prune may remove: `remove`, those over; `check`,
-/// those whose journal must be read to tell (one that failed before changing anything may
-/// go, any other still open stays). Kept whatever their age: a run whose start cannot be
-/// read, and each deployment's last automatic failover, on which `runbook watch` holds until
-/// a person acknowledges it.
-pub fn prune_plan(runs: &[RunAge], cutoff_ms: u64) -> (Vec<String>, Vec<String>) {
+/// What a prune does with the runs started before its cutoff.
+#[derive(Debug, Default, PartialEq)]
+pub struct PrunePlan {
+    /// Over: removed.
+    pub remove: Vec<String>,
+    /// Their journals tell: one that failed before changing anything goes, any other still
+    /// open stays.
+    pub check: Vec<String>,
+    /// Each deployment's last automatic failover, as (deployment, run): kept.
+    pub watched: Vec<(String, String)>,
+}
+
+/// Which runs started before `cutoff_ms` a prune may remove. Kept whatever their age: a run
+/// whose start cannot be read, and each deployment's last automatic failover, on which
+/// `runbook watch` holds until a person acknowledges it.
+pub fn prune_plan(runs: &[RunAge], cutoff_ms: u64) -> PrunePlan {
     let mut last_watched: std::collections::BTreeMap<&str, (u64, &str)> = Default::default();
     for r in runs {
         if let (Some(deployment), Some(at)) = (&r.watched, r.started_ms) {
@@ -621,19 +613,18 @@ pub fn prune_plan(runs: &[RunAge], cutoff_ms: u64) -> (Vec<String>, Vec<String>)
         }
     }
     let kept: std::collections::BTreeSet<&str> = last_watched.values().map(|(_, id)| *id).collect();
-    let (mut remove, mut check) = (Vec::new(), Vec::new());
+    let mut plan = PrunePlan::default();
     for r in runs {
-        let old = r.started_ms.is_some_and(|at| at < cutoff_ms);
-        if !old || kept.contains(r.id.as_str()) {
+        if r.started_ms.is_none_or(|at| at >= cutoff_ms) {
             continue;
         }
-        if r.over {
-            remove.push(r.id.clone());
-        } else {
-            check.push(r.id.clone());
+        match (&r.watched, kept.contains(r.id.as_str())) {
+            (Some(deployment), true) => plan.watched.push((deployment.clone(), r.id.clone())),
+            _ if r.over => plan.remove.push(r.id.clone()),
+            _ => plan.check.push(r.id.clone()),
         }
     }
-    (remove, check)
+    plan
 }
 
 /// Appends records. `sync` asks for the record to be on stable storage before returning.
@@ -826,10 +817,22 @@ pub(crate) mod tests {
             ),
         ];
         for (name, runs, remove, check) in cases {
-            let (r, c) = prune_plan(&runs, cutoff);
-            assert_eq!(r, remove, "{name}: removed");
-            assert_eq!(c, check, "{name}: read to tell");
+            let plan = prune_plan(&runs, cutoff);
+            assert_eq!(plan.remove, remove, "{name}: removed");
+            assert_eq!(plan.check, check, "{name}: read to tell");
         }
+        // The watcher's last failovers kept are named, each with its deployment.
+        let plan = prune_plan(
+            &[
+                run("w1", Some(10), true, Some("shop")),
+                run("w2", Some(20), true, Some("shop")),
+                run("x1", Some(15), false, Some("blog")),
+                run("w3", Some(500), true, Some("web")),
+            ],
+            cutoff,
+        );
+        let watched = [("shop", "w2"), ("blog", "x1")].map(|(d, r)| (d.to_string(), r.to_string()));
+        assert_eq!(plan.watched, watched);
     }
 
     /// A listing reads every run not closed, however old, and the newest ones.

@@ -1149,11 +1149,16 @@ fn one_sequence(seed: u64, figures: &mut Figures) -> Result<(), String> {
             .first()
             .map(|(r, _)| r.clone())
             .unwrap_or_default();
-        let streams = start_again(&d, &region, &primary, m.returned.as_deref())
+        // A fenced former primary takes no writes: the standby's rejoin goes ahead, as in the
+        // middle of a sequence.
+        let returned = m.returned.clone().filter(|_| !m.fenced);
+        let streams = start_again(&d, &region, &primary, returned.as_deref())
             .map_err(|e| fail(&done, format!("{region} started at the end: {e}")))?;
         // A standby that could not stream had followed the returned former primary: that one
         // is rejoined first. Otherwise the returned one is rejoined below, as always.
-        if let Some(old) = (!streams).then(|| m.returned.take()).flatten() {
+        if let Some(old) = (!streams).then_some(returned).flatten() {
+            m.returned = None;
+            m.fenced = false;
             let gone = lost_on.remove(&old).unwrap_or_default();
             rejoin_returned(&d, &old, false, &gone, figures)
                 .map_err(|e| fail(&done, format!("final rejoin of {old}: {e}")))?;

@@ -229,18 +229,12 @@ fn runs_are_listed_in_the_order_they_started() {
         "{}",
         listed.stdout
     );
-    let json = t.exec(&["runs", "--json"]);
-    let order: Vec<String> = json
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["run_id"].to_string())
-        .collect();
     assert_eq!(
-        order,
+        crate::support::listed(&t.exec(&["runs", "--json"])),
         [
-            "\"20261205-1005-ffff\"",
-            "\"20261205-1005-8888\"",
-            "\"20261205-1005-0000\""
+            "20261205-1005-ffff",
+            "20261205-1005-8888",
+            "20261205-1005-0000"
         ]
     );
 }

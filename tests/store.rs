@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use runbook_stack::postgres::{PgCluster, PASSWORD};
 
-use crate::support::{assert_says, finish, kill9, wait_for, Ran, Test};
+use crate::support::{assert_says, finish, kill9, listed, wait_for, Ran, Test};
 
 fn database() -> (tempfile::TempDir, PgCluster) {
     let dir = tempfile::tempdir().unwrap();
@@ -1013,17 +1013,9 @@ fn a_long_history_lists_the_newest_and_every_open_run(store: &[&str]) {
     want.extend_from_slice(&every[23..]);
     assert_eq!(ids(&two), want, "{}", two.stdout);
     assert_says(&two.stdout, &["(21 older runs are not listed"]);
-    let json = exec(&["runs", "--json", "-n", "2"]);
-    let rows: Vec<String> = json
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["run_id"].to_string())
-        .collect();
     assert_eq!(
-        rows,
-        want.iter()
-            .map(|id| format!("\"{id}\""))
-            .collect::<Vec<_>>()
+        crate::support::listed(&exec(&["runs", "--json", "-n", "2"])),
+        want
     );
 
     // Without a run, a resume names the two that wait, however old.
@@ -1284,15 +1276,6 @@ fn prune_keeps_what_may_still_be_needed(store: &[&str], edit_first: &EditFirst) 
     let bad = exec(&["prune", "--older-than", "soon"]);
     assert_eq!(bad.code, 2, "{}", bad.all());
     assert_says(&bad.stderr, &["--older-than soon: "]);
-}
-
-/// The run ids `runbook runs --json` printed.
-fn listed(ran: &Ran) -> Vec<String> {
-    ran.stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["run_id"].as_str().map(str::to_string))
-        .collect()
 }
 
 #[test]

@@ -244,13 +244,7 @@ impl Test {
 
     pub fn run_ids(&self) -> Vec<String> {
         if self.store().is_some() {
-            let listed = self.exec(&["runs", "--all", "--json"]);
-            let mut ids: Vec<String> = listed
-                .stdout
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter_map(|v| v["run_id"].as_str().map(str::to_string))
-                .collect();
+            let mut ids = listed(&self.exec(&["runs", "--all", "--json"]));
             ids.sort();
             return ids;
         }
@@ -382,4 +376,13 @@ pub fn kill9(child: &mut Child) {
         libc::kill(child.id() as i32, libc::SIGKILL);
     }
     let _ = child.wait();
+}
+
+/// The run ids `runbook runs --json` printed, in its order.
+pub fn listed(ran: &Ran) -> Vec<String> {
+    ran.stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["run_id"].as_str().map(str::to_string))
+        .collect()
 }

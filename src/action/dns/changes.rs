@@ -58,13 +58,7 @@ impl Action for Upsert {
                 e == wanted
             });
             if !same {
-                changes.push(
-                    Change::builder()
-                        .action(ChangeAction::Upsert)
-                        .resource_record_set(r.to_aws()?)
-                        .build()
-                        .map_err(|e| ActionError::permanent(e.to_string()))?,
-                );
+                changes.push(r.change(ChangeAction::Upsert)?);
             }
         }
         if changes.is_empty() {
@@ -107,11 +101,7 @@ impl Action for Delete {
             return Ok(unchanged());
         };
         // Route53 deletes only an exact match of the record as it stands.
-        let change_ = Change::builder()
-            .action(ChangeAction::Delete)
-            .resource_record_set(current.to_aws()?)
-            .build()
-            .map_err(|e| ActionError::permanent(e.to_string()))?;
-        change(&c, &endpoint, &zone, vec![change_], "runbook dns::delete").await
+        let delete = current.change(ChangeAction::Delete)?;
+        change(&c, &endpoint, &zone, vec![delete], "runbook dns::delete").await
     }
 }

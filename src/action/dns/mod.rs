@@ -222,6 +222,15 @@ impl Record {
             .map_err(bad)
     }
 
+    /// A change that applies `action` to this record set.
+    fn change(&self, action: ChangeAction) -> Result<Change, ActionError> {
+        Change::builder()
+            .action(action)
+            .resource_record_set(self.to_aws()?)
+            .build()
+            .map_err(|e| ActionError::permanent(format!("record {}: {e}", self.name)))
+    }
+
     fn shown(&self) -> String {
         let target = match &self.alias {
             Some(a) => format!("alias {}", a.dns_name),

@@ -112,13 +112,7 @@ impl Action for SetWeights {
             }
             let mut updated = (*current).clone();
             updated.weight = Some(*weight);
-            changes.push(
-                Change::builder()
-                    .action(ChangeAction::Upsert)
-                    .resource_record_set(updated.to_aws()?)
-                    .build()
-                    .map_err(|e| ActionError::permanent(e.to_string()))?,
-            );
+            changes.push(updated.change(ChangeAction::Upsert)?);
         }
         if after.values().all(|w| *w == 0) && !after.is_empty() {
             // Route53 then answers all records equally: almost never what a shift means.

@@ -199,7 +199,7 @@ impl Action for SetEnv {
             None => containers.into_iter().next()?,
         };
         let env = c.env.unwrap_or_default();
-        let differ: Vec<&String> = input
+        let differ: Vec<&str> = input
             .env
             .iter()
             .filter(|(k, v)| {
@@ -208,19 +208,12 @@ impl Action for SetEnv {
                     .and_then(|e| e.value.clone())
                     != v.reveal().ok()
             })
-            .map(|(k, _)| k)
+            .map(|(k, _)| k.as_str())
             .collect();
         Some(if differ.is_empty() {
             "already so".into()
         } else {
-            format!(
-                "now different: {}",
-                differ
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!("now different: {}", differ.join(", "))
         })
     }
 

@@ -11,6 +11,30 @@ pub struct Changed {
     pub role: String,
 }
 
+/// Sends `command` unless the server's role already is as `done` wants it; its role after.
+async fn converge_role(
+    url: &SecretString,
+    name: &Option<String>,
+    cx: &Cx,
+    done: impl Fn(&Role) -> bool,
+    command: &[&str],
+) -> Result<Changed, ActionError> {
+    let (mut conn, target) = connect(url, name, cx).await?;
+    let before = role_of(&mut conn, &target).await?;
+    if done(&before) {
+        return Ok(Changed {
+            changed: false,
+            role: before.role,
+        });
+    }
+    query(&mut conn, &target, command).await?;
+    let after = role_of(&mut conn, &target).await?;
+    Ok(Changed {
+        changed: true,
+        role: after.role,
+    })
+}
+
 action! {
     /// Make a replica a primary (REPLICAOF NO ONE); a no-op on a primary.
     Promote(Target) -> Changed = Spec::converge("redis", "promote").primary("url").timeout(10)
@@ -33,20 +57,9 @@ impl Action for Promote {
     }
 
     async fn run(input: Target, cx: Cx) -> Result<Changed, ActionError> {
-        let (mut conn, target) = connect(&input.url, &input.name, &cx).await?;
-        let before = role_of(&mut conn, &target).await?;
-        if before.role == "master" {
-            return Ok(Changed {
-                changed: false,
-                role: before.role,
-            });
-        }
-        query(&mut conn, &target, &["REPLICAOF", "NO", "ONE"]).await?;
-        let after = role_of(&mut conn, &target).await?;
-        Ok(Changed {
-            changed: true,
-            role: after.role,
-        })
+        let is_primary = |r: &Role| r.role == "master";
+        let command = ["REPLICAOF", "NO", "ONE"];
+        converge_role(&input.url, &input.name, &cx, is_primary, &command).await
     }
 }
 
@@ -87,25 +100,10 @@ impl Action for Replicate {
     }
 
     async fn run(input: ReplicateInput, cx: Cx) -> Result<Changed, ActionError> {
-        let (mut conn, target) = connect(&input.url, &input.name, &cx).await?;
-        let before = role_of(&mut conn, &target).await?;
         let wanted = format!("{}:{}", input.primary_host, input.primary_port);
-        if before.role == "slave" && before.primary.as_deref() == Some(wanted.as_str()) {
-            return Ok(Changed {
-                changed: false,
-                role: before.role,
-            });
-        }
+        let follows = |r: &Role| r.role == "slave" && r.primary.as_deref() == Some(&wanted);
         let port = input.primary_port.to_string();
-        query(
-            &mut conn,
-            &target,
-            &["REPLICAOF", &input.primary_host, &port],
-        )
-        .await?;
-        Ok(Changed {
-            changed: true,
-            role: "slave".into(),
-        })
+        let command = ["REPLICAOF", &input.primary_host, &port];
+        converge_role(&input.url, &input.name, &cx, follows, &command).await
     }
 }

@@ -462,6 +462,26 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
     let clean = d.run("status", &["--var", "strict=true"]);
     assert_eq!(clean.code, 0, "{}", clean.all());
     d.report(&d.t.newest_run(), "finished");
+    // Clean, but for the copy: named as information, with what to do about it, on every
+    // status until someone removes it.
+    let names_the_copy = |out: &str| {
+        let said = out
+            .lines()
+            .find(|l| l.contains("us-east-1: its data directory from before the rewind of "))
+            .unwrap_or_else(|| panic!("the kept copy is not named:\n{out}"));
+        assert!(said.starts_with("INFO "), "{said}");
+        assert!(
+            said.contains(&format!("is kept beside it: {kept} (")),
+            "{said}"
+        );
+        assert!(
+            out.contains(&format!(
+                "then remove it to free its space: rm -rf {kept} ("
+            )),
+            "{out}"
+        );
+    };
+    names_the_copy(&clean.stdout);
 
     // Failback, the inventory untouched: us-east-1 primary again, eu-west-1 its standby.
     let back = d.run("planned-failover", &["--var", "target=us-east-1", "--yes"]);
@@ -492,6 +512,11 @@ fn the_old_primary_comes_back_rejoins_and_fails_back() {
             ("us-east-1".into(), 100)
         ]
     );
+    let clean = d.run("status", &["--var", "strict=true"]);
+    assert_eq!(clean.code, 0, "{}", clean.all());
+    names_the_copy(&clean.stdout);
+    // Removed by the operator once read: nothing more to say.
+    std::fs::remove_dir_all(&kept).unwrap();
     let clean = d.run("status", &["--var", "strict=true"]);
     assert_eq!(clean.code, 0, "{}", clean.all());
     assert!(clean.stdout.contains("no anomalies"), "{}", clean.stdout);
@@ -767,6 +792,17 @@ fn a_rebuild_from_a_base_backup_cut_off_and_resumed_moves_the_old_directory_asid
         "SELECT string_agg(x::text, ',' ORDER BY x) FROM t",
         "1,2,3",
         std::time::Duration::from_secs(20),
+    );
+    // Status names the old directory for what it is, until someone removes it.
+    let status = d.run("status", &[]);
+    assert_eq!(status.code, 0, "{}", status.all());
+    assert_says(
+        &status.stdout,
+        &[
+            "us-east-1: its data directory from before the base backup of ",
+            &format!("is kept beside it: {} (", aside.display()),
+            &format!("rm -rf {} (", aside.display()),
+        ],
     );
 }
 

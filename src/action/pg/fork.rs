@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::tool::{self, bin, last_segment_end};
+use super::tool::{last_segment_end, Tools};
 use crate::action::topology::model::lsn;
 use crate::action::ActionError;
 
@@ -93,25 +93,29 @@ pub(crate) struct Dir<'a> {
     pub shown: &'a str,
 }
 
-impl Dir<'_> {
-    async fn control(&self, limit: Duration) -> Result<String, ActionError> {
-        let ran = tool::run(
-            &None,
-            &bin(self.bin_dir, "pg_controldata"),
-            &["-D", self.data_dir],
-            None,
-            limit,
-        )
-        .await?;
-        if !ran.ok {
-            return Err(ActionError::permanent(format!(
-                "{}: pg_controldata could not read {}: {}",
-                self.shown,
-                self.data_dir,
-                ran.stderr.trim()
-            )));
+impl<'a> Dir<'a> {
+    fn tools(&self) -> Tools<'a> {
+        Tools {
+            bin_dir: self.bin_dir,
+            os_user: self.os_user,
         }
-        Ok(ran.stdout)
+    }
+
+    async fn control(&self, limit: Duration) -> Result<String, ActionError> {
+        // Read as the engine's own user: root reads any data directory.
+        let tools = Tools {
+            os_user: &None,
+            ..self.tools()
+        };
+        let ran = tools
+            .run("pg_controldata", &["-D", self.data_dir], None, limit)
+            .await?;
+        ran.output(|why| {
+            format!(
+                "{}: pg_controldata could not read {}: {why}",
+                self.shown, self.data_dir
+            )
+        })
     }
 
     /// A stopped server that did not shut down cleanly (it crashed) is taken through crash
@@ -124,21 +128,14 @@ impl Dir<'_> {
         if state == "shut down" || state == "shut down in recovery" {
             return Ok(());
         }
-        let ran = tool::run(
-            self.os_user,
-            &bin(self.bin_dir, "postgres"),
-            &["--single", "-F", "-D", self.data_dir, "template1"],
-            None,
-            limit,
-        )
-        .await?;
-        if !ran.ok {
-            return Err(ActionError::permanent(format!(
-                "{}: crash recovery in single-user mode failed (it was \"{state}\"): {}. It is left stopped",
-                self.shown,
-                ran.stderr.trim()
-            )));
-        }
+        let args = ["--single", "-F", "-D", self.data_dir, "template1"];
+        let ran = self.tools().run("postgres", &args, None, limit).await?;
+        ran.output(|why| {
+            format!(
+                "{}: crash recovery in single-user mode failed (it was \"{state}\"): {why}. It is left stopped",
+                self.shown
+            )
+        })?;
         Ok(())
     }
 
@@ -170,7 +167,7 @@ impl Dir<'_> {
         };
         let history = std::fs::read_to_string(dir.join(format!("pg_wal/{tli:08X}.history")))
             .unwrap_or_default();
-        let whole = left_beside(&dir).map(|e| e.whole).unwrap_or_default();
+        let whole = left_beside(&dir).whole;
         for whole in whole {
             let copy = dir.with_file_name(&whole);
             let copy_str = copy.display().to_string();
@@ -210,25 +207,22 @@ impl Dir<'_> {
         // that will never come.
         let bound = last_segment_end(&wal, &tli, segment)?;
         let wal = wal.display().to_string();
-        let ran = tool::run(
-            self.os_user,
-            &bin(self.bin_dir, "pg_waldump"),
-            &[
-                "-p",
-                &wal,
-                "-t",
-                &tli,
-                "-s",
-                lsn,
-                "-e",
-                &bound,
-                "--stats=record",
-            ],
-            None,
-            limit,
-        )
-        .await
-        .ok()?;
+        let args = [
+            "-p",
+            &wal,
+            "-t",
+            &tli,
+            "-s",
+            lsn,
+            "-e",
+            &bound,
+            "--stats=record",
+        ];
+        let ran = self
+            .tools()
+            .run("pg_waldump", &args, None, limit)
+            .await
+            .ok()?;
         commits_in(&ran.stdout)
     }
 
@@ -263,17 +257,17 @@ impl Dir<'_> {
             if free < need + margin {
                 // Copies earlier rejoins kept are never removed by the engine: at 3 a.m. they
                 // are the space to look at first.
-                let kept: Vec<String> = left_beside(&dir)
-                    .map(|e| e.whole)
-                    .unwrap_or_default()
+                let kept: Vec<String> = kept_beside(&dir)
                     .iter()
-                    .map(|n| format!("{n} ({} MiB)", size_of(&parent.join(n)) >> 20))
+                    .rev()
+                    .filter(|k| k.by != KeptBy::CutOff)
+                    .map(|k| format!("{} ({} MiB)", k.name, size_of(&parent.join(&k.name)) >> 20))
                     .collect();
                 let kept = if kept.is_empty() {
                     String::new()
                 } else {
                     format!(
-                        ". Beside it are copies earlier rewinds kept, each holding what its rejoin took out: {}; removing those you no longer need frees their space",
+                        ". Beside it are copies earlier rejoins kept, each holding what its rewind or base backup took out: {}; removing those you no longer need frees their space",
                         kept.join(", ")
                     )
                 };
@@ -299,7 +293,8 @@ impl Dir<'_> {
                 self.shown
             )
         };
-        match tool::run(&None, "cp", &["-a", "-L", &from, &to], None, limit).await {
+        let args = ["-a", "-L", &from, &to];
+        match Tools::ON_PATH.run("cp", &args, None, limit).await {
             Ok(ran) if ran.ok => {}
             Ok(ran) => return Err(ActionError::permanent(failed(ran.stderr.trim()))),
             // Out of time or stopped: its kind (what a retry or a resume may do) stays.
@@ -323,7 +318,7 @@ impl Dir<'_> {
     /// The whole copy an earlier attempt made of the directory as it is now, newest first;
     /// removes the copies earlier attempts left half-way.
     fn earlier_copy(&self, dir: &Path) -> Option<PathBuf> {
-        let earlier = left_beside(dir)?;
+        let earlier = left_beside(dir);
         for partial in &earlier.partial {
             let _ = std::fs::remove_dir_all(dir.with_file_name(partial));
         }
@@ -337,17 +332,17 @@ impl Dir<'_> {
 }
 
 /// What earlier rewinds left beside the data directory `dir`.
-fn left_beside(dir: &Path) -> Option<Earlier> {
-    let name = dir.file_name()?.to_str()?;
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+fn left_beside(dir: &Path) -> Earlier {
+    let kept = kept_beside(dir);
+    let names = |by| {
+        kept.iter()
+            .filter(move |k| k.by == by)
+            .map(|k| k.name.clone())
     };
-    let siblings: Vec<String> = std::fs::read_dir(parent)
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    Some(earlier_copies(name, siblings.iter().map(String::as_str)))
+    Earlier {
+        whole: names(KeptBy::Rewind).rev().collect(),
+        partial: names(KeptBy::CutOff).collect(),
+    }
 }
 
 /// What earlier rewinds left beside a data directory called `name`.
@@ -359,40 +354,110 @@ pub(crate) struct Earlier {
     pub partial: Vec<String>,
 }
 
-/// Sorts the names beside a data directory called `name` into the copies earlier rewinds
-/// made of it (the time in their names is UTC, so newest sorts last).
-pub(crate) fn earlier_copies<'a>(
+/// What made a copy kept beside a data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeptBy {
+    /// A rewind that took committed transactions out (`NAME.before-rewind-<time>`).
+    Rewind,
+    /// A base backup that replaced the directory (`NAME.replaced-<secs>`).
+    BaseBackup,
+    /// A rewind's copy cut off half-way (`….partial`): nothing whole in it; the next rewind
+    /// removes it.
+    CutOff,
+}
+
+/// A copy of a data directory the engine made and keeps beside it (the engine never removes
+/// a whole one: it holds what a rejoin took out of the server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Kept {
+    /// Its name beside the data directory.
+    pub name: String,
+    pub by: KeptBy,
+    /// When it was made, RFC 3339 UTC, from its name.
+    pub at: String,
+}
+
+/// The copies kept beside a data directory called `name`, oldest first.
+pub(crate) fn kept_copies<'a>(
     name: &str,
     siblings: impl IntoIterator<Item = &'a str>,
-) -> Earlier {
-    let prefix = format!("{name}.before-rewind-");
-    // 20261205T213733Z
-    let stamped = |rest: &str| {
-        rest.len() == 16
+) -> Vec<Kept> {
+    let before_rewind = format!("{name}.before-rewind-");
+    let replaced = format!("{name}.replaced-");
+    // 20261205T213733Z → 2026-12-05T21:37:33Z
+    let rewind_time = |rest: &str| {
+        let stamped = rest.len() == 16
             && rest.bytes().enumerate().all(|(i, b)| match i {
                 8 => b == b'T',
                 15 => b == b'Z',
                 _ => b.is_ascii_digit(),
-            })
+            });
+        stamped.then(|| {
+            let d = |r: std::ops::Range<usize>| &rest[r];
+            format!(
+                "{}-{}-{}T{}:{}:{}Z",
+                d(0..4),
+                d(4..6),
+                d(6..8),
+                d(9..11),
+                d(11..13),
+                d(13..15)
+            )
+        })
     };
-    let mut earlier = Earlier::default();
-    for sibling in siblings {
-        let Some(rest) = sibling.strip_prefix(&prefix) else {
-            continue;
-        };
-        match rest.strip_suffix(".partial") {
-            Some(stamp) if stamped(stamp) => earlier.partial.push(sibling.to_string()),
-            None if stamped(rest) => earlier.whole.push(sibling.to_string()),
-            _ => {}
-        }
+    let mut kept: Vec<Kept> = siblings
+        .into_iter()
+        .filter_map(|sibling| {
+            let (by, at) = if let Some(rest) = sibling.strip_prefix(&before_rewind) {
+                match rest.strip_suffix(".partial") {
+                    Some(stamp) => (KeptBy::CutOff, rewind_time(stamp)?),
+                    None => (KeptBy::Rewind, rewind_time(rest)?),
+                }
+            } else {
+                let secs: u64 = sibling.strip_prefix(&replaced)?.parse().ok()?;
+                let at = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+                (
+                    KeptBy::BaseBackup,
+                    humantime::format_rfc3339_seconds(at).to_string(),
+                )
+            };
+            Some(Kept {
+                name: sibling.to_string(),
+                by,
+                at,
+            })
+        })
+        .collect();
+    kept.sort_by(|a, b| (&a.at, &a.name).cmp(&(&b.at, &b.name)));
+    kept
+}
+
+/// The copies kept beside the data directory `dir`, oldest first.
+pub(crate) fn kept_beside(dir: &Path) -> Vec<Kept> {
+    let (Some(name), Some(parent)) = (dir.file_name().and_then(|n| n.to_str()), parent_of(dir))
+    else {
+        return vec![];
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return vec![];
+    };
+    let siblings: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    kept_copies(name, siblings.iter().map(String::as_str))
+}
+
+/// The folder holding `dir` ("." for a bare name).
+fn parent_of(dir: &Path) -> Option<&Path> {
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => Some(p),
+        Some(_) => Some(Path::new(".")),
+        None => None,
     }
-    earlier.whole.sort_by(|a, b| b.cmp(a));
-    earlier.partial.sort();
-    earlier
 }
 
 /// Bytes in the files below `dir`, following links (pg_wal and tablespaces may be links).
-fn size_of(dir: &Path) -> u64 {
+pub(crate) fn size_of(dir: &Path) -> u64 {
     let mut total = 0;
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -529,31 +594,72 @@ mod tests {
     }
 
     #[test]
-    fn the_copies_earlier_rewinds_left_beside_a_data_directory() {
-        let cases: &[(&[&str], &[&str], &[&str])] = &[
-            (&["main", "other"], &[], &[]),
+    fn the_copies_kept_beside_a_data_directory() {
+        use KeptBy::*;
+        // (the names beside it, the copies found: name, what made it, when)
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, KeptBy, &'a str)]);
+        let cases: &[Case] = &[
+            (&["main", "other"], &[]),
+            // Oldest first, whatever order the directory lists them in.
             (
                 &[
-                    "main.before-rewind-20261201T101010Z",
+                    "main.before-rewind-20261205T213733Z",
                     "main",
-                    "main.before-rewind-20261205T213733Z",
-                ],
-                &[
-                    "main.before-rewind-20261205T213733Z",
                     "main.before-rewind-20261201T101010Z",
                 ],
-                &[],
+                &[
+                    (
+                        "main.before-rewind-20261201T101010Z",
+                        Rewind,
+                        "2026-12-01T10:10:10Z",
+                    ),
+                    (
+                        "main.before-rewind-20261205T213733Z",
+                        Rewind,
+                        "2026-12-05T21:37:33Z",
+                    ),
+                ],
             ),
             (
                 &["main.before-rewind-20261205T213733Z.partial"],
-                &[],
-                &["main.before-rewind-20261205T213733Z.partial"],
+                &[(
+                    "main.before-rewind-20261205T213733Z.partial",
+                    CutOff,
+                    "2026-12-05T21:37:33Z",
+                )],
             ),
-            // Another directory's copies, a base backup's, and names that only look alike.
+            // A base backup's, between two rewinds'.
+            (
+                &[
+                    "main.before-rewind-20261206T000000Z",
+                    "main.replaced-1796472000",
+                    "main.before-rewind-20261205T000000Z",
+                ],
+                &[
+                    (
+                        "main.before-rewind-20261205T000000Z",
+                        Rewind,
+                        "2026-12-05T00:00:00Z",
+                    ),
+                    (
+                        "main.replaced-1796472000",
+                        BaseBackup,
+                        "2026-12-05T12:00:00Z",
+                    ),
+                    (
+                        "main.before-rewind-20261206T000000Z",
+                        Rewind,
+                        "2026-12-06T00:00:00Z",
+                    ),
+                ],
+            ),
+            // Another directory's copies, and names that only look alike.
             (
                 &[
                     "main2.before-rewind-20261205T213733Z",
-                    "main.replaced-1764970653",
+                    "main2.replaced-1764970653",
+                    "main.replaced-",
+                    "main.replaced-17649x0653",
                     "main.before-rewind-20261205T213733Z.old",
                     "main.before-rewind-2026120T5213733Z",
                     "main.before-rewind-20261205T213733",
@@ -561,13 +667,18 @@ mod tests {
                     "main.before-rewind-",
                 ],
                 &[],
-                &[],
             ),
         ];
-        for (siblings, whole, partial) in cases {
-            let earlier = earlier_copies("main", siblings.iter().copied());
-            assert_eq!(earlier.whole, *whole, "{siblings:?}");
-            assert_eq!(earlier.partial, *partial, "{siblings:?}");
+        for (siblings, want) in cases {
+            let got: Vec<(String, KeptBy, String)> = kept_copies("main", siblings.iter().copied())
+                .into_iter()
+                .map(|k| (k.name, k.by, k.at))
+                .collect();
+            let want: Vec<(String, KeptBy, String)> = want
+                .iter()
+                .map(|(n, by, at)| (n.to_string(), *by, at.to_string()))
+                .collect();
+            assert_eq!(got, want, "{siblings:?}");
         }
     }
 
@@ -658,16 +769,16 @@ mod tests {
         dir.to_path_buf()
     }
 
-    /// Without room, the copies earlier rewinds kept beside it are named with their sizes:
-    /// the space to look at first.
+    /// Without room, the copies earlier rejoins kept beside it (a base backup's too) are named
+    /// with their sizes, newest first: the space to look at first.
     #[tokio::test]
-    async fn a_refusal_for_want_of_room_names_the_copies_earlier_rewinds_kept() {
+    async fn a_refusal_for_want_of_room_names_the_copies_earlier_rejoins_kept() {
         let disk = SmallDisk::new();
         let data = with_mib(&disk.at.join("main"), 4);
         for (name, mib) in [
             ("main.before-rewind-20261201T031200Z", 3),
             ("main.before-rewind-20261203T101500Z", 2),
-            ("main.replaced-20261202T000000Z", 1),
+            ("main.replaced-1796169600", 1),
         ] {
             with_mib(&disk.at.join(name), mib);
         }
@@ -677,11 +788,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            refused.message.contains("(and 64 MiB to spare). Beside it are copies earlier rewinds kept, each holding what its rejoin took out: main.before-rewind-20261203T101500Z (2 MiB), main.before-rewind-20261201T031200Z (3 MiB); removing those you no longer need frees their space. It is left stopped"),
+            refused.message.contains("(and 64 MiB to spare). Beside it are copies earlier rejoins kept, each holding what its rewind or base backup took out: main.before-rewind-20261203T101500Z (2 MiB), main.replaced-1796169600 (1 MiB), main.before-rewind-20261201T031200Z (3 MiB); removing those you no longer need frees their space. It is left stopped"),
             "{}",
             refused.message
         );
-        assert!(!refused.message.contains("replaced"), "{}", refused.message);
     }
 
     /// Where a copy would leave the server too little room, nothing is copied, and the

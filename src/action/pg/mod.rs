@@ -4,7 +4,7 @@
 //! optional `name` (the region, say) that messages and the plan use beside the host.
 
 mod conn;
-mod fork;
+pub(crate) mod fork;
 mod server;
 pub(crate) mod tool;
 
@@ -25,7 +25,6 @@ pub(crate) use conn::{connect, connect_new, pg_error, target};
 pub use conn::{OPENED, REUSED};
 pub(crate) use fork::control_field;
 pub use server::{BaseBackup, RejoinInput, Rejoined, Restart, Rewind};
-pub(crate) use tool::bin;
 
 /// Runs a query returning rows and gives each row as a JSON object (via row_to_json, so every
 /// PostgreSQL type arrives as its JSON form).
@@ -984,25 +983,6 @@ pub struct Fenced {
     pub already: bool,
 }
 
-/// Runs a PostgreSQL tool to success, as the data directory's owner when given and we are
-/// root, within the action's time limit; its standard output.
-pub(crate) async fn run_tool(
-    os_user: &Option<String>,
-    program: &str,
-    args: &[&str],
-    limit: Duration,
-) -> Result<String, ActionError> {
-    let ran = tool::run(os_user, program, args, None, limit).await?;
-    if !ran.ok {
-        return Err(ActionError::permanent(format!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            ran.stderr.trim()
-        )));
-    }
-    Ok(ran.stdout)
-}
-
 action! {
     /// Make a primary refuse writes: read_only (default_transaction_read_only + end client
     /// sessions) or a fast shutdown. Returns its last WAL position.
@@ -1117,6 +1097,10 @@ impl Action for Fence {
                     ));
                 };
                 let shown = target(&input.url, &input.name);
+                let tools = tool::Tools {
+                    bin_dir: &input.bin_dir,
+                    os_user: &input.os_user,
+                };
                 let running = std::path::Path::new(&data_dir)
                     .join("postmaster.pid")
                     .exists();
@@ -1133,23 +1117,19 @@ impl Action for Fence {
                         }
                         let _ = client.batch_execute("CHECKPOINT").await;
                     }
-                    run_tool(
-                        &input.os_user,
-                        &bin(&input.bin_dir, "pg_ctl"),
-                        &["stop", "-D", &data_dir, "-m", "fast", "-w"],
-                        cx.timeout,
-                    )
-                    .await
-                    .map_err(|e| ActionError::permanent(format!("{shown}: {}", e.message)))?;
+                    let stop = ["stop", "-D", &data_dir, "-m", "fast", "-w"];
+                    tools
+                        .run("pg_ctl", &stop, None, cx.timeout)
+                        .await?
+                        .output(|why| format!("{shown}: pg_ctl stop failed: {why}"))?;
                 }
                 // The shutdown checkpoint is the last record: a standby past it has everything.
-                let control = run_tool(
-                    &input.os_user,
-                    &bin(&input.bin_dir, "pg_controldata"),
-                    &["-D", &data_dir],
-                    cx.timeout,
-                )
-                .await?;
+                let control = tools
+                    .run("pg_controldata", &["-D", &data_dir], None, cx.timeout)
+                    .await?
+                    .output(|why| {
+                        format!("{shown}: pg_controldata could not read {data_dir}: {why}")
+                    })?;
                 let lsn = control
                     .lines()
                     .find(|l| l.starts_with("Latest checkpoint location:"))

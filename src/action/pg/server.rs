@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{bin, connect, conninfo_value, fork, quote_literal, status_of, target};
+use super::tool::Tools;
+use super::{connect, conninfo_value, fork, quote_literal, status_of, target};
 use crate::action::types::endpoint;
 use crate::action::world::World;
 use crate::action::{Action, ActionError, Cx, Poll, Spec};
@@ -95,6 +96,15 @@ struct Local<'a> {
     bin_dir: &'a Option<String>,
     os_user: &'a Option<String>,
     log_file: &'a Option<String>,
+}
+
+impl<'a> Local<'a> {
+    fn tools(&self) -> Tools<'a> {
+        Tools {
+            bin_dir: self.bin_dir,
+            os_user: self.os_user,
+        }
+    }
 }
 
 impl RejoinInput {
@@ -189,29 +199,6 @@ impl Source {
         s.push_str(&self.ssl.conninfo());
         s
     }
-}
-
-/// A tool run as the data directory's owner, with the primary's password in its environment
-/// (never on its command line): whether it succeeded, and what it printed.
-async fn tool(
-    input: &Local<'_>,
-    program: &str,
-    args: &[&str],
-    password: Option<&str>,
-    limit: Duration,
-) -> Result<(bool, String), ActionError> {
-    let ran = super::tool::run(
-        input.os_user,
-        &bin(input.bin_dir, program),
-        args,
-        password,
-        limit,
-    )
-    .await?;
-    Ok((
-        ran.ok,
-        format!("{}{}", ran.stdout, ran.stderr).trim().to_string(),
-    ))
 }
 
 fn last_lines(text: &str, n: usize) -> String {
@@ -431,11 +418,11 @@ async fn pg_ctl(
     limit: Duration,
     failed: impl FnOnce(String) -> String,
 ) -> Result<(), ActionError> {
-    let (ok, text) = tool(input, "pg_ctl", args, None, limit).await?;
-    if ok {
+    let ran = input.tools().run("pg_ctl", args, None, limit).await?;
+    if ran.ok {
         Ok(())
     } else {
-        Err(ActionError::permanent(failed(last_lines(&text, 3))))
+        Err(ActionError::permanent(failed(last_lines(&ran.text(), 3))))
     }
 }
 
@@ -754,14 +741,13 @@ async fn rewind(
     here.recover(cx.timeout).await?;
     let source_server = source.tool_conninfo(&application_name(input));
     let rewind_args = ["-D", &input.data_dir, "--source-server", &source_server];
-    let (_, looked) = tool(
-        &input.local(),
-        "pg_rewind",
-        &[&["--dry-run"][..], &rewind_args[..]].concat(),
-        source.password.as_deref(),
-        cx.timeout,
-    )
-    .await?;
+    let password = source.password.as_deref();
+    let tools = input.local().tools();
+    let dry_run = [&["--dry-run"][..], &rewind_args[..]].concat();
+    let looked = tools
+        .run("pg_rewind", &dry_run, password, cx.timeout)
+        .await?
+        .text();
     let mut rewound = Rewound {
         detail: String::new(),
         commits_after_fork: None,
@@ -782,14 +768,10 @@ async fn rewind(
         None => {}
     }
     let own = OwnFiles::keep(dir)?;
-    let (ok, text) = tool(
-        &input.local(),
-        "pg_rewind",
-        &rewind_args,
-        source.password.as_deref(),
-        cx.timeout,
-    )
-    .await?;
+    let ran = tools
+        .run("pg_rewind", &rewind_args, password, cx.timeout)
+        .await?;
+    let (ok, text) = (ran.ok, ran.text());
     crate::crash::at("rewind-ran");
     // Whatever pg_rewind did, the server's own files come back; it stays stopped on
     // failure (a former primary must not come back writable).
@@ -863,21 +845,18 @@ async fn basebackup(
     if let Some(slot) = &input.slot {
         args.extend(["-S", slot]);
     }
-    let (ok, text) = tool(
-        &input.local(),
-        "pg_basebackup",
-        &args,
-        source.password.as_deref(),
-        cx.timeout,
-    )
-    .await?;
-    if !ok {
+    let password = source.password.as_deref();
+    let tools = input.local().tools();
+    let ran = tools
+        .run("pg_basebackup", &args, password, cx.timeout)
+        .await?;
+    if !ran.ok {
         let _ = std::fs::remove_dir_all(&partial);
         own.put_back()?;
         return Err(ActionError::permanent(format!(
             "{shown}: pg_basebackup from {} failed: {}. Its data directory is untouched, stopped",
             source.upstream(),
-            last_lines(&text, 2)
+            last_lines(&ran.text(), 2)
         )));
     }
     // The server's own configuration files, not the primary's (its port among them).
@@ -897,18 +876,10 @@ async fn basebackup(
 
 /// The newest `<data_dir>.replaced-<secs>` beside the data directory.
 fn newest_replaced(dir: &Path) -> Option<PathBuf> {
-    let name = dir.file_name()?.to_str()?;
-    let prefix = format!("{name}.replaced-");
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::read_dir(parent)
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|n| Some((n.strip_prefix(&prefix)?.parse::<u64>().ok()?, n.clone())))
-        .max()
-        .map(|(_, n)| dir.with_file_name(n))
+    fork::kept_beside(dir)
+        .into_iter()
+        .rfind(|k| k.by == fork::KeptBy::BaseBackup)
+        .map(|k| dir.with_file_name(k.name))
 }
 
 input! {

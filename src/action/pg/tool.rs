@@ -13,49 +13,84 @@ pub(crate) struct Ran {
     pub stderr: String,
 }
 
-/// The program's path: in `dir` when given, else found on PATH.
-pub(crate) fn bin(dir: &Option<String>, tool: &str) -> String {
-    match dir {
-        Some(d) => format!("{}/{tool}", d.trim_end_matches('/')),
-        None => tool.to_string(),
+/// Where a server's programs are, and the system user they run as.
+#[derive(Clone, Copy)]
+pub(crate) struct Tools<'a> {
+    /// The folder holding them (default: found on PATH).
+    pub bin_dir: &'a Option<String>,
+    /// Whom they run as when the engine is root (default: root).
+    pub os_user: &'a Option<String>,
+}
+
+impl Tools<'_> {
+    /// Programs found on PATH, run as the engine's own user.
+    pub const ON_PATH: Tools<'static> = Tools {
+        bin_dir: &None,
+        os_user: &None,
+    };
+
+    /// The program's path: in `bin_dir` when given, else found on PATH.
+    pub fn path(&self, program: &str) -> String {
+        match self.bin_dir {
+            Some(d) => format!("{}/{program}", d.trim_end_matches('/')),
+            None => program.to_string(),
+        }
+    }
+
+    /// Runs `program` with `args` (as `os_user` when root, `password` as PGPASSWORD), killed
+    /// past `limit`.
+    pub async fn run(
+        self,
+        program: &str,
+        args: &[&str],
+        password: Option<&str>,
+        limit: Duration,
+    ) -> Result<Ran, ActionError> {
+        let path = self.path(program);
+        let mut command = match self.os_user {
+            Some(user) if unsafe { libc::geteuid() } == 0 => {
+                let mut c = tokio::process::Command::new("runuser");
+                c.args(["-u", user, "--", &path]);
+                c
+            }
+            _ => tokio::process::Command::new(&path),
+        };
+        command.args(args);
+        if let Some(p) = password {
+            command.env("PGPASSWORD", p);
+        }
+        let out = crate::action::child::output(command, limit)
+            .await
+            .map_err(|e| ActionError::permanent(format!("cannot run {path}: {e}")))?
+            .ok_or_else(|| {
+                ActionError::maybe_applied(format!(
+                    "{path} did not finish within {}; it was stopped",
+                    humantime::format_duration(limit)
+                ))
+            })?;
+        Ok(Ran {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
     }
 }
 
-/// Runs `program` with `args` as `os_user` (when root), `password` as PGPASSWORD; killed past
-/// `limit`.
-pub(crate) async fn run(
-    os_user: &Option<String>,
-    program: &str,
-    args: &[&str],
-    password: Option<&str>,
-    limit: Duration,
-) -> Result<Ran, ActionError> {
-    let mut command = match os_user {
-        Some(user) if unsafe { libc::geteuid() } == 0 => {
-            let mut c = tokio::process::Command::new("runuser");
-            c.args(["-u", user, "--", program]);
-            c
-        }
-        _ => tokio::process::Command::new(program),
-    };
-    command.args(args);
-    if let Some(p) = password {
-        command.env("PGPASSWORD", p);
+impl Ran {
+    /// Its standard output and error together, trimmed.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr).trim().to_string()
     }
-    let out = crate::action::child::output(command, limit)
-        .await
-        .map_err(|e| ActionError::permanent(format!("cannot run {program}: {e}")))?
-        .ok_or_else(|| {
-            ActionError::maybe_applied(format!(
-                "{program} did not finish within {}; it was stopped",
-                humantime::format_duration(limit)
-            ))
-        })?;
-    Ok(Ran {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+
+    /// Its standard output when it succeeded; otherwise the error `failed` words from its
+    /// standard error.
+    pub fn output(self, failed: impl FnOnce(&str) -> String) -> Result<String, ActionError> {
+        if self.ok {
+            Ok(self.stdout)
+        } else {
+            Err(ActionError::permanent(failed(self.stderr.trim())))
+        }
+    }
 }
 
 /// The position just past the newest WAL segment of `timeline` in `pg_wal`, as PostgreSQL

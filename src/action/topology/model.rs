@@ -62,6 +62,24 @@ pub struct Database {
     /// same under two regions' addresses means one server named twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_start: Option<String>,
+    /// Copies of its data directory that rejoins kept beside it (when the data directory is
+    /// on this host), oldest first: each holds what a rewind or a base backup took out of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_copies: Vec<KeptCopy>,
+}
+
+/// A copy of a data directory kept beside it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct KeptCopy {
+    /// Where it is.
+    pub path: String,
+    /// What made it: "rewind", "base backup", or "cut-off rewind" (a copy left half-way, with
+    /// nothing whole in it; the next rewind removes it).
+    pub made_by: String,
+    /// When, RFC 3339 UTC.
+    pub made_at: String,
+    /// Bytes in its files.
+    pub bytes: u64,
 }
 
 impl Database {
@@ -203,7 +221,7 @@ pub struct Anomaly {
     /// old_timeline, fenced_primary, database_unreachable, replication_lag, traffic_to_unready,
     /// no_traffic, app_wrong_database, inventory_disagrees, rewind_not_ready,
     /// pending_restart, redis_masters, redis_link_down, redis_wrong_master, redis_unreachable,
-    /// health_failing, app_unreachable, dns_unreadable, same_server.
+    /// health_failing, app_unreachable, dns_unreadable, same_server, kept_copies.
     pub code: String,
     /// The region it is about, when there is one.
     pub region: Option<String>,

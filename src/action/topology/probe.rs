@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::model::{App, Cache, Database, Health, Region, SlotView, Topology};
+use super::model::{App, Cache, Database, Health, KeptCopy, Region, SlotView, Topology};
 use super::rules::Addresses;
 use super::{InventoryView, RegionTargets};
 use crate::action::types::endpoint;
@@ -226,7 +226,30 @@ async fn database(
         stopped_state: None,
         server_start: text(&row["server_start"]),
         wal_end_lsn: None,
+        kept_copies: vec![],
     }
+}
+
+/// The copies rejoins kept beside a data directory on this host, with their sizes.
+fn kept_copies(data_dir: &str) -> Vec<KeptCopy> {
+    let dir = std::path::Path::new(data_dir.trim_end_matches('/'));
+    pg::fork::kept_beside(dir)
+        .into_iter()
+        .map(|k| {
+            let path = dir.with_file_name(&k.name);
+            KeptCopy {
+                bytes: pg::fork::size_of(&path),
+                path: path.display().to_string(),
+                made_by: match k.by {
+                    pg::fork::KeptBy::Rewind => "rewind",
+                    pg::fork::KeptBy::BaseBackup => "base backup",
+                    pg::fork::KeptBy::CutOff => "cut-off rewind",
+                }
+                .into(),
+                made_at: k.at,
+            }
+        })
+        .collect()
 }
 
 /// A database that does not answer but whose data directory is on this host: how it stopped,
@@ -242,14 +265,15 @@ async fn on_disk(
         return;
     }
     let limit = cx.timeout;
-    let control = pg::run_tool(
-        &None,
-        &pg::bin(bin_dir, "pg_controldata"),
-        &["-D", data_dir],
-        limit,
-    )
-    .await;
-    let Ok(control) = control else {
+    // Run as the engine's own user, which reads any data directory as root.
+    let tools = pg::tool::Tools {
+        bin_dir,
+        os_user: &None,
+    };
+    let control = tools
+        .run("pg_controldata", &["-D", data_dir], None, limit)
+        .await;
+    let Ok(control) = control.and_then(|ran| ran.output(|why| why.to_string())) else {
         return;
     };
     let field = |key: &str| pg::control_field(&control, key);
@@ -279,14 +303,8 @@ async fn on_disk(
         return;
     };
     let wal_dir = wal.display().to_string();
-    let dump = pg::tool::run(
-        &None,
-        &pg::bin(bin_dir, "pg_waldump"),
-        &["-p", &wal_dir, "-t", &tli, "-s", &redo, "-e", &bound, "-q"],
-        None,
-        limit,
-    )
-    .await;
+    let args = ["-p", &wal_dir, "-t", &tli, "-s", &redo, "-e", &bound, "-q"];
+    let dump = tools.run("pg_waldump", &args, None, limit).await;
     if let Ok(out) = dump {
         db.wal_end_lsn = if out.ok {
             // Valid to the very end of the last segment (it ended with a switch).
@@ -521,12 +539,16 @@ pub async fn observe(inv: &InventoryView, cx: &Cx) -> Topology {
             tools.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let (database, redis, health, app) = tokio::join!(
+            let (mut database, redis, health, app) = tokio::join!(
                 database(&name, &r, &tools, &dir, &cx),
                 cache(&name, &r, &dir, &cx),
                 health(&r, &cx),
                 app(&r, &kubeconfig, &dir, &cx),
             );
+            if let Some(data_dir) = r.pg_data_dir.clone() {
+                let copies = tokio::task::spawn_blocking(move || kept_copies(&data_dir));
+                database.kept_copies = copies.await.unwrap_or_default();
+            }
             (
                 name,
                 Region {

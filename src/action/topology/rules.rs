@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{lsn, Anomaly, Database, Region, SameServer, Severity, Topology};
+use super::model::{lsn, Anomaly, Database, KeptCopy, Region, SameServer, Severity, Topology};
 pub use crate::action::pg::Thresholds;
 
 /// The primary the others should follow: the one writable primary, or among several the one
@@ -466,9 +466,10 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                     Some("runbooks/initial-setup.rhai sets wal_log_hints = on; restart PostgreSQL for it to take effect".into()),
                 ));
             }
-            let others: Vec<&String> = db
+            let others: Vec<&str> = db
                 .pending_restart
                 .iter()
+                .map(String::as_str)
                 .filter(|s| *s != "wal_log_hints")
                 .collect();
             if !others.is_empty() {
@@ -478,15 +479,16 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                     Some(name),
                     format!(
                         "{name}: {} changed and wait for a restart",
-                        others
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        others.join(", ")
                     ),
                     None,
                 ));
             }
+        }
+
+        if !db.kept_copies.is_empty() {
+            let (message, fix) = kept_copies_text(name, &db.kept_copies);
+            out.push(anomaly(Info, "kept_copies", Some(name), message, Some(fix)));
         }
 
         // The application.
@@ -785,6 +787,63 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
 
     out.sort_by_key(|a| std::cmp::Reverse(a.severity));
     out
+}
+
+/// What the copies of a region's data directory kept beside it are, and what to do with
+/// them: (message, fix).
+fn kept_copies_text(name: &str, copies: &[KeptCopy]) -> (String, String) {
+    let size = |k: &KeptCopy| crate::action::pg::human_bytes(k.bytes as i64);
+    let cut_off = |k: &KeptCopy| k.made_by == "cut-off rewind";
+    let paths = copies
+        .iter()
+        .map(|k| k.path.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let never = "the engine never removes a whole copy";
+    if let [k] = copies {
+        if cut_off(k) {
+            return (
+                format!(
+                    "{name}: a rewind's copy of its data directory, cut off half-way on {}, is left beside it: {} ({}), with nothing whole in it",
+                    k.made_at, k.path, size(k)
+                ),
+                format!("remove it to free its space: rm -rf {paths} (the next rewind of {name} removes it too)"),
+            );
+        }
+        let holds = if k.made_by == "rewind" {
+            "the transactions that rewind took out of it"
+        } else {
+            "all it held, what it committed after the fork among it"
+        };
+        return (
+            format!(
+                "{name}: its data directory from before the {} of {} is kept beside it: {} ({}), with {holds}",
+                k.made_by, k.made_at, k.path, size(k)
+            ),
+            format!("read what you need from it (start PostgreSQL on it on another port), then remove it to free its space: rm -rf {paths} ({never})"),
+        );
+    }
+    let total: u64 = copies.iter().map(|k| k.bytes).sum();
+    let each: Vec<String> = copies
+        .iter()
+        .map(|k| {
+            let what = if cut_off(k) {
+                "a rewind's copy cut off half-way, nothing whole in it"
+            } else {
+                k.made_by.as_str()
+            };
+            format!("{} ({what}, {}, {})", k.path, k.made_at, size(k))
+        })
+        .collect();
+    (
+        format!(
+            "{name}: {} copies of its data directory are kept beside it ({} in all), each with what a rejoin took out of it: {}",
+            copies.len(),
+            crate::action::pg::human_bytes(total as i64),
+            each.join("; ")
+        ),
+        format!("read what you need from each (start PostgreSQL on it on another port), then remove those you no longer need to free their space: rm -rf {paths} ({never})"),
+    )
 }
 
 fn health_text(h: &super::model::Health) -> String {
@@ -1459,6 +1518,68 @@ mod tests {
 
     /// A fenced primary names the run that fenced it, when the server says so: with no
     /// writable primary, the fix is that run's resume (or undo).
+    #[test]
+    fn copies_kept_beside_a_data_directory_are_named_with_what_to_do() {
+        let copy = |path: &str, made_by: &str, bytes: u64| KeptCopy {
+            path: path.into(),
+            made_by: made_by.into(),
+            made_at: "2026-12-05T21:37:33Z".into(),
+            bytes,
+        };
+        // (what, the copies, the message, the fix)
+        type Case<'a> = (&'a str, Vec<KeptCopy>, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
+            ("none", vec![], "", ""),
+            (
+                "a rewind's",
+                vec![copy("/d/main.before-rewind-20261205T213733Z", "rewind", 3 << 20)],
+                "us: its data directory from before the rewind of 2026-12-05T21:37:33Z is kept beside it: /d/main.before-rewind-20261205T213733Z (3.0 MB), with the transactions that rewind took out of it",
+                "read what you need from it (start PostgreSQL on it on another port), then remove it to free its space: rm -rf /d/main.before-rewind-20261205T213733Z (the engine never removes a whole copy)",
+            ),
+            (
+                "a base backup's",
+                vec![copy("/d/main.replaced-1796472000", "base backup", 1 << 30)],
+                "us: its data directory from before the base backup of 2026-12-05T21:37:33Z is kept beside it: /d/main.replaced-1796472000 (1.00 GB), with all it held, what it committed after the fork among it",
+                "read what you need from it (start PostgreSQL on it on another port), then remove it to free its space: rm -rf /d/main.replaced-1796472000 (the engine never removes a whole copy)",
+            ),
+            (
+                "one cut off half-way",
+                vec![copy("/d/main.before-rewind-20261205T213733Z.partial", "cut-off rewind", 512)],
+                "us: a rewind's copy of its data directory, cut off half-way on 2026-12-05T21:37:33Z, is left beside it: /d/main.before-rewind-20261205T213733Z.partial (512 B), with nothing whole in it",
+                "remove it to free its space: rm -rf /d/main.before-rewind-20261205T213733Z.partial (the next rewind of us removes it too)",
+            ),
+            (
+                "several: each named, the total given",
+                vec![
+                    copy("/d/a", "rewind", 1 << 20),
+                    copy("/d/b", "cut-off rewind", 1 << 20),
+                ],
+                "us: 2 copies of its data directory are kept beside it (2.0 MB in all), each with what a rejoin took out of it: /d/a (rewind, 2026-12-05T21:37:33Z, 1.0 MB); /d/b (a rewind's copy cut off half-way, nothing whole in it, 2026-12-05T21:37:33Z, 1.0 MB)",
+                "read what you need from each (start PostgreSQL on it on another port), then remove those you no longer need to free their space: rm -rf /d/a /d/b (the engine never removes a whole copy)",
+            ),
+        ];
+        for (what, copies, message, fix) in cases {
+            // A region is clean otherwise: the copies are the one thing said, as info.
+            let t = with(topology(&[("us", "primary 1 0/5000000")]), |t| {
+                t.regions.get_mut("us").unwrap().database.kept_copies = copies.clone();
+            });
+            let kept: Vec<_> = t
+                .anomalies
+                .iter()
+                .filter(|a| a.code == "kept_copies")
+                .collect();
+            if copies.is_empty() {
+                assert!(kept.is_empty(), "{what}: {kept:?}");
+                continue;
+            }
+            assert_eq!(kept.len(), 1, "{what}: {:?}", t.anomalies);
+            assert_eq!(kept[0].severity, Severity::Info, "{what}");
+            assert_eq!(kept[0].region.as_deref(), Some("us"), "{what}");
+            assert_eq!(kept[0].message, message, "{what}");
+            assert_eq!(kept[0].fix.as_deref(), Some(fix), "{what}");
+        }
+    }
+
     #[test]
     fn a_fenced_primary_names_the_run_that_fenced_it() {
         // (what, regions, the anomaly's message, how its fix ends)

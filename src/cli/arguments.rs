@@ -154,7 +154,8 @@ pub enum Command {
     /// open (running, paused, interrupted, or stopped part-way through its changes) whatever
     /// its age
     Runs {
-        /// One JSON object a line, with the locks each run claims (the same runs as the table)
+        /// One JSON object a line, with the locks each run claims (the same runs as the table;
+        /// the count of those not listed on stderr)
         #[arg(long)]
         json: bool,
         /// How many of the newest runs to list, besides those still open

@@ -543,12 +543,22 @@ fn runs(
     // In the order they started: run ids name the minute, not the second, so two runs of the
     // same minute would otherwise come in the order of their random tails.
     rows.sort_by(|(a, _), (b, _)| (&a.started, &a.run_id).cmp(&(&b.started, &b.run_id)));
+    let not_listed = match unlisted {
+        0 => None,
+        1 => Some(("1 older run is".to_string(), "it")),
+        n => Some((format!("{n} older runs are"), "them")),
+    }
+    .map(|(runs, are)| format!("({runs} not listed: over, or failed before changing anything. `runbook runs{store_flag} --all` lists {are}, `--limit N` the newest N)"));
     if json {
         for (s, status) in rows {
             say!(
                 "{}",
                 json!({"run_id": s.run_id, "runbook": s.runbook, "status": status, "started": s.started, "last_step": s.last_step, "operator": s.operator, "host": s.host, "pid": s.pid, "ended": s.ended, "claims": claimed_by(&s.run_id)})
             );
+        }
+        // On stderr: a reader of the lines is not told a run that is not one.
+        if let Some(note) = not_listed {
+            tell!("{note}");
         }
         return Ok(());
     }
@@ -590,14 +600,8 @@ fn runs(
             last
         );
     }
-    if unlisted > 0 {
-        let (runs, are) = match unlisted {
-            1 => ("1 older run is".to_string(), "it"),
-            n => (format!("{n} older runs are"), "them"),
-        };
-        say!(
-            "({runs} not listed: over, or failed before changing anything. `runbook runs{store_flag} --all` lists {are}, `--limit N` the newest N)"
-        );
+    if let Some(note) = not_listed {
+        say!("{note}");
     }
     Ok(())
 }

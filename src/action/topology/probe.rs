@@ -518,8 +518,18 @@ async fn app(r: &RegionTargets, kubeconfig: &Option<String>, dir: &Directory, cx
     }
 }
 
+/// What an observation reads besides the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disk {
+    /// The copies of a data directory kept beside it, with their sizes (a walk of their
+    /// files): for status and the runbooks.
+    KeptCopies,
+    /// Not those: for a watcher, which observes every few seconds and decides nothing by them.
+    Skip,
+}
+
 /// Reads every region (in parallel, each part within `cx.timeout`) and the DNS weights.
-pub async fn observe(inv: &InventoryView, cx: &Cx) -> Topology {
+pub async fn observe(inv: &InventoryView, cx: &Cx, disk: Disk) -> Topology {
     let addresses = addresses(inv);
     let dir = std::sync::Arc::new(Directory::new(inv, &addresses));
     let kubeconfig = inv.k8s.as_ref().and_then(|k| k.kubeconfig.clone());
@@ -545,7 +555,7 @@ pub async fn observe(inv: &InventoryView, cx: &Cx) -> Topology {
                 health(&r, &cx),
                 app(&r, &kubeconfig, &dir, &cx),
             );
-            if let Some(data_dir) = r.pg_data_dir.clone() {
+            if let (Some(data_dir), Disk::KeptCopies) = (r.pg_data_dir.clone(), disk) {
                 let copies = tokio::task::spawn_blocking(move || kept_copies(&data_dir));
                 database.kept_copies = copies.await.unwrap_or_default();
             }

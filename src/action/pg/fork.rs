@@ -456,6 +456,13 @@ fn parent_of(dir: &Path) -> Option<&Path> {
     }
 }
 
+/// Bytes in the files below `dir`; None when `dir` itself cannot be read here (a data
+/// directory's mode is 0700: only its owner and root read it).
+pub(crate) fn size_if_readable(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir).ok()?;
+    Some(size_of(dir))
+}
+
 /// Bytes in the files below `dir`, following links (pg_wal and tablespaces may be links).
 pub(crate) fn size_of(dir: &Path) -> u64 {
     let mut total = 0;
@@ -767,6 +774,17 @@ mod tests {
         std::fs::create_dir_all(dir.join("base/1")).unwrap();
         std::fs::write(dir.join("base/1/1259"), vec![7u8; mib << 20]).unwrap();
         dir.to_path_buf()
+    }
+
+    /// A size is the bytes of every file below, or none when the directory cannot be read
+    /// (never 0 for a directory that is not there to read).
+    #[test]
+    fn a_size_is_counted_or_not_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = with_mib(&dir.path().join("main"), 1);
+        std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+        assert_eq!(size_if_readable(&data), Some((1 << 20) + 3));
+        assert_eq!(size_if_readable(&dir.path().join("gone")), None);
     }
 
     /// Without room, the copies earlier rejoins kept beside it (a base backup's too) are named

@@ -78,8 +78,8 @@ pub struct KeptCopy {
     pub made_by: String,
     /// When, RFC 3339 UTC.
     pub made_at: String,
-    /// Bytes in its files.
-    pub bytes: u64,
+    /// Bytes in its files (null when it cannot be read here).
+    pub bytes: Option<u64>,
 }
 
 impl Database {

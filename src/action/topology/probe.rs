@@ -238,7 +238,7 @@ fn kept_copies(data_dir: &str) -> Vec<KeptCopy> {
         .map(|k| {
             let path = dir.with_file_name(&k.name);
             KeptCopy {
-                bytes: pg::fork::size_of(&path),
+                bytes: pg::fork::size_if_readable(&path),
                 path: path.display().to_string(),
                 made_by: match k.by {
                     pg::fork::KeptBy::Rewind => "rewind",

@@ -792,7 +792,11 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
 /// What the copies of a region's data directory kept beside it are, and what to do with
 /// them: (message, fix).
 fn kept_copies_text(name: &str, copies: &[KeptCopy]) -> (String, String) {
-    let size = |k: &KeptCopy| crate::action::pg::human_bytes(k.bytes as i64);
+    let human = |n: u64| crate::action::pg::human_bytes(n as i64);
+    let size = |k: &KeptCopy| match k.bytes {
+        Some(n) => human(n),
+        None => "its size unknown: not readable here".into(),
+    };
     let cut_off = |k: &KeptCopy| k.made_by == "cut-off rewind";
     let paths = copies
         .iter()
@@ -823,7 +827,12 @@ fn kept_copies_text(name: &str, copies: &[KeptCopy]) -> (String, String) {
             format!("read what you need from it (start PostgreSQL on it on another port), then remove it to free its space: rm -rf {paths} ({never})"),
         );
     }
-    let total: u64 = copies.iter().map(|k| k.bytes).sum();
+    let total: u64 = copies.iter().filter_map(|k| k.bytes).sum();
+    let total = if copies.iter().all(|k| k.bytes.is_some()) {
+        format!("{} in all", human(total))
+    } else {
+        format!("at least {} in all", human(total))
+    };
     let each: Vec<String> = copies
         .iter()
         .map(|k| {
@@ -837,9 +846,8 @@ fn kept_copies_text(name: &str, copies: &[KeptCopy]) -> (String, String) {
         .collect();
     (
         format!(
-            "{name}: {} copies of its data directory are kept beside it ({} in all), each with what a rejoin took out of it: {}",
+            "{name}: {} copies of its data directory are kept beside it ({total}), each with what a rejoin took out of it: {}",
             copies.len(),
-            crate::action::pg::human_bytes(total as i64),
             each.join("; ")
         ),
         format!("read what you need from each (start PostgreSQL on it on another port), then remove those you no longer need to free their space: rm -rf {paths} ({never})"),
@@ -1520,7 +1528,7 @@ mod tests {
     /// writable primary, the fix is that run's resume (or undo).
     #[test]
     fn copies_kept_beside_a_data_directory_are_named_with_what_to_do() {
-        let copy = |path: &str, made_by: &str, bytes: u64| KeptCopy {
+        let copy = |path: &str, made_by: &str, bytes: Option<u64>| KeptCopy {
             path: path.into(),
             made_by: made_by.into(),
             made_at: "2026-12-05T21:37:33Z".into(),
@@ -1532,29 +1540,38 @@ mod tests {
             ("none", vec![], "", ""),
             (
                 "a rewind's",
-                vec![copy("/d/main.before-rewind-20261205T213733Z", "rewind", 3 << 20)],
+                vec![copy("/d/main.before-rewind-20261205T213733Z", "rewind", Some(3 << 20))],
                 "us: its data directory from before the rewind of 2026-12-05T21:37:33Z is kept beside it: /d/main.before-rewind-20261205T213733Z (3.0 MB), with the transactions that rewind took out of it",
                 "read what you need from it (start PostgreSQL on it on another port), then remove it to free its space: rm -rf /d/main.before-rewind-20261205T213733Z (the engine never removes a whole copy)",
             ),
             (
                 "a base backup's",
-                vec![copy("/d/main.replaced-1796472000", "base backup", 1 << 30)],
+                vec![copy("/d/main.replaced-1796472000", "base backup", Some(1 << 30))],
                 "us: its data directory from before the base backup of 2026-12-05T21:37:33Z is kept beside it: /d/main.replaced-1796472000 (1.00 GB), with all it held, what it committed after the fork among it",
                 "read what you need from it (start PostgreSQL on it on another port), then remove it to free its space: rm -rf /d/main.replaced-1796472000 (the engine never removes a whole copy)",
             ),
             (
                 "one cut off half-way",
-                vec![copy("/d/main.before-rewind-20261205T213733Z.partial", "cut-off rewind", 512)],
+                vec![copy("/d/main.before-rewind-20261205T213733Z.partial", "cut-off rewind", Some(512))],
                 "us: a rewind's copy of its data directory, cut off half-way on 2026-12-05T21:37:33Z, is left beside it: /d/main.before-rewind-20261205T213733Z.partial (512 B), with nothing whole in it",
                 "remove it to free its space: rm -rf /d/main.before-rewind-20261205T213733Z.partial (the next rewind of us removes it too)",
             ),
             (
                 "several: each named, the total given",
                 vec![
-                    copy("/d/a", "rewind", 1 << 20),
-                    copy("/d/b", "cut-off rewind", 1 << 20),
+                    copy("/d/a", "rewind", Some(1 << 20)),
+                    copy("/d/b", "cut-off rewind", Some(1 << 20)),
                 ],
                 "us: 2 copies of its data directory are kept beside it (2.0 MB in all), each with what a rejoin took out of it: /d/a (rewind, 2026-12-05T21:37:33Z, 1.0 MB); /d/b (a rewind's copy cut off half-way, nothing whole in it, 2026-12-05T21:37:33Z, 1.0 MB)",
+                "read what you need from each (start PostgreSQL on it on another port), then remove those you no longer need to free their space: rm -rf /d/a /d/b (the engine never removes a whole copy)",
+            ),
+            (
+                "one this user cannot read: its size is not guessed",
+                vec![
+                    copy("/d/a", "rewind", None),
+                    copy("/d/b", "base backup", Some(2 << 20)),
+                ],
+                "us: 2 copies of its data directory are kept beside it (at least 2.0 MB in all), each with what a rejoin took out of it: /d/a (rewind, 2026-12-05T21:37:33Z, its size unknown: not readable here); /d/b (base backup, 2026-12-05T21:37:33Z, 2.0 MB)",
                 "read what you need from each (start PostgreSQL on it on another port), then remove those you no longer need to free their space: rm -rf /d/a /d/b (the engine never removes a whole copy)",
             ),
         ];

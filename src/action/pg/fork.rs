@@ -355,8 +355,11 @@ pub(crate) struct Earlier {
 }
 
 /// What made a copy kept beside a data directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeptBy {
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum KeptBy {
     /// A rewind that took committed transactions out (`NAME.before-rewind-<time>`).
     Rewind,
     /// A base backup that replaced the directory (`NAME.replaced-<secs>`).
@@ -364,6 +367,17 @@ pub(crate) enum KeptBy {
     /// A rewind's copy cut off half-way (`….partial`): nothing whole in it; the next rewind
     /// removes it.
     CutOff,
+}
+
+impl KeptBy {
+    /// As messages say it.
+    pub fn label(self) -> &'static str {
+        match self {
+            KeptBy::Rewind => "rewind",
+            KeptBy::BaseBackup => "base backup",
+            KeptBy::CutOff => "cut-off rewind",
+        }
+    }
 }
 
 /// A copy of a data directory the engine made and keeps beside it (the engine never removes

@@ -69,13 +69,13 @@ pub struct Database {
 }
 
 /// A copy of a data directory kept beside it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KeptCopy {
     /// Where it is.
     pub path: String,
-    /// What made it: "rewind", "base backup", or "cut-off rewind" (a copy left half-way, with
-    /// nothing whole in it; the next rewind removes it).
-    pub made_by: String,
+    /// What made it: "rewind", "base_backup", or "cut_off" (a rewind's copy left half-way,
+    /// with nothing whole in it; the next rewind removes it).
+    pub made_by: crate::action::pg::fork::KeptBy,
     /// When, RFC 3339 UTC.
     pub made_at: String,
     /// Bytes in its files (null when it cannot be read here).

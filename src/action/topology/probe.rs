@@ -240,12 +240,7 @@ fn kept_copies(data_dir: &str) -> Vec<KeptCopy> {
             KeptCopy {
                 bytes: pg::fork::size_if_readable(&path),
                 path: path.display().to_string(),
-                made_by: match k.by {
-                    pg::fork::KeptBy::Rewind => "rewind",
-                    pg::fork::KeptBy::BaseBackup => "base backup",
-                    pg::fork::KeptBy::CutOff => "cut-off rewind",
-                }
-                .into(),
+                made_by: k.by,
                 made_at: k.at,
             }
         })

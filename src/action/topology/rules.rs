@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{lsn, Anomaly, Database, KeptCopy, Region, SameServer, Severity, Topology};
+use crate::action::pg::fork::KeptBy;
 pub use crate::action::pg::Thresholds;
 
 /// The primary the others should follow: the one writable primary, or among several the one
@@ -797,7 +798,7 @@ fn kept_copies_text(name: &str, copies: &[KeptCopy]) -> (String, String) {
         Some(n) => human(n),
         None => "its size unknown: not readable here".into(),
     };
-    let cut_off = |k: &KeptCopy| k.made_by == "cut-off rewind";
+    let cut_off = |k: &KeptCopy| k.made_by == KeptBy::CutOff;
     let paths = copies
         .iter()
         .map(|k| k.path.as_str())
@@ -814,7 +815,7 @@ fn kept_copies_text(name: &str, copies: &[KeptCopy]) -> (String, String) {
                 format!("remove it to free its space: rm -rf {paths} (the next rewind of {name} removes it too)"),
             );
         }
-        let holds = if k.made_by == "rewind" {
+        let holds = if k.made_by == KeptBy::Rewind {
             "the transactions that rewind took out of it"
         } else {
             "all it held, what it committed after the fork among it"
@@ -822,7 +823,10 @@ fn kept_copies_text(name: &str, copies: &[KeptCopy]) -> (String, String) {
         return (
             format!(
                 "{name}: its data directory from before the {} of {} is kept beside it: {} ({}), with {holds}",
-                k.made_by, k.made_at, k.path, size(k)
+                k.made_by.label(),
+                k.made_at,
+                k.path,
+                size(k)
             ),
             format!("read what you need from it (start PostgreSQL on it on another port), then remove it to free its space: rm -rf {paths} ({never})"),
         );
@@ -839,7 +843,7 @@ fn kept_copies_text(name: &str, copies: &[KeptCopy]) -> (String, String) {
             let what = if cut_off(k) {
                 "a rewind's copy cut off half-way, nothing whole in it"
             } else {
-                k.made_by.as_str()
+                k.made_by.label()
             };
             format!("{} ({what}, {}, {})", k.path, k.made_at, size(k))
         })
@@ -1528,9 +1532,9 @@ mod tests {
     /// writable primary, the fix is that run's resume (or undo).
     #[test]
     fn copies_kept_beside_a_data_directory_are_named_with_what_to_do() {
-        let copy = |path: &str, made_by: &str, bytes: Option<u64>| KeptCopy {
+        let copy = |path: &str, made_by: KeptBy, bytes: Option<u64>| KeptCopy {
             path: path.into(),
-            made_by: made_by.into(),
+            made_by,
             made_at: "2026-12-05T21:37:33Z".into(),
             bytes,
         };
@@ -1540,27 +1544,27 @@ mod tests {
             ("none", vec![], "", ""),
             (
                 "a rewind's",
-                vec![copy("/d/main.before-rewind-20261205T213733Z", "rewind", Some(3 << 20))],
+                vec![copy("/d/main.before-rewind-20261205T213733Z", KeptBy::Rewind, Some(3 << 20))],
                 "us: its data directory from before the rewind of 2026-12-05T21:37:33Z is kept beside it: /d/main.before-rewind-20261205T213733Z (3.0 MB), with the transactions that rewind took out of it",
                 "read what you need from it (start PostgreSQL on it on another port), then remove it to free its space: rm -rf /d/main.before-rewind-20261205T213733Z (the engine never removes a whole copy)",
             ),
             (
                 "a base backup's",
-                vec![copy("/d/main.replaced-1796472000", "base backup", Some(1 << 30))],
+                vec![copy("/d/main.replaced-1796472000", KeptBy::BaseBackup, Some(1 << 30))],
                 "us: its data directory from before the base backup of 2026-12-05T21:37:33Z is kept beside it: /d/main.replaced-1796472000 (1.00 GB), with all it held, what it committed after the fork among it",
                 "read what you need from it (start PostgreSQL on it on another port), then remove it to free its space: rm -rf /d/main.replaced-1796472000 (the engine never removes a whole copy)",
             ),
             (
                 "one cut off half-way",
-                vec![copy("/d/main.before-rewind-20261205T213733Z.partial", "cut-off rewind", Some(512))],
+                vec![copy("/d/main.before-rewind-20261205T213733Z.partial", KeptBy::CutOff, Some(512))],
                 "us: a rewind's copy of its data directory, cut off half-way on 2026-12-05T21:37:33Z, is left beside it: /d/main.before-rewind-20261205T213733Z.partial (512 B), with nothing whole in it",
                 "remove it to free its space: rm -rf /d/main.before-rewind-20261205T213733Z.partial (the next rewind of us removes it too)",
             ),
             (
                 "several: each named, the total given",
                 vec![
-                    copy("/d/a", "rewind", Some(1 << 20)),
-                    copy("/d/b", "cut-off rewind", Some(1 << 20)),
+                    copy("/d/a", KeptBy::Rewind, Some(1 << 20)),
+                    copy("/d/b", KeptBy::CutOff, Some(1 << 20)),
                 ],
                 "us: 2 copies of its data directory are kept beside it (2.0 MB in all), each with what a rejoin took out of it: /d/a (rewind, 2026-12-05T21:37:33Z, 1.0 MB); /d/b (a rewind's copy cut off half-way, nothing whole in it, 2026-12-05T21:37:33Z, 1.0 MB)",
                 "read what you need from each (start PostgreSQL on it on another port), then remove those you no longer need to free their space: rm -rf /d/a /d/b (the engine never removes a whole copy)",
@@ -1568,8 +1572,8 @@ mod tests {
             (
                 "one this user cannot read: its size is not guessed",
                 vec![
-                    copy("/d/a", "rewind", None),
-                    copy("/d/b", "base backup", Some(2 << 20)),
+                    copy("/d/a", KeptBy::Rewind, None),
+                    copy("/d/b", KeptBy::BaseBackup, Some(2 << 20)),
                 ],
                 "us: 2 copies of its data directory are kept beside it (at least 2.0 MB in all), each with what a rejoin took out of it: /d/a (rewind, 2026-12-05T21:37:33Z, its size unknown: not readable here); /d/b (base backup, 2026-12-05T21:37:33Z, 2.0 MB)",
                 "read what you need from each (start PostgreSQL on it on another port), then remove those you no longer need to free their space: rm -rf /d/a /d/b (the engine never removes a whole copy)",

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::tool::{last_segment_end, Tools};
-use crate::action::topology::model::lsn;
+use crate::action::topology::model::{lsn, KeptBy};
 use crate::action::ActionError;
 
 /// Where a server's history left the primary's, as `pg_rewind --dry-run` reports it.
@@ -354,32 +354,6 @@ pub(crate) struct Earlier {
     pub partial: Vec<String>,
 }
 
-/// What made a copy kept beside a data directory.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum KeptBy {
-    /// A rewind that took committed transactions out (`NAME.before-rewind-<time>`).
-    Rewind,
-    /// A base backup that replaced the directory (`NAME.replaced-<secs>`).
-    BaseBackup,
-    /// A rewind's copy cut off half-way (`….partial`): nothing whole in it; the next rewind
-    /// removes it.
-    CutOff,
-}
-
-impl KeptBy {
-    /// As messages say it.
-    pub fn label(self) -> &'static str {
-        match self {
-            KeptBy::Rewind => "rewind",
-            KeptBy::BaseBackup => "base backup",
-            KeptBy::CutOff => "cut-off rewind",
-        }
-    }
-}
-
 /// A copy of a data directory the engine made and keeps beside it (the engine never removes
 /// a whole one: it holds what a rejoin took out of the server).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -392,10 +366,7 @@ pub(crate) struct Kept {
 }
 
 /// The copies kept beside a data directory called `name`, oldest first.
-pub(crate) fn kept_copies<'a>(
-    name: &str,
-    siblings: impl IntoIterator<Item = &'a str>,
-) -> Vec<Kept> {
+pub(crate) fn kept_among<'a>(name: &str, siblings: impl IntoIterator<Item = &'a str>) -> Vec<Kept> {
     let before_rewind = format!("{name}.before-rewind-");
     let replaced = format!("{name}.replaced-");
     // 20261205T213733Z → 2026-12-05T21:37:33Z
@@ -458,7 +429,7 @@ pub(crate) fn kept_beside(dir: &Path) -> Vec<Kept> {
     let siblings: Vec<String> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
-    kept_copies(name, siblings.iter().map(String::as_str))
+    kept_among(name, siblings.iter().map(String::as_str))
 }
 
 /// The folder holding `dir` ("." for a bare name).
@@ -691,7 +662,7 @@ mod tests {
             ),
         ];
         for (siblings, want) in cases {
-            let got: Vec<(String, KeptBy, String)> = kept_copies("main", siblings.iter().copied())
+            let got: Vec<(String, KeptBy, String)> = kept_among("main", siblings.iter().copied())
                 .into_iter()
                 .map(|k| (k.name, k.by, k.at))
                 .collect();

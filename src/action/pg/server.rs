@@ -878,7 +878,7 @@ async fn basebackup(
 fn newest_replaced(dir: &Path) -> Option<PathBuf> {
     fork::kept_beside(dir)
         .into_iter()
-        .rfind(|k| k.by == fork::KeptBy::BaseBackup)
+        .rfind(|k| k.by == crate::action::topology::model::KeptBy::BaseBackup)
         .map(|k| dir.with_file_name(k.name))
 }
 

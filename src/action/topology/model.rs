@@ -68,6 +68,32 @@ pub struct Database {
     pub kept_copies: Vec<KeptCopy>,
 }
 
+/// What made a copy kept beside a data directory.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum KeptBy {
+    /// A rewind that took committed transactions out (`NAME.before-rewind-<time>`).
+    Rewind,
+    /// A base backup that replaced the directory (`NAME.replaced-<secs>`).
+    BaseBackup,
+    /// A rewind's copy cut off half-way (`….partial`): nothing whole in it; the next rewind
+    /// removes it.
+    CutOff,
+}
+
+impl KeptBy {
+    /// As messages say it.
+    pub fn label(self) -> &'static str {
+        match self {
+            KeptBy::Rewind => "rewind",
+            KeptBy::BaseBackup => "base backup",
+            KeptBy::CutOff => "cut-off rewind",
+        }
+    }
+}
+
 /// A copy of a data directory kept beside it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KeptCopy {
@@ -75,7 +101,7 @@ pub struct KeptCopy {
     pub path: String,
     /// What made it: "rewind", "base_backup", or "cut_off" (a rewind's copy left half-way,
     /// with nothing whole in it; the next rewind removes it).
-    pub made_by: crate::action::pg::fork::KeptBy,
+    pub made_by: KeptBy,
     /// When, RFC 3339 UTC.
     pub made_at: String,
     /// Bytes in its files (null when it cannot be read here).

@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{lsn, Anomaly, Database, KeptCopy, Region, SameServer, Severity, Topology};
-use crate::action::pg::fork::KeptBy;
+use super::model::{
+    lsn, Anomaly, Database, KeptBy, KeptCopy, Region, SameServer, Severity, Topology,
+};
 pub use crate::action::pg::Thresholds;
 
 /// The primary the others should follow: the one writable primary, or among several the one

@@ -441,18 +441,27 @@ fn parent_of(dir: &Path) -> Option<&Path> {
     }
 }
 
-/// Bytes in the files below `dir`; None when `dir` itself cannot be read here (a data
-/// directory's mode is 0700: only its owner and root read it).
-pub(crate) fn size_if_readable(dir: &Path) -> Option<u64> {
+/// Bytes in the files below `dir` counted until `deadline`, and whether all were counted;
+/// None when `dir` itself cannot be read here (a data directory's mode is 0700: only its
+/// owner and root read it).
+pub(crate) fn size_until(dir: &Path, deadline: std::time::Instant) -> Option<(u64, bool)> {
     std::fs::read_dir(dir).ok()?;
-    Some(size_of(dir))
+    Some(walk(dir, Some(deadline)))
 }
 
 /// Bytes in the files below `dir`, following links (pg_wal and tablespaces may be links).
 pub(crate) fn size_of(dir: &Path) -> u64 {
+    walk(dir, None).0
+}
+
+/// Bytes in the files below `dir` until `deadline`, and whether the walk got to its end.
+fn walk(dir: &Path, deadline: Option<std::time::Instant>) -> (u64, bool) {
     let mut total = 0;
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
+        if deadline.is_some_and(|at| std::time::Instant::now() >= at) {
+            return (total, false);
+        }
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
@@ -467,7 +476,7 @@ pub(crate) fn size_of(dir: &Path) -> u64 {
             }
         }
     }
-    total
+    (total, true)
 }
 
 /// Bytes free for this user on the file system holding `dir`.
@@ -762,14 +771,18 @@ mod tests {
     }
 
     /// A size is the bytes of every file below, or none when the directory cannot be read
-    /// (never 0 for a directory that is not there to read).
+    /// (never 0 for a directory that is not there to read), or what was counted in time.
     #[test]
     fn a_size_is_counted_or_not_given() {
         let dir = tempfile::tempdir().unwrap();
         let data = with_mib(&dir.path().join("main"), 1);
         std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
-        assert_eq!(size_if_readable(&data), Some((1 << 20) + 3));
-        assert_eq!(size_if_readable(&dir.path().join("gone")), None);
+        let later = std::time::Instant::now() + Duration::from_secs(60);
+        assert_eq!(size_until(&data, later), Some(((1 << 20) + 3, true)));
+        assert_eq!(size_until(&dir.path().join("gone"), later), None);
+        // Past its time, a walk stops and says so: what it counted is a lower bound.
+        let past = std::time::Instant::now();
+        assert_eq!(size_until(&data, past), Some((0, false)));
     }
 
     /// Without room, the copies earlier rejoins kept beside it (a base backup's too) are named

@@ -106,6 +106,9 @@ pub struct KeptCopy {
     pub made_at: String,
     /// Bytes in its files (null when it cannot be read here).
     pub bytes: Option<u64>,
+    /// The count stopped at its time limit: `bytes` is a lower bound.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counted_in_part: bool,
 }
 
 impl Database {

@@ -230,15 +230,22 @@ async fn database(
     }
 }
 
+/// How long the sizes of one region's kept copies may take to count (a copy of a database
+/// of many files): past it, a size is what was counted, said to be a lower bound.
+const COUNT_WITHIN: Duration = Duration::from_secs(2);
+
 /// The copies rejoins kept beside a data directory on this host, with their sizes.
 fn kept_copies(data_dir: &str) -> Vec<KeptCopy> {
     let dir = std::path::Path::new(data_dir.trim_end_matches('/'));
+    let deadline = std::time::Instant::now() + COUNT_WITHIN;
     pg::fork::kept_beside(dir)
         .into_iter()
         .map(|k| {
             let path = dir.with_file_name(&k.name);
+            let size = pg::fork::size_until(&path, deadline);
             KeptCopy {
-                bytes: pg::fork::size_if_readable(&path),
+                bytes: size.map(|(bytes, _)| bytes),
+                counted_in_part: size.is_some_and(|(_, whole)| !whole),
                 path: path.display().to_string(),
                 made_by: k.by,
                 made_at: k.at,

@@ -796,6 +796,7 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
 fn kept_copies_text(name: &str, copies: &[KeptCopy]) -> (String, String) {
     let human = |n: u64| crate::action::pg::human_bytes(n as i64);
     let size = |k: &KeptCopy| match k.bytes {
+        Some(n) if k.counted_in_part => format!("at least {}: counting stopped", human(n)),
         Some(n) => human(n),
         None => "its size unknown: not readable here".into(),
     };
@@ -833,7 +834,10 @@ fn kept_copies_text(name: &str, copies: &[KeptCopy]) -> (String, String) {
         );
     }
     let total: u64 = copies.iter().filter_map(|k| k.bytes).sum();
-    let total = if copies.iter().all(|k| k.bytes.is_some()) {
+    let total = if copies
+        .iter()
+        .all(|k| k.bytes.is_some() && !k.counted_in_part)
+    {
         format!("{} in all", human(total))
     } else {
         format!("at least {} in all", human(total))
@@ -1538,6 +1542,7 @@ mod tests {
             made_by,
             made_at: "2026-12-05T21:37:33Z".into(),
             bytes,
+            counted_in_part: false,
         };
         // (what, the copies, the message, the fix)
         type Case<'a> = (&'a str, Vec<KeptCopy>, &'a str, &'a str);
@@ -1578,6 +1583,15 @@ mod tests {
                 ],
                 "us: 2 copies of its data directory are kept beside it (at least 2.0 MB in all), each with what a rejoin took out of it: /d/a (rewind, 2026-12-05T21:37:33Z, its size unknown: not readable here); /d/b (base backup, 2026-12-05T21:37:33Z, 2.0 MB)",
                 "read what you need from each (start PostgreSQL on it on another port), then remove those you no longer need to free their space: rm -rf /d/a /d/b (the engine never removes a whole copy)",
+            ),
+            (
+                "one too large to count in time: what was counted, as a lower bound",
+                vec![KeptCopy {
+                    counted_in_part: true,
+                    ..copy("/d/a", KeptBy::Rewind, Some(5 << 30))
+                }],
+                "us: its data directory from before the rewind of 2026-12-05T21:37:33Z is kept beside it: /d/a (at least 5.00 GB: counting stopped), with the transactions that rewind took out of it",
+                "read what you need from it (start PostgreSQL on it on another port), then remove it to free its space: rm -rf /d/a (the engine never removes a whole copy)",
             ),
         ];
         for (what, copies, message, fix) in cases {

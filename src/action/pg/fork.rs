@@ -167,9 +167,7 @@ impl<'a> Dir<'a> {
         };
         let history = std::fs::read_to_string(dir.join(format!("pg_wal/{tli:08X}.history")))
             .unwrap_or_default();
-        let whole = left_beside(&dir).whole;
-        for whole in whole {
-            let copy = dir.with_file_name(&whole);
+        for copy in rewinds_beside(&dir) {
             let copy_str = copy.display().to_string();
             let there = Dir {
                 data_dir: &copy_str,
@@ -318,40 +316,24 @@ impl Dir<'_> {
     /// The whole copy an earlier attempt made of the directory as it is now, newest first;
     /// removes the copies earlier attempts left half-way.
     fn earlier_copy(&self, dir: &Path) -> Option<PathBuf> {
-        let earlier = left_beside(dir);
-        for partial in &earlier.partial {
-            let _ = std::fs::remove_dir_all(dir.with_file_name(partial));
+        for cut_off in kept_beside(dir).iter().filter(|k| k.by == KeptBy::CutOff) {
+            let _ = std::fs::remove_dir_all(dir.with_file_name(&cut_off.name));
         }
         let control = std::fs::read(dir.join("global/pg_control")).ok()?;
-        earlier
-            .whole
-            .iter()
-            .map(|c| dir.with_file_name(c))
+        rewinds_beside(dir)
+            .into_iter()
             .find(|c| std::fs::read(c.join("global/pg_control")).ok().as_ref() == Some(&control))
     }
 }
 
-/// What earlier rewinds left beside the data directory `dir`.
-fn left_beside(dir: &Path) -> Earlier {
-    let kept = kept_beside(dir);
-    let names = |by| {
-        kept.iter()
-            .filter(move |k| k.by == by)
-            .map(|k| k.name.clone())
-    };
-    Earlier {
-        whole: names(KeptBy::Rewind).rev().collect(),
-        partial: names(KeptBy::CutOff).collect(),
-    }
-}
-
-/// What earlier rewinds left beside a data directory called `name`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Earlier {
-    /// Whole copies (`NAME.before-rewind-<time>`), newest first.
-    pub whole: Vec<String>,
-    /// Copies cut off half-way (`NAME.before-rewind-<time>.partial`).
-    pub partial: Vec<String>,
+/// The whole copies earlier rewinds kept beside the data directory `dir`, newest first.
+fn rewinds_beside(dir: &Path) -> Vec<PathBuf> {
+    kept_beside(dir)
+        .into_iter()
+        .rev()
+        .filter(|k| k.by == KeptBy::Rewind)
+        .map(|k| dir.with_file_name(k.name))
+        .collect()
 }
 
 /// A copy of a data directory the engine made and keeps beside it (the engine never removes
@@ -459,13 +441,14 @@ fn walk(dir: &Path, deadline: Option<std::time::Instant>) -> (u64, bool) {
     let mut total = 0;
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
-        if deadline.is_some_and(|at| std::time::Instant::now() >= at) {
-            return (total, false);
-        }
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
         for entry in entries.flatten() {
+            // Checked at each file: one database's relations are all in one folder.
+            if deadline.is_some_and(|at| std::time::Instant::now() >= at) {
+                return (total, false);
+            }
             let Ok(meta) = std::fs::metadata(entry.path()) else {
                 continue;
             };

@@ -551,16 +551,25 @@ pub async fn observe(inv: &InventoryView, cx: &Cx, disk: Disk) -> Topology {
             tools.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let (mut database, redis, health, app) = tokio::join!(
+            // The copies are counted while the servers answer, not after.
+            let copies = async {
+                match (r.pg_data_dir.clone(), disk) {
+                    (Some(data_dir), Disk::KeptCopies) => {
+                        tokio::task::spawn_blocking(move || kept_copies(&data_dir))
+                            .await
+                            .unwrap_or_default()
+                    }
+                    _ => vec![],
+                }
+            };
+            let (mut database, redis, health, app, kept) = tokio::join!(
                 database(&name, &r, &tools, &dir, &cx),
                 cache(&name, &r, &dir, &cx),
                 health(&r, &cx),
                 app(&r, &kubeconfig, &dir, &cx),
+                copies,
             );
-            if let (Some(data_dir), Disk::KeptCopies) = (r.pg_data_dir.clone(), disk) {
-                let copies = tokio::task::spawn_blocking(move || kept_copies(&data_dir));
-                database.kept_copies = copies.await.unwrap_or_default();
-            }
+            database.kept_copies = kept;
             (
                 name,
                 Region {

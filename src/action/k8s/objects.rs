@@ -234,11 +234,7 @@ impl Action for Get {
                 .await
                 .map_err(|e| kube_error(&what, &input.context, e))?],
             None => {
-                let mut lp = ListParams::default();
-                if let Some(l) = &input.labels {
-                    lp = lp.labels(l);
-                }
-                api.list(&lp)
+                api.list(&labelled(input.labels.as_deref()))
                     .await
                     .map_err(|e| kube_error(&what, &input.context, e))?
                     .items
@@ -318,10 +314,7 @@ impl Action for Pods {
         let (client, default_ns) = client(&cluster, &cx).await?;
         let api: Api<Pod> =
             Api::namespaced(client, input.namespace.as_deref().unwrap_or(&default_ns));
-        let mut lp = ListParams::default();
-        if let Some(l) = &input.labels {
-            lp = lp.labels(l);
-        }
+        let mut lp = labelled(input.labels.as_deref());
         if let Some(n) = &input.node {
             lp = lp.fields(&format!("spec.nodeName={n}"));
         }
@@ -334,6 +327,14 @@ impl Action for Pods {
             ready: pods.iter().filter(|p| p.ready).count(),
             pods,
         })
+    }
+}
+
+/// A list's parameters: those with the labels, when a selector is given; all otherwise.
+fn labelled(selector: Option<&str>) -> ListParams {
+    match selector {
+        Some(labels) => ListParams::default().labels(labels),
+        None => ListParams::default(),
     }
 }
 

@@ -18,6 +18,16 @@ input! {
     }
 }
 
+impl FailoverInput {
+    /// The replica asked for, host:port (None: Redis picks one, or only half of it was given).
+    fn to(&self) -> Option<String> {
+        match (&self.to_host, self.to_port) {
+            (Some(h), Some(p)) => Some(format!("{h}:{p}")),
+            _ => None,
+        }
+    }
+}
+
 /// A finished coordinated failover.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct FailedOver {
@@ -38,10 +48,7 @@ action! {
 
 impl Action for Failover {
     fn describe(input: &FailoverInput) -> String {
-        let to = match (&input.to_host, input.to_port) {
-            (Some(h), Some(p)) => format!(" to {h}:{p}"),
-            _ => String::new(),
-        };
+        let to = input.to().map(|to| format!(" to {to}")).unwrap_or_default();
         format!(
             "fail over {}{to}{}",
             target(&input.url, &input.name),
@@ -50,13 +57,9 @@ impl Action for Failover {
     }
 
     fn predict(input: &FailoverInput) -> FailedOver {
-        let to = match (&input.to_host, input.to_port) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            _ => String::new(),
-        };
         FailedOver {
             changed: true,
-            new_primary: to,
+            new_primary: input.to().unwrap_or_default(),
             took_ms: 0,
         }
     }
@@ -69,15 +72,12 @@ impl Action for Failover {
         let started = Instant::now();
         let (mut conn, target) = connect(&input.url, &input.name, &cx).await?;
         let before = role_of(&mut conn, &target).await?;
-        let wanted = match (&input.to_host, input.to_port) {
-            (Some(h), Some(p)) => Some(format!("{h}:{p}")),
-            (None, None) => None,
-            _ => {
-                return Err(ActionError::permanent(
-                    "give both `to_host` and `to_port`, or neither",
-                ))
-            }
-        };
+        if input.to_host.is_some() != input.to_port.is_some() {
+            return Err(ActionError::permanent(
+                "give both `to_host` and `to_port`, or neither",
+            ));
+        }
+        let wanted = input.to();
         if before.role != "master" {
             // Already failed over (a resumed run): fine if it follows the wanted primary.
             if wanted.is_none() || before.primary == wanted {

@@ -247,13 +247,13 @@ fn check_lists_the_parameters_a_runbook_declares() {
     );
     assert_eq!(
         lines[1],
-        "  --var target=<string>            required       the region to become primary"
+        "  --var target=<region>            required       the region to become primary"
     );
     assert_says(
         &ran.stdout,
         &[
             "  --var health_within=<duration>   default 2m     how long the target's application",
-            "  --var from=<string>              default \"\"     the current primary region",
+            "  --var from=<region>              default \"\"     the current primary region",
             "  --var max_lag_bytes=<size>       default 100MB  refuse to start when the target is further behind than this (bytes, or e.g. 1GB",
             "ok: built.rhai (",
             "  parameters built when it runs: not listed",

@@ -164,7 +164,7 @@ fn a_lock_left_by_a_killed_process_is_taken_over_with_a_message() {
 
 #[test]
 fn the_shipped_runbooks_exclude_each_other_on_one_deployment_but_not_a_dry_run() {
-    let inventory = "[dns]\nzone = \"example.com\"\nrecord = \"orchestrator.example.com\"\n";
+    let inventory = "[dns]\nzone = \"example.com\"\nrecord = \"orchestrator.example.com\"\n[regions.us-east-1]\n[regions.eu-west-1]\n";
     let t = Test::new().inventory(inventory).script(
         r#"import "incident" as incident; incident::exclusive(inventory); step("hold", || sleep("30s"));"#,
     );

@@ -505,10 +505,18 @@ fn a_watcher_refuses_bad_rules_and_missing_secrets_before_watching() {
         .file(
             "lag.rhai",
             r#"let p = params(#{ from: #{ type: "string" }, max_lag: #{ type: "int", default: 0 } });"#,
+        )
+        .file(
+            "to.toml",
+            "[regions.a]\nhealth_url = \"http://127.0.0.1:9/h\"\n[regions.eu]\n[watch]\nvars = { target = \"ue\" }\n",
+        )
+        .file(
+            "to.rhai",
+            r#"let p = params(#{ from: #{ type: "region" }, target: #{ type: "region", default: "" } });"#,
         );
     // The runbook the rule would start is checked now, not when a region fails: it compiles,
     // passes lint and accepts what the watcher passes it (`from`, the [watch] vars).
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
         (
             &["watch", "-i", "ok.toml", "--runbook", "none.rhai"],
             "--runbook none.rhai: it would be refused when the rule fires for a:\n  unknown parameter --var check_interval: it declares none\n  unknown parameter --var from: it declares none\ndeclare what the watcher passes in its params(..), or change the inventory's [watch] vars",
@@ -524,6 +532,10 @@ fn a_watcher_refuses_bad_rules_and_missing_secrets_before_watching() {
         (
             &["watch", "-i", "vars.toml", "--runbook", "lag.rhai"],
             "--runbook lag.rhai: it would be refused when the rule fires for a:\n  --var max_lag=1MB: expected a whole number",
+        ),
+        (
+            &["watch", "-i", "to.toml", "--runbook", "to.rhai"],
+            "--runbook to.rhai: it would be refused when the rule fires for a:\n  --var target=ue: no such region in the inventory to.toml, which has a, eu (did you mean `eu`?)",
         ),
         (
             &["watch", "-i", "bad.toml", "--runbook", "r.rhai"],

@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub operator: String,
     pub host: String,
     pub vars: BTreeMap<String, String>,
+    /// The inventory's regions, which `region` parameters name (None: the run has none).
+    pub regions: Option<crate::script::Regions>,
     /// What an offline dry-run's reads answer (`--assume`, else the inventory's world); set only
     /// for an offline dry-run.
     pub world: Option<std::sync::Arc<crate::action::world::World>>,

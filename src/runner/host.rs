@@ -136,12 +136,14 @@ impl Host for RunCtx {
                 pos,
             )));
         }
-        crate::script::resolve_params(&decls, &self.opts.vars).map_err(|problems| {
-            self.set_stop(Stop::Refused(crate::error::Error::invalid_params(
-                &problems,
-            )));
-            Box::new(EvalAltResult::ErrorTerminated(Dynamic::UNIT, pos))
-        })
+        crate::script::resolve_params(&decls, &self.opts.vars, self.opts.regions.as_ref()).map_err(
+            |problems| {
+                self.set_stop(Stop::Refused(crate::error::Error::invalid_params(
+                    &problems,
+                )));
+                Box::new(EvalAltResult::ErrorTerminated(Dynamic::UNIT, pos))
+            },
+        )
     }
 
     fn started_as(&self) -> Arc<crate::action::Invocation> {

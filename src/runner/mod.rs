@@ -302,6 +302,10 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
             operator: env.operator.name.clone(),
             host: env.operator.host.clone(),
             vars: req.vars.clone(),
+            regions: req
+                .inventory
+                .is_some()
+                .then(|| crate::script::Regions::of(&inventory.file, &inventory.value)),
             world,
             started_as: invocation.clone(),
             invocation,
@@ -347,7 +351,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
     // at run time (and vars given to a runbook that declares none) are refused when the
     // script runs, as before.
     if let Some(decls) = crate::script::declared_params(&prepared.plain).filter(|d| !d.is_empty()) {
-        crate::script::resolve_params(&decls, &req.vars)
+        crate::script::resolve_params(&decls, &req.vars, ctx.opts.regions.as_ref())
             .map_err(|problems| Error::invalid_params(&problems))?;
     }
     if let Some(id) = &run_id {
@@ -700,6 +704,9 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         inventory,
     )?;
     crate::tls::set_pg_defaults(inv.pg_tls_defaults()?);
+    let regions = inventory_file
+        .is_some()
+        .then(|| crate::script::Regions::of(&inv.file, &inv.value));
     let inv = inv.to_script(&env.redactor, false)?;
     let name = default_lock_name(&runbook, inventory_file.as_deref());
     let guard = take_lock(
@@ -745,6 +752,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
             operator: env.operator.name.clone(),
             host: env.operator.host.clone(),
             vars,
+            regions,
             world: None,
             started_as,
             invocation,

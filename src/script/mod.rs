@@ -15,7 +15,9 @@ use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 
 pub use builtins::ActionDocs;
 pub use host::{Handler, Host, NoHost};
-pub use params::{declared as declared_params, describe as describe_params, resolve_params};
+pub use params::{
+    declared as declared_params, describe as describe_params, resolve_params, Regions,
+};
 pub use stdlib::{StdlibResolver, STDLIB};
 
 use crate::error::{Error, ScriptPos};

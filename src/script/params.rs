@@ -7,11 +7,40 @@ use rhai::{Dynamic, Map};
 
 /// The keys a parameter declaration may have.
 pub const PARAM_KEYS: [&str; 5] = ["type", "default", "doc", "required", "choices"];
-pub const PARAM_TYPES: [&str; 7] = ["string", "int", "float", "bool", "list", "duration", "size"];
+pub const PARAM_TYPES: [&str; 9] = [
+    "string", "int", "float", "bool", "list", "duration", "size", "region", "regions",
+];
+
+/// What a `region` or `regions` parameter may name: the regions of the run's inventory
+/// (`[regions.NAME]`, in the file's order), and the file, for messages.
+#[derive(Debug, Clone)]
+pub struct Regions {
+    pub file: String,
+    pub names: Vec<String>,
+}
+
+impl Regions {
+    /// The regions of an inventory read from `file` (its `regions` table's keys).
+    pub fn of(file: &str, inventory: &serde_json::Value) -> Regions {
+        Regions {
+            file: file.to_string(),
+            names: inventory["regions"]
+                .as_object()
+                .map(|regions| regions.keys().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+}
 
 /// `params(#{ name: #{type, default, doc, required, choices} })`: checks the `--var` values
-/// against the declarations and returns them typed, or every problem found.
-pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Map, Vec<String>> {
+/// against the declarations and returns them typed, or every problem found. `regions`: the
+/// inventory's, which `region` and `regions` parameters are checked against (None: the run has
+/// no inventory).
+pub fn resolve_params(
+    decls: &Map,
+    vars: &BTreeMap<String, String>,
+    regions: Option<&Regions>,
+) -> Result<Map, Vec<String>> {
     let mut problems = Vec::new();
     let mut out = Map::new();
     for (name, decl) in decls {
@@ -81,6 +110,13 @@ pub fn resolve_params(decls: &Map, vars: &BTreeMap<String, String>) -> Result<Ma
                 });
                 continue;
             }
+        }
+        if let Err(problem) = names_regions(&ty, &value, regions) {
+            problems.push(match vars.get(name.as_str()) {
+                Some(text) => format!("--var {name}={text}: {problem}"),
+                None => format!("parameter '{name}': its default {problem}"),
+            });
+            continue;
         }
         out.insert(name.clone(), value);
     }
@@ -228,7 +264,8 @@ fn parse_param(ty: &str, text: &str) -> Result<Dynamic, String> {
             "false" | "no" | "0" => Ok(false.into()),
             _ => Err("expected true or false".into()),
         },
-        "list" => Ok(Dynamic::from_array(
+        "region" => Ok(Dynamic::from(text.trim().to_string())),
+        "list" | "regions" => Ok(Dynamic::from_array(
             text.split(',')
                 .map(|s| s.trim())
                 .filter(|s| !s.is_empty())
@@ -243,6 +280,52 @@ fn parse_param(ty: &str, text: &str) -> Result<Dynamic, String> {
         "size" => parse_size(text).map(Dynamic::from),
         _ => Ok(Dynamic::from(text.to_string())),
     }
+}
+
+/// That a `region` or `regions` parameter's value names regions of the inventory, each once
+/// (an empty one names none: the runbook's default applies); what is wrong, when it does not.
+fn names_regions(ty: &str, value: &Dynamic, regions: Option<&Regions>) -> Result<(), String> {
+    let named: Vec<String> = match ty {
+        "region" => vec![value.to_string()],
+        "regions" => value
+            .read_lock::<rhai::Array>()
+            .map(|a| a.iter().map(|r| r.to_string()).collect())
+            .unwrap_or_default(),
+        _ => return Ok(()),
+    };
+    let named: Vec<&str> = named
+        .iter()
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .collect();
+    if named.is_empty() {
+        return Ok(());
+    }
+    let Some(regions) = regions else {
+        return Err(
+            "names a region, and no inventory was given: add -i FILE (the inventory describing the regions)"
+                .into(),
+        );
+    };
+    let known = || regions.names.iter().map(String::as_str);
+    for (i, region) in named.iter().enumerate() {
+        if !known().any(|k| k == *region) {
+            let shown = match ty {
+                "region" => "no such region".to_string(),
+                _ => format!("no region {region}"),
+            };
+            return Err(format!(
+                "{shown} in the inventory {}, which has {}{}",
+                regions.file,
+                regions.names.join(", "),
+                crate::suggest::suggest(region, known()),
+            ));
+        }
+        if named[..i].contains(region) {
+            return Err(format!("{region} is named twice"));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a parameter's value is one of its `choices` (a value not given is); the choices,
@@ -268,18 +351,18 @@ pub fn default_value(ty: &str, value: &Dynamic) -> Result<Dynamic, String> {
                 value.as_int().unwrap_or_default() as rhai::FLOAT
             ))
         }
-        "string" => value.is_string() || value.is_char(),
+        "string" | "region" => value.is_string() || value.is_char(),
         "int" => value.is_int(),
         "float" => value.is_float(),
         "bool" => value.is_bool(),
-        "list" => value.is_array(),
+        "list" | "regions" => value.is_array(),
         _ => true,
     };
     if fits {
         return Ok(value.clone());
     }
     let what = match ty {
-        "string" => "text: write it in quotes",
+        "string" | "region" => "text: write it in quotes",
         "int" => "a whole number",
         "float" => "a number",
         "bool" => "true or false",
@@ -354,6 +437,7 @@ mod tests {
     use rhai::{Dynamic, Map};
 
     use super::resolve_params;
+    use super::Regions;
 
     fn decl(pairs: &[(&str, Dynamic)]) -> Dynamic {
         let mut m = Map::new();
@@ -406,6 +490,7 @@ mod tests {
         let ok = resolve_params(
             &decls(),
             &vars(&[("target", "eu"), ("force", "yes"), ("regions", "a, b,")]),
+            None,
         )
         .unwrap();
         assert_eq!(ok["target"].to_string(), "eu");
@@ -413,7 +498,11 @@ mod tests {
         assert_eq!(ok["max"].as_int().unwrap(), 16);
         assert_eq!(ok["regions"].to_string(), r#"["a", "b"]"#);
         assert_eq!(ok["wait"].to_string(), "2m");
-        let given = resolve_params(&decls(), &vars(&[("target", "eu"), ("wait", " 1h 30m ")]));
+        let given = resolve_params(
+            &decls(),
+            &vars(&[("target", "eu"), ("wait", " 1h 30m ")]),
+            None,
+        );
         assert_eq!(given.unwrap()["wait"].to_string(), "1h 30m");
 
         type Given<'a> = Vec<(&'a str, &'a str)>;
@@ -445,7 +534,7 @@ mod tests {
             ),
         ];
         for (given, want) in cases {
-            let problems = resolve_params(&decls(), &vars(&given)).unwrap_err();
+            let problems = resolve_params(&decls(), &vars(&given), None).unwrap_err();
             assert_eq!(problems, want, "{given:?}");
         }
         let mut bad = Map::new();
@@ -513,7 +602,7 @@ mod tests {
                 "x".into(),
                 decl(&[("type", ty.into()), ("default", default.clone())]),
             );
-            match (resolve_params(&d, &vars(&[])), want) {
+            match (resolve_params(&d, &vars(&[]), None), want) {
                 (Ok(got), Ok(value)) => assert_eq!(got["x"].to_string(), value, "{ty} {default}"),
                 (Err(problems), Err(want)) => {
                     assert!(
@@ -530,18 +619,18 @@ mod tests {
             decl(&[("default", "c".into()), ("choices", list(&["a", "b"]))]),
         );
         assert_eq!(
-            resolve_params(&d, &vars(&[])).unwrap_err(),
+            resolve_params(&d, &vars(&[]), None).unwrap_err(),
             ["parameter 'x': its default c is not one of its choices, a, b"]
         );
         assert_eq!(
-            resolve_params(&d, &vars(&[("x", "d")])).unwrap_err(),
+            resolve_params(&d, &vars(&[("x", "d")]), None).unwrap_err(),
             ["--var x=d: must be one of a, b"]
         );
         assert_eq!(
-            resolve_params(&d, &vars(&[("x", "a")])).unwrap()["x"].to_string(),
+            resolve_params(&d, &vars(&[("x", "a")]), None).unwrap()["x"].to_string(),
             "a"
         );
-        let problems = resolve_params(&bad, &vars(&[])).unwrap_err();
+        let problems = resolve_params(&bad, &vars(&[]), None).unwrap_err();
         assert!(
             problems.iter().any(|p| p.contains("unknown key `defualt`")),
             "{problems:?}"
@@ -550,6 +639,135 @@ mod tests {
             problems.iter().any(|p| p.contains("unknown type \"date\"")),
             "{problems:?}"
         );
+    }
+
+    /// A `region` names one region of the inventory, `regions` a list of them, each once; an
+    /// empty value names none (the runbook's default applies).
+    #[test]
+    fn region_parameters_name_regions_of_the_inventory() {
+        let inventory = Regions {
+            file: "prod.toml".into(),
+            names: vec![
+                "us-east-1".into(),
+                "eu-west-1".into(),
+                "ap-southeast-1".into(),
+            ],
+        };
+        let list = |items: &[&str]| {
+            Dynamic::from_array(items.iter().map(|i| Dynamic::from(i.to_string())).collect())
+        };
+        let has = "in the inventory prod.toml, which has us-east-1, eu-west-1, ap-southeast-1";
+        // (type, default, --var, with the inventory?, what the run gets — or what is wrong)
+        type Case<'a> = (
+            &'a str,
+            Dynamic,
+            Option<&'a str>,
+            bool,
+            Result<&'a str, String>,
+        );
+        let table: Vec<Case> = vec![
+            ("region", Dynamic::UNIT, Some("eu-west-1"), true, Ok("eu-west-1")),
+            ("region", Dynamic::UNIT, Some(" eu-west-1 "), true, Ok("eu-west-1")),
+            ("region", "".into(), None, true, Ok("")),
+            ("region", "".into(), None, false, Ok("")),
+            ("region", "".into(), Some(""), true, Ok("")),
+            ("region", "ap-southeast-1".into(), None, true, Ok("ap-southeast-1")),
+            (
+                "region",
+                Dynamic::UNIT,
+                Some("eu-wset-1"),
+                true,
+                Err(format!("--var x=eu-wset-1: no such region {has} (did you mean `eu-west-1`?)")),
+            ),
+            (
+                "region",
+                Dynamic::UNIT,
+                Some("mars"),
+                true,
+                Err(format!("--var x=mars: no such region {has}")),
+            ),
+            (
+                "region",
+                "mars".into(),
+                None,
+                true,
+                Err(format!("parameter 'x': its default no such region {has}")),
+            ),
+            (
+                "region",
+                Dynamic::UNIT,
+                Some("eu-west-1"),
+                false,
+                Err("--var x=eu-west-1: names a region, and no inventory was given: add -i FILE (the inventory describing the regions)".into()),
+            ),
+            (
+                "region",
+                5_i64.into(),
+                None,
+                true,
+                Err("parameter 'x': its default 5 is not text: write it in quotes (its type is region)".into()),
+            ),
+            ("regions", list(&[]), None, true, Ok("[]")),
+            ("regions", list(&[]), None, false, Ok("[]")),
+            ("regions", list(&[]), Some(""), true, Ok("[]")),
+            (
+                "regions",
+                list(&[]),
+                Some("eu-west-1, us-east-1,"),
+                true,
+                Ok(r#"["eu-west-1", "us-east-1"]"#),
+            ),
+            (
+                "regions",
+                list(&[]),
+                Some("eu-west-1,eu-wset-1"),
+                true,
+                Err(format!("--var x=eu-west-1,eu-wset-1: no region eu-wset-1 {has} (did you mean `eu-west-1`?)")),
+            ),
+            (
+                "regions",
+                list(&[]),
+                Some("eu-west-1,us-east-1,eu-west-1"),
+                true,
+                Err("--var x=eu-west-1,us-east-1,eu-west-1: eu-west-1 is named twice".into()),
+            ),
+            (
+                "regions",
+                list(&["us-east-1", "venus"]),
+                None,
+                true,
+                Err(format!("parameter 'x': its default no region venus {has}")),
+            ),
+            (
+                "regions",
+                Dynamic::UNIT,
+                Some("us-east-1"),
+                false,
+                Err("--var x=us-east-1: names a region, and no inventory was given: add -i FILE (the inventory describing the regions)".into()),
+            ),
+            (
+                "regions",
+                "us-east-1".into(),
+                None,
+                true,
+                Err(r#"parameter 'x': its default "us-east-1" is not a list, e.g. ["a", "b"] (its type is regions)"#.into()),
+            ),
+        ];
+        for (ty, default, given, with_inventory, want) in table {
+            let mut d = Map::new();
+            d.insert(
+                "x".into(),
+                decl(&[("type", ty.into()), ("default", default.clone())]),
+            );
+            let given_vars = vars(&given.map(|g| vec![("x", g)]).unwrap_or_default());
+            let got = resolve_params(&d, &given_vars, with_inventory.then_some(&inventory));
+            let case = format!("{ty} default {default} --var {given:?} inventory {with_inventory}");
+            match (got, want) {
+                (Ok(got), Ok(value)) => assert_eq!(got["x"].to_string(), value, "{case}"),
+                (Err(problems), Err(want)) => assert_eq!(problems, vec![want], "{case}"),
+                (got, want) => panic!("{case}: {got:?}, expected {want:?}"),
+            }
+        }
     }
 
     #[test]
@@ -593,18 +811,18 @@ mod tests {
             "floor".into(),
             decl(&[("type", "size".into()), ("default", 1024_i64.into())]),
         );
-        let ok = resolve_params(&d, &vars(&[])).unwrap();
+        let ok = resolve_params(&d, &vars(&[]), None).unwrap();
         assert_eq!(ok["max"].as_int().unwrap(), 16 << 20);
         assert_eq!(ok["floor"].as_int().unwrap(), 1024);
-        let given = resolve_params(&d, &vars(&[("max", "64MB")])).unwrap();
+        let given = resolve_params(&d, &vars(&[("max", "64MB")]), None).unwrap();
         assert_eq!(given["max"].as_int().unwrap(), 64 << 20);
-        let problems = resolve_params(&d, &vars(&[("max", "lots")])).unwrap_err();
+        let problems = resolve_params(&d, &vars(&[("max", "lots")]), None).unwrap_err();
         assert_eq!(problems, vec![format!("--var max=lots: {}", bad("lots"))]);
         d.insert(
             "max".into(),
             decl(&[("type", "size".into()), ("default", "big".into())]),
         );
-        let problems = resolve_params(&d, &vars(&[])).unwrap_err();
+        let problems = resolve_params(&d, &vars(&[]), None).unwrap_err();
         assert_eq!(
             problems,
             vec![format!("parameter 'max': its default {}", bad("big"))]
@@ -693,9 +911,9 @@ mod tests {
         )
         .unwrap();
         let given = |v: &str| vars(&[("n", v)]);
-        assert!(resolve_params(&decls, &given("2")).is_ok());
+        assert!(resolve_params(&decls, &given("2"), None).is_ok());
         assert_eq!(
-            resolve_params(&decls, &given("5")).unwrap_err(),
+            resolve_params(&decls, &given("5"), None).unwrap_err(),
             vec!["--var n=5: must be one of 1, 2, 3"]
         );
     }

@@ -213,10 +213,10 @@ fn say(env: &Env, message: String) {
 /// parameters the watcher gives it (`from` each region, `approve_first` in approval mode, the
 /// `[watch] vars`) — found when the watcher starts, not when a region fails. Declarations
 /// built at run time (not a literal map) are not checked here.
-fn runbook_would_start<'a>(
+fn runbook_would_start(
     req: &WatchRequest,
     rules: &Rules,
-    regions: impl Iterator<Item = &'a String>,
+    regions: &crate::script::Regions,
 ) -> Result<(), Error> {
     let mut vars = rules.vars.clone();
     if rules.approve_within_s > 0 && !req.dry_run {
@@ -234,13 +234,13 @@ fn runbook_would_start<'a>(
 }
 
 /// That `runbook` compiles, passes lint, and accepts `vars` with `var` set to each region.
-fn would_start<'a>(
+fn would_start(
     runbook: &Path,
     named_by: &str,
     when: &str,
     mut vars: std::collections::BTreeMap<String, String>,
     var: &str,
-    regions: impl Iterator<Item = &'a String>,
+    regions: &crate::script::Regions,
     fix: &str,
 ) -> Result<(), Error> {
     crate::script::check_file(runbook).map_err(|mut problems| problems.remove(0))?;
@@ -249,9 +249,9 @@ fn would_start<'a>(
     let Some(decls) = crate::script::declared_params(&plain) else {
         return Ok(());
     };
-    for region in regions {
+    for region in &regions.names {
         vars.insert(var.into(), region.clone());
-        if let Err(problems) = crate::script::resolve_params(&decls, &vars) {
+        if let Err(problems) = crate::script::resolve_params(&decls, &vars, Some(regions)) {
             return Err(Error::Usage(format!(
                 "{named_by} {}: it would be refused when {when} {region}:\n  {}\n{fix}",
                 runbook.display(),
@@ -266,10 +266,10 @@ fn would_start<'a>(
 /// `[watch] fence_runbook` (relative to the working directory), else `fence.rhai` beside the
 /// failover runbook. Named and missing, or not starting, is refused; not named and not beside
 /// the failover runbook, the watcher alerts instead (and says so when it starts).
-fn fence_runbook<'a>(
+fn fence_runbook(
     req: &WatchRequest,
     rules: &Rules,
-    regions: impl Iterator<Item = &'a String>,
+    regions: &crate::script::Regions,
 ) -> Result<Option<PathBuf>, Error> {
     if !rules.fence_returned {
         return Ok(None);
@@ -327,8 +327,9 @@ pub fn watch(env: &Env, req: WatchRequest) -> Result<(), Error> {
             path: inv.file.clone(),
             message: e.to_string(),
         })?;
-    runbook_would_start(&req, &rules, view.regions.keys())?;
-    let fencer = fence_runbook(&req, &rules, view.regions.keys())?;
+    let regions = crate::script::Regions::of(&inv.file, &inv.value);
+    runbook_would_start(&req, &rules, &regions)?;
+    let fencer = fence_runbook(&req, &rules, &regions)?;
     let fencing_asked = rules.fence_returned;
     let rules = Rules {
         fence_returned: fencer.is_some(),

@@ -78,6 +78,43 @@ fn check_accepts_good_runbooks_and_stdlib_imports() {
     );
 }
 
+/// A folder is every runbook below it, in name order; hidden folders (the state directory,
+/// .git) and other files are left alone, and a folder with none is refused.
+#[test]
+fn check_of_a_folder_checks_every_runbook_below_it() {
+    let t = Test::new()
+        .file("books/b.rhai", "log(1);\n")
+        .file("books/a.rhai", "fn one() { 1 }\n")
+        .file("books/nested/c.rhai", "log(2);\n")
+        .file("books/README.md", "not a runbook")
+        .file("books/.runbook/old.rhai", "let x = ;")
+        .file("books/empty/notes.txt", "");
+    let ran = t.exec(&["check", "books"]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let checked: Vec<&str> = ran.stdout.lines().collect();
+    assert_eq!(
+        checked,
+        [
+            "ok: books/a.rhai (1 line, 1 function)",
+            "ok: books/b.rhai (1 line, 0 functions)",
+            "ok: books/nested/c.rhai (1 line, 0 functions)",
+        ],
+        "{}",
+        ran.all()
+    );
+    let t = t.file("books/nested/bad.rhai", "let y = ;");
+    let ran = t.exec(&["check", "books", "books/empty"]);
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &[
+            "books/nested/bad.rhai does not compile",
+            "error: 1 of 4 runbooks have problems; the folder books/empty holds no runbook (.rhai file)",
+        ],
+    );
+    assert!(!ran.all().contains("old.rhai"), "{}", ran.all());
+}
+
 #[test]
 fn a_local_stdlib_folder_overrides_the_shipped_one() {
     let t = Test::new()

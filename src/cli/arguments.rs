@@ -142,7 +142,8 @@ pub enum Command {
     },
     /// Compile and lint runbooks without running anything
     Check {
-        /// The runbooks (.rhai) to check
+        /// The runbooks (.rhai) to check; a folder: every .rhai file below it (hidden folders
+        /// left out)
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Also list the parameters each one declares: --var name=<type>, its default or

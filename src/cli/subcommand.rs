@@ -302,9 +302,25 @@ fn env(
     Ok((rt, env))
 }
 
-fn check(files: &[std::path::PathBuf], params: bool) -> Result<(), Error> {
+fn check(given: &[std::path::PathBuf], params: bool) -> Result<(), Error> {
     let mut failed = 0;
-    for file in files {
+    let mut files = Vec::new();
+    let mut empty = Vec::new();
+    for path in given {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let found = runbooks_below(path)?;
+        if found.is_empty() {
+            empty.push(format!(
+                "the folder {} holds no runbook (.rhai file)",
+                path.display()
+            ));
+        }
+        files.extend(found);
+    }
+    for file in &files {
         match crate::script::check_file(file) {
             Ok(summary) => {
                 say!("ok: {} ({summary})", file.display());
@@ -323,12 +339,39 @@ fn check(files: &[std::path::PathBuf], params: bool) -> Result<(), Error> {
         }
     }
     if failed > 0 {
-        return Err(Error::Usage(format!(
-            "{failed} of {} runbooks have problems",
-            files.len()
-        )));
+        empty.insert(
+            0,
+            format!("{failed} of {} runbooks have problems", files.len()),
+        );
     }
-    Ok(())
+    match empty.is_empty() {
+        true => Ok(()),
+        false => Err(Error::Usage(empty.join("; "))),
+    }
+}
+
+/// The .rhai files below a folder, in name order, hidden folders (`.runbook`, `.git`) left out.
+fn runbooks_below(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, Error> {
+    let unreadable =
+        |e: std::io::Error| Error::Usage(format!("cannot read the folder {}: {e}", dir.display()));
+    let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(unreadable)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(unreadable)?;
+    entries.sort();
+    let mut found = Vec::new();
+    for path in entries {
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if path.is_dir() && !hidden {
+            found.extend(runbooks_below(&path)?);
+        } else if path.is_file() && path.extension().is_some_and(|e| e == "rhai") {
+            found.push(path);
+        }
+    }
+    Ok(found)
 }
 
 /// A runbook's file name, as the run listings show it.

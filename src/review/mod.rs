@@ -548,8 +548,16 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
             .iter()
             .any(|s| s.name == f.step && s.status == "finished");
     }
+    // An action left in flight ends where its session did: an interrupted one must not span
+    // the time the run was stopped, nor count it as time in actions.
     for a in rep.actions.iter_mut().filter(|a| a.status == "in flight") {
-        a.end_ms = last;
+        a.end_ms = rep
+            .sessions
+            .iter()
+            .rev()
+            .find(|s| s.start_ms <= a.start_ms)
+            .map_or(last, |s| s.end_ms)
+            .max(a.start_ms);
     }
     for ((step, _), (from, dur)) in open_timers {
         let end = (from + dur).min(last);
@@ -1006,6 +1014,19 @@ mod tests {
             .map(|a| a.status.as_str())
             .collect();
         assert_eq!(promote, ["in flight", "ok"]);
+        // Cut off where its session ended: the time the run was stopped is nobody's action.
+        let cut = rep
+            .actions
+            .iter()
+            .find(|a| a.status == "in flight")
+            .unwrap();
+        assert_eq!((cut.start_ms, cut.end_ms), (700, rep.sessions[0].end_ms));
+        let t = &rep.time;
+        assert!(
+            t.actions_ms + t.waits_ms + t.approvals_ms + t.stopped_ms <= rep.wall_ms,
+            "{t:?} add up to more than {} ms",
+            rep.wall_ms
+        );
         assert_eq!(rep.approvals[0].by.as_deref(), Some("bob"));
         assert_eq!(rep.approvals[0].answered_ms, Some(70_100));
         assert_eq!(rep.results[0].name, "data_loss_bound_bytes");

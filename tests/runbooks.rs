@@ -1185,6 +1185,13 @@ fn rollback_restores_the_previous_revision_and_a_database_backup() {
     let ran = d.run("rollback", &["--var", "regions=us-east-1"]);
     assert_eq!(ran.code, 0, "{}", ran.all());
     d.report(&d.t.newest_run(), "finished");
+    let slack = d.slack();
+    assert!(
+        slack
+            .iter()
+            .any(|m| m.contains(r#""text":"application rolled back in us-east-1""#)),
+        "{slack:?}"
+    );
     let env = d.deployment("us-east-1", "spec.template.spec.containers[0].env[*].name");
     assert!(!env.contains("FEATURE"), "{env}");
 
@@ -1626,6 +1633,15 @@ fn upgrade_goes_region_by_region_and_rolls_back_a_failing_one() {
         &["--var", "image=orchestrator:1.1", "--var", "bake=1s"],
     );
     assert_eq!(ran.code, 0, "{}", ran.all());
+    let slack = d.slack();
+    assert!(
+        slack.iter().any(|m| {
+            m.contains(
+            "upgrade to orchestrator:1.1 done in every region: eu-west-1, ap-southeast-1, us-east-1"
+        )
+        }),
+        "{slack:?}"
+    );
     // The bakes are timed waits: in the report's time split and its timeline.
     let report = d.report(&d.t.newest_run(), "finished");
     assert!(report.contains("timed waits "), "{report}");

@@ -418,6 +418,13 @@ fn initial_setup_converges_and_a_second_run_changes_nothing() {
     d.stack.pg.start_node(eu).unwrap();
     let ran = d.run("initial-setup", &[&manifests]);
     assert_eq!(ran.code, 0, "{}", ran.all());
+    let slack = d.slack();
+    assert!(
+        slack.iter().any(|m| m.contains(
+            "multi-region setup verified: us-east-1 primary; standbys eu-west-1, ap-southeast-1"
+        )),
+        "{slack:?}"
+    );
     // DNS gave eu-west-1 no users (the stack starts at 100 / 0 / 0): a drain is not told apart
     // from a region never in rotation, so it is said, with the weights that keep it out.
     assert_says(

@@ -689,6 +689,27 @@ fn planned_failover_under_load_loses_no_committed_row() {
         messages.contains("no committed transaction lost"),
         "{messages}"
     );
+
+    // Asked again (shell history, a second operator): nothing to do, and nothing done...
+    let before = d.state();
+    let again = d.run("planned-failover", &["--var", "target=eu-west-1"]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    crate::support::assert_says(
+        &again.stdout,
+        &["eu-west-1 is the primary already, and the standbys, Redis, traffic and applications follow it: nothing to do"],
+    );
+    assert_eq!(d.state(), before, "nothing changed");
+    // ...but what does not follow it is named, at once (exit 1), and still nothing is done.
+    d.stack.web.set_health("eu-west-1", Health::Fail);
+    d.changes_nothing(
+        1,
+        &[
+            "topology::verify failed: the postcondition does not hold:\n  - eu-west-1 has DNS weight 100 but fails its health check",
+            "in step 'already done'",
+        ],
+        || d.run("planned-failover", &["--var", "target=eu-west-1"]),
+    );
+    d.stack.web.set_health("eu-west-1", Health::Ok);
 }
 
 #[test]

@@ -616,6 +616,28 @@ database_url = "postgresql://u:hunter2@127.0.0.1:9/db"
     assert!(!ran.all().contains("hunter2"), "{}", ran.all());
 }
 
+/// A switchover to the region that is the primary already plans nothing: the postcondition
+/// is checked once, and it holds in the inventory's own world.
+#[test]
+fn a_switchover_to_the_primary_there_is_has_nothing_to_do() {
+    let ran = drill(
+        &example(),
+        "planned-failover",
+        None,
+        &["--var", "target=us-east-1"],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    has(
+        &ran,
+        &[
+            "▶ already done",
+            "us-east-1 is the primary already, and the standbys, Redis, traffic and applications follow it: nothing to do",
+            "Plan: no changes",
+        ],
+    );
+    lacks(&ran, &["approve", "announce"]);
+}
+
 #[test]
 fn a_region_the_inventory_does_not_have_is_refused_before_any_change() {
     // Every variable of a shipped runbook that names a region, misspelt: refused as bad input

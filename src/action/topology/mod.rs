@@ -460,10 +460,18 @@ impl Action for Verify {
             if wrong.is_empty() {
                 return Ok(t);
             }
-            cx.note(format!("waiting: {}", wrong.join("; ")));
+            let once = input.within.0.is_zero();
+            if !once {
+                cx.note(format!("waiting: {}", wrong.join("; ")));
+            }
             poll.pause(&cx, |limit| {
                 format!(
-                    "the postcondition does not hold after {limit}:\n  - {}\n{}",
+                    "the postcondition does not hold{}:\n  - {}\n{}",
+                    if once {
+                        String::new()
+                    } else {
+                        format!(" after {limit}")
+                    },
                     wrong.join("\n  - "),
                     t.table.trim_end()
                 )

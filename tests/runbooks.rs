@@ -361,7 +361,7 @@ fn dry_runs_change_nothing_and_plan_every_change() {
         ("rollback", vec![], vec!["~ k8s::rollout_undo: roll back deployment orchestrator in us-east-1 to the previous revision; now at revision 1"]),
         ("rollback", vec!["--var", "mode=database", "--var", &backup], vec!["~ k8s::scale: scale deployment app/orchestrator in eu-west-1 to 0 replicas", "~ pg::fence: fence 127.0.0.1:", "~ shell::run: run `pg_dump --format=custom --file '", &restore]),
         // eu-west-1 already streams from us-east-1: no rewind, its writes not stopped.
-        ("rejoin", vec!["--var", "region=eu-west-1"], vec!["eu-west-1 already streams from us-east-1", "~ pg::create_replication_slot: create replication slot eu_west_1", "~ redis::replicate: make"]),
+        ("rejoin", vec!["--var", "region=eu-west-1"], vec!["eu-west-1 already streams from us-east-1", "~ pg::create_replication_slot: create replication slot eu_west_1", "~ redis::replicate: make", "eu-west-1 streamed from us-east-1 already: its database needed no rejoin, and its cache and application follow us-east-1; DNS weight 0"]),
         ("status", vec![], vec!["Plan: "]),
         // A standby takes no writes: nothing to fence.
         ("fence", vec!["--var", "region=eu-west-1"], vec!["eu-west-1's database is a standby streaming from us-east-1: it takes no writes, so there is nothing to fence", "Plan: no changes"]),

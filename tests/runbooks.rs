@@ -289,7 +289,7 @@ impl Drill {
     }
 
     /// Everything a runbook could change, as the servers report it.
-    fn state(&self) -> Vec<String> {
+    pub(crate) fn state(&self) -> Vec<String> {
         let mut s = Vec::new();
         for n in &self.stack.pg.nodes {
             s.push(self.stack.pg.psql(

@@ -81,6 +81,89 @@ fn status_says(d: &Drill, says: &[&str]) -> Ran {
     seen
 }
 
+/// A database that answers but refuses the engine's login (the password rotated, the inventory
+/// not yet) is running, not down: the primary's is "unknown", never a reason to fail over —
+/// which would leave two writable primaries — and no runbook acts on it until the inventory is
+/// fixed. A standby's is a warning beside a primary that takes writes.
+#[test]
+fn a_database_that_refuses_the_login_is_running_not_down() {
+    let d = drill();
+    let good = d.stack.pg.node("us-east-1").url();
+    let rotated = good.replace(":runbook-stack@", ":rotated-elsewhere@");
+    assert_ne!(good, rotated);
+    set_region_key(&d, "us-east-1", "database_url", &rotated);
+    let seen = status_says(
+        &d,
+        &[
+            "us-east-1       REFUSED (answers; role unknown)",
+            "primary: UNKNOWN (none is seen taking writes; us-east-1 refuses the engine)",
+            "CRITICAL  no database is seen accepting writes, and us-east-1's database answers but refuses the engine (",
+            "authentication failed: password authentication failed for user \"postgres\"): which region is the primary is unknown, not down",
+            "next: fix the inventory's database_url for us-east-1 (the user, password or database it gives, or the secret it names), then run status again; do not fail over from a database that answers",
+        ],
+    );
+    assert!(
+        !seen.stdout.contains("emergency-failover"),
+        "{}",
+        seen.stdout
+    );
+    assert!(!seen.all().contains("rotated-elsewhere"), "{}", seen.all());
+    let before = d.state();
+    for (runbook, extra, says) in [
+        (
+            "emergency-failover",
+            vec!["--yes"],
+            "which region is the primary is unknown, not down. A failover now could leave two writable primaries",
+        ),
+        (
+            "planned-failover",
+            vec!["--var", "target=eu-west-1", "--yes"],
+            "which region is the primary is unknown, not down",
+        ),
+        (
+            "fence",
+            vec!["--var", "region=us-east-1"],
+            "us-east-1's database answers but refuses the engine (",
+        ),
+        (
+            "rejoin",
+            vec!["--var", "region=eu-west-1", "--yes"],
+            "which region is the primary is unknown, not down",
+        ),
+    ] {
+        refuses(&d, runbook, &extra, says);
+    }
+    assert_eq!(d.state(), before, "nothing changed");
+    assert_eq!(role(&d, "us-east-1"), "writable");
+
+    // A standby's: a warning (status exits 0), and what needs it is refused.
+    set_region_key(&d, "us-east-1", "database_url", &good);
+    let standby = d.stack.pg.node("eu-west-1").url();
+    set_region_key(
+        &d,
+        "eu-west-1",
+        "database_url",
+        &standby.replace(":runbook-stack@", ":rotated-elsewhere@"),
+    );
+    let seen = status(&d);
+    assert_eq!(seen.code, 0, "{}", seen.all());
+    assert_says(
+        &seen.stdout,
+        &[
+            "primary: us-east-1",
+            "WARNING   eu-west-1's database answers but refuses the engine (",
+            "whether it is a standby, or a second writable primary, cannot be checked",
+        ],
+    );
+    refuses(
+        &d,
+        "planned-failover",
+        &["--var", "target=eu-west-1", "--yes"],
+        "eu-west-1's database answers but refuses the engine (",
+    );
+    assert_eq!(d.state(), before, "nothing changed");
+}
+
 /// A region's inventory block copied with one value left as it was: eu-west-1's database_url
 /// names us-east-1's server. status names it — one server answering twice, not "two
 /// primaries" of which to fence one (which would fence the only primary) — and every write

@@ -81,7 +81,8 @@ pub enum Health {
 pub struct RegionSeen {
     pub health: Health,
     pub latency_ms: Option<u64>,
-    /// "primary", "standby", "unreachable" or "absent".
+    /// "primary", "standby", "unreachable", "refused" (it answers but refuses the login:
+    /// running, not down) or "absent".
     pub database: String,
     pub writable: bool,
     pub timeline: Option<i64>,
@@ -531,6 +532,8 @@ mod tests {
         let down = seen(Health::Failing, "unreachable", Some(true));
         let db_only = seen(Health::Ok, "unreachable", Some(true));
         let all_down = seen(Health::Failing, "unreachable", Some(false));
+        // Its database answers but refuses the login: running, not a database failure.
+        let refusing = seen(Health::Failing, "refused", Some(true));
         let fenced = {
             let mut s = seen(Health::Failing, "primary", Some(true));
             s.regions.get_mut("us").unwrap().writable = false;
@@ -570,6 +573,11 @@ mod tests {
                 "region down",
                 vec![down.clone(); 4],
                 vec!["quiet", "quiet", "failover", "failover"],
+            ),
+            (
+                "health failing, the database refusing the login",
+                vec![refusing.clone(); 4],
+                vec!["quiet", "quiet", "watching", "watching"],
             ),
             (
                 "fenced and failing",

@@ -98,6 +98,14 @@ pub(crate) fn pg_error(target: &str, e: tokio_postgres::Error, sent: bool) -> Ac
     }
 }
 
+/// Whether a connection's error came from the server: an error it sent, or a TLS handshake it
+/// answered.
+fn answered(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some()
+        || tls::problem(e).is_some()
+        || crate::error::with_causes(e).contains("server does not support TLS")
+}
+
 /// A connection checked out for one action; given back when dropped, if it may be reused.
 pub(crate) struct Conn {
     client: Option<Client>,
@@ -159,6 +167,32 @@ pub(crate) async fn connect(
     name: &Option<String>,
     cx: &Cx,
 ) -> Result<(Conn, String), ActionError> {
+    connect_or_refused(url, name, cx).await.map_err(|u| u.error)
+}
+
+/// Why there is no connection: the error, and whether the server answered it — a login it
+/// refused, a database it does not have, too many connections, starting up or shutting down,
+/// a TLS handshake the engine would not accept. One that answered is running, whatever it is.
+pub(crate) struct Unconnected {
+    pub error: ActionError,
+    pub answered: bool,
+}
+
+impl From<ActionError> for Unconnected {
+    fn from(error: ActionError) -> Self {
+        Unconnected {
+            error,
+            answered: false,
+        }
+    }
+}
+
+/// [`connect`], telling a server that answered and refused from one that did not answer.
+pub(crate) async fn connect_or_refused(
+    url: &SecretString,
+    name: &Option<String>,
+    cx: &Cx,
+) -> Result<(Conn, String), Unconnected> {
     let raw = url.reveal().map_err(ActionError::permanent)?;
     let key: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
     let shown = target(url, name);
@@ -190,7 +224,7 @@ pub(crate) async fn connect_new(
 ) -> Result<(Conn, String), ActionError> {
     let raw = url.reveal().map_err(ActionError::permanent)?;
     let shown = target(url, name);
-    let client = open(url, &raw, &shown, cx).await?;
+    let client = open(url, &raw, &shown, cx).await.map_err(|u| u.error)?;
     Ok((Conn::new(client, None), shown))
 }
 
@@ -210,7 +244,7 @@ fn tls_for(raw: &str, ssl: tls::PgSsl) -> Result<tls::PgTls, String> {
 
 /// Opens a connection with the URL's TLS parameters; its task runs until the client is
 /// dropped.
-async fn open(url: &SecretString, raw: &str, shown: &str, cx: &Cx) -> Result<Client, ActionError> {
+async fn open(url: &SecretString, raw: &str, shown: &str, cx: &Cx) -> Result<Client, Unconnected> {
     let bad = |e: String| ActionError::permanent(format!("{}: {e}", url.shown()));
     let (rest, ssl) = tls::split_pg(raw).map_err(bad)?;
     let tls = tls_for(raw, ssl).map_err(bad)?;
@@ -235,7 +269,10 @@ async fn open(url: &SecretString, raw: &str, shown: &str, cx: &Cx) -> Result<Cli
                 crate::action::Dur(limit)
             ))
         })?;
-    let client = result.map_err(|e| pg_error(shown, e, false))?;
+    let client = result.map_err(|e| Unconnected {
+        answered: answered(&e),
+        error: pg_error(shown, e, false),
+    })?;
     OPENED.fetch_add(1, Ordering::Relaxed);
     Ok(client)
 }

@@ -21,7 +21,7 @@ use super::topology::model::lsn_text;
 use super::world::{DbState, Place, World};
 use super::{Action, ActionError, Cx, Dur, Poll, Spec};
 use crate::secret::SecretString;
-pub(crate) use conn::{connect, connect_new, pg_error, target};
+pub(crate) use conn::{connect, connect_new, connect_or_refused, pg_error, target};
 pub use conn::{OPENED, REUSED};
 pub(crate) use fork::control_field;
 pub use server::{BaseBackup, RejoinInput, Rejoined, Restart, Rewind};

@@ -9,11 +9,14 @@ use serde::{Deserialize, Serialize};
 /// A region's database as it answered (or did not).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Database {
-    /// Whether the probe got an answer.
+    /// Whether the probe could read it.
     pub reachable: bool,
-    /// Why not, when it did not.
+    /// Why not, when it could not.
     pub error: Option<String>,
-    /// "primary", "standby", "unreachable" or "absent" (no database_url in the inventory).
+    /// "primary", "standby", "unreachable" (no answer), "refused" (it answered but would not
+    /// let the engine in: a login it refused, a database it does not have, too many
+    /// connections, starting up or shutting down; running, and what it is unknown) or "absent"
+    /// (no database_url in the inventory).
     pub role: String,
     /// A primary that accepts writes (not in recovery, default_transaction_read_only off).
     pub writable: bool,
@@ -250,7 +253,8 @@ pub struct Anomaly {
     /// old_timeline, fenced_primary, database_unreachable, replication_lag, traffic_to_unready,
     /// no_traffic, app_wrong_database, inventory_disagrees, rewind_not_ready,
     /// pending_restart, redis_masters, redis_link_down, redis_wrong_master, redis_unreachable,
-    /// health_failing, app_unreachable, dns_unreadable, same_server, kept_copies.
+    /// health_failing, app_unreachable, dns_unreadable, same_server, kept_copies,
+    /// primary_unknown, database_refused.
     pub code: String,
     /// The region it is about, when there is one.
     pub region: Option<String>,
@@ -313,6 +317,15 @@ pub struct SameServer {
 impl Topology {
     pub fn region(&self, name: &str) -> Option<&Region> {
         self.regions.get(name)
+    }
+
+    /// The regions whose database has this role ("primary", "refused", ...), by name.
+    pub fn with_database(&self, role: &str) -> Vec<&String> {
+        self.regions
+            .iter()
+            .filter(|(_, r)| r.database.role == role)
+            .map(|(n, _)| n)
+            .collect()
     }
 }
 

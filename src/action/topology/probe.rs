@@ -140,8 +140,12 @@ async fn database(
         };
     };
     let label = Some(name.to_string());
+    let mut refused = false;
     let answer = within(cx, "the database", async {
-        let (client, target) = pg::connect(url, &label, cx).await?;
+        let (client, target) = pg::connect_or_refused(url, &label, cx).await.map_err(|u| {
+            refused = u.answered;
+            u.error
+        })?;
         let mut row = pg::json_row(&client, &target, PROBE_SQL).await?;
         if row["in_recovery"] == true && row["wal_receiver"].is_null() {
             // With no WAL receiver running, the checkpoint's timeline may be several behind:
@@ -158,6 +162,14 @@ async fn database(
     .await;
     let row = match answer {
         Ok(row) => row,
+        // It answered but would not let the engine in: running, whatever it is.
+        Err(e) if refused => {
+            return Database {
+                role: "refused".into(),
+                error: Some(e.message),
+                ..Default::default()
+            };
+        }
         Err(e) => {
             let mut db = Database {
                 role: "unreachable".into(),

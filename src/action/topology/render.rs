@@ -33,6 +33,7 @@ fn database(db: &Database) -> String {
             (Some(state), None) => format!("DOWN ({state})"),
             _ => "UNREACHABLE".into(),
         },
+        "refused" => "REFUSED (answers; role unknown)".into(),
         _ => "-".into(),
     }
 }
@@ -131,7 +132,18 @@ pub fn table(t: &Topology) -> String {
                 t.writable.join(", ")
             )
         }
-        (None, None) => "primary: NONE (no database accepts writes)".into(),
+        (None, None) => match t.with_database("refused").as_slice() {
+            [] => "primary: NONE (no database accepts writes)".into(),
+            names => format!(
+                "primary: UNKNOWN (none is seen taking writes; {} refuse{} the engine)",
+                names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if names.len() == 1 { "s" } else { "" }
+            ),
+        },
     };
     let inventory = match (&t.inventory_primary, current_primary(t)) {
         (Some(i), Some(p)) if i != p => format!("; the inventory says {i}"),

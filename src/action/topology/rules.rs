@@ -195,6 +195,10 @@ pub fn describe(db: &Database) -> String {
             "unreachable ({})",
             db.error.as_deref().unwrap_or("no answer")
         ),
+        "refused" => format!(
+            "running but refusing the engine ({})",
+            db.error.as_deref().unwrap_or("refused")
+        ),
         other => other.to_string(),
     }
 }
@@ -310,13 +314,39 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
             )),
         }
     }
-    if t.writable.is_empty() {
-        let fenced: Vec<&String> = t
-            .regions
+    // Databases that answer but will not let the engine in: each could be a primary taking
+    // writes. With no writable primary seen, which one is the primary is unknown — not down.
+    let refusing = t.with_database("refused");
+    if t.writable.is_empty() && !refusing.is_empty() {
+        let why: Vec<&str> = refusing
             .iter()
-            .filter(|(_, r)| r.database.role == "primary")
-            .map(|(n, _)| n)
+            .map(|n| t.regions[*n].database.error.as_deref().unwrap_or("refused"))
             .collect();
+        let who = match refusing.as_slice() {
+            [one] => format!("{one}'s database answers but refuses"),
+            many => format!(
+                "the databases of {} answer but refuse",
+                many.iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        out.push(anomaly(
+            Critical,
+            "primary_unknown",
+            None,
+            format!(
+                "no database is seen accepting writes, and {who} the engine ({}): which region is the primary is unknown, not down",
+                why.join("; ")
+            ),
+            Some(format!(
+                "fix the inventory's database_url for {} (the user, password or database it gives, or the secret it names), then run status again; do not fail over from a database that answers",
+                refusing.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        ));
+    } else if t.writable.is_empty() {
+        let fenced = t.with_database("primary");
         let followed_down = t
             .followed
             .as_ref()
@@ -364,7 +394,12 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
     for (name, region) in &t.regions {
         let db = &region.database;
         match db.role.as_str() {
-            "unreachable" if !(t.writable.is_empty() && t.followed.as_ref() == Some(name)) => {
+            // (The one the standbys follow is named by no_primary, when that is said.)
+            "unreachable"
+                if !(t.writable.is_empty()
+                    && refusing.is_empty()
+                    && t.followed.as_ref() == Some(name)) =>
+            {
                 out.push(anomaly(
                     Warning,
                     "database_unreachable",
@@ -376,6 +411,18 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                     Some(format!("when it is back, run status again; if it is not a streaming standby, rejoin it ({})", rejoin(name).unwrap_or_default())),
                 ));
             }
+            "refused" if !t.writable.is_empty() => out.push(anomaly(
+                Warning,
+                "database_refused",
+                Some(name),
+                format!(
+                    "{name}'s database answers but refuses the engine ({}): whether it is a standby, or a second writable primary, cannot be checked",
+                    db.error.as_deref().unwrap_or("refused")
+                ),
+                Some(format!(
+                    "fix the inventory's database_url for {name} (the user, password or database it gives, or the secret it names), then run status again"
+                )),
+            )),
             "primary" if !db.writable && !t.writable.is_empty() => out.push(anomaly(
                 Warning,
                 "fenced_primary",
@@ -928,8 +975,10 @@ pub fn violations(t: &Topology, e: &Expect) -> Vec<String> {
         let ok = db.role == "standby"
             && db.wal_receiver.as_deref() == Some("streaming")
             && db.upstream_region.as_deref() == Some(p);
-        let excused = e.excused.contains(name) && !required;
-        if !ok && (required || db.role == "standby") && !excused {
+        // One that refuses the engine cannot be shown not to take writes: never excused.
+        let refused = db.role == "refused";
+        let excused = e.excused.contains(name) && !required && !refused;
+        if !ok && (required || db.role == "standby" || refused) && !excused {
             out.push(format!(
                 "{name} should be a standby streaming from {p}; it is {}",
                 describe(db)
@@ -1032,6 +1081,13 @@ mod tests {
                 d.reachable = false;
                 d.role = "unreachable".into();
                 d.error = Some("connection refused".into());
+                return d;
+            }
+            // It answered, but refused the engine's login.
+            "refused" => {
+                d.reachable = false;
+                d.role = "refused".into();
+                d.error = Some("authentication failed".into());
                 return d;
             }
             "primary" | "fenced" => {
@@ -1319,6 +1375,42 @@ mod tests {
                 None,
                 None,
                 vec![c("CRITICAL", "no_primary", None)],
+            ),
+            (
+                "the primary refuses the engine (a rotated password): unknown, not down",
+                vec![
+                    ("us", "refused"),
+                    ("eu", "standby 1 0/5000000 from:us"),
+                    ("ap", "standby 1 0/5000000 from:us"),
+                ],
+                None,
+                None,
+                vec![c("CRITICAL", "primary_unknown", None)],
+            ),
+            (
+                "the primary down and a standby refusing: which is the primary is unknown",
+                vec![
+                    ("us", "down"),
+                    ("eu", "refused"),
+                    ("ap", "standby 1 0/5000000 from:us stopped"),
+                ],
+                None,
+                None,
+                vec![
+                    c("CRITICAL", "primary_unknown", None),
+                    c("WARNING", "database_unreachable", Some("us")),
+                ],
+            ),
+            (
+                "a standby refuses the engine beside a primary taking writes",
+                vec![
+                    ("us", "primary 1 0/5000000"),
+                    ("eu", "refused"),
+                    ("ap", "standby 1 0/5000000 from:us"),
+                ],
+                Some("us"),
+                Some("us"),
+                vec![c("WARNING", "database_refused", Some("eu"))],
             ),
             (
                 "mid planned failover: the old primary fenced, nothing promoted yet",
@@ -2048,6 +2140,13 @@ mod tests {
             ("an unreachable old primary is allowed", Box::new(|t: &mut Topology| {
                 t.regions.get_mut("us").unwrap().database = db("down");
             }), expect(&["ap"]), vec![]),
+            // Running, and possibly taking writes: nothing shows it does not.
+            ("an old primary that refuses the engine is not", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("us").unwrap().database = db("refused");
+            }), expect(&["ap"]), vec!["us should be a standby streaming from eu; it is running but refusing the engine (authentication failed)"]),
+            ("nor excused", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("us").unwrap().database = db("refused");
+            }), excusing(&["ap"], "us"), vec!["us should be a standby streaming from eu; it is running but refusing the engine (authentication failed)"]),
             ("traffic to a region with no ready replicas", Box::new(|t: &mut Topology| {
                 t.regions.get_mut("eu").unwrap().app = app(3, 0, "eu");
             }), expect(&["ap"]), vec!["eu has DNS weight 100 but no ready replicas (3 wanted)"]),

@@ -248,7 +248,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum StackCommand {
-    /// Start the stack and write inventory.toml and kubeconfig into DIR
+    /// Start the stack and write inventory.toml and kubeconfig into its folder (--dir)
     Up {
         /// Where the servers keep their data and the stack its files
         #[arg(long, default_value = ".runbook/stack")]

@@ -98,10 +98,13 @@ pub(crate) fn pg_error(target: &str, e: tokio_postgres::Error, sent: bool) -> Ac
     }
 }
 
-/// Whether a connection's error came from the server: an error it sent, or a TLS handshake it
-/// answered.
+/// Whether a connection's error came from a server that is up and may be serving others: an
+/// error it sent (a login refused, no such database, too many connections), or a TLS handshake
+/// it answered. One starting up, shutting down or recovering from a crash (SQLSTATE 57P01-3)
+/// serves no one now: as good as down, and a primary among them comes back as a former one.
 fn answered(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error().is_some()
+    e.as_db_error()
+        .is_some_and(|db| !matches!(db.code().code(), "57P01" | "57P02" | "57P03"))
         || tls::problem(e).is_some()
         || crate::error::with_causes(e).contains("server does not support TLS")
 }
@@ -170,9 +173,9 @@ pub(crate) async fn connect(
     connect_or_refused(url, name, cx).await.map_err(|u| u.error)
 }
 
-/// Why there is no connection: the error, and whether the server answered it — a login it
-/// refused, a database it does not have, too many connections, starting up or shutting down,
-/// a TLS handshake the engine would not accept. One that answered is running, whatever it is.
+/// Why there is no connection: the error, and whether a server that is up answered it — a
+/// login it refused, a database it does not have, too many connections, a TLS handshake the
+/// engine would not accept ([`answered`]). One that answered is running, whatever it is.
 pub(crate) struct Unconnected {
     pub error: ActionError,
     pub answered: bool,

@@ -13,10 +13,10 @@ pub struct Database {
     pub reachable: bool,
     /// Why not, when it could not.
     pub error: Option<String>,
-    /// "primary", "standby", "unreachable" (no answer), "refused" (it answered but would not
-    /// let the engine in: a login it refused, a database it does not have, too many
-    /// connections, starting up or shutting down; running, and what it is unknown) or "absent"
-    /// (no database_url in the inventory).
+    /// "primary", "standby", "unreachable" (no answer, or starting up, shutting down or
+    /// recovering from a crash), "refused" (it answered but would not let the engine in: a
+    /// login it refused, a database it does not have, too many connections; up, maybe serving
+    /// others, and what it is unknown) or "absent" (no database_url in the inventory).
     pub role: String,
     /// A primary that accepts writes (not in recovery, default_transaction_read_only off).
     pub writable: bool,

@@ -162,6 +162,40 @@ fn a_database_that_refuses_the_login_is_running_not_down() {
         "eu-west-1's database answers but refuses the engine (",
     );
     assert_eq!(d.state(), before, "nothing changed");
+
+    // A Redis that refuses the password is up too: named, not "does not answer".
+    set_region_key(&d, "eu-west-1", "database_url", &standby);
+    let cache = d.stack.redis.node("eu-west-1").url();
+    set_region_key(
+        &d,
+        "eu-west-1",
+        "redis_url",
+        &cache.replace(":runbook-stack@", ":rotated-elsewhere@"),
+    );
+    let seen = status(&d);
+    assert_eq!(seen.code, 0, "{}", seen.all());
+    assert_says(
+        &seen.stdout,
+        &[
+            "REFUSED (answers)",
+            "WARNING   eu-west-1's Redis answers but refuses the engine (",
+            "what it follows cannot be checked",
+        ],
+    );
+    assert!(
+        !seen.stdout.contains("Redis does not answer"),
+        "{}",
+        seen.stdout
+    );
+    assert!(!seen.all().contains("rotated-elsewhere"), "{}", seen.all());
+    // One that is stopped does not answer: unreachable, whatever the password.
+    runbook_stack::redis::RedisSet::stop_node(d.stack.redis.node("eu-west-1"));
+    let seen = status(&d);
+    assert_says(
+        &seen.stdout,
+        &["WARNING   eu-west-1's Redis does not answer ("],
+    );
+    assert!(!seen.stdout.contains("REFUSED"), "{}", seen.stdout);
 }
 
 /// A region's inventory block copied with one value left as it was: eu-west-1's database_url

@@ -225,6 +225,38 @@ pub(crate) async fn connect(
     Ok((kept().keep(key, conn), shown))
 }
 
+/// Whether the Redis at `url` is up but refuses the engine: a new connection's PING answered
+/// with an error (a password it rejects, a command its ACL does not allow), or a TLS handshake
+/// it answered. For telling such a server, which may be serving others, from one that is down.
+pub(crate) async fn refuses(url: &SecretString, cx: &Cx) -> bool {
+    let Ok(raw) = url.reveal() else { return false };
+    let Ok(client) = client_for(url, &raw) else {
+        return false;
+    };
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(cx.timeout.min(Duration::from_secs(10))))
+        .set_response_timeout(Some(cx.timeout));
+    let ping = async {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("PING")
+            .query_async::<redis::Value>(&mut conn)
+            .await
+    };
+    match ping.await {
+        Ok(_) => false,
+        Err(e) => {
+            matches!(
+                e.kind(),
+                redis::ErrorKind::AuthenticationFailed
+                    | redis::ErrorKind::Server(_)
+                    | redis::ErrorKind::Extension
+            ) || crate::tls::problem(&e).is_some()
+        }
+    }
+}
+
 /// A connection of its own, not kept (for any command, which may change the session).
 pub(crate) async fn connect_new(
     url: &SecretString,

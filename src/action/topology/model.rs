@@ -135,11 +135,12 @@ pub struct SlotView {
 /// A region's Redis.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Cache {
-    /// Whether it answered.
+    /// Whether the probe could read it.
     pub reachable: bool,
-    /// Why not, when it did not.
+    /// Why not, when it could not.
     pub error: Option<String>,
-    /// "master", "replica", "unreachable" or "absent".
+    /// "master", "replica", "unreachable" (no answer), "refused" (up, but it refuses the
+    /// engine: a password it rejects, say) or "absent".
     pub role: String,
     /// A replica's master, host:port.
     pub master: Option<String>,
@@ -254,7 +255,7 @@ pub struct Anomaly {
     /// no_traffic, app_wrong_database, inventory_disagrees, rewind_not_ready,
     /// pending_restart, redis_masters, redis_link_down, redis_wrong_master, redis_unreachable,
     /// health_failing, app_unreachable, dns_unreadable, same_server, kept_copies,
-    /// primary_unknown, database_refused.
+    /// primary_unknown, database_refused, redis_refused.
     pub code: String,
     /// The region it is about, when there is one.
     pub region: Option<String>,

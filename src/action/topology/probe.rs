@@ -409,12 +409,18 @@ async fn cache(name: &str, r: &RegionTargets, dir: &Directory, cx: &Cx) -> Cache
                 run_id,
             }
         }
-        Err(e) => Cache {
-            reachable: false,
-            error: Some(e.message),
-            role: "unreachable".into(),
-            ..Default::default()
-        },
+        // An error it answered (no time-out, no refused connection): one PING says whether it
+        // is up and refuses the engine — a password it rejects, say.
+        Err(e) => {
+            let answered = matches!(e.kind, crate::action::ErrorKind::Permanent)
+                && redis::refuses(url, cx).await;
+            Cache {
+                reachable: false,
+                error: Some(e.message),
+                role: if answered { "refused" } else { "unreachable" }.into(),
+                ..Default::default()
+            }
+        }
     }
 }
 

@@ -50,6 +50,7 @@ fn cache(c: &Cache) -> String {
             c.link.as_deref().unwrap_or("?")
         ),
         "unreachable" => "UNREACHABLE".into(),
+        "refused" => "REFUSED (answers)".into(),
         _ => "-".into(),
     }
 }

@@ -740,6 +740,18 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                 ),
                 None,
             )),
+            "refused" => out.push(anomaly(
+                Warning,
+                "redis_refused",
+                Some(name),
+                format!(
+                    "{name}'s Redis answers but refuses the engine ({}): what it follows cannot be checked",
+                    r.redis.error.as_deref().unwrap_or("refused")
+                ),
+                Some(format!(
+                    "fix the inventory's redis_url for {name} (its password, or the secret it names), then run status again"
+                )),
+            )),
             "replica" => {
                 if r.redis.link.as_deref() != Some("up") {
                     out.push(anomaly(
@@ -1041,6 +1053,10 @@ pub fn violations(t: &Topology, e: &Expect) -> Vec<String> {
         for (name, c) in with_redis {
             match (name.as_str() == p, c.role.as_str()) {
                 (true, "master") | (_, "unreachable") => {}
+                (_, "refused") => out.push(format!(
+                    "{name}'s Redis refuses the engine ({}): whether it follows {p} cannot be checked",
+                    c.error.as_deref().unwrap_or("refused")
+                )),
                 (true, role) => {
                     out.push(format!("{p}'s Redis should be the primary; it is a {role}"))
                 }
@@ -1556,6 +1572,15 @@ mod tests {
         }
     }
 
+    /// A Redis that answers but refuses the engine's password.
+    fn redis_refusing() -> Cache {
+        Cache {
+            role: "refused".into(),
+            error: Some("WRONGPASS".into()),
+            ..Default::default()
+        }
+    }
+
     /// A reachable Redis replica of `of`'s primary, its link "up" or "down".
     fn redis_replica(of: &str, link: &str) -> Cache {
         Cache {
@@ -2019,6 +2044,14 @@ mod tests {
                 vec![c("WARNING", "redis_masters", None)],
             ),
             (
+                "a Redis that refuses the engine's password",
+                Box::new(|t: &mut Topology| {
+                    t.regions.get_mut("us").unwrap().redis = redis_primary();
+                    t.regions.get_mut("eu").unwrap().redis = redis_refusing();
+                }),
+                vec![c("WARNING", "redis_refused", Some("eu"))],
+            ),
+            (
                 "a Redis replica with its link down",
                 Box::new(|t: &mut Topology| {
                     t.regions.get_mut("us").unwrap().redis = redis_primary();
@@ -2200,6 +2233,10 @@ mod tests {
                 t.regions.get_mut("eu").unwrap().redis = redis_replica("us", "up");
                 t.regions.get_mut("us").unwrap().redis = redis_primary();
             }), expect(&["ap"]), vec!["eu's Redis should be the primary; it is a replica", "us's Redis should be a replica of eu's; it is a primary"]),
+            // One that does not answer is let be; one that refuses cannot be shown to follow.
+            ("a Redis that refuses the engine", Box::new(|t: &mut Topology| {
+                t.regions.get_mut("ap").unwrap().redis = redis_refusing();
+            }), expect(&["ap"]), vec!["ap's Redis refuses the engine (WRONGPASS): whether it follows eu cannot be checked"]),
         ];
         for (name, change, e, want) in cases {
             let t = with(good(), change);

@@ -413,7 +413,9 @@ async fn cache(name: &str, r: &RegionTargets, dir: &Directory, cx: &Cx) -> Cache
         // is up and refuses the engine — a password it rejects, say.
         Err(e) => {
             let answered = matches!(e.kind, crate::action::ErrorKind::Permanent)
-                && redis::refuses(url, cx).await;
+                && within(cx, "Redis", async { Ok(redis::refuses(url, cx).await) })
+                    .await
+                    .unwrap_or(false);
             Cache {
                 reachable: false,
                 error: Some(e.message),

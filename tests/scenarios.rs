@@ -740,7 +740,9 @@ fn a_region_the_inventory_does_not_have_is_refused_before_any_change() {
                 &format!("{has_regions} (did you mean `{meant}`?)"),
             ],
         );
-        lacks(&ran, &["starting run", " ~ "]);
+        // Refused before it starts: no "starting …", no plan.
+        assert!(!ran.stdout.contains("starting "), "{}", ran.all());
+        lacks(&ran, &[" ~ ", "Plan:"]);
     }
     // A region named twice would be maintained, upgraded or rolled back twice.
     let ran = drill(

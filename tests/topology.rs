@@ -88,10 +88,14 @@ fn status_says(d: &Drill, says: &[&str]) -> Ran {
 #[test]
 fn a_database_that_refuses_the_login_is_running_not_down() {
     let d = drill();
+    // The password the servers had, replaced in a URL by one they do not know.
+    let rotated = |url: &str| {
+        let new = url.replace(":runbook-stack@", ":rotated-elsewhere@");
+        assert_ne!(new, url);
+        new
+    };
     let good = d.stack.pg.node("us-east-1").url();
-    let rotated = good.replace(":runbook-stack@", ":rotated-elsewhere@");
-    assert_ne!(good, rotated);
-    set_region_key(&d, "us-east-1", "database_url", &rotated);
+    set_region_key(&d, "us-east-1", "database_url", &rotated(&good));
     let seen = status_says(
         &d,
         &[
@@ -139,12 +143,7 @@ fn a_database_that_refuses_the_login_is_running_not_down() {
     // A standby's: a warning (status exits 0), and what needs it is refused.
     set_region_key(&d, "us-east-1", "database_url", &good);
     let standby = d.stack.pg.node("eu-west-1").url();
-    set_region_key(
-        &d,
-        "eu-west-1",
-        "database_url",
-        &standby.replace(":runbook-stack@", ":rotated-elsewhere@"),
-    );
+    set_region_key(&d, "eu-west-1", "database_url", &rotated(&standby));
     let seen = status(&d);
     assert_eq!(seen.code, 0, "{}", seen.all());
     assert_says(
@@ -166,12 +165,7 @@ fn a_database_that_refuses_the_login_is_running_not_down() {
     // A Redis that refuses the password is up too: named, not "does not answer".
     set_region_key(&d, "eu-west-1", "database_url", &standby);
     let cache = d.stack.redis.node("eu-west-1").url();
-    set_region_key(
-        &d,
-        "eu-west-1",
-        "redis_url",
-        &cache.replace(":runbook-stack@", ":rotated-elsewhere@"),
-    );
+    set_region_key(&d, "eu-west-1", "redis_url", &rotated(&cache));
     let seen = status(&d);
     assert_eq!(seen.code, 0, "{}", seen.all());
     assert_says(

@@ -233,13 +233,8 @@ pub(crate) async fn refuses(url: &SecretString, cx: &Cx) -> bool {
     let Ok(client) = client_for(url, &raw) else {
         return false;
     };
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(cx.timeout.min(Duration::from_secs(10))))
-        .set_response_timeout(Some(cx.timeout));
     let ping = async {
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let mut conn = open(&client, cx).await?;
         redis::cmd("PING")
             .query_async::<redis::Value>(&mut conn)
             .await
@@ -266,14 +261,20 @@ pub(crate) async fn connect_new(
     let shown = target(url, name);
     let raw = url.reveal().map_err(ActionError::permanent)?;
     let client = client_for(url, &raw)?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(cx.timeout.min(Duration::from_secs(10))))
-        .set_response_timeout(Some(cx.timeout));
-    let conn = client
-        .get_multiplexed_async_connection_with_config(&config)
+    let conn = open(&client, cx)
         .await
         .map_err(|e| redis_error(&shown, e, false))?;
     Ok((conn, shown))
+}
+
+/// A new connection within the action's time limits (10 s at most to connect).
+async fn open(client: &redis::Client, cx: &Cx) -> redis::RedisResult<MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(cx.timeout.min(Duration::from_secs(10))))
+        .set_response_timeout(Some(cx.timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }
 
 async fn query(

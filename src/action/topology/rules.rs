@@ -203,6 +203,11 @@ pub fn describe(db: &Database) -> String {
     }
 }
 
+/// What to do about databases that refuse the engine (`names`: one, or several listed).
+fn fix_database_url(names: &str) -> String {
+    format!("fix the inventory's database_url for {names} (the user, password or database it gives, or the secret it names), then run status again")
+}
+
 fn anomaly(
     severity: Severity,
     code: &str,
@@ -341,8 +346,14 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                 why.join("; ")
             ),
             Some(format!(
-                "fix the inventory's database_url for {} (the user, password or database it gives, or the secret it names), then run status again; do not fail over from a database that answers",
-                refusing.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+                "{}; do not fail over from a database that answers",
+                fix_database_url(
+                    &refusing
+                        .iter()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             )),
         ));
     } else if t.writable.is_empty() {
@@ -419,9 +430,7 @@ pub fn anomalies(t: &Topology) -> Vec<Anomaly> {
                     "{name}'s database answers but refuses the engine ({}): whether it is a standby, or a second writable primary, cannot be checked",
                     db.error.as_deref().unwrap_or("refused")
                 ),
-                Some(format!(
-                    "fix the inventory's database_url for {name} (the user, password or database it gives, or the secret it names), then run status again"
-                )),
+                Some(fix_database_url(name)),
             )),
             "primary" if !db.writable && !t.writable.is_empty() => out.push(anomaly(
                 Warning,

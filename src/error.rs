@@ -242,6 +242,8 @@ pub enum Error {
         /// The offending source line, drawn under the message.
         source_line: Option<String>,
         next: Option<Next>,
+        /// The run's progress printed the message in full already (see [`Error::brief`]).
+        shown: bool,
     },
 
     /// On resume, the script no longer does what the journal recorded: nothing was run.
@@ -308,6 +310,8 @@ pub enum Error {
         pos: Option<Box<ScriptPos>>,
         source_line: Option<String>,
         next: Option<Next>,
+        /// As for `Script`.
+        shown: bool,
     },
 
     #[error("{0}")]
@@ -352,7 +356,36 @@ impl Error {
             pos: pos.map(Box::new),
             source_line,
             next: None,
+            shown: false,
         }
+    }
+
+    /// The same error, its message printed in full by the run's progress already (`shown`).
+    pub fn shown_above(mut self, was: bool) -> Self {
+        if let Error::Script { shown, .. } | Error::RunFailed { shown, .. } = &mut self {
+            *shown = was;
+        }
+        self
+    }
+
+    /// The error for a reader who has just seen its message in full: where the progress went
+    /// to the same place as the error (a terminal, or `2>&1`), a message the progress printed
+    /// is named by its first line, and the position and next step follow as always.
+    pub fn brief(mut self) -> Self {
+        if let Error::Script {
+            message,
+            shown: true,
+            ..
+        }
+        | Error::RunFailed {
+            message,
+            shown: true,
+            ..
+        } = &mut self
+        {
+            *message = crate::report::once_above(message);
+        }
+        self
     }
 
     /// The same error with a next step for the operator.
@@ -373,6 +406,7 @@ impl Error {
             next: Some(Next::StateWritable {
                 dir: dir.display().to_string(),
             }),
+            shown: false,
         }
     }
 
@@ -387,11 +421,13 @@ impl Error {
                 pos,
                 source_line,
                 next,
+                shown,
             } => Error::RunFailed {
                 message,
                 pos,
                 source_line,
                 next,
+                shown,
             },
             other => other,
         }
@@ -442,14 +478,16 @@ impl Error {
                 pos,
                 source_line,
                 next,
+                ..
             }
             | Error::RunFailed {
                 message,
                 pos,
                 source_line,
                 next,
+                ..
             } => {
-                let mut out = format!("error: {message}");
+                let mut out = format!("error: {}", crate::report::hang(message, 1));
                 if let Some(pos) = pos {
                     out.push_str(&format!("\n  --> {pos}"));
                     if let Some(line) = source_line {
@@ -683,7 +721,7 @@ mod tests {
         );
         assert_eq!(Error::ClosedOutput.exit_code(), exit::SUCCESS);
         let failed = Error::run_failed(
-            "boom in step 'x'",
+            "in step 'x': boom",
             Some(ScriptPos {
                 file: "r.rhai".into(),
                 line: 2,
@@ -696,7 +734,31 @@ mod tests {
         }));
         assert_eq!(
             failed.render(""),
-            "error: boom in step 'x'\n  --> r.rhai:2:5\n   |\n 2 |     fail(\"boom\");\n   |     ^\n  next: nothing was changed; once the cause is fixed, run it again: `runbook run r.rhai`"
+            "error: in step 'x': boom\n  --> r.rhai:2:5\n   |\n 2 |     fail(\"boom\");\n   |     ^\n  next: nothing was changed; once the cause is fixed, run it again: `runbook run r.rhai`"
         );
+        // A message of several lines hangs under its first; where the progress printed it in
+        // full beside the error, the error names it by its first line, and only then.
+        let long = |shown: bool| {
+            Error::run_failed("in step 'x': it does not hold:\n  - a\nTABLE", None, None)
+                .shown_above(shown)
+                .with_next(Some(Next::Continue { run: "r1".into() }))
+        };
+        let full =
+            "error: in step 'x': it does not hold:\n      - a\n    TABLE\n  next: runbook resume r1";
+        for (error, text) in [
+            (long(false), full),
+            (long(false).brief(), full),
+            (long(true), full),
+            (
+                long(true).brief(),
+                "error: in step 'x': it does not hold (in full above)\n  next: runbook resume r1",
+            ),
+            (
+                Error::Usage("two\nlines".into()).brief(),
+                "error: two\nlines",
+            ),
+        ] {
+            assert_eq!(error.render(""), text);
+        }
     }
 }

@@ -116,7 +116,7 @@ fn a_failing_dry_run_plans_the_changes_before_the_failure() {
         .run(&["--dry-run"])
         .code(1)
         .stdout("Plan up to the failure (a real run would make these changes, then fail as below): 1 change\n  announce\n    ~ http::post: POST http://127.0.0.1:")
-        .stderr("the target's health fails in step 'check target'");
+        .stderr("in step 'check target': the target's health fails");
     let ran = t.check();
     assert!(!ran.stdout.contains("promote\n    ~"), "{}", ran.stdout);
     assert_eq!(server.count("POST", "/"), 0, "no write reached the server");

@@ -74,7 +74,7 @@ fn each_failing_session_tells_once_and_the_failure_stays_the_runs() {
     assert_says(
         &first.stderr,
         &[
-            "error: health is 503 in step 'verify'",
+            "error: in step 'verify': health is 503",
             &format!("runbook resume {run}"),
         ],
     );
@@ -133,7 +133,7 @@ fn a_failing_handler_is_a_warning_and_a_runbook_mistake_is_told_too() {
         &ran.all(),
         &[
             "warning: the on_failure handler failed: http::post",
-            "error: health is 503 in step 'verify'",
+            "error: in step 'verify': health is 503",
         ],
     );
     assert!(t

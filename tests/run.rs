@@ -1,4 +1,4 @@
-use crate::support::{Server, Test};
+use crate::support::{assert_says, Server, Test};
 
 #[test]
 fn steps_run_in_order_and_report_their_tree() {
@@ -367,4 +367,66 @@ log(`one: ${["a"].join(" / ")}`);"#,
         .code(2)
         .stderr("join takes 2 arguments, not 1")
         .check();
+}
+
+/// A failure of several lines (a command's output, a table) is printed in full once where the
+/// reader sees the progress and the error together, and the error keeps it in full where they
+/// part: a step that failed because its action did, or an inner step did, only names it.
+#[test]
+fn a_long_failure_is_printed_once_where_progress_and_error_meet() {
+    let t = Test::new()
+        .script(
+            r#"
+step("outer", || {
+    step("inner", || {
+        shell::run(#{ cmd: "cat problems.txt >&2; exit 3" });
+    });
+});
+"#,
+        )
+        .file("problems.txt", "first problem\nsecond problem\n");
+    let detail = ["first problem", "second problem"];
+    // One file for both, as a terminal is, or `2>&1` into a log.
+    let both = t.path("both.log");
+    let file = std::fs::File::create(&both).unwrap();
+    let status = t
+        .command(&["run".into(), "runbook.rhai".into()])
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let text = std::fs::read_to_string(&both).unwrap();
+    for line in detail {
+        assert_eq!(text.matches(line).count(), 1, "{line:?} once in\n{text}");
+    }
+    assert_says(
+        &text,
+        &[
+            // The action's failure, its lines under it…
+            "    ✗ shell::run: `cat problems.txt >&2; exit 3` exited with code 3:\n      first problem\n      second problem",
+            // …named by the steps around it and by the error.
+            "  ✗ inner: shell::run failed: `cat problems.txt >&2; exit 3` exited with code 3 (in full above)",
+            "✗ outer: shell::run failed: `cat problems.txt >&2; exit 3` exited with code 3 (in full above)",
+            "error: in step 'outer › inner': shell::run failed: `cat problems.txt >&2; exit 3` exited with code 3 (in full above)\n  --> runbook.rhai:4:16",
+            "next: fix the cause, then `runbook resume",
+        ],
+    );
+    // Apart (stdout to one place, stderr to another), each keeps the whole failure.
+    let apart = t.exec(&["run", "runbook.rhai", "--state-dir", "apart"]);
+    assert_eq!(apart.code, 1, "{}", apart.all());
+    for line in detail {
+        assert_eq!(apart.stdout.matches(line).count(), 1, "{}", apart.stdout);
+        assert_eq!(apart.stderr.matches(line).count(), 1, "{}", apart.stderr);
+    }
+    assert_says(
+        &apart.stderr,
+        &["error: in step 'outer › inner': shell::run failed: `cat problems.txt >&2; exit 3` exited with code 3:\n    first problem\n    second problem\n  --> runbook.rhai:4:16"],
+    );
+    // The run's log prints it once too.
+    let log = t.exec(&["log", &t.newest_run()]);
+    for line in detail {
+        assert_eq!(log.stdout.matches(line).count(), 1, "{}", log.stdout);
+    }
+    assert_says(&log.stdout, &["(in full above)"]);
 }

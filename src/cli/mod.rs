@@ -67,12 +67,39 @@ pub fn main_entry() -> i32 {
     let redactor = crate::secret::Redactor::default();
     let flag = store_flag(&args);
     let again = given_again(&args);
+    let beside = progress_beside_error(&args);
     match subcommand::dispatch(args, &redactor, &flag) {
         Ok(()) | Err(Error::ClosedOutput) => exit::SUCCESS,
         Err(e) => {
+            let e = if beside { e.brief() } else { e };
             tell!("{}", redactor.redact(&e.render_for(&flag, &again)));
             e.exit_code()
         }
+    }
+}
+
+/// Whether a run's progress lines and its final error are read in one place: progress as text,
+/// and standard output the same open file as standard error (one terminal, or `2>&1` into one
+/// log). The error then names a failure the progress printed in full by its first line; where
+/// they part (stdout to a file, or a JSON stream), the error keeps the whole message.
+fn progress_beside_error(args: &Arguments) -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let text = match &args.command {
+        Command::Run { output, .. }
+        | Command::Resume { output, .. }
+        | Command::Watch { output, .. } => *output == Output::Text,
+        _ => false,
+    };
+    let id = |fd: std::os::fd::BorrowedFd<'_>| {
+        let meta = std::fs::File::from(fd.try_clone_to_owned().ok()?)
+            .metadata()
+            .ok()?;
+        Some((meta.dev(), meta.ino(), meta.rdev()))
+    };
+    text && {
+        let out = id(std::io::stdout().as_fd());
+        out.is_some() && out == id(std::io::stderr().as_fd())
     }
 }
 

@@ -844,6 +844,8 @@ fn print_records(records: &[journal::Record], json: bool) -> Result<(), Error> {
             say!("{}", serde_json::to_string(r).unwrap_or_default());
         }
     } else {
+        // The last failure printed in full: a step or run that fails with it only names it.
+        let mut shown: Option<String> = None;
         for r in records {
             let at = r.at.get(11..23).unwrap_or(&r.at);
             let line = match &r.event {
@@ -881,8 +883,9 @@ fn print_records(records: &[journal::Record], json: bool) -> Result<(), Error> {
                     will_retry,
                 } => {
                     format!(
-                        "✗ {}: {error}{}",
+                        "✗ {}: {}{}",
                         show_path(step),
+                        once(&mut shown, error),
                         if *will_retry { " (retrying)" } else { "" }
                     )
                 }
@@ -911,7 +914,11 @@ fn print_records(records: &[journal::Record], json: bool) -> Result<(), Error> {
                 ),
                 Event::ActionFailed {
                     step, seq, error, ..
-                } => format!("  {} #{seq} failed: {error}", show_path(step)),
+                } => format!(
+                    "  {} #{seq} failed: {}",
+                    show_path(step),
+                    once(&mut shown, error)
+                ),
                 Event::TimerStarted {
                     step,
                     seq,
@@ -941,6 +948,7 @@ fn print_records(records: &[journal::Record], json: bool) -> Result<(), Error> {
                 Event::WatchAcknowledged { by } => {
                     format!("the automatic failover acknowledged by {by}")
                 }
+                Event::RunFailed { error, .. } => format!("failed: {}", once(&mut shown, error)),
                 ending => ending.ending().unwrap_or_default(),
             };
             // A message of several lines (a logged table) stays right of the time column.
@@ -949,6 +957,20 @@ fn print_records(records: &[journal::Record], json: bool) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// A failure's text for the log: in full, or by its first line where it ends with the failure
+/// printed just before (the step's "X failed: …" after the action's "…"); remembered as printed.
+fn once(shown: &mut Option<String>, error: &str) -> String {
+    let above = shown
+        .as_deref()
+        .is_some_and(|s| !s.is_empty() && error.ends_with(s));
+    *shown = Some(error.to_string());
+    if above {
+        crate::report::once_above(error)
+    } else {
+        error.to_string()
+    }
 }
 
 /// A field's type, from its JSON schema.

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::Mutex;
 
-use super::{ended_text, human_ms, plan_text, Progress, Reporter};
+use super::{ended_text, hang, human_ms, once_above, plan_text, Progress, Reporter};
 use crate::secret::Redactor;
 
 pub struct PlainReporter {
@@ -95,9 +95,15 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
             step,
             error,
             will_retry,
+            shown_above,
         } => {
             let retry = if *will_retry { " — retrying" } else { "" };
             let (name, depth) = label(step)?;
+            let error = if *shown_above {
+                once_above(error)
+            } else {
+                hang(error, depth)
+            };
             format!("{}✗ {name}: {error}{retry}", indent(depth))
         }
         Progress::ActionStarted { .. } | Progress::Timing { .. } => return None,
@@ -128,7 +134,11 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
             let retry = retry_in_ms
                 .map(|ms| format!(" — retrying in {}", human_ms(ms)))
                 .unwrap_or_default();
-            format!("{}✗ {action}: {error}{retry}", indent(step.len()))
+            format!(
+                "{}✗ {action}: {}{retry}",
+                indent(step.len()),
+                hang(error, step.len())
+            )
         }
         Progress::Waiting {
             step,

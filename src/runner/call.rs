@@ -459,7 +459,9 @@ impl RunCtx {
             error: message.clone(),
             retry_in_ms: None,
         });
-        runtime_error(format!("{} failed: {message}", call.full), call.pos)
+        let failure = format!("{} failed: {message}", call.full);
+        self.shown_before(&failure);
+        runtime_error(failure, call.pos)
     }
 
     fn report_finished(&self, call: &ActionCall, elapsed_ms: u64, how: &'static str) {

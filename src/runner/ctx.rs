@@ -99,6 +99,9 @@ pub struct RunState {
     pub params_declared: AtomicBool,
     pub locks: Mutex<Vec<LockGuard>>,
     pub failed_steps: Mutex<Vec<StepPath>>,
+    /// The last failure the progress printed in full: a step, or the run, that fails with the
+    /// same text only names it.
+    pub shown_failure: Mutex<Option<String>>,
     /// Undo closures of finished steps, with the runtime state (imports) they were declared in.
     #[allow(deprecated)] // NativeCallContextStore is "volatile", not deprecated
     pub undo: Mutex<Vec<(StepPath, FnPtr, rhai::NativeCallContextStore)>>,
@@ -807,10 +810,12 @@ impl RunCtx {
                         pos,
                     )?;
                 }
+                let shown_above = self.shown_before(&message);
                 self.report(Progress::StepFailed {
                     step: path.clone(),
                     error: message,
                     will_retry,
+                    shown_above,
                 });
                 if !will_retry {
                     let mut failed = self.state.failed_steps.lock().unwrap();
@@ -822,6 +827,17 @@ impl RunCtx {
             Err(_) => {}
         }
         result
+    }
+
+    /// Whether the progress printed `failure` in full just before; if not, it is about to, and
+    /// is remembered as printed.
+    pub fn shown_before(&self, failure: &str) -> bool {
+        let mut shown = self.state.shown_failure.lock().unwrap();
+        if shown.as_deref() == Some(failure) {
+            return true;
+        }
+        *shown = Some(failure.to_string());
+        false
     }
 
     /// Runs a step's body in its own scope, with retries, a time limit and an undo.

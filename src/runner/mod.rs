@@ -369,6 +369,7 @@ pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
                 pos: None,
                 source_line: None,
                 next: Some(crate::error::Next::StoreAway),
+                shown: false,
             },
             e => e,
         })?;
@@ -1314,6 +1315,7 @@ fn ended_with(
             pos: None,
             source_line: None,
             next: None,
+            shown: false,
         },
         Some(Stop::Mismatch(message)) => replay_refused(
             ctx,
@@ -1399,8 +1401,9 @@ fn ended_with(
             } else {
                 failed_steps.first()
             }
-            .map(|s| format!(" in step '{}'", show_path(s)))
+            .map(|s| format!("in step '{}': ", show_path(s)))
             .unwrap_or_default();
+            let shown = ctx.shown_before(&message);
             if ctx.opts.dry_run {
                 ctx.report(Progress::Plan {
                     entries: ctx.state.plan.lock().unwrap().clone(),
@@ -1428,20 +1431,21 @@ fn ended_with(
                 run_id,
                 status: RunStatus::Failed,
                 elapsed_ms,
-                message: Some(format!("{message}{where_}")),
+                message: Some(format!("{where_}{message}")),
                 next: next.clone(),
             });
             let (pos, src) = match &module {
                 Some(m) if m != file => (crate::script::script_pos(m, pos), None),
                 _ => (crate::script::script_pos(file, pos), Some(source)),
             };
-            let text = format!("{message}{where_}");
+            let text = format!("{where_}{message}");
             if is_script_mistake(e) {
                 Error::script(text, pos, src)
             } else {
                 Error::run_failed(text, pos, src)
             }
             .with_next(next)
+            .shown_above(shown)
         }
     }
 }

@@ -70,6 +70,14 @@ pub enum Next {
         approve: bool,
         undo: bool,
     },
+    /// A resume refused because the inventory changed a value a finished change was made with
+    /// (RB-REPLAY-001): put those `keys` back, then resume as asked, or give the run up.
+    RestoreInventory {
+        run: String,
+        keys: Vec<String>,
+        approve: bool,
+        undo: bool,
+    },
     /// The run is over: a new run of the runbook.
     NewRun { runbook: String },
     /// A live process holds a lock and nothing says which run: wait for it.
@@ -181,6 +189,18 @@ impl Next {
             ),
             Next::RestoreRunbook { run, approve, undo } => format!(
                 "put the runbook back as the run started it (`runbook log {run} --runbook{flag}` prints it), then `runbook resume {run}{}{}{resume}`; or, once you have checked the deployment, `runbook abandon {run}{flag}` and start a new run",
+                if *approve { " --approve" } else { "" },
+                if *undo { " --undo" } else { "" }
+            ),
+            Next::RestoreInventory {
+                run,
+                keys,
+                approve,
+                undo,
+            } => format!(
+                "put {} back in the inventory as the run started with {}, then `runbook resume {run}{}{}{resume}`; or, once you have checked the deployment, `runbook abandon {run}{flag}` and start a new run, which reads the servers as they are now",
+                keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+                if keys.len() == 1 { "it" } else { "them" },
                 if *approve { " --approve" } else { "" },
                 if *undo { " --undo" } else { "" }
             ),

@@ -286,10 +286,14 @@ step("two", || http::post(#{ url: inventory.regions["eu-west-1"].url }));
     ));
     let refused = t.exec(&["resume", &run]);
     assert_eq!(refused.code, 2, "{}", refused.all());
-    assert!(
-        refused.stderr.contains("RB-REPLAY-001"),
-        "{}",
-        refused.all()
+    assert_says(
+        &refused.stderr,
+        &[
+            format!("error[RB-REPLAY-001]: run {run} made the change http::post at step 'one', call #1, with the inventory as it was then:"),
+            format!("  regions.us-east-1.url: \"{}\" → \"{}\"", server.url("/us"), server.url("/moved")),
+            "a resume never makes a finished change again, nor counts it as made with the new value".to_string(),
+            format!("next: put `regions.us-east-1.url` back in the inventory as the run started with it, then `runbook resume {run}`; or, once you have checked the deployment, `runbook abandon {run}` and start a new run"),
+        ],
     );
     assert_eq!(
         server.count("POST", "/moved") + server.count("POST", "/eu"),
@@ -313,6 +317,81 @@ step("two", || http::post(#{ url: inventory.regions["eu-west-1"].url }));
     assert_eq!(
         (server.count("POST", "/us"), server.count("POST", "/eu")),
         (1, 1)
+    );
+}
+
+/// A run that failed on a wrong value in its inventory (a health URL) resumes once the value is
+/// fixed: what it read with the old value before the failure stands as recorded (the branch it
+/// took), its finished change is not made again, and the failed step runs with the new value.
+/// An input that differs in anything but the inventory's edit is still refused.
+#[test]
+fn a_run_that_failed_on_a_wrong_inventory_value_resumes_once_it_is_fixed() {
+    let server = Server::start();
+    server.reply("/wrong", 404, "no such page", Duration::ZERO);
+    server.reply("/health", 200, "ok", Duration::ZERO);
+    let script = r#"step("look", || {
+    let r = http::get(#{ url: inventory.regions["eu-west-1"].health_url, expect_status: [200, 404] });
+    log(`health answered ${r.status}`);
+});
+step("change", || http::post(#{ url: inventory.change_url }));
+step("check", || http::get(#{ url: inventory.regions["eu-west-1"].health_url }));
+"#;
+    let inventory = |health: &str| {
+        format!(
+            "change_url = \"{}\"\n[regions.eu-west-1]\nhealth_url = \"{}\"\n",
+            server.url("/change"),
+            server.url(health)
+        )
+    };
+    let t = Test::new().script(script).inventory(&inventory("/wrong"));
+    let ran = t.exec(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    let run = t.only_run();
+    assert_eq!(server.count("GET", "/wrong"), 2);
+
+    // A script edit beside the inventory's: refused as a changed runbook, nothing run.
+    let t = t.inventory(&inventory("/health"));
+    let edited = t.path("edited.rhai");
+    std::fs::write(&edited, script.replace("[200, 404]", "[200, 404, 410]")).unwrap();
+    std::fs::copy(&edited, t.path("runbook.rhai")).unwrap();
+    let refused = t.exec(&["resume", &run]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert_says(
+        &refused.stderr,
+        &[
+            "error[RB-REPLAY-001]: the runbook no longer matches what run",
+            "field `expect_status`: [200,404] → [200,404,410]",
+            // The difference is named by its path, deep or not.
+            &format!(
+                "field `url`: \"{}\" → \"{}\"",
+                server.url("/wrong"),
+                server.url("/health")
+            ),
+        ],
+    );
+    assert_eq!(server.count("GET", "/health"), 0);
+
+    // The runbook as it was, the inventory fixed: the run finishes.
+    std::fs::write(t.path("runbook.rhai"), script).unwrap();
+    let ran = t.exec(&["resume", &run]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_says(
+        &ran.all(),
+        &[
+            "inventory.toml changed since the run started: regions.eu-west-1.health_url. What the run read and said with the old values stands as recorded, the calls still to come use the new ones, and a finished change made with an old value stops the resume",
+            "· http::get GET",
+            "(replayed)",
+            "run finished",
+        ],
+    );
+    assert_eq!(
+        (
+            server.count("GET", "/wrong"),
+            server.count("POST", "/change"),
+            server.count("GET", "/health")
+        ),
+        (2, 1, 1),
+        "the read before the failure is not made again, nor the change; the check is"
     );
 }
 

@@ -59,6 +59,21 @@ impl Drill {
         a
     }
 
+    /// An emergency failover to `target`, which must pass its health check `within`.
+    pub fn emergency_failover_to(&self, target: &str, within: &str) -> Ran {
+        let target = format!("target={target}");
+        let within = format!("health_within={within}");
+        let vars = [
+            "--var",
+            "check_interval=100ms",
+            "--var",
+            &target,
+            "--var",
+            &within,
+        ];
+        self.run("emergency-failover", &vars)
+    }
+
     pub fn run(&self, runbook: &str, extra: &[&str]) -> Ran {
         let args = self.args(runbook, extra);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -768,17 +783,7 @@ fn emergency_failover_sends_no_users_to_a_target_that_fails_its_health_check() {
     d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
     d.stack.web.set_health("eu-west-1", Health::Fail);
     let weights = d.stack.moto.weights();
-    let ran = d.run(
-        "emergency-failover",
-        &[
-            "--var",
-            "check_interval=100ms",
-            "--var",
-            "target=eu-west-1",
-            "--var",
-            "health_within=3s",
-        ],
-    );
+    let ran = d.emergency_failover_to("eu-west-1", "3s");
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert_says(
         &ran.stderr,
@@ -792,6 +797,61 @@ fn emergency_failover_sends_no_users_to_a_target_that_fails_its_health_check() {
 
     let all_to_eu = |r: &str, _| if r == "eu-west-1" { 100 } else { 0 };
     d.resume_once_healthy(&d.t.only_run(), "eu-west-1", &weights, all_to_eu);
+}
+
+/// An emergency failover stopped by a mistake in the inventory (the target's health URL names a
+/// port nothing listens on) goes on once the operator fixes the file: the resume replays what
+/// the run saw and changed — the observation at the start took the whole inventory — runs the
+/// failed check with the fixed URL and finishes, promoting once.
+#[test]
+fn emergency_failover_resumes_once_the_operator_fixes_the_inventory() {
+    let d = drill();
+    d.stack.web.set_health("us-east-1", Health::Fail);
+    d.stack.pg.stop_node(d.stack.pg.node("us-east-1"));
+    let good = std::fs::read_to_string(&d.inventory).unwrap();
+    let (head, eu) = good.split_once("[regions.eu-west-1]").unwrap();
+    let at = eu.find("health_url = \"").unwrap() + "health_url = \"".len();
+    let end = at + eu[at..].find('"').unwrap();
+    let wrong = format!(
+        "{head}[regions.eu-west-1]{}http://127.0.0.1:9/health{}",
+        &eu[..at],
+        &eu[end..]
+    );
+    std::fs::write(&d.inventory, &wrong).unwrap();
+    let weights = d.stack.moto.weights();
+    let ran = d.emergency_failover_to("eu-west-1", "2s");
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    assert_says(
+        &ran.stderr,
+        &["eu-west-1 does not pass its health check within 2s"],
+    );
+    assert_eq!(d.stack.moto.weights(), weights, "no user moved");
+    let run = d.t.only_run();
+
+    std::fs::write(&d.inventory, &good).unwrap();
+    let resumed = d.t.exec(&["resume", &run]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    assert_says(
+        &resumed.all(),
+        &[
+            "changed since the run started: regions.eu-west-1.health_url. What the run read and said with the old values stands as recorded",
+            "· topology::observe observe ap-southeast-1, eu-west-1, us-east-1 (replayed)",
+            "· pg::promote promote ",
+            "run finished",
+        ],
+    );
+    let promotions =
+        d.t.journal(&run)
+            .lines()
+            .filter(|l| l.contains("\"event\":\"action_started\"") && l.contains("\"pg::promote\""))
+            .count();
+    assert_eq!(promotions, 1, "promoted once");
+    let to_eu: Vec<(String, i64)> = weights
+        .iter()
+        .map(|(r, _)| (r.clone(), if r == "eu-west-1" { 100 } else { 0 }))
+        .collect();
+    assert_eq!(d.stack.moto.weights(), to_eu);
+    assert_eq!(d.psql("eu-west-1", "SELECT pg_is_in_recovery()"), "f");
 }
 
 /// A planned failover killed while it waits for the promoted target to pass its health check,

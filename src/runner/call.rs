@@ -159,11 +159,27 @@ impl RunCtx {
                 .unwrap()
                 .insert(call.key.clone());
         }
+        // Where the input differs from the record's, the inventory's edit since the run
+        // started may be all that differs (a URL fixed before the resume).
+        let edited = match recorded {
+            Some(Call::Action {
+                action,
+                input,
+                input_hash,
+                ..
+            }) if action == full && *input_hash != call.prepared.input_hash => self
+                .journal
+                .replay
+                .inventory_edit
+                .explains(input, &call.prepared.input),
+            _ => None,
+        };
         let expected = Expected::Action {
             name: full,
             input_hash: &call.prepared.input_hash,
             write: call.write,
             idempotent: call.idempotent,
+            edited: edited.is_some(),
         };
         let path = call.path().to_vec();
         match replay::decide(recorded, expected, self.mode(&path)) {
@@ -180,6 +196,28 @@ impl RunCtx {
                     retry_in_ms: None,
                 });
                 Err(runtime_error(format!("{full} failed: {err}"), pos))
+            }
+            Decision::Mismatch if edited.is_some() => {
+                let keys = edited.unwrap_or_default();
+                let (path, seq) = &call.key;
+                let made = match recorded {
+                    Some(Call::Action {
+                        outcome: replay::Outcome::InFlight,
+                        ..
+                    }) => "began (it may have taken effect)",
+                    _ => "made",
+                };
+                let message = format!(
+                    "run {} {made} the change {full} at step '{}', call #{seq}, with the inventory as it was then:\n  {}\na resume never makes a finished change again, nor counts it as made with the new value",
+                    self.opts.run_id.as_deref().unwrap_or("?"),
+                    show_path(path),
+                    self.journal
+                        .replay
+                        .inventory_edit
+                        .describe(&keys)
+                        .join("\n  "),
+                );
+                Err(self.stop_with(Stop::Edited { message, keys }, pos))
             }
             Decision::Mismatch => {
                 let (was, detail) = match recorded {

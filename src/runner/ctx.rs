@@ -28,6 +28,8 @@ pub enum Stop {
     Interrupted,
     /// The script does not match the journal.
     Mismatch(String),
+    /// A finished change was made with inventory values (`keys`) the inventory no longer has.
+    Edited { message: String, keys: Vec<String> },
     /// With `resume --undo`: the replay reached the point where the run stopped.
     Frontier,
     /// Refused while running (parameters, a lock, a journal that cannot be written): the
@@ -1036,33 +1038,22 @@ pub(super) fn compact(v: &Value) -> String {
     }
 }
 
-/// Field-by-field differences between a recorded input and the script's.
+/// The values that differ between a recorded input and the script's, by their paths
+/// (`inventory.dns.endpoint_url`), so a difference deep in a large input is seen.
 pub(super) fn field_diff(recorded: &Value, now: &Value) -> String {
-    let (Value::Object(a), Value::Object(b)) = (recorded, now) else {
-        return String::new();
-    };
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.dedup();
-    let mut seen = HashSet::new();
+    const SHOWN: usize = 8;
+    let side = |v: &Option<Value>| v.as_ref().map_or("(absent)".to_string(), compact);
+    let diffs = super::edit::differences(recorded, now);
     let mut out = String::new();
-    for k in keys {
-        if !seen.insert(k) {
-            continue;
-        }
-        match (a.get(k), b.get(k)) {
-            (Some(x), Some(y)) if x != y => out.push_str(&format!(
-                "\n    field `{k}`: {} → {}",
-                compact(x),
-                compact(y)
-            )),
-            (Some(x), None) => {
-                out.push_str(&format!("\n    field `{k}`: {} → (absent)", compact(x)))
-            }
-            (None, Some(y)) => {
-                out.push_str(&format!("\n    field `{k}`: (absent) → {}", compact(y)))
-            }
-            _ => {}
-        }
+    for (path, was, now) in diffs.iter().take(SHOWN) {
+        out.push_str(&format!(
+            "\n    field `{path}`: {} → {}",
+            side(was),
+            side(now)
+        ));
+    }
+    if diffs.len() > SHOWN {
+        out.push_str(&format!("\n    … and {} more", diffs.len() - SHOWN));
     }
     out
 }

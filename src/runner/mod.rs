@@ -3,6 +3,7 @@
 mod call;
 mod ctx;
 mod diff;
+mod edit;
 mod frames;
 mod host;
 mod params;
@@ -697,7 +698,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         });
     }
 
-    let inv = resume_inventory(
+    let (inv, inventory_edit) = resume_inventory(
         env,
         &req.run_id,
         req.inventory.as_deref(),
@@ -728,7 +729,8 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
     };
 
     let next_record = loaded.records.last().map(|r| r.n + 1).unwrap_or(1);
-    let replay = replay::Replay::from_records(&loaded.records);
+    let mut replay = replay::Replay::from_records(&loaded.records);
+    replay.inventory_edit = inventory_edit;
     // This session's commands name the inventory where this host has it.
     let here = req.inventory.as_deref().or(inventory_file.as_deref());
     let invocation = Arc::new(
@@ -987,44 +989,59 @@ fn run_again(opts: &RunOptions) -> String {
     command
 }
 
-/// The inventory a resume runs with. The journal keeps a copy, but with URL passwords masked:
-/// the file is read again — this host's copy when `-i` names one, else the path the run
-/// recorded — and a warning says when it changed (replay checks every finished call). A file
-/// that is gone leaves the journal's copy, unless that copy lacks a password the run needs:
-/// then the resume is refused before anything, asking for this host's copy.
+/// The inventory a resume runs with, and how it differs from the run's start. The journal keeps
+/// a copy, but with URL passwords masked: the file is read again — this host's copy when `-i`
+/// names one, else the path the run recorded — and a warning names what changed. A file that
+/// is gone leaves the journal's copy, unless that copy lacks a password the run needs: then
+/// the resume is refused before anything, asking for this host's copy.
 fn resume_inventory(
     env: &Env,
     run_id: &str,
     given: Option<&str>,
     recorded: Option<&str>,
     journaled: Value,
-) -> Result<Inventory, Error> {
-    let masked = |inv: &Inventory| {
-        serde_json::to_string(&inv.value)
+) -> Result<(Inventory, edit::InventoryEdit), Error> {
+    let edit_of = |inv: &Inventory| {
+        let masked = serde_json::to_string(&inv.value)
             .map(|t| crate::secret::mask_url_passwords(&t))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        edit::InventoryEdit::between(
+            &journaled,
+            &serde_json::from_str(&masked).unwrap_or(Value::Null),
+        )
     };
-    let journaled_text = serde_json::to_string(&journaled).unwrap_or_default();
     let warn = |message: String| env.reporter.report(&Progress::Warning { message });
+    let say_edit = |edit: &edit::InventoryEdit, what: String| {
+        if !edit.is_empty() {
+            warn(format!(
+                "{what}: {}. What the run read and said with the old values stands as recorded, \
+                 the calls still to come use the new ones, and a finished change made with an \
+                 old value stops the resume",
+                edit.keys().join(", ")
+            ));
+        }
+    };
     match (given, recorded) {
         (Some(_), None) => Err(Error::Usage(format!(
             "-i: run {run_id} was started without an inventory; a resume continues a run with what it started with"
         ))),
         (Some(path), Some(recorded)) => {
             let current = Inventory::load(Path::new(path))?;
-            if masked(&current) != journaled_text {
-                warn(format!(
-                    "the inventory {path} differs from the one run {run_id} started with ({recorded}); every finished call is checked against the journal"
-                ));
-            }
-            Ok(current)
+            let edit = edit_of(&current);
+            say_edit(
+                &edit,
+                format!("the inventory {path} differs from the one run {run_id} started with ({recorded})"),
+            );
+            Ok((current, edit))
         }
         (None, Some(path)) => match Inventory::load(Path::new(path)) {
             Ok(current) => {
-                if masked(&current) != journaled_text {
-                    warn(format!("the inventory {path} changed since the run started; every finished call is checked against the journal"));
-                }
-                Ok(current)
+                let edit = edit_of(&current);
+                say_edit(
+                    &edit,
+                    format!("the inventory {path} changed since the run started"),
+                );
+                Ok((current, edit))
             }
             // One that is there but cannot be used (a broken edit, a misspelt key) is
             // refused as at the start: resuming with the old copy would hide the edit.
@@ -1038,16 +1055,22 @@ fn resume_inventory(
                     )));
                 }
                 warn(format!("the inventory {path} is gone; resuming with the copy in the journal"));
-                Ok(Inventory {
-                    file: path.to_string(),
-                    value: journaled,
-                })
+                Ok((
+                    Inventory {
+                        file: path.to_string(),
+                        value: journaled,
+                    },
+                    edit::InventoryEdit::default(),
+                ))
             }
         },
-        (None, None) => Ok(Inventory {
-            file: "(no inventory)".into(),
-            value: journaled,
-        }),
+        (None, None) => Ok((
+            Inventory {
+                file: "(no inventory)".into(),
+                value: journaled,
+            },
+            edit::InventoryEdit::default(),
+        )),
     }
 }
 
@@ -1324,6 +1347,24 @@ fn ended_with(
             false,
             elapsed_ms,
         ),
+        Some(Stop::Edited { message, keys }) => {
+            let mut error = replay_refused(
+                ctx,
+                message,
+                "resume stopped there, before running anything",
+                false,
+                elapsed_ms,
+            );
+            if let Error::ReplayMismatch { next, .. } = &mut error {
+                *next = Next::RestoreInventory {
+                    run: ctx.opts.run_id.clone().unwrap_or_default(),
+                    keys,
+                    approve: ctx.opts.resume_approver.is_some(),
+                    undo: false,
+                };
+            }
+            error
+        }
         Some(Stop::Invalid {
             message,
             pos,

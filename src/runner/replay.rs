@@ -61,6 +61,8 @@ pub struct Replay {
     pub sessions: usize,
     /// What a resume of the run, as it stood, had to be told (an approval, an in-flight choice).
     pub awaiting: crate::error::Awaiting,
+    /// How the inventory this resume reads differs from the one the run started with.
+    pub inventory_edit: super::edit::InventoryEdit,
 }
 
 impl Replay {
@@ -189,6 +191,9 @@ pub enum Expected<'a> {
         input_hash: &'a str,
         write: bool,
         idempotent: bool,
+        /// The input differs from the record's only by the inventory's edit since the run
+        /// started (see `InventoryEdit::explains`).
+        edited: bool,
     },
     Timer,
     Approval,
@@ -278,12 +283,14 @@ pub fn decide<'a>(recorded: Option<&'a Call>, expected: Expected<'_>, mode: Mode
                 input_hash,
                 write,
                 idempotent,
+                edited,
             },
             Call::Action {
                 action,
                 input_hash: recorded_hash,
                 outcome,
                 write: wrote,
+                notice,
                 ..
             },
         ) => {
@@ -299,7 +306,11 @@ pub fn decide<'a>(recorded: Option<&'a Call>, expected: Expected<'_>, mode: Mode
                     Outcome::Finished(_) => !*wrote,
                     Outcome::InFlight => false,
                 };
-            if !superseded && (action != name || recorded_hash != input_hash) {
+            // An inventory fixed before the resume (a wrong URL the run stopped at): a read
+            // or a message the run finished with the old value is what it saw or said then,
+            // and replays as recorded; a change made with the old value is held to it.
+            let same_input = recorded_hash == input_hash || (edited && (!*wrote || *notice));
+            if !superseded && (action != name || !same_input) {
                 return Decision::Mismatch;
             }
             match outcome {
@@ -374,6 +385,20 @@ mod tests {
                 write,
                 idempotent,
                 notice: false,
+            });
+            self
+        }
+        /// A message sent (a write that changes no system).
+        fn sent(mut self, at: &str, seq: u32, action: &str) -> Self {
+            self.0.push(Event::ActionStarted {
+                step: path(at),
+                seq,
+                action: action.into(),
+                input: json!({}),
+                input_hash: "h1".into(),
+                write: true,
+                idempotent: false,
+                notice: true,
             });
             self
         }
@@ -464,6 +489,18 @@ mod tests {
             input_hash: hash,
             write,
             idempotent,
+            edited: false,
+        }
+    }
+
+    /// A call whose input differs from the record's only by the inventory's edit.
+    fn edited(name: &'static str, write: bool) -> Expected<'static> {
+        Expected::Action {
+            name,
+            input_hash: "h2",
+            write,
+            idempotent: true,
+            edited: true,
         }
     }
 
@@ -472,18 +509,21 @@ mod tests {
         input_hash: "h1",
         write: true,
         idempotent: true,
+        edited: false,
     };
     const POST: Expected = Expected::Action {
         name: "http::post",
         input_hash: "h1",
         write: true,
         idempotent: false,
+        edited: false,
     };
     const STATUS: Expected = Expected::Action {
         name: "pg::status",
         input_hash: "h1",
         write: false,
         idempotent: true,
+        edited: false,
     };
 
     #[test]
@@ -514,6 +554,9 @@ mod tests {
             .started("promote", 1, "pg::promote", "h1", true, true)
             .finished("promote", 1, out.clone())
             .run_failed(&["promote"]);
+        let slacked = History::default()
+            .sent("promote", 1, "notify::slack")
+            .finished("promote", 1, out.clone());
         let waited = History::default().timer("promote", 1, 5_000, true);
         let waiting = History::default().timer("promote", 1, 5_000, false);
         let approved = History::default().asked("promote", 1, Some("ann"));
@@ -610,6 +653,41 @@ mod tests {
                 action("pg::promote", "h2", true, true),
                 run,
                 Decision::Mismatch,
+            ),
+            (
+                "a finished read whose input differs only by the inventory's edit replays",
+                &read,
+                edited("pg::status", false),
+                run,
+                Decision::Replay(Answer::Output(&out)),
+            ),
+            (
+                "a message sent with the inventory as it was replays",
+                &slacked,
+                edited("notify::slack", true),
+                run,
+                Decision::Replay(Answer::Output(&out)),
+            ),
+            (
+                "a finished write made with the inventory as it was is held to it",
+                &promoted,
+                edited("pg::promote", true),
+                run,
+                Decision::Mismatch,
+            ),
+            (
+                "the inventory's edit never excuses another action",
+                &read,
+                edited("pg::query", false),
+                run,
+                Decision::Mismatch,
+            ),
+            (
+                "an edited read in a step being retried runs anew",
+                &read_then_failed,
+                edited("pg::status", false),
+                rerun,
+                Decision::Fresh,
             ),
             (
                 "another action is a mismatch",

@@ -262,7 +262,7 @@ fn shell_failures_show_the_exit_code_and_stderr() {
         .script(r#"shell::run(#{ cmd: "echo boom >&2; exit 7" });"#)
         .run(&[])
         .code(1)
-        .stderr("exited with code 7:\nboom")
+        .stderr("exited with code 7:\n    boom\n  -->")
         .check();
 }
 

@@ -163,7 +163,7 @@ fn a_shell_read_runs_in_a_dry_run_and_is_not_a_change() {
         .script(r#"shell::read(#{ cmd: "echo gone >&2; exit 3" });"#)
         .run(&[])
         .code(1)
-        .stderr("`echo gone >&2; exit 3` exited with code 3:\ngone")
+        .stderr("`echo gone >&2; exit 3` exited with code 3:\n    gone\n  -->")
         .stderr("next: nothing was changed; once the cause is fixed, run it again")
         .check();
 }

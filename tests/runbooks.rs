@@ -719,7 +719,7 @@ fn planned_failover_under_load_loses_no_committed_row() {
     d.changes_nothing(
         1,
         &[
-            "topology::verify failed: the postcondition does not hold:\n  - eu-west-1 has DNS weight 100 but fails its health check",
+            "in step 'already done': topology::verify failed: the postcondition does not hold:\n      - eu-west-1 has DNS weight 100 but fails its health check",
             "in step 'already done'",
         ],
         || d.run("planned-failover", &["--var", "target=eu-west-1"]),

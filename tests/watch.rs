@@ -797,7 +797,7 @@ let p = params(decls);"#,
     assert_says(
         &alerts[0],
         &[
-            "runbook watch: the failover of us-east-1 did not finish: no standby of us-east-1 can be promoted".to_string(),
+            "runbook watch: the failover of us-east-1 did not finish: in step 'promote': no standby of us-east-1 can be promoted".to_string(),
             format!("; next: fix the cause, then `runbook resume {run}`"),
         ],
     );

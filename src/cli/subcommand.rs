@@ -967,7 +967,7 @@ fn once(shown: &mut Option<String>, error: &str) -> String {
         .is_some_and(|s| !s.is_empty() && error.ends_with(s));
     *shown = Some(error.to_string());
     if above {
-        crate::report::once_above(error)
+        crate::error::once_above(error)
     } else {
         error.to_string()
     }

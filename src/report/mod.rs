@@ -215,33 +215,6 @@ pub(crate) fn plan_text(entries: &[PlanEntry], failed: bool) -> String {
     out
 }
 
-/// A failure's text where the same text was printed in full just above (a step that failed
-/// because its action did, the run that failed because its step did): a one-line text stays as
-/// it is, a longer one gives its first line and says where the rest is. The same table three
-/// times is scrolling an operator does not need at 3 a.m.
-pub fn once_above(text: &str) -> String {
-    match text.split_once('\n') {
-        None => text.to_string(),
-        Some((first, _)) => format!("{} (in full above)", first.trim_end().trim_end_matches(':')),
-    }
-}
-
-/// A text of several lines under a line that starts at `depth`: the lines after the first
-/// indented one level deeper, so a table in a failure stays under the step it belongs to.
-pub(crate) fn hang(text: &str, depth: usize) -> String {
-    let pad = "  ".repeat(depth + 1);
-    let mut lines = text.split('\n');
-    let mut out = lines.next().unwrap_or_default().to_string();
-    for l in lines {
-        out.push('\n');
-        if !l.is_empty() {
-            out.push_str(&pad);
-            out.push_str(l);
-        }
-    }
-    out
-}
-
 /// The last line of a run. Details of a failure or pause go to stderr with the error, so
 /// they are not repeated here.
 pub(crate) fn ended_text(status: RunStatus, elapsed_ms: u64, message: &Option<String>) -> String {
@@ -261,32 +234,6 @@ pub(crate) fn ended_text(status: RunStatus, elapsed_ms: u64, message: &Option<St
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_failure_printed_above_is_named_by_its_first_line() {
-        for (text, brief) in [
-            ("health is 503", "health is 503"),
-            (
-                "topology::verify failed: the postcondition does not hold:\n  - x\nREGION",
-                "topology::verify failed: the postcondition does not hold (in full above)",
-            ),
-            ("two lines\nsecond", "two lines (in full above)"),
-            ("", ""),
-        ] {
-            assert_eq!(once_above(text), brief, "{text:?}");
-        }
-    }
-
-    #[test]
-    fn the_lines_of_a_long_failure_hang_under_its_first() {
-        for (text, depth, hung) in [
-            ("one line", 2, "one line"),
-            ("a:\nREGION\n\nx", 0, "a:\n  REGION\n\n  x"),
-            ("a:\n  - b", 1, "a:\n      - b"),
-        ] {
-            assert_eq!(hang(text, depth), hung, "{text:?} at {depth}");
-        }
-    }
 
     #[test]
     fn a_plan_groups_its_changes_by_step() {

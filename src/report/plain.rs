@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::sync::Mutex;
 
-use super::{ended_text, hang, human_ms, once_above, plan_text, Progress, Reporter};
+use super::{ended_text, human_ms, plan_text, Progress, Reporter};
+use crate::error::{hang, once_above};
 use crate::secret::Redactor;
 
 pub struct PlainReporter {

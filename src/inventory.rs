@@ -1,6 +1,8 @@
 //! The inventory: a TOML file describing the targets (regions, URLs, DNS, webhooks).
 //! A table of the form `{ env = "NAME" }` is a secret read from the environment.
 
+mod edit;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,6 +11,8 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::secret::{Redactor, Secret, SECRET_KEY};
 use crate::value::Inv;
+
+pub use edit::{differences, InventoryEdit};
 
 #[derive(Clone)]
 pub struct Inventory {

@@ -395,6 +395,74 @@ step("check", || http::get(#{ url: inventory.regions["eu-west-1"].health_url }))
     );
 }
 
+/// Fixed twice: each resume records the inventory it read when it differs, so a third session
+/// replays what the second read with the second inventory, and the report names what each
+/// resume changed.
+#[test]
+fn an_inventory_fixed_at_two_resumes_is_checked_against_each() {
+    let server = Server::start();
+    for path in ["/health", "/health?v=3", "/confirmed"] {
+        server.reply(path, 200, "ok", Duration::ZERO);
+    }
+    server.reply("/wrong", 404, "no such page", Duration::ZERO);
+    let script = r#"step("check", || http::get(#{ url: inventory.health_url }));
+step("change", || http::post(#{ url: inventory.change_url }));
+step("confirm", || http::get(#{ url: inventory.confirm_url }));
+"#;
+    let inventory = |health: &str, confirm: &str| {
+        format!(
+            "health_url = \"{}\"\nchange_url = \"{}\"\nconfirm_url = \"{}\"\n",
+            server.url(health),
+            server.url("/change"),
+            server.url(confirm)
+        )
+    };
+    let t = Test::new()
+        .script(script)
+        .inventory(&inventory("/wrong", "/wrong"));
+    let first = t.exec(&["run", "runbook.rhai", "-i", "inventory.toml"]);
+    assert_eq!(first.code, 1, "{}", first.all());
+    let run = t.only_run();
+
+    let t = t.inventory(&inventory("/health", "/wrong"));
+    let second = t.exec(&["resume", &run]);
+    assert_eq!(second.code, 1, "{}", second.all());
+    assert_says(&second.stderr, &["in step 'confirm'"]);
+
+    // The check the second session made with `/health` is replayed though the URL changed
+    // again: the edit from the second session's inventory explains it.
+    let t = t.inventory(&inventory("/health?v=3", "/confirmed"));
+    let third = t.exec(&["resume", &run]);
+    assert_eq!(third.code, 0, "{}", third.all());
+    assert_says(
+        &third.all(),
+        &[
+            "changed since the run started: health_url, confirm_url.",
+            "· http::get GET ",
+            "/health?v=3 (replayed: made with the inventory as it was)",
+        ],
+    );
+    assert_eq!(
+        (
+            server.count("GET", "/health"),
+            server.count("GET", "/health?v=3"),
+            server.count("POST", "/change"),
+            server.count("GET", "/confirmed")
+        ),
+        (1, 0, 1, 1)
+    );
+    let report = t.exec(&["report", &run]);
+    assert_eq!(report.code, 0, "{}", report.all());
+    assert_says(
+        &report.stdout,
+        &[
+            "resumed ",
+            " with the inventory's health_url changed",
+            " with the inventory's health_url, confirm_url changed",
+        ],
+    );
+}
+
 /// Resuming a failed run runs the failed step's checks again, but not its finished writes.
 #[test]
 fn resume_after_failure_rechecks_the_failed_step() {

@@ -835,7 +835,7 @@ fn emergency_failover_resumes_once_the_operator_fixes_the_inventory() {
         &resumed.all(),
         &[
             "changed since the run started: regions.eu-west-1.health_url. What the run read and said with the old values stands as recorded",
-            "· topology::observe observe ap-southeast-1, eu-west-1, us-east-1 (replayed)",
+            "· topology::observe observe ap-southeast-1, eu-west-1, us-east-1 (replayed: made with the inventory as it was)",
             "· pg::promote promote ",
             "run finished",
         ],
@@ -846,6 +846,17 @@ fn emergency_failover_resumes_once_the_operator_fixes_the_inventory() {
             .filter(|l| l.contains("\"event\":\"action_started\"") && l.contains("\"pg::promote\""))
             .count();
     assert_eq!(promotions, 1, "promoted once");
+    // The resume recorded the inventory it read, passwords masked as at the start.
+    let journal = d.t.journal(&run);
+    let resumed = journal
+        .lines()
+        .find(|l| l.contains("\"event\":\"run_resumed\""))
+        .unwrap();
+    assert!(resumed.contains(&eu[at..end]), "{resumed}");
+    assert!(
+        !journal.contains(":runbook-stack@"),
+        "a password in the journal"
+    );
     let to_eu: Vec<(String, i64)> = weights
         .iter()
         .map(|(r, _)| (r.clone(), if r == "eu-west-1" { 100 } else { 0 }))

@@ -843,6 +843,7 @@ mod tests {
             host: "h".into(),
             pid,
             inflight: None,
+            inventory: None,
         };
         let paused = || Event::RunPaused { reason: "r".into() };
         let failed = || Event::RunFailed {

@@ -100,6 +100,10 @@ pub enum Event {
         pid: u32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         inflight: Option<String>,
+        /// The inventory this session read, secrets as references, when it differs from the
+        /// one the run last had (the file fixed before the resume): its calls are made with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inventory: Option<Value>,
     },
     StepStarted {
         step: StepPath,
@@ -701,6 +705,7 @@ pub(crate) mod tests {
             host: String::new(),
             pid: 2,
             inflight: None,
+            inventory: None,
         }
     }
 

@@ -85,7 +85,8 @@ pub enum Progress {
         action: String,
         describe: String,
         elapsed_ms: u64,
-        /// "ran", "replayed" (recorded earlier), "predicted" (dry-run) or "skipped".
+        /// "ran", "replayed" (recorded earlier; "replayed: made with the inventory as it was"
+        /// when the inventory changed since), "predicted" (dry-run) or "skipped".
         how: &'static str,
     },
     ActionFailed {

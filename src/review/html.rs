@@ -492,9 +492,16 @@ pub fn html(rep: &RunReport) -> String {
                 if let Some(i) = &s.inflight {
                     ended = format!("{ended} (in-flight action: {i})");
                 }
+                let mut started = format!("{} {}", s.kind, clock(&s.started_at));
+                if !s.inventory_changed.is_empty() {
+                    started.push_str(&format!(
+                        " with the inventory's {} changed",
+                        s.inventory_changed.join(", ")
+                    ));
+                }
                 vec![
                     num(&s.n.to_string()),
-                    td(&format!("{} {}", s.kind, clock(&s.started_at))),
+                    td(&started),
                     td(&s.operator),
                     td(&s.host),
                     num(&s.pid.to_string()),

@@ -216,11 +216,18 @@ pub fn markdown(rep: &RunReport) -> String {
         if let Some(i) = &s.inflight {
             ended = format!("{ended} (in-flight action: {i})");
         }
+        let mut started = format!("{} {}", s.kind, clock(&s.started_at));
+        if !s.inventory_changed.is_empty() {
+            started.push_str(&format!(
+                " with the inventory's {} changed",
+                s.inventory_changed.join(", ")
+            ));
+        }
         row(
             &mut out,
             &[
                 s.n.to_string(),
-                format!("{} {}", s.kind, clock(&s.started_at)),
+                cell(&started),
                 cell(&s.operator),
                 cell(&s.host),
                 s.pid.to_string(),

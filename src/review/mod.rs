@@ -15,6 +15,7 @@ use serde_json::Value;
 pub use html::html;
 pub use markdown::markdown;
 
+use crate::inventory::InventoryEdit;
 use crate::journal::{show_path, Event, Record, RunStatus, StepPath};
 use crate::secret::mask_url_passwords;
 
@@ -143,6 +144,10 @@ pub struct Session {
     pub ended: String,
     /// A resume's decision about the action left in flight.
     pub inflight: Option<String>,
+    /// The inventory keys a resume read changed from what the run had (a value fixed before
+    /// it): what was changed in the middle of the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inventory_changed: Vec<String>,
 }
 
 impl Session {
@@ -160,6 +165,7 @@ impl Session {
             end_ms: at,
             ended: String::new(),
             inflight: None,
+            inventory_changed: vec![],
         }
     }
 }
@@ -256,6 +262,8 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
     let mut open_approvals: std::collections::HashMap<(String, u32), usize> = Default::default();
     let mut step_retries: std::collections::HashMap<String, u32> = Default::default();
 
+    // The inventory as the run last had it, to name what a resume changed.
+    let mut inventory_had = Value::Null;
     for r in records {
         let at = off(r);
         if !matches!(r.event, Event::RunStarted { .. } | Event::RunResumed { .. }) {
@@ -274,8 +282,10 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
                 host,
                 pid,
                 trigger,
+                inventory,
                 ..
             } => {
+                inventory_had = inventory.clone();
                 rep.trigger = trigger.as_deref().cloned();
                 rep.runbook = runbook.clone();
                 rep.runbook_sha256 = runbook_sha256.clone();
@@ -300,6 +310,7 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
                 host,
                 pid,
                 inflight,
+                inventory,
                 ..
             } => {
                 // Steps the previous process left open ran until it stopped.
@@ -315,6 +326,10 @@ pub fn build(run_id: &str, records: &[Record], status: RunStatus) -> RunReport {
                 s.n = rep.sessions.len() + 1;
                 s.kind = "resumed".into();
                 s.inflight = inflight.clone();
+                if let Some(read) = inventory {
+                    s.inventory_changed = InventoryEdit::between(&inventory_had, read).keys();
+                    inventory_had = read.clone();
+                }
                 rep.sessions.push(s);
             }
             Event::StepStarted { step } => {
@@ -796,6 +811,7 @@ mod tests {
                     host: "ops-2".into(),
                     pid: 9,
                     inflight: Some("retry".into()),
+                    inventory: Some(json!({ "dns": { "endpoint_url": "http://fixed" } })),
                 },
             ),
             r(
@@ -935,6 +951,7 @@ mod tests {
                     host: "ops-1".into(),
                     pid: 2,
                     inflight: None,
+                    inventory: None,
                 },
             ),
             r(
@@ -978,6 +995,8 @@ mod tests {
         assert_eq!(rep.sessions[0].ended, "interrupted: Ctrl-C");
         assert_eq!(rep.sessions[1].ended, "finished");
         assert_eq!(rep.sessions[1].inflight.as_deref(), Some("retry"));
+        assert!(rep.sessions[0].inventory_changed.is_empty());
+        assert_eq!(rep.sessions[1].inventory_changed, ["dns.endpoint_url"]);
         assert_eq!(rep.time.stopped_ms, 60_000);
         assert_eq!(rep.time.waits_ms, 2_000);
         assert_eq!(rep.time.approvals_ms, 6_000);

@@ -167,11 +167,12 @@ impl RunCtx {
                 input,
                 input_hash,
                 ..
-            }) if action == full && *input_hash != call.prepared.input_hash => self
-                .journal
-                .replay
-                .inventory_edit
-                .explains(input, &call.prepared.input),
+            }) if action == full && *input_hash != call.prepared.input_hash => {
+                self.journal.replay.inventory_edits.iter().find_map(|e| {
+                    e.explains(input, &call.prepared.input)
+                        .map(|keys| (e.describe(&keys), keys))
+                })
+            }
             _ => None,
         };
         let expected = Expected::Action {
@@ -184,7 +185,12 @@ impl RunCtx {
         let path = call.path().to_vec();
         match replay::decide(recorded, expected, self.mode(&path)) {
             Decision::Replay(Answer::Output(out)) => {
-                self.report_finished(call, 0, "replayed");
+                let how = if edited.is_some() {
+                    "replayed: made with the inventory as it was"
+                } else {
+                    "replayed"
+                };
+                self.report_finished(call, 0, how);
                 Ok(Proceed::Answered(json_to_dynamic(out)))
             }
             Decision::Replay(Answer::Failure(err)) => {
@@ -198,7 +204,7 @@ impl RunCtx {
                 Err(runtime_error(format!("{full} failed: {err}"), pos))
             }
             Decision::Mismatch if edited.is_some() => {
-                let keys = edited.unwrap_or_default();
+                let (said, keys) = edited.unwrap_or_default();
                 let (path, seq) = &call.key;
                 let made = match recorded {
                     Some(Call::Action {
@@ -211,11 +217,7 @@ impl RunCtx {
                     "run {} {made} the change {full} at step '{}', call #{seq}, with the inventory as it was then:\n  {}\na resume never makes a finished change again, nor counts it as made with the new value",
                     self.opts.run_id.as_deref().unwrap_or("?"),
                     show_path(path),
-                    self.journal
-                        .replay
-                        .inventory_edit
-                        .describe(&keys)
-                        .join("\n  "),
+                    said.join("\n  "),
                 );
                 Err(self.stop_with(Stop::Edited { message, keys }, pos))
             }

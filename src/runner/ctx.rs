@@ -1043,7 +1043,7 @@ pub(super) fn compact(v: &Value) -> String {
 pub(super) fn field_diff(recorded: &Value, now: &Value) -> String {
     const SHOWN: usize = 8;
     let side = |v: &Option<Value>| v.as_ref().map_or("(absent)".to_string(), compact);
-    let diffs = super::edit::differences(recorded, now);
+    let diffs = crate::inventory::differences(recorded, now);
     let mut out = String::new();
     for (path, was, now) in diffs.iter().take(SHOWN) {
         out.push_str(&format!(

@@ -3,7 +3,6 @@
 mod call;
 mod ctx;
 mod diff;
-mod edit;
 mod frames;
 mod host;
 mod params;
@@ -698,12 +697,24 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
         });
     }
 
-    let (inv, inventory_edit) = resume_inventory(
+    // The inventory as the run had it: at its start, and as each resume that read another.
+    let mut versions = vec![inventory];
+    versions.extend(loaded.records.iter().filter_map(|r| match &r.event {
+        Event::RunResumed {
+            inventory: Some(v), ..
+        } => Some(v.clone()),
+        _ => None,
+    }));
+    let ResumedInventory {
+        inventory: inv,
+        edits: inventory_edits,
+        record: inventory_read,
+    } = resume_inventory(
         env,
         &req.run_id,
         req.inventory.as_deref(),
         inventory_file.as_deref(),
-        inventory,
+        versions,
     )?;
     crate::tls::set_pg_defaults(inv.pg_tls_defaults()?);
     let regions = inventory_file
@@ -730,7 +741,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
 
     let next_record = loaded.records.last().map(|r| r.n + 1).unwrap_or(1);
     let mut replay = replay::Replay::from_records(&loaded.records);
-    replay.inventory_edit = inventory_edit;
+    replay.inventory_edits = inventory_edits;
     // This session's commands name the inventory where this host has it.
     let here = req.inventory.as_deref().or(inventory_file.as_deref());
     let invocation = Arc::new(
@@ -801,6 +812,7 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
                 host: env.operator.host.clone(),
                 pid: std::process::id(),
                 inflight: req.inflight.map(|i| format!("{i:?}").to_lowercase()),
+                inventory: inventory_read,
             },
             true,
         )?;
@@ -989,65 +1001,81 @@ fn run_again(opts: &RunOptions) -> String {
     command
 }
 
-/// The inventory a resume runs with, and how it differs from the run's start. The journal keeps
-/// a copy, but with URL passwords masked: the file is read again — this host's copy when `-i`
-/// names one, else the path the run recorded — and a warning names what changed. A file that
-/// is gone leaves the journal's copy, unless that copy lacks a password the run needs: then
-/// the resume is refused before anything, asking for this host's copy.
+/// What a resume reads its inventory as, and how that differs from what the run had.
+struct ResumedInventory {
+    inventory: Inventory,
+    /// From each inventory a session of the run read (the start's first) to this one: a call
+    /// recorded with any of them may differ from its record by that edit alone.
+    edits: Vec<crate::inventory::InventoryEdit>,
+    /// This inventory (secrets as references), to record with the resume when it differs from
+    /// the one the run last had.
+    record: Option<Value>,
+}
+
+/// The inventory a resume runs with, and how it differs from the run's. The journal keeps a
+/// copy (at the start, and at each resume that read another), but with URL passwords masked:
+/// the file is read again — this host's copy when `-i` names one, else the path the run
+/// recorded — and a warning names what changed since the start. A file that is gone leaves the
+/// journal's last copy, unless that copy lacks a password the run needs: then the resume is
+/// refused before anything, asking for this host's copy.
 fn resume_inventory(
     env: &Env,
     run_id: &str,
     given: Option<&str>,
     recorded: Option<&str>,
-    journaled: Value,
-) -> Result<(Inventory, edit::InventoryEdit), Error> {
-    let edit_of = |inv: &Inventory| {
-        let masked = serde_json::to_string(&inv.value)
+    versions: Vec<Value>,
+) -> Result<ResumedInventory, Error> {
+    let started = versions.first().cloned().unwrap_or(Value::Null);
+    let last = versions.last().cloned().unwrap_or(Value::Null);
+    let warn = |message: String| env.reporter.report(&Progress::Warning { message });
+    let read = |inventory: Inventory, said: String| {
+        let masked = serde_json::to_string(&inventory.value)
             .map(|t| crate::secret::mask_url_passwords(&t))
             .unwrap_or_default();
-        edit::InventoryEdit::between(
-            &journaled,
-            &serde_json::from_str(&masked).unwrap_or(Value::Null),
-        )
-    };
-    let warn = |message: String| env.reporter.report(&Progress::Warning { message });
-    let say_edit = |edit: &edit::InventoryEdit, what: String| {
-        if !edit.is_empty() {
+        let now: Value = serde_json::from_str(&masked).unwrap_or(Value::Null);
+        let since_start = crate::inventory::InventoryEdit::between(&started, &now);
+        if !since_start.is_empty() {
             warn(format!(
-                "{what}: {}. What the run read and said with the old values stands as recorded, \
+                "{said}: {}. What the run read and said with the old values stands as recorded, \
                  the calls still to come use the new ones, and a finished change made with an \
                  old value stops the resume",
-                edit.keys().join(", ")
+                since_start.keys().join(", ")
             ));
         }
+        let edits = versions
+            .iter()
+            .map(|v| crate::inventory::InventoryEdit::between(v, &now))
+            .filter(|e| !e.is_empty())
+            .collect();
+        ResumedInventory {
+            inventory,
+            edits,
+            record: (now != last).then_some(now),
+        }
+    };
+    let as_kept = |inventory: Inventory| ResumedInventory {
+        inventory,
+        edits: vec![],
+        record: None,
     };
     match (given, recorded) {
         (Some(_), None) => Err(Error::Usage(format!(
             "-i: run {run_id} was started without an inventory; a resume continues a run with what it started with"
         ))),
-        (Some(path), Some(recorded)) => {
-            let current = Inventory::load(Path::new(path))?;
-            let edit = edit_of(&current);
-            say_edit(
-                &edit,
-                format!("the inventory {path} differs from the one run {run_id} started with ({recorded})"),
-            );
-            Ok((current, edit))
-        }
+        (Some(path), Some(recorded)) => Ok(read(
+            Inventory::load(Path::new(path))?,
+            format!("the inventory {path} differs from the one run {run_id} started with ({recorded})"),
+        )),
         (None, Some(path)) => match Inventory::load(Path::new(path)) {
-            Ok(current) => {
-                let edit = edit_of(&current);
-                say_edit(
-                    &edit,
-                    format!("the inventory {path} changed since the run started"),
-                );
-                Ok((current, edit))
-            }
+            Ok(current) => Ok(read(
+                current,
+                format!("the inventory {path} changed since the run started"),
+            )),
             // One that is there but cannot be used (a broken edit, a misspelt key) is
             // refused as at the start: resuming with the old copy would hide the edit.
             Err(e) if Path::new(path).exists() => Err(e),
             Err(_) => {
-                let lacking = masked_passwords(&journaled, "");
+                let lacking = masked_passwords(&last, "");
                 if !lacking.is_empty() {
                     return Err(Error::Usage(format!(
                         "the inventory {path} that run {run_id} started with is not on this host, and the journal's copy of it does not keep URL passwords ({}): give this host's copy with `runbook resume {run_id} -i FILE`",
@@ -1055,22 +1083,16 @@ fn resume_inventory(
                     )));
                 }
                 warn(format!("the inventory {path} is gone; resuming with the copy in the journal"));
-                Ok((
-                    Inventory {
-                        file: path.to_string(),
-                        value: journaled,
-                    },
-                    edit::InventoryEdit::default(),
-                ))
+                Ok(as_kept(Inventory {
+                    file: path.to_string(),
+                    value: last,
+                }))
             }
         },
-        (None, None) => Ok((
-            Inventory {
-                file: "(no inventory)".into(),
-                value: journaled,
-            },
-            edit::InventoryEdit::default(),
-        )),
+        (None, None) => Ok(as_kept(Inventory {
+            file: "(no inventory)".into(),
+            value: last,
+        })),
     }
 }
 

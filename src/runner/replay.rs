@@ -61,8 +61,9 @@ pub struct Replay {
     pub sessions: usize,
     /// What a resume of the run, as it stood, had to be told (an approval, an in-flight choice).
     pub awaiting: crate::error::Awaiting,
-    /// How the inventory this resume reads differs from the one the run started with.
-    pub inventory_edit: super::edit::InventoryEdit,
+    /// How the inventory this resume reads differs from each the run had (see
+    /// `resume_inventory`).
+    pub inventory_edits: Vec<crate::inventory::InventoryEdit>,
 }
 
 impl Replay {

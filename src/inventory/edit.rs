@@ -1,6 +1,7 @@
-//! How the inventory a resume reads differs from the one its run started with, and whether
-//! that edit is all that makes a recorded call's input differ from the script's call now.
-//! Pure: compares JSON values, both with URL passwords masked as the journal keeps them.
+//! How an inventory differs from another — the one a resume reads from the one its run had —
+//! and whether that edit is all that makes a recorded call's input differ from the script's
+//! call now. Pure: compares JSON values, both with URL passwords masked as the journal keeps
+//! them.
 
 use serde_json::Value;
 

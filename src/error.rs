@@ -78,8 +78,9 @@ pub enum Next {
         approve: bool,
         undo: bool,
     },
-    /// The run is over: a new run of the runbook.
-    NewRun { runbook: String },
+    /// The run is over: a new run of the runbook, `command` (`runbook run FILE -i INVENTORY`,
+    /// the store options added when rendered).
+    NewRun { command: String },
     /// A live process holds a lock and nothing says which run: wait for it.
     WaitForHolder,
     /// Another run's live process holds a lock: wait for it, or stop it when this cannot wait.
@@ -204,7 +205,7 @@ impl Next {
                 if *approve { " --approve" } else { "" },
                 if *undo { " --undo" } else { "" }
             ),
-            Next::NewRun { runbook } => format!("`runbook run {runbook}{flag}` starts a new run"),
+            Next::NewRun { command } => format!("`{command}{flag}` starts a new run"),
             Next::WaitForHolder => {
                 format!("wait for it to finish (`runbook runs{flag}` shows its state)")
             }
@@ -749,13 +750,13 @@ mod tests {
         let over = Error::Refused {
             message: "run r1 already finished".into(),
             next: Next::NewRun {
-                runbook: "x.rhai".into(),
+                command: "runbook run x.rhai -i prod.toml".into(),
             },
         };
         assert_eq!(over.exit_code(), exit::INVALID_INPUT);
         assert_eq!(
             over.render(" --state-dir s"),
-            "error: run r1 already finished\n  next: `runbook run x.rhai --state-dir s` starts a new run"
+            "error: run r1 already finished\n  next: `runbook run x.rhai -i prod.toml --state-dir s` starts a new run"
         );
         let paused = Error::Paused {
             reason: "waiting for approval".into(),

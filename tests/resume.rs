@@ -451,6 +451,20 @@ step("confirm", || http::get(#{ url: inventory.confirm_url }));
         ),
         (1, 0, 1, 1)
     );
+    // Over: a resume says so, and how to start anew with the same inventory.
+    let over = t.exec(&["resume", &run]);
+    assert_eq!(over.code, 2, "{}", over.all());
+    assert_says(
+        &over.stderr,
+        &[
+            format!("error: run {run} already finished"),
+            format!(
+                "next: `runbook run {} -i {}` starts a new run",
+                t.path("runbook.rhai").display(),
+                t.path("inventory.toml").display()
+            ),
+        ],
+    );
     let report = t.exec(&["report", &run]);
     assert_eq!(report.code, 0, "{}", report.all());
     assert_says(

@@ -654,10 +654,19 @@ pub fn resume(env: &Env, req: ResumeRequest) -> Result<(), Error> {
                     summary.status,
                     summary.ended.unwrap_or_default()
                 ),
+                // With the inventory it ran with (this host's copy when given): a shipped
+                // runbook needs one.
                 next: Next::NewRun {
-                    runbook: runbook.to_string(),
+                    command: match req.inventory.as_deref().or(inventory_file.as_deref()) {
+                        Some(inventory) => format!(
+                            "runbook run {} -i {}",
+                            crate::error::shell_word(&runbook),
+                            crate::error::shell_word(inventory)
+                        ),
+                        None => format!("runbook run {}", crate::error::shell_word(&runbook)),
+                    },
                 },
-            })
+            });
         }
         // A run still running (perhaps on another host) is refused by its lock below.
         _ => {}

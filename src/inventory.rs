@@ -34,7 +34,7 @@ impl Inventory {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| Error::Inventory {
             path: file.clone(),
-            message: format!("cannot read it: {e}"),
+            message: format!("cannot read it: {e}{}", crate::suggest::nearby_file(path)),
         })?;
         Self::parse(&file, &text)
     }

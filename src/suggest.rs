@@ -40,6 +40,33 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .unwrap_or_default()
 }
 
+/// " (did you mean `DIR/NAME`?)" for a file that is not there when its folder holds one of the
+/// same extension with a close name (`emergency-failovr.rhai`, `prod.tmol`): the path as given,
+/// with the name corrected, so that it can be pasted.
+pub fn nearby_file(path: &std::path::Path) -> String {
+    if path.exists() {
+        return String::new();
+    }
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return String::new();
+    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let listed = std::fs::read_dir(dir.unwrap_or(std::path::Path::new(".")));
+    let names: Vec<String> = listed
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    closest(name, names.iter().map(String::as_str))
+        .map(|c| match dir {
+            Some(d) => format!(" (did you mean `{}`?)", d.join(c).display()),
+            None => format!(" (did you mean `{c}`?)"),
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +99,28 @@ mod tests {
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(suggest("querry", ["query"]), " (did you mean `query`?)");
         assert_eq!(suggest("zzz", ["query"]), "");
+    }
+
+    #[test]
+    fn a_misspelt_file_is_named_as_it_is_in_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["emergency-failover.rhai", "status.rhai", "prod.toml"] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let at = |name: &str| dir.path().join(name);
+        for (given, meant) in [
+            ("emergency-failovr.rhai", Some("emergency-failover.rhai")),
+            ("statsu.rhai", Some("status.rhai")),
+            ("prod.tmol", Some("prod.toml")),
+            ("staging.toml", None),
+            // There: nothing to suggest.
+            ("status.rhai", None),
+        ] {
+            let said = nearby_file(&at(given));
+            let want = meant
+                .map(|m| format!(" (did you mean `{}`?)", at(m).display()))
+                .unwrap_or_default();
+            assert_eq!(said, want, "{given}");
+        }
     }
 }

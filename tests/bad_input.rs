@@ -199,6 +199,21 @@ fn inventory_problems_are_named() {
         .code(2)
         .stderr("inventory missing.toml: cannot read it")
         .check();
+    // A misspelt name is named as it is in its folder, for the runbook and the inventory.
+    Test::new()
+        .inventory("")
+        .script("log(1);")
+        .args(&["run", "runbok.rhai", "-i", "inventory.toml"])
+        .code(2)
+        .stderr("cannot read runbook runbok.rhai: No such file or directory (os error 2) (did you mean `runbook.rhai`?)")
+        .check();
+    Test::new()
+        .inventory("")
+        .script("log(1);")
+        .args(&["run", "runbook.rhai", "-i", "inventroy.toml"])
+        .code(2)
+        .stderr("inventory inventroy.toml: cannot read it: No such file or directory (os error 2) (did you mean `inventory.toml`?)")
+        .check();
     let t = Test::new()
         .inventory("[regions.us-east-1]\nurl = \"x\"\n")
         .script(&format!(

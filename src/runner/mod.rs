@@ -123,11 +123,6 @@ pub fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
-fn read_script(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Error::Usage(format!("cannot read runbook {}: {e}", path.display())))
-}
-
 fn new_run_id() -> String {
     let now = journal::timestamp(); // 2026-11-21T16:12:02.123Z
     let date: String = now[..10].chars().filter(|c| *c != '-').collect();
@@ -225,7 +220,7 @@ fn holder(run_id: &str, runbook: &str, op: &Operator) -> LockHolder {
 /// `runbook run`.
 pub fn run(env: &Env, req: RunRequest) -> Result<(), Error> {
     let file = req.script.display().to_string();
-    let source = read_script(&req.script)?;
+    let source = crate::script::read_script(&req.script)?;
     let inventory = match &req.inventory {
         Some(p) => Inventory::load(p)?,
         None => Inventory::empty(),

@@ -321,9 +321,16 @@ fn misused_builtin(signature: &str) -> Option<String> {
     ))
 }
 
-fn read_script(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Error::Usage(format!("cannot read runbook {}: {e}", path.display())))
+/// A runbook's text; one that cannot be read is named, with the file meant when the name is
+/// misspelt.
+pub fn read_script(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::Usage(format!(
+            "cannot read runbook {}: {e}{}",
+            path.display(),
+            crate::suggest::nearby_file(path)
+        ))
+    })
 }
 
 /// The folder a runbook's imports and relative paths are resolved from.

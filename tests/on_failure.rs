@@ -328,3 +328,39 @@ fn a_second_handler_is_a_mistake() {
         .stderr("on_undone(..) is declared twice; one handler per run")
         .check();
 }
+
+/// A failure of several lines reaches the team's channel with its first line and what comes
+/// next on top (a notification's preview shows them), and the rest below as a block that keeps
+/// its columns.
+#[test]
+fn the_team_reads_a_long_failure_first_line_first() {
+    let server = Server::start();
+    let t = Test::new()
+        .script(&format!(
+            r#"import "incident" as incident;
+on_failure(|f| incident::failed("{slack}", "drill", f));
+step("check", || shell::run(#{{ cmd: "cat table.txt >&2; exit 1" }}));
+"#,
+            slack = server.url("/slack")
+        ))
+        .file("table.txt", "REGION     DATABASE\neu-west-1  primary\n")
+        .run(&[])
+        .code(1);
+    t.check();
+    let requests = server.requests();
+    let sent = requests
+        .iter()
+        .find(|r| r.path == "/slack")
+        .expect("a message");
+    let text = serde_json::from_str::<serde_json::Value>(&sent.body).unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = t.only_run();
+    assert_eq!(
+        text,
+        format!(
+            ":x: drill FAILED at step 'check': shell::run failed: `cat table.txt >&2; exit 1` exited with code 1. run {run} stopped mid-way; once the cause is fixed, `runbook resume {run}` goes on without repeating finished changes\n```\nREGION     DATABASE\neu-west-1  primary\n```"
+        )
+    );
+}

@@ -99,7 +99,8 @@ pub enum Command {
         vars: Vec<String>,
         /// This host's copy of the inventory the run started with, where the path the run
         /// recorded does not reach it (the run started on another host, or the file moved);
-        /// compared with the journal's copy
+        /// compared with the journal's copy: a value fixed since is used from here on, and a
+        /// finished change made with the old value stops the resume
         #[arg(long, short = 'i', value_name = "FILE")]
         inventory: Option<PathBuf>,
         /// How to report progress

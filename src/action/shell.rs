@@ -86,10 +86,12 @@ impl RunInput {
     }
 }
 
-/// The command as the plan and messages show it (secrets masked).
+/// The command as the plan and messages show it (secrets masked), on one line: a script of
+/// several lines shows its line breaks as `\n`, as the runbook writes them, so that it stays
+/// one line of the step tree and of a failure's first line.
 fn shown(cmd: &Option<String>, argv: &Option<Vec<SecretString>>) -> String {
     match (cmd, argv) {
-        (Some(c), _) => c.clone(),
+        (Some(c), _) => c.trim_end_matches('\n').replace('\n', "\\n"),
         (None, Some(a)) => a
             .iter()
             .map(SecretString::shown)
@@ -241,5 +243,21 @@ impl Action for Read {
 
     async fn run(input: ReadInput, cx: Cx) -> Result<RunOutput, ActionError> {
         Run::run(input.into(), cx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_shows_on_one_line() {
+        for (cmd, line) in [
+            ("echo hi", "echo hi"),
+            ("set -e\npg_dump app\n", "set -e\\npg_dump app"),
+            ("printf 'a\nb'", "printf 'a\\nb'"),
+        ] {
+            assert_eq!(shown(&Some(cmd.to_string()), &None), line, "{cmd:?}");
+        }
     }
 }

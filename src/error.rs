@@ -508,7 +508,7 @@ impl Error {
                 next,
                 ..
             } => {
-                let mut out = format!("error: {}", hang(message, 1));
+                let mut out = format!("error: {}", hang(message, "    "));
                 if let Some(pos) = pos {
                     out.push_str(&format!("\n  --> {pos}"));
                     if let Some(line) = source_line {
@@ -564,16 +564,15 @@ pub fn once_above(text: &str) -> String {
     }
 }
 
-/// A text of several lines under a line that starts at `depth`: the lines after the first
-/// indented one level deeper, so a table in a failure stays under the step it belongs to.
-pub fn hang(text: &str, depth: usize) -> String {
-    let pad = "  ".repeat(depth + 1);
+/// A text of several lines under the line it starts on: the lines after the first indented by
+/// `pad` (blank ones left blank), so a table in a failure or a log stays under its step.
+pub fn hang(text: &str, pad: &str) -> String {
     let mut lines = text.split('\n');
     let mut out = lines.next().unwrap_or_default().to_string();
     for l in lines {
         out.push('\n');
         if !l.is_empty() {
-            out.push_str(&pad);
+            out.push_str(pad);
             out.push_str(l);
         }
     }
@@ -827,12 +826,12 @@ mod tests {
 
     #[test]
     fn the_lines_of_a_long_failure_hang_under_its_first() {
-        for (text, depth, hung) in [
-            ("one line", 2, "one line"),
-            ("a:\nREGION\n\nx", 0, "a:\n  REGION\n\n  x"),
-            ("a:\n  - b", 1, "a:\n      - b"),
+        for (text, pad, hung) in [
+            ("one line", "    ", "one line"),
+            ("a:\nREGION\n\nx", "  ", "a:\n  REGION\n\n  x"),
+            ("a:\n  - b", "    ", "a:\n      - b"),
         ] {
-            assert_eq!(hang(text, depth), hung, "{text:?} at {depth}");
+            assert_eq!(hang(text, pad), hung, "{text:?} by {pad:?}");
         }
     }
 }

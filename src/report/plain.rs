@@ -103,7 +103,7 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
             let error = if *shown_above {
                 once_above(error)
             } else {
-                hang(error, depth)
+                hang(error, &indent(depth + 1))
             };
             format!("{}✗ {name}: {error}{retry}", indent(depth))
         }
@@ -138,7 +138,7 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
             format!(
                 "{}✗ {action}: {}{retry}",
                 indent(step.len()),
-                hang(error, step.len())
+                hang(error, &indent(step.len() + 1))
             )
         }
         Progress::Waiting {
@@ -157,17 +157,13 @@ pub(crate) fn line_for(event: &Progress) -> Option<String> {
         // Every line of a message at the step's depth: a table's rows stay under its header.
         Progress::Log { step, message } => {
             let pad = indent(step.len());
-            let lines: Vec<String> = message
-                .split('\n')
-                .map(|l| {
-                    if l.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{pad}{l}")
-                    }
-                })
-                .collect();
-            lines.join("\n")
+            // A blank first line stays blank, as hang leaves the others.
+            let first = if message.starts_with('\n') || message.is_empty() {
+                ""
+            } else {
+                &pad
+            };
+            format!("{first}{}", hang(message, &pad))
         }
         Progress::Approval {
             step,

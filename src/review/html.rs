@@ -488,25 +488,14 @@ pub fn html(rep: &RunReport) -> String {
         rep.sessions
             .iter()
             .map(|s| {
-                let mut ended = s.ended.clone();
-                if let Some(i) = &s.inflight {
-                    ended = format!("{ended} (in-flight action: {i})");
-                }
-                let mut started = format!("{} {}", s.kind, clock(&s.started_at));
-                if !s.inventory_changed.is_empty() {
-                    started.push_str(&format!(
-                        " with the inventory's {} changed",
-                        s.inventory_changed.join(", ")
-                    ));
-                }
                 vec![
                     num(&s.n.to_string()),
-                    td(&started),
+                    td(&s.started_text()),
                     td(&s.operator),
                     td(&s.host),
                     num(&s.pid.to_string()),
                     num(&human_ms(s.end_ms.saturating_sub(s.start_ms))),
-                    td(&ended),
+                    td(&s.ended_text()),
                 ]
             })
             .collect(),

@@ -212,27 +212,16 @@ pub fn markdown(rep: &RunReport) -> String {
         &["#", "Started", "By", "Host", "PID", "Ran for", "Ended"],
     );
     for s in &rep.sessions {
-        let mut ended = s.ended.clone();
-        if let Some(i) = &s.inflight {
-            ended = format!("{ended} (in-flight action: {i})");
-        }
-        let mut started = format!("{} {}", s.kind, clock(&s.started_at));
-        if !s.inventory_changed.is_empty() {
-            started.push_str(&format!(
-                " with the inventory's {} changed",
-                s.inventory_changed.join(", ")
-            ));
-        }
         row(
             &mut out,
             &[
                 s.n.to_string(),
-                cell(&started),
+                cell(&s.started_text()),
                 cell(&s.operator),
                 cell(&s.host),
                 s.pid.to_string(),
                 human_ms(s.end_ms.saturating_sub(s.start_ms)),
-                cell(&ended),
+                cell(&s.ended_text()),
             ],
         );
     }

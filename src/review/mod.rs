@@ -151,6 +151,27 @@ pub struct Session {
 }
 
 impl Session {
+    /// How it started, as the sessions tables show it: "resumed 06:01:02", and what of the
+    /// inventory that resume read changed.
+    pub fn started_text(&self) -> String {
+        let mut text = format!("{} {}", self.kind, clock(&self.started_at));
+        if !self.inventory_changed.is_empty() {
+            text.push_str(&format!(
+                " with the inventory's {} changed",
+                self.inventory_changed.join(", ")
+            ));
+        }
+        text
+    }
+
+    /// How it ended, with a resume's decision about the action left in flight.
+    pub fn ended_text(&self) -> String {
+        match &self.inflight {
+            Some(i) => format!("{} (in-flight action: {i})", self.ended),
+            None => self.ended.clone(),
+        }
+    }
+
     /// A process that started (or resumed) the run at record `r`.
     fn of(r: &Record, at: u64, operator: &str, host: &str, pid: u32, version: &str) -> Session {
         Session {

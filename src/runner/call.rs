@@ -170,7 +170,7 @@ impl RunCtx {
             }) if action == full && *input_hash != call.prepared.input_hash => {
                 self.journal.replay.inventory_edits.iter().find_map(|e| {
                     e.explains(input, &call.prepared.input)
-                        .map(|keys| (e.describe(&keys), keys))
+                        .map(|keys| (e, keys))
                 })
             }
             _ => None,
@@ -204,7 +204,7 @@ impl RunCtx {
                 Err(runtime_error(format!("{full} failed: {err}"), pos))
             }
             Decision::Mismatch if edited.is_some() => {
-                let (said, keys) = edited.unwrap_or_default();
+                let (edit, keys) = edited.expect("matched on is_some");
                 let (path, seq) = &call.key;
                 let made = match recorded {
                     Some(Call::Action {
@@ -217,7 +217,7 @@ impl RunCtx {
                     "run {} {made} the change {full} at step '{}', call #{seq}, with the inventory as it was then:\n  {}\na resume never makes a finished change again, nor counts it as made with the new value",
                     self.opts.run_id.as_deref().unwrap_or("?"),
                     show_path(path),
-                    said.join("\n  "),
+                    edit.describe(&keys).join("\n  "),
                 );
                 Err(self.stop_with(Stop::Edited { message, keys }, pos))
             }
